@@ -1,0 +1,140 @@
+/*
+ * keys.c - turns the gateway's JWT settings into an auth_jwt_config:
+ * reads PEM files, picks the algorithm from the key type, and keeps the
+ * secret for HS*. Runs once at start-up, before the event loop.
+ */
+#include "auth.h"
+
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Reads a whole (small) file. Returns malloc'ed bytes the caller frees, or
+ * NULL with a message in err. */
+static unsigned char *read_file(const char *path, size_t *len, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "cannot open key file %s", path);
+        return NULL;
+    }
+    unsigned char *buf = malloc(65536 + 1);
+    size_t n = buf ? fread(buf, 1, 65536, f) : 0;
+    fclose(f);
+    if (!buf || n == 0 || n == 65536) {
+        free(buf);
+        snprintf(err, errlen, "key file %s is empty or too large", path);
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+/* RS256 for RSA keys, ES256 for P-256 EC keys; NULL if neither. */
+static const char *alg_for_public_pem(const unsigned char *pem, size_t len)
+{
+    BIO *bio = BIO_new_mem_buf(pem, (int)len);
+    EVP_PKEY *k = bio ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
+    const char *alg = NULL;
+    if (k) {
+        int id = EVP_PKEY_get_base_id(k);
+        alg = id == EVP_PKEY_RSA ? "RS256" : id == EVP_PKEY_EC ? "ES256" : NULL;
+    }
+    EVP_PKEY_free(k);
+    BIO_free(bio);
+    return alg;
+}
+
+static int set_key(auth_jwt_key *k, const unsigned char *bytes, size_t len)
+{
+    k->key = malloc(len + 1);
+    if (!k->key)
+        return -1;
+    memcpy(k->key, bytes, len);
+    k->key[len] = '\0';
+    k->keylen = len;
+    return 0;
+}
+
+static int setup_public_key(auth_jwt_config *cfg, const char *alg, const char *pub,
+                            const char *priv, char *err, size_t errlen)
+{
+    size_t len;
+    unsigned char *pem = read_file(pub, &len, err, errlen);
+    if (!pem)
+        return -1;
+    const char *detected = alg_for_public_pem(pem, len);
+    if (!detected) {
+        snprintf(err, errlen, "%s is not an RSA or EC public key in PEM format", pub);
+        free(pem);
+        return -1;
+    }
+    cfg->alg = strdup(alg ? alg : detected);
+    cfg->keys = calloc(1, sizeof(auth_jwt_key));
+    int rc = (!cfg->alg || !cfg->keys) ? -1 : 0;
+    if (rc == 0) {
+        cfg->nkeys = 1;
+        rc = set_key(&cfg->keys[0], pem, len);
+    }
+    free(pem);
+    if (rc == 0 && priv) {
+        unsigned char *ppem = read_file(priv, &len, err, errlen);
+        if (!ppem)
+            return -1;
+        rc = set_key(&cfg->sign, ppem, len);
+        free(ppem);
+    }
+    return rc;
+}
+
+static int setup_secret(auth_jwt_config *cfg, const char *alg, const char *secret)
+{
+    size_t len = strlen(secret);
+    cfg->alg = strdup(alg ? alg : "HS256");
+    cfg->keys = calloc(1, sizeof(auth_jwt_key));
+    if (!cfg->alg || !cfg->keys)
+        return -1;
+    cfg->nkeys = 1;
+    if (set_key(&cfg->keys[0], (const unsigned char *)secret, len) < 0)
+        return -1;
+    return set_key(&cfg->sign, (const unsigned char *)secret, len);
+}
+
+int auth_jwt_setup(auth_jwt_config *cfg, const char *alg, const char *secret,
+                   const char *public_key_path, const char *private_key_path, const char *iss,
+                   const char *aud, char *err, size_t errlen)
+{
+    static const char *allowed[] = {"HS256", "HS384", "HS512", "RS256", "ES256"};
+    int ok = !alg;
+    for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]) && !ok; i++)
+        ok = !strcmp(alg, allowed[i]);
+    memset(cfg, 0, sizeof(*cfg));
+    if (!ok) {
+        snprintf(err, errlen, "unsupported JWT algorithm %s", alg);
+        return -1;
+    }
+    int is_hs = alg && !strncmp(alg, "HS", 2);
+    int rc;
+    if (public_key_path && !is_hs) {
+        rc = setup_public_key(cfg, alg, public_key_path, private_key_path, err, errlen);
+    } else if (secret && secret[0] && !(alg && !is_hs)) {
+        rc = setup_secret(cfg, alg, secret);
+    } else {
+        snprintf(err, errlen, "%s needs %s", alg ? alg : "JWT verification",
+                 is_hs || !alg ? "a secret (HERALD_JWT_SECRET)"
+                               : "a public key (HERALD_JWT_PUBLIC_KEY)");
+        return -1;
+    }
+    if (rc == 0 && ((iss && !(cfg->iss = strdup(iss))) || (aud && !(cfg->aud = strdup(aud)))))
+        rc = -1;
+    if (rc < 0) {
+        if (!err[0])
+            snprintf(err, errlen, "out of memory setting up JWT keys");
+        auth_jwt_config_clear(cfg);
+    }
+    return rc;
+}

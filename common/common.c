@@ -1,0 +1,250 @@
+/* common.c - hash map, byte buffer and small helpers (see common.h). */
+#include "common.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/*---- String-keyed hash map -------------------------------------------------*/
+
+/* Linear probing with tombstones. The table is kept at most 3/4 full
+ * (live + tombstones) so probes stay short; it doubles when it gets there. */
+typedef struct hr_slot {
+    char *key; /* NULL = empty; TOMB = deleted */
+    size_t klen;
+    uint64_t hash;
+    void *val;
+} hr_slot;
+
+struct hr_map {
+    hr_slot *slots;
+    size_t cap; /* power of two */
+    size_t count;
+    size_t used; /* live + tombstones */
+    hr_map_free_fn val_free;
+};
+
+static char tomb_marker;
+#define TOMB (&tomb_marker)
+
+/* FNV-1a: short channel names dominate, so a simple byte hash is enough. */
+static uint64_t hash_bytes(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+hr_map *hr_map_new(hr_map_free_fn val_free)
+{
+    hr_map *m = calloc(1, sizeof(*m));
+    if (!m)
+        return NULL;
+    m->cap = 16;
+    m->slots = calloc(m->cap, sizeof(hr_slot));
+    if (!m->slots) {
+        free(m);
+        return NULL;
+    }
+    m->val_free = val_free;
+    return m;
+}
+
+void hr_map_free(hr_map *m)
+{
+    if (!m)
+        return;
+    for (size_t i = 0; i < m->cap; i++) {
+        hr_slot *s = &m->slots[i];
+        if (s->key && s->key != TOMB) {
+            if (m->val_free)
+                m->val_free(s->val);
+            free(s->key);
+        }
+    }
+    free(m->slots);
+    free(m);
+}
+
+static hr_slot *find_slot(const hr_map *m, const char *key, size_t klen, uint64_t h)
+{
+    size_t mask = m->cap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        hr_slot *s = &m->slots[i];
+        if (!s->key)
+            return NULL;
+        if (s->key != TOMB && s->hash == h && s->klen == klen && !memcmp(s->key, key, klen))
+            return s;
+    }
+}
+
+void *hr_map_get(const hr_map *m, const char *key, size_t klen)
+{
+    hr_slot *s = find_slot(m, key, klen, hash_bytes(key, klen));
+    return s ? s->val : NULL;
+}
+
+static void insert_slot(hr_slot *slots, size_t cap, hr_slot src)
+{
+    size_t mask = cap - 1;
+    size_t i = src.hash & mask;
+    while (slots[i].key && slots[i].key != TOMB)
+        i = (i + 1) & mask;
+    slots[i] = src;
+}
+
+static int grow(hr_map *m)
+{
+    size_t ncap = m->count * 2 >= m->cap / 2 ? m->cap * 2 : m->cap;
+    hr_slot *ns = calloc(ncap, sizeof(hr_slot));
+    if (!ns)
+        return -1;
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->slots[i].key && m->slots[i].key != TOMB)
+            insert_slot(ns, ncap, m->slots[i]);
+    free(m->slots);
+    m->slots = ns;
+    m->cap = ncap;
+    m->used = m->count;
+    return 0;
+}
+
+int hr_map_put(hr_map *m, const char *key, size_t klen, void *val)
+{
+    uint64_t h = hash_bytes(key, klen);
+    hr_slot *s = find_slot(m, key, klen, h);
+    if (s) {
+        s->val = val;
+        return 0;
+    }
+    if ((m->used + 1) * 4 > m->cap * 3 && grow(m) < 0)
+        return -1;
+    char *k = malloc(klen + 1);
+    if (!k)
+        return -1;
+    memcpy(k, key, klen);
+    k[klen] = '\0';
+    size_t mask = m->cap - 1;
+    size_t i = h & mask;
+    while (m->slots[i].key && m->slots[i].key != TOMB)
+        i = (i + 1) & mask;
+    if (!m->slots[i].key)
+        m->used++;
+    m->slots[i] = (hr_slot){k, klen, h, val};
+    m->count++;
+    return 0;
+}
+
+void *hr_map_del(hr_map *m, const char *key, size_t klen)
+{
+    hr_slot *s = find_slot(m, key, klen, hash_bytes(key, klen));
+    if (!s)
+        return NULL;
+    void *v = s->val;
+    free(s->key);
+    s->key = TOMB;
+    s->val = NULL;
+    m->count--;
+    return v;
+}
+
+size_t hr_map_count(const hr_map *m)
+{
+    return m->count;
+}
+
+int hr_map_next(const hr_map *m, size_t *it, const char **key, size_t *klen, void **val)
+{
+    for (; *it < m->cap; (*it)++) {
+        hr_slot *s = &m->slots[*it];
+        if (s->key && s->key != TOMB) {
+            if (key)
+                *key = s->key;
+            if (klen)
+                *klen = s->klen;
+            if (val)
+                *val = s->val;
+            (*it)++;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/*---- Growable byte buffer --------------------------------------------------*/
+
+static int buf_reserve(hr_buf *b, size_t extra)
+{
+    if (b->len + extra + 1 <= b->cap)
+        return 0;
+    size_t ncap = b->cap ? b->cap : 64;
+    while (ncap < b->len + extra + 1)
+        ncap *= 2;
+    char *nd = realloc(b->data, ncap);
+    if (!nd)
+        return -1;
+    b->data = nd;
+    b->cap = ncap;
+    return 0;
+}
+
+int hr_buf_append(hr_buf *b, const void *p, size_t n)
+{
+    if (buf_reserve(b, n) < 0)
+        return -1;
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+int hr_buf_printf(hr_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || buf_reserve(b, (size_t)n) < 0)
+        return -1;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return 0;
+}
+
+void hr_buf_reset(hr_buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+/*---- Misc ------------------------------------------------------------------*/
+
+uint64_t hr_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+int hr_secure_eq(const char *a, size_t alen, const char *b, size_t blen)
+{
+    if (alen != blen)
+        return 0;
+    unsigned char d = 0;
+    for (size_t i = 0; i < alen; i++)
+        d |= (unsigned char)(a[i] ^ b[i]);
+    return d == 0;
+}
+
+char *hr_strdup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}

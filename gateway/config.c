@@ -1,0 +1,969 @@
+/*
+ * config.c - builds an hr_config from defaults, an optional JSON file, the
+ * environment and command-line flags (see config.h for the precedence).
+ *
+ * Every option is described once, in opt_table[]: JSON key, environment
+ * variable, flag, type and where it lives in hr_config. The three sources
+ * only differ in how they find an option's text; all of them hand it to
+ * opt_apply(), so a value is parsed and validated the same way wherever it
+ * comes from, and --help is generated from the same table. Namespaces exist
+ * only in the file and have a small table of their own (ns_table[]).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+/* log_format is written through an int pointer like the other choices. */
+_Static_assert(sizeof(hr_log_format) == sizeof(int), "hr_log_format must be int-sized");
+
+/*---- Error reporting -------------------------------------------------------*/
+
+/* Formats a message into buf (when there is one) and returns -1, so every
+ * error path reads `return say(...)`. */
+__attribute__((format(printf, 3, 4))) static int say(char *buf, size_t len, const char *fmt, ...)
+{
+    if (buf && len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(buf, len, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/*---- Option table ----------------------------------------------------------*/
+
+typedef enum opt_type {
+    OPT_STR,    /* char *, must not be empty */
+    OPT_NSTR,   /* char *, "" = unset (NULL) */
+    OPT_LIST,   /* char ** at off, size_t count at off2; comma-separated, "" = none */
+    OPT_LISTEN, /* HOST:PORT into char * at off and int port at off2 */
+    OPT_CHOICE, /* int: index of the value in choices[] */
+    OPT_INT,    /* int within [min, max] */
+    OPT_LONG,   /* long within [min, max] */
+    OPT_SIZE,   /* size_t within [min, max] */
+    OPT_BOOL,   /* int 0/1; a flag without a value means true */
+    OPT_CONFIG, /* the config file path: environment and flags only */
+} opt_type;
+
+/* Extra validation for a value's text; fills why and returns -1 to refuse. */
+typedef int (*opt_check_fn)(const char *val, char *why, size_t whylen);
+
+typedef struct opt_def {
+    const char *key;     /* JSON key; NULL = not accepted in the file */
+    const char *env;     /* environment variable */
+    const char *flag;    /* flag name without the leading "--" */
+    const char *metavar; /* shown in --help; NULL for booleans */
+    opt_type type;
+    size_t off, off2; /* offsets into hr_config */
+    unsigned long long min, max;
+    const char *const *choices; /* OPT_CHOICE, NULL-terminated */
+    opt_check_fn check;
+    const char *def;  /* default as shown in --help */
+    const char *help; /* one line for --help */
+} opt_def;
+
+static const char *const log_formats[] = {"text", "json", NULL}; /* = hr_log_format */
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const jwt_algs[] = {"HS256", "HS384", "HS512", "RS256", "ES256", NULL};
+
+static int check_redis_url(const char *val, char *why, size_t whylen);
+static int check_jwt_alg(const char *val, char *why, size_t whylen);
+static int check_node_id(const char *val, char *why, size_t whylen);
+
+#define F(field) offsetof(hr_config, field)
+#define TEN_YEARS 315360000ULL
+#define ONE_GIB (1ULL << 30)
+
+/* Columns: key, env, flag, metavar, type, off, off2, min, max, choices, check,
+ * default shown by --help, help. */
+static const opt_def opt_table[] = {
+    {NULL, "HERALD_CONFIG", "config", "FILE", OPT_CONFIG, F(config_path), 0, 0, 0, NULL, NULL,
+     "none", "JSON config file (the only place for namespaces)"},
+    {"listen", "HERALD_LISTEN", "listen", "HOST:PORT", OPT_LISTEN, F(listen_host), F(listen_port),
+     0, 0, NULL, NULL, "127.0.0.1:8080",
+     "HTTP and WebSocket address; [IPV6]:PORT; :PORT = all interfaces"},
+    {"redis_url", "HERALD_REDIS_URL", "redis-url", "URL", OPT_NSTR, F(redis_url), 0, 0, 0, NULL,
+     check_redis_url, "unset (embedded mode)",
+     "redis://[:password@]host:port[/db]; enables cluster mode"},
+    {"redis_prefix", "HERALD_REDIS_PREFIX", "redis-prefix", "STR", OPT_STR, F(redis_prefix), 0, 0,
+     0, NULL, NULL, "herald", "prefix of every Redis key and pub/sub channel"},
+    {"db", "HERALD_DB", "db", "FILE", OPT_STR, F(db_path), 0, 0, 0, NULL, NULL, "./herald.db",
+     "SQLite user store (embedded mode)"},
+    {"node_id", "HERALD_NODE_ID", "node-id", "NAME", OPT_STR, F(node_id), 0, 0, 0, NULL,
+     check_node_id, "the hostname",
+     "name of this node in logs, metrics and client ids ([A-Za-z0-9_.-])"},
+    {"api_keys", "HERALD_API_KEY", "api-key", "KEY[,KEY...]", OPT_LIST, F(api_keys), F(napi_keys),
+     0, 0, NULL, NULL, "none", "API keys of backend services"},
+    {"allowed_origins", "HERALD_ALLOWED_ORIGINS", "allowed-origins", "ORIGIN[,...]", OPT_LIST,
+     F(allowed_origins), F(nallowed_origins), 0, 0, NULL, NULL, "unset (any origin)",
+     "Origin allowlist for WebSocket upgrades"},
+    {"log_format", "HERALD_LOG_FORMAT", "log-format", "FORMAT", OPT_CHOICE, F(log_format), 0, 0, 0,
+     log_formats, NULL, "text on a tty, else json", "text or json"},
+    {"log_level", "HERALD_LOG_LEVEL", "log-level", "LEVEL", OPT_CHOICE, F(log_level), 0, 0, 0,
+     log_levels, NULL, "info", "lowest level logged: debug, info, warn or error"},
+    {"jwt_secret", "HERALD_JWT_SECRET", "jwt-secret", "SECRET", OPT_NSTR, F(jwt_secret), 0, 0, 0,
+     NULL, NULL, "generated once and kept in the store", "HMAC secret for HS256 tokens"},
+    {"jwt_public_key", "HERALD_JWT_PUBLIC_KEY", "jwt-public-key", "FILE", OPT_NSTR,
+     F(jwt_public_key), 0, 0, 0, NULL, NULL, "unset",
+     "PEM public key: tokens must be RS256 or ES256 (by key type)"},
+    {"jwt_private_key", "HERALD_JWT_PRIVATE_KEY", "jwt-private-key", "FILE", OPT_NSTR,
+     F(jwt_private_key), 0, 0, 0, NULL, NULL, "unset",
+     "PEM private key for issuing RS256/ES256 tokens"},
+    {"jwt_alg", "HERALD_JWT_ALG", "jwt-alg", "ALG", OPT_NSTR, F(jwt_alg), 0, 0, 0, NULL,
+     check_jwt_alg, "HS256, or RS256/ES256 by key type", "HS256|HS384|HS512|RS256|ES256"},
+    {"jwt_iss", "HERALD_JWT_ISS", "jwt-iss", "ISS", OPT_NSTR, F(jwt_iss), 0, 0, 0, NULL, NULL,
+     "unset (not checked)", "required \"iss\" claim; also set in issued tokens"},
+    {"jwt_aud", "HERALD_JWT_AUD", "jwt-aud", "AUD", OPT_NSTR, F(jwt_aud), 0, 0, 0, NULL, NULL,
+     "unset (not checked)", "required \"aud\" claim; also set in issued tokens"},
+    {"token_ttl", "HERALD_TOKEN_TTL", "token-ttl", "SECONDS", OPT_LONG, F(token_ttl), 0, 1,
+     TEN_YEARS, NULL, NULL, "3600", "lifetime of issued access tokens"},
+    {"max_message", "HERALD_MAX_MESSAGE", "max-message", "BYTES", OPT_SIZE, F(max_message), 0, 1,
+     ONE_GIB, NULL, NULL, "65536", "largest inbound WebSocket message (bigger closes with 1009)"},
+    {"max_channel_len", "HERALD_MAX_CHANNEL_LEN", "max-channel-len", "BYTES", OPT_SIZE,
+     F(max_channel_len), 0, 1, 65535, NULL, NULL, "255", "longest channel name"},
+    {"max_subscriptions", "HERALD_MAX_SUBSCRIPTIONS", "max-subscriptions", "N", OPT_INT,
+     F(max_subscriptions), 0, 1, INT_MAX, NULL, NULL, "512", "subscriptions per connection"},
+    {"out_queue", "HERALD_OUT_QUEUE", "out-queue", "BYTES", OPT_SIZE, F(out_queue_bytes), 0, 1,
+     ONE_GIB, NULL, NULL, "1048576", "outbound queue per connection (over it closes with 4008)"},
+    {"rate", "HERALD_RATE", "rate", "N", OPT_INT, F(rate_per_sec), 0, 1, INT_MAX, NULL, NULL, "200",
+     "inbound commands per second per connection"},
+    {"rate_burst", "HERALD_RATE_BURST", "rate-burst", "N", OPT_INT, F(rate_burst), 0, 1, INT_MAX,
+     NULL, NULL, "400", "inbound command burst per connection (over it closes with 4029)"},
+    {"connect_timeout", "HERALD_CONNECT_TIMEOUT", "connect-timeout", "SECONDS", OPT_INT,
+     F(connect_timeout), 0, 1, 86400, NULL, NULL, "10",
+     "time to authenticate after the upgrade (else 4001)"},
+    {"anonymous", "HERALD_ANONYMOUS", "anonymous", NULL, OPT_BOOL, F(allow_anonymous), 0, 0, 0,
+     NULL, NULL, "false", "accept {\"op\":\"connect\"} without a token (true/false/1/0)"},
+    {"max_body", "HERALD_MAX_BODY", "max-body", "BYTES", OPT_SIZE, F(max_body), 0, 1, ONE_GIB, NULL,
+     NULL, "1048576", "largest REST request body"},
+    {"shutdown_grace_ms", "HERALD_SHUTDOWN_GRACE_MS", "shutdown-grace-ms", "MS", OPT_INT,
+     F(shutdown_grace_ms), 0, 0, 600000, NULL, NULL, "2000",
+     "time to flush and close sockets on SIGTERM/SIGINT"},
+};
+
+#define NOPTS (sizeof(opt_table) / sizeof(opt_table[0]))
+
+/* Points at the member of cfg an option offset names. */
+static void *field(hr_config *cfg, size_t off)
+{
+    return (char *)cfg + off;
+}
+
+/* Looks an option up by its JSON key; NULL if the file may not set it. */
+static const opt_def *opt_by_key(const char *key)
+{
+    for (size_t i = 0; i < NOPTS; i++)
+        if (opt_table[i].key && !strcmp(opt_table[i].key, key))
+            return &opt_table[i];
+    return NULL;
+}
+
+/* Looks an option up by flag name (name[0..len), without "--"). */
+static const opt_def *opt_by_flag(const char *name, size_t len)
+{
+    for (size_t i = 0; i < NOPTS; i++)
+        if (strlen(opt_table[i].flag) == len && !memcmp(opt_table[i].flag, name, len))
+            return &opt_table[i];
+    return NULL;
+}
+
+/*---- Value parsers ---------------------------------------------------------*/
+
+/* Strict decimal parse: digits only (no sign, no spaces), within [min, max].
+ * strtoull alone would accept "-1", " 5" and "5x". */
+static int parse_uint(const char *s, unsigned long long min, unsigned long long max,
+                      unsigned long long *out, char *why, size_t whylen)
+{
+    if (*s < '0' || *s > '9')
+        return say(why, whylen, "expected a whole number, got \"%s\"", s);
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end)
+        return say(why, whylen, "expected a whole number, got \"%s\"", s);
+    if (errno == ERANGE || v < min || v > max)
+        return say(why, whylen, "%s is out of range (%llu..%llu)", s, min, max);
+    *out = v;
+    return 0;
+}
+
+/* Accepts the usual spellings of a boolean in environment variables. */
+static int parse_bool(const char *s, int *out, char *why, size_t whylen)
+{
+    static const char *const yes[] = {"true", "1", "yes", "on"};
+    static const char *const no[] = {"false", "0", "no", "off"};
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+        if (!strcasecmp(s, yes[i]))
+            return *out = 1, 0;
+        if (!strcasecmp(s, no[i]))
+            return *out = 0, 0;
+    }
+    return say(why, whylen, "expected true or false, got \"%s\"", s);
+}
+
+/* Host characters: a name or IPv4 address, or (bracketed) an IPv6 address
+ * with an optional %zone. Rejecting ':' outside brackets catches "::1:80". */
+static int host_ok(const char *s, const char *end, int bracketed)
+{
+    const char *extra = bracketed ? ":.%" : ".-_";
+    for (; s < end; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              strchr(extra, *s)))
+            return 0;
+    return 1;
+}
+
+/* Splits "host:port", "[v6]:port" or ":port" (all interfaces). On success
+ * *host is a malloc'ed string the caller owns. */
+static int parse_listen(const char *s, char **host, int *port, char *why, size_t whylen)
+{
+    const char *hs = s, *he, *ps;
+    if (*s == '[') {
+        hs = s + 1;
+        he = strchr(hs, ']');
+        if (!he || he == hs || he[1] != ':' || !host_ok(hs, he, 1))
+            goto bad;
+        ps = he + 2;
+    } else {
+        he = strrchr(s, ':');
+        if (!he || !host_ok(hs, he, 0))
+            goto bad;
+        ps = he + 1;
+    }
+    unsigned long long p = 0;
+    if (parse_uint(ps, 1, 65535, &p, NULL, 0) < 0)
+        return say(why, whylen, "invalid port in \"%s\" (expected 1..65535)", s);
+    *host = he > hs ? strndup(hs, (size_t)(he - hs)) : strdup("0.0.0.0");
+    if (!*host)
+        return say(why, whylen, "out of memory");
+    *port = (int)p;
+    return 0;
+bad:
+    return say(why, whylen, "invalid address \"%s\" (expected HOST:PORT, [IPV6]:PORT or :PORT)", s);
+}
+
+/* Only the scheme is checked here; the Redis module parses the rest. The
+ * value is not echoed: it may hold a password. */
+static int check_redis_url(const char *val, char *why, size_t whylen)
+{
+    if (!*val || (!strncmp(val, "redis://", 8) && val[8]))
+        return 0;
+    return say(why, whylen, "expected redis://[:password@]host:port[/db]");
+}
+
+/* The JWT module supports exactly these algorithms; refuse others at start
+ * rather than on the first token. */
+static int check_jwt_alg(const char *val, char *why, size_t whylen)
+{
+    if (!*val)
+        return 0;
+    for (size_t i = 0; jwt_algs[i]; i++)
+        if (!strcmp(val, jwt_algs[i]))
+            return 0;
+    return say(why, whylen, "unsupported algorithm \"%s\" (HS256, HS384, HS512, RS256 or ES256)",
+               val);
+}
+
+/* The node id ends up in client ids ("<node>.<n>"), metric labels and Redis
+ * keys, so it is kept to characters safe in all of them. */
+static int check_node_id(const char *val, char *why, size_t whylen)
+{
+    if (strlen(val) > 64 || !host_ok(val, val + strlen(val), 0))
+        return say(why, whylen, "invalid node id \"%s\" (up to 64 of [A-Za-z0-9_.-])", val);
+    return 0;
+}
+
+/*---- String lists ----------------------------------------------------------*/
+
+typedef struct str_list {
+    char **v;
+    size_t n, cap;
+} str_list;
+
+/* Frees a list and its strings; the same shape as the lists in hr_config. */
+static void list_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* Appends s[0..len) with surrounding blanks trimmed; empty items are dropped
+ * so "a,,b" and "a, b" mean what they look like. Returns 0 or -1 (OOM). */
+static int list_push(str_list *l, const char *s, size_t len)
+{
+    while (len && (*s == ' ' || *s == '\t'))
+        s++, len--;
+    while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+        len--;
+    if (!len)
+        return 0;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 4;
+        char **v = realloc(l->v, cap * sizeof(*v));
+        if (!v)
+            return -1;
+        l->v = v;
+        l->cap = cap;
+    }
+    if (!(l->v[l->n] = strndup(s, len)))
+        return -1;
+    l->n++;
+    return 0;
+}
+
+/* Splits a comma-separated value into l. Returns 0 or -1 (OOM). */
+static int list_from_text(str_list *l, const char *s)
+{
+    for (;;) {
+        const char *comma = strchr(s, ',');
+        size_t len = comma ? (size_t)(comma - s) : strlen(s);
+        if (list_push(l, s, len) < 0)
+            return -1;
+        if (!comma)
+            return 0;
+        s = comma + 1;
+    }
+}
+
+/* Moves l into the option's array/count pair, freeing the previous list. */
+static void list_install(hr_config *cfg, const opt_def *o, str_list *l)
+{
+    char ***v = field(cfg, o->off);
+    size_t *n = field(cfg, o->off2);
+    list_free(*v, *n);
+    *v = l->v;
+    *n = l->n;
+    *l = (str_list){0};
+}
+
+/*---- Applying one value ----------------------------------------------------*/
+
+/* Replaces a string member with a copy of val (NULL allowed). */
+static int set_str(char **slot, const char *val, char *why, size_t whylen)
+{
+    char *copy = NULL;
+    if (val && !(copy = strdup(val)))
+        return say(why, whylen, "out of memory");
+    free(*slot);
+    *slot = copy;
+    return 0;
+}
+
+/* Comma-separated text replaces the whole list (no merging across sources). */
+static int apply_list(hr_config *cfg, const opt_def *o, const char *val, char *why, size_t whylen)
+{
+    str_list l = {0};
+    if (list_from_text(&l, val) < 0) {
+        list_free(l.v, l.n);
+        return say(why, whylen, "out of memory");
+    }
+    list_install(cfg, o, &l);
+    return 0;
+}
+
+/* HOST:PORT sets both listen members at once, or neither. */
+static int apply_listen(hr_config *cfg, const opt_def *o, const char *val, char *why, size_t whylen)
+{
+    char *host = NULL;
+    int port = 0;
+    if (parse_listen(val, &host, &port, why, whylen) < 0)
+        return -1;
+    char **slot = field(cfg, o->off);
+    free(*slot);
+    *slot = host;
+    *(int *)field(cfg, o->off2) = port;
+    return 0;
+}
+
+/* Stores the index of the (case-insensitive) match; the error lists the
+ * accepted names so the user need not look them up. */
+static int apply_choice(hr_config *cfg, const opt_def *o, const char *val, char *why, size_t whylen)
+{
+    char names[128] = "";
+    size_t len = 0;
+    for (int i = 0; o->choices[i]; i++) {
+        if (!strcasecmp(val, o->choices[i])) {
+            *(int *)field(cfg, o->off) = i;
+            return 0;
+        }
+        int n = snprintf(names + len, sizeof(names) - len, "%s%s", i ? ", " : "", o->choices[i]);
+        if (n > 0 && (size_t)n < sizeof(names) - len)
+            len += (size_t)n;
+    }
+    return say(why, whylen, "expected one of %s, got \"%s\"", names, val);
+}
+
+/* Parses into the member's own width; the table's max keeps the cast exact. */
+static int apply_number(hr_config *cfg, const opt_def *o, const char *val, char *why, size_t whylen)
+{
+    unsigned long long v = 0;
+    if (parse_uint(val, o->min, o->max, &v, why, whylen) < 0)
+        return -1;
+    if (o->type == OPT_INT)
+        *(int *)field(cfg, o->off) = (int)v;
+    else if (o->type == OPT_LONG)
+        *(long *)field(cfg, o->off) = (long)v;
+    else
+        *(size_t *)field(cfg, o->off) = (size_t)v;
+    return 0;
+}
+
+/* The single place an option's text becomes a value, whatever its source.
+ * On failure cfg is unchanged and why says what is wrong with the value
+ * (the caller adds where it came from). */
+static int opt_apply(hr_config *cfg, const opt_def *o, const char *val, char *why, size_t whylen)
+{
+    if (o->check && o->check(val, why, whylen) < 0)
+        return -1;
+    switch (o->type) {
+    case OPT_STR:
+        if (!*val)
+            return say(why, whylen, "must not be empty");
+        return set_str(field(cfg, o->off), val, why, whylen);
+    case OPT_NSTR:
+    case OPT_CONFIG:
+        return set_str(field(cfg, o->off), *val ? val : NULL, why, whylen);
+    case OPT_LIST:
+        return apply_list(cfg, o, val, why, whylen);
+    case OPT_LISTEN:
+        return apply_listen(cfg, o, val, why, whylen);
+    case OPT_CHOICE:
+        return apply_choice(cfg, o, val, why, whylen);
+    case OPT_BOOL:
+        return parse_bool(val, field(cfg, o->off), why, whylen);
+    case OPT_INT:
+    case OPT_LONG:
+    case OPT_SIZE:
+        return apply_number(cfg, o, val, why, whylen);
+    }
+    return say(why, whylen, "internal error: unknown option type");
+}
+
+/* opt_apply with the source's name ("HERALD_X", "--x", "config file F:
+ * \"x\"") put in front of the reason. */
+static int apply_from(hr_config *cfg, const opt_def *o, const char *val, const char *src, char *err,
+                      size_t errlen)
+{
+    char why[256];
+    if (opt_apply(cfg, o, val, why, sizeof(why)) < 0)
+        return say(err, errlen, "%s: %s", src, why);
+    return 0;
+}
+
+/*---- Environment -----------------------------------------------------------*/
+
+/* getenv() over an explicit environ-style array, so tests pass their own. */
+static const char *env_get(char **env, const char *name)
+{
+    size_t len = strlen(name);
+    for (; env && *env; env++)
+        if (!strncmp(*env, name, len) && (*env)[len] == '=')
+            return *env + len + 1;
+    return NULL;
+}
+
+/* Applies every HERALD_* variable present in env (the config path was
+ * already handled by hr_config_load). */
+static int load_env(hr_config *cfg, char **env, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < NOPTS; i++) {
+        const opt_def *o = &opt_table[i];
+        const char *val = env_get(env, o->env);
+        if (o->type != OPT_CONFIG && val && apply_from(cfg, o, val, o->env, err, errlen) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/*---- Flags -----------------------------------------------------------------*/
+
+/* Reads the flag at argv[*i] as --name, --name=value or --name value
+ * (consuming argv[*i + 1]); a boolean without "=" means "true". Sets *o and
+ * *val (pointing into argv or a literal). */
+static int flag_next(int argc, char **argv, int *i, const opt_def **o, const char **val, char *err,
+                     size_t errlen)
+{
+    const char *arg = argv[*i];
+    if (strncmp(arg, "--", 2) || !arg[2])
+        return say(err, errlen, "unexpected argument \"%s\" (see --help)", arg);
+    const char *name = arg + 2, *eq = strchr(name, '=');
+    size_t len = eq ? (size_t)(eq - name) : strlen(name);
+    if (!(*o = opt_by_flag(name, len)))
+        return say(err, errlen, "unknown option --%.*s (see --help)", (int)len, name);
+    if (eq)
+        *val = eq + 1;
+    else if ((*o)->type == OPT_BOOL)
+        *val = "true";
+    else if (*i + 1 < argc && strncmp(argv[*i + 1], "--", 2))
+        *val = argv[++*i];
+    else
+        return say(err, errlen, "--%s: missing value", (*o)->flag);
+    return 0;
+}
+
+/* Finds the last --config in argv so the file can be read before anything
+ * else. Sets *path to NULL when there is none. */
+static int find_config_flag(int argc, char **argv, const char **path, char *err, size_t errlen)
+{
+    *path = NULL;
+    for (int i = 0; i < argc; i++) {
+        const opt_def *o = NULL;
+        const char *val = NULL;
+        if (flag_next(argc, argv, &i, &o, &val, err, errlen) < 0)
+            return -1;
+        if (o->type == OPT_CONFIG)
+            *path = val;
+    }
+    return 0;
+}
+
+/* Applies every flag but --config (already used to read the file). */
+static int load_flags(hr_config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+    for (int i = 0; i < argc; i++) {
+        const opt_def *o = NULL;
+        const char *val = NULL;
+        char src[64];
+        if (flag_next(argc, argv, &i, &o, &val, err, errlen) < 0)
+            return -1;
+        snprintf(src, sizeof(src), "--%s", o->flag);
+        if (o->type != OPT_CONFIG && apply_from(cfg, o, val, src, err, errlen) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/*---- Config file: namespaces -----------------------------------------------*/
+
+typedef enum ns_type { NS_RULE, NS_BOOL, NS_COUNT } ns_type;
+
+typedef struct ns_def {
+    const char *key;
+    ns_type type;
+    size_t off; /* into auth_namespace */
+} ns_def;
+
+static const ns_def ns_table[] = {
+    {"subscribe", NS_RULE, offsetof(auth_namespace, subscribe)},
+    {"publish", NS_RULE, offsetof(auth_namespace, publish)},
+    {"presence", NS_BOOL, offsetof(auth_namespace, presence)},
+    {"join_leave", NS_BOOL, offsetof(auth_namespace, join_leave)},
+    {"history_size", NS_COUNT, offsetof(auth_namespace, history_size)},
+    {"history_ttl", NS_COUNT, offsetof(auth_namespace, history_ttl)},
+};
+
+#define NNS_KEYS (sizeof(ns_table) / sizeof(ns_table[0]))
+
+/* Clears n namespaces and frees the array (NULL allowed). */
+static void ns_free_all(auth_namespace *ns, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        auth_namespace_clear(&ns[i]);
+    free(ns);
+}
+
+/* Namespace names are channel-name characters without ':' (the separator). */
+static int ns_name_ok(const char *name)
+{
+    size_t len = strlen(name);
+    if (len > 255)
+        return 0;
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              strchr("_.@=,-", *p)))
+            return 0;
+    return 1;
+}
+
+/* Parses a rule string into the auth_rule at slot, replacing what was there.
+ * "subscribers" only makes sense for publishing. */
+static int ns_set_rule(auth_rule *slot, const ns_def *d, json_t *v, char *why, size_t whylen)
+{
+    auth_rule r = {0};
+    if (!json_is_string(v))
+        return say(why, whylen, "expected a rule string");
+    const char *s = json_string_value(v);
+    if (auth_rule_parse(s, &r) < 0)
+        return say(why, whylen,
+                   "unknown rule \"%s\" (anonymous, authenticated, subscribers, role:<name> or "
+                   "none)",
+                   s);
+    if (r.kind == AUTH_RULE_ROLE && (!r.role || !*r.role)) {
+        free(r.role);
+        return say(why, whylen, "rule \"%s\" names no role", s);
+    }
+    if (r.kind == AUTH_RULE_SUBSCRIBERS && strcmp(d->key, "publish")) {
+        free(r.role);
+        return say(why, whylen, "rule \"subscribers\" is only valid for publish");
+    }
+    free(slot->role); /* auth_rule owns its role */
+    *slot = r;
+    return 0;
+}
+
+/* Sets one key of a namespace from its JSON value. */
+static int ns_apply(auth_namespace *ns, const ns_def *d, json_t *v, char *why, size_t whylen)
+{
+    void *slot = (char *)ns + d->off;
+    switch (d->type) {
+    case NS_RULE:
+        return ns_set_rule(slot, d, v, why, whylen);
+    case NS_BOOL:
+        if (!json_is_boolean(v))
+            return say(why, whylen, "expected true or false");
+        *(int *)slot = json_is_true(v);
+        return 0;
+    case NS_COUNT:
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT_MAX)
+            return say(why, whylen, "expected a whole number from 0 to %d", INT_MAX);
+        *(int *)slot = (int)json_integer_value(v);
+        return 0;
+    }
+    return say(why, whylen, "internal error: unknown namespace key type");
+}
+
+/* Builds one namespace: SPEC defaults for missing keys, then the file's
+ * values. On failure ns is left cleared and err names the offending key. */
+static int ns_parse(const char *path, const char *name, json_t *obj, auth_namespace *ns, char *err,
+                    size_t errlen)
+{
+    const char *label = *name ? name : "(default)";
+    if (!json_is_object(obj))
+        return say(err, errlen, "config file %s: \"namespaces.%s\": expected an object", path,
+                   label);
+    if (auth_namespace_default(ns) < 0 || set_str(&ns->name, name, NULL, 0) < 0) {
+        auth_namespace_clear(ns);
+        return say(err, errlen, "out of memory");
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v)
+    {
+        const ns_def *d = NULL;
+        char why[256];
+        for (size_t i = 0; i < NNS_KEYS && !d; i++)
+            if (!strcmp(ns_table[i].key, key))
+                d = &ns_table[i];
+        int rc = d ? ns_apply(ns, d, v, why, sizeof(why)) : -1;
+        if (rc < 0) {
+            auth_namespace_clear(ns);
+            if (!d)
+                return say(err, errlen, "config file %s: unknown key \"namespaces.%s.%s\"", path,
+                           label, key);
+            return say(err, errlen, "config file %s: \"namespaces.%s.%s\": %s", path, label, key,
+                       why);
+        }
+    }
+    return 0;
+}
+
+/* Replaces cfg's namespaces with the file's, adding the default namespace
+ * when the file does not define "". cfg is unchanged on failure. */
+static int load_namespaces(hr_config *cfg, const char *path, json_t *obj, char *err, size_t errlen)
+{
+    if (!json_is_object(obj))
+        return say(err, errlen, "config file %s: \"namespaces\": expected an object", path);
+    auth_namespace *arr = calloc(json_object_size(obj) + 1, sizeof(*arr));
+    size_t n = 0;
+    int has_default = 0;
+    if (!arr)
+        return say(err, errlen, "out of memory");
+    const char *name;
+    json_t *v;
+    json_object_foreach(obj, name, v)
+    {
+        if (!ns_name_ok(name)) {
+            ns_free_all(arr, n);
+            return say(err, errlen,
+                       "config file %s: \"namespaces\": invalid namespace name \"%s\" (letters, "
+                       "digits and _.@=,- only)",
+                       path, name);
+        }
+        if (ns_parse(path, name, v, &arr[n], err, errlen) < 0) {
+            ns_free_all(arr, n);
+            return -1;
+        }
+        has_default |= !*name;
+        n++;
+    }
+    if (!has_default && auth_namespace_default(&arr[n++]) < 0) {
+        ns_free_all(arr, n);
+        return say(err, errlen, "out of memory");
+    }
+    ns_free_all(cfg->namespaces, cfg->nnamespaces);
+    cfg->namespaces = arr;
+    cfg->nnamespaces = n;
+    return 0;
+}
+
+/*---- Config file: options --------------------------------------------------*/
+
+/* Turns a JSON scalar into the text opt_apply() parses, checking that its
+ * JSON type suits the option (numbers must be integers, booleans true or
+ * false, the rest strings; null unsets nullable strings and lists). buf
+ * holds the text of numbers and booleans. */
+static int json_text(const opt_def *o, json_t *v, char *buf, size_t buflen, const char **out,
+                     char *why, size_t whylen)
+{
+    switch (o->type) {
+    case OPT_BOOL:
+        if (!json_is_boolean(v))
+            return say(why, whylen, "expected true or false");
+        *out = json_is_true(v) ? "true" : "false";
+        return 0;
+    case OPT_INT:
+    case OPT_LONG:
+    case OPT_SIZE:
+        if (!json_is_integer(v))
+            return say(why, whylen, "expected a whole number");
+        snprintf(buf, buflen, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        *out = buf;
+        return 0;
+    default:
+        if (json_is_null(v) && (o->type == OPT_NSTR || o->type == OPT_LIST)) {
+            *out = "";
+            return 0;
+        }
+        if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
+            return say(why, whylen,
+                       o->type == OPT_LIST ? "expected an array of strings or a string"
+                                           : "expected a string");
+        *out = json_string_value(v);
+        return 0;
+    }
+}
+
+/* A JSON array for a list option: every element must be a string. */
+static int json_list(hr_config *cfg, const opt_def *o, json_t *arr, char *why, size_t whylen)
+{
+    str_list l = {0};
+    size_t i;
+    json_t *item;
+    json_array_foreach(arr, i, item)
+    {
+        if (!json_is_string(item)) {
+            list_free(l.v, l.n);
+            return say(why, whylen, "element %zu is not a string", i);
+        }
+        if (list_push(&l, json_string_value(item), strlen(json_string_value(item))) < 0) {
+            list_free(l.v, l.n);
+            return say(why, whylen, "out of memory");
+        }
+    }
+    list_install(cfg, o, &l);
+    return 0;
+}
+
+/* Applies one top-level key of the file. */
+static int file_apply(hr_config *cfg, const char *path, const char *key, json_t *v, char *err,
+                      size_t errlen)
+{
+    if (!strcmp(key, "namespaces"))
+        return load_namespaces(cfg, path, v, err, errlen);
+    const opt_def *o = opt_by_key(key);
+    if (!o)
+        return say(err, errlen, "config file %s: unknown key \"%s\"", path, key);
+    char why[256], num[32];
+    const char *text = NULL;
+    int rc;
+    if (o->type == OPT_LIST && json_is_array(v))
+        rc = json_list(cfg, o, v, why, sizeof(why));
+    else
+        rc = json_text(o, v, num, sizeof(num), &text, why, sizeof(why)) < 0
+                 ? -1
+                 : opt_apply(cfg, o, text, why, sizeof(why));
+    if (rc < 0)
+        return say(err, errlen, "config file %s: \"%s\": %s", path, key, why);
+    return 0;
+}
+
+/* Reads the JSON file; syntax errors report line and column. */
+static int load_file(hr_config *cfg, const char *path, char *err, size_t errlen)
+{
+    json_error_t je;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        if (je.line < 1)
+            return say(err, errlen, "config file %s: %s", path, je.text);
+        return say(err, errlen, "config file %s: line %d column %d: %s", path, je.line, je.column,
+                   je.text);
+    }
+    int rc = 0;
+    if (!json_is_object(root))
+        rc = say(err, errlen, "config file %s: expected a JSON object at the top level", path);
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v)
+    {
+        if (rc == 0)
+            rc = file_apply(cfg, path, key, v, err, errlen);
+    }
+    json_decref(root);
+    return rc;
+}
+
+/*---- Public API ------------------------------------------------------------*/
+
+/* The hostname names the node unless configured; "herald" if there is none. */
+static char *default_node_id(void)
+{
+    char host[256] = {0};
+    if (gethostname(host, sizeof(host) - 1) < 0 || !host[0])
+        return strdup("herald");
+    return strdup(host);
+}
+
+/* SPEC §1/§2 defaults. On allocation failure cfg is left cleared. */
+int hr_config_defaults(hr_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->listen_port = 8080;
+    cfg->log_format = isatty(STDERR_FILENO) ? HR_LOG_TEXT : HR_LOG_JSON;
+    cfg->log_level = 1;
+    cfg->token_ttl = 3600;
+    cfg->max_message = 65536;
+    cfg->max_channel_len = 255;
+    cfg->max_subscriptions = 512;
+    cfg->out_queue_bytes = 1048576;
+    cfg->rate_per_sec = 200;
+    cfg->rate_burst = 400;
+    cfg->connect_timeout = 10;
+    cfg->allow_anonymous = 0;
+    cfg->max_body = 1048576;
+    cfg->shutdown_grace_ms = 2000;
+    cfg->listen_host = strdup("127.0.0.1");
+    cfg->redis_prefix = strdup("herald");
+    cfg->db_path = strdup("./herald.db");
+    cfg->node_id = default_node_id();
+    cfg->namespaces = calloc(1, sizeof(*cfg->namespaces));
+    if (!cfg->listen_host || !cfg->redis_prefix || !cfg->db_path || !cfg->node_id ||
+        !cfg->namespaces || auth_namespace_default(&cfg->namespaces[0]) < 0) {
+        hr_config_clear(cfg);
+        return -1;
+    }
+    cfg->nnamespaces = 1;
+    return 0;
+}
+
+/* The file must be read first but may be named by a flag, so argv is scanned
+ * twice: once for --config (also catching unknown flags early), once to apply
+ * the flags over the environment. "--config=" disables HERALD_CONFIG. */
+int hr_config_load(hr_config *cfg, int argc, char **argv, char **env, char *err, size_t errlen)
+{
+    const char *path;
+    if (find_config_flag(argc, argv, &path, err, errlen) < 0)
+        return -1;
+    if (!path)
+        path = env_get(env, "HERALD_CONFIG");
+    if (path && *path) {
+        char why[64];
+        if (set_str(&cfg->config_path, path, why, sizeof(why)) < 0)
+            return say(err, errlen, "%s", why);
+        if (load_file(cfg, path, err, errlen) < 0)
+            return -1;
+    }
+    if (load_env(cfg, env, err, errlen) < 0)
+        return -1;
+    return load_flags(cfg, argc, argv, err, errlen);
+}
+
+/* Linear scan: a handful of namespaces, looked up once per subscribe or
+ * publish. Returns a pointer into cfg (valid until hr_config_clear), or NULL
+ * only for a cfg that never had defaults. */
+const auth_namespace *hr_config_namespace(const hr_config *cfg, const char *channel)
+{
+    const char *colon = channel ? strchr(channel, ':') : NULL;
+    size_t len = colon ? (size_t)(colon - channel) : 0;
+    const auth_namespace *def = NULL;
+    for (size_t i = 0; i < cfg->nnamespaces; i++) {
+        const char *name = cfg->namespaces[i].name;
+        if (!name || !*name)
+            def = &cfg->namespaces[i];
+        else if (colon && strlen(name) == len && !memcmp(name, channel, len))
+            return &cfg->namespaces[i];
+    }
+    return def;
+}
+
+/* Safe on a zeroed or already cleared cfg. */
+void hr_config_clear(hr_config *cfg)
+{
+    char **strs[] = {&cfg->listen_host,    &cfg->redis_url,       &cfg->redis_prefix,
+                     &cfg->db_path,        &cfg->node_id,         &cfg->jwt_secret,
+                     &cfg->jwt_public_key, &cfg->jwt_private_key, &cfg->jwt_alg,
+                     &cfg->jwt_iss,        &cfg->jwt_aud,         &cfg->config_path};
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+        free(*strs[i]);
+    list_free(cfg->api_keys, cfg->napi_keys);
+    list_free(cfg->allowed_origins, cfg->nallowed_origins);
+    ns_free_all(cfg->namespaces, cfg->nnamespaces);
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+/*---- --help ----------------------------------------------------------------*/
+
+static const char usage_head[] =
+    "Usage:\n"
+    "  herald [serve] [options]          run the gateway\n"
+    "  herald token --sub ID [--ttl S] [--role ROLE]... [options]\n"
+    "                                    print a signed JWT (--ttl defaults to --token-ttl)\n"
+    "  herald user add NAME [--role ROLE]... [options]\n"
+    "                                    create a user; the password is read from stdin\n"
+    "  herald --version                  print the version\n"
+    "  herald --help                     print this text\n"
+    "\n"
+    "Every option is a flag, an environment variable and a key of the JSON config\n"
+    "file (the flag name with '_' for '-', except api_keys). Flags override the\n"
+    "environment, which overrides the file. Flags take --name VALUE or --name=VALUE.\n"
+    "Namespaces (who may subscribe and publish, presence, history) are set only in\n"
+    "the config file.\n"
+    "\n"
+    "Options:\n";
+
+#define USAGE_CAP 8192
+
+/* Appends to the usage buffer, silently truncating (the text is bounded). */
+__attribute__((format(printf, 3, 4))) static void append(char *buf, size_t *len, const char *fmt,
+                                                         ...)
+{
+    const size_t cap = USAGE_CAP;
+    if (*len >= cap - 1)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *len, cap - *len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        *len += (size_t)n < cap - *len ? (size_t)n : cap - 1 - *len;
+}
+
+/* Built on first use from opt_table, so --help never drifts from what is
+ * parsed. Static storage; call it from one thread (main) the first time. */
+const char *hr_config_usage(void)
+{
+    static char buf[USAGE_CAP];
+    static size_t len;
+    if (len)
+        return buf;
+    append(buf, &len, "%s", usage_head);
+    for (size_t i = 0; i < NOPTS; i++) {
+        const opt_def *o = &opt_table[i];
+        char left[64];
+        snprintf(left, sizeof(left), "--%s%s%s", o->flag, o->metavar ? " " : "",
+                 o->metavar ? o->metavar : "");
+        append(buf, &len, "  %-30s %s\n  %-30s %s, default: %s\n", left, o->help, "", o->env,
+               o->def);
+    }
+    return buf;
+}

@@ -1,0 +1,79 @@
+/*
+ * config.h - Herald's configuration: defaults, then an optional JSON file,
+ * then environment variables, then command-line flags (each overriding the
+ * one before). Parsing is pure: no sockets, no global state, so every rule
+ * is unit tested.
+ */
+#ifndef HR_CONFIG_H
+#define HR_CONFIG_H
+
+#include "../auth/auth.h"
+
+#include <stddef.h>
+
+typedef enum hr_log_format { HR_LOG_TEXT = 0, HR_LOG_JSON } hr_log_format;
+
+typedef struct hr_config {
+    /* process */
+    char *listen_host;  /* HERALD_LISTEN host part, default "127.0.0.1" */
+    int listen_port;    /* default 8080 */
+    char *redis_url;    /* HERALD_REDIS_URL; NULL = embedded mode */
+    char *redis_prefix; /* HERALD_REDIS_PREFIX, default "herald" */
+    char *db_path;      /* HERALD_DB, default "./herald.db" */
+    char *node_id;      /* HERALD_NODE_ID, default hostname */
+    char **api_keys;    /* HERALD_API_KEY, comma-separated */
+    size_t napi_keys;
+    char **allowed_origins; /* HERALD_ALLOWED_ORIGINS; none = any */
+    size_t nallowed_origins;
+    hr_log_format log_format; /* HERALD_LOG_FORMAT; default text on a tty, else json */
+    int log_level;            /* HERALD_LOG_LEVEL: 0 debug,1 info,2 warn,3 error; default 1 */
+
+    /* JWT (HERALD_JWT_SECRET, HERALD_JWT_PUBLIC_KEY, HERALD_JWT_ALG, ...) */
+    char *jwt_secret;      /* NULL = generated once and kept in the store */
+    char *jwt_public_key;  /* path to PEM */
+    char *jwt_private_key; /* path to PEM, for issuing with RS256/ES256 */
+    char *jwt_alg;         /* NULL = HS256 with a secret, RS256/ES256 by key type */
+    char *jwt_iss;
+    char *jwt_aud;
+    long token_ttl; /* HERALD_TOKEN_TTL: lifetime of issued access tokens, default 3600 */
+
+    /* protocol limits (SPEC §2 defaults) */
+    size_t max_message;     /* HERALD_MAX_MESSAGE, 65536 */
+    size_t max_channel_len; /* 255 */
+    int max_subscriptions;  /* HERALD_MAX_SUBSCRIPTIONS, 512 */
+    size_t out_queue_bytes; /* HERALD_OUT_QUEUE, 1048576 */
+    int rate_per_sec;       /* HERALD_RATE, 200 */
+    int rate_burst;         /* HERALD_RATE_BURST, 400 */
+    int connect_timeout;    /* HERALD_CONNECT_TIMEOUT seconds, 10 */
+    int allow_anonymous;    /* HERALD_ANONYMOUS, 0 */
+    size_t max_body;        /* HERALD_MAX_BODY: REST request bodies, 1048576 */
+    int shutdown_grace_ms;  /* HERALD_SHUTDOWN_GRACE_MS, 2000 */
+
+    /* namespaces from the config file; always contains "" (the default) */
+    auth_namespace *namespaces;
+    size_t nnamespaces;
+
+    char *config_path; /* --config / HERALD_CONFIG */
+} hr_config;
+
+/* Fills cfg with the SPEC defaults. Returns 0 or -1 on allocation failure. */
+int hr_config_defaults(hr_config *cfg);
+
+/* Applies, in order: the JSON file (path from --config or HERALD_CONFIG in
+ * env), environment `env` (NULL-terminated "K=V" array, like environ), and
+ * the flags argv[0..argc) (only option flags: the caller strips the
+ * subcommand). Unknown flags, unknown file keys and bad values fail with a
+ * message naming the key in err. Returns 0 or -1. */
+int hr_config_load(hr_config *cfg, int argc, char **argv, char **env, char *err, size_t errlen);
+
+/* Finds the namespace for a channel name ("ns:rest" -> "ns", else "").
+ * Falls back to the default namespace when ns is not configured. */
+const auth_namespace *hr_config_namespace(const hr_config *cfg, const char *channel);
+
+/* Frees everything cfg owns and zeroes it. */
+void hr_config_clear(hr_config *cfg);
+
+/* Text for --help: every flag, its environment variable and default. */
+const char *hr_config_usage(void);
+
+#endif

@@ -1,0 +1,194 @@
+/* proto.c - parse client commands and build replies (see proto.h). */
+#include "proto.h"
+#include "channels/channels.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct {
+    const char *name;
+    hr_op op;
+} op_table[] = {
+    {"connect", HR_OP_CONNECT}, {"subscribe", HR_OP_SUBSCRIBE}, {"unsubscribe", HR_OP_UNSUBSCRIBE},
+    {"publish", HR_OP_PUBLISH}, {"presence", HR_OP_PRESENCE},   {"history", HR_OP_HISTORY},
+    {"refresh", HR_OP_REFRESH}, {"ping", HR_OP_PING},
+};
+
+static int fail(hr_proto_error *err, const char *code, const char *fmt, const char *arg)
+{
+    err->code = code;
+    snprintf(err->message, sizeof(err->message), fmt, arg);
+    return -1;
+}
+
+/* Reads "id": a positive integer. Absent -> 0 with no error (the caller
+ * decides); present but wrong -> -1. */
+static int read_id(json_t *root, hr_cmd *cmd, hr_proto_error *err)
+{
+    json_t *id = json_object_get(root, "id");
+    if (!id)
+        return fail(err, HR_ERR_BAD_REQUEST, "%s", "missing \"id\"");
+    if (!json_is_integer(id) || json_integer_value(id) <= 0)
+        return fail(err, HR_ERR_BAD_REQUEST, "%s", "\"id\" must be a positive integer");
+    cmd->id = json_integer_value(id);
+    return 0;
+}
+
+static int read_op(json_t *root, hr_cmd *cmd, hr_proto_error *err)
+{
+    const char *op = json_string_value(json_object_get(root, "op"));
+    if (!op)
+        return fail(err, HR_ERR_BAD_REQUEST, "%s", "missing or non-string \"op\"");
+    for (size_t i = 0; i < sizeof(op_table) / sizeof(op_table[0]); i++) {
+        if (!strcmp(op, op_table[i].name)) {
+            cmd->op = op_table[i].op;
+            return 0;
+        }
+    }
+    return fail(err, HR_ERR_BAD_REQUEST, "unknown op \"%.60s\"", op);
+}
+
+static int read_channel(json_t *root, size_t max_len, hr_cmd *cmd, hr_proto_error *err)
+{
+    json_t *ch = json_object_get(root, "channel");
+    if (!json_is_string(ch))
+        return fail(err, HR_ERR_BAD_REQUEST, "%s", "missing or non-string \"channel\"");
+    if (!chan_name_valid(json_string_value(ch), json_string_length(ch), max_len))
+        return fail(err, HR_ERR_BAD_REQUEST, "%s",
+                    "invalid channel name: 1-255 bytes of [A-Za-z0-9_.:@=,-]");
+    cmd->channel = json_string_value(ch);
+    return 0;
+}
+
+/* `token` is required for refresh and optional for connect (anonymous). */
+static int read_token(json_t *root, int required, hr_cmd *cmd, hr_proto_error *err)
+{
+    json_t *t = json_object_get(root, "token");
+    if (!t && !required)
+        return 0;
+    if (!json_is_string(t))
+        return fail(err, HR_ERR_BAD_REQUEST, "%s", "missing or non-string \"token\"");
+    cmd->token = json_string_value(t);
+    return 0;
+}
+
+/* since: {"offset": <int >= 0>, "epoch": <string>} */
+static int read_since(json_t *root, hr_cmd *cmd, hr_proto_error *err)
+{
+    json_t *s = json_object_get(root, "since");
+    if (!s)
+        return 0;
+    json_t *off = json_object_get(s, "offset"), *ep = json_object_get(s, "epoch");
+    if (!json_is_object(s) || !json_is_integer(off) || json_integer_value(off) < 0 ||
+        (ep && !json_is_string(ep)))
+        return fail(err, HR_ERR_BAD_REQUEST, "%s",
+                    "\"since\" must be {\"offset\": int >= 0, \"epoch\": string}");
+    cmd->has_since = 1;
+    cmd->since_offset = (uint64_t)json_integer_value(off);
+    cmd->since_epoch = json_string_value(ep);
+    return 0;
+}
+
+static int read_limit(json_t *root, hr_cmd *cmd, hr_proto_error *err)
+{
+    json_t *l = json_object_get(root, "limit");
+    cmd->limit = -1;
+    if (!l)
+        return 0;
+    if (!json_is_integer(l) || json_integer_value(l) < 0)
+        return fail(err, HR_ERR_BAD_REQUEST, "%s", "\"limit\" must be an integer >= 0");
+    cmd->limit = json_integer_value(l);
+    return 0;
+}
+
+/* Reads the arguments each op needs; unknown extra members are ignored so
+ * newer clients can talk to older servers. */
+static int read_args(json_t *root, size_t max_channel_len, hr_cmd *cmd, hr_proto_error *err)
+{
+    switch (cmd->op) {
+    case HR_OP_CONNECT:
+        return read_token(root, 0, cmd, err);
+    case HR_OP_REFRESH:
+        return read_token(root, 1, cmd, err);
+    case HR_OP_PUBLISH:
+        cmd->data = json_object_get(root, "data");
+        if (!cmd->data)
+            return fail(err, HR_ERR_BAD_REQUEST, "%s", "missing \"data\"");
+        return read_channel(root, max_channel_len, cmd, err);
+    case HR_OP_SUBSCRIBE:
+        if (read_channel(root, max_channel_len, cmd, err) < 0)
+            return -1;
+        return read_since(root, cmd, err);
+    case HR_OP_HISTORY:
+        if (read_channel(root, max_channel_len, cmd, err) < 0 || read_limit(root, cmd, err) < 0)
+            return -1;
+        return read_since(root, cmd, err);
+    case HR_OP_UNSUBSCRIBE:
+    case HR_OP_PRESENCE:
+        return read_channel(root, max_channel_len, cmd, err);
+    case HR_OP_PING:
+        return 0;
+    }
+    return fail(err, HR_ERR_INTERNAL, "%s", "unhandled op");
+}
+
+int hr_proto_parse(const char *buf, size_t len, size_t max_channel_len, hr_cmd *cmd,
+                   hr_proto_error *err)
+{
+    json_error_t jerr;
+    memset(cmd, 0, sizeof(*cmd));
+    cmd->limit = -1;
+    /* JSON_REJECT_DUPLICATES: an ambiguous command is refused, not guessed. */
+    cmd->root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!cmd->root)
+        return fail(err, HR_ERR_BAD_REQUEST, "invalid JSON: %s", jerr.text);
+    if (!json_is_object(cmd->root))
+        return fail(err, HR_ERR_BAD_REQUEST, "%s", "a command must be a JSON object");
+    if (read_id(cmd->root, cmd, err) < 0 || read_op(cmd->root, cmd, err) < 0)
+        return -1;
+    return read_args(cmd->root, max_channel_len, cmd, err);
+}
+
+void hr_cmd_clear(hr_cmd *cmd)
+{
+    json_decref(cmd->root);
+    memset(cmd, 0, sizeof(*cmd));
+}
+
+/* Dumps a reply object; on success *len is the text length. */
+static char *dump(json_t *o, size_t *len)
+{
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (s && len)
+        *len = strlen(s);
+    return s;
+}
+
+char *hr_proto_result(int64_t id, json_t *result, size_t *len)
+{
+    json_t *o = json_object();
+    if (o) {
+        json_object_set_new(o, "id", json_integer(id));
+        json_object_set_new(o, "result", result ? json_incref(result) : json_object());
+    }
+    return dump(o, len);
+}
+
+char *hr_proto_error_reply(int64_t id, const char *code, const char *message, size_t *len)
+{
+    json_t *o = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", message);
+    if (o && id > 0)
+        json_object_set_new(o, "id", json_integer(id));
+    return dump(o, len);
+}
+
+char *hr_proto_connected(const char *client, const char *user, int64_t expires_at, size_t *len)
+{
+    json_t *o = json_pack("{s:s, s:s, s:s, s:o}", "push", "connected", "client", client, "user",
+                          user ? user : "", "expires_at",
+                          expires_at > 0 ? json_integer(expires_at) : json_null());
+    return dump(o, len);
+}
