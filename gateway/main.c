@@ -119,6 +119,11 @@ static int cmd_serve(hr_config *cfg)
 {
     hr_server srv;
     int rc = 1;
+    if (cfg->redis_url) {
+        hr_error("config", "HERALD_REDIS_URL is set, but cluster mode is not available in this "
+                           "version; unset it to run in embedded mode");
+        return 2;
+    }
     if (hr_server_init(&srv, cfg) == 0)
         rc = hr_server_run(&srv);
     hr_server_destroy(&srv);

@@ -523,6 +523,16 @@ static int rate_ok(hr_conn *c)
     return 1;
 }
 
+/* Protocol violations close through the deferred path with flush, so the
+ * replies to commands accepted before the violation still reach the client;
+ * input that arrives while closing is ignored. */
+static int violation(hr_conn *c, int code, const char *reason)
+{
+    hr_buf_reset(&c->rx);
+    conn_close(c, code, reason, 1);
+    return 0;
+}
+
 int hr_ws_receive(hr_server *srv, struct lws *wsi, hr_pss *pss, const void *in, size_t len)
 {
     hr_conn *c = pss->conn;
@@ -533,13 +543,11 @@ int hr_ws_receive(hr_server *srv, struct lws *wsi, hr_pss *pss, const void *in, 
     if (c->close_code)
         return 0; /* closing: input is ignored */
     if (lws_frame_is_binary(wsi))
-        return close_now(wsi, 1003, "binary frames are not supported");
-    if (c->rx.len + len + lws_remaining_packet_payload(wsi) > max) {
-        hr_buf_reset(&c->rx);
-        return close_now(wsi, 1009, "message too big");
-    }
+        return violation(c, 1003, "binary frames are not supported");
+    if (c->rx.len + len + lws_remaining_packet_payload(wsi) > max)
+        return violation(c, 1009, "message too big");
     if (hr_buf_append(&c->rx, in, len) < 0)
-        return close_now(wsi, 1011, "out of memory");
+        return violation(c, 1011, "out of memory");
     if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi))
         return 0;
 
@@ -547,8 +555,7 @@ int hr_ws_receive(hr_server *srv, struct lws *wsi, hr_pss *pss, const void *in, 
     HR_INC(bytes_in, c->rx.len);
     if (!rate_ok(c)) {
         HR_INC(rate_limit_closes, 1);
-        hr_buf_reset(&c->rx);
-        return close_now(wsi, 4029, "rate limit exceeded");
+        return violation(c, 4029, "rate limit exceeded");
     }
     handle_message(c, c->rx.data, c->rx.len);
     if (c->rx.cap > 16384)
