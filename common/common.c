@@ -195,6 +195,8 @@ static int buf_reserve(hr_buf *b, size_t extra)
 
 int hr_buf_append(hr_buf *b, const void *p, size_t n)
 {
+    if (n == 0)
+        return 0; /* p may be NULL (lws passes an empty body that way) */
     if (buf_reserve(b, n) < 0)
         return -1;
     memcpy(b->data + b->len, p, n);

@@ -1,0 +1,964 @@
+"""harness.py - shared helpers for Herald's integration tests (no tests here).
+
+Pieces:
+  Herald      starts the real binary on a free loopback port with a throwaway
+              store, waits for /healthz, stops it (a context manager, so the
+              process never outlives a test) and keeps its log for failures.
+  WS          a small synchronous WebSocket client written on a raw socket, so
+              tests control every byte (masking, fragmentation, bad frames,
+              small receive buffers, not reading at all).
+  make_jwt    crafts HS* / alg:none / algorithm-confusion tokens in pure Python.
+  Redis       a throwaway redis-server on a free loopback port (no persistence),
+              with a tiny RESP client; `Herald(redis=r)` runs in cluster mode
+              against it (HERALD_REDIS_URL, users in Redis).
+  run_tests   a tiny runner: `ok NAME` / `FAIL NAME` + traceback, then one
+              line `N passed, M failed`; exit status 1 if anything failed.
+"""
+
+import base64
+import collections
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+import requests
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.normpath(os.path.join(HERE, "..", ".."))
+DEFAULT_BIN = "/work/main/build/herald"
+
+
+def herald_bin():
+    return os.environ.get("HERALD_BIN") or DEFAULT_BIN
+
+
+def project_version():
+    """The version CMakeLists.txt declares (project(herald VERSION x.y.z))."""
+    with open(os.path.join(REPO, "CMakeLists.txt")) as f:
+        m = re.search(r"project\(\s*herald\s+VERSION\s+([0-9][0-9.]*)", f.read())
+    return m.group(1) if m else None
+
+
+def free_port():
+    """A loopback port nobody listens on right now (bind port 0, read it back)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout=5.0, interval=0.05, what="condition"):
+    """Polls pred() until it returns a truthy value; returns it or raises."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError("timed out after %.1fs waiting for %s (last value %r)" % (timeout, what, last))
+
+
+#---- JWT ---------------------------------------------------------------------
+
+def b64url(raw):
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def b64url_decode(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+_HMAC = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+
+
+def make_jwt(payload, secret, alg="HS256", header_extra=None):
+    """Builds a compact JWT. HS256/384/512 are signed with `secret`; "none"
+    gets an empty signature; any other alg (RS256, ES256...) is signed with
+    HMAC-SHA256 over `secret`, i.e. the classic algorithm-confusion forgery."""
+    header = {"alg": alg, "typ": "JWT"}
+    header.update(header_extra or {})
+    head = b64url(json.dumps(header, separators=(",", ":")).encode())
+    body = b64url(json.dumps(payload, separators=(",", ":")).encode())
+    signing_input = (head + "." + body).encode()
+    if alg.lower() == "none":
+        return head + "." + body + "."
+    key = secret.encode() if isinstance(secret, str) else secret
+    digest = _HMAC.get(alg, hashlib.sha256)
+    sig = hmac.new(key, signing_input, digest).digest()
+    return head + "." + body + "." + b64url(sig)
+
+
+def jwt_parts(token):
+    """(header, payload, signature bytes) of a compact JWT, unverified."""
+    head, body, sig = token.split(".")
+    return json.loads(b64url_decode(head)), json.loads(b64url_decode(body)), b64url_decode(sig)
+
+
+def jwt_verify_hs256(token, secret):
+    head, body, sig = token.split(".")
+    want = hmac.new(secret.encode(), (head + "." + body).encode(), hashlib.sha256).digest()
+    return hmac.compare_digest(want, b64url_decode(sig))
+
+
+#---- Prometheus --------------------------------------------------------------
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+
+
+def parse_metrics(text):
+    """{metric name: summed value over all label sets} from exposition text."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if not m:
+            raise AssertionError("not a Prometheus sample line: %r" % line)
+        out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(3))
+    return out
+
+
+#---- the server --------------------------------------------------------------
+
+class Herald:
+    """One herald process. Use as `with Herald(env={...}) as h:`.
+
+    env     extra environment (overrides the defaults below; None unsets)
+    args    extra command-line arguments (after the binary)
+    config  dict (JSON-encoded) or str (written verbatim) for a config file
+    config_via  "env" (HERALD_CONFIG) or "flag" (--config PATH)
+    listen_via  "env" (HERALD_LISTEN) or "flag" (--listen; HERALD_LISTEN then
+                names a different, unused port so the flag must win)
+    redis   a Redis instance (or a redis:// URL): sets HERALD_REDIS_URL, so
+            users (and, once built, channels) live in Redis
+    """
+
+    def __init__(self, env=None, args=None, config=None, config_via="env", listen_via="env",
+                 redis=None):
+        self.bin = herald_bin()
+        self.dir = tempfile.mkdtemp(prefix="herald-it-")
+        self.port = free_port()
+        self.secret = secrets.token_hex(24)
+        self.api_key = secrets.token_hex(16)
+        self.args = list(args or [])
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+        self.env.update({
+            "HERALD_LISTEN": "127.0.0.1:%d" % self.port,
+            "HERALD_DB": os.path.join(self.dir, "herald.db"),
+            "HERALD_JWT_SECRET": self.secret,
+            "HERALD_API_KEY": self.api_key,
+            "HERALD_LOG_FORMAT": "json",
+            "HERALD_NODE_ID": "test",
+        })
+        if redis is not None:
+            self.env["HERALD_REDIS_URL"] = redis if isinstance(redis, str) else redis.url
+        if listen_via == "flag":
+            self.env["HERALD_LISTEN"] = "127.0.0.1:%d" % free_port()
+            self.args += ["--listen", "127.0.0.1:%d" % self.port]
+        if config is not None:
+            self.config_path = os.path.join(self.dir, "config.json")
+            with open(self.config_path, "w") as f:
+                f.write(config if isinstance(config, str) else json.dumps(config))
+            if config_via == "flag":
+                self.args += ["--config", self.config_path]
+            else:
+                self.env["HERALD_CONFIG"] = self.config_path
+        for k, v in (env or {}).items():  # None removes a variable
+            if v is None:
+                self.env.pop(k, None)
+            else:
+                self.env[k] = str(v)
+        self.stderr_path = os.path.join(self.dir, "stderr.log")
+        self.stdout_path = os.path.join(self.dir, "stdout.log")
+        self.proc = None
+        self.clients = []
+        self.session = requests.Session()
+        self.base = "http://127.0.0.1:%d" % self.port
+
+    # -- process control --
+
+    def start(self, timeout=10.0):
+        """Starts the server and waits for GET /healthz to answer 200."""
+        self._err = open(self.stderr_path, "wb")
+        self._out = open(self.stdout_path, "wb")
+        self.proc = subprocess.Popen([self.bin] + self.args, env=self.env, stdin=subprocess.DEVNULL,
+                                     stdout=self._out, stderr=self._err)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError("herald exited early with status %s; stderr:\n%s"
+                                     % (self.proc.returncode, self.log_tail()))
+            try:
+                if requests.get(self.base + "/healthz", timeout=0.5).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("herald did not answer /healthz within %.0fs; stderr:\n%s"
+                                     % (timeout, self.log_tail()))
+            time.sleep(0.05)
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        """Signals the server and returns its exit status (negative = killed
+        by a signal). If it does not exit within `timeout`, kills it and fails."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("herald did not exit within %.0fs of signal %d; stderr:\n%s"
+                                     % (timeout, sig, self.log_tail()))
+        return self.proc.returncode
+
+    def log(self):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines=40):
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self._cleanup_files()
+            raise
+
+    def __exit__(self, exc_type, exc, tb):
+        for c in self.clients:
+            c.abort()
+        self.session.close()
+        try:
+            code = self.stop()
+        except AssertionError:
+            if exc_type is None:
+                raise
+            code = None
+        if exc_type is not None:
+            note = "---- herald stderr (tail) ----\n%s\n------------------------------" % self.log_tail()
+            if exc is not None and hasattr(exc, "add_note"):
+                exc.add_note(note)  # printed with the traceback
+            else:
+                sys.stdout.write(note + "\n")
+        elif code != 0:
+            tail = self.log_tail()
+            self._cleanup_files()
+            raise AssertionError("herald exited with status %r at the end of the test "
+                                 "(crash or unclean shutdown); stderr:\n%s" % (code, tail))
+        self._cleanup_files()
+        return False
+
+    def discard(self):
+        """Removes the temp dir of a Herald that was only used for CLI runs."""
+        self._cleanup_files()
+
+    def _cleanup_files(self):
+        for f in (getattr(self, "_err", None), getattr(self, "_out", None)):
+            if f:
+                f.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- CLI --
+
+    def run(self, args, timeout=10.0, input=None):
+        """Runs `herald ARGS` with this server's environment; CompletedProcess."""
+        return subprocess.run([self.bin] + list(args), env=self.env, capture_output=True,
+                              timeout=timeout, input=input)
+
+    def token(self, sub, ttl=None, roles=()):
+        """`herald token --sub SUB [--ttl S] [--role R]...`, stdout stripped."""
+        args = ["token", "--sub", sub]
+        if ttl is not None:
+            args += ["--ttl", str(ttl)]
+        for r in roles:
+            args += ["--role", r]
+        p = self.run(args)
+        assert p.returncode == 0, "herald %s failed (%d): %s" % (" ".join(args), p.returncode,
+                                                                 p.stderr.decode(errors="replace"))
+        return p.stdout.decode().strip()
+
+    def jwt(self, payload=None, **claims):
+        """A valid HS256 token signed with this server's secret (pure Python)."""
+        body = {"sub": "alice", "exp": int(time.time()) + 3600, "iat": int(time.time())}
+        body.update(payload or {})
+        body.update(claims)
+        return make_jwt(body, self.secret)
+
+    # -- HTTP --
+
+    def http(self, method, path, json=None, data=None, headers=None, timeout=10.0):
+        return self.session.request(method, self.base + path, json=json, data=data,
+                                    headers=headers, timeout=timeout)
+
+    def api_headers(self):
+        return {"X-API-Key": self.api_key}
+
+    def publish(self, channel, data):
+        """Publishes through REST with the API key and checks the 200."""
+        r = self.http("POST", "/api/v1/publish", json={"channel": channel, "data": data},
+                      headers=self.api_headers())
+        assert r.status_code == 200, "publish to %r: %d %s" % (channel, r.status_code, r.text)
+        return r
+
+    # -- users --
+
+    def register(self, username, password, roles=None, headers=None):
+        """POST /api/v1/users; returns the response (no status check)."""
+        body = {"username": username, "password": password}
+        if roles is not None:
+            body["roles"] = roles
+        return self.http("POST", "/api/v1/users", json=body, headers=headers)
+
+    def create_user(self, username, password, roles=None):
+        """Registers a user with the API key; checks the 201, returns the user."""
+        r = self.register(username, password, roles, headers=self.api_headers())
+        assert r.status_code == 201, "create user %r: HTTP %d %s" % (username, r.status_code, r.text[:300])
+        return r.json()
+
+    def token_request(self, **form):
+        """POST /api/v1/auth/token, form-encoded; returns the response."""
+        return self.http("POST", "/api/v1/auth/token", data=form)
+
+    def login(self, username, password):
+        """Password grant; checks the 200, returns the token response body."""
+        r = self.token_request(grant_type="password", username=username, password=password)
+        assert r.status_code == 200, "login %r: HTTP %d %s" % (username, r.status_code, r.text[:300])
+        return r.json()
+
+    def metrics(self):
+        r = self.http("GET", "/metrics")
+        assert r.status_code == 200, r.status_code
+        return parse_metrics(r.text)
+
+    def healthy(self):
+        return self.running() and self.http("GET", "/healthz").status_code == 200
+
+    # -- WebSocket --
+
+    def ws(self, **kw):
+        """A connected-but-unauthenticated WS (no token at the handshake)."""
+        ws = WS(self.port, **kw)
+        self.clients.append(ws)
+        return ws
+
+    def client(self, sub="alice", roles=(), token=None, via="header", rcvbuf=None):
+        """An authenticated WS client; its `connected` push is in ws.hello."""
+        tok = token or self.token(sub, roles=roles)
+        ws = self.ws(rcvbuf=rcvbuf)
+        if via == "header":
+            status = ws.connect("/ws", {"Authorization": "Bearer " + tok})
+        else:
+            status = ws.connect("/ws?token=" + tok)
+        assert status == 101, "upgrade refused with HTTP %s: %r" % (status, ws.http_body)
+        hello = ws.recv_json()
+        assert hello.get("push") == "connected", "first frame is not the connected push: %r" % hello
+        ws.hello = hello
+        return ws
+
+    def subscriber(self, channel, sub="alice", roles=()):
+        ws = self.client(sub, roles)
+        reply = ws.cmd("subscribe", channel=channel)
+        assert "result" in reply, "subscribe %r failed: %r" % (channel, reply)
+        return ws
+
+
+#---- Redis --------------------------------------------------------------------
+
+REDIS_BIN = "/usr/bin/redis-server"
+
+
+class RedisError(Exception):
+    """An error reply (-ERR ...) from Redis."""
+
+
+class Redis:
+    """A private redis-server: `with Redis() as r:`, then `Herald(redis=r)`.
+
+    Listens on a free loopback port, keeps nothing on disk (--save "",
+    --appendonly no), and is killed at exit. `r.cmd("GET", "k")` is a minimal
+    synchronous RESP2 client for inspecting what Herald stored."""
+
+    def __init__(self, bin=None):
+        self.bin = bin or os.environ.get("REDIS_SERVER") or REDIS_BIN
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="herald-redis-")
+        self.url = "redis://127.0.0.1:%d/0" % self.port
+        self.proc = None
+        self._sock = None
+        self._buf = b""
+
+    def start(self, timeout=10.0):
+        self._log = open(os.path.join(self.dir, "redis.log"), "wb")
+        self.proc = subprocess.Popen(
+            [self.bin, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir, "--daemonize", "no"],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError("redis-server exited with %s: %s" % (self.proc.returncode, self.log()))
+            try:
+                if self.cmd("PING") == "PONG":
+                    return self
+            except (OSError, RedisError):
+                self._drop()
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError("redis-server did not answer PING within %.0fs" % timeout)
+            time.sleep(0.05)
+
+    def log(self):
+        try:
+            with open(os.path.join(self.dir, "redis.log"), "rb") as f:
+                return f.read().decode("utf-8", "replace")[-2000:]
+        except OSError:
+            return ""
+
+    def stop(self):
+        self._drop()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    # -- RESP2 client --
+
+    def _drop(self):
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+        self._sock, self._buf = None, b""
+
+    def _line(self):
+        while b"\r\n" not in self._buf:
+            data = self._sock.recv(65536)
+            if not data:
+                raise ConnectionError("redis closed the connection")
+            self._buf += data
+        line, self._buf = self._buf.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, n):
+        while len(self._buf) < n + 2:
+            data = self._sock.recv(65536)
+            if not data:
+                raise ConnectionError("redis closed the connection")
+            self._buf += data
+        out, self._buf = self._buf[:n], self._buf[n + 2:]
+        return out
+
+    def _reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RedisError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            return None if n < 0 else self._exact(n).decode("utf-8", "surrogateescape")
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._reply() for _ in range(n)]
+        raise AssertionError("bad RESP reply %r" % line)
+
+    def cmd(self, *args):
+        """Sends one command, returns the decoded reply (str/int/list/None)."""
+        if self._sock is None:
+            self._sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        parts = [b"*%d\r\n" % len(args)]
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        self._sock.sendall(b"".join(parts))
+        return self._reply()
+
+    def keys(self, pattern="*"):
+        """Every key matching pattern (SCAN, so it never blocks the server)."""
+        out, cursor = [], "0"
+        while True:
+            cursor, batch = self.cmd("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+            out += batch
+            if cursor == "0":
+                return out
+
+
+#---- WebSocket client --------------------------------------------------------
+
+class ProtocolError(AssertionError):
+    """The server broke RFC 6455 framing."""
+
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def _xor_mask(key, data):
+    n = len(data)
+    if n == 0:
+        return b""
+    k = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
+
+
+def build_frame(opcode, payload=b"", fin=True, mask=True, rsv=0, length=None):
+    """One client frame. `length` overrides the declared payload length (for
+    lying-header attacks); mask=False produces an illegal unmasked frame."""
+    if isinstance(payload, str):
+        payload = payload.encode()
+    n = len(payload) if length is None else length
+    head = bytearray([(0x80 if fin else 0) | (rsv << 4) | opcode])
+    mbit = 0x80 if mask else 0
+    if n < 126:
+        head.append(mbit | n)
+    elif n < 65536:
+        head.append(mbit | 126)
+        head += struct.pack(">H", n)
+    else:
+        head.append(mbit | 127)
+        head += struct.pack(">Q", n)
+    if not mask:
+        return bytes(head) + payload
+    key = os.urandom(4)
+    return bytes(head) + key + _xor_mask(key, payload)
+
+
+class WS:
+    """Synchronous WebSocket client on a raw socket.
+
+    recv() returns ('text', str) | ('binary', bytes) | ('close', code, reason);
+    code 1006 means the TCP connection ended without a close frame. Pings are
+    answered, pongs are collected in self.pongs, fragments are reassembled.
+    Messages read while cmd() waits for its reply go to self.pending and are
+    returned first by recv_json(). To act as a slow consumer, pass a small
+    rcvbuf and simply stop calling recv*().
+    """
+
+    def __init__(self, port, host="127.0.0.1", rcvbuf=None, timeout=5.0):
+        self.host, self.port = host, port
+        self.rcvbuf = rcvbuf
+        self.timeout = timeout
+        self.sock = None
+        self.buf = bytearray()
+        self.pending = collections.deque()
+        self.pongs = []
+        self.close_info = None
+        self.close_sent = False
+        self.hello = None
+        self._frag_op = None
+        self._frag = bytearray()
+        self._next_id = 1
+        self.http_status = None
+        self.http_headers = {}
+        self.http_body = b""
+
+    # -- handshake --
+
+    def connect(self, url_path="/ws", headers=None):
+        """Opening handshake. Returns 101 when upgraded, else the HTTP status
+        of the refusal (headers/body kept in http_headers/http_body)."""
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if self.rcvbuf:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+        s.settimeout(self.timeout)
+        s.connect((self.host, self.port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = s
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = ["GET %s HTTP/1.1" % url_path, "Host: %s:%d" % (self.host, self.port),
+                 "Upgrade: websocket", "Connection: Upgrade",
+                 "Sec-WebSocket-Key: " + key, "Sec-WebSocket-Version: 13"]
+        lines += ["%s: %s" % kv for kv in (headers or {}).items()]
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        deadline = time.monotonic() + self.timeout
+        while b"\r\n\r\n" not in self.buf:
+            if not self._fill(deadline):
+                raise ConnectionError("server closed the connection during the handshake "
+                                      "(got %r)" % bytes(self.buf))
+        end = self.buf.index(b"\r\n\r\n")
+        head = self.buf[:end].decode("latin-1").split("\r\n")
+        del self.buf[:end + 4]
+        m = re.match(r"HTTP/1\.[01] (\d{3})", head[0])
+        if not m:
+            raise ProtocolError("bad status line %r" % head[0])
+        self.http_status = int(m.group(1))
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            name = name.strip().lower()
+            value = value.strip()
+            self.http_headers[name] = (self.http_headers[name] + ", " + value
+                                       if name in self.http_headers else value)
+        if self.http_status != 101:
+            self._read_refusal_body(deadline)
+            return self.http_status
+        want = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+        if self.http_headers.get("sec-websocket-accept") != want:
+            raise ProtocolError("Sec-WebSocket-Accept %r, want %r"
+                                % (self.http_headers.get("sec-websocket-accept"), want))
+        if self.http_headers.get("upgrade", "").lower() != "websocket":
+            raise ProtocolError("101 without Upgrade: websocket: %r" % self.http_headers)
+        return 101
+
+    def _read_refusal_body(self, deadline):
+        n = int(self.http_headers.get("content-length", "0") or 0)
+        try:
+            while len(self.buf) < n and self._fill(deadline):
+                pass
+        except (TimeoutError, OSError):
+            pass
+        self.http_body = bytes(self.buf)
+        self.buf.clear()
+        self.abort()
+
+    # -- low-level I/O --
+
+    def _fill(self, deadline):
+        """Reads more bytes into self.buf. False on EOF/reset; TimeoutError at deadline."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("no data from server in time")
+        self.sock.settimeout(remaining)
+        try:
+            data = self.sock.recv(262144)
+        except socket.timeout:
+            raise TimeoutError("no data from server in time")
+        except (ConnectionResetError, BrokenPipeError):
+            return False
+        if not data:
+            return False
+        self.buf += data
+        return True
+
+    def _parse_frame(self):
+        b = self.buf
+        if len(b) < 2:
+            return None
+        fin, rsv, op = b[0] & 0x80, b[0] & 0x70, b[0] & 0x0F
+        masked, n, pos = b[1] & 0x80, b[1] & 0x7F, 2
+        if n == 126:
+            if len(b) < 4:
+                return None
+            n, pos = struct.unpack(">H", b[2:4])[0], 4
+        elif n == 127:
+            if len(b) < 10:
+                return None
+            n, pos = struct.unpack(">Q", b[2:10])[0], 10
+        if masked:
+            raise ProtocolError("server sent a masked frame")
+        if rsv:
+            raise ProtocolError("server frame has RSV bits set: %#x" % b[0])
+        if len(b) < pos + n:
+            return None
+        payload = bytes(b[pos:pos + n])
+        del b[:pos + n]
+        return bool(fin), op, payload
+
+    def send_raw(self, data, ignore_errors=False):
+        try:
+            self.sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            if not ignore_errors:
+                raise
+
+    def send_frame(self, opcode, payload=b"", fin=True, mask=True, ignore_errors=False):
+        self.send_raw(build_frame(opcode, payload, fin=fin, mask=mask), ignore_errors)
+
+    def send_text(self, text, **kw):
+        self.send_frame(OP_TEXT, text.encode() if isinstance(text, str) else text, **kw)
+
+    def send_binary(self, data, **kw):
+        self.send_frame(OP_BINARY, data, **kw)
+
+    def send_ping(self, payload=b"", **kw):
+        self.send_frame(OP_PING, payload, **kw)
+
+    def send_close(self, code=1000, reason=""):
+        self.send_frame(OP_CLOSE, struct.pack(">H", code) + reason.encode(), ignore_errors=True)
+        self.close_sent = True
+
+    def send_json(self, obj, **kw):
+        self.send_text(json.dumps(obj, separators=(",", ":")), **kw)
+
+    # -- receiving --
+
+    def recv(self, timeout=5.0, pongs=False):
+        """Next data message or the close; see the class comment. With
+        pongs=True a pong is returned too, as ('pong', payload)."""
+        if self.close_info:
+            return self.close_info
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = self._parse_frame()
+            if frame is None:
+                if not self._fill(deadline):
+                    self.close_info = ("close", 1006, "")
+                    self.abort()
+                    return self.close_info
+                continue
+            fin, op, payload = frame
+            if op == OP_PING:
+                if not fin or len(payload) > 125:
+                    raise ProtocolError("bad ping frame")
+                self.send_frame(OP_PONG, payload, ignore_errors=True)
+            elif op == OP_PONG:
+                self.pongs.append(payload)
+                if pongs:
+                    return ("pong", payload)
+            elif op == OP_CLOSE:
+                return self._on_close(payload)
+            elif op in (OP_TEXT, OP_BINARY):
+                if self._frag_op is not None:
+                    raise ProtocolError("new data frame inside a fragmented message")
+                if fin:
+                    return self._deliver(op, payload)
+                self._frag_op, self._frag = op, bytearray(payload)
+            elif op == OP_CONT:
+                if self._frag_op is None:
+                    raise ProtocolError("continuation frame without a message")
+                self._frag += payload
+                if fin:
+                    op, data = self._frag_op, bytes(self._frag)
+                    self._frag_op, self._frag = None, bytearray()
+                    return self._deliver(op, data)
+            else:
+                raise ProtocolError("unknown opcode %d" % op)
+
+    def _on_close(self, payload):
+        if len(payload) == 1:
+            raise ProtocolError("close frame with a 1-byte payload")
+        code = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else 1005
+        reason = payload[2:].decode("utf-8", "replace")
+        if not self.close_sent:
+            self.send_frame(OP_CLOSE, payload[:2], ignore_errors=True)
+            self.close_sent = True
+        self.close_info = ("close", code, reason)
+        self.abort()
+        return self.close_info
+
+    def _deliver(self, op, payload):
+        if op == OP_BINARY:
+            return ("binary", payload)
+        try:
+            return ("text", payload.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ProtocolError("server sent invalid UTF-8 in a text message: %r" % payload[:80])
+
+    def _recv_json_wire(self, timeout):
+        msg = self.recv(timeout)
+        if msg[0] != "text":
+            raise AssertionError("expected a JSON text message, got %r" % (msg[:3],))
+        try:
+            obj = json.loads(msg[1])
+        except ValueError:
+            raise AssertionError("server sent a text message that is not JSON: %r" % msg[1][:200])
+        if not isinstance(obj, dict):
+            raise AssertionError("server sent JSON that is not an object: %r" % msg[1][:200])
+        return obj
+
+    def recv_json(self, timeout=5.0):
+        """Next JSON message (buffered ones first)."""
+        if self.pending:
+            return self.pending.popleft()
+        return self._recv_json_wire(timeout)
+
+    def recv_push(self, kind="message", timeout=5.0):
+        """Next message, which must be a push of this kind."""
+        msg = self.recv_json(timeout)
+        assert msg.get("push") == kind, "expected a %r push, got %r" % (kind, msg)
+        return msg
+
+    def cmd(self, op, timeout=5.0, **args):
+        """Sends {"id":N,"op":op,...args} and returns the reply with id N;
+        pushes read meanwhile are kept for recv_json()."""
+        cid = self._next_id
+        self._next_id += 1
+        msg = {"id": cid, "op": op}
+        msg.update(args)
+        self.send_json(msg)
+        return self.wait_reply(cid, timeout)
+
+    def wait_reply(self, cid, timeout=5.0):
+        for m in list(self.pending):
+            if m.get("id") == cid and "push" not in m:
+                self.pending.remove(m)
+                return m
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self._recv_json_wire(max(0.0, deadline - time.monotonic()))
+            if m.get("id") == cid and "push" not in m:
+                return m
+            self.pending.append(m)
+
+    def next_id(self):
+        cid = self._next_id
+        self._next_id += 1
+        return cid
+
+    def expect_close(self, timeout=5.0):
+        """Reads (discarding data messages into self.discarded) until the
+        close arrives; returns its code."""
+        self.discarded = getattr(self, "discarded", 0)
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.recv(max(0.0, deadline - time.monotonic()))
+            if msg[0] == "close":
+                return msg[1]
+            self.discarded += 1
+
+    def wait_pong(self, payload, timeout=5.0):
+        """Reads until a pong carrying `payload` arrives (other messages are
+        kept in self.pending)."""
+        deadline = time.monotonic() + timeout
+        while payload not in self.pongs:
+            try:
+                msg = self.recv(max(0.0, deadline - time.monotonic()), pongs=True)
+            except TimeoutError:
+                raise AssertionError("no pong for ping %r within %.1fs" % (payload, timeout))
+            if msg[0] == "close":
+                raise AssertionError("closed while waiting for a pong: %r" % (msg,))
+            if msg[0] != "pong":
+                self.pending.append(json.loads(msg[1]) if msg[0] == "text" else msg)
+        return True
+
+    def assert_quiet(self, timeout=0.3):
+        """Nothing arrives within `timeout` seconds."""
+        assert not self.pending, "unexpected buffered messages: %r" % list(self.pending)
+        try:
+            msg = self.recv(timeout)
+        except TimeoutError:
+            return
+        raise AssertionError("expected silence, got %r" % (msg[:3],))
+
+    def close(self, code=1000):
+        """Closing handshake (best effort), then drops the socket."""
+        if self.sock is None or self.close_info:
+            self.abort()
+            return
+        self.send_close(code)
+        try:
+            while True:
+                if self.recv(1.0)[0] == "close":
+                    break
+        except (TimeoutError, OSError, AssertionError):
+            pass
+        self.abort()
+
+    def abort(self):
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+
+
+#---- assertions shared by several files --------------------------------------
+
+def assert_error(reply, code, cid=None):
+    """reply is {"id":cid?,"error":{"code":code,"message":str}}."""
+    assert "error" in reply and "result" not in reply, "expected error %r, got %r" % (code, reply)
+    err = reply["error"]
+    assert isinstance(err, dict) and err.get("code") == code, "expected error %r, got %r" % (code, reply)
+    assert isinstance(err.get("message"), str), "error without a message string: %r" % reply
+    if cid is not None:
+        assert reply.get("id") == cid, "error reply has id %r, want %r" % (reply.get("id"), cid)
+
+
+def assert_result(reply):
+    assert "result" in reply and "error" not in reply, "expected a result, got %r" % reply
+    assert isinstance(reply["result"], dict), "result is not an object: %r" % reply
+    return reply["result"]
+
+
+def assert_problem(resp, status):
+    """RFC 9457 problem details with the given status."""
+    assert resp.status_code == status, "HTTP %d, want %d: %s" % (resp.status_code, status, resp.text[:300])
+    ctype = resp.headers.get("Content-Type", "")
+    assert ctype.split(";")[0].strip() == "application/problem+json", \
+        "Content-Type %r on a %d" % (ctype, status)
+    body = resp.json()
+    for member in ("type", "title", "status", "detail"):
+        assert member in body, "problem without %r: %r" % (member, body)
+    assert isinstance(body["status"], int) and not isinstance(body["status"], bool) \
+        and body["status"] == status, "problem status %r != HTTP %d" % (body["status"], status)
+    assert isinstance(body["title"], str) and isinstance(body["detail"], str) \
+        and isinstance(body["type"], str), "problem members of wrong type: %r" % body
+    return body
+
+
+#---- runner ------------------------------------------------------------------
+
+class TestTimeout(Exception):
+    pass
+
+
+def _on_alarm(signum, frame):
+    raise TestTimeout("test exceeded its time limit")
+
+
+def run_tests(namespace, per_test_timeout=45):
+    """Runs every test_* function of the module in definition order (or
+    only those named on the command line), then prints `N passed, M failed`."""
+    tests = [(n, f) for n, f in namespace.items() if n.startswith("test_") and callable(f)]
+    wanted = sys.argv[1:]
+    if wanted:
+        tests = [(n, f) for n, f in tests if n in wanted]
+    passed = failed = 0
+    signal.signal(signal.SIGALRM, _on_alarm)
+    for name, fn in tests:
+        signal.alarm(per_test_timeout)
+        try:
+            fn()
+        except Exception:
+            signal.alarm(0)
+            failed += 1
+            print("FAIL " + name, flush=True)
+            traceback.print_exc(file=sys.stdout)
+            sys.stdout.flush()
+        else:
+            signal.alarm(0)
+            passed += 1
+            print("ok " + name, flush=True)
+    print("%d passed, %d failed" % (passed, failed), flush=True)
+    sys.exit(1 if failed else 0)
