@@ -29,6 +29,7 @@ typedef struct auth_identity {
     json_t *info;  /* "info" claim (object) or NULL; one reference owned */
     int64_t exp;   /* unix seconds; 0 = no expiry (API key, anonymous) */
     char *jti;     /* token id, may be NULL */
+    int64_t iat;   /* issued-at, unix seconds; 0 when absent */
     int anonymous; /* connected without a token */
     int backend;   /* authenticated with an API key */
 } auth_identity;
@@ -87,19 +88,22 @@ auth_jwt_status auth_jwt_verify(const auth_jwt_config *cfg, const char *token, t
  * malloc'ed string the caller frees, or NULL on failure. */
 char *auth_jwt_issue(const auth_jwt_config *cfg, const auth_identity *id, time_t now, long ttl);
 
-/* Builds cfg from the gateway's settings: with public_key_path, the PEM
- * public key verifies (alg RS256 or ES256 by key type unless alg is given)
- * and private_key_path, if any, signs; otherwise `secret` is the HS* key
- * for both. iss/aud may be NULL. Returns 0, or -1 with a message in err. */
-int auth_jwt_setup(auth_jwt_config *cfg, const char *alg, const char *secret,
-                   const char *public_key_path, const char *private_key_path, const char *iss,
-                   const char *aud, char *err, size_t errlen);
+/* The gateway's JWT settings, all optional strings (NULL = unset). */
+typedef struct auth_jwt_settings {
+    const char *alg;              /* pinned algorithm; default HS256 or by key type */
+    const char *secret;           /* HS* shared secret (verifies and signs) */
+    const char *public_key_path;  /* PEM public key: RS256/ES256 */
+    const char *private_key_path; /* PEM private key for issuing RS256/ES256 */
+    const char *kid;              /* kid of the primary key, put in issued tokens */
+    const char *iss, *aud;
+    char *const *extra_keys; /* "kid:value": a secret (HS*) or PEM path */
+    size_t nextra;
+} auth_jwt_settings;
 
-/* Loads the node's generated HS256 secret from the SQLite file at db_path,
- * creating and storing a random one on first use (*created = 1). *secret is
- * malloc'ed, caller frees. Start-up only: blocks on disk. Returns 0 or -1. */
-int auth_secret_load_or_create(const char *db_path, char **secret, int *created, char *err,
-                               size_t errlen);
+/* Builds cfg from the settings: the primary key (secret or public key) plus
+ * the extra keys for rotation, each selected by its kid. Returns 0, or -1
+ * with a message in err. */
+int auth_jwt_setup(auth_jwt_config *cfg, const auth_jwt_settings *s, char *err, size_t errlen);
 
 /* Short English text for a status ("token expired", ...). Static storage. */
 const char *auth_jwt_status_str(auth_jwt_status st);
@@ -156,5 +160,162 @@ int auth_can_subscribe(const auth_namespace *ns, const auth_identity *id, const 
  * subscribed (for the "subscribers" rule). Returns 1 if allowed. */
 int auth_can_publish(const auth_namespace *ns, const auth_identity *id, const char *channel,
                      int subscribed);
+
+/*---- Login throttling ------------------------------------------------------*/
+
+/* Counts failed logins per key ("u:<username>", "a:<address>") in a fixed
+ * window; a key over its limit is refused until its window ends. Pure and
+ * single-threaded (the loop thread owns it); memory is bounded by
+ * max_keys, expired entries are pruned as new ones arrive. */
+typedef struct auth_throttle auth_throttle;
+
+auth_throttle *auth_throttle_new(int max_failures, int window_s, size_t max_keys);
+void auth_throttle_free(auth_throttle *t);
+/* 0 if key may try now, else the seconds until it may (Retry-After). */
+int auth_throttle_check(auth_throttle *t, const char *key, int64_t now);
+void auth_throttle_fail(auth_throttle *t, const char *key, int64_t now);
+void auth_throttle_reset(auth_throttle *t, const char *key);
+
+/*---- Users, stores and the worker service ---------------------------------*/
+
+/* Status codes of user operations. */
+typedef enum auth_status {
+    AUTH_OK = 0,
+    AUTH_NOT_FOUND,       /* no such user / refresh token */
+    AUTH_TAKEN,           /* username already registered (case-insensitive) */
+    AUTH_INVALID,         /* validation failed; message says which field */
+    AUTH_BAD_CREDENTIALS, /* wrong username or password */
+    AUTH_UNAVAILABLE,     /* the store cannot be reached */
+    AUTH_INTERNAL,
+} auth_status;
+
+/* A user. Every string is owned by the struct; auth_user_clear frees. */
+typedef struct auth_user {
+    char *id;       /* 32 lowercase hex chars, random */
+    char *username; /* as registered (case kept) */
+    char **roles;
+    size_t nroles;
+    int64_t created_at;  /* unix seconds */
+    char *password_hash; /* Argon2id encoded string; never sent to clients */
+} auth_user;
+
+void auth_user_clear(auth_user *u);
+/* {"id","username","roles","created_at"}: the public view (no hash). */
+json_t *auth_user_json(const auth_user *u);
+
+/* Validation (pure). Each returns NULL when valid, else a static message.
+ * Usernames: 1-64 bytes of valid UTF-8 without control characters or
+ * leading/trailing spaces (quotes, semicolons etc. are fine and stored
+ * verbatim). Passwords: 8-1024 bytes, not the username, not a common
+ * password. Roles: 1-64 bytes of [A-Za-z0-9_.:-]. */
+const char *auth_username_invalid(const char *username);
+const char *auth_password_weak(const char *password, const char *username);
+const char *auth_role_invalid(const char *role);
+
+/* Argon2id with OWASP parameters (m=19 MiB, t=2, p=1). Slow (~60 ms):
+ * worker threads only. hash returns a malloc'ed encoded string or NULL;
+ * verify returns 1 on match. */
+char *auth_password_hash(const char *password);
+int auth_password_verify(const char *encoded, const char *password);
+
+/* Helpers shared by the two stores (pure). auth_username_key returns the
+ * key that makes usernames unique: ASCII letters folded to lowercase, every
+ * other byte kept, so non-ASCII letters ("É" / "é") are distinct names.
+ * auth_roles_encode returns the roles as JSON array text. Both malloc'ed
+ * (caller frees), NULL on allocation failure. auth_roles_decode parses that
+ * text into u->roles / u->nroles (owned by u); returns 0, or -1 if the text
+ * is not an array of strings or memory runs out (u->roles left empty). */
+char *auth_username_key(const char *username);
+char *auth_roles_encode(char *const *roles, size_t nroles);
+int auth_roles_decode(const char *text, auth_user *u);
+
+/* A user store: synchronous calls, made only on worker threads, each with
+ * its own connection (one SQLite connection or Redis connection per
+ * worker). Two implementations: auth_store_sqlite_ops, auth_store_redis_ops. */
+typedef struct auth_store auth_store;
+typedef struct auth_store_ops {
+    const char *name;
+    /* target: SQLite path, or redis:// URL; prefix: Redis key prefix. */
+    auth_store *(*open)(const char *target, const char *prefix, char *err, size_t errlen);
+    void (*close)(auth_store *s);
+    /* Creates the schema / checks the server; called once at start-up. */
+    auth_status (*init)(auth_store *s, char *err, size_t errlen);
+    auth_status (*create_user)(auth_store *s, const auth_user *u);
+    auth_status (*get_user_by_id)(auth_store *s, const char *id, auth_user *out);
+    auth_status (*get_user_by_name)(auth_store *s, const char *username, auth_user *out);
+    auth_status (*delete_user)(auth_store *s, const char *id);
+    /* Refresh tokens are stored by SHA-256 of the token, never in clear. */
+    auth_status (*put_refresh)(auth_store *s, const char *token_hash, const char *user_id,
+                               int64_t expires_at);
+    /* Atomically removes the token and returns its user (rotation: a used
+     * refresh token stops working). Expired tokens are AUTH_NOT_FOUND. */
+    auth_status (*take_refresh)(auth_store *s, const char *token_hash, int64_t now, char **user_id);
+    /* Deleted users: their tokens issued before `at` are refused. */
+    auth_status (*put_revoked)(auth_store *s, const char *user_id, int64_t at);
+    /* Calls fn for every revocation (start-up load). */
+    auth_status (*list_revoked)(auth_store *s, void (*fn)(void *ud, const char *id, int64_t at),
+                                void *ud);
+    /* Small key/value metadata (e.g. the generated JWT secret). get returns
+     * a malloc'ed value or NULL; put_new keeps an existing value. */
+    char *(*meta_get)(auth_store *s, const char *key);
+    auth_status (*meta_put_new)(auth_store *s, const char *key, const char *value);
+} auth_store_ops;
+
+extern const auth_store_ops auth_store_sqlite_ops;
+extern const auth_store_ops auth_store_redis_ops;
+
+/* Loads the node's generated HS256 secret from the store, creating and
+ * storing a random one on first use (*created = 1). *secret is malloc'ed,
+ * caller frees. Start-up only: blocks. Returns 0, or -1 with err. */
+int auth_secret_load_or_create(const auth_store_ops *ops, const char *target, const char *prefix,
+                               char **secret, int *created, char *err, size_t errlen);
+
+/* The service runs user operations on a pool of worker threads (store
+ * calls and Argon2id never touch the event loop) and hands results back
+ * to the loop: a worker finishing a job queues its completion and calls
+ * wake(wake_ud) (the gateway passes lws_cancel_service); the loop thread
+ * then calls auth_service_drain(), which runs the callbacks. */
+typedef struct auth_service auth_service;
+
+typedef struct auth_service_config {
+    const auth_store_ops *store;
+    const char *target; /* SQLite path or redis:// URL */
+    const char *prefix; /* Redis key prefix */
+    int workers;        /* threads, default 2 */
+    void (*wake)(void *wake_ud);
+    void *wake_ud;
+} auth_service_config;
+
+/* Starts the workers, opens one store connection each and runs init.
+ * Returns NULL with a message in err. */
+auth_service *auth_service_new(const auth_service_config *cfg, char *err, size_t errlen);
+/* Stops the workers (pending jobs complete with AUTH_UNAVAILABLE without
+ * their callbacks running) and frees everything. */
+void auth_service_free(auth_service *svc);
+/* Loop thread: runs the callbacks of finished jobs. */
+void auth_service_drain(auth_service *svc);
+
+/* Callbacks run on the loop thread, from auth_service_drain. `user` and
+ * strings are valid only during the call. `message` explains AUTH_INVALID
+ * and other failures (static or job-owned storage). */
+typedef void (*auth_user_cb)(void *ud, auth_status st, const auth_user *user, const char *message);
+typedef void (*auth_token_cb)(void *ud, auth_status st, const auth_user *user,
+                              const char *refresh_token, const char *message);
+
+/* Validates, hashes the password (Argon2id) and stores a new user. Arguments
+ * are copied. */
+void auth_register(auth_service *svc, const char *username, const char *password,
+                   char *const *roles, size_t nroles, auth_user_cb cb, void *ud);
+/* Checks username + password; on success also creates a refresh token
+ * (random 256 bits, base64url) valid for refresh_ttl seconds. A missing
+ * user costs the same Argon2 work as a wrong password (no timing oracle). */
+void auth_login(auth_service *svc, const char *username, const char *password, long refresh_ttl,
+                auth_token_cb cb, void *ud);
+/* Consumes refresh_token and issues a new one (rotation). */
+void auth_refresh(auth_service *svc, const char *refresh_token, long refresh_ttl, auth_token_cb cb,
+                  void *ud);
+void auth_get_user(auth_service *svc, const char *id, auth_user_cb cb, void *ud);
+/* Deletes the user and records the revocation (time now). */
+void auth_delete_user(auth_service *svc, const char *id, auth_user_cb cb, void *ud);
 
 #endif

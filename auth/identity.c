@@ -80,6 +80,7 @@ int auth_identity_copy(auth_identity *dst, const auth_identity *src)
     if (src->info && !(dst->info = json_deep_copy(src->info)))
         rc = -1;
     dst->exp = src->exp;
+    dst->iat = src->iat;
     dst->anonymous = src->anonymous;
     dst->backend = src->backend;
     if (rc) {

@@ -431,6 +431,8 @@ static auth_jwt_status ajwt_fill_identity(json_t *claims, auth_identity *out, co
         return AUTH_JWT_BAD_CLAIMS;
     }
     out->exp = (int64_t)json_integer_value(json_object_get(claims, "exp"));
+    /* iat is informational (revocation compares it); a mistyped one is 0. */
+    out->iat = (int64_t)json_integer_value(json_object_get(claims, "iat"));
     return AUTH_JWT_OK;
 }
 

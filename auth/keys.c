@@ -104,32 +104,75 @@ static int setup_secret(auth_jwt_config *cfg, const char *alg, const char *secre
     return set_key(&cfg->sign, (const unsigned char *)secret, len);
 }
 
-int auth_jwt_setup(auth_jwt_config *cfg, const char *alg, const char *secret,
-                   const char *public_key_path, const char *private_key_path, const char *iss,
-                   const char *aud, char *err, size_t errlen)
+/* Adds one "kid:value" rotation key: value is the secret for HS*, else the
+ * path of a PEM public key. */
+static int add_extra_key(auth_jwt_config *cfg, const char *spec, char *err, size_t errlen)
+{
+    const char *colon = strchr(spec, ':');
+    if (!colon || colon == spec || !colon[1]) {
+        snprintf(err, errlen, "HERALD_JWT_KEYS: \"%.40s\" is not KID:KEY", spec);
+        return -1;
+    }
+    auth_jwt_key *nk = realloc(cfg->keys, (cfg->nkeys + 1) * sizeof(*nk));
+    if (!nk)
+        return -1;
+    cfg->keys = nk;
+    auth_jwt_key *k = &cfg->keys[cfg->nkeys];
+    memset(k, 0, sizeof(*k));
+    cfg->nkeys++;
+    if (!(k->kid = strndup(spec, (size_t)(colon - spec))))
+        return -1;
+    if (!strncmp(cfg->alg, "HS", 2))
+        return set_key(k, (const unsigned char *)colon + 1, strlen(colon + 1));
+    size_t len;
+    unsigned char *pem = read_file(colon + 1, &len, err, errlen);
+    if (!pem)
+        return -1;
+    int rc = set_key(k, pem, len);
+    free(pem);
+    return rc;
+}
+
+static int set_kid(auth_jwt_config *cfg, const char *kid)
+{
+    if (!kid)
+        return 0;
+    cfg->keys[0].kid = strdup(kid);
+    cfg->sign.kid = strdup(kid);
+    return cfg->keys[0].kid && cfg->sign.kid ? 0 : -1;
+}
+
+int auth_jwt_setup(auth_jwt_config *cfg, const auth_jwt_settings *st, char *err, size_t errlen)
 {
     static const char *allowed[] = {"HS256", "HS384", "HS512", "RS256", "ES256"};
+    const char *alg = st->alg;
     int ok = !alg;
     for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]) && !ok; i++)
         ok = !strcmp(alg, allowed[i]);
     memset(cfg, 0, sizeof(*cfg));
+    err[0] = '\0';
     if (!ok) {
         snprintf(err, errlen, "unsupported JWT algorithm %s", alg);
         return -1;
     }
     int is_hs = alg && !strncmp(alg, "HS", 2);
     int rc;
-    if (public_key_path && !is_hs) {
-        rc = setup_public_key(cfg, alg, public_key_path, private_key_path, err, errlen);
-    } else if (secret && secret[0] && !(alg && !is_hs)) {
-        rc = setup_secret(cfg, alg, secret);
+    if (st->public_key_path && !is_hs) {
+        rc = setup_public_key(cfg, alg, st->public_key_path, st->private_key_path, err, errlen);
+    } else if (st->secret && st->secret[0] && !(alg && !is_hs)) {
+        rc = setup_secret(cfg, alg, st->secret);
     } else {
         snprintf(err, errlen, "%s needs %s", alg ? alg : "JWT verification",
                  is_hs || !alg ? "a secret (HERALD_JWT_SECRET)"
                                : "a public key (HERALD_JWT_PUBLIC_KEY)");
         return -1;
     }
-    if (rc == 0 && ((iss && !(cfg->iss = strdup(iss))) || (aud && !(cfg->aud = strdup(aud)))))
+    if (rc == 0)
+        rc = set_kid(cfg, st->kid);
+    for (size_t i = 0; rc == 0 && i < st->nextra; i++)
+        rc = add_extra_key(cfg, st->extra_keys[i], err, errlen);
+    if (rc == 0 &&
+        ((st->iss && !(cfg->iss = strdup(st->iss))) || (st->aud && !(cfg->aud = strdup(st->aud)))))
         rc = -1;
     if (rc < 0) {
         if (!err[0])

@@ -125,6 +125,11 @@ static const opt_def opt_table[] = {
      "unset (not checked)", "required \"iss\" claim; also set in issued tokens"},
     {"jwt_aud", "HERALD_JWT_AUD", "jwt-aud", "AUD", OPT_NSTR, F(jwt_aud), 0, 0, 0, NULL, NULL,
      "unset (not checked)", "required \"aud\" claim; also set in issued tokens"},
+    {"jwt_kid", "HERALD_JWT_KID", "jwt-kid", "KID", OPT_NSTR, F(jwt_kid), 0, 0, 0, NULL, NULL,
+     "unset", "kid of the primary key (set in issued tokens' header)"},
+    {"jwt_keys", "HERALD_JWT_KEYS", "jwt-keys", "KID:KEY[,...]", OPT_LIST, F(jwt_keys),
+     F(njwt_keys), 0, 0, NULL, NULL, "none",
+     "extra verification keys by kid (rotation): a secret for HS*, a PEM path for RS256/ES256"},
     {"token_ttl", "HERALD_TOKEN_TTL", "token-ttl", "SECONDS", OPT_LONG, F(token_ttl), 0, 1,
      TEN_YEARS, NULL, NULL, "3600", "lifetime of issued access tokens"},
     {"max_message", "HERALD_MAX_MESSAGE", "max-message", "BYTES", OPT_SIZE, F(max_message), 0, 1,
@@ -149,6 +154,18 @@ static const opt_def opt_table[] = {
     {"shutdown_grace_ms", "HERALD_SHUTDOWN_GRACE_MS", "shutdown-grace-ms", "MS", OPT_INT,
      F(shutdown_grace_ms), 0, 0, 600000, NULL, NULL, "2000",
      "time to flush and close sockets on SIGTERM/SIGINT"},
+    {"open_registration", "HERALD_OPEN_REGISTRATION", "open-registration", NULL, OPT_BOOL,
+     F(open_registration), 0, 0, 0, NULL, NULL, "true",
+     "anyone may POST /api/v1/users (admins and API keys always may)"},
+    {"refresh_ttl", "HERALD_REFRESH_TTL", "refresh-ttl", "SECONDS", OPT_LONG, F(refresh_ttl), 0, 1,
+     TEN_YEARS, NULL, NULL, "2592000", "lifetime of refresh tokens (single use, rotated)"},
+    {"login_max_failures", "HERALD_LOGIN_MAX_FAILURES", "login-max-failures", "N", OPT_INT,
+     F(login_max_failures), 0, 1, INT_MAX, NULL, NULL, "5",
+     "failed logins per username in a window before 429 (per address: 4x this)"},
+    {"login_window", "HERALD_LOGIN_WINDOW", "login-window", "SECONDS", OPT_INT, F(login_window), 0,
+     1, 86400, NULL, NULL, "300", "the failed-login window"},
+    {"auth_workers", "HERALD_AUTH_WORKERS", "auth-workers", "N", OPT_INT, F(auth_workers), 0, 1, 64,
+     NULL, NULL, "2", "threads for password hashing and user-store calls"},
 };
 
 #define NOPTS (sizeof(opt_table) / sizeof(opt_table[0]))
@@ -832,6 +849,11 @@ int hr_config_defaults(hr_config *cfg)
     cfg->log_format = isatty(STDERR_FILENO) ? HR_LOG_TEXT : HR_LOG_JSON;
     cfg->log_level = 1;
     cfg->token_ttl = 3600;
+    cfg->open_registration = 1;
+    cfg->refresh_ttl = 2592000;
+    cfg->login_max_failures = 5;
+    cfg->login_window = 300;
+    cfg->auth_workers = 2;
     cfg->max_message = 65536;
     cfg->max_channel_len = 255;
     cfg->max_subscriptions = 512;
@@ -897,16 +919,33 @@ const auth_namespace *hr_config_namespace(const hr_config *cfg, const char *chan
 }
 
 /* Safe on a zeroed or already cleared cfg. */
+void hr_config_jwt_settings(const hr_config *cfg, auth_jwt_settings *out)
+{
+    *out = (auth_jwt_settings){
+        .alg = cfg->jwt_alg,
+        .secret = cfg->jwt_secret,
+        .public_key_path = cfg->jwt_public_key,
+        .private_key_path = cfg->jwt_private_key,
+        .kid = cfg->jwt_kid,
+        .iss = cfg->jwt_iss,
+        .aud = cfg->jwt_aud,
+        .extra_keys = cfg->jwt_keys,
+        .nextra = cfg->njwt_keys,
+    };
+}
+
 void hr_config_clear(hr_config *cfg)
 {
     char **strs[] = {&cfg->listen_host,    &cfg->redis_url,       &cfg->redis_prefix,
                      &cfg->db_path,        &cfg->node_id,         &cfg->jwt_secret,
                      &cfg->jwt_public_key, &cfg->jwt_private_key, &cfg->jwt_alg,
-                     &cfg->jwt_iss,        &cfg->jwt_aud,         &cfg->config_path};
+                     &cfg->jwt_iss,        &cfg->jwt_aud,         &cfg->config_path,
+                     &cfg->jwt_kid};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     list_free(cfg->api_keys, cfg->napi_keys);
     list_free(cfg->allowed_origins, cfg->nallowed_origins);
+    list_free(cfg->jwt_keys, cfg->njwt_keys);
     ns_free_all(cfg->namespaces, cfg->nnamespaces);
     memset(cfg, 0, sizeof(*cfg));
 }

@@ -33,6 +33,9 @@ typedef struct hr_config {
     char *jwt_public_key;  /* path to PEM */
     char *jwt_private_key; /* path to PEM, for issuing with RS256/ES256 */
     char *jwt_alg;         /* NULL = HS256 with a secret, RS256/ES256 by key type */
+    char *jwt_kid;         /* kid of the primary key, NULL = none */
+    char **jwt_keys;       /* "kid:secret-or-PEM-path" extra verification keys */
+    size_t njwt_keys;
     char *jwt_iss;
     char *jwt_aud;
     long token_ttl; /* HERALD_TOKEN_TTL: lifetime of issued access tokens, default 3600 */
@@ -48,6 +51,13 @@ typedef struct hr_config {
     int allow_anonymous;    /* HERALD_ANONYMOUS, 0 */
     size_t max_body;        /* HERALD_MAX_BODY: REST request bodies, 1048576 */
     int shutdown_grace_ms;  /* HERALD_SHUTDOWN_GRACE_MS, 2000 */
+
+    /* users (issue: auth) */
+    int open_registration;  /* HERALD_OPEN_REGISTRATION, 1 */
+    long refresh_ttl;       /* HERALD_REFRESH_TTL seconds, 2592000 (30 days) */
+    int login_max_failures; /* HERALD_LOGIN_MAX_FAILURES per username per window, 5 */
+    int login_window;       /* HERALD_LOGIN_WINDOW seconds, 300 */
+    int auth_workers;       /* HERALD_AUTH_WORKERS threads, 2 */
 
     /* namespaces from the config file; always contains "" (the default) */
     auth_namespace *namespaces;
@@ -69,6 +79,9 @@ int hr_config_load(hr_config *cfg, int argc, char **argv, char **env, char *err,
 /* Finds the namespace for a channel name ("ns:rest" -> "ns", else "").
  * Falls back to the default namespace when ns is not configured. */
 const auth_namespace *hr_config_namespace(const hr_config *cfg, const char *channel);
+
+/* Points out at cfg's JWT settings (borrowed: valid while cfg is). */
+void hr_config_jwt_settings(const hr_config *cfg, auth_jwt_settings *out);
 
 /* Frees everything cfg owns and zeroes it. */
 void hr_config_clear(hr_config *cfg);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define HR_MAX_PARAMS 2
 
@@ -34,7 +35,13 @@ struct hr_http_req {
     int body_too_large;
     int expect_body;
 
+    hr_http_req *prev, *next; /* srv->reqs */
+    char peer[64];            /* client address, for login throttling */
+    char login_key[80];       /* "u:<folded username>" while a login runs */
+
     /* the response, once decided */
+    int retry_after; /* > 0: Retry-After header */
+    int no_store;    /* Cache-Control: no-store (token responses) */
     int status;
     const char *ctype;
     char *resp; /* LWS_PRE bytes of headroom, then resp_len bytes */
@@ -56,13 +63,26 @@ static void h_readyz(hr_http_req *req);
 static void h_metrics(hr_http_req *req);
 static void h_publish(hr_http_req *req);
 static void h_broadcast(hr_http_req *req);
+static void h_user_create(hr_http_req *req);
+static void h_token(hr_http_req *req);
+static void h_me(hr_http_req *req);
+static void h_user_get(hr_http_req *req);
+static void h_user_delete(hr_http_req *req);
+static void h_user_disconnect(hr_http_req *req);
 
+/* Order matters where patterns overlap: /users/me before /users/{id}. */
 static const route routes[] = {
     {"GET", "/healthz", h_healthz},
     {"GET", "/readyz", h_readyz},
     {"GET", "/metrics", h_metrics},
     {"POST", "/api/v1/publish", h_publish},
     {"POST", "/api/v1/broadcast", h_broadcast},
+    {"POST", "/api/v1/users", h_user_create},
+    {"POST", "/api/v1/auth/token", h_token},
+    {"GET", "/api/v1/users/me", h_me},
+    {"GET", "/api/v1/users/{id}", h_user_get},
+    {"DELETE", "/api/v1/users/{id}", h_user_delete},
+    {"POST", "/api/v1/users/{id}/disconnect", h_user_disconnect},
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -152,6 +172,12 @@ static void req_unref(hr_http_req *req)
 {
     if (--req->refs > 0)
         return;
+    if (req->prev)
+        req->prev->next = req->next;
+    else
+        req->srv->reqs = req->next;
+    if (req->next)
+        req->next->prev = req->prev;
     auth_identity_clear(&req->id);
     hr_buf_reset(&req->body);
     free(req->resp);
@@ -209,6 +235,19 @@ int hr_http_writeable(hr_server *srv, struct lws *wsi, hr_pss *pss)
                                                      (const unsigned char *)req->allow,
                                                      (int)strlen(req->allow), &p, end))
         return -1;
+    if (req->retry_after > 0) {
+        char ra[16];
+        int n = snprintf(ra, sizeof(ra), "%d", req->retry_after);
+        if (lws_add_http_header_by_name(
+                wsi, (const unsigned char *)"retry-after:", (const unsigned char *)ra, n, &p, end))
+            return -1;
+    }
+    if (req->no_store &&
+        (lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
+                                     (const unsigned char *)"no-store", 8, &p, end) ||
+         lws_add_http_header_by_name(
+             wsi, (const unsigned char *)"pragma:", (const unsigned char *)"no-cache", 8, &p, end)))
+        return -1;
     if (lws_finalize_write_http_header(wsi, start, &p, end))
         return -1;
     if (req->resp_len && lws_write(wsi, (unsigned char *)req->resp + LWS_PRE, req->resp_len,
@@ -253,6 +292,14 @@ void hr_http_drop(hr_pss *pss)
     }
 }
 
+void hr_http_free_all(hr_server *srv)
+{
+    while (srv->reqs) {
+        srv->reqs->refs = 1;
+        req_unref(srv->reqs);
+    }
+}
+
 static void dispatch(hr_http_req *req)
 {
     routes[req->route].fn(req);
@@ -267,7 +314,12 @@ int hr_http_request(hr_server *srv, struct lws *wsi, hr_pss *pss, const char *ur
     req->wsi = wsi;
     req->refs = 1;
     req->srv = srv;
+    req->next = srv->reqs;
+    if (srv->reqs)
+        srv->reqs->prev = req;
+    srv->reqs = req;
     pss->req = req;
+    lws_get_peer_simple(wsi, req->peer, sizeof(req->peer));
     HR_INC(http_requests, 1);
     snprintf(req->method, sizeof(req->method), "%s", request_method(wsi));
 
@@ -548,4 +600,360 @@ static void h_broadcast(hr_http_req *req)
     }
     free(text);
     json_decref(o);
+}
+
+/*---- Users -----------------------------------------------------------------*/
+
+/* Admin routes: an API key, or a token with role admin. */
+static int require_admin(hr_http_req *req)
+{
+    if (req->cred != HR_CRED_OK) {
+        problem(req, 401,
+                req->cred == HR_CRED_BAD && req->cred_err[0]
+                    ? req->cred_err
+                    : "credentials required: X-API-Key or an admin's Bearer token");
+        return 0;
+    }
+    if (!req->id.backend && !auth_has_role(&req->id, "admin")) {
+        problem(req, 403, "this route is for admins and API keys");
+        return 0;
+    }
+    return 1;
+}
+
+static int is_admin(const hr_http_req *req)
+{
+    return req->cred == HR_CRED_OK && (req->id.backend || auth_has_role(&req->id, "admin"));
+}
+
+/* Maps a store status to an HTTP problem (for non-OK statuses). */
+static void user_problem(hr_http_req *req, auth_status st, const char *message)
+{
+    switch (st) {
+    case AUTH_NOT_FOUND:
+        problem(req, 404, "no such user");
+        break;
+    case AUTH_TAKEN:
+        problem(req, 409, "that username is taken");
+        break;
+    case AUTH_INVALID:
+        problem(req, 422, message ? message : "invalid user");
+        break;
+    case AUTH_UNAVAILABLE:
+        problem(req, 503, message ? message : "the user store is unavailable");
+        break;
+    default:
+        problem(req, 500, message ? message : "internal error");
+        break;
+    }
+}
+
+/* Completion of get/register: the user as JSON with `status`. */
+static void user_done(void *ud, auth_status st, const auth_user *user, const char *message,
+                      int ok_status)
+{
+    hr_http_req *req = ud;
+    if (st == AUTH_OK) {
+        json_t *o = auth_user_json(user);
+        respond_json(req, ok_status, o);
+        json_decref(o);
+    } else {
+        user_problem(req, st, message);
+    }
+    req_unref(req);
+}
+
+static void user_created(void *ud, auth_status st, const auth_user *u, const char *msg)
+{
+    user_done(ud, st, u, msg, 201);
+}
+
+static void user_found(void *ud, auth_status st, const auth_user *u, const char *msg)
+{
+    user_done(ud, st, u, msg, 200);
+}
+
+/* Reads the optional "roles" array into a NULL-terminated borrowed list. */
+static int read_roles(json_t *arr, char **roles, size_t max, size_t *n)
+{
+    *n = 0;
+    if (!arr)
+        return 0;
+    if (!json_is_array(arr) || json_array_size(arr) > max)
+        return -1;
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        const char *r = json_string_value(json_array_get(arr, i));
+        if (!r)
+            return -1;
+        roles[(*n)++] = (char *)r;
+    }
+    return 0;
+}
+
+static void h_user_create(hr_http_req *req)
+{
+    char *roles[32];
+    size_t nroles;
+    if (req->cred == HR_CRED_BAD) {
+        problem(req, 401, req->cred_err);
+        return;
+    }
+    if (!req->srv->cfg->open_registration && !is_admin(req)) {
+        problem(req, req->cred == HR_CRED_NONE ? 401 : 403,
+                "registration is closed: an admin or API key must create users");
+        return;
+    }
+    json_t *o = body_object(req);
+    if (!o)
+        return;
+    const char *username = json_string_value(json_object_get(o, "username"));
+    const char *password = json_string_value(json_object_get(o, "password"));
+    json_t *jroles = json_object_get(o, "roles");
+    if (!username || !password) {
+        problem(req, 422, "\"username\" and \"password\" must be strings");
+    } else if (read_roles(jroles, roles, 32, &nroles) < 0) {
+        problem(req, 422, "\"roles\" must be an array of at most 32 strings");
+    } else if (nroles && !is_admin(req)) {
+        problem(req, 403, "only admins and API keys may set roles");
+    } else {
+        req->refs++;
+        auth_register(req->srv->users, username, password, roles, nroles, user_created, req);
+    }
+    json_decref(o);
+}
+
+static void h_me(hr_http_req *req)
+{
+    if (req->cred != HR_CRED_OK || !req->id.sub) {
+        problem(req, 401, req->cred == HR_CRED_BAD ? req->cred_err : "a Bearer token is required");
+        return;
+    }
+    req->refs++;
+    auth_get_user(req->srv->users, req->id.sub, user_found, req);
+}
+
+static void h_user_get(hr_http_req *req)
+{
+    if (!require_admin(req))
+        return;
+    req->refs++;
+    auth_get_user(req->srv->users, req->params[0], user_found, req);
+}
+
+/* Deletion revokes the user's tokens on this node at once and closes the
+ * user's sockets with 4003; the store keeps the revocation for restarts. */
+static void user_deleted(void *ud, auth_status st, const auth_user *user, const char *message)
+{
+    hr_http_req *req = ud;
+    (void)user;
+    if (st == AUTH_OK) {
+        hr_server_revoke(req->srv, req->params[0], (int64_t)time(NULL));
+        hr_ws_disconnect_user(req->srv, req->params[0], 4003, "user deleted");
+        respond(req, 204, "application/json", "", 0);
+    } else {
+        user_problem(req, st, message);
+    }
+    req_unref(req);
+}
+
+static void h_user_delete(hr_http_req *req)
+{
+    if (!require_admin(req))
+        return;
+    req->refs++;
+    auth_delete_user(req->srv->users, req->params[0], user_deleted, req);
+}
+
+static void h_user_disconnect(hr_http_req *req)
+{
+    if (!require_admin(req))
+        return;
+    size_t n = hr_ws_disconnect_user(req->srv, req->params[0], 4003, "disconnected by the server");
+    hr_info("disconnect", "user %s: %zu connection(s) closed", req->params[0], n);
+    respond(req, 204, "application/json", "", 0);
+}
+
+/*---- OAuth2 token endpoint (RFC 6749 §4.3, §6) -----------------------------*/
+
+static int hexval(int c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* Percent-decodes src[0..n) ('+' is a space) into out. -2 on bad escapes,
+ * embedded NULs or overflow. */
+static int form_decode(const char *src, size_t n, char *out, size_t outlen)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int c = (unsigned char)src[i];
+        if (c == '+') {
+            c = ' ';
+        } else if (c == '%') {
+            if (i + 2 >= n || hexval(src[i + 1]) < 0 || hexval(src[i + 2]) < 0)
+                return -2;
+            c = hexval(src[i + 1]) << 4 | hexval(src[i + 2]);
+            i += 2;
+        }
+        if (c == 0 || o + 1 >= outlen)
+            return -2;
+        out[o++] = (char)c;
+    }
+    out[o] = '\0';
+    return (int)o;
+}
+
+int hr_form_value(const char *body, size_t len, const char *key, char *out, size_t outlen)
+{
+    size_t klen = strlen(key);
+    const char *p = body, *end = body + len;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *pe = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(pe - p));
+        if (eq && (size_t)(eq - p) == klen && !memcmp(p, key, klen))
+            return form_decode(eq + 1, (size_t)(pe - eq - 1), out, outlen);
+        p = pe + 1;
+    }
+    return -1;
+}
+
+/* RFC 6749 §5.2 error body. */
+static void oauth_error(hr_http_req *req, int status, const char *error, const char *desc)
+{
+    json_t *o = json_pack("{s:s, s:s}", "error", error, "error_description", desc);
+    req->no_store = 1;
+    respond_json(req, status, o);
+    json_decref(o);
+}
+
+/* Issues the access token for user and answers with both tokens. */
+static void token_response(hr_http_req *req, const auth_user *user, const char *refresh)
+{
+    auth_identity id = {0};
+    id.sub = user->id;
+    id.name = user->username;
+    id.roles = user->roles;
+    id.nroles = user->nroles;
+    long ttl = req->srv->cfg->token_ttl;
+    char *access = auth_jwt_issue(&req->srv->jwt, &id, time(NULL), ttl);
+    if (!access) {
+        oauth_error(req, 500, "server_error",
+                    "cannot sign tokens (RS256/ES256 need HERALD_JWT_PRIVATE_KEY)");
+        return;
+    }
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s}", "access_token", access, "token_type", "bearer",
+                          "expires_in", (json_int_t)ttl, "refresh_token", refresh);
+    free(access);
+    req->no_store = 1;
+    respond_json(req, 200, o);
+    json_decref(o);
+}
+
+static void login_done(void *ud, auth_status st, const auth_user *user, const char *refresh,
+                       const char *message)
+{
+    hr_http_req *req = ud;
+    int64_t now = time(NULL);
+    if (st == AUTH_OK) {
+        auth_throttle_reset(req->srv->logins, req->login_key);
+        token_response(req, user, refresh);
+    } else if (st == AUTH_BAD_CREDENTIALS || st == AUTH_NOT_FOUND) {
+        auth_throttle_fail(req->srv->logins, req->login_key, now);
+        auth_throttle_fail(req->srv->login_addrs, req->peer, now);
+        oauth_error(req, 400, "invalid_grant", "invalid username or password");
+    } else {
+        oauth_error(req, 503, "temporarily_unavailable",
+                    message ? message : "the user store is unavailable");
+    }
+    req_unref(req);
+}
+
+static void refresh_done(void *ud, auth_status st, const auth_user *user, const char *refresh,
+                         const char *message)
+{
+    hr_http_req *req = ud;
+    if (st == AUTH_OK)
+        token_response(req, user, refresh);
+    else if (st == AUTH_NOT_FOUND || st == AUTH_BAD_CREDENTIALS || st == AUTH_INVALID)
+        oauth_error(req, 400, "invalid_grant", "the refresh token is invalid, expired or used");
+    else
+        oauth_error(req, 503, "temporarily_unavailable",
+                    message ? message : "the user store is unavailable");
+    req_unref(req);
+}
+
+/* Returns 1 when the login may proceed; else answers 429 + Retry-After.
+ * Usernames are folded to ASCII lower case so "Bob" and "bob" share one
+ * budget, as they share one account. */
+static int login_allowed(hr_http_req *req, const char *username)
+{
+    int64_t now = time(NULL);
+    snprintf(req->login_key, sizeof(req->login_key), "%.64s", username);
+    for (char *p = req->login_key; *p; p++)
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p + 32);
+    int wait = auth_throttle_check(req->srv->logins, req->login_key, now);
+    int await = auth_throttle_check(req->srv->login_addrs, req->peer, now);
+    if (wait < await)
+        wait = await;
+    if (!wait)
+        return 1;
+    req->retry_after = wait;
+    oauth_error(req, 429, "too_many_attempts", "too many failed logins; retry later");
+    return 0;
+}
+
+/* Reads a token-request parameter from the form (or JSON) body. */
+static int token_param(hr_http_req *req, json_t *json, const char *key, char *out, size_t n)
+{
+    if (json) {
+        const char *v = json_string_value(json_object_get(json, key));
+        if (!v)
+            return -1;
+        if (strlen(v) >= n)
+            return -2;
+        snprintf(out, n, "%s", v);
+        return (int)strlen(out);
+    }
+    return hr_form_value(req->body.data ? req->body.data : "", req->body.len, key, out, n);
+}
+
+/* grant_type=password or refresh_token. Form-encoded per RFC 6749; a JSON
+ * body is accepted too for clients that cannot send forms. */
+static void h_token(hr_http_req *req)
+{
+    char grant[32], user[256], pass[1100], refresh[128];
+    char ctype[64] = "";
+    json_t *json = NULL;
+    lws_hdr_copy(req->wsi, ctype, sizeof(ctype), WSI_TOKEN_HTTP_CONTENT_TYPE);
+    if (!strncmp(ctype, "application/json", 16) &&
+        !(json = json_loadb(req->body.data ? req->body.data : "", req->body.len, 0, NULL))) {
+        oauth_error(req, 400, "invalid_request", "the body is not valid JSON");
+        return;
+    }
+    if (token_param(req, json, "grant_type", grant, sizeof(grant)) < 0) {
+        oauth_error(req, 400, "invalid_request", "grant_type is required");
+    } else if (!strcmp(grant, "password")) {
+        if (token_param(req, json, "username", user, sizeof(user)) < 0 ||
+            token_param(req, json, "password", pass, sizeof(pass)) < 0)
+            oauth_error(req, 400, "invalid_request", "username and password are required");
+        else if (login_allowed(req, user)) {
+            req->refs++;
+            auth_login(req->srv->users, user, pass, req->srv->cfg->refresh_ttl, login_done, req);
+        }
+    } else if (!strcmp(grant, "refresh_token")) {
+        if (token_param(req, json, "refresh_token", refresh, sizeof(refresh)) <= 0) {
+            oauth_error(req, 400, "invalid_request", "refresh_token is required");
+        } else {
+            req->refs++;
+            auth_refresh(req->srv->users, refresh, req->srv->cfg->refresh_ttl, refresh_done, req);
+        }
+    } else {
+        oauth_error(req, 400, "unsupported_grant_type", "use password or refresh_token");
+    }
+    json_decref(json);
 }

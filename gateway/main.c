@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <semaphore.h>
 #include <time.h>
 
 extern char **environ;
@@ -37,16 +38,17 @@ static const char *flag_value(int argc, char **argv, int *i, const char *name)
     return NULL;
 }
 
-/* Splits token flags out of argv; the rest are compacted into argv/argc.
+/* Splits the subcommand's flags (--sub, --ttl, --role for token; --role
+ * for user add) out of argv; the rest are compacted into argv/argc.
  * Returns 0, or -1 with a message printed. */
-static int parse_token_args(int *argc, char **argv, token_args *ta)
+static int parse_cmd_args(int *argc, char **argv, token_args *ta, int is_token)
 {
     int out = 0;
     const char *v;
     for (int i = 0; i < *argc; i++) {
-        if ((v = flag_value(*argc, argv, &i, "--sub"))) {
+        if (is_token && (v = flag_value(*argc, argv, &i, "--sub"))) {
             ta->sub = v;
-        } else if ((v = flag_value(*argc, argv, &i, "--ttl"))) {
+        } else if (is_token && (v = flag_value(*argc, argv, &i, "--ttl"))) {
             char *end;
             ta->ttl = strtol(v, &end, 10);
             if (*end || ta->ttl <= 0) {
@@ -64,11 +66,21 @@ static int parse_token_args(int *argc, char **argv, token_args *ta)
         }
     }
     *argc = out;
-    if (!ta->sub || !ta->sub[0]) {
+    if (is_token && (!ta->sub || !ta->sub[0])) {
         fprintf(stderr, "herald token: --sub ID is required\n");
         return -1;
     }
     return 0;
+}
+
+static const auth_store_ops *store_ops(const hr_config *cfg)
+{
+    return cfg->redis_url ? &auth_store_redis_ops : &auth_store_sqlite_ops;
+}
+
+static const char *store_target(const hr_config *cfg)
+{
+    return cfg->redis_url ? cfg->redis_url : cfg->db_path;
 }
 
 /* Without HERALD_JWT_SECRET or a public key, the secret generated once and
@@ -79,13 +91,14 @@ static int ensure_jwt_secret(hr_config *cfg)
     int created = 0;
     if (cfg->jwt_secret || cfg->jwt_public_key)
         return 0;
-    if (auth_secret_load_or_create(cfg->db_path, &cfg->jwt_secret, &created, err, sizeof(err)) <
-        0) {
+    const auth_store_ops *ops = store_ops(cfg);
+    if (auth_secret_load_or_create(ops, store_target(cfg), cfg->redis_prefix, &cfg->jwt_secret,
+                                   &created, err, sizeof(err)) < 0) {
         hr_error("config", "%s", err);
         return -1;
     }
-    hr_warn("config", "HERALD_JWT_SECRET is not set: using the %s secret kept in %s",
-            created ? "newly generated" : "generated", cfg->db_path);
+    hr_warn("config", "HERALD_JWT_SECRET is not set: using the %s secret kept in the %s store",
+            created ? "newly generated" : "generated", ops->name);
     return 0;
 }
 
@@ -95,8 +108,9 @@ static int cmd_token(hr_config *cfg, const token_args *ta)
     auth_identity id = {0};
     char err[256];
 
-    if (auth_jwt_setup(&jwt, cfg->jwt_alg, cfg->jwt_secret, cfg->jwt_public_key,
-                       cfg->jwt_private_key, cfg->jwt_iss, cfg->jwt_aud, err, sizeof(err)) < 0) {
+    auth_jwt_settings js;
+    hr_config_jwt_settings(cfg, &js);
+    if (auth_jwt_setup(&jwt, &js, err, sizeof(err)) < 0) {
         fprintf(stderr, "herald token: %s\n", err);
         return 1;
     }
@@ -115,15 +129,88 @@ static int cmd_token(hr_config *cfg, const token_args *ta)
     return 0;
 }
 
+/*---- herald user add ------------------------------------------------------*/
+
+typedef struct user_add {
+    sem_t done; /* posted by workers (wake) */
+    int finished;
+    int rc;
+} user_add;
+
+static void user_add_wake(void *ud)
+{
+    sem_post(&((user_add *)ud)->done);
+}
+
+static void user_added(void *ud, auth_status st, const auth_user *u, const char *message)
+{
+    user_add *ua = ud;
+    ua->finished = 1;
+    if (st == AUTH_OK) {
+        json_t *o = auth_user_json(u);
+        char *s = json_dumps(o, JSON_COMPACT);
+        printf("%s\n", s ? s : "");
+        free(s);
+        json_decref(o);
+        ua->rc = 0;
+    } else {
+        fprintf(stderr, "herald user add: %s\n",
+                st == AUTH_TAKEN ? "that username is taken"
+                : message        ? message
+                                 : "the user store is unavailable");
+        ua->rc = 1;
+    }
+}
+
+/* Reads one line (the password) from stdin without its newline. Caller
+ * frees. */
+static char *read_password(void)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n = getline(&line, &cap, stdin);
+    if (n < 0) {
+        free(line);
+        return NULL;
+    }
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    return line;
+}
+
+/* Runs the same registration path as POST /api/v1/users, on one worker. */
+static int cmd_user_add(hr_config *cfg, const char *name, const token_args *ta)
+{
+    char err[256] = "";
+    user_add ua = {.rc = 1};
+    char *password = read_password();
+    if (!password) {
+        fprintf(stderr, "herald user add: the password is read from stdin\n");
+        return 2;
+    }
+    sem_init(&ua.done, 0, 0);
+    auth_service_config sc = {
+        store_ops(cfg), store_target(cfg), cfg->redis_prefix, 1, user_add_wake, &ua};
+    auth_service *svc = auth_service_new(&sc, err, sizeof(err));
+    if (svc) {
+        auth_register(svc, name, password, (char *const *)ta->roles, ta->nroles, user_added, &ua);
+        while (!ua.finished) {
+            sem_wait(&ua.done);
+            auth_service_drain(svc);
+        }
+        auth_service_free(svc);
+    } else {
+        fprintf(stderr, "herald user add: %s\n", err);
+    }
+    free(password);
+    sem_destroy(&ua.done);
+    return ua.rc;
+}
+
 static int cmd_serve(hr_config *cfg)
 {
     hr_server srv;
     int rc = 1;
-    if (cfg->redis_url) {
-        hr_error("config", "HERALD_REDIS_URL is set, but cluster mode is not available in this "
-                           "version; unset it to run in embedded mode");
-        return 2;
-    }
     if (hr_server_init(&srv, cfg) == 0)
         rc = hr_server_run(&srv);
     hr_server_destroy(&srv);
@@ -159,11 +246,19 @@ int main(int argc, char **argv)
         cmd = argv[0];
         argc--, argv++;
     }
-    if (strcmp(cmd, "serve") && strcmp(cmd, "token")) {
+    const char *user_name = NULL;
+    if (!strcmp(cmd, "user")) {
+        if (argc < 2 || strcmp(argv[0], "add") || argv[1][0] == '-') {
+            fprintf(stderr, "herald: usage: herald user add NAME [--role ROLE]...\n");
+            return 2;
+        }
+        user_name = argv[1];
+        argc -= 2, argv += 2;
+    } else if (strcmp(cmd, "serve") && strcmp(cmd, "token")) {
         fprintf(stderr, "herald: unknown command \"%s\" (try --help)\n", cmd);
         return 2;
     }
-    if (!strcmp(cmd, "token") && parse_token_args(&argc, argv, &ta) < 0)
+    if (strcmp(cmd, "serve") && parse_cmd_args(&argc, argv, &ta, !strcmp(cmd, "token")) < 0)
         return 2;
     if (hr_config_defaults(&cfg) < 0 ||
         hr_config_load(&cfg, argc, argv, environ, err, sizeof(err)) < 0) {
@@ -172,7 +267,9 @@ int main(int argc, char **argv)
         return 2;
     }
     hr_log_init(cfg.log_format, cfg.log_level, cfg.node_id);
-    if (ensure_jwt_secret(&cfg) == 0)
+    if (user_name)
+        rc = cmd_user_add(&cfg, user_name, &ta);
+    else if (ensure_jwt_secret(&cfg) == 0)
         rc = !strcmp(cmd, "token") ? cmd_token(&cfg, &ta) : cmd_serve(&cfg);
     hr_config_clear(&cfg);
     hr_log_shutdown();

@@ -143,7 +143,7 @@ int hr_proto_parse(const char *buf, size_t len, size_t max_channel_len, hr_cmd *
     /* JSON_REJECT_DUPLICATES: an ambiguous command is refused, not guessed. */
     cmd->root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!cmd->root)
-        return fail(err, HR_ERR_BAD_REQUEST, "invalid JSON: %s", jerr.text);
+        return fail(err, HR_ERR_BAD_REQUEST, "invalid JSON: %.120s", jerr.text);
     if (!json_is_object(cmd->root))
         return fail(err, HR_ERR_BAD_REQUEST, "%s", "a command must be a JSON object");
     if (read_id(cmd->root, cmd, err) < 0 || read_op(cmd->root, cmd, err) < 0)

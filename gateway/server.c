@@ -76,6 +76,9 @@ static int callback_herald(struct lws *wsi, enum lws_callback_reasons reason, vo
 
     switch (reason) {
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        /* woken by a signal handler or by a finished worker job */
+        if (srv->users)
+            auth_service_drain(srv->users);
         if (g_signalled)
             begin_shutdown(srv);
         return 0;
@@ -104,6 +107,14 @@ static int callback_herald(struct lws *wsi, enum lws_callback_reasons reason, vo
         return hr_ws_writeable(srv, wsi, pss);
     case LWS_CALLBACK_TIMER:
         return hr_ws_timer(srv, wsi, pss);
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        /* RFC 6455 §5.5.1: a close payload is empty or holds a 2-byte code;
+         * lws 4.1 would echo a 1-byte one back. */
+        if (len == 1)
+            return lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR,
+                                    (unsigned char *)"bad close payload", 17),
+                   -1;
+        return 0;
     case LWS_CALLBACK_CLOSED:
         hr_ws_closed(srv, wsi, pss);
         return 0;
@@ -122,15 +133,71 @@ static const struct lws_protocols protocols[] = {
 
 /*---- Lifecycle -------------------------------------------------------------*/
 
+/* Called on worker threads when a job finished: wakes the loop, which
+ * then drains the completions in EVENT_WAIT_CANCELLED. */
+static void wake_loop(void *ud)
+{
+    hr_server *srv = ud;
+    if (srv->ctx)
+        lws_cancel_service(srv->ctx);
+}
+
+static void load_revocation(void *ud, const char *id, int64_t at)
+{
+    hr_server_revoke(ud, id, at);
+}
+
+/* The user store: Redis when HERALD_REDIS_URL is set (every node sees the
+ * same users), else the SQLite file. Revocations are loaded once here;
+ * later ones arrive through hr_server_revoke. Start-up only: blocking. */
+static int start_users(hr_server *srv, char *err, size_t errlen)
+{
+    const hr_config *cfg = srv->cfg;
+    auth_service_config sc = {
+        .store = cfg->redis_url ? &auth_store_redis_ops : &auth_store_sqlite_ops,
+        .target = cfg->redis_url ? cfg->redis_url : cfg->db_path,
+        .prefix = cfg->redis_prefix,
+        .workers = cfg->auth_workers,
+        .wake = wake_loop,
+        .wake_ud = srv,
+    };
+    if (!(srv->revoked = hr_map_new(NULL)) ||
+        !(srv->logins = auth_throttle_new(cfg->login_max_failures, cfg->login_window, 100000)) ||
+        !(srv->login_addrs =
+              auth_throttle_new(cfg->login_max_failures * 4, cfg->login_window, 100000))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    auth_store *st = sc.store->open(sc.target, sc.prefix, err, errlen);
+    if (!st)
+        return -1;
+    auth_status rc = sc.store->init(st, err, errlen);
+    if (rc == AUTH_OK)
+        rc = sc.store->list_revoked(st, load_revocation, srv);
+    sc.store->close(st);
+    if (rc != AUTH_OK) {
+        if (!err[0])
+            snprintf(err, errlen, "cannot read revocations from the %s store", sc.store->name);
+        return -1;
+    }
+    srv->users = auth_service_new(&sc, err, errlen);
+    return srv->users ? 0 : -1;
+}
+
 int hr_server_init(hr_server *srv, const hr_config *cfg)
 {
     struct lws_context_creation_info info;
-    char err[256];
+    char err[256] = "";
 
     memset(srv, 0, sizeof(*srv));
     srv->cfg = cfg;
-    if (auth_jwt_setup(&srv->jwt, cfg->jwt_alg, cfg->jwt_secret, cfg->jwt_public_key,
-                       cfg->jwt_private_key, cfg->jwt_iss, cfg->jwt_aud, err, sizeof(err)) < 0) {
+    if (start_users(srv, err, sizeof(err)) < 0) {
+        hr_error("store", "%s", err);
+        return -1;
+    }
+    auth_jwt_settings js;
+    hr_config_jwt_settings(cfg, &js);
+    if (auth_jwt_setup(&srv->jwt, &js, err, sizeof(err)) < 0) {
         hr_error("config", "%s", err);
         return -1;
     }
@@ -158,8 +225,12 @@ int hr_server_init(hr_server *srv, const hr_config *cfg)
     }
     g_ctx = srv->ctx;
     install_signals();
-    hr_info("listening", "herald %s listening on %s:%d (embedded mode, channel layer %s)",
-            HERALD_VERSION, cfg->listen_host, cfg->listen_port, srv->layer->ops->name);
+    hr_info("listening", "herald %s listening on %s:%d (channel layer %s, users in %s)",
+            HERALD_VERSION, cfg->listen_host, cfg->listen_port, srv->layer->ops->name,
+            cfg->redis_url ? "redis" : "sqlite");
+    if (cfg->redis_url)
+        hr_warn("config", "the Redis channel layer is not built yet: publications reach only "
+                          "this node's subscribers; users are shared through Redis");
     return 0;
 }
 
@@ -172,16 +243,28 @@ int hr_server_run(hr_server *srv)
     return 0;
 }
 
+/* Order matters: workers wake the loop through the context, so they stop
+ * first (pending jobs are dropped); then the context closes every socket
+ * (CLOSED callbacks need the channel layer); then requests that were still
+ * waiting for a worker are freed. */
 void hr_server_destroy(hr_server *srv)
 {
+    auth_service_free(srv->users);
+    srv->users = NULL;
     if (srv->ctx) {
         g_ctx = NULL;
-        lws_context_destroy(srv->ctx); /* closes what is left, firing CLOSED */
+        lws_context_destroy(srv->ctx);
         srv->ctx = NULL;
     }
+    hr_http_free_all(srv);
     chan_layer_destroy(srv->layer);
     srv->layer = NULL;
     auth_jwt_config_clear(&srv->jwt);
+    auth_throttle_free(srv->logins);
+    auth_throttle_free(srv->login_addrs);
+    srv->logins = srv->login_addrs = NULL;
+    hr_map_free(srv->revoked);
+    srv->revoked = NULL;
 }
 
 /*---- Request authentication ------------------------------------------------*/
@@ -198,18 +281,45 @@ static hr_cred_status check_api_key(hr_server *srv, const char *key, auth_identi
         }
     }
     snprintf(err, errlen, "invalid API key");
+    HR_INC(auth_failures, 1);
+    return HR_CRED_BAD;
+}
+
+void hr_server_revoke(hr_server *srv, const char *user_id, int64_t at)
+{
+    intptr_t old = (intptr_t)hr_map_get(srv->revoked, user_id, strlen(user_id));
+    if (at > old)
+        hr_map_put(srv->revoked, user_id, strlen(user_id), (void *)(intptr_t)at);
+}
+
+/* Tokens of a deleted user issued up to the deletion are refused; a token
+ * without iat cannot prove it is newer, so it is refused too. */
+static int is_revoked(hr_server *srv, const auth_identity *id)
+{
+    intptr_t at = id->sub ? (intptr_t)hr_map_get(srv->revoked, id->sub, strlen(id->sub)) : 0;
+    return at && id->iat <= at;
+}
+
+hr_cred_status hr_server_verify_jwt(hr_server *srv, const char *token, auth_identity *id, char *err,
+                                    size_t errlen)
+{
+    err[0] = '\0';
+    auth_jwt_status st = auth_jwt_verify(&srv->jwt, token, time(NULL), id, err, errlen);
+    if (st == AUTH_JWT_OK && !is_revoked(srv, id))
+        return HR_CRED_OK;
+    if (st == AUTH_JWT_OK)
+        snprintf(err, errlen, "the user was deleted");
+    else if (!err[0])
+        snprintf(err, errlen, "%s", auth_jwt_status_str(st));
+    auth_identity_clear(id);
+    HR_INC(auth_failures, 1);
     return HR_CRED_BAD;
 }
 
 static hr_cred_status check_jwt(hr_server *srv, const char *token, auth_identity *id, char *err,
                                 size_t errlen)
 {
-    auth_jwt_status st = auth_jwt_verify(&srv->jwt, token, time(NULL), id, err, errlen);
-    if (st == AUTH_JWT_OK)
-        return HR_CRED_OK;
-    if (!err[0])
-        snprintf(err, errlen, "%s", auth_jwt_status_str(st));
-    return HR_CRED_BAD;
+    return hr_server_verify_jwt(srv, token, id, err, errlen);
 }
 
 /* Copies a header into buf; -1 when absent, -2 when larger than buf. */
@@ -251,10 +361,8 @@ hr_cred_status hr_server_authenticate(hr_server *srv, struct lws *wsi, int allow
     } else if (allow_query && (v = lws_get_urlarg_by_name(wsi, "token=", buf, sizeof(buf)))) {
         st = check_jwt(srv, v, id, err, errlen);
     }
-    if (st == HR_CRED_BAD) {
+    if (st == HR_CRED_BAD)
         auth_identity_clear(id);
-        HR_INC(auth_failures, 1);
-    }
     return st;
 }
 

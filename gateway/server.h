@@ -30,8 +30,13 @@ typedef struct hr_server {
     const hr_config *cfg;
     chan_layer *layer;
     auth_jwt_config jwt;
-    uint64_t next_client; /* client ids are "<node>.<n>" */
-    hr_conn *conns;       /* every live WebSocket connection (intrusive list) */
+    auth_service *users;        /* user store + Argon2id on worker threads */
+    auth_throttle *logins;      /* failed logins per username (loop thread) */
+    auth_throttle *login_addrs; /* failed logins per client address */
+    hr_map *revoked;            /* user id -> (intptr_t) revocation time */
+    hr_http_req *reqs;          /* every live HTTP request (for shutdown) */
+    uint64_t next_client;       /* client ids are "<node>.<n>" */
+    hr_conn *conns;             /* every live WebSocket connection (intrusive list) */
     size_t nconns;
     int shutting_down;
     int done;
@@ -64,6 +69,13 @@ typedef enum hr_cred_status {
     HR_CRED_BAD, /* presented and refused; reason in err */
 } hr_cred_status;
 
+/* Verifies a JWT and applies revocations (deleted users). Fills *id
+ * (caller clears it); on failure writes a reason to err. */
+hr_cred_status hr_server_verify_jwt(hr_server *srv, const char *token, auth_identity *id, char *err,
+                                    size_t errlen);
+/* Records that tokens of user_id issued up to `at` are no longer valid. */
+void hr_server_revoke(hr_server *srv, const char *user_id, int64_t at);
+
 /* Authenticates the request on wsi into *id (caller clears it). */
 hr_cred_status hr_server_authenticate(hr_server *srv, struct lws *wsi, int allow_query,
                                       auth_identity *id, char *err, size_t errlen);
@@ -91,6 +103,8 @@ int hr_ws_receive(hr_server *srv, struct lws *wsi, hr_pss *pss, const void *in, 
 int hr_ws_writeable(hr_server *srv, struct lws *wsi, hr_pss *pss);
 int hr_ws_timer(hr_server *srv, struct lws *wsi, hr_pss *pss);
 void hr_ws_closed(hr_server *srv, struct lws *wsi, hr_pss *pss);
+/* Closes every connection of user `sub` with code (4003). Returns how many. */
+size_t hr_ws_disconnect_user(hr_server *srv, const char *sub, int code, const char *reason);
 /* Starts closing every connection with 1001 (after flushing its queue). */
 void hr_ws_shutdown_all(hr_server *srv);
 
@@ -101,6 +115,13 @@ int hr_http_body(hr_server *srv, struct lws *wsi, hr_pss *pss, const void *in, s
 int hr_http_body_done(hr_server *srv, struct lws *wsi, hr_pss *pss);
 int hr_http_writeable(hr_server *srv, struct lws *wsi, hr_pss *pss);
 void hr_http_drop(hr_pss *pss);
+/* Frees requests still waiting for a worker at shutdown. */
+void hr_http_free_all(hr_server *srv);
+
+/* application/x-www-form-urlencoded lookup (pure): copies the decoded value
+ * of key into out. Returns its length, -1 when absent, -2 when malformed
+ * or longer than outlen - 1. */
+int hr_form_value(const char *body, size_t len, const char *key, char *out, size_t outlen);
 
 /* Reason phrase for an HTTP status ("Not Found"); static storage. */
 const char *hr_http_status_title(int status);

@@ -224,9 +224,7 @@ static void op_connect(hr_conn *c, const hr_cmd *cmd)
         return;
     }
     if (cmd->token) {
-        if (auth_jwt_verify(&c->srv->jwt, cmd->token, time(NULL), &id, err, sizeof(err)) !=
-            AUTH_JWT_OK) {
-            HR_INC(auth_failures, 1);
+        if (hr_server_verify_jwt(c->srv, cmd->token, &id, err, sizeof(err)) != HR_CRED_OK) {
             reply_error(c, cmd->id, HR_ERR_UNAUTHORIZED, err[0] ? err : "invalid token");
             conn_close(c, 4001, "unauthorized", 1);
             return;
@@ -337,9 +335,7 @@ static void op_refresh(hr_conn *c, const hr_cmd *cmd)
         reply_error(c, cmd->id, HR_ERR_BAD_REQUEST, "anonymous connections have no token");
         return;
     }
-    if (auth_jwt_verify(&c->srv->jwt, cmd->token, time(NULL), &id, err, sizeof(err)) !=
-        AUTH_JWT_OK) {
-        HR_INC(auth_failures, 1);
+    if (hr_server_verify_jwt(c->srv, cmd->token, &id, err, sizeof(err)) != HR_CRED_OK) {
         reply_error(c, cmd->id, HR_ERR_UNAUTHORIZED, err[0] ? err : "invalid token");
         return;
     }
@@ -643,6 +639,17 @@ void hr_ws_closed(hr_server *srv, struct lws *wsi, hr_pss *pss)
     conn_unref(c);
     if (srv->shutting_down && srv->nconns == 0)
         srv->done = 1;
+}
+
+size_t hr_ws_disconnect_user(hr_server *srv, const char *sub, int code, const char *reason)
+{
+    size_t n = 0;
+    for (hr_conn *c = srv->conns; c; c = c->next)
+        if (c->authed && c->id.sub && !strcmp(c->id.sub, sub)) {
+            conn_close(c, code, reason, 0);
+            n++;
+        }
+    return n;
 }
 
 void hr_ws_shutdown_all(hr_server *srv)

@@ -3,6 +3,7 @@
 #include "gateway/server.h"
 #include "testing.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static auth_namespace ns_with(const char *sub, const char *pub)
@@ -86,8 +87,52 @@ static void test_router(void)
     CHECK_STR(hr_http_status_title(404), "Not Found");
 }
 
+static void test_throttle(void)
+{
+    auth_throttle *t = auth_throttle_new(3, 60, 4);
+    CHECK(auth_throttle_check(t, "bob", 1000) == 0);
+    for (int i = 0; i < 3; i++)
+        auth_throttle_fail(t, "bob", 1000 + i);
+    CHECK(auth_throttle_check(t, "bob", 1010) == 50); /* window opened at 1000 */
+    CHECK(auth_throttle_check(t, "alice", 1010) == 0);
+    CHECK(auth_throttle_check(t, "bob", 1060) == 0); /* window over */
+    auth_throttle_fail(t, "bob", 1060);              /* a new window starts */
+    CHECK(auth_throttle_check(t, "bob", 1061) == 0);
+    auth_throttle_reset(t, "bob");
+    /* bounded: past max_keys, expired entries are pruned, live ones kept */
+    for (int i = 0; i < 10; i++) {
+        char k[8];
+        snprintf(k, sizeof(k), "k%d", i);
+        auth_throttle_fail(t, k, 2000 + i * 100);
+    }
+    auth_throttle_free(t);
+}
+
+static void test_form(void)
+{
+    char out[32];
+    const char *b = "grant_type=password&username=b%C3%B6b+x&password=p%26w%3D";
+    size_t n = strlen(b);
+    CHECK(hr_form_value(b, n, "grant_type", out, sizeof(out)) == 8);
+    CHECK_STR(out, "password");
+    CHECK(hr_form_value(b, n, "username", out, sizeof(out)) > 0);
+    CHECK_STR(out, "b\xc3\xb6"
+                   "b x");
+    CHECK(hr_form_value(b, n, "password", out, sizeof(out)) == 4);
+    CHECK_STR(out, "p&w=");
+    CHECK(hr_form_value(b, n, "missing", out, sizeof(out)) == -1);
+    CHECK(hr_form_value(b, n, "user", out, sizeof(out)) == -1);
+    CHECK(hr_form_value("a=%4", 4, "a", out, sizeof(out)) == -2);
+    CHECK(hr_form_value("a=%zz", 5, "a", out, sizeof(out)) == -2);
+    CHECK(hr_form_value("a=%00", 5, "a", out, sizeof(out)) == -2);
+    CHECK(hr_form_value("a=0123456789012345678901234567890123", 36, "a", out, sizeof(out)) == -2);
+    CHECK(hr_form_value("a=", 2, "a", out, sizeof(out)) == 0);
+}
+
 int main(void)
 {
+    RUN(test_throttle);
+    RUN(test_form);
     RUN(test_default_namespace);
     RUN(test_rules);
     RUN(test_personal_and_claims);

@@ -1,0 +1,619 @@
+/*
+ * store_redis.c - the user store of cluster mode: users in Redis, so every
+ * node sees the same accounts (see auth_store_ops in auth.h).
+ *
+ * Synchronous hiredis on worker threads only: each worker owns one
+ * connection, and a slow or dead Redis blocks a worker (at most the 2 s
+ * timeout per call), never the event loop. A call that loses the
+ * connection drops it and returns AUTH_UNAVAILABLE; the next call
+ * connects again, so a Redis restart heals by itself.
+ *
+ * Keys, under the configured prefix <p>:
+ *   <p>:user:<id>            hash: username, password_hash, roles (JSON), created_at
+ *   <p>:username:<folded>    string: the id (SET NX: the cluster-wide uniqueness lock)
+ *   <p>:refresh:<sha256>     string: the user id, expiring at EXAT expires_at
+ *   <p>:user_refresh:<id>    set: the user's token hashes, so delete can find them
+ *   <p>:revoked              hash: user id -> unix seconds of the revocation
+ *   <p>:meta                 hash: small settings (generated JWT secret, schema)
+ * The Lua scripts below touch <p>:refresh:* keys they build themselves:
+ * fine on a standalone Redis (hiredis 0.14 has no cluster support anyway).
+ * Needs Redis 7.0 (GETDEL, SET EXAT, EXPIREAT NX/GT); init() checks.
+ */
+#include "auth/auth.h"
+
+#include <hiredis/hiredis.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#define REDIS_TIMEOUT_S 2
+#define REDIS_MIN_MAJOR 7
+#define REDIS_SCHEMA_VERSION "1"
+
+/* The concrete store behind the opaque auth_store pointer. */
+typedef struct redis_store {
+    redisContext *c; /* NULL while disconnected */
+    char *host;
+    int port;
+    char *user; /* ACL user, may be NULL */
+    char *password;
+    int db;
+    char *prefix;
+    char errstr[256]; /* why the last connection attempt failed */
+} redis_store;
+
+static redis_store *rs(auth_store *s)
+{
+    return (redis_store *)s;
+}
+
+/*---- URL parsing -----------------------------------------------------------*/
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Copies n bytes of a URL component, decoding %XX (passwords often need
+ * it). Returns a malloc'ed string or NULL on a bad escape / no memory. */
+static char *url_decode(const char *p, size_t n)
+{
+    char *out = malloc(n + 1), *o = out;
+    for (size_t i = 0; out && i < n; i++) {
+        if (p[i] != '%') {
+            *o++ = p[i];
+            continue;
+        }
+        int hi = i + 2 < n ? hexval((unsigned char)p[i + 1]) : -1;
+        int lo = hi >= 0 ? hexval((unsigned char)p[i + 2]) : -1;
+        if (lo < 0) {
+            free(out);
+            return NULL;
+        }
+        *o++ = (char)(hi * 16 + lo);
+        i += 2;
+    }
+    if (out)
+        *o = '\0';
+    return out;
+}
+
+/* Parses "[user]:password" (the part before '@'). */
+static int parse_userinfo(redis_store *s, const char *p, size_t n)
+{
+    const char *colon = memchr(p, ':', n);
+    if (!colon)
+        return -1; /* "redis://secret@host" is ambiguous: require ':' */
+    if (colon > p && !(s->user = url_decode(p, colon - p)))
+        return -1;
+    s->password = url_decode(colon + 1, n - (colon + 1 - p));
+    return s->password ? 0 : -1;
+}
+
+/* Parses "host[:port]" or "[v6addr][:port]". */
+static int parse_hostport(redis_store *s, const char *p, size_t n)
+{
+    const char *port = NULL, *end = p + n;
+    if (n && p[0] == '[') {
+        const char *close = memchr(p, ']', n);
+        if (!close)
+            return -1;
+        s->host = strndup(p + 1, close - p - 1);
+        port = close + 1 < end && close[1] == ':' ? close + 2 : NULL;
+        if (close + 1 < end && close[1] != ':')
+            return -1;
+    } else {
+        const char *colon = memchr(p, ':', n);
+        s->host = strndup(p, colon ? (size_t)(colon - p) : n);
+        port = colon ? colon + 1 : NULL;
+    }
+    if (!s->host || !s->host[0])
+        return -1;
+    s->port = 6379;
+    if (port) {
+        char *e;
+        long v = strtol(port, &e, 10);
+        if (e != end || port == end || v < 1 || v > 65535)
+            return -1;
+        s->port = (int)v;
+    }
+    return 0;
+}
+
+/* redis://[[user]:password@]host[:port][/db] */
+static int parse_url(redis_store *s, const char *url)
+{
+    static const char scheme[] = "redis://";
+    if (!url || strncmp(url, scheme, sizeof(scheme) - 1))
+        return -1;
+    const char *auth = url + sizeof(scheme) - 1;
+    const char *path = auth + strcspn(auth, "/");
+    const char *at = memchr(auth, '@', path - auth);
+    const char *hp = at ? at + 1 : auth;
+    if (at && parse_userinfo(s, auth, at - auth) < 0)
+        return -1;
+    if (parse_hostport(s, hp, path - hp) < 0)
+        return -1;
+    if (*path && path[1]) {
+        char *e;
+        long db = strtol(path + 1, &e, 10);
+        if (*e || db < 0 || db > 1000000)
+            return -1;
+        s->db = (int)db;
+    }
+    return 0;
+}
+
+/*---- Connection ------------------------------------------------------------*/
+
+static void disconnect(redis_store *s)
+{
+    redisFree(s->c);
+    s->c = NULL;
+}
+
+/* Runs a command on a connection that is being set up; 0 if the reply is
+ * not an error. */
+static int setup_command(redis_store *s, redisContext *c, const char *what, redisReply *r)
+{
+    int ok = r && r->type != REDIS_REPLY_ERROR;
+    if (!ok)
+        snprintf(s->errstr, sizeof(s->errstr), "redis %s: %.120s", what, r ? r->str : c->errstr);
+    freeReplyObject(r);
+    return ok ? 0 : -1;
+}
+
+/* Connects, authenticates and selects the database. 0 or -1 (s->errstr). */
+static int connect_store(redis_store *s)
+{
+    struct timeval tv = {REDIS_TIMEOUT_S, 0};
+    redisContext *c = redisConnectWithTimeout(s->host, s->port, tv);
+    if (!c || c->err) {
+        snprintf(s->errstr, sizeof(s->errstr), "cannot connect to redis at %.64s:%d: %.120s",
+                 s->host, s->port, c ? c->errstr : "out of memory");
+        redisFree(c);
+        return -1;
+    }
+    int rc = redisSetTimeout(c, tv) == REDIS_OK ? 0 : -1;
+    if (rc == 0 && s->password)
+        rc = setup_command(s, c, "AUTH",
+                           s->user ? redisCommand(c, "AUTH %s %s", s->user, s->password)
+                                   : redisCommand(c, "AUTH %s", s->password));
+    if (rc == 0 && s->db)
+        rc = setup_command(s, c, "SELECT", redisCommand(c, "SELECT %d", s->db));
+    if (rc < 0) {
+        redisFree(c);
+        return -1;
+    }
+    s->c = c;
+    return 0;
+}
+
+/* Sends one command (hiredis format: each %s is one argument, spaces and
+ * quotes included). Returns the reply (caller frees), or NULL when Redis is
+ * unreachable: the connection is dropped and the next call reconnects. */
+static redisReply *cmd(redis_store *s, const char *fmt, ...)
+{
+    if (!s->c && connect_store(s) < 0)
+        return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(s->c, fmt, ap);
+    va_end(ap);
+    if (!r) {
+        snprintf(s->errstr, sizeof(s->errstr), "redis: %.120s", s->c->errstr);
+        disconnect(s);
+    }
+    return r;
+}
+
+/* Status for a reply that is not what the caller expected. Errors that a
+ * healthy server gives while starting or failing over mean "try later". */
+static auth_status bad_reply(const redisReply *r)
+{
+    static const char *const transient[] = {"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN",
+                                            "READONLY"};
+    if (!r)
+        return AUTH_UNAVAILABLE;
+    for (size_t i = 0; r->type == REDIS_REPLY_ERROR && i < 5; i++)
+        if (!strncmp(r->str, transient[i], strlen(transient[i])))
+            return AUTH_UNAVAILABLE;
+    return AUTH_INTERNAL;
+}
+
+/* Status of a command whose reply is only checked for errors. */
+static auth_status cmd_status(redisReply *r)
+{
+    auth_status st = r && r->type != REDIS_REPLY_ERROR ? AUTH_OK : bad_reply(r);
+    freeReplyObject(r);
+    return st;
+}
+
+/* "<prefix>:<kind>:<name>" (name NULL: "<prefix>:<kind>"). Caller frees. */
+static char *key(redis_store *s, const char *kind, const char *name)
+{
+    char *k = NULL;
+    int n = name ? asprintf(&k, "%s:%s:%s", s->prefix, kind, name)
+                 : asprintf(&k, "%s:%s", s->prefix, kind);
+    return n < 0 ? NULL : k;
+}
+
+/*---- Open, close, init -----------------------------------------------------*/
+
+static void redis_close(auth_store *st)
+{
+    redis_store *s = rs(st);
+    if (!s)
+        return;
+    disconnect(s);
+    free(s->host);
+    free(s->user);
+    free(s->password);
+    free(s->prefix);
+    free(s);
+}
+
+/* Only parses the URL and tries to connect: an unreachable Redis is not an
+ * open() error (init reports it, and later calls retry). */
+static auth_store *redis_open(const char *url, const char *prefix, char *err, size_t errlen)
+{
+    redis_store *s = calloc(1, sizeof(*s));
+    if (s)
+        s->prefix = strdup(prefix && *prefix ? prefix : "herald");
+    if (!s || !s->prefix) {
+        snprintf(err, errlen, "out of memory");
+        redis_close((auth_store *)s);
+        return NULL;
+    }
+    if (parse_url(s, url) < 0) {
+        /* never echo the URL: it may hold the password */
+        snprintf(err, errlen, "bad Redis URL: expected redis://[:password@]host:port[/db]");
+        redis_close((auth_store *)s);
+        return NULL;
+    }
+    connect_store(s);
+    return (auth_store *)s;
+}
+
+/* Major version from INFO server, or -1. */
+static int server_major(redis_store *s)
+{
+    redisReply *r = cmd(s, "INFO server");
+    int major = -1;
+    const char *v = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, "redis_version:") : NULL;
+    if (v)
+        major = atoi(v + strlen("redis_version:"));
+    freeReplyObject(r);
+    return major;
+}
+
+/* Checks the server is reachable and new enough, and records the schema
+ * version of the key layout for future migrations. */
+static auth_status redis_init(auth_store *st, char *err, size_t errlen)
+{
+    redis_store *s = rs(st);
+    int major = server_major(s);
+    if (major < 0) {
+        snprintf(err, errlen, "%s", s->errstr[0] ? s->errstr : "redis: INFO failed");
+        return AUTH_UNAVAILABLE;
+    }
+    if (major < REDIS_MIN_MAJOR) {
+        snprintf(err, errlen, "redis %d.x is too old: Herald needs Redis %d or later", major,
+                 REDIS_MIN_MAJOR);
+        return AUTH_INTERNAL;
+    }
+    char *meta = key(s, "meta", NULL);
+    auth_status res =
+        meta ? cmd_status(cmd(s, "HSETNX %s schema_version %s", meta, REDIS_SCHEMA_VERSION))
+             : AUTH_INTERNAL;
+    free(meta);
+    if (res != AUTH_OK)
+        snprintf(err, errlen, "redis: cannot write %s:meta", s->prefix);
+    return res;
+}
+
+/*---- Users -----------------------------------------------------------------*/
+
+/* Second step of registration: fills the user hash and makes the name
+ * reservation permanent, but only if the reservation is still ours (it
+ * expires if this worker stalled or died mid-way). */
+static const char create_script[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
+    "redis.call('PERSIST', KEYS[1]) "
+    "redis.call('HSET', KEYS[2], 'username', ARGV[2], 'password_hash', ARGV[3], "
+    "'roles', ARGV[4], 'created_at', ARGV[5]) "
+    "return 1";
+
+/* Seconds a fresh name reservation lives before the user hash exists. */
+#define RESERVE_TTL_S 60
+
+/* SET NX on the folded name is the cluster-wide uniqueness check; the
+ * reservation expires on its own if the second step never happens. */
+static auth_status create_user_keys(redis_store *s, const auth_user *u, const char *name_key,
+                                    const char *user_key, const char *roles)
+{
+    redisReply *r = cmd(s, "SET %s %s NX EX %d", name_key, u->id, RESERVE_TTL_S);
+    if (!r || r->type == REDIS_REPLY_NIL || r->type == REDIS_REPLY_ERROR) {
+        auth_status st = r && r->type == REDIS_REPLY_NIL ? AUTH_TAKEN : bad_reply(r);
+        freeReplyObject(r);
+        return st;
+    }
+    freeReplyObject(r);
+    char created[24];
+    snprintf(created, sizeof(created), "%lld", (long long)u->created_at);
+    r = cmd(s, "EVAL %s 2 %s %s %s %s %s %s %s", create_script, name_key, user_key, u->id,
+            u->username, u->password_hash, roles, created);
+    auth_status st = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1 ? AUTH_OK
+                     : r && r->type == REDIS_REPLY_INTEGER                  ? AUTH_UNAVAILABLE
+                                                                            : bad_reply(r);
+    freeReplyObject(r);
+    if (st != AUTH_OK) /* best effort; else the reservation expires */
+        freeReplyObject(cmd(s, "EVAL %s 1 %s %s",
+                            "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+                            "redis.call('DEL', KEYS[1]) end",
+                            name_key, u->id));
+    return st;
+}
+
+static auth_status redis_create_user(auth_store *st, const auth_user *u)
+{
+    redis_store *s = rs(st);
+    char *folded = auth_username_key(u->username);
+    char *name_key = folded ? key(s, "username", folded) : NULL;
+    char *user_key = key(s, "user", u->id);
+    char *roles = auth_roles_encode(u->roles, u->nroles);
+    auth_status res = name_key && user_key && roles
+                          ? create_user_keys(s, u, name_key, user_key, roles)
+                          : AUTH_INTERNAL;
+    free(folded);
+    free(name_key);
+    free(user_key);
+    free(roles);
+    return res;
+}
+
+/* Fills out from an HGETALL reply (field, value, field, value...). */
+static auth_status parse_user(const redisReply *r, const char *id, auth_user *out)
+{
+    const char *roles = NULL;
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const char *f = r->element[i]->str, *v = r->element[i + 1]->str;
+        if (!f || !v)
+            continue;
+        if (!strcmp(f, "username"))
+            out->username = strdup(v);
+        else if (!strcmp(f, "password_hash"))
+            out->password_hash = strdup(v);
+        else if (!strcmp(f, "roles"))
+            roles = v;
+        else if (!strcmp(f, "created_at"))
+            out->created_at = strtoll(v, NULL, 10);
+    }
+    out->id = strdup(id);
+    if (!out->id || !out->username || !out->password_hash || auth_roles_decode(roles, out) < 0) {
+        auth_user_clear(out);
+        return AUTH_INTERNAL;
+    }
+    return AUTH_OK;
+}
+
+static auth_status redis_get_user_by_id(auth_store *st, const char *id, auth_user *out)
+{
+    redis_store *s = rs(st);
+    memset(out, 0, sizeof(*out));
+    char *k = id ? key(s, "user", id) : NULL;
+    redisReply *r = k ? cmd(s, "HGETALL %s", k) : NULL;
+    auth_status res = !k                                   ? AUTH_INTERNAL
+                      : !r || r->type != REDIS_REPLY_ARRAY ? bad_reply(r)
+                      : r->elements == 0                   ? AUTH_NOT_FOUND
+                                                           : parse_user(r, id, out);
+    freeReplyObject(r);
+    free(k);
+    return res;
+}
+
+/* A name whose reservation exists but whose hash does not yet (a
+ * registration in flight) reads as not found. */
+static auth_status redis_get_user_by_name(auth_store *st, const char *username, auth_user *out)
+{
+    redis_store *s = rs(st);
+    memset(out, 0, sizeof(*out));
+    char *folded = username ? auth_username_key(username) : NULL;
+    char *k = folded ? key(s, "username", folded) : NULL;
+    redisReply *r = k ? cmd(s, "GET %s", k) : NULL;
+    auth_status res = !k                                    ? AUTH_INTERNAL
+                      : r && r->type == REDIS_REPLY_NIL     ? AUTH_NOT_FOUND
+                      : !r || r->type != REDIS_REPLY_STRING ? bad_reply(r)
+                                                            : redis_get_user_by_id(st, r->str, out);
+    freeReplyObject(r);
+    free(k);
+    free(folded);
+    return res;
+}
+
+/* Removes the user hash, the name (if it still points at this user) and
+ * every refresh token of the user, atomically. */
+static const char delete_script[] =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
+    "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end "
+    "for _, h in ipairs(redis.call('SMEMBERS', KEYS[3])) do "
+    "redis.call('DEL', ARGV[2] .. h) end "
+    "redis.call('DEL', KEYS[1], KEYS[3]) "
+    "return 1";
+
+static auth_status delete_user_keys(redis_store *s, const char *id, const char *user_key)
+{
+    redisReply *r = cmd(s, "HGET %s username", user_key);
+    if (!r || r->type != REDIS_REPLY_STRING) {
+        auth_status st = r && r->type == REDIS_REPLY_NIL ? AUTH_NOT_FOUND : bad_reply(r);
+        freeReplyObject(r);
+        return st;
+    }
+    char *folded = auth_username_key(r->str);
+    freeReplyObject(r);
+    char *name_key = folded ? key(s, "username", folded) : NULL;
+    char *index = key(s, "user_refresh", id);
+    char *tokens = key(s, "refresh", "");
+    auth_status st = AUTH_INTERNAL;
+    if (name_key && index && tokens) {
+        r = cmd(s, "EVAL %s 3 %s %s %s %s %s", delete_script, user_key, name_key, index, id,
+                tokens);
+        st = r && r->type == REDIS_REPLY_INTEGER ? (r->integer ? AUTH_OK : AUTH_NOT_FOUND)
+                                                 : bad_reply(r);
+        freeReplyObject(r);
+    }
+    free(folded);
+    free(name_key);
+    free(index);
+    free(tokens);
+    return st;
+}
+
+static auth_status redis_delete_user(auth_store *st, const char *id)
+{
+    redis_store *s = rs(st);
+    char *user_key = key(s, "user", id);
+    auth_status res = user_key ? delete_user_keys(s, id, user_key) : AUTH_INTERNAL;
+    free(user_key);
+    return res;
+}
+
+/*---- Refresh tokens --------------------------------------------------------*/
+
+/* Stores the token and adds it to the user's index; the index lives as
+ * long as its longest-lived token (EXPIREAT NX sets a first expiry, GT
+ * only extends it). */
+static const char put_refresh_script[] = "redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2]) "
+                                         "redis.call('SADD', KEYS[2], ARGV[3]) "
+                                         "redis.call('EXPIREAT', KEYS[2], ARGV[2], 'GT') "
+                                         "redis.call('EXPIREAT', KEYS[2], ARGV[2], 'NX') "
+                                         "return 1";
+
+static auth_status redis_put_refresh(auth_store *st, const char *token_hash, const char *user_id,
+                                     int64_t expires_at)
+{
+    redis_store *s = rs(st);
+    char *tk = key(s, "refresh", token_hash);
+    char *index = key(s, "user_refresh", user_id);
+    char exp[24];
+    snprintf(exp, sizeof(exp), "%lld", (long long)expires_at);
+    auth_status res = tk && index
+                          ? cmd_status(cmd(s, "EVAL %s 2 %s %s %s %s %s", put_refresh_script, tk,
+                                           index, user_id, exp, token_hash))
+                          : AUTH_INTERNAL;
+    free(tk);
+    free(index);
+    return res;
+}
+
+/* GETDEL consumes the token in one command, so it is used once even when
+ * two nodes race. Redis expires tokens itself (EXAT), by its own clock:
+ * `now` is not needed here. */
+static auth_status redis_take_refresh(auth_store *st, const char *token_hash, int64_t now,
+                                      char **user_id)
+{
+    (void)now;
+    redis_store *s = rs(st);
+    *user_id = NULL;
+    char *tk = key(s, "refresh", token_hash);
+    redisReply *r = tk ? cmd(s, "GETDEL %s", tk) : NULL;
+    auth_status res = !tk                                   ? AUTH_INTERNAL
+                      : r && r->type == REDIS_REPLY_NIL     ? AUTH_NOT_FOUND
+                      : !r || r->type != REDIS_REPLY_STRING ? bad_reply(r)
+                      : (*user_id = strdup(r->str))         ? AUTH_OK
+                                                            : AUTH_INTERNAL;
+    freeReplyObject(r);
+    free(tk);
+    if (res == AUTH_OK) { /* keep the index small; harmless if it fails */
+        char *index = key(s, "user_refresh", *user_id);
+        if (index)
+            freeReplyObject(cmd(s, "SREM %s %s", index, token_hash));
+        free(index);
+    }
+    return res;
+}
+
+/*---- Revocations and metadata ----------------------------------------------*/
+
+static auth_status redis_put_revoked(auth_store *st, const char *user_id, int64_t at)
+{
+    redis_store *s = rs(st);
+    char *k = key(s, "revoked", NULL);
+    auth_status res =
+        k ? cmd_status(cmd(s, "HSET %s %s %lld", k, user_id, (long long)at)) : AUTH_INTERNAL;
+    free(k);
+    return res;
+}
+
+/* HSCAN in batches rather than HGETALL: the list only grows, and one huge
+ * reply would block Redis and the worker for longer. HSCAN may report an
+ * entry twice; fn must tolerate that (recording a revocation is idempotent). */
+static auth_status redis_list_revoked(auth_store *st,
+                                      void (*fn)(void *ud, const char *id, int64_t at), void *ud)
+{
+    redis_store *s = rs(st);
+    char *k = key(s, "revoked", NULL);
+    char cursor[32] = "0";
+    auth_status res = k ? AUTH_OK : AUTH_INTERNAL;
+    do {
+        redisReply *r = k ? cmd(s, "HSCAN %s %s COUNT 1000", k, cursor) : NULL;
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+            res = k ? bad_reply(r) : AUTH_INTERNAL;
+            freeReplyObject(r);
+            break;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        const redisReply *items = r->element[1];
+        for (size_t i = 0; i + 1 < items->elements; i += 2)
+            if (items->element[i]->str && items->element[i + 1]->str)
+                fn(ud, items->element[i]->str, strtoll(items->element[i + 1]->str, NULL, 10));
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0"));
+    free(k);
+    return res;
+}
+
+static char *redis_meta_get(auth_store *st, const char *name)
+{
+    redis_store *s = rs(st);
+    char *k = key(s, "meta", NULL);
+    redisReply *r = k ? cmd(s, "HGET %s %s", k, name) : NULL;
+    char *val = r && r->type == REDIS_REPLY_STRING ? strdup(r->str) : NULL;
+    freeReplyObject(r);
+    free(k);
+    return val;
+}
+
+/* HSETNX: of two nodes racing to store a generated value, the first wins
+ * and both read it back. */
+static auth_status redis_meta_put_new(auth_store *st, const char *name, const char *value)
+{
+    redis_store *s = rs(st);
+    char *k = key(s, "meta", NULL);
+    auth_status res = k ? cmd_status(cmd(s, "HSETNX %s %s %s", k, name, value)) : AUTH_INTERNAL;
+    free(k);
+    return res;
+}
+
+const auth_store_ops auth_store_redis_ops = {
+    .name = "redis",
+    .open = redis_open,
+    .close = redis_close,
+    .init = redis_init,
+    .create_user = redis_create_user,
+    .get_user_by_id = redis_get_user_by_id,
+    .get_user_by_name = redis_get_user_by_name,
+    .delete_user = redis_delete_user,
+    .put_refresh = redis_put_refresh,
+    .take_refresh = redis_take_refresh,
+    .put_revoked = redis_put_revoked,
+    .list_revoked = redis_list_revoked,
+    .meta_get = redis_meta_get,
+    .meta_put_new = redis_meta_put_new,
+};

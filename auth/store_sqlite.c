@@ -1,0 +1,502 @@
+/*
+ * store_sqlite.c - the user store of embedded mode: one SQLite file (see
+ * auth_store_ops in auth.h).
+ *
+ * Each worker thread owns one connection. WAL mode lets readers run while
+ * one writer commits; busy_timeout makes a writer wait for another
+ * connection (or another Herald process on the same file) instead of
+ * failing at once. Every query is a constant statement with bound
+ * parameters, prepared once per connection and cached.
+ *
+ * Herald creates and migrates the schema itself: herald_meta holds a
+ * "schema_version" row, and init() applies the missing steps of
+ * `migrations` in one BEGIN IMMEDIATE transaction, so processes starting
+ * together on a fresh file serialise instead of racing.
+ */
+#include "auth/auth.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*---- Schema ----------------------------------------------------------------*/
+
+/* Step i brings the schema from version i to i+1. Never edit a released
+ * step: append a new one. herald_meta is created separately (with the
+ * exact definition auth/secret.c uses) because it predates the steps. */
+static const char *const migrations[] = {
+    /* 1: users, refresh tokens (by SHA-256, never in clear), revocations */
+    "CREATE TABLE users ("
+    " id TEXT PRIMARY KEY,"
+    " username TEXT NOT NULL,"
+    " username_key TEXT NOT NULL UNIQUE,"
+    " password_hash TEXT NOT NULL,"
+    " roles TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL);"
+    "CREATE TABLE refresh_tokens ("
+    " token_hash TEXT PRIMARY KEY,"
+    " user_id TEXT NOT NULL,"
+    " expires_at INTEGER NOT NULL);"
+    "CREATE INDEX refresh_tokens_user ON refresh_tokens(user_id);"
+    "CREATE INDEX refresh_tokens_expiry ON refresh_tokens(expires_at);"
+    "CREATE TABLE revoked (user_id TEXT PRIMARY KEY, at INTEGER NOT NULL);",
+};
+#define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+/*---- Statements ------------------------------------------------------------*/
+
+enum {
+    Q_USER_INSERT,
+    Q_USER_BY_ID,
+    Q_USER_BY_KEY,
+    Q_USER_DELETE,
+    Q_USER_TOKENS_DELETE,
+    Q_REFRESH_PUT,
+    Q_REFRESH_TAKE,
+    Q_REFRESH_PRUNE,
+    Q_REVOKED_PUT,
+    Q_REVOKED_LIST,
+    Q_META_GET,
+    Q_META_PUT_NEW,
+    Q_META_SET,
+    Q_COUNT
+};
+
+#define USER_COLUMNS "id, username, password_hash, roles, created_at"
+
+static const char *const queries[Q_COUNT] = {
+    [Q_USER_INSERT] = "INSERT INTO users (id, username, username_key, password_hash, roles,"
+                      " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+    [Q_USER_BY_ID] = "SELECT " USER_COLUMNS " FROM users WHERE id = ?",
+    [Q_USER_BY_KEY] = "SELECT " USER_COLUMNS " FROM users WHERE username_key = ?",
+    [Q_USER_DELETE] = "DELETE FROM users WHERE id = ?",
+    [Q_USER_TOKENS_DELETE] = "DELETE FROM refresh_tokens WHERE user_id = ?",
+    [Q_REFRESH_PUT] = "INSERT INTO refresh_tokens (token_hash, user_id, expires_at)"
+                      " VALUES (?, ?, ?)",
+    [Q_REFRESH_TAKE] = "DELETE FROM refresh_tokens WHERE token_hash = ?"
+                       " RETURNING user_id, expires_at",
+    [Q_REFRESH_PRUNE] = "DELETE FROM refresh_tokens WHERE expires_at <= ?",
+    [Q_REVOKED_PUT] = "INSERT INTO revoked (user_id, at) VALUES (?, ?)"
+                      " ON CONFLICT (user_id) DO UPDATE SET at = excluded.at",
+    [Q_REVOKED_LIST] = "SELECT user_id, at FROM revoked",
+    [Q_META_GET] = "SELECT value FROM herald_meta WHERE key = ?",
+    [Q_META_PUT_NEW] = "INSERT OR IGNORE INTO herald_meta (key, value) VALUES (?, ?)",
+    [Q_META_SET] = "INSERT INTO herald_meta (key, value) VALUES (?, ?)"
+                   " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+};
+
+/* The concrete store behind the opaque auth_store pointer. */
+typedef struct sqlite_store {
+    sqlite3 *db;
+    sqlite3_stmt *q[Q_COUNT]; /* prepared on first use, finalized by close */
+} sqlite_store;
+
+static sqlite_store *sq(auth_store *s)
+{
+    return (sqlite_store *)s;
+}
+
+/* Returns the cached statement, preparing it on first use (the schema may
+ * not exist when the connection opens), or NULL on error. */
+static sqlite3_stmt *query(sqlite_store *s, int which)
+{
+    if (!s->q[which] && sqlite3_prepare_v3(s->db, queries[which], -1, SQLITE_PREPARE_PERSISTENT,
+                                           &s->q[which], NULL) != SQLITE_OK)
+        return NULL;
+    return s->q[which];
+}
+
+/* Makes a cached statement reusable; bindings are SQLITE_TRANSIENT copies,
+ * so nothing of the caller's outlives the call. */
+static void release(sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+/* Lock contention that outlasted busy_timeout, or a disk that went away, is
+ * "try later"; anything else is a bug or corruption. */
+static auth_status failure(sqlite_store *s)
+{
+    switch (sqlite3_errcode(s->db) & 0xff) { /* primary code of an extended one */
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_CANTOPEN:
+        return AUTH_UNAVAILABLE;
+    default:
+        return AUTH_INTERNAL;
+    }
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+    sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
+}
+
+/* Runs a statement that returns no rows. */
+static auth_status run(sqlite_store *s, sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    auth_status res = rc == SQLITE_DONE ? AUTH_OK : failure(s);
+    release(st);
+    return res;
+}
+
+/*---- Open, close, init -----------------------------------------------------*/
+
+static int exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK)
+        return 0;
+    snprintf(err, errlen, "sqlite: %s", msg ? msg : sqlite3_errmsg(db));
+    sqlite3_free(msg);
+    return -1;
+}
+
+static void sqlite_close(auth_store *st)
+{
+    sqlite_store *s = sq(st);
+    if (!s)
+        return;
+    for (int i = 0; i < Q_COUNT; i++)
+        sqlite3_finalize(s->q[i]);
+    sqlite3_close(s->db);
+    free(s);
+}
+
+/* The prefix is a Redis notion; SQLite ignores it. */
+static auth_store *sqlite_open(const char *path, const char *prefix, char *err, size_t errlen)
+{
+    (void)prefix;
+    sqlite_store *s = calloc(1, sizeof(*s));
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    if (sqlite3_open_v2(path, &s->db, flags, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open %s: %s", path,
+                 s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        sqlite_close((auth_store *)s);
+        return NULL;
+    }
+    sqlite3_extended_result_codes(s->db, 1);
+    /* busy_timeout first: switching to WAL itself may wait for a lock. */
+    sqlite3_busy_timeout(s->db, 5000);
+    if (exec(s->db, "PRAGMA foreign_keys = ON", err, errlen) < 0 ||
+        exec(s->db, "PRAGMA journal_mode = WAL", err, errlen) < 0 ||
+        exec(s->db, "PRAGMA synchronous = NORMAL", err, errlen) < 0) {
+        sqlite_close((auth_store *)s);
+        return NULL;
+    }
+    return (auth_store *)s;
+}
+
+/* Reads schema_version inside the init transaction; 0 for a fresh file. */
+static int schema_version(sqlite_store *s)
+{
+    char *v = auth_store_sqlite_ops.meta_get((auth_store *)s, "schema_version");
+    int n = v ? atoi(v) : 0;
+    free(v);
+    return n;
+}
+
+static int set_schema_version(sqlite_store *s, int version)
+{
+    sqlite3_stmt *st = query(s, Q_META_SET);
+    char buf[16];
+    if (!st)
+        return -1;
+    snprintf(buf, sizeof(buf), "%d", version);
+    bind_text(st, 1, "schema_version");
+    bind_text(st, 2, buf);
+    return run(s, st) == AUTH_OK ? 0 : -1;
+}
+
+/* Applies the missing migration steps. Runs inside BEGIN IMMEDIATE. */
+static int migrate(sqlite_store *s, char *err, size_t errlen)
+{
+    if (exec(s->db, "CREATE TABLE IF NOT EXISTS herald_meta (key TEXT PRIMARY KEY, value TEXT)",
+             err, errlen) < 0)
+        return -1;
+    int version = schema_version(s);
+    if (version > SCHEMA_VERSION) {
+        snprintf(err, errlen, "the database has schema version %d, newer than this Herald (%d)",
+                 version, SCHEMA_VERSION);
+        return -1;
+    }
+    for (int v = version; v < SCHEMA_VERSION; v++)
+        if (exec(s->db, migrations[v], err, errlen) < 0)
+            return -1;
+    if (version != SCHEMA_VERSION && set_schema_version(s, SCHEMA_VERSION) < 0) {
+        snprintf(err, errlen, "sqlite: cannot record the schema version: %s",
+                 sqlite3_errmsg(s->db));
+        return -1;
+    }
+    return 0;
+}
+
+/* BEGIN IMMEDIATE takes the write lock up front, so a second process
+ * waits (busy_timeout) and then sees the finished schema. */
+static auth_status sqlite_init(auth_store *st, char *err, size_t errlen)
+{
+    sqlite_store *s = sq(st);
+    if (exec(s->db, "BEGIN IMMEDIATE", err, errlen) < 0)
+        return failure(s);
+    if (migrate(s, err, errlen) < 0) {
+        auth_status res = failure(s);
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        return res;
+    }
+    if (exec(s->db, "COMMIT", err, errlen) < 0) {
+        auth_status res = failure(s);
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        return res;
+    }
+    return AUTH_OK;
+}
+
+/*---- Users -----------------------------------------------------------------*/
+
+static auth_status sqlite_create_user(auth_store *st, const auth_user *u)
+{
+    sqlite_store *s = sq(st);
+    sqlite3_stmt *q = query(s, Q_USER_INSERT);
+    char *key = auth_username_key(u->username);
+    char *roles = auth_roles_encode(u->roles, u->nroles);
+    auth_status res = AUTH_INTERNAL;
+    if (q && key && roles) {
+        bind_text(q, 1, u->id);
+        bind_text(q, 2, u->username);
+        bind_text(q, 3, key);
+        bind_text(q, 4, u->password_hash);
+        bind_text(q, 5, roles);
+        sqlite3_bind_int64(q, 6, u->created_at);
+        int rc = sqlite3_step(q);
+        /* username_key is the only UNIQUE column (the random id is the
+         * PRIMARY KEY, a different code) */
+        res = rc == SQLITE_DONE                                             ? AUTH_OK
+              : sqlite3_extended_errcode(s->db) == SQLITE_CONSTRAINT_UNIQUE ? AUTH_TAKEN
+                                                                            : failure(s);
+        release(q);
+    }
+    free(key);
+    free(roles);
+    return res;
+}
+
+static char *column_dup(sqlite3_stmt *q, int col)
+{
+    const unsigned char *v = sqlite3_column_text(q, col);
+    return v ? strdup((const char *)v) : NULL;
+}
+
+/* Fills out from the current row (USER_COLUMNS). */
+static auth_status read_user(sqlite3_stmt *q, auth_user *out)
+{
+    out->id = column_dup(q, 0);
+    out->username = column_dup(q, 1);
+    out->password_hash = column_dup(q, 2);
+    out->created_at = sqlite3_column_int64(q, 4);
+    const char *roles = (const char *)sqlite3_column_text(q, 3);
+    if (!out->id || !out->username || !out->password_hash || auth_roles_decode(roles, out) < 0) {
+        auth_user_clear(out);
+        return AUTH_INTERNAL;
+    }
+    return AUTH_OK;
+}
+
+static auth_status get_user(sqlite_store *s, int which, const char *arg, auth_user *out)
+{
+    sqlite3_stmt *q = query(s, which);
+    memset(out, 0, sizeof(*out));
+    if (!q || !arg)
+        return AUTH_INTERNAL;
+    bind_text(q, 1, arg);
+    int rc = sqlite3_step(q);
+    auth_status res = rc == SQLITE_ROW    ? read_user(q, out)
+                      : rc == SQLITE_DONE ? AUTH_NOT_FOUND
+                                          : failure(s);
+    release(q);
+    return res;
+}
+
+static auth_status sqlite_get_user_by_id(auth_store *st, const char *id, auth_user *out)
+{
+    return get_user(sq(st), Q_USER_BY_ID, id, out);
+}
+
+static auth_status sqlite_get_user_by_name(auth_store *st, const char *username, auth_user *out)
+{
+    char *key = username ? auth_username_key(username) : NULL;
+    auth_status res = key ? get_user(sq(st), Q_USER_BY_KEY, key, out) : AUTH_INTERNAL;
+    free(key);
+    return res;
+}
+
+/* Deletes the user's refresh tokens and the user in one transaction, so a
+ * concurrent refresh cannot slip between them. */
+static auth_status delete_user_tx(sqlite_store *s, const char *id)
+{
+    sqlite3_stmt *tokens = query(s, Q_USER_TOKENS_DELETE);
+    sqlite3_stmt *user = query(s, Q_USER_DELETE);
+    if (!tokens || !user)
+        return AUTH_INTERNAL;
+    bind_text(tokens, 1, id);
+    auth_status res = run(s, tokens);
+    if (res != AUTH_OK)
+        return res;
+    bind_text(user, 1, id);
+    res = run(s, user);
+    if (res == AUTH_OK && sqlite3_changes(s->db) == 0)
+        res = AUTH_NOT_FOUND;
+    return res;
+}
+
+static auth_status sqlite_delete_user(auth_store *st, const char *id)
+{
+    sqlite_store *s = sq(st);
+    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return failure(s);
+    auth_status res = delete_user_tx(s, id);
+    if ((res == AUTH_OK || res == AUTH_NOT_FOUND) &&
+        sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        res = failure(s);
+    if (sqlite3_get_autocommit(s->db) == 0)
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return res;
+}
+
+/*---- Refresh tokens --------------------------------------------------------*/
+
+static auth_status sqlite_put_refresh(auth_store *st, const char *token_hash, const char *user_id,
+                                      int64_t expires_at)
+{
+    sqlite_store *s = sq(st);
+    sqlite3_stmt *q = query(s, Q_REFRESH_PUT);
+    if (!q)
+        return AUTH_INTERNAL;
+    bind_text(q, 1, token_hash);
+    bind_text(q, 2, user_id);
+    sqlite3_bind_int64(q, 3, expires_at);
+    return run(s, q);
+}
+
+/* Expired tokens are deleted in passing, so the table holds only live
+ * tokens plus those expired since the last refresh. */
+static void prune_refresh(sqlite_store *s, int64_t now)
+{
+    sqlite3_stmt *q = query(s, Q_REFRESH_PRUNE);
+    if (!q)
+        return;
+    sqlite3_bind_int64(q, 1, now);
+    run(s, q);
+}
+
+/* DELETE ... RETURNING makes "read and consume" one statement: two
+ * workers (or nodes) presenting the same token cannot both get a user. */
+static auth_status sqlite_take_refresh(auth_store *st, const char *token_hash, int64_t now,
+                                       char **user_id)
+{
+    sqlite_store *s = sq(st);
+    sqlite3_stmt *q = query(s, Q_REFRESH_TAKE);
+    *user_id = NULL;
+    if (!q)
+        return AUTH_INTERNAL;
+    bind_text(q, 1, token_hash);
+    int rc = sqlite3_step(q);
+    auth_status res = rc == SQLITE_DONE ? AUTH_NOT_FOUND : failure(s);
+    if (rc == SQLITE_ROW) {
+        int live = sqlite3_column_int64(q, 1) > now;
+        *user_id = live ? column_dup(q, 0) : NULL;
+        res = !live ? AUTH_NOT_FOUND : *user_id ? AUTH_OK : AUTH_INTERNAL;
+        /* step to the end so the autocommit transaction commits here */
+        if (sqlite3_step(q) != SQLITE_DONE) {
+            res = failure(s);
+            free(*user_id);
+            *user_id = NULL;
+        }
+    }
+    release(q);
+    prune_refresh(s, now);
+    return res;
+}
+
+/*---- Revocations and metadata ----------------------------------------------*/
+
+static auth_status sqlite_put_revoked(auth_store *st, const char *user_id, int64_t at)
+{
+    sqlite_store *s = sq(st);
+    sqlite3_stmt *q = query(s, Q_REVOKED_PUT);
+    if (!q)
+        return AUTH_INTERNAL;
+    bind_text(q, 1, user_id);
+    sqlite3_bind_int64(q, 2, at);
+    return run(s, q);
+}
+
+static auth_status sqlite_list_revoked(auth_store *st,
+                                       void (*fn)(void *ud, const char *id, int64_t at), void *ud)
+{
+    sqlite_store *s = sq(st);
+    sqlite3_stmt *q = query(s, Q_REVOKED_LIST);
+    int rc;
+    if (!q)
+        return AUTH_INTERNAL;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(q, 0);
+        if (id)
+            fn(ud, id, sqlite3_column_int64(q, 1));
+    }
+    auth_status res = rc == SQLITE_DONE ? AUTH_OK : failure(s);
+    release(q);
+    return res;
+}
+
+static char *sqlite_meta_get(auth_store *st, const char *key)
+{
+    sqlite_store *s = sq(st);
+    sqlite3_stmt *q = query(s, Q_META_GET);
+    char *val = NULL;
+    if (!q)
+        return NULL;
+    bind_text(q, 1, key);
+    if (sqlite3_step(q) == SQLITE_ROW)
+        val = column_dup(q, 0);
+    release(q);
+    return val;
+}
+
+/* INSERT OR IGNORE: of two nodes racing to store a generated value, the
+ * first wins and both read it back. */
+static auth_status sqlite_meta_put_new(auth_store *st, const char *key, const char *value)
+{
+    sqlite_store *s = sq(st);
+    sqlite3_stmt *q = query(s, Q_META_PUT_NEW);
+    if (!q)
+        return AUTH_INTERNAL;
+    bind_text(q, 1, key);
+    bind_text(q, 2, value);
+    return run(s, q);
+}
+
+const auth_store_ops auth_store_sqlite_ops = {
+    .name = "sqlite",
+    .open = sqlite_open,
+    .close = sqlite_close,
+    .init = sqlite_init,
+    .create_user = sqlite_create_user,
+    .get_user_by_id = sqlite_get_user_by_id,
+    .get_user_by_name = sqlite_get_user_by_name,
+    .delete_user = sqlite_delete_user,
+    .put_refresh = sqlite_put_refresh,
+    .take_refresh = sqlite_take_refresh,
+    .put_revoked = sqlite_put_revoked,
+    .list_revoked = sqlite_list_revoked,
+    .meta_get = sqlite_meta_get,
+    .meta_put_new = sqlite_meta_put_new,
+};
