@@ -346,8 +346,11 @@ int hr_http_request(hr_server *srv, struct lws *wsi, hr_pss *pss, const char *ur
         return 0;
     }
     req->cred = hr_server_authenticate(srv, wsi, 0, &req->id, req->cred_err, sizeof(req->cred_err));
-    /* Bodies arrive in HTTP_BODY callbacks; dispatch waits for completion. */
-    req->expect_body = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
+    /* Bodies arrive in HTTP_BODY callbacks; dispatch waits for completion.
+     * "Content-Length: 0" means no body callbacks will come at all. */
+    char cl[24] = "";
+    lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH);
+    req->expect_body = strtoull(cl, NULL, 10) > 0 &&
                        (!strcmp(req->method, "POST") || !strcmp(req->method, "PUT") ||
                         !strcmp(req->method, "PATCH") || !strcmp(req->method, "DELETE"));
     if (!req->expect_body)
@@ -436,8 +439,9 @@ static json_t *body_object(hr_http_req *req)
 {
     json_error_t jerr;
     char detail[256];
+    /* \u0000 is valid JSON; fields that become C strings check for it. */
     json_t *o = json_loadb(req->body.data ? req->body.data : "", req->body.len,
-                           JSON_REJECT_DUPLICATES, &jerr);
+                           JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!o) {
         snprintf(detail, sizeof(detail), "invalid JSON: %s", jerr.text);
         problem(req, 400, detail);
@@ -682,8 +686,9 @@ static int read_roles(json_t *arr, char **roles, size_t max, size_t *n)
     if (!json_is_array(arr) || json_array_size(arr) > max)
         return -1;
     for (size_t i = 0; i < json_array_size(arr); i++) {
-        const char *r = json_string_value(json_array_get(arr, i));
-        if (!r)
+        json_t *jr = json_array_get(arr, i);
+        const char *r = json_string_value(jr);
+        if (!r || strlen(r) != json_string_length(jr))
             return -1;
         roles[(*n)++] = (char *)r;
     }
@@ -706,11 +711,14 @@ static void h_user_create(hr_http_req *req)
     json_t *o = body_object(req);
     if (!o)
         return;
-    const char *username = json_string_value(json_object_get(o, "username"));
-    const char *password = json_string_value(json_object_get(o, "password"));
+    json_t *ju = json_object_get(o, "username"), *jp = json_object_get(o, "password");
+    const char *username = json_string_value(ju), *password = json_string_value(jp);
     json_t *jroles = json_object_get(o, "roles");
     if (!username || !password) {
         problem(req, 422, "\"username\" and \"password\" must be strings");
+    } else if (strlen(username) != json_string_length(ju) ||
+               strlen(password) != json_string_length(jp)) {
+        problem(req, 422, "\"username\" and \"password\" must not contain NUL characters");
     } else if (read_roles(jroles, roles, 32, &nroles) < 0) {
         problem(req, 422, "\"roles\" must be an array of at most 32 strings");
     } else if (nroles && !is_admin(req)) {
