@@ -117,8 +117,10 @@ int hr_http_route(const char *method, const char *path, char params[][256], size
     for (size_t i = 0; i < NROUTES; i++) {
         if (!path_matches(routes[i].pattern, path, params, nparams))
             continue;
-        if (!strcmp(routes[i].method, method))
+        if (!strcmp(routes[i].method, method)) {
+            allow[0] = '\0'; /* Allow is only for 405 */
             return (int)i;
+        }
         size_t al = strlen(allow);
         snprintf(allow + al, allowlen - al, "%s%s", path_seen ? ", " : "", routes[i].method);
         path_seen = 1;

@@ -12,7 +12,6 @@ must still answer /healthz and exit 0 on SIGTERM (the harness checks the
 exit status)."""
 
 import contextlib
-import functools
 import json
 import os
 import re

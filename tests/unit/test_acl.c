@@ -82,6 +82,13 @@ static void test_router(void)
     CHECK(hr_http_route("GET", "/api/v1/publish", params, 2, allow, sizeof(allow)) == -405);
     CHECK_STR(allow, "POST");
     CHECK(hr_http_route("GET", "/nope", params, 2, allow, sizeof(allow)) == -404);
+    /* a later route with the same path: the match carries no Allow */
+    CHECK(hr_http_route("DELETE", "/api/v1/users/abc", params, 2, allow, sizeof(allow)) >= 0);
+    CHECK_STR(params[0], "abc");
+    CHECK_STR(allow, "");
+    CHECK(hr_http_route("PUT", "/api/v1/users/abc", params, 2, allow, sizeof(allow)) == -405);
+    CHECK_STR(allow, "GET, DELETE");
+    CHECK(hr_http_route("GET", "/api/v1/users/me", params, 2, allow, sizeof(allow)) >= 0);
     CHECK(hr_http_route("GET", "/healthz/", params, 2, allow, sizeof(allow)) == -404);
     CHECK(hr_http_route("GET", "", params, 2, allow, sizeof(allow)) == -404);
     CHECK_STR(hr_http_status_title(404), "Not Found");

@@ -1,0 +1,255 @@
+"""WebSocket authorization over time and space: token expiry on live sockets
+(for every way of authenticating), `refresh` re-arming or not re-arming the
+expiry, the namespace rules as a full allowed/denied matrix, personal
+channels, and the Origin allowlist.
+
+Already covered elsewhere and not repeated here: the plain expiry close
+(test_lifecycle.test_token_expiry_closes_4001), refresh keeping a socket open
+(test_ws_protocol.test_refresh_extends_session), the `channels` claim
+(test_ws_protocol.test_channels_claim_grants_subscribe), the basic role and
+anonymous rules, and allowed origins getting 101 (test_lifecycle)."""
+
+import time
+
+from harness import Herald, assert_error, assert_result, jwt_parts, run_tests
+
+
+def exp_of(tok):
+    return jwt_parts(tok)[1]["exp"]
+
+
+def anonymous_client(h):
+    ws = h.ws()
+    assert ws.connect("/ws") == 101
+    ws.send_json({"id": 1, "op": "connect"})
+    ws.hello = ws.recv_push("connected")
+    assert_result(ws.wait_reply(1))
+    ws._next_id = 2
+    return ws
+
+
+def connect_op_client(h, tok):
+    ws = h.ws()
+    assert ws.connect("/ws") == 101
+    ws.send_json({"id": 1, "op": "connect", "token": tok})
+    ws.hello = ws.recv_push("connected")
+    assert_result(ws.wait_reply(1))
+    ws._next_id = 2
+    return ws
+
+
+def wait_close(ws, deadline_s):
+    """Reads until the close; returns (code, reason, wall time of arrival)."""
+    while True:
+        msg = ws.recv(timeout=max(0.05, deadline_s - time.time()))
+        if msg[0] == "close":
+            return msg[1], msg[2], time.time()
+
+
+def assert_expiry_close(ws, exp, what):
+    code, reason, at = wait_close(ws, exp + 3)
+    assert code == 4001, "%s: close %r %r, want 4001 at exp" % (what, code, reason)
+    assert reason == "token expired", "%s: close reason %r, want 'token expired'" % (what, reason)
+    assert at >= exp - 0.25, "%s: closed %.2fs before exp" % (what, exp - at)
+    assert at <= exp + 1.5, "%s: closed %.2fs after exp" % (what, at - exp)
+
+
+#---- expiry ------------------------------------------------------------------
+
+def test_expiry_applies_to_every_way_of_authenticating():
+    with Herald() as h:
+        tok = h.token("u", ttl=2)
+        exp = exp_of(tok)
+        t0 = time.time()
+        header = h.client(token=tok)
+        query = h.client(token=tok, via="query")
+        op = connect_op_client(h, tok)
+        for ws in (header, query, op):
+            assert ws.hello.get("expires_at") == exp, ws.hello
+            assert_result(ws.cmd("subscribe", channel="news"))
+        h.publish("news", "before exp")  # a live, subscribed socket is closed all the same
+        for ws, what in ((header, "Authorization header"), (query, "?token="), (op, "connect op")):
+            assert ws.recv_push()["data"] == "before exp"
+            assert_expiry_close(ws, exp, what)
+        assert time.time() - t0 < 3.6, "expiry of a 2 s token took %.1fs" % (time.time() - t0)
+        assert h.healthy()
+
+
+def test_refresh_rearms_expiry_to_the_new_token():
+    """A refresh must move the deadline, not just cancel it: a socket
+    refreshed with a 4 s token outlives the 2 s one and closes at 4 s."""
+    with Herald() as h:
+        first = h.token("u", ttl=2)
+        ws = h.client(token=first)
+        second = h.token("u", ttl=4)
+        res = assert_result(ws.cmd("refresh", token=second))
+        assert res.get("expires_at") == exp_of(second), "refresh result %r, want expires_at %d" % (res, exp_of(second))
+        time.sleep(max(0, exp_of(first) + 0.7 - time.time()))
+        assert_result(ws.cmd("ping"))  # past the first token's exp, still open
+        assert_expiry_close(ws, exp_of(second), "refreshed socket")
+
+
+def test_refresh_with_long_token_keeps_socket_past_original_exp():
+    with Herald() as h:
+        first = h.token("u", ttl=2)
+        ws = connect_op_client(h, first)  # refresh works for connect-op sessions too
+        assert_result(ws.cmd("subscribe", channel="news"))
+        longer = h.token("u", ttl=60)
+        res = assert_result(ws.cmd("refresh", token=longer))
+        assert res.get("expires_at") == exp_of(longer), res
+        time.sleep(max(0, exp_of(first) + 1.2 - time.time()))
+        h.publish("news", "still here")
+        assert ws.recv_push()["data"] == "still here"
+        assert_result(ws.cmd("ping"))
+
+
+def test_refused_refresh_leaves_original_expiry():
+    with Herald() as h:
+        tok = h.token("u", ttl=2)
+        ws = h.client(token=tok)
+        assert_error(ws.cmd("refresh", token=h.token("v", ttl=60)), "forbidden")
+        assert_error(ws.cmd("refresh", token=h.jwt(sub="u", exp=int(time.time()) - 10)), "unauthorized")
+        assert_error(ws.cmd("refresh", token="garbage"), "unauthorized")
+        assert_error(ws.cmd("refresh"), "bad_request")
+        assert_result(ws.cmd("ping"))  # refused refreshes do not close the socket
+        assert ws.hello["user"] == "u"
+        assert_expiry_close(ws, exp_of(tok), "socket after refused refreshes")
+
+
+#---- namespace rules ---------------------------------------------------------
+
+RULES = {"namespaces": {
+    "lobby":   {"subscribe": "anonymous", "publish": "anonymous"},
+    "feed":    {"subscribe": "anonymous", "publish": "none"},
+    "members": {"subscribe": "authenticated", "publish": "authenticated"},
+    "room":    {"subscribe": "authenticated", "publish": "subscribers"},
+    "mods":    {"subscribe": "role:mod", "publish": "role:mod"},
+    "sealed":  {"subscribe": "none", "publish": "none"},
+}}
+
+CHANNELS = ["lobby:1", "feed:1", "members:1", "room:1", "mods:1", "sealed:1", "news"]
+
+
+def test_namespace_rule_matrix():
+    """Every rule, for subscribe and publish, allowed and denied. A watcher
+    subscribed to every channel must receive exactly the allowed publications."""
+    with Herald(config=RULES, env={"HERALD_ANONYMOUS": "true"}) as h:
+        watcher = h.client(token=h.jwt(sub="watcher", roles=["mod"], channels=["sealed:*"]))
+        for ch in CHANNELS:
+            assert_result(watcher.cmd("subscribe", channel=ch))
+        anon = anonymous_client(h)
+        user = h.client("ulla")
+        mod = h.client("mo", roles=["mod"])
+        modx = h.client("mox", roles=["moderator", "Mod", "mod:x"])  # near misses of role:mod
+        svc = h.client("svc", roles=["publisher"])
+        who = {"anon": anon, "user": user, "mod": mod, "modx": modx, "svc": svc}
+        # (who, op, channel, allowed), in order: the room rule depends on subscribing first
+        matrix = [
+            ("anon", "sub", "lobby:1", True), ("anon", "pub", "lobby:1", True),
+            ("anon", "sub", "feed:1", True), ("anon", "pub", "feed:1", False),
+            ("anon", "sub", "members:1", False), ("anon", "pub", "members:1", False),
+            ("anon", "sub", "room:1", False), ("anon", "pub", "room:1", False),
+            ("anon", "sub", "mods:1", False), ("anon", "pub", "mods:1", False),
+            ("anon", "sub", "sealed:1", False), ("anon", "pub", "sealed:1", False),
+            ("anon", "sub", "news", False), ("anon", "pub", "news", False),
+            ("anon", "sub", "user:ulla", False),
+            ("user", "sub", "lobby:1", True), ("user", "pub", "lobby:1", True),
+            ("user", "sub", "feed:1", True), ("user", "pub", "feed:1", False),
+            ("user", "sub", "members:1", True), ("user", "pub", "members:1", True),
+            ("user", "pub", "room:1", False), ("user", "sub", "room:1", True), ("user", "pub", "room:1", True),
+            ("user", "sub", "mods:1", False), ("user", "pub", "mods:1", False),
+            ("user", "sub", "sealed:1", False), ("user", "pub", "sealed:1", False),
+            ("user", "sub", "news", True), ("user", "pub", "news", False),
+            ("mod", "sub", "mods:1", True), ("mod", "pub", "mods:1", True),
+            ("mod", "sub", "sealed:1", False), ("mod", "pub", "sealed:1", False),
+            ("mod", "pub", "members:1", True),
+            ("modx", "sub", "mods:1", False), ("modx", "pub", "mods:1", False),
+            ("modx", "sub", "members:1", True),
+            ("svc", "pub", "sealed:1", True), ("svc", "pub", "feed:1", True), ("svc", "pub", "mods:1", True),
+        ]
+        expected = []
+        problems = []
+        for name, op, ch, allowed in matrix:
+            ws = who[name]
+            if op == "sub":
+                reply = ws.cmd("subscribe", channel=ch)
+            else:
+                data = "%s->%s" % (name, ch)
+                reply = ws.cmd("publish", channel=ch, data=data)
+                if allowed:
+                    expected.append((ch, data))
+            ok = "result" in reply
+            if ok != allowed:
+                problems.append("%s %s %s: %r (want %s)" % (name, op, ch, reply, "allowed" if allowed else "forbidden"))
+            elif not allowed and reply.get("error", {}).get("code") != "forbidden":
+                problems.append("%s %s %s: %r (want error forbidden)" % (name, op, ch, reply))
+        assert not problems, "namespace rules broken:\n  " + "\n  ".join(problems)
+        got = []
+        for _ in expected:
+            m = watcher.recv_push()
+            got.append((m["channel"], m["data"]))
+        assert sorted(got) == sorted(expected), "watcher got %r, want %r" % (got, expected)
+        watcher.assert_quiet()
+
+
+def test_anonymous_connection_stays_anonymous():
+    """An anonymous socket has no user to act as: no personal channel, and
+    publishing where only subscribers may publish needs a subscription it
+    cannot get."""
+    with Herald(config=RULES, env={"HERALD_ANONYMOUS": "true"}) as h:
+        a = anonymous_client(h)
+        assert a.hello.get("user") in (None, ""), "anonymous connected push names a user: %r" % a.hello
+        for ch in ("user:", "user:anonymous", "user:null", "user:" + str(a.hello.get("user"))):
+            reply = a.cmd("subscribe", channel=ch)
+            assert "error" in reply and reply["error"].get("code") in ("forbidden", "bad_request"), (ch, reply)
+        assert_result(a.cmd("subscribe", channel="lobby:x"))
+        assert_result(a.cmd("ping"))
+
+
+#---- personal channels -------------------------------------------------------
+
+def test_personal_channel_reaches_every_connection_of_its_user_only():
+    with Herald() as h:
+        tok = h.token("alice")
+        mine = [h.client(token=tok), h.client(token=tok, via="query"), connect_op_client(h, tok)]
+        for ws in mine:
+            assert_result(ws.cmd("subscribe", channel="user:alice"))
+        alice2 = h.client("alice2")
+        assert_result(alice2.cmd("subscribe", channel="user:alice2"))
+        for other, ch in [(alice2, "user:alice"), (mine[0], "user:alice2"), (mine[0], "user:alic"),
+                          (mine[0], "user:ALICE"), (h.client("root", roles=["admin"]), "user:alice"),
+                          (h.client("pub", roles=["publisher"]), "user:alice")]:
+            assert_error(other.cmd("subscribe", channel=ch), "forbidden")
+        mail = h.client("bob@example.com")
+        assert_result(mail.cmd("subscribe", channel="user:bob@example.com"))
+        h.publish("user:alice", {"n": 1})
+        h.publish("user:alice2", {"n": 2})
+        h.publish("user:bob@example.com", {"n": 3})
+        for ws in mine:
+            assert ws.recv_push() == {"push": "message", "channel": "user:alice", "data": {"n": 1}}
+        assert alice2.recv_push()["data"] == {"n": 2}
+        assert mail.recv_push()["data"] == {"n": 3}
+        for ws in mine + [alice2, mail]:
+            ws.assert_quiet(0.2)
+
+
+#---- origins -----------------------------------------------------------------
+
+def test_disallowed_origin_is_403_before_auth():
+    with Herald(env={"HERALD_ALLOWED_ORIGINS": "https://a.example", "HERALD_ANONYMOUS": "true"}) as h:
+        tok = h.token("alice")
+        for path, headers in [("/ws", {"Authorization": "Bearer " + tok}), ("/ws?token=" + tok, {}),
+                              ("/ws", {})]:
+            for origin in ("https://b.example", "null", "http://a.example", "https://a.example:8443"):
+                ws = h.ws()
+                status = ws.connect(path, dict(headers, Origin=origin))
+                assert status == 403, "Origin %s on %s (%s): HTTP %s, want 403" % (
+                    origin, path.split("?")[0] + ("?token" if "?" in path else ""), list(headers), status)
+            ws = h.ws()
+            assert ws.connect(path, dict(headers, Origin="https://a.example")) == 101, (path, headers)
+            ws.close()
+        assert h.healthy()
+
+
+if __name__ == "__main__":
+    run_tests(globals())
