@@ -318,4 +318,15 @@ void auth_get_user(auth_service *svc, const char *id, auth_user_cb cb, void *ud)
 /* Deletes the user and records the revocation (time now). */
 void auth_delete_user(auth_service *svc, const char *id, auth_user_cb cb, void *ud);
 
+/* One recorded revocation: tokens of user_id issued up to `at` are void. */
+typedef struct auth_revocation {
+    char *user_id;
+    int64_t at;
+} auth_revocation;
+/* The list is valid only during the call. */
+typedef void (*auth_revoked_cb)(void *ud, auth_status st, const auth_revocation *list, size_t n);
+/* Reads every recorded revocation from the store: how a node of a cluster
+ * learns about users deleted through another node. */
+void auth_list_revocations(auth_service *svc, auth_revoked_cb cb, void *ud);
+
 #endif

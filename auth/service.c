@@ -34,7 +34,14 @@
 
 /*---- Jobs ------------------------------------------------------------------*/
 
-typedef enum job_kind { JOB_REGISTER, JOB_LOGIN, JOB_REFRESH, JOB_GET, JOB_DELETE } job_kind;
+typedef enum job_kind {
+    JOB_REGISTER,
+    JOB_LOGIN,
+    JOB_REFRESH,
+    JOB_GET,
+    JOB_DELETE,
+    JOB_REVOKED,
+} job_kind;
 
 typedef struct job {
     struct job *next;
@@ -49,12 +56,15 @@ typedef struct job {
     long ttl;
     auth_user_cb user_cb; /* one of the two callbacks is set */
     auth_token_cb token_cb;
+    auth_revoked_cb revoked_cb;
     void *ud;
     /* result, written by the worker */
     auth_status st;
-    const char *msg; /* static text */
-    auth_user user;  /* filled on success */
-    char *refresh;   /* new clear refresh token (login, refresh), wiped before free */
+    const char *msg;       /* static text */
+    auth_user user;        /* filled on success */
+    char *refresh;         /* new clear refresh token (login, refresh), wiped before free */
+    auth_revocation *revs; /* JOB_REVOKED result */
+    size_t nrevs, caprevs;
 } job;
 
 /* Frees a string that held a secret, clearing it first. */
@@ -77,6 +87,9 @@ static void job_free(job *j)
     free(j->roles);
     auth_user_clear(&j->user);
     free_secret(j->refresh);
+    for (size_t i = 0; i < j->nrevs; i++)
+        free(j->revs[i].user_id);
+    free(j->revs);
     free(j);
 }
 
@@ -347,6 +360,24 @@ static auth_status do_delete(auth_service *svc, auth_store *store, job *j)
     return st;
 }
 
+/* list_revoked callback: appends to the job's array; on OOM the entry is
+ * skipped (the next poll will see it). */
+static void collect_revocation(void *ud, const char *id, int64_t at)
+{
+    job *j = ud;
+    if (j->nrevs == j->caprevs) {
+        size_t ncap = j->caprevs ? j->caprevs * 2 : 16;
+        auth_revocation *nr = realloc(j->revs, ncap * sizeof(*nr));
+        if (!nr)
+            return;
+        j->revs = nr;
+        j->caprevs = ncap;
+    }
+    char *copy = strdup(id);
+    if (copy)
+        j->revs[j->nrevs++] = (auth_revocation){copy, at};
+}
+
 static void run_job(auth_service *svc, auth_store *store, job *j)
 {
     switch (j->kind) {
@@ -364,6 +395,9 @@ static void run_job(auth_service *svc, auth_store *store, job *j)
         break;
     case JOB_DELETE:
         j->st = do_delete(svc, store, j);
+        break;
+    case JOB_REVOKED:
+        j->st = svc->ops->list_revoked(store, collect_revocation, j);
         break;
     }
 }
@@ -483,7 +517,9 @@ void auth_service_free(auth_service *svc)
 static void finish(job *j)
 {
     const auth_user *u = j->st == AUTH_OK ? &j->user : NULL;
-    if (j->token_cb)
+    if (j->revoked_cb)
+        j->revoked_cb(j->ud, j->st, j->revs, j->nrevs);
+    else if (j->token_cb)
         j->token_cb(j->ud, j->st, u, j->st == AUTH_OK ? j->refresh : NULL, j->msg);
     else if (j->user_cb)
         j->user_cb(j->ud, j->st, u, j->msg);
@@ -608,4 +644,15 @@ void auth_get_user(auth_service *svc, const char *id, auth_user_cb cb, void *ud)
 void auth_delete_user(auth_service *svc, const char *id, auth_user_cb cb, void *ud)
 {
     submit_by_id(svc, JOB_DELETE, id, cb, ud);
+}
+
+void auth_list_revocations(auth_service *svc, auth_revoked_cb cb, void *ud)
+{
+    job *j = job_new(JOB_REVOKED, NULL, NULL, ud);
+    if (!j) {
+        cb(ud, AUTH_INTERNAL, NULL, 0);
+        return;
+    }
+    j->revoked_cb = cb;
+    submit(svc, j);
 }

@@ -39,6 +39,42 @@ static void install_signals(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
+/*---- Revocations from other nodes -----------------------------------------*/
+
+/* How often a node sharing a Redis user store looks for users deleted
+ * through another node. A deleted user's tokens stop working here, and
+ * their sockets here close 4003, within this period. */
+#define HR_REVOCATION_POLL_MS 2000
+
+static void revocations_polled(void *ud, auth_status st, const auth_revocation *list, size_t n)
+{
+    hr_server *srv = ud;
+    srv->revocation_poll_busy = 0;
+    if (st != AUTH_OK)
+        return; /* the store is unreachable: try again next period */
+    for (size_t i = 0; i < n; i++) {
+        const char *id = list[i].user_id;
+        intptr_t known = (intptr_t)hr_map_get(srv->revoked, id, strlen(id));
+        if (list[i].at > known) {
+            hr_server_revoke(srv, id, list[i].at);
+            hr_ws_disconnect_user(srv, id, 4003, "user deleted");
+        }
+    }
+}
+
+static void poll_revocations(lws_sorted_usec_list_t *sul)
+{
+    hr_server *srv = lws_container_of(sul, hr_server, sul_revocations);
+    if (srv->shutting_down)
+        return;
+    if (!srv->revocation_poll_busy) {
+        srv->revocation_poll_busy = 1;
+        auth_list_revocations(srv->users, revocations_polled, srv);
+    }
+    lws_sul_schedule(srv->ctx, 0, &srv->sul_revocations, poll_revocations,
+                     (lws_usec_t)HR_REVOCATION_POLL_MS * LWS_US_PER_MS);
+}
+
 /*---- Shutdown --------------------------------------------------------------*/
 
 static void grace_expired(lws_sorted_usec_list_t *sul)
@@ -228,6 +264,9 @@ int hr_server_init(hr_server *srv, const hr_config *cfg)
     hr_info("listening", "herald %s listening on %s:%d (channel layer %s, users in %s)",
             HERALD_VERSION, cfg->listen_host, cfg->listen_port, srv->layer->ops->name,
             cfg->redis_url ? "redis" : "sqlite");
+    if (cfg->redis_url)
+        lws_sul_schedule(srv->ctx, 0, &srv->sul_revocations, poll_revocations,
+                         (lws_usec_t)HR_REVOCATION_POLL_MS * LWS_US_PER_MS);
     if (cfg->redis_url)
         hr_warn("config", "the Redis channel layer is not built yet: publications reach only "
                           "this node's subscribers; users are shared through Redis");

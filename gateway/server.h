@@ -41,6 +41,8 @@ typedef struct hr_server {
     int shutting_down;
     int done;
     lws_sorted_usec_list_t sul_grace;
+    lws_sorted_usec_list_t sul_revocations; /* cluster: poll the shared store */
+    int revocation_poll_busy;
 } hr_server;
 
 /* libwebsockets per-session data: an HTTP request in progress, or a

@@ -708,6 +708,27 @@ def test_two_nodes_share_users_redis():
         store.close()
 
 
+def test_deletion_reaches_other_nodes_redis():
+    """A user deleted through node A: within the revocation poll period (2 s)
+    node B closes that user's sockets with 4003 and refuses their token."""
+    store = Store("redis")
+    try:
+        with store.server() as a, store.server() as b:
+            user, access, _ = signup(a, "quinn")
+            other, other_tok, _ = signup(a, "rory")
+            ws = ws_with(b, access)
+            bystander = ws_with(b, other_tok)
+            assert_json(b.http("GET", USERS + "/me", headers=bearer(access)), 200)
+            r = delete(a, USERS + "/" + user["id"], headers=a.api_headers())
+            assert r.status_code == 204, r.status_code
+            assert ws.expect_close(timeout=6) == 4003, "node B kept the socket: %r" % (ws.close_info,)
+            assert refused_handshake(b, access) == 401, "node B still accepts the deleted user's token"
+            assert_problem(b.http("GET", USERS + "/me", headers=bearer(access)), 401)
+            assert_result(bystander.cmd("ping"))
+    finally:
+        store.close()
+
+
 def test_redis_prefix_separates_deployments_redis():
     """Two deployments with different HERALD_REDIS_PREFIX on one Redis do not
     see each other's users, and every key Herald writes carries its prefix."""
