@@ -11,7 +11,7 @@ anonymous rules, and allowed origins getting 101 (test_lifecycle)."""
 
 import time
 
-from harness import Herald, assert_error, assert_result, jwt_parts, run_tests
+from harness import Herald, assert_error, assert_result, jwt_parts, make_jwt, run_tests
 
 
 def exp_of(tok):
@@ -249,6 +249,34 @@ def test_disallowed_origin_is_403_before_auth():
             assert ws.connect(path, dict(headers, Origin="https://a.example")) == 101, (path, headers)
             ws.close()
         assert h.healthy()
+
+
+def test_key_rotation_by_kid():
+    """HERALD_JWT_KID names the primary key and HERALD_JWT_KEYS keeps the old
+    one during a rotation: tokens of either key connect (chosen by kid), a
+    kid nobody configured and an old-key token without kid are refused, and
+    tokens Herald issues carry the primary kid."""
+    old = "the-old-secret-0123456789"
+    with Herald(env={"HERALD_JWT_KID": "k2", "HERALD_JWT_KEYS": "k1:" + old}) as h:
+        now = int(time.time())
+        claims = {"sub": "rot", "exp": now + 600, "iat": now}
+        cases = [
+            (make_jwt(claims, old, header_extra={"kid": "k1"}), 101),
+            (make_jwt(claims, h.secret, header_extra={"kid": "k2"}), 101),
+            (make_jwt(claims, old, header_extra={"kid": "k3"}), 401),
+            (make_jwt(claims, old, header_extra={"kid": "k2"}), 401),  # wrong key for kid
+            (make_jwt(claims, old), 401),  # no kid: only the primary key could match
+        ]
+        for token, want in cases:
+            ws = h.ws()
+            got = ws.connect("/ws", {"Authorization": "Bearer " + token})
+            assert got == want, "kid %r: HTTP %s, want %s" % (jwt_parts(token)[0].get("kid"), got, want)
+            ws.abort()
+        issued = h.token("rot")
+        assert jwt_parts(issued)[0].get("kid") == "k2", jwt_parts(issued)[0]
+        ws = h.ws()
+        assert ws.connect("/ws", {"Authorization": "Bearer " + issued}) == 101
+        ws.abort()
 
 
 if __name__ == "__main__":
