@@ -245,8 +245,3 @@ int hr_secure_eq(const char *a, size_t alen, const char *b, size_t blen)
         d |= (unsigned char)(a[i] ^ b[i]);
     return d == 0;
 }
-
-char *hr_strdup(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}

@@ -59,7 +59,5 @@ void hr_buf_reset(hr_buf *b);
 uint64_t hr_now_ms(void);
 /* Constant-time comparison of two byte strings (length leaks, content not). */
 int hr_secure_eq(const char *a, size_t alen, const char *b, size_t blen);
-/* strdup that returns NULL on NULL input. Caller frees. */
-char *hr_strdup(const char *s);
 
 #endif

@@ -484,13 +484,13 @@ static json_t *publish_result(int status, uint64_t offset)
 static void publish_done(void *ud, int status, uint64_t offset)
 {
     hr_http_req *req = ud;
-    json_t *r = publish_result(status, offset);
     if (status < 0) {
         problem(req, 503, "the channel layer is unavailable");
     } else {
+        json_t *r = publish_result(status, offset);
         respond_json(req, 200, r);
+        json_decref(r);
     }
-    json_decref(r);
     req_unref(req);
 }
 
@@ -897,15 +897,15 @@ static void refresh_done(void *ud, auth_status st, const auth_user *user, const 
 }
 
 /* Returns 1 when the login may proceed; else answers 429 + Retry-After.
- * Usernames are folded to ASCII lower case so "Bob" and "bob" share one
- * budget, as they share one account. */
+ * The username budget is keyed like the stores key accounts
+ * (auth_username_key), so "Bob" and "bob" share one budget as they share
+ * one account. */
 static int login_allowed(hr_http_req *req, const char *username)
 {
     int64_t now = time(NULL);
-    snprintf(req->login_key, sizeof(req->login_key), "%.64s", username);
-    for (char *p = req->login_key; *p; p++)
-        if (*p >= 'A' && *p <= 'Z')
-            *p = (char)(*p + 32);
+    char *key = auth_username_key(username);
+    snprintf(req->login_key, sizeof(req->login_key), "%.64s", key ? key : username);
+    free(key);
     int wait = auth_throttle_check(req->srv->logins, req->login_key, now);
     int await = auth_throttle_check(req->srv->login_addrs, req->peer, now);
     if (wait < await)

@@ -52,14 +52,9 @@ static void revocations_polled(void *ud, auth_status st, const auth_revocation *
     srv->revocation_poll_busy = 0;
     if (st != AUTH_OK)
         return; /* the store is unreachable: try again next period */
-    for (size_t i = 0; i < n; i++) {
-        const char *id = list[i].user_id;
-        intptr_t known = (intptr_t)hr_map_get(srv->revoked, id, strlen(id));
-        if (list[i].at > known) {
-            hr_server_revoke(srv, id, list[i].at);
-            hr_ws_disconnect_user(srv, id, 4003, "user deleted");
-        }
-    }
+    for (size_t i = 0; i < n; i++)
+        if (hr_server_revoke(srv, list[i].user_id, list[i].at))
+            hr_ws_disconnect_user(srv, list[i].user_id, 4003, "user deleted");
 }
 
 static void poll_revocations(lws_sorted_usec_list_t *sul)
@@ -324,11 +319,12 @@ static hr_cred_status check_api_key(hr_server *srv, const char *key, auth_identi
     return HR_CRED_BAD;
 }
 
-void hr_server_revoke(hr_server *srv, const char *user_id, int64_t at)
+int hr_server_revoke(hr_server *srv, const char *user_id, int64_t at)
 {
-    intptr_t old = (intptr_t)hr_map_get(srv->revoked, user_id, strlen(user_id));
-    if (at > old)
-        hr_map_put(srv->revoked, user_id, strlen(user_id), (void *)(intptr_t)at);
+    size_t len = strlen(user_id);
+    if (at <= (intptr_t)hr_map_get(srv->revoked, user_id, len))
+        return 0;
+    return hr_map_put(srv->revoked, user_id, len, (void *)(intptr_t)at) == 0;
 }
 
 /* Tokens of a deleted user issued up to the deletion are refused; a token
@@ -355,12 +351,6 @@ hr_cred_status hr_server_verify_jwt(hr_server *srv, const char *token, auth_iden
     return HR_CRED_BAD;
 }
 
-static hr_cred_status check_jwt(hr_server *srv, const char *token, auth_identity *id, char *err,
-                                size_t errlen)
-{
-    return hr_server_verify_jwt(srv, token, id, err, errlen);
-}
-
 /* Copies a header into buf; -1 when absent, -2 when larger than buf. */
 static int copy_header(struct lws *wsi, enum lws_token_indexes tok, char *buf, int len)
 {
@@ -383,7 +373,7 @@ hr_cred_status hr_server_authenticate(hr_server *srv, struct lws *wsi, int allow
         st = HR_CRED_BAD;
     } else if (n == 0) {
         if (!strncasecmp(buf, "Bearer ", 7))
-            st = check_jwt(srv, buf + 7, id, err, errlen);
+            st = hr_server_verify_jwt(srv, buf + 7, id, err, errlen);
         else if (!strncasecmp(buf, "ApiKey ", 7))
             st = check_api_key(srv, buf + 7, id, err, errlen);
         else {
@@ -398,7 +388,7 @@ hr_cred_status hr_server_authenticate(hr_server *srv, struct lws *wsi, int allow
             st = check_api_key(srv, buf, id, err, errlen);
         }
     } else if (allow_query && (v = lws_get_urlarg_by_name(wsi, "token=", buf, sizeof(buf)))) {
-        st = check_jwt(srv, v, id, err, errlen);
+        st = hr_server_verify_jwt(srv, v, id, err, errlen);
     }
     if (st == HR_CRED_BAD)
         auth_identity_clear(id);

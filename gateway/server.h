@@ -75,8 +75,9 @@ typedef enum hr_cred_status {
  * (caller clears it); on failure writes a reason to err. */
 hr_cred_status hr_server_verify_jwt(hr_server *srv, const char *token, auth_identity *id, char *err,
                                     size_t errlen);
-/* Records that tokens of user_id issued up to `at` are no longer valid. */
-void hr_server_revoke(hr_server *srv, const char *user_id, int64_t at);
+/* Records that tokens of user_id issued up to `at` are no longer valid.
+ * Returns 1 if this is newer than what the node knew, else 0. */
+int hr_server_revoke(hr_server *srv, const char *user_id, int64_t at);
 
 /* Authenticates the request on wsi into *id (caller clears it). */
 hr_cred_status hr_server_authenticate(hr_server *srv, struct lws *wsi, int allow_query,
