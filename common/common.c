@@ -29,15 +29,11 @@ struct hr_map {
 static char tomb_marker;
 #define TOMB (&tomb_marker)
 
-/* FNV-1a: short channel names dominate, so a simple byte hash is enough. */
+/* Keyed (hr_hash, SipHash-2-4): keys come from clients, and with a public
+ * hash they could pick keys that share one probe chain (hash flooding). */
 static uint64_t hash_bytes(const char *p, size_t n)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 1099511628211ULL;
-    }
-    return h;
+    return hr_hash(p, n);
 }
 
 hr_map *hr_map_new(hr_map_free_fn val_free)
@@ -244,4 +240,39 @@ int hr_secure_eq(const char *a, size_t alen, const char *b, size_t blen)
     for (size_t i = 0; i < alen; i++)
         d |= (unsigned char)(a[i] ^ b[i]);
     return d == 0;
+}
+
+/*---- Encodings -------------------------------------------------------------*/
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+int hr_percent_decode(const char *src, size_t n, int plus_is_space, char *out, size_t outcap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int c = (unsigned char)src[i];
+        if (c == '+' && plus_is_space) {
+            c = ' ';
+        } else if (c == '%') {
+            int hi = i + 2 < n ? hexval((unsigned char)src[i + 1]) : -1;
+            int lo = hi >= 0 ? hexval((unsigned char)src[i + 2]) : -1;
+            if (lo < 0)
+                return -1;
+            c = hi << 4 | lo;
+            i += 2;
+        }
+        if (c == 0 || o + 1 >= outcap)
+            return -1;
+        out[o++] = (char)c;
+    }
+    if (outcap == 0)
+        return -1;
+    out[o] = '\0';
+    return (int)o;
 }

@@ -16,7 +16,10 @@
 
 /* Open-addressing map from byte-string keys to void* values. Keys are copied
  * into the map; values are owned by the caller unless a destructor is given,
- * in which case hr_map_free() and hr_map_clear() call it on every value. */
+ * in which case hr_map_free() and hr_map_clear() call it on every value.
+ * Keys are hashed with hr_hash (keyed, see below), so clients choosing keys
+ * (channel names, user ids) cannot aim them all at one probe chain. A map
+ * is not locked: one thread at a time, or the caller's lock. */
 typedef struct hr_map hr_map;
 
 typedef void (*hr_map_free_fn)(void *val);
@@ -52,6 +55,49 @@ int hr_buf_append(hr_buf *b, const void *p, size_t n);
 int hr_buf_printf(hr_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Frees the storage and resets the buffer to empty. */
 void hr_buf_reset(hr_buf *b);
+
+/*---- Memory ----------------------------------------------------------------*/
+
+/* Out-of-memory policy: these abort the process with a message instead of
+ * returning NULL (as Redis' zmalloc does), so callers have no untested
+ * recovery branches. Free with free(). */
+void *hr_malloc(size_t n);
+void *hr_calloc(size_t count, size_t size);
+void *hr_realloc(void *p, size_t n);
+char *hr_strdup(const char *s);
+/* Copies n bytes of s and a NUL. */
+char *hr_strndup(const char *s, size_t n);
+/* Points jansson at the same policy; call once at start-up. */
+void hr_alloc_init(void);
+
+/*---- Hashing ---------------------------------------------------------------*/
+
+/* SipHash-2-4 (Aumasson & Bernstein, 2012) of n bytes under a 128-bit key:
+ * a keyed PRF, so without the key nobody can compute, or search offline
+ * for, inputs that collide. Pure; p may be NULL when n is 0. */
+uint64_t hr_siphash24(const unsigned char key[16], const void *p, size_t n);
+/* SipHash-2-4 under this process's key: 128 bits from getrandom(2), drawn
+ * once on first use (thread-safe) and never exposed, so hash values differ
+ * between runs and must never be stored or sent. Aborts with a message if
+ * the kernel gives no randomness, as hr_malloc does on OOM. */
+uint64_t hr_hash(const void *p, size_t n);
+
+/*---- Randomness ------------------------------------------------------------*/
+
+/* n bytes from the kernel's CSPRNG (getrandom(2)). Aborts with a message if
+ * the kernel gives none: no caller can do anything safer. */
+void hr_random_bytes(void *out, size_t n);
+/* 2 * nbytes lowercase hex digits of fresh randomness and a NUL into out
+ * (which holds 2 * nbytes + 1 bytes): ids, token ids, secrets. */
+void hr_random_hex(char *out, size_t nbytes);
+
+/*---- Encodings -------------------------------------------------------------*/
+
+/* Decodes %XX escapes (and, when plus_is_space, '+' as a space: form
+ * bodies) from src[0..n) into out, NUL-terminated. Returns the decoded
+ * length, or -1 on a malformed escape, a decoded NUL byte, or a result that
+ * does not fit in outcap - 1 bytes. Pure. */
+int hr_percent_decode(const char *src, size_t n, int plus_is_space, char *out, size_t outcap);
 
 /*---- Misc ------------------------------------------------------------------*/
 
