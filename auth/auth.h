@@ -101,9 +101,16 @@ typedef struct auth_jwt_settings {
 } auth_jwt_settings;
 
 /* Builds cfg from the settings: the primary key (secret or public key) plus
- * the extra keys for rotation, each selected by its kid. Returns 0, or -1
- * with a message in err. */
+ * the extra keys for rotation, each selected by its kid. HS* secrets, the
+ * primary and every extra one, must be at least as long as the hash output
+ * (RFC 7518 §3.2: 32 bytes for HS256, 48 for HS384, 64 for HS512). Returns
+ * 0, or -1 with a message in err that names the offending key. */
 int auth_jwt_setup(auth_jwt_config *cfg, const auth_jwt_settings *s, char *err, size_t errlen);
+
+/* The canonical name of a supported algorithm (HS256, HS384, HS512, RS256,
+ * ES256; static storage), or NULL for anything else, "none" included. The
+ * one list every part of Herald checks algorithms against. */
+const char *auth_jwt_alg_name(const char *alg);
 
 /* Short English text for a status ("token expired", ...). Static storage. */
 const char *auth_jwt_status_str(auth_jwt_status st);
@@ -163,18 +170,52 @@ int auth_can_publish(const auth_namespace *ns, const auth_identity *id, const ch
 
 /*---- Login throttling ------------------------------------------------------*/
 
-/* Counts failed logins per key ("u:<username>", "a:<address>") in a fixed
- * window; a key over its limit is refused until its window ends. Pure and
- * single-threaded (the loop thread owns it); memory is bounded by
- * max_keys, expired entries are pruned as new ones arrive. */
+/* Limits login attempts per key (a username key, a client address) in a
+ * fixed window that the key's first attempt opens; a key that used its
+ * max_attempts is refused until its window ends.
+ *
+ * An attempt is counted when it is admitted, before its password is checked:
+ * a failure is known only after Argon2id, and counting then let a burst of
+ * concurrent guesses all pass. So a login admits its attempt on every
+ * throttle that applies (address first, so a locked address does not also
+ * spend the username's budget); afterwards, a success resets the username
+ * key and releases the address key's attempt, so both keep counting only
+ * failures; an attempt that checked no password (store unavailable) is
+ * released on both.
+ *
+ * Thread-safe (an internal mutex): one throttle must be shared by every
+ * loop thread, since one per thread would allow one budget per thread.
+ * Memory is bounded by max_keys: expired entries are pruned as new keys
+ * arrive, and while max_keys live keys exist, new keys are admitted
+ * uncounted (fail open: filling the table must not lock everyone out). */
 typedef struct auth_throttle auth_throttle;
 
-auth_throttle *auth_throttle_new(int max_failures, int window_s, size_t max_keys);
+/* Returns NULL on allocation failure. */
+auth_throttle *auth_throttle_new(int max_attempts, int window_s, size_t max_keys);
 void auth_throttle_free(auth_throttle *t);
-/* 0 if key may try now, else the seconds until it may (Retry-After). */
-int auth_throttle_check(auth_throttle *t, const char *key, int64_t now);
-void auth_throttle_fail(auth_throttle *t, const char *key, int64_t now);
+/* Admits one attempt for key at unix time now: returns 0 and counts it while
+ * the key is under its limit, else the seconds until it may try again
+ * (Retry-After, at least 1) and counts nothing. */
+int auth_throttle_admit(auth_throttle *t, const char *key, int64_t now);
+/* Gives back one attempt admitted earlier in key's current window (nothing
+ * once that window has closed). */
+void auth_throttle_release(auth_throttle *t, const char *key, int64_t now);
+/* Forgets key and its count. */
 void auth_throttle_reset(auth_throttle *t, const char *key);
+
+/*---- Warnings --------------------------------------------------------------*/
+
+/* The module has no logger (it does not know the gateway's log format), but
+ * some conditions deserve an operator's attention without stopping Herald,
+ * e.g. a store file it had to make private. They go to this function, with
+ * a short stable event name and a message (both valid during the call only).
+ * The gateway sets it once at start-up, before any store opens; NULL (the
+ * default) writes "herald: warning: <message>" lines on stderr. It may be
+ * called on any thread. */
+typedef void (*auth_warn_fn)(const char *event, const char *message);
+void auth_set_warn(auth_warn_fn fn);
+/* Formats one warning and hands it to that function (used inside auth/). */
+void auth_warn(const char *event, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /*---- Users, stores and the worker service ---------------------------------*/
 
@@ -271,31 +312,40 @@ int auth_secret_load_or_create(const auth_store_ops *ops, const char *target, co
                                char **secret, int *created, char *err, size_t errlen);
 
 /* The service runs user operations on a pool of worker threads (store
- * calls and Argon2id never touch the event loop) and hands results back
- * to the loop: a worker finishing a job queues its completion and calls
- * wake(wake_ud) (the gateway passes lws_cancel_service); the loop thread
- * then calls auth_service_drain(), which runs the callbacks. */
+ * calls and Argon2id never touch the event loop) and hands each result back
+ * to the loop thread that asked: every call names an auth_reply_to, whose
+ * post() a worker calls with the finished job; the receiving loop then calls
+ * auth_job_finish() on its own thread, which runs the callback. */
 typedef struct auth_service auth_service;
+typedef struct auth_job auth_job;
+
+typedef struct auth_reply_to {
+    /* Called on a worker thread; takes ownership of j. Must only queue it
+     * (the gateway posts it to the loop's inbox). */
+    void (*post)(void *ud, auth_job *j);
+    void *ud;
+} auth_reply_to;
 
 typedef struct auth_service_config {
     const auth_store_ops *store;
     const char *target; /* SQLite path or redis:// URL */
     const char *prefix; /* Redis key prefix */
     int workers;        /* threads, default 2 */
-    void (*wake)(void *wake_ud);
-    void *wake_ud;
 } auth_service_config;
 
 /* Starts the workers, opens one store connection each and runs init.
  * Returns NULL with a message in err. */
 auth_service *auth_service_new(const auth_service_config *cfg, char *err, size_t errlen);
-/* Stops the workers (pending jobs complete with AUTH_UNAVAILABLE without
- * their callbacks running) and frees everything. */
+/* Stops the workers (jobs still queued are dropped without their callbacks
+ * running) and frees everything. Jobs already posted stay with their
+ * receivers, who finish or discard them. */
 void auth_service_free(auth_service *svc);
-/* Loop thread: runs the callbacks of finished jobs. */
-void auth_service_drain(auth_service *svc);
+/* On the receiving thread: runs the job's callback, then frees the job. */
+void auth_job_finish(auth_job *j);
+/* Frees a job without running its callback (a loop shutting down). */
+void auth_job_discard(auth_job *j);
 
-/* Callbacks run on the loop thread, from auth_service_drain. `user` and
+/* Callbacks run on the receiving loop thread, from auth_job_finish. `user` and
  * strings are valid only during the call. `message` explains AUTH_INVALID
  * and other failures (static or job-owned storage). */
 typedef void (*auth_user_cb)(void *ud, auth_status st, const auth_user *user, const char *message);
@@ -304,19 +354,22 @@ typedef void (*auth_token_cb)(void *ud, auth_status st, const auth_user *user,
 
 /* Validates, hashes the password (Argon2id) and stores a new user. Arguments
  * are copied. */
-void auth_register(auth_service *svc, const char *username, const char *password,
-                   char *const *roles, size_t nroles, auth_user_cb cb, void *ud);
+void auth_register(auth_service *svc, const auth_reply_to *to, const char *username,
+                   const char *password, char *const *roles, size_t nroles, auth_user_cb cb,
+                   void *ud);
 /* Checks username + password; on success also creates a refresh token
  * (random 256 bits, base64url) valid for refresh_ttl seconds. A missing
  * user costs the same Argon2 work as a wrong password (no timing oracle). */
-void auth_login(auth_service *svc, const char *username, const char *password, long refresh_ttl,
-                auth_token_cb cb, void *ud);
+void auth_login(auth_service *svc, const auth_reply_to *to, const char *username,
+                const char *password, long refresh_ttl, auth_token_cb cb, void *ud);
 /* Consumes refresh_token and issues a new one (rotation). */
-void auth_refresh(auth_service *svc, const char *refresh_token, long refresh_ttl, auth_token_cb cb,
-                  void *ud);
-void auth_get_user(auth_service *svc, const char *id, auth_user_cb cb, void *ud);
+void auth_refresh(auth_service *svc, const auth_reply_to *to, const char *refresh_token,
+                  long refresh_ttl, auth_token_cb cb, void *ud);
+void auth_get_user(auth_service *svc, const auth_reply_to *to, const char *id, auth_user_cb cb,
+                   void *ud);
 /* Deletes the user and records the revocation (time now). */
-void auth_delete_user(auth_service *svc, const char *id, auth_user_cb cb, void *ud);
+void auth_delete_user(auth_service *svc, const auth_reply_to *to, const char *id, auth_user_cb cb,
+                      void *ud);
 
 /* One recorded revocation: tokens of user_id issued up to `at` are void. */
 typedef struct auth_revocation {
@@ -327,6 +380,7 @@ typedef struct auth_revocation {
 typedef void (*auth_revoked_cb)(void *ud, auth_status st, const auth_revocation *list, size_t n);
 /* Reads every recorded revocation from the store: how a node of a cluster
  * learns about users deleted through another node. */
-void auth_list_revocations(auth_service *svc, auth_revoked_cb cb, void *ud);
+void auth_list_revocations(auth_service *svc, const auth_reply_to *to, auth_revoked_cb cb,
+                           void *ud);
 
 #endif

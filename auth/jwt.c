@@ -16,6 +16,7 @@
  *      sub, iss, aud, then the optional ones that fill the identity.
  */
 #include "auth/auth.h"
+#include "common/common.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -27,7 +28,6 @@
 
 #include <jwt.h>
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 
 #define AJWT_DEFAULT_ALG "HS256"
 #define AJWT_DEFAULT_MAX_TOKEN 8192
@@ -44,16 +44,19 @@ typedef struct ajwt_parts {
  * supports are accepted; anything else (including "none") is JWT_ALG_INVAL. */
 static jwt_alg_t ajwt_config_alg(const auth_jwt_config *cfg, const char **name)
 {
-    static const char *const allowed[] = {"HS256", "HS384", "HS512", "RS256", "ES256"};
-    const char *alg = cfg->alg ? cfg->alg : AJWT_DEFAULT_ALG;
+    *name = auth_jwt_alg_name(cfg->alg ? cfg->alg : AJWT_DEFAULT_ALG);
+    return *name ? jwt_str_alg(*name) : JWT_ALG_INVAL;
+}
 
-    for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++) {
-        if (!strcmp(alg, allowed[i])) {
-            *name = allowed[i];
-            return jwt_str_alg(allowed[i]);
-        }
-    }
-    return JWT_ALG_INVAL;
+/* The one list of algorithms Herald accepts (config, setup, verify). */
+static const char *const supported_algs[] = {"HS256", "HS384", "HS512", "RS256", "ES256"};
+
+const char *auth_jwt_alg_name(const char *alg)
+{
+    for (size_t i = 0; alg && i < sizeof(supported_algs) / sizeof(supported_algs[0]); i++)
+        if (!strcmp(alg, supported_algs[i]))
+            return supported_algs[i];
+    return NULL;
 }
 
 /* A key libjwt can be handed safely: non-empty (a zero length makes
@@ -501,15 +504,10 @@ auth_jwt_status auth_jwt_verify(const auth_jwt_config *cfg, const char *token, t
 
 /*---- Issue -----------------------------------------------------------------*/
 
-/* A random 128-bit token id as 32 lowercase hex digits plus NUL in out.
- * Returns 0, or -1 when the CSPRNG fails. */
+/* A random 128-bit token id as 32 lowercase hex digits plus NUL in out. */
 static int ajwt_new_jti(char out[33])
 {
-    unsigned char raw[16];
-    if (RAND_bytes(raw, sizeof(raw)) != 1)
-        return -1;
-    for (size_t i = 0; i < sizeof(raw); i++)
-        snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    hr_random_hex(out, 16);
     return 0;
 }
 

@@ -91,9 +91,35 @@ static int setup_public_key(auth_jwt_config *cfg, const char *alg, const char *p
     return rc;
 }
 
-static int setup_secret(auth_jwt_config *cfg, const char *alg, const char *secret)
+/* RFC 7518 §3.2: an HMAC key must be at least as long as the hash output.
+ * Shorter secrets (often words or short passphrases) can be brute-forced
+ * offline from one captured token, and then every token can be forged. */
+static size_t hs_min_secret(const char *alg)
+{
+    if (!strcmp(alg, "HS384"))
+        return 48;
+    if (!strcmp(alg, "HS512"))
+        return 64;
+    return 32;
+}
+
+/* Returns 0, or -1 with a message naming the key (`what`) in err. */
+static int check_secret_len(const char *alg, size_t len, const char *what, char *err, size_t errlen)
+{
+    size_t min = hs_min_secret(alg);
+    if (len >= min)
+        return 0;
+    snprintf(err, errlen, "%s is %zu byte%s; %s needs at least %zu", what, len, len == 1 ? "" : "s",
+             alg, min);
+    return -1;
+}
+
+static int setup_secret(auth_jwt_config *cfg, const char *alg, const char *secret, char *err,
+                        size_t errlen)
 {
     size_t len = strlen(secret);
+    if (check_secret_len(alg ? alg : "HS256", len, "HERALD_JWT_SECRET", err, errlen) < 0)
+        return -1;
     cfg->alg = strdup(alg ? alg : "HS256");
     cfg->keys = calloc(1, sizeof(auth_jwt_key));
     if (!cfg->alg || !cfg->keys)
@@ -122,8 +148,14 @@ static int add_extra_key(auth_jwt_config *cfg, const char *spec, char *err, size
     cfg->nkeys++;
     if (!(k->kid = strndup(spec, (size_t)(colon - spec))))
         return -1;
-    if (!strncmp(cfg->alg, "HS", 2))
-        return set_key(k, (const unsigned char *)colon + 1, strlen(colon + 1));
+    if (!strncmp(cfg->alg, "HS", 2)) {
+        char what[96];
+        size_t len = strlen(colon + 1);
+        snprintf(what, sizeof(what), "HERALD_JWT_KEYS entry kid \"%.40s\"", k->kid);
+        if (check_secret_len(cfg->alg, len, what, err, errlen) < 0)
+            return -1;
+        return set_key(k, (const unsigned char *)colon + 1, len);
+    }
     size_t len;
     unsigned char *pem = read_file(colon + 1, &len, err, errlen);
     if (!pem)
@@ -144,11 +176,8 @@ static int set_kid(auth_jwt_config *cfg, const char *kid)
 
 int auth_jwt_setup(auth_jwt_config *cfg, const auth_jwt_settings *st, char *err, size_t errlen)
 {
-    static const char *allowed[] = {"HS256", "HS384", "HS512", "RS256", "ES256"};
     const char *alg = st->alg;
-    int ok = !alg;
-    for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]) && !ok; i++)
-        ok = !strcmp(alg, allowed[i]);
+    int ok = !alg || auth_jwt_alg_name(alg);
     memset(cfg, 0, sizeof(*cfg));
     err[0] = '\0';
     if (!ok) {
@@ -160,7 +189,7 @@ int auth_jwt_setup(auth_jwt_config *cfg, const auth_jwt_settings *st, char *err,
     if (st->public_key_path && !is_hs) {
         rc = setup_public_key(cfg, alg, st->public_key_path, st->private_key_path, err, errlen);
     } else if (st->secret && st->secret[0] && !(alg && !is_hs)) {
-        rc = setup_secret(cfg, alg, st->secret);
+        rc = setup_secret(cfg, alg, st->secret, err, errlen);
     } else {
         snprintf(err, errlen, "%s needs %s", alg ? alg : "JWT verification",
                  is_hs || !alg ? "a secret (HERALD_JWT_SECRET)"

@@ -7,22 +7,18 @@
  * start-up, before the event loop exists, so blocking store calls are fine.
  */
 #include "auth.h"
+#include "common/common.h"
 
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-/* 32 random bytes as hex. Caller frees. */
+/* 32 random bytes (256 bits, HS256's hash size) as 64 hex characters,
+ * which also meets auth_jwt_setup's length rule for HS384 and HS512.
+ * Changing the encoding must keep it that long. Caller frees. */
 static char *random_secret(void)
 {
-    unsigned char raw[32];
-    char *hex = malloc(sizeof(raw) * 2 + 1);
-    if (!hex || RAND_bytes(raw, sizeof(raw)) != 1) {
-        free(hex);
-        return NULL;
-    }
-    for (size_t i = 0; i < sizeof(raw); i++)
-        sprintf(hex + 2 * i, "%02x", raw[i]);
+    char *hex = hr_malloc(32 * 2 + 1);
+    hr_random_hex(hex, 32);
     return hex;
 }
 

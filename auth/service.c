@@ -5,20 +5,20 @@
  * Argon2id costs ~50-60 ms of CPU and store calls block on disk or on the
  * network, so none of it may run on the event loop. The loop thread
  * submits a job (arguments copied into it) and returns at once; a worker
- * runs it against its own store connection, appends the finished job to
- * the completion list and calls cfg->wake; the loop thread then calls
- * auth_service_drain, which runs the callbacks.
+ * runs it against its own store connection and posts the finished job to
+ * the loop that submitted it (its auth_reply_to); that loop then calls
+ * auth_job_finish on its own thread, which runs the callback.
  *
  * Ownership: a job is owned by the queue, then by exactly one worker, then
- * by the completion list, then by auth_service_drain, which frees it after
- * its callback returns. Nothing of a job is shared between threads while
+ * by the receiver of the post, then by auth_job_finish (or
+ * auth_job_discard), which frees it. Nothing of a job is shared between threads while
  * two of them could touch it.
  */
 #include "auth/auth.h"
+#include "common/common.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -43,9 +43,10 @@ typedef enum job_kind {
     JOB_REVOKED,
 } job_kind;
 
-typedef struct job {
-    struct job *next;
+typedef struct auth_job {
+    struct auth_job *next;
     job_kind kind;
+    const auth_reply_to *to; /* where the finished job is posted */
     /* arguments, copied from the caller and owned by the job */
     char *username;
     char *password; /* wiped before it is freed */
@@ -66,6 +67,8 @@ typedef struct job {
     auth_revocation *revs; /* JOB_REVOKED result */
     size_t nrevs, caprevs;
 } job;
+
+typedef struct auth_job job;
 
 /* Frees a string that held a secret, clearing it first. */
 static void free_secret(char *s)
@@ -135,37 +138,26 @@ typedef struct worker {
 
 struct auth_service {
     const auth_store_ops *ops;
-    void (*wake)(void *wake_ud);
-    void *wake_ud;
     char *dummy_hash; /* verified against when a login names no user */
 
     pthread_mutex_t mu; /* guards everything below */
     pthread_cond_t cv;  /* signalled when a job is queued or on stop */
     job *head, *tail;   /* waiting jobs, FIFO */
     size_t queued;
-    job *done_head, *done_tail; /* finished jobs, FIFO */
     int stop;
 
     worker *workers;
     int nworkers;
 };
 
-/* Moves a finished job to the completion list and wakes the loop. wake runs
- * outside the lock: lws_cancel_service takes locks of its own. */
+/* Hands a finished job back to the loop that submitted it. */
 static void complete(auth_service *svc, job *j)
 {
+    (void)svc;
     if (j->st != AUTH_OK && !j->msg)
         j->msg = status_message(j->st);
     j->next = NULL;
-    pthread_mutex_lock(&svc->mu);
-    if (svc->done_tail)
-        svc->done_tail->next = j;
-    else
-        svc->done_head = j;
-    svc->done_tail = j;
-    pthread_mutex_unlock(&svc->mu);
-    if (svc->wake)
-        svc->wake(svc->wake_ud);
+    j->to->post(j->to->ud, j);
 }
 
 /* Queues a job for the workers. A job that already failed (copying its
@@ -215,17 +207,11 @@ static job *next_job(auth_service *svc)
 
 /*---- Tokens and ids --------------------------------------------------------*/
 
-/* Lowercase hex of n random bytes, or NULL. Caller frees. */
+/* Lowercase hex of n random bytes. Caller frees. */
 static char *random_hex(size_t n)
 {
-    unsigned char raw[32];
-    char *hex = n <= sizeof(raw) ? malloc(2 * n + 1) : NULL;
-    if (!hex || RAND_bytes(raw, (int)n) != 1) {
-        free(hex);
-        return NULL;
-    }
-    for (size_t i = 0; i < n; i++)
-        snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+    char *hex = hr_malloc(2 * n + 1);
+    hr_random_hex(hex, n);
     return hex;
 }
 
@@ -270,8 +256,8 @@ static auth_status issue_refresh(auth_store *store, const auth_store_ops *ops, j
 {
     unsigned char raw[32];
     char hash[65];
-    if (RAND_bytes(raw, sizeof(raw)) != 1 || !(j->refresh = malloc(44)))
-        return AUTH_INTERNAL;
+    hr_random_bytes(raw, sizeof(raw));
+    j->refresh = hr_malloc(44);
     base64url(raw, sizeof(raw), j->refresh);
     OPENSSL_cleanse(raw, sizeof(raw));
     if (token_hash(j->refresh, hash) < 0)
@@ -465,8 +451,6 @@ auth_service *auth_service_new(const auth_service_config *cfg, char *err, size_t
     pthread_mutex_init(&svc->mu, NULL);
     pthread_cond_init(&svc->cv, NULL);
     svc->ops = cfg->store;
-    svc->wake = cfg->wake;
-    svc->wake_ud = cfg->wake_ud;
     svc->nworkers = cfg->workers > 0 ? cfg->workers : 2;
     if (svc->nworkers > WORKERS_MAX)
         svc->nworkers = WORKERS_MAX;
@@ -486,9 +470,9 @@ auth_service *auth_service_new(const auth_service_config *cfg, char *err, size_t
     return svc;
 }
 
-/* Callers must not free the service from inside one of its callbacks. The
- * wake function may still be called until this returns (a worker finishing
- * its last job), so free the service before what wake_ud points to. */
+/* Callers must not free the service from inside one of its callbacks. A
+ * worker finishing its last job may still post until this returns, so free
+ * the service before the receivers of its posts. */
 void auth_service_free(auth_service *svc)
 {
     if (!svc)
@@ -506,7 +490,6 @@ void auth_service_free(auth_service *svc)
     }
     /* threads are gone: no lock needed; callbacks deliberately not run */
     job_list_free(svc->head);
-    job_list_free(svc->done_head);
     pthread_cond_destroy(&svc->cv);
     pthread_mutex_destroy(&svc->mu);
     free(svc->dummy_hash);
@@ -514,7 +497,7 @@ void auth_service_free(auth_service *svc)
     free(svc);
 }
 
-static void finish(job *j)
+void auth_job_finish(auth_job *j)
 {
     const auth_user *u = j->st == AUTH_OK ? &j->user : NULL;
     if (j->revoked_cb)
@@ -523,32 +506,24 @@ static void finish(job *j)
         j->token_cb(j->ud, j->st, u, j->st == AUTH_OK ? j->refresh : NULL, j->msg);
     else if (j->user_cb)
         j->user_cb(j->ud, j->st, u, j->msg);
+    job_free(j);
 }
 
-/* Takes the whole completion list in one swap, then runs the callbacks
- * without the lock: a callback may submit new jobs. */
-void auth_service_drain(auth_service *svc)
+void auth_job_discard(auth_job *j)
 {
-    pthread_mutex_lock(&svc->mu);
-    job *j = svc->done_head;
-    svc->done_head = svc->done_tail = NULL;
-    pthread_mutex_unlock(&svc->mu);
-    while (j) {
-        job *next = j->next;
-        finish(j);
-        job_free(j);
-        j = next;
-    }
+    job_free(j);
 }
 
 /*---- Submitting (loop thread) ----------------------------------------------*/
 
 /* A new job with its callback. Returns NULL only if even the job cannot be
  * allocated; the caller then reports the failure synchronously. */
-static job *job_new(job_kind kind, auth_user_cb ucb, auth_token_cb tcb, void *ud)
+static job *job_new(const auth_reply_to *to, job_kind kind, auth_user_cb ucb, auth_token_cb tcb,
+                    void *ud)
 {
     job *j = calloc(1, sizeof(*j));
     if (j) {
+        j->to = to;
         j->kind = kind;
         j->user_cb = ucb;
         j->token_cb = tcb;
@@ -583,10 +558,11 @@ static void copy_roles(job *j, char *const *roles, size_t nroles)
         j->roles[i] = job_dup(j, roles[i]);
 }
 
-void auth_register(auth_service *svc, const char *username, const char *password,
-                   char *const *roles, size_t nroles, auth_user_cb cb, void *ud)
+void auth_register(auth_service *svc, const auth_reply_to *to, const char *username,
+                   const char *password, char *const *roles, size_t nroles, auth_user_cb cb,
+                   void *ud)
 {
-    job *j = job_new(JOB_REGISTER, cb, NULL, ud);
+    job *j = job_new(to, JOB_REGISTER, cb, NULL, ud);
     if (!j) {
         cb(ud, AUTH_INTERNAL, NULL, "out of memory");
         return;
@@ -597,10 +573,10 @@ void auth_register(auth_service *svc, const char *username, const char *password
     submit(svc, j);
 }
 
-void auth_login(auth_service *svc, const char *username, const char *password, long refresh_ttl,
-                auth_token_cb cb, void *ud)
+void auth_login(auth_service *svc, const auth_reply_to *to, const char *username,
+                const char *password, long refresh_ttl, auth_token_cb cb, void *ud)
 {
-    job *j = job_new(JOB_LOGIN, NULL, cb, ud);
+    job *j = job_new(to, JOB_LOGIN, NULL, cb, ud);
     if (!j) {
         cb(ud, AUTH_INTERNAL, NULL, NULL, "out of memory");
         return;
@@ -611,10 +587,10 @@ void auth_login(auth_service *svc, const char *username, const char *password, l
     submit(svc, j);
 }
 
-void auth_refresh(auth_service *svc, const char *refresh_token, long refresh_ttl, auth_token_cb cb,
-                  void *ud)
+void auth_refresh(auth_service *svc, const auth_reply_to *to, const char *refresh_token,
+                  long refresh_ttl, auth_token_cb cb, void *ud)
 {
-    job *j = job_new(JOB_REFRESH, NULL, cb, ud);
+    job *j = job_new(to, JOB_REFRESH, NULL, cb, ud);
     if (!j) {
         cb(ud, AUTH_INTERNAL, NULL, NULL, "out of memory");
         return;
@@ -624,10 +600,10 @@ void auth_refresh(auth_service *svc, const char *refresh_token, long refresh_ttl
     submit(svc, j);
 }
 
-static void submit_by_id(auth_service *svc, job_kind kind, const char *id, auth_user_cb cb,
-                         void *ud)
+static void submit_by_id(auth_service *svc, const auth_reply_to *to, job_kind kind, const char *id,
+                         auth_user_cb cb, void *ud)
 {
-    job *j = job_new(kind, cb, NULL, ud);
+    job *j = job_new(to, kind, cb, NULL, ud);
     if (!j) {
         cb(ud, AUTH_INTERNAL, NULL, "out of memory");
         return;
@@ -636,19 +612,21 @@ static void submit_by_id(auth_service *svc, job_kind kind, const char *id, auth_
     submit(svc, j);
 }
 
-void auth_get_user(auth_service *svc, const char *id, auth_user_cb cb, void *ud)
+void auth_get_user(auth_service *svc, const auth_reply_to *to, const char *id, auth_user_cb cb,
+                   void *ud)
 {
-    submit_by_id(svc, JOB_GET, id, cb, ud);
+    submit_by_id(svc, to, JOB_GET, id, cb, ud);
 }
 
-void auth_delete_user(auth_service *svc, const char *id, auth_user_cb cb, void *ud)
+void auth_delete_user(auth_service *svc, const auth_reply_to *to, const char *id, auth_user_cb cb,
+                      void *ud)
 {
-    submit_by_id(svc, JOB_DELETE, id, cb, ud);
+    submit_by_id(svc, to, JOB_DELETE, id, cb, ud);
 }
 
-void auth_list_revocations(auth_service *svc, auth_revoked_cb cb, void *ud)
+void auth_list_revocations(auth_service *svc, const auth_reply_to *to, auth_revoked_cb cb, void *ud)
 {
-    job *j = job_new(JOB_REVOKED, NULL, NULL, ud);
+    job *j = job_new(to, JOB_REVOKED, NULL, NULL, ud);
     if (!j) {
         cb(ud, AUTH_INTERNAL, NULL, 0);
         return;

@@ -20,6 +20,7 @@
  * Needs Redis 7.0 (GETDEL, SET EXAT, EXPIREAT NX/GT); init() checks.
  */
 #include "auth/auth.h"
+#include "common/common.h"
 
 #include <hiredis/hiredis.h>
 #include <stdarg.h>
@@ -51,35 +52,15 @@ static redis_store *rs(auth_store *s)
 
 /*---- URL parsing -----------------------------------------------------------*/
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c |= 0x20;
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 /* Copies n bytes of a URL component, decoding %XX (passwords often need
- * it). Returns a malloc'ed string or NULL on a bad escape / no memory. */
+ * it). Returns a malloc'ed string or NULL on a bad escape. */
 static char *url_decode(const char *p, size_t n)
 {
-    char *out = malloc(n + 1), *o = out;
-    for (size_t i = 0; out && i < n; i++) {
-        if (p[i] != '%') {
-            *o++ = p[i];
-            continue;
-        }
-        int hi = i + 2 < n ? hexval((unsigned char)p[i + 1]) : -1;
-        int lo = hi >= 0 ? hexval((unsigned char)p[i + 2]) : -1;
-        if (lo < 0) {
-            free(out);
-            return NULL;
-        }
-        *o++ = (char)(hi * 16 + lo);
-        i += 2;
+    char *out = hr_malloc(n + 1);
+    if (hr_percent_decode(p, n, 0, out, n + 1) < 0) {
+        free(out);
+        return NULL;
     }
-    if (out)
-        *o = '\0';
     return out;
 }
 

@@ -15,10 +15,14 @@
  */
 #include "auth/auth.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /*---- Schema ----------------------------------------------------------------*/
 
@@ -168,6 +172,92 @@ static void sqlite_close(auth_store *st)
     free(s);
 }
 
+/*
+ * File permissions. The store holds password hashes and the generated JWT
+ * secret, so its files must be readable by Herald's user only. SQLite
+ * creates a database as 0644 (less the umask), and creates the -wal and -shm
+ * files with the database file's mode (unix VFS; checked with SQLite 3.40:
+ * a 0600 or 0640 database gets 0600 or 0640 -wal and -shm files, whatever
+ * the umask). So the database file is created 0600 before SQLite sees it,
+ * and existing files that others may read are tightened: databases made by
+ * older versions, and -wal and -shm files, which keep their mode when they
+ * survive a crash.
+ */
+
+/* Creates path as an empty 0600 file when it does not exist yet, so no
+ * other user can ever open it (chmod after creation would leave a window in
+ * which they could keep a descriptor). Names SQLite interprets itself
+ * ("" = temporary, ":memory:", "file:" URIs) are left to it.
+ *
+ * O_EXCL matters: an existing database is never opened here. Closing any
+ * descriptor of a file drops every POSIX lock this process holds on it, so
+ * opening and closing the database while another connection of this
+ * process (another worker) has it open would silently release that
+ * connection's SQLite locks; another process would then see no readers,
+ * checkpoint and delete the WAL under it. */
+static int create_private(const char *path, char *err, size_t errlen)
+{
+    if (!path[0] || !strcmp(path, ":memory:") || !strncmp(path, "file:", 5))
+        return 0;
+    /* O_NONBLOCK: a FIFO named by mistake must not hang start-up. */
+    int fd = open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NONBLOCK, 0600);
+    if (fd < 0) {
+        if (errno == EEXIST)
+            return 0;
+        snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+/* Makes one existing regular file owner-only, with a warning; a missing one
+ * is fine (-wal and -shm exist only while the database is in use). */
+static int tighten(const char *file, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(file, &st) < 0) {
+        if (errno == ENOENT)
+            return 0;
+        snprintf(err, errlen, "cannot check the permissions of %s: %s", file, strerror(errno));
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode) || !(st.st_mode & 077))
+        return 0;
+    unsigned mode = (unsigned)st.st_mode & 07777;
+    if (chmod(file, 0600) < 0) {
+        snprintf(err, errlen,
+                 "%s is accessible to other users (mode %04o) and cannot be made private: %s", file,
+                 mode, strerror(errno));
+        return -1;
+    }
+    auth_warn("store_permissions",
+              "%s was accessible to other users (mode %04o); changed to 0600: it holds password "
+              "hashes and may hold the JWT secret",
+              file, mode);
+    return 0;
+}
+
+/* Tightens the database file SQLite actually opened (a URI or symlink
+ * resolved) and its -wal and -shm files. */
+static int tighten_all(sqlite3 *db, char *err, size_t errlen)
+{
+    const char *main_file = sqlite3_db_filename(db, "main");
+    if (!main_file || !main_file[0]) /* in memory or temporary */
+        return 0;
+    char side[4096];
+    if (tighten(main_file, err, errlen) < 0)
+        return -1;
+    for (int i = 0; i < 2; i++) {
+        if (snprintf(side, sizeof(side), "%s%s", main_file, i ? "-shm" : "-wal") >=
+            (int)sizeof(side))
+            continue; /* too long for the kernel too, so SQLite cannot use it */
+        if (tighten(side, err, errlen) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* The prefix is a Redis notion; SQLite ignores it. */
 static auth_store *sqlite_open(const char *path, const char *prefix, char *err, size_t errlen)
 {
@@ -178,9 +268,19 @@ static auth_store *sqlite_open(const char *path, const char *prefix, char *err, 
         return NULL;
     }
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    if (create_private(path, err, errlen) < 0) {
+        free(s);
+        return NULL;
+    }
     if (sqlite3_open_v2(path, &s->db, flags, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "cannot open %s: %s", path,
                  s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        sqlite_close((auth_store *)s);
+        return NULL;
+    }
+    /* Before WAL mode is set: a -wal or -shm created from here on copies the
+     * database file's (now private) mode. */
+    if (tighten_all(s->db, err, errlen) < 0) {
         sqlite_close((auth_store *)s);
         return NULL;
     }

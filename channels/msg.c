@@ -1,5 +1,6 @@
 /* msg.c - refcounted, pre-framed messages and channel-name rules. */
 #include "channels.h"
+#include "common/common.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -31,23 +32,21 @@ static void frame_header(chan_msg *m)
     memcpy(m->_b + CHAN_FRAME_HDR_MAX - n, h, n);
 }
 
-/* Allocates a message with room for len payload bytes; the caller fills the
- * payload and then calls frame_header(). One reference, owned by the caller. */
-static chan_msg *msg_alloc(size_t len)
+/* Allocates a message with room for len payload bytes and `extra` bytes
+ * after them; the caller fills the payload and then calls frame_header().
+ * One reference, owned by the caller. */
+static chan_msg *msg_alloc(size_t len, size_t extra)
 {
-    chan_msg *m = malloc(sizeof(*m) + CHAN_FRAME_HDR_MAX + len);
-    if (!m)
-        return NULL;
+    chan_msg *m = hr_malloc(sizeof(*m) + CHAN_FRAME_HDR_MAX + len + extra);
     atomic_init(&m->refs, 1);
     m->len = len;
+    m->channel = NULL;
     return m;
 }
 
 chan_msg *chan_msg_new(const char *json, size_t len)
 {
-    chan_msg *m = msg_alloc(len);
-    if (!m)
-        return NULL;
+    chan_msg *m = msg_alloc(len, 0);
     memcpy(m->_b + CHAN_FRAME_HDR_MAX, json, len);
     frame_header(m);
     return m;
@@ -78,9 +77,10 @@ chan_msg *chan_msg_publication(const char *channel, const char *data_json, size_
     size_t clen = strlen(channel);
     size_t len = sizeof(p1) - 1 + clen + sizeof(p2) - 1 + data_len + (size_t)tl;
 
-    chan_msg *m = msg_alloc(len);
-    if (!m)
-        return NULL;
+    chan_msg *m = msg_alloc(len, clen + 1);
+    char *name = (char *)m->_b + CHAN_FRAME_HDR_MAX + len;
+    memcpy(name, channel, clen + 1);
+    m->channel = name;
     char *w = (char *)m->_b + CHAN_FRAME_HDR_MAX;
     memcpy(w, p1, sizeof(p1) - 1), w += sizeof(p1) - 1;
     memcpy(w, channel, clen), w += clen;

@@ -10,6 +10,7 @@
  * only in the file and have a small table of their own (ns_table[]).
  */
 #include "config.h"
+#include "common/common.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -74,7 +75,6 @@ typedef struct opt_def {
 
 static const char *const log_formats[] = {"text", "json", NULL}; /* = hr_log_format */
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
-static const char *const jwt_algs[] = {"HS256", "HS384", "HS512", "RS256", "ES256", NULL};
 
 static int check_redis_url(const char *val, char *why, size_t whylen);
 static int check_jwt_alg(const char *val, char *why, size_t whylen);
@@ -166,6 +166,8 @@ static const opt_def opt_table[] = {
      1, 86400, NULL, NULL, "300", "the failed-login window"},
     {"auth_workers", "HERALD_AUTH_WORKERS", "auth-workers", "N", OPT_INT, F(auth_workers), 0, 1, 64,
      NULL, NULL, "2", "threads for password hashing and user-store calls"},
+    {"threads", "HERALD_THREADS", "threads", "N", OPT_INT, F(threads), 0, 0, 64, NULL, NULL,
+     "0 (one per core)", "event-loop threads in the process; 0 = one per core"},
 };
 
 #define NOPTS (sizeof(opt_table) / sizeof(opt_table[0]))
@@ -282,11 +284,8 @@ static int check_redis_url(const char *val, char *why, size_t whylen)
  * rather than on the first token. */
 static int check_jwt_alg(const char *val, char *why, size_t whylen)
 {
-    if (!*val)
+    if (!*val || auth_jwt_alg_name(val))
         return 0;
-    for (size_t i = 0; jwt_algs[i]; i++)
-        if (!strcmp(val, jwt_algs[i]))
-            return 0;
     return say(why, whylen, "unsupported algorithm \"%s\" (HS256, HS384, HS512, RS256 or ES256)",
                val);
 }
@@ -841,36 +840,34 @@ static char *default_node_id(void)
     return strdup(host);
 }
 
-/* SPEC §1/§2 defaults. On allocation failure cfg is left cleared. */
+/* Defaults that are computed at start rather than written in the table. */
+static int computed_default(const opt_def *o)
+{
+    return o->key && (!strcmp(o->key, "log_format") || !strcmp(o->key, "node_id"));
+}
+
+/* SPEC §1/§2 defaults: the option table's default column is the only
+ * source, applied like any other value (so --help cannot disagree with the
+ * code); options that are unset by default (strings, lists) stay NULL. */
 int hr_config_defaults(hr_config *cfg)
 {
+    char why[256];
     memset(cfg, 0, sizeof(*cfg));
-    cfg->listen_port = 8080;
+    for (size_t i = 0; i < NOPTS; i++) {
+        const opt_def *o = &opt_table[i];
+        if (o->type == OPT_NSTR || o->type == OPT_LIST || o->type == OPT_CONFIG ||
+            computed_default(o))
+            continue;
+        const char *def = o->type == OPT_INT && !strncmp(o->def, "0 (", 3) ? "0" : o->def;
+        if (opt_apply(cfg, o, def, why, sizeof(why)) < 0) {
+            fprintf(stderr, "herald: internal error: default of %s: %s\n", o->env, why);
+            abort();
+        }
+    }
     cfg->log_format = isatty(STDERR_FILENO) ? HR_LOG_TEXT : HR_LOG_JSON;
-    cfg->log_level = 1;
-    cfg->token_ttl = 3600;
-    cfg->open_registration = 1;
-    cfg->refresh_ttl = 2592000;
-    cfg->login_max_failures = 5;
-    cfg->login_window = 300;
-    cfg->auth_workers = 2;
-    cfg->max_message = 65536;
-    cfg->max_channel_len = 255;
-    cfg->max_subscriptions = 512;
-    cfg->out_queue_bytes = 1048576;
-    cfg->rate_per_sec = 200;
-    cfg->rate_burst = 400;
-    cfg->connect_timeout = 10;
-    cfg->allow_anonymous = 0;
-    cfg->max_body = 1048576;
-    cfg->shutdown_grace_ms = 2000;
-    cfg->listen_host = strdup("127.0.0.1");
-    cfg->redis_prefix = strdup("herald");
-    cfg->db_path = strdup("./herald.db");
     cfg->node_id = default_node_id();
-    cfg->namespaces = calloc(1, sizeof(*cfg->namespaces));
-    if (!cfg->listen_host || !cfg->redis_prefix || !cfg->db_path || !cfg->node_id ||
-        !cfg->namespaces || auth_namespace_default(&cfg->namespaces[0]) < 0) {
+    cfg->namespaces = hr_calloc(1, sizeof(*cfg->namespaces));
+    if (auth_namespace_default(&cfg->namespaces[0]) < 0) {
         hr_config_clear(cfg);
         return -1;
     }
@@ -1005,4 +1002,14 @@ const char *hr_config_usage(void)
                o->def);
     }
     return buf;
+}
+
+const auth_store_ops *hr_config_store(const hr_config *cfg)
+{
+    return cfg->redis_url ? &auth_store_redis_ops : &auth_store_sqlite_ops;
+}
+
+const char *hr_config_store_target(const hr_config *cfg)
+{
+    return cfg->redis_url ? cfg->redis_url : cfg->db_path;
 }

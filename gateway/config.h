@@ -59,6 +59,9 @@ typedef struct hr_config {
     int login_window;       /* HERALD_LOGIN_WINDOW seconds, 300 */
     int auth_workers;       /* HERALD_AUTH_WORKERS threads, 2 */
 
+    /* engine */
+    int threads; /* HERALD_THREADS event-loop threads; 0 = one per core */
+
     /* namespaces from the config file; always contains "" (the default) */
     auth_namespace *namespaces;
     size_t nnamespaces;
@@ -79,6 +82,11 @@ int hr_config_load(hr_config *cfg, int argc, char **argv, char **env, char *err,
 /* Finds the namespace for a channel name ("ns:rest" -> "ns", else "").
  * Falls back to the default namespace when ns is not configured. */
 const auth_namespace *hr_config_namespace(const hr_config *cfg, const char *channel);
+
+/* The user store: Redis in cluster mode, else the SQLite file; and what to
+ * open it with (the URL or the path). */
+const auth_store_ops *hr_config_store(const hr_config *cfg);
+const char *hr_config_store_target(const hr_config *cfg);
 
 /* Points out at cfg's JWT settings (borrowed: valid while cfg is). */
 void hr_config_jwt_settings(const hr_config *cfg, auth_jwt_settings *out);

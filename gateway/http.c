@@ -8,14 +8,14 @@
  * its request, so a client that hangs up early never leaves a dangling
  * pointer behind.
  */
+#include "http.h"
 #include "log.h"
-#include "metrics.h"
 #include "proto.h"
-#include "server.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #define HR_MAX_PARAMS 2
@@ -23,7 +23,8 @@
 struct hr_http_req {
     struct lws *wsi; /* NULL once the client is gone */
     int refs;
-    hr_server *srv;
+    hr_loop *loop;
+    hr_node *node;
     char method[8];
     char path[256];
     int route;
@@ -35,9 +36,9 @@ struct hr_http_req {
     int body_too_large;
     int expect_body;
 
-    hr_http_req *prev, *next; /* srv->reqs */
-    char peer[64];            /* client address, for login throttling */
-    char login_key[80];       /* "u:<folded username>" while a login runs */
+    lws_dll2_t in_loop; /* loop->reqs */
+    char peer[64];      /* client address, for login throttling */
+    char login_key[80]; /* "u:<folded username>" while a login runs */
 
     /* the response, once decided */
     int retry_after; /* > 0: Retry-After header */
@@ -52,9 +53,19 @@ struct hr_http_req {
 
 typedef void (*route_fn)(hr_http_req *req);
 
+/* Who may call a route; checked before its handler runs. */
+typedef enum route_auth {
+    ROUTE_ANYONE,   /* no credentials needed (bad ones are still refused) */
+    ROUTE_OPTIONAL, /* the handler decides from the credentials (registration) */
+    ROUTE_USER,     /* a user's Bearer token */
+    ROUTE_BACKEND,  /* API key, or a token with role admin or publisher */
+    ROUTE_ADMIN,    /* API key, or a token with role admin */
+} route_auth;
+
 typedef struct route {
     const char *method;
     const char *pattern; /* "{x}" matches one path segment */
+    route_auth auth;
     route_fn fn;
 } route;
 
@@ -72,17 +83,17 @@ static void h_user_disconnect(hr_http_req *req);
 
 /* Order matters where patterns overlap: /users/me before /users/{id}. */
 static const route routes[] = {
-    {"GET", "/healthz", h_healthz},
-    {"GET", "/readyz", h_readyz},
-    {"GET", "/metrics", h_metrics},
-    {"POST", "/api/v1/publish", h_publish},
-    {"POST", "/api/v1/broadcast", h_broadcast},
-    {"POST", "/api/v1/users", h_user_create},
-    {"POST", "/api/v1/auth/token", h_token},
-    {"GET", "/api/v1/users/me", h_me},
-    {"GET", "/api/v1/users/{id}", h_user_get},
-    {"DELETE", "/api/v1/users/{id}", h_user_delete},
-    {"POST", "/api/v1/users/{id}/disconnect", h_user_disconnect},
+    {"GET", "/healthz", ROUTE_ANYONE, h_healthz},
+    {"GET", "/readyz", ROUTE_ANYONE, h_readyz},
+    {"GET", "/metrics", ROUTE_ANYONE, h_metrics},
+    {"POST", "/api/v1/publish", ROUTE_BACKEND, h_publish},
+    {"POST", "/api/v1/broadcast", ROUTE_BACKEND, h_broadcast},
+    {"POST", "/api/v1/users", ROUTE_OPTIONAL, h_user_create},
+    {"POST", "/api/v1/auth/token", ROUTE_ANYONE, h_token},
+    {"GET", "/api/v1/users/me", ROUTE_USER, h_me},
+    {"GET", "/api/v1/users/{id}", ROUTE_ADMIN, h_user_get},
+    {"DELETE", "/api/v1/users/{id}", ROUTE_ADMIN, h_user_delete},
+    {"POST", "/api/v1/users/{id}/disconnect", ROUTE_ADMIN, h_user_disconnect},
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -174,12 +185,7 @@ static void req_unref(hr_http_req *req)
 {
     if (--req->refs > 0)
         return;
-    if (req->prev)
-        req->prev->next = req->next;
-    else
-        req->srv->reqs = req->next;
-    if (req->next)
-        req->next->prev = req->prev;
+    lws_dll2_remove(&req->in_loop);
     auth_identity_clear(&req->id);
     hr_buf_reset(&req->body);
     free(req->resp);
@@ -191,11 +197,7 @@ static void respond(hr_http_req *req, int status, const char *ctype, const char 
 {
     if (req->responded || !req->wsi)
         return;
-    req->resp = malloc(LWS_PRE + len + 1);
-    if (!req->resp) {
-        lws_set_timeout(req->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
-        return;
-    }
+    req->resp = hr_malloc(LWS_PRE + len + 1);
     memcpy(req->resp + LWS_PRE, body, len);
     req->resp_len = len;
     req->status = status;
@@ -222,11 +224,11 @@ static void problem(hr_http_req *req, int status, const char *detail)
     free(s);
 }
 
-int hr_http_writeable(hr_server *srv, struct lws *wsi, hr_pss *pss)
+int hr_http_writeable(hr_loop *loop, struct lws *wsi, hr_pss *pss)
 {
     unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr);
     hr_http_req *req = pss->req;
-    (void)srv;
+    (void)loop;
 
     if (!req || !req->responded || !req->resp)
         return 0;
@@ -260,6 +262,87 @@ int hr_http_writeable(hr_server *srv, struct lws *wsi, hr_pss *pss)
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
+/*---- Credentials -----------------------------------------------------------*/
+
+/* Copies a header into buf; -1 when absent, -2 when larger than buf. */
+static int copy_header(struct lws *wsi, enum lws_token_indexes tok, char *buf, int len)
+{
+    if (lws_hdr_total_length(wsi, tok) <= 0)
+        return -1;
+    return lws_hdr_copy(wsi, buf, len, tok) < 0 ? -2 : 0;
+}
+
+static hr_cred_status authorization(hr_loop *loop, const char *value, auth_identity *id, char *err,
+                                    size_t errlen)
+{
+    if (!strncasecmp(value, "Bearer ", 7))
+        return hr_node_verify_jwt(loop, value + 7, id, err, errlen);
+    if (!strncasecmp(value, "ApiKey ", 7))
+        return hr_node_check_api_key(loop, value + 7, id, err, errlen);
+    snprintf(err, errlen, "unsupported Authorization scheme (use Bearer or ApiKey)");
+    return HR_CRED_BAD;
+}
+
+hr_cred_status hr_http_credentials(hr_loop *loop, struct lws *wsi, int allow_query,
+                                   auth_identity *id, char *err, size_t errlen)
+{
+    char buf[9000];
+    const char *v;
+    hr_cred_status st = HR_CRED_NONE;
+
+    err[0] = '\0';
+    int n = copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, buf, sizeof(buf));
+    if (n == -2) {
+        snprintf(err, errlen, "Authorization header too large");
+        st = HR_CRED_BAD;
+    } else if (n == 0) {
+        st = authorization(loop, buf, id, err, errlen);
+    } else if (lws_hdr_custom_length(wsi, "x-api-key:", 10) > 0) {
+        if (lws_hdr_custom_copy(wsi, buf, sizeof(buf), "x-api-key:", 10) < 0) {
+            snprintf(err, errlen, "X-API-Key header too large");
+            st = HR_CRED_BAD;
+        } else {
+            st = hr_node_check_api_key(loop, buf, id, err, errlen);
+        }
+    } else if (allow_query && (v = lws_get_urlarg_by_name(wsi, "token=", buf, sizeof(buf)))) {
+        st = hr_node_verify_jwt(loop, v, id, err, errlen);
+    }
+    if (st == HR_CRED_BAD)
+        auth_identity_clear(id);
+    return st;
+}
+
+/*---- Responses outside the request flow ------------------------------------*/
+
+char *hr_problem_json(int status, const char *detail, size_t *len)
+{
+    json_t *o = json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank", "title",
+                          hr_http_status_title(status), "status", status, "detail", detail);
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    *len = strlen(s);
+    return s;
+}
+
+int hr_http_refuse(struct lws *wsi, int status, const char *detail)
+{
+    size_t blen = 0;
+    char *body = hr_problem_json(status, detail, &blen);
+    unsigned char buf[LWS_PRE + 4096], *start = buf + LWS_PRE;
+
+    /* Written by hand: lws's header helpers say HTTP/1.0 before the request
+     * version is known, and strict clients (python websockets) reject that. */
+    int n = snprintf((char *)start, sizeof(buf) - LWS_PRE,
+                     "HTTP/1.1 %d %s\r\ncontent-type: application/problem+json\r\n"
+                     "content-length: %zu\r\nconnection: close\r\n\r\n%s",
+                     status, hr_http_status_title(status), blen, body);
+    free(body);
+    if (n < 0 || (size_t)n >= sizeof(buf) - LWS_PRE)
+        return -1;
+    /* >0 tells lws the upgrade was refused with our own response. */
+    return lws_write(wsi, start, (size_t)n, LWS_WRITE_HTTP) < 0 ? -1 : 1;
+}
+
 /*---- Request lifecycle -----------------------------------------------------*/
 
 static const struct {
@@ -287,45 +370,41 @@ void hr_http_drop(hr_pss *pss)
         req_unref(pss->req);
         pss->req = NULL;
     }
-    if (pss->handshake_id) {
-        auth_identity_clear(pss->handshake_id);
-        free(pss->handshake_id);
-        pss->handshake_id = NULL;
+}
+
+void hr_http_free_all(hr_loop *loop)
+{
+    while (loop->reqs.head) {
+        hr_http_req *req = lws_container_of(loop->reqs.head, hr_http_req, in_loop);
+        req->refs = 1;
+        req_unref(req);
     }
 }
 
-void hr_http_free_all(hr_server *srv)
-{
-    while (srv->reqs) {
-        srv->reqs->refs = 1;
-        req_unref(srv->reqs);
-    }
-}
+static int route_allowed(hr_http_req *req, route_auth auth);
 
 static void dispatch(hr_http_req *req)
 {
-    routes[req->route].fn(req);
+    const route *r = &routes[req->route];
+    if (route_allowed(req, r->auth))
+        r->fn(req);
 }
 
-int hr_http_request(hr_server *srv, struct lws *wsi, hr_pss *pss, const char *uri)
+int hr_http_request(hr_loop *loop, struct lws *wsi, hr_pss *pss, const char *uri)
 {
     hr_http_drop(pss); /* a keep-alive connection's previous request */
-    hr_http_req *req = calloc(1, sizeof(*req));
-    if (!req)
-        return -1;
+    hr_http_req *req = hr_calloc(1, sizeof(*req));
     req->wsi = wsi;
     req->refs = 1;
-    req->srv = srv;
-    req->next = srv->reqs;
-    if (srv->reqs)
-        srv->reqs->prev = req;
-    srv->reqs = req;
+    req->loop = loop;
+    req->node = loop->node;
+    lws_dll2_add_tail(&req->in_loop, &loop->reqs);
     pss->req = req;
     lws_get_peer_simple(wsi, req->peer, sizeof(req->peer));
-    HR_INC(http_requests, 1);
+    HR_INC(&loop->stats, http_requests, 1);
     snprintf(req->method, sizeof(req->method), "%s", request_method(wsi));
 
-    if (srv->shutting_down) {
+    if (loop->shutting_down) {
         problem(req, 503, "the server is shutting down");
         return 0;
     }
@@ -347,7 +426,7 @@ int hr_http_request(hr_server *srv, struct lws *wsi, hr_pss *pss, const char *ur
         problem(req, 405, detail);
         return 0;
     }
-    req->cred = hr_server_authenticate(srv, wsi, 0, &req->id, req->cred_err, sizeof(req->cred_err));
+    req->cred = hr_http_credentials(loop, wsi, 0, &req->id, req->cred_err, sizeof(req->cred_err));
     /* Bodies arrive in HTTP_BODY callbacks; dispatch waits for completion.
      * "Content-Length: 0" means no body callbacks will come at all. */
     char cl[24] = "";
@@ -360,21 +439,22 @@ int hr_http_request(hr_server *srv, struct lws *wsi, hr_pss *pss, const char *ur
     return 0;
 }
 
-int hr_http_body(hr_server *srv, struct lws *wsi, hr_pss *pss, const void *in, size_t len)
+int hr_http_body(hr_loop *loop, struct lws *wsi, hr_pss *pss, const void *in, size_t len)
 {
     hr_http_req *req = pss->req;
     (void)wsi;
     if (!req)
         return -1;
-    if (req->body_too_large || req->body.len + len > srv->cfg->max_body) {
+    if (req->body_too_large || req->body.len + len > loop->node->cfg->max_body) {
         req->body_too_large = 1; /* keep reading, drop the bytes */
         hr_buf_reset(&req->body);
         return 0;
     }
-    return hr_buf_append(&req->body, in, len) < 0 ? -1 : 0;
+    hr_buf_append(&req->body, in, len);
+    return 0;
 }
 
-int hr_http_body_done(hr_server *srv, struct lws *wsi, hr_pss *pss)
+int hr_http_body_done(hr_loop *loop, struct lws *wsi, hr_pss *pss)
 {
     hr_http_req *req = pss->req;
     (void)wsi;
@@ -384,7 +464,7 @@ int hr_http_body_done(hr_server *srv, struct lws *wsi, hr_pss *pss)
         return 0;
     if (req->body_too_large) {
         char detail[96];
-        snprintf(detail, sizeof(detail), "request body over %zu bytes", srv->cfg->max_body);
+        snprintf(detail, sizeof(detail), "request body over %zu bytes", loop->node->cfg->max_body);
         problem(req, 413, detail);
         return 0;
     }
@@ -404,35 +484,65 @@ static void h_readyz(hr_http_req *req)
     respond(req, 200, "application/json", "{\"status\":\"ready\"}", 18);
 }
 
+/* Sums every loop's counters: each loop counts on its own cache lines. */
 static void h_metrics(hr_http_req *req)
 {
+    hr_node *node = req->node;
+    hr_counters *counters[CHAN_MAX_THREADS];
     hr_buf b = {0};
-    chan_stats cs = {0};
-    chan_layer_stats(req->srv->layer, &cs);
-    if (hr_metrics_render(&b, &cs, req->srv->cfg->node_id) < 0)
-        problem(req, 500, "out of memory");
-    else
-        respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
+    chan_stats cs;
+    for (unsigned i = 0; i < node->nloops; i++)
+        counters[i] = &node->loops[i]->stats;
+    chan_layer_stats(node->layer, &cs);
+    hr_metrics_render(&b, counters, node->nloops, &cs, node->cfg->node_id);
+    respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
     hr_buf_reset(&b);
 }
 
-/* Backend routes: API key, or a token with role admin/publisher. Responds
- * and returns 0 when the caller is not a backend. */
-static int require_backend(hr_http_req *req)
+static int is_admin(const hr_http_req *req)
 {
-    if (req->cred == HR_CRED_NONE) {
-        problem(req, 401, "credentials required: X-API-Key, Authorization: ApiKey or Bearer");
+    return req->cred == HR_CRED_OK && (req->id.backend || auth_has_role(&req->id, "admin"));
+}
+
+/* Applies a route's policy to the request's credentials. Responds (401 or
+ * 403) and returns 0 when the caller may not proceed. Credentials that were
+ * presented and refused are always 401, even on open routes. */
+static int route_allowed(hr_http_req *req, route_auth auth)
+{
+    const char *bad = req->cred_err[0] ? req->cred_err : "invalid credentials";
+    if (req->cred == HR_CRED_BAD && auth != ROUTE_ANYONE) {
+        problem(req, 401, bad);
         return 0;
     }
-    if (req->cred == HR_CRED_BAD) {
-        problem(req, 401, req->cred_err[0] ? req->cred_err : "invalid credentials");
+    switch (auth) {
+    case ROUTE_ANYONE:
+    case ROUTE_OPTIONAL:
+        return 1;
+    case ROUTE_USER:
+        if (req->cred == HR_CRED_OK && req->id.sub)
+            return 1;
+        problem(req, 401, "a Bearer token is required");
         return 0;
-    }
-    if (!auth_is_backend(&req->id)) {
+    case ROUTE_BACKEND:
+        if (req->cred == HR_CRED_NONE) {
+            problem(req, 401, "credentials required: X-API-Key, Authorization: ApiKey or Bearer");
+            return 0;
+        }
+        if (auth_is_backend(&req->id))
+            return 1;
         problem(req, 403, "this route is for backends (API key, or role admin or publisher)");
         return 0;
+    case ROUTE_ADMIN:
+        if (req->cred == HR_CRED_NONE) {
+            problem(req, 401, "credentials required: X-API-Key or an admin's Bearer token");
+            return 0;
+        }
+        if (is_admin(req))
+            return 1;
+        problem(req, 403, "this route is for admins and API keys");
+        return 0;
     }
-    return 1;
+    return 0;
 }
 
 /* Parses the body as a JSON object. Responds 400/422 and returns NULL on
@@ -465,9 +575,9 @@ static const char *valid_channel(hr_http_req *req, json_t *ch, char *err, size_t
         return NULL;
     }
     if (!chan_name_valid(json_string_value(ch), json_string_length(ch),
-                         req->srv->cfg->max_channel_len)) {
+                         req->node->cfg->max_channel_len)) {
         snprintf(err, errlen, "invalid channel name: 1-%zu bytes of [A-Za-z0-9_.:@=,-]",
-                 req->srv->cfg->max_channel_len);
+                 req->node->cfg->max_channel_len);
         return NULL;
     }
     return json_string_value(ch);
@@ -497,8 +607,6 @@ static void publish_done(void *ud, int status, uint64_t offset)
 static void h_publish(hr_http_req *req)
 {
     char err[128];
-    if (!require_backend(req))
-        return;
     json_t *o = body_object(req);
     if (!o)
         return;
@@ -507,12 +615,11 @@ static void h_publish(hr_http_req *req)
     char *text = channel && data ? json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     if (!channel || !data) {
         problem(req, 422, !channel ? err : "missing \"data\"");
-    } else if (!text) {
-        problem(req, 500, "out of memory");
     } else {
         req->refs++;
-        HR_INC(publications, 1);
-        chan_publish(req->srv->layer, channel, text, strlen(text), publish_done, req);
+        HR_INC(&req->loop->stats, publications, 1);
+        chan_publish(req->node->layer, req->loop->index, channel, text, strlen(text), publish_done,
+                     req);
     }
     free(text);
     json_decref(o);
@@ -565,23 +672,16 @@ static void broadcast_one(broadcast *b, size_t i, json_t *ch, const char *text)
                             json_pack("{s:s, s:s}", "code", HR_ERR_BAD_REQUEST, "message", err));
         return;
     }
-    broadcast_item *it = malloc(sizeof(*it));
-    if (!it) {
-        json_object_set_new(
-            entry, "error",
-            json_pack("{s:s, s:s}", "code", HR_ERR_INTERNAL, "message", "out of memory"));
-        return;
-    }
+    broadcast_item *it = hr_malloc(sizeof(*it));
     *it = (broadcast_item){b, i};
     b->pending++;
-    HR_INC(publications, 1);
-    chan_publish(b->req->srv->layer, channel, text, strlen(text), broadcast_done, it);
+    HR_INC(&b->req->loop->stats, publications, 1);
+    chan_publish(b->req->node->layer, b->req->loop->index, channel, text, strlen(text),
+                 broadcast_done, it);
 }
 
 static void h_broadcast(hr_http_req *req)
 {
-    if (!require_backend(req))
-        return;
     json_t *o = body_object(req);
     if (!o)
         return;
@@ -592,10 +692,9 @@ static void h_broadcast(hr_http_req *req)
         problem(req, 422, "\"channels\" must be an array of 1 to 1000 channel names");
     } else if (!data) {
         problem(req, 422, "missing \"data\"");
-    } else if (!text || !(b = calloc(1, sizeof(*b))) || !(b->responses = json_array())) {
-        free(b);
-        problem(req, 500, "out of memory");
     } else {
+        b = hr_calloc(1, sizeof(*b));
+        b->responses = json_array();
         b->req = req;
         req->refs++;
         b->pending = 1; /* held until every channel is started */
@@ -609,28 +708,6 @@ static void h_broadcast(hr_http_req *req)
 }
 
 /*---- Users -----------------------------------------------------------------*/
-
-/* Admin routes: an API key, or a token with role admin. */
-static int require_admin(hr_http_req *req)
-{
-    if (req->cred != HR_CRED_OK) {
-        problem(req, 401,
-                req->cred == HR_CRED_BAD && req->cred_err[0]
-                    ? req->cred_err
-                    : "credentials required: X-API-Key or an admin's Bearer token");
-        return 0;
-    }
-    if (!req->id.backend && !auth_has_role(&req->id, "admin")) {
-        problem(req, 403, "this route is for admins and API keys");
-        return 0;
-    }
-    return 1;
-}
-
-static int is_admin(const hr_http_req *req)
-{
-    return req->cred == HR_CRED_OK && (req->id.backend || auth_has_role(&req->id, "admin"));
-}
 
 /* Maps a store status to an HTTP problem (for non-OK statuses). */
 static void user_problem(hr_http_req *req, auth_status st, const char *message)
@@ -701,11 +778,7 @@ static void h_user_create(hr_http_req *req)
 {
     char *roles[32];
     size_t nroles;
-    if (req->cred == HR_CRED_BAD) {
-        problem(req, 401, req->cred_err);
-        return;
-    }
-    if (!req->srv->cfg->open_registration && !is_admin(req)) {
+    if (!req->node->cfg->open_registration && !is_admin(req)) {
         problem(req, req->cred == HR_CRED_NONE ? 401 : 403,
                 "registration is closed: an admin or API key must create users");
         return;
@@ -727,38 +800,34 @@ static void h_user_create(hr_http_req *req)
         problem(req, 403, "only admins and API keys may set roles");
     } else {
         req->refs++;
-        auth_register(req->srv->users, username, password, roles, nroles, user_created, req);
+        auth_register(req->node->users, &req->loop->auth_to, username, password, roles, nroles,
+                      user_created, req);
     }
     json_decref(o);
 }
 
 static void h_me(hr_http_req *req)
 {
-    if (req->cred != HR_CRED_OK || !req->id.sub) {
-        problem(req, 401, req->cred == HR_CRED_BAD ? req->cred_err : "a Bearer token is required");
-        return;
-    }
     req->refs++;
-    auth_get_user(req->srv->users, req->id.sub, user_found, req);
+    auth_get_user(req->node->users, &req->loop->auth_to, req->id.sub, user_found, req);
 }
 
 static void h_user_get(hr_http_req *req)
 {
-    if (!require_admin(req))
-        return;
     req->refs++;
-    auth_get_user(req->srv->users, req->params[0], user_found, req);
+    auth_get_user(req->node->users, &req->loop->auth_to, req->params[0], user_found, req);
 }
 
 /* Deletion revokes the user's tokens on this node at once and closes the
- * user's sockets with 4003; the store keeps the revocation for restarts. */
+ * user's sockets on every loop with 4003; the store keeps the revocation
+ * for restarts and for the other nodes. */
 static void user_deleted(void *ud, auth_status st, const auth_user *user, const char *message)
 {
     hr_http_req *req = ud;
     (void)user;
     if (st == AUTH_OK) {
-        hr_server_revoke(req->srv, req->params[0], (int64_t)time(NULL));
-        hr_ws_disconnect_user(req->srv, req->params[0], 4003, "user deleted");
+        hr_node_revoke(req->node, req->params[0], (int64_t)time(NULL));
+        hr_node_disconnect_user(req->node, req->params[0], 4003);
         respond(req, 204, "application/json", "", 0);
     } else {
         user_problem(req, st, message);
@@ -768,53 +837,19 @@ static void user_deleted(void *ud, auth_status st, const auth_user *user, const 
 
 static void h_user_delete(hr_http_req *req)
 {
-    if (!require_admin(req))
-        return;
     req->refs++;
-    auth_delete_user(req->srv->users, req->params[0], user_deleted, req);
+    auth_delete_user(req->node->users, &req->loop->auth_to, req->params[0], user_deleted, req);
 }
 
+/* Every loop closes the user's sockets on its own thread. */
 static void h_user_disconnect(hr_http_req *req)
 {
-    if (!require_admin(req))
-        return;
-    size_t n = hr_ws_disconnect_user(req->srv, req->params[0], 4003, "disconnected by the server");
-    hr_info("disconnect", "user %s: %zu connection(s) closed", req->params[0], n);
+    hr_node_disconnect_user(req->node, req->params[0], 4003);
+    hr_info("disconnect", "user %s: disconnecting every connection", req->params[0]);
     respond(req, 204, "application/json", "", 0);
 }
 
 /*---- OAuth2 token endpoint (RFC 6749 §4.3, §6) -----------------------------*/
-
-static int hexval(int c)
-{
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-}
-
-/* Percent-decodes src[0..n) ('+' is a space) into out. -2 on bad escapes,
- * embedded NULs or overflow. */
-static int form_decode(const char *src, size_t n, char *out, size_t outlen)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        int c = (unsigned char)src[i];
-        if (c == '+') {
-            c = ' ';
-        } else if (c == '%') {
-            if (i + 2 >= n || hexval(src[i + 1]) < 0 || hexval(src[i + 2]) < 0)
-                return -2;
-            c = hexval(src[i + 1]) << 4 | hexval(src[i + 2]);
-            i += 2;
-        }
-        if (c == 0 || o + 1 >= outlen)
-            return -2;
-        out[o++] = (char)c;
-    }
-    out[o] = '\0';
-    return (int)o;
-}
 
 int hr_form_value(const char *body, size_t len, const char *key, char *out, size_t outlen)
 {
@@ -825,7 +860,9 @@ int hr_form_value(const char *body, size_t len, const char *key, char *out, size
         const char *pe = amp ? amp : end;
         const char *eq = memchr(p, '=', (size_t)(pe - p));
         if (eq && (size_t)(eq - p) == klen && !memcmp(p, key, klen))
-            return form_decode(eq + 1, (size_t)(pe - eq - 1), out, outlen);
+            return hr_percent_decode(eq + 1, (size_t)(pe - eq - 1), 1, out, outlen) < 0
+                       ? -2
+                       : (int)strlen(out);
         p = pe + 1;
     }
     return -1;
@@ -848,8 +885,8 @@ static void token_response(hr_http_req *req, const auth_user *user, const char *
     id.name = user->username;
     id.roles = user->roles;
     id.nroles = user->nroles;
-    long ttl = req->srv->cfg->token_ttl;
-    char *access = auth_jwt_issue(&req->srv->jwt, &id, time(NULL), ttl);
+    long ttl = req->node->cfg->token_ttl;
+    char *access = auth_jwt_issue(&req->node->jwt, &id, time(NULL), ttl);
     if (!access) {
         oauth_error(req, 500, "server_error",
                     "cannot sign tokens (RS256/ES256 need HERALD_JWT_PRIVATE_KEY)");
@@ -863,19 +900,24 @@ static void token_response(hr_http_req *req, const auth_user *user, const char *
     json_decref(o);
 }
 
+/* The attempt was counted when it was admitted (login_allowed). A success
+ * resets the username and gives the address its attempt back, so both
+ * count failures only; an attempt that checked no password (the store was
+ * unavailable) is given back on both. */
 static void login_done(void *ud, auth_status st, const auth_user *user, const char *refresh,
                        const char *message)
 {
     hr_http_req *req = ud;
     int64_t now = time(NULL);
     if (st == AUTH_OK) {
-        auth_throttle_reset(req->srv->logins, req->login_key);
+        auth_throttle_reset(req->node->logins, req->login_key);
+        auth_throttle_release(req->node->login_addrs, req->peer, now);
         token_response(req, user, refresh);
     } else if (st == AUTH_BAD_CREDENTIALS || st == AUTH_NOT_FOUND) {
-        auth_throttle_fail(req->srv->logins, req->login_key, now);
-        auth_throttle_fail(req->srv->login_addrs, req->peer, now);
         oauth_error(req, 400, "invalid_grant", "invalid username or password");
     } else {
+        auth_throttle_release(req->node->logins, req->login_key, now);
+        auth_throttle_release(req->node->login_addrs, req->peer, now);
         oauth_error(req, 503, "temporarily_unavailable",
                     message ? message : "the user store is unavailable");
     }
@@ -897,19 +939,21 @@ static void refresh_done(void *ud, auth_status st, const auth_user *user, const 
 }
 
 /* Returns 1 when the login may proceed; else answers 429 + Retry-After.
- * The username budget is keyed like the stores key accounts
- * (auth_username_key), so "Bob" and "bob" share one budget as they share
- * one account. */
+ * The attempt is counted here, when it is admitted, not when Argon2 has
+ * finished: otherwise concurrent guesses would all be checked before the
+ * first one counted. The address is admitted first, so a locked address
+ * does not spend the username's budget. The username budget is keyed like
+ * the stores key accounts (auth_username_key), so "Bob" and "bob" share one
+ * budget as they share one account; the throttles are shared by every loop. */
 static int login_allowed(hr_http_req *req, const char *username)
 {
     int64_t now = time(NULL);
     char *key = auth_username_key(username);
     snprintf(req->login_key, sizeof(req->login_key), "%.64s", key ? key : username);
     free(key);
-    int wait = auth_throttle_check(req->srv->logins, req->login_key, now);
-    int await = auth_throttle_check(req->srv->login_addrs, req->peer, now);
-    if (wait < await)
-        wait = await;
+    int wait = auth_throttle_admit(req->node->login_addrs, req->peer, now);
+    if (!wait && (wait = auth_throttle_admit(req->node->logins, req->login_key, now)))
+        auth_throttle_release(req->node->login_addrs, req->peer, now);
     if (!wait)
         return 1;
     req->retry_after = wait;
@@ -953,14 +997,16 @@ static void h_token(hr_http_req *req)
             oauth_error(req, 400, "invalid_request", "username and password are required");
         else if (login_allowed(req, user)) {
             req->refs++;
-            auth_login(req->srv->users, user, pass, req->srv->cfg->refresh_ttl, login_done, req);
+            auth_login(req->node->users, &req->loop->auth_to, user, pass,
+                       req->node->cfg->refresh_ttl, login_done, req);
         }
     } else if (!strcmp(grant, "refresh_token")) {
         if (token_param(req, json, "refresh_token", refresh, sizeof(refresh)) <= 0) {
             oauth_error(req, 400, "invalid_request", "refresh_token is required");
         } else {
             req->refs++;
-            auth_refresh(req->srv->users, refresh, req->srv->cfg->refresh_ttl, refresh_done, req);
+            auth_refresh(req->node->users, &req->loop->auth_to, refresh,
+                         req->node->cfg->refresh_ttl, refresh_done, req);
         }
     } else {
         oauth_error(req, 400, "unsupported_grant_type", "use password or refresh_token");

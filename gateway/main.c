@@ -5,7 +5,7 @@
  */
 #include "config.h"
 #include "log.h"
-#include "server.h"
+#include "node.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,16 +73,6 @@ static int parse_cmd_args(int *argc, char **argv, token_args *ta, int is_token)
     return 0;
 }
 
-static const auth_store_ops *store_ops(const hr_config *cfg)
-{
-    return cfg->redis_url ? &auth_store_redis_ops : &auth_store_sqlite_ops;
-}
-
-static const char *store_target(const hr_config *cfg)
-{
-    return cfg->redis_url ? cfg->redis_url : cfg->db_path;
-}
-
 /* Without HERALD_JWT_SECRET or a public key, the secret generated once and
  * kept in the store is used (SPEC §1). */
 static int ensure_jwt_secret(hr_config *cfg)
@@ -91,9 +81,9 @@ static int ensure_jwt_secret(hr_config *cfg)
     int created = 0;
     if (cfg->jwt_secret || cfg->jwt_public_key)
         return 0;
-    const auth_store_ops *ops = store_ops(cfg);
-    if (auth_secret_load_or_create(ops, store_target(cfg), cfg->redis_prefix, &cfg->jwt_secret,
-                                   &created, err, sizeof(err)) < 0) {
+    const auth_store_ops *ops = hr_config_store(cfg);
+    if (auth_secret_load_or_create(ops, hr_config_store_target(cfg), cfg->redis_prefix,
+                                   &cfg->jwt_secret, &created, err, sizeof(err)) < 0) {
         hr_error("config", "%s", err);
         return -1;
     }
@@ -131,21 +121,24 @@ static int cmd_token(hr_config *cfg, const token_args *ta)
 
 /*---- herald user add ------------------------------------------------------*/
 
+/* The CLI has no event loop: the worker hands the finished job over
+ * through a semaphore and the main thread finishes it. */
 typedef struct user_add {
-    sem_t done; /* posted by workers (wake) */
-    int finished;
+    sem_t done;
+    auth_job *job; /* set by the worker before it posts */
     int rc;
 } user_add;
 
-static void user_add_wake(void *ud)
+static void user_add_post(void *ud, auth_job *j)
 {
-    sem_post(&((user_add *)ud)->done);
+    user_add *ua = ud;
+    ua->job = j;
+    sem_post(&ua->done);
 }
 
 static void user_added(void *ud, auth_status st, const auth_user *u, const char *message)
 {
     user_add *ua = ud;
-    ua->finished = 1;
     if (st == AUTH_OK) {
         json_t *o = auth_user_json(u);
         char *s = json_dumps(o, JSON_COMPACT);
@@ -189,15 +182,16 @@ static int cmd_user_add(hr_config *cfg, const char *name, const token_args *ta)
         return 2;
     }
     sem_init(&ua.done, 0, 0);
-    auth_service_config sc = {
-        store_ops(cfg), store_target(cfg), cfg->redis_prefix, 1, user_add_wake, &ua};
+    auth_service_config sc = {hr_config_store(cfg), hr_config_store_target(cfg), cfg->redis_prefix,
+                              1};
+    auth_reply_to to = {user_add_post, &ua};
     auth_service *svc = auth_service_new(&sc, err, sizeof(err));
     if (svc) {
-        auth_register(svc, name, password, (char *const *)ta->roles, ta->nroles, user_added, &ua);
-        while (!ua.finished) {
-            sem_wait(&ua.done);
-            auth_service_drain(svc);
-        }
+        auth_register(svc, &to, name, password, (char *const *)ta->roles, ta->nroles, user_added,
+                      &ua);
+        while (sem_wait(&ua.done) < 0)
+            ; /* EINTR */
+        auth_job_finish(ua.job);
         auth_service_free(svc);
     } else {
         fprintf(stderr, "herald user add: %s\n", err);
@@ -207,13 +201,19 @@ static int cmd_user_add(hr_config *cfg, const char *name, const token_args *ta)
     return ua.rc;
 }
 
+/* auth/ has no logger of its own: its warnings join the gateway's log. */
+static void auth_warning(const char *event, const char *message)
+{
+    hr_warn(event, "%s", message);
+}
+
 static int cmd_serve(hr_config *cfg)
 {
-    hr_server srv;
+    hr_node node;
     int rc = 1;
-    if (hr_server_init(&srv, cfg) == 0)
-        rc = hr_server_run(&srv);
-    hr_server_destroy(&srv);
+    if (hr_node_init(&node, cfg) == 0)
+        rc = hr_node_run(&node);
+    hr_node_destroy(&node);
     return rc;
 }
 
@@ -229,6 +229,7 @@ int main(int argc, char **argv)
 {
     hr_config cfg;
     token_args ta = {0};
+    hr_alloc_init();
     char err[512];
     const char *cmd = "serve";
     int rc = 1;
@@ -267,6 +268,7 @@ int main(int argc, char **argv)
         return 2;
     }
     hr_log_init(cfg.log_format, cfg.log_level, cfg.node_id);
+    auth_set_warn(auth_warning);
     if (user_name)
         rc = cmd_user_add(&cfg, user_name, &ta);
     else if (ensure_jwt_secret(&cfg) == 0)

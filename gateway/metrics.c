@@ -1,22 +1,34 @@
 /* metrics.c - Prometheus text exposition (see metrics.h). */
 #include "metrics.h"
 
-#include <inttypes.h>
-
-hr_metrics hr_stats;
+#include <stddef.h>
 
 /* One HELP/TYPE header and one sample per metric, all labelled with the node
  * so several gateways can be scraped into one series set. */
-static int metric(hr_buf *b, const char *name, const char *type, const char *help, const char *node,
-                  unsigned long long v)
+static void metric(hr_buf *b, const char *name, const char *type, const char *help,
+                   const char *node, unsigned long long v)
 {
-    return hr_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s{node=\"%s\"} %llu\n", name, help, name,
-                         type, name, node, v);
+    hr_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s{node=\"%s\"} %llu\n", name, help, name, type,
+                  name, node, v);
 }
 
-int hr_metrics_render(hr_buf *b, const chan_stats *cs, const char *node)
+/* Sums one field (at byte offset off) over every loop's counters. */
+static unsigned long long sum(hr_counters *const *c, size_t n, size_t off)
 {
-    long long conns = atomic_load(&hr_stats.connections);
+    unsigned long long v = 0;
+    for (size_t i = 0; i < n; i++)
+        v += atomic_load_explicit((atomic_ullong *)((char *)c[i] + off), memory_order_relaxed);
+    return v;
+}
+
+#define SUM(field) sum(c, n, offsetof(hr_counters, field))
+
+void hr_metrics_render(hr_buf *b, hr_counters *const *c, size_t n, const chan_stats *cs,
+                       const char *node)
+{
+    long long conns = 0;
+    for (size_t i = 0; i < n; i++)
+        conns += atomic_load_explicit(&c[i]->connections, memory_order_relaxed);
     struct {
         const char *name, *type, *help;
         unsigned long long v;
@@ -24,35 +36,43 @@ int hr_metrics_render(hr_buf *b, const chan_stats *cs, const char *node)
         {"herald_connections", "gauge", "Open WebSocket connections.",
          (unsigned long long)(conns < 0 ? 0 : conns)},
         {"herald_connections_total", "counter", "WebSocket connections accepted.",
-         atomic_load(&hr_stats.connections_total)},
+         SUM(connections_total)},
         {"herald_subscriptions", "gauge", "Channel subscriptions held by local connections.",
          cs->subscriptions},
         {"herald_channels", "gauge", "Channels with at least one local subscriber.", cs->channels},
         {"herald_messages_received_total", "counter", "WebSocket messages received from clients.",
-         atomic_load(&hr_stats.messages_in)},
+         SUM(messages_in)},
         {"herald_messages_sent_total", "counter", "WebSocket messages sent to clients.",
-         atomic_load(&hr_stats.messages_out)},
+         SUM(messages_out)},
+        {"herald_socket_writes_total", "counter",
+         "Socket writes to WebSocket clients (one per burst of queued frames).", SUM(writes)},
         {"herald_bytes_received_total", "counter", "WebSocket payload bytes received.",
-         atomic_load(&hr_stats.bytes_in)},
-        {"herald_bytes_sent_total", "counter", "WebSocket bytes sent (frames).",
-         atomic_load(&hr_stats.bytes_out)},
+         SUM(bytes_in)},
+        {"herald_bytes_sent_total", "counter", "WebSocket bytes sent (frames).", SUM(bytes_out)},
         {"herald_publications_total", "counter", "Publications accepted (WebSocket and REST).",
-         atomic_load(&hr_stats.publications)},
+         SUM(publications)},
         {"herald_deliveries_total", "counter", "Publications handed to local subscribers.",
          cs->deliveries},
         {"herald_slow_consumer_closes_total", "counter",
          "Connections closed with 4008 because their outbound queue overflowed.",
-         atomic_load(&hr_stats.slow_consumer_closes)},
+         SUM(slow_consumer_closes)},
         {"herald_rate_limit_closes_total", "counter",
-         "Connections closed with 4029 for exceeding the inbound rate.",
-         atomic_load(&hr_stats.rate_limit_closes)},
+         "Connections closed with 4029 for exceeding the inbound rate.", SUM(rate_limit_closes)},
         {"herald_auth_failures_total", "counter", "Refused tokens and API keys.",
-         atomic_load(&hr_stats.auth_failures)},
-        {"herald_http_requests_total", "counter", "HTTP requests served.",
-         atomic_load(&hr_stats.http_requests)},
+         SUM(auth_failures)},
+        {"herald_http_requests_total", "counter", "HTTP requests served.", SUM(http_requests)},
+        {"herald_inbox_wakeups_total", "counter",
+         "Times a loop thread woke up to drain its inbox (cross-thread work).", SUM(inbox_wakeups)},
+        {"herald_loop_threads", "gauge", "Event-loop threads in this process.", n},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
-        if (metric(b, rows[i].name, rows[i].type, rows[i].help, node, rows[i].v) < 0)
-            return -1;
-    return 0;
+        metric(b, rows[i].name, rows[i].type, rows[i].help, node, rows[i].v);
+    /* how the kernel (SO_REUSEPORT) spread connections over the loops */
+    hr_buf_printf(b, "# HELP herald_loop_connections Open WebSocket connections per loop thread.\n"
+                     "# TYPE herald_loop_connections gauge\n");
+    for (size_t i = 0; i < n; i++) {
+        long long v = atomic_load_explicit(&c[i]->connections, memory_order_relaxed);
+        hr_buf_printf(b, "herald_loop_connections{node=\"%s\",loop=\"%zu\"} %lld\n", node, i,
+                      v < 0 ? 0 : v);
+    }
 }

@@ -1,9 +1,12 @@
 /*
- * metrics.h - process-wide counters rendered in Prometheus text format.
+ * metrics.h - counters rendered in Prometheus text format.
  *
- * Counters are atomics so future loop threads can bump them without locks;
- * gauges that the channel layer already knows (channels, subscriptions) are
- * read from chan_stats at scrape time rather than tracked twice.
+ * Each loop thread has its own hr_counters and is the only writer of it, so
+ * counting never contends between threads; /metrics sums every loop's
+ * counters at scrape time (relaxed atomic loads: a scrape is a snapshot, not
+ * a transaction). Gauges the channel layer already knows (channels,
+ * subscriptions, deliveries) come from chan_stats rather than being tracked
+ * twice.
  */
 #ifndef HR_METRICS_H
 #define HR_METRICS_H
@@ -14,11 +17,12 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-typedef struct hr_metrics {
+typedef struct hr_counters {
     atomic_llong connections;        /* gauge: open WebSocket connections */
     atomic_ullong connections_total; /* accepted WebSocket connections */
     atomic_ullong messages_in;       /* client frames received */
     atomic_ullong messages_out;      /* frames written to clients */
+    atomic_ullong writes;            /* socket writes (one per burst of frames) */
     atomic_ullong bytes_in;
     atomic_ullong bytes_out;
     atomic_ullong slow_consumer_closes;
@@ -26,14 +30,17 @@ typedef struct hr_metrics {
     atomic_ullong auth_failures;
     atomic_ullong http_requests;
     atomic_ullong publications; /* accepted publish requests (WS + REST) */
-} hr_metrics;
+    atomic_ullong inbox_wakeups;
+    char _pad[64]; /* keeps two loops' counters off one cache line */
+} hr_counters;
 
-extern hr_metrics hr_stats;
+/* Bumps a counter of one loop's hr_counters (by its owning thread). */
+#define HR_INC(counters, field, n)                                                                 \
+    atomic_fetch_add_explicit(&(counters)->field, (n), memory_order_relaxed)
 
-#define HR_INC(field, n) atomic_fetch_add_explicit(&hr_stats.field, (n), memory_order_relaxed)
-
-/* Appends the Prometheus exposition text for every metric to out. Returns 0
- * or -1 on allocation failure. */
-int hr_metrics_render(hr_buf *out, const chan_stats *cs, const char *node);
+/* Appends the Prometheus exposition text for every metric to out, summing
+ * the n counter sets. */
+void hr_metrics_render(hr_buf *out, hr_counters *const *counters, size_t n, const chan_stats *cs,
+                       const char *node);
 
 #endif

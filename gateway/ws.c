@@ -6,18 +6,24 @@
  * Queue discipline. Everything a connection is sent - replies, pushes,
  * publications - goes through conn_enqueue() as a reference to a pre-framed
  * chan_msg, so a publication fanned out to N sockets is N pointer pushes,
- * not N copies. Bytes leave only in SERVER_WRITEABLE. When the queued bytes
- * would exceed the configured bound, the queue is dropped at once (memory is
- * bounded no matter how slow the peer is) and the connection closes 4008.
+ * not N copies. Bytes leave only in SERVER_WRITEABLE, where everything
+ * queued leaves in one write (coalesced in the loop's scratch buffer). When
+ * the queued bytes would exceed the configured bound, the queue is dropped
+ * at once (memory stays bounded however slow the peer) and the connection
+ * closes 4008.
  *
  * Closing is always deferred: code that decides a connection must close
  * records the code and asks for a writeable callback, which sends the close
  * frame. Nothing frees a connection in the middle of fan-out.
+ *
+ * Memory. An idle connection costs lws' own state, this struct and its
+ * identity; the subscription map and the queue ring are allocated on first
+ * use, and the client id is formatted when needed rather than stored.
  */
+#include "ws.h"
+#include "http.h"
 #include "log.h"
-#include "metrics.h"
 #include "proto.h"
-#include "server.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -27,34 +33,42 @@
 #include <time.h>
 
 struct hr_conn {
-    hr_server *srv;
-    struct lws *wsi; /* NULL once closed; the struct lives on while refs > 0 */
-    int refs;        /* 1 for the socket + 1 per pending asynchronous operation */
-    hr_conn *prev, *next;
+    hr_loop *loop;
+    struct lws *wsi;    /* NULL once closed; the struct lives on while refs > 0 */
+    lws_dll2_t in_loop; /* loop->conns */
+    lws_dll2_t in_user; /* the user's hr_user_conns on this loop */
+    int refs;           /* 1 for the socket + 1 per pending asynchronous operation */
 
-    int authed;
+    unsigned authed : 1;
+    unsigned close_flush : 1; /* send what is queued before the close frame */
+    int close_code;           /* != 0: closing with this code */
+    const char *close_reason; /* static storage */
+    uint64_t client_n;        /* client id "<node>.<client_n>" */
     auth_identity id;
-    char client[128];
-    hr_map *subs; /* channel name -> chan_sub* */
+    hr_map *subs; /* channel name -> chan_sub*; NULL until the first subscribe */
 
-    /* outbound queue: a ring of message references */
+    /* outbound queue: a ring of message references, allocated on first use */
     chan_msg **q;
-    size_t qhead, qlen, qcap, qbytes;
+    uint32_t qhead, qlen, qcap;
+    size_t qbytes;
 
-    hr_buf rx;     /* reassembly of a fragmented inbound message */
+    hr_buf rx;     /* reassembly of a message that arrived in pieces */
     double tokens; /* inbound rate limiter (token bucket) */
     uint64_t tokens_ms;
-
-    int close_code;  /* != 0: closing with this code */
-    int close_flush; /* send what is queued before the close frame */
-    char close_reason[64];
 };
+
+/* The connections of one user on one loop: how a disconnect finds them
+ * without walking every connection. */
+typedef struct hr_user_conns {
+    lws_dll2_owner_t conns;
+} hr_user_conns;
 
 /* Seconds a closing connection may wait for its peer to accept the close
  * frame before lws drops the socket. */
 #define HR_CLOSE_BACKSTOP_S 5
-/* Frames written per writeable callback before yielding to other sockets. */
-#define HR_WRITE_BATCH 64
+/* The expiry timer never sleeps longer than this; it re-arms on waking.
+ * This keeps the arithmetic in range for any `exp` a token may carry. */
+#define HR_TIMER_MAX_S 3600
 
 static void conn_unref(hr_conn *c)
 {
@@ -62,42 +76,52 @@ static void conn_unref(hr_conn *c)
         free(c);
 }
 
+static const hr_config *conn_cfg(const hr_conn *c)
+{
+    return c->loop->node->cfg;
+}
+
 /*---- Outbound queue --------------------------------------------------------*/
+
+static chan_msg *queue_pop(hr_conn *c)
+{
+    chan_msg *m = c->q[c->qhead];
+    size_t flen;
+    chan_msg_frame(m, &flen);
+    c->qhead = (c->qhead + 1) % c->qcap;
+    c->qlen--;
+    c->qbytes -= flen;
+    return m;
+}
 
 static void queue_drop(hr_conn *c)
 {
-    while (c->qlen) {
-        chan_msg_unref(c->q[c->qhead]);
-        c->qhead = (c->qhead + 1) % c->qcap;
-        c->qlen--;
-    }
-    c->qbytes = 0;
+    while (c->qlen)
+        chan_msg_unref(queue_pop(c));
 }
 
-static int queue_grow(hr_conn *c)
+static void queue_grow(hr_conn *c)
 {
-    size_t ncap = c->qcap ? c->qcap * 2 : 16;
-    chan_msg **nq = malloc(ncap * sizeof(*nq));
-    if (!nq)
-        return -1;
-    for (size_t i = 0; i < c->qlen; i++)
+    uint32_t ncap = c->qcap ? c->qcap * 2 : 8;
+    chan_msg **nq = hr_malloc(ncap * sizeof(*nq));
+    for (uint32_t i = 0; i < c->qlen; i++)
         nq[i] = c->q[(c->qhead + i) % c->qcap];
     free(c->q);
     c->q = nq;
     c->qcap = ncap;
     c->qhead = 0;
-    return 0;
 }
 
 /* Records that the connection must close with code and asks for the
- * writeable callback that sends the close frame. The first code wins. */
+ * writeable callback that sends the close frame. The first code wins.
+ * reason must be static storage. */
 static void conn_close(hr_conn *c, int code, const char *reason, int flush)
 {
     if (!c->wsi || c->close_code)
         return;
     c->close_code = code;
     c->close_flush = flush;
-    snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason);
+    c->close_reason = reason;
     if (!flush)
         queue_drop(c);
     lws_callback_on_writable(c->wsi);
@@ -107,9 +131,11 @@ static void conn_close(hr_conn *c, int code, const char *reason, int flush)
 
 static void slow_consumer(hr_conn *c)
 {
-    HR_INC(slow_consumer_closes, 1);
+    char client[160];
+    HR_INC(&c->loop->stats, slow_consumer_closes, 1);
+    hr_node_client_id(c->loop->node, c->client_n, client, sizeof(client));
     hr_warn("slow_consumer", "client %s: outbound queue over %zu bytes, closing 4008",
-            c->authed ? c->client : "(unauthenticated)", c->srv->cfg->out_queue_bytes);
+            c->authed ? client : "(unauthenticated)", conn_cfg(c)->out_queue_bytes);
     conn_close(c, 4008, "slow consumer", 0);
 }
 
@@ -120,14 +146,12 @@ static void conn_enqueue(hr_conn *c, chan_msg *m)
     if (!c->wsi || c->close_code)
         return;
     chan_msg_frame(m, &flen);
-    if (c->qbytes + flen > c->srv->cfg->out_queue_bytes) {
+    if (c->qbytes + flen > conn_cfg(c)->out_queue_bytes) {
         slow_consumer(c);
         return;
     }
-    if (c->qlen == c->qcap && queue_grow(c) < 0) {
-        conn_close(c, 1011, "out of memory", 0);
-        return;
-    }
+    if (c->qlen == c->qcap)
+        queue_grow(c);
     c->q[(c->qhead + c->qlen) % c->qcap] = chan_msg_ref(m);
     c->qlen++;
     c->qbytes += flen;
@@ -143,16 +167,8 @@ void hr_ws_deliver(void *owner, chan_msg *m)
 /* Queues JSON text we own (freed here). */
 static void conn_send_text(hr_conn *c, char *json, size_t len)
 {
-    if (!json) {
-        conn_close(c, 1011, "out of memory", 0);
-        return;
-    }
     chan_msg *m = chan_msg_new(json, len);
     free(json);
-    if (!m) {
-        conn_close(c, 1011, "out of memory", 0);
-        return;
-    }
     conn_enqueue(c, m);
     chan_msg_unref(m);
 }
@@ -174,41 +190,77 @@ static void reply_error(hr_conn *c, int64_t id, const char *code, const char *ms
 /*---- Authentication --------------------------------------------------------*/
 
 /* Arms the single per-connection timer: the connect deadline before
- * authentication, the token's expiry after it. */
+ * authentication, the token's expiry after it. The delay is computed in
+ * seconds and capped before it becomes microseconds, so no `exp` a signed
+ * token carries can overflow it (an overflow once fired the timer in a
+ * tight loop). */
 static void conn_arm_timer(hr_conn *c)
 {
-    lws_usec_t us;
+    int64_t s;
     if (!c->authed) {
-        us = (lws_usec_t)c->srv->cfg->connect_timeout * LWS_US_PER_SEC;
+        s = conn_cfg(c)->connect_timeout;
     } else if (c->id.exp > 0) {
-        int64_t left = c->id.exp - (int64_t)time(NULL);
-        us = left > 0 ? (lws_usec_t)left * LWS_US_PER_SEC : 1;
+        int64_t now = (int64_t)time(NULL);
+        s = c->id.exp > now ? c->id.exp - now : 0;
     } else {
         lws_set_timer_usecs(c->wsi, LWS_SET_TIMER_USEC_CANCEL);
         return;
     }
-    lws_set_timer_usecs(c->wsi, us);
+    if (s > HR_TIMER_MAX_S)
+        s = HR_TIMER_MAX_S;
+    lws_set_timer_usecs(c->wsi, s > 0 ? (lws_usec_t)s * LWS_US_PER_SEC : 1);
+}
+
+static void user_index_add(hr_conn *c)
+{
+    hr_map *idx = c->loop->by_user;
+    size_t len = strlen(c->id.sub);
+    hr_user_conns *u = hr_map_get(idx, c->id.sub, len);
+    if (!u) {
+        u = hr_calloc(1, sizeof(*u));
+        hr_map_put(idx, c->id.sub, len, u);
+    }
+    lws_dll2_add_tail(&c->in_user, &u->conns);
+}
+
+static void user_index_remove(hr_conn *c)
+{
+    if (!c->authed || !c->id.sub)
+        return;
+    hr_map *idx = c->loop->by_user;
+    size_t len = strlen(c->id.sub);
+    hr_user_conns *u = hr_map_get(idx, c->id.sub, len);
+    lws_dll2_remove(&c->in_user);
+    if (u && u->conns.count == 0) {
+        hr_map_del(idx, c->id.sub, len);
+        free(u);
+    }
 }
 
 /* Takes ownership of *id's contents (id is left cleared) and sends the
  * `connected` push, which must be the first thing the client receives. */
 static void conn_authenticate(hr_conn *c, auth_identity *id)
 {
+    char client[160];
     size_t len = 0;
     c->id = *id;
     memset(id, 0, sizeof(*id));
     c->authed = 1;
-    snprintf(c->client, sizeof(c->client), "%s.%llu", c->srv->cfg->node_id,
-             (unsigned long long)++c->srv->next_client);
-    char *s = hr_proto_connected(c->client, c->id.sub, c->id.exp, &len);
+    c->client_n = atomic_fetch_add(&c->loop->node->next_client, 1) + 1;
+    if (c->id.sub)
+        user_index_add(c);
+    hr_node_client_id(c->loop->node, c->client_n, client, sizeof(client));
+    char *s = hr_proto_connected(client, c->id.sub, c->id.exp, &len);
     conn_send_text(c, s, len);
     conn_arm_timer(c);
-    hr_debug("connected", "client %s user %s", c->client, c->id.sub ? c->id.sub : "");
+    hr_debug("connected", "client %s user %s", client, c->id.sub ? c->id.sub : "");
 }
 
 static json_t *connect_result(hr_conn *c)
 {
-    return json_pack("{s:s, s:s, s:o}", "client", c->client, "user", c->id.sub ? c->id.sub : "",
+    char client[160];
+    hr_node_client_id(c->loop->node, c->client_n, client, sizeof(client));
+    return json_pack("{s:s, s:s, s:o}", "client", client, "user", c->id.sub ? c->id.sub : "",
                      "expires_at", c->id.exp > 0 ? json_integer(c->id.exp) : json_null());
 }
 
@@ -224,12 +276,12 @@ static void op_connect(hr_conn *c, const hr_cmd *cmd)
         return;
     }
     if (cmd->token) {
-        if (hr_server_verify_jwt(c->srv, cmd->token, &id, err, sizeof(err)) != HR_CRED_OK) {
+        if (hr_node_verify_jwt(c->loop, cmd->token, &id, err, sizeof(err)) != HR_CRED_OK) {
             reply_error(c, cmd->id, HR_ERR_UNAUTHORIZED, err[0] ? err : "invalid token");
             conn_close(c, 4001, "unauthorized", 1);
             return;
         }
-    } else if (c->srv->cfg->allow_anonymous) {
+    } else if (conn_cfg(c)->allow_anonymous) {
         id.anonymous = 1;
     } else {
         reply_error(c, cmd->id, HR_ERR_UNAUTHORIZED, "a token is required");
@@ -244,37 +296,33 @@ static void op_connect(hr_conn *c, const hr_cmd *cmd)
 
 static void op_subscribe(hr_conn *c, const hr_cmd *cmd)
 {
-    const hr_config *cfg = c->srv->cfg;
+    const hr_config *cfg = conn_cfg(c);
     size_t clen = strlen(cmd->channel);
-    json_t *r;
 
-    if (!hr_map_get(c->subs, cmd->channel, clen)) {
+    if (!c->subs || !hr_map_get(c->subs, cmd->channel, clen)) {
         if (!auth_can_subscribe(hr_config_namespace(cfg, cmd->channel), &c->id, cmd->channel)) {
             reply_error(c, cmd->id, HR_ERR_FORBIDDEN, "not allowed to subscribe to this channel");
             return;
         }
+        if (!c->subs)
+            c->subs = hr_map_new(NULL);
         if (hr_map_count(c->subs) >= (size_t)cfg->max_subscriptions) {
             reply_error(c, cmd->id, HR_ERR_TOO_LARGE, "too many subscriptions on this connection");
             return;
         }
-        chan_sub *s = chan_subscribe(c->srv->layer, cmd->channel, c);
-        if (!s || hr_map_put(c->subs, cmd->channel, clen, s) < 0) {
-            if (s)
-                chan_unsubscribe(c->srv->layer, s);
-            reply_error(c, cmd->id, HR_ERR_INTERNAL, "out of memory");
-            return;
-        }
+        chan_sub *s = chan_subscribe(c->loop->node->layer, c->loop->index, cmd->channel, c);
+        hr_map_put(c->subs, cmd->channel, clen, s);
     }
-    r = json_pack("{s:s}", "channel", cmd->channel);
+    json_t *r = json_pack("{s:s}", "channel", cmd->channel);
     reply_result(c, cmd->id, r);
     json_decref(r);
 }
 
 static void op_unsubscribe(hr_conn *c, const hr_cmd *cmd)
 {
-    chan_sub *s = hr_map_del(c->subs, cmd->channel, strlen(cmd->channel));
+    chan_sub *s = c->subs ? hr_map_del(c->subs, cmd->channel, strlen(cmd->channel)) : NULL;
     if (s)
-        chan_unsubscribe(c->srv->layer, s);
+        chan_unsubscribe(c->loop->node->layer, c->loop->index, s);
     reply_result(c, cmd->id, NULL);
 }
 
@@ -304,25 +352,20 @@ static void publish_done(void *ud, int status, uint64_t offset)
 
 static void op_publish(hr_conn *c, const hr_cmd *cmd)
 {
-    int subscribed = hr_map_get(c->subs, cmd->channel, strlen(cmd->channel)) != NULL;
-    const auth_namespace *ns = hr_config_namespace(c->srv->cfg, cmd->channel);
+    int subscribed = c->subs && hr_map_get(c->subs, cmd->channel, strlen(cmd->channel));
+    const auth_namespace *ns = hr_config_namespace(conn_cfg(c), cmd->channel);
 
     if (!auth_can_publish(ns, &c->id, cmd->channel, subscribed)) {
         reply_error(c, cmd->id, HR_ERR_FORBIDDEN, "not allowed to publish to this channel");
         return;
     }
     char *data = json_dumps(cmd->data, JSON_COMPACT | JSON_ENCODE_ANY);
-    publish_ctx *p = malloc(sizeof(*p));
-    if (!data || !p) {
-        free(data);
-        free(p);
-        reply_error(c, cmd->id, HR_ERR_INTERNAL, "out of memory");
-        return;
-    }
+    publish_ctx *p = hr_malloc(sizeof(*p));
     *p = (publish_ctx){c, cmd->id};
     c->refs++;
-    HR_INC(publications, 1);
-    chan_publish(c->srv->layer, cmd->channel, data, strlen(data), publish_done, p);
+    HR_INC(&c->loop->stats, publications, 1);
+    chan_publish(c->loop->node->layer, c->loop->index, cmd->channel, data, strlen(data),
+                 publish_done, p);
     free(data);
 }
 
@@ -335,7 +378,7 @@ static void op_refresh(hr_conn *c, const hr_cmd *cmd)
         reply_error(c, cmd->id, HR_ERR_BAD_REQUEST, "anonymous connections have no token");
         return;
     }
-    if (hr_server_verify_jwt(c->srv, cmd->token, &id, err, sizeof(err)) != HR_CRED_OK) {
+    if (hr_node_verify_jwt(c->loop, cmd->token, &id, err, sizeof(err)) != HR_CRED_OK) {
         reply_error(c, cmd->id, HR_ERR_UNAUTHORIZED, err[0] ? err : "invalid token");
         return;
     }
@@ -344,6 +387,7 @@ static void op_refresh(hr_conn *c, const hr_cmd *cmd)
         reply_error(c, cmd->id, HR_ERR_FORBIDDEN, "the token is for another user");
         return;
     }
+    /* same sub, so the user index entry (keyed by sub) stays valid */
     auth_identity_clear(&c->id);
     c->id = id;
     conn_arm_timer(c);
@@ -397,19 +441,27 @@ static void handle_message(hr_conn *c, const char *buf, size_t len)
 {
     hr_cmd cmd;
     hr_proto_error perr;
-    if (hr_proto_parse(buf, len, c->srv->cfg->max_channel_len, &cmd, &perr) < 0)
+    if (hr_proto_parse(buf, len, conn_cfg(c)->max_channel_len, &cmd, &perr) < 0)
         reply_error(c, cmd.id, perr.code, perr.message);
     else
         dispatch(c, &cmd);
     hr_cmd_clear(&cmd);
 }
 
-/*---- libwebsockets events --------------------------------------------------*/
+/*---- The upgrade -----------------------------------------------------------*/
 
-/* Closes from inside an lws callback with a close frame carrying code. */
-static int close_now(struct lws *wsi, int code, const char *reason)
+int hr_ws_close_now(struct lws *wsi, int code, const char *reason)
 {
-    lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)reason, strlen(reason));
+    unsigned char buf[LWS_PRE + 2 + 125], *p = buf + LWS_PRE;
+    size_t n = strlen(reason);
+    if (n > 123)
+        n = 123; /* control frames carry at most 125 bytes */
+    p[0] = 0x88; /* FIN | close */
+    p[1] = (unsigned char)(n + 2);
+    p[2] = (unsigned char)(code >> 8);
+    p[3] = (unsigned char)code;
+    memcpy(p + 4, reason, n);
+    lws_write(wsi, p, n + 4, LWS_WRITE_RAW);
     return -1;
 }
 
@@ -426,88 +478,82 @@ static int origin_allowed(const hr_config *cfg, struct lws *wsi)
     return 0;
 }
 
-/* Upgrade requests are checked twice: in HTTP_CONFIRM_UPGRADE, the only
- * place lws lets us answer with our own status (401, 403, 404, 503), and
- * again in FILTER_PROTOCOL_CONNECTION, the first place where the session
- * struct exists to keep the identity in. Verifying a JWT twice costs
- * microseconds and keeps no state between the two callbacks. */
-int hr_ws_filter(hr_server *srv, struct lws *wsi, hr_pss *pss, const char *upgrade)
+/* HTTP_CONFIRM_UPGRADE is the only place lws lets us answer an upgrade with
+ * our own status (401, 403, 404, 503), and the session struct does not
+ * exist yet, so the verified identity rides on the wsi's opaque pointer
+ * until ESTABLISHED (or is freed in WSI_DESTROY). One verification per
+ * handshake. */
+int hr_ws_confirm_upgrade(hr_loop *loop, struct lws *wsi, const char *upgrade)
 {
     char uri[64], err[160];
     auth_identity id = {0};
-    (void)pss; /* not allocated yet at this stage */
 
     if (!upgrade || strcasecmp(upgrade, "websocket") != 0)
-        return hr_server_refuse(wsi, 400, "only WebSocket upgrades are supported");
-    if (srv->shutting_down)
-        return hr_server_refuse(wsi, 503, "the server is shutting down");
+        return hr_http_refuse(wsi, 400, "only WebSocket upgrades are supported");
+    if (loop->shutting_down)
+        return hr_http_refuse(wsi, 503, "the server is shutting down");
     if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 || strcmp(uri, "/ws") != 0)
-        return hr_server_refuse(wsi, 404, "WebSocket endpoint is /ws");
-    if (!origin_allowed(srv->cfg, wsi))
-        return hr_server_refuse(wsi, 403, "origin not allowed");
+        return hr_http_refuse(wsi, 404, "WebSocket endpoint is /ws");
+    if (!origin_allowed(loop->node->cfg, wsi))
+        return hr_http_refuse(wsi, 403, "origin not allowed");
 
-    hr_cred_status st = hr_server_authenticate(srv, wsi, 1, &id, err, sizeof(err));
-    int api_key = st == HR_CRED_OK && !id.sub;
-    auth_identity_clear(&id);
+    hr_cred_status st = hr_http_credentials(loop, wsi, 1, &id, err, sizeof(err));
     if (st == HR_CRED_BAD)
-        return hr_server_refuse(wsi, 401, err);
-    if (api_key)
-        return hr_server_refuse(wsi, 401, "WebSocket clients authenticate with a JWT");
-    return 0;
-}
-
-int hr_ws_bind_identity(hr_server *srv, struct lws *wsi, hr_pss *pss)
-{
-    char err[160];
-    auth_identity id = {0};
-    hr_cred_status st = hr_server_authenticate(srv, wsi, 1, &id, err, sizeof(err));
-    if (st == HR_CRED_NONE)
-        return 0;
-    if (st == HR_CRED_BAD || !id.sub || !(pss->handshake_id = malloc(sizeof(id)))) {
+        return hr_http_refuse(wsi, 401, err);
+    if (st == HR_CRED_OK && !id.sub) {
         auth_identity_clear(&id);
-        return -1; /* expired between the two checks, or OOM: hang up */
+        return hr_http_refuse(wsi, 401, "WebSocket clients authenticate with a JWT");
     }
-    *pss->handshake_id = id;
+    if (st == HR_CRED_OK) {
+        auth_identity *kept = hr_malloc(sizeof(*kept));
+        *kept = id;
+        lws_set_opaque_user_data(wsi, kept);
+    }
     return 0;
 }
 
-int hr_ws_established(hr_server *srv, struct lws *wsi, hr_pss *pss)
+void hr_ws_wsi_destroyed(struct lws *wsi)
 {
-    hr_conn *c = calloc(1, sizeof(*c));
-    if (!c || !(c->subs = hr_map_new(NULL))) {
-        free(c);
-        return -1;
+    auth_identity *id = lws_get_opaque_user_data(wsi);
+    if (id) {
+        lws_set_opaque_user_data(wsi, NULL);
+        auth_identity_clear(id);
+        free(id);
     }
-    c->srv = srv;
+}
+
+int hr_ws_established(hr_loop *loop, struct lws *wsi, hr_pss *pss)
+{
+    hr_conn *c = hr_calloc(1, sizeof(*c));
+    c->loop = loop;
     c->wsi = wsi;
     c->refs = 1;
-    c->tokens = srv->cfg->rate_burst;
+    c->tokens = loop->node->cfg->rate_burst;
     c->tokens_ms = hr_now_ms();
-    c->next = srv->conns;
-    if (srv->conns)
-        srv->conns->prev = c;
-    srv->conns = c;
-    srv->nconns++;
+    lws_dll2_add_tail(&c->in_loop, &loop->conns);
     pss->conn = c;
-    HR_INC(connections, 1);
-    HR_INC(connections_total, 1);
+    HR_INC(&loop->stats, connections, 1);
+    HR_INC(&loop->stats, connections_total, 1);
 
-    if (pss->handshake_id) {
-        conn_authenticate(c, pss->handshake_id);
-        free(pss->handshake_id);
-        pss->handshake_id = NULL;
+    auth_identity *id = lws_get_opaque_user_data(wsi);
+    if (id) {
+        lws_set_opaque_user_data(wsi, NULL);
+        conn_authenticate(c, id);
+        free(id);
     } else {
         conn_arm_timer(c);
     }
-    if (srv->shutting_down)
+    if (loop->shutting_down)
         conn_close(c, 1001, "going away", 1);
     return 0;
 }
 
+/*---- Receiving -------------------------------------------------------------*/
+
 /* Token bucket: rate_per_sec tokens a second, at most rate_burst saved. */
 static int rate_ok(hr_conn *c)
 {
-    const hr_config *cfg = c->srv->cfg;
+    const hr_config *cfg = conn_cfg(c);
     uint64_t now = hr_now_ms();
     c->tokens += (double)(now - c->tokens_ms) * cfg->rate_per_sec / 1000.0;
     if (c->tokens > cfg->rate_burst)
@@ -529,10 +575,22 @@ static int violation(hr_conn *c, int code, const char *reason)
     return 0;
 }
 
-int hr_ws_receive(hr_server *srv, struct lws *wsi, hr_pss *pss, const void *in, size_t len)
+static void complete_message(hr_conn *c, const char *buf, size_t len)
+{
+    HR_INC(&c->loop->stats, messages_in, 1);
+    HR_INC(&c->loop->stats, bytes_in, len);
+    if (!rate_ok(c)) {
+        HR_INC(&c->loop->stats, rate_limit_closes, 1);
+        violation(c, 4029, "rate limit exceeded");
+        return;
+    }
+    handle_message(c, buf, len);
+}
+
+int hr_ws_receive(hr_loop *loop, struct lws *wsi, hr_pss *pss, const void *in, size_t len)
 {
     hr_conn *c = pss->conn;
-    size_t max = srv->cfg->max_message;
+    size_t max = loop->node->cfg->max_message;
 
     if (!c)
         return -1;
@@ -542,62 +600,84 @@ int hr_ws_receive(hr_server *srv, struct lws *wsi, hr_pss *pss, const void *in, 
         return violation(c, 1003, "binary frames are not supported");
     if (c->rx.len + len + lws_remaining_packet_payload(wsi) > max)
         return violation(c, 1009, "message too big");
-    if (hr_buf_append(&c->rx, in, len) < 0)
-        return violation(c, 1011, "out of memory");
-    if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi))
+    int last = lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi);
+    if (last && c->rx.len == 0) { /* the common case: whole, no copy */
+        complete_message(c, in, len);
         return 0;
-
-    HR_INC(messages_in, 1);
-    HR_INC(bytes_in, c->rx.len);
-    if (!rate_ok(c)) {
-        HR_INC(rate_limit_closes, 1);
-        return violation(c, 4029, "rate limit exceeded");
     }
-    handle_message(c, c->rx.data, c->rx.len);
-    if (c->rx.cap > 16384)
-        hr_buf_reset(&c->rx); /* don't keep a big buffer for one big message */
-    else
-        c->rx.len = 0;
+    hr_buf_append(&c->rx, in, len);
+    if (!last)
+        return 0;
+    complete_message(c, c->rx.data, c->rx.len);
+    hr_buf_reset(&c->rx); /* an idle connection keeps no receive buffer */
     return 0;
 }
 
-/* Sends queued frames until the socket would block or a batch is done, then
- * asks to be called again if anything is left. */
-int hr_ws_writeable(hr_server *srv, struct lws *wsi, hr_pss *pss)
+/*---- Sending ---------------------------------------------------------------*/
+
+/* Coalesces queued frames into the loop's scratch buffer so they leave in
+ * one write. A single frame, or one larger than the scratch, is written
+ * from the message itself (no copy). Returns the bytes to write and points
+ * *out at them; the frames taken are unreferenced by the caller's count. */
+static size_t gather(hr_conn *c, unsigned char *scratch, const unsigned char **out,
+                     chan_msg **single, uint32_t *nframes)
+{
+    size_t flen, used = 0;
+    const unsigned char *f = chan_msg_frame(c->q[c->qhead], &flen);
+    *single = NULL;
+    if (c->qlen == 1 || flen > HR_SCRATCH) {
+        *single = queue_pop(c);
+        *out = f;
+        *nframes = 1;
+        return flen;
+    }
+    *nframes = 0;
+    while (c->qlen) {
+        f = chan_msg_frame(c->q[c->qhead], &flen);
+        if (used + flen > HR_SCRATCH)
+            break;
+        memcpy(scratch + used, f, flen);
+        used += flen;
+        chan_msg_unref(queue_pop(c));
+        (*nframes)++;
+    }
+    *out = scratch;
+    return used;
+}
+
+/* Sends everything queued (up to the scratch size) in one write, then asks
+ * to be called again if more is left or a close is pending. lws keeps the
+ * unsent tail of a partial write and calls back when it has gone. */
+int hr_ws_writeable(hr_loop *loop, struct lws *wsi, hr_pss *pss)
 {
     hr_conn *c = pss->conn;
-    (void)srv;
     if (!c)
         return -1;
     if (c->close_code && (!c->close_flush || c->qlen == 0))
-        return close_now(wsi, c->close_code, c->close_reason);
-
-    for (int n = 0; c->qlen && n < HR_WRITE_BATCH; n++) {
-        chan_msg *m = c->q[c->qhead];
-        size_t flen;
-        const unsigned char *frame = chan_msg_frame(m, &flen);
-        /* LWS_WRITE_RAW: the frame header was built once per publication;
-         * lws copies only the unsent tail of a partial write. */
-        if (lws_write(wsi, (unsigned char *)frame, flen, LWS_WRITE_RAW) < (int)flen)
+        return hr_ws_close_now(wsi, c->close_code, c->close_reason);
+    if (c->qlen) {
+        const unsigned char *buf;
+        chan_msg *single;
+        uint32_t n;
+        size_t len = gather(c, loop->scratch + LWS_PRE, &buf, &single, &n);
+        /* LWS_WRITE_RAW: the frame headers were built once per message */
+        int wrote = lws_write(wsi, (unsigned char *)buf, len, LWS_WRITE_RAW);
+        chan_msg_unref(single);
+        if (wrote < (int)len)
             return -1;
-        c->qhead = (c->qhead + 1) % c->qcap;
-        c->qlen--;
-        c->qbytes -= flen;
-        chan_msg_unref(m);
-        HR_INC(messages_out, 1);
-        HR_INC(bytes_out, flen);
-        if (lws_send_pipe_choked(wsi))
-            break;
+        HR_INC(&loop->stats, writes, 1);
+        HR_INC(&loop->stats, messages_out, n);
+        HR_INC(&loop->stats, bytes_out, len);
     }
     if (c->qlen || c->close_code)
         lws_callback_on_writable(wsi);
     return 0;
 }
 
-int hr_ws_timer(hr_server *srv, struct lws *wsi, hr_pss *pss)
+int hr_ws_timer(hr_loop *loop, struct lws *wsi, hr_pss *pss)
 {
     hr_conn *c = pss->conn;
-    (void)srv;
+    (void)loop;
     (void)wsi;
     if (!c)
         return 0;
@@ -606,11 +686,13 @@ int hr_ws_timer(hr_server *srv, struct lws *wsi, hr_pss *pss)
     else if (c->id.exp > 0 && (int64_t)time(NULL) >= c->id.exp)
         conn_close(c, 4001, "token expired", 1);
     else
-        conn_arm_timer(c); /* refreshed meanwhile */
+        conn_arm_timer(c); /* refreshed meanwhile, or a capped wait */
     return 0;
 }
 
-void hr_ws_closed(hr_server *srv, struct lws *wsi, hr_pss *pss)
+/*---- Closing ---------------------------------------------------------------*/
+
+void hr_ws_closed(hr_loop *loop, struct lws *wsi, hr_pss *pss)
 {
     hr_conn *c = pss->conn;
     const char *key;
@@ -620,40 +702,50 @@ void hr_ws_closed(hr_server *srv, struct lws *wsi, hr_pss *pss)
     if (!c)
         return;
     pss->conn = NULL;
-    for (size_t it = 0; hr_map_next(c->subs, &it, &key, NULL, &val);)
-        chan_unsubscribe(srv->layer, val);
-    hr_map_free(c->subs);
+    if (c->subs) {
+        for (size_t it = 0; hr_map_next(c->subs, &it, &key, NULL, &val);)
+            chan_unsubscribe(loop->node->layer, loop->index, val);
+        hr_map_free(c->subs);
+    }
     queue_drop(c);
     free(c->q);
     hr_buf_reset(&c->rx);
+    user_index_remove(c);
     auth_identity_clear(&c->id);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        srv->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    srv->nconns--;
-    HR_INC(connections, -1);
+    lws_dll2_remove(&c->in_loop);
+    HR_INC(&loop->stats, connections, -1);
     c->wsi = NULL;
     conn_unref(c);
-    if (srv->shutting_down && srv->nconns == 0)
-        srv->done = 1;
+    hr_loop_maybe_done(loop);
 }
 
-size_t hr_ws_disconnect_user(hr_server *srv, const char *sub, int code, const char *reason)
+static int close_for_disconnect(struct lws_dll2 *d, void *user)
 {
-    size_t n = 0;
-    for (hr_conn *c = srv->conns; c; c = c->next)
-        if (c->authed && c->id.sub && !strcmp(c->id.sub, sub)) {
-            conn_close(c, code, reason, 0);
-            n++;
-        }
+    const int *code = ((void **)user)[0];
+    const char *reason = ((void **)user)[1];
+    conn_close(lws_container_of(d, hr_conn, in_user), *code, reason, 0);
+    return 0;
+}
+
+size_t hr_ws_disconnect_user(hr_loop *loop, const char *sub, int code, const char *reason)
+{
+    hr_user_conns *u = hr_map_get(loop->by_user, sub, strlen(sub));
+    if (!u)
+        return 0;
+    size_t n = u->conns.count;
+    void *args[2] = {&code, (void *)reason};
+    lws_dll2_foreach_safe(&u->conns, args, close_for_disconnect);
     return n;
 }
 
-void hr_ws_shutdown_all(hr_server *srv)
+static int close_for_shutdown(struct lws_dll2 *d, void *user)
 {
-    for (hr_conn *c = srv->conns; c; c = c->next)
-        conn_close(c, 1001, "going away", 1);
+    (void)user;
+    conn_close(lws_container_of(d, hr_conn, in_loop), 1001, "going away", 1);
+    return 0;
+}
+
+void hr_ws_shutdown_all(hr_loop *loop)
+{
+    lws_dll2_foreach_safe(&loop->conns, NULL, close_for_shutdown);
 }

@@ -161,6 +161,8 @@ class Herald:
             "HERALD_API_KEY": self.api_key,
             "HERALD_LOG_FORMAT": "json",
             "HERALD_NODE_ID": "test",
+            # every test runs with several loop threads unless it says otherwise
+            "HERALD_THREADS": os.environ.get("HERALD_TEST_THREADS", "2"),
         })
         if redis is not None:
             self.env["HERALD_REDIS_URL"] = redis if isinstance(redis, str) else redis.url

@@ -256,7 +256,7 @@ def test_key_rotation_by_kid():
     one during a rotation: tokens of either key connect (chosen by kid), a
     kid nobody configured and an old-key token without kid are refused, and
     tokens Herald issues carry the primary kid."""
-    old = "the-old-secret-0123456789"
+    old = "the-old-secret-0123456789-0123456789"
     with Herald(env={"HERALD_JWT_KID": "k2", "HERALD_JWT_KEYS": "k1:" + old}) as h:
         now = int(time.time())
         claims = {"sub": "rot", "exp": now + 600, "iat": now}

@@ -102,6 +102,11 @@ def test_slow_consumer_closed_4008_others_unaffected():
         t = threading.Thread(target=reader)
         t.start()
         for i in range(count):  # the slow client never reads during this
+            # The fast reader must stay within its 64 KiB queue: with several
+            # loop threads nothing else slows the publisher down to its pace.
+            deadline = time.monotonic() + 20
+            while i - len(received) > 4 and not errors and time.monotonic() < deadline:
+                time.sleep(0.001)
             h.publish("firehose", {"n": i, "pad": pad})
         t.join(30)
         assert not t.is_alive(), "fast reader still running"

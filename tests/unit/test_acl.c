@@ -1,6 +1,6 @@
 /* Unit tests for the permission rules and the HTTP router. */
 #include "auth/auth.h"
-#include "gateway/server.h"
+#include "gateway/http.h"
 #include "testing.h"
 
 #include <stdio.h>
@@ -94,27 +94,6 @@ static void test_router(void)
     CHECK_STR(hr_http_status_title(404), "Not Found");
 }
 
-static void test_throttle(void)
-{
-    auth_throttle *t = auth_throttle_new(3, 60, 4);
-    CHECK(auth_throttle_check(t, "bob", 1000) == 0);
-    for (int i = 0; i < 3; i++)
-        auth_throttle_fail(t, "bob", 1000 + i);
-    CHECK(auth_throttle_check(t, "bob", 1010) == 50); /* window opened at 1000 */
-    CHECK(auth_throttle_check(t, "alice", 1010) == 0);
-    CHECK(auth_throttle_check(t, "bob", 1060) == 0); /* window over */
-    auth_throttle_fail(t, "bob", 1060);              /* a new window starts */
-    CHECK(auth_throttle_check(t, "bob", 1061) == 0);
-    auth_throttle_reset(t, "bob");
-    /* bounded: past max_keys, expired entries are pruned, live ones kept */
-    for (int i = 0; i < 10; i++) {
-        char k[8];
-        snprintf(k, sizeof(k), "k%d", i);
-        auth_throttle_fail(t, k, 2000 + i * 100);
-    }
-    auth_throttle_free(t);
-}
-
 static void test_form(void)
 {
     char out[32];
@@ -138,7 +117,6 @@ static void test_form(void)
 
 int main(void)
 {
-    RUN(test_throttle);
     RUN(test_form);
     RUN(test_default_namespace);
     RUN(test_rules);

@@ -318,28 +318,49 @@ static void store_cases(void)
 
 /*---- Service harness -------------------------------------------------------*/
 
-/* The wake pipe plays lws_cancel_service: a worker writes a byte, the
- * "loop" (this thread) polls it and drains the service. */
+/* The wake pipe plays the loop's inbox: a worker queues the finished job
+ * and writes a byte, the "loop" (this thread) polls it and finishes the
+ * jobs. */
 static int g_wake[2] = {-1, -1};
 static int g_wakes;
+static pthread_mutex_t g_done_mu = PTHREAD_MUTEX_INITIALIZER;
+static auth_job *g_done[1024];
+static size_t g_ndone;
 
-static void wake(void *ud)
+static void post(void *ud, auth_job *j)
 {
     (void)ud;
     __atomic_add_fetch(&g_wakes, 1, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&g_done_mu);
+    if (g_ndone < sizeof(g_done) / sizeof(g_done[0]))
+        g_done[g_ndone++] = j;
+    else
+        auth_job_discard(j);
+    pthread_mutex_unlock(&g_done_mu);
     ssize_t rc = write(g_wake[1], "x", 1); /* full pipe: a wake is pending anyway */
     (void)rc;
+}
+
+static const auth_reply_to g_to = {post, NULL};
+
+/* Runs the callbacks of every finished job (this thread is the "loop"). */
+static void finish_done(void)
+{
+    auth_job *jobs[1024];
+    pthread_mutex_lock(&g_done_mu);
+    size_t n = g_ndone;
+    memcpy(jobs, g_done, n * sizeof(*jobs));
+    g_ndone = 0;
+    pthread_mutex_unlock(&g_done_mu);
+    for (size_t i = 0; i < n; i++)
+        auth_job_finish(jobs[i]);
 }
 
 static auth_service *service_new(int workers)
 {
     char err[256] = "";
-    auth_service_config cfg = {.store = g_ops,
-                               .target = g_target,
-                               .prefix = g_prefix,
-                               .workers = workers,
-                               .wake = wake,
-                               .wake_ud = NULL};
+    auth_service_config cfg = {
+        .store = g_ops, .target = g_target, .prefix = g_prefix, .workers = workers};
     auth_service *svc = auth_service_new(&cfg, err, sizeof(err));
     if (!svc)
         fprintf(stderr, "auth_service_new: %s\n", err);
@@ -357,7 +378,8 @@ static void pump(auth_service *svc, const int *count, int target)
         if (poll(&pfd, 1, 1000) > 0)
             while (read(g_wake[0], buf, sizeof(buf)) > 0)
                 ;
-        auth_service_drain(svc);
+        (void)svc;
+        finish_done();
     }
     CHECK(*count >= target);
 }
@@ -400,7 +422,7 @@ static result do_register(auth_service *svc, const char *name, const char *pw, c
                           size_t nroles)
 {
     result r = {0};
-    auth_register(svc, name, pw, roles, nroles, on_user, &r);
+    auth_register(svc, &g_to, name, pw, roles, nroles, on_user, &r);
     pump(svc, &r.done, 1);
     return r;
 }
@@ -408,7 +430,7 @@ static result do_register(auth_service *svc, const char *name, const char *pw, c
 static result do_login(auth_service *svc, const char *name, const char *pw)
 {
     result r = {0};
-    auth_login(svc, name, pw, 3600, on_token, &r);
+    auth_login(svc, &g_to, name, pw, 3600, on_token, &r);
     pump(svc, &r.done, 1);
     return r;
 }
@@ -416,7 +438,7 @@ static result do_login(auth_service *svc, const char *name, const char *pw)
 static result do_refresh(auth_service *svc, const char *token)
 {
     result r = {0};
-    auth_refresh(svc, token, 3600, on_token, &r);
+    auth_refresh(svc, &g_to, token, 3600, on_token, &r);
     pump(svc, &r.done, 1);
     return r;
 }
@@ -424,7 +446,7 @@ static result do_refresh(auth_service *svc, const char *token)
 static result do_by_id(auth_service *svc, int del, const char *id)
 {
     result r = {0};
-    (del ? auth_delete_user : auth_get_user)(svc, id, on_user, &r);
+    (del ? auth_delete_user : auth_get_user)(svc, &g_to, id, on_user, &r);
     pump(svc, &r.done, 1);
     return r;
 }
@@ -535,8 +557,8 @@ static void service_concurrent_logins(void)
     CHECK(do_register(svc, "Grace", "grace's long password", NULL, 0).st == AUTH_OK);
     counts c = {0};
     for (int i = 0; i < g_logins; i++)
-        auth_login(svc, "grace", i % 2 ? "grace's long password" : "nope nope nope", 60, on_count,
-                   &c);
+        auth_login(svc, &g_to, "grace", i % 2 ? "grace's long password" : "nope nope nope", 60,
+                   on_count, &c);
     pump(svc, &c.done, g_logins);
     CHECK(c.ok == g_logins / 2);
     CHECK(c.bad == g_logins / 2);
@@ -552,9 +574,9 @@ static void service_queue_bound(void)
         return;
     counts c = {0};
     for (int i = 0; i < 3; i++)
-        auth_login(svc, "nobody", "some password", 60, on_count, &c);
+        auth_login(svc, &g_to, "nobody", "some password", 60, on_count, &c);
     for (int i = 0; i < 10100; i++)
-        auth_get_user(svc, "0123456789abcdef0123456789abcdef", on_count_user, &c);
+        auth_get_user(svc, &g_to, "0123456789abcdef0123456789abcdef", on_count_user, &c);
     pump(svc, &c.done, 10103);
     CHECK(c.busy > 0);
     CHECK(c.bad == 3);
@@ -577,7 +599,7 @@ static void service_free_pending(void)
     if (!svc)
         return;
     for (int i = 0; i < 20; i++)
-        auth_login(svc, "nobody", "some password", 60, never_called, NULL);
+        auth_login(svc, &g_to, "nobody", "some password", 60, never_called, NULL);
     usleep(100 * 1000); /* let some finish undrained */
     auth_service_free(svc);
     CHECK(g_never == 0);

@@ -1,0 +1,49 @@
+/*
+ * http.h - the REST API on the gateway's port (SPEC §4), and the HTTP
+ * responses the WebSocket upgrade needs. Called by loop.c's protocol
+ * callback on the request's loop thread.
+ */
+#ifndef HR_HTTP_H
+#define HR_HTTP_H
+
+#include "node.h"
+
+int hr_http_request(hr_loop *loop, struct lws *wsi, hr_pss *pss, const char *uri);
+int hr_http_body(hr_loop *loop, struct lws *wsi, hr_pss *pss, const void *in, size_t len);
+int hr_http_body_done(hr_loop *loop, struct lws *wsi, hr_pss *pss);
+int hr_http_writeable(hr_loop *loop, struct lws *wsi, hr_pss *pss);
+void hr_http_drop(hr_pss *pss);
+/* Frees requests still waiting for a worker once the loop has stopped. */
+void hr_http_free_all(hr_loop *loop);
+
+/* Credentials of the request on wsi into *id (caller clears it):
+ * Authorization (Bearer <jwt> | ApiKey <key>), X-API-Key, or - when
+ * allow_query, for WebSocket upgrades - ?token=<jwt>. */
+hr_cred_status hr_http_credentials(hr_loop *loop, struct lws *wsi, int allow_query,
+                                   auth_identity *id, char *err, size_t errlen);
+
+/* Writes a complete HTTP error response at once and returns 1 (-1 if the
+ * write failed). Only for refusing an upgrade in HTTP_CONFIRM_UPGRADE, whose
+ * contract is "return >0 after writing your own response"; every other
+ * response is written by the request's own flow. */
+int hr_http_refuse(struct lws *wsi, int status, const char *detail);
+
+/* An RFC 9457 problem+json body. Caller frees. */
+char *hr_problem_json(int status, const char *detail, size_t *len);
+
+/* application/x-www-form-urlencoded lookup (pure): copies the decoded value
+ * of key into out. Returns its length, -1 when absent, -2 when malformed or
+ * longer than outlen - 1. */
+int hr_form_value(const char *body, size_t len, const char *key, char *out, size_t outlen);
+
+/* Reason phrase for an HTTP status ("Not Found"); static storage. */
+const char *hr_http_status_title(int status);
+
+/* The pure part of the router, for unit tests: finds the route for method
+ * and path. Returns the route index (>= 0), -404 when no route has that
+ * path, or -405 when the path exists with other methods (allow receives
+ * them, e.g. "GET, POST"). Path parameters are copied into params[]. */
+int hr_http_route(const char *method, const char *path, char params[][256], size_t nparams,
+                  char *allow, size_t allowlen);
+
+#endif

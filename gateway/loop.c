@@ -1,0 +1,460 @@
+/*
+ * loop.c - one event loop thread (see node.h): a libuv loop, a
+ * libwebsockets context running on it, the thread's own listening socket,
+ * its inbox, and the protocol callback that routes lws events to ws.c and
+ * http.c.
+ *
+ * Why our own listener: lws 4.1 built with LWS_MAX_SMP 1 only sets
+ * SO_REUSEPORT when a context has several service threads, which it cannot
+ * have, so one context per thread could not share the port. Each loop binds
+ * its own SO_REUSEPORT socket instead, accepts on it and hands the sockets
+ * to lws (lws_adopt_socket_vhost). This also lets shutdown simply stop
+ * accepting: lws_context_deprecate() would, but reads freed memory in 4.1.6.
+ */
+#include "http.h"
+#include "log.h"
+#include "node.h"
+#include "ws.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* How often a node sharing a Redis user store looks for users deleted
+ * through another node (until the cluster control channel replaces it). */
+#define HR_REVOCATION_POLL_MS 2000
+/* Connections accepted per readiness callback before other work runs. */
+#define HR_ACCEPT_BATCH 64
+
+/*---- The protocol callback -------------------------------------------------*/
+
+static int callback_herald(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                           size_t len)
+{
+    hr_loop *loop = lws_context_user(lws_get_context(wsi));
+    hr_pss *pss = user;
+
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        return hr_http_request(loop, wsi, pss, in);
+    case LWS_CALLBACK_HTTP_BODY:
+        return hr_http_body(loop, wsi, pss, in, len);
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        return hr_http_body_done(loop, wsi, pss);
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        return hr_http_writeable(loop, wsi, pss);
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+    case LWS_CALLBACK_CLOSED_HTTP:
+        if (pss)
+            hr_http_drop(pss);
+        return 0;
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return hr_ws_confirm_upgrade(loop, wsi, in);
+    case LWS_CALLBACK_ESTABLISHED:
+        return hr_ws_established(loop, wsi, pss);
+    case LWS_CALLBACK_RECEIVE:
+        return hr_ws_receive(loop, wsi, pss, in, len);
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return hr_ws_writeable(loop, wsi, pss);
+    case LWS_CALLBACK_TIMER:
+        return hr_ws_timer(loop, wsi, pss);
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        /* RFC 6455 §5.5.1: a close payload is empty or holds a 2-byte code;
+         * lws 4.1 would echo a 1-byte one back. */
+        if (len == 1)
+            return hr_ws_close_now(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, "bad close payload");
+        return 0;
+    case LWS_CALLBACK_CLOSED:
+        hr_ws_closed(loop, wsi, pss);
+        return 0;
+    case LWS_CALLBACK_WSI_DESTROY:
+        hr_ws_wsi_destroyed(wsi);
+        return 0;
+    default:
+        break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+/* One protocol serves HTTP and WebSocket, so clients that offer no
+ * Sec-WebSocket-Protocol (browsers usually don't) land on it too. The rx
+ * buffer bounds one RECEIVE callback, not a message: ws.c reassembles. */
+static const struct lws_protocols protocols[] = {
+    {"herald", callback_herald, sizeof(hr_pss), HR_WS_RX_BUFFER, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+/*---- Inbox -----------------------------------------------------------------*/
+
+static void run_post(hr_loop *loop, const hr_post *p)
+{
+    switch (p->kind) {
+    case HR_POST_DELIVER:
+        chan_deliver(loop->node->layer, loop->index, p->p);
+        chan_msg_unref(p->p);
+        break;
+    case HR_POST_AUTH_DONE:
+        auth_job_finish(p->p);
+        break;
+    case HR_POST_DISCONNECT:
+        hr_ws_disconnect_user(loop, p->p, p->code,
+                              p->code == 4003 ? "disconnected by the server" : "disconnected");
+        free(p->p);
+        break;
+    case HR_POST_SHUTDOWN:
+        hr_loop_begin_shutdown(loop);
+        break;
+    }
+}
+
+/* Takes everything posted so far in one swap, then runs it without the
+ * lock, so posting threads never wait for fan-out. */
+static void inbox_drain(uv_async_t *a)
+{
+    hr_loop *loop = a->data;
+    hr_inbox *in = &loop->inbox;
+    pthread_mutex_lock(&in->mu);
+    hr_post *items = in->items;
+    size_t n = in->n, cap = in->cap;
+    in->items = in->spare;
+    in->cap = in->spare_cap;
+    in->n = 0;
+    pthread_mutex_unlock(&in->mu);
+
+    HR_INC(&loop->stats, inbox_wakeups, 1);
+    for (size_t i = 0; i < n; i++)
+        run_post(loop, &items[i]);
+    in->spare = items; /* only this thread touches the spare */
+    in->spare_cap = cap;
+}
+
+/* User-store completions: from a worker thread to the submitting loop. */
+static void post_auth_done(void *ud, auth_job *j)
+{
+    hr_node_post(ud, HR_POST_AUTH_DONE, 0, j);
+}
+
+/* Frees what is still queued once the loop has stopped for good. */
+static void inbox_free(hr_inbox *in)
+{
+    for (size_t i = 0; i < in->n; i++) {
+        hr_post *p = &in->items[i];
+        if (p->kind == HR_POST_DELIVER)
+            chan_msg_unref(p->p);
+        else if (p->kind == HR_POST_AUTH_DONE)
+            auth_job_discard(p->p);
+        else if (p->kind == HR_POST_DISCONNECT)
+            free(p->p);
+    }
+    free(in->items);
+    free(in->spare);
+    pthread_mutex_destroy(&in->mu);
+}
+
+/*---- Listening -------------------------------------------------------------*/
+
+/* Binds a non-blocking listening socket with SO_REUSEPORT. Loop 0 first
+ * checks that nobody else holds the port: SO_REUSEPORT would otherwise let
+ * a second server (same user) share it silently. Returns the fd or -1. */
+static int listen_socket(const hr_config *cfg, int probe)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
+                    *ai = NULL;
+    char port[16];
+    snprintf(port, sizeof(port), "%d", cfg->listen_port);
+    const char *host = strcmp(cfg->listen_host, "0.0.0.0") ? cfg->listen_host : NULL;
+    if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai)
+        return -1;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+    int ok = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
+             (probe || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == 0) &&
+             bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && (probe || listen(fd, 4096) == 0);
+    freeaddrinfo(ai);
+    if (!ok) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    if (probe) {
+        close(fd);
+        return 0;
+    }
+    return fd;
+}
+
+static void on_accept(uv_poll_t *h, int status, int events)
+{
+    hr_loop *loop = h->data;
+    (void)events;
+    if (status < 0)
+        return;
+    for (int i = 0; i < HR_ACCEPT_BATCH; i++) {
+        int fd = accept4(loop->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                hr_warn("accept", "accept failed: %s", strerror(errno));
+            return;
+        }
+        /* lws sets TCP_NODELAY only on sockets it accepted itself; without
+         * it a response written as headers + body waits ~40 ms for the
+         * peer's delayed ACK (Nagle). */
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        /* on failure lws has already closed the socket */
+        if (!lws_adopt_socket_vhost(loop->vhost, fd))
+            hr_warn("accept", "libwebsockets could not adopt a connection");
+    }
+}
+
+static void stop_listening(hr_loop *loop)
+{
+    if (loop->listen_fd < 0)
+        return;
+    uv_poll_stop(&loop->listen_poll);
+    uv_close((uv_handle_t *)&loop->listen_poll, NULL);
+    close(loop->listen_fd);
+    loop->listen_fd = -1;
+}
+
+/*---- Shutdown --------------------------------------------------------------*/
+
+static void close_handle(uv_handle_t *h)
+{
+    if (h->loop && !uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* Stops the loop for good: lws closes every socket (their CLOSED callbacks
+ * still run here), then our own handles close and uv_run returns once
+ * nothing is left. Posts from now on are discarded. */
+static void loop_stop(hr_loop *loop)
+{
+    if (loop->stopped)
+        return;
+    loop->stopped = 1;
+    stop_listening(loop);
+    /* With a foreign loop, destruction finishes in lws' handle-close
+     * callbacks; hr_loop_run completes it once uv_run has returned. */
+    if (loop->ctx)
+        lws_context_destroy(loop->ctx);
+    pthread_mutex_lock(&loop->inbox.mu);
+    loop->closing = 1;
+    uv_close((uv_handle_t *)&loop->inbox.wake, NULL);
+    pthread_mutex_unlock(&loop->inbox.mu);
+    close_handle((uv_handle_t *)&loop->grace);
+    close_handle((uv_handle_t *)&loop->sigterm);
+    close_handle((uv_handle_t *)&loop->sigint);
+    close_handle((uv_handle_t *)&loop->revocation_poll);
+}
+
+static void grace_expired(uv_timer_t *t)
+{
+    hr_loop *loop = t->data;
+    hr_warn("shutdown", "grace period over with %u connection(s) still open",
+            (unsigned)loop->conns.count);
+    loop_stop(loop);
+}
+
+void hr_loop_maybe_done(hr_loop *loop)
+{
+    if (loop->shutting_down && loop->conns.count == 0)
+        loop_stop(loop);
+}
+
+/* Stops accepting, answers HTTP requests on open keep-alive connections
+ * with 503, closes every WebSocket with 1001 after flushing its queue, and
+ * bounds the wait with the grace timer. */
+void hr_loop_begin_shutdown(hr_loop *loop)
+{
+    if (loop->shutting_down)
+        return;
+    loop->shutting_down = 1;
+    stop_listening(loop);
+    if (loop->index == 0)
+        hr_info("shutdown", "closing %u connection(s) on loop 0", (unsigned)loop->conns.count);
+    hr_ws_shutdown_all(loop);
+    if (loop->conns.count == 0) {
+        loop_stop(loop);
+        return;
+    }
+    uv_timer_start(&loop->grace, grace_expired, (uint64_t)loop->node->cfg->shutdown_grace_ms, 0);
+}
+
+static void on_signal(uv_signal_t *s, int sig)
+{
+    hr_loop *loop = s->data;
+    (void)sig;
+    hr_node_shutdown(loop->node);
+}
+
+/*---- Revocations from other nodes (cluster mode, loop 0) -------------------*/
+
+static void revocations_polled(void *ud, auth_status st, const auth_revocation *list, size_t n)
+{
+    hr_loop *loop = ud;
+    loop->revocation_poll_busy = 0;
+    if (st != AUTH_OK)
+        return; /* the store is unreachable: try again next period */
+    for (size_t i = 0; i < n; i++)
+        if (hr_node_revoke(loop->node, list[i].user_id, list[i].at))
+            hr_node_disconnect_user(loop->node, list[i].user_id, 4003);
+}
+
+static void poll_revocations(uv_timer_t *t)
+{
+    hr_loop *loop = t->data;
+    if (loop->shutting_down || loop->revocation_poll_busy)
+        return;
+    loop->revocation_poll_busy = 1;
+    auth_list_revocations(loop->node->users, &loop->auth_to, revocations_polled, loop);
+}
+
+/*---- Life cycle ------------------------------------------------------------*/
+
+static struct lws_context *create_context(hr_loop *loop)
+{
+    struct lws_context_creation_info info;
+    void *foreign[1] = {&loop->uv};
+    memset(&info, 0, sizeof(info));
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
+    info.protocols = protocols;
+    info.user = loop;
+    info.foreign_loops = foreign;
+    info.pcontext = &loop->ctx; /* lws NULLs it when destruction is complete */
+    info.max_http_header_data = HR_MAX_HEADER_DATA;
+    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN |
+                   LWS_SERVER_OPTION_VALIDATE_UTF8 |
+                   LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
+    info.vhost_name = "herald";
+    info.timeout_secs = 10;
+    return lws_create_context(&info);
+}
+
+/* Handles initialised here are closed by loop_stop (or hr_loop_free for a
+ * loop that never ran). */
+static int init_handles(hr_loop *loop)
+{
+    if (uv_loop_init(&loop->uv) != 0)
+        return -1;
+    loop->uv_ready = 1;
+    uv_async_init(&loop->uv, &loop->inbox.wake, inbox_drain);
+    loop->inbox.wake.data = loop;
+    uv_timer_init(&loop->uv, &loop->grace);
+    loop->grace.data = loop;
+    if (loop->index == 0) {
+        uv_signal_init(&loop->uv, &loop->sigterm);
+        uv_signal_init(&loop->uv, &loop->sigint);
+        loop->sigterm.data = loop->sigint.data = loop;
+        uv_signal_start(&loop->sigterm, on_signal, SIGTERM);
+        uv_signal_start(&loop->sigint, on_signal, SIGINT);
+        /* signal handles must not keep a stopped loop alive */
+        uv_unref((uv_handle_t *)&loop->sigterm);
+        uv_unref((uv_handle_t *)&loop->sigint);
+        if (loop->node->cfg->redis_url) {
+            uv_timer_init(&loop->uv, &loop->revocation_poll);
+            loop->revocation_poll.data = loop;
+            uv_timer_start(&loop->revocation_poll, poll_revocations, HR_REVOCATION_POLL_MS,
+                           HR_REVOCATION_POLL_MS);
+        }
+    }
+    return 0;
+}
+
+static hr_loop *loop_fail(hr_loop *loop)
+{
+    hr_loop_free(loop);
+    return NULL;
+}
+
+hr_loop *hr_loop_new(hr_node *node, unsigned index)
+{
+    const hr_config *cfg = node->cfg;
+    hr_loop *loop = hr_calloc(1, sizeof(*loop));
+    loop->node = node;
+    loop->index = index;
+    loop->listen_fd = -1;
+    pthread_mutex_init(&loop->inbox.mu, NULL);
+    loop->by_user = hr_map_new(NULL);
+    loop->scratch = hr_malloc(LWS_PRE + HR_SCRATCH);
+    loop->auth_to = (auth_reply_to){post_auth_done, loop};
+    if (index == 0 && listen_socket(cfg, 1) < 0) {
+        hr_error("listen", "cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port,
+                 strerror(errno));
+        return loop_fail(loop);
+    }
+    if (init_handles(loop) < 0 || !(loop->ctx = create_context(loop)) ||
+        !(loop->vhost = lws_get_vhost_by_name(loop->ctx, "herald"))) {
+        hr_error("listen", "cannot start event loop %u", index);
+        return loop_fail(loop);
+    }
+    if ((loop->listen_fd = listen_socket(cfg, 0)) < 0) {
+        hr_error("listen", "cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port,
+                 strerror(errno));
+        return loop_fail(loop);
+    }
+    uv_poll_init(&loop->uv, &loop->listen_poll, loop->listen_fd);
+    loop->listen_poll.data = loop;
+    uv_poll_start(&loop->listen_poll, UV_READABLE, on_accept);
+    return loop;
+}
+
+/* As lws' foreign-loop example does: the destroy started inside the loop
+ * is finished by a second call once the loop has stopped, and the loop runs
+ * again until lws' last handles have closed. */
+static void finish_context(hr_loop *loop)
+{
+    if (loop->ctx)
+        lws_context_destroy(loop->ctx);
+    uv_run(&loop->uv, UV_RUN_DEFAULT);
+}
+
+void hr_loop_run(hr_loop *loop)
+{
+    uv_run(&loop->uv, UV_RUN_DEFAULT);
+    finish_context(loop);
+}
+
+static void *loop_thread(void *arg)
+{
+    hr_loop_run(arg);
+    return NULL;
+}
+
+/* Loop threads leave signals to loop 0 (libuv's handler writes to loop 0's
+ * signal pipe whichever thread the kernel picks). */
+int hr_loop_start_thread(hr_loop *loop)
+{
+    if (pthread_create(&loop->thread, NULL, loop_thread, loop) != 0) {
+        hr_error("threads", "cannot start loop thread %u", loop->index);
+        return -1;
+    }
+    loop->started = 1;
+    return 0;
+}
+
+void hr_loop_free(hr_loop *loop)
+{
+    if (!loop)
+        return;
+    if (loop->uv_ready) {
+        loop_stop(loop); /* a loop that never ran: close what was opened */
+        uv_run(&loop->uv, UV_RUN_DEFAULT);
+        finish_context(loop);
+        if (uv_loop_close(&loop->uv) != 0)
+            hr_warn("shutdown", "loop %u closed with handles still open", loop->index);
+    }
+    hr_http_free_all(loop);
+    inbox_free(&loop->inbox);
+    hr_map_free(loop->by_user);
+    free(loop->scratch);
+    free(loop);
+}

@@ -1,0 +1,292 @@
+/*
+ * node.c - the process-wide part of the gateway (see node.h): start-up and
+ * tear-down, the loop threads, request credentials, revocations, and the
+ * posts that cross threads.
+ */
+#include "node.h"
+#include "log.h"
+#include "ws.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/*---- Cross-thread posts ----------------------------------------------------*/
+
+/* Frees what a post owns when it cannot be delivered (its loop stopped). */
+static void post_discard(hr_post_kind kind, void *p)
+{
+    switch (kind) {
+    case HR_POST_DELIVER:
+        chan_msg_unref(p);
+        break;
+    case HR_POST_AUTH_DONE:
+        auth_job_discard(p);
+        break;
+    case HR_POST_DISCONNECT:
+        free(p);
+        break;
+    case HR_POST_SHUTDOWN:
+        break;
+    }
+}
+
+/* The wake-up is sent under the inbox lock: the loop closes its async
+ * handle under the same lock, so a post never touches a closed handle. */
+void hr_node_post(hr_loop *loop, hr_post_kind kind, int code, void *p)
+{
+    hr_inbox *in = &loop->inbox;
+    pthread_mutex_lock(&in->mu);
+    if (loop->closing) {
+        pthread_mutex_unlock(&in->mu);
+        post_discard(kind, p);
+        return;
+    }
+    if (in->n == in->cap) {
+        in->cap = in->cap ? in->cap * 2 : 64;
+        in->items = hr_realloc(in->items, in->cap * sizeof(*in->items));
+    }
+    in->items[in->n++] = (hr_post){kind, code, p};
+    if (in->n == 1)
+        uv_async_send(&in->wake);
+    pthread_mutex_unlock(&in->mu);
+}
+
+/* chan_host.post: a publication for one loop's subscribers. */
+static void post_publication(void *ud, unsigned thread, chan_msg *m)
+{
+    hr_node *node = ud;
+    hr_node_post(node->loops[thread], HR_POST_DELIVER, 0, m);
+}
+
+void hr_node_disconnect_user(hr_node *node, const char *user_id, int code)
+{
+    for (unsigned i = 0; i < node->nloops; i++)
+        hr_node_post(node->loops[i], HR_POST_DISCONNECT, code, hr_strdup(user_id));
+}
+
+/* Loops that failed to start are NULL (hr_node_destroy after a failed
+ * start shuts down the ones that did). */
+void hr_node_shutdown(hr_node *node)
+{
+    if (atomic_exchange(&node->shutting_down, 1))
+        return;
+    for (unsigned i = 0; i < node->nloops; i++)
+        if (node->loops[i])
+            hr_node_post(node->loops[i], HR_POST_SHUTDOWN, 0, NULL);
+}
+
+/*---- Credentials -----------------------------------------------------------*/
+
+hr_cred_status hr_node_check_api_key(hr_loop *loop, const char *key, auth_identity *id, char *err,
+                                     size_t errlen)
+{
+    const hr_config *cfg = loop->node->cfg;
+    size_t klen = strlen(key);
+    int ok = 0;
+    /* every key is compared, so timing does not tell which one matched */
+    for (size_t i = 0; i < cfg->napi_keys; i++)
+        ok |= hr_secure_eq(cfg->api_keys[i], strlen(cfg->api_keys[i]), key, klen);
+    if (ok) {
+        id->backend = 1;
+        return HR_CRED_OK;
+    }
+    snprintf(err, errlen, "invalid API key");
+    HR_INC(&loop->stats, auth_failures, 1);
+    return HR_CRED_BAD;
+}
+
+int hr_node_revoke(hr_node *node, const char *user_id, int64_t at)
+{
+    size_t len = strlen(user_id);
+    int newer = 0;
+    pthread_mutex_lock(&node->revoked_mu);
+    if (at > (intptr_t)hr_map_get(node->revoked, user_id, len)) {
+        hr_map_put(node->revoked, user_id, len, (void *)(intptr_t)at);
+        newer = 1;
+    }
+    pthread_mutex_unlock(&node->revoked_mu);
+    return newer;
+}
+
+/* Tokens of a deleted user issued up to the deletion are refused; a token
+ * without iat cannot prove it is newer, so it is refused too. */
+static int is_revoked(hr_node *node, const auth_identity *id)
+{
+    if (!id->sub)
+        return 0;
+    pthread_mutex_lock(&node->revoked_mu);
+    intptr_t at = (intptr_t)hr_map_get(node->revoked, id->sub, strlen(id->sub));
+    pthread_mutex_unlock(&node->revoked_mu);
+    return at && id->iat <= at;
+}
+
+hr_cred_status hr_node_verify_jwt(hr_loop *loop, const char *token, auth_identity *id, char *err,
+                                  size_t errlen)
+{
+    hr_node *node = loop->node;
+    err[0] = '\0';
+    auth_jwt_status st = auth_jwt_verify(&node->jwt, token, time(NULL), id, err, errlen);
+    if (st == AUTH_JWT_OK && !is_revoked(node, id))
+        return HR_CRED_OK;
+    if (st == AUTH_JWT_OK)
+        snprintf(err, errlen, "the user was deleted");
+    else if (!err[0])
+        snprintf(err, errlen, "%s", auth_jwt_status_str(st));
+    auth_identity_clear(id);
+    HR_INC(&loop->stats, auth_failures, 1);
+    return HR_CRED_BAD;
+}
+
+void hr_node_client_id(const hr_node *node, uint64_t n, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s.%llu", node->cfg->node_id, (unsigned long long)n);
+}
+
+/*---- Start-up --------------------------------------------------------------*/
+
+static void load_revocation(void *ud, const char *id, int64_t at)
+{
+    hr_node_revoke(ud, id, at);
+}
+
+/* The user store: Redis when HERALD_REDIS_URL is set (every node sees the
+ * same users), else the SQLite file. Revocations are loaded once here;
+ * later ones arrive through hr_node_revoke. Start-up only: blocking. */
+static int start_users(hr_node *node, char *err, size_t errlen)
+{
+    const hr_config *cfg = node->cfg;
+    auth_service_config sc = {
+        .store = hr_config_store(cfg),
+        .target = hr_config_store_target(cfg),
+        .prefix = cfg->redis_prefix,
+        .workers = cfg->auth_workers,
+    };
+    node->revoked = hr_map_new(NULL);
+    /* an address may fail 4x as often as one username (NAT, shared hosts) */
+    int addr_max = cfg->login_max_failures > INT_MAX / 4 ? INT_MAX : cfg->login_max_failures * 4;
+    node->logins = auth_throttle_new(cfg->login_max_failures, cfg->login_window, 100000);
+    node->login_addrs = auth_throttle_new(addr_max, cfg->login_window, 100000);
+    if (!node->revoked || !node->logins || !node->login_addrs) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    auth_store *st = sc.store->open(sc.target, sc.prefix, err, errlen);
+    if (!st)
+        return -1;
+    auth_status rc = sc.store->init(st, err, errlen);
+    if (rc == AUTH_OK)
+        rc = sc.store->list_revoked(st, load_revocation, node);
+    sc.store->close(st);
+    if (rc != AUTH_OK) {
+        if (!err[0])
+            snprintf(err, errlen, "cannot read revocations from the %s store", sc.store->name);
+        return -1;
+    }
+    node->users = auth_service_new(&sc, err, errlen);
+    return node->users ? 0 : -1;
+}
+
+/* --threads 0 (the default) means one loop per online core. */
+static unsigned loop_count(const hr_config *cfg)
+{
+    long n = cfg->threads > 0 ? cfg->threads : sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        n = 1;
+    return n > CHAN_MAX_THREADS ? CHAN_MAX_THREADS : (unsigned)n;
+}
+
+static int start_loops(hr_node *node)
+{
+    node->nloops = loop_count(node->cfg);
+    node->loops = hr_calloc(node->nloops, sizeof(*node->loops));
+    chan_host host = {
+        .nthreads = node->nloops,
+        .post = post_publication,
+        .deliver = hr_ws_deliver,
+        .ud = node,
+    };
+    node->layer = chan_local_new(&host);
+    for (unsigned i = 0; i < node->nloops; i++)
+        if (!(node->loops[i] = hr_loop_new(node, i)))
+            return -1;
+    /* loop 0 runs on the main thread in hr_node_run */
+    for (unsigned i = 1; i < node->nloops; i++)
+        if (hr_loop_start_thread(node->loops[i]) < 0)
+            return -1;
+    return 0;
+}
+
+int hr_node_init(hr_node *node, const hr_config *cfg)
+{
+    char err[256] = "";
+
+    memset(node, 0, sizeof(*node));
+    node->cfg = cfg;
+    pthread_mutex_init(&node->revoked_mu, NULL);
+    atomic_init(&node->next_client, 0);
+    atomic_init(&node->shutting_down, 0);
+    signal(SIGPIPE, SIG_IGN);
+    if (start_users(node, err, sizeof(err)) < 0) {
+        hr_error("store", "%s", err);
+        return -1;
+    }
+    auth_jwt_settings js;
+    hr_config_jwt_settings(cfg, &js);
+    if (auth_jwt_setup(&node->jwt, &js, err, sizeof(err)) < 0) {
+        hr_error("config", "%s", err);
+        return -1;
+    }
+    if (start_loops(node) < 0)
+        return -1;
+    hr_info("listening",
+            "herald %s listening on %s:%d with %u loop thread(s) (channel layer %s, users in %s)",
+            HERALD_VERSION, cfg->listen_host, cfg->listen_port, node->nloops,
+            chan_layer_name(node->layer), cfg->redis_url ? "redis" : "sqlite");
+    if (cfg->redis_url)
+        hr_warn("config", "the Redis channel layer is not built yet: publications reach only "
+                          "this node's subscribers; users are shared through Redis");
+    return 0;
+}
+
+int hr_node_run(hr_node *node)
+{
+    hr_loop_run(node->loops[0]);
+    for (unsigned i = 1; i < node->nloops; i++)
+        if (node->loops[i] && node->loops[i]->started)
+            pthread_join(node->loops[i]->thread, NULL);
+    hr_info("stopped", "all connections closed, exiting");
+    return 0;
+}
+
+/* Order matters. A failed start may have left loop threads running: they
+ * are told to stop and joined first. Workers may still post completions to
+ * the loops, so they stop before the loops are freed; loops free what was
+ * left in their inboxes; the channel layer goes after every loop. */
+void hr_node_destroy(hr_node *node)
+{
+    if (node->loops && !atomic_load(&node->shutting_down) && node->nloops > 1) {
+        hr_node_shutdown(node);
+        for (unsigned i = 1; i < node->nloops; i++)
+            if (node->loops[i] && node->loops[i]->started)
+                pthread_join(node->loops[i]->thread, NULL);
+    }
+    auth_service_free(node->users);
+    node->users = NULL;
+    for (unsigned i = 0; node->loops && i < node->nloops; i++)
+        hr_loop_free(node->loops[i]);
+    free(node->loops);
+    node->loops = NULL;
+    chan_layer_destroy(node->layer);
+    node->layer = NULL;
+    auth_jwt_config_clear(&node->jwt);
+    auth_throttle_free(node->logins);
+    auth_throttle_free(node->login_addrs);
+    hr_map_free(node->revoked);
+    pthread_mutex_destroy(&node->revoked_mu);
+}

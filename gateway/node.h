@@ -1,0 +1,186 @@
+/*
+ * node.h - the gateway process: one node (process-wide state) and its loops
+ * (one event loop per thread).
+ *
+ * Loops. Each loop thread runs a libuv loop (epoll) with its own
+ * libwebsockets context (lws 4.1 serves one thread per context) and its own
+ * SO_REUSEPORT listening socket on the shared port: the kernel spreads new
+ * connections over the threads, and a connection lives on the thread that
+ * accepted it until it closes. Loop 0 runs on the main thread and also owns
+ * signals and node-wide timers.
+ *
+ * Inboxes. Anything that crosses threads - publications, user-store
+ * completions, "disconnect user X", shutdown - is posted to the target
+ * loop's inbox (a locked vector and a uv_async_t). The loop drains it in one
+ * swap per wake-up, so a burst of posts costs one wake-up.
+ *
+ * Who may touch what: hr_node fields are set before the loops start and
+ * read-only afterwards, except those marked "locked" or "atomic". hr_loop
+ * fields belong to their thread, except the inbox (locked) and the
+ * counters (atomics read by /metrics on any thread).
+ */
+#ifndef HR_NODE_H
+#define HR_NODE_H
+
+#include "auth/auth.h"
+#include "channels/channels.h"
+#include "common/common.h"
+#include "config.h"
+#include "metrics.h"
+
+#include <libwebsockets.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <uv.h>
+
+typedef struct hr_loop hr_loop;
+
+typedef struct hr_node {
+    const hr_config *cfg;
+    auth_jwt_config jwt;
+    auth_service *users; /* user store + Argon2id on worker threads */
+    chan_layer *layer;
+    hr_loop **loops;
+    unsigned nloops;
+
+    auth_throttle *logins;      /* failed logins per username (locked inside) */
+    auth_throttle *login_addrs; /* failed logins per client address (locked inside) */
+    pthread_mutex_t revoked_mu;
+    hr_map *revoked; /* locked: user id -> (intptr_t) revocation time */
+
+    atomic_ullong next_client; /* client ids "<node>.<n>", unique across loops */
+    atomic_int shutting_down;
+} hr_node;
+
+/*---- Inbox -----------------------------------------------------------------*/
+
+typedef enum hr_post_kind {
+    HR_POST_DELIVER,    /* p: chan_msg* (one reference, dropped after delivery) */
+    HR_POST_AUTH_DONE,  /* p: auth_job* */
+    HR_POST_DISCONNECT, /* p: malloc'ed user id; code: close code */
+    HR_POST_SHUTDOWN,
+} hr_post_kind;
+
+typedef struct hr_post {
+    hr_post_kind kind;
+    int code;
+    void *p;
+} hr_post;
+
+typedef struct hr_inbox {
+    pthread_mutex_t mu;
+    hr_post *items; /* locked */
+    size_t n, cap;  /* locked */
+    hr_post *spare; /* the loop's: swapped with items on each drain */
+    size_t spare_cap;
+    uv_async_t wake;
+} hr_inbox;
+
+/* libwebsockets per-session data: an HTTP request in progress, or a
+ * WebSocket connection (after the upgrade), never both. */
+typedef struct hr_conn hr_conn;
+typedef struct hr_http_req hr_http_req;
+typedef struct hr_pss {
+    hr_http_req *req;
+    hr_conn *conn;
+} hr_pss;
+
+/*---- A loop ----------------------------------------------------------------*/
+
+struct hr_loop {
+    hr_node *node;
+    unsigned index;
+    hr_counters stats; /* atomics: summed at scrape time */
+    hr_inbox inbox;    /* any thread posts; the loop drains */
+
+    /* the loop thread's own */
+    uv_loop_t uv;
+    struct lws_context *ctx;
+    struct lws_vhost *vhost;
+    int listen_fd;
+    uv_poll_t listen_poll;
+    uv_timer_t grace;
+    uv_signal_t sigterm, sigint; /* loop 0 only */
+    uv_timer_t revocation_poll;  /* loop 0, cluster mode only */
+    int revocation_poll_busy;
+    pthread_t thread;
+    int started;  /* a thread runs this loop (joined at exit) */
+    int uv_ready; /* uv loop initialised */
+    int stopped;  /* lws context destroyed, handles closing */
+    int closing;  /* locked by inbox.mu: posts are discarded */
+
+    lws_dll2_owner_t conns; /* every WebSocket connection of this loop */
+    lws_dll2_owner_t reqs;  /* every HTTP request in progress */
+    hr_map *by_user;        /* user id -> hr_user_conns: the user's connections here */
+    int shutting_down;
+
+    unsigned char *scratch; /* LWS_PRE + HR_SCRATCH bytes: one write per socket burst */
+    auth_reply_to auth_to;  /* user-store completions come back to this loop */
+};
+
+/* Bytes of frames coalesced into one write. */
+#define HR_SCRATCH 65536
+/* Request header bytes lws keeps while parsing (room for long JWTs). */
+#define HR_MAX_HEADER_DATA 16384
+
+/*---- Node (node.c) ---------------------------------------------------------*/
+
+/* Starts the node: user store, JWT keys, channel layer, then the loop
+ * threads (loop 0 on the calling thread). Returns 0, or -1 (logged) with
+ * whatever started torn down by hr_node_destroy. */
+int hr_node_init(hr_node *node, const hr_config *cfg);
+/* Runs loop 0 until every loop has shut down; joins the others. Returns the
+ * process exit code. */
+int hr_node_run(hr_node *node);
+/* Frees everything hr_node_init created. */
+void hr_node_destroy(hr_node *node);
+
+/* Starts the graceful shutdown of every loop (from any thread). */
+void hr_node_shutdown(hr_node *node);
+/* Posts to one loop's inbox (any thread); the loop owns p afterwards. */
+void hr_node_post(hr_loop *loop, hr_post_kind kind, int code, void *p);
+/* Closes every connection of user_id on every loop of this node with code
+ * (4003). Any thread. */
+void hr_node_disconnect_user(hr_node *node, const char *user_id, int code);
+
+/* Credentials of a request: from the Authorization header (Bearer <jwt> or
+ * ApiKey <key>), X-API-Key, or (WebSocket upgrades) ?token=<jwt>. */
+typedef enum hr_cred_status {
+    HR_CRED_NONE = 0, /* no credentials presented */
+    HR_CRED_OK,
+    HR_CRED_BAD, /* presented and refused; reason in err */
+} hr_cred_status;
+
+/* Verifies a JWT and applies revocations (deleted users). Fills *id (caller
+ * clears it); on failure writes a reason to err and counts the failure on
+ * loop. Any loop thread. */
+hr_cred_status hr_node_verify_jwt(hr_loop *loop, const char *token, auth_identity *id, char *err,
+                                  size_t errlen);
+/* Checks an API key (constant time). Sets id->backend on success. */
+hr_cred_status hr_node_check_api_key(hr_loop *loop, const char *key, auth_identity *id, char *err,
+                                     size_t errlen);
+/* Records that tokens of user_id issued up to `at` are no longer valid.
+ * Returns 1 if this is newer than what the node knew, else 0. */
+int hr_node_revoke(hr_node *node, const char *user_id, int64_t at);
+
+/* The client id of connection number n: "<node>.<n>" into buf. */
+void hr_node_client_id(const hr_node *node, uint64_t n, char *buf, size_t len);
+
+/*---- Loop (loop.c) ---------------------------------------------------------*/
+
+/* Creates loop `index` (not yet running). Returns NULL (logged) on failure. */
+hr_loop *hr_loop_new(hr_node *node, unsigned index);
+/* Runs the loop on the calling thread until it has shut down. */
+void hr_loop_run(hr_loop *loop);
+/* Starts a thread that runs the loop. Returns 0 or -1. */
+int hr_loop_start_thread(hr_loop *loop);
+/* Frees a loop that has stopped (or never ran). */
+void hr_loop_free(hr_loop *loop);
+/* Loop thread: once shutting down and the last connection closed, stops
+ * the loop. */
+void hr_loop_maybe_done(hr_loop *loop);
+/* Loop thread: starts this loop's graceful shutdown (stop accepting, close
+ * sockets with 1001, grace timer). */
+void hr_loop_begin_shutdown(hr_loop *loop);
+
+#endif

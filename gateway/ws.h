@@ -1,0 +1,43 @@
+/*
+ * ws.h - the WebSocket side of the gateway (SPEC §2): the upgrade, the
+ * command loop, and each connection's bounded outbound queue. Called by
+ * loop.c's protocol callback and inbox, on the connection's loop thread.
+ */
+#ifndef HR_WS_H
+#define HR_WS_H
+
+#include "node.h"
+
+/* lws hands a message to RECEIVE in pieces of at most this many bytes
+ * (ws.c reassembles); it is also what lws allocates per connection for
+ * receiving, so it is kept small. */
+#define HR_WS_RX_BUFFER 1024
+
+/* chan_host.deliver: queues a reference to m on the connection (owner). */
+void hr_ws_deliver(void *owner, chan_msg *m);
+
+/* HTTP_CONFIRM_UPGRADE: checks path, Origin and credentials once and keeps
+ * the verified identity on the wsi until ESTABLISHED. Returns 0 to let the
+ * upgrade proceed, >0 after refusing it with an HTTP response. */
+int hr_ws_confirm_upgrade(hr_loop *loop, struct lws *wsi, const char *upgrade);
+int hr_ws_established(hr_loop *loop, struct lws *wsi, hr_pss *pss);
+int hr_ws_receive(hr_loop *loop, struct lws *wsi, hr_pss *pss, const void *in, size_t len);
+int hr_ws_writeable(hr_loop *loop, struct lws *wsi, hr_pss *pss);
+int hr_ws_timer(hr_loop *loop, struct lws *wsi, hr_pss *pss);
+void hr_ws_closed(hr_loop *loop, struct lws *wsi, hr_pss *pss);
+/* WSI_DESTROY: frees an identity kept for an upgrade that never finished. */
+void hr_ws_wsi_destroyed(struct lws *wsi);
+
+/* From inside an lws callback: writes a close frame with code and reason
+ * and returns -1 (hang up). lws 4.1 on libuv would otherwise queue the
+ * close frame for a writeable callback that never comes once the callback
+ * has asked to close, and the peer would see no close frame (1006). */
+int hr_ws_close_now(struct lws *wsi, int code, const char *reason);
+
+/* Closes every connection of user `sub` on this loop with code and reason
+ * (static storage). Returns how many. */
+size_t hr_ws_disconnect_user(hr_loop *loop, const char *sub, int code, const char *reason);
+/* Starts closing every connection of this loop with 1001 after flushing. */
+void hr_ws_shutdown_all(hr_loop *loop);
+
+#endif
