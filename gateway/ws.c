@@ -52,9 +52,9 @@ struct hr_conn {
     uint32_t qhead, qlen, qcap;
     size_t qbytes;
 
-    hr_buf rx;     /* reassembly of a message that arrived in pieces */
-    double tokens; /* inbound rate limiter (token bucket) */
-    uint64_t tokens_ms;
+    hr_buf *rx;         /* reassembly of a message that arrived in pieces, else NULL */
+    float tokens;       /* inbound rate limiter (token bucket) */
+    uint32_t tokens_ms; /* when tokens was computed (ms, wraps after 49 days) */
 };
 
 /* The connections of one user on one loop: how a disconnect finds them
@@ -63,6 +63,8 @@ typedef struct hr_user_conns {
     lws_dll2_owner_t conns;
 } hr_user_conns;
 
+/* Ring slots kept once a burst has drained; bigger rings are freed. */
+#define HR_RING_KEEP 64
 /* Seconds a closing connection may wait for its peer to accept the close
  * frame before lws drops the socket. */
 #define HR_CLOSE_BACKSTOP_S 5
@@ -100,9 +102,11 @@ static void queue_drop(hr_conn *c)
         chan_msg_unref(queue_pop(c));
 }
 
+/* Rings start with two slots: most sockets never hold more than a reply
+ * and a publication, and an idle connection keeps its ring. */
 static void queue_grow(hr_conn *c)
 {
-    uint32_t ncap = c->qcap ? c->qcap * 2 : 8;
+    uint32_t ncap = c->qcap ? c->qcap * 2 : 2;
     chan_msg **nq = hr_malloc(ncap * sizeof(*nq));
     for (uint32_t i = 0; i < c->qlen; i++)
         nq[i] = c->q[(c->qhead + i) % c->qcap];
@@ -528,8 +532,8 @@ int hr_ws_established(hr_loop *loop, struct lws *wsi, hr_pss *pss)
     c->loop = loop;
     c->wsi = wsi;
     c->refs = 1;
-    c->tokens = loop->node->cfg->rate_burst;
-    c->tokens_ms = hr_now_ms();
+    c->tokens = (float)loop->node->cfg->rate_burst;
+    c->tokens_ms = (uint32_t)hr_now_ms();
     lws_dll2_add_tail(&c->in_loop, &loop->conns);
     pss->conn = c;
     HR_INC(&loop->stats, connections, 1);
@@ -554,23 +558,33 @@ int hr_ws_established(hr_loop *loop, struct lws *wsi, hr_pss *pss)
 static int rate_ok(hr_conn *c)
 {
     const hr_config *cfg = conn_cfg(c);
-    uint64_t now = hr_now_ms();
-    c->tokens += (double)(now - c->tokens_ms) * cfg->rate_per_sec / 1000.0;
-    if (c->tokens > cfg->rate_burst)
-        c->tokens = cfg->rate_burst;
+    uint32_t now = (uint32_t)hr_now_ms();
+    /* unsigned difference: right across the 32-bit wrap */
+    c->tokens += (float)((double)(uint32_t)(now - c->tokens_ms) * cfg->rate_per_sec / 1000.0);
+    if (c->tokens > (float)cfg->rate_burst)
+        c->tokens = (float)cfg->rate_burst;
     c->tokens_ms = now;
-    if (c->tokens < 1.0)
+    if (c->tokens < 1.0f)
         return 0;
-    c->tokens -= 1.0;
+    c->tokens -= 1.0f;
     return 1;
 }
 
 /* Protocol violations close through the deferred path with flush, so the
  * replies to commands accepted before the violation still reach the client;
  * input that arrives while closing is ignored. */
+static void rx_free(hr_conn *c)
+{
+    if (c->rx) {
+        hr_buf_reset(c->rx);
+        free(c->rx);
+        c->rx = NULL;
+    }
+}
+
 static int violation(hr_conn *c, int code, const char *reason)
 {
-    hr_buf_reset(&c->rx);
+    rx_free(c);
     conn_close(c, code, reason, 1);
     return 0;
 }
@@ -598,18 +612,21 @@ int hr_ws_receive(hr_loop *loop, struct lws *wsi, hr_pss *pss, const void *in, s
         return 0; /* closing: input is ignored */
     if (lws_frame_is_binary(wsi))
         return violation(c, 1003, "binary frames are not supported");
-    if (c->rx.len + len + lws_remaining_packet_payload(wsi) > max)
+    size_t have = c->rx ? c->rx->len : 0;
+    if (have + len + lws_remaining_packet_payload(wsi) > max)
         return violation(c, 1009, "message too big");
     int last = lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi);
-    if (last && c->rx.len == 0) { /* the common case: whole, no copy */
+    if (last && have == 0) { /* the common case: whole, no copy */
         complete_message(c, in, len);
         return 0;
     }
-    hr_buf_append(&c->rx, in, len);
+    if (!c->rx)
+        c->rx = hr_calloc(1, sizeof(*c->rx));
+    hr_buf_append(c->rx, in, len);
     if (!last)
         return 0;
-    complete_message(c, c->rx.data, c->rx.len);
-    hr_buf_reset(&c->rx); /* an idle connection keeps no receive buffer */
+    complete_message(c, c->rx->data, c->rx->len);
+    rx_free(c); /* an idle connection keeps no receive buffer */
     return 0;
 }
 
@@ -669,8 +686,13 @@ int hr_ws_writeable(hr_loop *loop, struct lws *wsi, hr_pss *pss)
         HR_INC(&loop->stats, messages_out, n);
         HR_INC(&loop->stats, bytes_out, len);
     }
-    if (c->qlen || c->close_code)
+    if (c->qlen || c->close_code) {
         lws_callback_on_writable(wsi);
+    } else if (c->qcap > HR_RING_KEEP) {
+        free(c->q); /* a burst is over: an idle socket keeps no big ring */
+        c->q = NULL;
+        c->qcap = c->qhead = 0;
+    }
     return 0;
 }
 
@@ -709,7 +731,7 @@ void hr_ws_closed(hr_loop *loop, struct lws *wsi, hr_pss *pss)
     }
     queue_drop(c);
     free(c->q);
-    hr_buf_reset(&c->rx);
+    rx_free(c);
     user_index_remove(c);
     auth_identity_clear(&c->id);
     lws_dll2_remove(&c->in_loop);

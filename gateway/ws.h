@@ -11,7 +11,7 @@
 /* lws hands a message to RECEIVE in pieces of at most this many bytes
  * (ws.c reassembles); it is also what lws allocates per connection for
  * receiving, so it is kept small. */
-#define HR_WS_RX_BUFFER 1024
+#define HR_WS_RX_BUFFER 128
 
 /* chan_host.deliver: queues a reference to m on the connection (owner). */
 void hr_ws_deliver(void *owner, chan_msg *m);
