@@ -35,6 +35,11 @@ struct hr_http_req {
     hr_buf body;
     int body_too_large;
     int expect_body;
+    int read_done;   /* the whole request (headers and body) has been read */
+    int in_cb;       /* inside an lws callback that read it */
+    int rx_off;      /* rx flow turned off while a worker has the request */
+    int completions; /* BODY_COMPLETION callbacks seen */
+    int body_seen;   /* HTTP_BODY callbacks seen */
 
     lws_dll2_t in_loop; /* loop->reqs */
     char peer[64];      /* client address, for login throttling */
@@ -192,7 +197,54 @@ static void req_unref(hr_http_req *req)
     free(req);
 }
 
-/* Stores the response (copying body) and asks for the writeable callback. */
+/*
+ * Responses and pipelining (lws 4.1.6).
+ *
+ * After LWS_CALLBACK_HTTP for a request with a body, lws_http_action loops
+ * "while the connection's buflist holds bytes, lws_read_h1()" without
+ * checking that anything was consumed. When bytes of a next, pipelined
+ * request follow the body in that buflist, nothing can consume them until
+ * the current transaction completes: left in LRS_BODY, lws calls
+ * BODY_COMPLETION again and again; completed inside the callback, it reads
+ * 0 bytes in LRS_DEFERRING_ACTION again and again. Either way one packet
+ * put the loop into a 100% CPU spin, deaf to every client and to SIGTERM.
+ * That loop only ends on an error. So:
+ *
+ * - a second BODY_COMPLETION for one request means pipelined bytes after
+ *   a body: the response, if known, is written and the callback fails,
+ *   which closes the connection cleanly (RFC 9112 lets a server close
+ *   rather than serve the rest of a pipeline). Pipelined requests after
+ *   requests without a body are served in order;
+ * - otherwise a response decided inside lws' callbacks is written and its
+ *   transaction completed together in the next writeable callback, so a
+ *   client never sees it before lws is ready for its next request;
+ * - while a worker has the request, rx flow is off, so lws does not poll
+ *   for buffered pipelined bytes in vain; h1 then services no POLLOUT, so
+ *   the worker's answer is written and completed directly;
+ * - a response decided before the request's body has arrived (an early
+ *   4xx) waits for the body, so body bytes are never parsed as a request;
+ * - a request with a body pipelined after a bodyless one gets its own
+ *   header bytes as "body" from lws: refused by closing (hr_http_body).
+ */
+static int write_response(hr_http_req *req);
+
+static void send_response(hr_http_req *req)
+{
+    struct lws *wsi = req->wsi;
+    if (req->in_cb) {
+        lws_callback_on_writable(wsi);
+        return;
+    }
+    if (req->rx_off) {
+        req->rx_off = 0;
+        lws_rx_flow_control(wsi, 1);
+    }
+    if (write_response(req) < 0 || lws_http_transaction_completed(wsi))
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
+/* Stores the response (copying body) and sends it once the request has
+ * been read. */
 static void respond(hr_http_req *req, int status, const char *ctype, const char *body, size_t len)
 {
     if (req->responded || !req->wsi)
@@ -203,7 +255,8 @@ static void respond(hr_http_req *req, int status, const char *ctype, const char 
     req->status = status;
     req->ctype = ctype;
     req->responded = 1;
-    lws_callback_on_writable(req->wsi);
+    if (req->read_done)
+        send_response(req);
 }
 
 static void respond_json(hr_http_req *req, int status, json_t *o)
@@ -224,14 +277,11 @@ static void problem(hr_http_req *req, int status, const char *detail)
     free(s);
 }
 
-int hr_http_writeable(hr_loop *loop, struct lws *wsi, hr_pss *pss)
+/* Headers, then the body. Returns 0, or -1 when the connection failed. */
+static int write_response(hr_http_req *req)
 {
     unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr);
-    hr_http_req *req = pss->req;
-    (void)loop;
-
-    if (!req || !req->responded || !req->resp)
-        return 0;
+    struct lws *wsi = req->wsi;
     if (lws_add_http_common_headers(wsi, (unsigned int)req->status, req->ctype, req->resp_len, &p,
                                     end))
         return -1;
@@ -259,6 +309,19 @@ int hr_http_writeable(hr_loop *loop, struct lws *wsi, hr_pss *pss)
         return -1;
     free(req->resp);
     req->resp = NULL;
+    return 0;
+}
+
+/* Writes a response decided inside lws' callbacks and completes its
+ * transaction (see send_response). */
+int hr_http_writeable(hr_loop *loop, struct lws *wsi, hr_pss *pss)
+{
+    hr_http_req *req = pss->req;
+    (void)loop;
+    if (!req || !req->responded || !req->resp || !req->read_done)
+        return 0;
+    if (write_response(req) < 0)
+        return -1;
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
@@ -390,6 +453,60 @@ static void dispatch(hr_http_req *req)
         r->fn(req);
 }
 
+/* Starts an lws callback that reads (part of) a request. The callback
+ * holds a reference: completing the transaction inside it may make lws
+ * drop the request (HTTP_DROP_PROTOCOL) before the callback returns. */
+static void begin_callback(hr_http_req *req)
+{
+    req->refs++;
+    req->in_cb = 1;
+}
+
+/* Ends it: a request that went to a worker has its rx flow turned off
+ * until the worker's answer is sent. */
+static int finish_callback(hr_http_req *req)
+{
+    req->in_cb = 0;
+    if (req->wsi && req->read_done && !req->responded && !req->rx_off) {
+        req->rx_off = 1;
+        lws_rx_flow_control(req->wsi, 0);
+    }
+    req_unref(req);
+    return 0;
+}
+
+/* The checks a request's headers decide: shutdown, path, route, method,
+ * credentials; dispatches a request without a body. */
+static void request_headers(hr_http_req *req, const char *uri)
+{
+    if (req->loop->shutting_down) {
+        problem(req, 503, "the server is shutting down");
+        return;
+    }
+    if (strlen(uri) >= sizeof(req->path)) {
+        problem(req, 414, "the request path is too long");
+        return;
+    }
+    snprintf(req->path, sizeof(req->path), "%s", uri);
+    req->route = hr_http_route(req->method, req->path, req->params, HR_MAX_PARAMS, req->allow,
+                               sizeof(req->allow));
+    if (req->route == -404) {
+        problem(req, 404, "no such resource");
+        return;
+    }
+    if (req->route == -405) {
+        char detail[128];
+        snprintf(detail, sizeof(detail), "method %s not allowed here; allowed: %s", req->method,
+                 req->allow);
+        problem(req, 405, detail);
+        return;
+    }
+    req->cred =
+        hr_http_credentials(req->loop, req->wsi, 0, &req->id, req->cred_err, sizeof(req->cred_err));
+    if (!req->expect_body)
+        dispatch(req);
+}
+
 int hr_http_request(hr_loop *loop, struct lws *wsi, hr_pss *pss, const char *uri)
 {
     hr_http_drop(pss); /* a keep-alive connection's previous request */
@@ -403,30 +520,6 @@ int hr_http_request(hr_loop *loop, struct lws *wsi, hr_pss *pss, const char *uri
     lws_get_peer_simple(wsi, req->peer, sizeof(req->peer));
     HR_INC(&loop->stats, http_requests, 1);
     snprintf(req->method, sizeof(req->method), "%s", request_method(wsi));
-
-    if (loop->shutting_down) {
-        problem(req, 503, "the server is shutting down");
-        return 0;
-    }
-    if (strlen(uri) >= sizeof(req->path)) {
-        problem(req, 414, "the request path is too long");
-        return 0;
-    }
-    snprintf(req->path, sizeof(req->path), "%s", uri);
-    req->route = hr_http_route(req->method, req->path, req->params, HR_MAX_PARAMS, req->allow,
-                               sizeof(req->allow));
-    if (req->route == -404) {
-        problem(req, 404, "no such resource");
-        return 0;
-    }
-    if (req->route == -405) {
-        char detail[128];
-        snprintf(detail, sizeof(detail), "method %s not allowed here; allowed: %s", req->method,
-                 req->allow);
-        problem(req, 405, detail);
-        return 0;
-    }
-    req->cred = hr_http_credentials(loop, wsi, 0, &req->id, req->cred_err, sizeof(req->cred_err));
     /* Bodies arrive in HTTP_BODY callbacks; dispatch waits for completion.
      * "Content-Length: 0" means no body callbacks will come at all. */
     char cl[24] = "";
@@ -434,9 +527,22 @@ int hr_http_request(hr_loop *loop, struct lws *wsi, hr_pss *pss, const char *uri
     req->expect_body = strtoull(cl, NULL, 10) > 0 &&
                        (!strcmp(req->method, "POST") || !strcmp(req->method, "PUT") ||
                         !strcmp(req->method, "PATCH") || !strcmp(req->method, "DELETE"));
-    if (!req->expect_body)
-        dispatch(req);
-    return 0;
+    req->read_done = !req->expect_body;
+    begin_callback(req);
+    request_headers(req, uri);
+    return finish_callback(req);
+}
+
+/* lws 4.1.6 hands a request that was pipelined after a bodyless request
+ * its own header bytes as its body (lws_http_action reads the buflist
+ * before the headers are marked consumed). A JSON or form body never
+ * starts with "<METHOD> <path>", so such a "body" is recognised on its first
+ * bytes and the connection is closed rather than the request served with
+ * bytes that are not its body. The answers before it were already sent. */
+static int body_is_own_headers(const hr_http_req *req, const char *in, size_t len)
+{
+    size_t m = strlen(req->method);
+    return len > m && !memcmp(in, req->method, m) && in[m] == ' ';
 }
 
 int hr_http_body(hr_loop *loop, struct lws *wsi, hr_pss *pss, const void *in, size_t len)
@@ -445,6 +551,10 @@ int hr_http_body(hr_loop *loop, struct lws *wsi, hr_pss *pss, const void *in, si
     (void)wsi;
     if (!req)
         return -1;
+    if (!req->body_seen++ && body_is_own_headers(req, in, len)) {
+        hr_debug("http", "pipelined %s with a body after another request: closing", req->method);
+        return -1;
+    }
     if (req->body_too_large || req->body.len + len > loop->node->cfg->max_body) {
         req->body_too_large = 1; /* keep reading, drop the bytes */
         hr_buf_reset(&req->body);
@@ -460,16 +570,26 @@ int hr_http_body_done(hr_loop *loop, struct lws *wsi, hr_pss *pss)
     (void)wsi;
     if (!req)
         return -1;
-    if (req->responded)
-        return 0;
-    if (req->body_too_large) {
+    if (++req->completions > 1) { /* see "Responses and pipelining" */
+        hr_debug("http", "pipelined request after a body: answering, then closing");
+        if (req->responded && req->resp)
+            write_response(req);
+        return -1;
+    }
+    if (req->read_done)
+        return 0; /* no body was expected (Content-Length: 0): already dispatched */
+    req->read_done = 1;
+    begin_callback(req);
+    if (req->responded) {
+        send_response(req); /* an early answer (4xx) waited for the body */
+    } else if (req->body_too_large) {
         char detail[96];
         snprintf(detail, sizeof(detail), "request body over %zu bytes", loop->node->cfg->max_body);
         problem(req, 413, detail);
-        return 0;
+    } else {
+        dispatch(req);
     }
-    dispatch(req);
-    return 0;
+    return finish_callback(req);
 }
 
 /*---- Handlers --------------------------------------------------------------*/

@@ -85,9 +85,13 @@ static int callback_herald(struct lws *wsi, enum lws_callback_reasons reason, vo
 
 /* One protocol serves HTTP and WebSocket, so clients that offer no
  * Sec-WebSocket-Protocol (browsers usually don't) land on it too. The rx
- * buffer bounds one RECEIVE callback, not a message: ws.c reassembles. */
+ * buffer bounds one RECEIVE callback, not a message: ws.c reassembles.
+ * tx_packet_size must be set: when it is 0, lws 4.1 caps every send at
+ * rx_buffer_size + LWS_PRE + 4 bytes and copies the rest into its
+ * buffered-out list, which with a small rx buffer turned one coalesced
+ * write into hundreds. */
 static const struct lws_protocols protocols[] = {
-    {"herald", callback_herald, sizeof(hr_pss), HR_WS_RX_BUFFER, 0, NULL, 0},
+    {"herald", callback_herald, sizeof(hr_pss), HR_WS_RX_BUFFER, 0, NULL, HR_SCRATCH + LWS_PRE},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
