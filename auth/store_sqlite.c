@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sqlite3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,26 +190,38 @@ static void sqlite_close(auth_store *st)
  * which they could keep a descriptor). Names SQLite interprets itself
  * ("" = temporary, ":memory:", "file:" URIs) are left to it.
  *
- * O_EXCL matters: an existing database is never opened here. Closing any
- * descriptor of a file drops every POSIX lock this process holds on it, so
- * opening and closing the database while another connection of this
- * process (another worker) has it open would silently release that
- * connection's SQLite locks; another process would then see no readers,
- * checkpoint and delete the WAL under it. */
+ * No descriptor of path itself is ever opened here: closing any descriptor
+ * of a file drops every POSIX lock this process holds on it, so opening and
+ * closing the database while another connection of this process (another
+ * worker, even one that opened it a moment ago) has it open would silently
+ * release that connection's SQLite locks; another process would then see no
+ * readers, checkpoint and delete the WAL under it. So a private file is
+ * made under a temporary name, closed while nobody can know it, and
+ * link(2)ed into place - atomically, and only if path does not exist. */
 static int create_private(const char *path, char *err, size_t errlen)
 {
+    char tmp[4096];
     if (!path[0] || !strcmp(path, ":memory:") || !strncmp(path, "file:", 5))
         return 0;
-    /* O_NONBLOCK: a FIFO named by mistake must not hang start-up. */
-    int fd = open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NONBLOCK, 0600);
+    if (access(path, F_OK) == 0)
+        return 0;
+    if (snprintf(tmp, sizeof(tmp), "%s.new-%ld-%lx", path, (long)getpid(),
+                 (unsigned long)(uintptr_t)&tmp) >= (int)sizeof(tmp)) {
+        snprintf(err, errlen, "database path too long: %s", path);
+        return -1;
+    }
+    /* O_NONBLOCK: nothing here may hang start-up */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NONBLOCK, 0600);
     if (fd < 0) {
-        if (errno == EEXIST)
-            return 0;
-        snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+        snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
         return -1;
     }
     close(fd);
-    return 0;
+    int rc = link(tmp, path) < 0 && errno != EEXIST ? -1 : 0;
+    if (rc < 0)
+        snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+    unlink(tmp);
+    return rc;
 }
 
 /* Makes one existing regular file owner-only, with a warning; a missing one

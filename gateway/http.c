@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #define HR_MAX_PARAMS 2
@@ -539,6 +540,21 @@ int hr_http_request(hr_loop *loop, struct lws *wsi, hr_pss *pss, const char *uri
  * starts with "<METHOD> <path>", so such a "body" is recognised on its first
  * bytes and the connection is closed rather than the request served with
  * bytes that are not its body. The answers before it were already sent. */
+/* Returns -1 to close a pipelined connection after its answers. Closing a
+ * socket with unread bytes makes the kernel send RST instead of FIN, and an
+ * RST can destroy answers the client has not read yet (its retry would then
+ * publish twice); so what the client already sent is read and discarded
+ * first (non-blocking, bounded). */
+static int close_pipeline(struct lws *wsi)
+{
+    char sink[4096];
+    int fd = lws_get_socket_fd(wsi);
+    for (int i = 0; fd >= 0 && i < 64; i++)
+        if (recv(fd, sink, sizeof(sink), MSG_DONTWAIT) <= 0)
+            break;
+    return -1;
+}
+
 static int body_is_own_headers(const hr_http_req *req, const char *in, size_t len)
 {
     size_t m = strlen(req->method);
@@ -548,12 +564,11 @@ static int body_is_own_headers(const hr_http_req *req, const char *in, size_t le
 int hr_http_body(hr_loop *loop, struct lws *wsi, hr_pss *pss, const void *in, size_t len)
 {
     hr_http_req *req = pss->req;
-    (void)wsi;
     if (!req)
         return -1;
     if (!req->body_seen++ && body_is_own_headers(req, in, len)) {
         hr_debug("http", "pipelined %s with a body after another request: closing", req->method);
-        return -1;
+        return close_pipeline(wsi);
     }
     if (req->body_too_large || req->body.len + len > loop->node->cfg->max_body) {
         req->body_too_large = 1; /* keep reading, drop the bytes */
@@ -567,14 +582,14 @@ int hr_http_body(hr_loop *loop, struct lws *wsi, hr_pss *pss, const void *in, si
 int hr_http_body_done(hr_loop *loop, struct lws *wsi, hr_pss *pss)
 {
     hr_http_req *req = pss->req;
-    (void)wsi;
+
     if (!req)
         return -1;
     if (++req->completions > 1) { /* see "Responses and pipelining" */
         hr_debug("http", "pipelined request after a body: answering, then closing");
         if (req->responded && req->resp)
             write_response(req);
-        return -1;
+        return close_pipeline(wsi);
     }
     if (req->read_done)
         return 0; /* no body was expected (Content-Length: 0): already dispatched */

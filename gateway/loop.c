@@ -255,6 +255,7 @@ static void loop_stop(hr_loop *loop)
     uv_close((uv_handle_t *)&loop->inbox.wake, NULL);
     pthread_mutex_unlock(&loop->inbox.mu);
     close_handle((uv_handle_t *)&loop->grace);
+    close_handle((uv_handle_t *)&loop->flush);
     close_handle((uv_handle_t *)&loop->sigterm);
     close_handle((uv_handle_t *)&loop->sigint);
     close_handle((uv_handle_t *)&loop->revocation_poll);
@@ -291,6 +292,13 @@ void hr_loop_begin_shutdown(hr_loop *loop)
         return;
     }
     uv_timer_start(&loop->grace, grace_expired, (uint64_t)loop->node->cfg->shutdown_grace_ms, 0);
+}
+
+/* Runs after each iteration's I/O callbacks (lws events, the inbox): every
+ * socket that got frames during them is written once. */
+static void on_check(uv_check_t *h)
+{
+    hr_ws_flush_pending(h->data);
 }
 
 static void on_signal(uv_signal_t *s, int sig)
@@ -354,6 +362,10 @@ static int init_handles(hr_loop *loop)
     loop->inbox.wake.data = loop;
     uv_timer_init(&loop->uv, &loop->grace);
     loop->grace.data = loop;
+    uv_check_init(&loop->uv, &loop->flush);
+    loop->flush.data = loop;
+    uv_check_start(&loop->flush, on_check);
+    uv_unref((uv_handle_t *)&loop->flush); /* it must not keep a stopped loop alive */
     if (loop->index == 0) {
         uv_signal_init(&loop->uv, &loop->sigterm);
         uv_signal_init(&loop->uv, &loop->sigint);
@@ -456,9 +468,11 @@ void hr_loop_free(hr_loop *loop)
         if (uv_loop_close(&loop->uv) != 0)
             hr_warn("shutdown", "loop %u closed with handles still open", loop->index);
     }
+    hr_ws_flush_pending(loop); /* drops the references of closed connections */
     hr_http_free_all(loop);
     inbox_free(&loop->inbox);
     hr_map_free(loop->by_user);
+    free(loop->pending);
     free(loop->scratch);
     free(loop);
 }

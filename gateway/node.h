@@ -115,7 +115,10 @@ struct hr_loop {
     int shutting_down;
 
     unsigned char *scratch; /* LWS_PRE + HR_SCRATCH bytes: one write per socket burst */
-    auth_reply_to auth_to;  /* user-store completions come back to this loop */
+    hr_conn **pending;      /* connections with frames to write this iteration */
+    size_t npending, cappending;
+    uv_check_t flush;      /* writes them after the iteration's callbacks */
+    auth_reply_to auth_to; /* user-store completions come back to this loop */
 };
 
 /* Bytes of frames coalesced into one write. */

@@ -27,6 +27,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -41,6 +42,8 @@ struct hr_conn {
 
     unsigned authed : 1;
     unsigned close_flush : 1; /* send what is queued before the close frame */
+    unsigned pending : 1;     /* on the loop's pending-write list */
+    unsigned choked : 1;      /* lws holds a partial write: wait for writeable */
     int close_code;           /* != 0: closing with this code */
     const char *close_reason; /* static storage */
     uint64_t client_n;        /* client id "<node>.<client_n>" */
@@ -143,6 +146,25 @@ static void slow_consumer(hr_conn *c)
     conn_close(c, 4008, "slow consumer", 0);
 }
 
+/* Puts c on its loop's pending-write list (once; the list holds a
+ * reference): hr_ws_flush_pending writes it when this loop iteration's
+ * callbacks are done, as Redis' handleClientsWithPendingWrites does -
+ * no writeable request, so no epoll_ctl, and one write however many
+ * frames were queued meanwhile. */
+static void conn_mark_pending(hr_conn *c)
+{
+    hr_loop *loop = c->loop;
+    if (c->pending)
+        return;
+    c->pending = 1;
+    c->refs++;
+    if (loop->npending == loop->cappending) {
+        loop->cappending = loop->cappending ? loop->cappending * 2 : 256;
+        loop->pending = hr_realloc(loop->pending, loop->cappending * sizeof(*loop->pending));
+    }
+    loop->pending[loop->npending++] = c;
+}
+
 /* Adds a reference to m to the connection's queue. Never copies the bytes. */
 static void conn_enqueue(hr_conn *c, chan_msg *m)
 {
@@ -159,8 +181,8 @@ static void conn_enqueue(hr_conn *c, chan_msg *m)
     c->q[(c->qhead + c->qlen) % c->qcap] = chan_msg_ref(m);
     c->qlen++;
     c->qbytes += flen;
-    if (c->qlen == 1)
-        lws_callback_on_writable(c->wsi);
+    if (!c->choked)
+        conn_mark_pending(c);
 }
 
 void hr_ws_deliver(void *owner, chan_msg *m)
@@ -662,37 +684,85 @@ static size_t gather(hr_conn *c, unsigned char *scratch, const unsigned char **o
     return used;
 }
 
-/* Sends everything queued (up to the scratch size) in one write, then asks
- * to be called again if more is left or a close is pending. lws keeps the
- * unsent tail of a partial write and calls back when it has gone. */
+/* Sends what is queued (up to the scratch size) with one send(2) on the
+ * socket. lws_send_pipe_choked would cost a poll(2) per call and
+ * lws_write(LWS_WRITE_RAW) is a send with buffering we only need on a
+ * short write: then the remainder goes to lws_write, which keeps it and
+ * flushes it before anything else it writes (pongs, close), so frames never
+ * interleave; the connection is choked until the writeable callback, and
+ * lws never holds more than one partial write of ours. Returns 0, or -1
+ * when the socket failed. */
+static int conn_send(hr_loop *loop, hr_conn *c)
+{
+    const unsigned char *buf;
+    chan_msg *single;
+    uint32_t n;
+    size_t len = gather(c, loop->scratch + LWS_PRE, &buf, &single, &n);
+    ssize_t sent = send(lws_get_socket_fd(c->wsi), buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    int rc = 0;
+    if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        sent = 0;
+    if (sent < 0) {
+        rc = -1;
+    } else if ((size_t)sent < len) {
+        rc = lws_write(c->wsi, (unsigned char *)buf + sent, len - (size_t)sent, LWS_WRITE_RAW) < 0
+                 ? -1
+                 : 0;
+        c->choked = 1;
+        lws_callback_on_writable(c->wsi);
+    }
+    chan_msg_unref(single);
+    HR_INC(&loop->stats, writes, 1);
+    HR_INC(&loop->stats, messages_out, n);
+    HR_INC(&loop->stats, bytes_out, len);
+    return rc;
+}
+
+/* An idle socket keeps no big ring once a burst has drained. */
+static void queue_shrink(hr_conn *c)
+{
+    if (c->qlen == 0 && c->qcap > HR_RING_KEEP) {
+        free(c->q);
+        c->q = NULL;
+        c->qcap = c->qhead = 0;
+    }
+}
+
+void hr_ws_flush_pending(hr_loop *loop)
+{
+    size_t n = loop->npending;
+    hr_conn **list = loop->pending;
+    /* sending never marks a connection pending, so the list is stable */
+    for (size_t i = 0; i < n; i++) {
+        hr_conn *c = list[i];
+        c->pending = 0;
+        if (c->wsi && !c->close_code && !c->choked && c->qlen) {
+            if (conn_send(loop, c) < 0)
+                lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+            else if (c->qlen && !c->choked)
+                lws_callback_on_writable(c->wsi); /* more than one scratch's worth */
+            queue_shrink(c);
+        }
+        conn_unref(c);
+    }
+    loop->npending = 0;
+}
+
+/* The writeable callback: lws has flushed any partial write it held. Sends
+ * what is queued, or the close frame once the queue is empty. */
 int hr_ws_writeable(hr_loop *loop, struct lws *wsi, hr_pss *pss)
 {
     hr_conn *c = pss->conn;
     if (!c)
         return -1;
+    c->choked = 0;
     if (c->close_code && (!c->close_flush || c->qlen == 0))
         return hr_ws_close_now(wsi, c->close_code, c->close_reason);
-    if (c->qlen) {
-        const unsigned char *buf;
-        chan_msg *single;
-        uint32_t n;
-        size_t len = gather(c, loop->scratch + LWS_PRE, &buf, &single, &n);
-        /* LWS_WRITE_RAW: the frame headers were built once per message */
-        int wrote = lws_write(wsi, (unsigned char *)buf, len, LWS_WRITE_RAW);
-        chan_msg_unref(single);
-        if (wrote < (int)len)
-            return -1;
-        HR_INC(&loop->stats, writes, 1);
-        HR_INC(&loop->stats, messages_out, n);
-        HR_INC(&loop->stats, bytes_out, len);
-    }
-    if (c->qlen || c->close_code) {
+    if (c->qlen && conn_send(loop, c) < 0)
+        return -1;
+    if ((c->qlen && !c->choked) || (c->close_code && !c->choked))
         lws_callback_on_writable(wsi);
-    } else if (c->qcap > HR_RING_KEEP) {
-        free(c->q); /* a burst is over: an idle socket keeps no big ring */
-        c->q = NULL;
-        c->qcap = c->qhead = 0;
-    }
+    queue_shrink(c);
     return 0;
 }
 

@@ -34,6 +34,10 @@ void hr_ws_wsi_destroyed(struct lws *wsi);
  * has asked to close, and the peer would see no close frame (1006). */
 int hr_ws_close_now(struct lws *wsi, int code, const char *reason);
 
+/* Writes, once each, every connection that had frames queued since the
+ * last call (loop.c calls it after each loop iteration's callbacks). */
+void hr_ws_flush_pending(hr_loop *loop);
+
 /* Closes every connection of user `sub` on this loop with code and reason
  * (static storage). Returns how many. */
 size_t hr_ws_disconnect_user(hr_loop *loop, const char *sub, int code, const char *reason);

@@ -1,0 +1,826 @@
+#!/usr/bin/env python3
+"""run.py - Herald benchmark scenarios, each next to herald-refserver.
+
+    python3 bench/run.py SCENARIO [options]      (stdlib only)
+
+Scenarios (defaults in brackets; see bench/README.md for what each number means):
+  fanout         publications x subscribers on one channel [1000 x 1000, then 100 x 10000]
+  channels       many channels with one subscriber each [5000 channels, 50000 publications]
+  latency        paced publications to subscribers [5/s to 1000, for 10 s]: p50/p99/p99.9
+  idle-crowd     fan-out to 100 subscribers with 0, 5000, 15000 idle connections held open
+  idle-memory    server RSS per idle authenticated connection [19000]
+  connect-storm  handshakes/s (HS256 JWT in ?token=) [5000, 100 in flight]
+  rest           REST publishes/s on 1 and 4 keep-alive connections, window 1 and 16
+  threads        fanout 1000 x 1000 with HERALD_THREADS=1 and 2
+  all            every scenario above, with its defaults
+
+Every run starts fresh servers on free loopback ports (Herald with a throwaway
+SQLite store, and herald-refserver), drives them with bench/herald-loadgen,
+prints one table per scenario, then one JSON line with every number.
+--repeat N runs each row N times and reports medians. --write FILE replaces
+the scenario's block inside the marked section of FILE (docs/benchmarks.md),
+keeping everything else in the file.
+
+Server CPU per delivery: the loadgen is given the server's pid and reads
+utime+stime from /proc/PID/stat at the start and the end of the measured
+interval (first publication .. last delivery), so connection setup is not
+counted; divided by the deliveries received. RSS comes from /proc/PID/status.
+Client and server share the machine: on 2 cores the loadgen takes one.
+"""
+
+import argparse
+import atexit
+import datetime
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.normpath(os.path.join(HERE, ".."))
+DEFAULT_HERALD = "/work/main/build/herald"
+STANDALONE_BUILD = "/tmp/herald-bench-build"
+IDLE_PER_PROCESS = 9500  # each loadgen stays well under the 20,000-descriptor limit
+SECTION_BEGIN = "<!-- BEGIN bench/run.py -->"
+SECTION_END = "<!-- END bench/run.py -->"
+NS_CONFIG = {"namespaces": {"": {"subscribe": "authenticated", "publish": "authenticated"}}}
+
+VERBOSE = False
+
+
+def log(msg):
+    print("run.py: " + msg, file=sys.stderr, flush=True)
+
+
+def vlog(msg):
+    if VERBOSE:
+        log(msg)
+
+
+#---- processes -----------------------------------------------------------------
+
+_children = []  # every process started here, killed at exit if still running
+
+
+def spawn(argv, **kw):
+    p = subprocess.Popen(argv, **kw)
+    _children.append(p)
+    return p
+
+
+def kill_children():
+    for p in _children:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+atexit.register(kill_children)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_cpu_s(pid):
+    """utime + stime of every thread of pid, in seconds (None when gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def proc_status_kb(pid, key):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class Server:
+    """One server process on a free loopback port: Herald or the refserver.
+
+    kind: "herald" or "refserver". stop() sends SIGTERM, then SIGKILL after a
+    grace period: a server stuck in a busy loop ignores SIGTERM."""
+
+    def __init__(self, kind, binary, secret, api_key, threads=1, log_level="warn"):
+        self.kind, self.binary, self.secret, self.api_key = kind, binary, secret, api_key
+        self.threads, self.log_level = threads, log_level
+        self.dir = tempfile.mkdtemp(prefix="herald-bench-")
+        self.port = None
+        self.proc = None
+        self.killed = False
+
+    def label(self):
+        return self.kind if self.kind == "refserver" else "herald"
+
+    def _env(self):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+        if self.kind == "refserver":
+            return env
+        cfg = os.path.join(self.dir, "config.json")
+        with open(cfg, "w") as f:
+            json.dump(NS_CONFIG, f)
+        env.update({
+            "HERALD_LISTEN": "127.0.0.1:%d" % self.port,
+            "HERALD_JWT_SECRET": self.secret,
+            "HERALD_API_KEY": self.api_key,
+            "HERALD_DB": os.path.join(self.dir, "h.db"),
+            "HERALD_LOG_LEVEL": self.log_level,
+            "HERALD_LOG_FORMAT": "json",
+            "HERALD_RATE": "100000",
+            "HERALD_RATE_BURST": "100000",
+            "HERALD_THREADS": str(self.threads),
+            "HERALD_CONFIG": cfg,
+        })
+        return env
+
+    def start(self, timeout=15.0):
+        self.port = free_port()
+        argv = [self.binary]
+        if self.kind == "refserver":
+            argv += ["--listen", "127.0.0.1:%d" % self.port, "--api-key", self.api_key]
+        self.err = open(os.path.join(self.dir, "server.log"), "wb")
+        self.proc = spawn(argv, env=self._env(), stdout=self.err, stderr=subprocess.STDOUT,
+                          cwd=self.dir)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("%s exited at start (%s): %s" %
+                                   (self.kind, self.proc.returncode, self.log_tail()))
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % self.port,
+                                            timeout=1) as r:
+                    if r.status == 200:
+                        vlog("%s pid %d on port %d" % (self.kind, self.proc.pid, self.port))
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("%s did not answer /healthz within %.0fs" % (self.kind, timeout))
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def rss_kb(self):
+        return proc_status_kb(self.pid, "VmRSS")
+
+    def hwm_kb(self):
+        return proc_status_kb(self.pid, "VmHWM")
+
+    def log_tail(self, n=600):
+        try:
+            with open(os.path.join(self.dir, "server.log"), "rb") as f:
+                return f.read()[-n:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, grace=30.0):
+        """Returns the exit status, or "killed" when SIGTERM was not enough;
+        self.stop_s is how long the exit took."""
+        status = None
+        t0 = time.monotonic()
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                status = self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                self.killed = True
+                status = "killed"
+        elif self.proc is not None:
+            status = self.proc.returncode
+        self.stop_s = time.monotonic() - t0
+        self.err.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return status
+
+
+class Loadgen:
+    """Runs herald-loadgen against a server and returns its JSON report."""
+
+    def __init__(self, binary, server):
+        self.binary, self.server = binary, server
+
+    def argv(self, args, tag):
+        s = self.server
+        vlog("herald-loadgen --tag %s %s" % (tag, " ".join(str(a) for a in args)))
+        return [self.binary, "--host", "127.0.0.1", "--port", str(s.port), "--secret", s.secret,
+                "--api-key", s.api_key, "--server-pid", str(s.pid), "--tag", tag] + \
+            [str(a) for a in args]
+
+    def run(self, args, timeout, tag="lg"):
+        argv = self.argv(args, tag)
+        p = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            raise RuntimeError("herald-loadgen did not finish within %ss" % timeout)
+        return parse_report(out, err, p.returncode)
+
+    def start_background(self, args, tag):
+        """Starts a holding loadgen (idle connections); returns (proc, ready_file)."""
+        ready = os.path.join(self.server.dir, "ready-" + tag)
+        argv = self.argv(list(args) + ["--ready-file", ready], tag)
+        errf = open(os.path.join(self.server.dir, "loadgen-%s.err" % tag), "wb")
+        p = spawn(argv, stdout=subprocess.PIPE, stderr=errf)
+        return p, ready
+
+
+def parse_report(out, err, rc):
+    lines = [l for l in out.decode(errors="replace").splitlines() if l.startswith("{")]
+    if rc != 0 or not lines:
+        raise RuntimeError("herald-loadgen failed (rc %s): %s" %
+                           (rc, err.decode(errors="replace")[-600:]))
+    return json.loads(lines[-1])
+
+
+def wait_ready(procs, timeout):
+    """Waits until every background loadgen wrote its ready file."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(os.path.exists(r) for _, r in procs):
+            return True
+        if any(p.poll() is not None for p, _ in procs):
+            return False
+        time.sleep(0.1)
+    return False
+
+
+def finish_background(procs, timeout=120):
+    """Ends the hold (SIGUSR1) and collects each loadgen's report."""
+    reports = []
+    for p, _ in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGUSR1)
+    for p, _ in procs:
+        try:
+            out, _ = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, _ = p.communicate()
+        try:
+            reports.append(parse_report(out, b"", 0))
+        except RuntimeError:
+            reports.append(None)
+    return reports
+
+
+#---- metrics ---------------------------------------------------------------------
+
+def summarize(r):
+    """Flattens one loadgen report into the numbers the tables show."""
+    d, p, c = r["delivery"], r["publish"], r["connect"]
+    cpu = r.get("server_cpu_s")
+    closes = r.get("closes", {})
+    m = {
+        "deliveries_per_s": d["rate"],
+        "publications_per_s": p["rate"],
+        "cpu_us_per_delivery": cpu * 1e6 / d["received"] if cpu is not None and d["received"] else None,
+        "cpu_us_per_publication": cpu * 1e6 / p["acked"] if cpu is not None and p["acked"] else None,
+        "server_cpu_s": cpu,
+        "p50_ms": d["p50_ms"], "p90_ms": d["p90_ms"], "p99_ms": d["p99_ms"],
+        "p999_ms": d["p999_ms"], "max_ms": d["max_ms"],
+        "ack_p50_ms": p["ack_p50_ms"], "ack_p99_ms": p["ack_p99_ms"],
+        "sent": p["sent"], "acked": p["acked"], "pub_errors": p["errors"],
+        "reconnects": p["reconnects"], "resent": p["resent"],
+        "expected": d["expected"], "received": d["received"], "lost": d["lost"],
+        "gaps": d["gaps"], "dups": d["dups"] + d["stale"], "reordered": d["reordered"],
+        "closes_4008": closes.get("4008", 0),
+        "closes_other": sum(v for k, v in closes.items() if k != "4008"),
+        "errors": sum(r["errors"].values()),
+        "conns_ready": r["conns"]["ready"], "conns_failed": r["conns"]["failed"],
+        "connect_per_s": c["rate"], "handshake_p50_ms": c["p50_ms"], "handshake_p99_ms": c["p99_ms"],
+        "measure_s": r["measure_s"], "stalled": r["stalled"], "timed_out": r["timed_out"],
+    }
+    if r["stalled"]:  # rates over a stalled interval mean nothing
+        for k in ("deliveries_per_s", "publications_per_s", "cpu_us_per_delivery",
+                  "cpu_us_per_publication", "ack_p50_ms", "ack_p99_ms"):
+            m[k] = None
+    return m
+
+
+def median_row(runs):
+    """Medians of numbers, any() of flags, first of the rest, over repeats."""
+    out = {}
+    for k in runs[0]:
+        vals = [r.get(k) for r in runs]
+        nums = [v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if all(isinstance(v, bool) for v in vals):
+            out[k] = any(vals)
+        elif nums and len(nums) == len(vals):
+            out[k] = statistics.median(nums)
+        else:
+            out[k] = vals[0]
+    return out
+
+
+#---- scenario plumbing ---------------------------------------------------------------
+
+class Bench:
+    """What every scenario needs: binaries, options, and the run loop."""
+
+    def __init__(self, args, loadgen_bin, refserver_bin):
+        self.a = args
+        self.loadgen_bin, self.refserver_bin = loadgen_bin, refserver_bin
+        self.secret = secrets.token_hex(24)  # 48 hex characters
+        self.api_key = "bench-" + secrets.token_hex(8)
+        self.results = []  # rows: {"scenario","variant","server",...metrics}
+
+    def servers(self):
+        kinds = [k for k in self.a.servers.split(",") if k]
+        return [k if k == "refserver" else "herald" for k in kinds]
+
+    def new_server(self, kind, threads=None):
+        if kind == "refserver":
+            return Server("refserver", self.refserver_bin, self.secret, self.api_key)
+        return Server("herald", self.a.herald, self.secret, self.api_key,
+                      threads=threads or self.a.herald_threads, log_level=self.a.log_level)
+
+    def run_rows(self, scenario, variant, params, fn, configs=None):
+        """Runs fn(server, params) -> metrics on a fresh server for each
+        config (kind, label, HERALD_THREADS), --repeat times, and records the
+        medians. Repeats are interleaved (A B A B, not A A B B): this machine's
+        speed drifts over minutes, and interleaving spreads it over all rows."""
+        configs = configs or [(k, k, None) for k in self.servers()]
+        runs = {label: [] for _, label, _ in configs}
+        notes = {label: [] for _, label, _ in configs}
+        for i in range(self.a.repeat):
+            for kind, label, threads in configs:
+                log("%s %s: %s run %d/%d" % (scenario, variant, label, i + 1, self.a.repeat))
+                m, note = self.one_run(kind, params, fn, threads)
+                runs[label].append(m)
+                notes[label] += [note] if note else []
+        for _, label, _ in configs:
+            row = median_row(runs[label])
+            row.update({"scenario": scenario, "variant": variant, "server": label,
+                        "repeat": self.a.repeat, "notes": sorted(set(notes[label])),
+                        "params": params, "runs": runs[label]})
+            self.results.append(row)
+            print_progress(row)
+
+    def one_run(self, kind, params, fn, threads):
+        srv = self.new_server(kind, threads)
+        note = None
+        try:
+            srv.start()
+            m = fn(srv, params)
+        except (RuntimeError, OSError, KeyError, ValueError) as e:
+            m, note = {"error": str(e)[:300]}, "error: " + str(e)[:200]
+        alive = srv.alive()
+        tail = "" if alive else srv.log_tail(300)  # stop() removes the log
+        # A stalled server may be spinning and deaf to SIGTERM: do not wait long.
+        status = srv.stop(grace=5.0 if m.get("stalled") else 30.0)
+        if not alive:
+            note = "server exited during the run (%s): %s" % (status, tail)
+        elif status == "killed":
+            note = "server ignored SIGTERM for %.0fs (killed)" % srv.stop_s
+        elif srv.stop_s > 5:
+            note = "server took %.1fs to exit after SIGTERM" % srv.stop_s
+        m["server_stop"], m["server_stop_s"] = status, round(srv.stop_s, 2)
+        return m, note
+
+    def loadgen(self, srv):
+        return Loadgen(self.loadgen_bin, srv)
+
+
+def print_progress(row):
+    cols = COLUMNS[row["scenario"]]
+    shown = ", ".join("%s %s" % (h, fmt_num(row.get(k), f)) for h, k, f in cols[:4])
+    log("  -> %s %s: %s%s" % (row["server"], row["variant"], shown,
+                              (" [" + "; ".join(row["notes"]) + "]") if row["notes"] else ""))
+
+
+#---- scenarios ------------------------------------------------------------------------
+
+def auto_window(a, subs):
+    """--window, or one that keeps ~16,000 deliveries in flight: enough to
+    keep the server busy, little enough that latency stays well under the
+    loadgen's window timeout and queues far below Herald's 1 MiB bound."""
+    return a.window or max(2, min(64, 16000 // max(subs, 1)))
+
+
+def fanout_run(b, srv, p):
+    rss0 = srv.rss_kb()
+    r = b.loadgen(srv).run(["--subs", p["subs"], "--ws-pubs", p["publishers"], "--count", p["pubs"],
+                            "--window", p["window"], "--size", p["size"], "--concurrency", 500,
+                            "--timeout", p["timeout"]], timeout=p["timeout"] + 30)
+    m = summarize(r)
+    m["rss_before_kb"], m["rss_after_kb"] = rss0, r["server_rss_kb"]
+    return m
+
+
+def sc_fanout(b):
+    a = b.a
+    sizes = [(a.subs, a.pubs)] if (a.subs or a.pubs) else [(1000, 1000), (10000, 100)]
+    for subs, pubs in sizes:
+        subs, pubs = subs or 1000, pubs or 1000
+        p = {"subs": subs, "pubs": pubs, "publishers": a.publishers or 1,
+             "window": auto_window(a, subs),
+             "size": a.size, "timeout": a.timeout}
+        b.run_rows("fanout", "%d pubs x %d subs" % (pubs, subs), p, lambda s, p: fanout_run(b, s, p))
+
+
+def sc_channels(b):
+    a = b.a
+    n, count = a.channels or 5000, a.pubs or 50000
+    p = {"channels": n, "pubs": count, "publishers": a.publishers or 4, "window": a.window or 16,
+         "size": a.size, "timeout": a.timeout}
+
+    def run(srv, p):
+        r = b.loadgen(srv).run(["--subs", p["channels"], "--channels", p["channels"],
+                                "--ws-pubs", p["publishers"], "--count", p["pubs"],
+                                "--window", p["window"], "--size", p["size"], "--concurrency", 500,
+                                "--timeout", p["timeout"]], timeout=p["timeout"] + 30)
+        return summarize(r)
+    b.run_rows("channels", "%d channels x 1 sub, %d pubs" % (n, count), p, run)
+
+
+def sc_latency(b):
+    a = b.a
+    p = {"subs": a.subs or 1000, "rate": a.rate or 5.0, "duration": a.duration or 10.0,
+         "size": a.size}
+
+    def run(srv, p):
+        r = b.loadgen(srv).run(["--subs", p["subs"], "--ws-pubs", 1, "--rate", p["rate"],
+                                "--duration", p["duration"], "--size", p["size"],
+                                "--concurrency", 500, "--timeout", p["duration"] + 120],
+                               timeout=p["duration"] + 150)
+        return summarize(r)
+    b.run_rows("latency", "%g/s to %d subs, %gs" % (p["rate"], p["subs"], p["duration"]), p, run)
+
+
+def hold_idle(b, srv, n, tag, timeout=300):
+    """Opens n idle connections in background loadgens; returns their handles
+    once every one is ready (or raises)."""
+    procs = []
+    for i in range((n + IDLE_PER_PROCESS - 1) // IDLE_PER_PROCESS):
+        k = min(IDLE_PER_PROCESS, n - i * IDLE_PER_PROCESS)
+        procs.append(b.loadgen(srv).start_background(
+            ["--idle", k, "--hold", 900, "--concurrency", 500, "--connect-timeout", 120,
+             "--src-first", 2 + 8 * (i + 1), "--timeout", 1200], "%s%d" % (tag, i)))
+    if not wait_ready(procs, timeout):
+        finish_background(procs, timeout=10)
+        raise RuntimeError("idle connections were not ready within %ds" % timeout)
+    return procs
+
+
+def idle_totals(reports):
+    ok = [r for r in reports if r]
+    return {"idle_ready": sum(r["conns"]["ready"] for r in ok),
+            "idle_failed": sum(r["conns"]["failed"] for r in ok),
+            "idle_closed": sum(sum(r["closed_by_role"].values()) for r in ok),
+            "idle_connect_per_s": sum(r["connect"]["rate"] for r in ok)}
+
+
+def sc_idle_crowd(b):
+    a = b.a
+    idles = [int(x) for x in (a.idle or "0,5000,15000").split(",")]
+    base = {}
+    for n in idles:
+        # One publication in flight: every fan-out is one wakeup's work, so a
+        # per-wakeup cost that grows with idle connections (poll(2)) shows.
+        # A deep window amortises it and hides it (measured: 0.11 vs 0.85).
+        p = {"idle": n, "subs": a.subs or 100, "pubs": a.pubs or 2000, "window": a.window or 1,
+             "size": a.size, "duration": a.duration or 20.0}
+
+        def run(srv, p):
+            procs = hold_idle(b, srv, p["idle"], "idle") if p["idle"] else []
+            try:
+                r = b.loadgen(srv).run(["--subs", p["subs"], "--ws-pubs", 1, "--count", p["pubs"],
+                                        "--duration", p["duration"], "--window", p["window"],
+                                        "--size", p["size"], "--src-first", 2,
+                                        "--timeout", p["duration"] + 120],
+                                       timeout=p["duration"] + 150)
+            finally:
+                reports = finish_background(procs) if procs else []
+            m = summarize(r)
+            m.update(idle_totals(reports))
+            m["rss_after_kb"] = r["server_rss_kb"]
+            return m
+        b.run_rows("idle-crowd", "%d idle" % n, p, run)
+    for row in [r for r in b.results if r["scenario"] == "idle-crowd"]:
+        if row["variant"] == "%d idle" % idles[0]:
+            base[row["server"]] = row.get("deliveries_per_s")
+    for row in [r for r in b.results if r["scenario"] == "idle-crowd"]:
+        ref = base.get(row["server"])
+        row["ratio_vs_first"] = row.get("deliveries_per_s", 0) / ref if ref else None
+
+
+def sc_idle_memory(b):
+    a = b.a
+    n = int(a.idle or 19000)
+    p = {"idle": n}
+
+    def run(srv, p):
+        time.sleep(0.5)
+        rss0 = srv.rss_kb()
+        procs = hold_idle(b, srv, p["idle"], "mem")
+        time.sleep(1.0)  # let the server settle after the last handshake
+        rss1, hwm = srv.rss_kb(), srv.hwm_kb()
+        m = idle_totals(finish_background(procs))
+        n = max(m["idle_ready"], 1)
+        m.update({"rss_before_kb": rss0, "rss_after_kb": rss1, "hwm_kb": hwm,
+                  "rss_per_conn_bytes": (rss1 - rss0) * 1024.0 / n,
+                  "connect_per_s": m["idle_connect_per_s"]})
+        return m
+    b.run_rows("idle-memory", "%d idle" % n, p, run)
+
+
+def sc_connect_storm(b):
+    a = b.a
+    p = {"conns": a.conns_n or 5000, "concurrency": a.concurrency or 100}
+
+    def run(srv, p):
+        r = b.loadgen(srv).run(["--idle", p["conns"], "--concurrency", p["concurrency"],
+                                "--connect-timeout", 60, "--timeout", 180], timeout=210)
+        m = summarize(r)
+        m["rss_after_kb"] = srv.rss_kb()
+        return m
+    b.run_rows("connect-storm", "%d conns, %d in flight" % (p["conns"], p["concurrency"]), p, run)
+
+
+def sc_rest(b):
+    a = b.a
+    conns = [int(x) for x in (a.rest_conns or "1,4").split(",")]
+    windows = [int(x) for x in (a.rest_windows or "1,16").split(",")]
+    for c in conns:
+        for w in windows:
+            p = {"conns": c, "window": w, "pubs": a.pubs or 20000, "duration": a.duration or 15.0,
+                 "size": a.size}
+
+            def run(srv, p):
+                r = b.loadgen(srv).run(["--subs", 1, "--rest-pubs", p["conns"], "--window", p["window"],
+                                        "--count", p["pubs"], "--duration", p["duration"],
+                                        "--size", p["size"], "--stall-ms", 5000,
+                                        "--timeout", p["duration"] + 60], timeout=p["duration"] + 90)
+                return summarize(r)
+            b.run_rows("rest", "%d conn%s, window %d" % (c, "s" if c > 1 else "", w), p, run)
+
+
+def sc_threads(b):
+    a = b.a
+    p = {"subs": a.subs or 1000, "pubs": a.pubs or 1000, "publishers": a.publishers or 1,
+         "window": auto_window(a, a.subs or 1000), "size": a.size, "timeout": a.timeout}
+    variant = "%d pubs x %d subs" % (p["pubs"], p["subs"])
+    configs = []
+    if "herald" in b.servers():
+        configs += [("herald", "herald threads=%d" % t, t)
+                    for t in [int(x) for x in (a.thread_counts or "1,2").split(",")]]
+    if "refserver" in b.servers():
+        configs.append(("refserver", "refserver", None))
+    b.run_rows("threads", variant, p, lambda s, p: fanout_run(b, s, p), configs)
+
+
+SCENARIOS = {
+    "fanout": sc_fanout, "channels": sc_channels, "latency": sc_latency,
+    "idle-crowd": sc_idle_crowd, "idle-memory": sc_idle_memory,
+    "connect-storm": sc_connect_storm, "rest": sc_rest, "threads": sc_threads,
+}
+
+#---- tables -----------------------------------------------------------------------------
+
+# Per scenario: (header, key, format). "%" formats apply to numbers only.
+COLUMNS = {
+    "fanout": [("deliveries/s", "deliveries_per_s", "%.0f"),
+               ("CPU µs/delivery", "cpu_us_per_delivery", "%.2f"),
+               ("p50 ms", "p50_ms", "%.1f"), ("p99 ms", "p99_ms", "%.1f"),
+               ("p99.9 ms", "p999_ms", "%.1f"), ("lost", "lost", "%d"), ("dups", "dups", "%d"),
+               ("4008", "closes_4008", "%d"), ("RSS MiB", "rss_after_kb", "mib")],
+    "channels": [("publications/s", "publications_per_s", "%.0f"),
+                 ("deliveries/s", "deliveries_per_s", "%.0f"),
+                 ("CPU µs/delivery", "cpu_us_per_delivery", "%.2f"),
+                 ("p50 ms", "p50_ms", "%.1f"), ("p99 ms", "p99_ms", "%.1f"),
+                 ("lost", "lost", "%d"), ("reordered", "reordered", "%d"), ("dups", "dups", "%d")],
+    "latency": [("deliveries", "received", "%d"), ("p50 ms", "p50_ms", "%.2f"),
+                ("p99 ms", "p99_ms", "%.2f"), ("p99.9 ms", "p999_ms", "%.2f"),
+                ("max ms", "max_ms", "%.2f"), ("CPU µs/delivery", "cpu_us_per_delivery", "%.2f"),
+                ("lost", "lost", "%d")],
+    "idle-crowd": [("idle ready", "idle_ready", "%d"), ("deliveries/s", "deliveries_per_s", "%.0f"),
+                   ("ratio", "ratio_vs_first", "%.3f"),
+                   ("CPU µs/delivery", "cpu_us_per_delivery", "%.2f"),
+                   ("p99 ms", "p99_ms", "%.1f"), ("lost", "lost", "%d"),
+                   ("idle closed", "idle_closed", "%d"), ("RSS MiB", "rss_after_kb", "mib")],
+    "idle-memory": [("ready", "idle_ready", "%d"), ("failed", "idle_failed", "%d"),
+                    ("RSS before MiB", "rss_before_kb", "mib"),
+                    ("RSS after MiB", "rss_after_kb", "mib"),
+                    ("bytes/conn", "rss_per_conn_bytes", "%.0f"),
+                    ("connects/s", "connect_per_s", "%.0f")],
+    "connect-storm": [("ready", "conns_ready", "%d"), ("failed", "conns_failed", "%d"),
+                      ("connections/s", "connect_per_s", "%.0f"),
+                      ("handshake p50 ms", "handshake_p50_ms", "%.1f"),
+                      ("handshake p99 ms", "handshake_p99_ms", "%.1f"),
+                      ("RSS MiB", "rss_after_kb", "mib")],
+    "rest": [("publishes/s", "publications_per_s", "%.0f"),
+             ("CPU µs/publish", "cpu_us_per_publication", "%.2f"),
+             ("ack p50 ms", "ack_p50_ms", "%.2f"), ("ack p99 ms", "ack_p99_ms", "%.2f"),
+             ("acked", "acked", "%d"), ("reconnects", "reconnects", "%d"), ("lost", "lost", "%d"),
+             ("dups", "dups", "%d"), ("stalled", "stalled", "flag")],
+    "threads": [("deliveries/s", "deliveries_per_s", "%.0f"),
+                ("CPU µs/delivery", "cpu_us_per_delivery", "%.2f"),
+                ("server CPU s", "server_cpu_s", "%.2f"),
+                ("p99 ms", "p99_ms", "%.1f"), ("lost", "lost", "%d")],
+}
+
+
+def fmt_num(v, f="%.6g"):
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if f == "mib":
+        return "%.1f" % (v / 1024.0)
+    if f == "flag":
+        return "yes" if v else "no"
+    if isinstance(v, (int, float)):
+        return f % v
+    return str(v)
+
+
+def table_rows(scenario):
+    return [r for r in RESULTS if r["scenario"] == scenario]
+
+
+def cells(row, cols):
+    if "error" in row:
+        return ["error"] + [""] * (len(cols) - 1)
+    return [fmt_num(row.get(k), f) for _, k, f in cols]
+
+
+def text_table(scenario):
+    cols = COLUMNS[scenario]
+    head = ["variant", "server"] + [h for h, _, _ in cols]
+    body = [[r["variant"], r["server"]] + cells(r, cols) for r in table_rows(scenario)]
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    line = lambda xs: "  ".join(x.ljust(w) if i < 2 else x.rjust(w)
+                                for i, (x, w) in enumerate(zip(xs, widths)))
+    notes = ["  note (%s, %s): %s" % (r["server"], r["variant"], n)
+             for r in table_rows(scenario) for n in r["notes"]]
+    return "\n".join(["== %s ==" % scenario, line(head)] + [line(b) for b in body] + notes)
+
+
+def md_table(scenario):
+    cols = COLUMNS[scenario]
+    head = ["variant", "server"] + [h for h, _, _ in cols]
+    out = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * len(cols)]
+    for r in table_rows(scenario):
+        out.append("| " + " | ".join([r["variant"], r["server"]] + cells(r, cols)) + " |")
+    notes = ["- %s, %s: %s" % (r["server"], r["variant"], n.replace("\n", " "))
+             for r in table_rows(scenario) for n in r["notes"]]
+    return "\n".join(out + ([""] + notes if notes else []))
+
+
+#---- docs/benchmarks.md --------------------------------------------------------------------
+
+def machine():
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"^model name\s*:\s*(.*)$", f.read(), re.M)
+            model = m.group(1) if m else ""
+    except OSError:
+        pass
+    return "%d CPUs (nproc), %s, Linux %s" % (os.cpu_count(), model, platform.release())
+
+
+def scenario_block(scenario, argv, herald):
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return "\n".join([
+        "<!-- bench:%s -->" % scenario,
+        "### %s" % scenario, "",
+        "- command: `python3 bench/run.py %s`" % " ".join(argv),
+        "- herald: `%s`; machine: %s; %s" % (herald, machine(), when), "",
+        md_table(scenario),
+        "<!-- /bench:%s -->" % scenario])
+
+
+def write_section(path, scenarios, argv, herald):
+    """Replaces each scenario's block inside the marked section of path,
+    keeping the other blocks and everything outside the markers."""
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    if SECTION_BEGIN not in text:
+        text = text.rstrip() + "\n\n## Herald vs. reference server (bench/run.py)\n\n" + \
+            "Generated by `bench/run.py --write`; see `bench/README.md` for the meaning of " + \
+            "each column.\n\n" + SECTION_BEGIN + "\n" + SECTION_END + "\n"
+    head, rest = text.split(SECTION_BEGIN, 1)
+    body, tail = rest.split(SECTION_END, 1)
+    blocks = {m.group(1): m.group(0) for m in
+              re.finditer(r"<!-- bench:([\w-]+) -->\n.*?<!-- /bench:\1 -->", body, re.S)}
+    for s in scenarios:
+        blocks[s] = scenario_block(s, argv, herald)
+    ordered = [blocks[s] for s in SCENARIOS if s in blocks]
+    with open(path, "w") as f:
+        f.write(head + SECTION_BEGIN + "\n" + "\n\n".join(ordered) + "\n" + SECTION_END + tail)
+
+
+#---- binaries --------------------------------------------------------------------------------
+
+def find_tools(bin_dir):
+    """herald-loadgen and herald-refserver: --bin-dir, the top-level build, or
+    a standalone build of bench/ made here on first use."""
+    names = ("herald-loadgen", "herald-refserver")
+    for d in [bin_dir, os.path.join(REPO, "build", "bench"), STANDALONE_BUILD]:
+        if d and all(os.access(os.path.join(d, n), os.X_OK) for n in names):
+            return [os.path.join(d, n) for n in names]
+    if bin_dir:
+        sys.exit("run.py: no herald-loadgen/herald-refserver in %s" % bin_dir)
+    log("building bench tools in %s" % STANDALONE_BUILD)
+    subprocess.run(["cmake", "-S", HERE, "-B", STANDALONE_BUILD, "-DCMAKE_BUILD_TYPE=Release"],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["cmake", "--build", STANDALONE_BUILD, "-j2"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return [os.path.join(STANDALONE_BUILD, n) for n in names]
+
+
+#---- main ---------------------------------------------------------------------------------------
+
+RESULTS = []
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("scenario", choices=list(SCENARIOS) + ["all"])
+    ap.add_argument("--herald", default=DEFAULT_HERALD, help="Herald binary (%(default)s)")
+    ap.add_argument("--bin-dir", help="directory of herald-loadgen and herald-refserver")
+    ap.add_argument("--servers", default="herald,refserver", help="which servers (%(default)s)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per row; medians are reported")
+    ap.add_argument("--herald-threads", type=int, default=1, help="HERALD_THREADS (%(default)s)")
+    ap.add_argument("--log-level", default="warn", help="HERALD_LOG_LEVEL (%(default)s)")
+    ap.add_argument("--subs", type=int, help="subscribers")
+    ap.add_argument("--pubs", type=int, help="publications (total)")
+    ap.add_argument("--publishers", type=int, help="publisher connections")
+    ap.add_argument("--channels", type=int, help="channels scenario: channels")
+    ap.add_argument("--window", type=int,
+                    help="publications in flight per publisher (default: ~16,000 deliveries)")
+    ap.add_argument("--size", type=int, default=100, help="payload data bytes")
+    ap.add_argument("--rate", type=float, help="latency: publications/s")
+    ap.add_argument("--duration", type=float, help="publishing time (latency), or its cap")
+    ap.add_argument("--idle", help="idle-crowd: idle counts, comma-separated; idle-memory: count")
+    ap.add_argument("--conns", dest="conns_n", type=int, help="connect-storm: connections")
+    ap.add_argument("--concurrency", type=int, help="connect-storm: handshakes in flight")
+    ap.add_argument("--rest-conns", help="rest: connection counts (1,4)")
+    ap.add_argument("--rest-windows", help="rest: pipelining windows (1,16)")
+    ap.add_argument("--thread-counts", help="threads: HERALD_THREADS values (1,2)")
+    ap.add_argument("--timeout", type=int, default=240, help="per loadgen run, seconds")
+    ap.add_argument("--json", metavar="FILE", help="also write every result to FILE")
+    ap.add_argument("--write", metavar="FILE", help="update FILE's bench/run.py section")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    return ap.parse_args(argv)
+
+
+def main(argv):
+    global VERBOSE
+    a = parse_args(argv)
+    VERBOSE = a.verbose
+    if a.repeat < 1 or a.repeat > 20:
+        sys.exit("run.py: --repeat must be 1..20")
+    if "herald" in a.servers and not os.access(a.herald, os.X_OK):
+        sys.exit("run.py: Herald binary %s not found (use --herald PATH)" % a.herald)
+    loadgen_bin, refserver_bin = find_tools(a.bin_dir)
+    bench = Bench(a, loadgen_bin, refserver_bin)
+    bench.results = RESULTS
+    names = list(SCENARIOS) if a.scenario == "all" else [a.scenario]
+    for name in names:
+        SCENARIOS[name](bench)
+    print()
+    for name in names:
+        print(text_table(name) + "\n")
+    doc = {"herald": a.herald, "machine": machine(), "argv": argv, "results": RESULTS}
+    print(json.dumps(doc, separators=(",", ":")))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(doc, f, indent=1)
+    if a.write:
+        write_section(a.write, names, argv, a.herald)
+        log("updated %s" % a.write)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
