@@ -69,8 +69,10 @@ typedef struct hr_user_conns {
 /* Ring slots kept once a burst has drained; bigger rings are freed. */
 #define HR_RING_KEEP 64
 /* Seconds a closing connection may wait for its peer to accept the close
- * frame before lws drops the socket. */
-#define HR_CLOSE_BACKSTOP_S 5
+ * frame before lws drops the socket. A slow consumer must first read what
+ * the kernel already holds for it (its queue is dropped, so waiting costs
+ * only those buffers); too short, and it sees 1006 instead of 4008. */
+#define HR_CLOSE_BACKSTOP_S 20
 /* The expiry timer never sleeps longer than this; it re-arms on waking.
  * This keeps the arithmetic in range for any `exp` a token may carry. */
 #define HR_TIMER_MAX_S 3600
