@@ -40,7 +40,8 @@ struct hr_http_req {
     int in_cb;       /* inside an lws callback that read it */
     int rx_off;      /* rx flow turned off while a worker has the request */
     int completions; /* BODY_COMPLETION callbacks seen */
-    int body_seen;   /* HTTP_BODY callbacks seen */
+    int close_after; /* framing refused: close once the answer is written */
+    int from_buffer; /* parsed from bytes lws had buffered (pipelined) */
 
     lws_dll2_t in_loop; /* loop->reqs */
     char peer[64];      /* client address, for login throttling */
@@ -72,6 +73,7 @@ typedef struct route {
     const char *method;
     const char *pattern; /* "{x}" matches one path segment */
     route_auth auth;
+    int async; /* answered by a worker (user store, Argon2id), not at once */
     route_fn fn;
 } route;
 
@@ -89,17 +91,17 @@ static void h_user_disconnect(hr_http_req *req);
 
 /* Order matters where patterns overlap: /users/me before /users/{id}. */
 static const route routes[] = {
-    {"GET", "/healthz", ROUTE_ANYONE, h_healthz},
-    {"GET", "/readyz", ROUTE_ANYONE, h_readyz},
-    {"GET", "/metrics", ROUTE_ANYONE, h_metrics},
-    {"POST", "/api/v1/publish", ROUTE_BACKEND, h_publish},
-    {"POST", "/api/v1/broadcast", ROUTE_BACKEND, h_broadcast},
-    {"POST", "/api/v1/users", ROUTE_OPTIONAL, h_user_create},
-    {"POST", "/api/v1/auth/token", ROUTE_ANYONE, h_token},
-    {"GET", "/api/v1/users/me", ROUTE_USER, h_me},
-    {"GET", "/api/v1/users/{id}", ROUTE_ADMIN, h_user_get},
-    {"DELETE", "/api/v1/users/{id}", ROUTE_ADMIN, h_user_delete},
-    {"POST", "/api/v1/users/{id}/disconnect", ROUTE_ADMIN, h_user_disconnect},
+    {"GET", "/healthz", ROUTE_ANYONE, 0, h_healthz},
+    {"GET", "/readyz", ROUTE_ANYONE, 0, h_readyz},
+    {"GET", "/metrics", ROUTE_ANYONE, 0, h_metrics},
+    {"POST", "/api/v1/publish", ROUTE_BACKEND, 0, h_publish},
+    {"POST", "/api/v1/broadcast", ROUTE_BACKEND, 0, h_broadcast},
+    {"POST", "/api/v1/users", ROUTE_OPTIONAL, 1, h_user_create},
+    {"POST", "/api/v1/auth/token", ROUTE_ANYONE, 1, h_token},
+    {"GET", "/api/v1/users/me", ROUTE_USER, 1, h_me},
+    {"GET", "/api/v1/users/{id}", ROUTE_ADMIN, 1, h_user_get},
+    {"DELETE", "/api/v1/users/{id}", ROUTE_ADMIN, 1, h_user_delete},
+    {"POST", "/api/v1/users/{id}/disconnect", ROUTE_ADMIN, 0, h_user_disconnect},
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -201,33 +203,53 @@ static void req_unref(hr_http_req *req)
 /*
  * Responses and pipelining (lws 4.1.6).
  *
- * After LWS_CALLBACK_HTTP for a request with a body, lws_http_action loops
- * "while the connection's buflist holds bytes, lws_read_h1()" without
- * checking that anything was consumed. When bytes of a next, pipelined
- * request follow the body in that buflist, nothing can consume them until
- * the current transaction completes: left in LRS_BODY, lws calls
- * BODY_COMPLETION again and again; completed inside the callback, it reads
- * 0 bytes in LRS_DEFERRING_ACTION again and again. Either way one packet
- * put the loop into a 100% CPU spin, deaf to every client and to SIGTERM.
- * That loop only ends on an error. So:
+ * lws stashes the bytes that follow a request in the same read (a
+ * pipelined request) in the connection's buflist and parses the next
+ * request out of it after the transaction completes. When that request has
+ * a body, lws_http_action loops "while the buflist holds bytes,
+ * lws_read_h1()" over a segment that still starts with the request's own
+ * headers: it hands them to us as the body, then calls BODY_COMPLETION
+ * again and again consuming nothing - a 100% CPU spin, deaf to every
+ * client and to SIGTERM, from one packet. Failing a callback inside that
+ * loop frees the connection under lws (safe only where libuv defers the
+ * free). So:
  *
- * - a second BODY_COMPLETION for one request means pipelined bytes after
- *   a body: the response, if known, is written and the callback fails,
- *   which closes the connection cleanly (RFC 9112 lets a server close
- *   rather than serve the rest of a pipeline). Pipelined requests after
- *   requests without a body are served in order;
- * - otherwise a response decided inside lws' callbacks is written and its
- *   transaction completed together in the next writeable callback, so a
- *   client never sees it before lws is ready for its next request;
- * - while a worker has the request, rx flow is off, so lws does not poll
- *   for buffered pipelined bytes in vain; h1 then services no POLLOUT, so
- *   the worker's answer is written and completed directly;
+ * - a request parsed out of lws' buffer is recognised in LWS_CALLBACK_HTTP,
+ *   before that loop: lws reads nothing from the socket while it holds
+ *   buffered bytes, so "no byte read since the last transaction completed"
+ *   (TCP_INFO bytes received minus bytes queued, hr_sock_bytes_consumed)
+ *   means exactly "pipelined". With a body it is answered 503 with
+ *   Connection: close at once; so is one for a worker-answered route,
+ *   since lws would poll the bytes behind it in vain while the worker
+ *   runs. Pipelined requests without a body are served in order (RFC 9112
+ *   lets a server close instead of serving the rest of a pipeline);
+ * - BODY_COMPLETION, which lws repeats while an answer is pending,
+ *   dispatches once;
+ * - a response decided inside lws' callbacks is written and its
+ *   transaction completed together in the next writeable callback, so no
+ *   client sees an answer before lws is ready for its next request;
+ * - while a worker has a request, its rx flow is off (no socket bytes are
+ *   read, so none are polled in vain); h1 then services no POLLOUT, so the
+ *   worker's answer is written and completed directly;
  * - a response decided before the request's body has arrived (an early
  *   4xx) waits for the body, so body bytes are never parsed as a request;
- * - a request with a body pipelined after a bodyless one gets its own
- *   header bytes as "body" from lws: refused by closing (hr_http_body).
+ * - framing Herald does not support is refused and closed
+ *   (framing_refused).
  */
 static int write_response(hr_http_req *req);
+
+/* Completes the transaction, first recording how many bytes had been read
+ * from the socket: a next request parsed without a byte read since came
+ * out of lws' buffer (pipelined). Returns lws' verdict (nonzero: close). */
+static int complete_transaction(struct lws *wsi)
+{
+    hr_wsi_state *st = hr_wsi_state_get(wsi);
+    /* a lower bound here and an upper bound at the next request: a client
+     * that waited for this answer always shows more bytes read */
+    st->consumed_at_tc = hr_sock_bytes_consumed(lws_get_socket_fd(wsi), 0);
+    st->tc_valid = 1;
+    return lws_http_transaction_completed(wsi);
+}
 
 static void send_response(hr_http_req *req)
 {
@@ -240,7 +262,7 @@ static void send_response(hr_http_req *req)
         req->rx_off = 0;
         lws_rx_flow_control(wsi, 1);
     }
-    if (write_response(req) < 0 || lws_http_transaction_completed(wsi))
+    if (write_response(req) < 0 || complete_transaction(wsi))
         lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
@@ -303,6 +325,9 @@ static int write_response(hr_http_req *req)
          lws_add_http_header_by_name(
              wsi, (const unsigned char *)"pragma:", (const unsigned char *)"no-cache", 8, &p, end)))
         return -1;
+    if (req->close_after && lws_add_http_header_by_name(wsi, (const unsigned char *)"connection:",
+                                                        (const unsigned char *)"close", 5, &p, end))
+        return -1;
     if (lws_finalize_write_http_header(wsi, start, &p, end))
         return -1;
     if (req->resp_len && lws_write(wsi, (unsigned char *)req->resp + LWS_PRE, req->resp_len,
@@ -321,9 +346,9 @@ int hr_http_writeable(hr_loop *loop, struct lws *wsi, hr_pss *pss)
     (void)loop;
     if (!req || !req->responded || !req->resp || !req->read_done)
         return 0;
-    if (write_response(req) < 0)
+    if (write_response(req) < 0 || req->close_after)
         return -1;
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
+    return complete_transaction(wsi) ? -1 : 0;
 }
 
 /*---- Credentials -----------------------------------------------------------*/
@@ -450,6 +475,13 @@ static int route_allowed(hr_http_req *req, route_auth auth);
 static void dispatch(hr_http_req *req)
 {
     const route *r = &routes[req->route];
+    if (req->from_buffer && r->async) {
+        /* while a worker has it, lws would poll the buffered bytes after it
+         * in vain (see "Responses and pipelining") */
+        req->close_after = 1;
+        problem(req, 503, "pipelined requests to this route are not served: send it again");
+        return;
+    }
     if (route_allowed(req, r->auth))
         r->fn(req);
 }
@@ -476,10 +508,47 @@ static int finish_callback(hr_http_req *req)
     return 0;
 }
 
+/* RFC 9112 §6.3 message framing, checked before anything else: lws 4.1.6
+ * frames a request with both Content-Length and Transfer-Encoding by the
+ * length, ignores chunked coding, and reads the next pipelined request as
+ * the "body" of a POST without Content-Length - each a way to make Herald
+ * and whatever sits in front of it disagree about where a request ends. So
+ * ambiguous framing gets 400, what Herald does not support gets 411 (send
+ * Content-Length), and either way the connection closes after the answer.
+ * Returns 1 when the request was refused. */
+static int framing_refused(hr_http_req *req)
+{
+    char cl[32] = "";
+    int te = lws_hdr_total_length(req->wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
+    int has_cl = lws_hdr_total_length(req->wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0;
+    int cl_len = has_cl ? lws_hdr_copy(req->wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) : 0;
+    int body_method = !strcmp(req->method, "POST") || !strcmp(req->method, "PUT") ||
+                      !strcmp(req->method, "PATCH");
+    const char *why = NULL;
+    int status = 400;
+    if (te && has_cl)
+        why = "both Content-Length and Transfer-Encoding: ambiguous framing";
+    else if (te)
+        status = 411, why = "chunked request bodies are not supported: send Content-Length";
+    else if (has_cl && (cl_len <= 0 || strspn(cl, "0123456789") != (size_t)cl_len || cl_len > 18))
+        why = "Content-Length must be one decimal number";
+    else if (!has_cl && body_method)
+        status = 411, why = "Content-Length is required";
+    if (!why)
+        return 0;
+    req->close_after = 1;
+    req->read_done = 1; /* nothing more is read from this connection */
+    req->expect_body = 0;
+    problem(req, status, why);
+    return 1;
+}
+
 /* The checks a request's headers decide: shutdown, path, route, method,
  * credentials; dispatches a request without a body. */
 static void request_headers(hr_http_req *req, const char *uri)
 {
+    if (framing_refused(req))
+        return;
     if (req->loop->shutting_down) {
         problem(req, 503, "the server is shutting down");
         return;
@@ -508,10 +577,48 @@ static void request_headers(hr_http_req *req, const char *uri)
         dispatch(req);
 }
 
+/* Was this request parsed out of bytes lws had buffered, i.e. pipelined
+ * behind the previous one? lws reads no socket bytes while it holds some,
+ * so "nothing read since the last transaction completed" means exactly
+ * that (the kernel's count of bytes received minus those still queued). */
+static int parsed_from_buffer(struct lws *wsi)
+{
+    hr_wsi_state *st = hr_wsi_state_get(wsi);
+    int from = 0;
+    if (st->tc_valid) {
+        int64_t now = hr_sock_bytes_consumed(lws_get_socket_fd(wsi), 1);
+        from = now < 0 || now == st->consumed_at_tc;
+    }
+    st->tc_valid = 0;
+    return from;
+}
+
+/* Does the request carry a body, by its framing headers? */
+static int has_body(struct lws *wsi, const char *method)
+{
+    char cl[24] = "";
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0)
+        return 1;
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0)
+        return !strcmp(method, "POST") || !strcmp(method, "PUT") || !strcmp(method, "PATCH");
+    lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH);
+    return strspn(cl, "0") != strlen(cl);
+}
+
 int hr_http_request(hr_loop *loop, struct lws *wsi, hr_pss *pss, const char *uri)
 {
     hr_http_drop(pss); /* a keep-alive connection's previous request */
+    int from_buffer = parsed_from_buffer(wsi);
+    const char *method = request_method(wsi);
+    if (from_buffer && has_body(wsi, method)) {
+        /* refused before lws_http_action's loop can run: see "Responses and
+         * pipelining"; the answers before it have been sent */
+        HR_INC(&loop->stats, http_requests, 1);
+        hr_http_refuse(wsi, 503, "pipelined requests with a body are not served: send it again");
+        return -1;
+    }
     hr_http_req *req = hr_calloc(1, sizeof(*req));
+    req->from_buffer = from_buffer;
     req->wsi = wsi;
     req->refs = 1;
     req->loop = loop;
@@ -534,42 +641,12 @@ int hr_http_request(hr_loop *loop, struct lws *wsi, hr_pss *pss, const char *uri
     return finish_callback(req);
 }
 
-/* lws 4.1.6 hands a request that was pipelined after a bodyless request
- * its own header bytes as its body (lws_http_action reads the buflist
- * before the headers are marked consumed). A JSON or form body never
- * starts with "<METHOD> <path>", so such a "body" is recognised on its first
- * bytes and the connection is closed rather than the request served with
- * bytes that are not its body. The answers before it were already sent. */
-/* Returns -1 to close a pipelined connection after its answers. Closing a
- * socket with unread bytes makes the kernel send RST instead of FIN, and an
- * RST can destroy answers the client has not read yet (its retry would then
- * publish twice); so what the client already sent is read and discarded
- * first (non-blocking, bounded). */
-static int close_pipeline(struct lws *wsi)
-{
-    char sink[4096];
-    int fd = lws_get_socket_fd(wsi);
-    for (int i = 0; fd >= 0 && i < 64; i++)
-        if (recv(fd, sink, sizeof(sink), MSG_DONTWAIT) <= 0)
-            break;
-    return -1;
-}
-
-static int body_is_own_headers(const hr_http_req *req, const char *in, size_t len)
-{
-    size_t m = strlen(req->method);
-    return len > m && !memcmp(in, req->method, m) && in[m] == ' ';
-}
-
 int hr_http_body(hr_loop *loop, struct lws *wsi, hr_pss *pss, const void *in, size_t len)
 {
     hr_http_req *req = pss->req;
+    (void)wsi;
     if (!req)
         return -1;
-    if (!req->body_seen++ && body_is_own_headers(req, in, len)) {
-        hr_debug("http", "pipelined %s with a body after another request: closing", req->method);
-        return close_pipeline(wsi);
-    }
     if (req->body_too_large || req->body.len + len > loop->node->cfg->max_body) {
         req->body_too_large = 1; /* keep reading, drop the bytes */
         hr_buf_reset(&req->body);
@@ -582,15 +659,11 @@ int hr_http_body(hr_loop *loop, struct lws *wsi, hr_pss *pss, const void *in, si
 int hr_http_body_done(hr_loop *loop, struct lws *wsi, hr_pss *pss)
 {
     hr_http_req *req = pss->req;
-
+    (void)wsi;
     if (!req)
         return -1;
-    if (++req->completions > 1) { /* see "Responses and pipelining" */
-        hr_debug("http", "pipelined request after a body: answering, then closing");
-        if (req->responded && req->resp)
-            write_response(req);
-        return close_pipeline(wsi);
-    }
+    if (++req->completions > 1)
+        return 0; /* lws repeats it while the answer is pending: dispatch once */
     if (req->read_done)
         return 0; /* no body was expected (Content-Length: 0): already dispatched */
     req->read_done = 1;

@@ -81,6 +81,31 @@ void hr_node_shutdown(hr_node *node)
             hr_node_post(node->loops[i], HR_POST_SHUTDOWN, 0, NULL);
 }
 
+/*---- Per-connection state ---------------------------------------------------*/
+
+hr_wsi_state *hr_wsi_state_get(struct lws *wsi)
+{
+    hr_wsi_state *st = lws_get_opaque_user_data(wsi);
+    if (!st) {
+        st = hr_calloc(1, sizeof(*st));
+        lws_set_opaque_user_data(wsi, st);
+    }
+    return st;
+}
+
+void hr_wsi_state_free(struct lws *wsi)
+{
+    hr_wsi_state *st = lws_get_opaque_user_data(wsi);
+    if (!st)
+        return;
+    lws_set_opaque_user_data(wsi, NULL);
+    if (st->upgrade_id) {
+        auth_identity_clear(st->upgrade_id);
+        free(st->upgrade_id);
+    }
+    free(st);
+}
+
 /*---- Credentials -----------------------------------------------------------*/
 
 hr_cred_status hr_node_check_api_key(hr_loop *loop, const char *key, auth_identity *id, char *err,

@@ -85,6 +85,22 @@ typedef struct hr_pss {
     hr_conn *conn;
 } hr_pss;
 
+/* What Herald keeps per lws connection across keep-alive transactions (lws
+ * frees the per-session data between them), on the wsi's opaque pointer:
+ * allocated on first use, freed at WSI_DESTROY or once a WebSocket is
+ * established. */
+typedef struct hr_wsi_state {
+    int64_t consumed_at_tc;    /* bytes read from the socket when the last
+                                * transaction completed (HTTP keep-alive) */
+    int tc_valid;              /* consumed_at_tc is set */
+    auth_identity *upgrade_id; /* identity verified at the WebSocket upgrade */
+} hr_wsi_state;
+
+/* The wsi's state, allocated on first use (never NULL). */
+hr_wsi_state *hr_wsi_state_get(struct lws *wsi);
+/* Frees it and what it owns; NULL state ok. */
+void hr_wsi_state_free(struct lws *wsi);
+
 /*---- A loop ----------------------------------------------------------------*/
 
 struct hr_loop {

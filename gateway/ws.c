@@ -535,19 +535,14 @@ int hr_ws_confirm_upgrade(hr_loop *loop, struct lws *wsi, const char *upgrade)
     if (st == HR_CRED_OK) {
         auth_identity *kept = hr_malloc(sizeof(*kept));
         *kept = id;
-        lws_set_opaque_user_data(wsi, kept);
+        hr_wsi_state_get(wsi)->upgrade_id = kept;
     }
     return 0;
 }
 
 void hr_ws_wsi_destroyed(struct lws *wsi)
 {
-    auth_identity *id = lws_get_opaque_user_data(wsi);
-    if (id) {
-        lws_set_opaque_user_data(wsi, NULL);
-        auth_identity_clear(id);
-        free(id);
-    }
+    hr_wsi_state_free(wsi);
 }
 
 int hr_ws_established(hr_loop *loop, struct lws *wsi, hr_pss *pss)
@@ -563,14 +558,15 @@ int hr_ws_established(hr_loop *loop, struct lws *wsi, hr_pss *pss)
     HR_INC(&loop->stats, connections, 1);
     HR_INC(&loop->stats, connections_total, 1);
 
-    auth_identity *id = lws_get_opaque_user_data(wsi);
-    if (id) {
-        lws_set_opaque_user_data(wsi, NULL);
-        conn_authenticate(c, id);
-        free(id);
+    hr_wsi_state *st = lws_get_opaque_user_data(wsi);
+    if (st && st->upgrade_id) {
+        conn_authenticate(c, st->upgrade_id);
+        free(st->upgrade_id);
+        st->upgrade_id = NULL;
     } else {
         conn_arm_timer(c);
     }
+    hr_wsi_state_free(wsi); /* a WebSocket keeps none of it */
     if (loop->shutting_down)
         conn_close(c, 1001, "going away", 1);
     return 0;
