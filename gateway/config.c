@@ -166,8 +166,8 @@ static const opt_def opt_table[] = {
      1, 86400, NULL, NULL, "300", "the failed-login window"},
     {"auth_workers", "HERALD_AUTH_WORKERS", "auth-workers", "N", OPT_INT, F(auth_workers), 0, 1, 64,
      NULL, NULL, "2", "threads for password hashing and user-store calls"},
-    {"threads", "HERALD_THREADS", "threads", "N", OPT_INT, F(threads), 0, 0, 64, NULL, NULL,
-     "0 (one per core)", "event-loop threads in the process; 0 = one per core"},
+    {"threads", "HERALD_THREADS", "threads", "N", OPT_INT, F(threads), 0, 0, 64, NULL, NULL, "0",
+     "event-loop threads in the process; 0 = one per core"},
 };
 
 #define NOPTS (sizeof(opt_table) / sizeof(opt_table[0]))
@@ -858,8 +858,7 @@ int hr_config_defaults(hr_config *cfg)
         if (o->type == OPT_NSTR || o->type == OPT_LIST || o->type == OPT_CONFIG ||
             computed_default(o))
             continue;
-        const char *def = o->type == OPT_INT && !strncmp(o->def, "0 (", 3) ? "0" : o->def;
-        if (opt_apply(cfg, o, def, why, sizeof(why)) < 0) {
+        if (opt_apply(cfg, o, o->def, why, sizeof(why)) < 0) {
             fprintf(stderr, "herald: internal error: default of %s: %s\n", o->env, why);
             abort();
         }

@@ -508,6 +508,39 @@ static int finish_callback(hr_http_req *req)
     return 0;
 }
 
+/* A request's framing headers, read once in LWS_CALLBACK_HTTP. */
+typedef struct framing {
+    int te;          /* Transfer-Encoding present */
+    int has_cl;      /* Content-Length present */
+    char cl[32];     /* its text */
+    int cl_len;      /* its length (-1: did not fit) */
+    int body_method; /* POST, PUT, PATCH: a body unless Content-Length says none */
+} framing;
+
+static void read_framing(struct lws *wsi, const char *method, framing *f)
+{
+    memset(f, 0, sizeof(*f));
+    f->te = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
+    f->has_cl = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0;
+    if (f->has_cl)
+        f->cl_len = lws_hdr_copy(wsi, f->cl, sizeof(f->cl), WSI_TOKEN_HTTP_CONTENT_LENGTH);
+    f->body_method = !strcmp(method, "POST") || !strcmp(method, "PUT") || !strcmp(method, "PATCH");
+}
+
+/* Does the request carry a body, by its framing headers? */
+static int framing_has_body(const framing *f)
+{
+    if (f->te)
+        return 1;
+    return f->has_cl ? strspn(f->cl, "0") != strlen(f->cl) : f->body_method;
+}
+
+/* Will lws deliver HTTP_BODY callbacks? "Content-Length: 0" means none. */
+static int framing_expects_body(const framing *f, const char *method)
+{
+    return strtoull(f->cl, NULL, 10) > 0 && (f->body_method || !strcmp(method, "DELETE"));
+}
+
 /* RFC 9112 §6.3 message framing, checked before anything else: lws 4.1.6
  * frames a request with both Content-Length and Transfer-Encoding by the
  * length, ignores chunked coding, and reads the next pipelined request as
@@ -516,23 +549,18 @@ static int finish_callback(hr_http_req *req)
  * ambiguous framing gets 400, what Herald does not support gets 411 (send
  * Content-Length), and either way the connection closes after the answer.
  * Returns 1 when the request was refused. */
-static int framing_refused(hr_http_req *req)
+static int framing_refused(hr_http_req *req, const framing *f)
 {
-    char cl[32] = "";
-    int te = lws_hdr_total_length(req->wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
-    int has_cl = lws_hdr_total_length(req->wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0;
-    int cl_len = has_cl ? lws_hdr_copy(req->wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) : 0;
-    int body_method = !strcmp(req->method, "POST") || !strcmp(req->method, "PUT") ||
-                      !strcmp(req->method, "PATCH");
     const char *why = NULL;
     int status = 400;
-    if (te && has_cl)
+    if (f->te && f->has_cl)
         why = "both Content-Length and Transfer-Encoding: ambiguous framing";
-    else if (te)
+    else if (f->te)
         status = 411, why = "chunked request bodies are not supported: send Content-Length";
-    else if (has_cl && (cl_len <= 0 || strspn(cl, "0123456789") != (size_t)cl_len || cl_len > 18))
+    else if (f->has_cl &&
+             (f->cl_len <= 0 || strspn(f->cl, "0123456789") != (size_t)f->cl_len || f->cl_len > 18))
         why = "Content-Length must be one decimal number";
-    else if (!has_cl && body_method)
+    else if (!f->has_cl && f->body_method)
         status = 411, why = "Content-Length is required";
     if (!why)
         return 0;
@@ -545,9 +573,9 @@ static int framing_refused(hr_http_req *req)
 
 /* The checks a request's headers decide: shutdown, path, route, method,
  * credentials; dispatches a request without a body. */
-static void request_headers(hr_http_req *req, const char *uri)
+static void request_headers(hr_http_req *req, const char *uri, const framing *f)
 {
-    if (framing_refused(req))
+    if (framing_refused(req, f))
         return;
     if (req->loop->shutting_down) {
         problem(req, 503, "the server is shutting down");
@@ -593,24 +621,14 @@ static int parsed_from_buffer(struct lws *wsi)
     return from;
 }
 
-/* Does the request carry a body, by its framing headers? */
-static int has_body(struct lws *wsi, const char *method)
-{
-    char cl[24] = "";
-    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0)
-        return 1;
-    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0)
-        return !strcmp(method, "POST") || !strcmp(method, "PUT") || !strcmp(method, "PATCH");
-    lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH);
-    return strspn(cl, "0") != strlen(cl);
-}
-
 int hr_http_request(hr_loop *loop, struct lws *wsi, hr_pss *pss, const char *uri)
 {
     hr_http_drop(pss); /* a keep-alive connection's previous request */
     int from_buffer = parsed_from_buffer(wsi);
     const char *method = request_method(wsi);
-    if (from_buffer && has_body(wsi, method)) {
+    framing f;
+    read_framing(wsi, method, &f);
+    if (from_buffer && framing_has_body(&f)) {
         /* refused before lws_http_action's loop can run: see "Responses and
          * pipelining"; the answers before it have been sent */
         HR_INC(&loop->stats, http_requests, 1);
@@ -627,17 +645,12 @@ int hr_http_request(hr_loop *loop, struct lws *wsi, hr_pss *pss, const char *uri
     pss->req = req;
     lws_get_peer_simple(wsi, req->peer, sizeof(req->peer));
     HR_INC(&loop->stats, http_requests, 1);
-    snprintf(req->method, sizeof(req->method), "%s", request_method(wsi));
-    /* Bodies arrive in HTTP_BODY callbacks; dispatch waits for completion.
-     * "Content-Length: 0" means no body callbacks will come at all. */
-    char cl[24] = "";
-    lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH);
-    req->expect_body = strtoull(cl, NULL, 10) > 0 &&
-                       (!strcmp(req->method, "POST") || !strcmp(req->method, "PUT") ||
-                        !strcmp(req->method, "PATCH") || !strcmp(req->method, "DELETE"));
+    snprintf(req->method, sizeof(req->method), "%s", method);
+    /* bodies arrive in HTTP_BODY callbacks; dispatch waits for completion */
+    req->expect_body = framing_expects_body(&f, method);
     req->read_done = !req->expect_body;
     begin_callback(req);
-    request_headers(req, uri);
+    request_headers(req, uri, &f);
     return finish_callback(req);
 }
 
@@ -825,7 +838,6 @@ static void h_publish(hr_http_req *req)
         problem(req, 422, !channel ? err : "missing \"data\"");
     } else {
         req->refs++;
-        HR_INC(&req->loop->stats, publications, 1);
         chan_publish(req->node->layer, req->loop->index, channel, text, strlen(text), publish_done,
                      req);
     }
@@ -883,7 +895,6 @@ static void broadcast_one(broadcast *b, size_t i, json_t *ch, const char *text)
     broadcast_item *it = hr_malloc(sizeof(*it));
     *it = (broadcast_item){b, i};
     b->pending++;
-    HR_INC(&b->req->loop->stats, publications, 1);
     chan_publish(b->req->node->layer, b->req->loop->index, channel, text, strlen(text),
                  broadcast_done, it);
 }

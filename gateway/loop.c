@@ -148,15 +148,8 @@ static void post_auth_done(void *ud, auth_job *j)
 /* Frees what is still queued once the loop has stopped for good. */
 static void inbox_free(hr_inbox *in)
 {
-    for (size_t i = 0; i < in->n; i++) {
-        hr_post *p = &in->items[i];
-        if (p->kind == HR_POST_DELIVER)
-            chan_msg_unref(p->p);
-        else if (p->kind == HR_POST_AUTH_DONE)
-            auth_job_discard(p->p);
-        else if (p->kind == HR_POST_DISCONNECT)
-            free(p->p);
-    }
+    for (size_t i = 0; i < in->n; i++)
+        hr_post_discard(in->items[i].kind, in->items[i].p);
     free(in->items);
     free(in->spare);
     pthread_mutex_destroy(&in->mu);

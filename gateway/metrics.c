@@ -50,7 +50,7 @@ void hr_metrics_render(hr_buf *b, hr_counters *const *c, size_t n, const chan_st
          SUM(bytes_in)},
         {"herald_bytes_sent_total", "counter", "WebSocket bytes sent (frames).", SUM(bytes_out)},
         {"herald_publications_total", "counter", "Publications accepted (WebSocket and REST).",
-         SUM(publications)},
+         cs->publications},
         {"herald_deliveries_total", "counter", "Publications handed to local subscribers.",
          cs->deliveries},
         {"herald_slow_consumer_closes_total", "counter",

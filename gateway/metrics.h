@@ -4,9 +4,9 @@
  * Each loop thread has its own hr_counters and is the only writer of it, so
  * counting never contends between threads; /metrics sums every loop's
  * counters at scrape time (relaxed atomic loads: a scrape is a snapshot, not
- * a transaction). Gauges the channel layer already knows (channels,
- * subscriptions, deliveries) come from chan_stats rather than being tracked
- * twice.
+ * a transaction). What the channel layer already counts (channels,
+ * subscriptions, publications, deliveries) comes from chan_stats rather
+ * than being tracked twice.
  */
 #ifndef HR_METRICS_H
 #define HR_METRICS_H
@@ -29,7 +29,6 @@ typedef struct hr_counters {
     atomic_ullong rate_limit_closes;
     atomic_ullong auth_failures;
     atomic_ullong http_requests;
-    atomic_ullong publications; /* accepted publish requests (WS + REST) */
     atomic_ullong inbox_wakeups;
     char _pad[64]; /* keeps two loops' counters off one cache line */
 } hr_counters;

@@ -18,8 +18,7 @@
 
 /*---- Cross-thread posts ----------------------------------------------------*/
 
-/* Frees what a post owns when it cannot be delivered (its loop stopped). */
-static void post_discard(hr_post_kind kind, void *p)
+void hr_post_discard(hr_post_kind kind, void *p)
 {
     switch (kind) {
     case HR_POST_DELIVER:
@@ -44,7 +43,7 @@ void hr_node_post(hr_loop *loop, hr_post_kind kind, int code, void *p)
     pthread_mutex_lock(&in->mu);
     if (loop->closing) {
         pthread_mutex_unlock(&in->mu);
-        post_discard(kind, p);
+        hr_post_discard(kind, p);
         return;
     }
     if (in->n == in->cap) {

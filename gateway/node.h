@@ -156,6 +156,8 @@ void hr_node_destroy(hr_node *node);
 
 /* Starts the graceful shutdown of every loop (from any thread). */
 void hr_node_shutdown(hr_node *node);
+/* Frees what a post owns when it is not run (its loop stopped). */
+void hr_post_discard(hr_post_kind kind, void *p);
 /* Posts to one loop's inbox (any thread); the loop owns p afterwards. */
 void hr_node_post(hr_loop *loop, hr_post_kind kind, int code, void *p);
 /* Closes every connection of user_id on every loop of this node with code

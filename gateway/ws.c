@@ -391,7 +391,6 @@ static void op_publish(hr_conn *c, const hr_cmd *cmd)
     publish_ctx *p = hr_malloc(sizeof(*p));
     *p = (publish_ctx){c, cmd->id};
     c->refs++;
-    HR_INC(&c->loop->stats, publications, 1);
     chan_publish(c->loop->node->layer, c->loop->index, cmd->channel, data, strlen(data),
                  publish_done, p);
     free(data);
@@ -726,6 +725,20 @@ static void queue_shrink(hr_conn *c)
     }
 }
 
+/* Sends what is queued, then asks for the writeable callback while more is
+ * left (over one scratch's worth) or a close frame waits, unless lws holds
+ * a partial write (it calls back by itself). Returns 0, or -1 when the
+ * socket failed. */
+static int conn_flush(hr_loop *loop, hr_conn *c)
+{
+    if (c->qlen && conn_send(loop, c) < 0)
+        return -1;
+    if ((c->qlen || c->close_code) && !c->choked)
+        lws_callback_on_writable(c->wsi);
+    queue_shrink(c);
+    return 0;
+}
+
 void hr_ws_flush_pending(hr_loop *loop)
 {
     size_t n = loop->npending;
@@ -734,13 +747,8 @@ void hr_ws_flush_pending(hr_loop *loop)
     for (size_t i = 0; i < n; i++) {
         hr_conn *c = list[i];
         c->pending = 0;
-        if (c->wsi && !c->close_code && !c->choked && c->qlen) {
-            if (conn_send(loop, c) < 0)
-                lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
-            else if (c->qlen && !c->choked)
-                lws_callback_on_writable(c->wsi); /* more than one scratch's worth */
-            queue_shrink(c);
-        }
+        if (c->wsi && !c->close_code && !c->choked && c->qlen && conn_flush(loop, c) < 0)
+            lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
         conn_unref(c);
     }
     loop->npending = 0;
@@ -756,12 +764,7 @@ int hr_ws_writeable(hr_loop *loop, struct lws *wsi, hr_pss *pss)
     c->choked = 0;
     if (c->close_code && (!c->close_flush || c->qlen == 0))
         return hr_ws_close_now(wsi, c->close_code, c->close_reason);
-    if (c->qlen && conn_send(loop, c) < 0)
-        return -1;
-    if ((c->qlen && !c->choked) || (c->close_code && !c->choked))
-        lws_callback_on_writable(wsi);
-    queue_shrink(c);
-    return 0;
+    return conn_flush(loop, c);
 }
 
 int hr_ws_timer(hr_loop *loop, struct lws *wsi, hr_pss *pss)
