@@ -36,11 +36,7 @@
 /* The concrete store behind the opaque auth_store pointer. */
 typedef struct redis_store {
     redisContext *c; /* NULL while disconnected */
-    char *host;
-    int port;
-    char *user; /* ACL user, may be NULL */
-    char *password;
-    int db;
+    hr_redis_addr addr;
     char *prefix;
     char errstr[256]; /* why the last connection attempt failed */
 } redis_store;
@@ -52,81 +48,16 @@ static redis_store *rs(auth_store *s)
 
 /*---- URL parsing -----------------------------------------------------------*/
 
-/* Copies n bytes of a URL component, decoding %XX (passwords often need
- * it). Returns a malloc'ed string or NULL on a bad escape. */
-static char *url_decode(const char *p, size_t n)
-{
-    char *out = hr_malloc(n + 1);
-    if (hr_percent_decode(p, n, 0, out, n + 1) < 0) {
-        free(out);
-        return NULL;
-    }
-    return out;
-}
-
-/* Parses "[user]:password" (the part before '@'). */
-static int parse_userinfo(redis_store *s, const char *p, size_t n)
-{
-    const char *colon = memchr(p, ':', n);
-    if (!colon)
-        return -1; /* "redis://secret@host" is ambiguous: require ':' */
-    if (colon > p && !(s->user = url_decode(p, colon - p)))
-        return -1;
-    s->password = url_decode(colon + 1, n - (colon + 1 - p));
-    return s->password ? 0 : -1;
-}
-
-/* Parses "host[:port]" or "[v6addr][:port]". */
-static int parse_hostport(redis_store *s, const char *p, size_t n)
-{
-    const char *port = NULL, *end = p + n;
-    if (n && p[0] == '[') {
-        const char *close = memchr(p, ']', n);
-        if (!close)
-            return -1;
-        s->host = strndup(p + 1, close - p - 1);
-        port = close + 1 < end && close[1] == ':' ? close + 2 : NULL;
-        if (close + 1 < end && close[1] != ':')
-            return -1;
-    } else {
-        const char *colon = memchr(p, ':', n);
-        s->host = strndup(p, colon ? (size_t)(colon - p) : n);
-        port = colon ? colon + 1 : NULL;
-    }
-    if (!s->host || !s->host[0])
-        return -1;
-    s->port = 6379;
-    if (port) {
-        char *e;
-        long v = strtol(port, &e, 10);
-        if (e != end || port == end || v < 1 || v > 65535)
-            return -1;
-        s->port = (int)v;
-    }
-    return 0;
-}
-
-/* redis://[[user]:password@]host[:port][/db] */
+/* Users live on the first server of HERALD_REDIS_URL (the shards' first). */
 static int parse_url(redis_store *s, const char *url)
 {
-    static const char scheme[] = "redis://";
-    if (!url || strncmp(url, scheme, sizeof(scheme) - 1))
+    hr_redis_addr *a;
+    int n = hr_redis_urls_parse(url, &a);
+    if (n < 0)
         return -1;
-    const char *auth = url + sizeof(scheme) - 1;
-    const char *path = auth + strcspn(auth, "/");
-    const char *at = memchr(auth, '@', path - auth);
-    const char *hp = at ? at + 1 : auth;
-    if (at && parse_userinfo(s, auth, at - auth) < 0)
-        return -1;
-    if (parse_hostport(s, hp, path - hp) < 0)
-        return -1;
-    if (*path && path[1]) {
-        char *e;
-        long db = strtol(path + 1, &e, 10);
-        if (*e || db < 0 || db > 1000000)
-            return -1;
-        s->db = (int)db;
-    }
+    s->addr = a[0];
+    memset(&a[0], 0, sizeof(a[0]));
+    hr_redis_addrs_free(a, n);
     return 0;
 }
 
@@ -153,20 +84,20 @@ static int setup_command(redis_store *s, redisContext *c, const char *what, redi
 static int connect_store(redis_store *s)
 {
     struct timeval tv = {REDIS_TIMEOUT_S, 0};
-    redisContext *c = redisConnectWithTimeout(s->host, s->port, tv);
+    redisContext *c = redisConnectWithTimeout(s->addr.host, s->addr.port, tv);
     if (!c || c->err) {
         snprintf(s->errstr, sizeof(s->errstr), "cannot connect to redis at %.64s:%d: %.120s",
-                 s->host, s->port, c ? c->errstr : "out of memory");
+                 s->addr.host, s->addr.port, c ? c->errstr : "out of memory");
         redisFree(c);
         return -1;
     }
     int rc = redisSetTimeout(c, tv) == REDIS_OK ? 0 : -1;
-    if (rc == 0 && s->password)
-        rc = setup_command(s, c, "AUTH",
-                           s->user ? redisCommand(c, "AUTH %s %s", s->user, s->password)
-                                   : redisCommand(c, "AUTH %s", s->password));
-    if (rc == 0 && s->db)
-        rc = setup_command(s, c, "SELECT", redisCommand(c, "SELECT %d", s->db));
+    hr_redis_setup setup[2];
+    char dbbuf[16];
+    int nsetup = hr_redis_setup_commands(&s->addr, setup, dbbuf);
+    for (int i = 0; rc == 0 && i < nsetup; i++)
+        rc = setup_command(s, c, setup[i].argv[0],
+                           redisCommandArgv(c, setup[i].argc, setup[i].argv, NULL));
     if (rc < 0) {
         redisFree(c);
         return -1;
@@ -232,9 +163,7 @@ static void redis_close(auth_store *st)
     if (!s)
         return;
     disconnect(s);
-    free(s->host);
-    free(s->user);
-    free(s->password);
+    hr_redis_addr_clear(&s->addr);
     free(s->prefix);
     free(s);
 }

@@ -1,27 +1,23 @@
 /*
  * core.c - the part of the channel layer every implementation shares: the
- * node-level registry (which threads have subscribers of which channel) and
- * the per-thread shards (which connections of a thread are subscribed).
+ * node-level registry (which threads have subscribers of which channel),
+ * the per-thread shards (which connections of a thread are subscribed),
+ * and the life of a subscription (pending, completed, removed).
  * See channels.h for the threading and ordering model.
  */
 #include "layer_internal.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* One channel in one thread's shard: a dense array of memberships, so
  * fan-out walks contiguous pointers; each membership remembers its index so
  * unsubscribe is O(1) (swap-remove). */
-typedef struct shard_channel {
+struct shard_channel {
     char *name;
     chan_sub **subs;
     size_t nsubs, cap;
-} shard_channel;
-
-struct chan_sub {
-    shard_channel *ch;
-    void *owner;
-    size_t idx;
 };
 
 /*---- Registry --------------------------------------------------------------*/
@@ -86,28 +82,108 @@ void chan_dispatch(chan_layer *l, chan_msg *m)
     pthread_mutex_unlock(&st->mu);
 }
 
-unsigned chan_channel_threads(chan_layer *l, const char *channel)
+uint64_t chan_channel_mask(chan_layer *l, const char *channel)
 {
     chan_stripe *st = stripe_of(l, channel);
     pthread_mutex_lock(&st->mu);
     uint64_t mask = mask_get(st, channel, strlen(channel));
     pthread_mutex_unlock(&st->mu);
-    return (unsigned)__builtin_popcountll(mask);
+    return mask;
 }
 
-/*---- Shards (one per loop thread, touched only by it) ----------------------*/
-
-static void shard_channel_free(void *p)
+unsigned chan_channel_threads(chan_layer *l, const char *channel)
 {
-    shard_channel *ch = p;
-    for (size_t i = 0; i < ch->nsubs; i++)
-        free(ch->subs[i]);
-    free(ch->subs);
-    free(ch->name);
-    free(ch);
+    return (unsigned)__builtin_popcountll(chan_channel_mask(l, channel));
 }
 
-chan_sub *chan_subscribe(chan_layer *l, unsigned thread, const char *channel, void *owner)
+/*---- Subscriptions (each touched only by its thread) -----------------------*/
+
+static void held_drop(chan_sub *s)
+{
+    for (size_t i = 0; i < s->nheld; i++)
+        chan_msg_unref(s->held[i]);
+    free(s->held);
+    s->held = NULL;
+    s->nheld = s->capheld = s->heldbytes = 0;
+}
+
+static void sub_free(chan_sub *s)
+{
+    held_drop(s);
+    free(s->client);
+    free(s->user);
+    free(s->info);
+    free(s);
+}
+
+void chan_sub_hold(chan_sub *s)
+{
+    s->refs++;
+}
+
+void chan_sub_release(chan_sub *s)
+{
+    if (--s->refs == 0)
+        sub_free(s);
+}
+
+/* Holds a push back while the subscription is pending. Past the bound the
+ * subscriber has lost publications: its completion says not recovered. */
+static void held_push(chan_sub *s, chan_msg *m)
+{
+    size_t flen;
+    chan_msg_frame(m, &flen);
+    if (s->lost || s->heldbytes + flen > CHAN_HELD_MAX) {
+        s->lost = 1;
+        held_drop(s);
+        return;
+    }
+    if (s->nheld == s->capheld) {
+        s->capheld = s->capheld ? s->capheld * 2 : 4;
+        s->held = hr_realloc(s->held, s->capheld * sizeof(*s->held));
+    }
+    s->held[s->nheld++] = chan_msg_ref(m);
+    s->heldbytes += flen;
+}
+
+/* Hands m to a completed subscriber unless it is older than what it has
+ * (offsets only grow on a channel, so this drops exactly the duplicates
+ * between a history read and the live stream). Returns 1 if delivered. */
+static int sub_deliver(chan_layer *l, chan_sub *s, chan_msg *m)
+{
+    if (m->offset) {
+        if (m->offset <= s->last)
+            return 0;
+        s->last = m->offset;
+    }
+    l->host.sub.deliver(s->owner, m);
+    return 1;
+}
+
+/* Takes s out of its shard (and the registry, if it was the thread's
+ * last of the channel). The caller drops the membership's reference. */
+static void sub_detach(chan_layer *l, chan_sub *s)
+{
+    chan_shard *sh = &l->shards[s->thread];
+    shard_channel *ch = s->ch;
+    chan_sub *last = ch->subs[--ch->nsubs];
+    ch->subs[s->idx] = last;
+    last->idx = s->idx;
+    s->removed = 1;
+    s->ch = NULL;
+    held_drop(s);
+    atomic_fetch_sub_explicit(&sh->subscriptions, 1, memory_order_relaxed);
+    if (ch->nsubs == 0) {
+        registry_remove(l, s->thread, ch->name);
+        hr_map_del(sh->channels, ch->name, strlen(ch->name));
+        free(ch->subs);
+        free(ch->name);
+        free(ch);
+    }
+    s->channel = NULL;
+}
+
+static shard_channel *shard_channel_get(chan_layer *l, unsigned thread, const char *channel)
 {
     chan_shard *sh = &l->shards[thread];
     size_t len = strlen(channel);
@@ -118,44 +194,151 @@ chan_sub *chan_subscribe(chan_layer *l, unsigned thread, const char *channel, vo
         hr_map_put(sh->channels, channel, len, ch);
         registry_add(l, thread, channel);
     }
+    return ch;
+}
+
+static void sub_copy_client(chan_sub *s, const chan_client *who)
+{
+    if (!who || !(s->opts.presence || s->opts.join_leave))
+        return;
+    s->client = hr_strdup(who->client ? who->client : "");
+    s->user = hr_strdup(who->user ? who->user : "");
+    s->info = who->info_json ? hr_strdup(who->info_json) : NULL;
+}
+
+chan_sub *chan_subscribe(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,
+                         const chan_client *who, const chan_pos *since, void *owner, void *req)
+{
+    shard_channel *ch = shard_channel_get(l, thread, channel);
     if (ch->nsubs == ch->cap) {
         ch->cap = ch->cap ? ch->cap * 2 : 4;
         ch->subs = hr_realloc(ch->subs, ch->cap * sizeof(*ch->subs));
     }
-    chan_sub *s = hr_malloc(sizeof(*s));
-    *s = (chan_sub){ch, owner, ch->nsubs};
+    chan_sub *s = hr_calloc(1, sizeof(*s));
+    s->ch = ch;
+    s->channel = ch->name;
+    s->owner = owner;
+    s->req = req;
+    s->idx = ch->nsubs;
+    s->thread = thread;
+    s->refs = 2; /* the membership, and this call until it returns */
+    s->pending = 1;
+    s->opts = *o;
+    if (since) {
+        s->since = *since;
+        s->has_since = 1;
+    }
+    sub_copy_client(s, who);
     ch->subs[ch->nsubs++] = s;
-    atomic_fetch_add_explicit(&sh->subscriptions, 1, memory_order_relaxed);
-    return s;
+    atomic_fetch_add_explicit(&l->shards[thread].subscriptions, 1, memory_order_relaxed);
+    l->ops->subscribe(l, thread, s);
+    /* a synchronous failure has already removed it */
+    chan_sub *ret = s->removed ? NULL : s;
+    chan_sub_release(s);
+    return ret;
 }
 
-/* Swap-remove keeps the array dense; an emptied channel leaves the shard
- * (and, if it was the node's last, the registry). */
+void chan_sub_complete(chan_layer *l, chan_sub *s, const chan_sub_result *r)
+{
+    if (s->removed || !s->pending)
+        return;
+    s->pending = 0;
+    void *req = s->req;
+    s->req = NULL;
+    const char *channel = s->channel;
+    if (r->status < 0) {
+        l->host.sub.subscribed(s->owner, req, channel, r);
+        sub_detach(l, s);
+        chan_sub_release(s);
+        return;
+    }
+    chan_sub_result res = *r;
+    if (s->lost)
+        res.recovered = 0;
+    s->last = r->pos.offset;
+    for (size_t i = 0; i < r->npubs; i++)
+        if (r->pubs[i].offset > s->last)
+            s->last = r->pubs[i].offset;
+    l->host.sub.subscribed(s->owner, req, channel, &res);
+    /* what arrived meanwhile, minus what the reply already covered */
+    size_t n = 0;
+    for (size_t i = 0; i < s->nheld && !s->removed; i++)
+        n += (size_t)sub_deliver(l, s, s->held[i]);
+    atomic_fetch_add_explicit(&l->shards[s->thread].deliveries, n, memory_order_relaxed);
+    if (!s->removed)
+        held_drop(s);
+}
+
+/* A pending subscription is answered -ECANCELED so the owner can free its
+ * request; either way the implementation hears of it (presence, leave,
+ * a completion still in flight). */
 void chan_unsubscribe(chan_layer *l, unsigned thread, chan_sub *s)
 {
-    chan_shard *sh = &l->shards[thread];
-    shard_channel *ch = s->ch;
-    chan_sub *last = ch->subs[--ch->nsubs];
-    ch->subs[s->idx] = last;
-    last->idx = s->idx;
-    free(s);
-    atomic_fetch_sub_explicit(&sh->subscriptions, 1, memory_order_relaxed);
-    if (ch->nsubs == 0) {
-        registry_remove(l, thread, ch->name);
-        hr_map_del(sh->channels, ch->name, strlen(ch->name));
-        shard_channel_free(ch);
+    (void)thread;
+    if (s->pending) {
+        chan_sub_result r = {.status = -ECANCELED};
+        s->pending = 0;
+        void *req = s->req;
+        s->req = NULL;
+        l->host.sub.subscribed(s->owner, req, s->channel, &r);
     }
+    if (l->ops->unsubscribe)
+        l->ops->unsubscribe(l, s->thread, s);
+    sub_detach(l, s);
+    chan_sub_release(s);
 }
 
 void chan_deliver(chan_layer *l, unsigned thread, chan_msg *m)
 {
     chan_shard *sh = &l->shards[thread];
     shard_channel *ch = hr_map_get(sh->channels, m->channel, strlen(m->channel));
+    size_t n = 0;
     if (!ch)
         return; /* the last subscriber left after the publication was routed */
-    for (size_t i = 0; i < ch->nsubs; i++)
-        l->host.deliver(ch->subs[i]->owner, m);
-    atomic_fetch_add_explicit(&sh->deliveries, ch->nsubs, memory_order_relaxed);
+    for (size_t i = 0; i < ch->nsubs; i++) {
+        chan_sub *s = ch->subs[i];
+        if (s->pending)
+            held_push(s, m);
+        else
+            n += (size_t)sub_deliver(l, s, m);
+    }
+    atomic_fetch_add_explicit(&sh->deliveries, n, memory_order_relaxed);
+}
+
+void chan_notify_resubscribed(chan_layer *l, unsigned thread, const char *channel,
+                              const chan_sub_result *r)
+{
+    shard_channel *ch = hr_map_get(l->shards[thread].channels, channel, strlen(channel));
+    if (!ch)
+        return;
+    /* the owner may not unsubscribe from inside the callback, so the array
+     * is stable */
+    for (size_t i = 0; i < ch->nsubs; i++) {
+        chan_sub *s = ch->subs[i];
+        if (s->pending)
+            continue; /* its own completion is on the way */
+        if (r->pos.offset > s->last)
+            s->last = r->pos.offset;
+        l->host.sub.subscribed(s->owner, NULL, channel, r);
+    }
+}
+
+/*---- Recovery rule ---------------------------------------------------------*/
+
+/* Recovered when the epoch is the same and the publications read run
+ * without a hole from since.offset + 1 up to the top. */
+int chan_recovered(const chan_pos *since, const chan_pos *top, const chan_pub *pubs, size_t n)
+{
+    if (strcmp(since->epoch, top->epoch) != 0 || since->offset > top->offset)
+        return 0;
+    if (since->offset == top->offset)
+        return 1;
+    if (n == 0 || pubs[0].offset != since->offset + 1 || pubs[n - 1].offset != top->offset)
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if (pubs[i].offset != pubs[i - 1].offset + 1)
+            return 0;
+    return 1;
 }
 
 /*---- The layer -------------------------------------------------------------*/
@@ -173,19 +356,73 @@ void chan_layer_init(chan_layer *l, const chan_layer_ops *ops, const chan_host *
     atomic_init(&l->nchannels, 0);
     l->shards = hr_calloc(l->host.nthreads, sizeof(*l->shards));
     for (unsigned t = 0; t < l->host.nthreads; t++)
-        l->shards[t].channels = hr_map_new(shard_channel_free);
+        l->shards[t].channels = hr_map_new(NULL);
 }
 
-int chan_publish(chan_layer *l, unsigned thread, const char *channel, const char *data_json,
-                 size_t data_len, chan_publish_cb cb, void *ud)
+void chan_publish(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,
+                  const char *data_json, size_t data_len, chan_publish_cb cb, void *ud)
 {
     atomic_fetch_add_explicit(&l->shards[thread].publications, 1, memory_order_relaxed);
-    return l->ops->publish(l, thread, channel, data_json, data_len, cb, ud);
+    l->ops->publish(l, thread, channel, o, data_json, data_len, cb, ud);
+}
+
+void chan_history_read(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,
+                       const chan_pos *since, int64_t limit, chan_history_cb cb, void *ud)
+{
+    if (o->history_size <= 0) {
+        chan_history h = {.status = -ENOENT};
+        cb(ud, &h);
+        return;
+    }
+    l->ops->history(l, thread, channel, o, since, limit, cb, ud);
+}
+
+void chan_presence_read(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,
+                        chan_presence_cb cb, void *ud)
+{
+    if (!o->presence) {
+        chan_presence p = {.status = -ENOENT};
+        cb(ud, &p);
+        return;
+    }
+    l->ops->presence(l, thread, channel, o, cb, ud);
+}
+
+void chan_control_send(chan_layer *l, unsigned thread, const chan_control *c, chan_status_cb cb,
+                       void *ud)
+{
+    l->ops->control(l, thread, c, cb, ud);
+}
+
+unsigned chan_layer_inflight(chan_layer *l, unsigned thread)
+{
+    return atomic_load_explicit(&l->shards[thread].inflight, memory_order_relaxed);
 }
 
 const char *chan_layer_name(const chan_layer *l)
 {
     return l->ops->name;
+}
+
+int chan_layer_start(chan_layer *l, void *uv_loop)
+{
+    return l->ops->start ? l->ops->start(l, uv_loop) : 0;
+}
+
+void chan_layer_stop(chan_layer *l)
+{
+    if (l->ops->stop)
+        l->ops->stop(l);
+}
+
+int chan_layer_ready(chan_layer *l)
+{
+    return l->ops->ready ? l->ops->ready(l) : 1;
+}
+
+int chan_layer_synchronous(const chan_layer *l)
+{
+    return l->ops->start == NULL;
 }
 
 void chan_layer_stats(chan_layer *l, chan_stats *out)
@@ -198,11 +435,28 @@ void chan_layer_stats(chan_layer *l, chan_stats *out)
         out->deliveries += atomic_load_explicit(&sh->deliveries, memory_order_relaxed);
         out->publications += atomic_load_explicit(&sh->publications, memory_order_relaxed);
     }
+    if (l->ops->stats)
+        l->ops->stats(l, out);
 }
 
 /* Every thread has stopped, so remaining memberships are freed without
  * telling anyone. The implementation's destroy frees the struct that embeds
  * the layer, so it runs after the shared parts are gone. */
+static void free_shard(hr_map *channels)
+{
+    const char *key;
+    void *val;
+    for (size_t it = 0; hr_map_next(channels, &it, &key, NULL, &val);) {
+        shard_channel *ch = val;
+        for (size_t i = 0; i < ch->nsubs; i++)
+            sub_free(ch->subs[i]);
+        free(ch->subs);
+        free(ch->name);
+        free(ch);
+    }
+    hr_map_free(channels);
+}
+
 void chan_layer_destroy(chan_layer *l)
 {
     if (!l)
@@ -215,6 +469,6 @@ void chan_layer_destroy(chan_layer *l)
     }
     l->ops->destroy(l);
     for (unsigned t = 0; t < n; t++)
-        hr_map_free(shards[t].channels);
+        free_shard(shards[t].channels);
     free(shards);
 }

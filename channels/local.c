@@ -1,39 +1,356 @@
 /*
  * local.c - the in-process channel layer (embedded mode).
  *
- * Everything shared lives in core.c; publishing in-process is only
- * "serialise once, route to the threads that have subscribers".
+ * Fan-out is core.c's; this file adds what a single node keeps in memory:
+ * history (a ring per channel, bounded by the namespace's size and TTL,
+ * with a random epoch per ring so a restart is never mistaken for
+ * continuity), presence, and join/leave pushes. Everything completes before
+ * it returns.
+ *
+ * One mutex guards history and presence. A history publication takes its
+ * offset and is dispatched under it, so offsets and delivery order agree;
+ * publications to channels without history never take it.
  */
 #include "layer_internal.h"
 
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
-static int local_publish(chan_layer *l, unsigned thread, const char *channel, const char *data_json,
-                         size_t data_len, chan_publish_cb cb, void *ud)
+/* Publications between two sweeps of expired histories. */
+#define SWEEP_EVERY 1024
+
+typedef struct hist_entry {
+    uint64_t offset;
+    int64_t at; /* unix seconds */
+    char *data;
+} hist_entry;
+
+typedef struct local_hist {
+    chan_pos top;
+    hist_entry *ring; /* cap = history_size */
+    size_t head, n, cap;
+    int ttl;
+    int64_t last_pub;
+} local_hist;
+
+typedef struct local_layer {
+    chan_layer base;
+    pthread_mutex_t mu;
+    hr_map *hist;     /* channel -> local_hist */
+    hr_map *presence; /* channel -> hr_map(client -> entry JSON text) */
+    unsigned since_sweep;
+} local_layer;
+
+static local_layer *ll(chan_layer *l)
 {
+    return (local_layer *)l;
+}
+
+/*---- History ---------------------------------------------------------------*/
+
+static void hist_free(void *p)
+{
+    local_hist *h = p;
+    for (size_t i = 0; i < h->n; i++)
+        free(h->ring[(h->head + i) % h->cap].data);
+    free(h->ring);
+    free(h);
+}
+
+/* A channel's ring, created with a fresh epoch on first use. Under mu. */
+static void hist_sweep(local_layer *L, int64_t now);
+
+/* Every SWEEP_EVERY uses, expired rings are freed: memory stays bounded by
+ * the channels used within a TTL, whatever reads and writes them. */
+static local_hist *hist_get(local_layer *L, const char *channel, const chan_opts *o)
+{
+    size_t len = strlen(channel);
+    if (++L->since_sweep >= SWEEP_EVERY) {
+        L->since_sweep = 0;
+        hist_sweep(L, (int64_t)time(NULL));
+    }
+    local_hist *h = hr_map_get(L->hist, channel, len);
+    if (!h) {
+        h = hr_calloc(1, sizeof(*h));
+        hr_random_hex(h->top.epoch, 8);
+        h->cap = (size_t)o->history_size;
+        h->ring = hr_calloc(h->cap, sizeof(*h->ring));
+        h->last_pub = (int64_t)time(NULL);
+        hr_map_put(L->hist, channel, len, h);
+    }
+    h->ttl = o->history_ttl;
+    return h;
+}
+
+static void hist_append(local_hist *h, const char *data, size_t len, int64_t now)
+{
+    if (h->n == h->cap) {
+        free(h->ring[h->head].data);
+        h->head = (h->head + 1) % h->cap;
+        h->n--;
+    }
+    hist_entry *e = &h->ring[(h->head + h->n) % h->cap];
+    e->offset = ++h->top.offset;
+    e->at = now;
+    e->data = hr_strndup(data, len);
+    h->n++;
+    h->last_pub = now;
+}
+
+/* Frees the rings nobody published to for longer than their TTL (their
+ * epoch goes with them: a later subscriber is told "not recovered"). */
+static void hist_sweep(local_layer *L, int64_t now)
+{
+    const char *key;
+    size_t klen;
+    void *val;
+    char **dead = NULL;
+    size_t ndead = 0;
+    for (size_t it = 0; hr_map_next(L->hist, &it, &key, &klen, &val);) {
+        local_hist *h = val;
+        if (h->ttl > 0 && now - h->last_pub > h->ttl) {
+            dead = hr_realloc(dead, (ndead + 1) * sizeof(*dead));
+            dead[ndead++] = hr_strndup(key, klen);
+        }
+    }
+    for (size_t i = 0; i < ndead; i++) {
+        hist_free(hr_map_del(L->hist, dead[i], strlen(dead[i])));
+        free(dead[i]);
+    }
+    free(dead);
+}
+
+/* Copies the live entries after `after`, at most limit (< 0: all), into a
+ * malloc'ed array; *n receives the count. With from_end, the newest ones. */
+static chan_pub *hist_copy(const local_hist *h, uint64_t after, int64_t limit, int from_end,
+                           int64_t now, size_t *n)
+{
+    chan_pub *out = hr_calloc(h->n ? h->n : 1, sizeof(*out));
+    size_t k = 0;
+    for (size_t i = 0; i < h->n; i++) {
+        const hist_entry *e = &h->ring[(h->head + i) % h->cap];
+        if (e->offset <= after || (h->ttl > 0 && now - e->at > h->ttl))
+            continue;
+        out[k].offset = e->offset;
+        out[k].data = e->data; /* borrowed until duplicated below */
+        k++;
+    }
+    size_t first = 0;
+    if (limit >= 0 && (size_t)limit < k) {
+        first = from_end ? k - (size_t)limit : 0;
+        k = (size_t)limit;
+    }
+    memmove(out, out + first, k * sizeof(*out));
+    for (size_t i = 0; i < k; i++)
+        out[i].data = hr_strdup(out[i].data);
+    *n = k;
+    return out;
+}
+
+static void pubs_free(chan_pub *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(p[i].data);
+    free(p);
+}
+
+/*---- Publish ---------------------------------------------------------------*/
+
+static void local_publish(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,
+                          const char *data_json, size_t data_len, chan_publish_cb cb, void *ud)
+{
+    local_layer *L = ll(l);
+    uint64_t offset = 0;
     (void)thread;
-    chan_msg *m = chan_msg_publication(channel, data_json, data_len, 0);
+    if (o->history_size > 0) {
+        int64_t now = (int64_t)time(NULL);
+        pthread_mutex_lock(&L->mu);
+        local_hist *h = hist_get(L, channel, o);
+        hist_append(h, data_json, data_len, now);
+        offset = h->top.offset;
+        chan_msg *m = chan_msg_publication(channel, data_json, data_len, offset);
+        chan_dispatch(l, m); /* under mu: offsets and delivery agree */
+        pthread_mutex_unlock(&L->mu);
+        chan_msg_unref(m);
+    } else {
+        chan_msg *m = chan_msg_publication(channel, data_json, data_len, 0);
+        chan_dispatch(l, m);
+        chan_msg_unref(m);
+    }
+    if (cb)
+        cb(ud, 0, offset, 0);
+}
+
+/*---- Presence and join/leave -----------------------------------------------*/
+
+static void presence_free(void *p)
+{
+    hr_map_free(p);
+}
+
+static char *presence_entry(const chan_sub *s)
+{
+    json_t *info = s->info ? json_loads(s->info, 0, NULL) : NULL;
+    json_t *o = json_pack("{s:s, s:s, s:o}", "client", s->client, "user", s->user, "info",
+                          info ? info : json_object());
+    char *t = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return t;
+}
+
+static void presence_put(local_layer *L, const chan_sub *s, int add)
+{
+    size_t clen = strlen(s->channel), klen = strlen(s->client);
+    pthread_mutex_lock(&L->mu);
+    hr_map *m = hr_map_get(L->presence, s->channel, clen);
+    if (add) {
+        if (!m) {
+            m = hr_map_new(free);
+            hr_map_put(L->presence, s->channel, clen, m);
+        }
+        free(hr_map_del(m, s->client, klen));
+        hr_map_put(m, s->client, klen, presence_entry(s));
+    } else if (m) {
+        free(hr_map_del(m, s->client, klen));
+        if (hr_map_count(m) == 0)
+            presence_free(hr_map_del(L->presence, s->channel, clen));
+    }
+    pthread_mutex_unlock(&L->mu);
+}
+
+static void join_leave(chan_layer *l, const chan_sub *s, int join)
+{
+    size_t len;
+    char *t = chan_join_leave_text(join, s->channel, s->client, s->user, &len);
+    chan_msg *m = chan_msg_for_channel(t, len, s->channel, 0);
+    free(t);
     chan_dispatch(l, m);
     chan_msg_unref(m);
+}
+
+/*---- Subscribe -------------------------------------------------------------*/
+
+static void local_subscribe(chan_layer *l, unsigned thread, chan_sub *s)
+{
+    local_layer *L = ll(l);
+    chan_sub_result r = {0};
+    chan_pub *pubs = NULL;
+    (void)thread;
+    if (s->opts.history_size > 0) {
+        int64_t now = (int64_t)time(NULL);
+        pthread_mutex_lock(&L->mu);
+        local_hist *h = hist_get(L, s->channel, &s->opts);
+        r.history = 1;
+        r.pos = h->top;
+        if (s->has_since)
+            pubs = hist_copy(h, s->since.offset, -1, 0, now, &r.npubs);
+        pthread_mutex_unlock(&L->mu);
+        r.pubs = pubs;
+        r.recovered = s->has_since && chan_recovered(&s->since, &r.pos, pubs, r.npubs);
+    }
+    chan_sub_hold(s);
+    chan_sub_complete(l, s, &r);
+    pubs_free(pubs, r.npubs);
+    if (!s->removed && s->opts.presence && s->client)
+        presence_put(L, s, 1);
+    if (!s->removed && s->opts.join_leave && s->client)
+        join_leave(l, s, 1);
+    chan_sub_release(s);
+}
+
+static void local_unsubscribe(chan_layer *l, unsigned thread, chan_sub *s)
+{
+    (void)thread;
+    if (s->opts.presence && s->client)
+        presence_put(ll(l), s, 0);
+    if (s->opts.join_leave && s->client)
+        join_leave(l, s, 0);
+}
+
+/*---- Reads and control -----------------------------------------------------*/
+
+static void local_history(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,
+                          const chan_pos *since, int64_t limit, chan_history_cb cb, void *ud)
+{
+    local_layer *L = ll(l);
+    chan_history h = {0};
+    chan_pub *pubs;
+    (void)thread;
+    pthread_mutex_lock(&L->mu);
+    local_hist *lh = hist_get(L, channel, o);
+    h.top = lh->top;
+    /* with since: the oldest after it; without: the newest `limit` */
+    pubs = hist_copy(lh, since ? since->offset : 0, limit, since == NULL, (int64_t)time(NULL),
+                     &h.npubs);
+    pthread_mutex_unlock(&L->mu);
+    h.pubs = pubs;
+    cb(ud, &h);
+    pubs_free(pubs, h.npubs);
+}
+
+static void local_presence(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,
+                           chan_presence_cb cb, void *ud)
+{
+    local_layer *L = ll(l);
+    hr_buf b = {0};
+    const char *key;
+    void *val;
+    (void)thread;
+    (void)o;
+    hr_buf_append(&b, "[", 1);
+    pthread_mutex_lock(&L->mu);
+    hr_map *m = hr_map_get(L->presence, channel, strlen(channel));
+    for (size_t it = 0, i = 0; m && hr_map_next(m, &it, &key, NULL, &val); i++) {
+        if (i)
+            hr_buf_append(&b, ",", 1);
+        hr_buf_append(&b, val, strlen(val));
+    }
+    pthread_mutex_unlock(&L->mu);
+    hr_buf_append(&b, "]", 1);
+    chan_presence p = {.status = 0, .clients = b.data, .len = b.len};
+    cb(ud, &p);
+    hr_buf_reset(&b);
+}
+
+static void local_control(chan_layer *l, unsigned thread, const chan_control *c, chan_status_cb cb,
+                          void *ud)
+{
+    (void)thread;
+    l->host.control(l->host.ud, c);
     if (cb)
-        cb(ud, 0, 0);
-    return 0;
+        cb(ud, 0);
 }
 
 static void local_destroy(chan_layer *l)
 {
-    free(l);
+    local_layer *L = ll(l);
+    hr_map_free(L->hist);
+    hr_map_free(L->presence);
+    pthread_mutex_destroy(&L->mu);
+    free(L);
 }
 
 static const chan_layer_ops local_ops = {
     .name = "local",
     .publish = local_publish,
+    .subscribe = local_subscribe,
+    .unsubscribe = local_unsubscribe,
+    .history = local_history,
+    .presence = local_presence,
+    .control = local_control,
     .destroy = local_destroy,
 };
 
 chan_layer *chan_local_new(const chan_host *host)
 {
-    chan_layer *l = hr_calloc(1, sizeof(*l));
-    chan_layer_init(l, &local_ops, host);
-    return l;
+    local_layer *L = hr_calloc(1, sizeof(*L));
+    chan_layer_init(&L->base, &local_ops, host);
+    pthread_mutex_init(&L->mu, NULL);
+    L->hist = hr_map_new(hist_free);
+    L->presence = hr_map_new(presence_free);
+    return &L->base;
 }

@@ -2,6 +2,8 @@
 #include "channels.h"
 #include "common/common.h"
 
+#include <jansson.h>
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +43,7 @@ static chan_msg *msg_alloc(size_t len, size_t extra)
     atomic_init(&m->refs, 1);
     m->len = len;
     m->channel = NULL;
+    m->offset = 0;
     return m;
 }
 
@@ -48,6 +51,19 @@ chan_msg *chan_msg_new(const char *json, size_t len)
 {
     chan_msg *m = msg_alloc(len, 0);
     memcpy(m->_b + CHAN_FRAME_HDR_MAX, json, len);
+    frame_header(m);
+    return m;
+}
+
+chan_msg *chan_msg_for_channel(const char *json, size_t len, const char *channel, uint64_t offset)
+{
+    size_t clen = strlen(channel);
+    chan_msg *m = msg_alloc(len, clen + 1);
+    memcpy(m->_b + CHAN_FRAME_HDR_MAX, json, len);
+    char *name = (char *)m->_b + CHAN_FRAME_HDR_MAX + len;
+    memcpy(name, channel, clen + 1);
+    m->channel = name;
+    m->offset = offset;
     frame_header(m);
     return m;
 }
@@ -66,28 +82,100 @@ void chan_msg_unref(chan_msg *m)
 
 /* Channel names are restricted to characters that never need JSON escaping,
  * which lets the publication envelope be assembled with plain copies. */
-chan_msg *chan_msg_publication(const char *channel, const char *data_json, size_t data_len,
-                               uint64_t offset)
+static size_t publication_write(char *w, const char *channel, size_t clen, const char *data_json,
+                                size_t data_len, const char *tail, size_t tl)
 {
     static const char p1[] = "{\"push\":\"message\",\"channel\":\"";
     static const char p2[] = "\",\"data\":";
-    char tail[40];
-    int tl = offset ? snprintf(tail, sizeof(tail), ",\"offset\":%" PRIu64 "}", offset)
-                    : snprintf(tail, sizeof(tail), "}");
-    size_t clen = strlen(channel);
-    size_t len = sizeof(p1) - 1 + clen + sizeof(p2) - 1 + data_len + (size_t)tl;
-
-    chan_msg *m = msg_alloc(len, clen + 1);
-    char *name = (char *)m->_b + CHAN_FRAME_HDR_MAX + len;
-    memcpy(name, channel, clen + 1);
-    m->channel = name;
-    char *w = (char *)m->_b + CHAN_FRAME_HDR_MAX;
+    size_t len = sizeof(p1) - 1 + clen + sizeof(p2) - 1 + data_len + tl;
+    if (!w)
+        return len;
     memcpy(w, p1, sizeof(p1) - 1), w += sizeof(p1) - 1;
     memcpy(w, channel, clen), w += clen;
     memcpy(w, p2, sizeof(p2) - 1), w += sizeof(p2) - 1;
     memcpy(w, data_json, data_len), w += data_len;
-    memcpy(w, tail, (size_t)tl);
+    memcpy(w, tail, tl);
+    return len;
+}
+
+static size_t publication_tail(char tail[40], uint64_t offset)
+{
+    int tl =
+        offset ? snprintf(tail, 40, ",\"offset\":%" PRIu64 "}", offset) : snprintf(tail, 40, "}");
+    return (size_t)tl;
+}
+
+chan_msg *chan_msg_publication(const char *channel, const char *data_json, size_t data_len,
+                               uint64_t offset)
+{
+    char tail[40];
+    size_t tl = publication_tail(tail, offset);
+    size_t clen = strlen(channel);
+    size_t len = publication_write(NULL, channel, clen, data_json, data_len, tail, tl);
+    chan_msg *m = msg_alloc(len, clen + 1);
+    char *name = (char *)m->_b + CHAN_FRAME_HDR_MAX + len;
+    memcpy(name, channel, clen + 1);
+    m->channel = name;
+    m->offset = offset;
+    publication_write((char *)m->_b + CHAN_FRAME_HDR_MAX, channel, clen, data_json, data_len, tail,
+                      tl);
     frame_header(m);
+    return m;
+}
+
+char *chan_publication_text(const char *channel, const char *data_json, size_t data_len,
+                            uint64_t offset, size_t *len)
+{
+    char tail[40];
+    size_t tl = publication_tail(tail, offset);
+    size_t clen = strlen(channel);
+    size_t n = publication_write(NULL, channel, clen, data_json, data_len, tail, tl);
+    char *s = hr_malloc(n + 1);
+    publication_write(s, channel, clen, data_json, data_len, tail, tl);
+    s[n] = '\0';
+    *len = n;
+    return s;
+}
+
+char *chan_join_leave_text(int join, const char *channel, const char *client, const char *user,
+                           size_t *len)
+{
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "push", join ? "join" : "leave", "channel",
+                          channel, "client", client, "user", user ? user : "");
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!s)
+        abort(); /* out of memory: common.h's policy */
+    *len = strlen(s);
+    return s;
+}
+
+/* One parse per publication per node (not per delivery): what Redis hands
+ * us came from a backend we trust to publish, but not to be right. */
+chan_msg *chan_msg_parse_push(const char *json, size_t len, const char *channel, char *err,
+                              size_t errlen)
+{
+    json_error_t jerr;
+    json_t *o = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+    chan_msg *m = NULL;
+    const char *push = json_string_value(json_object_get(o, "push"));
+    const char *ch = json_string_value(json_object_get(o, "channel"));
+    json_t *off = json_object_get(o, "offset");
+    if (!o) {
+        snprintf(err, errlen, "invalid JSON: %s", jerr.text);
+    } else if (!push ||
+               (strcmp(push, "message") && strcmp(push, "join") && strcmp(push, "leave"))) {
+        snprintf(err, errlen, "\"push\" must be message, join or leave");
+    } else if (!ch || strcmp(ch, channel)) {
+        snprintf(err, errlen, "\"channel\" does not name the topic's channel");
+    } else if (!strcmp(push, "message") && !json_object_get(o, "data")) {
+        snprintf(err, errlen, "a message without \"data\"");
+    } else if (off && (!json_is_integer(off) || json_integer_value(off) <= 0)) {
+        snprintf(err, errlen, "\"offset\" must be a positive integer");
+    } else {
+        m = chan_msg_for_channel(json, len, channel, off ? (uint64_t)json_integer_value(off) : 0);
+    }
+    json_decref(o);
     return m;
 }
 

@@ -99,6 +99,35 @@ void hr_random_hex(char *out, size_t nbytes);
  * does not fit in outcap - 1 bytes. Pure. */
 int hr_percent_decode(const char *src, size_t n, int plus_is_space, char *out, size_t outcap);
 
+/*---- Redis addresses (shared by the user store and the channel layer) -----*/
+
+/* One Redis server of HERALD_REDIS_URL. */
+typedef struct hr_redis_addr {
+    char *host; /* name or address (no brackets) */
+    int port;
+    char *user;     /* ACL user, or NULL */
+    char *password; /* or NULL */
+    int db;
+} hr_redis_addr;
+
+/* Parses redis://[[user]:password@]host[:port][/db] (%XX-escapes in user
+ * and password; [v6]:port). Fills *out (free with hr_redis_addr_clear).
+ * Returns 0 or -1; never echoes the URL (it may hold a password). */
+int hr_redis_url_parse(const char *url, size_t len, hr_redis_addr *out);
+/* Parses a comma-separated list of such URLs: the shards, in order.
+ * Returns the count (>= 1) with *out a malloc'ed array, or -1. */
+int hr_redis_urls_parse(const char *list, hr_redis_addr **out);
+void hr_redis_addr_clear(hr_redis_addr *a);
+void hr_redis_addrs_free(hr_redis_addr *a, int n);
+/* The commands a new connection sends before anything else: AUTH (when a
+ * password is set) and SELECT (when db != 0), as argv arrays for hiredis'
+ * *CommandArgv. Returns how many (0..2); dbbuf holds SELECT's argument. */
+typedef struct hr_redis_setup {
+    int argc;
+    const char *argv[3];
+} hr_redis_setup;
+int hr_redis_setup_commands(const hr_redis_addr *a, hr_redis_setup out[2], char dbbuf[16]);
+
 /*---- Misc ------------------------------------------------------------------*/
 
 /* Monotonic clock in milliseconds. */

@@ -94,7 +94,7 @@ static const opt_def opt_table[] = {
      "HTTP and WebSocket address; [IPV6]:PORT; :PORT = all interfaces"},
     {"redis_url", "HERALD_REDIS_URL", "redis-url", "URL", OPT_NSTR, F(redis_url), 0, 0, 0, NULL,
      check_redis_url, "unset (embedded mode)",
-     "redis://[:password@]host:port[/db]; enables cluster mode"},
+     "redis://[:password@]host:port[/db], comma-separated for shards; enables cluster mode"},
     {"redis_prefix", "HERALD_REDIS_PREFIX", "redis-prefix", "STR", OPT_STR, F(redis_prefix), 0, 0,
      0, NULL, NULL, "herald", "prefix of every Redis key and pub/sub channel"},
     {"db", "HERALD_DB", "db", "FILE", OPT_STR, F(db_path), 0, 0, 0, NULL, NULL, "./herald.db",
@@ -166,6 +166,9 @@ static const opt_def opt_table[] = {
      1, 86400, NULL, NULL, "300", "the failed-login window"},
     {"auth_workers", "HERALD_AUTH_WORKERS", "auth-workers", "N", OPT_INT, F(auth_workers), 0, 1, 64,
      NULL, NULL, "2", "threads for password hashing and user-store calls"},
+    {"presence_ttl", "HERALD_PRESENCE_TTL", "presence-ttl", "SECONDS", OPT_INT, F(presence_ttl), 0,
+     3, 3600, NULL, NULL, "25",
+     "cluster mode: presence entries of a node that died disappear after this"},
     {"threads", "HERALD_THREADS", "threads", "N", OPT_INT, F(threads), 0, 0, 64, NULL, NULL, "0",
      "event-loop threads in the process; 0 = one per core"},
 };
@@ -275,9 +278,13 @@ bad:
  * value is not echoed: it may hold a password. */
 static int check_redis_url(const char *val, char *why, size_t whylen)
 {
-    if (!*val || (!strncmp(val, "redis://", 8) && val[8]))
+    hr_redis_addr *a = NULL;
+    int n = *val ? hr_redis_urls_parse(val, &a) : 0;
+    if (n >= 0) {
+        hr_redis_addrs_free(n ? a : NULL, n);
         return 0;
-    return say(why, whylen, "expected redis://[:password@]host:port[/db]");
+    }
+    return say(why, whylen, "expected redis://[:password@]host:port[/db][,redis://...]");
 }
 
 /* The JWT module supports exactly these algorithms; refuse others at start

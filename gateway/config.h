@@ -61,6 +61,7 @@ typedef struct hr_config {
 
     /* engine */
     int threads; /* HERALD_THREADS event-loop threads; 0 = one per core */
+    int presence_ttl; /* HERALD_PRESENCE_TTL seconds (cluster mode), 25 */
 
     /* namespaces from the config file; always contains "" (the default) */
     auth_namespace *namespaces;

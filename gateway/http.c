@@ -11,6 +11,9 @@
 #include "http.h"
 #include "log.h"
 #include "proto.h"
+#include "ws.h"
+
+#include <errno.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,7 +76,8 @@ typedef struct route {
     const char *method;
     const char *pattern; /* "{x}" matches one path segment */
     route_auth auth;
-    int async; /* answered by a worker (user store, Argon2id), not at once */
+    int async; /* ASYNC_WORKER: answered by a worker (user store, Argon2id);
+                * ASYNC_LAYER: by the channel layer (Redis, in cluster mode) */
     route_fn fn;
 } route;
 
@@ -88,20 +92,31 @@ static void h_me(hr_http_req *req);
 static void h_user_get(hr_http_req *req);
 static void h_user_delete(hr_http_req *req);
 static void h_user_disconnect(hr_http_req *req);
+static void h_member_add(hr_http_req *req);
+static void h_member_remove(hr_http_req *req);
+static void h_presence(hr_http_req *req);
+static void h_history(hr_http_req *req);
+
+#define ASYNC_WORKER 1
+#define ASYNC_LAYER 2
 
 /* Order matters where patterns overlap: /users/me before /users/{id}. */
 static const route routes[] = {
     {"GET", "/healthz", ROUTE_ANYONE, 0, h_healthz},
     {"GET", "/readyz", ROUTE_ANYONE, 0, h_readyz},
     {"GET", "/metrics", ROUTE_ANYONE, 0, h_metrics},
-    {"POST", "/api/v1/publish", ROUTE_BACKEND, 0, h_publish},
-    {"POST", "/api/v1/broadcast", ROUTE_BACKEND, 0, h_broadcast},
-    {"POST", "/api/v1/users", ROUTE_OPTIONAL, 1, h_user_create},
-    {"POST", "/api/v1/auth/token", ROUTE_ANYONE, 1, h_token},
-    {"GET", "/api/v1/users/me", ROUTE_USER, 1, h_me},
-    {"GET", "/api/v1/users/{id}", ROUTE_ADMIN, 1, h_user_get},
-    {"DELETE", "/api/v1/users/{id}", ROUTE_ADMIN, 1, h_user_delete},
-    {"POST", "/api/v1/users/{id}/disconnect", ROUTE_ADMIN, 0, h_user_disconnect},
+    {"POST", "/api/v1/publish", ROUTE_BACKEND, ASYNC_LAYER, h_publish},
+    {"POST", "/api/v1/broadcast", ROUTE_BACKEND, ASYNC_LAYER, h_broadcast},
+    {"POST", "/api/v1/users", ROUTE_OPTIONAL, ASYNC_WORKER, h_user_create},
+    {"POST", "/api/v1/auth/token", ROUTE_ANYONE, ASYNC_WORKER, h_token},
+    {"GET", "/api/v1/users/me", ROUTE_USER, ASYNC_WORKER, h_me},
+    {"GET", "/api/v1/users/{id}", ROUTE_ADMIN, ASYNC_WORKER, h_user_get},
+    {"DELETE", "/api/v1/users/{id}", ROUTE_ADMIN, ASYNC_WORKER, h_user_delete},
+    {"POST", "/api/v1/users/{id}/disconnect", ROUTE_ADMIN, ASYNC_LAYER, h_user_disconnect},
+    {"POST", "/api/v1/channels/{ch}/members", ROUTE_BACKEND, ASYNC_LAYER, h_member_add},
+    {"DELETE", "/api/v1/channels/{ch}/members/{user}", ROUTE_BACKEND, ASYNC_LAYER, h_member_remove},
+    {"GET", "/api/v1/channels/{ch}/presence", ROUTE_BACKEND, ASYNC_LAYER, h_presence},
+    {"GET", "/api/v1/channels/{ch}/history", ROUTE_BACKEND, ASYNC_LAYER, h_history},
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -475,7 +490,9 @@ static int route_allowed(hr_http_req *req, route_auth auth);
 static void dispatch(hr_http_req *req)
 {
     const route *r = &routes[req->route];
-    if (req->from_buffer && r->async) {
+    int deferred = r->async == ASYNC_WORKER ||
+                   (r->async == ASYNC_LAYER && !chan_layer_synchronous(req->node->layer));
+    if (req->from_buffer && deferred) {
         /* while a worker has it, lws would poll the buffered bytes after it
          * in vain (see "Responses and pipelining") */
         req->close_after = 1;
@@ -700,9 +717,16 @@ static void h_healthz(hr_http_req *req)
     respond(req, 200, "application/json", "{\"status\":\"ok\"}", 15);
 }
 
+/* Not ready while the channel layer cannot reach the whole cluster (Redis
+ * down): a load balancer then sends new clients elsewhere. */
 static void h_readyz(hr_http_req *req)
 {
-    respond(req, 200, "application/json", "{\"status\":\"ready\"}", 18);
+    if (chan_layer_ready(req->node->layer)) {
+        respond(req, 200, "application/json", "{\"status\":\"ready\"}", 18);
+    } else {
+        req->retry_after = 1;
+        problem(req, 503, "the channel layer cannot reach Redis");
+    }
 }
 
 /* Sums every loop's counters: each loop counts on its own cache lines. */
@@ -804,21 +828,27 @@ static const char *valid_channel(hr_http_req *req, json_t *ch, char *err, size_t
     return json_string_value(ch);
 }
 
-static json_t *publish_result(int status, uint64_t offset)
+static json_t *publish_result(int status, uint64_t offset, int local_only)
 {
     if (status < 0)
         return json_pack("{s:s, s:s}", "code", HR_ERR_UNAVAILABLE, "message",
                          "the channel layer is unavailable");
-    return offset ? json_pack("{s:I}", "offset", (json_int_t)offset) : json_object();
+    json_t *o = json_object();
+    if (offset)
+        json_object_set_new(o, "offset", json_integer((json_int_t)offset));
+    if (local_only)
+        json_object_set_new(o, "local_only", json_true());
+    return o;
 }
 
-static void publish_done(void *ud, int status, uint64_t offset)
+static void publish_done(void *ud, int status, uint64_t offset, int local_only)
 {
     hr_http_req *req = ud;
     if (status < 0) {
+        req->retry_after = 1;
         problem(req, 503, "the channel layer is unavailable");
     } else {
-        json_t *r = publish_result(status, offset);
+        json_t *r = publish_result(status, offset, local_only);
         respond_json(req, 200, r);
         json_decref(r);
     }
@@ -837,9 +867,10 @@ static void h_publish(hr_http_req *req)
     if (!channel || !data) {
         problem(req, 422, !channel ? err : "missing \"data\"");
     } else {
+        chan_opts co = hr_chan_opts(hr_config_namespace(req->node->cfg, channel));
         req->refs++;
-        chan_publish(req->node->layer, req->loop->index, channel, text, strlen(text), publish_done,
-                     req);
+        chan_publish(req->node->layer, req->loop->index, channel, &co, text, strlen(text),
+                     publish_done, req);
     }
     free(text);
     json_decref(o);
@@ -867,12 +898,13 @@ static void broadcast_finish(broadcast *b)
     free(b);
 }
 
-static void broadcast_done(void *ud, int status, uint64_t offset)
+static void broadcast_done(void *ud, int status, uint64_t offset, int local_only)
 {
     broadcast_item *it = ud;
     broadcast *b = it->b;
     json_t *entry = json_array_get(b->responses, it->index);
-    json_object_set_new(entry, status < 0 ? "error" : "result", publish_result(status, offset));
+    json_object_set_new(entry, status < 0 ? "error" : "result",
+                        publish_result(status, offset, local_only));
     free(it);
     if (--b->pending == 0)
         broadcast_finish(b);
@@ -895,7 +927,8 @@ static void broadcast_one(broadcast *b, size_t i, json_t *ch, const char *text)
     broadcast_item *it = hr_malloc(sizeof(*it));
     *it = (broadcast_item){b, i};
     b->pending++;
-    chan_publish(b->req->node->layer, b->req->loop->index, channel, text, strlen(text),
+    chan_opts co = hr_chan_opts(hr_config_namespace(b->req->node->cfg, channel));
+    chan_publish(b->req->node->layer, b->req->loop->index, channel, &co, text, strlen(text),
                  broadcast_done, it);
 }
 
@@ -1037,18 +1070,47 @@ static void h_user_get(hr_http_req *req)
     auth_get_user(req->node->users, &req->loop->auth_to, req->params[0], user_found, req);
 }
 
-/* Deletion revokes the user's tokens on this node at once and closes the
- * user's sockets on every loop with 4003; the store keeps the revocation
- * for restarts and for the other nodes. */
+/* The answer to a control message sent to every node. */
+static void control_done(void *ud, int status)
+{
+    hr_http_req *req = ud;
+    if (status < 0) {
+        req->retry_after = 1;
+        problem(req, 503, "the channel layer is unavailable");
+    } else {
+        respond(req, 204, "application/json", "", 0);
+    }
+    req_unref(req);
+}
+
+/* A revocation whose control message could not reach the other nodes
+ * still holds here; they load revocations from the store when they
+ * reconnect. */
+static void revoke_sent(void *ud, int status)
+{
+    hr_http_req *req = ud;
+    if (status < 0) {
+        hr_node_revoke(req->node, req->params[0], (int64_t)time(NULL));
+        hr_node_disconnect_user(req->node, req->params[0], 4003);
+        hr_warn("revoke", "user %s: revoked on this node only (channel layer unavailable)",
+                req->params[0]);
+    }
+    respond(req, 204, "application/json", "", 0);
+    req_unref(req);
+}
+
+/* Deletion revokes the user's tokens and closes the user's sockets with
+ * 4003 on every node (the control channel); the store keeps the
+ * revocation for restarts and for nodes that were away. */
 static void user_deleted(void *ud, auth_status st, const auth_user *user, const char *message)
 {
     hr_http_req *req = ud;
     (void)user;
-    if (st == AUTH_OK) {
-        hr_node_revoke(req->node, req->params[0], (int64_t)time(NULL));
-        hr_node_disconnect_user(req->node, req->params[0], 4003);
-        respond(req, 204, "application/json", "", 0);
-    } else {
+    if (st == AUTH_OK && req->wsi) {
+        chan_control c = {.op = CHAN_CTL_REVOKE, .user = req->params[0], .at = (int64_t)time(NULL)};
+        req->refs++;
+        chan_control_send(req->node->layer, req->loop->index, &c, revoke_sent, req);
+    } else if (st != AUTH_OK) {
         user_problem(req, st, message);
     }
     req_unref(req);
@@ -1060,12 +1122,150 @@ static void h_user_delete(hr_http_req *req)
     auth_delete_user(req->node->users, &req->loop->auth_to, req->params[0], user_deleted, req);
 }
 
-/* Every loop closes the user's sockets on its own thread. */
+/* Every loop of every node closes the user's sockets on its own thread. */
 static void h_user_disconnect(hr_http_req *req)
 {
-    hr_node_disconnect_user(req->node, req->params[0], 4003);
+    chan_control c = {.op = CHAN_CTL_DISCONNECT, .user = req->params[0], .code = 4003};
     hr_info("disconnect", "user %s: disconnecting every connection", req->params[0]);
-    respond(req, 204, "application/json", "", 0);
+    req->refs++;
+    chan_control_send(req->node->layer, req->loop->index, &c, control_done, req);
+}
+
+/*---- Channels: server-side membership, presence, history -------------------*/
+
+/* The {ch} path parameter, checked like any channel name. */
+static const char *path_channel(hr_http_req *req)
+{
+    const char *ch = req->params[0];
+    if (!chan_name_valid(ch, strlen(ch), req->node->cfg->max_channel_len)) {
+        problem(req, 422, "invalid channel name: 1-255 bytes of [A-Za-z0-9_.:@=,-]");
+        return NULL;
+    }
+    return ch;
+}
+
+static void member_control(hr_http_req *req, chan_control_op op, const char *channel,
+                           const char *user)
+{
+    chan_control c = {.op = op, .user = user, .channel = channel};
+    req->refs++;
+    chan_control_send(req->node->layer, req->loop->index, &c, control_done, req);
+}
+
+/* Django Channels' group_add: every connection of the user, on every node,
+ * joins the channel. */
+static void h_member_add(hr_http_req *req)
+{
+    const char *channel = path_channel(req);
+    json_t *o = channel ? body_object(req) : NULL;
+    if (!o)
+        return;
+    const char *user = json_string_value(json_object_get(o, "user"));
+    if (!user || !*user || strlen(user) > 255 ||
+        strlen(user) != json_string_length(json_object_get(o, "user")))
+        problem(req, 422, "\"user\" must be a user id (a non-empty string)");
+    else
+        member_control(req, CHAN_CTL_MEMBER_ADD, channel, user);
+    json_decref(o);
+}
+
+static void h_member_remove(hr_http_req *req)
+{
+    const char *channel = path_channel(req);
+    if (channel)
+        member_control(req, CHAN_CTL_MEMBER_REMOVE, channel, req->params[1]);
+}
+
+static void read_problem(hr_http_req *req, int status, const char *what)
+{
+    char detail[128];
+    if (status == -ENOENT) {
+        snprintf(detail, sizeof(detail), "%s is not enabled for this channel's namespace", what);
+        problem(req, 404, detail);
+    } else {
+        req->retry_after = 1;
+        problem(req, 503, "the channel layer is unavailable");
+    }
+}
+
+static void presence_done(void *ud, const chan_presence *p)
+{
+    hr_http_req *req = ud;
+    if (p->status < 0) {
+        read_problem(req, p->status, "presence");
+    } else {
+        json_t *clients = json_loadb(p->clients, p->len, 0, NULL);
+        json_t *o = json_pack("{s:o}", "clients", clients ? clients : json_array());
+        respond_json(req, 200, o);
+        json_decref(o);
+    }
+    req_unref(req);
+}
+
+static void h_presence(hr_http_req *req)
+{
+    const char *channel = path_channel(req);
+    if (!channel)
+        return;
+    chan_opts co = hr_chan_opts(hr_config_namespace(req->node->cfg, channel));
+    req->refs++;
+    chan_presence_read(req->node->layer, req->loop->index, channel, &co, presence_done, req);
+}
+
+static void history_done(void *ud, const chan_history *h)
+{
+    hr_http_req *req = ud;
+    if (h->status < 0) {
+        read_problem(req, h->status, "history");
+    } else {
+        json_t *o = hr_ws_history_json(h);
+        respond_json(req, 200, o);
+        json_decref(o);
+    }
+    req_unref(req);
+}
+
+/* A non-negative integer query argument; 0 if absent, -1 if malformed. */
+static int query_uint(hr_http_req *req, const char *name, uint64_t *out)
+{
+    char buf[64];
+    const char *v = req->wsi ? lws_get_urlarg_by_name(req->wsi, name, buf, sizeof(buf)) : NULL;
+    char *end;
+    if (!v)
+        return 0;
+    if (!*v || *v == '-' || *v == '+')
+        return -1;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (*end || errno)
+        return -1;
+    *out = n;
+    return 1;
+}
+
+/* ?limit=N&since=OFFSET&epoch=E, as the history op's arguments. */
+static void h_history(hr_http_req *req)
+{
+    char ebuf[CHAN_EPOCH_MAX + 8];
+    uint64_t limit = 0;
+    chan_pos since = {0};
+    const char *channel = path_channel(req);
+    if (!channel)
+        return;
+    int has_limit = query_uint(req, "limit=", &limit);
+    int has_since = query_uint(req, "since=", &since.offset);
+    if (has_limit < 0 || has_since < 0 || limit > 1000000) {
+        problem(req, 422, "limit and since must be non-negative integers");
+        return;
+    }
+    const char *epoch =
+        req->wsi ? lws_get_urlarg_by_name(req->wsi, "epoch=", ebuf, sizeof(ebuf)) : NULL;
+    if (epoch)
+        snprintf(since.epoch, sizeof(since.epoch), "%s", epoch);
+    chan_opts co = hr_chan_opts(hr_config_namespace(req->node->cfg, channel));
+    req->refs++;
+    chan_history_read(req->node->layer, req->loop->index, channel, &co, has_since ? &since : NULL,
+                      has_limit ? (int64_t)limit : -1, history_done, req);
 }
 
 /*---- OAuth2 token endpoint (RFC 6749 §4.3, §6) -----------------------------*/

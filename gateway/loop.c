@@ -29,7 +29,6 @@
 
 /* How often a node sharing a Redis user store looks for users deleted
  * through another node (until the cluster control channel replaces it). */
-#define HR_REVOCATION_POLL_MS 2000
 /* Connections accepted per readiness callback before other work runs. */
 #define HR_ACCEPT_BATCH 64
 
@@ -97,6 +96,9 @@ static const struct lws_protocols protocols[] = {
 
 /*---- Inbox -----------------------------------------------------------------*/
 
+static void loop_home_maybe_finish(hr_loop *loop);
+static void inbox_close(hr_loop *loop);
+
 static void run_post(hr_loop *loop, const hr_post *p)
 {
     switch (p->kind) {
@@ -114,6 +116,19 @@ static void run_post(hr_loop *loop, const hr_post *p)
         break;
     case HR_POST_SHUTDOWN:
         hr_loop_begin_shutdown(loop);
+        break;
+    case HR_POST_CALL: {
+        chan_task *t = p->p;
+        t->run(t);
+        hr_loop_maybe_done(loop); /* it may have been the last request in flight */
+        break;
+    }
+    case HR_POST_CONTROL:
+        hr_ws_member(loop, p->p);
+        hr_control_free(p->p);
+        break;
+    case HR_POST_LOOP_STOPPED:
+        loop_home_maybe_finish(loop);
         break;
     }
 }
@@ -243,15 +258,40 @@ static void loop_stop(hr_loop *loop)
      * callbacks; hr_loop_run completes it once uv_run has returned. */
     if (loop->ctx)
         lws_context_destroy(loop->ctx);
-    pthread_mutex_lock(&loop->inbox.mu);
-    loop->closing = 1;
-    uv_close((uv_handle_t *)&loop->inbox.wake, NULL);
-    pthread_mutex_unlock(&loop->inbox.mu);
     close_handle((uv_handle_t *)&loop->grace);
     close_handle((uv_handle_t *)&loop->flush);
     close_handle((uv_handle_t *)&loop->sigterm);
     close_handle((uv_handle_t *)&loop->sigint);
-    close_handle((uv_handle_t *)&loop->revocation_poll);
+    atomic_fetch_sub(&loop->node->loops_live, 1);
+    if (loop->index == 0) {
+        loop_home_maybe_finish(loop);
+    } else {
+        inbox_close(loop);
+        if (loop->started) /* loop 0 runs until every started loop has stopped */
+            hr_node_post(loop->node->loops[0], HR_POST_LOOP_STOPPED, 0, NULL);
+    }
+}
+
+/* Loop 0 is the channel layer's home: the other loops' requests are served
+ * until the last of them has stopped; then the layer closes its
+ * connections and loop 0's inbox closes. */
+static void loop_home_maybe_finish(hr_loop *loop)
+{
+    if (!loop->stopped || loop->home_finished || atomic_load(&loop->node->loops_live) != 0)
+        return;
+    loop->home_finished = 1;
+    if (loop->layer_started)
+        chan_layer_stop(loop->node->layer);
+    inbox_close(loop);
+}
+
+/* Posts from now on are discarded. */
+static void inbox_close(hr_loop *loop)
+{
+    pthread_mutex_lock(&loop->inbox.mu);
+    loop->closing = 1;
+    uv_close((uv_handle_t *)&loop->inbox.wake, NULL);
+    pthread_mutex_unlock(&loop->inbox.mu);
 }
 
 static void grace_expired(uv_timer_t *t)
@@ -262,9 +302,12 @@ static void grace_expired(uv_timer_t *t)
     loop_stop(loop);
 }
 
+/* A loop also waits for the channel layer's answers to its requests, so
+ * none is lost with the loop (the grace timer bounds the wait). */
 void hr_loop_maybe_done(hr_loop *loop)
 {
-    if (loop->shutting_down && loop->conns.count == 0)
+    if (loop->shutting_down && loop->conns.count == 0 &&
+        chan_layer_inflight(loop->node->layer, loop->index) == 0)
         loop_stop(loop);
 }
 
@@ -280,10 +323,9 @@ void hr_loop_begin_shutdown(hr_loop *loop)
     if (loop->index == 0)
         hr_info("shutdown", "closing %u connection(s) on loop 0", (unsigned)loop->conns.count);
     hr_ws_shutdown_all(loop);
-    if (loop->conns.count == 0) {
-        loop_stop(loop);
+    hr_loop_maybe_done(loop);
+    if (loop->stopped)
         return;
-    }
     uv_timer_start(&loop->grace, grace_expired, (uint64_t)loop->node->cfg->shutdown_grace_ms, 0);
 }
 
@@ -299,28 +341,6 @@ static void on_signal(uv_signal_t *s, int sig)
     hr_loop *loop = s->data;
     (void)sig;
     hr_node_shutdown(loop->node);
-}
-
-/*---- Revocations from other nodes (cluster mode, loop 0) -------------------*/
-
-static void revocations_polled(void *ud, auth_status st, const auth_revocation *list, size_t n)
-{
-    hr_loop *loop = ud;
-    loop->revocation_poll_busy = 0;
-    if (st != AUTH_OK)
-        return; /* the store is unreachable: try again next period */
-    for (size_t i = 0; i < n; i++)
-        if (hr_node_revoke(loop->node, list[i].user_id, list[i].at))
-            hr_node_disconnect_user(loop->node, list[i].user_id, 4003);
-}
-
-static void poll_revocations(uv_timer_t *t)
-{
-    hr_loop *loop = t->data;
-    if (loop->shutting_down || loop->revocation_poll_busy)
-        return;
-    loop->revocation_poll_busy = 1;
-    auth_list_revocations(loop->node->users, &loop->auth_to, revocations_polled, loop);
 }
 
 /*---- Life cycle ------------------------------------------------------------*/
@@ -368,12 +388,6 @@ static int init_handles(hr_loop *loop)
         /* signal handles must not keep a stopped loop alive */
         uv_unref((uv_handle_t *)&loop->sigterm);
         uv_unref((uv_handle_t *)&loop->sigint);
-        if (loop->node->cfg->redis_url) {
-            uv_timer_init(&loop->uv, &loop->revocation_poll);
-            loop->revocation_poll.data = loop;
-            uv_timer_start(&loop->revocation_poll, poll_revocations, HR_REVOCATION_POLL_MS,
-                           HR_REVOCATION_POLL_MS);
-        }
     }
     return 0;
 }
@@ -428,6 +442,13 @@ static void finish_context(hr_loop *loop)
 
 void hr_loop_run(hr_loop *loop)
 {
+    if (loop->index == 0) {
+        if (chan_layer_start(loop->node->layer, &loop->uv) == 0)
+            loop->layer_started = 1;
+        else
+            hr_error("channels", "the %s channel layer did not start",
+                     chan_layer_name(loop->node->layer));
+    }
     uv_run(&loop->uv, UV_RUN_DEFAULT);
     finish_context(loop);
 }

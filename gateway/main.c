@@ -74,13 +74,22 @@ static int parse_cmd_args(int *argc, char **argv, token_args *ta, int is_token)
 }
 
 /* Without HERALD_JWT_SECRET or a public key, the secret generated once and
- * kept in the store is used (SPEC §1). */
+ * kept in the store is used (SPEC §1) - in embedded mode only. In cluster
+ * mode the store is Redis, which every backend that publishes through it
+ * can read: a secret kept there would let any of them mint admin tokens,
+ * so cluster mode requires the secret (or a public key) to be given. */
 static int ensure_jwt_secret(hr_config *cfg)
 {
     char err[256];
     int created = 0;
     if (cfg->jwt_secret || cfg->jwt_public_key)
         return 0;
+    if (cfg->redis_url) {
+        hr_error("config", "cluster mode (HERALD_REDIS_URL) needs HERALD_JWT_SECRET or "
+                           "HERALD_JWT_PUBLIC_KEY: a generated secret kept in Redis would be "
+                           "readable by every client of that Redis");
+        return -1;
+    }
     const auth_store_ops *ops = hr_config_store(cfg);
     if (auth_secret_load_or_create(ops, hr_config_store_target(cfg), cfg->redis_prefix,
                                    &cfg->jwt_secret, &created, err, sizeof(err)) < 0) {

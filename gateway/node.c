@@ -31,8 +31,26 @@ void hr_post_discard(hr_post_kind kind, void *p)
         free(p);
         break;
     case HR_POST_SHUTDOWN:
+    case HR_POST_LOOP_STOPPED:
+        break;
+    case HR_POST_CALL: {
+        chan_task *t = p;
+        t->discard(t);
         break;
     }
+    case HR_POST_CONTROL:
+        hr_control_free(p);
+        break;
+    }
+}
+
+void hr_control_free(hr_control *c)
+{
+    if (!c)
+        return;
+    free(c->user);
+    free(c->channel);
+    free(c);
 }
 
 /* The wake-up is sent under the inbox lock: the loop closes its async
@@ -67,6 +85,42 @@ void hr_node_disconnect_user(hr_node *node, const char *user_id, int code)
 {
     for (unsigned i = 0; i < node->nloops; i++)
         hr_node_post(node->loops[i], HR_POST_DISCONNECT, code, hr_strdup(user_id));
+}
+
+/* chan_host.call: the channel layer's work for one loop. */
+static void post_call(void *ud, unsigned thread, chan_task *t)
+{
+    hr_node *node = ud;
+    hr_node_post(node->loops[thread], HR_POST_CALL, 0, t);
+}
+
+/* chan_host.control: a control message for this node, from any node.
+ * Revocations are recorded once per node; the rest is each loop's. */
+static void on_control(void *ud, const chan_control *c)
+{
+    hr_node *node = ud;
+    if (!c->user)
+        return;
+    if (c->op == CHAN_CTL_REVOKE) {
+        hr_node_revoke(node, c->user, c->at);
+        hr_node_disconnect_user(node, c->user, 4003);
+        return;
+    }
+    if (c->op == CHAN_CTL_DISCONNECT) {
+        hr_node_disconnect_user(node, c->user, c->code ? c->code : 4003);
+        return;
+    }
+    for (unsigned i = 0; i < node->nloops; i++) {
+        hr_control *copy = hr_calloc(1, sizeof(*copy));
+        copy->op = c->op;
+        copy->user = hr_strdup(c->user);
+        copy->channel = c->channel ? hr_strdup(c->channel) : NULL;
+        if (!copy->channel) {
+            hr_control_free(copy);
+            return;
+        }
+        hr_node_post(node->loops[i], HR_POST_CONTROL, 0, copy);
+    }
 }
 
 /* Loops that failed to start are NULL (hr_node_destroy after a failed
@@ -216,6 +270,53 @@ static int start_users(hr_node *node, char *err, size_t errlen)
     return node->users ? 0 : -1;
 }
 
+/* The namespaces' channel options, for the publish function the Redis
+ * layer loads into Redis (it assigns offsets for backends too). */
+static chan_layer *redis_layer(hr_node *node, const chan_host *host, char *err, size_t errlen)
+{
+    const hr_config *cfg = node->cfg;
+    const char **names = hr_calloc(cfg->nnamespaces ? cfg->nnamespaces : 1, sizeof(*names));
+    chan_opts *opts = hr_calloc(cfg->nnamespaces ? cfg->nnamespaces : 1, sizeof(*opts));
+    for (size_t i = 0; i < cfg->nnamespaces; i++) {
+        names[i] = cfg->namespaces[i].name ? cfg->namespaces[i].name : "";
+        opts[i] = hr_chan_opts(&cfg->namespaces[i]);
+    }
+    chan_redis_config rc = {
+        .urls = cfg->redis_url,
+        .prefix = cfg->redis_prefix,
+        .node_id = cfg->node_id,
+        .nnamespaces = cfg->nnamespaces,
+        .ns_names = names,
+        .ns_opts = opts,
+        .presence_ttl = cfg->presence_ttl,
+    };
+    chan_layer *l = chan_redis_new(host, &rc, err, errlen);
+    free(names);
+    free(opts);
+    return l;
+}
+
+/* The channel layer: Redis in cluster mode, else in-process. */
+static int start_layer(hr_node *node)
+{
+    char err[256] = "";
+    chan_host host = {
+        .nthreads = node->nloops,
+        .post = post_publication,
+        .call = post_call,
+        .control = on_control,
+        .sub = {hr_ws_deliver, hr_ws_subscribed},
+        .ud = node,
+    };
+    node->layer =
+        node->cfg->redis_url ? redis_layer(node, &host, err, sizeof(err)) : chan_local_new(&host);
+    if (!node->layer) {
+        hr_error("config", "%s", err);
+        return -1;
+    }
+    return 0;
+}
+
 /* --threads 0 (the default) means one loop per online core. */
 static unsigned loop_count(const hr_config *cfg)
 {
@@ -229,16 +330,12 @@ static int start_loops(hr_node *node)
 {
     node->nloops = loop_count(node->cfg);
     node->loops = hr_calloc(node->nloops, sizeof(*node->loops));
-    chan_host host = {
-        .nthreads = node->nloops,
-        .post = post_publication,
-        .deliver = hr_ws_deliver,
-        .ud = node,
-    };
-    node->layer = chan_local_new(&host);
+    if (start_layer(node) < 0)
+        return -1;
     for (unsigned i = 0; i < node->nloops; i++)
         if (!(node->loops[i] = hr_loop_new(node, i)))
             return -1;
+    atomic_store(&node->loops_live, node->nloops);
     /* loop 0 runs on the main thread in hr_node_run */
     for (unsigned i = 1; i < node->nloops; i++)
         if (hr_loop_start_thread(node->loops[i]) < 0)
@@ -272,9 +369,6 @@ int hr_node_init(hr_node *node, const hr_config *cfg)
             "herald %s listening on %s:%d with %u loop thread(s) (channel layer %s, users in %s)",
             HERALD_VERSION, cfg->listen_host, cfg->listen_port, node->nloops,
             chan_layer_name(node->layer), cfg->redis_url ? "redis" : "sqlite");
-    if (cfg->redis_url)
-        hr_warn("config", "the Redis channel layer is not built yet: publications reach only "
-                          "this node's subscribers; users are shared through Redis");
     return 0;
 }
 

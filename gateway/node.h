@@ -49,6 +49,8 @@ typedef struct hr_node {
     hr_map *revoked; /* locked: user id -> (intptr_t) revocation time */
 
     atomic_ullong next_client; /* client ids "<node>.<n>", unique across loops */
+    atomic_uint loops_live;    /* loops not yet stopped: loop 0 (home of the
+                                * channel layer) stops the layer after the last */
     atomic_int shutting_down;
 } hr_node;
 
@@ -59,7 +61,18 @@ typedef enum hr_post_kind {
     HR_POST_AUTH_DONE,  /* p: auth_job* */
     HR_POST_DISCONNECT, /* p: malloc'ed user id; code: close code */
     HR_POST_SHUTDOWN,
+    HR_POST_CALL,         /* p: chan_task* (the channel layer's work for this loop) */
+    HR_POST_CONTROL,      /* p: hr_control* (server-side membership, disconnects) */
+    HR_POST_LOOP_STOPPED, /* to loop 0: another loop has stopped */
 } hr_post_kind;
+
+/* A control message copied for one loop. */
+typedef struct hr_control {
+    chan_control_op op;
+    int code;
+    char *user;
+    char *channel;
+} hr_control;
 
 typedef struct hr_post {
     hr_post_kind kind;
@@ -117,13 +130,12 @@ struct hr_loop {
     uv_poll_t listen_poll;
     uv_timer_t grace;
     uv_signal_t sigterm, sigint; /* loop 0 only */
-    uv_timer_t revocation_poll;  /* loop 0, cluster mode only */
-    int revocation_poll_busy;
     pthread_t thread;
-    int started;  /* a thread runs this loop (joined at exit) */
-    int uv_ready; /* uv loop initialised */
-    int stopped;  /* lws context destroyed, handles closing */
-    int closing;  /* locked by inbox.mu: posts are discarded */
+    int started;                      /* a thread runs this loop (joined at exit) */
+    int uv_ready;                     /* uv loop initialised */
+    int stopped;                      /* lws context destroyed, handles closing */
+    int closing;                      /* locked by inbox.mu: posts are discarded */
+    int layer_started, home_finished; /* loop 0: the channel layer's home */
 
     lws_dll2_owner_t conns; /* every WebSocket connection of this loop */
     lws_dll2_owner_t reqs;  /* every HTTP request in progress */
@@ -142,6 +154,13 @@ struct hr_loop {
 /* Request header bytes lws keeps while parsing (room for long JWTs). */
 #define HR_MAX_HEADER_DATA 16384
 
+/* The channel options of a namespace: what the layer is told, so it never
+ * reads the gateway's configuration. */
+static inline chan_opts hr_chan_opts(const auth_namespace *ns)
+{
+    return (chan_opts){ns->presence, ns->join_leave, ns->history_size, ns->history_ttl};
+}
+
 /*---- Node (node.c) ---------------------------------------------------------*/
 
 /* Starts the node: user store, JWT keys, channel layer, then the loop
@@ -156,6 +175,7 @@ void hr_node_destroy(hr_node *node);
 
 /* Starts the graceful shutdown of every loop (from any thread). */
 void hr_node_shutdown(hr_node *node);
+void hr_control_free(hr_control *c);
 /* Frees what a post owns when it is not run (its loop stopped). */
 void hr_post_discard(hr_post_kind kind, void *p);
 /* Posts to one loop's inbox (any thread); the loop owns p afterwards. */

@@ -322,60 +322,186 @@ static void op_connect(hr_conn *c, const hr_cmd *cmd)
     json_decref(r);
 }
 
+/* A client's subscribe command waiting for the layer; server-side joins
+ * (members add) pass SERVER_JOIN instead. */
+typedef struct sub_req {
+    int64_t id;
+} sub_req;
+static sub_req server_join;
+#define SERVER_JOIN (&server_join)
+
+static chan_client conn_client(hr_conn *c, char *client, size_t len, char **info)
+{
+    hr_node_client_id(c->loop->node, c->client_n, client, len);
+    *info = c->id.info ? json_dumps(c->id.info, JSON_COMPACT) : NULL;
+    return (chan_client){client, c->id.sub ? c->id.sub : "", *info};
+}
+
+/* Starts a subscription (the caller checked permissions); the outcome
+ * arrives in hr_ws_subscribed. */
+static void conn_subscribe(hr_conn *c, const char *channel, const chan_pos *since, void *req)
+{
+    char client[160], *info;
+    chan_client who = conn_client(c, client, sizeof(client), &info);
+    chan_opts o = hr_chan_opts(hr_config_namespace(conn_cfg(c), channel));
+    if (!c->subs)
+        c->subs = hr_map_new(NULL);
+    chan_sub *s =
+        chan_subscribe(c->loop->node->layer, c->loop->index, channel, &o, &who, since, c, req);
+    free(info);
+    if (s)
+        hr_map_put(c->subs, channel, strlen(channel), s);
+}
+
+static json_t *pubs_json(const chan_pub *pubs, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_t *d = json_loads(pubs[i].data, JSON_DECODE_ANY, NULL);
+        json_array_append_new(a, json_pack("{s:I, s:o}", "offset", (json_int_t)pubs[i].offset,
+                                           "data", d ? d : json_null()));
+    }
+    return a;
+}
+
+/* {"channel", and where history is kept "offset","epoch","recovered"
+ * (and, for a command, "publications")} */
+static json_t *subscribed_json(const char *channel, const chan_sub_result *r, int command)
+{
+    json_t *o = json_pack("{s:s}", "channel", channel);
+    if (r->history) {
+        json_object_set_new(o, "offset", json_integer((json_int_t)r->pos.offset));
+        json_object_set_new(o, "epoch", json_string(r->pos.epoch));
+        json_object_set_new(o, "recovered", json_boolean(r->recovered));
+        if (command)
+            json_object_set_new(o, "publications", pubs_json(r->pubs, r->npubs));
+    }
+    return o;
+}
+
+static void push_json(hr_conn *c, json_t *o)
+{
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    conn_send_text(c, s, strlen(s));
+}
+
+/* chan_host.sub.subscribed: the reply to a subscribe command, the
+ * `subscribed` push of a server-side join, or after an outage the push
+ * saying whether the stream was recovered. */
+void hr_ws_subscribed(void *owner, void *req, const char *channel, const chan_sub_result *r)
+{
+    hr_conn *c = owner;
+    sub_req *sr = req != SERVER_JOIN ? req : NULL;
+    if (r->status == -ECANCELED) {
+        free(sr);
+        return;
+    }
+    if (r->status < 0 && c->subs)
+        hr_map_del(c->subs, channel, strlen(channel)); /* the layer dropped it */
+    if (sr) {
+        if (r->status < 0) {
+            reply_error(c, sr->id, HR_ERR_UNAVAILABLE, "the channel layer is unavailable");
+        } else {
+            json_t *res = subscribed_json(channel, r, 1);
+            reply_result(c, sr->id, res);
+            json_decref(res);
+        }
+        free(sr);
+    } else if (r->status == 0) {
+        json_t *o = subscribed_json(channel, r, 0);
+        json_object_set_new(o, "push", json_string("subscribed"));
+        push_json(c, o);
+    }
+}
+
 static void op_subscribe(hr_conn *c, const hr_cmd *cmd)
 {
     const hr_config *cfg = conn_cfg(c);
     size_t clen = strlen(cmd->channel);
 
-    if (!c->subs || !hr_map_get(c->subs, cmd->channel, clen)) {
-        if (!auth_can_subscribe(hr_config_namespace(cfg, cmd->channel), &c->id, cmd->channel)) {
-            reply_error(c, cmd->id, HR_ERR_FORBIDDEN, "not allowed to subscribe to this channel");
-            return;
-        }
-        if (!c->subs)
-            c->subs = hr_map_new(NULL);
-        if (hr_map_count(c->subs) >= (size_t)cfg->max_subscriptions) {
-            reply_error(c, cmd->id, HR_ERR_TOO_LARGE, "too many subscriptions on this connection");
-            return;
-        }
-        chan_sub *s = chan_subscribe(c->loop->node->layer, c->loop->index, cmd->channel, c);
-        hr_map_put(c->subs, cmd->channel, clen, s);
+    if (c->subs && hr_map_get(c->subs, cmd->channel, clen)) {
+        json_t *r = json_pack("{s:s}", "channel", cmd->channel);
+        reply_result(c, cmd->id, r); /* subscribing twice is not an error */
+        json_decref(r);
+        return;
     }
-    json_t *r = json_pack("{s:s}", "channel", cmd->channel);
-    reply_result(c, cmd->id, r);
-    json_decref(r);
+    if (!auth_can_subscribe(hr_config_namespace(cfg, cmd->channel), &c->id, cmd->channel)) {
+        reply_error(c, cmd->id, HR_ERR_FORBIDDEN, "not allowed to subscribe to this channel");
+        return;
+    }
+    if (c->subs && hr_map_count(c->subs) >= (size_t)cfg->max_subscriptions) {
+        reply_error(c, cmd->id, HR_ERR_TOO_LARGE, "too many subscriptions on this connection");
+        return;
+    }
+    chan_pos since = {0};
+    if (cmd->has_since) {
+        since.offset = cmd->since_offset;
+        snprintf(since.epoch, sizeof(since.epoch), "%s", cmd->since_epoch ? cmd->since_epoch : "");
+    }
+    sub_req *req = hr_malloc(sizeof(*req));
+    req->id = cmd->id;
+    conn_subscribe(c, cmd->channel, cmd->has_since ? &since : NULL, req);
+}
+
+static void conn_unsubscribe(hr_conn *c, const char *channel)
+{
+    chan_sub *s = c->subs ? hr_map_del(c->subs, channel, strlen(channel)) : NULL;
+    if (s)
+        chan_unsubscribe(c->loop->node->layer, c->loop->index, s);
 }
 
 static void op_unsubscribe(hr_conn *c, const hr_cmd *cmd)
 {
-    chan_sub *s = c->subs ? hr_map_del(c->subs, cmd->channel, strlen(cmd->channel)) : NULL;
-    if (s)
-        chan_unsubscribe(c->loop->node->layer, c->loop->index, s);
+    conn_unsubscribe(c, cmd->channel);
     reply_result(c, cmd->id, NULL);
 }
 
-/* A publish may complete after the connection has gone (Redis layer), so
- * the pending operation holds a reference to the connection. */
-typedef struct publish_ctx {
+/* A command answered later by the layer holds a reference to the
+ * connection, which may close meanwhile. */
+typedef struct cmd_ctx {
     hr_conn *c;
     int64_t id;
-} publish_ctx;
+} cmd_ctx;
 
-static void publish_done(void *ud, int status, uint64_t offset)
+static cmd_ctx *cmd_ctx_new(hr_conn *c, int64_t id)
 {
-    publish_ctx *p = ud;
+    cmd_ctx *p = hr_malloc(sizeof(*p));
+    *p = (cmd_ctx){c, id};
+    c->refs++;
+    return p;
+}
+
+/* Returns the live connection of a finished command, or NULL; frees p. */
+static hr_conn *cmd_ctx_end(cmd_ctx *p, int64_t *id)
+{
     hr_conn *c = p->c;
-    if (c->wsi) {
-        if (status < 0) {
-            reply_error(c, p->id, HR_ERR_UNAVAILABLE, "the channel layer is unavailable");
-        } else {
-            json_t *r = offset ? json_pack("{s:I}", "offset", (json_int_t)offset) : NULL;
-            reply_result(c, p->id, r);
-            json_decref(r);
-        }
+    *id = p->id;
+    free(p);
+    if (c->wsi)
+        return c;
+    conn_unref(c);
+    return NULL;
+}
+
+static void publish_done(void *ud, int status, uint64_t offset, int local_only)
+{
+    int64_t id;
+    hr_conn *c = cmd_ctx_end(ud, &id);
+    if (!c)
+        return;
+    if (status < 0) {
+        reply_error(c, id, HR_ERR_UNAVAILABLE, "the channel layer is unavailable");
+    } else {
+        json_t *r = json_object();
+        if (offset)
+            json_object_set_new(r, "offset", json_integer((json_int_t)offset));
+        if (local_only)
+            json_object_set_new(r, "local_only", json_true());
+        reply_result(c, id, r);
+        json_decref(r);
     }
     conn_unref(c);
-    free(p);
 }
 
 static void op_publish(hr_conn *c, const hr_cmd *cmd)
@@ -388,12 +514,97 @@ static void op_publish(hr_conn *c, const hr_cmd *cmd)
         return;
     }
     char *data = json_dumps(cmd->data, JSON_COMPACT | JSON_ENCODE_ANY);
-    publish_ctx *p = hr_malloc(sizeof(*p));
-    *p = (publish_ctx){c, cmd->id};
-    c->refs++;
-    chan_publish(c->loop->node->layer, c->loop->index, cmd->channel, data, strlen(data),
-                 publish_done, p);
+    chan_opts o = hr_chan_opts(ns);
+    chan_publish(c->loop->node->layer, c->loop->index, cmd->channel, &o, data, strlen(data),
+                 publish_done, cmd_ctx_new(c, cmd->id));
     free(data);
+}
+
+/* Presence and history need the right to subscribe to the channel. */
+static int may_read(hr_conn *c, const hr_cmd *cmd, chan_opts *o)
+{
+    const auth_namespace *ns = hr_config_namespace(conn_cfg(c), cmd->channel);
+    if (!auth_can_subscribe(ns, &c->id, cmd->channel)) {
+        reply_error(c, cmd->id, HR_ERR_FORBIDDEN, "not allowed to read this channel");
+        return 0;
+    }
+    *o = hr_chan_opts(ns);
+    return 1;
+}
+
+static void read_failed(hr_conn *c, int64_t id, int status, const char *what)
+{
+    char msg[128];
+    if (status == -ENOENT) {
+        snprintf(msg, sizeof(msg), "%s is not enabled for this channel's namespace", what);
+        reply_error(c, id, HR_ERR_NOT_FOUND, msg);
+    } else {
+        reply_error(c, id, HR_ERR_UNAVAILABLE, "the channel layer is unavailable");
+    }
+}
+
+static void presence_done(void *ud, const chan_presence *p)
+{
+    int64_t id;
+    hr_conn *c = cmd_ctx_end(ud, &id);
+    if (!c)
+        return;
+    if (p->status < 0) {
+        read_failed(c, id, p->status, "presence");
+    } else {
+        json_t *clients = json_loadb(p->clients, p->len, 0, NULL);
+        json_t *r = json_pack("{s:o}", "clients", clients ? clients : json_array());
+        reply_result(c, id, r);
+        json_decref(r);
+    }
+    conn_unref(c);
+}
+
+static void op_presence(hr_conn *c, const hr_cmd *cmd)
+{
+    chan_opts o;
+    if (may_read(c, cmd, &o))
+        chan_presence_read(c->loop->node->layer, c->loop->index, cmd->channel, &o, presence_done,
+                           cmd_ctx_new(c, cmd->id));
+}
+
+/* {"publications":[{"offset","data"}],"offset","epoch"}: also the REST
+ * answer (http.c). */
+json_t *hr_ws_history_json(const chan_history *h)
+{
+    return json_pack("{s:o, s:I, s:s}", "publications", pubs_json(h->pubs, h->npubs), "offset",
+                     (json_int_t)h->top.offset, "epoch", h->top.epoch);
+}
+
+static void history_done(void *ud, const chan_history *h)
+{
+    int64_t id;
+    hr_conn *c = cmd_ctx_end(ud, &id);
+    if (!c)
+        return;
+    if (h->status < 0) {
+        read_failed(c, id, h->status, "history");
+    } else {
+        json_t *r = hr_ws_history_json(h);
+        reply_result(c, id, r);
+        json_decref(r);
+    }
+    conn_unref(c);
+}
+
+static void op_history(hr_conn *c, const hr_cmd *cmd)
+{
+    chan_opts o;
+    chan_pos since = {0};
+    if (!may_read(c, cmd, &o))
+        return;
+    if (cmd->has_since) {
+        since.offset = cmd->since_offset;
+        snprintf(since.epoch, sizeof(since.epoch), "%s", cmd->since_epoch ? cmd->since_epoch : "");
+    }
+    chan_history_read(c->loop->node->layer, c->loop->index, cmd->channel, &o,
+                      cmd->has_since ? &since : NULL, cmd->limit, history_done,
+                      cmd_ctx_new(c, cmd->id));
 }
 
 static void op_refresh(hr_conn *c, const hr_cmd *cmd)
@@ -423,13 +634,6 @@ static void op_refresh(hr_conn *c, const hr_cmd *cmd)
     json_decref(r);
 }
 
-static void op_not_enabled(hr_conn *c, const hr_cmd *cmd, const char *what)
-{
-    char msg[128];
-    snprintf(msg, sizeof(msg), "%s is not enabled for this channel's namespace", what);
-    reply_error(c, cmd->id, HR_ERR_NOT_FOUND, msg);
-}
-
 static void dispatch(hr_conn *c, const hr_cmd *cmd)
 {
     if (!c->authed && cmd->op != HR_OP_CONNECT) {
@@ -453,10 +657,10 @@ static void dispatch(hr_conn *c, const hr_cmd *cmd)
         op_refresh(c, cmd);
         break;
     case HR_OP_PRESENCE:
-        op_not_enabled(c, cmd, "presence");
+        op_presence(c, cmd);
         break;
     case HR_OP_HISTORY:
-        op_not_enabled(c, cmd, "history");
+        op_history(c, cmd);
         break;
     case HR_OP_PING:
         reply_result(c, cmd->id, NULL);
@@ -829,6 +1033,32 @@ size_t hr_ws_disconnect_user(hr_loop *loop, const char *sub, int code, const cha
     void *args[2] = {&code, (void *)reason};
     lws_dll2_foreach_safe(&u->conns, args, close_for_disconnect);
     return n;
+}
+
+/* Server-side membership (SPEC §4 members): every connection of sub on
+ * this loop joins or leaves channel, with a `subscribed` / `unsubscribed`
+ * push. Permissions are the backend's business, not checked here. */
+static int member_apply(struct lws_dll2 *d, void *user)
+{
+    hr_conn *c = lws_container_of(d, hr_conn, in_user);
+    const hr_control *ctl = user;
+    int has = c->subs && hr_map_get(c->subs, ctl->channel, strlen(ctl->channel));
+    if (!c->wsi || c->close_code)
+        return 0;
+    if (ctl->op == CHAN_CTL_MEMBER_ADD && !has) {
+        conn_subscribe(c, ctl->channel, NULL, SERVER_JOIN);
+    } else if (ctl->op == CHAN_CTL_MEMBER_REMOVE && has) {
+        conn_unsubscribe(c, ctl->channel);
+        push_json(c, json_pack("{s:s, s:s}", "push", "unsubscribed", "channel", ctl->channel));
+    }
+    return 0;
+}
+
+void hr_ws_member(hr_loop *loop, const hr_control *ctl)
+{
+    hr_user_conns *u = hr_map_get(loop->by_user, ctl->user, strlen(ctl->user));
+    if (u)
+        lws_dll2_foreach_safe(&u->conns, (void *)ctl, member_apply);
 }
 
 static int close_for_shutdown(struct lws_dll2 *d, void *user)

@@ -16,6 +16,15 @@
 /* chan_host.deliver: queues a reference to m on the connection (owner). */
 void hr_ws_deliver(void *owner, chan_msg *m);
 
+/* chan_host.sub.subscribed: answers a subscribe command, or pushes
+ * `subscribed` for a server-side join or a renewal after an outage. */
+void hr_ws_subscribed(void *owner, void *req, const char *channel, const chan_sub_result *r);
+/* Applies a members add/remove control to this loop's connections of
+ * ctl->user (loop thread). */
+void hr_ws_member(hr_loop *loop, const hr_control *ctl);
+/* The history op's result object (also the REST answer). New reference. */
+json_t *hr_ws_history_json(const chan_history *h);
+
 /* HTTP_CONFIRM_UPGRADE: checks path, Origin and credentials once and keeps
  * the verified identity on the wsi until ESTABLISHED. Returns 0 to let the
  * upgrade proceed, >0 after refusing it with an HTTP response. */
