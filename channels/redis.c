@@ -63,6 +63,9 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define TICK_MS 1000
+/* A shard not up this long after its connections were opened is torn
+ * down and tried again (see on_connect_timeout). */
+#define CONNECT_TIMEOUT_MS 1500
 /* Seconds the epoch of a history stream outlives its last publication. */
 #define META_TTL_S 604800
 #define STR_(x) #x
@@ -100,6 +103,7 @@ struct shard {
     int cmd_ready, sub_ready, up;
     unsigned attempt;
     uv_timer_t retry;
+    uv_timer_t connect_timer;
     uv_getaddrinfo_t gai;
     int resolving;
     hr_map *channels; /* channel -> rchan */
@@ -1089,6 +1093,17 @@ static redisAsyncContext *open_conn(shard *sh)
     return ac;
 }
 
+/* hiredis 0.14's libuv adapter drops poll errors (libuv reports a refused
+ * connect as UV_EBADF, which the adapter ignores), so a failed connect is
+ * never reported to on_connect: a deadline catches it, and a server that
+ * accepts but never answers, too. */
+static void on_connect_timeout(uv_timer_t *t)
+{
+    shard *sh = t->data;
+    if (!sh->up && !sh->L->stopping)
+        shard_down(sh, "no connection within the deadline");
+}
+
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
     shard *sh = req->data;
@@ -1106,6 +1121,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     sh->sub = open_conn(sh);
     if (!sh->cmd || !sh->sub)
         shard_down(sh, "cannot connect");
+    else
+        uv_timer_start(&sh->connect_timer, on_connect_timeout, CONNECT_TIMEOUT_MS, 0);
 }
 
 /* Name resolution runs on libuv's thread pool: getaddrinfo may block. */
@@ -1423,6 +1440,8 @@ static int redis_start(chan_layer *l, void *uv_loop)
     for (int i = 0; i < L->nshards; i++) {
         uv_timer_init(L->uv, &L->shards[i].retry);
         L->shards[i].retry.data = &L->shards[i];
+        uv_timer_init(L->uv, &L->shards[i].connect_timer);
+        L->shards[i].connect_timer.data = &L->shards[i];
         shard_connect(&L->shards[i]);
     }
     return 0;
@@ -1438,6 +1457,7 @@ static void redis_stop(chan_layer *l)
     for (int i = 0; i < L->nshards; i++) {
         shard *sh = &L->shards[i];
         uv_close((uv_handle_t *)&sh->retry, NULL);
+        uv_close((uv_handle_t *)&sh->connect_timer, NULL);
         if (sh->resolving)
             uv_cancel((uv_req_t *)&sh->gai);
         redisAsyncContext *cmd = sh->cmd, *sub = sh->sub;

@@ -64,6 +64,18 @@ void hr_metrics_render(hr_buf *b, hr_counters *const *c, size_t n, const chan_st
         {"herald_inbox_wakeups_total", "counter",
          "Times a loop thread woke up to drain its inbox (cross-thread work).", SUM(inbox_wakeups)},
         {"herald_loop_threads", "gauge", "Event-loop threads in this process.", n},
+        {"herald_redis_shards", "gauge", "Redis servers the channel layer uses (cluster mode).",
+         cs->redis_shards},
+        {"herald_redis_shards_connected", "gauge",
+         "Redis shards whose connections are up; below herald_redis_shards, /readyz is 503.",
+         cs->redis_connected},
+        {"herald_redis_reconnects_total", "counter", "Reconnection attempts to Redis shards.",
+         cs->redis_reconnects},
+        {"herald_redis_pending_bytes", "gauge",
+         "Bytes Redis sent the subscriber connections that are not processed yet.",
+         cs->redis_pending_bytes},
+        {"herald_redis_bad_messages_total", "counter",
+         "Malformed pushes or control messages received from Redis and dropped.", cs->bad_messages},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
         metric(b, rows[i].name, rows[i].type, rows[i].help, node, rows[i].v);

@@ -217,6 +217,17 @@ class Herald:
     def running(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def ready(self):
+        try:
+            return self.http("GET", "/readyz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def wait_ready(self, timeout=10.0):
+        """Waits for /readyz 200 (cluster mode: every Redis shard connected)."""
+        wait_until(self.ready, timeout, what="%s /readyz" % self.base)
+        return self
+
     def stop(self, sig=signal.SIGTERM, timeout=10.0):
         """Signals the server and returns its exit status (negative = killed
         by a signal). If it does not exit within `timeout`, kills it and fails."""
@@ -266,7 +277,7 @@ class Herald:
                 exc.add_note(note)  # printed with the traceback
             else:
                 sys.stdout.write(note + "\n")
-        elif code != 0:
+        elif code != 0 and not getattr(self, "killed", False):
             tail = self.log_tail()
             self._cleanup_files()
             raise AssertionError("herald exited with status %r at the end of the test "
@@ -414,7 +425,7 @@ class Redis:
         self._buf = b""
 
     def start(self, timeout=10.0):
-        self._log = open(os.path.join(self.dir, "redis.log"), "wb")
+        self._log = open(os.path.join(self.dir, "redis.log"), "ab")
         self.proc = subprocess.Popen(
             [self.bin, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir, "--daemonize", "no"],
@@ -439,6 +450,17 @@ class Redis:
                 return f.read().decode("utf-8", "replace")[-2000:]
         except OSError:
             return ""
+
+    def halt(self):
+        """Stops the server but keeps its directory, so start() brings it
+        back on the same port (an outage, as clients see it)."""
+        self._drop()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+            self._log = None
 
     def stop(self):
         self._drop()
