@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
 # Herald's two entry points on a fresh Debian 12 machine (run as root):
 #   ./setup.sh run    install what is missing, build, start Herald (embedded mode)
-#   ./setup.sh test   install what is missing (redis-server included), build,
-#                     run the whole suite, then again under ASan + UBSan
+#   ./setup.sh test   install what is missing (redis-server, nginx, docker-compose
+#                     included), build, run the whole suite, then again under
+#                     ASan + UBSan
+#   ./setup.sh deps build|test|runtime
+#                     only install one package list (the Dockerfile's stages use
+#                     `build` and `runtime`)
 set -euo pipefail
 cd "$(dirname "$0")"
 
 BUILD_PKGS=(build-essential cmake pkg-config libwebsockets-dev libuv1-dev libjansson-dev libjwt-dev
             libhiredis-dev libssl-dev libargon2-dev libsqlite3-dev)
-TEST_PKGS=(redis-server python3 python3-websockets python3-requests python3-redis)
+TEST_PKGS=(redis-server python3 python3-websockets python3-requests python3-redis
+           nginx docker-compose python3-yaml)
+# What the binary loads at run time (the Docker image's runtime stage):
+# ldd's libraries, plus lws' libuv event-loop plugin, which lws dlopen()s and
+# ldd does not show. tests/integration/test_dockerfile.py checks this list
+# against the libraries a running herald has mapped.
+RUNTIME_PKGS=(libwebsockets17 libwebsockets-evlib-uv libuv1 libjansson4 libjwt0 libhiredis0.14
+              libssl3 libargon2-1 libsqlite3-0)
 
 # Installs the packages that are not installed yet (apt-get only when needed).
 install_missing() {
@@ -38,6 +49,17 @@ run_suite() {
 }
 
 case "${1:-}" in
+deps)
+    case "${2:-}" in
+    build) install_missing "${BUILD_PKGS[@]}" ;;
+    test) install_missing "${TEST_PKGS[@]}" ;;
+    runtime) install_missing "${RUNTIME_PKGS[@]}" ;;
+    *)
+        echo "usage: $0 deps build|test|runtime" >&2
+        exit 2
+        ;;
+    esac
+    ;;
 run)
     shift
     install_missing "${BUILD_PKGS[@]}"
@@ -52,7 +74,7 @@ test)
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 run_suite build-asan
     ;;
 *)
-    echo "usage: $0 run [herald options] | $0 test" >&2
+    echo "usage: $0 run [herald options] | $0 test | $0 deps build|test|runtime" >&2
     exit 2
     ;;
 esac

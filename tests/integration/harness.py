@@ -11,6 +11,9 @@ Pieces:
   Redis       a throwaway redis-server on a free loopback port (no persistence),
               with a tiny RESP client; `Herald(redis=r)` runs in cluster mode
               against it (HERALD_REDIS_URL, users in Redis).
+  Nginx       a throwaway nginx (Debian's) in the foreground on a free loopback
+              port, proxying to Herald nodes with deploy/nginx/herald.conf
+              (the file docker-compose.yml uses), pointed at them.
   run_tests   a tiny runner: `ok NAME` / `FAIL NAME` + traceback, then one
               line `N passed, M failed`; exit status 1 if anything failed.
 """
@@ -143,15 +146,17 @@ class Herald:
                 names a different, unused port so the flag must win)
     redis   a Redis instance (or a redis:// URL): sets HERALD_REDIS_URL, so
             users (and, once built, channels) live in Redis
+    secret, api_key  HERALD_JWT_SECRET / HERALD_API_KEY (random by default);
+            nodes of one cluster share them
     """
 
     def __init__(self, env=None, args=None, config=None, config_via="env", listen_via="env",
-                 redis=None):
+                 redis=None, secret=None, api_key=None):
         self.bin = herald_bin()
         self.dir = tempfile.mkdtemp(prefix="herald-it-")
         self.port = free_port()
-        self.secret = secrets.token_hex(24)
-        self.api_key = secrets.token_hex(16)
+        self.secret = secret or secrets.token_hex(24)
+        self.api_key = api_key or secrets.token_hex(16)
         self.args = list(args or [])
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
         self.env.update({
@@ -381,16 +386,7 @@ class Herald:
     def client(self, sub="alice", roles=(), token=None, via="header", rcvbuf=None):
         """An authenticated WS client; its `connected` push is in ws.hello."""
         tok = token or self.token(sub, roles=roles)
-        ws = self.ws(rcvbuf=rcvbuf)
-        if via == "header":
-            status = ws.connect("/ws", {"Authorization": "Bearer " + tok})
-        else:
-            status = ws.connect("/ws?token=" + tok)
-        assert status == 101, "upgrade refused with HTTP %s: %r" % (status, ws.http_body)
-        hello = ws.recv_json()
-        assert hello.get("push") == "connected", "first frame is not the connected push: %r" % hello
-        ws.hello = hello
-        return ws
+        return authenticate(self.ws(rcvbuf=rcvbuf), tok, via)
 
     def subscriber(self, channel, sub="alice", roles=()):
         ws = self.client(sub, roles)
@@ -546,6 +542,211 @@ class Redis:
             out += batch
             if cursor == "0":
                 return out
+
+
+#---- nginx --------------------------------------------------------------------
+
+NGINX_BIN = "/usr/sbin/nginx"
+NGINX_SITE = os.path.join(REPO, "deploy", "nginx", "herald.conf")
+
+
+def nginx_site(upstreams, listen, source=NGINX_SITE):
+    """The text of deploy/nginx/herald.conf pointed elsewhere: its one `listen`
+    line becomes `listen LISTEN;`, and the `server` lines of its upstream
+    block, in order, the "host:port" addresses of `upstreams` (their
+    parameters, max_fails and the like, kept). Everything else is left as
+    compose uses it. Fails when the file no longer has exactly one listen line
+    and len(upstreams) upstream servers, so a test never silently runs some
+    other configuration."""
+    with open(source) as f:
+        text = f.read()
+    text, n = re.subn(r"(?m)^([ \t]*)listen\s+[^;]*;",
+                      lambda m: "%slisten %s;" % (m.group(1), listen), text)
+    assert n == 1, "%s: expected one `listen` line, found %d" % (source, n)
+    blocks = list(re.finditer(r"(?m)^[ \t]*upstream\s+[\w.-]+\s*\{([^}]*)\}", text))
+    assert len(blocks) == 1, "%s: expected one upstream block, found %d" % (source, len(blocks))
+    block = blocks[0]
+    addrs = list(upstreams)
+    found = []
+
+    def server_line(m):
+        found.append(m.group(2))
+        addr = addrs[len(found) - 1] if len(found) <= len(addrs) else "?"
+        return "%sserver %s%s;" % (m.group(1), addr, m.group(3))
+
+    body = re.sub(r"(?m)^([ \t]*)server\s+([^\s;]+)([^;]*);", server_line, block.group(1))
+    assert len(found) == len(addrs), "%s: upstream lists %r, the test has %d node(s)" \
+        % (source, found, len(addrs))
+    return text[:block.start(1)] + body + text[block.end(1):]
+
+
+def nginx_site_addresses(source=NGINX_SITE):
+    """(listen, [upstream server addresses]) of deploy/nginx/herald.conf as
+    written, e.g. ("8080", ["herald1:8080", "herald2:8080"])."""
+    with open(source) as f:
+        text = f.read()
+    listens = re.findall(r"(?m)^[ \t]*listen\s+([^\s;]+)[^;]*;", text)
+    block = re.search(r"(?m)^[ \t]*upstream\s+[\w.-]+\s*\{([^}]*)\}", text)
+    servers = re.findall(r"(?m)^[ \t]*server\s+([^\s;]+)[^;]*;", block.group(1)) if block else []
+    return (listens[0] if len(listens) == 1 else listens), servers
+
+
+def nginx_user_directive():
+    """`user ...;` for an nginx master started by root, else "". A root master
+    runs its workers as `user`; the default (nobody:nobody) names a group
+    Debian does not have."""
+    if os.geteuid() != 0:
+        return ""
+    import grp
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    return "user nobody %s;" % grp.getgrgid(nobody.pw_gid).gr_name
+
+
+class Nginx:
+    """A private nginx in front of Herald nodes: `with Nginx([a, b]) as n:`.
+
+    upstreams   Herald instances or "host:port" strings, in the order of the
+                upstream's `server` lines
+
+    Runs Debian's nginx in the foreground (`nginx -p DIR -c DIR/nginx.conf
+    -e DIR/error.log -g 'daemon off;'`) on a free loopback port. DIR holds
+    everything it writes: pid file, logs, temp dirs (Debian's compiled-in
+    ones are under /var/lib/nginx). deploy/nginx/herald.conf is included as
+    compose includes it (see nginx_site). Each response carries the node that
+    answered in `X-Herald-Upstream` (test-only, added here, not in the shipped
+    config), so tests can tell the nodes apart. Stopped with SIGTERM (fast
+    shutdown: open WebSocket tunnels are cut)."""
+
+    def __init__(self, upstreams, bin=None, source=NGINX_SITE):
+        self.bin = bin or os.environ.get("NGINX") or NGINX_BIN
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="herald-nginx-")
+        self.base = "http://127.0.0.1:%d" % self.port
+        self.upstreams = ["127.0.0.1:%d" % u.port if isinstance(u, Herald) else u for u in upstreams]
+        self.source = source
+        self.conf = os.path.join(self.dir, "nginx.conf")
+        self.error_log = os.path.join(self.dir, "error.log")
+        self.access_log = os.path.join(self.dir, "access.log")
+        self.proc = None
+        self.clients = []
+        self.session = requests.Session()
+
+    def _write_config(self):
+        with open(os.path.join(self.dir, "herald.conf"), "w") as f:
+            f.write(nginx_site(self.upstreams, "127.0.0.1:%d" % self.port, self.source))
+        user = nginx_user_directive()
+        if user:
+            os.chmod(self.dir, 0o711)  # the workers must reach the temp dirs in DIR
+        d = self.dir
+        with open(self.conf, "w") as f:
+            f.write("""%(user)s
+worker_processes 1;
+pid %(d)s/nginx.pid;
+error_log %(d)s/error.log notice;
+events { worker_connections 1024; }
+http {
+    log_format herald '$remote_addr "$request" $status upstream=$upstream_addr';
+    access_log %(d)s/access.log herald;
+    client_body_temp_path %(d)s/client_body;
+    proxy_temp_path %(d)s/proxy;
+    fastcgi_temp_path %(d)s/fastcgi;
+    uwsgi_temp_path %(d)s/uwsgi;
+    scgi_temp_path %(d)s/scgi;
+    add_header X-Herald-Upstream $upstream_addr always;
+    include %(d)s/herald.conf;
+}
+""" % {"user": user, "d": d})
+
+    def start(self, timeout=10.0):
+        """Starts nginx and waits until its port accepts connections."""
+        self._write_config()
+        self._out = open(os.path.join(self.dir, "stdout.log"), "wb")
+        self.proc = subprocess.Popen(
+            [self.bin, "-p", self.dir + "/", "-c", self.conf, "-e", self.error_log,
+             "-g", "daemon off;"],
+            stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError("nginx exited with status %s:\n%s"
+                                     % (self.proc.returncode, self.log()))
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError("nginx did not listen within %.0fs:\n%s" % (timeout, self.log()))
+            time.sleep(0.05)
+
+    def log(self, limit=4000):
+        """The tail of nginx's error log and of what it printed."""
+        out = []
+        for name in ("stdout.log", "error.log"):
+            try:
+                with open(os.path.join(self.dir, name), "rb") as f:
+                    out.append(f.read().decode("utf-8", "replace")[-limit:])
+            except OSError:
+                pass
+        return "\n".join(o for o in out if o)
+
+    def stop(self, timeout=10.0):
+        for c in self.clients:
+            c.abort()
+        self.session.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_out", None):
+            self._out.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            note = "---- nginx error log (tail) ----\n%s\n--------------------------------" % self.log()
+            if exc is not None and hasattr(exc, "add_note"):
+                exc.add_note(note)
+            else:
+                sys.stdout.write(note + "\n")
+        self.stop()
+        return False
+
+    # -- clients through nginx --
+
+    def http(self, method, path, json=None, data=None, headers=None, timeout=10.0):
+        return self.session.request(method, self.base + path, json=json, data=data,
+                                    headers=headers, timeout=timeout)
+
+    def ws(self, **kw):
+        """A WS connected to nginx, not yet upgraded."""
+        ws = WS(self.port, **kw)
+        self.clients.append(ws)
+        return ws
+
+    def client(self, token, via="header"):
+        """A WS upgraded through nginx with `token`; its `connected` push is in
+        ws.hello, the node it landed on in ws.node."""
+        return authenticate(self.ws(), token, via)
+
+
+def client_node(hello):
+    """The node id of a client id "<node>.<n>" from a `connected` push."""
+    node, dot, n = hello["client"].rpartition(".")
+    assert dot and n.isdigit(), "client id %r is not <node>.<n>" % hello["client"]
+    return node
 
 
 #---- WebSocket client --------------------------------------------------------
@@ -915,6 +1116,22 @@ class WS:
             except OSError:
                 pass
             self.sock = None
+
+
+def authenticate(ws, token, via="header"):
+    """Upgrades an unconnected WS with `token` (Authorization header, or
+    ?token= when via="query"), checks the 101 and the `connected` push, and
+    returns the WS with the push in ws.hello and its node id in ws.node."""
+    if via == "header":
+        status = ws.connect("/ws", {"Authorization": "Bearer " + token})
+    else:
+        status = ws.connect("/ws?token=" + token)
+    assert status == 101, "upgrade refused with HTTP %s: %r" % (status, ws.http_body)
+    hello = ws.recv_json()
+    assert hello.get("push") == "connected", "first frame is not the connected push: %r" % hello
+    ws.hello = hello
+    ws.node = client_node(hello)
+    return ws
 
 
 #---- assertions shared by several files --------------------------------------
