@@ -149,10 +149,7 @@ static auth_status cmd_status(redisReply *r)
 /* "<prefix>:<kind>:<name>" (name NULL: "<prefix>:<kind>"). Caller frees. */
 static char *key(redis_store *s, const char *kind, const char *name)
 {
-    char *k = NULL;
-    int n = name ? asprintf(&k, "%s:%s:%s", s->prefix, kind, name)
-                 : asprintf(&k, "%s:%s", s->prefix, kind);
-    return n < 0 ? NULL : k;
+    return hr_redis_key(s->prefix, kind, name);
 }
 
 /*---- Open, close, init -----------------------------------------------------*/

@@ -158,10 +158,7 @@ static shard *shard_of(redis_layer *L, const char *channel)
 
 static char *topic_of(redis_layer *L, const char *channel)
 {
-    char *t;
-    if (asprintf(&t, "%s:ch:%s", L->prefix, channel) < 0)
-        abort();
-    return t;
+    return hr_redis_key(L->prefix, "ch", channel);
 }
 
 /*---- Tasks between threads ---------------------------------------------------*/
@@ -430,9 +427,8 @@ static void presence_send(redis_layer *L, rchan *c, const char *client, const ch
 static void presence_del(redis_layer *L, rchan *c, const char *client)
 {
     char *hk, *zk;
-    if (asprintf(&hk, "%s:presence:%s", L->prefix, c->name) < 0 ||
-        asprintf(&zk, "%s:presence-exp:%s", L->prefix, c->name) < 0)
-        abort();
+    hk = hr_redis_key(L->prefix, "presence", c->name);
+    zk = hr_redis_key(L->prefix, "presence-exp", c->name);
     const char *a1[3] = {"HDEL", hk, client}, *a2[3] = {"ZREM", zk, client};
     send_argv(c->sh->cmd, NULL, NULL, 3, a1, NULL);
     send_argv(c->sh->cmd, NULL, NULL, 3, a2, NULL);
@@ -1681,8 +1677,7 @@ chan_layer *chan_redis_new(const chan_host *host, const chan_redis_config *cfg, 
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')))
             *p = '_';
     L->library = build_library(L->fn, L->prefix, cfg);
-    if (asprintf(&L->control_topic, "%s:control", L->prefix) < 0)
-        abort();
+    L->control_topic = hr_redis_key(L->prefix, "control", NULL);
     L->presence_ttl = cfg->presence_ttl > 0 ? cfg->presence_ttl : 25;
     L->nshards = n;
     L->shards = hr_calloc((size_t)n, sizeof(*L->shards));

@@ -127,6 +127,10 @@ typedef struct hr_redis_setup {
     const char *argv[3];
 } hr_redis_setup;
 int hr_redis_setup_commands(const hr_redis_addr *a, hr_redis_setup out[2], char dbbuf[16]);
+/* Herald's key and topic names: "<prefix>:<kind>:<name>", or
+ * "<prefix>:<kind>" when name is NULL. Returns a malloc'ed string (caller
+ * frees); aborts on allocation failure. */
+char *hr_redis_key(const char *prefix, const char *kind, const char *name);
 
 /*---- Misc ------------------------------------------------------------------*/
 

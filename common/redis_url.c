@@ -170,3 +170,17 @@ int hr_redis_setup_commands(const hr_redis_addr *a, hr_redis_setup out[2], char 
     }
     return n;
 }
+
+char *hr_redis_key(const char *prefix, const char *kind, const char *name)
+{
+    size_t pl = strlen(prefix), kl = strlen(kind), nl = name ? strlen(name) : 0;
+    char *k = hr_malloc(pl + kl + nl + 3);
+    memcpy(k, prefix, pl);
+    k[pl] = ':';
+    memcpy(k + pl + 1, kind, kl + 1);
+    if (name) {
+        k[pl + 1 + kl] = ':';
+        memcpy(k + pl + kl + 2, name, nl + 1);
+    }
+    return k;
+}
