@@ -303,10 +303,17 @@ def test_redis_outage():
         r.start()
         for h in (a, b):
             h.wait_ready(15)
-        # every subscriber is told its subscription was renewed
-        for w in (wa1, wa2, wb):
-            p = w.recv_push("subscribed", timeout=10)
-            assert p["channel"] in ("news", "feed:o")
+        # every subscriber is told its subscription was renewed; the history
+        # channel's stream is gone with the Redis data (no persistence), so
+        # it is not recovered and has a new epoch
+        for w in (wa2, wb):
+            assert w.recv_push("subscribed", timeout=10) == {"push": "subscribed", "channel": "news"}
+        got = {}
+        for _ in range(2):
+            p = wa1.recv_push("subscribed", timeout=10)
+            got[p["channel"]] = p
+        assert got["news"] == {"push": "subscribed", "channel": "news"}
+        assert got["feed:o"]["recovered"] is False and got["feed:o"]["epoch"] != res["epoch"], got
         # and delivery works across nodes again
         b.publish("news", "after")
         for w in (wa1, wa2, wb):
