@@ -174,6 +174,8 @@ typedef enum chan_control_op {
     CHAN_CTL_MEMBER_REMOVE,  /* ... leave it */
     CHAN_CTL_DISCONNECT,     /* close user's connections with code */
     CHAN_CTL_REVOKE,         /* tokens of user issued up to `at` are refused; closes 4003 */
+    CHAN_CTL_RESYNC,         /* local only: the control topic was reconnected after an
+                              * outage; what it carried meanwhile is lost (user NULL) */
 } chan_control_op;
 
 typedef struct chan_control {

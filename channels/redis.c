@@ -101,6 +101,7 @@ struct shard {
     char ip[64];
     redisAsyncContext *cmd, *sub;
     int cmd_ready, sub_ready, up;
+    int was_up; /* has been up before: a reconnect, not the first connect */
     unsigned attempt;
     uv_timer_t retry;
     uv_timer_t connect_timer;
@@ -116,6 +117,7 @@ struct redis_layer {
     char *fn; /* function library name */
     char *library;
     char *control_topic;
+    char *node_id;
     int presence_ttl;
     int nshards;
     shard *shards;
@@ -921,6 +923,11 @@ static void update_up(shard *sh)
     atomic_fetch_add(&L->shards_up, up ? 1 : -1);
     if (!up)
         return;
+    if (sh->index == 0 && sh->was_up) {
+        chan_control resync = {.op = CHAN_CTL_RESYNC};
+        L->base.host.control(L->base.host.ud, &resync);
+    }
+    sh->was_up = 1;
     sh->attempt = 0;
     fprintf(stderr, "herald: redis shard %d (%s:%d) is up\n", sh->index, sh->addr.host,
             sh->addr.port);
@@ -992,6 +999,14 @@ static void on_connect(const redisAsyncContext *cac, int status)
         return;
     }
     send_setup(sh, ac);
+    /* CLIENT LIST then tells which node and which role each connection has */
+    char *name = hr_redis_key(L->prefix, L->node_id, ac == sh->cmd ? "cmd" : "sub");
+    for (char *p = name; *p; p++)
+        if (*p == ' ' || *p == '\n')
+            *p = '_';
+    const char *setname[3] = {"CLIENT", "SETNAME", name};
+    send_argv(ac, on_setup_reply, NULL, 3, setname, NULL);
+    free(name);
     if (ac == sh->cmd) {
         const char *argv[4] = {"FUNCTION", "LOAD", "REPLACE", L->library};
         send_argv(ac, on_function_loaded, NULL, 4, argv, NULL);
@@ -1389,6 +1404,8 @@ static const char *control_op_name(chan_control_op op)
         return "disconnect";
     case CHAN_CTL_REVOKE:
         return "revoke";
+    case CHAN_CTL_RESYNC:
+        break;
     }
     return "unknown";
 }
@@ -1493,6 +1510,7 @@ static void redis_destroy(chan_layer *l)
     free(L->fn);
     free(L->library);
     free(L->control_topic);
+    free(L->node_id);
     free(L);
 }
 
@@ -1678,6 +1696,7 @@ chan_layer *chan_redis_new(const chan_host *host, const chan_redis_config *cfg, 
             *p = '_';
     L->library = build_library(L->fn, L->prefix, cfg);
     L->control_topic = hr_redis_key(L->prefix, "control", NULL);
+    L->node_id = hr_strdup(cfg->node_id && *cfg->node_id ? cfg->node_id : "node");
     L->presence_ttl = cfg->presence_ttl > 0 ? cfg->presence_ttl : 25;
     L->nshards = n;
     L->shards = hr_calloc((size_t)n, sizeof(*L->shards));

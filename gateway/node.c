@@ -96,9 +96,25 @@ static void post_call(void *ud, unsigned thread, chan_task *t)
 
 /* chan_host.control: a control message for this node, from any node.
  * Revocations are recorded once per node; the rest is each loop's. */
+static void revocations_loaded(void *ud, auth_status st, const auth_revocation *list, size_t n)
+{
+    hr_node *node = ud;
+    if (st != AUTH_OK) {
+        hr_warn("revoke", "could not reload revocations after the Redis outage");
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (hr_node_revoke(node, list[i].user_id, list[i].at))
+            hr_node_disconnect_user(node, list[i].user_id, 4003);
+}
+
 static void on_control(void *ud, const chan_control *c)
 {
     hr_node *node = ud;
+    if (c->op == CHAN_CTL_RESYNC) { /* on loop 0, the layer's home */
+        auth_list_revocations(node->users, &node->loops[0]->auth_to, revocations_loaded, node);
+        return;
+    }
     if (!c->user)
         return;
     if (c->op == CHAN_CTL_REVOKE) {

@@ -171,6 +171,40 @@ def test_disconnect_and_delete_user_on_every_node():
         assert ws.connect("/ws", {"Authorization": "Bearer " + tok}) == 401
 
 
+def node_client_ids(r, node):
+    """Redis client ids of a node's connections (named herald:<node>:cmd|sub)."""
+    out = []
+    for line in r.cmd("CLIENT", "LIST").splitlines():
+        f = dict(kv.split("=", 1) for kv in line.split(" ") if "=" in kv)
+        if f.get("name", "").startswith("herald:%s:" % node):
+            out.append(f["id"])
+    return out
+
+
+def test_revocation_missed_during_an_outage_is_caught_up():
+    """Node b is cut off from Redis while a user is deleted through node a:
+    when b reconnects it reloads the revocations, refuses the token and
+    closes the user's sockets."""
+    with Redis() as r, ExitStack() as st:
+        a, b = nodes(st, r)
+        user = a.create_user("gina", "a long password 1")
+        tok = a.login("gina", "a long password 1")["access_token"]
+        w = b.client("x", token=tok)
+        ids = node_client_ids(r, "n1")
+        assert len(ids) == 2, ids
+        b.proc.send_signal(signal.SIGSTOP)
+        try:
+            for cid in ids:
+                r.cmd("CLIENT", "KILL", "ID", cid)
+            resp = a.http("DELETE", "/api/v1/users/%s" % user["id"], headers=a.api_headers())
+            assert resp.status_code == 204
+        finally:
+            b.proc.send_signal(signal.SIGCONT)
+        assert w.expect_close(10) == 4003
+        ws = b.ws()
+        assert ws.connect("/ws", {"Authorization": "Bearer " + tok}) == 401
+
+
 def test_presence_and_join_leave_across_nodes():
     with Redis() as r, ExitStack() as st:
         a, b = nodes(st, r)
