@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 
 BUILD_PKGS=(build-essential cmake pkg-config libwebsockets-dev libuv1-dev libjansson-dev libjwt-dev
             libhiredis-dev libssl-dev libargon2-dev libsqlite3-dev)
-TEST_PKGS=(redis-server python3 python3-websockets python3-requests python3-redis
+TEST_PKGS=(redis-server openssl python3 python3-websockets python3-requests python3-redis
            nginx docker-compose python3-yaml)
 # What the binary loads at run time (the Docker image's runtime stage):
 # ldd's libraries, plus lws' libuv event-loop plugin, which lws dlopen()s and

@@ -111,6 +111,10 @@ static const opt_def opt_table[] = {
      log_formats, NULL, "text on a tty, else json", "text or json"},
     {"log_level", "HERALD_LOG_LEVEL", "log-level", "LEVEL", OPT_CHOICE, F(log_level), 0, 0, 0,
      log_levels, NULL, "info", "lowest level logged: debug, info, warn or error"},
+    {"tls_cert", "HERALD_TLS_CERT", "tls-cert", "FILE", OPT_NSTR, F(tls_cert), 0, 0, 0, NULL, NULL,
+     "unset", "PEM certificate chain: the port then serves https:// and wss:// only"},
+    {"tls_key", "HERALD_TLS_KEY", "tls-key", "FILE", OPT_NSTR, F(tls_key), 0, 0, 0, NULL, NULL,
+     "unset", "PEM private key of tls_cert"},
     {"jwt_secret", "HERALD_JWT_SECRET", "jwt-secret", "SECRET", OPT_NSTR, F(jwt_secret), 0, 0, 0,
      NULL, NULL, "generated once and kept in the store", "HMAC secret for HS256 tokens"},
     {"jwt_public_key", "HERALD_JWT_PUBLIC_KEY", "jwt-public-key", "FILE", OPT_NSTR,
@@ -898,9 +902,11 @@ int hr_config_load(hr_config *cfg, int argc, char **argv, char **env, char *err,
         if (load_file(cfg, path, err, errlen) < 0)
             return -1;
     }
-    if (load_env(cfg, env, err, errlen) < 0)
+    if (load_env(cfg, env, err, errlen) < 0 || load_flags(cfg, argc, argv, err, errlen) < 0)
         return -1;
-    return load_flags(cfg, argc, argv, err, errlen);
+    if (!cfg->tls_cert != !cfg->tls_key)
+        return say(err, errlen, "tls_cert and tls_key: set both (TLS) or neither (plain HTTP)");
+    return 0;
 }
 
 /* Linear scan: a handful of namespaces, looked up once per subscribe or
@@ -943,7 +949,7 @@ void hr_config_clear(hr_config *cfg)
                      &cfg->db_path,        &cfg->node_id,         &cfg->jwt_secret,
                      &cfg->jwt_public_key, &cfg->jwt_private_key, &cfg->jwt_alg,
                      &cfg->jwt_iss,        &cfg->jwt_aud,         &cfg->config_path,
-                     &cfg->jwt_kid};
+                     &cfg->jwt_kid,        &cfg->tls_cert,        &cfg->tls_key};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     list_free(cfg->api_keys, cfg->napi_keys);

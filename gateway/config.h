@@ -21,6 +21,8 @@ typedef struct hr_config {
     char *redis_prefix; /* HERALD_REDIS_PREFIX, default "herald" */
     char *db_path;      /* HERALD_DB, default "./herald.db" */
     char *node_id;      /* HERALD_NODE_ID, default hostname */
+    char *tls_cert;     /* HERALD_TLS_CERT: PEM chain; with tls_key, TLS only */
+    char *tls_key;      /* HERALD_TLS_KEY */
     char **api_keys;    /* HERALD_API_KEY, comma-separated */
     size_t napi_keys;
     char **allowed_origins; /* HERALD_ALLOWED_ORIGINS; none = any */

@@ -361,6 +361,18 @@ static struct lws_context *create_context(hr_loop *loop)
                    LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
     info.vhost_name = "herald";
     info.timeout_secs = 10;
+    if (loop->node->cfg->tls_cert) {
+        /* the vhost gets an SSL_CTX; adopted sockets then start with the
+         * TLS handshake (lws_adopt_socket_vhost allows TLS) */
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        /* Herald makes no TLS client connections; without this lws 4.1
+         * also builds a client SSL_CTX per vhost, loads the system CA
+         * store into it and never frees it (LeakSanitizer: ~700 KB). With
+         * no listen_accept_role set, adoption is unchanged. */
+        info.options |= LWS_SERVER_OPTION_ADOPT_APPLY_LISTEN_ACCEPT_CONFIG;
+        info.ssl_cert_filepath = loop->node->cfg->tls_cert;
+        info.ssl_private_key_filepath = loop->node->cfg->tls_key;
+    }
     return lws_create_context(&info);
 }
 

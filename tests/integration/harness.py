@@ -151,7 +151,7 @@ class Herald:
     """
 
     def __init__(self, env=None, args=None, config=None, config_via="env", listen_via="env",
-                 redis=None, secret=None, api_key=None):
+                 redis=None, secret=None, api_key=None, https=False):
         self.bin = herald_bin()
         self.dir = tempfile.mkdtemp(prefix="herald-it-")
         self.port = free_port()
@@ -192,7 +192,8 @@ class Herald:
         self.proc = None
         self.clients = []
         self.session = requests.Session()
-        self.base = "http://127.0.0.1:%d" % self.port
+        self.base = "%s://127.0.0.1:%d" % ("https" if https else "http", self.port)
+        self.session.verify = not https  # a throwaway certificate (test_tls.py checks it)
 
     # -- process control --
 
@@ -208,7 +209,8 @@ class Herald:
                 raise AssertionError("herald exited early with status %s; stderr:\n%s"
                                      % (self.proc.returncode, self.log_tail()))
             try:
-                if requests.get(self.base + "/healthz", timeout=0.5).status_code == 200:
+                if requests.get(self.base + "/healthz", timeout=0.5,
+                                verify=self.session.verify).status_code == 200:
                     return self
             except requests.RequestException:
                 pass

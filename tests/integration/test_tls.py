@@ -1,0 +1,95 @@
+"""TLS (HERALD_TLS_CERT / HERALD_TLS_KEY): the port serves https:// and
+wss:// only. A throwaway certificate from the openssl CLI; real TLS clients
+(requests, websockets over Python's ssl)."""
+
+import asyncio
+import json
+import os
+import socket
+import ssl
+import subprocess
+import tempfile
+
+import requests
+import urllib3
+import websockets
+
+from harness import Herald, run_tests
+
+urllib3.disable_warnings()  # the harness' own health checks do not verify the throwaway cert
+TMP = tempfile.mkdtemp(prefix="herald-tls-")
+CERT, KEY = os.path.join(TMP, "cert.pem"), os.path.join(TMP, "key.pem")
+subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-nodes", "-keyout", KEY, "-out", CERT, "-days", "1", "-subj", "/CN=localhost",
+                "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+               check=True, capture_output=True)
+
+
+def tls_herald(env=None):
+    e = {"HERALD_TLS_CERT": CERT, "HERALD_TLS_KEY": KEY}
+    e.update(env or {})
+    return Herald(env=e, https=True)
+
+
+def ctx():
+    c = ssl.create_default_context(cafile=CERT)
+    return c
+
+
+def test_https_rest():
+    with tls_herald() as h:
+        r = requests.get("https://127.0.0.1:%d/healthz" % h.port, verify=CERT, timeout=5)
+        assert r.status_code == 200 and r.json() == {"status": "ok"}
+        # keep-alive: several requests on one TLS connection
+        with requests.Session() as s:
+            for i in range(5):
+                r = s.post("https://127.0.0.1:%d/api/v1/publish" % h.port, verify=CERT,
+                           json={"channel": "news", "data": i}, headers=h.api_headers(), timeout=5)
+                assert r.status_code == 200, r.text
+
+
+def test_plain_http_is_not_served():
+    with tls_herald() as h:
+        with socket.create_connection(("127.0.0.1", h.port), timeout=5) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                data = s.recv(4096)
+            except (ConnectionResetError, socket.timeout):
+                data = b""
+        assert not data.startswith(b"HTTP/1.1 200"), data[:80]
+
+
+def test_wss_subscribe_and_large_publication():
+    big = "x" * 300000  # more than one TLS record and than a socket buffer
+
+    async def run(h):
+        tok = h.token("alice")
+        async with websockets.connect("wss://127.0.0.1:%d/ws?token=%s" % (h.port, tok), ssl=ctx(),
+                                      max_size=2 ** 21) as ws:
+            hello = json.loads(await ws.recv())
+            assert hello["push"] == "connected"
+            await ws.send(json.dumps({"id": 1, "op": "subscribe", "channel": "news"}))
+            assert json.loads(await ws.recv())["id"] == 1
+            loop = asyncio.get_running_loop()
+            for i in range(3):
+                await loop.run_in_executor(None, lambda i=i: requests.post(
+                    "https://127.0.0.1:%d/api/v1/publish" % h.port, verify=CERT,
+                    json={"channel": "news", "data": {"i": i, "big": big}},
+                    headers=h.api_headers(), timeout=10))
+            for i in range(3):
+                m = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert m["data"]["i"] == i and len(m["data"]["big"]) == len(big)
+
+    with tls_herald(env={"HERALD_MAX_BODY": "2000000"}) as h:
+        asyncio.run(run(h))
+
+
+def test_cert_without_key_is_refused():
+    h = Herald(env={"HERALD_TLS_CERT": CERT})
+    p = h.run(["serve"], timeout=10)
+    h.discard()
+    assert p.returncode != 0 and b"tls_key" in p.stderr
+
+
+if __name__ == "__main__":
+    run_tests(globals())
