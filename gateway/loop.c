@@ -16,6 +16,8 @@
 #include "node.h"
 #include "ws.h"
 
+#include <openssl/ssl.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -345,6 +347,11 @@ static void on_signal(uv_signal_t *s, int sig)
 
 /*---- Life cycle ------------------------------------------------------------*/
 
+#define HR_TLS12_CIPHERS                                                                           \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                                   \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                                   \
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
 static struct lws_context *create_context(hr_loop *loop)
 {
     struct lws_context_creation_info info;
@@ -370,6 +377,11 @@ static struct lws_context *create_context(hr_loop *loop)
          * store into it and never frees it (LeakSanitizer: ~700 KB). With
          * no listen_accept_role set, adoption is unchanged. */
         info.options |= LWS_SERVER_OPTION_ADOPT_APPLY_LISTEN_ACCEPT_CONFIG;
+        /* TLS 1.2 or newer; for 1.2, forward-secret AEAD suites only
+         * (Mozilla's "intermediate" list); 1.3 keeps OpenSSL's defaults */
+        info.ssl_options_set =
+            SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1 | SSL_OP_CIPHER_SERVER_PREFERENCE;
+        info.ssl_cipher_list = HR_TLS12_CIPHERS;
         info.ssl_cert_filepath = loop->node->cfg->tls_cert;
         info.ssl_private_key_filepath = loop->node->cfg->tls_key;
     }

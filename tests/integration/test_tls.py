@@ -12,10 +12,12 @@ import tempfile
 
 import requests
 import urllib3
+import warnings
 import websockets
 
 from harness import Herald, run_tests
 
+warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0/1.1 are tried on purpose
 urllib3.disable_warnings()  # the harness' own health checks do not verify the throwaway cert
 TMP = tempfile.mkdtemp(prefix="herald-tls-")
 CERT, KEY = os.path.join(TMP, "cert.pem"), os.path.join(TMP, "key.pem")
@@ -82,6 +84,41 @@ def test_wss_subscribe_and_large_publication():
 
     with tls_herald(env={"HERALD_MAX_BODY": "2000000"}) as h:
         asyncio.run(run(h))
+
+
+def handshake(**opts):
+    """TLS handshake with the given ssl.SSLContext settings; returns the
+    negotiated (version, cipher) or the exception."""
+    c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    c.load_verify_locations(CERT)
+    for k, v in opts.items():
+        if k == "ciphers":
+            c.set_ciphers(v)
+        else:
+            setattr(c, k, v)
+    def run(port):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                with c.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                    return s.version(), s.cipher()[0]
+        except (ssl.SSLError, OSError) as e:
+            return e
+    return run
+
+
+def test_only_tls12_and_newer_with_modern_ciphers():
+    with tls_herald() as h:
+        v = handshake()(h.port)
+        assert v[0] == "TLSv1.3", v
+        v = handshake(maximum_version=ssl.TLSVersion.TLSv1_2)(h.port)
+        assert v[0] == "TLSv1.2" and ("GCM" in v[1] or "CHACHA20" in v[1]), v
+        # TLS 1.1 (allowed on the client side for the attempt) is refused
+        old = handshake(minimum_version=ssl.TLSVersion.TLSv1, maximum_version=ssl.TLSVersion.TLSv1_1,
+                        ciphers="ALL:@SECLEVEL=0")(h.port)
+        assert isinstance(old, Exception), old
+        # a CBC-only TLS 1.2 client finds no common cipher
+        cbc = handshake(maximum_version=ssl.TLSVersion.TLSv1_2, ciphers="AES128-SHA:AES256-SHA")(h.port)
+        assert isinstance(cbc, Exception), cbc
 
 
 def test_cert_without_key_is_refused():
