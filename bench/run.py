@@ -149,6 +149,10 @@ class Server:
             "HERALD_LOG_FORMAT": "json",
             "HERALD_RATE": "100000",
             "HERALD_RATE_BURST": "100000",
+            # many clients from one loopback address: no per-address or per-user limits
+            "HERALD_MAX_CONNS_PER_ADDRESS": "0",
+            "HERALD_HANDSHAKE_RATE": "0",
+            "HERALD_MAX_CONNS_PER_USER": "0",
             "HERALD_THREADS": str(self.threads),
             "HERALD_CONFIG": cfg,
         })

@@ -170,6 +170,18 @@ static const opt_def opt_table[] = {
      1, 86400, NULL, NULL, "300", "the failed-login window"},
     {"auth_workers", "HERALD_AUTH_WORKERS", "auth-workers", "N", OPT_INT, F(auth_workers), 0, 1, 64,
      NULL, NULL, "2", "threads for password hashing and user-store calls"},
+    {"max_conns_per_address", "HERALD_MAX_CONNS_PER_ADDRESS", "max-conns-per-address", "N", OPT_INT,
+     F(max_conns_per_address), 0, 0, INT_MAX, NULL, NULL, "1000",
+     "WebSocket connections per client address; 0 = no limit"},
+    {"max_conns_per_user", "HERALD_MAX_CONNS_PER_USER", "max-conns-per-user", "N", OPT_INT,
+     F(max_conns_per_user), 0, 0, INT_MAX, NULL, NULL, "128",
+     "WebSocket connections per user (token sub) on this node; 0 = no limit"},
+    {"handshake_rate", "HERALD_HANDSHAKE_RATE", "handshake-rate", "N", OPT_INT, F(handshake_rate),
+     0, 0, INT_MAX, NULL, NULL, "50",
+     "WebSocket handshakes per client address per second; 0 = no limit"},
+    {"trusted_proxies", "HERALD_TRUSTED_PROXIES", "trusted-proxies", "ADDR[/BITS][,...]", OPT_LIST,
+     F(trusted_proxies), F(ntrusted_proxies), 0, 0, NULL, NULL, "none",
+     "proxies whose X-Forwarded-For names the client address (limits, login throttle)"},
     {"presence_ttl", "HERALD_PRESENCE_TTL", "presence-ttl", "SECONDS", OPT_INT, F(presence_ttl), 0,
      3, 3600, NULL, NULL, "25",
      "cluster mode: presence entries of a node that died disappear after this"},
@@ -955,6 +967,7 @@ void hr_config_clear(hr_config *cfg)
     list_free(cfg->api_keys, cfg->napi_keys);
     list_free(cfg->allowed_origins, cfg->nallowed_origins);
     list_free(cfg->jwt_keys, cfg->njwt_keys);
+    list_free(cfg->trusted_proxies, cfg->ntrusted_proxies);
     ns_free_all(cfg->namespaces, cfg->nnamespaces);
     memset(cfg, 0, sizeof(*cfg));
 }

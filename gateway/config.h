@@ -65,6 +65,13 @@ typedef struct hr_config {
     int threads; /* HERALD_THREADS event-loop threads; 0 = one per core */
     int presence_ttl; /* HERALD_PRESENCE_TTL seconds (cluster mode), 25 */
 
+    /* public-gateway limits (0 = off) */
+    int max_conns_per_address; /* HERALD_MAX_CONNS_PER_ADDRESS, 1000 */
+    int max_conns_per_user;    /* HERALD_MAX_CONNS_PER_USER, 128 */
+    int handshake_rate;        /* HERALD_HANDSHAKE_RATE per address per second, 50 */
+    char **trusted_proxies;    /* HERALD_TRUSTED_PROXIES: ADDR or ADDR/BITS */
+    size_t ntrusted_proxies;
+
     /* namespaces from the config file; always contains "" (the default) */
     auth_namespace *namespaces;
     size_t nnamespaces;

@@ -438,8 +438,9 @@ int hr_http_refuse(struct lws *wsi, int status, const char *detail)
      * version is known, and strict clients (python websockets) reject that. */
     int n = snprintf((char *)start, sizeof(buf) - LWS_PRE,
                      "HTTP/1.1 %d %s\r\ncontent-type: application/problem+json\r\n"
-                     "content-length: %zu\r\nconnection: close\r\n\r\n%s",
-                     status, hr_http_status_title(status), blen, body);
+                     "content-length: %zu\r\n%sconnection: close\r\n\r\n%s",
+                     status, hr_http_status_title(status), blen,
+                     status == 429 || status == 503 ? "retry-after: 1\r\n" : "", body);
     free(body);
     if (n < 0 || (size_t)n >= sizeof(buf) - LWS_PRE)
         return -1;
@@ -660,7 +661,7 @@ int hr_http_request(hr_loop *loop, struct lws *wsi, hr_pss *pss, const char *uri
     req->node = loop->node;
     lws_dll2_add_tail(&req->in_loop, &loop->reqs);
     pss->req = req;
-    lws_get_peer_simple(wsi, req->peer, sizeof(req->peer));
+    hr_client_address(loop->node, wsi, req->peer, sizeof(req->peer));
     HR_INC(&loop->stats, http_requests, 1);
     snprintf(req->method, sizeof(req->method), "%s", method);
     /* bodies arrive in HTTP_BODY callbacks; dispatch waits for completion */

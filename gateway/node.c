@@ -168,6 +168,8 @@ void hr_wsi_state_free(struct lws *wsi)
     if (!st)
         return;
     lws_set_opaque_user_data(wsi, NULL);
+    hr_slot_release(st->addr_slot);
+    hr_slot_release(st->user_slot);
     if (st->upgrade_id) {
         auth_identity_clear(st->upgrade_id);
         free(st->upgrade_id);
@@ -369,6 +371,16 @@ int hr_node_init(hr_node *node, const hr_config *cfg)
     atomic_init(&node->next_client, 0);
     atomic_init(&node->shutting_down, 0);
     signal(SIGPIPE, SIG_IGN);
+    if (hr_netmasks_parse(cfg->trusted_proxies, cfg->ntrusted_proxies, &node->proxies, err,
+                          sizeof(err)) < 0) {
+        hr_error("config", "%s", err);
+        return -1;
+    }
+    node->nproxies = cfg->ntrusted_proxies;
+    node->conns_per_addr = hr_limit_new();
+    node->conns_per_user = hr_limit_new();
+    node->handshakes =
+        auth_throttle_new(cfg->handshake_rate > 0 ? cfg->handshake_rate : 1, 1, 100000);
     if (start_users(node, err, sizeof(err)) < 0) {
         hr_error("store", "%s", err);
         return -1;
@@ -423,4 +435,8 @@ void hr_node_destroy(hr_node *node)
     auth_throttle_free(node->login_addrs);
     hr_map_free(node->revoked);
     pthread_mutex_destroy(&node->revoked_mu);
+    hr_limit_free(node->conns_per_addr);
+    hr_limit_free(node->conns_per_user);
+    auth_throttle_free(node->handshakes);
+    free(node->proxies);
 }

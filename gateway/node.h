@@ -34,6 +34,9 @@
 #include <uv.h>
 
 typedef struct hr_loop hr_loop;
+typedef struct hr_limit hr_limit;     /* key -> count of connections (locked inside) */
+typedef struct hr_slot hr_slot;       /* one key's count, held by its connections */
+typedef struct hr_netmask hr_netmask; /* ADDR/BITS */
 
 typedef struct hr_node {
     const hr_config *cfg;
@@ -47,6 +50,12 @@ typedef struct hr_node {
     auth_throttle *login_addrs; /* failed logins per client address (locked inside) */
     pthread_mutex_t revoked_mu;
     hr_map *revoked; /* locked: user id -> (intptr_t) revocation time */
+
+    hr_limit *conns_per_addr;  /* connections per client address (locked inside) */
+    hr_limit *conns_per_user;  /* connections per user id (locked inside) */
+    auth_throttle *handshakes; /* WebSocket handshakes per address per second */
+    hr_netmask *proxies;       /* trusted_proxies, parsed */
+    size_t nproxies;
 
     atomic_ullong next_client; /* client ids "<node>.<n>", unique across loops */
     atomic_uint loops_live;    /* loops not yet stopped: loop 0 (home of the
@@ -107,6 +116,8 @@ typedef struct hr_wsi_state {
                                 * transaction completed (HTTP keep-alive) */
     int tc_valid;              /* consumed_at_tc is set */
     auth_identity *upgrade_id; /* identity verified at the WebSocket upgrade */
+    hr_slot *addr_slot;        /* the upgrade's place in conns_per_addr */
+    hr_slot *user_slot;        /* ... and in conns_per_user */
 } hr_wsi_state;
 
 /* The wsi's state, allocated on first use (never NULL). */
@@ -206,6 +217,25 @@ int hr_node_revoke(hr_node *node, const char *user_id, int64_t at);
 
 /* The client id of connection number n: "<node>.<n>" into buf. */
 void hr_node_client_id(const hr_node *node, uint64_t n, char *buf, size_t len);
+
+/*---- Limits (limits.c) -----------------------------------------------------*/
+
+hr_limit *hr_limit_new(void);
+void hr_limit_free(hr_limit *l);
+/* Counts one more connection of key unless max are held (max <= 0: not
+ * limited; returns NULL, not refused). Returns the slot to release when
+ * the connection ends, or NULL with *refused = 1. Any thread. */
+hr_slot *hr_limit_take(hr_limit *l, const char *key, int max, int *refused);
+/* Gives the slot's count back (NULL ok). Any thread. */
+void hr_slot_release(hr_slot *s);
+/* Parses trusted_proxies ("ADDR" or "ADDR/BITS"); *out is malloc'ed.
+ * Returns 0, or -1 with a message naming the bad entry. */
+int hr_netmasks_parse(char *const *list, size_t n, hr_netmask **out, char *err, size_t errlen);
+int hr_netmasks_contain(const hr_netmask *m, size_t n, const char *addr);
+/* The client's address: the peer, or behind a trusted proxy the rightmost
+ * X-Forwarded-For entry that is not a trusted proxy. Returns 1, or 0 when
+ * only trusted proxies are known (out then holds the nearest of them). */
+int hr_client_address(const hr_node *node, struct lws *wsi, char *out, size_t len);
 
 /*---- Loop (loop.c) ---------------------------------------------------------*/
 

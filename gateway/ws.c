@@ -56,6 +56,8 @@ struct hr_conn {
     size_t qbytes;
 
     hr_buf *rx;         /* reassembly of a message that arrived in pieces, else NULL */
+    hr_slot *addr_slot; /* this connection's count in the per-address table */
+    hr_slot *user_slot; /* ... and in the per-user table */
     float tokens;       /* inbound rate limiter (token bucket) */
     uint32_t tokens_ms; /* when tokens was computed (ms, wraps after 49 days) */
 };
@@ -284,6 +286,14 @@ static void conn_authenticate(hr_conn *c, auth_identity *id)
     hr_debug("connected", "client %s user %s", client, c->id.sub ? c->id.sub : "");
 }
 
+/* Counts a connection of user sub; -1 when the user holds the maximum. */
+static int user_slot_take(hr_node *node, const char *sub, hr_slot **slot)
+{
+    int refused;
+    *slot = hr_limit_take(node->conns_per_user, sub, node->cfg->max_conns_per_user, &refused);
+    return refused ? -1 : 0;
+}
+
 static json_t *connect_result(hr_conn *c)
 {
     char client[160];
@@ -314,6 +324,12 @@ static void op_connect(hr_conn *c, const hr_cmd *cmd)
     } else {
         reply_error(c, cmd->id, HR_ERR_UNAUTHORIZED, "a token is required");
         conn_close(c, 4001, "unauthorized", 1);
+        return;
+    }
+    if (id.sub && user_slot_take(c->loop->node, id.sub, &c->user_slot) < 0) {
+        auth_identity_clear(&id);
+        reply_error(c, cmd->id, HR_ERR_RATE_LIMITED, "too many connections for this user");
+        conn_close(c, 4029, "too many connections", 1);
         return;
     }
     conn_authenticate(c, &id);
@@ -709,6 +725,29 @@ static int origin_allowed(const hr_config *cfg, struct lws *wsi)
     return 0;
 }
 
+/* Handshakes per address per second, then connections per address, for
+ * requests whose client address is known (see hr_client_address). The
+ * place taken rides on the wsi until ESTABLISHED (freed with the wsi if
+ * the upgrade never completes). Returns -1 to refuse. */
+static int admit_address(hr_node *node, struct lws *wsi)
+{
+    const hr_config *cfg = node->cfg;
+    char addr[64];
+    int refused;
+    if (cfg->handshake_rate <= 0 && cfg->max_conns_per_address <= 0)
+        return 0;
+    if (!hr_client_address(node, wsi, addr, sizeof(addr)))
+        return 0; /* a trusted proxy's own request: no client to count */
+    if (cfg->handshake_rate > 0 && auth_throttle_admit(node->handshakes, addr, (int64_t)time(NULL)))
+        return -1;
+    hr_slot *s = hr_limit_take(node->conns_per_addr, addr, cfg->max_conns_per_address, &refused);
+    if (refused)
+        return -1;
+    if (s)
+        hr_wsi_state_get(wsi)->addr_slot = s;
+    return 0;
+}
+
 /* HTTP_CONFIRM_UPGRADE is the only place lws lets us answer an upgrade with
  * our own status (401, 403, 404, 503), and the session struct does not
  * exist yet, so the verified identity rides on the wsi's opaque pointer
@@ -727,6 +766,8 @@ int hr_ws_confirm_upgrade(hr_loop *loop, struct lws *wsi, const char *upgrade)
         return hr_http_refuse(wsi, 404, "WebSocket endpoint is /ws");
     if (!origin_allowed(loop->node->cfg, wsi))
         return hr_http_refuse(wsi, 403, "origin not allowed");
+    if (admit_address(loop->node, wsi) < 0)
+        return hr_http_refuse(wsi, 429, "too many connections or handshakes from this address");
 
     hr_cred_status st = hr_http_credentials(loop, wsi, 1, &id, err, sizeof(err));
     if (st == HR_CRED_BAD)
@@ -736,6 +777,10 @@ int hr_ws_confirm_upgrade(hr_loop *loop, struct lws *wsi, const char *upgrade)
         return hr_http_refuse(wsi, 401, "WebSocket clients authenticate with a JWT");
     }
     if (st == HR_CRED_OK) {
+        if (user_slot_take(loop->node, id.sub, &hr_wsi_state_get(wsi)->user_slot) < 0) {
+            auth_identity_clear(&id);
+            return hr_http_refuse(wsi, 429, "too many connections for this user");
+        }
         auth_identity *kept = hr_malloc(sizeof(*kept));
         *kept = id;
         hr_wsi_state_get(wsi)->upgrade_id = kept;
@@ -762,6 +807,11 @@ int hr_ws_established(hr_loop *loop, struct lws *wsi, hr_pss *pss)
     HR_INC(&loop->stats, connections_total, 1);
 
     hr_wsi_state *st = lws_get_opaque_user_data(wsi);
+    if (st) { /* the connection holds the upgrade's places from now on */
+        c->addr_slot = st->addr_slot;
+        c->user_slot = st->user_slot;
+        st->addr_slot = st->user_slot = NULL;
+    }
     if (st && st->upgrade_id) {
         conn_authenticate(c, st->upgrade_id);
         free(st->upgrade_id);
@@ -1028,6 +1078,8 @@ void hr_ws_closed(hr_loop *loop, struct lws *wsi, hr_pss *pss)
     free(c->q);
     rx_free(c);
     user_index_remove(c);
+    hr_slot_release(c->addr_slot);
+    hr_slot_release(c->user_slot);
     auth_identity_clear(&c->id);
     lws_dll2_remove(&c->in_loop);
     HR_INC(&loop->stats, connections, -1);

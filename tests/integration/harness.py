@@ -168,6 +168,10 @@ class Herald:
             "HERALD_NODE_ID": "test",
             # every test runs with several loop threads unless it says otherwise
             "HERALD_THREADS": os.environ.get("HERALD_TEST_THREADS", "2"),
+            # every client is 127.0.0.1: the per-address limits are tested
+            # on their own (test_conn_limits.py)
+            "HERALD_MAX_CONNS_PER_ADDRESS": "0",
+            "HERALD_HANDSHAKE_RATE": "0",
         })
         if redis is not None:
             self.env["HERALD_REDIS_URL"] = redis if isinstance(redis, str) else redis.url
