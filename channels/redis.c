@@ -275,6 +275,18 @@ static home_task *request_new(redis_layer *L, unsigned thread,
     return t;
 }
 
+/* A request about one channel (publish, reads). */
+static home_task *channel_request(redis_layer *L, unsigned thread,
+                                  void (*fn)(redis_layer *, home_task *),
+                                  void (*answer)(home_task *), void *cb, void *ud,
+                                  const char *channel, const chan_opts *o)
+{
+    home_task *t = request_new(L, thread, fn, answer, cb, ud);
+    t->channel = hr_strdup(channel);
+    t->opts = *o;
+    return t;
+}
+
 /*---- Channel state (home thread) --------------------------------------------*/
 
 static void held_drop(rchan *c)
@@ -1270,11 +1282,10 @@ static void redis_publish(chan_layer *l, unsigned thread, const char *channel, c
                           const char *data_json, size_t data_len, chan_publish_cb cb, void *ud)
 {
     redis_layer *L = rl(l);
-    home_task *t = request_new(L, thread, home_publish, publish_answer, (void *)cb, ud);
-    t->channel = hr_strdup(channel);
+    home_task *t =
+        channel_request(L, thread, home_publish, publish_answer, (void *)cb, ud, channel, o);
     t->data = hr_strndup(data_json, data_len);
     t->len = data_len;
-    t->opts = *o;
     to_home(L, t);
 }
 
@@ -1310,9 +1321,8 @@ static void redis_history(chan_layer *l, unsigned thread, const char *channel, c
                           const chan_pos *since, int64_t limit, chan_history_cb cb, void *ud)
 {
     redis_layer *L = rl(l);
-    home_task *t = request_new(L, thread, home_history, history_answer, (void *)cb, ud);
-    t->channel = hr_strdup(channel);
-    t->opts = *o;
+    home_task *t =
+        channel_request(L, thread, home_history, history_answer, (void *)cb, ud, channel, o);
     t->limit = limit;
     if (since) {
         t->has_since = 1;
@@ -1370,10 +1380,8 @@ static void redis_presence(chan_layer *l, unsigned thread, const char *channel, 
                            chan_presence_cb cb, void *ud)
 {
     redis_layer *L = rl(l);
-    home_task *t = request_new(L, thread, home_presence, presence_answer, (void *)cb, ud);
-    t->channel = hr_strdup(channel);
-    t->opts = *o;
-    to_home(L, t);
+    to_home(L,
+            channel_request(L, thread, home_presence, presence_answer, (void *)cb, ud, channel, o));
 }
 
 static void status_answer(home_task *t)
