@@ -61,6 +61,8 @@ typedef struct chan_msg {
     size_t hdr;          /* frame header bytes stored just before the payload */
     const char *channel; /* pushes of a channel: the channel (inside _b), else NULL */
     uint64_t offset;     /* position in the channel's history, 0 = none */
+    uint64_t born_us;    /* hr_now_us() when this node created it (latency metrics) */
+    atomic_int tag;      /* the host's cache (the namespace index), -1 until set */
     unsigned char _b[];  /* [pad][header][payload][channel NUL] */
 } chan_msg;
 

@@ -44,6 +44,8 @@ static chan_msg *msg_alloc(size_t len, size_t extra)
     m->len = len;
     m->channel = NULL;
     m->offset = 0;
+    m->born_us = hr_now_us();
+    atomic_init(&m->tag, -1);
     return m;
 }
 

@@ -225,6 +225,13 @@ void hr_buf_reset(hr_buf *b)
 
 /*---- Misc ------------------------------------------------------------------*/
 
+uint64_t hr_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 uint64_t hr_now_ms(void)
 {
     struct timespec ts;

@@ -136,6 +136,8 @@ char *hr_redis_key(const char *prefix, const char *kind, const char *name);
 
 /* Monotonic clock in milliseconds. */
 uint64_t hr_now_ms(void);
+/* Monotonic clock in microseconds. */
+uint64_t hr_now_us(void);
 /* Constant-time comparison of two byte strings (length leaks, content not). */
 int hr_secure_eq(const char *a, size_t alen, const char *b, size_t blen);
 

@@ -32,6 +32,7 @@ struct hr_http_req {
     char method[8];
     char path[256];
     int route;
+    uint64_t start_us; /* headers read (metrics) */
     char params[HR_MAX_PARAMS][256];
     hr_cred_status cred;
     auth_identity id;
@@ -293,6 +294,10 @@ static void respond(hr_http_req *req, int status, const char *ctype, const char 
     req->status = status;
     req->ctype = ctype;
     req->responded = 1;
+    hr_hist_observe(
+        &req->loop->stats
+             .http[req->route >= 0 && req->route < HR_MAX_ROUTES ? req->route : HR_MAX_ROUTES],
+        hr_now_us() - req->start_us);
     if (req->read_done)
         send_response(req);
 }
@@ -662,6 +667,8 @@ int hr_http_request(hr_loop *loop, struct lws *wsi, hr_pss *pss, const char *uri
     lws_dll2_add_tail(&req->in_loop, &loop->reqs);
     pss->req = req;
     hr_client_address(loop->node, wsi, req->peer, sizeof(req->peer));
+    req->start_us = hr_now_us();
+    req->route = -1;
     HR_INC(&loop->stats, http_requests, 1);
     snprintf(req->method, sizeof(req->method), "%s", method);
     /* bodies arrive in HTTP_BODY callbacks; dispatch waits for completion */
@@ -730,6 +737,32 @@ static void h_readyz(hr_http_req *req)
     }
 }
 
+/* "METHOD PATTERN" of every route, built once (any thread: the first
+ * scrape builds it under the once-lock). */
+static const char *route_labels[NROUTES];
+static pthread_once_t route_labels_once = PTHREAD_ONCE_INIT;
+static char route_label_text[NROUTES][96];
+
+static void build_route_labels(void)
+{
+    for (size_t i = 0; i < NROUTES; i++) {
+        snprintf(route_label_text[i], sizeof(route_label_text[i]), "%s %s", routes[i].method,
+                 routes[i].pattern);
+        route_labels[i] = route_label_text[i];
+    }
+}
+
+/* The labels of /metrics' per-route and per-namespace series; the
+ * namespace array is malloc'ed (caller frees it, not the names). */
+static hr_metric_labels metric_labels(const hr_config *cfg)
+{
+    pthread_once(&route_labels_once, build_route_labels);
+    const char **ns = hr_calloc(cfg->nnamespaces ? cfg->nnamespaces : 1, sizeof(*ns));
+    for (size_t i = 0; i < cfg->nnamespaces; i++)
+        ns[i] = cfg->namespaces[i].name ? cfg->namespaces[i].name : "";
+    return (hr_metric_labels){route_labels, NROUTES, ns, cfg->nnamespaces};
+}
+
 /* Sums every loop's counters: each loop counts on its own cache lines. */
 static void h_metrics(hr_http_req *req)
 {
@@ -740,7 +773,9 @@ static void h_metrics(hr_http_req *req)
     for (unsigned i = 0; i < node->nloops; i++)
         counters[i] = &node->loops[i]->stats;
     chan_layer_stats(node->layer, &cs);
-    hr_metrics_render(&b, counters, node->nloops, &cs, node->cfg->node_id);
+    hr_metric_labels labels = metric_labels(node->cfg);
+    hr_metrics_render(&b, counters, node->nloops, &cs, node->cfg->node_id, &labels);
+    free((void *)labels.namespaces);
     respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
     hr_buf_reset(&b);
 }
@@ -829,6 +864,14 @@ static const char *valid_channel(hr_http_req *req, json_t *ch, char *err, size_t
     return json_string_value(ch);
 }
 
+/* The channel's options; counts the publication for its namespace. */
+static chan_opts publish_opts(hr_http_req *req, const char *channel)
+{
+    const auth_namespace *ns = hr_config_namespace(req->node->cfg, channel);
+    HR_ADD1(&req->loop->stats.ns_publications[hr_ns_index(req->node->cfg, ns)], 1);
+    return hr_chan_opts(ns);
+}
+
 static json_t *publish_result(int status, uint64_t offset, int local_only)
 {
     if (status < 0)
@@ -868,7 +911,7 @@ static void h_publish(hr_http_req *req)
     if (!channel || !data) {
         problem(req, 422, !channel ? err : "missing \"data\"");
     } else {
-        chan_opts co = hr_chan_opts(hr_config_namespace(req->node->cfg, channel));
+        chan_opts co = publish_opts(req, channel);
         req->refs++;
         chan_publish(req->node->layer, req->loop->index, channel, &co, text, strlen(text),
                      publish_done, req);
@@ -928,7 +971,7 @@ static void broadcast_one(broadcast *b, size_t i, json_t *ch, const char *text)
     broadcast_item *it = hr_malloc(sizeof(*it));
     *it = (broadcast_item){b, i};
     b->pending++;
-    chan_opts co = hr_chan_opts(hr_config_namespace(b->req->node->cfg, channel));
+    chan_opts co = publish_opts(b->req, channel);
     chan_publish(b->req->node->layer, b->req->loop->index, channel, &co, text, strlen(text),
                  broadcast_done, it);
 }

@@ -261,6 +261,7 @@ static void loop_stop(hr_loop *loop)
     if (loop->ctx)
         lws_context_destroy(loop->ctx);
     close_handle((uv_handle_t *)&loop->grace);
+    close_handle((uv_handle_t *)&loop->lag);
     close_handle((uv_handle_t *)&loop->flush);
     close_handle((uv_handle_t *)&loop->sigterm);
     close_handle((uv_handle_t *)&loop->sigint);
@@ -388,6 +389,19 @@ static struct lws_context *create_context(hr_loop *loop)
     return lws_create_context(&info);
 }
 
+/* How late the lag timer fires: what a callback that ran too long (or a
+ * starved thread) cost every socket of the loop. */
+#define HR_LAG_PERIOD_MS 500
+static void measure_lag(uv_timer_t *t)
+{
+    hr_loop *loop = t->data;
+    uint64_t now = hr_now_us();
+    atomic_store_explicit(&loop->stats.loop_lag_us,
+                          now > loop->lag_due ? (long long)(now - loop->lag_due) : 0,
+                          memory_order_relaxed);
+    loop->lag_due = now + HR_LAG_PERIOD_MS * 1000;
+}
+
 /* Handles initialised here are closed by loop_stop (or hr_loop_free for a
  * loop that never ran). */
 static int init_handles(hr_loop *loop)
@@ -399,6 +413,11 @@ static int init_handles(hr_loop *loop)
     loop->inbox.wake.data = loop;
     uv_timer_init(&loop->uv, &loop->grace);
     loop->grace.data = loop;
+    uv_timer_init(&loop->uv, &loop->lag);
+    loop->lag.data = loop;
+    loop->lag_due = hr_now_us() + HR_LAG_PERIOD_MS * 1000;
+    uv_timer_start(&loop->lag, measure_lag, HR_LAG_PERIOD_MS, HR_LAG_PERIOD_MS);
+    uv_unref((uv_handle_t *)&loop->lag); /* it must not keep a stopped loop alive */
     uv_check_init(&loop->uv, &loop->flush);
     loop->flush.data = loop;
     uv_check_start(&loop->flush, on_check);

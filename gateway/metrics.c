@@ -2,6 +2,7 @@
 #include "metrics.h"
 
 #include <stddef.h>
+#include <stdio.h>
 
 /* One HELP/TYPE header and one sample per metric, all labelled with the node
  * so several gateways can be scraped into one series set. */
@@ -23,8 +24,107 @@ static unsigned long long sum(hr_counters *const *c, size_t n, size_t off)
 
 #define SUM(field) sum(c, n, offsetof(hr_counters, field))
 
+static const uint64_t bucket_us[HR_HIST_BUCKETS - 1] = {
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000,
+};
+
+void hr_hist_observe(hr_hist *h, uint64_t us)
+{
+    size_t i = 0;
+    while (i < HR_HIST_BUCKETS - 1 && us > bucket_us[i])
+        i++;
+    HR_ADD1(&h->bucket[i], 1);
+    HR_ADD1(&h->sum_us, us);
+    HR_ADD1(&h->count, 1);
+}
+
+/* Writes one histogram's series (buckets summed over every loop) with the
+ * extra label text (may be ""). The histogram sits at byte offset off of
+ * hr_counters. */
+static void hist_series(hr_buf *b, const char *name, const char *node, const char *label,
+                        hr_counters *const *c, size_t n, size_t off)
+{
+    unsigned long long cum = 0, sum_us = 0, count = 0;
+    for (size_t k = 0; k < HR_HIST_BUCKETS; k++) {
+        for (size_t i = 0; i < n; i++) {
+            const hr_hist *h = (const hr_hist *)((const char *)c[i] + off);
+            cum += atomic_load_explicit(&h->bucket[k], memory_order_relaxed);
+        }
+        if (k < HR_HIST_BUCKETS - 1)
+            hr_buf_printf(b, "%s_bucket{node=\"%s\"%s,le=\"%g\"} %llu\n", name, node, label,
+                          (double)bucket_us[k] / 1e6, cum);
+        else
+            hr_buf_printf(b, "%s_bucket{node=\"%s\"%s,le=\"+Inf\"} %llu\n", name, node, label, cum);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const hr_hist *h = (const hr_hist *)((const char *)c[i] + off);
+        sum_us += atomic_load_explicit(&h->sum_us, memory_order_relaxed);
+        count += atomic_load_explicit(&h->count, memory_order_relaxed);
+    }
+    hr_buf_printf(b, "%s_sum{node=\"%s\"%s} %.6f\n%s_count{node=\"%s\"%s} %llu\n", name, node,
+                  label, (double)sum_us / 1e6, name, node, label, count);
+}
+
+static void hist_head(hr_buf *b, const char *name, const char *help)
+{
+    hr_buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+}
+
+static void render_histograms(hr_buf *b, hr_counters *const *c, size_t n, const char *node,
+                              const hr_metric_labels *labels)
+{
+    char label[320];
+    hist_head(b, "herald_delivery_latency_seconds",
+              "From a publication's arrival on this node (accepted, or received from Redis) "
+              "to its frame written to a subscriber's socket.");
+    hist_series(b, "herald_delivery_latency_seconds", node, "", c, n,
+                offsetof(hr_counters, delivery));
+    hist_head(b, "herald_handshake_duration_seconds",
+              "From a WebSocket upgrade request to the connection established.");
+    hist_series(b, "herald_handshake_duration_seconds", node, "", c, n,
+                offsetof(hr_counters, handshake));
+    hist_head(b, "herald_http_request_duration_seconds",
+              "From a REST request's headers to its response, by route.");
+    size_t nr = labels && labels->nroutes < HR_MAX_ROUTES ? labels->nroutes : HR_MAX_ROUTES;
+    for (size_t r = 0; r <= nr; r++) {
+        snprintf(label, sizeof(label), ",route=\"%s\"", r < nr ? labels->routes[r] : "none");
+        size_t idx = r < nr ? r : HR_MAX_ROUTES;
+        hist_series(b, "herald_http_request_duration_seconds", node, label, c, n,
+                    offsetof(hr_counters, http) + idx * sizeof(hr_hist));
+    }
+}
+
+/* Per-namespace counters: namespace "" is the default one. */
+static void render_namespaces(hr_buf *b, hr_counters *const *c, size_t n, const char *node,
+                              const hr_metric_labels *labels)
+{
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } fams[] = {
+        {"herald_namespace_publications_total", "Publications accepted on this node, by namespace.",
+         offsetof(hr_counters, ns_publications)},
+        {"herald_namespace_deliveries_total",
+         "Publications written to subscribers on this node, by namespace.",
+         offsetof(hr_counters, ns_deliveries)},
+    };
+    size_t nn = labels && labels->nnamespaces < HR_MAX_NS ? labels->nnamespaces : HR_MAX_NS;
+    for (size_t f = 0; f < 2; f++) {
+        hr_buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", fams[f].name, fams[f].help,
+                      fams[f].name);
+        for (size_t k = 0; k <= nn; k++) {
+            size_t idx = k < nn ? k : HR_MAX_NS;
+            unsigned long long v = sum(c, n, fams[f].off + idx * sizeof(atomic_ullong));
+            if (k == nn && labels && labels->nnamespaces <= HR_MAX_NS)
+                break; /* no "other": every namespace has its own series */
+            hr_buf_printf(b, "%s{node=\"%s\",namespace=\"%s\"} %llu\n", fams[f].name, node,
+                          k < nn ? labels->namespaces[k] : "(other)", v);
+        }
+    }
+}
+
 void hr_metrics_render(hr_buf *b, hr_counters *const *c, size_t n, const chan_stats *cs,
-                       const char *node)
+                       const char *node, const hr_metric_labels *labels)
 {
     long long conns = 0;
     for (size_t i = 0; i < n; i++)
@@ -87,4 +187,14 @@ void hr_metrics_render(hr_buf *b, hr_counters *const *c, size_t n, const chan_st
         hr_buf_printf(b, "herald_loop_connections{node=\"%s\",loop=\"%zu\"} %lld\n", node, i,
                       v < 0 ? 0 : v);
     }
+    hr_buf_printf(b, "# HELP herald_loop_lag_seconds How late each loop thread's 500 ms timer "
+                     "fired last: time the loop was busy or blocked.\n"
+                     "# TYPE herald_loop_lag_seconds gauge\n");
+    for (size_t i = 0; i < n; i++) {
+        long long v = atomic_load_explicit(&c[i]->loop_lag_us, memory_order_relaxed);
+        hr_buf_printf(b, "herald_loop_lag_seconds{node=\"%s\",loop=\"%zu\"} %.6f\n", node, i,
+                      (double)(v < 0 ? 0 : v) / 1e6);
+    }
+    render_histograms(b, c, n, node, labels);
+    render_namespaces(b, c, n, node, labels);
 }

@@ -17,6 +17,28 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+/* Histogram buckets (upper bounds, microseconds); the last is +Inf. */
+#define HR_HIST_BUCKETS 15
+/* Labels a histogram or counter family can carry per loop. */
+#define HR_MAX_ROUTES 24
+#define HR_MAX_NS 32 /* namespaces with their own series; the rest count as "other" */
+
+/* A Prometheus histogram written by one thread (its loop): plain adds on
+ * relaxed atomics, no locked instructions on the delivery path. */
+typedef struct hr_hist {
+    atomic_ullong bucket[HR_HIST_BUCKETS]; /* not cumulative; rendered cumulative */
+    atomic_ullong sum_us;
+    atomic_ullong count;
+} hr_hist;
+
+/* Single-writer add: a load and a store, not a lock-prefixed add. */
+#define HR_ADD1(a, n)                                                                              \
+    atomic_store_explicit((a), atomic_load_explicit((a), memory_order_relaxed) + (n),              \
+                          memory_order_relaxed)
+
+/* Records one observation of us microseconds (by the owning thread). */
+void hr_hist_observe(hr_hist *h, uint64_t us);
+
 typedef struct hr_counters {
     atomic_llong connections;        /* gauge: open WebSocket connections */
     atomic_ullong connections_total; /* accepted WebSocket connections */
@@ -30,8 +52,22 @@ typedef struct hr_counters {
     atomic_ullong auth_failures;
     atomic_ullong http_requests;
     atomic_ullong inbox_wakeups;
+    atomic_llong loop_lag_us;        /* gauge: how late the loop's 500 ms timer last fired */
+    hr_hist delivery;                /* publication created on this node -> frame written */
+    hr_hist handshake;               /* upgrade request -> WebSocket established */
+    hr_hist http[HR_MAX_ROUTES + 1]; /* per route; the last: no route matched */
+    atomic_ullong ns_publications[HR_MAX_NS + 1]; /* per namespace; the last: other */
+    atomic_ullong ns_deliveries[HR_MAX_NS + 1];
     char _pad[64]; /* keeps two loops' counters off one cache line */
 } hr_counters;
+
+/* What the renderer needs to name labels. */
+typedef struct hr_metric_labels {
+    const char *const *routes; /* "METHOD PATTERN" of each route */
+    size_t nroutes;
+    const char *const *namespaces; /* namespace names ("" = default) */
+    size_t nnamespaces;
+} hr_metric_labels;
 
 /* Bumps a counter of one loop's hr_counters (by its owning thread). */
 #define HR_INC(counters, field, n)                                                                 \
@@ -40,6 +76,6 @@ typedef struct hr_counters {
 /* Appends the Prometheus exposition text for every metric to out, summing
  * the n counter sets. */
 void hr_metrics_render(hr_buf *out, hr_counters *const *counters, size_t n, const chan_stats *cs,
-                       const char *node);
+                       const char *node, const hr_metric_labels *labels);
 
 #endif

@@ -116,6 +116,7 @@ typedef struct hr_wsi_state {
                                 * transaction completed (HTTP keep-alive) */
     int tc_valid;              /* consumed_at_tc is set */
     auth_identity *upgrade_id; /* identity verified at the WebSocket upgrade */
+    uint64_t upgrade_us;       /* when the upgrade request arrived (metrics) */
     hr_slot *addr_slot;        /* the upgrade's place in conns_per_addr */
     hr_slot *user_slot;        /* ... and in conns_per_user */
 } hr_wsi_state;
@@ -140,6 +141,8 @@ struct hr_loop {
     int listen_fd;
     uv_poll_t listen_poll;
     uv_timer_t grace;
+    uv_timer_t lag;              /* measures how late it fires: the loop's lag */
+    uint64_t lag_due;            /* hr_now_us() when it should fire next */
     uv_signal_t sigterm, sigint; /* loop 0 only */
     pthread_t thread;
     int started;                      /* a thread runs this loop (joined at exit) */
@@ -170,6 +173,13 @@ struct hr_loop {
 static inline chan_opts hr_chan_opts(const auth_namespace *ns)
 {
     return (chan_opts){ns->presence, ns->join_leave, ns->history_size, ns->history_ttl};
+}
+
+/* The metrics index of a namespace of cfg (HR_MAX_NS: "other"). */
+static inline int hr_ns_index(const hr_config *cfg, const auth_namespace *ns)
+{
+    size_t i = ns ? (size_t)(ns - cfg->namespaces) : HR_MAX_NS;
+    return i < HR_MAX_NS ? (int)i : HR_MAX_NS;
 }
 
 /*---- Node (node.c) ---------------------------------------------------------*/

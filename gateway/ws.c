@@ -531,6 +531,7 @@ static void op_publish(hr_conn *c, const hr_cmd *cmd)
     }
     char *data = json_dumps(cmd->data, JSON_COMPACT | JSON_ENCODE_ANY);
     chan_opts o = hr_chan_opts(ns);
+    HR_ADD1(&c->loop->stats.ns_publications[hr_ns_index(conn_cfg(c), ns)], 1);
     chan_publish(c->loop->node->layer, c->loop->index, cmd->channel, &o, data, strlen(data),
                  publish_done, cmd_ctx_new(c, cmd->id));
     free(data);
@@ -760,6 +761,7 @@ int hr_ws_confirm_upgrade(hr_loop *loop, struct lws *wsi, const char *upgrade)
 
     if (!upgrade || strcasecmp(upgrade, "websocket") != 0)
         return hr_http_refuse(wsi, 400, "only WebSocket upgrades are supported");
+    hr_wsi_state_get(wsi)->upgrade_us = hr_now_us();
     if (loop->shutting_down)
         return hr_http_refuse(wsi, 503, "the server is shutting down");
     if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 || strcmp(uri, "/ws") != 0)
@@ -807,6 +809,8 @@ int hr_ws_established(hr_loop *loop, struct lws *wsi, hr_pss *pss)
     HR_INC(&loop->stats, connections_total, 1);
 
     hr_wsi_state *st = lws_get_opaque_user_data(wsi);
+    if (st && st->upgrade_us)
+        hr_hist_observe(&loop->stats.handshake, hr_now_us() - st->upgrade_us);
     if (st) { /* the connection holds the upgrade's places from now on */
         c->addr_slot = st->addr_slot;
         c->user_slot = st->user_slot;
@@ -909,13 +913,35 @@ int hr_ws_receive(hr_loop *loop, struct lws *wsi, hr_pss *pss, const void *in, s
  * one write. A single frame, or one larger than the scratch, is written
  * from the message itself (no copy). Returns the bytes to write and points
  * *out at them; the frames taken are unreferenced by the caller's count. */
+/* The namespace index of a publication, computed once per message (any
+ * thread may store it first; they store the same value). */
+static int msg_namespace(const hr_config *cfg, chan_msg *m)
+{
+    int ns = atomic_load_explicit(&m->tag, memory_order_relaxed);
+    if (ns < 0) {
+        ns = hr_ns_index(cfg, hr_config_namespace(cfg, m->channel));
+        atomic_store_explicit(&m->tag, ns, memory_order_relaxed);
+    }
+    return ns;
+}
+
+/* Metrics of one frame leaving: publications only (not replies). */
+static void frame_sent(hr_loop *loop, chan_msg *m, uint64_t now_us)
+{
+    if (!m->channel)
+        return;
+    hr_hist_observe(&loop->stats.delivery, now_us > m->born_us ? now_us - m->born_us : 0);
+    HR_ADD1(&loop->stats.ns_deliveries[msg_namespace(loop->node->cfg, m)], 1);
+}
+
 static size_t gather(hr_conn *c, unsigned char *scratch, const unsigned char **out,
-                     chan_msg **single, uint32_t *nframes)
+                     chan_msg **single, uint32_t *nframes, uint64_t now_us)
 {
     size_t flen, used = 0;
     const unsigned char *f = chan_msg_frame(c->q[c->qhead], &flen);
     *single = NULL;
     if (c->qlen == 1 || flen > HR_SCRATCH) {
+        frame_sent(c->loop, c->q[c->qhead], now_us);
         *single = queue_pop(c);
         *out = f;
         *nframes = 1;
@@ -928,6 +954,7 @@ static size_t gather(hr_conn *c, unsigned char *scratch, const unsigned char **o
             break;
         memcpy(scratch + used, f, flen);
         used += flen;
+        frame_sent(c->loop, c->q[c->qhead], now_us);
         chan_msg_unref(queue_pop(c));
         (*nframes)++;
     }
@@ -975,12 +1002,12 @@ static int send_tls(hr_conn *c, const unsigned char *buf, size_t len)
 
 /* Sends what is queued (up to the scratch size) in one write. Returns 0,
  * or -1 when the socket failed. */
-static int conn_send(hr_loop *loop, hr_conn *c)
+static int conn_send(hr_loop *loop, hr_conn *c, uint64_t now_us)
 {
     const unsigned char *buf;
     chan_msg *single;
     uint32_t n;
-    size_t len = gather(c, loop->scratch + LWS_PRE, &buf, &single, &n);
+    size_t len = gather(c, loop->scratch + LWS_PRE, &buf, &single, &n, now_us);
     int rc = loop->node->cfg->tls_cert ? send_tls(c, buf, len) : send_plain(c, buf, len);
     chan_msg_unref(single);
     HR_INC(&loop->stats, writes, 1);
@@ -1003,9 +1030,9 @@ static void queue_shrink(hr_conn *c)
  * left (over one scratch's worth) or a close frame waits, unless lws holds
  * a partial write (it calls back by itself). Returns 0, or -1 when the
  * socket failed. */
-static int conn_flush(hr_loop *loop, hr_conn *c)
+static int conn_flush(hr_loop *loop, hr_conn *c, uint64_t now_us)
 {
-    if (c->qlen && conn_send(loop, c) < 0)
+    if (c->qlen && conn_send(loop, c, now_us) < 0)
         return -1;
     if ((c->qlen || c->close_code) && !c->choked)
         lws_callback_on_writable(c->wsi);
@@ -1017,11 +1044,12 @@ void hr_ws_flush_pending(hr_loop *loop)
 {
     size_t n = loop->npending;
     hr_conn **list = loop->pending;
+    uint64_t now_us = n ? hr_now_us() : 0; /* one clock read per pass, not per socket */
     /* sending never marks a connection pending, so the list is stable */
     for (size_t i = 0; i < n; i++) {
         hr_conn *c = list[i];
         c->pending = 0;
-        if (c->wsi && !c->close_code && !c->choked && c->qlen && conn_flush(loop, c) < 0)
+        if (c->wsi && !c->close_code && !c->choked && c->qlen && conn_flush(loop, c, now_us) < 0)
             lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
         conn_unref(c);
     }
@@ -1038,7 +1066,7 @@ int hr_ws_writeable(hr_loop *loop, struct lws *wsi, hr_pss *pss)
     c->choked = 0;
     if (c->close_code && (!c->close_flush || c->qlen == 0))
         return hr_ws_close_now(wsi, c->close_code, c->close_reason);
-    return conn_flush(loop, c);
+    return conn_flush(loop, c, hr_now_us());
 }
 
 int hr_ws_timer(hr_loop *loop, struct lws *wsi, hr_pss *pss)
