@@ -66,10 +66,9 @@ static int callback_herald(struct lws *wsi, enum lws_callback_reasons reason, vo
     case LWS_CALLBACK_TIMER:
         return hr_ws_timer(loop, wsi, pss);
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-        /* RFC 6455 §5.5.1: a close payload is empty or holds a 2-byte code;
-         * lws 4.1 would echo a 1-byte one back. */
-        if (len == 1)
-            return hr_ws_close_now(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, "bad close payload");
+        return hr_ws_peer_close(wsi, pss, in, len);
+    case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
+        hr_ws_dropped(loop, wsi, pss);
         return 0;
     case LWS_CALLBACK_CLOSED:
         hr_ws_closed(loop, wsi, pss);

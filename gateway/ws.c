@@ -44,6 +44,8 @@ struct hr_conn {
     unsigned close_flush : 1; /* send what is queued before the close frame */
     unsigned pending : 1;     /* on the loop's pending-write list */
     unsigned choked : 1;      /* lws holds a partial write: wait for writeable */
+    unsigned close_sent : 1;  /* our close frame is on the wire */
+    unsigned peer_closed : 1; /* the peer sent a valid close frame (lws echoes it) */
     int close_code;           /* != 0: closing with this code */
     const char *close_reason; /* static storage */
     uint64_t client_n;        /* client id "<node>.<client_n>" */
@@ -477,9 +479,10 @@ static void handle_message(hr_conn *c, const char *buf, size_t len)
 
 /*---- The upgrade -----------------------------------------------------------*/
 
-int hr_ws_close_now(struct lws *wsi, int code, const char *reason)
+/* Writes a server close frame (FIN, unmasked) with code and reason into p,
+ * which has room for 2 + 125 bytes. Returns the frame's length. */
+static size_t close_frame(unsigned char *p, int code, const char *reason)
 {
-    unsigned char buf[LWS_PRE + 2 + 125], *p = buf + LWS_PRE;
     size_t n = strlen(reason);
     if (n > 123)
         n = 123; /* control frames carry at most 125 bytes */
@@ -488,7 +491,16 @@ int hr_ws_close_now(struct lws *wsi, int code, const char *reason)
     p[2] = (unsigned char)(code >> 8);
     p[3] = (unsigned char)code;
     memcpy(p + 4, reason, n);
-    lws_write(wsi, p, n + 4, LWS_WRITE_RAW);
+    return n + 4;
+}
+
+int hr_ws_close_now(struct lws *wsi, int code, const char *reason)
+{
+    unsigned char buf[LWS_PRE + 2 + 125], *p = buf + LWS_PRE;
+    hr_pss *pss = lws_wsi_user(wsi);
+    lws_write(wsi, p, close_frame(p, code, reason), LWS_WRITE_RAW);
+    if (pss && pss->conn)
+        pss->conn->close_sent = 1;
     return -1;
 }
 
@@ -784,6 +796,120 @@ int hr_ws_timer(hr_loop *loop, struct lws *wsi, hr_pss *pss)
 }
 
 /*---- Closing ---------------------------------------------------------------*/
+
+/* Close codes a peer may send (RFC 6455 §7.4.1-2, and 1012-1014 from the
+ * IANA registry): 1000-1003, 1007-1014, 3000-4999. */
+static int close_code_valid(unsigned code)
+{
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+           (code >= 3000 && code <= 4999);
+}
+
+/* Is s[0..n) well-formed UTF-8 (RFC 3629: no overlong forms, surrogates,
+ * code points over U+10FFFF or truncated sequences)? */
+static int utf8_valid(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i], need;
+        uint32_t cp, min;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf)
+            need = 1, min = 0x80;
+        else if (c >= 0xe0 && c <= 0xef)
+            need = 2, min = 0x800;
+        else if (c >= 0xf0 && c <= 0xf4)
+            need = 3, min = 0x10000;
+        else
+            return 0;
+        if (n - i <= need)
+            return 0;
+        cp = c & (0x3fu >> need);
+        for (unsigned k = 1; k <= need; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return 0;
+            cp = cp << 6 | (s[i + k] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        i += need + 1;
+    }
+    return 1;
+}
+
+int hr_ws_peer_close(struct lws *wsi, hr_pss *pss, const unsigned char *in, size_t len)
+{
+    /* lws 4.1.6 answers the unassigned codes below 3000 with 1002 itself
+     * (and 1012-1014 too), and hangs up on a reason with an invalid UTF-8
+     * byte (hr_ws_dropped answers that); but it echoes a 1-byte payload,
+     * codes of 5000 and above, and a reason that ends inside a UTF-8
+     * sequence (its check is incremental and the end is never checked). */
+    if (len == 1)
+        return hr_ws_close_now(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, "bad close payload");
+    if (len >= 2 && !close_code_valid(((unsigned)in[0] << 8) | in[1]))
+        return hr_ws_close_now(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, "invalid close code");
+    if (len > 2 && !utf8_valid(in + 2, len - 2))
+        return hr_ws_close_now(wsi, LWS_CLOSE_STATUS_INVALID_PAYLOAD, "close reason not UTF-8");
+    if (pss && pss->conn)
+        pss->conn->peer_closed = 1;
+    return 0;
+}
+
+/* Sends what is queued straight to the socket, as far as it goes without
+ * blocking. Returns 0 when all of it left, -1 when a frame may have been
+ * cut short (nothing can follow it then). */
+static int flush_direct(hr_loop *loop, hr_conn *c, int fd)
+{
+    while (c->qlen) {
+        const unsigned char *buf;
+        chan_msg *single;
+        uint32_t n;
+        size_t len = gather(c, loop->scratch + LWS_PRE, &buf, &single, &n);
+        ssize_t sent = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        chan_msg_unref(single);
+        if (sent < 0 || (size_t)sent < len)
+            return -1;
+        HR_INC(&loop->stats, writes, 1);
+        HR_INC(&loop->stats, messages_out, n);
+        HR_INC(&loop->stats, bytes_out, len);
+    }
+    return 0;
+}
+
+/* WS_SERVER_DROP_PROTOCOL: lws is closing the connection, and this is the
+ * last moment its socket is still open for writing. lws 4.1.6 fails some
+ * protocol violations by hanging up without a close frame, with no
+ * callback and no close reason set: a control frame over 125 bytes, a
+ * 64-bit length with the top bit set, a close reason that is not UTF-8. So
+ * when nobody has sent or prepared a close frame (not us, not lws - it sets
+ * a close reason for the violations it does answer - and not the peer) and
+ * the peer is still there (has not closed its side), the replies queued
+ * before the violation go out and then a 1002 close; or the close Herald
+ * had decided but not yet written (its backstop timer fired). Writes go
+ * straight to the socket: lws holds no partial write of ours (!choked) and
+ * none of its own here (it flushes before closing). */
+void hr_ws_dropped(hr_loop *loop, struct lws *wsi, hr_pss *pss)
+{
+    hr_conn *c = pss ? pss->conn : NULL;
+    unsigned char frame[2 + 125];
+    char peek;
+
+    if (!c || !c->wsi || c->close_sent || c->peer_closed || c->choked ||
+        lws_get_close_length(wsi) > 0)
+        return;
+    int fd = lws_get_socket_fd(wsi);
+    ssize_t n = recv(fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+        return; /* the peer has closed or reset: nobody to tell */
+    if (flush_direct(loop, c, fd) < 0)
+        return;
+    int code = c->close_code ? c->close_code : LWS_CLOSE_STATUS_PROTOCOL_ERR;
+    const char *reason = c->close_code ? c->close_reason : "protocol error";
+    c->close_sent = 1;
+    send(fd, frame, close_frame(frame, code, reason), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
 
 void hr_ws_closed(hr_loop *loop, struct lws *wsi, hr_pss *pss)
 {
