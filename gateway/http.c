@@ -300,13 +300,42 @@ static void problem(hr_http_req *req, int status, const char *detail)
     free(s);
 }
 
+/* lws 4.1.6 knows reason phrases for only some statuses ("HTTP/1.1 201 "
+ * goes out bare, as do 204, 422, 429...), and says HTTP/1.0 until it has
+ * read the request's version (upgrade refusals, raw answers). Rewrites the
+ * status line lws put at the start of [start, *p) as "<version> <status>
+ * <title>": lws' version, or HTTP/1.1 when force11. An HTTP/2 header block
+ * (no status line) is left alone. Returns 0, or -1 when end leaves no
+ * room. */
+static int fix_status_line(unsigned char *start, unsigned char **p, unsigned char *end, int status,
+                           int force11)
+{
+    size_t used = (size_t)(*p - start), old = 0;
+    char line[96];
+    if (used < 8 || memcmp(start, "HTTP/1.", 7) != 0)
+        return 0;
+    while (old + 1 < used && !(start[old] == '\r' && start[old + 1] == '\n'))
+        old++;
+    if (old + 1 >= used)
+        return -1;
+    int n = snprintf(line, sizeof(line), "%.8s %d %s", force11 ? "HTTP/1.1" : (char *)start, status,
+                     hr_http_status_title(status));
+    if (n <= 0 || (size_t)n >= sizeof(line) || (size_t)(end - start) < used - old + (size_t)n)
+        return -1;
+    memmove(start + n, start + old, used - old);
+    memcpy(start, line, (size_t)n);
+    *p = start + n + (used - old);
+    return 0;
+}
+
 /* Headers, then the body. Returns 0, or -1 when the connection failed. */
 static int write_response(hr_http_req *req)
 {
     unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr);
     struct lws *wsi = req->wsi;
     if (lws_add_http_common_headers(wsi, (unsigned int)req->status, req->ctype, req->resp_len, &p,
-                                    end))
+                                    end) ||
+        fix_status_line(start, &p, end, req->status, 0) < 0)
         return -1;
     if (req->allow[0] && lws_add_http_header_by_name(wsi, (const unsigned char *)"allow:",
                                                      (const unsigned char *)req->allow,
@@ -413,23 +442,60 @@ char *hr_problem_json(int status, const char *detail, size_t *len)
     return s;
 }
 
-int hr_http_refuse(struct lws *wsi, int status, const char *detail)
+/* Appends "name value" (name with its colon); nonzero when it does not fit. */
+static int add_header(struct lws *wsi, const char *name, const char *value, unsigned char **p,
+                      unsigned char *end)
+{
+    return lws_add_http_header_by_name(wsi, (const unsigned char *)name,
+                                       (const unsigned char *)value, (int)strlen(value), p, end);
+}
+
+/* A complete problem+json response that closes the connection, written
+ * into [start, end) for the callers that answer outside a request's flow
+ * (upgrade refusals, raw answers). lws' status helper puts in the headers
+ * every REST response carries (the vhost's security headers), so these
+ * answers carry the same; the status line is then corrected (HTTP/1.0
+ * before lws knows the request's version - strict clients such as python
+ * websockets reject that - and missing reason phrases). hname/hvalue: one
+ * more header, or NULL. Returns the length, or -1. */
+static int problem_response(struct lws *wsi, unsigned char *start, unsigned char *end, int status,
+                            const char *detail, const char *hname, const char *hvalue)
 {
     size_t blen = 0;
-    char *body = hr_problem_json(status, detail, &blen);
-    unsigned char buf[LWS_PRE + 4096], *start = buf + LWS_PRE;
-
-    /* Written by hand: lws's header helpers say HTTP/1.0 before the request
-     * version is known, and strict clients (python websockets) reject that. */
-    int n = snprintf((char *)start, sizeof(buf) - LWS_PRE,
-                     "HTTP/1.1 %d %s\r\ncontent-type: application/problem+json\r\n"
-                     "content-length: %zu\r\nconnection: close\r\n\r\n%s",
-                     status, hr_http_status_title(status), blen, body);
+    char *body = hr_problem_json(status, detail, &blen), cl[24];
+    unsigned char *p = start;
+    snprintf(cl, sizeof(cl), "%zu", blen);
+    if (lws_add_http_header_status(wsi, (unsigned int)status, &p, end) ||
+        fix_status_line(start, &p, end, status, 1) < 0 ||
+        add_header(wsi, "content-type:", "application/problem+json", &p, end) ||
+        add_header(wsi, "content-length:", cl, &p, end) ||
+        /* an error (a 401 says why a token was refused) is not to be cached */
+        add_header(wsi, "cache-control:", "no-store", &p, end) ||
+        add_header(wsi, "connection:", "close", &p, end) ||
+        (hname && add_header(wsi, hname, hvalue, &p, end)) ||
+        lws_finalize_http_header(wsi, &p, end) || (size_t)(end - p) < blen) {
+        free(body);
+        return -1;
+    }
+    memcpy(p, body, blen);
     free(body);
-    if (n < 0 || (size_t)n >= sizeof(buf) - LWS_PRE)
+    return (int)(p + blen - start);
+}
+
+int hr_http_refuse_hdr(struct lws *wsi, int status, const char *detail, const char *hname,
+                       const char *hvalue)
+{
+    unsigned char buf[LWS_PRE + 4096], *start = buf + LWS_PRE;
+    int n = problem_response(wsi, start, buf + sizeof(buf), status, detail, hname, hvalue);
+    if (n < 0)
         return -1;
     /* >0 tells lws the upgrade was refused with our own response. */
     return lws_write(wsi, start, (size_t)n, LWS_WRITE_HTTP) < 0 ? -1 : 1;
+}
+
+int hr_http_refuse(struct lws *wsi, int status, const char *detail)
+{
+    return hr_http_refuse_hdr(wsi, status, detail, NULL, NULL);
 }
 
 /*---- Request lifecycle -----------------------------------------------------*/

@@ -27,6 +27,10 @@ hr_cred_status hr_http_credentials(hr_loop *loop, struct lws *wsi, int allow_que
  * contract is "return >0 after writing your own response"; every other
  * response is written by the request's own flow. */
 int hr_http_refuse(struct lws *wsi, int status, const char *detail);
+/* The same with one more header (name with its colon, e.g.
+ * "sec-websocket-version:"). */
+int hr_http_refuse_hdr(struct lws *wsi, int status, const char *detail, const char *hname,
+                       const char *hvalue);
 
 /* Bytes the application has read from TCP socket fd so far (TCP_INFO's
  * bytes received minus what is still queued), or -1 (sockstat.c). Bytes

@@ -1,9 +1,12 @@
-"""test_conformance.py - RFC 6455 conformance at the edges, raw sockets:
+"""test_conformance.py - RFC 6455 and HTTP conformance at the edges:
 
 - the closing handshake: invalid close codes and non-UTF-8 close reasons are
   answered with a close frame (1002/1007), never echoed or dropped;
 - framing errors libwebsockets detects but drops silently (a control frame
-  over 125 bytes, a 64-bit length with the top bit set) end with 1002.
+  over 125 bytes, a 64-bit length with the top bit set) end with 1002;
+- HTTP answers libwebsockets would give itself: every status line carries
+  its reason phrase, and upgrade refusals carry the same security headers
+  as REST responses.
 
 Not testable here, see README "Known limitations": unmasked client frames
 (lws 4.1.6 neither checks the mask bit nor exposes it).
@@ -13,6 +16,11 @@ import json
 import struct
 
 from harness import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Herald, build_frame, run_tests
+
+# REST responses get these from libwebsockets (the vhost's security
+# headers); every refusal must carry the same values.
+SECURITY_HEADERS = ("x-content-type-options", "x-frame-options", "content-security-policy",
+                    "referrer-policy")
 
 
 def authed(h, sub="alice"):
@@ -27,6 +35,27 @@ def close_code(ws, timeout=3.0):
         return ws.expect_close(timeout)
     except TimeoutError:
         return None
+
+
+def assert_problem_bytes(status_line, headers, body, status):
+    assert status_line.startswith("HTTP/1.1 %d " % status), \
+        "status line %r, want HTTP/1.1 %d" % (status_line, status)
+    assert headers.get("content-type", "").split(";")[0] == "application/problem+json", \
+        "content-type %r on %r" % (headers.get("content-type"), status_line)
+    doc = json.loads(body)
+    assert doc.get("status") == status and isinstance(doc.get("detail"), str), doc
+    return doc
+
+
+def assert_refused(ws, status, what):
+    """A WS.connect() refusal is a complete problem+json answer whose status
+    line carries a reason phrase."""
+    assert ws.http_status == status, "%s: HTTP %s, want %d (%r)" % (what, ws.http_status, status,
+                                                                  ws.http_body[:200])
+    doc = assert_problem_bytes(ws.http_status_line, ws.http_headers, ws.http_body, status)
+    assert len(ws.http_status_line.split(" ", 2)) == 3 and ws.http_status_line.split(" ", 2)[2], \
+        "%s: status line without a reason phrase: %r" % (what, ws.http_status_line)
+    return doc
 
 
 #---- the closing handshake (RFC 6455 §5.5.1, §7.4) ---------------------------
@@ -106,6 +135,46 @@ def test_replies_before_a_framing_error_still_arrive():
             msgs.append(json.loads(msg[1]))
         assert msg[1] == 1002, msg
         assert {"id": 7, "result": {}} in msgs, msgs
+
+
+#---- HTTP answers ------------------------------------------------------------
+
+def test_status_lines_carry_reason_phrases():
+    with Herald() as h:
+        r = h.register("carol", "correct horse battery", headers=h.api_headers())
+        assert (r.status_code, r.reason) == (201, "Created"), (r.status_code, r.reason)
+        uid = r.json()["id"]
+        r = h.http("POST", "/api/v1/users", json={"username": 5}, headers=h.api_headers())
+        assert (r.status_code, r.reason) == (422, "Unprocessable Content"), (r.status_code, r.reason)
+        r = h.http("DELETE", "/api/v1/users/" + uid, headers=h.api_headers())
+        assert (r.status_code, r.reason) == (204, "No Content"), (r.status_code, r.reason)
+        for method, path, status, reason in (("GET", "/healthz", 200, "OK"),
+                                             ("GET", "/nope", 404, "Not Found"),
+                                             ("GET", "/api/v1/publish", 405, "Method Not Allowed")):
+            r = h.http(method, path)
+            assert (r.status_code, r.reason) == (status, reason), (path, r.status_code, r.reason)
+
+
+def test_upgrade_refusals_carry_the_rest_security_headers():
+    env = {"HERALD_ALLOWED_ORIGINS": "https://a.example"}
+    with Herald(env=env) as h:
+        rest = h.http("GET", "/healthz").headers
+        for name in SECURITY_HEADERS:
+            assert name in rest, "REST response without %s: %r" % (name, dict(rest))
+        cases = [
+            (401, "/ws", {"Authorization": "Bearer not.a.token", "Origin": "https://a.example"}, "13"),
+            (403, "/ws", {"Origin": "https://evil.example"}, "13"),
+            (404, "/elsewhere", {"Origin": "https://a.example"}, "13"),
+        ]
+        for status, path, headers, version in cases:
+            ws = h.ws()
+            ws.connect(path, headers, version=version)
+            assert_refused(ws, status, "refusal %d" % status)
+            for name in SECURITY_HEADERS:
+                assert ws.http_headers.get(name) == rest[name], "%d refusal: %s is %r, REST sends %r" % (
+                    status, name, ws.http_headers.get(name), rest[name])
+            assert ws.http_headers.get("cache-control") == "no-store", \
+                "%d refusal: Cache-Control %r" % (status, ws.http_headers.get("cache-control"))
 
 
 if __name__ == "__main__":
