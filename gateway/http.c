@@ -176,6 +176,8 @@ const char *hr_http_status_title(int status)
         return "URI Too Long";
     case 422:
         return "Unprocessable Content";
+    case 426:
+        return "Upgrade Required";
     case 429:
         return "Too Many Requests";
     case 500:

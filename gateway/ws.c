@@ -517,15 +517,99 @@ static int origin_allowed(const hr_config *cfg, struct lws *wsi)
     return 0;
 }
 
+/* Does the comma/space separated list hold token (case-insensitively)? */
+static int list_has_token(const char *list, const char *token)
+{
+    size_t tlen = strlen(token);
+    for (const char *p = list; *p;) {
+        p += strspn(p, ", \t");
+        size_t n = strcspn(p, ", \t");
+        if (n == tlen && !strncasecmp(p, token, n))
+            return 1;
+        p += n;
+    }
+    return 0;
+}
+
+/* Sec-WebSocket-Protocol (RFC 6455 §4.2.2 /subprotocol/). lws 4.1.6 binds
+ * a client that offers subprotocols to the first one whose name matches one
+ * of ours and echoes it; when none matches, when the header does not fit
+ * its 128-byte buffer or a name before the match its 64-byte one, it hangs
+ * up without any HTTP answer. RFC 6455 would let a server accept without
+ * selecting one, but lws cannot be made to (it only binds the default
+ * protocol when the header is absent), and a browser that offered
+ * subprotocols fails a handshake that selects none anyway. So an offer
+ * without "herald" is refused with a 400 that says what Herald speaks.
+ * Returns 1 when lws will accept the offer (or there is none). */
+static int subprotocol_ok(struct lws *wsi)
+{
+    char list[128];
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL) <= 0)
+        return 1;
+    /* the sizes lws copies into (server-ws.c, lws_process_ws_upgrade) */
+    if (lws_hdr_copy(wsi, list, sizeof(list) - 1, WSI_TOKEN_PROTOCOL) <= 0)
+        return 0;
+    for (const char *p = list; *p;) {
+        p += strspn(p, ", \t");
+        size_t n = strcspn(p, ", \t");
+        if (n >= 64)
+            return 0;
+        if (n == 6 && !strncmp(p, "herald", 6))
+            return 1;
+        p += n;
+    }
+    return 0;
+}
+
+/* Is the Sec-WebSocket-Key 16 bytes in base64 (RFC 6455 §4.2.1 item 5)? */
+static int key_ok(struct lws *wsi)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char key[32];
+    return lws_hdr_copy(wsi, key, sizeof(key), WSI_TOKEN_KEY) == 24 && strspn(key, b64) == 22 &&
+           !strcmp(key + 22, "==");
+}
+
+/* RFC 6455 §4.2.1-2 checks lws 4.1.6 gets wrong: it upgrades any
+ * Sec-WebSocket-Version as if it were 13, and hangs up without an HTTP
+ * answer on a missing Host, key or "Connection: upgrade" and on a
+ * subprotocol offer it cannot match. Each gets its status here instead.
+ * Returns 0 when the handshake may proceed, else hr_http_refuse's result. */
+static int handshake_refused(struct lws *wsi)
+{
+    char buf[128];
+    int n = lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_VERSION);
+    if (n <= 0)
+        return hr_http_refuse_hdr(wsi, 400, "Sec-WebSocket-Version is required (13)",
+                                  "sec-websocket-version:", "13");
+    if (strcmp(buf, "13") != 0)
+        return hr_http_refuse_hdr(wsi, 426, "unsupported Sec-WebSocket-Version: Herald speaks 13",
+                                  "sec-websocket-version:", "13");
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HOST) <= 0)
+        return hr_http_refuse(wsi, 400, "the Host header is required");
+    if (!key_ok(wsi))
+        return hr_http_refuse(wsi, 400, "Sec-WebSocket-Key must be 16 bytes in base64");
+    /* lws reads Connection into 127 bytes; longer, and it hangs up */
+    if (lws_hdr_copy(wsi, buf, sizeof(buf) - 1, WSI_TOKEN_CONNECTION) <= 0 ||
+        !list_has_token(buf, "upgrade"))
+        return hr_http_refuse(wsi, 400, "a WebSocket upgrade needs Connection: Upgrade");
+    if (!subprotocol_ok(wsi))
+        return hr_http_refuse(wsi, 400,
+                              "unsupported Sec-WebSocket-Protocol: Herald speaks only \"herald\" "
+                              "(or offer no subprotocol)");
+    return 0;
+}
+
 /* HTTP_CONFIRM_UPGRADE is the only place lws lets us answer an upgrade with
- * our own status (401, 403, 404, 503), and the session struct does not
- * exist yet, so the verified identity rides on the wsi's opaque pointer
+ * our own status (400, 401, 403, 404, 426, 503), and the session struct does
+ * not exist yet, so the verified identity rides on the wsi's opaque pointer
  * until ESTABLISHED (or is freed in WSI_DESTROY). One verification per
  * handshake. */
 int hr_ws_confirm_upgrade(hr_loop *loop, struct lws *wsi, const char *upgrade)
 {
     char uri[64], err[160];
     auth_identity id = {0};
+    int refused;
 
     if (!upgrade || strcasecmp(upgrade, "websocket") != 0)
         return hr_http_refuse(wsi, 400, "only WebSocket upgrades are supported");
@@ -533,6 +617,8 @@ int hr_ws_confirm_upgrade(hr_loop *loop, struct lws *wsi, const char *upgrade)
         return hr_http_refuse(wsi, 503, "the server is shutting down");
     if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 || strcmp(uri, "/ws") != 0)
         return hr_http_refuse(wsi, 404, "WebSocket endpoint is /ws");
+    if ((refused = handshake_refused(wsi)) != 0)
+        return refused;
     if (!origin_allowed(loop->node->cfg, wsi))
         return hr_http_refuse(wsi, 403, "origin not allowed");
 

@@ -4,6 +4,8 @@
   answered with a close frame (1002/1007), never echoed or dropped;
 - framing errors libwebsockets detects but drops silently (a control frame
   over 125 bytes, a 64-bit length with the top bit set) end with 1002;
+- the opening handshake: wrong Sec-WebSocket-Version (426 with the version
+  we speak), missing key, unknown subprotocols (400 problem+json);
 - HTTP answers libwebsockets would give itself: every status line carries
   its reason phrase, and upgrade refusals carry the same security headers
   as REST responses.
@@ -137,6 +139,60 @@ def test_replies_before_a_framing_error_still_arrive():
         assert {"id": 7, "result": {}} in msgs, msgs
 
 
+#---- the opening handshake (RFC 6455 §4.2) -----------------------------------
+
+def test_wrong_websocket_version_is_426_with_the_version_spoken():
+    with Herald() as h:
+        for version in ("8", "12", "14", "thirteen"):
+            ws = h.ws()
+            ws.connect("/ws", version=version)
+            assert_refused(ws, 426, "Sec-WebSocket-Version: %s" % version)
+            assert ws.http_headers.get("sec-websocket-version") == "13", ws.http_headers
+        ws = h.ws()
+        ws.connect("/ws", version=None)
+        assert ws.http_status in (400, 426), "no Sec-WebSocket-Version: HTTP %s" % ws.http_status
+        assert_refused(ws, ws.http_status, "no Sec-WebSocket-Version")
+        assert ws.http_headers.get("sec-websocket-version") == "13", ws.http_headers
+        assert h.ws().connect("/ws") == 101
+
+
+def test_missing_or_malformed_key_is_400():
+    with Herald() as h:
+        for key in (False, "", "short", "!!!!!!!!!!!!!!!!!!!!!!=="):
+            ws = h.ws()
+            try:
+                ws.connect("/ws", key=key)
+            except (ConnectionError, OSError) as e:
+                raise AssertionError("key %r: connection dropped without an answer (%s)" % (key, e))
+            assert_refused(ws, 400, "Sec-WebSocket-Key %r" % (key,))
+
+
+def test_unknown_subprotocol_is_refused_with_400_problem():
+    """Decision (README): an upgrade offering only subprotocols Herald does
+    not speak is refused with 400 problem+json naming the one it does."""
+    with Herald() as h:
+        for offer in ("chat", "mqtt, wamp.2.json", "x" * 70):
+            ws = h.ws()
+            try:
+                ws.connect("/ws", {"Sec-WebSocket-Protocol": offer})
+            except (ConnectionError, OSError) as e:
+                raise AssertionError("offer %r: connection dropped without an answer (%s)" % (offer, e))
+            doc = assert_refused(ws, 400, "Sec-WebSocket-Protocol: %s" % offer)
+            assert "herald" in doc["detail"], doc
+
+
+def test_herald_subprotocol_is_selected():
+    with Herald() as h:
+        for offer in ("herald", "chat, herald", "herald, chat"):
+            ws = h.ws()
+            tok = h.jwt(sub="alice")
+            assert ws.connect("/ws", {"Sec-WebSocket-Protocol": offer,
+                                      "Authorization": "Bearer " + tok}) == 101, offer
+            assert ws.http_headers.get("sec-websocket-protocol") == "herald", ws.http_headers
+            assert ws.recv_json().get("push") == "connected"
+            ws.close()
+
+
 #---- HTTP answers ------------------------------------------------------------
 
 def test_status_lines_carry_reason_phrases():
@@ -165,6 +221,8 @@ def test_upgrade_refusals_carry_the_rest_security_headers():
             (401, "/ws", {"Authorization": "Bearer not.a.token", "Origin": "https://a.example"}, "13"),
             (403, "/ws", {"Origin": "https://evil.example"}, "13"),
             (404, "/elsewhere", {"Origin": "https://a.example"}, "13"),
+            (426, "/ws", {"Origin": "https://a.example"}, "7"),
+            (400, "/ws", {"Origin": "https://a.example", "Sec-WebSocket-Protocol": "chat"}, "13"),
         ]
         for status, path, headers, version in cases:
             ws = h.ws()
