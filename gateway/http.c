@@ -403,6 +403,36 @@ static hr_cred_status authorization(hr_loop *loop, const char *value, auth_ident
     return HR_CRED_BAD;
 }
 
+/* The ?token= argument, looked up as lws_get_urlarg_by_name does (decoded
+ * arguments, name included) but over every argument: lws' lookup stops at
+ * the first argument that does not fit the caller's buffer, so a long
+ * ?pad= hid the token behind it, and a token longer than the buffer looked
+ * like no token at all. Returns the value (in buf) or NULL; *too_large is
+ * set when there is a token argument that does not fit buf. */
+static const char *query_token(struct lws *wsi, char *buf, int len, int *too_large)
+{
+    *too_large = 0;
+    for (int i = 0;; i++) {
+        int flen = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (flen < len) {
+            /* fails only past the last argument (an empty one copies "") */
+            if (lws_hdr_copy_fragment(wsi, buf, len, WSI_TOKEN_HTTP_URI_ARGS, i) < 0)
+                return NULL;
+            if (!strncmp(buf, "token=", 6))
+                return buf + 6;
+            continue;
+        }
+        char *big = hr_malloc((size_t)flen + 1);
+        int is_token = lws_hdr_copy_fragment(wsi, big, flen + 1, WSI_TOKEN_HTTP_URI_ARGS, i) >= 0 &&
+                       !strncmp(big, "token=", 6);
+        free(big);
+        if (is_token) {
+            *too_large = 1;
+            return NULL;
+        }
+    }
+}
+
 hr_cred_status hr_http_credentials(hr_loop *loop, struct lws *wsi, int allow_query,
                                    auth_identity *id, char *err, size_t errlen)
 {
@@ -424,8 +454,14 @@ hr_cred_status hr_http_credentials(hr_loop *loop, struct lws *wsi, int allow_que
         } else {
             st = hr_node_check_api_key(loop, buf, id, err, errlen);
         }
-    } else if (allow_query && (v = lws_get_urlarg_by_name(wsi, "token=", buf, sizeof(buf)))) {
-        st = hr_node_verify_jwt(loop, v, id, err, errlen);
+    } else if (allow_query) {
+        int too_large;
+        if ((v = query_token(wsi, buf, (int)sizeof(buf), &too_large)) != NULL) {
+            st = hr_node_verify_jwt(loop, v, id, err, errlen);
+        } else if (too_large) {
+            snprintf(err, errlen, "token too large");
+            st = HR_CRED_BAD;
+        }
     }
     if (st == HR_CRED_BAD)
         auth_identity_clear(id);

@@ -5,7 +5,8 @@
 - framing errors libwebsockets detects but drops silently (a control frame
   over 125 bytes, a 64-bit length with the top bit set) end with 1002;
 - the opening handshake: wrong Sec-WebSocket-Version (426 with the version
-  we speak), missing key, unknown subprotocols (400 problem+json);
+  we speak), missing key, unknown subprotocols (400 problem+json), and an
+  oversized ?token= (refused, never taken for "no token");
 - HTTP answers libwebsockets would give itself: every status line carries
   its reason phrase, and upgrade refusals carry the same security headers
   as REST responses.
@@ -191,6 +192,34 @@ def test_herald_subprotocol_is_selected():
             assert ws.http_headers.get("sec-websocket-protocol") == "herald", ws.http_headers
             assert ws.recv_json().get("push") == "connected"
             ws.close()
+
+
+#---- oversized ?token= -------------------------------------------------------
+
+def test_oversized_query_token_is_refused_not_ignored():
+    with Herald() as h:
+        for size in (9500, 12000):
+            ws = h.ws()
+            try:
+                status = ws.connect("/ws?token=" + "x" * size)
+            except (ConnectionError, OSError) as e:
+                raise AssertionError("%d-byte token: connection dropped without an answer (%s)"
+                                     % (size, e))
+            assert status in (401, 414), "%d-byte ?token=: HTTP %s, want 401 or 414" % (size, status)
+            assert_refused(ws, status, "%d-byte token" % size)
+
+
+def test_query_token_found_after_a_large_argument():
+    """lws' own lookup stops at the first argument that does not fit its
+    buffer; the token after it must still authenticate the socket."""
+    with Herald() as h:
+        ws = h.ws()
+        assert ws.connect("/ws?pad=%s&token=%s" % ("a" * 9500, h.jwt(sub="bob"))) == 101
+        try:
+            hello = ws.recv_json(3)
+        except TimeoutError:
+            raise AssertionError("no connected push: the token after ?pad= was not seen")
+        assert hello.get("push") == "connected" and hello.get("user") == "bob", hello
 
 
 #---- HTTP answers ------------------------------------------------------------
