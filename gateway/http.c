@@ -182,6 +182,8 @@ const char *hr_http_status_title(int status)
         return "Too Many Requests";
     case 500:
         return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
     case 503:
         return "Service Unavailable";
     default:
@@ -534,6 +536,76 @@ int hr_http_refuse_hdr(struct lws *wsi, int status, const char *detail, const ch
 int hr_http_refuse(struct lws *wsi, int status, const char *detail)
 {
     return hr_http_refuse_hdr(wsi, status, detail, NULL, NULL);
+}
+
+/*---- Requests lws cannot parse ----------------------------------------------*/
+
+/* Seconds a raw-answered connection may linger for its peer to close. */
+#define HR_RAW_LINGER_S 5
+
+/* RFC 9110 token characters (a method is a token). */
+static int is_tchar(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+/* Answers the bytes of a request lws could not parse: 501 when they start
+ * with a method (a token and a space), else 400. Returns 0, or -1 when the
+ * answer could not be written. */
+static int raw_answer(hr_loop *loop, struct lws *wsi, const unsigned char *in, size_t len)
+{
+    unsigned char buf[LWS_PRE + 4096], *start = buf + LWS_PRE;
+    char detail[96];
+    size_t m = 0;
+    HR_INC(&loop->stats, http_requests, 1);
+    while (m < len && m < 32 && is_tchar(in[m]))
+        m++;
+    int status = m > 0 && m < len && in[m] == ' ' ? 501 : 400;
+    if (status == 501)
+        snprintf(detail, sizeof(detail), "method %.*s is not implemented", (int)m,
+                 (const char *)in);
+    else
+        snprintf(detail, sizeof(detail), "not an HTTP/1.1 request");
+    int n = problem_response(wsi, start, buf + sizeof(buf), status, detail, NULL, NULL);
+    if (n < 0 || lws_write(wsi, start, (size_t)n, LWS_WRITE_RAW) < 0)
+        return -1;
+    lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, HR_RAW_LINGER_S);
+    lws_callback_on_writable(wsi); /* shut our side once lws has sent it all */
+    return 0;
+}
+
+/*
+ * lws 4.1.6 answers a request whose method it does not know (or bytes that
+ * are no HTTP at all) with its own "403 Forbidden" text/html page, from
+ * inside its header parser, before any callback. With
+ * LWS_SERVER_OPTION_FALLBACK_TO_APPLY_LISTEN_ACCEPT_CONFIG it instead hands
+ * the connection to this protocol as a raw socket, with the bytes read so
+ * far in the first RAW_RX. Herald answers 501 (a method it does not
+ * implement, RFC 9110 §9.1) or 400, then shuts its side and lets the peer
+ * read the answer and close: closing at once with unread bytes would reset
+ * the connection and could destroy the answer before the client read it.
+ * The timeout bounds the wait.
+ */
+int hr_http_raw(hr_loop *loop, struct lws *wsi, enum lws_callback_reasons reason, const void *in,
+                size_t len)
+{
+    hr_wsi_state *st;
+    switch (reason) {
+    case LWS_CALLBACK_RAW_RX:
+        st = hr_wsi_state_get(wsi);
+        if (st->raw_answered)
+            return 0; /* whatever else the peer sends is dropped */
+        st->raw_answered = 1;
+        return raw_answer(loop, wsi, in, len);
+    case LWS_CALLBACK_RAW_WRITEABLE:
+        st = hr_wsi_state_get(wsi);
+        if (st->raw_answered)
+            shutdown(lws_get_socket_fd(wsi), SHUT_WR);
+        return 0;
+    default: /* RAW_ADOPT, RAW_CLOSE */
+        return 0;
+    }
 }
 
 /*---- Request lifecycle -----------------------------------------------------*/

@@ -70,6 +70,11 @@ static int callback_herald(struct lws *wsi, enum lws_callback_reasons reason, vo
     case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
         hr_ws_dropped(loop, wsi, pss);
         return 0;
+    case LWS_CALLBACK_RAW_ADOPT:
+    case LWS_CALLBACK_RAW_RX:
+    case LWS_CALLBACK_RAW_WRITEABLE:
+    case LWS_CALLBACK_RAW_CLOSE:
+        return hr_http_raw(loop, wsi, reason, in, len);
     case LWS_CALLBACK_CLOSED:
         hr_ws_closed(loop, wsi, pss);
         return 0;
@@ -337,7 +342,13 @@ static struct lws_context *create_context(hr_loop *loop)
     info.max_http_header_data = HR_MAX_HEADER_DATA;
     info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN |
                    LWS_SERVER_OPTION_VALIDATE_UTF8 |
-                   LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
+                   LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE |
+                   LWS_SERVER_OPTION_FALLBACK_TO_APPLY_LISTEN_ACCEPT_CONFIG;
+    /* a request lws cannot parse comes to us as a raw socket instead of
+     * getting lws' text/html 403 (http.c, hr_http_raw); without
+     * ..._ADOPT_APPLY_LISTEN_ACCEPT_CONFIG this is all these two do */
+    info.listen_accept_role = "raw-skt";
+    info.listen_accept_protocol = "herald";
     info.vhost_name = "herald";
     info.timeout_secs = 10;
     return lws_create_context(&info);

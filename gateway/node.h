@@ -94,6 +94,7 @@ typedef struct hr_wsi_state {
                                 * transaction completed (HTTP keep-alive) */
     int tc_valid;              /* consumed_at_tc is set */
     auth_identity *upgrade_id; /* identity verified at the WebSocket upgrade */
+    int raw_answered;          /* a request lws could not parse was answered */
 } hr_wsi_state;
 
 /* The wsi's state, allocated on first use (never NULL). */

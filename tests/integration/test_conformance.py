@@ -7,16 +7,20 @@
 - the opening handshake: wrong Sec-WebSocket-Version (426 with the version
   we speak), missing key, unknown subprotocols (400 problem+json), and an
   oversized ?token= (refused, never taken for "no token");
-- HTTP answers libwebsockets would give itself: every status line carries
-  its reason phrase, and upgrade refusals carry the same security headers
-  as REST responses.
+- HTTP answers libwebsockets would give itself: unknown methods get
+  problem+json, every status line carries its reason phrase, and upgrade
+  refusals carry the same security headers as REST responses.
 
 Not testable here, see README "Known limitations": unmasked client frames
-(lws 4.1.6 neither checks the mask bit nor exposes it).
+(lws 4.1.6 neither checks the mask bit nor exposes it), absolute-form
+request targets and header blocks over lws' header buffer (lws answers or
+drops those before any callback runs).
 """
 
 import json
+import socket
 import struct
+import time
 
 from harness import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Herald, build_frame, run_tests
 
@@ -38,6 +42,41 @@ def close_code(ws, timeout=3.0):
         return ws.expect_close(timeout)
     except TimeoutError:
         return None
+
+
+def raw_exchange(h, data, settle=1.0):
+    """Sends data in one write; returns everything read until the server
+    closes or `settle` seconds pass, and whether it closed."""
+    s = socket.create_connection(("127.0.0.1", h.port))
+    try:
+        s.sendall(data)
+        s.settimeout(0.2)
+        buf, deadline = b"", time.monotonic() + settle
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                continue
+            except ConnectionResetError:
+                return buf, True
+            if not chunk:
+                return buf, True
+            buf += chunk
+        return buf, False
+    finally:
+        s.close()
+
+
+def parse_response(raw):
+    """(status line, {lower-case header: value}, body) of one response."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    n = int(headers.get("content-length", len(body)))
+    return lines[0], headers, body[:n]
 
 
 def assert_problem_bytes(status_line, headers, body, status):
@@ -223,6 +262,31 @@ def test_query_token_found_after_a_large_argument():
 
 
 #---- HTTP answers ------------------------------------------------------------
+
+def test_unknown_method_gets_problem_json():
+    with Herald() as h:
+        raw, closed = raw_exchange(h, b"BREW /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        line, headers, body = parse_response(raw)
+        assert_problem_bytes(line, headers, body, 501)
+        assert closed, "connection left open after a 501"
+        for name in SECURITY_HEADERS:
+            assert name in headers, "501 without %s: %r" % (name, headers)
+        # after a keep-alive request, on the same connection
+        raw, closed = raw_exchange(h, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+                                   b"PURGE /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        first, _, rest = raw.partition(b"{\"status\":\"ok\"}")
+        assert first.startswith(b"HTTP/1.1 200 "), raw[:200]
+        assert_problem_bytes(*parse_response(rest), 501)
+        # CONNECT: lws turns it into a raw socket by itself (it used to hang there)
+        raw, closed = raw_exchange(h, b"CONNECT example.org:443 HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert_problem_bytes(*parse_response(raw), 501)
+        assert closed, "connection left open after a 501 to CONNECT"
+        # bytes that are no HTTP request at all
+        raw, closed = raw_exchange(h, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        line, headers, body = parse_response(raw)
+        assert_problem_bytes(line, headers, body, 400)
+        assert h.healthy()
+
 
 def test_status_lines_carry_reason_phrases():
     with Herald() as h:
