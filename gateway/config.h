@@ -62,7 +62,7 @@ typedef struct hr_config {
     int auth_workers;       /* HERALD_AUTH_WORKERS threads, 2 */
 
     /* engine */
-    int threads; /* HERALD_THREADS event-loop threads; 0 = one per core */
+    int threads;      /* HERALD_THREADS event-loop threads; 0 = one per core */
     int presence_ttl; /* HERALD_PRESENCE_TTL seconds (cluster mode), 25 */
 
     /* public-gateway limits (0 = off) */

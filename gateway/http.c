@@ -192,10 +192,14 @@ const char *hr_http_status_title(int status)
         return "URI Too Long";
     case 422:
         return "Unprocessable Content";
+    case 426:
+        return "Upgrade Required";
     case 429:
         return "Too Many Requests";
     case 500:
         return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
     case 503:
         return "Service Unavailable";
     default:
@@ -320,13 +324,42 @@ static void problem(hr_http_req *req, int status, const char *detail)
     free(s);
 }
 
+/* lws 4.1.6 knows reason phrases for only some statuses ("HTTP/1.1 201 "
+ * goes out bare, as do 204, 422, 429...), and says HTTP/1.0 until it has
+ * read the request's version (upgrade refusals, raw answers). Rewrites the
+ * status line lws put at the start of [start, *p) as "<version> <status>
+ * <title>": lws' version, or HTTP/1.1 when force11. An HTTP/2 header block
+ * (no status line) is left alone. Returns 0, or -1 when end leaves no
+ * room. */
+static int fix_status_line(unsigned char *start, unsigned char **p, unsigned char *end, int status,
+                           int force11)
+{
+    size_t used = (size_t)(*p - start), old = 0;
+    char line[96];
+    if (used < 8 || memcmp(start, "HTTP/1.", 7) != 0)
+        return 0;
+    while (old + 1 < used && !(start[old] == '\r' && start[old + 1] == '\n'))
+        old++;
+    if (old + 1 >= used)
+        return -1;
+    int n = snprintf(line, sizeof(line), "%.8s %d %s", force11 ? "HTTP/1.1" : (char *)start, status,
+                     hr_http_status_title(status));
+    if (n <= 0 || (size_t)n >= sizeof(line) || (size_t)(end - start) < used - old + (size_t)n)
+        return -1;
+    memmove(start + n, start + old, used - old);
+    memcpy(start, line, (size_t)n);
+    *p = start + n + (used - old);
+    return 0;
+}
+
 /* Headers, then the body. Returns 0, or -1 when the connection failed. */
 static int write_response(hr_http_req *req)
 {
     unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr);
     struct lws *wsi = req->wsi;
     if (lws_add_http_common_headers(wsi, (unsigned int)req->status, req->ctype, req->resp_len, &p,
-                                    end))
+                                    end) ||
+        fix_status_line(start, &p, end, req->status, 0) < 0)
         return -1;
     if (req->allow[0] && lws_add_http_header_by_name(wsi, (const unsigned char *)"allow:",
                                                      (const unsigned char *)req->allow,
@@ -392,6 +425,36 @@ static hr_cred_status authorization(hr_loop *loop, const char *value, auth_ident
     return HR_CRED_BAD;
 }
 
+/* The ?token= argument, looked up as lws_get_urlarg_by_name does (decoded
+ * arguments, name included) but over every argument: lws' lookup stops at
+ * the first argument that does not fit the caller's buffer, so a long
+ * ?pad= hid the token behind it, and a token longer than the buffer looked
+ * like no token at all. Returns the value (in buf) or NULL; *too_large is
+ * set when there is a token argument that does not fit buf. */
+static const char *query_token(struct lws *wsi, char *buf, int len, int *too_large)
+{
+    *too_large = 0;
+    for (int i = 0;; i++) {
+        int flen = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (flen < len) {
+            /* fails only past the last argument (an empty one copies "") */
+            if (lws_hdr_copy_fragment(wsi, buf, len, WSI_TOKEN_HTTP_URI_ARGS, i) < 0)
+                return NULL;
+            if (!strncmp(buf, "token=", 6))
+                return buf + 6;
+            continue;
+        }
+        char *big = hr_malloc((size_t)flen + 1);
+        int is_token = lws_hdr_copy_fragment(wsi, big, flen + 1, WSI_TOKEN_HTTP_URI_ARGS, i) >= 0 &&
+                       !strncmp(big, "token=", 6);
+        free(big);
+        if (is_token) {
+            *too_large = 1;
+            return NULL;
+        }
+    }
+}
+
 hr_cred_status hr_http_credentials(hr_loop *loop, struct lws *wsi, int allow_query,
                                    auth_identity *id, char *err, size_t errlen)
 {
@@ -413,8 +476,14 @@ hr_cred_status hr_http_credentials(hr_loop *loop, struct lws *wsi, int allow_que
         } else {
             st = hr_node_check_api_key(loop, buf, id, err, errlen);
         }
-    } else if (allow_query && (v = lws_get_urlarg_by_name(wsi, "token=", buf, sizeof(buf)))) {
-        st = hr_node_verify_jwt(loop, v, id, err, errlen);
+    } else if (allow_query) {
+        int too_large;
+        if ((v = query_token(wsi, buf, (int)sizeof(buf), &too_large)) != NULL) {
+            st = hr_node_verify_jwt(loop, v, id, err, errlen);
+        } else if (too_large) {
+            snprintf(err, errlen, "token too large");
+            st = HR_CRED_BAD;
+        }
     }
     if (st == HR_CRED_BAD)
         auth_identity_clear(id);
@@ -433,24 +502,131 @@ char *hr_problem_json(int status, const char *detail, size_t *len)
     return s;
 }
 
-int hr_http_refuse(struct lws *wsi, int status, const char *detail)
+/* Appends "name value" (name with its colon); nonzero when it does not fit. */
+static int add_header(struct lws *wsi, const char *name, const char *value, unsigned char **p,
+                      unsigned char *end)
+{
+    return lws_add_http_header_by_name(wsi, (const unsigned char *)name,
+                                       (const unsigned char *)value, (int)strlen(value), p, end);
+}
+
+/* A complete problem+json response that closes the connection, written
+ * into [start, end) for the callers that answer outside a request's flow
+ * (upgrade refusals, raw answers). lws' status helper puts in the headers
+ * every REST response carries (the vhost's security headers), so these
+ * answers carry the same; the status line is then corrected (HTTP/1.0
+ * before lws knows the request's version - strict clients such as python
+ * websockets reject that - and missing reason phrases). hname/hvalue: one
+ * more header, or NULL. Returns the length, or -1. */
+static int problem_response(struct lws *wsi, unsigned char *start, unsigned char *end, int status,
+                            const char *detail, const char *hname, const char *hvalue)
 {
     size_t blen = 0;
-    char *body = hr_problem_json(status, detail, &blen);
-    unsigned char buf[LWS_PRE + 4096], *start = buf + LWS_PRE;
-
-    /* Written by hand: lws's header helpers say HTTP/1.0 before the request
-     * version is known, and strict clients (python websockets) reject that. */
-    int n = snprintf((char *)start, sizeof(buf) - LWS_PRE,
-                     "HTTP/1.1 %d %s\r\ncontent-type: application/problem+json\r\n"
-                     "content-length: %zu\r\n%sconnection: close\r\n\r\n%s",
-                     status, hr_http_status_title(status), blen,
-                     status == 429 || status == 503 ? "retry-after: 1\r\n" : "", body);
+    char *body = hr_problem_json(status, detail, &blen), cl[24];
+    unsigned char *p = start;
+    snprintf(cl, sizeof(cl), "%zu", blen);
+    if (lws_add_http_header_status(wsi, (unsigned int)status, &p, end) ||
+        fix_status_line(start, &p, end, status, 1) < 0 ||
+        add_header(wsi, "content-type:", "application/problem+json", &p, end) ||
+        add_header(wsi, "content-length:", cl, &p, end) ||
+        /* an error (a 401 says why a token was refused) is not to be cached */
+        add_header(wsi, "cache-control:", "no-store", &p, end) ||
+        add_header(wsi, "connection:", "close", &p, end) ||
+        ((status == 429 || status == 503) && add_header(wsi, "retry-after:", "1", &p, end)) ||
+        (hname && add_header(wsi, hname, hvalue, &p, end)) ||
+        lws_finalize_http_header(wsi, &p, end) || (size_t)(end - p) < blen) {
+        free(body);
+        return -1;
+    }
+    memcpy(p, body, blen);
     free(body);
-    if (n < 0 || (size_t)n >= sizeof(buf) - LWS_PRE)
+    return (int)(p + blen - start);
+}
+
+int hr_http_refuse_hdr(struct lws *wsi, int status, const char *detail, const char *hname,
+                       const char *hvalue)
+{
+    unsigned char buf[LWS_PRE + 4096], *start = buf + LWS_PRE;
+    int n = problem_response(wsi, start, buf + sizeof(buf), status, detail, hname, hvalue);
+    if (n < 0)
         return -1;
     /* >0 tells lws the upgrade was refused with our own response. */
     return lws_write(wsi, start, (size_t)n, LWS_WRITE_HTTP) < 0 ? -1 : 1;
+}
+
+int hr_http_refuse(struct lws *wsi, int status, const char *detail)
+{
+    return hr_http_refuse_hdr(wsi, status, detail, NULL, NULL);
+}
+
+/*---- Requests lws cannot parse ----------------------------------------------*/
+
+/* Seconds a raw-answered connection may linger for its peer to close. */
+#define HR_RAW_LINGER_S 5
+
+/* RFC 9110 token characters (a method is a token). */
+static int is_tchar(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+/* Answers the bytes of a request lws could not parse: 501 when they start
+ * with a method (a token and a space), else 400. Returns 0, or -1 when the
+ * answer could not be written. */
+static int raw_answer(hr_loop *loop, struct lws *wsi, const unsigned char *in, size_t len)
+{
+    unsigned char buf[LWS_PRE + 4096], *start = buf + LWS_PRE;
+    char detail[96];
+    size_t m = 0;
+    HR_INC(&loop->stats, http_requests, 1);
+    while (m < len && m < 32 && is_tchar(in[m]))
+        m++;
+    int status = m > 0 && m < len && in[m] == ' ' ? 501 : 400;
+    if (status == 501)
+        snprintf(detail, sizeof(detail), "method %.*s is not implemented", (int)m,
+                 (const char *)in);
+    else
+        snprintf(detail, sizeof(detail), "not an HTTP/1.1 request");
+    int n = problem_response(wsi, start, buf + sizeof(buf), status, detail, NULL, NULL);
+    if (n < 0 || lws_write(wsi, start, (size_t)n, LWS_WRITE_RAW) < 0)
+        return -1;
+    lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, HR_RAW_LINGER_S);
+    lws_callback_on_writable(wsi); /* shut our side once lws has sent it all */
+    return 0;
+}
+
+/*
+ * lws 4.1.6 answers a request whose method it does not know (or bytes that
+ * are no HTTP at all) with its own "403 Forbidden" text/html page, from
+ * inside its header parser, before any callback. With
+ * LWS_SERVER_OPTION_FALLBACK_TO_APPLY_LISTEN_ACCEPT_CONFIG it instead hands
+ * the connection to this protocol as a raw socket, with the bytes read so
+ * far in the first RAW_RX. Herald answers 501 (a method it does not
+ * implement, RFC 9110 §9.1) or 400, then shuts its side and lets the peer
+ * read the answer and close: closing at once with unread bytes would reset
+ * the connection and could destroy the answer before the client read it.
+ * The timeout bounds the wait.
+ */
+int hr_http_raw(hr_loop *loop, struct lws *wsi, enum lws_callback_reasons reason, const void *in,
+                size_t len)
+{
+    hr_wsi_state *st;
+    switch (reason) {
+    case LWS_CALLBACK_RAW_RX:
+        st = hr_wsi_state_get(wsi);
+        if (st->raw_answered)
+            return 0; /* whatever else the peer sends is dropped */
+        st->raw_answered = 1;
+        return raw_answer(loop, wsi, in, len);
+    case LWS_CALLBACK_RAW_WRITEABLE:
+        st = hr_wsi_state_get(wsi);
+        if (st->raw_answered)
+            shutdown(lws_get_socket_fd(wsi), SHUT_WR);
+        return 0;
+    default: /* RAW_ADOPT, RAW_CLOSE */
+        return 0;
+    }
 }
 
 /*---- Request lifecycle -----------------------------------------------------*/
@@ -746,8 +922,14 @@ static char route_label_text[NROUTES][96];
 static void build_route_labels(void)
 {
     for (size_t i = 0; i < NROUTES; i++) {
-        snprintf(route_label_text[i], sizeof(route_label_text[i]), "%s %s", routes[i].method,
-                 routes[i].pattern);
+        /* "{id}" becomes ":id": some Prometheus text parsers stumble on
+         * braces inside label values */
+        char *w = route_label_text[i], *end = w + sizeof(route_label_text[i]) - 1;
+        w += snprintf(w, (size_t)(end - w), "%s ", routes[i].method);
+        for (const char *p = routes[i].pattern; *p && w < end; p++)
+            if (*p != '}')
+                *w++ = *p == '{' ? ':' : *p;
+        *w = '\0';
         route_labels[i] = route_label_text[i];
     }
 }

@@ -27,6 +27,16 @@ hr_cred_status hr_http_credentials(hr_loop *loop, struct lws *wsi, int allow_que
  * contract is "return >0 after writing your own response"; every other
  * response is written by the request's own flow. */
 int hr_http_refuse(struct lws *wsi, int status, const char *detail);
+/* The same with one more header (name with its colon, e.g.
+ * "sec-websocket-version:"). */
+int hr_http_refuse_hdr(struct lws *wsi, int status, const char *detail, const char *hname,
+                       const char *hvalue);
+
+/* RAW_ADOPT, RAW_RX, RAW_WRITEABLE, RAW_CLOSE: a connection lws could not
+ * parse as HTTP (unknown method, not HTTP at all) and handed over as a raw
+ * socket; it is answered 501 or 400 (problem+json) and closed. */
+int hr_http_raw(hr_loop *loop, struct lws *wsi, enum lws_callback_reasons reason, const void *in,
+                size_t len);
 
 /* Bytes the application has read from TCP socket fd so far (TCP_INFO's
  * bytes received minus what is still queued), or -1 (sockstat.c). Bytes

@@ -67,11 +67,15 @@ static int callback_herald(struct lws *wsi, enum lws_callback_reasons reason, vo
     case LWS_CALLBACK_TIMER:
         return hr_ws_timer(loop, wsi, pss);
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-        /* RFC 6455 §5.5.1: a close payload is empty or holds a 2-byte code;
-         * lws 4.1 would echo a 1-byte one back. */
-        if (len == 1)
-            return hr_ws_close_now(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, "bad close payload");
+        return hr_ws_peer_close(wsi, pss, in, len);
+    case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
+        hr_ws_dropped(loop, wsi, pss);
         return 0;
+    case LWS_CALLBACK_RAW_ADOPT:
+    case LWS_CALLBACK_RAW_RX:
+    case LWS_CALLBACK_RAW_WRITEABLE:
+    case LWS_CALLBACK_RAW_CLOSE:
+        return hr_http_raw(loop, wsi, reason, in, len);
     case LWS_CALLBACK_CLOSED:
         hr_ws_closed(loop, wsi, pss);
         return 0;
@@ -366,7 +370,13 @@ static struct lws_context *create_context(hr_loop *loop)
     info.max_http_header_data = HR_MAX_HEADER_DATA;
     info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN |
                    LWS_SERVER_OPTION_VALIDATE_UTF8 |
-                   LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
+                   LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE |
+                   LWS_SERVER_OPTION_FALLBACK_TO_APPLY_LISTEN_ACCEPT_CONFIG;
+    /* a request lws cannot parse comes to us as a raw socket instead of
+     * getting lws' text/html 403 (http.c, hr_http_raw); without
+     * ..._ADOPT_APPLY_LISTEN_ACCEPT_CONFIG this is all these two do */
+    info.listen_accept_role = "raw-skt";
+    info.listen_accept_protocol = "herald";
     info.vhost_name = "herald";
     info.timeout_secs = 10;
     if (loop->node->cfg->tls_cert) {
@@ -375,9 +385,13 @@ static struct lws_context *create_context(hr_loop *loop)
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
         /* Herald makes no TLS client connections; without this lws 4.1
          * also builds a client SSL_CTX per vhost, loads the system CA
-         * store into it and never frees it (LeakSanitizer: ~700 KB). With
-         * no listen_accept_role set, adoption is unchanged. */
+         * store into it and never frees it (LeakSanitizer: ~700 KB). */
         info.options |= LWS_SERVER_OPTION_ADOPT_APPLY_LISTEN_ACCEPT_CONFIG;
+        /* ... but with a listen_accept_role it would also bind every adopted
+         * socket to that role (raw): under TLS, unparseable requests get
+         * lws' own answer instead of ours (README, Known limitations) */
+        info.listen_accept_role = NULL;
+        info.listen_accept_protocol = NULL;
         /* TLS 1.2 or newer; for 1.2, forward-secret AEAD suites only
          * (Mozilla's "intermediate" list); 1.3 keeps OpenSSL's defaults */
         info.ssl_options_set =

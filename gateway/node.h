@@ -119,6 +119,7 @@ typedef struct hr_wsi_state {
     uint64_t upgrade_us;       /* when the upgrade request arrived (metrics) */
     hr_slot *addr_slot;        /* the upgrade's place in conns_per_addr */
     hr_slot *user_slot;        /* ... and in conns_per_user */
+    int raw_answered;          /* a request lws could not parse was answered */
 } hr_wsi_state;
 
 /* The wsi's state, allocated on first use (never NULL). */

@@ -44,6 +44,8 @@ struct hr_conn {
     unsigned close_flush : 1; /* send what is queued before the close frame */
     unsigned pending : 1;     /* on the loop's pending-write list */
     unsigned choked : 1;      /* lws holds a partial write: wait for writeable */
+    unsigned close_sent : 1;  /* our close frame is on the wire */
+    unsigned peer_closed : 1; /* the peer sent a valid close frame (lws echoes it) */
     int close_code;           /* != 0: closing with this code */
     const char *close_reason; /* static storage */
     uint64_t client_n;        /* client id "<node>.<client_n>" */
@@ -698,9 +700,10 @@ static void handle_message(hr_conn *c, const char *buf, size_t len)
 
 /*---- The upgrade -----------------------------------------------------------*/
 
-int hr_ws_close_now(struct lws *wsi, int code, const char *reason)
+/* Writes a server close frame (FIN, unmasked) with code and reason into p,
+ * which has room for 2 + 125 bytes. Returns the frame's length. */
+static size_t close_frame(unsigned char *p, int code, const char *reason)
 {
-    unsigned char buf[LWS_PRE + 2 + 125], *p = buf + LWS_PRE;
     size_t n = strlen(reason);
     if (n > 123)
         n = 123; /* control frames carry at most 125 bytes */
@@ -709,7 +712,16 @@ int hr_ws_close_now(struct lws *wsi, int code, const char *reason)
     p[2] = (unsigned char)(code >> 8);
     p[3] = (unsigned char)code;
     memcpy(p + 4, reason, n);
-    lws_write(wsi, p, n + 4, LWS_WRITE_RAW);
+    return n + 4;
+}
+
+int hr_ws_close_now(struct lws *wsi, int code, const char *reason)
+{
+    unsigned char buf[LWS_PRE + 2 + 125], *p = buf + LWS_PRE;
+    hr_pss *pss = lws_wsi_user(wsi);
+    lws_write(wsi, p, close_frame(p, code, reason), LWS_WRITE_RAW);
+    if (pss && pss->conn)
+        pss->conn->close_sent = 1;
     return -1;
 }
 
@@ -749,15 +761,99 @@ static int admit_address(hr_node *node, struct lws *wsi)
     return 0;
 }
 
+/* Does the comma/space separated list hold token (case-insensitively)? */
+static int list_has_token(const char *list, const char *token)
+{
+    size_t tlen = strlen(token);
+    for (const char *p = list; *p;) {
+        p += strspn(p, ", \t");
+        size_t n = strcspn(p, ", \t");
+        if (n == tlen && !strncasecmp(p, token, n))
+            return 1;
+        p += n;
+    }
+    return 0;
+}
+
+/* Sec-WebSocket-Protocol (RFC 6455 §4.2.2 /subprotocol/). lws 4.1.6 binds
+ * a client that offers subprotocols to the first one whose name matches one
+ * of ours and echoes it; when none matches, when the header does not fit
+ * its 128-byte buffer or a name before the match its 64-byte one, it hangs
+ * up without any HTTP answer. RFC 6455 would let a server accept without
+ * selecting one, but lws cannot be made to (it only binds the default
+ * protocol when the header is absent), and a browser that offered
+ * subprotocols fails a handshake that selects none anyway. So an offer
+ * without "herald" is refused with a 400 that says what Herald speaks.
+ * Returns 1 when lws will accept the offer (or there is none). */
+static int subprotocol_ok(struct lws *wsi)
+{
+    char list[128];
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL) <= 0)
+        return 1;
+    /* the sizes lws copies into (server-ws.c, lws_process_ws_upgrade) */
+    if (lws_hdr_copy(wsi, list, sizeof(list) - 1, WSI_TOKEN_PROTOCOL) <= 0)
+        return 0;
+    for (const char *p = list; *p;) {
+        p += strspn(p, ", \t");
+        size_t n = strcspn(p, ", \t");
+        if (n >= 64)
+            return 0;
+        if (n == 6 && !strncmp(p, "herald", 6))
+            return 1;
+        p += n;
+    }
+    return 0;
+}
+
+/* Is the Sec-WebSocket-Key 16 bytes in base64 (RFC 6455 §4.2.1 item 5)? */
+static int key_ok(struct lws *wsi)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char key[32];
+    return lws_hdr_copy(wsi, key, sizeof(key), WSI_TOKEN_KEY) == 24 && strspn(key, b64) == 22 &&
+           !strcmp(key + 22, "==");
+}
+
+/* RFC 6455 §4.2.1-2 checks lws 4.1.6 gets wrong: it upgrades any
+ * Sec-WebSocket-Version as if it were 13, and hangs up without an HTTP
+ * answer on a missing Host, key or "Connection: upgrade" and on a
+ * subprotocol offer it cannot match. Each gets its status here instead.
+ * Returns 0 when the handshake may proceed, else hr_http_refuse's result. */
+static int handshake_refused(struct lws *wsi)
+{
+    char buf[128];
+    int n = lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_VERSION);
+    if (n <= 0)
+        return hr_http_refuse_hdr(wsi, 400, "Sec-WebSocket-Version is required (13)",
+                                  "sec-websocket-version:", "13");
+    if (strcmp(buf, "13") != 0)
+        return hr_http_refuse_hdr(wsi, 426, "unsupported Sec-WebSocket-Version: Herald speaks 13",
+                                  "sec-websocket-version:", "13");
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HOST) <= 0)
+        return hr_http_refuse(wsi, 400, "the Host header is required");
+    if (!key_ok(wsi))
+        return hr_http_refuse(wsi, 400, "Sec-WebSocket-Key must be 16 bytes in base64");
+    /* lws reads Connection into 127 bytes; longer, and it hangs up */
+    if (lws_hdr_copy(wsi, buf, sizeof(buf) - 1, WSI_TOKEN_CONNECTION) <= 0 ||
+        !list_has_token(buf, "upgrade"))
+        return hr_http_refuse(wsi, 400, "a WebSocket upgrade needs Connection: Upgrade");
+    if (!subprotocol_ok(wsi))
+        return hr_http_refuse(wsi, 400,
+                              "unsupported Sec-WebSocket-Protocol: Herald speaks only \"herald\" "
+                              "(or offer no subprotocol)");
+    return 0;
+}
+
 /* HTTP_CONFIRM_UPGRADE is the only place lws lets us answer an upgrade with
- * our own status (401, 403, 404, 503), and the session struct does not
- * exist yet, so the verified identity rides on the wsi's opaque pointer
+ * our own status (400, 401, 403, 404, 426, 503), and the session struct does
+ * not exist yet, so the verified identity rides on the wsi's opaque pointer
  * until ESTABLISHED (or is freed in WSI_DESTROY). One verification per
  * handshake. */
 int hr_ws_confirm_upgrade(hr_loop *loop, struct lws *wsi, const char *upgrade)
 {
     char uri[64], err[160];
     auth_identity id = {0};
+    int refused;
 
     if (!upgrade || strcasecmp(upgrade, "websocket") != 0)
         return hr_http_refuse(wsi, 400, "only WebSocket upgrades are supported");
@@ -766,6 +862,8 @@ int hr_ws_confirm_upgrade(hr_loop *loop, struct lws *wsi, const char *upgrade)
         return hr_http_refuse(wsi, 503, "the server is shutting down");
     if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 || strcmp(uri, "/ws") != 0)
         return hr_http_refuse(wsi, 404, "WebSocket endpoint is /ws");
+    if ((refused = handshake_refused(wsi)) != 0)
+        return refused;
     if (!origin_allowed(loop->node->cfg, wsi))
         return hr_http_refuse(wsi, 403, "origin not allowed");
     if (admit_address(loop->node, wsi) < 0)
@@ -1086,6 +1184,123 @@ int hr_ws_timer(hr_loop *loop, struct lws *wsi, hr_pss *pss)
 }
 
 /*---- Closing ---------------------------------------------------------------*/
+
+/* Close codes a peer may send (RFC 6455 §7.4.1-2, and 1012-1014 from the
+ * IANA registry): 1000-1003, 1007-1014, 3000-4999. */
+static int close_code_valid(unsigned code)
+{
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+           (code >= 3000 && code <= 4999);
+}
+
+/* Is s[0..n) well-formed UTF-8 (RFC 3629: no overlong forms, surrogates,
+ * code points over U+10FFFF or truncated sequences)? */
+static int utf8_valid(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i], need;
+        uint32_t cp, min;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf)
+            need = 1, min = 0x80;
+        else if (c >= 0xe0 && c <= 0xef)
+            need = 2, min = 0x800;
+        else if (c >= 0xf0 && c <= 0xf4)
+            need = 3, min = 0x10000;
+        else
+            return 0;
+        if (n - i <= need)
+            return 0;
+        cp = c & (0x3fu >> need);
+        for (unsigned k = 1; k <= need; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return 0;
+            cp = cp << 6 | (s[i + k] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        i += need + 1;
+    }
+    return 1;
+}
+
+int hr_ws_peer_close(struct lws *wsi, hr_pss *pss, const unsigned char *in, size_t len)
+{
+    /* lws 4.1.6 answers the unassigned codes below 3000 with 1002 itself
+     * (and 1012-1014 too), and hangs up on a reason with an invalid UTF-8
+     * byte (hr_ws_dropped answers that); but it echoes a 1-byte payload,
+     * codes of 5000 and above, and a reason that ends inside a UTF-8
+     * sequence (its check is incremental and the end is never checked). */
+    if (len == 1)
+        return hr_ws_close_now(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, "bad close payload");
+    if (len >= 2 && !close_code_valid(((unsigned)in[0] << 8) | in[1]))
+        return hr_ws_close_now(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, "invalid close code");
+    if (len > 2 && !utf8_valid(in + 2, len - 2))
+        return hr_ws_close_now(wsi, LWS_CLOSE_STATUS_INVALID_PAYLOAD, "close reason not UTF-8");
+    if (pss && pss->conn)
+        pss->conn->peer_closed = 1;
+    return 0;
+}
+
+/* Sends what is queued straight to the socket, as far as it goes without
+ * blocking. Returns 0 when all of it left, -1 when a frame may have been
+ * cut short (nothing can follow it then). */
+static int flush_direct(hr_loop *loop, hr_conn *c, int fd)
+{
+    uint64_t now_us = hr_now_us();
+    while (c->qlen) {
+        const unsigned char *buf;
+        chan_msg *single;
+        uint32_t n;
+        size_t len = gather(c, loop->scratch + LWS_PRE, &buf, &single, &n, now_us);
+        ssize_t sent = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        chan_msg_unref(single);
+        if (sent < 0 || (size_t)sent < len)
+            return -1;
+        HR_INC(&loop->stats, writes, 1);
+        HR_INC(&loop->stats, messages_out, n);
+        HR_INC(&loop->stats, bytes_out, len);
+    }
+    return 0;
+}
+
+/* WS_SERVER_DROP_PROTOCOL: lws is closing the connection, and this is the
+ * last moment its socket is still open for writing. lws 4.1.6 fails some
+ * protocol violations by hanging up without a close frame, with no
+ * callback and no close reason set: a control frame over 125 bytes, a
+ * 64-bit length with the top bit set, a close reason that is not UTF-8. So
+ * when nobody has sent or prepared a close frame (not us, not lws - it sets
+ * a close reason for the violations it does answer - and not the peer) and
+ * the peer is still there (has not closed its side), the replies queued
+ * before the violation go out and then a 1002 close; or the close Herald
+ * had decided but not yet written (its backstop timer fired). Writes go
+ * straight to the socket: lws holds no partial write of ours (!choked) and
+ * none of its own here (it flushes before closing). */
+void hr_ws_dropped(hr_loop *loop, struct lws *wsi, hr_pss *pss)
+{
+    hr_conn *c = pss ? pss->conn : NULL;
+    unsigned char frame[2 + 125];
+    char peek;
+
+    if (!c || !c->wsi || c->close_sent || c->peer_closed || c->choked ||
+        lws_get_close_length(wsi) > 0)
+        return;
+    if (loop->node->cfg->tls_cert)
+        return; /* plaintext bytes must never reach a TLS socket (no close frame then) */
+    int fd = lws_get_socket_fd(wsi);
+    ssize_t n = recv(fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+        return; /* the peer has closed or reset: nobody to tell */
+    if (flush_direct(loop, c, fd) < 0)
+        return;
+    int code = c->close_code ? c->close_code : LWS_CLOSE_STATUS_PROTOCOL_ERR;
+    const char *reason = c->close_code ? c->close_reason : "protocol error";
+    c->close_sent = 1;
+    send(fd, frame, close_frame(frame, code, reason), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
 
 void hr_ws_closed(hr_loop *loop, struct lws *wsi, hr_pss *pss)
 {

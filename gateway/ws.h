@@ -34,6 +34,12 @@ int hr_ws_receive(hr_loop *loop, struct lws *wsi, hr_pss *pss, const void *in, s
 int hr_ws_writeable(hr_loop *loop, struct lws *wsi, hr_pss *pss);
 int hr_ws_timer(hr_loop *loop, struct lws *wsi, hr_pss *pss);
 void hr_ws_closed(hr_loop *loop, struct lws *wsi, hr_pss *pss);
+/* WS_PEER_INITIATED_CLOSE: answers a close payload RFC 6455 forbids (one
+ * byte, an invalid code) with 1002 and returns -1; else 0 (lws echoes it). */
+int hr_ws_peer_close(struct lws *wsi, hr_pss *pss, const unsigned char *in, size_t len);
+/* WS_SERVER_DROP_PROTOCOL: lws is closing the connection; sends the close
+ * frame lws would leave out (see ws.c). */
+void hr_ws_dropped(hr_loop *loop, struct lws *wsi, hr_pss *pss);
 /* WSI_DESTROY: frees an identity kept for an upgrade that never finished. */
 void hr_ws_wsi_destroyed(struct lws *wsi);
 

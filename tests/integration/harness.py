@@ -821,14 +821,18 @@ class WS:
         self._frag = bytearray()
         self._next_id = 1
         self.http_status = None
+        self.http_status_line = None
         self.http_headers = {}
         self.http_body = b""
 
     # -- handshake --
 
-    def connect(self, url_path="/ws", headers=None):
+    def connect(self, url_path="/ws", headers=None, version="13", key=None):
         """Opening handshake. Returns 101 when upgraded, else the HTTP status
-        of the refusal (headers/body kept in http_headers/http_body)."""
+        of the refusal (headers/body kept in http_headers/http_body).
+        version replaces Sec-WebSocket-Version (None leaves it out); key
+        replaces the random Sec-WebSocket-Key (False leaves it out). The
+        status line is kept in http_status_line."""
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if self.rcvbuf:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
@@ -836,10 +840,16 @@ class WS:
         s.connect((self.host, self.port))
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = s
-        key = base64.b64encode(os.urandom(16)).decode()
+        if key is None:
+            key = base64.b64encode(os.urandom(16)).decode()
+        elif key is False:
+            key = None
         lines = ["GET %s HTTP/1.1" % url_path, "Host: %s:%d" % (self.host, self.port),
-                 "Upgrade: websocket", "Connection: Upgrade",
-                 "Sec-WebSocket-Key: " + key, "Sec-WebSocket-Version: 13"]
+                 "Upgrade: websocket", "Connection: Upgrade"]
+        if key is not None:
+            lines.append("Sec-WebSocket-Key: " + key)
+        if version is not None:
+            lines.append("Sec-WebSocket-Version: " + version)
         lines += ["%s: %s" % kv for kv in (headers or {}).items()]
         s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         deadline = time.monotonic() + self.timeout
@@ -854,6 +864,7 @@ class WS:
         if not m:
             raise ProtocolError("bad status line %r" % head[0])
         self.http_status = int(m.group(1))
+        self.http_status_line = head[0]
         for line in head[1:]:
             name, _, value = line.partition(":")
             name = name.strip().lower()
