@@ -532,6 +532,12 @@ static json_t *ajwt_issue_claims(const auth_jwt_config *cfg, const auth_identity
     }
     if (!bad && id->name)
         bad |= json_object_set_new(c, "name", json_string(id->name));
+    if (!bad && id->nchannels) {
+        json_t *chans = json_array();
+        for (size_t i = 0; chans && i < id->nchannels; i++)
+            bad |= json_array_append_new(chans, json_string(id->channels[i]));
+        bad |= !chans || json_object_set_new(c, "channels", chans);
+    }
     if (!bad && cfg->iss)
         bad |= json_object_set_new(c, "iss", json_string(cfg->iss));
     if (!bad && cfg->aud)

@@ -3,6 +3,7 @@
  * `--version`. Parses the subcommand's own flags, hands the rest to the
  * configuration loader, then runs the chosen command.
  */
+#include "cli.h"
 #include "config.h"
 #include "log.h"
 #include "node.h"
@@ -18,6 +19,8 @@ extern char **environ;
 /* Flags that belong to `herald token`, removed from argv before the common
  * configuration loader sees it. */
 typedef struct token_args {
+    const char *url;   /* publish, tail: --url */
+    const char *token; /* tail: --token (else one is minted) */
     const char *sub;
     long ttl;
     const char *roles[32];
@@ -46,7 +49,11 @@ static int parse_cmd_args(int *argc, char **argv, token_args *ta, int is_token)
     int out = 0;
     const char *v;
     for (int i = 0; i < *argc; i++) {
-        if (is_token && (v = flag_value(*argc, argv, &i, "--sub"))) {
+        if ((v = flag_value(*argc, argv, &i, "--url"))) {
+            ta->url = v;
+        } else if ((v = flag_value(*argc, argv, &i, "--token"))) {
+            ta->token = v;
+        } else if (is_token && (v = flag_value(*argc, argv, &i, "--sub"))) {
             ta->sub = v;
         } else if (is_token && (v = flag_value(*argc, argv, &i, "--ttl"))) {
             char *end;
@@ -216,6 +223,79 @@ static void auth_warning(const char *event, const char *message)
     hr_warn(event, "%s", message);
 }
 
+/*---- herald publish, tail, check-config -------------------------------------*/
+
+static int cmd_publish(hr_config *cfg, const token_args *ta, char **pos)
+{
+    hr_cli_target t;
+    if (hr_cli_target_parse(cfg, ta->url, &t) < 0)
+        return 2;
+    return hr_cli_publish(cfg, &t, pos[0], pos[1]);
+}
+
+/* Without --token, mints one for "herald-cli" whose channels claim grants
+ * exactly this channel, signed with the configured key. */
+static int cmd_tail(hr_config *cfg, const token_args *ta, const char *channel)
+{
+    hr_cli_target t;
+    char err[256];
+    if (hr_cli_target_parse(cfg, ta->url, &t) < 0)
+        return 2;
+    if (ta->token)
+        return hr_cli_tail(&t, ta->token, channel);
+    if (ensure_jwt_secret(cfg) < 0)
+        return 1;
+    auth_jwt_config jwt;
+    auth_jwt_settings js;
+    hr_config_jwt_settings(cfg, &js);
+    if (auth_jwt_setup(&jwt, &js, err, sizeof(err)) < 0) {
+        fprintf(stderr, "herald tail: %s\n", err);
+        return 1;
+    }
+    char *chans[1] = {(char *)channel};
+    auth_identity id = {.sub = "herald-cli", .channels = chans, .nchannels = 1};
+    char *tok = auth_jwt_issue(&jwt, &id, time(NULL), 86400);
+    auth_jwt_config_clear(&jwt);
+    if (!tok) {
+        fprintf(stderr, "herald tail: cannot sign a token (give one with --token)\n");
+        return 1;
+    }
+    int rc = hr_cli_tail(&t, tok, channel);
+    free(tok);
+    return rc;
+}
+
+/* The configuration was loaded (and so checked) by main; what only the
+ * start would find is checked here too. */
+static int cmd_check_config(hr_config *cfg)
+{
+    char err[256];
+    hr_netmask *nm = NULL;
+    if (hr_netmasks_parse(cfg->trusted_proxies, cfg->ntrusted_proxies, &nm, err, sizeof(err)) < 0) {
+        fprintf(stderr, "herald check-config: %s\n", err);
+        return 2;
+    }
+    free(nm);
+    if (cfg->jwt_secret || cfg->jwt_public_key) {
+        auth_jwt_config jwt;
+        auth_jwt_settings js;
+        hr_config_jwt_settings(cfg, &js);
+        if (auth_jwt_setup(&jwt, &js, err, sizeof(err)) < 0) {
+            fprintf(stderr, "herald check-config: %s\n", err);
+            return 2;
+        }
+        auth_jwt_config_clear(&jwt);
+    }
+    if (cfg->redis_url && !cfg->jwt_secret && !cfg->jwt_public_key) {
+        fprintf(stderr, "herald check-config: cluster mode needs HERALD_JWT_SECRET or "
+                        "HERALD_JWT_PUBLIC_KEY\n");
+        return 2;
+    }
+    printf("ok: %zu namespace(s), %s mode\n", cfg->nnamespaces,
+           cfg->redis_url ? "cluster" : "embedded");
+    return 0;
+}
+
 static int cmd_serve(hr_config *cfg)
 {
     hr_node node;
@@ -257,7 +337,36 @@ int main(int argc, char **argv)
         argc--, argv++;
     }
     const char *user_name = NULL;
-    if (!strcmp(cmd, "user")) {
+    char *pos[2] = {NULL, NULL};
+    char **owned_argv = NULL; /* check-config's rewritten argv */
+    int npos = !strcmp(cmd, "publish")                                ? 2
+               : !strcmp(cmd, "tail") || !strcmp(cmd, "check-config") ? 1
+                                                                      : 0;
+    if (npos) {
+        for (int i = 0; i < npos; i++) {
+            if (argc <= i || (argv[i][0] == '-' && strcmp(cmd, "publish"))) {
+                fprintf(stderr, "herald: usage: herald publish CHANNEL JSON [--url URL] | "
+                                "herald tail CHANNEL [--url URL] [--token JWT] | "
+                                "herald check-config FILE\n");
+                return 2;
+            }
+            pos[i] = argv[i];
+        }
+        argc -= npos, argv += npos;
+    }
+    if (!strcmp(cmd, "check-config")) {
+        /* the file is the --config the loader reads, flags and env after it */
+        static char flag[] = "--config";
+        char **nargv = owned_argv = hr_calloc((size_t)argc + 3, sizeof(*nargv));
+        nargv[0] = flag;
+        nargv[1] = pos[0];
+        memcpy(nargv + 2, argv, (size_t)argc * sizeof(*argv));
+        argv = nargv;
+        argc += 2;
+    }
+    if (npos) {
+        /* handled below */
+    } else if (!strcmp(cmd, "user")) {
         if (argc < 2 || strcmp(argv[0], "add") || argv[1][0] == '-') {
             fprintf(stderr, "herald: usage: herald user add NAME [--role ROLE]...\n");
             return 2;
@@ -268,21 +377,30 @@ int main(int argc, char **argv)
         fprintf(stderr, "herald: unknown command \"%s\" (try --help)\n", cmd);
         return 2;
     }
-    if (strcmp(cmd, "serve") && parse_cmd_args(&argc, argv, &ta, !strcmp(cmd, "token")) < 0)
+    if (strcmp(cmd, "serve") && strcmp(cmd, "check-config") &&
+        parse_cmd_args(&argc, argv, &ta, !strcmp(cmd, "token")) < 0)
         return 2;
     if (hr_config_defaults(&cfg) < 0 ||
         hr_config_load(&cfg, argc, argv, environ, err, sizeof(err)) < 0) {
         fprintf(stderr, "herald: %s\n", err);
         hr_config_clear(&cfg);
+        free(owned_argv);
         return 2;
     }
     hr_log_init(cfg.log_format, cfg.log_level, cfg.node_id);
     auth_set_warn(auth_warning);
     if (user_name)
         rc = cmd_user_add(&cfg, user_name, &ta);
+    else if (!strcmp(cmd, "publish"))
+        rc = cmd_publish(&cfg, &ta, pos);
+    else if (!strcmp(cmd, "tail"))
+        rc = cmd_tail(&cfg, &ta, pos[0]);
+    else if (!strcmp(cmd, "check-config"))
+        rc = cmd_check_config(&cfg);
     else if (ensure_jwt_secret(&cfg) == 0)
         rc = !strcmp(cmd, "token") ? cmd_token(&cfg, &ta) : cmd_serve(&cfg);
     hr_config_clear(&cfg);
     hr_log_shutdown();
+    free(owned_argv);
     return rc;
 }

@@ -1,0 +1,72 @@
+"""The developer commands: herald publish, herald tail, herald check-config,
+against a real running node."""
+
+import os
+import subprocess
+import time
+
+from harness import Herald, run_tests
+
+
+def test_publish_reaches_subscribers():
+    with Herald() as h:
+        ws = h.subscriber("news")
+        p = h.run(["publish", "news", '{"title":"hi"}'])
+        assert p.returncode == 0, p.stderr
+        assert ws.recv_push()["data"] == {"title": "hi"}
+        # bad JSON: refused before anything is sent
+        p = h.run(["publish", "news", "{nope"])
+        assert p.returncode == 2 and b"not JSON" in p.stderr
+        ws.assert_quiet()
+        # the server's refusal is shown (problem+json) with a non-zero status
+        p = h.run(["publish", "bad name", "1"])
+        assert p.returncode == 1 and b"invalid channel" in p.stderr
+        # nobody listening there
+        p = h.run(["publish", "news", "1", "--url", "http://127.0.0.1:1"])
+        assert p.returncode == 1 and b"cannot connect" in p.stderr
+
+
+def test_tail_prints_each_message():
+    with Herald() as h:
+        tail = subprocess.Popen([h.bin, "tail", "news"], env=h.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 10
+            while h.metrics().get("herald_subscriptions", 0) < 1:
+                assert time.monotonic() < deadline, "tail never subscribed"
+                time.sleep(0.05)
+            for i in range(3):
+                h.publish("news", {"i": i})
+            lines = [tail.stdout.readline().decode() for _ in range(3)]
+            assert [l.strip() for l in lines] == [
+                '{"push":"message","channel":"news","data":{"i":%d}}' % i for i in range(3)]
+        finally:
+            tail.terminate()
+            tail.wait(5)
+        # a node going away ends tail with 1001: exit status 0
+        tail = subprocess.Popen([h.bin, "tail", "news"], env=h.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        time.sleep(0.5)
+        h.stop()
+        assert tail.wait(10) == 0 and b"1001" in tail.stderr.read()
+
+
+def test_check_config():
+    h = Herald()
+    good = os.path.join(h.dir, "good.json")
+    bad = os.path.join(h.dir, "bad.json")
+    with open(good, "w") as f:
+        f.write('{"namespaces":{"chat":{"presence":true,"history_size":10,"history_ttl":60}}}')
+    with open(bad, "w") as f:
+        f.write('{"namespaces":{"chat":{"presense":true}}}')
+    p = h.run(["check-config", good])
+    assert p.returncode == 0 and b"ok: 2 namespace(s)" in p.stdout, p
+    p = h.run(["check-config", bad])
+    assert p.returncode == 2 and b"presense" in p.stderr
+    p = h.run(["check-config", good, "--trusted-proxies", "10.0.0.0/40"])
+    assert p.returncode == 2 and b"trusted_proxies" in p.stderr
+    h.discard()
+
+
+if __name__ == "__main__":
+    run_tests(globals())
