@@ -9,6 +9,7 @@
  * pointer behind.
  */
 #include "http.h"
+#include "herald_js.h" /* generated from web/herald.js (cmake/embed.cmake) */
 #include "log.h"
 #include "proto.h"
 #include "ws.h"
@@ -53,6 +54,7 @@ struct hr_http_req {
     /* the response, once decided */
     int retry_after; /* > 0: Retry-After header */
     int no_store;    /* Cache-Control: no-store (token responses) */
+    const char *etag; /* a static asset: ETag, Cache-Control: no-cache, any origin */
     int status;
     const char *ctype;
     char *resp; /* LWS_PRE bytes of headroom, then resp_len bytes */
@@ -96,6 +98,7 @@ static void h_member_add(hr_http_req *req);
 static void h_member_remove(hr_http_req *req);
 static void h_presence(hr_http_req *req);
 static void h_history(hr_http_req *req);
+static void h_herald_js(hr_http_req *req);
 
 #define ASYNC_WORKER 1
 #define ASYNC_LAYER 2
@@ -117,6 +120,7 @@ static const route routes[] = {
     {"DELETE", "/api/v1/channels/{ch}/members/{user}", ROUTE_BACKEND, ASYNC_LAYER, h_member_remove},
     {"GET", "/api/v1/channels/{ch}/presence", ROUTE_BACKEND, ASYNC_LAYER, h_presence},
     {"GET", "/api/v1/channels/{ch}/history", ROUTE_BACKEND, ASYNC_LAYER, h_history},
+    {"GET", "/herald.js", ROUTE_ANYONE, 0, h_herald_js},
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -339,6 +343,15 @@ static int write_response(hr_http_req *req)
                                      (const unsigned char *)"no-store", 8, &p, end) ||
          lws_add_http_header_by_name(
              wsi, (const unsigned char *)"pragma:", (const unsigned char *)"no-cache", 8, &p, end)))
+        return -1;
+    if (req->etag &&
+        (lws_add_http_header_by_name(wsi, (const unsigned char *)"etag:",
+                                     (const unsigned char *)req->etag, (int)strlen(req->etag), &p,
+                                     end) ||
+         lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
+                                     (const unsigned char *)"no-cache", 8, &p, end) ||
+         lws_add_http_header_by_name(wsi, (const unsigned char *)"access-control-allow-origin:",
+                                     (const unsigned char *)"*", 1, &p, end)))
         return -1;
     if (req->close_after && lws_add_http_header_by_name(wsi, (const unsigned char *)"connection:",
                                                         (const unsigned char *)"close", 5, &p, end))
@@ -743,6 +756,21 @@ static void h_metrics(hr_http_req *req)
     hr_metrics_render(&b, counters, node->nloops, &cs, node->cfg->node_id);
     respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
     hr_buf_reset(&b);
+}
+
+/* The browser client (SPEC §7), compiled in. Pages of any origin may
+ * import it (module scripts are fetched with CORS); browsers revalidate it
+ * (no-cache) and get 304 while the ETag matches. */
+static void h_herald_js(hr_http_req *req)
+{
+    static const char ctype[] = "application/javascript; charset=utf-8";
+    char inm[256];
+    req->etag = hr_herald_js_etag;
+    if (copy_header(req->wsi, WSI_TOKEN_HTTP_IF_NONE_MATCH, inm, sizeof(inm)) == 0 &&
+        (strstr(inm, hr_herald_js_etag) || !strcmp(inm, "*")))
+        respond(req, 304, ctype, "", 0);
+    else
+        respond(req, 200, ctype, (const char *)hr_herald_js, hr_herald_js_len);
 }
 
 static int is_admin(const hr_http_req *req)
