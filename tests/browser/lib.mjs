@@ -324,11 +324,16 @@ export async function launchBrowser() {
  * Herald's (/healthz, `origin` may also be the proxy in front of it: another
  * origin), turned into a small page that imports the client as a developer
  * would and shows a log that the screenshot of a failed test captures. */
-export async function openPage(context, origin, moduleUrl = "/herald.js") {
+async function newPage(context) {
   const page = await context.newPage();
   page.consoleLines = [];
   page.on("console", (m) => page.consoleLines.push(`[${m.type()}] ${m.text()}`));
   page.on("pageerror", (e) => page.consoleLines.push(`[pageerror] ${e.message}`));
+  return page;
+}
+
+export async function openPage(context, origin, moduleUrl = "/herald.js") {
+  const page = await newPage(context);
   await page.goto(origin + "/healthz");
   await page.evaluate(async (moduleUrl) => {
     document.documentElement.innerHTML =
@@ -345,9 +350,9 @@ export async function openPage(context, origin, moduleUrl = "/herald.js") {
 }
 
 /**
- * Runs fn(t, ctx) with a fresh browser context; on failure keeps a
- * screenshot and the console of every page it opened under ARTIFACTS,
- * named after the test.
+ * Runs fn(t, ctx) with a fresh browser context (ctx: context, open,
+ * newPage); on failure keeps a screenshot and the console of every page
+ * opened through ctx under ARTIFACTS, named after the test.
  */
 export function browserTest(browserRef, fn, contextOptions = {}) {
   return async (t) => {
@@ -355,8 +360,15 @@ export function browserTest(browserRef, fn, contextOptions = {}) {
     const pages = [];
     const ctx = {
       context,
+      /* the test page at origin (see openPage) */
       open: async (origin, moduleUrl) => {
         const p = await openPage(context, origin, moduleUrl);
+        pages.push(p);
+        return p;
+      },
+      /* a blank page (screenshot kept on failure too) */
+      newPage: async () => {
+        const p = await newPage(context);
         pages.push(p);
         return p;
       },
