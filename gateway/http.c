@@ -12,6 +12,7 @@
 #include "herald_js.h" /* generated from web/herald.js (cmake/embed.cmake) */
 #include "log.h"
 #include "proto.h"
+#include "static.h"
 #include "ws.h"
 
 #include <errno.h>
@@ -54,7 +55,7 @@ struct hr_http_req {
     /* the response, once decided */
     int retry_after; /* > 0: Retry-After header */
     int no_store;    /* Cache-Control: no-store (token responses) */
-    const char *etag; /* a static asset: ETag, Cache-Control: no-cache, any origin */
+    char etag[48];   /* a static asset: ETag, Cache-Control: no-cache, any origin */
     int status;
     const char *ctype;
     char *resp; /* LWS_PRE bytes of headroom, then resp_len bytes */
@@ -99,6 +100,7 @@ static void h_member_remove(hr_http_req *req);
 static void h_presence(hr_http_req *req);
 static void h_history(hr_http_req *req);
 static void h_herald_js(hr_http_req *req);
+static int serve_static(hr_http_req *req);
 
 #define ASYNC_WORKER 1
 #define ASYNC_LAYER 2
@@ -344,7 +346,7 @@ static int write_response(hr_http_req *req)
          lws_add_http_header_by_name(
              wsi, (const unsigned char *)"pragma:", (const unsigned char *)"no-cache", 8, &p, end)))
         return -1;
-    if (req->etag &&
+    if (req->etag[0] &&
         (lws_add_http_header_by_name(wsi, (const unsigned char *)"etag:",
                                      (const unsigned char *)req->etag, (int)strlen(req->etag), &p,
                                      end) ||
@@ -620,7 +622,8 @@ static void request_headers(hr_http_req *req, const char *uri, const framing *f)
     req->route = hr_http_route(req->method, req->path, req->params, HR_MAX_PARAMS, req->allow,
                                sizeof(req->allow));
     if (req->route == -404) {
-        problem(req, 404, "no such resource");
+        if (!serve_static(req))
+            problem(req, 404, "no such resource");
         return;
     }
     if (req->route == -405) {
@@ -761,16 +764,34 @@ static void h_metrics(hr_http_req *req)
 /* The browser client (SPEC §7), compiled in. Pages of any origin may
  * import it (module scripts are fetched with CORS); browsers revalidate it
  * (no-cache) and get 304 while the ETag matches. */
-static void h_herald_js(hr_http_req *req)
+static void respond_asset(hr_http_req *req, const char *ctype, const char *body, size_t len,
+                          const char *etag)
 {
-    static const char ctype[] = "application/javascript; charset=utf-8";
     char inm[256];
-    req->etag = hr_herald_js_etag;
+    snprintf(req->etag, sizeof(req->etag), "%s", etag);
     if (copy_header(req->wsi, WSI_TOKEN_HTTP_IF_NONE_MATCH, inm, sizeof(inm)) == 0 &&
-        (strstr(inm, hr_herald_js_etag) || !strcmp(inm, "*")))
+        (strstr(inm, etag) || !strcmp(inm, "*")))
         respond(req, 304, ctype, "", 0);
     else
-        respond(req, 200, ctype, (const char *)hr_herald_js, hr_herald_js_len);
+        respond(req, 200, ctype, body, len);
+}
+
+static void h_herald_js(hr_http_req *req)
+{
+    respond_asset(req, "application/javascript; charset=utf-8", (const char *)hr_herald_js,
+                  hr_herald_js_len, hr_herald_js_etag);
+}
+
+/* A GET no route claims: a file of --web-root, if there is one. */
+static int serve_static(hr_http_req *req)
+{
+    hr_static_file f;
+    if (strcmp(req->method, "GET") || !req->node->cfg->web_root ||
+        hr_static_read(req->node->cfg->web_root, req->path, &f) < 0)
+        return 0;
+    respond_asset(req, f.ctype, f.data, f.len, f.etag);
+    hr_static_free(&f);
+    return 1;
 }
 
 static int is_admin(const hr_http_req *req)
