@@ -71,8 +71,8 @@ test("two browsers on two nodes: messages, join and presence cross nodes", bt(as
   const alice = await open(a.base);
   const bob = await open(b.base);
   await client(alice, a, "/ws", "alice", ["chat:x"]);
+  await waitRec(alice, () => window.rec.subscribed["chat:x"]?.length === 1); // before bob joins
   await client(bob, b, "/ws", "bob", ["chat:x"]);
-  await waitRec(alice, () => window.rec.subscribed["chat:x"]?.length === 1);
   await waitRec(bob, () => window.rec.subscribed["chat:x"]?.length === 1);
   await waitRec(alice, () => window.rec.joins.includes("bob"));
   const pres = await alice.evaluate(() => window.h.presence("chat:x"));
