@@ -761,9 +761,10 @@ static void h_metrics(hr_http_req *req)
     hr_buf_reset(&b);
 }
 
-/* The browser client (SPEC §7), compiled in. Pages of any origin may
- * import it (module scripts are fetched with CORS); browsers revalidate it
- * (no-cache) and get 304 while the ETag matches. */
+/* A static asset (the client, --web-root files): ETag, Cache-Control:
+ * no-cache (browsers revalidate and get 304 while the ETag matches) and
+ * Access-Control-Allow-Origin: * (module scripts of other origins are
+ * fetched with CORS). */
 static void respond_asset(hr_http_req *req, const char *ctype, const char *body, size_t len,
                           const char *etag)
 {
@@ -776,6 +777,7 @@ static void respond_asset(hr_http_req *req, const char *ctype, const char *body,
         respond(req, 200, ctype, body, len);
 }
 
+/* The browser client (SPEC §7), compiled in from web/herald.js. */
 static void h_herald_js(hr_http_req *req)
 {
     respond_asset(req, "application/javascript; charset=utf-8", (const char *)hr_herald_js,
