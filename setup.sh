@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 BUILD_PKGS=(build-essential cmake pkg-config libwebsockets-dev libuv1-dev libjansson-dev libjwt-dev
             libhiredis-dev libssl-dev libargon2-dev libsqlite3-dev)
 TEST_PKGS=(redis-server openssl python3 python3-websockets python3-requests python3-redis
-           nginx docker-compose python3-yaml)
+           nginx docker-compose python3-yaml chromium)
 # What the binary loads at run time (the Docker image's runtime stage):
 # ldd's libraries, plus lws' libuv event-loop plugin, which lws dlopen()s and
 # ldd does not show. tests/integration/test_dockerfile.py checks this list
@@ -35,6 +35,18 @@ install_missing() {
     fi
 }
 
+# The browser client's tests (tests/js, tests/browser): Node.js with npm (a
+# machine's own Node.js is kept; Debian's is installed only when there is
+# none: playwright-core wants Node.js 20 or newer), then playwright-core and
+# typescript exactly as tests/browser/package-lock.json pins them. Chromium
+# is Debian's (TEST_PKGS): nothing downloads a browser.
+install_browser_test_deps() {
+    if ! command -v npm >/dev/null; then
+        install_missing nodejs npm
+    fi
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+}
+
 # build DIR BUILD_TYPE [extra cmake args...]
 build() {
     local dir=$1 type=$2
@@ -52,7 +64,10 @@ case "${1:-}" in
 deps)
     case "${2:-}" in
     build) install_missing "${BUILD_PKGS[@]}" ;;
-    test) install_missing "${TEST_PKGS[@]}" ;;
+    test)
+        install_missing "${TEST_PKGS[@]}"
+        install_browser_test_deps
+        ;;
     runtime) install_missing "${RUNTIME_PKGS[@]}" ;;
     *)
         echo "usage: $0 deps build|test|runtime" >&2
@@ -68,6 +83,7 @@ run)
     ;;
 test)
     install_missing "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"
+    install_browser_test_deps
     build build RelWithDebInfo
     run_suite build
     build build-asan Debug -DHERALD_SANITIZE=ON

@@ -317,7 +317,10 @@ void chan_notify_resubscribed(chan_layer *l, unsigned thread, const char *channe
         chan_sub *s = ch->subs[i];
         if (s->pending)
             continue; /* its own completion is on the way */
-        if (r->pos.offset > s->last)
+        /* not recovered: the stream may have a new epoch whose offsets
+         * start again below what this subscriber saw, so the baseline is
+         * the new top, not the larger of the two */
+        if (!r->recovered || r->pos.offset > s->last)
             s->last = r->pos.offset;
         l->host.sub.subscribed(s->owner, NULL, channel, r);
     }

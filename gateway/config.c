@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* log_format is written through an int pointer like the other choices. */
@@ -79,6 +80,7 @@ static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL}
 static int check_redis_url(const char *val, char *why, size_t whylen);
 static int check_jwt_alg(const char *val, char *why, size_t whylen);
 static int check_node_id(const char *val, char *why, size_t whylen);
+static int check_dir(const char *val, char *why, size_t whylen);
 
 #define F(field) offsetof(hr_config, field)
 #define TEN_YEARS 315360000ULL
@@ -115,6 +117,8 @@ static const opt_def opt_table[] = {
      "unset", "PEM certificate chain: the port then serves https:// and wss:// only"},
     {"tls_key", "HERALD_TLS_KEY", "tls-key", "FILE", OPT_NSTR, F(tls_key), 0, 0, 0, NULL, NULL,
      "unset", "PEM private key of tls_cert"},
+    {"web_root", "HERALD_WEB_ROOT", "web-root", "DIR", OPT_NSTR, F(web_root), 0, 0, 0, NULL,
+     check_dir, "unset", "serve the files of DIR for GET requests no API route claims (web/demo)"},
     {"jwt_secret", "HERALD_JWT_SECRET", "jwt-secret", "SECRET", OPT_NSTR, F(jwt_secret), 0, 0, 0,
      NULL, NULL, "generated once and kept in the store", "HMAC secret for HS256 tokens"},
     {"jwt_public_key", "HERALD_JWT_PUBLIC_KEY", "jwt-public-key", "FILE", OPT_NSTR,
@@ -319,6 +323,15 @@ static int check_node_id(const char *val, char *why, size_t whylen)
 {
     if (strlen(val) > 64 || !host_ok(val, val + strlen(val), 0))
         return say(why, whylen, "invalid node id \"%s\" (up to 64 of [A-Za-z0-9_.-])", val);
+    return 0;
+}
+
+/* web_root: an existing directory, so a typo fails at start, not as 404s */
+static int check_dir(const char *val, char *why, size_t whylen)
+{
+    struct stat st;
+    if (stat(val, &st) < 0 || !S_ISDIR(st.st_mode))
+        return say(why, whylen, "\"%s\" is not a directory", val);
     return 0;
 }
 
@@ -961,7 +974,8 @@ void hr_config_clear(hr_config *cfg)
                      &cfg->db_path,        &cfg->node_id,         &cfg->jwt_secret,
                      &cfg->jwt_public_key, &cfg->jwt_private_key, &cfg->jwt_alg,
                      &cfg->jwt_iss,        &cfg->jwt_aud,         &cfg->config_path,
-                     &cfg->jwt_kid,        &cfg->tls_cert,        &cfg->tls_key};
+                     &cfg->jwt_kid,        &cfg->tls_cert,        &cfg->tls_key,
+                     &cfg->web_root};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     list_free(cfg->api_keys, cfg->napi_keys);

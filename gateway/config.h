@@ -23,6 +23,7 @@ typedef struct hr_config {
     char *node_id;      /* HERALD_NODE_ID, default hostname */
     char *tls_cert;     /* HERALD_TLS_CERT: PEM chain; with tls_key, TLS only */
     char *tls_key;      /* HERALD_TLS_KEY */
+    char *web_root;     /* HERALD_WEB_ROOT: files for GETs no route claims; NULL = none */
     char **api_keys;    /* HERALD_API_KEY, comma-separated */
     size_t napi_keys;
     char **allowed_origins; /* HERALD_ALLOWED_ORIGINS; none = any */

@@ -9,8 +9,10 @@
  * pointer behind.
  */
 #include "http.h"
+#include "herald_js.h" /* generated from web/herald.js (cmake/embed.cmake) */
 #include "log.h"
 #include "proto.h"
+#include "static.h"
 #include "ws.h"
 
 #include <errno.h>
@@ -54,6 +56,7 @@ struct hr_http_req {
     /* the response, once decided */
     int retry_after; /* > 0: Retry-After header */
     int no_store;    /* Cache-Control: no-store (token responses) */
+    char etag[48];   /* a static asset: ETag, Cache-Control: no-cache, any origin */
     int status;
     const char *ctype;
     char *resp; /* LWS_PRE bytes of headroom, then resp_len bytes */
@@ -97,6 +100,8 @@ static void h_member_add(hr_http_req *req);
 static void h_member_remove(hr_http_req *req);
 static void h_presence(hr_http_req *req);
 static void h_history(hr_http_req *req);
+static void h_herald_js(hr_http_req *req);
+static int serve_static(hr_http_req *req);
 
 #define ASYNC_WORKER 1
 #define ASYNC_LAYER 2
@@ -118,6 +123,7 @@ static const route routes[] = {
     {"DELETE", "/api/v1/channels/{ch}/members/{user}", ROUTE_BACKEND, ASYNC_LAYER, h_member_remove},
     {"GET", "/api/v1/channels/{ch}/presence", ROUTE_BACKEND, ASYNC_LAYER, h_presence},
     {"GET", "/api/v1/channels/{ch}/history", ROUTE_BACKEND, ASYNC_LAYER, h_history},
+    {"GET", "/herald.js", ROUTE_ANYONE, 0, h_herald_js},
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -377,6 +383,15 @@ static int write_response(hr_http_req *req)
                                      (const unsigned char *)"no-store", 8, &p, end) ||
          lws_add_http_header_by_name(
              wsi, (const unsigned char *)"pragma:", (const unsigned char *)"no-cache", 8, &p, end)))
+        return -1;
+    if (req->etag[0] &&
+        (lws_add_http_header_by_name(wsi, (const unsigned char *)"etag:",
+                                     (const unsigned char *)req->etag, (int)strlen(req->etag), &p,
+                                     end) ||
+         lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
+                                     (const unsigned char *)"no-cache", 8, &p, end) ||
+         lws_add_http_header_by_name(wsi, (const unsigned char *)"access-control-allow-origin:",
+                                     (const unsigned char *)"*", 1, &p, end)))
         return -1;
     if (req->close_after && lws_add_http_header_by_name(wsi, (const unsigned char *)"connection:",
                                                         (const unsigned char *)"close", 5, &p, end))
@@ -788,7 +803,8 @@ static void request_headers(hr_http_req *req, const char *uri, const framing *f)
     req->route = hr_http_route(req->method, req->path, req->params, HR_MAX_PARAMS, req->allow,
                                sizeof(req->allow));
     if (req->route == -404) {
-        problem(req, 404, "no such resource");
+        if (!serve_static(req))
+            problem(req, 404, "no such resource");
         return;
     }
     if (req->route == -405) {
@@ -960,6 +976,41 @@ static void h_metrics(hr_http_req *req)
     free((void *)labels.namespaces);
     respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
     hr_buf_reset(&b);
+}
+
+/* A static asset (the client, --web-root files): ETag, Cache-Control:
+ * no-cache (browsers revalidate and get 304 while the ETag matches) and
+ * Access-Control-Allow-Origin: * (module scripts of other origins are
+ * fetched with CORS). */
+static void respond_asset(hr_http_req *req, const char *ctype, const char *body, size_t len,
+                          const char *etag)
+{
+    char inm[256];
+    snprintf(req->etag, sizeof(req->etag), "%s", etag);
+    if (copy_header(req->wsi, WSI_TOKEN_HTTP_IF_NONE_MATCH, inm, sizeof(inm)) == 0 &&
+        (strstr(inm, etag) || !strcmp(inm, "*")))
+        respond(req, 304, ctype, "", 0);
+    else
+        respond(req, 200, ctype, body, len);
+}
+
+/* The browser client (SPEC §7), compiled in from web/herald.js. */
+static void h_herald_js(hr_http_req *req)
+{
+    respond_asset(req, "application/javascript; charset=utf-8", (const char *)hr_herald_js,
+                  hr_herald_js_len, hr_herald_js_etag);
+}
+
+/* A GET no route claims: a file of --web-root, if there is one. */
+static int serve_static(hr_http_req *req)
+{
+    hr_static_file f;
+    if (strcmp(req->method, "GET") || !req->node->cfg->web_root ||
+        hr_static_read(req->node->cfg->web_root, req->path, &f) < 0)
+        return 0;
+    respond_asset(req, f.ctype, f.data, f.len, f.etag);
+    hr_static_free(&f);
+    return 1;
 }
 
 static int is_admin(const hr_http_req *req)

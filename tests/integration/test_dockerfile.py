@@ -197,7 +197,7 @@ def test_build_context_has_what_is_copied():
                 assert not ignored(src, patterns), ".dockerignore leaves out %s, which is copied" % src
     # what the build reads: every module, CMakeLists.txt, setup.sh
     for need in ("CMakeLists.txt", "setup.sh", "common/common.c", "auth", "channels", "gateway/main.c",
-                 "bench/CMakeLists.txt"):
+                 "bench/CMakeLists.txt", "web/herald.js", "cmake/embed.cmake"):
         assert not ignored(need, patterns), ".dockerignore leaves out %s, which the build needs" % need
     for gone in ("build/herald", "build-asan/x", ".git/HEAD", "tests/integration/harness.py"):
         assert ignored(gone, patterns), ".dockerignore keeps %s in the build context" % gone

@@ -1,0 +1,74 @@
+// The README's chat page ("Browser client"), taken from README.md as
+// written (only Herald's address changed), served from another local origin
+// the way the README says, in two Chromium pages chatting through Herald.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import http from "node:http";
+import path from "node:path";
+import { Herald, REPO, launchBrowser, browserTest, freePort } from "./lib.mjs";
+
+let browser;
+let hd;
+let site;
+let sitePort;
+
+function readmePage() {
+  const readme = fs.readFileSync(path.join(REPO, "README.md"), "utf8");
+  const section = readme.slice(readme.indexOf("## Browser client"));
+  const m = section.match(/```html\n([\s\S]*?)```/);
+  assert.ok(m, "no ```html block in the README's Browser client section");
+  return m[1];
+}
+
+before(async () => {
+  hd = await new Herald().start();
+  const page = readmePage().replaceAll("127.0.0.1:8080", `127.0.0.1:${hd.port}`);
+  sitePort = await freePort();
+  site = http.createServer((req, res) => {
+    if (req.url.split("?")[0] === "/") {
+      res.writeHead(200, { "Content-Type": "text/html; charset=utf-8" });
+      res.end(page);
+    } else {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise((r) => site.listen(sitePort, "127.0.0.1", r));
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (site) await new Promise((r) => site.close(r));
+  if (hd) await hd.cleanup();
+});
+
+const lines = (page) => page.$$eval("#log li", (lis) => lis.map((li) => li.textContent));
+const waitLine = (page, text) =>
+  page.waitForFunction((t) => [...document.querySelectorAll("#log li")].some((li) => li.textContent === t), text, { timeout: 10000 });
+
+async function openChat(newPage, user) {
+  const page = await newPage();
+  await page.goto(`http://localhost:${sitePort}/?token=${hd.token(user)}`);
+  await waitLine(page, `connected as ${user}`);
+  return page;
+}
+
+test("the README's chat page: connect, presence, join, send, receive, history after a reload", browserTest(() => browser, async (t, { newPage }) => {
+  const alice = await openChat(newPage, "alice");
+  await waitLine(alice, "online: alice");
+  const bob = await openChat(newPage, "bob");
+  await waitLine(alice, "bob joined");
+  await bob.fill("#text", "hello alice");
+  await bob.click("button");
+  await waitLine(alice, "bob: hello alice");
+  await waitLine(bob, "bob: hello alice");
+  assert.equal(await bob.inputValue("#text"), "");
+  assert.equal((await hd.publish("chat:lobby", { from: "bot", text: "hi" })).status, 200);
+  await waitLine(alice, "bot: hi");
+  await bob.reload();
+  await waitLine(bob, "(earlier) bob: hello alice");
+  await waitLine(bob, "(earlier) bot: hi");
+  assert.ok((await lines(bob)).some((l) => /^online: (alice, bob|bob, alice)$/.test(l)), (await lines(bob)).join("\n"));
+  assert.deepEqual((await lines(alice)).filter((l) => l.startsWith("error") || l.startsWith("not sent")), []);
+}));
