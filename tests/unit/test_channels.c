@@ -504,6 +504,33 @@ static void test_pending_holds_back_and_dedupes(void)
     free(in);
 }
 
+/* After an outage whose stream came back with a new epoch (not recovered),
+ * the new stream's offsets start below what the subscriber saw: they must
+ * not be taken for duplicates. */
+static void test_renewal_resets_the_baseline(void)
+{
+    inboxes *in = inboxes_new();
+    chan_host h = host_for(in, 1);
+    test_layer *t = calloc(1, sizeof(*t));
+    chan_layer_init(&t->base, &test_ops, &h);
+    chan_layer *l = &t->base;
+    sink a = {0};
+    chan_sub *s = sub(l, 0, "e", &a);
+    for (uint64_t off = 5; off <= 10; off++)
+        dispatch_offset(l, "e", off);
+    drain(l, in, 0);
+    CHECK(a.count == 6);
+    chan_sub_result r = {.history = 1, .pos = {2, "new"}, .resubscribed = 1};
+    chan_notify_resubscribed(l, 0, "e", &r);
+    dispatch_offset(l, "e", 3);
+    drain(l, in, 0);
+    CHECK(a.count == 7 && a.last->offset == 3);
+    chan_unsubscribe(l, 0, s);
+    chan_msg_unref(a.last);
+    chan_layer_destroy(l);
+    free(in);
+}
+
 /*---- The in-process layer's history, presence, join/leave -------------------*/
 
 static void test_local_history_and_recovery(void)
@@ -626,6 +653,7 @@ static void test_parse_push(void)
 int main(void)
 {
     RUN(test_pending_holds_back_and_dedupes);
+    RUN(test_renewal_resets_the_baseline);
     RUN(test_local_history_and_recovery);
     RUN(test_local_presence_join_leave);
     RUN(test_recovered_rule);
