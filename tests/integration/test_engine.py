@@ -180,7 +180,8 @@ def test_sigterm_while_busy_exits_cleanly():
 
 def test_threads_flag_and_metrics():
     with Herald(args=["--threads", "3"]) as h:
-        assert "3 loop thread(s)" in h.log(), h.log_tail()
+        # /healthz can answer (other loops serve) before loop 0 logs the line
+        wait_until(lambda: "3 loop thread(s)" in h.log(), what="the listening line")
         assert h.metrics()["herald_loop_threads"] == 3
 
 
