@@ -1821,8 +1821,8 @@ class Soak:
         out = []
         for i, node in enumerate(self.nodes):
             vals = [(s["t"], s["nodes"][i][key]) for s in window if s["nodes"][i][key] is not None]
-            if len(vals) < 6:
-                out.append((node.name, None, None, None, None))
+            if len(vals) < 4:
+                out.append((node.name, None, None, None, False))  # too few samples: a longer run
                 continue
             span = vals[-1][0] - vals[0][0]
             first = [v for t, v in vals if t <= vals[0][0] + span / 3]
