@@ -97,6 +97,7 @@ import base64
 import bisect
 import collections
 import datetime
+import faulthandler
 import hashlib
 import json
 import os
@@ -110,6 +111,7 @@ import socket
 import struct
 import sys
 import time
+import threading
 import traceback
 import urllib.parse
 
@@ -438,6 +440,10 @@ class Checker:
 
     def on_push(self, m):
         kind = m.get("push")
+        if kind == "message" and self.soak.args.self_test and self.role == "long-lived":
+            m = self.self_test(m)
+            if m is None:
+                return
         if kind == "message":
             ch = m.get("channel")
             st = self.state.get(ch)
@@ -460,6 +466,27 @@ class Checker:
             self.member_event.set()
         else:
             self.soak.error("unexpected_push", "%s: %r" % (self.role, m))
+
+    def self_test(self, m):
+        """--self-test: spoils every 500th delivery to long-lived subscribers
+        (dropped, seen twice, or held back until the next one) so that the
+        checks can be seen to catch it."""
+        soak = self.soak
+        if getattr(self, "held_back", None) is not None:
+            late, self.held_back = self.held_back, None
+            self.on_push(m)
+            return late
+        soak.self_test_n += 1
+        if soak.self_test_n % 500:
+            return m
+        soak.counts["self_test_spoiled"] += 1
+        if soak.args.self_test == "drop":
+            return None
+        if soak.args.self_test == "dup":
+            self.on_push(dict(m, _dup=1))
+            return m
+        self.held_back = m
+        return None
 
     def forget(self, ch):
         self.state.pop(ch, None)
@@ -832,6 +859,7 @@ class Soak:
         self.checks = []
         self.timings = collections.defaultdict(list)
         self.slopes = {}
+        self.self_test_n = 0
         self.asan = False
         self.rnd = random.Random(args.seed)
 
@@ -1196,6 +1224,11 @@ class Soak:
     # -- slow consumers --
 
     async def slow_episode(self, n):
+        # one at a time: the node's slow-consumer counter must move for this one
+        async with self.slow_lock:
+            await self._slow_episode(n)
+
+    async def _slow_episode(self, n):
         node = self.node()
         ch = "slow.%d" % n
         ws = RawWS(node.port)
@@ -1664,6 +1697,8 @@ class Soak:
             self.asan = self.args.asan == "yes"
 
     async def run(self):
+        self.loop = asyncio.get_running_loop()
+        self.slow_lock = asyncio.Lock()
         self.stopping = asyncio.Event()
         self.t0 = time.monotonic()
         args = self.args
@@ -2052,6 +2087,41 @@ def write_section(path, text, cmd):
         f.write(doc)
 
 
+WATCHDOG_S = 200  # a run still going this long after --duration is hung: every phase is bounded
+
+
+def on_hang(soak):
+    """The watchdog (a thread): prints where every task and thread is, kills
+    the servers (they would outlive us) and exits with status 3."""
+    print("soak: the run did not finish within --duration + %d s; where it is:" % WATCHDOG_S, flush=True)
+    loop = getattr(soak, "loop", None)
+    try:  # tasks grouped by where they wait (the chain of awaited coroutines)
+        where = collections.Counter()
+        for task in list(asyncio.all_tasks(loop)) if loop else ():
+            chain, coro = [], task.get_coro()
+            while coro is not None and len(chain) < 12:
+                frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+                if frame is not None:
+                    chain.append("%s:%d" % (frame.f_code.co_name, frame.f_lineno))
+                coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+            where[" > ".join(chain)] += 1
+        for chain, n in where.most_common():
+            print("%4d task(s) at %s" % (n, chain), flush=True)
+    except Exception as e:  # noqa: BLE001 - best effort, the loop runs in another thread
+        print("(tasks not listed: %r)" % e)
+    faulthandler.dump_traceback(all_threads=True)
+    for node in soak.nodes:
+        try:
+            print("---- %s log (tail) ----\n%s" % (node.name, node.herald.log_tail(30)), flush=True)
+            node.herald.proc.kill()
+        except Exception:  # noqa: BLE001
+            pass
+    if soak.redis is not None and soak.redis.proc is not None:
+        soak.redis.proc.kill()
+    sys.stdout.flush()
+    os._exit(3)
+
+
 def default_herald():
     for p in (os.environ.get("HERALD_BIN"), os.path.join(REPO, "build", "herald"), "/work/main/build/herald"):
         if p and os.path.exists(p):
@@ -2075,6 +2145,8 @@ def main():
     p.add_argument("--rss-tolerance-mib", type=float, default=8.0,
                    help="allowed RSS growth, last third vs first third, on top of 5%% (default 8)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--self-test", choices=("drop", "dup", "reorder"),
+                   help="spoil every 500th delivery to long-lived subscribers: the run must then fail")
     p.add_argument("--json", help="write the JSON report here")
     p.add_argument("--write", help="put the text report into this markdown file's soak section")
     p.add_argument("-v", "--verbose", action="store_true", help="errors and samples on stderr as they happen")
@@ -2104,6 +2176,9 @@ def main():
         if soak.redis:
             soak.redis.stop()
         return 2
+    watchdog = threading.Timer(args.duration + WATCHDOG_S, on_hang, (soak,))
+    watchdog.daemon = True
+    watchdog.start()
     try:
         asyncio.run(soak.run())
     except Exception:
@@ -2112,6 +2187,7 @@ def main():
         if not hasattr(soak, "run_end"):
             soak.run_end = soak.now()
     finally:
+        watchdog.cancel()
         soak.stop_servers()
     soak.total_s = time.monotonic() - t
     for attr, default in (("setup_s", 0.0), ("final", None), ("final_presence", {}), ("baseline", None)):
