@@ -75,9 +75,11 @@ Checks (any failure: exit status 1):
                 figures of the report either way). Not checked under ASan:
                 its quarantine keeps 256 MiB of freed memory, so RSS climbs
                 regardless; LeakSanitizer's report at exit stands in.
-  descriptors flat  the same way with +8 + 5 % (the number of open
-                connections moves with the churn), and once every client has
-                left, the same count as before the first one came.
+  descriptors flat  the same way with +16 + 10 % (the number of open
+                connections moves with the churn, more when the machine
+                stalls and episodes overlap), and, the exact check, once
+                every client has left the same count as before the first
+                one came.
   end state     herald_connections, herald_subscriptions, herald_channels 0;
                 presence of every room empty; cluster: no Redis topic left
                 subscribed, no presence hash left.
@@ -1905,7 +1907,7 @@ class Soak:
                 self.check("RSS flat (%s)" % name, ok, "first third max %s MiB, last third max %s MiB, limit %s MiB%s%s"
                            % (mib(m1), mib(m3), mib(limit), per_conn,
                               "" if sl is None else "; trend %+.0f KiB/min" % sl))
-        for name, m1, m3, limit, ok in self.flatness("fds", 8, 0.05):
+        for name, m1, m3, limit, ok in self.flatness("fds", 16, 0.10):
             self.check("descriptors flat (%s)" % name, ok, "first third max %s, last third max %s, limit %s"
                        % (m1, m3, None if limit is None else int(limit)))
         for n, b, node in zip(self.final["nodes"], self.baseline["nodes"], self.nodes):
