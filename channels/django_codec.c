@@ -350,7 +350,7 @@ static int emit_key(emitter *e, const msgpack_object *k)
     case MSGPACK_OBJECT_STR:
         /* valid JSON as \u0000, but many parsers (jansson among them)
          * refuse it in a key */
-        if (memchr(k->via.str.ptr, '\0', k->via.str.size))
+        if (k->via.str.size && memchr(k->via.str.ptr, '\0', k->via.str.size))
             return fail(e->err, e->errlen, "a map key with a NUL character");
         return emit_string(e, k->via.str.ptr, k->via.str.size);
     case MSGPACK_OBJECT_POSITIVE_INTEGER:
@@ -436,7 +436,8 @@ static int is_route_key(const msgpack_object *k)
 
 static int add_route(dj_message *m, const msgpack_object *s, char *err, size_t errlen)
 {
-    if (s->type != MSGPACK_OBJECT_STR || memchr(s->via.str.ptr, '\0', s->via.str.size))
+    if (s->type != MSGPACK_OBJECT_STR || !s->via.str.size ||
+        memchr(s->via.str.ptr, '\0', s->via.str.size))
         return fail(err, errlen, "__asgi_channel__ holds something other than channel names");
     m->routes = hr_realloc(m->routes, (m->nroutes + 1) * sizeof(*m->routes));
     m->routes[m->nroutes++] = hr_strndup(s->via.str.ptr, s->via.str.size);
