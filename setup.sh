@@ -11,15 +11,21 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 BUILD_PKGS=(build-essential cmake pkg-config libwebsockets-dev libuv1-dev libjansson-dev libjwt-dev
-            libhiredis-dev libssl-dev libargon2-dev libsqlite3-dev)
+            libhiredis-dev libssl-dev libargon2-dev libsqlite3-dev libmsgpack-dev)
+# python3-channels-redis, -django-channels, -msgpack: the Django Channels
+# bridge is tested against the real, unmodified channels_redis; python3-jwt,
+# -cryptography, -pip, -setuptools, -wheel: the Python client's tokens and
+# its `pip install`
 TEST_PKGS=(redis-server openssl python3 python3-websockets python3-requests python3-redis
-           nginx docker-compose python3-yaml chromium)
+           nginx docker-compose python3-yaml chromium python3-channels-redis
+           python3-django-channels python3-msgpack python3-jwt python3-cryptography python3-pip
+           python3-setuptools python3-wheel)
 # What the binary loads at run time (the Docker image's runtime stage):
 # ldd's libraries, plus lws' libuv event-loop plugin, which lws dlopen()s and
 # ldd does not show. tests/integration/test_dockerfile.py checks this list
 # against the libraries a running herald has mapped.
 RUNTIME_PKGS=(libwebsockets17 libwebsockets-evlib-uv libuv1 libjansson4 libjwt0 libhiredis0.14
-              libssl3 libargon2-1 libsqlite3-0)
+              libssl3 libargon2-1 libsqlite3-0 libmsgpackc2)
 
 # Installs the packages that are not installed yet (apt-get only when needed).
 install_missing() {

@@ -142,6 +142,7 @@ typedef struct auth_namespace {
     int join_leave;
     int history_size; /* 0 = no history */
     int history_ttl;  /* seconds */
+    char *django_channel; /* Django Channels channel given every client publication, or NULL */
 } auth_namespace;
 
 /* Parses "anonymous" | "authenticated" | "subscribers" | "role:<r>" | "none".

@@ -155,6 +155,7 @@ void auth_namespace_clear(auth_namespace *ns)
     free(ns->name);
     free(ns->subscribe.role);
     free(ns->publish.role);
+    free(ns->django_channel);
     memset(ns, 0, sizeof(*ns));
 }
 

@@ -251,6 +251,11 @@ typedef struct chan_stats {
     uint64_t redis_reconnects;
     uint64_t redis_pending_bytes; /* received from Redis, not yet processed */
     uint64_t bad_messages;        /* malformed pushes dropped */
+    /* Django Channels bridge (0 without it) */
+    uint64_t django_received;       /* group messages handed to local subscribers */
+    uint64_t django_bad;            /* messages from Django dropped (malformed, encrypted...) */
+    uint64_t django_forwarded;      /* client publications sent to a Channels channel */
+    uint64_t django_forward_failed; /* ... refused (channel full, Redis unreachable) */
 } chan_stats;
 
 /* An implementation. Unless it says otherwise a function may be called on
@@ -292,6 +297,17 @@ typedef struct chan_layer_ops {
 /* Creates the in-process layer. The host struct is copied. */
 chan_layer *chan_local_new(const chan_host *host);
 
+/* The Django Channels bridge's settings (cluster mode, README "Using Herald
+ * from Django"); they mirror channels_redis' CHANNEL_LAYERS CONFIG. */
+typedef struct chan_django_config {
+    int mode;           /* 1 = RedisPubSubChannelLayer, 2 = RedisChannelLayer */
+    const char *prefix; /* its "prefix" ("asgi") */
+    int group_expiry;   /* its "group_expiry" in seconds (86400) */
+    int expiry;         /* its "expiry" in seconds (60): messages Herald sends */
+    int capacity;       /* its "capacity" (100): of the channels Herald sends to */
+    size_t max_message; /* largest message taken from Django, as JSON bytes */
+} chan_django_config;
+
 /* The Redis layer's settings (strings borrowed for the call). */
 typedef struct chan_redis_config {
     const char *urls;   /* comma-separated redis:// URLs: the shards */
@@ -302,6 +318,7 @@ typedef struct chan_redis_config {
     const char *const *ns_names;
     const chan_opts *ns_opts;
     int presence_ttl; /* seconds an entry of a dead node survives */
+    const chan_django_config *django; /* NULL or mode 0: no Django bridge */
 } chan_redis_config;
 
 /* Creates the Redis layer; it connects once started on loop 0. Returns
@@ -350,6 +367,15 @@ void chan_layer_stats(chan_layer *l, chan_stats *out);
 /* Requests of loop thread `thread` the layer has not answered yet: a
  * stopping loop waits for them. Any thread. */
 unsigned chan_layer_inflight(chan_layer *l, unsigned thread);
+
+/* On loop thread `thread`: hands a client publication accepted in a
+ * namespace with `django_channel` to that Channels channel (target) as
+ * {"type":"herald.publication","channel","user","client","data"}. Fire
+ * and forget: failures are logged and counted. A no-op without a Django
+ * bridge. Strings are copied. */
+void chan_django_forward(chan_layer *l, unsigned thread, const char *target, const char *channel,
+                         const char *user, const char *client, const char *data_json,
+                         size_t data_len);
 
 /* Number of threads of this node with subscribers of channel (for tests and
  * metrics). Any thread. */

@@ -45,6 +45,7 @@
  * history channels, the node reads what it missed from the stream, delivers
  * it in order, and tells each subscriber whether the stream was recovered.
  */
+#include "django.h"
 #include "layer_internal.h"
 
 #include <errno.h>
@@ -673,6 +674,7 @@ static void home_open(redis_layer *L, home_task *t)
 {
     rchan *c = rchan_get(L, t->channel, 1);
     c->wanted = 1;
+    dj_channel_open(L->base.django, t->channel); /* first: see dj_bridge_up */
     rchan_sync(c);
     home_task_free(t);
 }
@@ -682,6 +684,7 @@ static void home_close(redis_layer *L, home_task *t)
     rchan *c = rchan_get(L, t->channel, 0);
     if (c) {
         c->wanted = 0;
+        dj_channel_close(L->base.django, t->channel);
         c->have_last = 0;
         rchan_sync(c);
         rchan_maybe_drop(c);
@@ -933,8 +936,11 @@ static void update_up(shard *sh)
         return;
     sh->up = up;
     atomic_fetch_add(&L->shards_up, up ? 1 : -1);
-    if (!up)
+    if (!up) {
+        if (sh->index == 0)
+            dj_bridge_down(L->base.django);
         return;
+    }
     if (sh->index == 0 && sh->was_up) {
         chan_control resync = {.op = CHAN_CTL_RESYNC};
         L->base.host.control(L->base.host.ud, &resync);
@@ -943,6 +949,10 @@ static void update_up(shard *sh)
     sh->attempt = 0;
     fprintf(stderr, "herald: redis shard %d (%s:%d) is up\n", sh->index, sh->addr.host,
             sh->addr.port);
+    /* the Django bridge's subscriptions go out before Herald's on the same
+     * connection, so a channel's confirmation implies its group's */
+    if (sh->index == 0)
+        dj_bridge_up(L->base.django, sh->cmd, sh->sub, &sh->addr, sh->ip);
     /* subscribe again to everything the node wants */
     const char *key;
     void *val;
@@ -1455,6 +1465,7 @@ static int redis_start(chan_layer *l, void *uv_loop)
 {
     redis_layer *L = rl(l);
     L->uv = uv_loop;
+    dj_bridge_start(L->base.django, uv_loop);
     uv_timer_init(L->uv, &L->tick);
     L->tick.data = L;
     uv_timer_start(&L->tick, on_tick, TICK_MS, TICK_MS);
@@ -1474,6 +1485,7 @@ static void redis_stop(chan_layer *l)
     if (!L->uv || L->stopping)
         return;
     L->stopping = 1;
+    dj_bridge_stop(L->base.django); /* while the first shard can still take its cleanup */
     uv_close((uv_handle_t *)&L->tick, NULL);
     for (int i = 0; i < L->nshards; i++) {
         shard *sh = &L->shards[i];
@@ -1504,11 +1516,13 @@ static void redis_stats(chan_layer *l, chan_stats *out)
     out->redis_reconnects = atomic_load(&L->reconnects);
     out->redis_pending_bytes = atomic_load(&L->pending_bytes);
     out->bad_messages = atomic_load(&L->bad_messages);
+    dj_bridge_stats(L->base.django, out);
 }
 
 static void redis_destroy(chan_layer *l)
 {
     redis_layer *L = rl(l);
+    dj_bridge_free(L->base.django);
     for (int i = 0; i < L->nshards; i++) {
         hr_map_free(L->shards[i].channels);
         hr_redis_addr_clear(&L->shards[i].addr);
@@ -1717,5 +1731,10 @@ chan_layer *chan_redis_new(const chan_host *host, const chan_redis_config *cfg, 
     }
     free(addrs);
     atomic_init(&L->shards_up, 0);
+    if (cfg->django && cfg->django->mode &&
+        !dj_bridge_new(&L->base, cfg->django, L->prefix, L->node_id, err, errlen)) {
+        chan_layer_destroy(&L->base);
+        return NULL;
+    }
     return &L->base;
 }

@@ -76,6 +76,8 @@ typedef struct opt_def {
 
 static const char *const log_formats[] = {"text", "json", NULL}; /* = hr_log_format */
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+/* = chan_django_config.mode */
+static const char *const django_layers[] = {"off", "pubsub", "redis", NULL};
 
 static int check_redis_url(const char *val, char *why, size_t whylen);
 static int check_jwt_alg(const char *val, char *why, size_t whylen);
@@ -191,6 +193,23 @@ static const opt_def opt_table[] = {
      "cluster mode: presence entries of a node that died disappear after this"},
     {"threads", "HERALD_THREADS", "threads", "N", OPT_INT, F(threads), 0, 0, 64, NULL, NULL, "0",
      "event-loop threads in the process; 0 = one per core"},
+    {"django_channels", "HERALD_DJANGO_CHANNELS", "django-channels", "LAYER", OPT_CHOICE,
+     F(django_channels), 0, 0, 0, django_layers, NULL, "off",
+     "cluster mode: understand channels_redis' pubsub or redis layer on the first shard"},
+    {"django_channels_prefix", "HERALD_DJANGO_CHANNELS_PREFIX", "django-channels-prefix", "STR",
+     OPT_STR, F(django_prefix), 0, 0, 0, NULL, NULL, "asgi", "the layer's \"prefix\""},
+    {"django_channels_group_expiry", "HERALD_DJANGO_CHANNELS_GROUP_EXPIRY",
+     "django-channels-group-expiry", "SECONDS", OPT_INT, F(django_group_expiry), 0, 1, INT_MAX,
+     NULL, NULL, "86400", "the layer's \"group_expiry\" (redis layer)"},
+    {"django_channels_expiry", "HERALD_DJANGO_CHANNELS_EXPIRY", "django-channels-expiry", "SECONDS",
+     OPT_INT, F(django_expiry), 0, 1, INT_MAX, NULL, NULL, "60",
+     "the layer's \"expiry\" (redis layer; messages Herald sends)"},
+    {"django_channels_capacity", "HERALD_DJANGO_CHANNELS_CAPACITY", "django-channels-capacity", "N",
+     OPT_INT, F(django_capacity), 0, 1, INT_MAX, NULL, NULL, "100",
+     "the layer's \"capacity\" (redis layer; channels Herald sends to)"},
+    {"django_channels_encrypted", "HERALD_DJANGO_CHANNELS_ENCRYPTED", "django-channels-encrypted",
+     NULL, OPT_BOOL, F(django_encrypted), 0, 0, 0, NULL, NULL, "false",
+     "the layer has symmetric_encryption_keys: refused (not supported)"},
 };
 
 #define NOPTS (sizeof(opt_table) / sizeof(opt_table[0]))
@@ -598,7 +617,7 @@ static int load_flags(hr_config *cfg, int argc, char **argv, char *err, size_t e
 
 /*---- Config file: namespaces -----------------------------------------------*/
 
-typedef enum ns_type { NS_RULE, NS_BOOL, NS_COUNT } ns_type;
+typedef enum ns_type { NS_RULE, NS_BOOL, NS_COUNT, NS_DJANGO } ns_type;
 
 typedef struct ns_def {
     const char *key;
@@ -613,6 +632,7 @@ static const ns_def ns_table[] = {
     {"join_leave", NS_BOOL, offsetof(auth_namespace, join_leave)},
     {"history_size", NS_COUNT, offsetof(auth_namespace, history_size)},
     {"history_ttl", NS_COUNT, offsetof(auth_namespace, history_ttl)},
+    {"django_channel", NS_DJANGO, offsetof(auth_namespace, django_channel)},
 };
 
 #define NNS_KEYS (sizeof(ns_table) / sizeof(ns_table[0]))
@@ -664,6 +684,21 @@ static int ns_set_rule(auth_rule *slot, const ns_def *d, json_t *v, char *why, s
     return 0;
 }
 
+/* A Channels channel Herald may send to (BaseChannelLayer's rules): 1..99
+ * of [A-Za-z0-9_.-]; no '!', a process-local name is nobody's to send to.
+ * The same rule as channels/django_codec.c's dj_channel_name_valid. */
+static int django_channel_ok(const char *s)
+{
+    size_t len = strlen(s);
+    if (!len || len > 99)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              strchr("_.-", *s)))
+            return 0;
+    return 1;
+}
+
 /* Sets one key of a namespace from its JSON value. */
 static int ns_apply(auth_namespace *ns, const ns_def *d, json_t *v, char *why, size_t whylen)
 {
@@ -681,6 +716,13 @@ static int ns_apply(auth_namespace *ns, const ns_def *d, json_t *v, char *why, s
             return say(why, whylen, "expected a whole number from 0 to %d", INT_MAX);
         *(int *)slot = (int)json_integer_value(v);
         return 0;
+    case NS_DJANGO:
+        if (json_is_null(v))
+            return set_str(slot, NULL, why, whylen);
+        if (!json_is_string(v) || !django_channel_ok(json_string_value(v)))
+            return say(why, whylen,
+                       "expected a Django Channels channel name (1 to 99 of A-Z a-z 0-9 _ . -)");
+        return set_str(slot, json_string_value(v), why, whylen);
     }
     return say(why, whylen, "internal error: unknown namespace key type");
 }
@@ -910,6 +952,29 @@ int hr_config_defaults(hr_config *cfg)
     return 0;
 }
 
+/* What only makes sense together: the Django bridge lives on Redis, and a
+ * namespace's django_channel needs the bridge. */
+static int check_django(const hr_config *cfg, char *err, size_t errlen)
+{
+    if (cfg->django_encrypted)
+        return say(err, errlen,
+                   "HERALD_DJANGO_CHANNELS_ENCRYPTED: Herald cannot read or write encrypted "
+                   "Channels layers (symmetric_encryption_keys). Give Herald a layer without "
+                   "encryption (its own prefix, e.g. a second CHANNEL_LAYERS entry), or leave "
+                   "HERALD_DJANGO_CHANNELS off");
+    if (cfg->django_channels && !cfg->redis_url)
+        return say(err, errlen,
+                   "HERALD_DJANGO_CHANNELS needs cluster mode: set HERALD_REDIS_URL to the "
+                   "Redis of the project's CHANNEL_LAYERS");
+    for (size_t i = 0; i < cfg->nnamespaces; i++)
+        if (cfg->namespaces[i].django_channel && !cfg->django_channels)
+            return say(err, errlen,
+                       "namespace \"%s\" has a django_channel: set HERALD_DJANGO_CHANNELS "
+                       "(redis or pubsub, as the project's CHANNEL_LAYERS)",
+                       cfg->namespaces[i].name);
+    return 0;
+}
+
 /* The file must be read first but may be named by a flag, so argv is scanned
  * twice: once for --config (also catching unknown flags early), once to apply
  * the flags over the environment. "--config=" disables HERALD_CONFIG. */
@@ -931,7 +996,7 @@ int hr_config_load(hr_config *cfg, int argc, char **argv, char **env, char *err,
         return -1;
     if (!cfg->tls_cert != !cfg->tls_key)
         return say(err, errlen, "tls_cert and tls_key: set both (TLS) or neither (plain HTTP)");
-    return 0;
+    return check_django(cfg, err, errlen);
 }
 
 /* Linear scan: a handful of namespaces, looked up once per subscribe or
@@ -975,7 +1040,7 @@ void hr_config_clear(hr_config *cfg)
                      &cfg->jwt_public_key, &cfg->jwt_private_key, &cfg->jwt_alg,
                      &cfg->jwt_iss,        &cfg->jwt_aud,         &cfg->config_path,
                      &cfg->jwt_kid,        &cfg->tls_cert,        &cfg->tls_key,
-                     &cfg->web_root};
+                     &cfg->web_root,       &cfg->django_prefix};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     list_free(cfg->api_keys, cfg->napi_keys);
@@ -1013,7 +1078,7 @@ static const char usage_head[] =
     "\n"
     "Options:\n";
 
-#define USAGE_CAP 8192
+#define USAGE_CAP 12288
 
 /* Appends to the usage buffer, silently truncating (the text is bounded). */
 __attribute__((format(printf, 3, 4))) static void append(char *buf, size_t *len, const char *fmt,

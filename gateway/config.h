@@ -73,6 +73,14 @@ typedef struct hr_config {
     char **trusted_proxies;    /* HERALD_TRUSTED_PROXIES: ADDR or ADDR/BITS */
     size_t ntrusted_proxies;
 
+    /* Django Channels bridge (cluster mode; README "Using Herald from Django") */
+    int django_channels;     /* HERALD_DJANGO_CHANNELS: 0 off, 1 pubsub, 2 redis */
+    char *django_prefix;     /* HERALD_DJANGO_CHANNELS_PREFIX, "asgi" */
+    int django_group_expiry; /* HERALD_DJANGO_CHANNELS_GROUP_EXPIRY seconds, 86400 */
+    int django_expiry;       /* HERALD_DJANGO_CHANNELS_EXPIRY seconds, 60 */
+    int django_capacity;     /* HERALD_DJANGO_CHANNELS_CAPACITY, 100 */
+    int django_encrypted;    /* HERALD_DJANGO_CHANNELS_ENCRYPTED: true refuses to start */
+
     /* namespaces from the config file; always contains "" (the default) */
     auth_namespace *namespaces;
     size_t nnamespaces;

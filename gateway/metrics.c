@@ -176,6 +176,17 @@ void hr_metrics_render(hr_buf *b, hr_counters *const *c, size_t n, const chan_st
          cs->redis_pending_bytes},
         {"herald_redis_bad_messages_total", "counter",
          "Malformed pushes or control messages received from Redis and dropped.", cs->bad_messages},
+        {"herald_django_messages_total", "counter",
+         "Django Channels group messages handed to local subscribers.", cs->django_received},
+        {"herald_django_bad_messages_total", "counter",
+         "Messages from Django Channels dropped: malformed, encrypted or not convertible to JSON.",
+         cs->django_bad},
+        {"herald_django_forwarded_total", "counter",
+         "Client publications sent to a namespace's django_channel.", cs->django_forwarded},
+        {"herald_django_forward_failures_total", "counter",
+         "Client publications a django_channel did not get (channel full, no receiver, Redis "
+         "unreachable).",
+         cs->django_forward_failed},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
         metric(b, rows[i].name, rows[i].type, rows[i].help, node, rows[i].v);

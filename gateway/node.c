@@ -299,6 +299,14 @@ static chan_layer *redis_layer(hr_node *node, const chan_host *host, char *err, 
         names[i] = cfg->namespaces[i].name ? cfg->namespaces[i].name : "";
         opts[i] = hr_chan_opts(&cfg->namespaces[i]);
     }
+    chan_django_config dj = {
+        .mode = cfg->django_channels,
+        .prefix = cfg->django_prefix,
+        .group_expiry = cfg->django_group_expiry,
+        .expiry = cfg->django_expiry,
+        .capacity = cfg->django_capacity,
+        .max_message = cfg->max_body, /* what a REST publish may carry */
+    };
     chan_redis_config rc = {
         .urls = cfg->redis_url,
         .prefix = cfg->redis_prefix,
@@ -307,6 +315,7 @@ static chan_layer *redis_layer(hr_node *node, const chan_host *host, char *err, 
         .ns_names = names,
         .ns_opts = opts,
         .presence_ttl = cfg->presence_ttl,
+        .django = cfg->django_channels ? &dj : NULL,
     };
     chan_layer *l = chan_redis_new(host, &rc, err, errlen);
     free(names);

@@ -522,6 +522,33 @@ static void publish_done(void *ud, int status, uint64_t offset, int local_only)
     conn_unref(c);
 }
 
+/* A publish in a namespace with django_channel: once the layer has
+ * accepted the publication (not when it was only delivered locally during
+ * a Redis outage), the Channels channel gets it too. Who published is
+ * captured now: the connection may be gone by then. */
+typedef struct django_pub {
+    cmd_ctx *ctx;
+    chan_layer *layer;
+    unsigned thread;
+    const char *target; /* the namespace's django_channel (the config outlives us) */
+    char *channel, *user, *client, *data;
+    size_t len;
+} django_pub;
+
+static void publish_done_django(void *ud, int status, uint64_t offset, int local_only)
+{
+    django_pub *p = ud;
+    if (status == 0 && !local_only)
+        chan_django_forward(p->layer, p->thread, p->target, p->channel, p->user, p->client,
+                            p->data, p->len);
+    publish_done(p->ctx, status, offset, local_only);
+    free(p->channel);
+    free(p->user);
+    free(p->client);
+    free(p->data);
+    free(p);
+}
+
 static void op_publish(hr_conn *c, const hr_cmd *cmd)
 {
     int subscribed = c->subs && hr_map_get(c->subs, cmd->channel, strlen(cmd->channel));
@@ -532,10 +559,22 @@ static void op_publish(hr_conn *c, const hr_cmd *cmd)
         return;
     }
     char *data = json_dumps(cmd->data, JSON_COMPACT | JSON_ENCODE_ANY);
+    size_t len = strlen(data);
     chan_opts o = hr_chan_opts(ns);
     HR_ADD1(&c->loop->stats.ns_publications[hr_ns_index(conn_cfg(c), ns)], 1);
-    chan_publish(c->loop->node->layer, c->loop->index, cmd->channel, &o, data, strlen(data),
-                 publish_done, cmd_ctx_new(c, cmd->id));
+    chan_layer *layer = c->loop->node->layer;
+    if (ns->django_channel) {
+        char client[160];
+        hr_node_client_id(c->loop->node, c->client_n, client, sizeof(client));
+        django_pub *p = hr_malloc(sizeof(*p));
+        *p = (django_pub){cmd_ctx_new(c, cmd->id), layer, c->loop->index, ns->django_channel,
+                          hr_strdup(cmd->channel), hr_strdup(c->id.sub ? c->id.sub : ""),
+                          hr_strdup(client), data, len};
+        chan_publish(layer, c->loop->index, cmd->channel, &o, data, len, publish_done_django, p);
+        return; /* p owns data */
+    }
+    chan_publish(layer, c->loop->index, cmd->channel, &o, data, len, publish_done,
+                 cmd_ctx_new(c, cmd->id));
     free(data);
 }
 

@@ -506,6 +506,63 @@ static void test_namespaces(void)
     file_fails("{\"namespaces\": {\"\": {\"bogus\": 1}}}", "namespaces.(default).bogus");
 }
 
+/* The Django Channels bridge: defaults, values, what only goes together. */
+static void test_django(void)
+{
+    hr_config cfg;
+    CHECK(load(&cfg, 0, NULL, NULL) == 0);
+    CHECK(cfg.django_channels == 0 && !strcmp(cfg.django_prefix, "asgi") &&
+          cfg.django_group_expiry == 86400 && cfg.django_expiry == 60 &&
+          cfg.django_capacity == 100 && !cfg.django_encrypted);
+    hr_config_clear(&cfg);
+
+    char *env[] = {"HERALD_REDIS_URL=redis://127.0.0.1:6379", "HERALD_DJANGO_CHANNELS=pubsub",
+                   "HERALD_DJANGO_CHANNELS_PREFIX=proj", "HERALD_DJANGO_CHANNELS_CAPACITY=7",
+                   NULL};
+    CHECK(load(&cfg, 0, NULL, env) == 0);
+    CHECK(cfg.django_channels == 1 && !strcmp(cfg.django_prefix, "proj") &&
+          cfg.django_capacity == 7);
+    hr_config_clear(&cfg);
+    char *flags[] = {"--redis-url=redis://h", "--django-channels", "redis"};
+    CHECK(load(&cfg, ARGC(flags), flags, NULL) == 0 && cfg.django_channels == 2);
+    hr_config_clear(&cfg);
+
+    char *bad[] = {"HERALD_DJANGO_CHANNELS=rabbitmq", NULL};
+    CHECK(load(&cfg, 0, NULL, bad) < 0 && strstr(err, "HERALD_DJANGO_CHANNELS"));
+    hr_config_clear(&cfg);
+    char *embedded[] = {"HERALD_DJANGO_CHANNELS=redis", NULL};
+    CHECK(load(&cfg, 0, NULL, embedded) < 0 && strstr(err, "cluster mode"));
+    hr_config_clear(&cfg);
+    char *enc[] = {"HERALD_REDIS_URL=redis://h", "HERALD_DJANGO_CHANNELS=redis",
+                   "HERALD_DJANGO_CHANNELS_ENCRYPTED=true", NULL};
+    CHECK(load(&cfg, 0, NULL, enc) < 0 && strstr(err, "symmetric_encryption_keys"));
+    hr_config_clear(&cfg);
+
+    /* a namespace's django_channel: a Channels name, and the bridge on */
+    CHECK(load_json(&cfg, "{\"redis_url\":\"redis://h\",\"django_channels\":\"redis\","
+                          "\"namespaces\":{\"chat\":{\"django_channel\":\"herald-events\"}}}",
+                    NULL, 0) == 0);
+    const auth_namespace *ns = hr_config_namespace(&cfg, "chat:x");
+    CHECK(ns && ns->django_channel && !strcmp(ns->django_channel, "herald-events"));
+    ns = hr_config_namespace(&cfg, "news");
+    CHECK(ns && !ns->django_channel);
+    hr_config_clear(&cfg);
+    CHECK(load_json(&cfg, "{\"namespaces\":{\"chat\":{\"django_channel\":\"e\"}}}", NULL,
+                    0) < 0 &&
+          strstr(err, "HERALD_DJANGO_CHANNELS"));
+    hr_config_clear(&cfg);
+    const char *names[] = {"\"specific.x!y\"", "\"a:b\"", "\"\"", "7"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        char json[256];
+        snprintf(json, sizeof(json),
+                 "{\"redis_url\":\"redis://h\",\"django_channels\":\"pubsub\","
+                 "\"namespaces\":{\"chat\":{\"django_channel\":%s}}}",
+                 names[i]);
+        CHECK(load_json(&cfg, json, NULL, 0) < 0 && strstr(err, "namespaces.chat.django_channel"));
+        hr_config_clear(&cfg);
+    }
+}
+
 int main(void)
 {
     RUN(test_defaults);
@@ -516,5 +573,6 @@ int main(void)
     RUN(test_bad_values);
     RUN(test_file);
     RUN(test_namespaces);
+    RUN(test_django);
     return TEST_DONE();
 }
