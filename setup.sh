@@ -15,11 +15,12 @@ BUILD_PKGS=(build-essential cmake pkg-config libwebsockets-dev libuv1-dev libjan
 # python3-channels-redis, -django-channels, -msgpack: the Django Channels
 # bridge is tested against the real, unmodified channels_redis; python3-jwt,
 # -cryptography, -pip, -setuptools, -wheel: the Python client's tokens and
-# its `pip install`
+# its `pip install`; python3-fastapi, -uvicorn, -multipart (FastAPI's form
+# parsing, for OAuth2 password login): examples/fastapi
 TEST_PKGS=(redis-server openssl python3 python3-websockets python3-requests python3-redis
            nginx docker-compose python3-yaml chromium python3-channels-redis
            python3-django-channels python3-msgpack python3-jwt python3-cryptography python3-pip
-           python3-setuptools python3-wheel)
+           python3-setuptools python3-wheel python3-fastapi python3-uvicorn python3-multipart)
 # What the binary loads at run time (the Docker image's runtime stage):
 # ldd's libraries, plus lws' libuv event-loop plugin, which lws dlopen()s and
 # ldd does not show. tests/integration/test_dockerfile.py checks this list

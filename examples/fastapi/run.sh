@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The FastAPI example in one command: Herald (embedded mode) on 127.0.0.1:8080
+# and the shop app (uvicorn) on 127.0.0.1:8000, sharing a fresh JWT secret and
+# API key. Ctrl-C stops both. See README.md.
+#
+#   HERALD_PORT, APP_PORT      the ports (8080, 8000)
+#   HERALD_URL                 use a Herald that is already running instead
+#                              (then HERALD_API_KEY and HERALD_JWT_SECRET must be its own)
+#   HERALD_BIN                 the herald binary (default: build/herald, built if missing)
+#   PYTHON                     the interpreter with fastapi and uvicorn (python3)
+set -euo pipefail
+cd "$(dirname "$0")"
+source ../lib.sh
+
+HERALD_PORT=${HERALD_PORT:-8080}
+APP_PORT=${APP_PORT:-8000}
+export HERALD_JWT_SECRET=${HERALD_JWT_SECRET:-$(random_hex 32)}
+export HERALD_API_KEY=${HERALD_API_KEY:-$(random_hex 16)}
+export SHOP_DB=${SHOP_DB:-$EXAMPLE_DIR/shop.db}
+
+"$PYTHON" -c 'import fastapi, uvicorn, multipart' 2>/dev/null ||
+    die "$PYTHON lacks FastAPI: apt-get install python3-fastapi python3-uvicorn python3-multipart"
+
+if [[ -z ${HERALD_URL:-} ]]; then
+    start_herald
+    export HERALD_URL=http://127.0.0.1:$HERALD_PORT
+fi
+
+start app "$PYTHON" -m uvicorn app:app --host 127.0.0.1 --port "$APP_PORT"
+wait_for app "$PID_app" "/healthz" http_ok "http://127.0.0.1:$APP_PORT/healthz"
+say "the shop on http://127.0.0.1:$APP_PORT (open it in a browser; log: $EXAMPLE_DIR/app.log)"
+wait_children

@@ -1,0 +1,151 @@
+"""examples/fastapi, run for real: its run.sh starts Herald (embedded mode) and
+the FastAPI app (uvicorn, Debian's python3-fastapi) on free ports; users
+register and log in through the app's own OAuth2 password login, take a Herald
+token from the app, connect real WebSockets to Herald with it, and see the
+app's domain event (POST /orders) arrive on their personal and the public
+channel, published by the app through clients/python.
+"""
+
+import requests
+
+from examples_harness import Example, port_open
+from harness import (WS, assert_error, assert_result, authenticate, free_port, jwt_parts,
+                     run_tests)
+
+PASSWORD = "correct horse battery"
+
+
+def shop():
+    return Example("fastapi", ports=("HERALD_PORT", "APP_PORT"),
+                   env={"HERALD_JWT_SECRET": "s" * 40, "HERALD_API_KEY": "example-key"})
+
+
+class App:
+    def __init__(self, ex):
+        self.base = ex.url("APP_PORT")
+
+    def register(self, username, password=PASSWORD):
+        return requests.post(self.base + "/users", json={"username": username, "password": password},
+                             timeout=10)
+
+    def login(self, username, password=PASSWORD):
+        return requests.post(self.base + "/token",
+                             data={"grant_type": "password", "username": username,
+                                   "password": password}, timeout=10)
+
+    def get(self, path, access):
+        return requests.get(self.base + path, headers={"Authorization": "Bearer " + access},
+                            timeout=10)
+
+    def post(self, path, access, body):
+        return requests.post(self.base + path, json=body,
+                             headers={"Authorization": "Bearer " + access}, timeout=10)
+
+    def user(self, username):
+        """Registers and logs in: (user id, the app's access token)."""
+        r = self.register(username)
+        assert r.status_code == 201, (r.status_code, r.text)
+        r = self.login(username)
+        assert r.status_code == 200, (r.status_code, r.text)
+        body = r.json()
+        assert body["token_type"] == "bearer" and body["access_token"], body
+        me = self.get("/me", body["access_token"]).json()
+        assert me["username"] == username, me
+        return me["id"], body["access_token"]
+
+
+def herald_socket(ex, app, access):
+    """A real WebSocket to Herald with the token the app issued."""
+    r = app.get("/herald-token", access)
+    assert r.status_code == 200, (r.status_code, r.text)
+    body = r.json()
+    assert body["url"] == "ws://127.0.0.1:%d/ws" % ex.ports["HERALD_PORT"], body
+    return authenticate(WS(ex.ports["HERALD_PORT"]), body["token"]), body
+
+
+def next_message(ws, timeout=5.0):
+    while True:
+        m = ws.recv_json(timeout)
+        if m.get("push") == "message":
+            return m
+
+
+def test_login_token_and_order_events():
+    with shop() as ex:
+        ex.wait_http(ex.url("APP_PORT", "/healthz"))
+        app = App(ex)
+        alice_id, alice = app.user("alice")
+        bob_id, bob = app.user("bob")
+        assert alice_id != bob_id
+        # the app's own login: wrong passwords, unknown users, no token
+        assert app.login("alice", "wrong password").status_code == 401
+        assert app.login("nobody").status_code == 401
+        assert app.register("alice").status_code == 409
+        assert app.register("carol", "short").status_code == 422
+        assert app.get("/herald-token", "not-a-token").status_code == 401
+        assert requests.post(app.base + "/orders", json={"item": "x"}, timeout=10).status_code == 401
+
+        # the Herald token the app minted (HS256, clients/python)
+        wa, tok = herald_socket(ex, app, alice)
+        head, claims, _ = jwt_parts(tok["token"])
+        assert head["alg"] == "HS256" and claims["sub"] == str(alice_id), (head, claims)
+        assert claims["info"] == {"name": "alice"} and claims["exp"] - claims["iat"] == 900, claims
+        assert wa.hello["user"] == str(alice_id), wa.hello
+        assert tok["channels"] == ["user:%d" % alice_id, "orders"], tok
+        for ch in tok["channels"]:
+            assert_result(wa.cmd("subscribe", channel=ch))
+        wb, _ = herald_socket(ex, app, bob)
+        assert_result(wb.cmd("subscribe", channel="orders"))
+        # Herald keeps alice's channel hers, whatever token bob's app gave him
+        assert_error(wb.cmd("subscribe", channel="user:%d" % alice_id), "forbidden")
+
+        # the domain event
+        r = app.post("/orders", alice, {"item": "teapot", "quantity": 2})
+        assert r.status_code == 201, (r.status_code, r.text)
+        order = r.json()["order"]
+        assert r.json()["notified"] is True and order["item"] == "teapot", r.json()
+        got = [next_message(wa), next_message(wa)]
+        by_channel = {m["channel"]: m["data"] for m in got}
+        assert by_channel == {
+            "user:%d" % alice_id: {"type": "order.created", "order": order},
+            "orders": {"type": "order.created", "item": "teapot", "quantity": 2},
+        }, got
+        assert next_message(wb) == {"push": "message", "channel": "orders",
+                                    "data": {"type": "order.created", "item": "teapot",
+                                             "quantity": 2}}
+        # bob's order: bob's channel (nobody listens) and the public one
+        r = app.post("/orders", bob, {"item": "kettle"})
+        assert r.status_code == 201 and r.json()["notified"] is True, r.text
+        assert next_message(wa)["data"] == {"type": "order.created", "item": "kettle",
+                                            "quantity": 1}
+        wa.assert_quiet(0.3)
+        assert app.post("/orders", bob, {"item": "x", "quantity": 0}).status_code == 422
+
+        # the page a person would open loads herald.js from Herald
+        page = requests.get(app.base + "/", timeout=10)
+        assert page.status_code == 200 and \
+            'from "http://127.0.0.1:%d/herald.js"' % ex.ports["HERALD_PORT"] in page.text
+        wa.close()
+        wb.close()
+        assert ex.stop() == 143
+        # run.sh stopped what it started
+        assert not port_open(ex.ports["HERALD_PORT"]) and not port_open(ex.ports["APP_PORT"])
+
+
+def test_order_kept_when_herald_is_down():
+    """HERALD_URL names a Herald that is not running: run.sh starts only the
+    app; orders are still taken, answered notified: false."""
+    with Example("fastapi", ports=("APP_PORT",),
+                 env={"HERALD_URL": "http://127.0.0.1:%d" % free_port(),
+                      "HERALD_JWT_SECRET": "s" * 40, "HERALD_API_KEY": "k"}) as ex:
+        ex.wait_http(ex.url("APP_PORT", "/healthz"))
+        app = App(ex)
+        _, access = app.user("dave")
+        r = app.post("/orders", access, {"item": "teapot"})
+        assert r.status_code == 201, r.text
+        assert r.json()["notified"] is False, r.json()
+        assert r.json()["order"]["id"] == 1
+
+
+if __name__ == "__main__":
+    run_tests(globals(), per_test_timeout=120)
