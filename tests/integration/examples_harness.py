@@ -103,12 +103,17 @@ class Example:
                 continue
             try:
                 if os.getsid(int(pid)) == sid:
-                    left.append(int(pid))
+                    with open("/proc/%s/cmdline" % pid, "rb") as f:
+                        cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                    with open("/proc/%s/status" % pid) as f:
+                        st = " ".join(l.strip() for l in f if l.startswith(("State", "PPid", "Name")))
+                    if "State:\tZ" not in st:  # a zombie is dead already (PID 1 reaps it)
+                        left.append("%s (%s) %s" % (pid, cmd, st))
             except OSError:
                 pass
-        for pid in left:
+        for entry in left:
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(int(entry.split()[0]), signal.SIGKILL)
             except OSError:
                 pass
         if self.proc.poll() is None:
