@@ -3,14 +3,22 @@ the FastAPI app (uvicorn, Debian's python3-fastapi) on free ports; users
 register and log in through the app's own OAuth2 password login, take a Herald
 token from the app, connect real WebSockets to Herald with it, and see the
 app's domain event (POST /orders) arrive on their personal and the public
-channel, published by the app through clients/python.
+channel, published by the app through clients/python. README's "ten lines"
+run as written there.
 """
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
 
 import requests
 
-from examples_harness import Example, port_open
-from harness import (WS, assert_error, assert_result, authenticate, free_port, jwt_parts,
-                     run_tests)
+from examples_harness import Example, http_ok, port_open
+from harness import (REPO, WS, Herald, assert_error, assert_result, authenticate, free_port,
+                     jwt_parts, run_tests, wait_until)
 
 PASSWORD = "correct horse battery"
 
@@ -145,6 +153,54 @@ def test_order_kept_when_herald_is_down():
         assert r.status_code == 201, r.text
         assert r.json()["notified"] is False, r.json()
         assert r.json()["order"]["id"] == 1
+
+
+def readme_ten_lines():
+    """The first python block of README's "Using Herald from FastAPI"."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        text = f.read()
+    section = text.split("## Using Herald from FastAPI", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_ten_lines():
+    """README's ten lines, as written there, with a stand-in for the app's
+    login dependency (current_user): the token they issue opens a socket,
+    the order they publish reaches it."""
+    code = readme_ten_lines()
+    assert "mint_token" in code and "herald.publish" in code, code
+    d = tempfile.mkdtemp(prefix="herald-readme-fastapi-")
+    with open(os.path.join(d, "readme_app.py"), "w") as f:
+        f.write("from types import SimpleNamespace\n"
+                "def current_user():\n    return SimpleNamespace(id=7)\n\n" + code)
+    with Herald() as h:
+        port = free_port()
+        env = dict(os.environ, HERALD_URL=h.base, HERALD_API_KEY=h.api_key,
+                   HERALD_JWT_SECRET=h.secret, PYTHONDONTWRITEBYTECODE="1",
+                   PYTHONPATH=os.path.join(REPO, "clients", "python"))
+        log = open(os.path.join(d, "uvicorn.log"), "wb")
+        app = subprocess.Popen([sys.executable, "-m", "uvicorn", "readme_app:app", "--app-dir", d,
+                                "--host", "127.0.0.1", "--port", str(port)], env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+        try:
+            base = "http://127.0.0.1:%d" % port
+            wait_until(lambda: app.poll() is not None or http_ok(base + "/docs"), 60,
+                       what="uvicorn")
+            assert app.poll() is None, open(log.name).read()
+            tok = requests.get(base + "/herald-token", timeout=10).json()["token"]
+            ws = authenticate(h.ws(), tok)
+            assert ws.hello["user"] == "7"
+            assert_result(ws.cmd("subscribe", channel="user:7"))
+            r = requests.post(base + "/orders", json={"item": "teapot"}, timeout=10)
+            assert r.status_code == 200 and r.json() == {"item": "teapot"}, r.text
+            assert next_message(ws) == {"push": "message", "channel": "user:7",
+                                        "data": {"type": "order.created",
+                                                 "order": {"item": "teapot"}}}
+        finally:
+            app.terminate()
+            app.wait(10)
+            log.close()
+            shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":
