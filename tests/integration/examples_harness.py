@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import requests
 
@@ -149,4 +148,4 @@ def run_script(name, script, args=(), env=None, timeout=30):
                           capture_output=True, text=True, timeout=timeout)
 
 
-__all__ = ["Example", "EXAMPLES", "http_ok", "port_open", "run_script", "time"]
+__all__ = ["Example", "EXAMPLES", "http_ok", "port_open", "run_script"]

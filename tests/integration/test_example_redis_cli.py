@@ -7,9 +7,10 @@ one-shot form prints 0 or the offset and fails on Redis' error replies.
 """
 
 import json
+import time
 
 from examples_harness import Example, port_open, run_script
-from harness import WS, assert_result, authenticate, make_jwt, run_tests, time, wait_until
+from harness import WS, assert_result, authenticate, make_jwt, run_tests, wait_until
 
 SECRET = "r" * 40
 
