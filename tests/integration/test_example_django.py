@@ -5,8 +5,8 @@ WebSocket client of Herald, with a token from `manage.py herald_token`,
 receives what the project's ordinary Channels code sends:
 
 - the view POST /news/ (async_to_sync(channel_layer.group_send)("news", ...));
-- the management command `notify USER TEXT` (group "user..USER", Herald's
-  personal channel user:USER);
+- the management commands `notify USER TEXT` (group "user..USER", Herald's
+  personal channel user:USER) and `announce chat:lobby TEXT` (group "chat..lobby");
 - the worker consumer (runworker herald-events), which answers a chat
   publication the browser made (namespace chat -> django_channel) with a
   group_send back into the room.
@@ -90,6 +90,12 @@ def check_project(layer):
         manage(ex, "notify", "alice", "your order shipped")
         assert next_message(ws) == {"push": "message", "channel": "user:alice",
                                     "data": {"type": "notification", "text": "your order shipped"}}
+
+        # another command, to a namespaced channel (group "chat..lobby")
+        manage(ex, "announce", "chat:lobby", "welcome")
+        assert next_message(ws) == {"push": "message", "channel": "chat:lobby",
+                                    "data": {"type": "announcement", "from": "django",
+                                             "text": "welcome"}}
 
         # the browser publishes; the Channels worker answers in the room
         if layer == "pubsub":  # pub/sub keeps nothing for a worker not yet listening
