@@ -44,19 +44,21 @@ find_herald() {
     if [[ ! -x $HERALD ]]; then
         [[ -z ${HERALD_BIN:-} ]] || die "HERALD_BIN=$HERALD_BIN is not an executable"
         say "building Herald into $REPO/build (once)"
-        cmake -S "$REPO" -B "$REPO/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null &&
-            cmake --build "$REPO/build" -j"$(nproc)" --target herald >/dev/null ||
+        if ! cmake -S "$REPO" -B "$REPO/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null ||
+            ! cmake --build "$REPO/build" -j"$(nproc)" --target herald >/dev/null; then
             die "building Herald failed: run ./setup.sh run once (it installs the build packages)"
+        fi
     fi
 }
 
-# start NAME COMMAND...: runs COMMAND in the background, output to NAME.log.
+# start NAME COMMAND...: runs COMMAND in the background, output to NAME.log;
+# its pid is in LAST_PID.
 start() {
     local name=$1
     shift
     "$@" >"$EXAMPLE_DIR/$name.log" 2>&1 &
-    CHILDREN+=($!)
-    eval "PID_${name//[^A-Za-z0-9_]/_}=$!"
+    LAST_PID=$!
+    CHILDREN+=("$LAST_PID")
 }
 
 # log_tail NAME: the end of NAME.log (for failures).
@@ -87,14 +89,15 @@ http_ok() {
 }
 
 # start_redis PORT: a private redis-server on 127.0.0.1:PORT that keeps
-# nothing on disk; sets REDIS_URL.
+# nothing on disk; sets REDIS_URL (for the caller).
 start_redis() {
     local port=$1
     command -v redis-server >/dev/null || die "redis-server is missing: apt-get install redis-server"
     start redis redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
         --dir "$EXAMPLE_DIR"
+    # shellcheck disable=SC2034 # the caller's
     REDIS_URL=redis://127.0.0.1:$port/0
-    wait_for redis "$PID_redis" "an answer to PING" redis-cli -p "$port" ping
+    wait_for redis "$LAST_PID" "an answer to PING" redis-cli -p "$port" ping
     say "redis-server on 127.0.0.1:$port"
 }
 
@@ -104,7 +107,7 @@ start_herald() {
     find_herald
     HERALD_LISTEN=127.0.0.1:$HERALD_PORT HERALD_DB=$EXAMPLE_DIR/herald.db HERALD_LOG_FORMAT=text \
         start herald "$HERALD" serve
-    wait_for herald "$PID_herald" "/readyz" http_ok "http://127.0.0.1:$HERALD_PORT/readyz"
+    wait_for herald "$LAST_PID" "/readyz" http_ok "http://127.0.0.1:$HERALD_PORT/readyz"
     say "Herald on http://127.0.0.1:$HERALD_PORT (log: $EXAMPLE_DIR/herald.log)"
 }
 

@@ -12,6 +12,7 @@
 #   PYTHON                 the interpreter with Django and Channels (python3)
 set -euo pipefail
 cd "$(dirname "$0")"
+# shellcheck source=../lib.sh
 source ../lib.sh
 
 export DJANGO_CHANNEL_LAYER=${DJANGO_CHANNEL_LAYER:-redis}
@@ -36,8 +37,8 @@ start_herald
 
 start worker "$PYTHON" manage.py runworker herald-events
 start django "$PYTHON" manage.py runserver --noreload "127.0.0.1:$DJANGO_PORT"
-wait_for django "$PID_django" "/healthz" http_ok "http://127.0.0.1:$DJANGO_PORT/healthz"
+wait_for django "$LAST_PID" "/healthz" http_ok "http://127.0.0.1:$DJANGO_PORT/healthz"
 say "Django on http://127.0.0.1:$DJANGO_PORT ($DJANGO_CHANNEL_LAYER layer; logs: $EXAMPLE_DIR)"
 say "a Herald token for user alice (manage.py herald_token alice):"
-echo "$("$PYTHON" manage.py herald_token alice)"
+"$PYTHON" manage.py herald_token alice
 wait_children

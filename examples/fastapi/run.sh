@@ -10,6 +10,7 @@
 #   PYTHON                     the interpreter with fastapi and uvicorn (python3)
 set -euo pipefail
 cd "$(dirname "$0")"
+# shellcheck source=../lib.sh
 source ../lib.sh
 
 HERALD_PORT=${HERALD_PORT:-8080}
@@ -27,6 +28,6 @@ if [[ -z ${HERALD_URL:-} ]]; then
 fi
 
 start app "$PYTHON" -m uvicorn app:app --host 127.0.0.1 --port "$APP_PORT"
-wait_for app "$PID_app" "/healthz" http_ok "http://127.0.0.1:$APP_PORT/healthz"
+wait_for app "$LAST_PID" "/healthz" http_ok "http://127.0.0.1:$APP_PORT/healthz"
 say "the shop on http://127.0.0.1:$APP_PORT (open it in a browser; log: $EXAMPLE_DIR/app.log)"
 wait_children

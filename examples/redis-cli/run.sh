@@ -9,6 +9,7 @@
 #   HERALD_BIN                the herald binary (default: build/herald, built if missing)
 set -euo pipefail
 cd "$(dirname "$0")"
+# shellcheck source=../lib.sh
 source ../lib.sh
 
 HERALD_PORT=${HERALD_PORT:-8080}
