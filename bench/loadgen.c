@@ -272,6 +272,7 @@ static struct lg {
     uint64_t rest_reconnects, rest_resent;
     /* deliveries */
     uint64_t received, dups, stale, reordered, gaps, test_count;
+    uint64_t received_by_port[MAX_PORTS]; /* deliveries per --ports entry */
     hist lat, ack, hs;
     uint64_t errors[E_N];
     int close_codes[MAX_CLOSE_CODES], close_counts[MAX_CLOSE_CODES], nclose;
@@ -1011,6 +1012,7 @@ static void delivered(conn *c, uint64_t ch, uint64_t gid, uint64_t seq, uint64_t
     if (test_hit(O.test_drop))
         return; /* pretend it never arrived */
     G.received++;
+    G.received_by_port[c->ridx % (uint32_t)O.nports]++;
     hist_add(&G.lat, now > ts ? now - ts : 0);
     uint64_t k = (uint64_t)O.sub_channels, m = (uint64_t)O.channels;
     uint64_t slot = (ch % m + m - ((uint64_t)c->ridx * k) % m) % m;
@@ -1644,7 +1646,11 @@ static void json_delivery(FILE *f, double ms)
             (unsigned long long)G.dups, (unsigned long long)G.stale,
             (unsigned long long)G.reordered, per_s((double)G.received, ms));
     json_hist(f, "", &G.lat);
-    fputs("},", f);
+    fputs(",\"received_by_port\":{", f);
+    for (int i = 0; i < O.nports; i++)
+        fprintf(f, "%s\"%d\":%llu", i ? "," : "", O.ports[i],
+                (unsigned long long)G.received_by_port[i]);
+    fputs("}},", f);
 }
 
 /* Prints `"key":value` pairs, commas between them. */

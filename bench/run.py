@@ -13,6 +13,12 @@ Scenarios (defaults in brackets; see bench/README.md for what each number means)
   rest           REST publishes/s on 1 and 4 keep-alive connections, window 1 and 16
   threads        fanout 1000 x 1000 with HERALD_THREADS=1 and 2
   all            every scenario above, with its defaults
+Cluster mode (issue 7), with a fresh redis-server per run (see bench/README.md):
+  cluster-fanout   2 nodes, subscribers split evenly, REST publishers via node 1 / both,
+                   Herald next to nginx+nchan (Redis store: distributed and nostore)
+  cluster-latency  5 publications/s to 1000 subscribers on 2 nodes for 10 s
+  cluster-nodes    the fan-out with subscribers on 1, 2, 3 Herald nodes
+  cluster          the three above
 
 Every run starts fresh servers on free loopback ports (Herald with a throwaway
 SQLite store, and herald-refserver), drives them with bench/herald-loadgen,
@@ -673,6 +679,7 @@ class Bench:
         try:
             srv.start()
             m = fn(srv, params)
+            note = m.pop("note", None)
         except (RuntimeError, OSError, KeyError, ValueError) as e:
             m, note = {"error": str(e)[:300]}, "error: " + str(e)[:200]
         alive = srv.alive()
@@ -910,6 +917,15 @@ def cluster_run(b, cl, p):
     m["redis_cpu_us_per_delivery"] = rcpu * 1e6 / recv if rcpu is not None and recv else None
     m["rss_after_kb"] = r["server_rss_kb"]
     m["cpu_by_pid"] = by_pid
+    m["window_timeouts"] = r["publish"]["window_timeouts"]
+    # one channel: node i should have received (its subscribers) x (accepted publications)
+    n = len(ports)
+    by_port = r["delivery"].get("received_by_port", {})
+    m["lost_by_node"] = [len(range(i, p["subs"], n)) * r["publish"]["acked"] -
+                         by_port.get(str(port), 0) for i, port in enumerate(ports)]
+    if m["lost"]:
+        m["note"] = "lost %d in one run: by node %s, %d publications given up after 5 s" % (
+            m["lost"], "/".join(map(str, m["lost_by_node"])), m["window_timeouts"])
     return m
 
 
