@@ -613,8 +613,14 @@ def summarize(r):
     return m
 
 
+# Failure counts: a median would hide a loss that happened in one repeat of three.
+WORST_OF = {"lost", "gaps", "dups", "reordered", "closes_4008", "closes_other", "errors",
+            "pub_errors", "window_timeouts", "conns_failed", "idle_failed", "idle_closed"}
+
+
 def median_row(runs):
-    """Medians of numbers, any() of flags, first of the rest, over repeats."""
+    """Medians of numbers, the worst (max) of failure counts, any() of flags,
+    first of the rest, over repeats."""
     out = {}
     for k in runs[0]:
         vals = [r.get(k) for r in runs]
@@ -622,7 +628,7 @@ def median_row(runs):
         if all(isinstance(v, bool) for v in vals):
             out[k] = any(vals)
         elif nums and len(nums) == len(vals):
-            out[k] = statistics.median(nums)
+            out[k] = max(nums) if k in WORST_OF else statistics.median(nums)
         else:
             out[k] = vals[0]
     return out
@@ -791,7 +797,6 @@ def idle_totals(reports):
 def sc_idle_crowd(b):
     a = b.a
     idles = [int(x) for x in (a.idle or "0,5000,15000").split(",")]
-    base = {}
     for n in idles:
         # One publication in flight: every fan-out is one wakeup's work, so a
         # per-wakeup cost that grows with idle connections (poll(2)) shows.
@@ -814,12 +819,7 @@ def sc_idle_crowd(b):
             m["rss_after_kb"] = r["server_rss_kb"]
             return m
         b.run_rows("idle-crowd", "%d idle" % n, p, run)
-    for row in [r for r in b.results if r["scenario"] == "idle-crowd"]:
-        if row["variant"] == "%d idle" % idles[0]:
-            base[row["server"]] = row.get("deliveries_per_s")
-    for row in [r for r in b.results if r["scenario"] == "idle-crowd"]:
-        ref = base.get(row["server"])
-        row["ratio_vs_first"] = row.get("deliveries_per_s", 0) / ref if ref else None
+    add_ratios(b.results, "idle-crowd")
 
 
 def sc_idle_memory(b):
@@ -983,14 +983,20 @@ def sc_cluster_nodes(b):
         variant = "%d pubs x %d subs, %d node%s" % (p["pubs"], p["subs"], n, "s" if n > 1 else "")
         b.run_rows("cluster-nodes", variant, p, lambda s, p: cluster_run(b, s, p), configs,
                    cluster_factory(b, n))
-    base = {}  # each server's first row (fewest nodes) is 1.00
-    rows = [r for r in b.results if r["scenario"] == "cluster-nodes"]
-    for r in rows:
+    add_ratios(b.results, "cluster-nodes")
+
+
+RATIO_SCENARIOS = ("idle-crowd", "cluster-nodes")
+
+
+def add_ratios(results, scenario):
+    """ratio_vs_first: deliveries/s over the same server's first row of the
+    scenario (idle-crowd: no idle connections; cluster-nodes: fewest nodes)."""
+    base = {}
+    for r in [r for r in results if r["scenario"] == scenario]:
         base.setdefault(r["server"], r.get("deliveries_per_s"))
-    for r in rows:
-        ref = base.get(r["server"])
-        d = r.get("deliveries_per_s")
-        r["ratio_vs_first"] = d / ref if ref and d else None
+        ref, d = base[r["server"]], r.get("deliveries_per_s")
+        r["ratio_vs_first"] = d / ref if ref and d is not None else None
 
 
 SCENARIOS = {
@@ -1140,20 +1146,22 @@ def loadavg():
 LOADAVG = {}  # scenario -> (before, after): the machine is shared
 
 
-def scenario_block(scenario, argv, herald):
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def scenario_block(scenario, argv, herald, when=None, rendered=None):
+    when = when or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     la = LOADAVG.get(scenario)
     return "\n".join([
         "<!-- bench:%s -->" % scenario,
         "### %s" % scenario, "",
         "- command: `python3 bench/run.py %s`" % " ".join(argv),
         "- herald: `%s`; machine: %s; %s" % (herald, machine(), when)] +
-        (["- load average (1, 5, 15 min) before / after: %s / %s" % la] if la else []) + [""] + [
+        (["- load average (1, 5, 15 min) before / after: %s / %s" % tuple(la)] if la else []) +
+        (["- tables rendered from that run's JSON: `python3 bench/run.py %s`" % rendered]
+         if rendered else []) + [""] + [
         md_table(scenario),
         "<!-- /bench:%s -->" % scenario])
 
 
-def write_section(path, scenarios, argv, herald):
+def write_section(path, scenarios, argv, herald, when=None, rendered=None):
     """Replaces each scenario's block inside the marked section of path,
     keeping the other blocks and everything outside the markers."""
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
@@ -1166,7 +1174,7 @@ def write_section(path, scenarios, argv, herald):
     blocks = {m.group(1): m.group(0) for m in
               re.finditer(r"<!-- bench:([\w-]+) -->\n.*?<!-- /bench:\1 -->", body, re.S)}
     for s in scenarios:
-        blocks[s] = scenario_block(s, argv, herald)
+        blocks[s] = scenario_block(s, argv, herald, when, rendered)
     ordered = [blocks[s] for s in ALL_SCENARIOS if s in blocks]
     with open(path, "w") as f:
         f.write(head + SECTION_BEGIN + "\n" + "\n\n".join(ordered) + "\n" + SECTION_END + tail)
@@ -1200,7 +1208,10 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
-    ap.add_argument("scenario", choices=list(ALL_SCENARIOS) + ["all", "cluster"])
+    ap.add_argument("scenario", nargs="?", choices=list(ALL_SCENARIOS) + ["all", "cluster"])
+    ap.add_argument("--render", metavar="JSON",
+                    help="run nothing: print (and --write) the tables of a --json file again, "
+                    "medians recomputed from its runs")
     ap.add_argument("--herald", default=DEFAULT_HERALD, help="Herald binary (%(default)s)")
     ap.add_argument("--bin-dir", help="directory of herald-loadgen and herald-refserver")
     ap.add_argument("--servers", default="herald,refserver", help="which servers (%(default)s)")
@@ -1239,10 +1250,38 @@ def parse_args(argv):
     return ap.parse_args(argv)
 
 
+def render(a, argv):
+    """Tables (and --write) from a saved --json file, with the current rules
+    (medians, worst failure counts, ratios) applied to its raw runs."""
+    with open(a.render) as f:
+        doc = json.load(f)
+    for row in doc["results"]:
+        if row.get("runs"):
+            row.update(median_row(row["runs"]))
+    names = []
+    for row in doc["results"]:
+        if row["scenario"] not in names:
+            names.append(row["scenario"])
+    for s in RATIO_SCENARIOS:
+        add_ratios(doc["results"], s)
+    RESULTS[:] = doc["results"]
+    LOADAVG.update(doc.get("loadavg", {}))
+    for name in names:
+        print(text_table(name) + "\n")
+    if a.write:
+        write_section(a.write, names, doc["argv"], doc["herald"], doc.get("when"),
+                      " ".join(argv))
+        log("updated %s" % a.write)
+
+
 def main(argv):
     global VERBOSE
     a = parse_args(argv)
     VERBOSE = a.verbose
+    if a.render:
+        return render(a, argv)
+    if not a.scenario:
+        sys.exit("run.py: name a scenario (or --render JSON)")
     if a.repeat < 1 or a.repeat > 20:
         sys.exit("run.py: --repeat must be 1..20")
     names = list(SCENARIOS) if a.scenario == "all" else \
@@ -1267,7 +1306,9 @@ def main(argv):
     print()
     for name in names:
         print(text_table(name) + "\n")
-    doc = {"herald": a.herald, "machine": machine(), "argv": argv, "results": RESULTS}
+    doc = {"herald": a.herald, "machine": machine(), "argv": argv, "results": RESULTS,
+           "loadavg": LOADAVG,
+           "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     print(json.dumps(doc, separators=(",", ":")))
     if a.json:
         with open(a.json, "w") as f:
