@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 BUILD_PKGS=(build-essential cmake pkg-config libwebsockets-dev libuv1-dev libjansson-dev libjwt-dev
-            libhiredis-dev libssl-dev libargon2-dev libsqlite3-dev)
+            libhiredis-dev libssl-dev libargon2-dev libsqlite3-dev libicu-dev)
 TEST_PKGS=(redis-server python3 python3-websockets python3-requests python3-redis)
 
 # Installs the packages that are not installed yet (apt-get only when needed).
