@@ -330,6 +330,22 @@ typedef struct auth_store_ops {
 extern const auth_store_ops auth_store_sqlite_ops;
 extern const auth_store_ops auth_store_redis_ops;
 
+/* The parts of redis://[[user]:password@]host[:port][/db] (%XX escapes
+ * decoded in user and password; [v6addr] for IPv6), as the Redis store
+ * connects with them. Strings are owned; auth_redis_url_clear frees. */
+typedef struct auth_redis_url {
+    char *host;
+    int port;       /* 6379 when absent */
+    char *user;     /* ACL user, NULL when absent */
+    char *password; /* NULL when absent */
+    int db;         /* 0 when absent */
+} auth_redis_url;
+
+/* Pure (the fuzzers feed it directly). Returns 0, or -1 with *out
+ * cleared for a malformed URL. */
+int auth_redis_url_parse(const char *url, auth_redis_url *out);
+void auth_redis_url_clear(auth_redis_url *u);
+
 /* Loads the node's generated HS256 secret from the store, creating and
  * storing a random one on first use (*created = 1). *secret is malloc'ed,
  * caller frees. Start-up only: blocks. Returns 0, or -1 with err. */

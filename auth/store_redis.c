@@ -38,11 +38,7 @@
 /* The concrete store behind the opaque auth_store pointer. */
 typedef struct redis_store {
     redisContext *c; /* NULL while disconnected */
-    char *host;
-    int port;
-    char *user; /* ACL user, may be NULL */
-    char *password;
-    int db;
+    auth_redis_url url;
     char *prefix;
     char errstr[256]; /* why the last connection attempt failed */
 } redis_store;
@@ -67,7 +63,7 @@ static char *url_decode(const char *p, size_t n)
 }
 
 /* Parses "[user]:password" (the part before '@'). */
-static int parse_userinfo(redis_store *s, const char *p, size_t n)
+static int parse_userinfo(auth_redis_url *s, const char *p, size_t n)
 {
     const char *colon = memchr(p, ':', n);
     if (!colon)
@@ -79,7 +75,7 @@ static int parse_userinfo(redis_store *s, const char *p, size_t n)
 }
 
 /* Parses "host[:port]" or "[v6addr][:port]". */
-static int parse_hostport(redis_store *s, const char *p, size_t n)
+static int parse_hostport(auth_redis_url *s, const char *p, size_t n)
 {
     const char *port = NULL, *end = p + n;
     if (n && p[0] == '[') {
@@ -108,8 +104,16 @@ static int parse_hostport(redis_store *s, const char *p, size_t n)
     return 0;
 }
 
+void auth_redis_url_clear(auth_redis_url *u)
+{
+    free(u->host);
+    free(u->user);
+    free(u->password);
+    memset(u, 0, sizeof(*u));
+}
+
 /* redis://[[user]:password@]host[:port][/db] */
-static int parse_url(redis_store *s, const char *url)
+static int parse_url(auth_redis_url *s, const char *url)
 {
     static const char scheme[] = "redis://";
     if (!url || strncmp(url, scheme, sizeof(scheme) - 1))
@@ -128,6 +132,16 @@ static int parse_url(redis_store *s, const char *url)
         if (*e || db < 0 || db > 1000000)
             return -1;
         s->db = (int)db;
+    }
+    return 0;
+}
+
+int auth_redis_url_parse(const char *url, auth_redis_url *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (parse_url(out, url) < 0) {
+        auth_redis_url_clear(out);
+        return -1;
     }
     return 0;
 }
@@ -155,20 +169,21 @@ static int setup_command(redis_store *s, redisContext *c, const char *what, redi
 static int connect_store(redis_store *s)
 {
     struct timeval tv = {REDIS_TIMEOUT_S, 0};
-    redisContext *c = redisConnectWithTimeout(s->host, s->port, tv);
+    const auth_redis_url *u = &s->url;
+    redisContext *c = redisConnectWithTimeout(u->host, u->port, tv);
     if (!c || c->err) {
         snprintf(s->errstr, sizeof(s->errstr), "cannot connect to redis at %.64s:%d: %.120s",
-                 s->host, s->port, c ? c->errstr : "out of memory");
+                 u->host, u->port, c ? c->errstr : "out of memory");
         redisFree(c);
         return -1;
     }
     int rc = redisSetTimeout(c, tv) == REDIS_OK ? 0 : -1;
-    if (rc == 0 && s->password)
+    if (rc == 0 && u->password)
         rc = setup_command(s, c, "AUTH",
-                           s->user ? redisCommand(c, "AUTH %s %s", s->user, s->password)
-                                   : redisCommand(c, "AUTH %s", s->password));
-    if (rc == 0 && s->db)
-        rc = setup_command(s, c, "SELECT", redisCommand(c, "SELECT %d", s->db));
+                           u->user ? redisCommand(c, "AUTH %s %s", u->user, u->password)
+                                   : redisCommand(c, "AUTH %s", u->password));
+    if (rc == 0 && u->db)
+        rc = setup_command(s, c, "SELECT", redisCommand(c, "SELECT %d", u->db));
     if (rc < 0) {
         redisFree(c);
         return -1;
@@ -234,9 +249,7 @@ static void redis_close(auth_store *st)
     if (!s)
         return;
     disconnect(s);
-    free(s->host);
-    free(s->user);
-    free(s->password);
+    auth_redis_url_clear(&s->url);
     free(s->prefix);
     free(s);
 }
@@ -253,7 +266,7 @@ static auth_store *redis_open(const char *url, const char *prefix, char *err, si
         redis_close((auth_store *)s);
         return NULL;
     }
-    if (parse_url(s, url) < 0) {
+    if (auth_redis_url_parse(url, &s->url) < 0) {
         /* never echo the URL: it may hold the password */
         snprintf(err, errlen, "bad Redis URL: expected redis://[:password@]host:port[/db]");
         redis_close((auth_store *)s);

@@ -897,8 +897,25 @@ static void redis_urls(void)
                                 "redis://host:99999",    "redis://host:12x", "redis://pw@host",
                                 "redis://host/db"};
     char err[256], url[128];
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         CHECK(auth_store_redis_ops.open(bad[i], "t", err, sizeof(err)) == NULL);
+        auth_redis_url u;
+        CHECK(auth_redis_url_parse(bad[i], &u) < 0 && u.host == NULL);
+    }
+    {
+        /* the parser alone (the fuzzer's entry point) */
+        auth_redis_url ru;
+        CHECK(auth_redis_url_parse("redis://u%40x:p%3A@[::1]:6380/2", &ru) == 0);
+        CHECK_STR(ru.host, "::1");
+        CHECK_STR(ru.user, "u@x");
+        CHECK_STR(ru.password, "p:");
+        CHECK(ru.port == 6380 && ru.db == 2);
+        auth_redis_url_clear(&ru);
+        CHECK(auth_redis_url_parse("redis://cache", &ru) == 0);
+        CHECK_STR(ru.host, "cache");
+        CHECK(ru.port == 6379 && ru.db == 0 && !ru.user && !ru.password);
+        auth_redis_url_clear(&ru);
+    }
 
     /* unreachable: open succeeds (reconnects later), init reports it */
     snprintf(url, sizeof(url), "redis://127.0.0.1:%d", free_port());
