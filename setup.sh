@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Herald's two entry points on a fresh Debian 12 machine (run as root):
+# Herald's entry points on a fresh Debian 12 machine (run as root):
 #   ./setup.sh run    install what is missing, build, start Herald (embedded mode)
 #   ./setup.sh test   install what is missing (redis-server included), build,
 #                     run the whole suite, then again under ASan + UBSan
+#   ./setup.sh fuzz [SECONDS] [TARGET...]
+#                     install clang and libFuzzer, fuzz each parser (fuzz/run.sh)
 set -euo pipefail
 cd "$(dirname "$0")"
 
 BUILD_PKGS=(build-essential cmake pkg-config libwebsockets-dev libuv1-dev libjansson-dev libjwt-dev
             libhiredis-dev libssl-dev libargon2-dev libsqlite3-dev libicu-dev)
 TEST_PKGS=(redis-server python3 python3-websockets python3-requests python3-redis)
+# libFuzzer ships in clang's runtime package on Debian (libclang_rt.fuzzer);
+# only `fuzz` needs them: the test suite replays the corpora with gcc.
+FUZZ_PKGS=(clang libclang-rt-14-dev)
 
 # Installs the packages that are not installed yet (apt-get only when needed).
 install_missing() {
@@ -51,8 +56,13 @@ test)
     build build-asan Debug -DHERALD_SANITIZE=ON
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 run_suite build-asan
     ;;
+fuzz)
+    shift
+    install_missing "${BUILD_PKGS[@]}" "${FUZZ_PKGS[@]}"
+    exec fuzz/run.sh "$@"
+    ;;
 *)
-    echo "usage: $0 run [herald options] | $0 test" >&2
+    echo "usage: $0 run [herald options] | $0 test | $0 fuzz [SECONDS] [TARGET...]" >&2
     exit 2
     ;;
 esac
