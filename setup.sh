@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Herald's two entry points on a fresh Debian 12 machine (run as root):
+# Herald's entry points on a fresh Debian 12 machine (run as root):
 #   ./setup.sh run    install what is missing, build, start Herald (embedded mode)
 #   ./setup.sh test   install what is missing (redis-server, nginx, docker-compose
 #                     included), build, run the whole suite, then again under
@@ -7,11 +7,13 @@
 #   ./setup.sh deps build|test|runtime
 #                     only install one package list (the Dockerfile's stages use
 #                     `build` and `runtime`)
+#   ./setup.sh fuzz [SECONDS] [TARGET...]
+#                     install clang and libFuzzer, fuzz each parser (fuzz/run.sh)
 set -euo pipefail
 cd "$(dirname "$0")"
 
 BUILD_PKGS=(build-essential cmake pkg-config libwebsockets-dev libuv1-dev libjansson-dev libjwt-dev
-            libhiredis-dev libssl-dev libargon2-dev libsqlite3-dev libmsgpack-dev)
+            libhiredis-dev libssl-dev libargon2-dev libsqlite3-dev libmsgpack-dev libicu-dev)
 # python3-channels-redis, -django-channels, -msgpack: the Django Channels
 # bridge is tested against the real, unmodified channels_redis; python3-jwt,
 # -cryptography, -pip, -setuptools, -wheel: the Python client's tokens and
@@ -26,7 +28,10 @@ TEST_PKGS=(redis-server openssl python3 python3-websockets python3-requests pyth
 # ldd does not show. tests/integration/test_dockerfile.py checks this list
 # against the libraries a running herald has mapped.
 RUNTIME_PKGS=(libwebsockets17 libwebsockets-evlib-uv libuv1 libjansson4 libjwt0 libhiredis0.14
-              libssl3 libargon2-1 libsqlite3-0 libmsgpackc2)
+              libssl3 libargon2-1 libsqlite3-0 libmsgpackc2 libicu72)
+# libFuzzer ships in clang's runtime package on Debian (libclang_rt.fuzzer);
+# only `fuzz` needs them: the test suite replays the corpora with gcc.
+FUZZ_PKGS=(clang libclang-rt-14-dev)
 
 # Installs the packages that are not installed yet (apt-get only when needed).
 install_missing() {
@@ -96,8 +101,13 @@ test)
     build build-asan Debug -DHERALD_SANITIZE=ON
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 run_suite build-asan
     ;;
+fuzz)
+    shift
+    install_missing "${BUILD_PKGS[@]}" "${FUZZ_PKGS[@]}"
+    exec fuzz/run.sh "$@"
+    ;;
 *)
-    echo "usage: $0 run [herald options] | $0 test | $0 deps build|test|runtime" >&2
+    echo "usage: $0 run [herald options] | $0 test | $0 deps build|test|runtime | $0 fuzz [SECONDS] [TARGET...]" >&2
     exit 2
     ;;
 esac

@@ -224,7 +224,7 @@ void auth_warn(const char *event, const char *fmt, ...) __attribute__((format(pr
 typedef enum auth_status {
     AUTH_OK = 0,
     AUTH_NOT_FOUND,       /* no such user / refresh token */
-    AUTH_TAKEN,           /* username already registered (case-insensitive) */
+    AUTH_TAKEN,           /* username already registered (same key) */
     AUTH_INVALID,         /* validation failed; message says which field */
     AUTH_BAD_CREDENTIALS, /* wrong username or password */
     AUTH_UNAVAILABLE,     /* the store cannot be reached */
@@ -234,7 +234,7 @@ typedef enum auth_status {
 /* A user. Every string is owned by the struct; auth_user_clear frees. */
 typedef struct auth_user {
     char *id;       /* 32 lowercase hex chars, random */
-    char *username; /* as registered (case kept) */
+    char *username; /* display form (auth_username_prepare): NFC, case kept */
     char **roles;
     size_t nroles;
     int64_t created_at;  /* unix seconds */
@@ -245,12 +245,33 @@ void auth_user_clear(auth_user *u);
 /* {"id","username","roles","created_at"}: the public view (no hash). */
 json_t *auth_user_json(const auth_user *u);
 
-/* Validation (pure). Each returns NULL when valid, else a static message.
- * Usernames: 1-64 bytes of valid UTF-8 without control characters or
- * leading/trailing spaces (quotes, semicolons etc. are fine and stored
- * verbatim). Passwords: 8-1024 bytes, not the username, not a common
- * password. Roles: 1-64 bytes of [A-Za-z0-9_.:-]. */
+/* Usernames (username.c): RFC 8265. A name is userparts separated by
+ * single ASCII spaces; each userpart is width mapped (fullwidth and
+ * halfwidth forms to their plain letters), must hold only code points of
+ * the PRECIS IdentifierClass (letters, marks and digits of any script,
+ * printable ASCII; no controls, other spaces, zero-width or bidi
+ * controls, non-ASCII symbols or punctuation, compatibility characters,
+ * unassigned code points), and is put in NFC; names with right-to-left
+ * characters must pass the Bidi Rule (RFC 5893); and, from UTS #39, no
+ * mixing Latin with Cyrillic or Greek (or two non-Latin scripts besides
+ * the CJK sets), no digits of two numbering systems. Both forms are 1-64
+ * bytes.
+ *
+ * auth_username_prepare returns 0 and, for each non-NULL out pointer, a
+ * malloc'ed form (caller frees): *display, the UsernameCasePreserved form
+ * (what is stored and shown), and *key, the UsernameCaseMapped form
+ * (also lowercased with Unicode's toLowerCase: what makes names unique and
+ * what logins look up). On refusal it returns -1 with a message in err
+ * that names the offending code point where there is one. Pure and
+ * thread-safe. auth_username_invalid is NULL for a valid name, else that
+ * message (thread-local storage, valid until the next call on the thread). */
+int auth_username_prepare(const char *username, char **display, char **key, char *err,
+                          size_t errlen);
 const char *auth_username_invalid(const char *username);
+
+/* Validation (pure). Each returns NULL when valid, else a static message.
+ * Passwords: 8-1024 bytes, not the username (as names compare), not a
+ * common password. Roles: 1-64 bytes of [A-Za-z0-9_.:-]. */
 const char *auth_password_weak(const char *password, const char *username);
 const char *auth_role_invalid(const char *role);
 
@@ -261,13 +282,17 @@ char *auth_password_hash(const char *password);
 int auth_password_verify(const char *encoded, const char *password);
 
 /* Helpers shared by the two stores (pure). auth_username_key returns the
- * key that makes usernames unique: ASCII letters folded to lowercase, every
- * other byte kept, so non-ASCII letters ("É" / "é") are distinct names.
- * auth_roles_encode returns the roles as JSON array text. Both malloc'ed
+ * key a store files a name under: the UsernameCaseMapped form for a valid
+ * name; for a name these rules refuse, the legacy key. The legacy key
+ * (auth_username_legacy_key) is the fold of Herald before RFC 8265: ASCII
+ * letters lowered, every other byte kept ("É" / "é" were distinct); names
+ * registered then keep working through it and the stores' migration.
+ * auth_roles_encode returns the roles as JSON array text. All malloc'ed
  * (caller frees), NULL on allocation failure. auth_roles_decode parses that
  * text into u->roles / u->nroles (owned by u); returns 0, or -1 if the text
  * is not an array of strings or memory runs out (u->roles left empty). */
 char *auth_username_key(const char *username);
+char *auth_username_legacy_key(const char *username);
 char *auth_roles_encode(char *const *roles, size_t nroles);
 int auth_roles_decode(const char *text, auth_user *u);
 

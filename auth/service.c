@@ -61,7 +61,9 @@ typedef struct auth_job {
     void *ud;
     /* result, written by the worker */
     auth_status st;
-    const char *msg;       /* static text */
+    const char *msg;       /* static text, or msgbuf */
+    char msgbuf[200];      /* a message built for this job (username rules) */
+    char *display;         /* register: the enforced username */
     auth_user user;        /* filled on success */
     char *refresh;         /* new clear refresh token (login, refresh), wiped before free */
     auth_revocation *revs; /* JOB_REVOKED result */
@@ -82,6 +84,7 @@ static void free_secret(char *s)
 static void job_free(job *j)
 {
     free(j->username);
+    free(j->display);
     free_secret(j->password);
     free(j->id);
     free_secret(j->token);
@@ -268,11 +271,14 @@ static auth_status issue_refresh(auth_store *store, const auth_store_ops *ops, j
 
 /*---- Operations (worker threads) -------------------------------------------*/
 
-static const char *register_invalid(const job *j)
+/* Also sets j->display, the form of the name that is stored. */
+static const char *register_invalid(job *j)
 {
-    const char *bad = auth_username_invalid(j->username);
+    const char *bad = NULL;
+    if (auth_username_prepare(j->username, &j->display, NULL, j->msgbuf, sizeof(j->msgbuf)) < 0)
+        bad = j->msgbuf;
     if (!bad)
-        bad = auth_password_weak(j->password, j->username);
+        bad = auth_password_weak(j->password, j->display);
     if (!bad && j->nroles > MAX_ROLES)
         bad = "too many roles (at most 32)";
     for (size_t i = 0; !bad && i < j->nroles; i++)
@@ -286,7 +292,8 @@ static auth_status do_register(auth_service *svc, auth_store *store, job *j)
         return AUTH_INVALID;
     auth_user *u = &j->user;
     u->id = random_hex(16);
-    u->username = strdup(j->username);
+    u->username = j->display; /* moved */
+    j->display = NULL;
     u->password_hash = auth_password_hash(j->password);
     u->created_at = (int64_t)time(NULL);
     u->roles = j->roles; /* moved: the job no longer owns them */

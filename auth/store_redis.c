@@ -10,11 +10,13 @@
  *
  * Keys, under the configured prefix <p>:
  *   <p>:user:<id>            hash: username, password_hash, roles (JSON), created_at
- *   <p>:username:<folded>    string: the id (SET NX: the cluster-wide uniqueness lock)
+ *   <p>:username:<key>       string: the id (SET NX: the cluster-wide uniqueness lock);
+ *                            <key> is auth_username_key (RFC 8265), see rekey_usernames
  *   <p>:refresh:<sha256>     string: the user id, expiring at EXAT expires_at
  *   <p>:user_refresh:<id>    set: the user's token hashes, so delete can find them
  *   <p>:revoked              hash: user id -> unix seconds of the revocation
- *   <p>:meta                 hash: small settings (generated JWT secret, schema)
+ *   <p>:meta                 hash: small settings (generated JWT secret, schema,
+ *                            username_rules once the name keys are migrated)
  * The Lua scripts below touch <p>:refresh:* keys they build themselves:
  * fine on a standalone Redis (hiredis 0.14 has no cluster support anyway).
  * Needs Redis 7.0 (GETDEL, SET EXAT, EXPIREAT NX/GT); init() checks.
@@ -199,8 +201,186 @@ static int server_major(redis_store *s)
     return major;
 }
 
-/* Checks the server is reachable and new enough, and records the schema
- * version of the key layout for future migrations. */
+/*---- Username key migration ------------------------------------------------*/
+
+#define USERNAME_RULES "rfc8265" /* <p>:meta username_rules when the keys are migrated */
+
+static char *redis_meta_get(auth_store *st, const char *name);
+static auth_status redis_meta_put_new(auth_store *st, const char *name, const char *value);
+
+/* Moves one name to its new key, if it still points at the user, and
+ * stores the display form: 1 moved, 0 gone (deleted meanwhile), 2 new key
+ * taken. */
+static const char rekey_script[] = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
+                                   "if not redis.call('SET', KEYS[2], ARGV[1], 'NX') then "
+                                   "return 2 end "
+                                   "redis.call('DEL', KEYS[1]) "
+                                   "redis.call('HSET', KEYS[3], 'username', ARGV[2]) "
+                                   "return 1";
+
+/* "<prefix>:username:*" with the prefix's glob characters escaped. */
+static char *name_pattern(redis_store *s)
+{
+    size_t n = strlen(s->prefix);
+    char *p = malloc(2 * n + sizeof(":username:*")), *o = p;
+    for (size_t i = 0; p && i < n; i++) {
+        if (strchr("*?[]\\", s->prefix[i]))
+            *o++ = '\\';
+        *o++ = s->prefix[i];
+    }
+    if (p)
+        strcpy(o, ":username:*");
+    return p;
+}
+
+/* Lists the name keys whose name part is not pure ASCII: the only ones the
+ * new rules can move (a valid ASCII name keeps its ASCII-lowercase key; an
+ * invalid one keeps its legacy key). Caller frees the list. */
+static auth_status list_non_ascii_names(redis_store *s, char ***out, size_t *count)
+{
+    char *pattern = name_pattern(s), cursor[32] = "0";
+    size_t skip = strlen(s->prefix) + strlen(":username:"), n = 0, cap = 0;
+    char **v = NULL;
+    auth_status res = pattern ? AUTH_OK : AUTH_INTERNAL;
+    while (res == AUTH_OK) {
+        redisReply *r = cmd(s, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+            res = bad_reply(r);
+            freeReplyObject(r);
+            break;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        const redisReply *keys = r->element[1];
+        for (size_t i = 0; res == AUTH_OK && i < keys->elements; i++) {
+            const char *k = keys->element[i]->str;
+            int ascii = 1;
+            for (const char *c = k && strlen(k) > skip ? k + skip : ""; *c && ascii; c++)
+                ascii = (unsigned char)*c < 0x80;
+            if (!k || ascii)
+                continue;
+            char **nv = n == cap ? realloc(v, (cap = cap ? cap * 2 : 16) * sizeof(char *)) : v;
+            if (!nv || !(nv[n] = strdup(k)))
+                res = AUTH_INTERNAL;
+            else
+                n++;
+            v = nv ? nv : v;
+        }
+        freeReplyObject(r);
+        if (!strcmp(cursor, "0"))
+            break;
+    }
+    free(pattern);
+    *out = v;
+    *count = n;
+    return res;
+}
+
+/* One name key: 1 moved (or nothing to do), 2 its new key is taken, else
+ * -1 with *res set. Names the new rules refuse stay where they are. */
+static int rekey_one(redis_store *s, const char *name_key, char **taken_by, auth_status *res)
+{
+    int out = 1;
+    char *user_key = NULL, *display = NULL, *k = NULL, *new_key = NULL, why[200];
+    redisReply *r = cmd(s, "GET %s", name_key), *h = NULL;
+    if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL))
+        goto fail;
+    if (r->type == REDIS_REPLY_NIL || !(user_key = key(s, "user", r->str)))
+        goto done;
+    h = cmd(s, "HGET %s username", user_key);
+    if (!h || (h->type != REDIS_REPLY_STRING && h->type != REDIS_REPLY_NIL))
+        goto fail;
+    if (h->type == REDIS_REPLY_NIL || /* a registration in flight */
+        auth_username_prepare(h->str, &display, &k, why, sizeof(why)) < 0 ||
+        !(new_key = key(s, "username", k)))
+        goto done;
+    if (!strcmp(new_key, name_key)) { /* same key: only the display form */
+        if (strcmp(display, h->str))
+            freeReplyObject(cmd(s, "HSET %s username %s", user_key, display));
+        goto done;
+    }
+    freeReplyObject(h);
+    h = cmd(s, "EVAL %s 3 %s %s %s %s %s", rekey_script, name_key, new_key, user_key, r->str,
+            display);
+    if (!h || h->type != REDIS_REPLY_INTEGER)
+        goto fail;
+    if (h->integer == 2) {
+        out = 2;
+        freeReplyObject(h);
+        h = cmd(s, "GET %s", new_key);
+        *taken_by = h && h->type == REDIS_REPLY_STRING ? strdup(h->str) : NULL;
+    }
+    goto done;
+fail:
+    *res = bad_reply(h ? h : r);
+    out = -1;
+done:
+    freeReplyObject(r);
+    freeReplyObject(h);
+    free(user_key);
+    free(display);
+    free(k);
+    free(new_key);
+    return out;
+}
+
+/* Once per store (marked in <p>:meta): names registered with the
+ * ASCII-only fold move to their RFC 8265 key ("JOSÉ" from "josÉ" to
+ * "josé", the key every lookup computes) and their display form. Two old
+ * accounts whose names now mean the same name cannot share a key: the one
+ * that moves first keeps it, the other stays under its old key and a
+ * warning names both for the operator to settle. Keys are retried in
+ * passes, so a name whose new key is still another name's old key waits
+ * until that one has moved. Nodes starting together may both run this:
+ * every step is conditional, so the second finds nothing to do. */
+static auth_status rekey_usernames(redis_store *s, char *err, size_t errlen)
+{
+    char *done = redis_meta_get((auth_store *)s, "username_rules");
+    int migrated = done && !strcmp(done, USERNAME_RULES);
+    free(done);
+    if (migrated)
+        return AUTH_OK;
+    char **names = NULL;
+    size_t n = 0;
+    auth_status res = list_non_ascii_names(s, &names, &n);
+    for (int moved = 1; res == AUTH_OK && moved;) {
+        moved = 0;
+        for (size_t i = 0; res == AUTH_OK && i < n; i++) {
+            char *other = NULL;
+            if (names[i] && rekey_one(s, names[i], &other, &res) == 1) {
+                free(names[i]);
+                names[i] = NULL;
+                moved = 1;
+            }
+            free(other);
+        }
+    }
+    for (size_t i = 0; res == AUTH_OK && i < n; i++) { /* what is left collides */
+        char *other = NULL;
+        if (names[i] && rekey_one(s, names[i], &other, &res) == 2)
+            auth_warn("username_collision",
+                      "the user under %s and user %s have names that are now the same name "
+                      "(RFC 8265): the first keeps its old key and cannot log in by name while "
+                      "the other exists",
+                      names[i], other ? other : "?");
+        free(other);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    if (res == AUTH_OK)
+        res = redis_meta_put_new((auth_store *)s, "username_rules", USERNAME_RULES);
+    if (res != AUTH_OK)
+        snprintf(err, errlen, "redis: cannot migrate username keys: %s",
+                 s->errstr[0] ? s->errstr : "bad reply");
+    return res;
+}
+
+/*---- Init ------------------------------------------------------------------*/
+
+/* Checks the server is reachable and new enough, records the schema
+ * version of the key layout for future migrations, and migrates the
+ * username keys. */
 static auth_status redis_init(auth_store *st, char *err, size_t errlen)
 {
     redis_store *s = rs(st);
@@ -219,9 +399,11 @@ static auth_status redis_init(auth_store *st, char *err, size_t errlen)
         meta ? cmd_status(cmd(s, "HSETNX %s schema_version %s", meta, REDIS_SCHEMA_VERSION))
              : AUTH_INTERNAL;
     free(meta);
-    if (res != AUTH_OK)
+    if (res != AUTH_OK) {
         snprintf(err, errlen, "redis: cannot write %s:meta", s->prefix);
-    return res;
+        return res;
+    }
+    return rekey_usernames(s, err, errlen);
 }
 
 /*---- Users -----------------------------------------------------------------*/
@@ -324,30 +506,47 @@ static auth_status redis_get_user_by_id(auth_store *st, const char *id, auth_use
     return res;
 }
 
-/* A name whose reservation exists but whose hash does not yet (a
- * registration in flight) reads as not found. */
+/* The user filed under <p>:username:<name_key>. A name whose reservation
+ * exists but whose hash does not yet (a registration in flight) reads as
+ * not found. */
+static auth_status user_by_key(redis_store *s, const char *name_key, auth_user *out)
+{
+    char *k = key(s, "username", name_key);
+    redisReply *r = k ? cmd(s, "GET %s", k) : NULL;
+    auth_status res = !k                                ? AUTH_INTERNAL
+                      : r && r->type == REDIS_REPLY_NIL ? AUTH_NOT_FOUND
+                      : !r || r->type != REDIS_REPLY_STRING
+                          ? bad_reply(r)
+                          : redis_get_user_by_id((auth_store *)s, r->str, out);
+    freeReplyObject(r);
+    free(k);
+    return res;
+}
+
+/* By the name's key; when that finds nobody, by its legacy key, which
+ * only an account left there by the migration (rekey_usernames) or made
+ * by an older Herald node during an upgrade has. */
 static auth_status redis_get_user_by_name(auth_store *st, const char *username, auth_user *out)
 {
     redis_store *s = rs(st);
     memset(out, 0, sizeof(*out));
-    char *folded = username ? auth_username_key(username) : NULL;
-    char *k = folded ? key(s, "username", folded) : NULL;
-    redisReply *r = k ? cmd(s, "GET %s", k) : NULL;
-    auth_status res = !k                                    ? AUTH_INTERNAL
-                      : r && r->type == REDIS_REPLY_NIL     ? AUTH_NOT_FOUND
-                      : !r || r->type != REDIS_REPLY_STRING ? bad_reply(r)
-                                                            : redis_get_user_by_id(st, r->str, out);
-    freeReplyObject(r);
+    char *k = username ? auth_username_key(username) : NULL;
+    char *legacy = username ? auth_username_legacy_key(username) : NULL;
+    auth_status res = k && legacy ? user_by_key(s, k, out) : AUTH_INTERNAL;
+    if (res == AUTH_NOT_FOUND && strcmp(k, legacy))
+        res = user_by_key(s, legacy, out);
     free(k);
-    free(folded);
+    free(legacy);
     return res;
 }
 
-/* Removes the user hash, the name (if it still points at this user) and
- * every refresh token of the user, atomically. */
+/* Removes the user hash, the name (under its key or its legacy key,
+ * whichever still points at this user) and every refresh token of the
+ * user, atomically. */
 static const char delete_script[] =
     "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
     "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end "
+    "if redis.call('GET', KEYS[4]) == ARGV[1] then redis.call('DEL', KEYS[4]) end "
     "for _, h in ipairs(redis.call('SMEMBERS', KEYS[3])) do "
     "redis.call('DEL', ARGV[2] .. h) end "
     "redis.call('DEL', KEYS[1], KEYS[3]) "
@@ -361,21 +560,24 @@ static auth_status delete_user_keys(redis_store *s, const char *id, const char *
         freeReplyObject(r);
         return st;
     }
-    char *folded = auth_username_key(r->str);
+    char *folded = auth_username_key(r->str), *legacy = auth_username_legacy_key(r->str);
     freeReplyObject(r);
     char *name_key = folded ? key(s, "username", folded) : NULL;
+    char *legacy_key = legacy ? key(s, "username", legacy) : NULL;
     char *index = key(s, "user_refresh", id);
     char *tokens = key(s, "refresh", "");
     auth_status st = AUTH_INTERNAL;
-    if (name_key && index && tokens) {
-        r = cmd(s, "EVAL %s 3 %s %s %s %s %s", delete_script, user_key, name_key, index, id,
-                tokens);
+    if (name_key && legacy_key && index && tokens) {
+        r = cmd(s, "EVAL %s 4 %s %s %s %s %s %s", delete_script, user_key, name_key, index,
+                legacy_key, id, tokens);
         st = r && r->type == REDIS_REPLY_INTEGER ? (r->integer ? AUTH_OK : AUTH_NOT_FOUND)
                                                  : bad_reply(r);
         freeReplyObject(r);
     }
     free(folded);
+    free(legacy);
     free(name_key);
+    free(legacy_key);
     free(index);
     free(tokens);
     return st;

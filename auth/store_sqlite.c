@@ -27,25 +27,39 @@
 
 /*---- Schema ----------------------------------------------------------------*/
 
-/* Step i brings the schema from version i to i+1. Never edit a released
- * step: append a new one. herald_meta is created separately (with the
- * exact definition auth/secret.c uses) because it predates the steps. */
-static const char *const migrations[] = {
+typedef struct sqlite_store sqlite_store;
+
+/* Step i brings the schema from version i to i+1, with SQL or with C code
+ * (data SQL cannot compute). Never edit a released step: append a new one.
+ * herald_meta is created separately (with the exact definition
+ * auth/secret.c uses) because it predates the steps. */
+typedef struct migration {
+    const char *sql;
+    int (*run)(sqlite_store *s, char *err, size_t errlen);
+} migration;
+
+static int rekey_usernames(sqlite_store *s, char *err, size_t errlen);
+
+static const migration migrations[] = {
     /* 1: users, refresh tokens (by SHA-256, never in clear), revocations */
-    "CREATE TABLE users ("
-    " id TEXT PRIMARY KEY,"
-    " username TEXT NOT NULL,"
-    " username_key TEXT NOT NULL UNIQUE,"
-    " password_hash TEXT NOT NULL,"
-    " roles TEXT NOT NULL,"
-    " created_at INTEGER NOT NULL);"
-    "CREATE TABLE refresh_tokens ("
-    " token_hash TEXT PRIMARY KEY,"
-    " user_id TEXT NOT NULL,"
-    " expires_at INTEGER NOT NULL);"
-    "CREATE INDEX refresh_tokens_user ON refresh_tokens(user_id);"
-    "CREATE INDEX refresh_tokens_expiry ON refresh_tokens(expires_at);"
-    "CREATE TABLE revoked (user_id TEXT PRIMARY KEY, at INTEGER NOT NULL);",
+    {"CREATE TABLE users ("
+     " id TEXT PRIMARY KEY,"
+     " username TEXT NOT NULL,"
+     " username_key TEXT NOT NULL UNIQUE,"
+     " password_hash TEXT NOT NULL,"
+     " roles TEXT NOT NULL,"
+     " created_at INTEGER NOT NULL);"
+     "CREATE TABLE refresh_tokens ("
+     " token_hash TEXT PRIMARY KEY,"
+     " user_id TEXT NOT NULL,"
+     " expires_at INTEGER NOT NULL);"
+     "CREATE INDEX refresh_tokens_user ON refresh_tokens(user_id);"
+     "CREATE INDEX refresh_tokens_expiry ON refresh_tokens(expires_at);"
+     "CREATE TABLE revoked (user_id TEXT PRIMARY KEY, at INTEGER NOT NULL);",
+     NULL},
+    /* 2: username_key is the RFC 8265 key (auth_username_key), no longer
+     * the ASCII-only fold */
+    {NULL, rekey_usernames},
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -92,10 +106,10 @@ static const char *const queries[Q_COUNT] = {
 };
 
 /* The concrete store behind the opaque auth_store pointer. */
-typedef struct sqlite_store {
+struct sqlite_store {
     sqlite3 *db;
     sqlite3_stmt *q[Q_COUNT]; /* prepared on first use, finalized by close */
-} sqlite_store;
+};
 
 static sqlite_store *sq(auth_store *s)
 {
@@ -342,15 +356,124 @@ static int migrate(sqlite_store *s, char *err, size_t errlen)
                  version, SCHEMA_VERSION);
         return -1;
     }
-    for (int v = version; v < SCHEMA_VERSION; v++)
-        if (exec(s->db, migrations[v], err, errlen) < 0)
+    for (int v = version; v < SCHEMA_VERSION; v++) {
+        if (migrations[v].sql && exec(s->db, migrations[v].sql, err, errlen) < 0)
             return -1;
+        if (migrations[v].run && migrations[v].run(s, err, errlen) < 0)
+            return -1;
+    }
     if (version != SCHEMA_VERSION && set_schema_version(s, SCHEMA_VERSION) < 0) {
         snprintf(err, errlen, "sqlite: cannot record the schema version: %s",
                  sqlite3_errmsg(s->db));
         return -1;
     }
     return 0;
+}
+
+/* Migration step 2. Names registered with the ASCII-only fold get their
+ * RFC 8265 key and display form: "JOSÉ" was filed under "josÉ" and is now
+ * under "josé", the key every lookup computes; "Jose" + U+0301 is stored
+ * precomposed. Valid ASCII names do not change. Names the new rules refuse
+ * keep their old name and key (logins find them by the legacy key). Two
+ * old accounts whose names now mean the same name (say "É" and "é", or
+ * "alice" and "ａｌｉｃｅ") cannot share one key: the older keeps it, the
+ * other stays under its old key (found by its exact old spelling only once
+ * its new key finds nobody), and a warning names both for the operator to
+ * settle. Rows are updated in passes, so a row whose new key
+ * is still another row's old key waits until that row has moved. Runs in
+ * init's transaction. */
+static int rekey_usernames(sqlite_store *s, char *err, size_t errlen)
+{
+    sqlite3_stmt *sel = NULL, *upd = NULL, *owner = NULL;
+    struct rekey {
+        char *id, *name, *key; /* key NULL once the row has moved */
+    } *v = NULL;
+    char why[200];
+    size_t n = 0, cap = 0;
+    int rc = -1, step;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT id, username, username_key FROM users"
+                           " ORDER BY created_at, rowid",
+                           -1, &sel, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(s->db, "UPDATE users SET username = ?, username_key = ? WHERE id = ?",
+                           -1, &upd, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(s->db, "SELECT id FROM users WHERE username_key = ?", -1, &owner,
+                           NULL) != SQLITE_OK)
+        goto done;
+    while ((step = sqlite3_step(sel)) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(sel, 0);
+        const char *name = (const char *)sqlite3_column_text(sel, 1);
+        const char *old = (const char *)sqlite3_column_text(sel, 2);
+        char *display = NULL, *key = NULL;
+        if (!id || !name || !old ||
+            auth_username_prepare(name, &display, &key, why, sizeof(why)) < 0)
+            continue;
+        if (!strcmp(key, old) && !strcmp(display, name)) {
+            free(display);
+            free(key);
+            continue;
+        }
+        struct rekey *nv = n == cap ? realloc(v, (cap = cap ? cap * 2 : 16) * sizeof(*v)) : v;
+        if (!nv) {
+            free(display);
+            free(key);
+            goto done;
+        }
+        v = nv;
+        v[n].name = display;
+        v[n].key = key;
+        if (!(v[n++].id = strdup(id)))
+            goto done;
+    }
+    if (step != SQLITE_DONE)
+        goto done;
+    for (int moved = 1; moved;) {
+        moved = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (!v[i].key)
+                continue;
+            bind_text(upd, 1, v[i].name);
+            bind_text(upd, 2, v[i].key);
+            bind_text(upd, 3, v[i].id);
+            int r = sqlite3_step(upd);
+            int taken =
+                r != SQLITE_DONE && sqlite3_extended_errcode(s->db) == SQLITE_CONSTRAINT_UNIQUE;
+            release(upd);
+            if (r != SQLITE_DONE && !taken)
+                goto done;
+            if (!taken) {
+                free(v[i].key);
+                v[i].key = NULL;
+                moved = 1;
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!v[i].key)
+            continue;
+        bind_text(owner, 1, v[i].key);
+        const char *other =
+            sqlite3_step(owner) == SQLITE_ROW ? (const char *)sqlite3_column_text(owner, 0) : NULL;
+        auth_warn("username_collision",
+                  "users %s and %s have names that are now the same name (RFC 8265): %s keeps "
+                  "its old key and cannot log in by name while %s exists",
+                  v[i].id, other ? other : "?", v[i].id, other ? other : "the other");
+        release(owner);
+    }
+    rc = 0;
+done:
+    if (rc < 0)
+        snprintf(err, errlen, "sqlite: cannot migrate username keys: %s", sqlite3_errmsg(s->db));
+    for (size_t i = 0; i < n; i++) {
+        free(v[i].id);
+        free(v[i].name);
+        free(v[i].key);
+    }
+    free(v);
+    sqlite3_finalize(sel);
+    sqlite3_finalize(upd);
+    sqlite3_finalize(owner);
+    return rc;
 }
 
 /* BEGIN IMMEDIATE takes the write lock up front, so a second process
@@ -443,11 +566,17 @@ static auth_status sqlite_get_user_by_id(auth_store *st, const char *id, auth_us
     return get_user(sq(st), Q_USER_BY_ID, id, out);
 }
 
+/* By the name's key; when that finds nobody, by its legacy key, which
+ * only an account left there by the migration (see rekey_usernames) has. */
 static auth_status sqlite_get_user_by_name(auth_store *st, const char *username, auth_user *out)
 {
     char *key = username ? auth_username_key(username) : NULL;
-    auth_status res = key ? get_user(sq(st), Q_USER_BY_KEY, key, out) : AUTH_INTERNAL;
+    char *legacy = username ? auth_username_legacy_key(username) : NULL;
+    auth_status res = key && legacy ? get_user(sq(st), Q_USER_BY_KEY, key, out) : AUTH_INTERNAL;
+    if (res == AUTH_NOT_FOUND && strcmp(key, legacy))
+        res = get_user(sq(st), Q_USER_BY_KEY, legacy, out);
     free(key);
+    free(legacy);
     return res;
 }
 

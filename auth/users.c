@@ -55,73 +55,9 @@ json_t *auth_user_json(const auth_user *u)
 
 /*---- Validation ------------------------------------------------------------*/
 
-#define USERNAME_MAX 64
 #define PASSWORD_MIN 8
 #define PASSWORD_MAX 1024
 #define ROLE_MAX 64
-
-/* Length of the well-formed UTF-8 sequence at p (n bytes left), storing its
- * code point in *cp; 0 for anything malformed: a stray continuation byte, a
- * truncated sequence, an overlong form, a surrogate or a value above
- * U+10FFFF. Rejecting overlongs matters: they would let two byte strings
- * spell the same visible name. */
-static size_t utf8_seq(const unsigned char *p, size_t n, uint32_t *cp)
-{
-    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-    size_t len;
-    uint32_t c = p[0];
-    if (c < 0x80)
-        len = 1;
-    else if ((c & 0xe0) == 0xc0)
-        len = 2, c &= 0x1f;
-    else if ((c & 0xf0) == 0xe0)
-        len = 3, c &= 0x0f;
-    else if ((c & 0xf8) == 0xf0)
-        len = 4, c &= 0x07;
-    else
-        return 0;
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        c = (c << 6) | (p[i] & 0x3f);
-    }
-    if (c < min_cp[len] || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-        return 0;
-    *cp = c;
-    return len;
-}
-
-/* C0 controls, DEL and the C1 controls (U+0080-U+009F): invisible
- * characters that break logs and let two names look identical. */
-static int is_control(uint32_t cp)
-{
-    return cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f);
-}
-
-/* Anything else is allowed on purpose: quotes, semicolons, backslashes and
- * SQL-looking text are ordinary names, stored and returned verbatim (the
- * stores bind parameters, never build queries from them). */
-const char *auth_username_invalid(const char *username)
-{
-    size_t n = username ? strlen(username) : 0;
-    if (n == 0 || n > USERNAME_MAX)
-        return "username must be 1-64 bytes";
-    if (username[0] == ' ' || username[n - 1] == ' ')
-        return "username must not start or end with a space";
-    const unsigned char *p = (const unsigned char *)username;
-    for (size_t i = 0; i < n;) {
-        uint32_t cp;
-        size_t len = utf8_seq(p + i, n - i, &cp);
-        if (len == 0)
-            return "username must be valid UTF-8";
-        if (is_control(cp))
-            return "username must not contain control characters";
-        i += len;
-    }
-    return NULL;
-}
 
 /* ASCII-only case folding, independent of the process locale. */
 static int ascii_lower(int c)
@@ -161,6 +97,16 @@ static int is_common_password(const char *password)
     return 0;
 }
 
+/* Does the password spell the username, as the stores compare names? */
+static int same_name(const char *password, const char *username)
+{
+    char *a = auth_username_key(password), *b = auth_username_key(username);
+    int same = a && b && !strcmp(a, b);
+    free(a);
+    free(b);
+    return same;
+}
+
 /* Length is counted in bytes: the upper bound only keeps a request from
  * feeding megabytes into Argon2id. */
 const char *auth_password_weak(const char *password, const char *username)
@@ -170,7 +116,7 @@ const char *auth_password_weak(const char *password, const char *username)
         return "password must be at least 8 bytes";
     if (n > PASSWORD_MAX)
         return "password must be at most 1024 bytes";
-    if (username && ascii_caseeq(password, username))
+    if (username && (ascii_caseeq(password, username) || same_name(password, username)))
         return "password must not be the username";
     if (is_common_password(password))
         return "password is too common";
@@ -188,16 +134,6 @@ const char *auth_role_invalid(const char *role)
 }
 
 /*---- Store helpers ---------------------------------------------------------*/
-
-/* Only ASCII is folded: Unicode case folding needs tables (and a policy on
- * normalisation) that SQLite and Redis would both have to agree on. */
-char *auth_username_key(const char *username)
-{
-    char *key = strdup(username);
-    for (char *p = key; p && *p; p++)
-        *p = (char)ascii_lower((unsigned char)*p);
-    return key;
-}
 
 char *auth_roles_encode(char *const *roles, size_t nroles)
 {

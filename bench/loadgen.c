@@ -51,15 +51,24 @@
 
 /*---- options ---------------------------------------------------------------*/
 
+#define MAX_PORTS 16
+#define MAX_PIDS 16
+
+enum proto { PROTO_HERALD, PROTO_NCHAN };
+
 typedef struct opts {
     const char *host, *secret, *api_key, *prefix, *ready_file, *tag;
+    const char *ports_s, *pub_ports_s, *server_pids_s, *proto_s, *sub_path, *pub_path;
     int port, src_count, src_first;
+    int proto;                           /* enum proto */
+    int nports, npub_ports, nserver_pids; /* parsed from the lists above */
+    int ports[MAX_PORTS], pub_ports[MAX_PORTS], server_pids[MAX_PIDS];
     int subs, ws_pubs, rest_pubs, idle;
     int channels, sub_channels, size, window, concurrency;
-    int pub_id_base, pub_total, server_pid;
+    int pub_id_base, pub_total;
     long count, ttl;
     double rate, duration, connect_timeout, hold, timeout;
-    int stall_ms, window_timeout_ms;
+    int stall_ms, window_timeout_ms, settle_ms;
     int test_drop, test_dup, test_reorder, verbose;
 } opts;
 
@@ -69,6 +78,8 @@ static opts O = {
     .src_count = 8,
     .src_first = 2,
     .prefix = "bench.",
+    .sub_path = "/sub/",
+    .pub_path = "/pub/",
     .channels = 1,
     .sub_channels = 1,
     .size = 100,
@@ -196,7 +207,7 @@ enum cstate {
     S_READY,
     S_CLOSED
 };
-enum phase { P_CONNECT, P_PUBLISH, P_DRAIN, P_HOLD, P_END };
+enum phase { P_CONNECT, P_SETTLE, P_PUBLISH, P_DRAIN, P_HOLD, P_END };
 
 typedef struct conn {
     int fd;
@@ -204,6 +215,7 @@ typedef struct conn {
     uint8_t redialing; /* REST: reopened after the server closed it */
     uint32_t ridx;     /* index within its role */
     uint32_t pending;  /* subscribe replies still awaited */
+    int port;          /* the server port this connection goes to */
     uint64_t t_open;   /* connect() called */
     bbuf in, out, msg; /* unparsed input, unsent output, fragmented message */
     char accept[29];   /* the Sec-WebSocket-Accept we expect */
@@ -249,8 +261,9 @@ static struct lg {
 
     uint64_t t_start, t_first_open, t_last_hs, t_connect_done;
     uint64_t t_pub_start, t_pub_end, t_last_rx, t_last_delivery, t_last_ack, t_measure_end;
-    uint64_t t_hold_end, t_next_tick;
-    double cpu0, cpu1;
+    uint64_t t_hold_end, t_next_tick, t_settle_end;
+    double cpu0, cpu1; /* summed over --server-pid */
+    double pid_cpu0[MAX_PIDS], pid_cpu1[MAX_PIDS];
     long rss_kb;
     int stalled, timed_out, connect_timed_out;
 
@@ -259,6 +272,7 @@ static struct lg {
     uint64_t rest_reconnects, rest_resent;
     /* deliveries */
     uint64_t received, dups, stale, reordered, gaps, test_count;
+    uint64_t received_by_port[MAX_PORTS]; /* deliveries per --ports entry */
     hist lat, ack, hs;
     uint64_t errors[E_N];
     int close_codes[MAX_CLOSE_CODES], close_counts[MAX_CLOSE_CODES], nclose;
@@ -504,7 +518,7 @@ static void conn_open(conn *c, uint32_t i, uint64_t now)
     }
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)O.port)};
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->port)};
     inet_pton(AF_INET, O.host, &sa.sin_addr);
     if (bind_source(c->fd, i) < 0 ||
         (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS)) {
@@ -517,11 +531,23 @@ static void conn_open(conn *c, uint32_t i, uint64_t now)
     epoll_ctl(G.ep, EPOLL_CTL_ADD, c->fd, &ev);
 }
 
+/* The channel subscriber c listens to (--proto nchan: one per connection). */
+static uint64_t sub_channel(const conn *c, int t)
+{
+    return ((uint64_t)c->ridx * O.sub_channels + t) % O.channels;
+}
+
 static void send_upgrade(conn *c)
 {
-    char sub[64], token[512], req[1024];
-    snprintf(sub, sizeof sub, "bench-%s-%ld", O.tag, (long)(c - G.conns));
-    mint_jwt(token, sizeof token, sub);
+    char sub[64], token[512], target[768], req[1024];
+    if (O.proto == PROTO_NCHAN) { /* the channel is in the path; no auth */
+        snprintf(target, sizeof target, "%s%s%llu", O.sub_path, O.prefix,
+                 (unsigned long long)sub_channel(c, 0));
+    } else {
+        snprintf(sub, sizeof sub, "bench-%s-%ld", O.tag, (long)(c - G.conns));
+        mint_jwt(token, sizeof token, sub);
+        snprintf(target, sizeof target, "/ws?token=%s", token);
+    }
     uint8_t raw[16];
     uint64_t r1 = rng_next(&G.rng), r2 = rng_next(&G.rng);
     memcpy(raw, &r1, 8);
@@ -530,10 +556,10 @@ static void send_upgrade(conn *c)
     b64_encode(raw, sizeof raw, key, 0);
     ws_accept_key(key, strlen(key), c->accept);
     int n = snprintf(req, sizeof req,
-                     "GET /ws?token=%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
                      "Sec-WebSocket-Version: 13\r\n\r\n",
-                     token, O.host, O.port, key);
+                     target, O.host, c->port, key);
     c->state = S_UPGRADING;
     queue_bytes(c, req, (size_t)n);
 }
@@ -565,8 +591,8 @@ static void handshake_done(conn *c, uint64_t now)
     G.t_last_hs = now;
     c->in_handshake = 0;
     G.inflight--;
-    if (c->role != R_SUB) {
-        c->state = S_READY;
+    if (c->role != R_SUB || O.proto == PROTO_NCHAN) {
+        c->state = S_READY; /* nchan: the upgrade to /sub/<channel> subscribed it */
         conn_ready(c);
         return;
     }
@@ -574,7 +600,7 @@ static void handshake_done(conn *c, uint64_t now)
     c->pending = (uint32_t)O.sub_channels;
     for (int t = 0; t < O.sub_channels; t++) {
         char cmd[512];
-        uint64_t ch = ((uint64_t)c->ridx * O.sub_channels + t) % O.channels;
+        uint64_t ch = sub_channel(c, t);
         int n = snprintf(cmd, sizeof cmd, "{\"id\":%d,\"op\":\"subscribe\",\"channel\":\"%s%llu\"}",
                          t + 1, O.prefix, (unsigned long long)ch);
         ws_send(c, WS_OP_TEXT, cmd, (size_t)n);
@@ -765,12 +791,20 @@ static void send_ws_publish(publisher *p, uint32_t seq, uint32_t ch, const char 
 static void send_rest_publish(publisher *p, uint32_t ch, const char *data, size_t dn)
 {
     static char body[66000], req[67000];
+    if (O.proto == PROTO_NCHAN) { /* the body is the message; the channel is in the path */
+        int n = snprintf(req, sizeof req,
+                         "POST %s%s%u HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/json\r\n"
+                         "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%.*s",
+                         O.pub_path, O.prefix, ch, O.host, p->c->port, dn, (int)dn, data);
+        queue_bytes(p->c, req, (size_t)n);
+        return;
+    }
     int bn = snprintf(body, sizeof body, "{\"channel\":\"%s%u\",\"data\":%.*s}", O.prefix, ch,
                       (int)dn, data);
     int n = snprintf(req, sizeof req,
                      "POST /api/v1/publish HTTP/1.1\r\nHost: %s:%d\r\nX-API-Key: %s\r\n"
                      "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
-                     O.host, O.port, O.api_key ? O.api_key : "", bn, body);
+                     O.host, p->c->port, O.api_key ? O.api_key : "", bn, body);
     queue_bytes(p->c, req, (size_t)n);
 }
 
@@ -941,6 +975,9 @@ static int test_hit(int every)
     return every > 0 && ++G.test_count % (uint64_t)every == 0;
 }
 
+static void delivered(conn *c, uint64_t ch, uint64_t gid, uint64_t seq, uint64_t ts, uint64_t now);
+
+/* Herald: {"push":"message","channel":C,"data":{"p","s","t","x"}}. */
 static void on_delivery(conn *c, const char *p, size_t n, uint64_t now)
 {
     const char *end = p + n;
@@ -951,11 +988,31 @@ static void on_delivery(conn *c, const char *p, size_t n, uint64_t now)
         err_add(E_BAD_PUSH);
         return;
     }
+    delivered(c, ch, gid, seq, ts, now);
+}
+
+/* nchan: the frame is the published body {"p","s","t","x"}, on the channel
+ * the connection subscribed to with its URL. */
+static void on_nchan_delivery(conn *c, const char *p, size_t n, uint64_t now)
+{
+    const char *end = p + n;
+    uint64_t gid, seq, ts;
+    if (json_uint(p, end, "\"p\"", &gid) < 0 || json_uint(p, end, "\"s\"", &seq) < 0 ||
+        json_uint(p, end, "\"t\"", &ts) < 0) {
+        err_add(E_BAD_PUSH);
+        return;
+    }
+    delivered(c, sub_channel(c, 0), gid, seq, ts, now);
+}
+
+static void delivered(conn *c, uint64_t ch, uint64_t gid, uint64_t seq, uint64_t ts, uint64_t now)
+{
     G.t_last_delivery = now;
     on_credit(gid, seq); /* flow control sees every delivery, test drops too */
     if (test_hit(O.test_drop))
         return; /* pretend it never arrived */
     G.received++;
+    G.received_by_port[c->ridx % (uint32_t)O.nports]++;
     hist_add(&G.lat, now > ts ? now - ts : 0);
     uint64_t k = (uint64_t)O.sub_channels, m = (uint64_t)O.channels;
     uint64_t slot = (ch % m + m - ((uint64_t)c->ridx * k) % m) % m;
@@ -1009,6 +1066,11 @@ static void on_reply(conn *c, uint64_t id, int ok, uint64_t now)
 static void dispatch(conn *c, const char *p, size_t n, uint64_t now)
 {
     uint64_t id = 0;
+    if (O.proto == PROTO_NCHAN) {
+        if (c->role == R_SUB && c->state == S_READY)
+            on_nchan_delivery(c, p, n, now);
+        return;
+    }
     enum mkind kind = classify(p, n, &id);
     switch (kind) {
     case M_MESSAGE:
@@ -1100,7 +1162,7 @@ static size_t ws_input(conn *c, uint8_t *p, size_t n, uint64_t now)
 
 /*---- HTTP input: upgrade response, REST responses ------------------------------*/
 
-static size_t upgrade_input(conn *c, const char *p, size_t n)
+static size_t upgrade_input(conn *c, const char *p, size_t n, uint64_t now)
 {
     const char *eoh = memmem(p, n, "\r\n\r\n", 4);
     if (!eoh) {
@@ -1125,17 +1187,21 @@ static size_t upgrade_input(conn *c, const char *p, size_t n)
         return 0;
     }
     c->state = S_AWAIT_CONNECTED;
+    if (O.proto == PROTO_NCHAN) /* no {"push":"connected"}: ready at the 101 */
+        handshake_done(c, now);
     return (size_t)(eoh + 4 - p);
 }
 
 static void on_rest_response(conn *c, int status, uint64_t now)
 {
     publisher *p = publisher_of(c);
-    if (status != 200) {
+    /* Herald answers 200; nchan 201 (delivered to subscribers) or 202 (none) */
+    int ok = O.proto == PROTO_NCHAN ? status == 201 || status == 202 : status == 200;
+    if (!ok) {
         err_add(E_REST_STATUS);
         tally(G.http_status, G.http_status_n, &G.nhttp, 8, status);
     }
-    on_ack(p, p->rest_acked++, status == 200, now);
+    on_ack(p, p->rest_acked++, ok, now);
 }
 
 /* Parses pipelined responses (Content-Length bodies only). */
@@ -1171,7 +1237,7 @@ static size_t input(conn *c, uint8_t *p, size_t n, uint64_t now)
 {
     size_t used = 0;
     if (c->state == S_UPGRADING)
-        used = upgrade_input(c, (const char *)p, n);
+        used = upgrade_input(c, (const char *)p, n, now);
     if (c->state == S_CLOSED || c->state < S_AWAIT_CONNECTED)
         return used;
     if (c->role == R_REST)
@@ -1266,13 +1332,11 @@ static void continue_reads(uint64_t now)
 
 /*---- server process sampling ----------------------------------------------------*/
 
-/* utime + stime of --server-pid (every thread), in seconds; -1 if unknown. */
-static double server_cpu(void)
+/* utime + stime of process pid (every thread), in seconds; -1 if unknown. */
+static double pid_cpu(int pid)
 {
-    if (O.server_pid <= 0)
-        return -1;
     char path[64], buf[2048];
-    snprintf(path, sizeof path, "/proc/%d/stat", O.server_pid);
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
     FILE *f = fopen(path, "r");
     if (!f)
         return -1;
@@ -1286,12 +1350,27 @@ static double server_cpu(void)
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
-static long server_rss_kb(void)
+/* The sum over every --server-pid (the nodes of a cluster, their Redis);
+ * each one's own figure is kept in per[] for the report. -1 if any is
+ * unknown. */
+static double server_cpu(double *per)
 {
-    if (O.server_pid <= 0)
+    if (O.nserver_pids == 0)
         return -1;
+    double sum = 0;
+    for (int i = 0; i < O.nserver_pids; i++) {
+        per[i] = pid_cpu(O.server_pids[i]);
+        if (per[i] < 0)
+            return -1;
+        sum += per[i];
+    }
+    return sum;
+}
+
+static long pid_rss_kb(int pid)
+{
     char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", O.server_pid);
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
     FILE *f = fopen(path, "r");
     long kb = -1;
     while (f && fgets(line, sizeof line, f))
@@ -1300,6 +1379,20 @@ static long server_rss_kb(void)
     if (f)
         fclose(f);
     return kb;
+}
+
+static long server_rss_kb(void)
+{
+    if (O.nserver_pids == 0)
+        return -1;
+    long sum = 0;
+    for (int i = 0; i < O.nserver_pids; i++) {
+        long kb = pid_rss_kb(O.server_pids[i]);
+        if (kb < 0)
+            return -1;
+        sum += kb;
+    }
+    return sum;
 }
 
 /*---- phases ----------------------------------------------------------------------*/
@@ -1340,7 +1433,7 @@ static void start_publish_or_hold(uint64_t now)
         G.phase = P_PUBLISH;
         G.t_pub_start = now;
         G.t_last_rx = now;
-        G.cpu0 = server_cpu();
+        G.cpu0 = server_cpu(G.pid_cpu0);
         return;
     }
     G.phase = O.hold > 0 ? P_HOLD : P_END;
@@ -1363,6 +1456,11 @@ static void connect_done(uint64_t now)
     if (O.verbose)
         fprintf(stderr, "loadgen: %d ready, %d failed in %.2fs\n", G.ready, G.failed,
                 (double)(now - G.t_start) / 1e9);
+    if (O.settle_ms > 0) { /* e.g. until every node's Redis SUBSCRIBE is in */
+        G.phase = P_SETTLE;
+        G.t_settle_end = now + (uint64_t)O.settle_ms * 1000000ull;
+        return;
+    }
     start_publish_or_hold(now);
 }
 
@@ -1405,7 +1503,7 @@ static void finish_measure(uint64_t now)
     }
     uint64_t last = G.t_last_delivery > G.t_last_ack ? G.t_last_delivery : G.t_last_ack;
     G.t_measure_end = last > G.t_pub_start ? last : now;
-    G.cpu1 = server_cpu();
+    G.cpu1 = server_cpu(G.pid_cpu1);
     G.rss_kb = server_rss_kb();
     G.phase = O.hold > 0 ? P_HOLD : P_END;
     G.t_hold_end = now + (uint64_t)(O.hold * 1e9);
@@ -1440,6 +1538,10 @@ static void step(uint64_t now)
     case P_CONNECT:
         connect_more(now);
         connect_phase_check(now);
+        break;
+    case P_SETTLE:
+        if (now >= G.t_settle_end)
+            start_publish_or_hold(now);
         break;
     case P_PUBLISH:
         if (publishing_over(now)) {
@@ -1544,7 +1646,11 @@ static void json_delivery(FILE *f, double ms)
             (unsigned long long)G.dups, (unsigned long long)G.stale,
             (unsigned long long)G.reordered, per_s((double)G.received, ms));
     json_hist(f, "", &G.lat);
-    fputs("},", f);
+    fputs(",\"received_by_port\":{", f);
+    for (int i = 0; i < O.nports; i++)
+        fprintf(f, "%s\"%d\":%llu", i ? "," : "", O.ports[i],
+                (unsigned long long)G.received_by_port[i]);
+    fputs("}},", f);
 }
 
 /* Prints `"key":value` pairs, commas between them. */
@@ -1600,7 +1706,11 @@ static void report(uint64_t now)
         fprintf(f, "%.3f", G.cpu1 - G.cpu0);
     else
         fputs("null", f);
-    fprintf(f, ",\"server_rss_kb\":%ld,", G.rss_kb);
+    fputs(",\"server_cpu_by_pid\":{", f);
+    for (int i = 0; i < O.nserver_pids && G.cpu0 >= 0 && G.cpu1 >= 0 && G.t_pub_start; i++)
+        fprintf(f, "%s\"%d\":%.3f", i ? "," : "", O.server_pids[i],
+                G.pid_cpu1[i] - G.pid_cpu0[i]);
+    fprintf(f, "},\"server_rss_kb\":%ld,", G.rss_kb);
     json_closes(f);
     json_errors(f);
     fprintf(f, ",\"stalled\":%s,\"timed_out\":%s,\"interrupted\":%s,\"elapsed_s\":%.3f}",
@@ -1619,6 +1729,11 @@ static void usage(FILE *f)
     fputs("usage: herald-loadgen [options]\n"
           "target:   --host IP (127.0.0.1) --port N (8080) --src N (8 source addresses\n"
           "          127.0.0.<src-first>.., 0 = none) --src-first N (2)\n"
+          "          --ports P1,P2.. (subscriber/idle i goes to P[i % n]; default --port)\n"
+          "          --pub-ports P1,.. (publisher j goes to P[j % n]; default --ports)\n"
+          "protocol: --proto herald|nchan (herald): nchan = WebSocket subscribers on\n"
+          "          <sub-path><channel> (/sub/), REST publishers POST the bare payload to\n"
+          "          <pub-path><channel> (/pub/), 201/202 = accepted; --sub-channels 1\n"
           "auth:     --secret S (HS256 JWT secret) --api-key K (REST) --ttl S (3600) --tag S\n"
           "roles:    --subs N --ws-pubs N --rest-pubs N --idle N\n"
           "channels: --channels M (1) --sub-channels K (1, per subscriber) --prefix S (bench.)\n"
@@ -1629,7 +1744,9 @@ static void usage(FILE *f)
           "          --hold S (after publishing; SIGUSR1 ends it) --timeout S (300 overall)\n"
           "          --stall-ms (5000: no answer while publications are in flight)\n"
           "          --window-timeout-ms (5000: give up on one lost reply or delivery)\n"
-          "measure:  --server-pid PID (CPU and RSS of the server) --ready-file PATH\n"
+          "          --settle-ms (0: pause between the last handshake and publishing)\n"
+          "measure:  --server-pid PID[,PID..] (CPU and RSS, summed: nodes + Redis)\n"
+          "          --ready-file PATH\n"
           "tests:    --test-drop N / --test-dup N / --test-reorder N (every Nth delivery)\n"
           "          -v (progress on stderr)\n",
           f);
@@ -1671,7 +1788,13 @@ static const optdef optdefs[] = {
     {"timeout", 'd', &O.timeout},
     {"stall-ms", 'i', &O.stall_ms},
     {"window-timeout-ms", 'i', &O.window_timeout_ms},
-    {"server-pid", 'i', &O.server_pid},
+    {"settle-ms", 'i', &O.settle_ms},
+    {"server-pid", 's', &O.server_pids_s},
+    {"ports", 's', &O.ports_s},
+    {"pub-ports", 's', &O.pub_ports_s},
+    {"proto", 's', &O.proto_s},
+    {"sub-path", 's', &O.sub_path},
+    {"pub-path", 's', &O.pub_path},
     {"ready-file", 's', &O.ready_file},
     {"test-drop", 'i', &O.test_drop},
     {"test-dup", 'i', &O.test_dup},
@@ -1698,9 +1821,58 @@ static void set_opt(const optdef *d, const char *a)
     }
 }
 
+/* Parses "a,b,c" into out[]; returns the count, or -1 (bad number, too many). */
+static int parse_int_list(const char *s, int *out, int cap)
+{
+    int n = 0;
+    while (s && *s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v <= 0 || v > 0x7fffffff || n == cap || (*end && *end != ','))
+            return -1;
+        out[n++] = (int)v;
+        s = *end ? end + 1 : end;
+    }
+    return n;
+}
+
+static int parse_lists(void)
+{
+    if (O.ports_s) {
+        O.nports = parse_int_list(O.ports_s, O.ports, MAX_PORTS);
+    } else {
+        O.ports[0] = O.port;
+        O.nports = 1;
+    }
+    if (O.pub_ports_s) {
+        O.npub_ports = parse_int_list(O.pub_ports_s, O.pub_ports, MAX_PORTS);
+    } else if (O.nports > 0) {
+        memcpy(O.pub_ports, O.ports, sizeof O.ports);
+        O.npub_ports = O.nports;
+    }
+    O.nserver_pids = O.server_pids_s ? parse_int_list(O.server_pids_s, O.server_pids, MAX_PIDS) : 0;
+    if (O.nports < 1 || O.npub_ports < 1 || O.nserver_pids < 0) {
+        fprintf(stderr, "herald-loadgen: --ports, --pub-ports, --server-pid: up to %d positive "
+                        "numbers, comma-separated\n", MAX_PORTS);
+        return -1;
+    }
+    O.port = O.ports[0];
+    if (!O.proto_s || !strcmp(O.proto_s, "herald")) {
+        O.proto = PROTO_HERALD;
+    } else if (!strcmp(O.proto_s, "nchan")) {
+        O.proto = PROTO_NCHAN;
+    } else {
+        fprintf(stderr, "herald-loadgen: --proto is herald or nchan\n");
+        return -1;
+    }
+    return 0;
+}
+
 static int check_opts(void)
 {
     const char *why = NULL;
+    if (parse_lists() < 0)
+        return -1;
     if (O.subs < 0 || O.ws_pubs < 0 || O.rest_pubs < 0 || O.idle < 0)
         why = "negative connection count";
     else if (O.channels < 1 || O.sub_channels < 1 || O.sub_channels > O.channels)
@@ -1709,7 +1881,9 @@ static int check_opts(void)
         why = "--window must be 1..65536";
     else if (O.size < 0 || O.size > 60000)
         why = "--size must be 0..60000";
-    else if (O.subs + O.ws_pubs + O.idle > 0 && !O.secret)
+    else if (O.proto == PROTO_NCHAN && (O.ws_pubs > 0 || O.idle > 0 || O.sub_channels != 1))
+        why = "--proto nchan: subscribers on one channel each and REST publishers only";
+    else if (O.proto == PROTO_HERALD && O.subs + O.ws_pubs + O.idle > 0 && !O.secret)
         why = "--secret is required for WebSocket connections";
     else if (O.concurrency < 1 || O.timeout <= 0 || O.connect_timeout <= 0)
         why = "--concurrency, --timeout and --connect-timeout must be positive";
@@ -1800,6 +1974,12 @@ static int alloc_state(void)
         c->fd = -1;
         c->role = (uint8_t)role_of(i);
         c->ridx = (uint32_t)(i - first[c->role]);
+        if (c->role == R_PUB || c->role == R_REST) { /* publisher k of all */
+            uint32_t k = c->role == R_PUB ? c->ridx : (uint32_t)O.ws_pubs + c->ridx;
+            c->port = O.pub_ports[k % (uint32_t)O.npub_ports];
+        } else {
+            c->port = O.ports[c->ridx % (uint32_t)O.nports];
+        }
     }
     return 0;
 }

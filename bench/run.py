@@ -13,6 +13,12 @@ Scenarios (defaults in brackets; see bench/README.md for what each number means)
   rest           REST publishes/s on 1 and 4 keep-alive connections, window 1 and 16
   threads        fanout 1000 x 1000 with HERALD_THREADS=1 and 2
   all            every scenario above, with its defaults
+Cluster mode (issue 7), with a fresh redis-server per run (see bench/README.md):
+  cluster-fanout   2 nodes, subscribers split evenly, REST publishers via node 1 / both,
+                   Herald next to nginx+nchan (Redis store: distributed and nostore)
+  cluster-latency  5 publications/s to 1000 subscribers on 2 nodes for 10 s
+  cluster-nodes    the fan-out with subscribers on 1, 2, 3 Herald nodes (via node 1)
+  cluster          the three above
 
 Every run starts fresh servers on free loopback ports (Herald with a throwaway
 SQLite store, and herald-refserver), drives them with bench/herald-loadgen,
@@ -122,9 +128,10 @@ class Server:
     kind: "herald" or "refserver". stop() sends SIGTERM, then SIGKILL after a
     grace period: a server stuck in a busy loop ignores SIGTERM."""
 
-    def __init__(self, kind, binary, secret, api_key, threads=1, log_level="warn"):
+    def __init__(self, kind, binary, secret, api_key, threads=1, log_level="warn", extra_env=None):
         self.kind, self.binary, self.secret, self.api_key = kind, binary, secret, api_key
         self.threads, self.log_level = threads, log_level
+        self.extra_env = dict(extra_env or {})  # e.g. HERALD_REDIS_URL for cluster nodes
         self.dir = tempfile.mkdtemp(prefix="herald-bench-")
         self.port = None
         self.proc = None
@@ -156,6 +163,7 @@ class Server:
             "HERALD_THREADS": str(self.threads),
             "HERALD_CONFIG": cfg,
         })
+        env.update(self.extra_env)
         return env
 
     def start(self, timeout=15.0):
@@ -184,6 +192,13 @@ class Server:
     @property
     def pid(self):
         return self.proc.pid
+
+    def pids(self):
+        return [self.proc.pid]
+
+    def loadgen_target(self):
+        """Where the loadgen connects and whose CPU it samples."""
+        return ["--port", self.port, "--server-pid", self.pid]
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -223,6 +238,280 @@ class Server:
         return status
 
 
+#---- cluster mode: redis-server, Herald nodes, nginx + nchan nodes ----------------
+
+DEFAULT_REDIS = "/usr/sbin/redis-server" if os.path.exists("/usr/sbin/redis-server") else \
+    "/usr/bin/redis-server"
+DEFAULT_NGINX = "/usr/sbin/nginx"
+NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
+
+
+def wait_http(url, timeout, proc, what, want=200):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("%s exited at start (%s)" % (what, proc.returncode))
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == want:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("%s: %s did not answer %d within %.0fs" % (what, url, want, timeout))
+
+
+def stop_proc(proc, grace):
+    """SIGTERM, then SIGKILL after grace seconds; returns (status, seconds)."""
+    t0 = time.monotonic()
+    if proc is None:
+        return None, 0.0
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=grace), time.monotonic() - t0
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return "killed", time.monotonic() - t0
+    return proc.returncode, 0.0
+
+
+def child_pids(pid):
+    """The children of pid (nginx's workers), from /proc."""
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        out = []
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open("/proc/%s/stat" % d) as f:
+                        if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                            out.append(int(d))
+                except (OSError, IndexError, ValueError):
+                    pass
+        return out
+
+
+class RedisServer:
+    """A throwaway redis-server on a free loopback port, no persistence."""
+
+    def __init__(self, binary, dir):
+        self.binary, self.dir = binary, dir
+        self.port, self.proc = None, None
+
+    def start(self, timeout=10.0):
+        self.port = free_port()
+        self.log = open(os.path.join(self.dir, "redis.log"), "wb")
+        self.proc = spawn([self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                           "--save", "", "--appendonly", "no", "--dir", self.dir,
+                           "--daemonize", "no", "--loglevel", "warning"],
+                          stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("redis-server exited at start (%s)" % self.proc.returncode)
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not answer PING within %.0fs" % timeout)
+
+    @property
+    def url(self):
+        return "redis://127.0.0.1:%d/0" % self.port
+
+    def stop(self, grace=10.0):
+        r = stop_proc(self.proc, grace)
+        self.log.close()
+        return r
+
+
+NCHAN_CONF = """load_module %(module)s;
+%(user)s
+worker_processes 1;
+worker_rlimit_nofile 20000;
+pid %(d)s/nginx.pid;
+error_log %(d)s/error.log warn;
+events { worker_connections 16000; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path %(d)s/client_body;
+    proxy_temp_path %(d)s/proxy;
+    fastcgi_temp_path %(d)s/fastcgi;
+    uwsgi_temp_path %(d)s/uwsgi;
+    scgi_temp_path %(d)s/scgi;
+    upstream bench_redis {
+        nchan_redis_server redis://127.0.0.1:%(redis_port)d;
+        nchan_redis_storage_mode %(mode)s;
+    }
+    server {
+        listen 127.0.0.1:%(port)d;
+        location ~ ^/sub/(.+)$ {
+            nchan_subscriber websocket;
+            nchan_channel_id $1;
+            nchan_redis_pass bench_redis;
+        }
+        location ~ ^/pub/(.+)$ {
+            nchan_publisher http;
+            nchan_channel_id $1;
+            nchan_redis_pass bench_redis;
+        }
+        location = /healthz { return 200 "ok\\n"; }
+    }
+}
+"""
+
+
+def nginx_user_directive():
+    """A root nginx master runs its workers as `user`; nobody's own group
+    (Debian has no group "nobody")."""
+    if os.geteuid() != 0:
+        return ""
+    import grp
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    return "user nobody %s;" % grp.getgrgid(nobody.pw_gid).gr_name
+
+
+class NchanNode:
+    """Debian's nginx with libnginx-mod-nchan: one master, one worker, on a
+    free loopback port, channels in Redis (`nchan_redis_pass`)."""
+
+    def __init__(self, binary, dir, redis_port, mode):
+        self.binary, self.dir, self.redis_port, self.mode = binary, dir, redis_port, mode
+        self.port, self.proc, self.workers = None, None, []
+
+    def start(self, timeout=15.0):
+        self.port = free_port()
+        os.makedirs(self.dir, exist_ok=True)
+        os.chmod(self.dir, 0o711)  # the workers (nobody) reach their temp dirs
+        conf = os.path.join(self.dir, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(NCHAN_CONF % {"module": NCHAN_MODULE, "user": nginx_user_directive(),
+                                  "d": self.dir, "port": self.port, "redis_port": self.redis_port,
+                                  "mode": self.mode})
+        self.log = open(os.path.join(self.dir, "stdout.log"), "wb")
+        self.proc = spawn([self.binary, "-p", self.dir + "/", "-c", conf,
+                           "-e", os.path.join(self.dir, "error.log"), "-g", "daemon off;"],
+                          stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        wait_http("http://127.0.0.1:%d/healthz" % self.port, timeout, self.proc, "nginx")
+        deadline = time.monotonic() + timeout
+        while not self.workers and time.monotonic() < deadline:
+            self.workers = child_pids(self.proc.pid)
+            time.sleep(0.02)
+        if not self.workers:
+            raise RuntimeError("nginx started no worker")
+        return self
+
+    def pids(self):
+        return [self.proc.pid] + self.workers
+
+    def log_tail(self, n=400):
+        try:
+            with open(os.path.join(self.dir, "error.log"), "rb") as f:
+                return f.read()[-n:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, grace=30.0):
+        r = stop_proc(self.proc, grace)
+        self.log.close()
+        return r
+
+
+class Cluster:
+    """N gateway nodes sharing one fresh redis-server: Herald in cluster mode
+    (HERALD_REDIS_URL, one secret and API key) or nginx + nchan with
+    `nchan_redis_pass` (kind "nchan": storage mode distributed, nchan's
+    default; "nchan-nostore": Redis only relays, like Herald's channels
+    without history). Same interface as Server for Bench.one_run."""
+
+    def __init__(self, bench, kind, nodes, threads=None):
+        a = bench.a
+        self.kind, self.nnodes = kind, nodes
+        self.secret, self.api_key = bench.secret, bench.api_key
+        self.dir = tempfile.mkdtemp(prefix="herald-bench-cluster-")
+        self.redis = RedisServer(a.redis_server, self.dir)
+        self.threads, self.bench = threads or a.herald_threads, bench
+        self.nodes, self.killed, self.stop_s = [], False, 0.0
+
+    def label(self):
+        return self.kind
+
+    def start(self):
+        a = self.bench.a
+        self.redis.start()
+        for i in range(self.nnodes):
+            if self.kind == "herald":
+                n = Server("herald", a.herald, self.secret, self.api_key, threads=self.threads,
+                           log_level=a.log_level,
+                           extra_env={"HERALD_REDIS_URL": self.redis.url,
+                                      "HERALD_NODE_ID": "bench%d" % (i + 1)})
+                self.nodes.append(n)
+                n.start()
+                wait_http("http://127.0.0.1:%d/readyz" % n.port, 15, n.proc, "herald node")
+            else:
+                mode = "nostore" if self.kind == "nchan-nostore" else "distributed"
+                n = NchanNode(a.nginx, os.path.join(self.dir, "node%d" % (i + 1)),
+                              self.redis.port, mode)
+                self.nodes.append(n)
+                n.start()
+        return self
+
+    @property
+    def port(self):
+        return self.nodes[0].port
+
+    @property
+    def pid(self):
+        return self.nodes[0].pids()[0]
+
+    def ports(self):
+        return [n.port for n in self.nodes]
+
+    def node_pids(self):
+        return [p for n in self.nodes for p in n.pids()]
+
+    def pids(self):
+        return self.node_pids() + [self.redis.proc.pid]
+
+    def loadgen_target(self):
+        t = ["--ports", ",".join(map(str, self.ports())),
+             "--server-pid", ",".join(map(str, self.pids()))]
+        return t + (["--proto", "nchan"] if self.kind.startswith("nchan") else [])
+
+    def alive(self):
+        return bool(self.nodes) and all(n.proc.poll() is None for n in self.nodes) and \
+            self.redis.proc.poll() is None
+
+    def rss_kb(self):
+        vals = [proc_status_kb(p, "VmRSS") for p in self.pids()]
+        return sum(vals) if None not in vals else None
+
+    def log_tail(self, n=300):
+        return " | ".join(x.log_tail(n) for x in self.nodes if x.proc.poll() is not None)
+
+    def stop(self, grace=30.0):
+        status, t0 = 0, time.monotonic()
+        for n in self.nodes:
+            st = n.stop(grace)[0] if isinstance(n, NchanNode) else n.stop(grace)
+            if st == "killed":
+                self.killed = True
+            if st not in (0, None) and status == 0:
+                status = st
+        self.redis.stop()
+        self.stop_s = time.monotonic() - t0
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return "killed" if self.killed else status
+
+
 class Loadgen:
     """Runs herald-loadgen against a server and returns its JSON report."""
 
@@ -232,9 +521,8 @@ class Loadgen:
     def argv(self, args, tag):
         s = self.server
         vlog("herald-loadgen --tag %s %s" % (tag, " ".join(str(a) for a in args)))
-        return [self.binary, "--host", "127.0.0.1", "--port", str(s.port), "--secret", s.secret,
-                "--api-key", s.api_key, "--server-pid", str(s.pid), "--tag", tag] + \
-            [str(a) for a in args]
+        return [self.binary, "--host", "127.0.0.1", "--secret", s.secret, "--api-key", s.api_key,
+                "--tag", tag] + [str(a) for a in s.loadgen_target() + list(args)]
 
     def run(self, args, timeout, tag="lg"):
         argv = self.argv(args, tag)
@@ -329,8 +617,14 @@ def summarize(r):
     return m
 
 
+# Failure counts: a median would hide a loss that happened in one repeat of three.
+WORST_OF = {"lost", "gaps", "dups", "reordered", "closes_4008", "closes_other", "errors",
+            "pub_errors", "window_timeouts", "conns_failed", "idle_failed", "idle_closed"}
+
+
 def median_row(runs):
-    """Medians of numbers, any() of flags, first of the rest, over repeats."""
+    """Medians of numbers, the worst (max) of failure counts, any() of flags,
+    first of the rest, over repeats."""
     out = {}
     for k in runs[0]:
         vals = [r.get(k) for r in runs]
@@ -338,7 +632,7 @@ def median_row(runs):
         if all(isinstance(v, bool) for v in vals):
             out[k] = any(vals)
         elif nums and len(nums) == len(vals):
-            out[k] = statistics.median(nums)
+            out[k] = max(nums) if k in WORST_OF else statistics.median(nums)
         else:
             out[k] = vals[0]
     return out
@@ -366,18 +660,19 @@ class Bench:
         return Server("herald", self.a.herald, self.secret, self.api_key,
                       threads=threads or self.a.herald_threads, log_level=self.a.log_level)
 
-    def run_rows(self, scenario, variant, params, fn, configs=None):
+    def run_rows(self, scenario, variant, params, fn, configs=None, factory=None):
         """Runs fn(server, params) -> metrics on a fresh server for each
         config (kind, label, HERALD_THREADS), --repeat times, and records the
         medians. Repeats are interleaved (A B A B, not A A B B): this machine's
-        speed drifts over minutes, and interleaving spreads it over all rows."""
+        speed drifts over minutes, and interleaving spreads it over all rows.
+        factory(kind, threads) builds the server (default: new_server)."""
         configs = configs or [(k, k, None) for k in self.servers()]
         runs = {label: [] for _, label, _ in configs}
         notes = {label: [] for _, label, _ in configs}
         for i in range(self.a.repeat):
             for kind, label, threads in configs:
                 log("%s %s: %s run %d/%d" % (scenario, variant, label, i + 1, self.a.repeat))
-                m, note = self.one_run(kind, params, fn, threads)
+                m, note = self.one_run(kind, params, fn, threads, factory)
                 runs[label].append(m)
                 notes[label] += [note] if note else []
         for _, label, _ in configs:
@@ -388,12 +683,13 @@ class Bench:
             self.results.append(row)
             print_progress(row)
 
-    def one_run(self, kind, params, fn, threads):
-        srv = self.new_server(kind, threads)
+    def one_run(self, kind, params, fn, threads, factory=None):
+        srv = factory(kind, threads) if factory else self.new_server(kind, threads)
         note = None
         try:
             srv.start()
             m = fn(srv, params)
+            note = m.pop("note", None)
         except (RuntimeError, OSError, KeyError, ValueError) as e:
             m, note = {"error": str(e)[:300]}, "error: " + str(e)[:200]
         alive = srv.alive()
@@ -505,7 +801,6 @@ def idle_totals(reports):
 def sc_idle_crowd(b):
     a = b.a
     idles = [int(x) for x in (a.idle or "0,5000,15000").split(",")]
-    base = {}
     for n in idles:
         # One publication in flight: every fan-out is one wakeup's work, so a
         # per-wakeup cost that grows with idle connections (poll(2)) shows.
@@ -528,12 +823,7 @@ def sc_idle_crowd(b):
             m["rss_after_kb"] = r["server_rss_kb"]
             return m
         b.run_rows("idle-crowd", "%d idle" % n, p, run)
-    for row in [r for r in b.results if r["scenario"] == "idle-crowd"]:
-        if row["variant"] == "%d idle" % idles[0]:
-            base[row["server"]] = row.get("deliveries_per_s")
-    for row in [r for r in b.results if r["scenario"] == "idle-crowd"]:
-        ref = base.get(row["server"])
-        row["ratio_vs_first"] = row.get("deliveries_per_s", 0) / ref if ref else None
+    add_ratios(b.results, "idle-crowd")
 
 
 def sc_idle_memory(b):
@@ -601,11 +891,129 @@ def sc_threads(b):
     b.run_rows("threads", variant, p, lambda s, p: fanout_run(b, s, p), configs)
 
 
+#---- cluster scenarios (issue 7) -----------------------------------------------------
+
+def cluster_kinds(b):
+    return [k for k in (b.a.cluster_servers or "herald,nchan,nchan-nostore").split(",") if k]
+
+
+def cluster_run(b, cl, p):
+    """One loadgen run against a Cluster: subscribers split evenly over the
+    nodes (subscriber i on node i mod N), REST publishers on the nodes in
+    p["pub_nodes"] (publisher j on the j mod len-th of them). Herald gets
+    POST /api/v1/publish, nchan POST /pub/<channel> with the bare payload,
+    both on keep-alive connections."""
+    ports = cl.ports()
+    pub_ports = [ports[i] for i in p["pub_nodes"]]
+    args = ["--subs", p["subs"], "--rest-pubs", p["publishers"], "--window", p["window"],
+            "--pub-ports", ",".join(map(str, pub_ports)), "--size", p["size"],
+            "--concurrency", 500, "--settle-ms", p["settle_ms"], "--timeout", p["timeout"]]
+    if p.get("rate"):
+        args += ["--rate", p["rate"], "--duration", p["duration"]]
+    else:
+        args += ["--count", p["pubs"]]
+    r = b.loadgen(cl).run(args, timeout=p["timeout"] + 30)
+    m = summarize(r)
+    by_pid = r.get("server_cpu_by_pid") or {}
+    recv = r["delivery"]["received"]
+    rcpu = by_pid.get(str(cl.redis.proc.pid))
+    m["redis_cpu_s"] = rcpu
+    m["redis_cpu_us_per_delivery"] = rcpu * 1e6 / recv if rcpu is not None and recv else None
+    m["rss_after_kb"] = r["server_rss_kb"]
+    m["cpu_by_pid"] = by_pid
+    m["window_timeouts"] = r["publish"]["window_timeouts"]
+    # one channel: node i should have received (its subscribers) x (accepted publications)
+    n = len(ports)
+    by_port = r["delivery"].get("received_by_port", {})
+    m["lost_by_node"] = [len(range(i, p["subs"], n)) * r["publish"]["acked"] -
+                         by_port.get(str(port), 0) for i, port in enumerate(ports)]
+    if m["lost"]:
+        m["note"] = "lost %d in one run: by node %s, %d publications given up after 5 s" % (
+            m["lost"], "/".join(map(str, m["lost_by_node"])), m["window_timeouts"])
+    return m
+
+
+def cluster_params(a, nodes, pub_nodes, **kw):
+    p = {"nodes": nodes, "pub_nodes": pub_nodes, "subs": a.subs or 1000, "pubs": a.pubs or 1000,
+         "publishers": a.publishers or 16, "window": a.window or 1, "size": a.size,
+         "settle_ms": a.settle_ms, "timeout": a.timeout}
+    p.update(kw)
+    return p
+
+
+def cluster_factory(b, nodes):
+    return lambda kind, threads: Cluster(b, kind, nodes, threads)
+
+
+def sc_cluster_fanout(b):
+    """Cross-node fan-out: 2 nodes on one Redis, subscribers split evenly,
+    publishing through node 1, then through both."""
+    a = b.a
+    kinds = cluster_kinds(b)
+    configs = [(k, k, None) for k in kinds]
+    vias = {"one": ([0], "node 1"), "both": ([0, 1], "both"), "second": ([1], "node 2")}
+    for via in (a.via or "one,both").split(","):
+        if via not in vias:
+            sys.exit("run.py: --via takes one, both, second")
+        pub_nodes, name = vias[via]
+        p = cluster_params(a, 2, pub_nodes)
+        variant = "%d pubs x %d subs, 2 nodes, via %s" % (p["pubs"], p["subs"], name)
+        b.run_rows("cluster-fanout", variant, p, lambda s, p: cluster_run(b, s, p), configs,
+                   cluster_factory(b, 2))
+
+
+def sc_cluster_latency(b):
+    """Paced cross-node latency: one REST publisher on node 1, 5/s for 10 s,
+    subscribers split over 2 nodes."""
+    a = b.a
+    configs = [(k, k, None) for k in cluster_kinds(b)]
+    p = cluster_params(a, 2, [0], publishers=1, rate=a.rate or 5.0, duration=a.duration or 10.0)
+    p["timeout"] = p["duration"] + 120
+    variant = "%g/s to %d subs on 2 nodes, %gs" % (p["rate"], p["subs"], p["duration"])
+    b.run_rows("cluster-latency", variant, p, lambda s, p: cluster_run(b, s, p), configs,
+               cluster_factory(b, 2))
+
+
+def sc_cluster_nodes(b):
+    """What another node adds: the same fan-out with the subscribers split
+    over N nodes, publishing through node 1 in every row (where publications
+    enter changes how many a node finds per socket per loop iteration, see
+    cluster-fanout via node 1 / both, so it is held fixed here)."""
+    a = b.a
+    kinds = [k for k in cluster_kinds(b)] if a.cluster_servers else ["herald"]
+    configs = [(k, k, None) for k in kinds]
+    for n in [int(x) for x in (a.node_counts or "1,2,3").split(",")]:
+        p = cluster_params(a, n, [0])
+        variant = "%d pubs x %d subs, %d node%s" % (p["pubs"], p["subs"], n, "s" if n > 1 else "")
+        b.run_rows("cluster-nodes", variant, p, lambda s, p: cluster_run(b, s, p), configs,
+                   cluster_factory(b, n))
+    add_ratios(b.results, "cluster-nodes")
+
+
+RATIO_SCENARIOS = ("idle-crowd", "cluster-nodes")
+
+
+def add_ratios(results, scenario):
+    """ratio_vs_first: deliveries/s over the same server's first row of the
+    scenario (idle-crowd: no idle connections; cluster-nodes: fewest nodes)."""
+    base = {}
+    for r in [r for r in results if r["scenario"] == scenario]:
+        base.setdefault(r["server"], r.get("deliveries_per_s"))
+        ref, d = base[r["server"]], r.get("deliveries_per_s")
+        r["ratio_vs_first"] = d / ref if ref and d is not None else None
+
+
 SCENARIOS = {
     "fanout": sc_fanout, "channels": sc_channels, "latency": sc_latency,
     "idle-crowd": sc_idle_crowd, "idle-memory": sc_idle_memory,
     "connect-storm": sc_connect_storm, "rest": sc_rest, "threads": sc_threads,
 }
+# Not part of "all" (which stays the single-node suite): "cluster" runs these.
+CLUSTER_SCENARIOS = {
+    "cluster-fanout": sc_cluster_fanout, "cluster-latency": sc_cluster_latency,
+    "cluster-nodes": sc_cluster_nodes,
+}
+ALL_SCENARIOS = dict(SCENARIOS, **CLUSTER_SCENARIOS)
 
 #---- tables -----------------------------------------------------------------------------
 
@@ -645,6 +1053,25 @@ COLUMNS = {
              ("ack p50 ms", "ack_p50_ms", "%.2f"), ("ack p99 ms", "ack_p99_ms", "%.2f"),
              ("acked", "acked", "%d"), ("reconnects", "reconnects", "%d"), ("lost", "lost", "%d"),
              ("dups", "dups", "%d"), ("stalled", "stalled", "flag")],
+    "cluster-fanout": [("deliveries/s", "deliveries_per_s", "%.0f"),
+                       ("CPU µs/delivery", "cpu_us_per_delivery", "%.2f"),
+                       ("of which Redis", "redis_cpu_us_per_delivery", "%.2f"),
+                       ("p50 ms", "p50_ms", "%.1f"), ("p99 ms", "p99_ms", "%.1f"),
+                       ("publications/s", "publications_per_s", "%.0f"),
+                       ("lost", "lost", "%d"), ("dups", "dups", "%d"),
+                       ("reordered", "reordered", "%d"), ("4008", "closes_4008", "%d")],
+    "cluster-latency": [("deliveries", "received", "%d"), ("p50 ms", "p50_ms", "%.2f"),
+                        ("p99 ms", "p99_ms", "%.2f"), ("p99.9 ms", "p999_ms", "%.2f"),
+                        ("max ms", "max_ms", "%.2f"),
+                        ("CPU µs/delivery", "cpu_us_per_delivery", "%.2f"),
+                        ("of which Redis", "redis_cpu_us_per_delivery", "%.2f"),
+                        ("lost", "lost", "%d")],
+    "cluster-nodes": [("deliveries/s", "deliveries_per_s", "%.0f"),
+                      ("ratio", "ratio_vs_first", "%.2f"),
+                      ("CPU µs/delivery", "cpu_us_per_delivery", "%.2f"),
+                      ("of which Redis", "redis_cpu_us_per_delivery", "%.2f"),
+                      ("p50 ms", "p50_ms", "%.1f"), ("p99 ms", "p99_ms", "%.1f"),
+                      ("lost", "lost", "%d"), ("RSS MiB", "rss_after_kb", "mib")],
     "threads": [("deliveries/s", "deliveries_per_s", "%.0f"),
                 ("CPU µs/delivery", "cpu_us_per_delivery", "%.2f"),
                 ("server CPU s", "server_cpu_s", "%.2f"),
@@ -712,18 +1139,33 @@ def machine():
     return "%d CPUs (nproc), %s, Linux %s" % (os.cpu_count(), model, platform.release())
 
 
-def scenario_block(scenario, argv, herald):
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+LOADAVG = {}  # scenario -> (before, after): the machine is shared
+
+
+def scenario_block(scenario, argv, herald, when=None, rendered=None):
+    when = when or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    la = LOADAVG.get(scenario)
     return "\n".join([
         "<!-- bench:%s -->" % scenario,
         "### %s" % scenario, "",
         "- command: `python3 bench/run.py %s`" % " ".join(argv),
-        "- herald: `%s`; machine: %s; %s" % (herald, machine(), when), "",
+        "- herald: `%s`; machine: %s; %s" % (herald, machine(), when)] +
+        (["- load average (1, 5, 15 min) before / after: %s / %s" % tuple(la)] if la else []) +
+        (["- tables rendered from that run's JSON: `python3 bench/run.py %s`" % rendered]
+         if rendered else []) + [""] + [
         md_table(scenario),
         "<!-- /bench:%s -->" % scenario])
 
 
-def write_section(path, scenarios, argv, herald):
+def write_section(path, scenarios, argv, herald, when=None, rendered=None):
     """Replaces each scenario's block inside the marked section of path,
     keeping the other blocks and everything outside the markers."""
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
@@ -736,8 +1178,8 @@ def write_section(path, scenarios, argv, herald):
     blocks = {m.group(1): m.group(0) for m in
               re.finditer(r"<!-- bench:([\w-]+) -->\n.*?<!-- /bench:\1 -->", body, re.S)}
     for s in scenarios:
-        blocks[s] = scenario_block(s, argv, herald)
-    ordered = [blocks[s] for s in SCENARIOS if s in blocks]
+        blocks[s] = scenario_block(s, argv, herald, when, rendered)
+    ordered = [blocks[s] for s in ALL_SCENARIOS if s in blocks]
     with open(path, "w") as f:
         f.write(head + SECTION_BEGIN + "\n" + "\n\n".join(ordered) + "\n" + SECTION_END + tail)
 
@@ -770,7 +1212,10 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
-    ap.add_argument("scenario", choices=list(SCENARIOS) + ["all"])
+    ap.add_argument("scenario", nargs="?", choices=list(ALL_SCENARIOS) + ["all", "cluster"])
+    ap.add_argument("--render", metavar="JSON",
+                    help="run nothing: print (and --write) the tables of a --json file again, "
+                    "medians recomputed from its runs")
     ap.add_argument("--herald", default=DEFAULT_HERALD, help="Herald binary (%(default)s)")
     ap.add_argument("--bin-dir", help="directory of herald-loadgen and herald-refserver")
     ap.add_argument("--servers", default="herald,refserver", help="which servers (%(default)s)")
@@ -793,30 +1238,81 @@ def parse_args(argv):
     ap.add_argument("--rest-windows", help="rest: pipelining windows (1,16)")
     ap.add_argument("--thread-counts", help="threads: HERALD_THREADS values (1,2)")
     ap.add_argument("--timeout", type=int, default=240, help="per loadgen run, seconds")
+    ap.add_argument("--cluster-servers",
+                    help="cluster scenarios: herald,nchan,nchan-nostore (cluster-nodes: herald)")
+    ap.add_argument("--via", help="cluster-fanout: publish through node 1, both, or node 2 "
+                    "(one,both,second; default one,both)")
+    ap.add_argument("--node-counts", help="cluster-nodes: node counts (1,2,3)")
+    ap.add_argument("--settle-ms", type=int, default=500,
+                    help="cluster: pause after the last subscription before publishing (%(default)s)")
+    ap.add_argument("--redis-server", default=DEFAULT_REDIS, help="redis-server (%(default)s)")
+    ap.add_argument("--nginx", default=DEFAULT_NGINX,
+                    help="nginx with libnginx-mod-nchan, for nchan (%(default)s)")
     ap.add_argument("--json", metavar="FILE", help="also write every result to FILE")
     ap.add_argument("--write", metavar="FILE", help="update FILE's bench/run.py section")
     ap.add_argument("-v", "--verbose", action="store_true")
     return ap.parse_args(argv)
 
 
+def render(a, argv):
+    """Tables (and --write) from a saved --json file, with the current rules
+    (medians, worst failure counts, ratios) applied to its raw runs."""
+    with open(a.render) as f:
+        doc = json.load(f)
+    for row in doc["results"]:
+        if row.get("runs"):
+            row.update(median_row(row["runs"]))
+    names = []
+    for row in doc["results"]:
+        if row["scenario"] not in names:
+            names.append(row["scenario"])
+    for s in RATIO_SCENARIOS:
+        add_ratios(doc["results"], s)
+    RESULTS[:] = doc["results"]
+    LOADAVG.update(doc.get("loadavg", {}))
+    for name in names:
+        print(text_table(name) + "\n")
+    if a.write:
+        write_section(a.write, names, doc["argv"], doc["herald"], doc.get("when"),
+                      " ".join(argv))
+        log("updated %s" % a.write)
+
+
 def main(argv):
     global VERBOSE
     a = parse_args(argv)
     VERBOSE = a.verbose
+    if a.render:
+        return render(a, argv)
+    if not a.scenario:
+        sys.exit("run.py: name a scenario (or --render JSON)")
     if a.repeat < 1 or a.repeat > 20:
         sys.exit("run.py: --repeat must be 1..20")
-    if "herald" in a.servers and not os.access(a.herald, os.X_OK):
+    names = list(SCENARIOS) if a.scenario == "all" else \
+        list(CLUSTER_SCENARIOS) if a.scenario == "cluster" else [a.scenario]
+    cluster = any(n in CLUSTER_SCENARIOS for n in names)
+    kinds = (a.cluster_servers or "herald,nchan,nchan-nostore").split(",") if cluster else []
+    if ("herald" in a.servers or "herald" in kinds) and not os.access(a.herald, os.X_OK):
         sys.exit("run.py: Herald binary %s not found (use --herald PATH)" % a.herald)
+    if cluster and not os.access(a.redis_server, os.X_OK):
+        sys.exit("run.py: %s not found: apt-get install redis-server" % a.redis_server)
+    if any(k.startswith("nchan") for k in kinds) and a.scenario != "cluster-nodes" and \
+            not (os.access(a.nginx, os.X_OK) and os.path.exists(NCHAN_MODULE)):
+        sys.exit("run.py: nchan needs %s and %s: apt-get install nginx libnginx-mod-nchan "
+                 "(or --cluster-servers herald)" % (a.nginx, NCHAN_MODULE))
     loadgen_bin, refserver_bin = find_tools(a.bin_dir)
     bench = Bench(a, loadgen_bin, refserver_bin)
     bench.results = RESULTS
-    names = list(SCENARIOS) if a.scenario == "all" else [a.scenario]
     for name in names:
-        SCENARIOS[name](bench)
+        before = loadavg()
+        ALL_SCENARIOS[name](bench)
+        LOADAVG[name] = (before, loadavg())
     print()
     for name in names:
         print(text_table(name) + "\n")
-    doc = {"herald": a.herald, "machine": machine(), "argv": argv, "results": RESULTS}
+    doc = {"herald": a.herald, "machine": machine(), "argv": argv, "results": RESULTS,
+           "loadavg": LOADAVG,
+           "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     print(json.dumps(doc, separators=(",", ":")))
     if a.json:
         with open(a.json, "w") as f:

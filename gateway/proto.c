@@ -16,10 +16,50 @@ static const struct {
     {"refresh", HR_OP_REFRESH}, {"ping", HR_OP_PING},
 };
 
+/* Length of the well-formed UTF-8 character at p (a NUL-terminated
+ * string), or 0: a truncated sequence, a stray continuation byte, an
+ * overlong form, a surrogate or a value above U+10FFFF. */
+static size_t utf8_char(const unsigned char *p)
+{
+    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+    size_t len = p[0] < 0x80             ? 1
+                 : (p[0] & 0xe0) == 0xc0 ? 2
+                 : (p[0] & 0xf0) == 0xe0 ? 3
+                 : (p[0] & 0xf8) == 0xf0 ? 4
+                                         : 0;
+    uint32_t c = len == 1 ? p[0] : len ? p[0] & (0x7f >> len) : 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80) /* also stops at the NUL */
+            return 0;
+        c = (c << 6) | (p[i] & 0x3f);
+    }
+    if (len == 0 || c < min_cp[len] || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+        return 0;
+    return len;
+}
+
+/* The message becomes a JSON string, which must be valid UTF-8 or jansson
+ * refuses it and the command would get no reply at all: a "%.60s" cut can
+ * end inside a multi-byte character of the client's text, and jansson's
+ * error text quotes the client's bytes as they came. Every byte that is
+ * not part of a well-formed character becomes '?'. */
+static void utf8_scrub(char *s)
+{
+    unsigned char *p = (unsigned char *)s;
+    while (*p) {
+        size_t n = utf8_char(p);
+        if (n == 0)
+            *p++ = '?';
+        else
+            p += n;
+    }
+}
+
 static int fail(hr_proto_error *err, const char *code, const char *fmt, const char *arg)
 {
     err->code = code;
     snprintf(err->message, sizeof(err->message), fmt, arg);
+    utf8_scrub(err->message);
     return -1;
 }
 

@@ -100,6 +100,33 @@ static void test_malformed(void)
     free(deep);
 }
 
+/* Found by fuzz/fuzz_proto.c: an unknown op of more than 60 bytes was cut
+ * inside a multi-byte character, the message was no longer UTF-8, jansson
+ * refused to build the error reply, and the command got no reply at all. */
+static void test_error_messages_are_utf8(void)
+{
+    static const char *inputs[] = {
+        "{\"id\":3,\"op\":\"x\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3"
+        "\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3"
+        "\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\"}",
+        "{\"id\":4,\"op\":\"ping\",\"x\":\xc3\xa9\xc3}", /* jansson quotes the bytes */
+        "\xe2\x82",
+    };
+    for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++) {
+        hr_cmd c;
+        hr_proto_error e = {0};
+        size_t len = 0;
+        CHECK(parse(inputs[i], &c, &e) == -1);
+        char *reply = hr_proto_error_reply(c.id, e.code, e.message, &len);
+        CHECK(reply != NULL && len > 0);
+        json_t *back = reply ? json_loads(reply, 0, NULL) : NULL;
+        CHECK(json_object_get(back, "error") != NULL);
+        json_decref(back);
+        free(reply);
+        hr_cmd_clear(&c);
+    }
+}
+
 static void test_channel_names(void)
 {
     CHECK(chan_name_valid("a", 1, 255));
@@ -193,6 +220,7 @@ int main(void)
 {
     RUN(test_valid_commands);
     RUN(test_malformed);
+    RUN(test_error_messages_are_utf8);
     RUN(test_channel_names);
     RUN(test_frames);
     RUN(test_replies);

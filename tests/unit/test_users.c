@@ -307,10 +307,38 @@ static void store_revoked_meta(void)
     g_ops->close(s);
 }
 
+/* Names compare by their RFC 8265 key: another case, width or
+ * composition of a name finds the same user and cannot register again. */
+static void store_unicode_names(void)
+{
+    static const char *same[] = {"José", "JOSÉ", "Jose\xcc\x81", "ｊｏｓé", "ＪＯＳＥ\xcc\x81"};
+    auth_store *s = open_store();
+    auth_user u, got;
+    make_user(&u, "José"); /* stores receive the display form */
+    CHECK(g_ops->create_user(s, &u) == AUTH_OK);
+    for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+        CHECK(g_ops->get_user_by_name(s, same[i], &got) == AUTH_OK);
+        CHECK_STR(got.id, u.id);
+        CHECK_STR(got.username, "José");
+        auth_user_clear(&got);
+        auth_user dup;
+        make_user(&dup, same[i]);
+        CHECK(g_ops->create_user(s, &dup) == AUTH_TAKEN);
+        auth_user_clear(&dup);
+    }
+    CHECK(g_ops->get_user_by_name(s, "Jose", &got) == AUTH_NOT_FOUND);
+    CHECK(g_ops->get_user_by_name(s, "José\xc2\xa0", &got) == AUTH_NOT_FOUND);
+    CHECK(g_ops->delete_user(s, u.id) == AUTH_OK);
+    CHECK(g_ops->get_user_by_name(s, "josé", &got) == AUTH_NOT_FOUND);
+    auth_user_clear(&u);
+    g_ops->close(s);
+}
+
 static void store_cases(void)
 {
     RUN(store_create_get);
     RUN(store_hostile_names);
+    RUN(store_unicode_names);
     RUN(store_delete);
     RUN(store_refresh);
     RUN(store_revoked_meta);
@@ -368,11 +396,12 @@ static auth_service *service_new(int workers)
     return svc;
 }
 
-/* Drains until *count reaches target or 60 s pass. */
+/* Drains until *count reaches target or 150 s pass (a loaded machine runs
+ * ten thousand store calls on one worker slowly). */
 static void pump(auth_service *svc, const int *count, int target)
 {
     struct pollfd pfd = {.fd = g_wake[0], .events = POLLIN};
-    time_t deadline = time(NULL) + 60;
+    time_t deadline = time(NULL) + 150;
     while (*count < target && time(NULL) < deadline) {
         char buf[256];
         if (poll(&pfd, 1, 1000) > 0)
@@ -605,9 +634,48 @@ static void service_free_pending(void)
     CHECK(g_never == 0);
 }
 
+/* The look-alikes of the "Hardening" issue through the service: the same
+ * name in another form is taken (409), an invisible or space character is
+ * invalid (422), and logins find the user from any form of the name. */
+static void service_lookalikes(void)
+{
+    auth_service *svc = service_new(2);
+    if (!svc)
+        return;
+    result r = do_register(svc,
+                           "Rene\xcc\x81"
+                           "e",
+                           "a long enough password", NULL, 0);
+    CHECK(r.st == AUTH_OK);
+    CHECK_STR(r.username, "Renée"); /* stored precomposed */
+    static const char *taken[] = {"Renée", "RENÉE", "ｒｅｎéｅ"};
+    for (size_t i = 0; i < sizeof(taken) / sizeof(taken[0]); i++)
+        CHECK(do_register(svc, taken[i], "a long enough password", NULL, 0).st == AUTH_TAKEN);
+    static const char *invalid[] = {"Renée\xc2\xa0", "Renée\xe2\x80\x8b",
+                                    "\xe2\x80\xae"
+                                    "eéneR",
+                                    "Ren\xd0\xb5"
+                                    "e"};
+    for (size_t i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++) {
+        result bad = do_register(svc, invalid[i], "a long enough password", NULL, 0);
+        CHECK(bad.st == AUTH_INVALID && strstr(bad.msg, "username"));
+    }
+    CHECK(strstr(do_register(svc, "Renée\xe2\x80\x8b", "a long enough password", NULL, 0).msg,
+                 "U+200B") != NULL);
+    result l = do_login(svc,
+                        "RENE\xcc\x81"
+                        "E",
+                        "a long enough password");
+    CHECK(l.st == AUTH_OK);
+    CHECK_STR(l.id, r.id);
+    CHECK(do_login(svc, "Renée\xc2\xa0", "a long enough password").st == AUTH_BAD_CREDENTIALS);
+    auth_service_free(svc);
+}
+
 static void service_cases(void)
 {
     RUN(service_register);
+    RUN(service_lookalikes);
     RUN(service_login_refresh_delete);
     RUN(service_concurrent_logins);
 }
@@ -667,7 +735,7 @@ static void sqlite_existing_meta(void)
     char *secret = s ? auth_store_sqlite_ops.meta_get(s, "jwt_secret") : NULL;
     CHECK_STR(secret, "abc123");
     char *version = s ? auth_store_sqlite_ops.meta_get(s, "schema_version") : NULL;
-    CHECK_STR(version, "1");
+    CHECK_STR(version, "2");
     free(secret);
     free(version);
     auth_store_sqlite_ops.close(s);
@@ -682,14 +750,158 @@ static void sqlite_existing_meta(void)
     auth_store_sqlite_ops.close(s);
 }
 
+/* Warnings the stores raise, by event name. */
+static int g_collisions;
+
+static void count_warning(const char *event, const char *message)
+{
+    if (!strcmp(event, "username_collision"))
+        g_collisions++;
+    fprintf(stderr, "  (warning %s: %s)\n", event, message);
+}
+
+/* Accounts registered under the ASCII-only fold (schema 1). */
+static const struct legacy_row {
+    const char *id, *name, *key;
+} legacy_rows[] = {
+    {"0000000000000000000000000000000a", "JOSÉ", "josÉ"},
+    {"0000000000000000000000000000000b", "Jose\xcc\x81", "jose\xcc\x81"}, /* same name now */
+    {"0000000000000000000000000000000c", "ａｂｃ", "ａｂｃ"},
+    {"0000000000000000000000000000000d", "alice", "alice"},
+    {"0000000000000000000000000000000e", "bad\xc2\xa0", "bad\xc2\xa0"}, /* refused today */
+};
+#define NLEGACY (sizeof(legacy_rows) / sizeof(legacy_rows[0]))
+
+/* What every store must show after migrating legacy_rows: the id found
+ * for "josé" (A or B, whichever kept the key) is returned. */
+static const char *check_migrated(const auth_store_ops *ops, auth_store *s, char *winner)
+{
+    auth_user got;
+    CHECK(ops->get_user_by_name(s, "josé", &got) == AUTH_OK);
+    snprintf(winner, 33, "%s", got.id ? got.id : "");
+    CHECK(!strcmp(winner, legacy_rows[0].id) || !strcmp(winner, legacy_rows[1].id));
+    auth_user_clear(&got);
+    CHECK(ops->get_user_by_name(s, "JOSE\xcc\x81", &got) == AUTH_OK);
+    CHECK_STR(got.id, winner);
+    auth_user_clear(&got);
+    CHECK(ops->get_user_by_name(s, "ABC", &got) == AUTH_OK); /* moved, display mapped */
+    CHECK_STR(got.id, legacy_rows[2].id);
+    CHECK_STR(got.username, "abc");
+    auth_user_clear(&got);
+    CHECK(ops->get_user_by_name(s, "ALICE", &got) == AUTH_OK);
+    CHECK_STR(got.id, legacy_rows[3].id);
+    auth_user_clear(&got);
+    CHECK(ops->get_user_by_name(s, "BAD\xc2\xa0", &got) == AUTH_OK); /* legacy key */
+    CHECK_STR(got.id, legacy_rows[4].id);
+    auth_user_clear(&got);
+    CHECK(g_collisions == 1);
+    /* once the winner is gone, the other is found by its old spelling */
+    const struct legacy_row *loser =
+        !strcmp(winner, legacy_rows[0].id) ? &legacy_rows[1] : &legacy_rows[0];
+    CHECK(ops->delete_user(s, winner) == AUTH_OK);
+    CHECK(ops->get_user_by_name(s, loser->name, &got) == AUTH_OK);
+    CHECK_STR(got.id, loser->id);
+    auth_user_clear(&got);
+    CHECK(ops->delete_user(s, loser->id) == AUTH_OK);
+    CHECK(ops->get_user_by_name(s, loser->name, &got) == AUTH_NOT_FOUND);
+    CHECK(ops->delete_user(s, legacy_rows[4].id) == AUTH_OK);
+    CHECK(ops->get_user_by_name(s, "bad\xc2\xa0", &got) == AUTH_NOT_FOUND);
+    return winner;
+}
+
+/* A schema-1 database: keys move to RFC 8265 at the first start. */
+static void sqlite_migrates_usernames(void)
+{
+    char path[128], err[256] = "", winner[33];
+    sqlite3 *db = NULL;
+    snprintf(path, sizeof(path), "%s/legacy.db", g_dir);
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db,
+                       "CREATE TABLE herald_meta (key TEXT PRIMARY KEY, value TEXT);"
+                       "INSERT INTO herald_meta VALUES ('schema_version', '1');"
+                       "CREATE TABLE users (id TEXT PRIMARY KEY, username TEXT NOT NULL,"
+                       " username_key TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,"
+                       " roles TEXT NOT NULL, created_at INTEGER NOT NULL);"
+                       "CREATE TABLE refresh_tokens (token_hash TEXT PRIMARY KEY,"
+                       " user_id TEXT NOT NULL, expires_at INTEGER NOT NULL);"
+                       "CREATE TABLE revoked (user_id TEXT PRIMARY KEY, at INTEGER NOT NULL);",
+                       NULL, NULL, NULL) == SQLITE_OK);
+    for (size_t i = 0; i < NLEGACY; i++) {
+        char *sql =
+            sqlite3_mprintf("INSERT INTO users VALUES (%Q, %Q, %Q, 'h', '[]', %d)",
+                            legacy_rows[i].id, legacy_rows[i].name, legacy_rows[i].key, (int)i);
+        CHECK(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK);
+        sqlite3_free(sql);
+    }
+    sqlite3_close(db);
+    g_collisions = 0;
+    auth_set_warn(count_warning);
+    auth_store *s = auth_store_sqlite_ops.open(path, NULL, err, sizeof(err));
+    CHECK(s && auth_store_sqlite_ops.init(s, err, sizeof(err)) == AUTH_OK);
+    char *version = s ? auth_store_sqlite_ops.meta_get(s, "schema_version") : NULL;
+    CHECK_STR(version, "2");
+    free(version);
+    if (s)
+        check_migrated(&auth_store_sqlite_ops, s, winner);
+    CHECK_STR(winner, legacy_rows[0].id); /* the older account keeps the name */
+    auth_store_sqlite_ops.close(s);
+    auth_set_warn(NULL);
+}
+
+/* The same in Redis: legacy keys written by hand, moved by init once. */
+static void redis_migrates_usernames(void)
+{
+    char prefix[64], url[128], err[256] = "", winner[33];
+    struct timeval tv = {2, 0};
+    snprintf(prefix, sizeof(prefix), "mig%ld", (long)getpid());
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", g_redis_port, tv);
+    CHECK(c && !c->err);
+    if (!c || c->err) {
+        redisFree(c);
+        return;
+    }
+    for (size_t i = 0; i < NLEGACY; i++) {
+        freeReplyObject(redisCommand(c,
+                                     "HSET %s:user:%s username %s password_hash h roles [] "
+                                     "created_at %d",
+                                     prefix, legacy_rows[i].id, legacy_rows[i].name, (int)i));
+        freeReplyObject(redisCommand(c, "SET %s:username:%s %s", prefix, legacy_rows[i].key,
+                                     legacy_rows[i].id));
+    }
+    g_collisions = 0;
+    auth_set_warn(count_warning);
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", g_redis_port);
+    auth_store *s = auth_store_redis_ops.open(url, prefix, err, sizeof(err));
+    CHECK(s && auth_store_redis_ops.init(s, err, sizeof(err)) == AUTH_OK);
+    char *rules = s ? auth_store_redis_ops.meta_get(s, "username_rules") : NULL;
+    CHECK_STR(rules, "rfc8265");
+    free(rules);
+    redisReply *r = redisCommand(c, "EXISTS %s:username:ａｂｃ", prefix);
+    CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 0); /* moved */
+    freeReplyObject(r);
+    /* migrated once: a legacy key written now stays where it is */
+    freeReplyObject(redisCommand(c, "SET %s:username:Ωmega %s", prefix, legacy_rows[3].id));
+    CHECK(s && auth_store_redis_ops.init(s, err, sizeof(err)) == AUTH_OK);
+    r = redisCommand(c, "EXISTS %s:username:Ωmega", prefix);
+    CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+    freeReplyObject(r);
+    if (s)
+        check_migrated(&auth_store_redis_ops, s, winner);
+    auth_store_redis_ops.close(s);
+    auth_set_warn(NULL);
+    redisFree(c);
+}
+
 static void redis_urls(void)
 {
     static const char *bad[] = {"http://127.0.0.1:6379", "redis://",         "redis://host:0",
                                 "redis://host:99999",    "redis://host:12x", "redis://pw@host",
                                 "redis://host/db"};
     char err[256], url[128];
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         CHECK(auth_store_redis_ops.open(bad[i], "t", err, sizeof(err)) == NULL);
+    }
+    /* the parser itself is common/redis_url.c's (test_redis_url.c) */
 
     /* unreachable: open succeeds (reconnects later), init reports it */
     snprintf(url, sizeof(url), "redis://127.0.0.1:%d", free_port());
@@ -744,10 +956,22 @@ static void usernames(void)
     max[64] = '\0';
     memset(over, 'a', 65);
     over[65] = '\0';
-    static const char *good[] = {"alice", "名前", "a b", "O'Brien", "x;y\\z\"", "émile", "😀"};
-    static const char *bad[] = {
-        "",         " lead",        "trail ",   "tab\there", "del\x7f",          "nl\n", "\xc3\x28",
-        "\xc0\xaf", "\xed\xa0\x80", "\xc2\x85", "\xe5\x90",  "\xf4\x90\x80\x80", "\xff"};
+    static const char *good[] = {"alice", "名前", "a b", "O'Brien", "x;y\\z\"", "émile"};
+    static const char *bad[] = {"",
+                                " lead",
+                                "trail ",
+                                "tab\there",
+                                "del\x7f",
+                                "nl\n",
+                                "\xc3\x28",
+                                "\xc0\xaf",
+                                "\xed\xa0\x80",
+                                "\xc2\x85",
+                                "\xe5\x90",
+                                "\xff",
+                                "\xf4\x90\x80\x80",
+                                "😀",
+                                "a  b"};
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
         CHECK(auth_username_invalid(good[i]) == NULL);
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -806,7 +1030,7 @@ static void hash_verify(void)
 static void helpers(void)
 {
     char *k = auth_username_key("AbC-名前-É");
-    CHECK_STR(k, "abc-名前-É"); /* non-ASCII kept as is */
+    CHECK_STR(k, "abc-名前-é"); /* Unicode lowercase (test_username.c has the rest) */
     free(k);
     char *list[] = {"a", "b\"c"};
     char *text = auth_roles_encode(list, 2);
@@ -845,6 +1069,7 @@ static void run_sqlite(void)
     RUN(service_free_pending);
     RUN(sqlite_concurrent_init);
     RUN(sqlite_existing_meta);
+    RUN(sqlite_migrates_usernames);
 }
 
 static void run_redis(void)
@@ -870,6 +1095,7 @@ static void run_redis(void)
     store_cases();
     service_cases();
     RUN(redis_urls);
+    RUN(redis_migrates_usernames);
     RUN(redis_restart_heals);
     redis_stop();
 }
