@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Herald's entry points on a fresh Debian 12 machine (run as root):
-#   ./setup.sh run    install what is missing, build, start Herald (embedded mode)
+#   ./setup.sh run    install what is missing, build, start Herald (embedded mode;
+#                     Swagger UI at /docs)
 #   ./setup.sh test   install what is missing (redis-server, nginx, docker-compose
 #                     included), build, run the whole suite, then again under
 #                     ASan + UBSan
@@ -18,8 +19,11 @@ BUILD_PKGS=(build-essential cmake pkg-config libwebsockets-dev libuv1-dev libjan
 # bridge is tested against the real, unmodified channels_redis; python3-jwt,
 # -cryptography, -pip, -setuptools, -wheel: the Python client's tokens and
 # its `pip install`; python3-fastapi, -uvicorn, -multipart (FastAPI's form
-# parsing, for OAuth2 password login): examples/fastapi
+# parsing, for OAuth2 password login): examples/fastapi; python3-jsonschema:
+# every REST answer in the integration tests is checked against
+# docs/openapi.json's schemas
 TEST_PKGS=(redis-server openssl python3 python3-websockets python3-requests python3-redis
+           python3-jsonschema
            nginx docker-compose python3-yaml chromium python3-channels-redis
            python3-django-channels python3-msgpack python3-jwt python3-cryptography python3-pip
            python3-setuptools python3-wheel python3-fastapi python3-uvicorn python3-multipart)
@@ -53,10 +57,24 @@ install_missing() {
 # typescript exactly as tests/browser/package-lock.json pins them. Chromium
 # is Debian's (TEST_PKGS): nothing downloads a browser.
 install_browser_test_deps() {
+    install_npm
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+}
+
+install_npm() {
     if ! command -v npm >/dev/null; then
         install_missing nodejs npm
     fi
-    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+}
+
+# Swagger UI for /docs: npm's swagger-ui-dist as web/swagger-ui/package-lock.json
+# pins it, into web/swagger-ui/node_modules (not committed). --ignore-scripts:
+# its dependency @scarf/scarf would otherwise report the install to a
+# third party.
+SWAGGER_UI_DIR=web/swagger-ui/node_modules/swagger-ui-dist
+install_swagger_ui() {
+    install_npm
+    (cd web/swagger-ui && SCARF_ANALYTICS=false npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 }
 
 # build DIR BUILD_TYPE [extra cmake args...]
@@ -90,12 +108,19 @@ deps)
 run)
     shift
     install_missing "${BUILD_PKGS[@]}"
+    # /docs is a convenience: without npm's registry Herald still starts
+    if install_swagger_ui; then
+        export HERALD_SWAGGER_UI="${HERALD_SWAGGER_UI:-$PWD/$SWAGGER_UI_DIR}"
+    else
+        echo "setup: Swagger UI could not be installed; /docs stays off" >&2
+    fi
     build build RelWithDebInfo
     exec ./build/herald serve "$@"
     ;;
 test)
     install_missing "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"
     install_browser_test_deps
+    install_swagger_ui
     build build RelWithDebInfo
     run_suite build
     build build-asan Debug -DHERALD_SANITIZE=ON

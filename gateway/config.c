@@ -83,6 +83,7 @@ static int check_redis_url(const char *val, char *why, size_t whylen);
 static int check_jwt_alg(const char *val, char *why, size_t whylen);
 static int check_node_id(const char *val, char *why, size_t whylen);
 static int check_dir(const char *val, char *why, size_t whylen);
+static int check_swagger_ui(const char *val, char *why, size_t whylen);
 
 #define F(field) offsetof(hr_config, field)
 #define TEN_YEARS 315360000ULL
@@ -121,6 +122,9 @@ static const opt_def opt_table[] = {
      "unset", "PEM private key of tls_cert"},
     {"web_root", "HERALD_WEB_ROOT", "web-root", "DIR", OPT_NSTR, F(web_root), 0, 0, 0, NULL,
      check_dir, "unset", "serve the files of DIR for GET requests no API route claims (web/demo)"},
+    {"swagger_ui", "HERALD_SWAGGER_UI", "swagger-ui", "DIR", OPT_NSTR, F(swagger_ui), 0, 0, 0, NULL,
+     check_swagger_ui, "unset (no /docs)",
+     "npm's swagger-ui-dist directory: /docs then shows this API in Swagger UI"},
     {"jwt_secret", "HERALD_JWT_SECRET", "jwt-secret", "SECRET", OPT_NSTR, F(jwt_secret), 0, 0, 0,
      NULL, NULL, "generated once and kept in the store", "HMAC secret for HS256 tokens"},
     {"jwt_public_key", "HERALD_JWT_PUBLIC_KEY", "jwt-public-key", "FILE", OPT_NSTR,
@@ -351,6 +355,20 @@ static int check_dir(const char *val, char *why, size_t whylen)
     struct stat st;
     if (stat(val, &st) < 0 || !S_ISDIR(st.st_mode))
         return say(why, whylen, "\"%s\" is not a directory", val);
+    return 0;
+}
+
+/* swagger_ui: a directory with Swagger UI's bundle in it, so pointing at
+ * the package's parent (a common slip) fails at start */
+static int check_swagger_ui(const char *val, char *why, size_t whylen)
+{
+    char path[4096];
+    struct stat st;
+    if (check_dir(val, why, whylen) < 0)
+        return -1;
+    snprintf(path, sizeof(path), "%s/swagger-ui-bundle.js", val);
+    if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+        return say(why, whylen, "\"%s\" has no swagger-ui-bundle.js (npm's swagger-ui-dist)", val);
     return 0;
 }
 
@@ -1040,7 +1058,7 @@ void hr_config_clear(hr_config *cfg)
                      &cfg->jwt_public_key, &cfg->jwt_private_key, &cfg->jwt_alg,
                      &cfg->jwt_iss,        &cfg->jwt_aud,         &cfg->config_path,
                      &cfg->jwt_kid,        &cfg->tls_cert,        &cfg->tls_key,
-                     &cfg->web_root,       &cfg->django_prefix};
+                     &cfg->web_root,       &cfg->django_prefix,   &cfg->swagger_ui};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     list_free(cfg->api_keys, cfg->napi_keys);

@@ -24,6 +24,7 @@ typedef struct hr_config {
     char *tls_cert;     /* HERALD_TLS_CERT: PEM chain; with tls_key, TLS only */
     char *tls_key;      /* HERALD_TLS_KEY */
     char *web_root;     /* HERALD_WEB_ROOT: files for GETs no route claims; NULL = none */
+    char *swagger_ui;   /* HERALD_SWAGGER_UI: swagger-ui-dist for /docs; NULL = no /docs */
     char **api_keys;    /* HERALD_API_KEY, comma-separated */
     size_t napi_keys;
     char **allowed_origins; /* HERALD_ALLOWED_ORIGINS; none = any */

@@ -61,4 +61,19 @@ const char *hr_http_status_title(int status);
 int hr_http_route(const char *method, const char *path, char params[][256], size_t nparams,
                   char *allow, size_t allowlen);
 
+/* Who may call a route; checked before its handler runs. */
+typedef enum hr_route_access {
+    HR_ROUTE_ANYONE,   /* no credentials needed (bad ones are still refused) */
+    HR_ROUTE_OPTIONAL, /* the handler decides from the credentials (registration) */
+    HR_ROUTE_USER,     /* a user's Bearer token */
+    HR_ROUTE_BACKEND,  /* API key, or a token with role admin or publisher */
+    HR_ROUTE_ADMIN,    /* API key, or a token with role admin */
+} hr_route_access;
+
+/* The router's table, for tests that hold it against docs/openapi.json:
+ * route i's method, pattern ("{x}" = one segment) and access (static
+ * storage). Returns 0, or -1 past the last route. Pure. */
+int hr_http_route_info(size_t i, const char **method, const char **pattern,
+                       hr_route_access *access);
+
 #endif

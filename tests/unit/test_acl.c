@@ -89,6 +89,11 @@ static void test_router(void)
     CHECK(hr_http_route("PUT", "/api/v1/users/abc", params, 2, allow, sizeof(allow)) == -405);
     CHECK_STR(allow, "GET, DELETE");
     CHECK(hr_http_route("GET", "/api/v1/users/me", params, 2, allow, sizeof(allow)) >= 0);
+    /* "me" is no user id: a literal route's path answers only its own methods */
+    CHECK(hr_http_route("DELETE", "/api/v1/users/me", params, 2, allow, sizeof(allow)) == -405);
+    CHECK_STR(allow, "GET");
+    CHECK(hr_http_route("POST", "/api/v1/users/me/disconnect", params, 2, allow, sizeof(allow)) >=
+          0);
     CHECK(hr_http_route("GET", "/healthz/", params, 2, allow, sizeof(allow)) == -404);
     CHECK(hr_http_route("GET", "", params, 2, allow, sizeof(allow)) == -404);
     CHECK_STR(hr_http_status_title(404), "Not Found");
