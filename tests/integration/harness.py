@@ -14,6 +14,8 @@ Pieces:
   Nginx       a throwaway nginx (Debian's) in the foreground on a free loopback
               port, proxying to Herald nodes with deploy/nginx/herald.conf
               (the file docker-compose.yml uses), pointed at them.
+  openapi_check  every answer to Herald.http is checked against
+              docs/openapi.json (status, Content-Type, body schema, headers)
   run_tests   a tiny runner: `ok NAME` / `FAIL NAME` + traceback, then one
               line `N passed, M failed`; exit status 1 if anything failed.
 """
@@ -37,6 +39,8 @@ import time
 import traceback
 
 import requests
+
+import openapi_check
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -196,6 +200,8 @@ class Herald:
         self.proc = None
         self.clients = []
         self.session = requests.Session()
+        # every answer is held against docs/openapi.json (openapi_check.py)
+        self.session.hooks["response"].append(openapi_check.check_response)
         self.base = "%s://127.0.0.1:%d" % ("https" if https else "http", self.port)
         self.session.verify = not https  # a throwaway certificate (test_tls.py checks it)
 
