@@ -33,6 +33,10 @@ def topology():
             Herald(redis=r, secret=secret, api_key=api_key, env={"HERALD_NODE_ID": NODES[0]}) as a, \
             Herald(redis=r, secret=secret, api_key=api_key, env={"HERALD_NODE_ID": NODES[1]}) as b, \
             Nginx([a, b]) as n:
+        # /healthz answers before Redis is connected; a client subscribed
+        # then would get a `subscribed` push (resubscription) later
+        a.wait_ready()
+        b.wait_ready()
         yield n, {NODES[0]: a, NODES[1]: b}
 
 
