@@ -21,9 +21,10 @@ BUILD_PKGS=(build-essential cmake pkg-config libwebsockets-dev libuv1-dev libjan
 # its `pip install`; python3-fastapi, -uvicorn, -multipart (FastAPI's form
 # parsing, for OAuth2 password login): examples/fastapi; python3-jsonschema:
 # every REST answer in the integration tests is checked against
-# docs/openapi.json's schemas
+# docs/openapi.json's schemas; prometheus (and its promtool): the Grafana
+# dashboard's queries are evaluated by a real Prometheus scraping real nodes
 TEST_PKGS=(redis-server openssl python3 python3-websockets python3-requests python3-redis
-           python3-jsonschema
+           python3-jsonschema prometheus
            nginx docker-compose python3-yaml chromium python3-channels-redis
            python3-django-channels python3-msgpack python3-jwt python3-cryptography python3-pip
            python3-setuptools python3-wheel python3-fastapi python3-uvicorn python3-multipart)

@@ -74,7 +74,8 @@ def check_stack(cfg, env=ENV, port=8080):
     """Raises AssertionError unless `cfg` (docker-compose config, parsed) is
     the stack README describes."""
     services = cfg.get("services") or {}
-    assert set(services) == {"redis", "nginx"} | set(NODES), "services: %r" % sorted(services)
+    assert set(services) == {"redis", "nginx", "prometheus", "grafana"} | set(NODES), \
+        "services: %r" % sorted(services)
 
     redis = services["redis"]
     assert str(redis.get("image", "")).startswith("redis:7"), redis.get("image")
@@ -128,6 +129,60 @@ def check_stack(cfg, env=ENV, port=8080):
     assert sorted(upstreams) == sorted("%s:8080" % n for n in NODES), \
         "herald.conf upstream %r does not name the compose nodes %r" % (upstreams, NODES)
     assert listen == "8080", "herald.conf listens on %r, compose publishes 8080" % listen
+
+    check_monitoring(cfg, services)
+
+
+def loopback_ports(svc):
+    """{target: host ip} of a service's published ports."""
+    out = {}
+    for p in svc.get("ports") or []:
+        if isinstance(p, dict):
+            out[str(p.get("target"))] = p.get("host_ip", "")
+        else:
+            parts = str(p).split("/")[0].split(":")
+            out[parts[-1]] = parts[0] if len(parts) == 3 else ""
+    return out
+
+
+def check_monitoring(cfg, services):
+    """Prometheus scrapes every node with deploy/prometheus/prometheus.yml;
+    Grafana is provisioned with that Prometheus and deploy/grafana/herald.json."""
+    prom, graf = services["prometheus"], services["grafana"]
+    assert str(prom.get("image", "")).startswith("prom/prometheus"), prom.get("image")
+    config = mounts(prom).get("/etc/prometheus/prometheus.yml")
+    assert config and os.path.realpath(config) == os.path.join(REPO, "deploy", "prometheus", "prometheus.yml"), \
+        "deploy/prometheus/prometheus.yml is not Prometheus' config: %r" % mounts(prom)
+    with open(config) as f:
+        scrape = yaml.safe_load(f)
+    herald_jobs = [j for j in scrape["scrape_configs"] if j["job_name"] == "herald"]
+    assert herald_jobs, "no herald job in prometheus.yml"
+    targets = sorted(t for sc in herald_jobs[0]["static_configs"] for t in sc["targets"])
+    assert targets == sorted("%s:8080" % n for n in NODES), \
+        "prometheus.yml scrapes %r, the compose nodes are %r" % (targets, NODES)
+    assert herald_jobs[0].get("metrics_path", "/metrics") == "/metrics"
+    for name in NODES:
+        assert name in (prom.get("depends_on") or {}), "prometheus does not depend on %s" % name
+    assert loopback_ports(prom).get("9090") == "127.0.0.1", "Prometheus published beyond loopback"
+
+    assert str(graf.get("image", "")).startswith("grafana/grafana"), graf.get("image")
+    gm = mounts(graf)
+    prov = gm.get("/etc/grafana/provisioning")
+    assert prov and os.path.realpath(prov) == os.path.join(REPO, "deploy", "grafana", "provisioning"), gm
+    with open(os.path.join(prov, "dashboards", "herald.yml")) as f:
+        provider = yaml.safe_load(f)["providers"][0]
+    dash_dir = provider["options"]["path"].rstrip("/")
+    dash = gm.get(dash_dir + "/herald.json")
+    assert dash and os.path.realpath(dash) == os.path.join(REPO, "deploy", "grafana", "herald.json"), \
+        "deploy/grafana/herald.json is not mounted where the provider looks (%s): %r" % (dash_dir, gm)
+    with open(os.path.join(prov, "datasources", "prometheus.yml")) as f:
+        ds = yaml.safe_load(f)["datasources"][0]
+    assert ds["url"] == "http://prometheus:9090", "the datasource is not the prometheus service: %r" % ds["url"]
+    assert "prometheus" in (graf.get("depends_on") or {}), graf.get("depends_on")
+    assert loopback_ports(graf).get("3000") == "127.0.0.1", "Grafana published beyond loopback"
+    for target, src in gm.items():
+        assert src and (os.path.exists(src) or src in (cfg.get("volumes") or {})), \
+            "grafana mounts missing %r at %s" % (src, target)
 
 
 def nginx_test_config(d):
@@ -189,7 +244,7 @@ def test_config_is_valid():
     p = compose(["config", "-q"])
     assert p.returncode == 0, "docker-compose config -q: %d %s" % (p.returncode, p.stderr)
     p = compose(["config", "--services"])
-    assert sorted(p.stdout.split()) == sorted(("redis", "nginx") + NODES), p.stdout
+    assert sorted(p.stdout.split()) == sorted(("redis", "nginx", "prometheus", "grafana") + NODES), p.stdout
 
 
 def test_stack_shape():
@@ -244,6 +299,15 @@ def test_broken_files_are_caught():
                          "nodes that do not wait for a healthy Redis")
     expect_check_failure(lambda t: t.replace("./deploy/nginx/herald.conf", "./deploy/nginx/other.conf"),
                          "nginx without deploy/nginx/herald.conf")
+    expect_check_failure(lambda t: t[:t.index("  grafana:\n")] + t[t.index("\nvolumes:"):],
+                         "no grafana service")
+    expect_check_failure(lambda t: t.replace("./deploy/prometheus/prometheus.yml:", "./prometheus.yml:"),
+                         "prometheus without deploy/prometheus/prometheus.yml")
+    expect_check_failure(lambda t: t.replace("herald.json:/etc/grafana/dashboards/herald.json",
+                                             "herald.json:/var/lib/grafana/herald.json"),
+                         "the dashboard mounted where the provider does not look")
+    expect_check_failure(lambda t: t.replace('"127.0.0.1:${GRAFANA_PORT:-3000}:3000"', '"${GRAFANA_PORT:-3000}:3000"'),
+                         "grafana published on every interface")
 
 
 if __name__ == "__main__":
