@@ -235,8 +235,12 @@ static void conn_arm_timer(hr_conn *c)
         int64_t now = (int64_t)time(NULL);
         s = c->id.exp > now ? c->id.exp - now : 0;
     } else {
-        lws_set_timer_usecs(c->wsi, LWS_SET_TIMER_USEC_CANCEL);
-        return;
+        /* no expiry: a capped wait that re-arms, never
+         * LWS_SET_TIMER_USEC_CANCEL, which lws 4.1.6 does not handle in
+         * lws_set_timer_usecs: it schedules the timer in the past, and
+         * re-armed from the timer's own callback that spun the loop at
+         * 100% CPU, deaf to its sockets (anonymous connections) */
+        s = HR_TIMER_MAX_S;
     }
     if (s > HR_TIMER_MAX_S)
         s = HR_TIMER_MAX_S;
@@ -539,8 +543,8 @@ static void publish_done_django(void *ud, int status, uint64_t offset, int local
 {
     django_pub *p = ud;
     if (status == 0 && !local_only)
-        chan_django_forward(p->layer, p->thread, p->target, p->channel, p->user, p->client,
-                            p->data, p->len);
+        chan_django_forward(p->layer, p->thread, p->target, p->channel, p->user, p->client, p->data,
+                            p->len);
     publish_done(p->ctx, status, offset, local_only);
     free(p->channel);
     free(p->user);
@@ -567,9 +571,15 @@ static void op_publish(hr_conn *c, const hr_cmd *cmd)
         char client[160];
         hr_node_client_id(c->loop->node, c->client_n, client, sizeof(client));
         django_pub *p = hr_malloc(sizeof(*p));
-        *p = (django_pub){cmd_ctx_new(c, cmd->id), layer, c->loop->index, ns->django_channel,
-                          hr_strdup(cmd->channel), hr_strdup(c->id.sub ? c->id.sub : ""),
-                          hr_strdup(client), data, len};
+        *p = (django_pub){cmd_ctx_new(c, cmd->id),
+                          layer,
+                          c->loop->index,
+                          ns->django_channel,
+                          hr_strdup(cmd->channel),
+                          hr_strdup(c->id.sub ? c->id.sub : ""),
+                          hr_strdup(client),
+                          data,
+                          len};
         chan_publish(layer, c->loop->index, cmd->channel, &o, data, len, publish_done_django, p);
         return; /* p owns data */
     }

@@ -9,6 +9,7 @@ Already covered elsewhere and not repeated here: the plain expiry close
 (test_ws_protocol.test_channels_claim_grants_subscribe), the basic role and
 anonymous rules, and allowed origins getting 101 (test_lifecycle)."""
 
+import os
 import time
 
 from harness import Herald, assert_error, assert_result, jwt_parts, make_jwt, run_tests
@@ -190,6 +191,32 @@ def test_namespace_rule_matrix():
             got.append((m["channel"], m["data"]))
         assert sorted(got) == sorted(expected), "watcher got %r, want %r" % (got, expected)
         watcher.assert_quiet()
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process and its threads, from /proc."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_connect_deadline_after_anonymous_connect_does_not_spin():
+    """An anonymous connection (no expiry) whose connect deadline passes
+    after it connected: lws 4.1.6 ignores LWS_SET_TIMER_USEC_CANCEL, the
+    deadline fired anyway, and re-arming from the timer with that value
+    spun its loop at 100% CPU, deaf to every socket on it."""
+    with Herald(config=RULES, env={"HERALD_ANONYMOUS": "true", "HERALD_CONNECT_TIMEOUT": "1",
+                                   "HERALD_THREADS": "1"}) as h:
+        anon = anonymous_client(h)
+        authed = h.client("ulla")
+        time.sleep(2.5)  # both deadlines have passed
+        before = cpu_seconds(h.proc.pid)
+        time.sleep(1.0)
+        used = cpu_seconds(h.proc.pid) - before
+        assert used < 0.5, "herald used %.2f s of CPU in 1 s while idle: a timer spins" % used
+        assert_result(anon.cmd("ping", timeout=2))
+        assert_result(authed.cmd("ping", timeout=2))
+        assert_result(anon.cmd("subscribe", channel="lobby:x", timeout=2))
 
 
 def test_anonymous_connection_stays_anonymous():
