@@ -35,6 +35,12 @@ static int set_string(json_t *o, const char *key, const char *s)
     return v ? json_object_set_new(o, key, v) : -1;
 }
 
+/* user: NULL (an anonymous connection) is JSON null. */
+static int set_user(json_t *o, const char *user)
+{
+    return user ? set_string(o, "user", user) : json_object_set_new(o, "user", json_null());
+}
+
 /* data is borrowed: the object holds a reference only while the body is
  * serialised (no copy of a large RPC payload); the value is not modified. */
 static int set_data(json_t *o, const json_t *data, int required)
@@ -55,20 +61,20 @@ char *hr_proxy_request_body(const hr_proxy_request *rq, size_t *len)
         bad |= set_data(o, rq->data, 0);
         break;
     case HR_PROXY_REFRESH:
-        bad |= set_string(o, "user", rq->user);
+        bad |= set_user(o, rq->user);
         break;
     case HR_PROXY_SUBSCRIBE:
-        bad |= set_string(o, "user", rq->user);
+        bad |= set_user(o, rq->user);
         bad |= set_string(o, "channel", rq->channel);
         bad |= set_data(o, rq->data, 0);
         break;
     case HR_PROXY_PUBLISH:
-        bad |= set_string(o, "user", rq->user);
+        bad |= set_user(o, rq->user);
         bad |= set_string(o, "channel", rq->channel);
         bad |= set_data(o, rq->data, 1);
         break;
     case HR_PROXY_RPC:
-        bad |= set_string(o, "user", rq->user);
+        bad |= set_user(o, rq->user);
         bad |= set_string(o, "method", rq->method);
         bad |= set_data(o, rq->data, 1);
         break;

@@ -48,7 +48,7 @@ const char *hr_proxy_kind_name(hr_proxy_kind k);
 typedef struct hr_proxy_request {
     hr_proxy_kind kind;
     const char *client;      /* every kind: the client id */
-    const char *user;        /* refresh, subscribe, publish, rpc */
+    const char *user;        /* refresh, subscribe, publish, rpc; NULL (anonymous): null */
     const char *transport;   /* connect: "websocket", "sse" or "stream" */
     const char *remote_addr; /* connect: the client's address */
     const char *channel;     /* subscribe, publish */

@@ -97,6 +97,12 @@ static void test_request_bodies(void)
     CHECK(o && json_equal(json_object_get(o, "data"), data));
     json_decref(o);
 
+    /* an anonymous connection has no user: null */
+    rq = (hr_proxy_request){.kind = HR_PROXY_SUBSCRIBE, .client = "n.2", .channel = "public:a"};
+    o = body_of(&rq);
+    CHECK(o && json_is_null(json_object_get(o, "user")));
+    json_decref(o);
+
     rq = (hr_proxy_request){.kind = HR_PROXY_RPC,
                             .client = "n.3",
                             .user = "carol",
