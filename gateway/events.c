@@ -176,7 +176,7 @@ static void emit_dropped(hr_events *ev, hr_counters *stats, unsigned n)
         return;
     if (stats)
         HR_INC(stats, events_dropped, n);
-    uint64_t now = hr_now_ms(), last = atomic_load(&ev->drop_log_ms);
+    unsigned long long now = hr_now_ms(), last = atomic_load(&ev->drop_log_ms);
     unsigned long long quiet = atomic_fetch_add(&ev->drops_unlogged, n) + n;
     if (now - last >= 1000 && atomic_compare_exchange_strong(&ev->drop_log_ms, &last, now)) {
         quiet = atomic_exchange(&ev->drops_unlogged, 0);
