@@ -197,6 +197,10 @@ static int req_start(hr_backend *b, hr_backend_req *r)
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, left_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, left_ms);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    /* a request cancelled while its host name is being resolved must not
+     * wait for the resolver thread (curl joins it otherwise: the loop would
+     * block for as long as DNS takes) */
+    curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
