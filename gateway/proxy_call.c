@@ -134,6 +134,12 @@ void hr_proxy_client_close(hr_proxy_client *pc)
     maybe_free(pc);
 }
 
+int hr_proxy_configured(const hr_config *cfg)
+{
+    return cfg->proxy_connect_url || cfg->proxy_refresh_url || cfg->proxy_subscribe_url ||
+           cfg->proxy_publish_url || cfg->proxy_rpc_url || cfg->nproxy_rpc_methods;
+}
+
 const char *hr_proxy_url(const hr_config *cfg, hr_proxy_kind kind, const char *method)
 {
     switch (kind) {

@@ -35,6 +35,9 @@ hr_proxy_client *hr_proxy_client_new(uv_loop_t *uv, const hr_config *cfg, unsign
  * handles close as the loop runs on. NULL ok. */
 void hr_proxy_client_close(hr_proxy_client *pc);
 
+/* Is any proxy configured (a loop then needs a client)? */
+int hr_proxy_configured(const hr_config *cfg);
+
 /* The URL a call of kind goes to (rpc: by method, hr_config_rpc_url), or
  * NULL when that proxy is not configured. Borrowed from cfg. */
 const char *hr_proxy_url(const hr_config *cfg, hr_proxy_kind kind, const char *method);

@@ -228,5 +228,19 @@ def test_https_backend_with_configured_ca():
         assert a == {"outcome": "result", "user": "tls-user"}, a
 
 
+def test_herald_runs_with_proxies_configured():
+    """With proxy URLs set, every loop of a real herald gets its proxy client
+    (a libcurl multi on its libuv loop), serves, and shuts down cleanly
+    (exit 0; under ASan: nothing leaked)."""
+    from harness import Herald
+    with bf.Backend() as b:
+        url = b.route("/c", bf.answer(200, {"result": {"user": "u"}}))
+        with Herald(env={"HERALD_PROXY_CONNECT_URL": url, "HERALD_PROXY_RPC_URL": url,
+                         "HERALD_PROXY_CA_FILE": None}) as h:
+            text = h.http("GET", "/metrics").text
+            assert 'herald_proxy_requests_total{node="test",kind="connect"} 0' in text, text
+            assert h.stop() == 0, h.log_tail()
+
+
 if __name__ == "__main__":
     run_tests(globals(), per_test_timeout=180)
