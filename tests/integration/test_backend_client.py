@@ -202,5 +202,20 @@ def test_cancelled_requests_never_call_back():
         assert out["status"] == {"ok": 1, "cancelled_by_caller": 5}, out
 
 
+
+def test_cancel_keeps_the_other_requests_deadlines():
+    """Cancelling one request must not lose curl's timer: the request still
+    running (its backend never answers) times out on time instead of
+    waiting for the backend."""
+    with bf.Backend() as b:
+        url = b.route("/s", bf.script([bf.answer(200, {"result": {}}), bf.block(),
+                                       bf.block()]))
+        p = start_post(url, "--count", 3, "--max-inflight", 3, "--timeout-ms", 2000,
+                       "--cancel-one-after", 1)
+        out = finish(p, timeout=50)  # the blocked requests would hold it for 60 s
+        assert out["status"] == {"ok": 1, "cancelled_by_caller": 1, "timeout": 1}, out
+        assert out["max_elapsed_ms"] < 20000, out
+
+
 if __name__ == "__main__":
     run_tests(globals(), per_test_timeout=180)

@@ -12,11 +12,12 @@
  *
  *   post URL [--count N] [--timeout-ms MS] [--max-inflight N] [--max-queue N (N)]
  *            [--max-body BYTES] [--ca FILE] [--header LINE]... [--body TEXT]
- *            [--close-after N] [--cancel-after N]
+ *            [--close-after N] [--cancel-after N] [--cancel-one-after N]
  *       N POSTs at once through hr_backend; after --close-after completions
  *       the client is closed (the rest answer "cancelled"); after
  *       --cancel-after completions every outstanding request is cancelled
- *       (their callbacks must not run).
+ *       (their callbacks must not run); after --cancel-one-after completions,
+ *       only the first outstanding one is.
  *   call KIND [--count N] [--loops N] [--client ID] [--user U] [--channel C]
  *            [--method M] [--data JSON] [--transport T] [--remote-addr A]
  *            [--header "Name: value"]... [--close-after N]
@@ -65,6 +66,7 @@ typedef struct opts {
     const char *headers[64];
     int nheaders;
     long count, timeout_ms, max_inflight, max_queue, max_body, close_after, cancel_after;
+    long cancel_one_after;
     long loops, threads, flush_ms, backoff_ms, wait_ms, stop_after_sent, stop_after_retries;
     long concurrent;
 } opts;
@@ -111,6 +113,7 @@ static void parse(int argc, char **argv, int first, opts *o)
         NUM("--max-body", max_body)
         NUM("--close-after", close_after)
         NUM("--cancel-after", cancel_after)
+        NUM("--cancel-one-after", cancel_one_after)
         NUM("--loops", loops)
         NUM("--threads", threads)
         NUM("--flush-ms", flush_ms)
@@ -216,6 +219,16 @@ static void post_done(void *ud, const hr_backend_result *r)
                 run->slots[i].req = NULL;
                 run->outstanding--;
                 bump(run->status, "cancelled_by_caller", 1);
+            }
+    }
+    if (run->o->cancel_one_after && run->done == run->o->cancel_one_after) {
+        for (long i = 0; i < run->o->count; i++)
+            if (run->slots[i].req) {
+                hr_backend_cancel(run->slots[i].req);
+                run->slots[i].req = NULL;
+                run->outstanding--;
+                bump(run->status, "cancelled_by_caller", 1);
+                break;
             }
     }
     if (!run->outstanding && !run->closed) {
