@@ -603,7 +603,9 @@ void hr_backend_cancel(hr_backend_req *r)
         curl_multi_remove_handle(b->multi, r->easy); /* closes a half-used connection */
         req_free(r);
         /* the slot is free: let a waiting request have it on the next
-         * iteration, not inside the caller's call */
+         * iteration, not inside the caller's call. Running curl's timeout
+         * early is safe: after a CURL_SOCKET_TIMEOUT action curl calls
+         * timer_cb again even when its next expiry did not change. */
         uv_timer_start(&b->curl_timer, on_curl_timer, 0, 0);
         break;
     case REQ_FINISHING:
