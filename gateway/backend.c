@@ -567,8 +567,9 @@ hr_backend_req *hr_backend_post(hr_backend *b, const char *url, const char *cons
     for (size_t i = 0; i < nheaders; i++)
         h = slist_add(h, headers[i]);
     h = slist_add(h, "Content-Type: application/json");
-    /* curl would otherwise send "Expect: 100-continue" for bodies over 1 KiB
-     * and wait for an answer that many servers never give */
+    /* curl 7.88 would otherwise send "Expect: 100-continue" with bodies
+     * over 1 MiB and wait up to a second for an interim answer that many
+     * servers never give */
     h = slist_add(h, "Expect:");
     r->headers = h;
     r->start_us = hr_now_us();

@@ -12,6 +12,7 @@
  *
  *   post URL [--count N] [--timeout-ms MS] [--max-inflight N] [--max-queue N (N)]
  *            [--max-body BYTES] [--ca FILE] [--header LINE]... [--body TEXT]
+ *            [--body-size BYTES]
  *            [--close-after N] [--cancel-after N] [--cancel-one-after N]
  *       N POSTs at once through hr_backend; after --close-after completions
  *       the client is closed (the rest answer "cancelled"); after
@@ -66,7 +67,7 @@ typedef struct opts {
     const char *headers[64];
     int nheaders;
     long count, timeout_ms, max_inflight, max_queue, max_body, close_after, cancel_after;
-    long cancel_one_after;
+    long cancel_one_after, body_size;
     long loops, threads, flush_ms, backoff_ms, wait_ms, stop_after_sent, stop_after_retries;
     long concurrent;
 } opts;
@@ -114,6 +115,7 @@ static void parse(int argc, char **argv, int first, opts *o)
         NUM("--close-after", close_after)
         NUM("--cancel-after", cancel_after)
         NUM("--cancel-one-after", cancel_one_after)
+        NUM("--body-size", body_size)
         NUM("--loops", loops)
         NUM("--threads", threads)
         NUM("--flush-ms", flush_ms)
@@ -259,6 +261,15 @@ static int mode_post(opts *o)
     run.slots = hr_calloc((size_t)o->count, sizeof(*run.slots));
     json_t *refused = json_object();
     const char *body = o->body ? o->body : "{\"hello\":\"backend\"}";
+    char *made = NULL;
+    if (o->body_size >= 10) { /* {"pad":"xxx..."} of exactly body_size bytes */
+        made = hr_malloc((size_t)o->body_size + 1);
+        memset(made, 'x', (size_t)o->body_size);
+        memcpy(made, "{\"pad\":\"", 8);
+        memcpy(made + o->body_size - 2, "\"}", 2);
+        made[o->body_size] = 0;
+        body = made;
+    }
     for (long i = 0; i < o->count; i++) {
         hr_backend_status why;
         run.slots[i].run = &run;
@@ -290,6 +301,7 @@ static int mode_post(opts *o)
     json_object_set_new(out, "clean", json_boolean(clean));
     print(out);
     free(run.slots);
+    free(made);
     return clean ? 0 : 3;
 }
 
