@@ -163,6 +163,18 @@ def test_statuses_and_garbage_are_answers():
         assert out["status"] == {"ok": 1} and out["http"] == {"200": 1}, out
 
 
+def test_environment_proxies_are_ignored():
+    """http_proxy & co. (set for other programs) do not divert backend calls."""
+    with bf.Backend() as b:
+        url = b.route("/echo", bf.echo())
+        dead = "http://127.0.0.1:%d" % bf.closed_port()
+        env = dict(os.environ, http_proxy=dead, HTTP_PROXY=dead, https_proxy=dead,
+                   ALL_PROXY=dead, all_proxy=dead)
+        out = post(url, env=env)
+        assert out["status"] == {"ok": 1}, out
+        assert b.hits["/echo"] == 1
+
+
 def test_unreachable_backend_fails():
     out = post("http://127.0.0.1:%d/connect" % bf.closed_port())
     assert out["status"] == {"failed": 1}, out
