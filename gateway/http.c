@@ -53,6 +53,7 @@ struct hr_http_req {
     int completions; /* BODY_COMPLETION callbacks seen */
     int close_after; /* framing refused: close once the answer is written */
     int from_buffer; /* parsed from bytes lws had buffered (pipelined) */
+    int kill;        /* answered outside lws' callbacks: close at the next writeable */
 
     lws_dll2_t in_loop; /* loop->reqs */
     char peer[64];      /* client address, for login throttling */
@@ -318,8 +319,15 @@ static void send_response(hr_http_req *req)
         req->rx_off = 0;
         lws_rx_flow_control(wsi, 1);
     }
-    if (write_response(req) < 0 || complete_transaction(wsi))
-        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    /* Connection: close (or a failed write). A timeout set from here (even
+     * LWS_TO_KILL_ASYNC) only runs at lws' next timer, up to the keep-alive
+     * timeout later, since no lws callback is running to service it: the
+     * client waited ~30 s for the close. A writeable callback comes at once,
+     * and returning -1 there closes. */
+    if (write_response(req) < 0 || complete_transaction(wsi)) {
+        req->kill = 1;
+        lws_callback_on_writable(wsi);
+    }
 }
 
 /* Stores the response (copying body) and sends it once the request has
@@ -445,6 +453,8 @@ int hr_http_writeable(hr_loop *loop, struct lws *wsi, hr_pss *pss)
 {
     hr_http_req *req = pss->req;
     (void)loop;
+    if (req && req->kill)
+        return -1;
     if (!req || !req->responded || !req->resp || !req->read_done)
         return 0;
     if (write_response(req) < 0 || req->close_after)

@@ -411,6 +411,24 @@ def test_two_shards():
         assert r1.cmd("PUBSUB", "NUMSUB", "herald:control")[1] == 2
 
 
+def test_connection_close_after_a_layer_answer():
+    """In cluster mode a publish is answered when Redis has answered, after
+    the request's callback returned: Connection: close must close at once
+    (`herald publish`, which waits for the close, took ~30 s a call)."""
+    from test_rest import request_then_eof
+    with Redis() as r, ExitStack() as st:
+        (a,) = nodes(st, r, n=1)
+        w = client(a, "alice")
+        sub(w, "news")
+        body = json.dumps({"channel": "news", "data": {"n": 1}}).encode()
+        assert request_then_eof(a.port, "POST", "/api/v1/publish", body,
+                                {"Content-Type": "application/json", "X-API-Key": a.api_key}) == 200
+        assert messages(w, 1)[0]["data"] == {"n": 1}
+        p = a.run(["publish", "news", '{"n":2}', "--url", a.base], timeout=10)
+        assert p.returncode == 0, p.stderr
+        assert messages(w, 1)[0]["data"] == {"n": 2}
+
+
 def test_cluster_needs_a_configured_secret():
     with Redis() as r:
         h = Herald(env={"HERALD_JWT_SECRET": None}, redis=r)
