@@ -242,10 +242,16 @@ void hr_slot_release(hr_slot *s);
 /* Parses trusted_proxies ("ADDR" or "ADDR/BITS"); *out is malloc'ed.
  * Returns 0, or -1 with a message naming the bad entry. */
 int hr_netmasks_parse(char *const *list, size_t n, hr_netmask **out, char *err, size_t errlen);
-int hr_netmasks_contain(const hr_netmask *m, size_t n, const char *addr);
-/* The client's address: the peer, or behind a trusted proxy the rightmost
- * X-Forwarded-For entry that is not a trusted proxy. Returns 1, or 0 when
- * only trusted proxies are known (out then holds the nearest of them). */
+/* The key the per-address limits count a request under (pure): the peer
+ * (text from lws_get_peer_simple), or when the peer is a trusted proxy the
+ * rightmost entry of xff (the X-Forwarded-For value, NULL = absent) that is
+ * not a trusted proxy; an entry that does not parse counts as the peer.
+ * IPv4-mapped IPv6 counts as IPv4; IPv4 per /v4bits, IPv6 per /v6bits
+ * ("NET/BITS" below the full length). Returns 1, or 0 when only trusted
+ * proxies are known (no client: not limited). */
+int hr_client_key(const hr_netmask *proxies, size_t nproxies, const char *peer, const char *xff,
+                  int v4bits, int v6bits, char *out, size_t len);
+/* hr_client_key for a request (the X-Forwarded-For header read whole). */
 int hr_client_address(const hr_node *node, struct lws *wsi, char *out, size_t len);
 
 /*---- Loop (loop.c) ---------------------------------------------------------*/
