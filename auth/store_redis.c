@@ -24,11 +24,13 @@
 #include "auth/auth.h"
 #include "common/common.h"
 
+#include <errno.h>
 #include <hiredis/hiredis.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 
 #define REDIS_TIMEOUT_S 2
@@ -108,11 +110,25 @@ static int connect_store(redis_store *s)
     return 0;
 }
 
+/* A connection Redis closed while it sat idle (a restart, CLIENT KILL,
+ * its timeout) reads as EOF; bytes nobody asked for mean it is out of step.
+ * Either way it is replaced before a command is sent on it: otherwise the
+ * first command after an outage failed for nothing - and that command was
+ * the reload of the revocations missed during the outage. */
+static int conn_stale(redisContext *c)
+{
+    char b;
+    ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 /* Sends one command (hiredis format: each %s is one argument, spaces and
  * quotes included). Returns the reply (caller frees), or NULL when Redis is
  * unreachable: the connection is dropped and the next call reconnects. */
 static redisReply *cmd(redis_store *s, const char *fmt, ...)
 {
+    if (s->c && conn_stale(s->c))
+        disconnect(s);
     if (!s->c && connect_store(s) < 0)
         return NULL;
     va_list ap;

@@ -964,11 +964,14 @@ static void h_healthz(hr_http_req *req)
  * down): a load balancer then sends new clients elsewhere. */
 static void h_readyz(hr_http_req *req)
 {
-    if (chan_layer_ready(req->node->layer)) {
-        respond(req, 200, "application/json", "{\"status\":\"ready\"}", 18);
-    } else {
+    if (!chan_layer_ready(req->node->layer)) {
         req->retry_after = 1;
         problem(req, 503, "the channel layer cannot reach Redis");
+    } else if (atomic_load(&req->node->revocations_stale)) {
+        req->retry_after = 1;
+        problem(req, 503, "revocations missed during a Redis outage are not reloaded yet");
+    } else {
+        respond(req, 200, "application/json", "{\"status\":\"ready\"}", 18);
     }
 }
 

@@ -96,23 +96,68 @@ static void post_call(void *ud, unsigned thread, chan_task *t)
 
 /* chan_host.control: a control message for this node, from any node.
  * Revocations are recorded once per node; the rest is each loop's. */
+static void revocations_loaded(void *ud, auth_status st, const auth_revocation *list, size_t n);
+
+/* Reads every revocation from the store after the control topic was away
+ * (what it carried meanwhile is lost). On loop 0. */
+static void reload_revocations(hr_node *node)
+{
+    node->reload_running = 1;
+    node->reload_again = 0;
+    auth_list_revocations(node->users, &node->loops[0]->auth_to, revocations_loaded, node);
+}
+
+void hr_node_reload_revocations(uv_timer_t *t)
+{
+    hr_node *node = t->data;
+    if (!node->reload_running)
+        reload_revocations(node);
+}
+
+/* A reload that failed (the store's connection was the dead one, Redis is
+ * still starting...) is tried again with backoff, 250 ms doubling to 5 s,
+ * until it succeeds: a user deleted on another node during the outage
+ * must not keep their sockets here. */
 static void revocations_loaded(void *ud, auth_status st, const auth_revocation *list, size_t n)
 {
     hr_node *node = ud;
+    hr_loop *home = node->loops[0];
+    node->reload_running = 0;
+    if (home->stopped)
+        return;
     if (st != AUTH_OK) {
-        hr_warn("revoke", "could not reload revocations after the Redis outage");
+        unsigned shift = node->reload_attempt < 5 ? node->reload_attempt : 5;
+        if (node->reload_attempt++ == 0)
+            hr_warn("revoke",
+                    "could not reload revocations after the Redis outage (%s); "
+                    "retrying, /readyz says 503 until then",
+                    st == AUTH_UNAVAILABLE ? "store unreachable" : "store error");
+        uint64_t ms = 250u << shift;
+        uv_timer_start(&home->reload, hr_node_reload_revocations, ms > 5000 ? 5000 : ms, 0);
         return;
     }
     for (size_t i = 0; i < n; i++)
         if (hr_node_revoke(node, list[i].user_id, list[i].at))
             hr_node_disconnect_user(node, list[i].user_id, 4003);
+    if (node->reload_again) { /* the topic went away again meanwhile */
+        reload_revocations(node);
+        return;
+    }
+    if (node->reload_attempt)
+        hr_info("revoke", "revocations reloaded after %u failed attempt(s)", node->reload_attempt);
+    node->reload_attempt = 0;
+    atomic_store(&node->revocations_stale, 0);
 }
 
 static void on_control(void *ud, const chan_control *c)
 {
     hr_node *node = ud;
     if (c->op == CHAN_CTL_RESYNC) { /* on loop 0, the layer's home */
-        auth_list_revocations(node->users, &node->loops[0]->auth_to, revocations_loaded, node);
+        atomic_store(&node->revocations_stale, 1);
+        if (node->reload_running)
+            node->reload_again = 1;
+        else if (!uv_is_active((uv_handle_t *)&node->loops[0]->reload))
+            reload_revocations(node);
         return;
     }
     if (!c->user)

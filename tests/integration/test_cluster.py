@@ -181,17 +181,48 @@ def node_client_ids(r, node):
     return out
 
 
+def process_redis_client_ids(r, pid):
+    """Redis client ids of every connection process `pid` holds to r (the
+    channel layer's and the user store's alike): its sockets' local ports,
+    from /proc, matched against CLIENT LIST's addr."""
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if cols[9] in inodes:
+                    ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+    out = []
+    for line in r.cmd("CLIENT", "LIST").splitlines():
+        f = dict(kv.split("=", 1) for kv in line.split(" ") if "=" in kv)
+        if int(f["addr"].rsplit(":", 1)[1]) in ports:
+            out.append(f["id"])
+    return out
+
+
 def test_revocation_missed_during_an_outage_is_caught_up():
-    """Node b is cut off from Redis while a user is deleted through node a:
-    when b reconnects it reloads the revocations, refuses the token and
-    closes the user's sockets."""
+    """Node b is cut off from Redis - every connection, its user store's
+    included - while a user is deleted through node a: when b reconnects it
+    reloads the revocations (on a fresh store connection, not the dead
+    one), refuses the token and closes the user's sockets."""
     with Redis() as r, ExitStack() as st:
         a, b = nodes(st, r)
         user = a.create_user("gina", "a long password 1")
         tok = a.login("gina", "a long password 1")["access_token"]
         w = b.client("x", token=tok)
-        ids = node_client_ids(r, "n1")
-        assert len(ids) == 2, ids
+        assert len(node_client_ids(r, "n1")) == 2
+        # the store has a connection too once it served a request
+        assert b.http("GET", "/api/v1/users/me", headers={"Authorization": "Bearer " + tok}).status_code == 200
+        ids = process_redis_client_ids(r, b.proc.pid)
+        assert len(ids) >= 3, ids
         b.proc.send_signal(signal.SIGSTOP)
         try:
             for cid in ids:
@@ -201,6 +232,47 @@ def test_revocation_missed_during_an_outage_is_caught_up():
         finally:
             b.proc.send_signal(signal.SIGCONT)
         assert w.expect_close(10) == 4003
+        ws = b.ws()
+        assert ws.connect("/ws", {"Authorization": "Bearer " + tok}) == 401
+
+
+def test_revocation_reload_retried_until_it_succeeds():
+    """Every Redis connection of node b dies (its user store's too) while a
+    user is deleted through node a. b's reload of the revocations must not
+    fail on the store's dead connection, and while the reload cannot succeed
+    (here: the revocation hash is unreadable) b retries, stays not ready,
+    and closes the user's socket once it can read them."""
+    with Redis() as r, ExitStack() as st:
+        a, b = nodes(st, r)
+        user = a.create_user("hana", "a long password 1")
+        tok = a.login("hana", "a long password 1")["access_token"]
+        w = b.client("x", token=tok)
+        # b's user store has a connection of its own (it verified nothing
+        # yet: make it use one)
+        assert b.http("GET", "/api/v1/users/me", headers={"Authorization": "Bearer " + tok}).status_code == 200
+        ids = process_redis_client_ids(r, b.proc.pid)
+        assert len(ids) >= 3, ids  # layer cmd + sub, store
+        b.proc.send_signal(signal.SIGSTOP)
+        try:
+            for cid in ids:
+                r.cmd("CLIENT", "KILL", "ID", cid)
+            resp = a.http("DELETE", "/api/v1/users/%s" % user["id"], headers=a.api_headers())
+            assert resp.status_code == 204
+            # the revocation is recorded; hide it behind a key of the wrong type
+            r.cmd("RENAME", "herald:revoked", "herald:revoked-saved")
+            r.cmd("SET", "herald:revoked", "not a hash")
+        finally:
+            b.proc.send_signal(signal.SIGCONT)
+        # the layer is back, the reload keeps failing: not ready, socket open
+        wait_until(lambda: b.metrics().get("herald_redis_shards_connected") == 1, timeout=15,
+                   what="node b's channel layer reconnected")
+        wait_until(lambda: "reload revocations" in b.log(), timeout=10, what="the reload's failure logged")
+        assert b.http("GET", "/readyz").status_code == 503
+        assert_result(w.cmd("ping"))
+        r.cmd("DEL", "herald:revoked")
+        r.cmd("RENAME", "herald:revoked-saved", "herald:revoked")
+        assert w.expect_close(15) == 4003
+        b.wait_ready(15)
         ws = b.ws()
         assert ws.connect("/ws", {"Authorization": "Bearer " + tok}) == 401
 
