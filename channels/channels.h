@@ -251,6 +251,7 @@ typedef struct chan_stats {
     uint64_t redis_reconnects;
     uint64_t redis_pending_bytes; /* received from Redis, not yet processed */
     uint64_t bad_messages;        /* malformed pushes dropped */
+    uint64_t control_rejected;    /* control messages not signed by a node, stale or replayed */
     /* Django Channels bridge (0 without it) */
     uint64_t django_received;       /* group messages handed to local subscribers */
     uint64_t django_bad;            /* messages from Django dropped (malformed, encrypted...) */
@@ -318,6 +319,11 @@ typedef struct chan_redis_config {
     const char *const *ns_names;
     const chan_opts *ns_opts;
     int presence_ttl; /* seconds an entry of a dead node survives */
+    /* Secrets every node shares (at least one): control messages carry an
+     * HMAC-SHA256 under a key derived from the first; any of them verifies
+     * (rotation). */
+    const char *const *control_secrets;
+    size_t ncontrol_secrets;
     const chan_django_config *django; /* NULL or mode 0: no Django bridge */
 } chan_redis_config;
 

@@ -18,7 +18,7 @@
  *
  * Keys and topics, under the prefix <p> (README "Cluster mode"):
  *   <p>:ch:<channel>              pub/sub topic: complete push JSON texts
- *   <p>:control                   pub/sub topic: control messages (JSON)
+ *   <p>:control                   pub/sub topic: control messages, "<mac> <JSON>"
  *   <p>:history:<channel>         stream: id "<offset>-1", field d = data
  *   <p>:history-meta:<channel>    hash: e = epoch, s = last offset
  *   <p>:presence:<channel>        hash: client id -> {"client","user","info"}
@@ -54,6 +54,8 @@
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 #include <linux/sockios.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +69,9 @@
 /* A shard not up this long after its connections were opened is torn
  * down and tried again (see on_connect_timeout). */
 #define CONNECT_TIMEOUT_MS 1500
+/* A control message is obeyed within this many ms of its timestamp (nodes'
+ * clocks must agree that well); its nonce is remembered as long. */
+#define CONTROL_WINDOW_MS 60000
 /* Seconds the epoch of a history stream outlives its last publication. */
 #define META_TTL_S 604800
 #define STR_(x) #x
@@ -127,7 +132,15 @@ struct redis_layer {
     uv_timer_t tick;
     unsigned ticks;
     int stopping;
+    /* control messages: HMAC-SHA256 keys (the first signs), and the nonces
+     * seen within the window (home thread) */
+    unsigned char (*ctl_keys)[32];
+    size_t nctl_keys;
+    hr_map *ctl_seen; /* nonce -> expiry (wall ms), home thread */
+    size_t ctl_sweep_at;
+    uint64_t ctl_logged_ms;
     /* any thread (metrics, readyz) */
+    atomic_ullong control_rejected;
     atomic_int shards_up;
     atomic_ullong reconnects;
     atomic_ullong pending_bytes;
@@ -750,9 +763,118 @@ static void on_message(redis_layer *L, shard *sh, const char *topic, const char 
     chan_msg_unref(m);
 }
 
+/*---- Control messages (home thread) -----------------------------------------*/
+
+/* Wall-clock milliseconds: control messages are stamped by one node and
+ * checked by another. */
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* HMAC-SHA256(key, topic "\n" body) as 64 hex digits into hex[65]: the
+ * topic binds a message to its deployment (prefix). */
+static void control_mac(const redis_layer *L, const unsigned char key[32], const char *body,
+                        size_t len, char hex[65])
+{
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int mlen = 0;
+    size_t tlen = strlen(L->control_topic);
+    unsigned char *msg = hr_malloc(tlen + 1 + len);
+    memcpy(msg, L->control_topic, tlen);
+    msg[tlen] = '\n';
+    memcpy(msg + tlen + 1, body, len);
+    HMAC(EVP_sha256(), key, 32, msg, tlen + 1 + len, mac, &mlen);
+    free(msg);
+    for (unsigned i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+}
+
+/* Logs a refused control message, at most once a second (anyone allowed to
+ * publish on the topic could flood the log otherwise). */
+static void control_refused(redis_layer *L, const char *why)
+{
+    uint64_t now = hr_now_ms();
+    atomic_fetch_add(&L->control_rejected, 1);
+    if (now - L->ctl_logged_ms < 1000 && L->ctl_logged_ms)
+        return;
+    L->ctl_logged_ms = now;
+    fprintf(stderr, "herald: dropped a control message: %s (herald_redis_control_rejected_total)\n",
+            why);
+}
+
+/* Forgets nonces whose window has passed. */
+static void control_sweep(redis_layer *L, int64_t now)
+{
+    const char *key;
+    size_t klen;
+    void *val;
+    char **dead = NULL;
+    size_t ndead = 0;
+    for (size_t it = 0; hr_map_next(L->ctl_seen, &it, &key, &klen, &val);) {
+        if ((int64_t)(intptr_t)val < now) {
+            dead = hr_realloc(dead, (ndead + 1) * sizeof(*dead));
+            dead[ndead++] = hr_strndup(key, klen);
+        }
+    }
+    for (size_t i = 0; i < ndead; i++) {
+        hr_map_del(L->ctl_seen, dead[i], strlen(dead[i]));
+        free(dead[i]);
+    }
+    free(dead);
+}
+
+/* Control messages make nodes add users to channels, disconnect and
+ * revoke them: a node obeys only what another node signed with the
+ * cluster's secret ("<mac> <JSON>"), stamped within CONTROL_WINDOW_MS of
+ * now, and never the same nonce twice. Publishing on the topic is not
+ * enough: backends that publish through Redis may. */
 static void on_control_message(redis_layer *L, const char *payload, size_t len)
 {
-    json_t *o = json_loadb(payload, len, 0, NULL);
+    char want[65];
+    const char *body = payload + 65;
+    size_t blen = len > 65 ? len - 65 : 0;
+    int signed_ok = 0;
+    if (len <= 65 || payload[64] != ' ') {
+        control_refused(L, "not signed");
+        return;
+    }
+    for (size_t i = 0; i < L->nctl_keys; i++) {
+        control_mac(L, L->ctl_keys[i], body, blen, want);
+        signed_ok |= hr_secure_eq(want, 64, payload, 64);
+    }
+    if (!signed_ok) {
+        control_refused(L, "bad signature (not from a node with this cluster's secret)");
+        return;
+    }
+    json_t *o = json_loadb(body, blen, 0, NULL);
+    json_t *ts = json_object_get(o, "ts");
+    const char *nonce = json_string_value(json_object_get(o, "nonce"));
+    int64_t now = wall_ms();
+    if (!json_is_integer(ts) || !nonce || !*nonce || strlen(nonce) > 64) {
+        control_refused(L, "no timestamp or nonce");
+        json_decref(o);
+        return;
+    }
+    int64_t t = json_integer_value(ts);
+    if (t < now - CONTROL_WINDOW_MS || t > now + CONTROL_WINDOW_MS) {
+        control_refused(L, "outside the time window (replayed, or the nodes' clocks disagree)");
+        json_decref(o);
+        return;
+    }
+    if (hr_map_get(L->ctl_seen, nonce, strlen(nonce))) {
+        control_refused(L, "replayed");
+        json_decref(o);
+        return;
+    }
+    if (hr_map_count(L->ctl_seen) >= L->ctl_sweep_at) {
+        control_sweep(L, now);
+        L->ctl_sweep_at = 2 * hr_map_count(L->ctl_seen) + 1024;
+    }
+    hr_map_put(L->ctl_seen, nonce, strlen(nonce), (void *)(intptr_t)(t + CONTROL_WINDOW_MS + 1));
+
     const char *op = json_string_value(json_object_get(o, "op"));
     chan_control c = {0};
     c.user = json_string_value(json_object_get(o, "user"));
@@ -1438,10 +1560,22 @@ static void home_control(redis_layer *L, home_task *t)
         json_object_set_new(o, "code", json_integer(t->ctl.code));
     if (t->ctl.at)
         json_object_set_new(o, "at", json_integer(t->ctl.at));
-    char *text = json_dumps(o, JSON_COMPACT);
+    char nonce[33];
+    hr_random_hex(nonce, 16);
+    json_object_set_new(o, "ts", json_integer(wall_ms()));
+    json_object_set_new(o, "nonce", json_string(nonce));
+    char *body = json_dumps(o, JSON_COMPACT);
     json_decref(o);
+    if (!body)
+        abort();
+    size_t blen = strlen(body);
+    char *text = hr_malloc(65 + blen + 1);
+    control_mac(L, L->ctl_keys[0], body, blen, text);
+    text[64] = ' ';
+    memcpy(text + 65, body, blen + 1);
+    free(body);
     const char *argv[3] = {"PUBLISH", L->control_topic, text};
-    if (!text || !sh->up || send_argv(sh->cmd, status_reply, t, 3, argv, NULL) < 0) {
+    if (!sh->up || send_argv(sh->cmd, status_reply, t, 3, argv, NULL) < 0) {
         t->status = -EAGAIN;
         to_caller(L, t);
     }
@@ -1516,6 +1650,7 @@ static void redis_stats(chan_layer *l, chan_stats *out)
     out->redis_reconnects = atomic_load(&L->reconnects);
     out->redis_pending_bytes = atomic_load(&L->pending_bytes);
     out->bad_messages = atomic_load(&L->bad_messages);
+    out->control_rejected = atomic_load(&L->control_rejected);
     dj_bridge_stats(L->base.django, out);
 }
 
@@ -1533,6 +1668,8 @@ static void redis_destroy(chan_layer *l)
     free(L->library);
     free(L->control_topic);
     free(L->node_id);
+    free(L->ctl_keys);
+    hr_map_free(L->ctl_seen);
     free(L);
 }
 
@@ -1704,6 +1841,10 @@ chan_layer *chan_redis_new(const chan_host *host, const chan_redis_config *cfg, 
                            size_t errlen)
 {
     hr_redis_addr *addrs;
+    if (!cfg->ncontrol_secrets) {
+        snprintf(err, errlen, "cluster mode needs a secret shared by the nodes (control messages)");
+        return NULL;
+    }
     int n = hr_redis_urls_parse(cfg->urls, &addrs);
     if (n < 0) {
         snprintf(err, errlen, "bad Redis URL: expected redis://[:password@]host:port[/db]");
@@ -1720,6 +1861,19 @@ chan_layer *chan_redis_new(const chan_host *host, const chan_redis_config *cfg, 
     L->control_topic = hr_redis_key(L->prefix, "control", NULL);
     L->node_id = hr_strdup(cfg->node_id && *cfg->node_id ? cfg->node_id : "node");
     L->presence_ttl = cfg->presence_ttl > 0 ? cfg->presence_ttl : 25;
+    /* a key of its own per secret: the JWT secret is not used as-is for a
+     * second purpose */
+    L->nctl_keys = cfg->ncontrol_secrets;
+    L->ctl_keys = hr_calloc(L->nctl_keys, sizeof(*L->ctl_keys));
+    for (size_t i = 0; i < L->nctl_keys; i++) {
+        static const char label[] = "herald control v1";
+        unsigned int mlen = 0;
+        const char *sec = cfg->control_secrets[i];
+        HMAC(EVP_sha256(), sec, (int)strlen(sec), (const unsigned char *)label, sizeof(label) - 1,
+             L->ctl_keys[i], &mlen);
+    }
+    L->ctl_seen = hr_map_new(NULL);
+    L->ctl_sweep_at = 1024;
     L->nshards = n;
     L->shards = hr_calloc((size_t)n, sizeof(*L->shards));
     for (int i = 0; i < n; i++) {

@@ -352,7 +352,25 @@ static chan_layer *redis_layer(hr_node *node, const chan_host *host, char *err, 
         .capacity = cfg->django_capacity,
         .max_message = cfg->max_body, /* what a REST publish may carry */
     };
+    /* The control messages' secrets: HERALD_CLUSTER_SECRET, else the HS
+     * secrets every node already shares (the primary signs; the rotation
+     * keys of HERALD_JWT_KEYS verify, so nodes mid-rotation understand each
+     * other). main.c refuses cluster mode with neither. */
+    const char **secrets = hr_calloc(cfg->ncluster_secrets + cfg->njwt_keys + 1, sizeof(*secrets));
+    size_t nsecrets = 0;
+    for (size_t i = 0; i < cfg->ncluster_secrets; i++)
+        secrets[nsecrets++] = cfg->cluster_secrets[i];
+    if (!nsecrets && cfg->jwt_secret) {
+        secrets[nsecrets++] = cfg->jwt_secret;
+        for (size_t i = 0; !cfg->jwt_public_key && i < cfg->njwt_keys; i++) {
+            const char *colon = strchr(cfg->jwt_keys[i], ':');
+            if (colon && colon[1])
+                secrets[nsecrets++] = colon + 1;
+        }
+    }
     chan_redis_config rc = {
+        .control_secrets = secrets,
+        .ncontrol_secrets = nsecrets,
         .urls = cfg->redis_url,
         .prefix = cfg->redis_prefix,
         .node_id = cfg->node_id,
@@ -363,6 +381,7 @@ static chan_layer *redis_layer(hr_node *node, const chan_host *host, char *err, 
         .django = cfg->django_channels ? &dj : NULL,
     };
     chan_layer *l = chan_redis_new(host, &rc, err, errlen);
+    free(secrets);
     free(names);
     free(opts);
     return l;

@@ -6,6 +6,8 @@ history and recovery across nodes, a backend publishing with redis-cli only,
 Redis outages, and two Redis shards.
 """
 
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -277,6 +279,94 @@ def test_revocation_reload_retried_until_it_succeeds():
         assert ws.connect("/ws", {"Authorization": "Bearer " + tok}) == 401
 
 
+class RedisAs:
+    """A RESP connection to r authenticated as an ACL user."""
+
+    def __init__(self, r, user, password):
+        from harness import Redis as _R
+        self.c = _R.__new__(_R)
+        self.c.port, self.c._sock, self.c._buf = r.port, None, b""
+        assert self.c.cmd("AUTH", user, password) == "OK"
+
+    def cmd(self, *args):
+        return self.c.cmd(*args)
+
+
+def signed_control(secret, body, topic="herald:control"):
+    """A control message as a node signs it (README, Cluster mode)."""
+    key = hmac.new(secret.encode(), b"herald control v1", hashlib.sha256).digest()
+    text = json.dumps(body, separators=(",", ":"))
+    mac = hmac.new(key, (topic + "\n" + text).encode(), hashlib.sha256).hexdigest()
+    return mac + " " + text
+
+
+def test_forged_control_messages_are_refused():
+    """A backend account allowed to PUBLISH on herald:* (the rights README
+    used to document) can reach the control topic. Nodes obey only what a
+    node signed with the cluster's secret, recently, once: forged
+    member_add / revoke / disconnect, a replayed message, one signed with
+    another secret or stamped too long ago are dropped and counted."""
+    from harness import RedisError
+    with Redis() as r, ExitStack() as st:
+        a, b = nodes(st, r)
+        r.cmd("ACL", "SETUSER", "backend", "on", ">backend-pw", "resetkeys", "~herald:*",
+              "resetchannels", "&herald:*", "-@all", "+fcall", "+publish", "+subscribe")
+        be = RedisAs(r, "backend", "backend-pw")
+        alice, mallory = client(a, "alice"), client(b, "mallory")
+        sub(alice, "user:alice")
+        sub(mallory, "sync")
+        admin = client(b, "root", roles=["admin"])
+
+        def forge(body):
+            assert be.cmd("PUBLISH", "herald:control", body) >= 1
+
+        forge(json.dumps({"op": "member_add", "user": "mallory", "channel": "user:alice"}))
+        forge(json.dumps({"op": "revoke", "user": "root", "at": int(time.time()) + 86400}))
+        forge(json.dumps({"op": "disconnect", "user": "alice", "code": 4003}))
+        # signed with a secret that is not the cluster's
+        forge(signed_control("not the secret", {"op": "disconnect", "user": "alice",
+                                                "ts": int(time.time() * 1000), "nonce": "n1"}))
+        # signed, but stamped two minutes ago
+        forge(signed_control(a.secret, {"op": "disconnect", "user": "alice",
+                                        "ts": int(time.time() * 1000) - 120000, "nonce": "n2"}))
+        # one Redis connection carries the control topic and the channels'
+        # topics to a node, in publish order: once mallory has this, node b
+        # has handled the forgeries
+        a.publish("sync", 1)
+        got = [mallory.recv_json() for _ in range(1)]
+        assert got == [{"push": "message", "channel": "sync", "data": 1}], got
+        # nothing happened: alice is connected, mallory subscribed to nothing,
+        # the admin's token still works
+        assert_result(alice.cmd("ping"))
+        assert_result(mallory.cmd("ping"))
+        assert_result(admin.cmd("ping"))
+        a.publish("user:alice", {"private": 1})
+        assert messages(alice, 1)[0]["data"] == {"private": 1}
+        mallory.assert_quiet(0.3)
+        wait_until(lambda: all(h.metrics().get("herald_redis_control_rejected_total", 0) >= 5
+                               for h in (a, b)), what="five refusals on each node")
+        ws = b.ws()
+        assert ws.connect("/ws", {"Authorization": "Bearer " + b.jwt(sub="root", roles=["admin"])}) == 101
+        # a real control message, captured and replayed by the backend
+        spy = RedisAs(r, "backend", "backend-pw")
+        spy.cmd("SUBSCRIBE", "herald:control")
+        resp = a.http("POST", "/api/v1/users/mallory/disconnect", headers=a.api_headers())
+        assert resp.status_code == 204
+        assert mallory.expect_close() == 4003
+        kind, topic, captured = spy.c._reply()
+        assert kind == "message" and topic == "herald:control", (kind, topic)
+        m2 = client(b, "mallory")
+        before = b.metrics().get("herald_redis_control_rejected_total", 0)
+        forge(captured)
+        wait_until(lambda: b.metrics().get("herald_redis_control_rejected_total", 0) > before,
+                   what="the replay refused")
+        assert_result(m2.cmd("ping"))
+        # a freshly signed one is obeyed (what the test knows, a node knows)
+        forge(signed_control(a.secret, {"op": "disconnect", "user": "mallory", "code": 4003,
+                                        "ts": int(time.time() * 1000), "nonce": secrets.token_hex(16)}))
+        assert m2.expect_close() == 4003
+
+
 def test_presence_and_join_leave_across_nodes():
     with Redis() as r, ExitStack() as st:
         a, b = nodes(st, r)
@@ -507,6 +597,35 @@ def test_cluster_needs_a_configured_secret():
         p = h.run(["serve"], timeout=10)
         h.discard()
         assert p.returncode != 0 and b"HERALD_JWT_SECRET" in p.stderr
+
+
+def test_public_key_cluster_signs_control_with_the_cluster_secret():
+    """With a public key there is no shared JWT secret: control messages need
+    HERALD_CLUSTER_SECRET (refused at start without it), and then work."""
+    import tempfile
+    d = tempfile.mkdtemp()
+    key, pub = os.path.join(d, "k.pem"), os.path.join(d, "p.pem")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-out", key], check=True, capture_output=True)
+    subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-out", pub], check=True,
+                   capture_output=True)
+    env = {"HERALD_JWT_SECRET": None, "HERALD_JWT_PUBLIC_KEY": pub, "HERALD_JWT_PRIVATE_KEY": key}
+    with Redis() as r, ExitStack() as st:
+        h = Herald(env=env, redis=r)
+        p = h.run(["serve"], timeout=10)
+        cfgfile = os.path.join(d, "c.json")
+        with open(cfgfile, "w") as f:
+            f.write("{}")
+        c = h.run(["check-config", cfgfile], timeout=10)
+        h.discard()
+        assert p.returncode != 0 and b"HERALD_CLUSTER_SECRET" in p.stderr, p.stderr
+        assert c.returncode == 2 and b"HERALD_CLUSTER_SECRET" in c.stderr, c.stderr
+        env["HERALD_CLUSTER_SECRET"] = secrets.token_hex(32)
+        a, b = nodes(st, r, env=env)
+        w = b.client("x", token=b.token("ivy"))
+        resp = a.http("POST", "/api/v1/users/ivy/disconnect", headers=a.api_headers())
+        assert resp.status_code == 204
+        assert w.expect_close() == 4003
 
 
 if __name__ == "__main__":
