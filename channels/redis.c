@@ -107,7 +107,8 @@ struct shard {
     char ip[64];
     redisAsyncContext *cmd, *sub;
     int cmd_ready, sub_ready, up;
-    int was_up; /* has been up before: a reconnect, not the first connect */
+    int was_up;       /* has been up before: a reconnect, not the first connect */
+    int setup_failed; /* AUTH & co. refused since the shard was last up (said once) */
     unsigned attempt;
     uv_timer_t retry;
     uv_timer_t connect_timer;
@@ -136,7 +137,8 @@ struct redis_layer {
      * seen within the window (home thread) */
     unsigned char (*ctl_keys)[32];
     size_t nctl_keys;
-    hr_map *ctl_seen; /* nonce -> expiry (wall ms), home thread */
+    hr_map *ctl_seen;       /* nonce -> expiry (wall ms), home thread */
+    uint64_t err_logged_ms; /* log_reply_error's limit, home thread */
     size_t ctl_sweep_at;
     uint64_t ctl_logged_ms;
     /* any thread (metrics, readyz) */
@@ -150,6 +152,18 @@ struct redis_layer {
 static redis_layer *rl(chan_layer *l)
 {
     return (redis_layer *)l;
+}
+
+/* Logs an error reply in Redis' own words (NOPERM, OOM, ...), at most once
+ * a second: a command that fails for every request must not flood the
+ * log. Home thread. */
+static void log_reply_error(redis_layer *L, const char *what, const redisReply *r)
+{
+    uint64_t now = hr_now_ms();
+    if (!r || r->type != REDIS_REPLY_ERROR || (L->err_logged_ms && now - L->err_logged_ms < 1000))
+        return;
+    L->err_logged_ms = now;
+    fprintf(stderr, "herald: redis %s failed: %s\n", what, r->str);
 }
 
 /*---- Shards ------------------------------------------------------------------*/
@@ -536,6 +550,7 @@ static void sub_history_reply(redisAsyncContext *ac, void *reply, void *priv)
     redis_layer *L = j->t.L;
     rchan *c = rchan_get(L, j->t.channel, 0);
     (void)ac;
+    log_reply_error(L, "history read", reply);
     j->r.history = 1;
     if (parse_history(reply, &j->r.pos, &j->t.pubs, &j->t.hist.npubs) < 0) {
         j->r.status = -EAGAIN;
@@ -1008,7 +1023,12 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv)
     shard *sh = priv;
     redis_layer *L = sh->L;
     redisReply *r = reply;
-    (void)ac;
+    if (ac != sh->sub) /* a connection shard_down let go of */
+        return;
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        log_reply_error(L, "SUBSCRIBE", r);
+        return;
+    }
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
         r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
         return;
@@ -1075,29 +1095,42 @@ static void update_up(shard *sh)
      * connection, so a channel's confirmation implies its group's */
     if (sh->index == 0)
         dj_bridge_up(L->base.django, sh->cmd, sh->sub, &sh->addr, sh->ip);
-    /* subscribe again to everything the node wants */
-    const char *key;
-    void *val;
+    /* subscribe again to everything the node wants; announce its
+     * presence entries at once (a Redis that restarted empty showed nobody
+     * until the next refresh, presence_ttl/3 later) */
+    const char *key, *ck;
+    void *val, *entry;
     for (size_t it = 0; hr_map_next(sh->channels, &it, &key, NULL, &val);) {
         rchan *c = val;
         if (c->wanted) {
             c->renew = c->renew || c->have_last || c->opts.history_size == 0;
             rchan_sync(c);
         }
+        if (c->opts.presence)
+            for (size_t jt = 0; hr_map_next(c->members, &jt, &ck, NULL, &entry);)
+                presence_send(L, c, ck, entry);
     }
+    sh->setup_failed = 0;
 }
 
+/* A setup command (AUTH, SELECT, CLIENT SETNAME, <fn>_init) failed: the
+ * shard is not usable on these connections, so both go at once and the
+ * shard stays down (it was never up: no "up"/"down" flapping while Redis
+ * refuses the credentials), retried with backoff; said once per streak,
+ * in Redis' own words. */
 static void on_setup_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
     shard *sh = ac->data;
     redisReply *r = reply;
-    (void)priv;
-    if (!r || r->type == REDIS_REPLY_ERROR) {
-        fprintf(stderr, "herald: redis shard %d setup failed: %s\n", sh->index,
-                r ? r->str : "no reply");
-        if (r)
-            redisAsyncDisconnect(ac);
-    }
+    const char *what = priv;
+    if (!r || r->type != REDIS_REPLY_ERROR || (ac != sh->cmd && ac != sh->sub))
+        return;
+    if (!sh->setup_failed)
+        fprintf(stderr, "herald: redis shard %d (%s:%d): %s: %s (retrying)\n", sh->index,
+                sh->addr.host, sh->addr.port,
+                !strcmp(what, "AUTH") ? "authentication failed" : what, r->str);
+    sh->setup_failed = 1;
+    shard_down(sh, r->str);
 }
 
 static void on_function_loaded(redisAsyncContext *ac, void *reply, void *priv)
@@ -1105,11 +1138,14 @@ static void on_function_loaded(redisAsyncContext *ac, void *reply, void *priv)
     shard *sh = ac->data;
     redisReply *r = reply;
     (void)priv;
-    if (!r)
+    if (!r || ac != sh->cmd) /* a connection shard_down let go of */
         return;
     if (r->type == REDIS_REPLY_ERROR) {
-        fprintf(stderr, "herald: redis shard %d: FUNCTION LOAD failed: %s\n", sh->index, r->str);
-        redisAsyncDisconnect(ac);
+        if (!sh->setup_failed)
+            fprintf(stderr, "herald: redis shard %d: FUNCTION LOAD failed: %s (retrying)\n",
+                    sh->index, r->str);
+        sh->setup_failed = 1;
+        shard_down(sh, r->str);
         return;
     }
     sh->cmd_ready = 1;
@@ -1122,7 +1158,7 @@ static void send_setup(shard *sh, redisAsyncContext *ac)
     char dbbuf[16];
     int n = hr_redis_setup_commands(&sh->addr, setup, dbbuf);
     for (int i = 0; i < n; i++)
-        send_argv(ac, on_setup_reply, NULL, setup[i].argc, setup[i].argv, NULL);
+        send_argv(ac, on_setup_reply, (void *)setup[i].argv[0], setup[i].argc, setup[i].argv, NULL);
 }
 
 static void on_connect(const redisAsyncContext *cac, int status)
@@ -1149,7 +1185,7 @@ static void on_connect(const redisAsyncContext *cac, int status)
         if (*p == ' ' || *p == '\n')
             *p = '_';
     const char *setname[3] = {"CLIENT", "SETNAME", name};
-    send_argv(ac, on_setup_reply, NULL, 3, setname, NULL);
+    send_argv(ac, on_setup_reply, "CLIENT SETNAME", 3, setname, NULL);
     free(name);
     if (ac == sh->cmd) {
         const char *argv[4] = {"FUNCTION", "LOAD", "REPLACE", L->library};
@@ -1360,8 +1396,7 @@ static void publish_reply(redisAsyncContext *ac, void *reply, void *priv)
     (void)ac;
     if (!r || r->type == REDIS_REPLY_ERROR) {
         t->status = -EAGAIN;
-        if (r)
-            fprintf(stderr, "herald: publish to %s failed: %s\n", t->channel, r->str);
+        log_reply_error(t->L, "publish", r);
     } else if (r->type == REDIS_REPLY_INTEGER) {
         t->offset = r->integer > 0 ? (uint64_t)r->integer : 0;
     }
@@ -1431,6 +1466,7 @@ static void history_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
     home_task *t = priv;
     (void)ac;
+    log_reply_error(t->L, "history read", reply);
     if (parse_history(reply, &t->hist.top, &t->pubs, &t->hist.npubs) < 0)
         t->hist.status = -EAGAIN;
     to_caller(t->L, t);
@@ -1475,6 +1511,7 @@ static void presence_reply(redisAsyncContext *ac, void *reply, void *priv)
     redisReply *r = reply;
     hr_buf b = {0};
     (void)ac;
+    log_reply_error(t->L, "presence read", r);
     if (!r || r->type != REDIS_REPLY_ARRAY) {
         t->status = -EAGAIN;
     } else {
@@ -1528,6 +1565,7 @@ static void status_reply(redisAsyncContext *ac, void *reply, void *priv)
     home_task *t = priv;
     redisReply *r = reply;
     (void)ac;
+    log_reply_error(t->L, "control message", r);
     if (!r || r->type == REDIS_REPLY_ERROR)
         t->status = -EAGAIN;
     to_caller(t->L, t);

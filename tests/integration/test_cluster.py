@@ -591,6 +591,60 @@ def test_connection_close_after_a_layer_answer():
         assert messages(w, 1)[0]["data"] == {"n": 2}
 
 
+def test_presence_announced_at_once_after_redis_restarts_empty():
+    """Redis restarts without its data: a node re-announces its presence
+    entries as soon as it is back, not at its next refresh (presence_ttl/3:
+    20 s here)."""
+    with Redis() as r, ExitStack() as st:
+        a, b = nodes(st, r, env={"HERALD_PRESENCE_TTL": "60"})
+        w = client(a, "alice")
+        sub(w, "chat:room")
+        rest = lambda: [c["user"] for c in b.http("GET", "/api/v1/channels/chat:room/presence",
+                                                   headers=b.api_headers()).json().get("clients", [])]
+        assert rest() == ["alice"]
+        r.halt()
+        r.start()
+        for h in (a, b):
+            h.wait_ready(15)
+        wait_until(lambda: rest() == ["alice"], timeout=10, what="alice's presence re-announced")
+
+
+def test_refused_credentials_said_once_and_the_shard_stays_down():
+    """Redis stops accepting the node's credentials (its ACL user is gone;
+    the default user still lets anyone in): the node says "authentication
+    failed" once, in Redis' words, and stays down - it used to log the
+    shard up and down at every retry. Back up once the user is back."""
+    with Redis() as r, ExitStack() as st:
+        r.cmd("ACL", "SETUSER", "hnode", "on", ">node-pw", "~*", "&*", "+@all")
+        url = "redis://hnode:node-pw@127.0.0.1:%d/0" % r.port
+        (a,) = nodes(st, url, n=1)
+        reconnects = lambda: a.metrics().get("herald_redis_reconnects_total", 0)
+        before = reconnects()
+        r.cmd("ACL", "DELUSER", "hnode")  # also closes its connections
+        wait_until(lambda: reconnects() >= before + 4, timeout=30, what="four attempts to reconnect")
+        assert a.http("GET", "/readyz").status_code == 503
+        log = a.log()
+        tail = log[log.index("is down"):]
+        assert " is up" not in tail, tail
+        assert tail.count("authentication failed") == 1, tail
+        assert "WRONGPASS" in tail, tail
+        assert " is up" not in tail, tail
+        r.cmd("ACL", "SETUSER", "hnode", "on", ">node-pw", "~*", "&*", "+@all")
+        a.wait_ready(20)
+        assert " is up" in a.log()[a.log().index("authentication failed"):]
+
+
+def test_redis_error_text_in_the_log():
+    """A command Redis refuses is reported in Redis' words (here NOPERM for
+    INFO at start-up: the log said "redis: INFO failed")."""
+    with Redis() as r:
+        r.cmd("ACL", "SETUSER", "noinfo", "on", ">pw", "~*", "&*", "+@all", "-info")
+        h = Herald(redis="redis://noinfo:pw@127.0.0.1:%d/0" % r.port)
+        p = h.run(["serve"], timeout=10)
+        h.discard()
+        assert p.returncode != 0 and b"NOPERM" in p.stderr, p.stderr
+
+
 def test_cluster_needs_a_configured_secret():
     with Redis() as r:
         h = Herald(env={"HERALD_JWT_SECRET": None}, redis=r)
