@@ -46,6 +46,7 @@
  * it in order, and tells each subscriber whether the stream was recovered.
  */
 #include "django.h"
+#include "functions_lua.h" /* channels/functions.lua, embedded at build time */
 #include "layer_internal.h"
 
 #include <errno.h>
@@ -72,10 +73,6 @@
 /* A control message is obeyed within this many ms of its timestamp (nodes'
  * clocks must agree that well); its nonce is remembered as long. */
 #define CONTROL_WINDOW_MS 60000
-/* Seconds the epoch of a history stream outlives its last publication. */
-#define META_TTL_S 604800
-#define STR_(x) #x
-#define STR(x) STR_(x)
 
 typedef struct redis_layer redis_layer;
 typedef struct shard shard;
@@ -206,6 +203,7 @@ typedef struct home_task {
     unsigned thread;
     char *data;
     size_t len;
+    char *from; /* publish: the client's {"user","client","info"}, or NULL */
     int has_since;
     chan_pos since;
     int64_t limit;
@@ -226,8 +224,10 @@ typedef struct home_task {
 
 static void pubs_free(chan_pub *p, size_t n)
 {
-    for (size_t i = 0; p && i < n; i++)
+    for (size_t i = 0; p && i < n; i++) {
         free(p[i].data);
+        free(p[i].from);
+    }
     free(p);
 }
 
@@ -236,6 +236,7 @@ static void home_task_free(home_task *t)
     free(t->channel);
     free(t->client);
     free(t->data);
+    free(t->from);
     free(t->ctl_user);
     free(t->ctl_channel);
     pubs_free(t->pubs, t->hist.npubs);
@@ -503,21 +504,24 @@ static void sub_job_finish(redis_layer *L, rchan *c, sub_job *j)
     to_caller(L, t);
 }
 
-/* Parses an FCALL history reply: [epoch, top, offset, data, ...]. */
+/* Parses an FCALL history reply: [epoch, top, offset, data, from, ...]
+ * (from "" for a backend's publication). */
 static int parse_history(const redisReply *r, chan_pos *top, chan_pub **pubs, size_t *n)
 {
     *pubs = NULL;
     *n = 0;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 || r->elements % 2 ||
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 || (r->elements - 2) % 3 ||
         r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
         return -1;
     snprintf(top->epoch, sizeof(top->epoch), "%s", r->element[0]->str);
     top->offset = strtoull(r->element[1]->str, NULL, 10);
-    size_t k = (r->elements - 2) / 2;
+    size_t k = (r->elements - 2) / 3;
     *pubs = hr_calloc(k ? k : 1, sizeof(**pubs));
     for (size_t i = 0; i < k; i++) {
-        const redisReply *o = r->element[2 + 2 * i], *d = r->element[3 + 2 * i];
-        if (o->type != REDIS_REPLY_STRING || d->type != REDIS_REPLY_STRING) {
+        const redisReply *o = r->element[2 + 3 * i], *d = r->element[3 + 3 * i],
+                         *f = r->element[4 + 3 * i];
+        if (o->type != REDIS_REPLY_STRING || d->type != REDIS_REPLY_STRING ||
+            f->type != REDIS_REPLY_STRING) {
             pubs_free(*pubs, *n);
             *pubs = NULL;
             *n = 0;
@@ -525,6 +529,7 @@ static int parse_history(const redisReply *r, chan_pos *top, chan_pub **pubs, si
         }
         (*pubs)[i].offset = strtoull(o->str, NULL, 10);
         (*pubs)[i].data = hr_strndup(d->str, d->len);
+        (*pubs)[i].from = f->len ? hr_strndup(f->str, f->len) : NULL;
         (*n)++;
     }
     return 0;
@@ -985,8 +990,8 @@ static void recovery_reply(redisAsyncContext *ac, void *reply, void *priv)
     int ok = parse_history(reply, &top, &pubs, &n) == 0;
     int recovered = ok && chan_recovered(&c->last, &top, pubs, n);
     for (size_t i = 0; ok && recovered && i < n; i++) {
-        chan_msg *m =
-            chan_msg_publication(c->name, pubs[i].data, strlen(pubs[i].data), pubs[i].offset);
+        chan_msg *m = chan_msg_publication(c->name, pubs[i].data, strlen(pubs[i].data),
+                                           pubs[i].offset, pubs[i].from);
         deliver_push(L, c, m);
         chan_msg_unref(m);
     }
@@ -1190,6 +1195,13 @@ static void on_connect(const redisAsyncContext *cac, int status)
     if (ac == sh->cmd) {
         const char *argv[4] = {"FUNCTION", "LOAD", "REPLACE", L->library};
         send_argv(ac, on_function_loaded, NULL, 4, argv, NULL);
+        /* the history epochs' base exists before anyone reads (functions.lua) */
+        char *init;
+        if (asprintf(&init, "%s_init", L->fn) < 0)
+            abort();
+        const char *iargv[3] = {"FCALL", init, "0"};
+        send_argv(ac, on_setup_reply, "FCALL init", 3, iargv, NULL);
+        free(init);
     } else if (sh->index == 0) {
         const char *argv[2] = {"SUBSCRIBE", L->control_topic};
         send_argv(ac, on_sub_reply, sh, 2, argv, NULL);
@@ -1334,6 +1346,44 @@ static void shard_connect(shard *sh)
 
 /*---- Periodic work (home thread) -------------------------------------------*/
 
+/* Keeps the history meta of every channel this node has subscribers of
+ * alive (<fn>_touch: EXPIRE ... GT, which creates nothing): a stream must
+ * not be born again, its offsets starting over, under a live subscriber. */
+static void touch_history(redis_layer *L)
+{
+    for (int i = 0; i < L->nshards; i++) {
+        shard *sh = &L->shards[i];
+        const char *key;
+        void *val;
+        const char **argv = NULL;
+        size_t argc = 0;
+        char *fn;
+        if (!sh->up)
+            continue;
+        if (asprintf(&fn, "%s_touch", L->fn) < 0)
+            abort();
+        for (size_t it = 0; hr_map_next(sh->channels, &it, &key, NULL, &val);) {
+            rchan *c = val;
+            if (!c->wanted || c->opts.history_size <= 0 || c->opts.history_ttl <= 0)
+                continue;
+            if (argc % 256 == 0)
+                argv = hr_realloc(argv, (argc + 3 + 256) * sizeof(*argv));
+            argv[3 + argc++] = c->name;
+            if (argc == 200) { /* a few hundred names per call */
+                argv[0] = "FCALL", argv[1] = fn, argv[2] = "0";
+                send_argv(sh->cmd, NULL, NULL, (int)argc + 3, argv, NULL);
+                argc = 0;
+            }
+        }
+        if (argc) {
+            argv[0] = "FCALL", argv[1] = fn, argv[2] = "0";
+            send_argv(sh->cmd, NULL, NULL, (int)argc + 3, argv, NULL);
+        }
+        free(argv);
+        free(fn);
+    }
+}
+
 static void refresh_presence(redis_layer *L)
 {
     for (int i = 0; i < L->nshards; i++) {
@@ -1377,6 +1427,7 @@ static void on_tick(uv_timer_t *t)
     if (++L->ticks >= (every ? every : 1)) {
         L->ticks = 0;
         refresh_presence(L);
+        touch_history(L);
     }
 }
 
@@ -1412,7 +1463,7 @@ static void home_publish(redis_layer *L, home_task *t)
         if (t->opts.history_size) {
             t->status = -EAGAIN;
         } else { /* this node's subscribers only */
-            chan_msg *m = chan_msg_publication(t->channel, t->data, t->len, 0);
+            chan_msg *m = chan_msg_publication(t->channel, t->data, t->len, 0, t->from);
             chan_dispatch(&L->base, m);
             chan_msg_unref(m);
             t->local_only = 1;
@@ -1425,13 +1476,14 @@ static void home_publish(redis_layer *L, home_task *t)
         char *fn;
         if (asprintf(&fn, "%s_publish", L->fn) < 0)
             abort();
-        const char *argv[5] = {"FCALL", fn, "0", t->channel, t->data};
-        size_t lens[5] = {5, strlen(fn), 1, strlen(t->channel), t->len};
-        rc = send_argv(sh->cmd, publish_reply, t, 5, argv, lens);
+        const char *argv[6] = {"FCALL", fn, "0", t->channel, t->data, t->from};
+        size_t lens[6] = {
+            5, strlen(fn), 1, strlen(t->channel), t->len, t->from ? strlen(t->from) : 0};
+        rc = send_argv(sh->cmd, publish_reply, t, t->from ? 6 : 5, argv, lens);
         free(fn);
     } else {
         size_t len;
-        char *text = chan_publication_text(t->channel, t->data, t->len, 0, &len);
+        char *text = chan_publication_text(t->channel, t->data, t->len, 0, t->from, &len);
         char *topic = topic_of(L, t->channel);
         const char *argv[3] = {"PUBLISH", topic, text};
         size_t lens[3] = {7, strlen(topic), len};
@@ -1446,13 +1498,15 @@ static void home_publish(redis_layer *L, home_task *t)
 }
 
 static void redis_publish(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,
-                          const char *data_json, size_t data_len, chan_publish_cb cb, void *ud)
+                          const char *data_json, size_t data_len, const char *from,
+                          chan_publish_cb cb, void *ud)
 {
     redis_layer *L = rl(l);
     home_task *t =
         channel_request(L, thread, home_publish, publish_answer, (void *)cb, ud, channel, o);
     t->data = hr_strndup(data_json, data_len);
     t->len = data_len;
+    t->from = from ? hr_strdup(from) : NULL;
     to_home(L, t);
 }
 
@@ -1742,106 +1796,6 @@ static void lua_quote(hr_buf *b, const char *s)
     hr_buf_append(b, "'", 1);
 }
 
-static const char library_body[] = "local META_TTL = " STR(
-    META_TTL_S) "\n"
-                "local function valid(ch)\n"
-                "  return type(ch) == 'string' and #ch >= 1 and #ch <= 255 and\n"
-                "         string.find(ch, '^[%w_%.:@=,%-]+$') ~= nil\n"
-                "end\n"
-                "local function ns_of(ch)\n"
-                "  local i = string.find(ch, ':', 1, true)\n"
-                "  if i then local n = NS[string.sub(ch, 1, i - 1)]; if n then return n end end\n"
-                "  return NS['']\n"
-                "end\n"
-                "local function epoch_of(mk, sk)\n"
-                "  local e = redis.call('HGET', mk, 'e')\n"
-                "  if not e then\n"
-                "    local t = redis.call('TIME')\n"
-                "    e = t[1] .. string.format('%06d', tonumber(t[2]))\n"
-                "    redis.call('HSET', mk, 'e', e, 's', 0)\n"
-                "    redis.call('DEL', sk)\n"
-                "  end\n"
-                "  return e\n"
-                "end\n"
-                "local function hkeys(ch) return P .. ':history-meta:' .. ch, P .. ':history:' .. "
-                "ch end\n"
-                "local function publish(keys, args)\n"
-                "  local ch, data = args[1], args[2]\n"
-                "  if not valid(ch) then return redis.error_reply('ERR invalid channel name') end\n"
-                "  if type(data) ~= 'string' or not pcall(cjson.decode, data) then\n"
-                "    return redis.error_reply('ERR data must be JSON text')\n"
-                "  end\n"
-                "  local ns = ns_of(ch)\n"
-                "  local off = 0\n"
-                "  local msg = '{\"push\":\"message\",\"channel\":\"' .. ch .. '\",\"data\":' .. "
-                "data\n"
-                "  if ns[1] > 0 then\n"
-                "    local mk, sk = hkeys(ch)\n"
-                "    epoch_of(mk, sk)\n"
-                "    off = redis.call('HINCRBY', mk, 's', 1)\n"
-                "    redis.call('XADD', sk, 'MAXLEN', ns[1], off .. '-1', 'd', data)\n"
-                "    if ns[2] > 0 then redis.call('EXPIRE', sk, ns[2]) end\n"
-                "    redis.call('EXPIRE', mk, math.max(ns[2], META_TTL))\n"
-                "    msg = msg .. ',\"offset\":' .. off\n"
-                "  end\n"
-                "  redis.call('PUBLISH', P .. ':ch:' .. ch, msg .. '}')\n"
-                "  return off\n"
-                "end\n"
-                "local function history(keys, args)\n"
-                "  local ch, since, limit = args[1], tonumber(args[2]), tonumber(args[3])\n"
-                "  if not valid(ch) or not since or not limit then\n"
-                "    return redis.error_reply('ERR usage: CHANNEL SINCE LIMIT')\n"
-                "  end\n"
-                "  local mk, sk = hkeys(ch)\n"
-                "  local e = epoch_of(mk, sk)\n"
-                "  redis.call('EXPIRE', mk, math.max(ns_of(ch)[2], META_TTL))\n"
-                "  local out = {e, redis.call('HGET', mk, 's')}\n"
-                "  local entries = {}\n"
-                "  if limit ~= 0 then\n"
-                "    if since >= 0 then\n"
-                "      if limit > 0 then\n"
-                "        entries = redis.call('XRANGE', sk, (since + 1) .. '-0', '+', 'COUNT', "
-                "limit)\n"
-                "      else entries = redis.call('XRANGE', sk, (since + 1) .. '-0', '+') end\n"
-                "    elseif limit > 0 then\n"
-                "      local rev = redis.call('XREVRANGE', sk, '+', '-', 'COUNT', limit)\n"
-                "      for i = #rev, 1, -1 do entries[#entries + 1] = rev[i] end\n"
-                "    else entries = redis.call('XRANGE', sk, '-', '+') end\n"
-                "  end\n"
-                "  for _, en in ipairs(entries) do\n"
-                "    out[#out + 1] = string.match(en[1], '^(%d+)-')\n"
-                "    out[#out + 1] = en[2][2]\n"
-                "  end\n"
-                "  return out\n"
-                "end\n"
-                "local function pkeys(ch) return P .. ':presence:' .. ch, P .. ':presence-exp:' .. "
-                "ch end\n"
-                "local function presence(keys, args)\n"
-                "  local ch = args[1]\n"
-                "  if not valid(ch) then return redis.error_reply('ERR invalid channel name') end\n"
-                "  local hk, zk = pkeys(ch)\n"
-                "  local now = tonumber(redis.call('TIME')[1])\n"
-                "  local dead = redis.call('ZRANGEBYSCORE', zk, '-inf', now)\n"
-                "  for i = 1, #dead, 500 do\n"
-                "    redis.call('HDEL', hk, unpack(dead, i, math.min(i + 499, #dead)))\n"
-                "  end\n"
-                "  if #dead > 0 then redis.call('ZREMRANGEBYSCORE', zk, '-inf', now) end\n"
-                "  return redis.call('HVALS', hk)\n"
-                "end\n"
-                "local function presence_set(keys, args)\n"
-                "  local ch, ttl = args[1], tonumber(args[2])\n"
-                "  if not valid(ch) or not ttl then return redis.error_reply('ERR usage') end\n"
-                "  local hk, zk = pkeys(ch)\n"
-                "  local until_ = tonumber(redis.call('TIME')[1]) + ttl\n"
-                "  for i = 3, #args - 1, 2 do\n"
-                "    redis.call('HSET', hk, args[i], args[i + 1])\n"
-                "    redis.call('ZADD', zk, until_, args[i])\n"
-                "  end\n"
-                "  redis.call('EXPIRE', hk, ttl * 2)\n"
-                "  redis.call('EXPIRE', zk, ttl * 2)\n"
-                "  return 1\n"
-                "end\n";
-
 /* The library is generated from the configuration: the prefix and every
  * namespace's history settings (so the publish function a backend calls
  * keeps history exactly as the nodes do). Every node loads it with
@@ -1863,13 +1817,15 @@ static char *build_library(const char *fn, const char *prefix, const chan_redis_
     }
     if (!have_default)
         hr_buf_printf(&b, "NS[''] = {0, 0}\n");
-    hr_buf_append(&b, library_body, sizeof(library_body) - 1);
+    hr_buf_append(&b, (const char *)hr_functions_lua, hr_functions_lua_len);
     hr_buf_printf(&b,
                   "redis.register_function('%s_publish', publish)\n"
                   "redis.register_function('%s_history', history)\n"
+                  "redis.register_function('%s_touch', touch)\n"
+                  "redis.register_function('%s_init', init)\n"
                   "redis.register_function('%s_presence', presence)\n"
                   "redis.register_function('%s_presence_set', presence_set)\n",
-                  fn, fn, fn, fn);
+                  fn, fn, fn, fn, fn, fn);
     char *s = hr_strndup(b.data, b.len);
     hr_buf_reset(&b);
     return s;

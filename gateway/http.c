@@ -135,6 +135,7 @@ static const route routes[] = {
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 _Static_assert(NROUTES <= HR_MAX_ROUTES, "metrics.h: raise HR_MAX_ROUTES");
+_Static_assert(HR_MAX_DATA_DEPTH == 64, "the problem details below say 64");
 
 /*---- Router (pure) ---------------------------------------------------------*/
 
@@ -1236,10 +1237,12 @@ static void h_publish(hr_http_req *req)
     char *text = channel && data ? json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     if (!channel || !data) {
         problem(req, 422, !channel ? err : "missing \"data\"");
+    } else if (hr_json_too_deep(data, HR_MAX_DATA_DEPTH)) {
+        problem(req, 400, "\"data\" nests deeper than 64 levels");
     } else {
         chan_opts co = publish_opts(req, channel);
         req->refs++;
-        chan_publish(req->node->layer, req->loop->index, channel, &co, text, strlen(text),
+        chan_publish(req->node->layer, req->loop->index, channel, &co, text, strlen(text), NULL,
                      publish_done, req);
     }
     free(text);
@@ -1298,7 +1301,7 @@ static void broadcast_one(broadcast *b, size_t i, json_t *ch, const char *text)
     *it = (broadcast_item){b, i};
     b->pending++;
     chan_opts co = publish_opts(b->req, channel);
-    chan_publish(b->req->node->layer, b->req->loop->index, channel, &co, text, strlen(text),
+    chan_publish(b->req->node->layer, b->req->loop->index, channel, &co, text, strlen(text), NULL,
                  broadcast_done, it);
 }
 
@@ -1314,6 +1317,8 @@ static void h_broadcast(hr_http_req *req)
         problem(req, 422, "\"channels\" must be an array of 1 to 1000 channel names");
     } else if (!data) {
         problem(req, 422, "missing \"data\"");
+    } else if (hr_json_too_deep(data, HR_MAX_DATA_DEPTH)) {
+        problem(req, 400, "\"data\" nests deeper than 64 levels");
     } else {
         b = hr_calloc(1, sizeof(*b));
         b->responses = json_array();

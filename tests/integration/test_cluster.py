@@ -367,6 +367,47 @@ def test_forged_control_messages_are_refused():
         assert m2.expect_close() == 4003
 
 
+def readme_acl_line():
+    """The `redis-cli ACL SETUSER ...` line README's Security section gives
+    for backends, as written."""
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README.md")) as f:
+        lines = [l.strip() for l in f if l.strip().startswith("redis-cli ACL SETUSER")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_readme_backend_acl_publishes_and_nothing_more():
+    """README's least-privilege account for backends can publish into plain
+    and history channels with FCALL (Redis 7 checks the function's own
+    commands against it), and cannot reach the control topic or the user
+    store."""
+    import shlex
+    from harness import RedisError
+    with Redis() as r, ExitStack() as st:
+        a, b = nodes(st, r)
+        w = client(b, "alice")
+        sub(w, "news")
+        sub(w, "feed:acl")
+        argv = shlex.split(readme_acl_line())
+        assert argv[:3] == ["redis-cli", "ACL", "SETUSER"], argv
+        p = subprocess.run([REDIS_CLI, "-p", str(r.port)] + argv[1:], capture_output=True,
+                           text=True, timeout=10)
+        assert p.returncode == 0 and p.stdout.strip() == "OK", p.stdout + p.stderr
+        be = RedisAs(r, argv[3], "CHANGE-ME")
+        assert be.cmd("FCALL", "herald_publish", "0", "news", '{"n":1}') == 0
+        assert be.cmd("FCALL", "herald_publish", "0", "feed:acl", '{"n":2}') == 1
+        assert be.cmd("FCALL", "herald_publish", "0", "feed:acl", '{"n":3}') == 2
+        assert [m["data"] for m in messages(w, 3)] == [{"n": 1}, {"n": 2}, {"n": 3}]
+        for forbidden in (("PUBLISH", "herald:control", "{}"), ("HGETALL", "herald:revoked"),
+                          ("HSET", "herald:user:x", "roles", '["admin"]'), ("KEYS", "*"),
+                          ("SUBSCRIBE", "herald:control"), ("FUNCTION", "DELETE", "herald")):
+            try:
+                be.cmd(*forbidden)
+                raise AssertionError("README's backend account may %r" % (forbidden,))
+            except RedisError as e:
+                assert "NOPERM" in str(e), (forbidden, str(e))
+
+
 def test_presence_and_join_leave_across_nodes():
     with Redis() as r, ExitStack() as st:
         a, b = nodes(st, r)
@@ -589,6 +630,185 @@ def test_connection_close_after_a_layer_answer():
         p = a.run(["publish", "news", '{"n":2}', "--url", a.base], timeout=10)
         assert p.returncode == 0, p.stderr
         assert messages(w, 1)[0]["data"] == {"n": 2}
+
+
+def test_reads_create_no_keys_and_meta_follows_history_ttl():
+    """A history read or a subscription of a channel nobody published to
+    created <p>:history-meta:<ch> kept 7 days whatever history_ttl said (one
+    socket could create millions of keys a day). Reads create no key; the
+    first publication does, with history_ttl (300 s here); a node keeps the
+    meta of channels it has subscribers of alive."""
+    with Redis() as r, ExitStack() as st:
+        a, b = nodes(st, r)
+        w = client(a, "alice")
+        before = sorted(r.keys("herald:*"))
+        for i in range(30):
+            res = assert_result(w.cmd("history", channel="feed:h%d" % i))
+            assert res["offset"] == 0 and res["publications"] == [], res
+            resp = b.http("GET", "/api/v1/channels/feed:r%d/history" % i, headers=b.api_headers())
+            assert resp.status_code == 200 and resp.json()["offset"] == 0
+            sub(w, "feed:s%d" % i)
+            assert_result(w.cmd("unsubscribe", channel="feed:s%d" % i))
+        assert sorted(r.keys("herald:*")) == before, set(r.keys("herald:*")) - set(before)
+        # a subscriber from before the first publication recovers into it
+        early = sub(w, "feed:p")
+        assert early["offset"] == 0
+        a.publish("feed:p", 1)
+        ttl = r.cmd("TTL", "herald:history-meta:feed:p")
+        assert 0 < ttl <= 300, ttl
+        assert messages(w, 1)[0]["offset"] == 1
+        w.close()
+        b.publish("feed:p", 2)
+        res = sub(client(b, "alice"), "feed:p", since={"offset": 1, "epoch": early["epoch"]})
+        assert res["recovered"] is True and [p["data"] for p in res["publications"]] == [2], res
+        # the subscriber's node renews the meta (presence_ttl 3: every second)
+        t0, p0 = time.monotonic(), r.cmd("PTTL", "herald:history-meta:feed:p")
+        wait_until(lambda: time.monotonic() - t0 > 1.5 and r.cmd("PTTL", "herald:history-meta:feed:p")
+                   > p0 - (time.monotonic() - t0) * 1000 + 500, timeout=10,
+                   what="the meta's TTL renewed")
+
+
+def test_offsets_beyond_1e14():
+    """Lua formats numbers above 1e14 as 1e+14: a stream id no XADD or
+    XRANGE takes. Publications, subscribe and history with such offsets
+    work."""
+    with Redis() as r, ExitStack() as st:
+        a, b = nodes(st, r)
+        big = 10 ** 14
+        a.publish("feed:big", 0)
+        epoch = assert_result(client(a, "x").cmd("history", channel="feed:big"))["epoch"]
+        r.cmd("HSET", "herald:history-meta:feed:big", "s", big)
+        w = client(b, "alice")
+        res = sub(w, "feed:big", since={"offset": big + 5, "epoch": epoch})
+        assert res["recovered"] is False and res["offset"] == big, res
+        assert a.publish("feed:big", 1).json() == {"offset": big + 1}
+        assert messages(w, 1)[0]["offset"] == big + 1
+        h = assert_result(w.cmd("history", channel="feed:big", since={"offset": big, "epoch": epoch}))
+        assert [p["offset"] for p in h["publications"]] == [big + 1], h
+        res = sub(client(a, "bob"), "feed:big", since={"offset": big, "epoch": epoch})
+        assert res["recovered"] is True and [p["data"] for p in res["publications"]] == [1], res
+
+
+def test_publish_function_refuses_what_nodes_cannot_deliver():
+    """FCALL herald_publish took anything Lua's JSON decoder takes (NaN,
+    0x10, raw control characters, 1e400, 2^64, duplicate keys...), answered
+    success, and every node dropped the push. It answers an error instead;
+    what it accepts, every node delivers."""
+    from harness import RedisError
+    with Redis() as r, ExitStack() as st:
+        a, b = nodes(st, r)
+        w = client(b, "alice")
+        sub(w, "news")
+        hw = client(a, "bob")
+        sub(hw, "feed:v")
+        deep = "[" * 64 + "]" * 64
+        refused = ["NaN", "-Infinity", "Infinity", "0x10", "01", "+1", "1.", ".5", "1e", "'a'",
+                   '"a\tb"', '"\x01"', "1e400", "-1e400",
+                   str(2 ** 63), str(-2 ** 63 - 1), "18446744073709551616", '{"a":1,"a":2}',
+                   '{"a":1,"\\u0061":2}', '{"a\\u0000":1}', '"\\ud800"', '"\\udc00x"',
+                   '"\\u12"', '"\\q"', "[1,]", "{\"a\":1,}", "[1 2]", "{1:2}", "", " ",
+                   "true false", "nul", "[" + deep + "]", b'"\xff"', b'"\xc0\x80"',
+                   b'"\xed\xa0\x80"', b'"\xf4\x90\x80\x80"', b'"caf\xc3"', "{\"a\"}"]
+        for bad in refused:
+            for ch in ("news", "feed:v"):
+                try:
+                    got = r.cmd("FCALL", "herald_publish", "0", ch, bad)
+                except RedisError as e:
+                    assert "JSON" in str(e), (bad, str(e))
+                else:
+                    raise AssertionError("FCALL accepted %r on %s: %r" % (bad, ch, got))
+        accepted = ['"a\\u0000b"', "1e-400", str(2 ** 63 - 1), str(-2 ** 63), "-0", "0.5e+3",
+                    '"\\u00e9\\ud83d\\ude00 caf\u00e9"', deep, ' {"a" : [1, {"b":null}], "c":true} ',
+                    '{"a":1,"A":2}', '"\x7f"', "[]", "{}"]
+        for good in accepted:
+            assert r.cmd("FCALL", "herald_publish", "0", "news", good) == 0
+            assert r.cmd("FCALL", "herald_publish", "0", "feed:v", good) > 0
+        got = [m["data"] for m in messages(w, len(accepted))]
+        assert got == [json.loads(g) for g in accepted], got
+        got = [m["data"] for m in messages(hw, len(accepted))]
+        assert got == [json.loads(g) for g in accepted], got
+        hist = assert_result(hw.cmd("history", channel="feed:v"))["publications"]
+        assert [p["data"] for p in hist] == [json.loads(g) for g in accepted], hist
+        for h in (a, b):
+            assert h.metrics().get("herald_redis_bad_messages_total", 0) == 0
+
+
+def test_nul_and_nesting_the_same_on_every_path():
+    """\u0000 in data: REST answered 200 and an offset in cluster mode, then
+    every node dropped the push and history answered null. It is delivered
+    from REST, WebSocket and FCALL alike. Data nested 64 deep is accepted,
+    deeper refused on every path before Redis (was: unavailable past 1000)."""
+    from harness import RedisError
+    with Redis() as r, ExitStack() as st:
+        a, b = nodes(st, r)
+        w = client(b, "alice")
+        sub(w, "news")
+        sub(w, "feed:n")
+        pub = client(a, "bob")
+        sub(pub, "news")  # publish: authenticated (default namespace)
+        for ch in ("news", "feed:n"):
+            r1 = a.http("POST", "/api/v1/publish", json={"channel": ch, "data": {"s": "rest\u0000"}},
+                        headers=a.api_headers())
+            assert r1.status_code == 200, r1.text
+            assert messages(w, 1)[0]["data"] == {"s": "rest\u0000"}
+            r.cmd("FCALL", "herald_publish", "0", ch, '"fcall\\u0000"')
+            assert messages(w, 1)[0]["data"] == "fcall\u0000"
+        assert_result(pub.cmd("publish", channel="news", data="ws\u0000"))
+        assert messages(w, 1)[0]["data"] == "ws\u0000"
+        hist = assert_result(w.cmd("history", channel="feed:n"))["publications"]
+        assert [p["data"] for p in hist] == [{"s": "rest\u0000"}, "fcall\u0000"], hist
+        deep = 0
+        for _ in range(64):
+            deep = {"k": deep}
+        assert a.http("POST", "/api/v1/publish", json={"channel": "feed:n", "data": deep},
+                      headers=a.api_headers()).status_code == 200
+        assert_result(pub.cmd("publish", channel="news", data=deep))
+        r.cmd("FCALL", "herald_publish", "0", "news", json.dumps(deep))
+        assert [m["data"] for m in messages(w, 3)] == [deep] * 3
+        too = [deep]
+        resp = a.http("POST", "/api/v1/publish", json={"channel": "feed:n", "data": too},
+                      headers=a.api_headers())
+        assert resp.status_code == 400, resp.text
+        assert_error(pub.cmd("publish", channel="news", data=too), "bad_request")
+        try:
+            r.cmd("FCALL", "herald_publish", "0", "news", json.dumps(too))
+            raise AssertionError("FCALL accepted data nested 65 deep")
+        except RedisError as e:
+            assert "deeper than 64" in str(e), e
+        w.assert_quiet(0.3)
+
+
+def test_publisher_identity_across_nodes():
+    """A client's publication carries "from" (user, client id, the token's
+    info) to every node and into Redis' history; backend publications
+    (REST, FCALL) carry none."""
+    with Redis() as r, ExitStack() as st:
+        a, b = nodes(st, r)
+        alice = client(a, "alice", info={"name": "Alice"})
+        bob = client(b, "bob")
+        for w in (alice, bob):
+            sub(w, "chat:id")
+            sub(w, "plain")
+        for w in (alice, bob):
+            while w.pending:
+                w.pending.popleft()
+        me = {"user": "alice", "client": alice.hello["client"], "info": {"name": "Alice"}}
+        assert_result(alice.cmd("publish", channel="chat:id", data={"text": "hi", "from": "mallory"}))
+        m = [x for x in messages(bob, 1)][0]
+        assert m["from"] == me and m["data"] == {"text": "hi", "from": "mallory"}, m
+        assert_result(alice.cmd("publish", channel="plain", data=1))
+        assert messages(bob, 1)[0]["from"] == me
+        a.publish("chat:id", "backend")
+        r.cmd("FCALL", "herald_publish", "0", "chat:id", '"redis"')
+        got = messages(bob, 2)
+        assert [("from" in x) for x in got] == [False, False], got
+        hist = b.http("GET", "/api/v1/channels/chat:id/history", headers=b.api_headers()).json()
+        assert [p.get("from") for p in hist["publications"]] == [me, None, None], hist
+        # a backend cannot pass it through the documented command's
+        # arguments as data either: "from" in data stays data
+        r.cmd("FCALL", "herald_publish", "0", "plain", '{"from":{"user":"root"}}')
+        m = messages(bob, 1)[0]
+        assert "from" not in m and m["data"] == {"from": {"user": "root"}}, m
 
 
 def test_presence_announced_at_once_after_redis_restarts_empty():
