@@ -1679,8 +1679,12 @@ static void token_response(hr_http_req *req, const auth_user *user, const char *
     id.name = user->username;
     id.roles = user->roles;
     id.nroles = user->nroles;
+    /* info is what presence and a publication's "from" show of a client:
+     * the username, so a chat can name who wrote what on the server's word */
+    id.info = json_pack("{s:s}", "name", user->username);
     long ttl = req->node->cfg->token_ttl;
     char *access = auth_jwt_issue(&req->node->jwt, &id, time(NULL), ttl);
+    json_decref(id.info);
     if (!access) {
         oauth_error(req, 500, "server_error",
                     "cannot sign tokens (RS256/ES256 need HERALD_JWT_PRIVATE_KEY)");
