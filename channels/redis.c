@@ -67,6 +67,9 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define TICK_MS 1000
+/* Ticks between renewals of the history metas of subscribed channels
+ * (functions.lua gives them at least 60 s). */
+#define TOUCH_TICKS 20
 /* A shard not up this long after its connections were opened is torn
  * down and tried again (see on_connect_timeout). */
 #define CONNECT_TIMEOUT_MS 1500
@@ -128,7 +131,7 @@ struct redis_layer {
     /* home thread only */
     uv_loop_t *uv;
     uv_timer_t tick;
-    unsigned ticks;
+    unsigned ticks, touch_ticks;
     int stopping;
     /* control messages: HMAC-SHA256 keys (the first signs), and the nonces
      * seen within the window (home thread) */
@@ -1423,10 +1426,16 @@ static void on_tick(uv_timer_t *t)
 {
     redis_layer *L = t->data;
     unsigned every = (unsigned)(L->presence_ttl * 1000 / 3 / TICK_MS);
+    /* history metas live at least 60 s: renewed at least every 20 s,
+     * whatever presence_ttl says */
+    unsigned touch_every = every && every < TOUCH_TICKS ? every : TOUCH_TICKS;
     sample_pending(L);
     if (++L->ticks >= (every ? every : 1)) {
         L->ticks = 0;
         refresh_presence(L);
+    }
+    if (++L->touch_ticks >= touch_every) {
+        L->touch_ticks = 0;
         touch_history(L);
     }
 }
