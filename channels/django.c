@@ -164,7 +164,7 @@ static void deliver(dj_bridge *b, const char *channel, const dj_message *m)
     dj_group *g = hr_map_get(b->groups, channel, strlen(channel));
     if (!g || !g->wanted)
         return; /* late: the last subscriber has left */
-    chan_msg *msg = chan_msg_publication(channel, m->json, m->len, 0);
+    chan_msg *msg = chan_msg_publication(channel, m->json, m->len, 0, NULL);
     chan_dispatch(b->layer, msg);
     chan_msg_unref(msg);
     atomic_fetch_add(&b->received, 1);

@@ -205,6 +205,14 @@ static const opt_def opt_table[] = {
     {"trusted_proxies", "HERALD_TRUSTED_PROXIES", "trusted-proxies", "ADDR[/BITS][,...]", OPT_LIST,
      F(trusted_proxies), F(ntrusted_proxies), 0, 0, NULL, NULL, "none",
      "proxies whose X-Forwarded-For names the client address (limits, login throttle)"},
+    {"cluster_secret", "HERALD_CLUSTER_SECRET", "cluster-secret", "SECRET[,SECRET]", OPT_LIST,
+     F(cluster_secrets), F(ncluster_secrets), 0, 0, NULL, NULL, "derived from jwt_secret",
+     "cluster mode: secret of the nodes that signs control messages (the first signs, all "
+     "verify); needed with a public key"},
+    {"ipv4_prefix", "HERALD_IPV4_PREFIX", "ipv4-prefix", "BITS", OPT_INT, F(ipv4_prefix), 0, 8, 32,
+     NULL, NULL, "32", "per-address limits count IPv4 clients (and IPv4-mapped IPv6) per /BITS"},
+    {"ipv6_prefix", "HERALD_IPV6_PREFIX", "ipv6-prefix", "BITS", OPT_INT, F(ipv6_prefix), 0, 16,
+     128, NULL, NULL, "64", "per-address limits count IPv6 clients per /BITS"},
     {"presence_ttl", "HERALD_PRESENCE_TTL", "presence-ttl", "SECONDS", OPT_INT, F(presence_ttl), 0,
      3, 3600, NULL, NULL, "25",
      "cluster mode: presence entries of a node that died disappear after this"},
@@ -1331,6 +1339,7 @@ void hr_config_clear(hr_config *cfg)
     list_free(cfg->trusted_proxies, cfg->ntrusted_proxies);
     list_free(cfg->proxy_rpc_methods, cfg->nproxy_rpc_methods);
     list_free(cfg->proxy_headers, cfg->nproxy_headers);
+    list_free(cfg->cluster_secrets, cfg->ncluster_secrets);
     ns_free_all(cfg->namespaces, cfg->nnamespaces);
     memset(cfg, 0, sizeof(*cfg));
 }

@@ -73,6 +73,10 @@ typedef struct hr_config {
     int handshake_rate;        /* HERALD_HANDSHAKE_RATE per address per second, 50 */
     char **trusted_proxies;    /* HERALD_TRUSTED_PROXIES: ADDR or ADDR/BITS */
     size_t ntrusted_proxies;
+    char **cluster_secrets; /* HERALD_CLUSTER_SECRET: signs control messages */
+    size_t ncluster_secrets;
+    int ipv4_prefix; /* HERALD_IPV4_PREFIX: clients counted per /N, 32 */
+    int ipv6_prefix; /* HERALD_IPV6_PREFIX: clients counted per /N, 64 */
 
     /* Django Channels bridge (cluster mode; README "Using Herald from Django") */
     int django_channels;     /* HERALD_DJANGO_CHANNELS: 0 off, 1 pubsub, 2 redis */

@@ -272,6 +272,7 @@ static void loop_stop(hr_loop *loop)
     close_handle((uv_handle_t *)&loop->flush);
     close_handle((uv_handle_t *)&loop->sigterm);
     close_handle((uv_handle_t *)&loop->sigint);
+    close_handle((uv_handle_t *)&loop->reload);
     atomic_fetch_sub(&loop->node->loops_live, 1);
     if (loop->index == 0) {
         loop_home_maybe_finish(loop);
@@ -440,6 +441,9 @@ static int init_handles(hr_loop *loop)
     uv_check_start(&loop->flush, on_check);
     uv_unref((uv_handle_t *)&loop->flush); /* it must not keep a stopped loop alive */
     if (loop->index == 0) {
+        uv_timer_init(&loop->uv, &loop->reload);
+        loop->reload.data = loop->node;
+        uv_unref((uv_handle_t *)&loop->reload); /* it must not keep a stopped loop alive */
         uv_signal_init(&loop->uv, &loop->sigterm);
         uv_signal_init(&loop->uv, &loop->sigint);
         loop->sigterm.data = loop->sigint.data = loop;

@@ -241,6 +241,10 @@ void hr_metrics_render(hr_buf *b, hr_counters *const *c, size_t n, const chan_st
          cs->redis_pending_bytes},
         {"herald_redis_bad_messages_total", "counter",
          "Malformed pushes or control messages received from Redis and dropped.", cs->bad_messages},
+        {"herald_redis_control_rejected_total", "counter",
+         "Control messages dropped: not signed with the cluster secret, outside the time window, "
+         "or replayed.",
+         cs->control_rejected},
         {"herald_django_messages_total", "counter",
          "Django Channels group messages handed to local subscribers.", cs->django_received},
         {"herald_django_bad_messages_total", "counter",

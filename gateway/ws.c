@@ -375,13 +375,19 @@ static void conn_subscribe(hr_conn *c, const char *channel, const chan_pos *sinc
         hr_map_put(c->subs, channel, strlen(channel), s);
 }
 
+/* [{"offset","data","from"?}]: what a history read returns. Stored data
+ * may hold \u0000 (accepted everywhere, so delivered everywhere). */
 static json_t *pubs_json(const chan_pub *pubs, size_t n)
 {
     json_t *a = json_array();
     for (size_t i = 0; i < n; i++) {
-        json_t *d = json_loads(pubs[i].data, JSON_DECODE_ANY, NULL);
-        json_array_append_new(a, json_pack("{s:I, s:o}", "offset", (json_int_t)pubs[i].offset,
-                                           "data", d ? d : json_null()));
+        json_t *d = json_loads(pubs[i].data, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+        json_t *e = json_pack("{s:I, s:o}", "offset", (json_int_t)pubs[i].offset, "data",
+                              d ? d : json_null());
+        json_t *f = pubs[i].from ? json_loads(pubs[i].from, 0, NULL) : NULL;
+        if (f)
+            json_object_set_new(e, "from", f);
+        json_array_append_new(a, e);
     }
     return a;
 }
@@ -564,6 +570,14 @@ static void op_publish(hr_conn *c, const hr_cmd *cmd)
     }
     char *data = json_dumps(cmd->data, JSON_COMPACT | JSON_ENCODE_ANY);
     size_t len = strlen(data);
+    /* the server's word on who published, never the data's (SPEC §2) */
+    char client[160], *info;
+    conn_client(c, client, sizeof(client), &info);
+    json_t *fo = json_pack("{s:s, s:s, s:o}", "user", c->id.sub ? c->id.sub : "", "client", client,
+                           "info", c->id.info ? json_incref(c->id.info) : json_object());
+    char *from = json_dumps(fo, JSON_COMPACT);
+    json_decref(fo);
+    free(info);
     chan_opts o = hr_chan_opts(ns);
     HR_ADD1(&c->loop->stats.ns_publications[hr_ns_index(conn_cfg(c), ns)], 1);
     chan_layer *layer = c->loop->node->layer;
@@ -580,12 +594,15 @@ static void op_publish(hr_conn *c, const hr_cmd *cmd)
                           hr_strdup(client),
                           data,
                           len};
-        chan_publish(layer, c->loop->index, cmd->channel, &o, data, len, publish_done_django, p);
+        chan_publish(layer, c->loop->index, cmd->channel, &o, data, len, from, publish_done_django,
+                     p);
+        free(from);
         return; /* p owns data */
     }
-    chan_publish(layer, c->loop->index, cmd->channel, &o, data, len, publish_done,
+    chan_publish(layer, c->loop->index, cmd->channel, &o, data, len, from, publish_done,
                  cmd_ctx_new(c, cmd->id));
     free(data);
+    free(from);
 }
 
 /* Presence and history need the right to subscribe to the channel. */

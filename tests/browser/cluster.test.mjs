@@ -81,7 +81,9 @@ test("two browsers on two nodes: messages, join and presence cross nodes", bt(as
   const r = await alice.evaluate(() => window.h.publish("chat:x", { from: "alice" }));
   assert.equal(typeof r.offset, "number");
   await waitRec(bob, () => window.rec.messages["chat:x"]?.length === 1);
-  assert.deepEqual((await rec(bob)).messages["chat:x"][0], [{ from: "alice" }, { channel: "chat:x", offset: r.offset }]);
+  // ctx.from: the server's word on who published ({from: "alice"} in the data is just data)
+  const ctxFrom = { user: "alice", client: (await alice.evaluate(() => window.h.client)), info: {} };
+  assert.deepEqual((await rec(bob)).messages["chat:x"][0], [{ from: "alice" }, { channel: "chat:x", offset: r.offset, from: ctxFrom }]);
 }));
 
 test("the client's node restarts: the gap is closed from Redis (recovered true)", bt(async (t, { open }) => {

@@ -64,6 +64,7 @@ test("the README's chat page: connect, presence, join, send, receive, history af
   await waitLine(alice, "bob: hello alice");
   await waitLine(bob, "bob: hello alice");
   assert.equal(await bob.inputValue("#text"), "");
+  // a backend's publication: no ctx.from, the page names it from its data
   assert.equal((await hd.publish("chat:lobby", { from: "bot", text: "hi" })).status, 200);
   await waitLine(alice, "bot: hi");
   await bob.reload();

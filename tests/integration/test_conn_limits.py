@@ -85,6 +85,74 @@ def test_forwarded_for_only_from_trusted_proxies():
         assert upgrade(h, sub="f")[1] == 101
 
 
+def xff_status(h, sub, xff):
+    return upgrade(h, sub=sub, headers={"X-Forwarded-For": xff})[1]
+
+
+def test_forwarded_for_read_whole_and_never_unlimited():
+    """Behind a trusted proxy the header is read whole (a long chain was
+    copied into 1 KiB, failed, and the request counted as the proxy's own:
+    no limit), entries a proxy writes with a port or padded with tabs name
+    their client, and an entry that does not parse counts as the proxy's
+    peer address - never as "no limit"."""
+    env = {"HERALD_MAX_CONNS_PER_ADDRESS": "1", "HERALD_HANDSHAKE_RATE": "0",
+           "HERALD_TRUSTED_PROXIES": "127.0.0.0/8"}
+    with Herald(env=env) as h:
+        spoofed = ", ".join("10.%d.%d.%d" % (i // 65536, i // 256 % 256, i % 256) for i in range(150))
+        assert len(spoofed) > 1024
+        assert xff_status(h, "a", spoofed + ", 198.51.100.1") == 101
+        assert xff_status(h, "b", spoofed + ", 198.51.100.1") == 429
+        assert xff_status(h, "c", "198.51.100.1") == 429
+        # IPv4:port and [IPv6]:port, tabs: the same client as without them
+        assert xff_status(h, "d", "198.51.100.2:1000") == 101
+        assert xff_status(h, "e", "198.51.100.2:2000") == 429
+        assert xff_status(h, "f", "\t198.51.100.2\t") == 429
+        assert xff_status(h, "g", "[2001:db8:7::1]:443") == 101
+        assert xff_status(h, "h", "2001:db8:7::1") == 429
+        # garbage and an empty last entry: the proxy's address (127.0.0.1),
+        # which then holds its one place
+        assert xff_status(h, "i", "not-an-address") == 101
+        assert xff_status(h, "j", "198.51.100.3, unknown") == 429
+        assert xff_status(h, "k", "198.51.100.3,") == 429
+        assert xff_status(h, "l", "198.51.100.3:99999") == 429
+        # an address of its own still gets in
+        assert xff_status(h, "m", "198.51.100.3") == 101
+
+
+def test_ipv6_counted_per_prefix_and_mapped_ipv4_as_ipv4():
+    env = {"HERALD_MAX_CONNS_PER_ADDRESS": "1", "HERALD_HANDSHAKE_RATE": "0",
+           "HERALD_TRUSTED_PROXIES": "127.0.0.1"}
+    with Herald(env=env) as h:
+        # one IPv6 client holds a /64: its addresses count together
+        assert xff_status(h, "a", "2001:db8:1:2::1") == 101
+        assert xff_status(h, "b", "2001:db8:1:2:ffff:ffff:ffff:fffe") == 429
+        assert xff_status(h, "c", "2001:db8:1:3::1") == 101
+        # IPv4-mapped IPv6 is the IPv4 address
+        assert xff_status(h, "d", "::ffff:198.51.100.20") == 101
+        assert xff_status(h, "e", "198.51.100.20") == 429
+    # the prefix lengths are configurable
+    env.update({"HERALD_IPV6_PREFIX": "128", "HERALD_IPV4_PREFIX": "24"})
+    with Herald(env=env) as h:
+        assert xff_status(h, "a", "2001:db8:1:2::1") == 101
+        assert xff_status(h, "b", "2001:db8:1:2::2") == 101
+        assert xff_status(h, "c", "198.51.100.1") == 101
+        assert xff_status(h, "d", "198.51.100.200") == 429
+        assert xff_status(h, "e", "198.51.101.1") == 101
+
+
+def test_prefix_lengths_validated_at_start():
+    for var, bad in (("HERALD_IPV6_PREFIX", "129"), ("HERALD_IPV6_PREFIX", "8"),
+                     ("HERALD_IPV4_PREFIX", "33"), ("HERALD_IPV4_PREFIX", "x")):
+        h = Herald(env={var: bad})
+        p = h.run(["serve"], timeout=10)
+        h.discard()
+        assert p.returncode != 0 and var.encode() in p.stderr, (var, bad, p.stderr)
+    h = Herald()
+    p = h.run(["--help"], timeout=10)
+    h.discard()
+    assert b"--ipv6-prefix" in p.stdout and b"--ipv4-prefix" in p.stdout, p.stdout[-500:]
+
+
 def test_defaults_apply():
     """Without configuration the limits are on (the harness turns the
     per-address ones off for the other tests)."""

@@ -373,6 +373,13 @@ def test_malformed_messages_are_dropped_and_counted():
             async_to_sync(L.group_send)("news", {"type": "ok"})
             assert messages(w, 1)[0]["data"] == {"type": "ok"}
             assert "dropped a message" in a.log()
+            # keys that become one JSON key (1 and "1"): refused like
+            # duplicate keys everywhere else in Herald, not passed on as
+            # JSON with a key twice
+            async_to_sync(L.group_send)("news", {"type": "dup", 1: "int", "1": "str"})
+            async_to_sync(L.group_send)("news", {"type": "ok2", "n": {None: 1, "x": 2}})
+            assert messages(w, 1)[0]["data"] == {"type": "ok2", "n": {"null": 1, "x": 2}}
+            assert django_metrics(a)["herald_django_bad_messages_total"] == expected + 1
 
 
 def test_redis_restart():

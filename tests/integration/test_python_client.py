@@ -29,6 +29,7 @@ CONFIG = {"namespaces": {
     "chat": {"subscribe": "authenticated", "publish": "subscribers", "presence": True},
     "feed": {"subscribe": "authenticated", "publish": "none", "history_size": 10,
              "history_ttl": 300},
+    "talk": {"subscribe": "authenticated", "publish": "authenticated", "history_size": 10},
 }}
 
 
@@ -57,6 +58,13 @@ def test_sync_client():
         assert [p["data"] for p in hist["publications"]] == [3] and hist["offset"] == 2, hist
         assert [p["offset"] for p in c.history("feed:x", since=1, epoch=hist["epoch"])
                 ["publications"]] == [2]
+        # who published: "from" for a client's publication, none for a backend's
+        w2 = h.client("carol", token=h.jwt(sub="carol", info={"name": "Carol"}))
+        assert_result(w2.cmd("publish", channel="talk:t", data="by carol"))
+        c.publish("talk:t", "by the backend")
+        pubs = c.history("talk:t")["publications"]
+        assert [p.get("from") for p in pubs] == [
+            {"user": "carol", "client": w2.hello["client"], "info": {"name": "Carol"}}, None], pubs
         # members, presence
         assert c.add_member("chat:lobby", "alice") is None
         assert w.recv_push("subscribed")["channel"] == "chat:lobby"

@@ -2,6 +2,9 @@
 errors, status codes, health endpoints and Prometheus metrics."""
 
 import json
+import re
+import socket
+import time
 
 from harness import Herald, assert_problem, parse_metrics, run_tests, wait_until
 
@@ -226,6 +229,55 @@ def test_metrics_follow_traffic():
         wait_until(lambda: h.metrics()["herald_connections"] == m0["herald_connections"],
                    what="herald_connections back down")
         assert h.metrics()["herald_subscriptions"] == m0["herald_subscriptions"]
+
+
+#---- Connection: close -------------------------------------------------------
+
+def request_then_eof(port, method, path, body=b"", headers=None, timeout=10.0):
+    """Sends one HTTP/1.1 request with Connection: close on a raw socket and
+    reads until the server closes the connection. Returns the status code;
+    fails when the connection is still open `timeout` seconds later (the
+    answer alone is not enough: the client waits for the close)."""
+    head = ["%s %s HTTP/1.1" % (method, path), "Host: 127.0.0.1:%d" % port,
+            "Connection: close", "Content-Length: %d" % len(body)]
+    head += ["%s: %s" % kv for kv in (headers or {}).items()]
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        buf, deadline = b"", time.monotonic() + timeout
+        while True:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                raise AssertionError("%s %s with Connection: close: answered %r but the "
+                                     "connection is still open after %.0fs"
+                                     % (method, path, buf[:60], timeout))
+            if not chunk:
+                break
+            buf += chunk
+    finally:
+        s.close()
+    status = re.match(rb"HTTP/1\.1 (\d{3})", buf)
+    assert status, "no HTTP answer before the close: %r" % buf[:200]
+    return int(status.group(1))
+
+
+def test_connection_close_honoured_after_a_worker_answers():
+    """Register and login are answered by an auth worker (Argon2id), after
+    the request's callback has returned: Connection: close must still close
+    the connection right after the answer."""
+    with Herald() as h:
+        body = json.dumps({"username": "cc-user", "password": "a long password 1"}).encode()
+        st = request_then_eof(h.port, "POST", "/api/v1/users", body,
+                              {"Content-Type": "application/json", "X-API-Key": h.api_key})
+        assert st == 201, st
+        form = b"grant_type=password&username=cc-user&password=a+long+password+1"
+        st = request_then_eof(h.port, "POST", "/api/v1/auth/token", form,
+                              {"Content-Type": "application/x-www-form-urlencoded"})
+        assert st == 200, st
+        # and an answer given inside the callback, as before
+        assert request_then_eof(h.port, "GET", "/healthz") == 200
 
 
 if __name__ == "__main__":

@@ -507,6 +507,8 @@ async def _interop(h, user_tok, pub_tok):
         reply = json.loads(await asyncio.wait_for(pub.recv(), 5))
         assert reply == {"id": 1, "result": {}}, reply
         msg = json.loads(await asyncio.wait_for(user.recv(), 5))
+        # a client's publication: the server says who sent it
+        assert msg.pop("from", {}).get("user") == "svc", msg
         assert msg == {"push": "message", "channel": "lib", "data": {"via": "websockets"}}, msg
         pong = await user.ping(b"lib-ping")
         await asyncio.wait_for(pong, 5)

@@ -137,7 +137,7 @@ static void on_done(void *ud, int status, uint64_t offset, int local_only)
 static void pub(chan_layer *l, unsigned thread, const char *channel, const char *data,
                 chan_publish_cb cb)
 {
-    chan_publish(l, thread, channel, &plain, data, strlen(data), cb, NULL);
+    chan_publish(l, thread, channel, &plain, data, strlen(data), NULL, cb, NULL);
 }
 
 static void test_fanout_shares_one_buffer(void)
@@ -236,11 +236,11 @@ static void t_close(chan_layer *l, const char *ch)
 }
 
 static void t_publish(chan_layer *l, unsigned thread, const char *ch, const chan_opts *o,
-                      const char *data, size_t len, chan_publish_cb cb, void *ud)
+                      const char *data, size_t len, const char *from, chan_publish_cb cb, void *ud)
 {
     (void)thread;
     (void)o;
-    chan_msg *m = chan_msg_publication(ch, data, len, 0);
+    chan_msg *m = chan_msg_publication(ch, data, len, 0, from);
     chan_dispatch(l, m);
     chan_msg_unref(m);
     if (cb)
@@ -347,7 +347,7 @@ static void *publisher(void *arg)
     char data[16];
     for (int i = 0; i < PER_PUBLISHER; i++) {
         int n = snprintf(data, sizeof(data), "%d", (int)a->thread * PER_PUBLISHER + i);
-        chan_publish(a->l, a->thread, "o", &plain, data, (size_t)n, NULL, NULL);
+        chan_publish(a->l, a->thread, "o", &plain, data, (size_t)n, NULL, NULL, NULL);
     }
     return NULL;
 }
@@ -543,7 +543,7 @@ static void test_local_history_and_recovery(void)
     for (int i = 1; i <= 5; i++) {
         char d[8];
         snprintf(d, sizeof(d), "%d", i * 10);
-        chan_publish(l, 0, "hist", &o, d, strlen(d), on_done, NULL);
+        chan_publish(l, 0, "hist", &o, d, strlen(d), NULL, on_done, NULL);
         CHECK(done_status == 0 && done_offset == (uint64_t)i);
     }
     /* a subscriber without since learns the top and the epoch */
@@ -621,7 +621,7 @@ static void test_local_presence_join_leave(void)
 static void test_recovered_rule(void)
 {
     chan_pos since = {2, "e1"}, top = {4, "e1"};
-    chan_pub full[] = {{3, "a"}, {4, "b"}}, hole[] = {{4, "b"}};
+    chan_pub full[] = {{3, "a", NULL}, {4, "b", NULL}}, hole[] = {{4, "b", NULL}};
     CHECK(chan_recovered(&since, &top, full, 2));
     CHECK(!chan_recovered(&since, &top, hole, 1));
     CHECK(!chan_recovered(&since, &top, NULL, 0));
