@@ -591,12 +591,11 @@ static int flag_next(int argc, char **argv, int *i, const opt_def **o, const cha
     size_t len = eq ? (size_t)(eq - name) : strlen(name);
     if (!(*o = opt_by_flag(name, len)))
         return say(err, errlen, "unknown option --%.*s (see --help)", (int)len, name);
+    int b;
     if (eq)
         *val = eq + 1;
-    else if ((*o)->type == OPT_BOOL) {
-        int b;
+    else if ((*o)->type == OPT_BOOL)
         *val = *i + 1 < argc && parse_bool(argv[*i + 1], &b, NULL, 0) == 0 ? argv[++*i] : "true";
-    }
     else if (*i + 1 < argc && strncmp(argv[*i + 1], "--", 2))
         *val = argv[++*i];
     else
