@@ -74,7 +74,7 @@ typedef struct hr_config {
     char **trusted_proxies;    /* HERALD_TRUSTED_PROXIES: ADDR or ADDR/BITS */
     size_t ntrusted_proxies;
 
-    /* Django Channels bridge (cluster mode; README "Using Herald from Django") */
+    /* Django Channels bridge (cluster mode; docs/integrations/django.md) */
     int django_channels;     /* HERALD_DJANGO_CHANNELS: 0 off, 1 pubsub, 2 redis */
     char *django_prefix;     /* HERALD_DJANGO_CHANNELS_PREFIX, "asgi" */
     int django_group_expiry; /* HERALD_DJANGO_CHANNELS_GROUP_EXPIRY seconds, 86400 */
