@@ -51,6 +51,22 @@ def test_tail_prints_each_message():
         assert tail.wait(10) == 0 and b"1001" in tail.stderr.read()
 
 
+def test_tail_says_when_it_is_subscribed():
+    """On stderr, once the subscribe reply arrived: what a script waits for
+    before it publishes (docs/operations.md does)."""
+    with Herald() as h:
+        tail = subprocess.Popen([h.bin, "tail", "news"], env=h.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        try:
+            assert tail.stderr.readline() == b"herald tail: subscribed to news\n"
+            assert h.metrics()["herald_subscriptions"] == 1
+            h.publish("news", 1)
+            assert tail.stdout.readline() == b'{"push":"message","channel":"news","data":1}\n'
+        finally:
+            tail.terminate()
+            tail.wait(5)
+
+
 def test_check_config():
     h = Herald()
     good = os.path.join(h.dir, "good.json")
