@@ -44,7 +44,9 @@ The one change made to a block's text: every port after 127.0.0.1: or
 localhost: (and after --port) is replaced by a free port, the same number by
 the same port in one block, and HERALD_LISTEN is set to the port that 8080
 became - so blocks that say 8080 never collide with anything else on a busy
-machine. Exit status 1 when any block failed.
+machine. Blocks get the environment of the test without its HERALD_* and
+PYTHON* variables, and the PATH of a fresh Debian 12 root shell. Exit status
+1 when any block failed.
 """
 
 import os
@@ -60,7 +62,12 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.normpath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
-from harness import Redis, free_port, herald_bin  # noqa: E402
+from harness import Redis, free_port  # noqa: E402
+
+
+def herald_bin():
+    """The binary under test (CTest sets HERALD_BIN), else this checkout's."""
+    return os.environ.get("HERALD_BIN") or os.path.join(REPO, "build", "herald")
 
 RUN_LANGS = {"sh": "sh", "bash": "sh", "shell": "sh", "python": "python", "py": "python"}
 SECRET = "dev-secret-dev-secret-dev-secret-32"
@@ -285,9 +292,15 @@ def output_matches(expected, actual):
     return None
 
 
+# A fresh Debian 12 root shell's PATH: a machine's own additions (pyenv's
+# python3, say) are not what a reader of the docs has.
+DEBIAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 def base_env(ports):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
-    env.pop("PYTHONPATH", None)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HERALD_", "PYTHON", "VIRTUAL_ENV", "PYENV"))}
+    env["PATH"] = DEBIAN_PATH
     env["HERALD_LISTEN"] = "127.0.0.1:%d" % ports.setdefault(8080, free_port())
     return env
 
