@@ -18,8 +18,8 @@ BUILD_PKGS=(build-essential cmake pkg-config libwebsockets-dev libuv1-dev libjan
             libhiredis-dev libssl-dev libargon2-dev libsqlite3-dev libmsgpack-dev libicu-dev)
 # python3-channels-redis, -django-channels, -msgpack: the Django Channels
 # bridge is tested against the real, unmodified channels_redis; python3-jwt,
-# -cryptography, -pip, -setuptools, -wheel: the Python client's tokens and
-# its `pip install`; python3-fastapi, -uvicorn, -multipart (FastAPI's form
+# -cryptography, -pip, -setuptools, -wheel, -venv: the Python client's tokens
+# and its `pip install` (into a virtualenv, as docs/clients/python.md says); python3-fastapi, -uvicorn, -multipart (FastAPI's form
 # parsing, for OAuth2 password login): examples/fastapi; python3-jsonschema:
 # every REST answer in the integration tests is checked against
 # docs/openapi.json's schemas; prometheus (and its promtool): the Grafana
@@ -28,7 +28,7 @@ TEST_PKGS=(redis-server openssl curl python3 python3-websockets python3-requests
            python3-jsonschema prometheus
            nginx docker-compose python3-yaml chromium python3-channels-redis
            python3-django-channels python3-msgpack python3-jwt python3-cryptography python3-pip
-           python3-setuptools python3-wheel python3-fastapi python3-uvicorn python3-multipart)
+           python3-setuptools python3-wheel python3-venv python3-fastapi python3-uvicorn python3-multipart)
 # What README's "Try it" uses besides Herald: curl, and python3-websockets for
 # its WebSocket client (`run` installs them).
 TRY_PKGS=(curl python3 python3-websockets)

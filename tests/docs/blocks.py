@@ -29,6 +29,8 @@ comments may sit between) say how it runs:
                                environment); the block starts once /readyz
                                answers 200
       redis                    a redis-server on the block's port 6379
+      python PATH              run this Python block with PATH (in the clone,
+                               e.g. .venv/bin/python that a block before made)
       serves PORT              the block is a server that does not end: it
                                passes once http://127.0.0.1:PORT/readyz
                                answers 200, and is then stopped
@@ -40,8 +42,8 @@ comments may sit between) say how it runs:
                                any order (background clients race), where
                                "..." inside a line matches anything
 
-The one change made to a block's text: every port after 127.0.0.1: or
-localhost: (and after --port) is replaced by a free port, the same number by
+The one change made to a block's text (and its run: marker): every port after
+127.0.0.1: or localhost: (and after --port) is replaced by a free port, the same number by
 the same port in one block, and HERALD_LISTEN is set to the port that 8080
 became - so blocks that say 8080 never collide with anything else on a busy
 machine. Blocks get the environment of the test without its HERALD_* and
@@ -214,12 +216,15 @@ class Setup:
     def __init__(self, clone, spec, ports, env, logdir):
         self.clone, self.ports, self.env, self.logdir = clone, ports, env, logdir
         self.procs, self.redis, self.timeout, self.serves = [], None, DEFAULT_TIMEOUT, None
+        self.python = "/usr/bin/python3"
         self.items = [s.split() for s in spec.split(";") if s.strip()]
         for item in self.items:
             if item[0] == "timeout":
                 self.timeout = int(item[1])
             elif item[0] == "serves":
                 self.serves = int(item[1])
+            elif item[0] == "python":
+                self.python = os.path.join(clone, item[1])
             elif item[0] not in ("build", "herald", "redis"):
                 raise ValueError("unknown setup %r" % item[0])
 
@@ -309,11 +314,11 @@ def run_block(b, clone, work, n):
     ports = {}
     text = map_ports(b.text, ports)
     env = base_env(ports)
-    setup = Setup(clone, b.marker("run") or "", ports, env, work)
+    setup = Setup(clone, map_ports(b.marker("run") or "", ports), ports, env, work)
     script = os.path.join(work, "block%d.%s" % (n, "py" if RUN_LANGS[b.lang] == "python" else "sh"))
     with open(script, "w") as f:
         f.write(text)
-    argv = ["/usr/bin/python3", script] if RUN_LANGS[b.lang] == "python" else \
+    argv = [setup.python, script] if RUN_LANGS[b.lang] == "python" else \
         ["bash", "-e", "-o", "pipefail", script]
     out_path, err_path = script + ".out", script + ".err"
     try:
