@@ -155,6 +155,28 @@ def test_order_kept_when_herald_is_down():
         assert r.json()["order"]["id"] == 1
 
 
+def test_finds_debians_python_when_the_first_python3_lacks_fastapi():
+    """A python3 first on PATH without FastAPI (pyenv's, a virtualenv's: here
+    Debian's without its site-packages) and no PYTHON: run.sh uses Debian's
+    /usr/bin/python3, where apt-get installed FastAPI, instead of dying
+    "python3 lacks FastAPI"."""
+    shim = tempfile.mkdtemp(prefix="herald-python-shim-")
+    with open(os.path.join(shim, "python3"), "w") as f:
+        f.write("#!/bin/sh\nexec /usr/bin/python3 -S \"$@\"\n")
+    os.chmod(os.path.join(shim, "python3"), 0o755)
+    try:
+        env = {"PYTHON": "", "PATH": shim + ":" + os.environ.get("PATH", "/usr/bin:/bin"),
+               "HERALD_URL": "http://127.0.0.1:%d" % free_port(),
+               "HERALD_JWT_SECRET": "s" * 40, "HERALD_API_KEY": "k"}
+        assert subprocess.run([os.path.join(shim, "python3"), "-c", "import fastapi"],
+                              capture_output=True).returncode != 0, "the shim sees FastAPI"
+        with Example("fastapi", ports=("APP_PORT",), env=env) as ex:
+            ex.wait_http(ex.url("APP_PORT", "/healthz"))
+            assert "lacks FastAPI" not in ex.output(), ex.output()
+    finally:
+        shutil.rmtree(shim, ignore_errors=True)
+
+
 def readme_ten_lines():
     """The first python block of docs/integrations/fastapi.md."""
     with open(os.path.join(REPO, "docs", "integrations", "fastapi.md")) as f:
