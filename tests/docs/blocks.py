@@ -154,7 +154,7 @@ def git(*args, cwd=REPO):
 def fresh_clone(dest):
     """A clone of this checkout with its uncommitted changes (tracked and
     untracked-not-ignored files), as it would be once committed."""
-    git("clone", "--quiet", "--no-hardlinks", REPO, dest, cwd=None)
+    git("clone", "--quiet", REPO, dest, cwd=None)
     entries = iter(git("status", "--porcelain", "-z", "--untracked-files=all").split("\0"))
     for entry in entries:
         if not entry:
@@ -368,8 +368,13 @@ def main(argv):
                                         b.marker("run") or b.marker("illustrative") or ""))
         return 0
     failed = [(b.where(rel), why) for b, why in errors]
-    if not any(b.lang in RUN_LANGS or b.marker("save") for b in blocks):
-        print("%s: no shell or Python block" % rel)
+    if not any((b in runnable and b.marker("illustrative") is None) or b.marker("save")
+               for b in blocks):
+        for b in runnable:
+            print("-- %s: illustrative (%s)" % (b.where(rel), b.marker("illustrative")))
+        print("%s: nothing to run (%d illustrative block(s))" % (rel, len(runnable)))
+        for where, why in failed:
+            print("FAILED %s: %s" % (where, why))
         return 1 if failed else 0
     top = tempfile.mkdtemp(prefix="herald-docs-")
     clone = fresh_clone(os.path.join(top, "herald"))
