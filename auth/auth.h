@@ -140,9 +140,11 @@ typedef struct auth_namespace {
     auth_rule publish;
     int presence;
     int join_leave;
-    int history_size; /* 0 = no history */
-    int history_ttl;  /* seconds */
+    int history_size;     /* 0 = no history */
+    int history_ttl;      /* seconds */
     char *django_channel; /* Django Channels channel given every client publication, or NULL */
+    int subscribe_proxy;  /* the subscribe proxy decides after the rules (SPEC §8) */
+    int publish_proxy;    /* the publish proxy decides (and may replace data) after the rules */
 } auth_namespace;
 
 /* Parses "anonymous" | "authenticated" | "subscribers" | "role:<r>" | "none".

@@ -11,6 +11,7 @@
  */
 #include "config.h"
 #include "common/common.h"
+#include "proxy.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -84,6 +85,18 @@ static int check_jwt_alg(const char *val, char *why, size_t whylen);
 static int check_node_id(const char *val, char *why, size_t whylen);
 static int check_dir(const char *val, char *why, size_t whylen);
 static int check_swagger_ui(const char *val, char *why, size_t whylen);
+static int check_url(const char *val, char *why, size_t whylen);
+static int check_rpc_method(const char *val, char *why, size_t whylen);
+static int check_proxy_header(const char *val, char *why, size_t whylen);
+static int check_header_value(const char *val, char *why, size_t whylen);
+static int check_file(const char *val, char *why, size_t whylen);
+static int check_django_channel(const char *val, char *why, size_t whylen);
+
+/* = hr_config.proxy_connect_first */
+static const char *const proxy_precedences[] = {"jwt", "proxy", NULL};
+/* SPEC §8's default HERALD_PROXY_HEADERS */
+#define PROXY_HEADERS_DEFAULT                                                                      \
+    "Cookie,Authorization,User-Agent,X-Forwarded-For,Origin,Accept-Language"
 
 #define F(field) offsetof(hr_config, field)
 #define TEN_YEARS 315360000ULL
@@ -214,6 +227,55 @@ static const opt_def opt_table[] = {
     {"django_channels_encrypted", "HERALD_DJANGO_CHANNELS_ENCRYPTED", "django-channels-encrypted",
      NULL, OPT_BOOL, F(django_encrypted), 0, 0, 0, NULL, NULL, "false",
      "the layer has symmetric_encryption_keys: refused (not supported)"},
+    {"proxy_connect_url", "HERALD_PROXY_CONNECT_URL", "proxy-connect-url", "URL", OPT_NSTR,
+     F(proxy_connect_url), 0, 0, 0, NULL, check_url, "unset",
+     "connect proxy: the backend authenticates connections (cookies)"},
+    {"proxy_connect_precedence", "HERALD_PROXY_CONNECT_PRECEDENCE", "proxy-connect-precedence",
+     "WHO", OPT_CHOICE, F(proxy_connect_first), 0, 0, 0, proxy_precedences, NULL, "jwt",
+     "jwt: a JWT, when present, is checked, not the proxy; proxy: the proxy decides all"},
+    {"proxy_refresh_url", "HERALD_PROXY_REFRESH_URL", "proxy-refresh-url", "URL", OPT_NSTR,
+     F(proxy_refresh_url), 0, 0, 0, NULL, check_url, "unset",
+     "refresh proxy: extends proxy-authenticated connections"},
+    {"proxy_subscribe_url", "HERALD_PROXY_SUBSCRIBE_URL", "proxy-subscribe-url", "URL", OPT_NSTR,
+     F(proxy_subscribe_url), 0, 0, 0, NULL, check_url, "unset",
+     "subscribe proxy, for namespaces with \"subscribe_proxy\": true"},
+    {"proxy_publish_url", "HERALD_PROXY_PUBLISH_URL", "proxy-publish-url", "URL", OPT_NSTR,
+     F(proxy_publish_url), 0, 0, 0, NULL, check_url, "unset",
+     "publish proxy, for namespaces with \"publish_proxy\": true"},
+    {"proxy_rpc_url", "HERALD_PROXY_RPC_URL", "proxy-rpc-url", "URL", OPT_NSTR, F(proxy_rpc_url), 0,
+     0, 0, NULL, check_url, "unset", "RPC proxy: the backend answers the rpc op"},
+    {"proxy_rpc_methods", "HERALD_PROXY_RPC_METHODS", "proxy-rpc-methods", "PREFIX=URL[,...]",
+     OPT_LIST, F(proxy_rpc_methods), F(nproxy_rpc_methods), 0, 0, NULL, check_rpc_method, "none",
+     "RPC methods starting with PREFIX go to URL (file: an object)"},
+    {"proxy_headers", "HERALD_PROXY_HEADERS", "proxy-headers", "NAME[,...]", OPT_LIST,
+     F(proxy_headers), F(nproxy_headers), 0, 0, NULL, check_proxy_header, PROXY_HEADERS_DEFAULT,
+     "client request headers forwarded to the proxies (\"\" = none)"},
+    {"proxy_key", "HERALD_PROXY_KEY", "proxy-key", "KEY", OPT_NSTR, F(proxy_key), 0, 0, 0, NULL,
+     check_header_value, "unset", "sent to the backend as X-Herald-Proxy-Key"},
+    {"proxy_timeout", "HERALD_PROXY_TIMEOUT", "proxy-timeout", "SECONDS", OPT_INT, F(proxy_timeout),
+     0, 1, 600, NULL, NULL, "5", "a proxy call not answered in time is unavailable for the client"},
+    {"proxy_max_inflight", "HERALD_PROXY_MAX_INFLIGHT", "proxy-max-inflight", "N", OPT_INT,
+     F(proxy_max_inflight), 0, 1, 65536, NULL, NULL, "256",
+     "proxy calls in flight (and backend connections) per node"},
+    {"proxy_max_queue", "HERALD_PROXY_MAX_QUEUE", "proxy-max-queue", "N", OPT_INT,
+     F(proxy_max_queue), 0, 0, 1048576, NULL, NULL, "4096",
+     "proxy calls waiting per loop thread; over it: unavailable"},
+    {"proxy_max_response", "HERALD_PROXY_MAX_RESPONSE", "proxy-max-response", "BYTES", OPT_SIZE,
+     F(proxy_max_response), 0, 64, ONE_GIB, NULL, NULL, "262144",
+     "largest backend answer (bigger: unavailable)"},
+    {"proxy_ca_file", "HERALD_PROXY_CA_FILE", "proxy-ca-file", "FILE", OPT_NSTR, F(proxy_ca_file),
+     0, 0, 0, NULL, check_file, "the system's CA store",
+     "PEM CA certificates to verify https:// backends with"},
+    {"events_django_channel", "HERALD_EVENTS_DJANGO_CHANNEL", "events-django-channel", "NAME",
+     OPT_NSTR, F(events_django_channel), 0, 0, 0, NULL, check_django_channel, "unset",
+     "send lifecycle events (herald.connect, ...) to this Channels channel"},
+    {"events_webhook_url", "HERALD_EVENTS_WEBHOOK_URL", "events-webhook-url", "URL", OPT_NSTR,
+     F(events_webhook_url), 0, 0, 0, NULL, check_url, "unset",
+     "POST lifecycle events in batches ({\"events\":[...]}) to this URL"},
+    {"events_batch", "HERALD_EVENTS_BATCH", "events-batch", "N", OPT_INT, F(events_batch), 0, 1,
+     10000, NULL, NULL, "100", "most events per webhook request (sent at least every second)"},
+    {"events_queue", "HERALD_EVENTS_QUEUE", "events-queue", "N", OPT_INT, F(events_queue), 0, 1,
+     10000000, NULL, NULL, "10000", "events waiting per destination; more are dropped and counted"},
 };
 
 #define NOPTS (sizeof(opt_table) / sizeof(opt_table[0]))
@@ -372,6 +434,83 @@ static int check_swagger_ui(const char *val, char *why, size_t whylen)
     return 0;
 }
 
+/* Backend URLs: http:// or https://, a host, nothing curl would have to
+ * guess about (spaces, control characters). Echoing is fine: unlike Redis
+ * URLs these carry no password by design (use HERALD_PROXY_KEY). */
+static int check_url(const char *val, char *why, size_t whylen)
+{
+    size_t n = !strncasecmp(val, "http://", 7) ? 7 : !strncasecmp(val, "https://", 8) ? 8 : 0;
+    int ok = n && val[n] && val[n] != '/' && val[n] != ':' && strlen(val) <= 2048;
+    for (const unsigned char *p = (const unsigned char *)val; ok && *p; p++)
+        ok = *p > 0x20 && *p != 0x7f;
+    if (!ok)
+        return say(why, whylen, "expected an http:// or https:// URL with a host, got \"%s\"", val);
+    return 0;
+}
+
+/* RPC method names (and prefixes): what a client may send as "method". */
+static int method_ok(const char *s, size_t len)
+{
+    if (!len || len > 255)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || strchr("_.:/-", s[i])))
+            return 0;
+    return 1;
+}
+
+/* One proxy_rpc_methods entry: PREFIX=URL. */
+static int check_rpc_method(const char *val, char *why, size_t whylen)
+{
+    const char *eq = strchr(val, '=');
+    if (!eq || !method_ok(val, (size_t)(eq - val)))
+        return say(why, whylen,
+                   "expected PREFIX=URL with a method prefix of 1 to 255 of [A-Za-z0-9_.:/-], "
+                   "got \"%s\"",
+                   val);
+    return check_url(eq + 1, why, whylen);
+}
+
+/* One HERALD_PROXY_HEADERS name. */
+static int check_proxy_header(const char *val, char *why, size_t whylen)
+{
+    if (!hr_proxy_header_allowed(val))
+        return say(why, whylen,
+                   "\"%s\" cannot be forwarded (not a header name, or one the HTTP client "
+                   "sets itself)",
+                   val);
+    return 0;
+}
+
+/* Something sent as a header value: no control characters. Not echoed. */
+static int check_header_value(const char *val, char *why, size_t whylen)
+{
+    for (const unsigned char *p = (const unsigned char *)val; *p; p++)
+        if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+            return say(why, whylen, "must not contain control characters");
+    return 0;
+}
+
+/* A readable regular file, so a typo fails at start, not on the first call. */
+static int check_file(const char *val, char *why, size_t whylen)
+{
+    struct stat st;
+    if (stat(val, &st) < 0 || !S_ISREG(st.st_mode) || access(val, R_OK) < 0)
+        return say(why, whylen, "\"%s\" is not a readable file", val);
+    return 0;
+}
+
+static int django_channel_ok(const char *s);
+
+static int check_django_channel(const char *val, char *why, size_t whylen)
+{
+    if (!django_channel_ok(val))
+        return say(why, whylen,
+                   "expected a Django Channels channel name (1 to 99 of A-Z a-z 0-9 _ . -)");
+    return 0;
+}
+
 /*---- String lists ----------------------------------------------------------*/
 
 typedef struct str_list {
@@ -449,6 +588,18 @@ static int set_str(char **slot, const char *val, char *why, size_t whylen)
     return 0;
 }
 
+/* Runs the option's check on every item of l; frees l on a refusal. */
+static int list_check(const opt_def *o, str_list *l, char *why, size_t whylen)
+{
+    for (size_t i = 0; o->check && i < l->n; i++)
+        if (o->check(l->v[i], why, whylen) < 0) {
+            list_free(l->v, l->n);
+            *l = (str_list){0};
+            return -1;
+        }
+    return 0;
+}
+
 /* Comma-separated text replaces the whole list (no merging across sources). */
 static int apply_list(hr_config *cfg, const opt_def *o, const char *val, char *why, size_t whylen)
 {
@@ -457,6 +608,8 @@ static int apply_list(hr_config *cfg, const opt_def *o, const char *val, char *w
         list_free(l.v, l.n);
         return say(why, whylen, "out of memory");
     }
+    if (list_check(o, &l, why, whylen) < 0)
+        return -1;
     list_install(cfg, o, &l);
     return 0;
 }
@@ -513,7 +666,10 @@ static int apply_number(hr_config *cfg, const opt_def *o, const char *val, char 
  * (the caller adds where it came from). */
 static int opt_apply(hr_config *cfg, const opt_def *o, const char *val, char *why, size_t whylen)
 {
-    if (o->check && o->check(val, why, whylen) < 0)
+    /* a list's check applies to each item (list_check); "" unsets a
+     * nullable string whatever its check would say */
+    if (o->check && o->type != OPT_LIST && !(o->type == OPT_NSTR && !*val) &&
+        o->check(val, why, whylen) < 0)
         return -1;
     switch (o->type) {
     case OPT_STR:
@@ -653,6 +809,8 @@ static const ns_def ns_table[] = {
     {"history_size", NS_COUNT, offsetof(auth_namespace, history_size)},
     {"history_ttl", NS_COUNT, offsetof(auth_namespace, history_ttl)},
     {"django_channel", NS_DJANGO, offsetof(auth_namespace, django_channel)},
+    {"subscribe_proxy", NS_BOOL, offsetof(auth_namespace, subscribe_proxy)},
+    {"publish_proxy", NS_BOOL, offsetof(auth_namespace, publish_proxy)},
 };
 
 #define NNS_KEYS (sizeof(ns_table) / sizeof(ns_table[0]))
@@ -875,6 +1033,36 @@ static int json_list(hr_config *cfg, const opt_def *o, json_t *arr, char *why, s
             return say(why, whylen, "out of memory");
         }
     }
+    if (list_check(o, &l, why, whylen) < 0)
+        return -1;
+    list_install(cfg, o, &l);
+    return 0;
+}
+
+/* proxy_rpc_methods as the file's object {"PREFIX": "URL", ...}: the same
+ * "PREFIX=URL" items as the environment's text. */
+static int json_map(hr_config *cfg, const opt_def *o, json_t *obj, char *why, size_t whylen)
+{
+    str_list l = {0};
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v)
+    {
+        if (!json_is_string(v)) {
+            list_free(l.v, l.n);
+            return say(why, whylen, "\"%s\" is not a URL string", k);
+        }
+        char *item = NULL;
+        if (asprintf(&item, "%s=%s", k, json_string_value(v)) < 0 ||
+            list_push(&l, item, strlen(item)) < 0) {
+            free(item);
+            list_free(l.v, l.n);
+            return say(why, whylen, "out of memory");
+        }
+        free(item);
+    }
+    if (list_check(o, &l, why, whylen) < 0)
+        return -1;
     list_install(cfg, o, &l);
     return 0;
 }
@@ -893,6 +1081,8 @@ static int file_apply(hr_config *cfg, const char *path, const char *key, json_t 
     int rc;
     if (o->type == OPT_LIST && json_is_array(v))
         rc = json_list(cfg, o, v, why, sizeof(why));
+    else if (o->type == OPT_LIST && json_is_object(v) && o->check == check_rpc_method)
+        rc = json_map(cfg, o, v, why, sizeof(why));
     else
         rc = json_text(o, v, num, sizeof(num), &text, why, sizeof(why)) < 0
                  ? -1
@@ -961,6 +1151,11 @@ int hr_config_defaults(hr_config *cfg)
             abort();
         }
     }
+    /* the one list with a default (SPEC §8); "" from a source empties it */
+    for (size_t i = 0; i < NOPTS; i++)
+        if (opt_table[i].off == F(proxy_headers) &&
+            opt_apply(cfg, &opt_table[i], opt_table[i].def, why, sizeof(why)) < 0)
+            abort();
     cfg->log_format = isatty(STDERR_FILENO) ? HR_LOG_TEXT : HR_LOG_JSON;
     cfg->node_id = default_node_id();
     cfg->namespaces = hr_calloc(1, sizeof(*cfg->namespaces));
@@ -995,6 +1190,36 @@ static int check_django(const hr_config *cfg, char *err, size_t errlen)
     return 0;
 }
 
+/* What the proxies and events need besides their own values: a URL for
+ * every proxy a namespace or option turns on, and the Django bridge for
+ * events sent to a Channels channel. */
+static int check_proxy(const hr_config *cfg, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < cfg->nnamespaces; i++) {
+        const auth_namespace *ns = &cfg->namespaces[i];
+        const char *label = ns->name && *ns->name ? ns->name : "(default)";
+        if (ns->subscribe_proxy && !cfg->proxy_subscribe_url)
+            return say(err, errlen,
+                       "namespace \"%s\" has subscribe_proxy: set HERALD_PROXY_SUBSCRIBE_URL",
+                       label);
+        if (ns->publish_proxy && !cfg->proxy_publish_url)
+            return say(err, errlen,
+                       "namespace \"%s\" has publish_proxy: set HERALD_PROXY_PUBLISH_URL", label);
+    }
+    if (cfg->proxy_connect_first && !cfg->proxy_connect_url)
+        return say(err, errlen,
+                   "HERALD_PROXY_CONNECT_PRECEDENCE=proxy needs HERALD_PROXY_CONNECT_URL");
+    if (cfg->proxy_refresh_url && !cfg->proxy_connect_url)
+        return say(err, errlen,
+                   "HERALD_PROXY_REFRESH_URL refreshes connections the connect proxy "
+                   "authenticated: set HERALD_PROXY_CONNECT_URL too");
+    if (cfg->events_django_channel && !cfg->django_channels)
+        return say(err, errlen,
+                   "HERALD_EVENTS_DJANGO_CHANNEL needs the Django Channels bridge: set "
+                   "HERALD_DJANGO_CHANNELS (and HERALD_REDIS_URL)");
+    return 0;
+}
+
 /* The file must be read first but may be named by a flag, so argv is scanned
  * twice: once for --config (also catching unknown flags early), once to apply
  * the flags over the environment. "--config=" disables HERALD_CONFIG. */
@@ -1016,7 +1241,9 @@ int hr_config_load(hr_config *cfg, int argc, char **argv, char **env, char *err,
         return -1;
     if (!cfg->tls_cert != !cfg->tls_key)
         return say(err, errlen, "tls_cert and tls_key: set both (TLS) or neither (plain HTTP)");
-    return check_django(cfg, err, errlen);
+    if (check_django(cfg, err, errlen) < 0)
+        return -1;
+    return check_proxy(cfg, err, errlen);
 }
 
 /* Linear scan: a handful of namespaces, looked up once per subscribe or
@@ -1037,6 +1264,22 @@ const auth_namespace *hr_config_namespace(const hr_config *cfg, const char *chan
     return def;
 }
 
+/* A handful of entries, looked up once per rpc command. */
+const char *hr_config_rpc_url(const hr_config *cfg, const char *method)
+{
+    const char *best = NULL;
+    size_t best_len = 0;
+    for (size_t i = 0; method && i < cfg->nproxy_rpc_methods; i++) {
+        const char *item = cfg->proxy_rpc_methods[i], *eq = strchr(item, '=');
+        size_t len = eq ? (size_t)(eq - item) : 0;
+        if (eq && len > best_len && !strncmp(method, item, len)) {
+            best = eq + 1;
+            best_len = len;
+        }
+    }
+    return best ? best : cfg->proxy_rpc_url;
+}
+
 /* Safe on a zeroed or already cleared cfg. */
 void hr_config_jwt_settings(const hr_config *cfg, auth_jwt_settings *out)
 {
@@ -1055,18 +1298,41 @@ void hr_config_jwt_settings(const hr_config *cfg, auth_jwt_settings *out)
 
 void hr_config_clear(hr_config *cfg)
 {
-    char **strs[] = {&cfg->listen_host,    &cfg->redis_url,       &cfg->redis_prefix,
-                     &cfg->db_path,        &cfg->node_id,         &cfg->jwt_secret,
-                     &cfg->jwt_public_key, &cfg->jwt_private_key, &cfg->jwt_alg,
-                     &cfg->jwt_iss,        &cfg->jwt_aud,         &cfg->config_path,
-                     &cfg->jwt_kid,        &cfg->tls_cert,        &cfg->tls_key,
-                     &cfg->web_root,       &cfg->django_prefix,   &cfg->swagger_ui};
+    char **strs[] = {&cfg->listen_host,
+                     &cfg->redis_url,
+                     &cfg->redis_prefix,
+                     &cfg->db_path,
+                     &cfg->node_id,
+                     &cfg->jwt_secret,
+                     &cfg->jwt_public_key,
+                     &cfg->jwt_private_key,
+                     &cfg->jwt_alg,
+                     &cfg->jwt_iss,
+                     &cfg->jwt_aud,
+                     &cfg->config_path,
+                     &cfg->jwt_kid,
+                     &cfg->tls_cert,
+                     &cfg->tls_key,
+                     &cfg->web_root,
+                     &cfg->django_prefix,
+                     &cfg->swagger_ui,
+                     &cfg->proxy_connect_url,
+                     &cfg->proxy_refresh_url,
+                     &cfg->proxy_subscribe_url,
+                     &cfg->proxy_publish_url,
+                     &cfg->proxy_rpc_url,
+                     &cfg->proxy_key,
+                     &cfg->proxy_ca_file,
+                     &cfg->events_django_channel,
+                     &cfg->events_webhook_url};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     list_free(cfg->api_keys, cfg->napi_keys);
     list_free(cfg->allowed_origins, cfg->nallowed_origins);
     list_free(cfg->jwt_keys, cfg->njwt_keys);
     list_free(cfg->trusted_proxies, cfg->ntrusted_proxies);
+    list_free(cfg->proxy_rpc_methods, cfg->nproxy_rpc_methods);
+    list_free(cfg->proxy_headers, cfg->nproxy_headers);
     ns_free_all(cfg->namespaces, cfg->nnamespaces);
     memset(cfg, 0, sizeof(*cfg));
 }
@@ -1099,7 +1365,7 @@ static const char usage_head[] =
     "\n"
     "Options:\n";
 
-#define USAGE_CAP 12288
+#define USAGE_CAP 20480
 
 /* Appends to the usage buffer, silently truncating (the text is bounded). */
 __attribute__((format(printf, 3, 4))) static void append(char *buf, size_t *len, const char *fmt,

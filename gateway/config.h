@@ -82,6 +82,30 @@ typedef struct hr_config {
     int django_capacity;     /* HERALD_DJANGO_CHANNELS_CAPACITY, 100 */
     int django_encrypted;    /* HERALD_DJANGO_CHANNELS_ENCRYPTED: true refuses to start */
 
+    /* backend proxy (SPEC §8; gateway/proxy.h) */
+    char *proxy_connect_url;   /* HERALD_PROXY_CONNECT_URL; NULL = no connect proxy */
+    char *proxy_refresh_url;   /* HERALD_PROXY_REFRESH_URL */
+    char *proxy_subscribe_url; /* HERALD_PROXY_SUBSCRIBE_URL (namespaces' subscribe_proxy) */
+    char *proxy_publish_url;   /* HERALD_PROXY_PUBLISH_URL (namespaces' publish_proxy) */
+    char *proxy_rpc_url;       /* HERALD_PROXY_RPC_URL: methods no prefix below claims */
+    char **proxy_rpc_methods;  /* HERALD_PROXY_RPC_METHODS: "PREFIX=URL" entries */
+    size_t nproxy_rpc_methods;
+    char **proxy_headers; /* HERALD_PROXY_HEADERS: request headers forwarded */
+    size_t nproxy_headers;
+    char *proxy_key;           /* HERALD_PROXY_KEY: sent as X-Herald-Proxy-Key */
+    int proxy_timeout;         /* HERALD_PROXY_TIMEOUT seconds, 5 */
+    int proxy_max_inflight;    /* HERALD_PROXY_MAX_INFLIGHT per node, 256 */
+    int proxy_max_queue;       /* HERALD_PROXY_MAX_QUEUE per loop thread, 4096 */
+    size_t proxy_max_response; /* HERALD_PROXY_MAX_RESPONSE bytes, 262144 */
+    char *proxy_ca_file;       /* HERALD_PROXY_CA_FILE; NULL = the system's CA store */
+    int proxy_connect_first;   /* HERALD_PROXY_CONNECT_PRECEDENCE: 0 jwt (SPEC), 1 proxy */
+
+    /* lifecycle events (SPEC §8) */
+    char *events_django_channel; /* HERALD_EVENTS_DJANGO_CHANNEL; needs the Django bridge */
+    char *events_webhook_url;    /* HERALD_EVENTS_WEBHOOK_URL */
+    int events_batch;            /* HERALD_EVENTS_BATCH: events per webhook POST, 100 */
+    int events_queue;            /* HERALD_EVENTS_QUEUE: events waiting per destination, 10000 */
+
     /* namespaces from the config file; always contains "" (the default) */
     auth_namespace *namespaces;
     size_t nnamespaces;
@@ -107,6 +131,11 @@ const auth_namespace *hr_config_namespace(const hr_config *cfg, const char *chan
  * open it with (the URL or the path). */
 const auth_store_ops *hr_config_store(const hr_config *cfg);
 const char *hr_config_store_target(const hr_config *cfg);
+
+/* The URL of the RPC proxy for method: the longest "PREFIX=URL" entry of
+ * proxy_rpc_methods whose prefix starts method, else proxy_rpc_url; NULL
+ * when none (the rpc op then answers not_found). Borrowed from cfg. */
+const char *hr_config_rpc_url(const hr_config *cfg, const char *method);
 
 /* Points out at cfg's JWT settings (borrowed: valid while cfg is). */
 void hr_config_jwt_settings(const hr_config *cfg, auth_jwt_settings *out);

@@ -14,6 +14,7 @@
 #include "http.h"
 #include "log.h"
 #include "node.h"
+#include "proxy_call.h"
 #include "ws.h"
 
 #include <openssl/ssl.h>
@@ -264,6 +265,8 @@ static void loop_stop(hr_loop *loop)
      * callbacks; hr_loop_run completes it once uv_run has returned. */
     if (loop->ctx)
         lws_context_destroy(loop->ctx);
+    hr_proxy_client_close(loop->proxy); /* answers calls still out: unavailable */
+    loop->proxy = NULL;
     close_handle((uv_handle_t *)&loop->grace);
     close_handle((uv_handle_t *)&loop->lag);
     close_handle((uv_handle_t *)&loop->flush);
@@ -476,6 +479,9 @@ hr_loop *hr_loop_new(hr_node *node, unsigned index)
         hr_error("listen", "cannot start event loop %u", index);
         return loop_fail(loop);
     }
+    if (hr_proxy_configured(cfg) &&
+        !(loop->proxy = hr_proxy_client_new(&loop->uv, cfg, node->nloops, &loop->stats)))
+        return loop_fail(loop);
     if ((loop->listen_fd = listen_socket(cfg, 0)) < 0) {
         hr_error("listen", "cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port,
                  strerror(errno));

@@ -162,6 +162,9 @@ struct hr_loop {
     size_t npending, cappending;
     uv_check_t flush;      /* writes them after the iteration's callbacks */
     auth_reply_to auth_to; /* user-store completions come back to this loop */
+
+    /* backend proxy calls (proxy_call.h); NULL when no proxy is configured */
+    struct hr_proxy_client *proxy;
 };
 
 /* Bytes of frames coalesced into one write. */
