@@ -27,6 +27,16 @@ prints one table per scenario, then one JSON line with every number.
 the scenario's block inside the marked section of FILE (docs/benchmarks.md),
 keeping everything else in the file.
 
+Paths (--herald, --bin-dir, --json, --write, ...) are relative to the directory
+run.py is started from; the binaries default to this checkout's build/ (run
+`cmake -S . -B build && cmake --build build` first). A row that fails (a server
+that does not start or dies, a loadgen error) is reported as such and makes
+run.py exit 1 after the tables.
+
+--herald-prefix "perf record -q -g -o fan.data --" starts every Herald under
+that command (a profiler, say); the CPU, RSS and pid columns still measure the
+Herald process itself, not the wrapper.
+
 Server CPU per delivery: the loadgen is given the server's pid and reads
 utime+stime from /proc/PID/stat at the start and the end of the measured
 interval (first publication .. last delivery), so connection setup is not
@@ -42,6 +52,7 @@ import os
 import platform
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -54,7 +65,7 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.normpath(os.path.join(HERE, ".."))
-DEFAULT_HERALD = "/work/main/build/herald"
+DEFAULT_HERALD = os.path.join(REPO, "build", "herald")
 STANDALONE_BUILD = "/tmp/herald-bench-build"
 IDLE_PER_PROCESS = 9500  # each loadgen stays well under the 20,000-descriptor limit
 SECTION_BEGIN = "<!-- BEGIN bench/run.py -->"
@@ -128,13 +139,16 @@ class Server:
     kind: "herald" or "refserver". stop() sends SIGTERM, then SIGKILL after a
     grace period: a server stuck in a busy loop ignores SIGTERM."""
 
-    def __init__(self, kind, binary, secret, api_key, threads=1, log_level="warn", extra_env=None):
+    def __init__(self, kind, binary, secret, api_key, threads=1, log_level="warn", extra_env=None,
+                 prefix=None):
         self.kind, self.binary, self.secret, self.api_key = kind, binary, secret, api_key
         self.threads, self.log_level = threads, log_level
         self.extra_env = dict(extra_env or {})  # e.g. HERALD_REDIS_URL for cluster nodes
+        self.prefix = list(prefix or [])  # a wrapper command (--herald-prefix)
         self.dir = tempfile.mkdtemp(prefix="herald-bench-")
         self.port = None
         self.proc = None
+        self.server_pid = None  # the server's own pid (below the wrapper, if any)
         self.killed = False
 
     def label(self):
@@ -168,12 +182,13 @@ class Server:
 
     def start(self, timeout=15.0):
         self.port = free_port()
-        argv = [self.binary]
+        argv = self.prefix + [self.binary]
         if self.kind == "refserver":
             argv += ["--listen", "127.0.0.1:%d" % self.port, "--api-key", self.api_key]
         self.err = open(os.path.join(self.dir, "server.log"), "wb")
+        # a wrapper's own relative paths (perf -o FILE) mean the caller's directory
         self.proc = spawn(argv, env=self._env(), stdout=self.err, stderr=subprocess.STDOUT,
-                          cwd=self.dir)
+                          cwd=os.getcwd() if self.prefix else self.dir)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -183,18 +198,37 @@ class Server:
                 with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % self.port,
                                             timeout=1) as r:
                     if r.status == 200:
-                        vlog("%s pid %d on port %d" % (self.kind, self.proc.pid, self.port))
+                        self.server_pid = self._find_server_pid()
+                        vlog("%s pid %d on port %d" % (self.kind, self.server_pid, self.port))
                         return self
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("%s did not answer /healthz within %.0fs" % (self.kind, timeout))
 
+    def _find_server_pid(self):
+        """The process running self.binary: the one started, or (under a
+        --herald-prefix wrapper) its descendant, so that CPU and RSS are the
+        server's and not the wrapper's."""
+        if not self.prefix:
+            return self.proc.pid
+        want = os.path.realpath(self.binary)
+        todo = [self.proc.pid]
+        while todo:
+            pid = todo.pop(0)
+            try:
+                if os.path.realpath("/proc/%d/exe" % pid) == want:
+                    return pid
+            except OSError:
+                pass
+            todo += child_pids(pid)
+        raise RuntimeError("no %s process below the --herald-prefix command" % self.binary)
+
     @property
     def pid(self):
-        return self.proc.pid
+        return self.server_pid or self.proc.pid
 
     def pids(self):
-        return [self.proc.pid]
+        return [self.pid]
 
     def loadgen_target(self):
         """Where the loadgen connects and whose CPU it samples."""
@@ -451,7 +485,7 @@ class Cluster:
         for i in range(self.nnodes):
             if self.kind == "herald":
                 n = Server("herald", a.herald, self.secret, self.api_key, threads=self.threads,
-                           log_level=a.log_level,
+                           log_level=a.log_level, prefix=a.herald_prefix,
                            extra_env={"HERALD_REDIS_URL": self.redis.url,
                                       "HERALD_NODE_ID": "bench%d" % (i + 1)})
                 self.nodes.append(n)
@@ -658,7 +692,8 @@ class Bench:
         if kind == "refserver":
             return Server("refserver", self.refserver_bin, self.secret, self.api_key)
         return Server("herald", self.a.herald, self.secret, self.api_key,
-                      threads=threads or self.a.herald_threads, log_level=self.a.log_level)
+                      threads=threads or self.a.herald_threads, log_level=self.a.log_level,
+                      prefix=self.a.herald_prefix)
 
     def run_rows(self, scenario, variant, params, fn, configs=None, factory=None):
         """Runs fn(server, params) -> metrics on a fresh server for each
@@ -677,6 +712,9 @@ class Bench:
                 notes[label] += [note] if note else []
         for _, label, _ in configs:
             row = median_row(runs[label])
+            failed = [m["failed"] for m in runs[label] if m.get("failed")]
+            if failed:
+                row["failed"] = failed[0]
             row.update({"scenario": scenario, "variant": variant, "server": label,
                         "repeat": self.a.repeat, "notes": sorted(set(notes[label])),
                         "params": params, "runs": runs[label]})
@@ -684,22 +722,27 @@ class Bench:
             print_progress(row)
 
     def one_run(self, kind, params, fn, threads, factory=None):
+        """One row's run; m["failed"] says why when the run does not count
+        (run.py then exits 1)."""
         srv = factory(kind, threads) if factory else self.new_server(kind, threads)
-        note = None
+        note, started = None, False
         try:
             srv.start()
+            started = True
             m = fn(srv, params)
             note = m.pop("note", None)
         except (RuntimeError, OSError, KeyError, ValueError) as e:
-            m, note = {"error": str(e)[:300]}, "error: " + str(e)[:200]
+            what = "error" if started else "server did not start"
+            m, note = {"error": str(e)[:300]}, "%s: %s" % (what, str(e)[:400])
+            m["failed"] = note
         alive = srv.alive()
         tail = "" if alive else srv.log_tail(300)  # stop() removes the log
         # A stalled server may be spinning and deaf to SIGTERM: do not wait long.
         status = srv.stop(grace=5.0 if m.get("stalled") else 30.0)
-        if not alive:
-            note = "server exited during the run (%s): %s" % (status, tail)
+        if started and not alive:
+            note = m["failed"] = "server exited during the run (%s): %s" % (status, tail)
         elif status == "killed":
-            note = "server ignored SIGTERM for %.0fs (killed)" % srv.stop_s
+            note = m["failed"] = "server ignored SIGTERM for %.0fs (killed)" % srv.stop_s
         elif srv.stop_s > 5:
             note = "server took %.1fs to exit after SIGTERM" % srv.stop_s
         m["server_stop"], m["server_stop_s"] = status, round(srv.stop_s, 2)
@@ -1216,7 +1259,10 @@ def parse_args(argv):
     ap.add_argument("--render", metavar="JSON",
                     help="run nothing: print (and --write) the tables of a --json file again, "
                     "medians recomputed from its runs")
-    ap.add_argument("--herald", default=DEFAULT_HERALD, help="Herald binary (%(default)s)")
+    ap.add_argument("--herald", default=DEFAULT_HERALD,
+                    help="Herald binary (this checkout's build/herald)")
+    ap.add_argument("--herald-prefix", metavar="CMD", type=shlex.split,
+                    help='start Herald under CMD, e.g. "perf record -q -g -o fan.data --"')
     ap.add_argument("--bin-dir", help="directory of herald-loadgen and herald-refserver")
     ap.add_argument("--servers", default="herald,refserver", help="which servers (%(default)s)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per row; medians are reported")
@@ -1251,7 +1297,16 @@ def parse_args(argv):
     ap.add_argument("--json", metavar="FILE", help="also write every result to FILE")
     ap.add_argument("--write", metavar="FILE", help="update FILE's bench/run.py section")
     ap.add_argument("-v", "--verbose", action="store_true")
-    return ap.parse_args(argv)
+    a = ap.parse_args(argv)
+    # every path means what it means where run.py was started (servers run
+    # in their own temporary directories)
+    for k in ("herald", "bin_dir", "redis_server", "nginx", "json", "write", "render"):
+        v = getattr(a, k)
+        if v and (k in ("json", "write", "render") or os.sep in v or os.path.exists(v)):
+            setattr(a, k, os.path.abspath(v))
+        elif v:
+            setattr(a, k, shutil.which(v) or os.path.abspath(v))
+    return a
 
 
 def render(a, argv):
@@ -1293,7 +1348,8 @@ def main(argv):
     cluster = any(n in CLUSTER_SCENARIOS for n in names)
     kinds = (a.cluster_servers or "herald,nchan,nchan-nostore").split(",") if cluster else []
     if ("herald" in a.servers or "herald" in kinds) and not os.access(a.herald, os.X_OK):
-        sys.exit("run.py: Herald binary %s not found (use --herald PATH)" % a.herald)
+        sys.exit("run.py: Herald binary %s not found: build it (cmake -S . -B build && "
+                 "cmake --build build) or give --herald PATH" % a.herald)
     if cluster and not os.access(a.redis_server, os.X_OK):
         sys.exit("run.py: %s not found: apt-get install redis-server" % a.redis_server)
     if any(k.startswith("nchan") for k in kinds) and a.scenario != "cluster-nodes" and \
@@ -1317,6 +1373,12 @@ def main(argv):
     if a.json:
         with open(a.json, "w") as f:
             json.dump(doc, f, indent=1)
+    failed = [r for r in RESULTS if r.get("failed")]
+    if failed:
+        for r in failed:
+            log("FAILED %s %s (%s): %s" % (r["scenario"], r["variant"], r["server"], r["failed"]))
+        sys.exit("run.py: %d row(s) failed%s" % (len(failed), ": %s not updated" % a.write
+                                                    if a.write else ""))
     if a.write:
         write_section(a.write, names, argv, a.herald)
         log("updated %s" % a.write)

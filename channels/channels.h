@@ -304,8 +304,9 @@ typedef struct chan_layer_ops {
 /* Creates the in-process layer. The host struct is copied. */
 chan_layer *chan_local_new(const chan_host *host);
 
-/* The Django Channels bridge's settings (cluster mode, README "Using Herald
- * from Django"); they mirror channels_redis' CHANNEL_LAYERS CONFIG. */
+/* The Django Channels bridge's settings (cluster mode,
+ * docs/integrations/django.md); they mirror channels_redis' CHANNEL_LAYERS
+ * CONFIG. */
 typedef struct chan_django_config {
     int mode;           /* 1 = RedisPubSubChannelLayer, 2 = RedisChannelLayer */
     const char *prefix; /* its "prefix" ("asgi") */

@@ -487,8 +487,9 @@ static void on_tick(uv_timer_t *t)
         b->renew_at = now + renew_period_ms(b);
     }
     /* hiredis 0.14's libuv adapter may never report a failed connect
-     * (README, pitfalls): a deadline catches it; and a blocking pop that
-     * has not answered long after its timeout means a dead peer */
+     * (docs/internals/library-pitfalls.md): a deadline catches it; and a
+     * blocking pop that has not answered long after its timeout means a dead
+     * peer */
     if (b->reader && !b->reader_connected && now - b->reader_since > READER_CONNECT_MS)
         reader_drop(b, 0);
     else if (b->reader && b->reader_connected &&

@@ -16,7 +16,7 @@
  * two connections: `cmd` (PUBLISH, FCALL, presence) and `sub` (SUBSCRIBE).
  * The control channel lives on the first shard.
  *
- * Keys and topics, under the prefix <p> (README "Cluster mode"):
+ * Keys and topics, under the prefix <p> (docs/cluster.md):
  *   <p>:ch:<channel>              pub/sub topic: complete push JSON texts
  *   <p>:control                   pub/sub topic: control messages, "<mac> <JSON>"
  *   <p>:history:<channel>         stream: id "<offset>-1", field d = data

@@ -324,6 +324,10 @@ int hr_cli_tail(const hr_cli_target *t, const char *token, const char *channel)
         } else if (push && strcmp(push, "connected")) {
             printf("%s\n", p); /* message, join, leave, subscribed ... */
             fflush(stdout);
+        } else if (json_object_get(m, "result")) {
+            /* on stderr, so stdout stays one push per line: a script (or
+             * the docs) can wait for this before it publishes */
+            fprintf(stderr, "herald tail: subscribed to %s\n", channel);
         }
         json_decref(m);
         free(p);

@@ -112,7 +112,7 @@ static const opt_def opt_table[] = {
      "HTTP and WebSocket address; [IPV6]:PORT; :PORT = all interfaces"},
     {"redis_url", "HERALD_REDIS_URL", "redis-url", "URL", OPT_NSTR, F(redis_url), 0, 0, 0, NULL,
      check_redis_url, "unset (embedded mode)",
-     "redis://[:password@]host:port[/db], comma-separated for shards; enables cluster mode"},
+     "redis://[[user]:password@]host:port[/db], comma-separated for shards; enables cluster mode"},
     {"redis_prefix", "HERALD_REDIS_PREFIX", "redis-prefix", "STR", OPT_STR, F(redis_prefix), 0, 0,
      0, NULL, NULL, "herald", "prefix of every Redis key and pub/sub channel"},
     {"db", "HERALD_DB", "db", "FILE", OPT_STR, F(db_path), 0, 0, 0, NULL, NULL, "./herald.db",
@@ -397,7 +397,7 @@ static int check_redis_url(const char *val, char *why, size_t whylen)
         hr_redis_addrs_free(n ? a : NULL, n);
         return 0;
     }
-    return say(why, whylen, "expected redis://[:password@]host:port[/db][,redis://...]");
+    return say(why, whylen, "expected redis://[[user]:password@]host:port[/db][,redis://...]");
 }
 
 /* The JWT module supports exactly these algorithms; refuse others at start
@@ -742,8 +742,9 @@ static int load_env(hr_config *cfg, char **env, char *err, size_t errlen)
 /*---- Flags -----------------------------------------------------------------*/
 
 /* Reads the flag at argv[*i] as --name, --name=value or --name value
- * (consuming argv[*i + 1]); a boolean without "=" means "true". Sets *o and
- * *val (pointing into argv or a literal). */
+ * (consuming argv[*i + 1]). A boolean takes the next argument only when it
+ * is a boolean's spelling ("--anonymous yes"); alone it means "true". Sets
+ * *o and *val (pointing into argv or a literal). */
 static int flag_next(int argc, char **argv, int *i, const opt_def **o, const char **val, char *err,
                      size_t errlen)
 {
@@ -754,10 +755,11 @@ static int flag_next(int argc, char **argv, int *i, const opt_def **o, const cha
     size_t len = eq ? (size_t)(eq - name) : strlen(name);
     if (!(*o = opt_by_flag(name, len)))
         return say(err, errlen, "unknown option --%.*s (see --help)", (int)len, name);
+    int b;
     if (eq)
         *val = eq + 1;
     else if ((*o)->type == OPT_BOOL)
-        *val = "true";
+        *val = *i + 1 < argc && parse_bool(argv[*i + 1], &b, NULL, 0) == 0 ? argv[++*i] : "true";
     else if (*i + 1 < argc && strncmp(argv[*i + 1], "--", 2))
         *val = argv[++*i];
     else
@@ -1365,7 +1367,8 @@ static const char usage_head[] =
     "\n"
     "Every option is a flag, an environment variable and a key of the JSON config\n"
     "file (the flag name with '_' for '-', except api_keys). Flags override the\n"
-    "environment, which overrides the file. Flags take --name VALUE or --name=VALUE.\n"
+    "environment, which overrides the file. Flags take --name VALUE or --name=VALUE;\n"
+    "a boolean flag alone means true (--anonymous, --anonymous no, --anonymous=off).\n"
     "Namespaces (who may subscribe and publish, presence, history) are set only in\n"
     "the config file.\n"
     "\n"
@@ -1400,8 +1403,8 @@ const char *hr_config_usage(void)
     for (size_t i = 0; i < NOPTS; i++) {
         const opt_def *o = &opt_table[i];
         char left[64];
-        snprintf(left, sizeof(left), "--%s%s%s", o->flag, o->metavar ? " " : "",
-                 o->metavar ? o->metavar : "");
+        const char *meta = o->metavar ? o->metavar : o->type == OPT_BOOL ? "[BOOL]" : NULL;
+        snprintf(left, sizeof(left), "--%s%s%s", o->flag, meta ? " " : "", meta ? meta : "");
         append(buf, &len, "  %-30s %s\n  %-30s %s, default: %s\n", left, o->help, "", o->env,
                o->def);
     }

@@ -78,7 +78,7 @@ typedef struct hr_config {
     int ipv4_prefix; /* HERALD_IPV4_PREFIX: clients counted per /N, 32 */
     int ipv6_prefix; /* HERALD_IPV6_PREFIX: clients counted per /N, 64 */
 
-    /* Django Channels bridge (cluster mode; README "Using Herald from Django") */
+    /* Django Channels bridge (cluster mode; docs/integrations/django.md) */
     int django_channels;     /* HERALD_DJANGO_CHANNELS: 0 off, 1 pubsub, 2 redis */
     char *django_prefix;     /* HERALD_DJANGO_CHANNELS_PREFIX, "asgi" */
     int django_group_expiry; /* HERALD_DJANGO_CHANNELS_GROUP_EXPIRY seconds, 86400 */

@@ -772,7 +772,7 @@ typedef struct framing {
     int has_cl;      /* Content-Length present */
     char cl[32];     /* its text */
     int cl_len;      /* its length (-1: did not fit) */
-    int body_method; /* POST, PUT, PATCH: a body unless Content-Length says none */
+    int body_method; /* POST, PUT, PATCH: lws reads a body unless Content-Length says none */
 } framing;
 
 static void read_framing(struct lws *wsi, const char *method, framing *f)
@@ -785,7 +785,8 @@ static void read_framing(struct lws *wsi, const char *method, framing *f)
     f->body_method = !strcmp(method, "POST") || !strcmp(method, "PUT") || !strcmp(method, "PATCH");
 }
 
-/* Does the request carry a body, by its framing headers? */
+/* Does lws treat the request as carrying a body, by its framing headers?
+ * (A POST without Content-Length has none for Herald, but lws reads on.) */
 static int framing_has_body(const framing *f)
 {
     if (f->te)
@@ -806,7 +807,10 @@ static int framing_expects_body(const framing *f, const char *method)
  * and whatever sits in front of it disagree about where a request ends. So
  * ambiguous framing gets 400, what Herald does not support gets 411 (send
  * Content-Length), and either way the connection closes after the answer.
- * Returns 1 when the request was refused. */
+ * A POST without Content-Length or Transfer-Encoding has no body (§6.3:
+ * what `curl -X POST` sends): it is served with an empty body, but lws
+ * still waits for up to 100 MB of "body" after it, so that connection too
+ * closes after the answer. Returns 1 when the request was refused. */
 static int framing_refused(hr_http_req *req, const framing *f)
 {
     const char *why = NULL;
@@ -818,10 +822,14 @@ static int framing_refused(hr_http_req *req, const framing *f)
     else if (f->has_cl &&
              (f->cl_len <= 0 || strspn(f->cl, "0123456789") != (size_t)f->cl_len || f->cl_len > 18))
         why = "Content-Length must be one decimal number";
-    else if (!f->has_cl && f->body_method)
-        status = 411, why = "Content-Length is required";
-    if (!why)
+    if (!why) {
+        if (!f->has_cl && f->body_method) {
+            req->close_after = 1; /* an empty body; lws would read on (above) */
+            req->read_done = 1;
+            req->expect_body = 0;
+        }
         return 0;
+    }
     req->close_after = 1;
     req->read_done = 1; /* nothing more is read from this connection */
     req->expect_body = 0;

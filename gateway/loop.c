@@ -393,7 +393,7 @@ static struct lws_context *create_context(hr_loop *loop)
         info.options |= LWS_SERVER_OPTION_ADOPT_APPLY_LISTEN_ACCEPT_CONFIG;
         /* ... but with a listen_accept_role it would also bind every adopted
          * socket to that role (raw): under TLS, unparseable requests get
-         * lws' own answer instead of ours (README, Known limitations) */
+         * lws' own answer instead of ours (docs/limitations.md) */
         info.listen_accept_role = NULL;
         info.listen_accept_protocol = NULL;
         /* TLS 1.2 or newer; for 1.2, forward-secret AEAD suites only

@@ -9,7 +9,7 @@
  *   h.connect();
  *   await h.publish("chat:lobby", { text: "hi" });
  *
- * The protocol is Herald's (README "WebSocket protocol"): the token goes in
+ * The protocol is Herald's (docs/protocol.md): the token goes in
  * a `connect` command (never in the URL, so it stays out of access logs),
  * every command gets one reply with its id, pushes carry no id.
  *

@@ -112,7 +112,7 @@ test("GET /herald.js serves web/herald.js as JavaScript with an ETag; 304 when i
   assert.equal((await fetch(hd.base + "/herald.js", { method: "DELETE" })).status, 405);
 });
 
-test("the README's page: import from /herald.js, connect, subscribe, receive a REST publication", bt(async (t, { open }) => {
+test("the documented page: import from /herald.js, connect, subscribe, receive a REST publication", bt(async (t, { open }) => {
   const page = await open(hd.base);
   await client(page, { url: "/ws", token: hd.token("alice"), subs: ["news"] });
   await waitRec(page, () => window.rec.subscribed.news?.length === 1);

@@ -367,17 +367,18 @@ def test_forged_control_messages_are_refused():
         assert m2.expect_close() == 4003
 
 
-def readme_acl_line():
-    """The `redis-cli ACL SETUSER ...` line README's Security section gives
-    for backends, as written."""
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README.md")) as f:
+def docs_acl_line():
+    """The `redis-cli ACL SETUSER ...` line the Security section of
+    docs/operations.md gives for backends, as written."""
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs",
+                           "operations.md")) as f:
         lines = [l.strip() for l in f if l.strip().startswith("redis-cli ACL SETUSER")]
     assert len(lines) == 1, lines
     return lines[0]
 
 
-def test_readme_backend_acl_publishes_and_nothing_more():
-    """README's least-privilege account for backends can publish into plain
+def test_docs_backend_acl_publishes_and_nothing_more():
+    """The documented least-privilege account for backends can publish into plain
     and history channels with FCALL (Redis 7 checks the function's own
     commands against it), and cannot reach the control topic or the user
     store."""
@@ -388,7 +389,7 @@ def test_readme_backend_acl_publishes_and_nothing_more():
         w = client(b, "alice")
         sub(w, "news")
         sub(w, "feed:acl")
-        argv = shlex.split(readme_acl_line())
+        argv = shlex.split(docs_acl_line())
         assert argv[:3] == ["redis-cli", "ACL", "SETUSER"], argv
         p = subprocess.run([REDIS_CLI, "-p", str(r.port)] + argv[1:], capture_output=True,
                            text=True, timeout=10)
@@ -403,7 +404,7 @@ def test_readme_backend_acl_publishes_and_nothing_more():
                           ("SUBSCRIBE", "herald:control"), ("FUNCTION", "DELETE", "herald")):
             try:
                 be.cmd(*forbidden)
-                raise AssertionError("README's backend account may %r" % (forbidden,))
+                raise AssertionError("the documented backend account may %r" % (forbidden,))
             except RedisError as e:
                 assert "NOPERM" in str(e), (forbidden, str(e))
 

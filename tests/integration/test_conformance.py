@@ -11,7 +11,7 @@
   problem+json, every status line carries its reason phrase, and upgrade
   refusals carry the same security headers as REST responses.
 
-Not testable here, see README "Known limitations": unmasked client frames
+Not testable here, see docs/limitations.md: unmasked client frames
 (lws 4.1.6 neither checks the mask bit nor exposes it), absolute-form
 request targets and header blocks over lws' header buffer (lws answers or
 drops those before any callback runs).
@@ -208,7 +208,7 @@ def test_missing_or_malformed_key_is_400():
 
 
 def test_unknown_subprotocol_is_refused_with_400_problem():
-    """Decision (README): an upgrade offering only subprotocols Herald does
+    """Decision (docs/protocol.md): an upgrade offering only subprotocols Herald does
     not speak is refused with 400 problem+json naming the one it does."""
     with Herald() as h:
         for offer in ("chat", "mqtt, wamp.2.json", "x" * 70):

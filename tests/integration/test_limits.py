@@ -291,8 +291,7 @@ def test_protocol_violations_fail_the_connection():
 
 # Not tested: RFC 6455 §5.1 says a server MUST fail a connection that sends an
 # unmasked frame. libwebsockets 4.1 accepts such frames and exposes no mask
-# bit to the application, so Herald cannot enforce it (README, "Known
-# limitations").
+# bit to the application, so Herald cannot enforce it (docs/limitations.md).
 
 
 def test_bad_tokens_and_handshakes():

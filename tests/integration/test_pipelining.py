@@ -197,7 +197,8 @@ def test_post_without_content_length_then_get():
     """No Content-Length and no Transfer-Encoding means no body (RFC 9112
     section 6.3), but lws 4.1.6 waits for up to 100 MB of "body" and
     swallows the GET. Either the GET is answered, or the POST gets an
-    answer (411 Length Required, say) and the connection is closed."""
+    answer (Herald serves it with an empty body: 400 for publish) and the
+    connection is closed."""
     with Herald() as h:
         statuses, _, closed = pipeline(h, POST(h.api_key, length=False) + GET(), 2)
         assert statuses, "no answer at all (closed=%s)" % closed

@@ -2,8 +2,8 @@
 Herald: every call of the sync and the asyncio client, typed errors, tokens
 minted with HS256 (standard library), RS256 and ES256 (PyJWT, and the
 cryptography fallback) accepted by Herald, the retry rules against a
-scripted HTTP server, a real 503 during a Redis outage, and
-`pip install ./clients/python`.
+scripted HTTP server, a real 503 during a Redis outage, and a pip install
+(the documented one, into a virtualenv, runs in md/docs/clients/python.md).
 """
 
 import asyncio

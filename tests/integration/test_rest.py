@@ -4,6 +4,7 @@ errors, status codes, health endpoints and Prometheus metrics."""
 import json
 import re
 import socket
+import subprocess
 import time
 
 from harness import Herald, assert_problem, parse_metrics, run_tests, wait_until
@@ -278,6 +279,76 @@ def test_connection_close_honoured_after_a_worker_answers():
         assert st == 200, st
         # and an answer given inside the callback, as before
         assert request_then_eof(h.port, "GET", "/healthz") == 200
+
+
+#---- request framing (RFC 9112 section 6.3) ----------------------------------
+
+def raw_request(h, head):
+    """Sends one request's bytes on a new connection and reads until the
+    server closes it (every case here closes after its answer). Returns
+    (status, headers text, body)."""
+    s = socket.create_connection(("127.0.0.1", h.port), timeout=10)
+    try:
+        s.sendall(head)
+        buf = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    finally:
+        s.close()
+    top, _, body = buf.partition(b"\r\n\r\n")
+    assert top.startswith(b"HTTP/1.1 "), buf[:200]
+    return int(top[9:12]), top.decode("latin-1"), body
+
+
+def test_bodyless_post_without_content_length_is_an_empty_body():
+    """What `curl -X POST` sends: no Content-Length, no Transfer-Encoding,
+    so no body (RFC 9112 section 6.3). Disconnect answers 204 (it was 411);
+    publish reads the empty body as malformed JSON (400, not 411); the
+    connection closes after the answer either way."""
+    with Herald() as h:
+        user = h.create_user("dora", "correct horse battery staple")
+        ws = h.client(sub=user["id"])
+        key = h.api_key.encode()
+        status, head, _ = raw_request(
+            h, b"POST /api/v1/users/%s/disconnect HTTP/1.1\r\nHost: t\r\nX-API-Key: %s\r\n\r\n"
+            % (user["id"].encode(), key))
+        assert status == 204, head
+        assert "connection: close" in head.lower(), head
+        assert ws.expect_close() == 4003
+        status, head, body = raw_request(
+            h, b"POST /api/v1/publish HTTP/1.1\r\nHost: t\r\nX-API-Key: %s\r\n\r\n" % key)
+        assert status == 400, (head, body)
+        # the documented command, as written: curl sends no Content-Length
+        ws = h.client(sub=user["id"])
+        out = subprocess.run(["curl", "-fsS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
+                              h.base + "/api/v1/users/%s/disconnect" % user["id"],
+                              "-H", "X-API-Key: " + h.api_key],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and out.stdout == "204", (out.returncode, out.stdout, out.stderr)
+        assert ws.expect_close() == 4003
+        assert h.healthy()
+
+
+def test_chunked_bodies_and_bad_lengths_are_still_refused():
+    """Chunked bodies get 411, ambiguous or malformed lengths 400; each
+    closes the connection."""
+    with Herald() as h:
+        key = h.api_key.encode()
+        base = b"POST /api/v1/publish HTTP/1.1\r\nHost: t\r\nX-API-Key: %s\r\n" % key
+        body = b'{"channel":"c","data":1}'
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        for extra, want in [(b"Transfer-Encoding: chunked\r\n\r\n" + chunked, 411),
+                            (b"Transfer-Encoding: chunked\r\nContent-Length: %d\r\n\r\n"
+                             % len(body) + body, 400),
+                            (b"Content-Length: 1x\r\n\r\n" + body, 400),
+                            (b"Content-Length: -1\r\n\r\n" + body, 400)]:
+            status, head, _ = raw_request(h, base + extra)
+            assert status == want, (extra, head)
+            assert "connection: close" in head.lower(), head
+        assert h.healthy()
 
 
 if __name__ == "__main__":

@@ -142,6 +142,8 @@ static void test_usage(void)
     CHECK(strstr(u, "herald token --sub ID") != NULL);
     CHECK(strstr(u, "herald user add NAME") != NULL);
     CHECK(strstr(u, "herald --version") != NULL);
+    CHECK(strstr(u, "redis://[[user]:password@]host:port[/db]") != NULL);
+    CHECK(strstr(u, "--anonymous [BOOL]") != NULL);
     const char *names[] = {"--listen",          "HERALD_LISTEN",  "--redis-url",
                            "HERALD_REDIS_URL",  "--api-key",      "HERALD_API_KEY",
                            "--jwt-private-key", "HERALD_JWT_AUD", "--shutdown-grace-ms",
@@ -288,6 +290,23 @@ static void test_flags(void)
     CHECK(load(&cfg, 1, argv3, env3) == 0);
     CHECK(cfg.allow_anonymous == 0);
     hr_config_clear(&cfg);
+    /* --name VALUE works for booleans too (as --help says); a boolean flag
+     * followed by another flag means true */
+    char *argv5[] = {"--anonymous", "no", "--open-registration", "off"};
+    CHECK(load(&cfg, ARGC(argv5), argv5, env3) == 0);
+    CHECK(cfg.allow_anonymous == 0);
+    CHECK(cfg.open_registration == 0);
+    hr_config_clear(&cfg);
+    char *argv6[] = {"--anonymous", "yes"};
+    CHECK(load(&cfg, ARGC(argv6), argv6, NULL) == 0);
+    CHECK(cfg.allow_anonymous == 1);
+    hr_config_clear(&cfg);
+    char *argv7[] = {"--open-registration", "--anonymous"};
+    char *env7[] = {"HERALD_OPEN_REGISTRATION=false", NULL};
+    CHECK(load(&cfg, ARGC(argv7), argv7, env7) == 0);
+    CHECK(cfg.open_registration == 1);
+    CHECK(cfg.allow_anonymous == 1);
+    hr_config_clear(&cfg);
 
     /* empty values unset nullable strings and lists */
     char *env4[] = {"HERALD_REDIS_URL=", "HERALD_API_KEY=a,b", NULL};
@@ -372,8 +391,8 @@ static void test_bad_values(void)
     flags_fail(1, a4, "unexpected argument \"serve\"");
     char *a5[] = {"--listen", "--db", "x"};
     flags_fail(3, a5, "--listen: missing value");
-    char *a6[] = {"--anonymous", "false"};
-    flags_fail(2, a6, "unexpected argument \"false\"");
+    char *a6[] = {"--anonymous", "maybe"}; /* not a boolean: a stray argument */
+    flags_fail(2, a6, "unexpected argument \"maybe\"");
     char *a7[] = {"--config"};
     flags_fail(1, a7, "--config: missing value");
     char *a8[] = {"-l", "x"};

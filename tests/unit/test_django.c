@@ -1,7 +1,7 @@
 /* Unit tests for the pure half of the Django Channels bridge
  * (channels/django_codec.c): channel <-> group names, msgpack -> JSON with
- * every conversion rule README documents (vectors written by
- * msgpack-python 1.0.3, what channels_redis uses), refusals, the allocation
+ * every conversion rule docs/integrations/django.md documents (vectors
+ * written by msgpack-python 1.0.3, what channels_redis uses), refusals, the allocation
  * guard in front of msgpack-c, JSON -> msgpack, and a deterministic
  * mutation run over the decoder (a fuzzer's job in miniature, under ASan
  * in ./setup.sh test). */

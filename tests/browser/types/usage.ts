@@ -1,5 +1,5 @@
 // Compiled by types.test.mjs with tsc --strict --noEmit: the declarations
-// in web/herald.d.ts must describe the README's example, and misuse must not
+// in web/herald.d.ts must describe docs/clients/javascript.md's example, and misuse must not
 // compile (each @ts-expect-error fails the build if no error is there).
 import Herald, { Herald as Named, HeraldError, type MessageContext, type SubscribedContext } from "../../../web/herald.js";
 
