@@ -143,4 +143,102 @@ typedef struct chan_redirect {
  * for a well-formed MOVED or ASK, 0 for anything else. */
 int chan_redirect_parse(const char *err, size_t len, chan_redirect *out);
 
+/*---- An asynchronous RESP connection (redis_conn.c) -------------------------*/
+
+/* One TCP connection to one Redis server, on one libuv loop: hiredis'
+ * parser and formatter, libuv's I/O. Commands are pipelined (everything
+ * sent in one loop iteration leaves in one write) and answered in order
+ * through per-command callbacks. A connection opened with `pubsub` also
+ * carries pub/sub, sharded pub/sub included: (S|P)SUBSCRIBE and
+ * (S|P)UNSUBSCRIBE confirmations and messages come through ops->push.
+ *
+ * A connection is never reused after it ends: the owner opens a new one
+ * (reconnect policy, backoff and where to go are the owner's business). */
+typedef struct chan_rconn chan_rconn;
+
+/* The answer to one command: r is the reply, borrowed for the call (an
+ * error reply is REDIS_REPLY_ERROR with Redis' own text in r->str, e.g.
+ * "MOVED 3999 10.0.0.2:6379" or "WRONGPASS ..."), or NULL when the
+ * connection ended before it came, with the reason in err. A command
+ * that subscribes is answered once all of its confirmations are in (r is
+ * the last one). */
+typedef void (*chan_rconn_reply_fn)(chan_rconn *c, void *priv, const redisReply *r,
+                                    const char *err);
+
+/* A pub/sub push: a message, or a subscription change. Strings point into
+ * the reply, valid for the call; not NUL-terminated (use the lengths). */
+typedef struct chan_rpush {
+    const char *kind;    /* "message", "smessage", "pmessage", "subscribe", "ssubscribe",
+                          * "psubscribe", "unsubscribe", "sunsubscribe", "punsubscribe" */
+    int message;         /* 1: a message (payload set); 0: a subscription change */
+    const char *channel; /* NULL in a confirmation that names none */
+    size_t channel_len;
+    const char *pattern; /* pmessage and p(un)subscribe */
+    size_t pattern_len;
+    const char *payload;
+    size_t len;
+    long long count; /* subscription changes: the server's count after it */
+    /* Subscription changes: 1 when it answers one of our commands, 0 when
+     * the server changed it by itself (Redis 7 sends sunsubscribe to every
+     * subscriber of a shard channel whose slot the node loses: migrated
+     * away or demoted by a failover). */
+    int solicited;
+} chan_rpush;
+
+typedef struct chan_rconn_ops {
+    /* Connected, and AUTH / SELECT / CLIENT SETNAME succeeded: commands
+     * issued so far are sent now. */
+    void (*ready)(chan_rconn *c, void *ud);
+    /* The connection ended (could not connect, setup refused, lost, no
+     * reply in time, protocol error): why says so, with Redis' own error
+     * text where it gave one. Every command still waiting was answered
+     * (r NULL) first. Called once; never after chan_rconn_close. The
+     * owner still calls chan_rconn_close (from here is fine). */
+    void (*closed)(chan_rconn *c, void *ud, const char *why);
+    /* A pub/sub push (pubsub connections only; NULL: ignored). */
+    void (*push)(chan_rconn *c, void *ud, const chan_rpush *p);
+} chan_rconn_ops;
+
+typedef struct chan_rconn_config {
+    const char *host; /* name or address: names are resolved on libuv's thread pool */
+    int port;
+    const char *user, *password; /* AUTH [user] password when password != NULL */
+    int db;                      /* SELECT when != 0 */
+    const char *client_name;     /* CLIENT SETNAME (no spaces), or NULL */
+    int pubsub;                  /* pushes expected: see above */
+    unsigned connect_timeout_ms; /* name + connect + setup; 0 = 2000 */
+    unsigned reply_timeout_ms;   /* the oldest command waits at most this; 0 = forever */
+    const chan_rconn_ops *ops;
+    void *ud;
+} chan_rconn_config;
+
+/* Starts connecting (strings copied). Never NULL: every failure, an
+ * unresolvable name included, comes later through ops->closed. The
+ * returned connection is the caller's: end it with chan_rconn_close. */
+chan_rconn *chan_rconn_open(uv_loop_t *loop, const chan_rconn_config *cfg);
+/* Queues a command (argv copied; lens NULL = strlen). Commands given
+ * before the connection is ready wait for the setup to succeed (so none
+ * runs unauthenticated or on the wrong database). cb may be NULL. Returns
+ * 0, or -1 when the connection has ended or the command is refused here:
+ * a subscribe family command on a connection without `pubsub`, or an
+ * (S|P)UNSUBSCRIBE without channels (its replies cannot be matched). cb
+ * is not called after -1. */
+int chan_rconn_command(chan_rconn *c, chan_rconn_reply_fn cb, void *priv, int argc,
+                       const char **argv, const size_t *lens);
+/* Ends the connection and frees it (at once, or once libuv has let go of
+ * its handles). Commands still waiting are answered with r NULL before it
+ * returns; ops->closed is not called. Safe from inside any of c's
+ * callbacks; c must not be used afterwards. NULL ok. */
+void chan_rconn_close(chan_rconn *c);
+/* 1 once ops->ready ran, until the connection ends. */
+int chan_rconn_ready(const chan_rconn *c);
+/* "host:port" as configured (borrowed, lives as long as c). */
+const char *chan_rconn_peer(const chan_rconn *c);
+/* Commands sent or queued and not answered yet. */
+size_t chan_rconn_waiting(const chan_rconn *c);
+/* Bytes the server has sent that are not processed yet (kernel socket
+ * buffer + parser buffer): what Redis' client-output-buffer-limit would
+ * count against us. */
+size_t chan_rconn_unread(const chan_rconn *c);
+
 #endif
