@@ -699,3 +699,29 @@ size_t chan_rconn_unread(const chan_rconn *c)
         total += (size_t)n;
     return total;
 }
+
+/*---- Helpers the other HA modules share --------------------------------------------*/
+
+void chan_rlog(chan_rlog_fn fn, void *ud, int level, const char *event, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (fn)
+        fn(ud, level, event, msg);
+    else
+        fprintf(stderr, "herald: %s\n", msg);
+}
+
+uint64_t chan_backoff_ms(unsigned attempt)
+{
+    unsigned shift = attempt < 6 ? attempt : 6;
+    uint64_t cap = 100ull << shift;
+    uint32_t r;
+    if (cap > 5000)
+        cap = 5000;
+    hr_random_bytes(&r, sizeof(r));
+    return 50 + r % cap;
+}

@@ -62,6 +62,14 @@
  * ("sentinel_lied"), msg a sentence. Strings are borrowed for the call. */
 enum { CHAN_RLOG_DEBUG = 0, CHAN_RLOG_INFO, CHAN_RLOG_WARN, CHAN_RLOG_ERROR };
 typedef void (*chan_rlog_fn)(void *ud, int level, const char *event, const char *msg);
+/* Formats a line and hands it to fn, or prints "herald: <msg>" on stderr
+ * when fn is NULL. */
+void chan_rlog(chan_rlog_fn fn, void *ud, int level, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+/* The delay before retry number `attempt` (0, 1, ...): exponential from
+ * 100 ms to 5 s with full jitter (AWS' "exponential backoff and jitter"),
+ * so nodes that lost Redis together do not come back together. */
+uint64_t chan_backoff_ms(unsigned attempt);
 
 /*---- Redis Cluster routing (pure, redis_slots.c) ----------------------------*/
 
@@ -240,5 +248,58 @@ size_t chan_rconn_waiting(const chan_rconn *c);
  * buffer + parser buffer): what Redis' client-output-buffer-limit would
  * count against us. */
 size_t chan_rconn_unread(const chan_rconn *c);
+
+/*---- Sentinel discovery and following (redis_sentinel.c) --------------------*/
+
+/* Finds the master that a set of sentinels name, checks it, and follows it
+ * through failovers:
+ *   1. asks the sentinels in order (starting with the last one that
+ *      answered well) SENTINEL get-master-addr-by-name NAME; one that is
+ *      unreachable, refuses (a wrong sentinel password: its own text is
+ *      logged), does not know NAME or names a bad address is skipped;
+ *   2. checks the named node with ROLE (the master's credentials): a node
+ *      that says it is a replica means that sentinel is stale or lying,
+ *      and the next one is asked; when no sentinel gives a master, the
+ *      round is tried again after a backoff (100 ms doubling to 5 s, full
+ *      jitter);
+ *   3. keeps a pub/sub connection to one sentinel, subscribed to
+ *      +switch-master (moving to the next sentinel when it is lost, and
+ *      asking again once subscribed, in case a switch was missed), and
+ *      asks again every poll_ms anyway.
+ * The owner hears `master(host, port)` once a master is checked, and
+ * `master(NULL, 0)` as soon as that master is known to be gone
+ * (+switch-master, or chan_sentinel_recheck). */
+typedef struct chan_sentinel chan_sentinel;
+
+typedef struct chan_sentinel_config {
+    const hr_redis_addr *sentinels; /* host and port of each (copied) */
+    int nsentinels;
+    const char *master_name;
+    const char *sentinel_user, *sentinel_password; /* the sentinels' own, or NULL */
+    const char *user, *password;                   /* the master's (for ROLE), or NULL */
+    const char *client_name;                       /* CLIENT SETNAME, or NULL */
+    unsigned connect_timeout_ms;                   /* each connection; 0 = 2000 */
+    unsigned poll_ms;                              /* ask again this often; 0 = 10000 */
+    /* The checked master (host borrowed for the call), or NULL: the master
+     * reported before is gone; another report follows once one is found.
+     * The owner may call chan_sentinel_recheck or _stop from here. */
+    void (*master)(void *ud, const char *host, int port);
+    chan_rlog_fn log; /* NULL: lines on stderr */
+    void *ud;
+} chan_sentinel_config;
+
+/* Starts discovery on loop (config copied). Returns the follower (the
+ * caller's; end it with chan_sentinel_stop), or NULL when the config has
+ * no sentinel or no master name. */
+chan_sentinel *chan_sentinel_start(uv_loop_t *loop, const chan_sentinel_config *cfg);
+/* The owner's connection to the master failed, or it answered READONLY:
+ * the master is reported gone (master(NULL, 0), if one was reported) and
+ * discovery starts again; the same master may be reported back. */
+void chan_sentinel_recheck(chan_sentinel *s);
+/* The master reported last, or NULL (port in *port). Borrowed. */
+const char *chan_sentinel_master(const chan_sentinel *s, int *port);
+/* Stops and frees (once libuv has closed its timers). No callback runs
+ * afterwards. Safe from inside `master`. NULL ok. */
+void chan_sentinel_stop(chan_sentinel *s);
 
 #endif
