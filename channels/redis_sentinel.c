@@ -255,9 +255,9 @@ static void on_addr(chan_rconn *c, void *priv, const redisReply *r, const char *
         }
         return;
     }
-    if (!r) {
-        chan_rlog(s->log, s->ud, CHAN_RLOG_WARN, "sentinel_unreachable", "%s: sentinel %s: %s",
-                  s->name, sn, err);
+    if (!r) { /* err names the sentinel */
+        chan_rlog(s->log, s->ud, CHAN_RLOG_WARN, "sentinel_unreachable", "%s: sentinel %s", s->name,
+                  err);
         drop(&s->q);
     } else if (r->type == REDIS_REPLY_NIL) {
         chan_rlog(s->log, s->ud, CHAN_RLOG_WARN, "sentinel_unknown_master",
@@ -351,13 +351,11 @@ static void on_sub_retry(uv_timer_t *t)
 static void sub_closed(chan_rconn *c, void *ud, const char *why)
 {
     chan_sentinel *s = ud;
-    char sn[300];
     if (c != s->sub || s->stopping)
         return;
     drop(&s->sub);
     chan_rlog(s->log, s->ud, CHAN_RLOG_WARN, "sentinel_sub_lost",
-              "%s: lost the +switch-master subscription on sentinel %s: %s", s->name,
-              sentinel_name(s, s->sub_idx, sn, sizeof(sn)), why);
+              "%s: lost the +switch-master subscription: sentinel %s", s->name, why);
     s->sub_lost = s->sub_lost || s->sub_ok;
     s->sub_ok = 0;
     s->sub_idx = (s->sub_idx + 1) % s->n;
@@ -409,11 +407,13 @@ static void on_subscribed(chan_rconn *c, void *priv, const redisReply *r, const 
     (void)err;
     if (c != s->sub || s->stopping || !r)
         return; /* a lost connection: sub_closed reports it */
+    char sn[300], why[700];
     if (r->type == REDIS_REPLY_ERROR) {
-        sub_closed(c, s, r->str);
+        snprintf(why, sizeof(why), "%s: SUBSCRIBE refused: %s",
+                 sentinel_name(s, s->sub_idx, sn, sizeof(sn)), r->str);
+        sub_closed(c, s, why);
         return;
     }
-    char sn[300];
     chan_rlog(s->log, s->ud, CHAN_RLOG_DEBUG, "sentinel_subscribed",
               "%s: following +switch-master on sentinel %s", s->name,
               sentinel_name(s, s->sub_idx, sn, sizeof(sn)));

@@ -19,6 +19,8 @@ its files in a temporary directory and is killed when the fixture stops):
                 SIGKILLed master and migrating a slot by hand (SETSLOT
                 IMPORTING / MIGRATING, MIGRATE, SETSLOT NODE), so tests can
                 hold a slot half-migrated while clients get ASK.
+  FakeRedis     a RESP server answering what a test tells it to (a lying
+                sentinel, a node sending garbage).
   TopoProbe     runs tests/redis/redis_topo_probe (the channel layer's HA
                 modules in a process of their own) and collects its events.
 
@@ -36,6 +38,7 @@ import os
 import shutil
 import signal
 import socket
+import socketserver
 import subprocess
 import tempfile
 import threading
@@ -626,6 +629,98 @@ class RedisCluster:
         self.begin_migration(slot, src, dst)
         self.move_keys(slot, src, dst)
         self.finish_migration(slot, src, dst)
+
+
+def resp_encode(value):
+    """Python value -> RESP2 bytes: str/bytes bulk, int integer, None nil,
+    list array, RespError error, Status("OK") simple string."""
+    if isinstance(value, RespError):
+        return b"-%s\r\n" % str(value).encode()
+    if isinstance(value, Status):
+        return b"+%s\r\n" % str(value).encode()
+    if value is None:
+        return b"$-1\r\n"
+    if isinstance(value, bool):
+        raise TypeError("no booleans in RESP2")
+    if isinstance(value, int):
+        return b":%d\r\n" % value
+    if isinstance(value, (list, tuple)):
+        return b"*%d\r\n" % len(value) + b"".join(resp_encode(v) for v in value)
+    data = value if isinstance(value, bytes) else str(value).encode()
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+class Status(str):
+    """A simple-string reply (+OK) for resp_encode."""
+
+
+class FakeRedis:
+    """A RESP server on a free loopback port whose answers a test chooses:
+    `answer(args)` gets the command as a list of bytes and returns a value
+    for resp_encode, raw bytes (sent as they are), None to stay silent, or
+    FakeRedis.HANGUP to close the connection. Counts the commands by name
+    (upper case) in `seen`."""
+
+    HANGUP = object()
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.seen = {}
+        fake = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                while True:
+                    try:
+                        args = self.read_command()
+                    except (ConnectionError, ValueError, OSError):
+                        return
+                    if args is None:
+                        return
+                    name = args[0].upper().decode("latin-1")
+                    fake.seen[name] = fake.seen.get(name, 0) + 1
+                    out = fake.answer(args)
+                    if out is FakeRedis.HANGUP:
+                        return
+                    if out is None:
+                        continue
+                    try:
+                        self.wfile.write(out if isinstance(out, (bytes, bytearray))
+                                         else resp_encode(out))
+                        self.wfile.flush()
+                    except OSError:
+                        return
+
+            def read_command(self):
+                line = self.rfile.readline()
+                if not line:
+                    return None
+                n = int(line[1:])
+                args = []
+                for _ in range(n):
+                    size = int(self.rfile.readline()[1:])
+                    args.append(self.rfile.read(size + 2)[:-2])
+                return args
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.addr = "127.0.0.1:%d" % self.port
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
 
 
 class TopoProbe:

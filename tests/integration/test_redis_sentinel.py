@@ -7,76 +7,28 @@ Every wait is for an event (a probe report, a role, the sentinels'
 agreement), bounded generously."""
 
 import os
-import socket
-import socketserver
 import sys
-import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import free_port, run_tests  # noqa: E402
-from redis_topology import SentinelSet, TopoProbe  # noqa: E402
+from redis_topology import FakeRedis, SentinelSet, Status, TopoProbe  # noqa: E402
 
 
-class FakeSentinel:
-    """A RESP server that answers SENTINEL get-master-addr-by-name with a
-    fixed answer: an (ip, port) - a lie when that node is a replica - or
-    None (does not know the master). Everything else: +OK."""
+def fake_sentinel(answer):
+    """A sentinel (FakeRedis) whose SENTINEL get-master-addr-by-name answer
+    is fixed: (ip, port) - a lie when that node is a replica - or None
+    (it does not know the master)."""
 
-    def __init__(self, answer):
-        self.answer = answer
-        self.asked = 0
-        fake = self
+    def reply(args):
+        name = args[0].upper()
+        if name == b"SENTINEL":
+            return b"*-1\r\n" if answer is None else [answer[0], str(answer[1])]
+        if name == b"SUBSCRIBE":
+            return ["subscribe", args[1], 1]
+        return Status("OK")
 
-        class Handler(socketserver.StreamRequestHandler):
-            def handle(self):
-                while True:
-                    try:
-                        args = self.read_command()
-                    except (ConnectionError, ValueError, OSError):
-                        return
-                    if args is None:
-                        return
-                    name = args[0].upper()
-                    if name == b"SENTINEL":
-                        fake.asked += 1
-                        if fake.answer is None:
-                            self.wfile.write(b"*-1\r\n")
-                        else:
-                            ip, port = fake.answer[0].encode(), str(fake.answer[1]).encode()
-                            self.wfile.write(b"*2\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" %
-                                             (len(ip), ip, len(port), port))
-                    elif name == b"SUBSCRIBE":
-                        ch = args[1]
-                        self.wfile.write(b"*3\r\n$9\r\nsubscribe\r\n$%d\r\n%s\r\n:1\r\n" %
-                                         (len(ch), ch))
-                    else:
-                        self.wfile.write(b"+OK\r\n")
-                    self.wfile.flush()
-
-            def read_command(self):
-                line = self.rfile.readline()
-                if not line:
-                    return None
-                n = int(line[1:])
-                args = []
-                for _ in range(n):
-                    size = int(self.rfile.readline()[1:])
-                    args.append(self.rfile.read(size + 2)[:-2])
-                return args
-
-        class Server(socketserver.ThreadingTCPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.addr = "127.0.0.1:%d" % self.port
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+    return FakeRedis(reply)
 
 
 def probe_for(s, sentinels, password=None, sentinel_password=None, poll_ms=60000):
@@ -133,7 +85,7 @@ def test_lying_dead_and_ignorant_sentinels():
         master = s.master()
         replica = [n for n in s.nodes if n is not master][0]
         dead = "127.0.0.1:%d" % free_port()
-        ignorant, liar = FakeSentinel(None), FakeSentinel(("127.0.0.1", replica.port))
+        ignorant, liar = fake_sentinel(None), fake_sentinel(("127.0.0.1", replica.port))
         try:
             with probe_for(s, [dead, ignorant.addr, liar.addr] +
                            [x.addr for x in s.sentinels]) as p:
@@ -142,7 +94,7 @@ def test_lying_dead_and_ignorant_sentinels():
                 p.wait(log_named("sentinel_unreachable", dead))
                 p.wait(log_named("sentinel_unknown_master"))
                 p.wait(log_named("sentinel_stale", "says it is a slave"))
-                assert ignorant.asked >= 1 and liar.asked >= 1
+                assert ignorant.seen["SENTINEL"] >= 1 and liar.seen["SENTINEL"] >= 1
                 mark = p.mark()
                 p.send("recheck")
                 p.wait(master_gone, since=mark, what="the recheck")
