@@ -302,4 +302,97 @@ const char *chan_sentinel_master(const chan_sentinel *s, int *port);
  * afterwards. Safe from inside `master`. NULL ok. */
 void chan_sentinel_stop(chan_sentinel *s);
 
+/*---- Redis Cluster topology (redis_cluster.c) --------------------------------*/
+
+/* Keeps the slot map of a Redis Cluster and routes commands and sharded
+ * subscriptions by it:
+ *   - reads CLUSTER SLOTS from a seed or known node (the next one when it
+ *     fails, with backoff), again every refresh_ms, after a MOVED, after a
+ *     lost connection and when a node unsubscribes us by itself;
+ *   - one command connection and one pub/sub connection per node (opened
+ *     when first needed; command connections to every master at once, so
+ *     readiness means every master is reachable and initialised);
+ *   - a command goes to the master of its key's slot; MOVED updates the
+ *     map at once, schedules a full read and retries at the named node;
+ *     ASK retries there once after ASKING; TRYAGAIN (a multi-key command
+ *     during a migration) retries after 50 ms; at most 5 redirections.
+ *     A command whose connection is lost is answered with r NULL, never
+ *     retried: it may have run;
+ *   - wanted shard channels are SSUBSCRIBEd at their slot's master, one
+ *     SSUBSCRIBE per slot with all its channels (a Redis requirement),
+ *     pipelined; when the owner changes (failover, migration: Redis then
+ *     unsubscribes us by itself), the connection is lost, or SSUBSCRIBE
+ *     is answered MOVED, the channel is reported inactive and subscribed
+ *     again where the new map says.
+ * Not handled: TLS, replicas for reads, nodes announced by hostname only
+ * through CLUSTER SHARDS (CLUSTER SLOTS carries the preferred endpoint). */
+typedef struct chan_rcluster chan_rcluster;
+
+/* A command's answer: r borrowed for the call (an error reply carries
+ * Redis' text; MOVED/ASK/TRYAGAIN never reach here unless the redirection
+ * limit was hit), or NULL with err when it could not be delivered or
+ * answered (then it may or may not have run). */
+typedef void (*chan_rcluster_reply_fn)(void *priv, const redisReply *r, const char *err);
+
+/* A command given as argv (lens NULL = strlen). */
+typedef struct chan_rcmd {
+    int argc;
+    const char *const *argv;
+    const size_t *lens;
+} chan_rcmd;
+
+typedef struct chan_rcluster_config {
+    const hr_redis_addr *seeds; /* host and port of each (copied) */
+    int nseeds;
+    const char *user, *password; /* every node's */
+    const char *client_name;     /* CLIENT SETNAME, or NULL */
+    unsigned connect_timeout_ms; /* 0 = 2000 */
+    unsigned reply_timeout_ms;   /* command connections; 0 = 5000 */
+    unsigned refresh_ms;         /* read the map this often anyway; 0 = 10000 */
+    /* Commands every new command connection to a master runs before any
+     * other (e.g. FUNCTION LOAD REPLACE <library>), copied. One refused
+     * (Redis' text is logged) ends that connection: the node is not ready
+     * and is tried again later. */
+    const chan_rcmd *init;
+    int ninit;
+    /* A new slot map (borrowed for the call); not called when a read gave
+     * the same owners again. */
+    void (*map)(void *ud, const chan_slotmap *m);
+    /* 1: every slot has a master whose command connection is up and
+     * initialised; 0: not any more. Called on changes only. */
+    void (*ready)(void *ud, int ready);
+    /* A wanted shard channel is now subscribed at its slot's master
+     * (active 1), or no longer is (0: a message may have been missed;
+     * it is being subscribed again). */
+    void (*subscribed)(void *ud, const char *channel, int active);
+    /* An smessage of a wanted channel (borrowed for the call). */
+    void (*message)(void *ud, const char *channel, const char *payload, size_t len);
+    chan_rlog_fn log; /* NULL: lines on stderr */
+    void *ud;
+} chan_rcluster_config;
+
+/* Starts reading the map (config copied). The manager is the caller's:
+ * end it with chan_rcluster_stop. NULL when there is no seed. */
+chan_rcluster *chan_rcluster_start(uv_loop_t *loop, const chan_rcluster_config *cfg);
+/* Routes a command by the slot of key (key NULL: slot 0's master, for
+ * commands of no key such as PUBLISH). argv is copied. Returns 0 (cb runs
+ * exactly once, later), or -1 when no map is known yet or the slot's
+ * master is unreachable for now (cb never runs). */
+int chan_rcluster_command(chan_rcluster *cl, const char *key, size_t keylen,
+                          chan_rcluster_reply_fn cb, void *priv, int argc, const char **argv,
+                          const size_t *lens);
+/* Wants / no longer wants the shard channel (copied). `subscribed`
+ * reports when it is active; nothing is reported after sunsubscribe. */
+void chan_rcluster_ssubscribe(chan_rcluster *cl, const char *channel);
+void chan_rcluster_sunsubscribe(chan_rcluster *cl, const char *channel);
+/* As the last `ready` call said. */
+int chan_rcluster_ready(const chan_rcluster *cl);
+/* The current map, or NULL before the first read. Borrowed: valid until
+ * control returns to the loop. */
+const chan_slotmap *chan_rcluster_map(const chan_rcluster *cl);
+/* Stops and frees (once libuv has closed its timers): connections close,
+ * commands waiting are answered with r NULL before it returns, nothing
+ * else is called afterwards. NULL ok. */
+void chan_rcluster_stop(chan_rcluster *cl);
+
 #endif

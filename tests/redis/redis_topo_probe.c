@@ -1,16 +1,25 @@
 /* redis_topo_probe.c - drives the Redis HA modules (channels/redis_topo.h)
  * for the Python tests that own the Redis processes
- * (tests/integration/test_redis_sentinel.py, with the fixtures of
- * redis_topology.py).
+ * (tests/integration/test_redis_sentinel.py, test_redis_cluster.py, with
+ * the fixtures of redis_topology.py).
  *
  *   redis_topo_probe sentinel --sentinels H:P,H:P --master NAME
  *       [--user U] [--password P] [--sentinel-password SP] [--poll-ms N]
+ *   redis_topo_probe cluster --seeds H:P,H:P [--user U] [--password P]
+ *       [--load-function FILE] [--refresh-ms N]
  *
  * It prints one JSON object per line on stdout, as things happen:
  *   {"event":"master","host":H,"port":P}   (host null: the master is gone)
  *   {"event":"log","level":L,"name":N,"msg":M}
+ *   cluster: {"event":"map","masters":[P...]}, {"event":"ready","ready":0|1},
+ *            {"event":"subscribed","channel":C,"active":0|1},
+ *            {"event":"message","channel":C,"payload":D},
+ *            {"id":N,"reply":R} or {"id":N,"error":E} (R: Redis' reply as JSON;
+ *            an error reply is {"err":TEXT})
  * and reads one command per line on stdin:
- *   recheck
+ *   recheck                                  (sentinel)
+ *   {"id":N,"key":K,"argv":[...]}            (cluster: a routed command)
+ *   {"ssubscribe":C} / {"sunsubscribe":C}    (cluster)
  *   quit  (or end of input): stops the module, runs the loop empty, exits 0
  *         when every handle was closed.
  */
@@ -26,6 +35,7 @@ static uv_loop_t loop;
 static uv_pipe_t in;
 static hr_buf line;
 static chan_sentinel *sentinel;
+static chan_rcluster *cluster;
 static int quitting;
 
 static void emit(json_t *o)
@@ -73,6 +83,101 @@ static void on_master(void *ud, const char *host, int port)
     emit(json_pack("{s:s, s:s?, s:i}", "event", "master", "host", host, "port", port));
 }
 
+/*---- Cluster -------------------------------------------------------------------*/
+
+static json_t *reply_json(const redisReply *r)
+{
+    switch (r->type) {
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+        return json_stringn(r->str, r->len);
+    case REDIS_REPLY_ERROR:
+        return json_pack("{s:s%}", "err", r->str, r->len);
+    case REDIS_REPLY_INTEGER:
+        return json_integer(r->integer);
+    case REDIS_REPLY_ARRAY: {
+        json_t *a = json_array();
+        for (size_t i = 0; i < r->elements; i++)
+            json_array_append_new(a, reply_json(r->element[i]));
+        return a;
+    }
+    default:
+        return json_null();
+    }
+}
+
+static void on_cluster_reply(void *priv, const redisReply *r, const char *err)
+{
+    json_int_t id = (json_int_t)(intptr_t)priv;
+    if (r)
+        emit(json_pack("{s:I, s:o}", "id", id, "reply", reply_json(r)));
+    else
+        emit(json_pack("{s:I, s:s}", "id", id, "error", err));
+}
+
+static void on_map(void *ud, const chan_slotmap *m)
+{
+    json_t *a = json_array();
+    (void)ud;
+    for (size_t i = 0; i < m->nnodes; i++)
+        if (m->nodes[i].master < 0)
+            json_array_append_new(a, json_integer(m->nodes[i].port));
+    emit(json_pack("{s:s, s:o, s:i}", "event", "map", "masters", a, "uncovered",
+                   chan_slotmap_uncovered(m)));
+}
+
+static void on_ready(void *ud, int ready)
+{
+    (void)ud;
+    emit(json_pack("{s:s, s:i}", "event", "ready", "ready", ready));
+}
+
+static void on_subscribed(void *ud, const char *channel, int active)
+{
+    (void)ud;
+    emit(json_pack("{s:s, s:s, s:i}", "event", "subscribed", "channel", channel, "active", active));
+}
+
+static void on_message(void *ud, const char *channel, const char *payload, size_t len)
+{
+    (void)ud;
+    emit(json_pack("{s:s, s:s, s:s%}", "event", "message", "channel", channel, "payload", payload,
+                   len));
+}
+
+static void cluster_line(const char *text)
+{
+    json_error_t e;
+    json_t *o = json_loads(text, 0, &e);
+    const char *c;
+    if (!o) {
+        fprintf(stderr, "probe: bad command line: %s\n", e.text);
+        exit(2);
+    }
+    if ((c = json_string_value(json_object_get(o, "ssubscribe")))) {
+        chan_rcluster_ssubscribe(cluster, c);
+    } else if ((c = json_string_value(json_object_get(o, "sunsubscribe")))) {
+        chan_rcluster_sunsubscribe(cluster, c);
+    } else {
+        json_t *argv = json_object_get(o, "argv");
+        const char *key = json_string_value(json_object_get(o, "key"));
+        size_t n = json_array_size(argv);
+        const char **args = calloc(n ? n : 1, sizeof(char *));
+        size_t *lens = calloc(n ? n : 1, sizeof(size_t));
+        for (size_t i = 0; i < n; i++) {
+            args[i] = json_string_value(json_array_get(argv, i));
+            lens[i] = json_string_length(json_array_get(argv, i));
+        }
+        intptr_t id = (intptr_t)json_integer_value(json_object_get(o, "id"));
+        if (chan_rcluster_command(cluster, key, key ? strlen(key) : 0, on_cluster_reply, (void *)id,
+                                  (int)n, args, lens) < 0)
+            emit(json_pack("{s:I, s:s}", "id", (json_int_t)id, "error", "refused"));
+        free(args);
+        free(lens);
+    }
+    json_decref(o);
+}
+
 /*---- stdin ---------------------------------------------------------------------*/
 
 static void quit(void)
@@ -81,6 +186,7 @@ static void quit(void)
         return;
     quitting = 1;
     chan_sentinel_stop(sentinel);
+    chan_rcluster_stop(cluster);
     uv_close((uv_handle_t *)&in, NULL);
 }
 
@@ -90,6 +196,8 @@ static void handle_line(const char *text)
         quit();
     else if (!strcmp(text, "recheck") && sentinel)
         chan_sentinel_recheck(sentinel);
+    else if (cluster && text[0] == '{')
+        cluster_line(text);
     else if (text[0])
         fprintf(stderr, "probe: unknown command: %s\n", text);
 }
@@ -154,9 +262,42 @@ int main(int argc, char **argv)
                                     .master = on_master,
                                     .log = on_log};
         sentinel = chan_sentinel_start(&loop, &cfg);
+    } else if (!strcmp(argv[1], "cluster")) {
+        nhosts = parse_hosts(arg(argc, argv, "--seeds"), &hosts);
+        const char *fn = arg(argc, argv, "--load-function");
+        const char *refresh = arg(argc, argv, "--refresh-ms");
+        static const char *load[4] = {"FUNCTION", "LOAD", "REPLACE", NULL};
+        static chan_rcmd init = {4, load, NULL};
+        if (fn) { /* every master loads it on connect */
+            FILE *f = fopen(fn, "r");
+            static char text[65536];
+            size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+            if (!f || !n) {
+                fprintf(stderr, "probe: cannot read %s\n", fn);
+                return 2;
+            }
+            fclose(f);
+            text[n] = '\0';
+            load[3] = text;
+        }
+        chan_rcluster_config cfg = {.seeds = hosts,
+                                    .init = fn ? &init : NULL,
+                                    .ninit = fn ? 1 : 0,
+                                    .refresh_ms = refresh ? (unsigned)atoi(refresh) : 0,
+                                    .nseeds = nhosts,
+                                    .user = user,
+                                    .password = password,
+                                    .client_name = "herald-probe",
+                                    .connect_timeout_ms = 1000,
+                                    .map = on_map,
+                                    .ready = on_ready,
+                                    .subscribed = on_subscribed,
+                                    .message = on_message,
+                                    .log = on_log};
+        cluster = chan_rcluster_start(&loop, &cfg);
     }
     hr_redis_addrs_free(hosts, nhosts);
-    if (!sentinel) {
+    if (!sentinel && !cluster) {
         fprintf(stderr, "probe: bad arguments\n");
         return 2;
     }
