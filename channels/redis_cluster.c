@@ -311,8 +311,11 @@ static void on_retry(uv_timer_t *t)
             continue;
         }
         *pp = q->next;
-        if (req_send(cl, q) < 0)
+        if (req_send(cl, q) < 0) {
             req_answer(q, NULL, "no reachable node serves the slot");
+            if (cl->stopping)
+                return; /* the owner stopped us: the list is gone */
+        }
     }
     if (cl->retry_head && !cl->stopping)
         uv_timer_start(&cl->retry, on_retry, next > now ? next - now : 1, 0);

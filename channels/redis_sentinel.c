@@ -249,6 +249,8 @@ static void on_addr(chan_rconn *c, void *priv, const redisReply *r, const char *
             chan_rlog(s->log, s->ud, CHAN_RLOG_INFO, "sentinel_switch",
                       "%s: sentinel %s names another master: checking it", s->name, sn);
             report_gone(s);
+            if (s->stopping)
+                return; /* the owner stopped us from its callback */
             s->round = 1;
             s->tried = 0;
             check(s, host, hlen, port, VIA_ROUND);
