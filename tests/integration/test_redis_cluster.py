@@ -15,6 +15,8 @@ import itertools
 import os
 import sys
 import tempfile
+import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -233,6 +235,69 @@ def test_master_restarted():
         p.wait_active(topic(name), 1, since=mark)
         assert p.call(topic(name), "SPUBLISH", topic(name), "back") == 1
         p.wait_message(topic(name), "back", since=mark)
+        assert p.close() == 0
+
+
+def test_slot_moving_under_traffic():
+    """A slot migrates back and forth between two masters six times while
+    INCRs on one of its keys keep flowing; each time the test waits, with
+    the slot half-migrated, until some INCRs were answered (they can only
+    have run after ASK), then again after the hand-over. Every INCR is
+    answered, and the counter equals the number of INCRs acknowledged:
+    none ran twice, none was lost. The subscription follows the slot and
+    still delivers at the end."""
+    with RedisCluster(replicas=0) as c, Cluster(c, "--refresh-ms", 600000) as p:
+        p.wait_ready()
+        name = "churn"
+        key = "herald:n:{%s}" % name
+        slot = c.keyslot(topic(name))
+        p.send({"ssubscribe": topic(name)})
+        p.wait_active(topic(name))
+        assert p.call(key, "INCR", key) == 1
+        stop = threading.Event()
+        sent = [None]  # the first INCR above
+
+        def traffic():
+            while not stop.is_set():
+                i = next(_ids)
+                p.send({"id": i, "key": key, "argv": ["INCR", key]})
+                sent.append(i)
+                time.sleep(0.005)  # a steady trickle, not a measurement
+
+        def answered_from_now(n=5):
+            """Until n INCRs sent from now on were answered."""
+            since = p.mark()  # before `first`: their answers come after it
+            first = len(sent)
+            for _ in range(n):
+                got = p.wait(lambda e: e.get("id") in sent[first:], since=since)
+                since = p.events.index(got) + 1
+
+        t = threading.Thread(target=traffic, daemon=True)
+        mark = p.mark()
+        t.start()
+        try:
+            a = c.owner(slot)
+            b = [m for m in c.masters() if m is not a][0]
+            for src, dst in [(a, b), (b, a)] * 3:
+                c.begin_migration(slot, src, dst)
+                c.move_keys(slot, src, dst)
+                answered_from_now()  # through ASK: the key is at dst
+                c.finish_migration(slot, src, dst)
+                answered_from_now()
+        finally:
+            stop.set()
+            t.join()
+        answers = [p.wait(lambda e, i=i: e.get("id") == i, since=mark) for i in sent[1:]]
+        failed = [e for e in answers if "error" in e or not isinstance(e.get("reply"), int)]
+        assert not failed, failed[:5]
+        assert p.call(key, "GET", key) == str(len(sent))
+        assert len(p.redirects("ASK", mark)) >= 6 * 5, len(p.redirects("ASK", mark))
+        # the last word on the subscription is "active" (now or soon)
+        p.wait(lambda e: [x["active"] for x in p.events if x.get("event") == "subscribed"]
+               [-1:] == [1], timeout=60, what="the subscription active again")
+        last = p.mark()
+        p.call(topic(name), "SPUBLISH", topic(name), "settled")
+        p.wait_message(topic(name), "settled", since=last)
         assert p.close() == 0
 
 
