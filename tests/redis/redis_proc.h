@@ -212,6 +212,27 @@ static int run_until(uv_loop_t *loop, const int *flag, unsigned ms)
     return *flag != 0;
 }
 
+static void on_tick(uv_timer_t *t)
+{
+    (void)t; /* only wakes the loop up, so the predicate is looked at again */
+}
+
+/* Runs loop until pred(ctx) holds or ms passed; returns pred's last value.
+ * A ticking timer keeps the loop from sleeping forever when nothing else
+ * happens (a negative check must still end). */
+static int run_while_not(uv_loop_t *loop, int (*pred)(void *), void *ctx, unsigned ms)
+{
+    uv_timer_t tick;
+    double deadline = test_now() + ms / 1000.0;
+    uv_timer_init(loop, &tick);
+    uv_timer_start(&tick, on_tick, 50, 50);
+    while (!pred(ctx) && test_now() < deadline)
+        uv_run(loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&tick, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    return pred(ctx);
+}
+
 /* Runs the loop until nothing is left on it (every handle closed), with
  * an upper bound; returns 1 when it emptied: a leak of handles shows. */
 static int run_to_empty(uv_loop_t *loop, unsigned ms)

@@ -315,8 +315,10 @@ static void test_connect_failures(void)
     CHECK(!e.ready && strstr(e.why, "not connected within 300 ms"));
     chan_rconn_close(c);
 
-    /* no setup, so ready at once; then the reply deadline */
+    /* no setup, so ready at once; then the reply deadline (a connect
+     * deadline of its own, so a slow connect cannot pass for it) */
     cfg.password = NULL;
+    cfg.connect_timeout_ms = 10000;
     cfg.reply_timeout_ms = 300;
     memset(&e, 0, sizeof(e));
     c = chan_rconn_open(&loop, &cfg);
@@ -359,6 +361,14 @@ static int blocked_clients(redis_proc *rp)
     return n;
 }
 
+static redis_proc *g_rp;
+
+static int one_blocked(void *ctx)
+{
+    (void)ctx;
+    return blocked_clients(g_rp) == 1;
+}
+
 /* The server is SIGKILLed with a command waiting: the owner hears it once,
  * the waiting command is answered without a reply. */
 static void test_server_dies(void)
@@ -368,10 +378,8 @@ static void test_server_dies(void)
     chan_rconn *c = open_conn(&e, rp->port, NULL, NULL, 0, 0);
     answer blpop;
     cmd(c, &blpop, "BLPOP", "q", "0", NULL);
-    double deadline = test_now() + 10;
-    while (blocked_clients(rp) != 1 && test_now() < deadline)
-        uv_run(&loop, UV_RUN_NOWAIT);
-    CHECK(blocked_clients(rp) == 1);
+    g_rp = rp;
+    CHECK(run_while_not(&loop, one_blocked, NULL, 10000));
     redis_kill(rp);
     CHECK(run_until(&loop, &e.closed, 10000));
     CHECK(e.closed == 1 && blpop.null && !strcmp(blpop.err, e.why));
@@ -387,6 +395,15 @@ static int find_push(const events *e, const char *kind, const char *channel, int
         if (!strcmp(e->push[i].kind, kind) && !strcmp(e->push[i].channel, channel))
             return i;
     return -1;
+}
+
+static int g_before;
+static events *g_events;
+
+static int later_message_on_a(void *ctx)
+{
+    (void)ctx;
+    return find_push(g_events, "smessage", "a", g_before) >= 0;
 }
 
 /* SSUBSCRIBE and smessage, beside SUBSCRIBE / PSUBSCRIBE and PING on the
@@ -435,13 +452,12 @@ static void test_sharded_pubsub(void)
     int u = find_push(&se, "sunsubscribe", "b", 0);
     CHECK(u >= 0 && se.push[u].solicited && se.push[u].count == 1);
     /* b is gone: a publication there never arrives, one on a after it does */
-    int before = se.npush;
+    g_before = se.npush;
+    g_events = &se;
     cmd(pub, &r1, "SPUBLISH", "b", "lost", NULL);
     cmd(pub, &last, "SPUBLISH", "a", "last", NULL);
-    double deadline = test_now() + 10;
-    while (find_push(&se, "smessage", "a", before) < 0 && test_now() < deadline)
-        uv_run(&loop, UV_RUN_ONCE);
-    CHECK(find_push(&se, "smessage", "a", before) >= 0 && find_push(&se, "smessage", "b", 0) < 0);
+    CHECK(run_while_not(&loop, later_message_on_a, NULL, 10000));
+    CHECK(find_push(&se, "smessage", "b", 0) < 0);
     CHECK(r1.integer == 0);
     chan_rconn_close(sub);
     chan_rconn_close(pub);
