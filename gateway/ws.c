@@ -886,6 +886,9 @@ static int handshake_refused(struct lws *wsi)
     if (lws_hdr_copy(wsi, buf, sizeof(buf) - 1, WSI_TOKEN_CONNECTION) <= 0 ||
         !list_has_token(buf, "upgrade"))
         return hr_http_refuse(wsi, 400, "a WebSocket upgrade needs Connection: Upgrade");
+    /* lws reads the offers into 255 bytes; longer, and it hangs up */
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_EXTENSIONS) >= 255)
+        return hr_http_refuse(wsi, 400, "Sec-WebSocket-Extensions is too long (at most 254 bytes)");
     if (!subprotocol_ok(wsi))
         return hr_http_refuse(wsi, 400,
                               "unsupported Sec-WebSocket-Protocol: Herald speaks only \"herald\" "
