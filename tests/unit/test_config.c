@@ -118,6 +118,7 @@ static void test_defaults(void)
     CHECK(cfg.max_channel_len == 255);
     CHECK(cfg.max_subscriptions == 512);
     CHECK(cfg.out_queue_bytes == 1048576);
+    CHECK(cfg.ws_compression == 0 && cfg.ws_compression_min == 256);
     CHECK(cfg.rate_per_sec == 200);
     CHECK(cfg.rate_burst == 400);
     CHECK(cfg.connect_timeout == 10);
@@ -142,10 +143,20 @@ static void test_usage(void)
     CHECK(strstr(u, "herald token --sub ID") != NULL);
     CHECK(strstr(u, "herald user add NAME") != NULL);
     CHECK(strstr(u, "herald --version") != NULL);
-    const char *names[] = {"--listen",          "HERALD_LISTEN",  "--redis-url",
-                           "HERALD_REDIS_URL",  "--api-key",      "HERALD_API_KEY",
-                           "--jwt-private-key", "HERALD_JWT_AUD", "--shutdown-grace-ms",
-                           "--anonymous",       "HERALD_CONFIG",  "127.0.0.1:8080"};
+    const char *names[] = {"--listen",
+                           "HERALD_LISTEN",
+                           "--redis-url",
+                           "HERALD_REDIS_URL",
+                           "--api-key",
+                           "HERALD_API_KEY",
+                           "--jwt-private-key",
+                           "HERALD_JWT_AUD",
+                           "--shutdown-grace-ms",
+                           "--anonymous",
+                           "HERALD_CONFIG",
+                           "127.0.0.1:8080",
+                           "--ws-compression",
+                           "HERALD_WS_COMPRESSION_MIN"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         CHECK(strstr(u, names[i]) != NULL);
     CHECK(hr_config_usage() == u);
@@ -283,6 +294,14 @@ static void test_flags(void)
     CHECK(load(&cfg, 1, argv2, env) == 0);
     CHECK(cfg.allow_anonymous == 0);
     hr_config_clear(&cfg);
+    char *envz[] = {"HERALD_WS_COMPRESSION=yes", "HERALD_WS_COMPRESSION_MIN=0", NULL};
+    CHECK(load(&cfg, 0, NULL, envz) == 0);
+    CHECK(cfg.ws_compression == 1 && cfg.ws_compression_min == 0);
+    hr_config_clear(&cfg);
+    char *argvz[] = {"--ws-compression", "--ws-compression-min", "1024"};
+    CHECK(load(&cfg, 3, argvz, NULL) == 0);
+    CHECK(cfg.ws_compression == 1 && cfg.ws_compression_min == 1024);
+    hr_config_clear(&cfg);
     char *env3[] = {"HERALD_ANONYMOUS=1", NULL};
     char *argv3[] = {"--anonymous=0"};
     CHECK(load(&cfg, 1, argv3, env3) == 0);
@@ -347,6 +366,8 @@ static void test_bad_values(void)
     env_fails("HERALD_TOKEN_TTL=0", "HERALD_TOKEN_TTL");
     env_fails("HERALD_CONNECT_TIMEOUT=0x10", "HERALD_CONNECT_TIMEOUT");
     env_fails("HERALD_ANONYMOUS=maybe", "HERALD_ANONYMOUS");
+    env_fails("HERALD_WS_COMPRESSION=gzip", "HERALD_WS_COMPRESSION");
+    env_fails("HERALD_WS_COMPRESSION_MIN=-1", "HERALD_WS_COMPRESSION_MIN");
     env_fails("HERALD_LOG_LEVEL=verbose", "HERALD_LOG_LEVEL");
     env_fails("HERALD_LOG_FORMAT=xml", "HERALD_LOG_FORMAT");
     env_fails("HERALD_JWT_ALG=none", "HERALD_JWT_ALG");
@@ -517,8 +538,7 @@ static void test_django(void)
     hr_config_clear(&cfg);
 
     char *env[] = {"HERALD_REDIS_URL=redis://127.0.0.1:6379", "HERALD_DJANGO_CHANNELS=pubsub",
-                   "HERALD_DJANGO_CHANNELS_PREFIX=proj", "HERALD_DJANGO_CHANNELS_CAPACITY=7",
-                   NULL};
+                   "HERALD_DJANGO_CHANNELS_PREFIX=proj", "HERALD_DJANGO_CHANNELS_CAPACITY=7", NULL};
     CHECK(load(&cfg, 0, NULL, env) == 0);
     CHECK(cfg.django_channels == 1 && !strcmp(cfg.django_prefix, "proj") &&
           cfg.django_capacity == 7);
@@ -539,16 +559,16 @@ static void test_django(void)
     hr_config_clear(&cfg);
 
     /* a namespace's django_channel: a Channels name, and the bridge on */
-    CHECK(load_json(&cfg, "{\"redis_url\":\"redis://h\",\"django_channels\":\"redis\","
-                          "\"namespaces\":{\"chat\":{\"django_channel\":\"herald-events\"}}}",
+    CHECK(load_json(&cfg,
+                    "{\"redis_url\":\"redis://h\",\"django_channels\":\"redis\","
+                    "\"namespaces\":{\"chat\":{\"django_channel\":\"herald-events\"}}}",
                     NULL, 0) == 0);
     const auth_namespace *ns = hr_config_namespace(&cfg, "chat:x");
     CHECK(ns && ns->django_channel && !strcmp(ns->django_channel, "herald-events"));
     ns = hr_config_namespace(&cfg, "news");
     CHECK(ns && !ns->django_channel);
     hr_config_clear(&cfg);
-    CHECK(load_json(&cfg, "{\"namespaces\":{\"chat\":{\"django_channel\":\"e\"}}}", NULL,
-                    0) < 0 &&
+    CHECK(load_json(&cfg, "{\"namespaces\":{\"chat\":{\"django_channel\":\"e\"}}}", NULL, 0) < 0 &&
           strstr(err, "HERALD_DJANGO_CHANNELS"));
     hr_config_clear(&cfg);
     const char *names[] = {"\"specific.x!y\"", "\"a:b\"", "\"\"", "7"};
