@@ -343,10 +343,25 @@ typedef struct lws_ebufs {
     struct lws_tokens eb_out; /* what lws validates and hands to RECEIVE */
 } lws_ebufs;
 enum {
-    LWS_PMDR_UNKNOWN = 0,        /* as if there were no extension: eb_out is delivered */
+    LWS_PMDR_UNKNOWN = 0,        /* as if there were no extension: the input is delivered */
     LWS_PMDR_EMPTY_NONFINAL = 3, /* input used, nothing to deliver (yet) */
     LWS_PMDR_EMPTY_FINAL = 4,    /* the message ends with eb_out (which may be empty) */
 };
+
+/* Does the text end inside a UTF-8 sequence? lws checks the rest of an
+ * output incrementally but makes this last check only for return codes
+ * that do not fit ours. */
+static int utf8_cut(const unsigned char *s, size_t n)
+{
+    size_t i = n, cont = 0;
+    while (i > 0 && cont < 3 && (s[i - 1] & 0xc0) == 0x80)
+        i--, cont++;
+    if (i == 0)
+        return cont > 0;
+    unsigned c = s[i - 1];
+    size_t need = c >= 0xf0 ? 3 : c >= 0xe0 ? 2 : c >= 0xc0 ? 1 : 0;
+    return cont < need;
+}
 
 /* Where a connection is in its inbound messages (hr_pmd_conn.state). */
 enum { RX_IDLE, RX_PLAIN, RX_DEFLATED, RX_DISCARD };
@@ -539,14 +554,14 @@ static int pmd_payload_rx(struct lws *wsi, lws_ebufs *eb)
         return fail(p, pc, wsi, 1, 1009, "message too big", eb);
     if (st == HR_PMD_BAD)
         return fail(p, pc, wsi, 1, 1007, "invalid compressed data", eb);
+    if (!lws_frame_is_binary(wsi) && utf8_cut(text, tlen)) /* binary: ws.c closes 1003 */
+        return fail(p, pc, wsi, 1, 1007, "invalid UTF-8", eb);
+    /* EMPTY_FINAL: lws checks the text's UTF-8 and hands it to RECEIVE
+     * (an empty one too) as the whole message */
     eb->eb_out.token = (unsigned char *)text;
     eb->eb_out.len = (int)tlen;
     eb->eb_in.len = 0;
-    /* In bulk, UNKNOWN makes lws also check that the text does not end
-     * inside a UTF-8 sequence, but delivers nothing when it is empty;
-     * the byte-wise parser needs EMPTY_FINAL (UNKNOWN would subtract the
-     * output from the input it consumed). */
-    return bulk && tlen ? LWS_PMDR_UNKNOWN : LWS_PMDR_EMPTY_FINAL;
+    return LWS_PMDR_EMPTY_FINAL;
 }
 
 static int pmd_callback(struct lws_context *context, const struct lws_extension *ext,

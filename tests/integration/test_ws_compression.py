@@ -408,10 +408,15 @@ def test_bad_compressed_data_closes_1007():
             build_frame(OP_TEXT, deflate(b'{"id":1,"op":"ping"}\xe2\x82'), rsv=4),  # cut UTF-8
             build_frame(OP_TEXT, b'{"id":1,"op":"ping"}\xe2\x82'),  # the same, uncompressed
         ]
+        cut = deflate(b'{"id":1,"op":"ping"}\xe2\x82')  # ending in an empty frame, too
+        cases.append(build_frame(OP_TEXT, cut, fin=False, rsv=4) + build_frame(OP_CONT, b""))
         for frame in cases:
             ws = pmd_client(h)
             ws.send_raw(frame)
             assert ws.expect_close() == 1007, frame
+        ws = pmd_client(h)  # compressed or not, binary is refused
+        ws.send_raw(build_frame(2, deflate(b'{"id":1,"op":"ping"}'), rsv=4))
+        assert ws.expect_close() == 1003
 
 
 def test_client_must_not_keep_its_context():
