@@ -923,13 +923,14 @@ def compression_run(b, srv, p):
 
 
 def add_cpu_ratios(results, scenario):
-    """cpu_vs_plain: CPU per delivery over plain Herald's (compression off)
-    in the same variant."""
+    """cpu_vs_plain: a Herald row's CPU per delivery over that of Herald with
+    compression off in the same variant."""
     rows = [r for r in results if r["scenario"] == scenario]
     base = {r["variant"]: r.get("cpu_us_per_delivery") for r in rows if r["server"] == "herald"}
     for r in rows:
         ref, c = base.get(r["variant"]), r.get("cpu_us_per_delivery")
-        r["cpu_vs_plain"] = c / ref if ref and c is not None else None
+        r["cpu_vs_plain"] = c / ref if ref and c is not None and r["server"] != "refserver" \
+            else None
 
 
 def sc_compression(b):
