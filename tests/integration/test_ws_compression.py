@@ -159,6 +159,9 @@ def test_answer_to_offers():
             ("permessage-deflate; server_no_context_takeover; client_no_context_takeover", ANSWER),
             ("x-webkit-deflate-frame, permessage-deflate; client_max_window_bits=10", ANSWER),
             ("permessage-deflate; server_max_window_bits=10", ANSWER + "; server_max_window_bits=10"),
+            # lws asks about each offer in turn: Herald takes the first it can accept
+            ("permessage-deflate; foo, permessage-deflate; server_max_window_bits=9",
+             ANSWER + "; server_max_window_bits=9"),
             # offers Herald declines: the upgrade goes on without compression
             ("permessage-deflate; server_max_window_bits=16", None),
             ("permessage-deflate; mystery", None),
