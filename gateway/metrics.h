@@ -52,14 +52,17 @@ typedef struct hr_counters {
     atomic_ullong auth_failures;
     atomic_ullong http_requests;
     atomic_ullong inbox_wakeups;
-    atomic_ullong ws_deflates;        /* messages compressed (permessage-deflate) */
-    atomic_ullong ws_frames_deflated; /* compressed frames sent */
-    atomic_llong loop_lag_us;         /* gauge: how late the loop's 500 ms timer last fired */
-    hr_hist delivery;                 /* publication created on this node -> frame written */
-    hr_hist handshake;                /* upgrade request -> WebSocket established */
-    hr_hist http[HR_MAX_ROUTES + 1];  /* per route; the last: no route matched */
+    atomic_llong loop_lag_us;        /* gauge: how late the loop's 500 ms timer last fired */
+    hr_hist delivery;                /* publication created on this node -> frame written */
+    hr_hist handshake;               /* upgrade request -> WebSocket established */
+    hr_hist http[HR_MAX_ROUTES + 1]; /* per route; the last: no route matched */
     atomic_ullong ns_publications[HR_MAX_NS + 1]; /* per namespace; the last: other */
     atomic_ullong ns_deliveries[HR_MAX_NS + 1];
+
+    /* permessage-deflate (ws_deflate.c) */
+    atomic_ullong ws_deflates;        /* messages compressed */
+    atomic_ullong ws_frames_deflated; /* compressed frames sent */
+
     char _pad[64]; /* keeps two loops' counters off one cache line */
 } hr_counters;
 

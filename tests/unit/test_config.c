@@ -143,22 +143,14 @@ static void test_usage(void)
     CHECK(strstr(u, "herald token --sub ID") != NULL);
     CHECK(strstr(u, "herald user add NAME") != NULL);
     CHECK(strstr(u, "herald --version") != NULL);
-    const char *names[] = {"--listen",
-                           "HERALD_LISTEN",
-                           "--redis-url",
-                           "HERALD_REDIS_URL",
-                           "--api-key",
-                           "HERALD_API_KEY",
-                           "--jwt-private-key",
-                           "HERALD_JWT_AUD",
-                           "--shutdown-grace-ms",
-                           "--anonymous",
-                           "HERALD_CONFIG",
-                           "127.0.0.1:8080",
-                           "--ws-compression",
-                           "HERALD_WS_COMPRESSION_MIN"};
+    const char *names[] = {"--listen",          "HERALD_LISTEN",  "--redis-url",
+                           "HERALD_REDIS_URL",  "--api-key",      "HERALD_API_KEY",
+                           "--jwt-private-key", "HERALD_JWT_AUD", "--shutdown-grace-ms",
+                           "--anonymous",       "HERALD_CONFIG",  "127.0.0.1:8080"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         CHECK(strstr(u, names[i]) != NULL);
+    CHECK(strstr(u, "--ws-compression") != NULL);
+    CHECK(strstr(u, "HERALD_WS_COMPRESSION_MIN") != NULL);
     CHECK(hr_config_usage() == u);
 }
 
