@@ -17,7 +17,7 @@ cd "$(dirname "$0")"
 # libcurl4-openssl-dev: calls to the application's backend (proxies, webhooks)
 BUILD_PKGS=(build-essential cmake pkg-config libwebsockets-dev libuv1-dev libjansson-dev libjwt-dev
             libhiredis-dev libssl-dev libargon2-dev libsqlite3-dev libmsgpack-dev libicu-dev
-            libcurl4-openssl-dev)
+            libcurl4-openssl-dev zlib1g-dev)
 # python3-channels-redis, -django-channels, -msgpack: the Django Channels
 # bridge is tested against the real, unmodified channels_redis; python3-jwt,
 # -cryptography, -pip, -setuptools, -wheel, -venv: the Python client's tokens
@@ -39,7 +39,7 @@ TRY_PKGS=(curl python3 python3-websockets)
 # ldd does not show. tests/integration/test_dockerfile.py checks this list
 # against the libraries a running herald has mapped.
 RUNTIME_PKGS=(libwebsockets17 libwebsockets-evlib-uv libuv1 libjansson4 libjwt0 libhiredis0.14
-              libssl3 libargon2-1 libsqlite3-0 libmsgpackc2 libicu72 libcurl4)
+              libssl3 libargon2-1 libsqlite3-0 libmsgpackc2 libicu72 libcurl4 zlib1g)
 # libFuzzer ships in clang's runtime package on Debian (libclang_rt.fuzzer);
 # only `fuzz` needs them: the test suite replays the corpora with gcc.
 FUZZ_PKGS=(clang libclang-rt-14-dev)

@@ -12,6 +12,10 @@ Scenarios (defaults in brackets; see bench/README.md for what each number means)
   connect-storm  handshakes/s (HS256 JWT in ?token=) [5000, 100 in flight]
   rest           REST publishes/s on 1 and 4 keep-alive connections, window 1 and 16
   threads        fanout 1000 x 1000 with HERALD_THREADS=1 and 2
+  compression    a ~1 KB chat event to 1000 subscribers and to 1, Herald with and without
+                 permessage-deflate (HERALD_WS_COMPRESSION, clients offering it):
+                 bytes on the wire and CPU per delivery
+  compression-memory  server RSS per idle connection with permessage-deflate negotiated [19000]
   all            every scenario above, with its defaults
 Cluster mode (issue 7), with a fresh redis-server per run (see bench/README.md):
   cluster-fanout   2 nodes, subscribers split evenly, REST publishers via node 1 / both,
@@ -818,15 +822,16 @@ def sc_latency(b):
     b.run_rows("latency", "%g/s to %d subs, %gs" % (p["rate"], p["subs"], p["duration"]), p, run)
 
 
-def hold_idle(b, srv, n, tag, timeout=300):
+def hold_idle(b, srv, n, tag, timeout=300, extra=()):
     """Opens n idle connections in background loadgens; returns their handles
-    once every one is ready (or raises)."""
+    once every one is ready (or raises). extra: more loadgen arguments."""
     procs = []
     for i in range((n + IDLE_PER_PROCESS - 1) // IDLE_PER_PROCESS):
         k = min(IDLE_PER_PROCESS, n - i * IDLE_PER_PROCESS)
         procs.append(b.loadgen(srv).start_background(
             ["--idle", k, "--hold", 900, "--concurrency", 500, "--connect-timeout", 120,
-             "--src-first", 2 + 8 * (i + 1), "--timeout", 1200], "%s%d" % (tag, i)))
+             "--src-first", 2 + 8 * (i + 1), "--timeout", 1200] + list(extra),
+            "%s%d" % (tag, i)))
     if not wait_ready(procs, timeout):
         finish_background(procs, timeout=10)
         raise RuntimeError("idle connections were not ready within %ds" % timeout)
@@ -838,7 +843,8 @@ def idle_totals(reports):
     return {"idle_ready": sum(r["conns"]["ready"] for r in ok),
             "idle_failed": sum(r["conns"]["failed"] for r in ok),
             "idle_closed": sum(sum(r["closed_by_role"].values()) for r in ok),
-            "idle_connect_per_s": sum(r["connect"]["rate"] for r in ok)}
+            "idle_connect_per_s": sum(r["connect"]["rate"] for r in ok),
+            "idle_deflate_conns": sum(r.get("wire", {}).get("deflate_conns", 0) for r in ok)}
 
 
 def sc_idle_crowd(b):
@@ -869,24 +875,132 @@ def sc_idle_crowd(b):
     add_ratios(b.results, "idle-crowd")
 
 
+def idle_memory_run(b, srv, p, extra=()):
+    time.sleep(0.5)
+    rss0 = srv.rss_kb()
+    procs = hold_idle(b, srv, p["idle"], "mem", extra=extra)
+    time.sleep(1.0)  # let the server settle after the last handshake
+    rss1, hwm = srv.rss_kb(), srv.hwm_kb()
+    m = idle_totals(finish_background(procs))
+    n = max(m["idle_ready"], 1)
+    m.update({"rss_before_kb": rss0, "rss_after_kb": rss1, "hwm_kb": hwm,
+              "rss_per_conn_bytes": (rss1 - rss0) * 1024.0 / n,
+              "connect_per_s": m["idle_connect_per_s"]})
+    return m
+
+
 def sc_idle_memory(b):
     a = b.a
     n = int(a.idle or 19000)
     p = {"idle": n}
 
+    b.run_rows("idle-memory", "%d idle" % n, p, lambda srv, p: idle_memory_run(b, srv, p))
+
+
+#---- permessage-deflate (issue 19) -----------------------------------------------------
+
+DEFLATE_ENV = {"HERALD_WS_COMPRESSION": "true"}
+
+
+def deflate_configs(b, plain_clients=True):
+    """Herald without compression; with HERALD_WS_COMPRESSION on but clients
+    that do not offer it (what turning it on costs them); with it on and
+    every client offering permessage-deflate; and the refserver (no
+    compression), in one run."""
+    configs = []
+    if "herald" in b.servers():
+        configs.append(("herald", "herald", None))
+        if plain_clients:
+            configs.append(("herald-on", "herald on, plain clients", None))
+        configs.append(("herald-deflate", "herald deflate", None))
+    if "refserver" in b.servers():
+        configs.append(("refserver", "refserver", None))
+    return configs
+
+
+def deflate_factory(b):
+    def make(kind, threads):
+        if kind not in ("herald-deflate", "herald-on"):
+            return b.new_server(kind, threads)
+        srv = Server("herald", b.a.herald, b.secret, b.api_key,
+                     threads=threads or b.a.herald_threads, log_level=b.a.log_level,
+                     extra_env=DEFLATE_ENV)
+        srv.clients_offer = kind == "herald-deflate"
+        return srv
+    return make
+
+
+def compresses(srv):
+    """Whether the loadgen's clients offer permessage-deflate to srv."""
+    return getattr(srv, "clients_offer", False)
+
+
+def herald_counter(srv, name):
+    """A counter from Herald's /metrics (None for the refserver)."""
+    if srv.kind != "herald":
+        return None
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % srv.port, timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    m = re.search(r"^%s(?:\{[^}]*\})? (\S+)$" % re.escape(name), text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def compression_run(b, srv, p):
+    extra = ["--deflate", 1] if compresses(srv) else []
+    r = b.loadgen(srv).run(["--subs", p["subs"], "--ws-pubs", p["publishers"], "--count", p["pubs"],
+                            "--window", p["window"], "--payload", "chat", "--concurrency", 500,
+                            "--timeout", p["timeout"]] + extra, timeout=p["timeout"] + 30)
+    m = summarize(r)
+    w = r["wire"]
+    m["wire_per_delivery"] = w["per_delivery"]
+    m["deflated_pct"] = 100.0 * w["deflated"] / r["delivery"]["received"] \
+        if r["delivery"]["received"] else None
+    deflates = herald_counter(srv, "herald_ws_deflates_total")
+    m["deflates_per_publication"] = deflates / m["acked"] if deflates is not None and m["acked"] \
+        else None
+    m["rss_after_kb"] = r["server_rss_kb"]
+    return m
+
+
+def add_cpu_ratios(results, scenario):
+    """cpu_vs_plain: a Herald row's CPU per delivery over that of Herald with
+    compression off in the same variant."""
+    rows = [r for r in results if r["scenario"] == scenario]
+    base = {r["variant"]: r.get("cpu_us_per_delivery") for r in rows if r["server"] == "herald"}
+    for r in rows:
+        ref, c = base.get(r["variant"]), r.get("cpu_us_per_delivery")
+        r["cpu_vs_plain"] = c / ref if ref and c is not None and r["server"] != "refserver" \
+            else None
+
+
+def sc_compression(b):
+    """The same ~1 KB chat events to 1000 subscribers of one channel (one
+    compression serves them all), and to a single subscriber (each message
+    is compressed for one delivery: the worst case)."""
+    a = b.a
+    for subs, pubs in [(a.subs, a.pubs)] if (a.subs or a.pubs) else [(1000, 1000), (1, 20000)]:
+        subs, pubs = subs or 1000, pubs or 1000
+        p = {"subs": subs, "pubs": pubs, "publishers": a.publishers or 1,
+             "window": auto_window(a, subs), "timeout": a.timeout}
+        b.run_rows("compression", "%d pubs x %d subs, chat ~1 KB" % (pubs, subs), p,
+                   lambda s, p: compression_run(b, s, p), deflate_configs(b), deflate_factory(b))
+    add_cpu_ratios(b.results, "compression")
+
+
+def sc_compression_memory(b):
+    n = int(b.a.idle or 19000)
+    configs = [c for c in deflate_configs(b, plain_clients=False) if c[0] != "refserver"]
+
     def run(srv, p):
-        time.sleep(0.5)
-        rss0 = srv.rss_kb()
-        procs = hold_idle(b, srv, p["idle"], "mem")
-        time.sleep(1.0)  # let the server settle after the last handshake
-        rss1, hwm = srv.rss_kb(), srv.hwm_kb()
-        m = idle_totals(finish_background(procs))
-        n = max(m["idle_ready"], 1)
-        m.update({"rss_before_kb": rss0, "rss_after_kb": rss1, "hwm_kb": hwm,
-                  "rss_per_conn_bytes": (rss1 - rss0) * 1024.0 / n,
-                  "connect_per_s": m["idle_connect_per_s"]})
+        m = idle_memory_run(b, srv, p, ["--deflate", 1] if compresses(srv) else [])
+        if compresses(srv) and m["idle_deflate_conns"] != m["idle_ready"]:
+            m["note"] = "%d of %d connections negotiated permessage-deflate" % (
+                m["idle_deflate_conns"], m["idle_ready"])
         return m
-    b.run_rows("idle-memory", "%d idle" % n, p, run)
+    b.run_rows("compression-memory", "%d idle" % n, {"idle": n}, run, configs, deflate_factory(b))
 
 
 def sc_connect_storm(b):
@@ -1050,6 +1164,7 @@ SCENARIOS = {
     "fanout": sc_fanout, "channels": sc_channels, "latency": sc_latency,
     "idle-crowd": sc_idle_crowd, "idle-memory": sc_idle_memory,
     "connect-storm": sc_connect_storm, "rest": sc_rest, "threads": sc_threads,
+    "compression": sc_compression, "compression-memory": sc_compression_memory,
 }
 # Not part of "all" (which stays the single-node suite): "cluster" runs these.
 CLUSTER_SCENARIOS = {
@@ -1115,6 +1230,19 @@ COLUMNS = {
                       ("of which Redis", "redis_cpu_us_per_delivery", "%.2f"),
                       ("p50 ms", "p50_ms", "%.1f"), ("p99 ms", "p99_ms", "%.1f"),
                       ("lost", "lost", "%d"), ("RSS MiB", "rss_after_kb", "mib")],
+    "compression": [("deliveries/s", "deliveries_per_s", "%.0f"),
+                    ("CPU µs/delivery", "cpu_us_per_delivery", "%.2f"),
+                    ("CPU vs plain", "cpu_vs_plain", "%.2f"),
+                    ("wire B/delivery", "wire_per_delivery", "%.0f"),
+                    ("compressed %", "deflated_pct", "%.0f"),
+                    ("deflates/publication", "deflates_per_publication", "%.2f"),
+                    ("p99 ms", "p99_ms", "%.1f"), ("lost", "lost", "%d"),
+                    ("RSS MiB", "rss_after_kb", "mib")],
+    "compression-memory": [("ready", "idle_ready", "%d"),
+                           ("negotiated", "idle_deflate_conns", "%d"),
+                           ("RSS before MiB", "rss_before_kb", "mib"),
+                           ("RSS after MiB", "rss_after_kb", "mib"),
+                           ("bytes/conn", "rss_per_conn_bytes", "%.0f")],
     "threads": [("deliveries/s", "deliveries_per_s", "%.0f"),
                 ("CPU µs/delivery", "cpu_us_per_delivery", "%.2f"),
                 ("server CPU s", "server_cpu_s", "%.2f"),
@@ -1323,6 +1451,7 @@ def render(a, argv):
             names.append(row["scenario"])
     for s in RATIO_SCENARIOS:
         add_ratios(doc["results"], s)
+    add_cpu_ratios(doc["results"], "compression")
     RESULTS[:] = doc["results"]
     LOADAVG.update(doc.get("loadavg", {}))
     for name in names:

@@ -55,6 +55,15 @@
 /* Longest epoch string (history streams), NUL included. */
 #define CHAN_EPOCH_MAX 40
 
+/* The same payload as a compressed frame (RFC 7692 permessage-deflate: RSV1
+ * set, raw deflate without the trailing 00 00 ff ff), made by the gateway the
+ * first time a connection that negotiated compression is sent the message
+ * (gateway/ws_deflate.c). len 0: compression did not make the frame smaller. */
+typedef struct chan_zframe {
+    size_t len;
+    unsigned char b[];
+} chan_zframe;
+
 typedef struct chan_msg {
     atomic_int refs;
     size_t len;          /* payload bytes (the JSON text) */
@@ -63,7 +72,10 @@ typedef struct chan_msg {
     uint64_t offset;     /* position in the channel's history, 0 = none */
     uint64_t born_us;    /* hr_now_us() when this node created it (latency metrics) */
     atomic_int tag;      /* the host's cache (the namespace index), -1 until set */
-    unsigned char _b[];  /* [pad][header][payload][channel NUL] */
+    /* the host's compressed frame: NULL until made; set once (compare and
+     * swap, any thread), freed with the message */
+    _Atomic(chan_zframe *) zframe;
+    unsigned char _b[]; /* [pad][header][payload][channel NUL] */
 } chan_msg;
 
 /* Builds a message from JSON text: copies it and precomputes the WebSocket

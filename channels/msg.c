@@ -46,6 +46,7 @@ static chan_msg *msg_alloc(size_t len, size_t extra)
     m->offset = 0;
     m->born_us = hr_now_us();
     atomic_init(&m->tag, -1);
+    atomic_init(&m->zframe, NULL);
     return m;
 }
 
@@ -78,8 +79,10 @@ chan_msg *chan_msg_ref(chan_msg *m)
 
 void chan_msg_unref(chan_msg *m)
 {
-    if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1)
+    if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) {
+        free(atomic_load_explicit(&m->zframe, memory_order_relaxed));
         free(m);
+    }
 }
 
 /* Channel names are restricted to characters that never need JSON escaping,

@@ -56,6 +56,10 @@ typedef struct hr_config {
     size_t max_body;        /* HERALD_MAX_BODY: REST request bodies, 1048576 */
     int shutdown_grace_ms;  /* HERALD_SHUTDOWN_GRACE_MS, 2000 */
 
+    /* permessage-deflate (SPEC §9) */
+    int ws_compression;        /* HERALD_WS_COMPRESSION, 0 */
+    size_t ws_compression_min; /* HERALD_WS_COMPRESSION_MIN: shorter messages go plain, 256 */
+
     /* users (issue: auth) */
     int open_registration;  /* HERALD_OPEN_REGISTRATION, 1 */
     long refresh_ttl;       /* HERALD_REFRESH_TTL seconds, 2592000 (30 days) */

@@ -59,6 +59,10 @@ static int callback_herald(struct lws *wsi, enum lws_callback_reasons reason, vo
         return 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         return hr_ws_confirm_upgrade(loop, wsi, in);
+    case LWS_CALLBACK_ADD_HEADERS:
+        return hr_pmd_add_headers(wsi, in);
+    case LWS_CALLBACK_CONFIRM_EXTENSION_OKAY:
+        return 0; /* lws_callback_http_dummy refuses every extension */
     case LWS_CALLBACK_ESTABLISHED:
         return hr_ws_established(loop, wsi, pss);
     case LWS_CALLBACK_RECEIVE:
@@ -383,6 +387,9 @@ static struct lws_context *create_context(hr_loop *loop)
     info.listen_accept_protocol = "herald";
     info.vhost_name = "herald";
     info.timeout_secs = 10;
+    /* permessage-deflate: Herald's own extension (ws_deflate.c) */
+    if (loop->node->cfg->ws_compression)
+        info.extensions = hr_pmd_extensions();
     if (loop->node->cfg->tls_cert) {
         /* the vhost gets an SSL_CTX; adopted sockets then start with the
          * TLS handshake (lws_adopt_socket_vhost allows TLS) */
@@ -472,6 +479,8 @@ hr_loop *hr_loop_new(hr_node *node, unsigned index)
     pthread_mutex_init(&loop->inbox.mu, NULL);
     loop->by_user = hr_map_new(NULL);
     loop->scratch = hr_malloc(LWS_PRE + HR_SCRATCH);
+    if (cfg->ws_compression)
+        loop->pmd = hr_pmd_loop_new();
     loop->auth_to = (auth_reply_to){post_auth_done, loop};
     if (index == 0 && listen_socket(cfg, 1) < 0) {
         hr_error("listen", "cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port,
@@ -555,5 +564,6 @@ void hr_loop_free(hr_loop *loop)
     hr_map_free(loop->by_user);
     free(loop->pending);
     free(loop->scratch);
+    hr_pmd_loop_free(loop->pmd);
     free(loop);
 }

@@ -226,6 +226,12 @@ void hr_metrics_render(hr_buf *b, hr_counters *const *c, size_t n, const chan_st
         {"herald_auth_failures_total", "counter", "Refused tokens and API keys.",
          SUM(auth_failures)},
         {"herald_http_requests_total", "counter", "HTTP requests served.", SUM(http_requests)},
+        {"herald_ws_deflates_total", "counter",
+         "Messages compressed for permessage-deflate: once per message, whatever its number of "
+         "compressing subscribers (at most once per loop thread).",
+         SUM(ws_deflates)},
+        {"herald_ws_compressed_frames_sent_total", "counter",
+         "WebSocket frames sent compressed (permessage-deflate).", SUM(ws_frames_deflated)},
         {"herald_inbox_wakeups_total", "counter",
          "Times a loop thread woke up to drain its inbox (cross-thread work).", SUM(inbox_wakeups)},
         {"herald_loop_threads", "gauge", "Event-loop threads in this process.", n},

@@ -78,7 +78,12 @@ typedef struct hr_counters {
     atomic_ullong events_sent;             /* lifecycle events delivered (per destination) */
     atomic_ullong events_dropped;          /* ... dropped: queue full, refused, shutdown */
     atomic_ullong events_retries;          /* failed deliveries of a batch, retried */
-    char _pad[64];                         /* keeps two loops' counters off one cache line */
+
+    /* permessage-deflate (ws_deflate.c) */
+    atomic_ullong ws_deflates;        /* messages compressed */
+    atomic_ullong ws_frames_deflated; /* compressed frames sent */
+
+    char _pad[64]; /* keeps two loops' counters off one cache line */
 } hr_counters;
 
 /* What the renderer needs to name labels. */

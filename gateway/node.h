@@ -127,6 +127,8 @@ typedef struct hr_wsi_state {
     hr_slot *addr_slot;        /* the upgrade's place in conns_per_addr */
     hr_slot *user_slot;        /* ... and in conns_per_user */
     int raw_answered;          /* a request lws could not parse was answered */
+    uint8_t pmd_calls;         /* permessage-deflate offers lws asked about (ws_deflate.c) */
+    uint8_t pmd_bits;          /* != 0: permessage-deflate accepted, with this window */
 } hr_wsi_state;
 
 /* The wsi's state, allocated on first use (never NULL). */
@@ -173,6 +175,7 @@ struct hr_loop {
 
     /* backend proxy calls (proxy_call.h); NULL when no proxy is configured */
     struct hr_proxy_client *proxy;
+    struct hr_pmd_loop *pmd; /* permessage-deflate (ws_deflate.c), NULL when off */
 };
 
 /* Bytes of frames coalesced into one write. */

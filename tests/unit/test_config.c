@@ -118,6 +118,7 @@ static void test_defaults(void)
     CHECK(cfg.max_channel_len == 255);
     CHECK(cfg.max_subscriptions == 512);
     CHECK(cfg.out_queue_bytes == 1048576);
+    CHECK(cfg.ws_compression == 0 && cfg.ws_compression_min == 256);
     CHECK(cfg.rate_per_sec == 200);
     CHECK(cfg.rate_burst == 400);
     CHECK(cfg.connect_timeout == 10);
@@ -150,6 +151,8 @@ static void test_usage(void)
                            "--anonymous",       "HERALD_CONFIG",  "127.0.0.1:8080"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         CHECK(strstr(u, names[i]) != NULL);
+    CHECK(strstr(u, "--ws-compression") != NULL);
+    CHECK(strstr(u, "HERALD_WS_COMPRESSION_MIN") != NULL);
     CHECK(hr_config_usage() == u);
 }
 
@@ -285,6 +288,14 @@ static void test_flags(void)
     CHECK(load(&cfg, 1, argv2, env) == 0);
     CHECK(cfg.allow_anonymous == 0);
     hr_config_clear(&cfg);
+    char *envz[] = {"HERALD_WS_COMPRESSION=yes", "HERALD_WS_COMPRESSION_MIN=0", NULL};
+    CHECK(load(&cfg, 0, NULL, envz) == 0);
+    CHECK(cfg.ws_compression == 1 && cfg.ws_compression_min == 0);
+    hr_config_clear(&cfg);
+    char *argvz[] = {"--ws-compression", "--ws-compression-min", "1024"};
+    CHECK(load(&cfg, 3, argvz, NULL) == 0);
+    CHECK(cfg.ws_compression == 1 && cfg.ws_compression_min == 1024);
+    hr_config_clear(&cfg);
     char *env3[] = {"HERALD_ANONYMOUS=1", NULL};
     char *argv3[] = {"--anonymous=0"};
     CHECK(load(&cfg, 1, argv3, env3) == 0);
@@ -366,6 +377,8 @@ static void test_bad_values(void)
     env_fails("HERALD_TOKEN_TTL=0", "HERALD_TOKEN_TTL");
     env_fails("HERALD_CONNECT_TIMEOUT=0x10", "HERALD_CONNECT_TIMEOUT");
     env_fails("HERALD_ANONYMOUS=maybe", "HERALD_ANONYMOUS");
+    env_fails("HERALD_WS_COMPRESSION=gzip", "HERALD_WS_COMPRESSION");
+    env_fails("HERALD_WS_COMPRESSION_MIN=-1", "HERALD_WS_COMPRESSION_MIN");
     env_fails("HERALD_LOG_LEVEL=verbose", "HERALD_LOG_LEVEL");
     env_fails("HERALD_LOG_FORMAT=xml", "HERALD_LOG_FORMAT");
     env_fails("HERALD_JWT_ALG=none", "HERALD_JWT_ALG");
