@@ -17,7 +17,8 @@ Pieces:
   openapi_check  every answer to Herald.http is checked against
               docs/openapi.json (status, Content-Type, body schema, headers)
   run_tests   a tiny runner: `ok NAME` / `FAIL NAME` + traceback, then one
-              line `N passed, M failed`; exit status 1 if anything failed.
+              line `N passed, M failed`; exit status 1 if anything failed
+              or nothing ran.
 """
 
 import base64
@@ -1201,17 +1202,30 @@ def _on_alarm(signum, frame):
     raise TestTimeout("test exceeded its time limit")
 
 
-def run_tests(namespace, per_test_timeout=45):
+def run_tests(namespace, per_test_timeout=120):
     """Runs every test_* function of the module in definition order (or
-    only those named on the command line), then prints `N passed, M failed`."""
+    only those named on the command line), then prints `N passed, M failed`.
+    A run that ran no test fails (a file whose tests were renamed away, or a
+    name on the command line that matches nothing, must not pass)."""
     tests = [(n, f) for n, f in namespace.items() if n.startswith("test_") and callable(f)]
     wanted = sys.argv[1:]
     if wanted:
+        unknown = [n for n in wanted if n not in dict(tests)]
+        if unknown:
+            print("FAIL no such test: %s" % ", ".join(unknown), flush=True)
+            sys.exit(1)
         tests = [(n, f) for n, f in tests if n in wanted]
+    if not tests:
+        print("0 passed, 0 failed: no test ran (no test_* function)", flush=True)
+        sys.exit(1)
     passed = failed = 0
+    # a hung test fails alone, with its traceback, instead of using up the
+    # whole file's CTest timeout; sanitizer builds run slower and scale it
+    # (HERALD_TEST_TIMEOUT_SCALE, set by tests/CMakeLists.txt)
+    limit = max(1, int(per_test_timeout * float(os.environ.get("HERALD_TEST_TIMEOUT_SCALE") or 1)))
     signal.signal(signal.SIGALRM, _on_alarm)
     for name, fn in tests:
-        signal.alarm(per_test_timeout)
+        signal.alarm(limit)
         try:
             fn()
         except Exception:
