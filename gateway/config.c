@@ -96,7 +96,8 @@ static const opt_def opt_table[] = {
      "none", "JSON config file (the only place for namespaces)"},
     {"listen", "HERALD_LISTEN", "listen", "HOST:PORT", OPT_LISTEN, F(listen_host), F(listen_port),
      0, 0, NULL, NULL, "127.0.0.1:8080",
-     "HTTP and WebSocket address; [IPV6]:PORT; :PORT = all interfaces"},
+     "HTTP and WebSocket address; [IPV6]:PORT; :PORT = all interfaces; port 0 = a free port "
+     "chosen at start-up (named in the \"listening\" log line)"},
     {"redis_url", "HERALD_REDIS_URL", "redis-url", "URL", OPT_NSTR, F(redis_url), 0, 0, 0, NULL,
      check_redis_url, "unset (embedded mode)",
      "redis://[:password@]host:port[/db], comma-separated for shards; enables cluster mode"},
@@ -309,8 +310,8 @@ static int parse_listen(const char *s, char **host, int *port, char *why, size_t
         ps = he + 1;
     }
     unsigned long long p = 0;
-    if (parse_uint(ps, 1, 65535, &p, NULL, 0) < 0)
-        return say(why, whylen, "invalid port in \"%s\" (expected 1..65535)", s);
+    if (parse_uint(ps, 0, 65535, &p, NULL, 0) < 0)
+        return say(why, whylen, "invalid port in \"%s\" (expected 0..65535)", s);
     *host = he > hs ? strndup(hs, (size_t)(he - hs)) : strdup("0.0.0.0");
     if (!*host)
         return say(why, whylen, "out of memory");

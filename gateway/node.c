@@ -405,7 +405,7 @@ int hr_node_init(hr_node *node, const hr_config *cfg)
         return -1;
     hr_info("listening",
             "herald %s listening on %s:%d with %u loop thread(s) (channel layer %s, users in %s)",
-            HERALD_VERSION, cfg->listen_host, cfg->listen_port, node->nloops,
+            HERALD_VERSION, cfg->listen_host, node->port, node->nloops,
             chan_layer_name(node->layer), cfg->redis_url ? "redis" : "sqlite");
     return 0;
 }

@@ -42,6 +42,7 @@ import traceback
 import requests
 
 import openapi_check
+import ports
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -60,10 +61,10 @@ def project_version():
 
 
 def free_port():
-    """A loopback port nobody listens on right now (bind port 0, read it back)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port for a server this test starts, reserved for the rest
+    of this process (see ports.py): no other process can be handed it, the
+    server can still bind it. Herald itself is started on port 0 instead."""
+    return ports.reserve_port()
 
 
 def wait_until(pred, timeout=5.0, interval=0.05, what="condition"):
@@ -153,19 +154,26 @@ class Herald:
             users (and, once built, channels) live in Redis
     secret, api_key  HERALD_JWT_SECRET / HERALD_API_KEY (random by default);
             nodes of one cluster share them
+    port    the port to listen on; by default 0: Herald binds a port the
+            system chooses and start() reads it from the "listening" log
+            line (no port is found by bind-and-release, so no other process
+            can take it in between). self.port is None until then; after
+            start() HERALD_LISTEN (or --listen) names the real port, so CLI
+            runs reach this server and a restart keeps the port.
     """
 
     def __init__(self, env=None, args=None, config=None, config_via="env", listen_via="env",
-                 redis=None, secret=None, api_key=None, https=False):
+                 redis=None, secret=None, api_key=None, https=False, port=0):
         self.bin = herald_bin()
         self.dir = tempfile.mkdtemp(prefix="herald-it-")
-        self.port = free_port()
+        self.port = port or None
+        self.scheme = "https" if https else "http"
         self.secret = secret or secrets.token_hex(24)
         self.api_key = api_key or secrets.token_hex(16)
         self.args = list(args or [])
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
         self.env.update({
-            "HERALD_LISTEN": "127.0.0.1:%d" % self.port,
+            "HERALD_LISTEN": "127.0.0.1:%d" % (port or 0),
             "HERALD_DB": os.path.join(self.dir, "herald.db"),
             "HERALD_JWT_SECRET": self.secret,
             "HERALD_API_KEY": self.api_key,
@@ -181,8 +189,11 @@ class Herald:
         if redis is not None:
             self.env["HERALD_REDIS_URL"] = redis if isinstance(redis, str) else redis.url
         if listen_via == "flag":
+            # a reserved port nobody listens on: if Herald used it, the
+            # flag did not win (test_lifecycle checks)
             self.env["HERALD_LISTEN"] = "127.0.0.1:%d" % free_port()
-            self.args += ["--listen", "127.0.0.1:%d" % self.port]
+            self.args += ["--listen", "127.0.0.1:%d" % (port or 0)]
+        self.listen_via = listen_via
         if config is not None:
             self.config_path = os.path.join(self.dir, "config.json")
             with open(self.config_path, "w") as f:
@@ -196,6 +207,10 @@ class Herald:
                 self.env.pop(k, None)
             else:
                 self.env[k] = str(v)
+        if self.port is None and not self._logs_listening():
+            # no "listening" line to read the port from: reserve one
+            self.port = free_port()
+            self._pin_port()
         self.stderr_path = os.path.join(self.dir, "stderr.log")
         self.stdout_path = os.path.join(self.dir, "stdout.log")
         self.proc = None
@@ -203,18 +218,56 @@ class Herald:
         self.session = requests.Session()
         # every answer is held against docs/openapi.json (openapi_check.py)
         self.session.hooks["response"].append(openapi_check.check_response)
-        self.base = "%s://127.0.0.1:%d" % ("https" if https else "http", self.port)
         self.session.verify = not https  # a throwaway certificate (test_tls.py checks it)
+
+    @property
+    def base(self):
+        """http(s)://127.0.0.1:PORT (known once started)."""
+        return "%s://127.0.0.1:%d" % (self.scheme, self.port)
+
+    def _logs_listening(self):
+        """Does Herald log its info-level "listening" line in this setup?"""
+        return self.env.get("HERALD_LOG_LEVEL", "info") in ("debug", "info")
+
+    _LISTENING = re.compile(r"listening on (\S+):(\d+) with")
+
+    def _wait_port(self, deadline):
+        """The port from the "listening" line in the log, once there."""
+        while True:
+            m = self._LISTENING.search(self.log())
+            if m:
+                return int(m.group(2))
+            if self.proc.poll() is not None:
+                raise AssertionError("herald exited early with status %s; stderr:\n%s"
+                                     % (self.proc.returncode, self.log_tail()))
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("herald logged no \"listening\" line within its start "
+                                     "timeout; stderr:\n%s" % self.log_tail())
+            time.sleep(0.02)
+
+    def _pin_port(self):
+        """Names the chosen port wherever 0 stood, so CLI runs reach this
+        server and start() after stop() listens on the same port again."""
+        if self.listen_via == "flag":
+            i = len(self.args) - 1 - self.args[::-1].index("--listen")
+            self.args[i + 1] = "127.0.0.1:%d" % self.port
+        elif self.env.get("HERALD_LISTEN") == "127.0.0.1:0":
+            self.env["HERALD_LISTEN"] = "127.0.0.1:%d" % self.port
 
     # -- process control --
 
-    def start(self, timeout=10.0):
+    def start(self, timeout=30.0):
         """Starts the server and waits for GET /healthz to answer 200."""
         self._err = open(self.stderr_path, "wb")
         self._out = open(self.stdout_path, "wb")
         self.proc = subprocess.Popen([self.bin] + self.args, env=self.env, stdin=subprocess.DEVNULL,
                                      stdout=self._out, stderr=self._err)
         deadline = time.monotonic() + timeout
+        if self.port is None:
+            self.port = self._wait_port(deadline)
+            self._pin_port()
         while True:
             if self.proc.poll() is not None:
                 raise AssertionError("herald exited early with status %s; stderr:\n%s"

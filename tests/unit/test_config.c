@@ -306,7 +306,7 @@ static void test_listen(void)
     } good[] = {
         {"[::1]:9000", "::1", 9000},         {"[fe80::1%eth0]:80", "fe80::1%eth0", 80},
         {":7000", "0.0.0.0", 7000},          {"localhost:1", "localhost", 1},
-        {"0.0.0.0:65535", "0.0.0.0", 65535},
+        {"0.0.0.0:65535", "0.0.0.0", 65535}, {"127.0.0.1:0", "127.0.0.1", 0}, /* 0: any free port */
     };
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         hr_config cfg;
@@ -320,8 +320,8 @@ static void test_listen(void)
     }
 
     static const char *const bad[] = {
-        "",      "8080", "host:",  "host:0", "host:65536", "::1:80",  "[::1]80",
-        "[]:80", "h:8x", "a b:80", "h:+80",  "h:-1",       "[::1:80", "h:99999999999999999999",
+        "",      "8080", "host:",  "host:-0", "host:65536", "::1:80",  "[::1]80",
+        "[]:80", "h:8x", "a b:80", "h:+80",   "h:-1",       "[::1:80", "h:99999999999999999999",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char var[64], flag[64];
@@ -517,8 +517,7 @@ static void test_django(void)
     hr_config_clear(&cfg);
 
     char *env[] = {"HERALD_REDIS_URL=redis://127.0.0.1:6379", "HERALD_DJANGO_CHANNELS=pubsub",
-                   "HERALD_DJANGO_CHANNELS_PREFIX=proj", "HERALD_DJANGO_CHANNELS_CAPACITY=7",
-                   NULL};
+                   "HERALD_DJANGO_CHANNELS_PREFIX=proj", "HERALD_DJANGO_CHANNELS_CAPACITY=7", NULL};
     CHECK(load(&cfg, 0, NULL, env) == 0);
     CHECK(cfg.django_channels == 1 && !strcmp(cfg.django_prefix, "proj") &&
           cfg.django_capacity == 7);
@@ -539,16 +538,16 @@ static void test_django(void)
     hr_config_clear(&cfg);
 
     /* a namespace's django_channel: a Channels name, and the bridge on */
-    CHECK(load_json(&cfg, "{\"redis_url\":\"redis://h\",\"django_channels\":\"redis\","
-                          "\"namespaces\":{\"chat\":{\"django_channel\":\"herald-events\"}}}",
+    CHECK(load_json(&cfg,
+                    "{\"redis_url\":\"redis://h\",\"django_channels\":\"redis\","
+                    "\"namespaces\":{\"chat\":{\"django_channel\":\"herald-events\"}}}",
                     NULL, 0) == 0);
     const auth_namespace *ns = hr_config_namespace(&cfg, "chat:x");
     CHECK(ns && ns->django_channel && !strcmp(ns->django_channel, "herald-events"));
     ns = hr_config_namespace(&cfg, "news");
     CHECK(ns && !ns->django_channel);
     hr_config_clear(&cfg);
-    CHECK(load_json(&cfg, "{\"namespaces\":{\"chat\":{\"django_channel\":\"e\"}}}", NULL,
-                    0) < 0 &&
+    CHECK(load_json(&cfg, "{\"namespaces\":{\"chat\":{\"django_channel\":\"e\"}}}", NULL, 0) < 0 &&
           strstr(err, "HERALD_DJANGO_CHANNELS"));
     hr_config_clear(&cfg);
     const char *names[] = {"\"specific.x!y\"", "\"a:b\"", "\"\"", "7"};
