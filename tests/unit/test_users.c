@@ -47,18 +47,24 @@ static void remove_dir(void)
         nftw(g_dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
-/* A port nobody listens on right now: bind port 0, read it back, close. */
+/* A loopback port reserved for the rest of this run (as
+ * tests/integration/ports.py does): the socket stays bound with
+ * SO_REUSEADDR and never listens, so the kernel hands the port to no other
+ * process (closing it again, as this did, let anyone take it before
+ * redis-server bound it), while redis-server (SO_REUSEADDR too) can bind
+ * it. CLOEXEC: redis-server need not inherit it. */
 static int free_port(void)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), port = -1, one = 1;
+    if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
+        bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
         getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
         port = ntohs(sa.sin_port);
-    if (fd >= 0)
+    if (port < 0 && fd >= 0)
         close(fd);
-    return port;
+    return port; /* fd stays open until the process exits */
 }
 
 static int redis_pings(int port)
