@@ -23,6 +23,7 @@ Pieces:
 
 import base64
 import collections
+import contextlib
 import hashlib
 import hmac
 import json
@@ -67,8 +68,10 @@ def free_port():
     return ports.reserve_port()
 
 
-def wait_until(pred, timeout=5.0, interval=0.05, what="condition"):
-    """Polls pred() until it returns a truthy value; returns it or raises."""
+def wait_until(pred, timeout=20.0, interval=0.05, what="condition"):
+    """Polls pred() until it returns a truthy value; returns it or raises.
+    The default bound is generous on purpose: it only delays a failure, and
+    a loaded machine (ctest -j2 beside busy loops, ASan) must not cause one."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -77,6 +80,84 @@ def wait_until(pred, timeout=5.0, interval=0.05, what="condition"):
             return last
         time.sleep(interval)
     raise AssertionError("timed out after %.1fs waiting for %s (last value %r)" % (timeout, what, last))
+
+
+#---- time: deadlines a test does not control ----------------------------------
+
+class TooSlow(Exception):
+    """A test's setup ended too close to a deadline it had to meet (a token's
+    expiry, say): the machine was slower than the test assumed. Not a
+    failure of Herald; with_lifetimes runs the scenario again with more time."""
+
+
+@contextlib.contextmanager
+def before(deadline, what="the setup", margin=1.0):
+    """Runs a setup that must be done `margin` s before `deadline` (unix
+    time), e.g. connecting and subscribing before a token expires. Ending
+    later, or failing once that point has passed (a token that expired
+    during the setup is refused), raises TooSlow instead of failing."""
+    try:
+        yield
+    except TooSlow:
+        raise
+    except Exception as e:
+        if time.time() > deadline - margin:
+            raise TooSlow("%s failed %.2f s before the deadline: %r"
+                          % (what, deadline - time.time(), e)) from e
+        raise
+    if time.time() > deadline - margin:
+        raise TooSlow("%s ended %.2f s before the deadline (wanted %.1f s)"
+                      % (what, deadline - time.time(), margin))
+
+
+def with_lifetimes(scenario, lifetimes=(3, 6, 12, 30)):
+    """Runs scenario(lifetime) with token lifetimes (seconds) from short to
+    long until one run does not raise TooSlow, and returns its result.
+
+    Tests of expiry need short-lived tokens, and how long their setup takes
+    depends on the machine's load. Instead of guessing a lifetime that is
+    long enough everywhere (slow) or short (flaky), the scenario marks its
+    setup with `before(exp)`; a setup that could not finish in time is
+    retried with a longer lifetime. A loaded machine makes the test slower,
+    never red; a real failure still fails at once."""
+    last = None
+    for lifetime in lifetimes:
+        try:
+            return scenario(lifetime)
+        except TooSlow as e:
+            last = e
+            print("  (too slow for %d s tokens: %s; again with longer ones)" % (lifetime, e),
+                  flush=True)
+    raise AssertionError("setup too slow even for %d s tokens: %s" % (lifetimes[-1], last))
+
+
+#---- CPU use -----------------------------------------------------------------
+
+def cpu_seconds(pid):
+    """User + system CPU time a process has used, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
+
+
+def assert_not_spinning(pid, what="the server", quiet=0.1, window=1.0, windows=10):
+    """A process that spins never rests: passes at the first `window` of
+    wall time in which pid used less than `quiet` s of CPU, fails when none
+    of `windows` such windows was quiet.
+
+    One fixed window is not enough: leftover work (connections closing,
+    a sanitizer's bookkeeping) can fall into it on a loaded machine. A spin
+    still fails: even with many busy processes on two cores, a thread that
+    never blocks gets more than 0.1 s of CPU per second."""
+    used = []
+    for _ in range(windows):
+        c0 = cpu_seconds(pid)
+        time.sleep(window)
+        used.append(cpu_seconds(pid) - c0)
+        if used[-1] < quiet:
+            return
+    raise AssertionError("%s used CPU in every %.1f s window while idle (spinning?): %s"
+                         % (what, window, ", ".join("%.2f s" % u for u in used)))
 
 
 #---- JWT ---------------------------------------------------------------------
@@ -1163,8 +1244,27 @@ class WS:
                 self.pending.append(json.loads(msg[1]) if msg[0] == "text" else msg)
         return True
 
+    def assert_quiet_until_marker(self, send, channel, timeout=20.0):
+        """Nothing arrives on this socket before a marker sent afterwards:
+        the positive form of assert_quiet, which cannot tell "not delivered"
+        from "delivered late".
+
+        send(channel, data) must publish `data` on `channel` through the
+        same path as what must not arrive (REST publish, a Django
+        group_send...), after it; this socket must be subscribed to
+        `channel`. Deliveries to one socket keep their order, so a wrong
+        delivery, being older, would come before the marker. Messages
+        already buffered count as arrived."""
+        marker = {"type": "test.marker", "marker": secrets.token_hex(8)}
+        send(channel, marker)
+        m = self.recv_json(timeout)
+        assert m.get("push") == "message" and m.get("channel") == channel \
+            and m.get("data") == marker, \
+            "expected nothing before the marker on %r, got %r" % (channel, m)
+
     def assert_quiet(self, timeout=0.3):
-        """Nothing arrives within `timeout` seconds."""
+        """Nothing arrives within `timeout` seconds. Weak on a loaded machine
+        (a late wrong delivery passes): prefer assert_quiet_until_marker."""
         assert not self.pending, "unexpected buffered messages: %r" % list(self.pending)
         try:
             msg = self.recv(timeout)
