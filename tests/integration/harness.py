@@ -1254,13 +1254,15 @@ class WS:
         group_send...), after it; this socket must be subscribed to
         `channel`. Deliveries to one socket keep their order, so a wrong
         delivery, being older, would come before the marker. Messages
-        already buffered count as arrived."""
+        already buffered count as arrived. Returns the marker's data (other
+        subscribers of `channel` get it too)."""
         marker = {"type": "test.marker", "marker": secrets.token_hex(8)}
         send(channel, marker)
         m = self.recv_json(timeout)
         assert m.get("push") == "message" and m.get("channel") == channel \
             and m.get("data") == marker, \
             "expected nothing before the marker on %r, got %r" % (channel, m)
+        return marker
 
     def assert_quiet(self, timeout=0.3):
         """Nothing arrives within `timeout` seconds. Weak on a loaded machine

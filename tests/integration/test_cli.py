@@ -3,9 +3,8 @@ against a real running node."""
 
 import os
 import subprocess
-import time
 
-from harness import Herald, run_tests
+from harness import Herald, run_tests, wait_until
 
 
 def test_publish_reaches_subscribers():
@@ -31,10 +30,8 @@ def test_tail_prints_each_message():
         tail = subprocess.Popen([h.bin, "tail", "news"], env=h.env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         try:
-            deadline = time.monotonic() + 10
-            while h.metrics().get("herald_subscriptions", 0) < 1:
-                assert time.monotonic() < deadline, "tail never subscribed"
-                time.sleep(0.05)
+            wait_until(lambda: h.metrics().get("herald_subscriptions", 0) >= 1,
+                       what="tail to subscribe")
             for i in range(3):
                 h.publish("news", {"i": i})
             lines = [tail.stdout.readline().decode() for _ in range(3)]
@@ -44,9 +41,13 @@ def test_tail_prints_each_message():
             tail.terminate()
             tail.wait(5)
         # a node going away ends tail with 1001: exit status 0
+        wait_until(lambda: h.metrics().get("herald_subscriptions", 0) == 0,
+                   what="the first tail's subscription to go")
         tail = subprocess.Popen([h.bin, "tail", "news"], env=h.env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
-        time.sleep(0.5)
+        wait_until(lambda: h.metrics().get("herald_subscriptions", 0) >= 1 or tail.poll() is not None,
+                   what="the second tail to subscribe")
+        assert tail.poll() is None, "tail exited early: %r" % tail.stderr.read()
         h.stop()
         assert tail.wait(10) == 0 and b"1001" in tail.stderr.read()
 
