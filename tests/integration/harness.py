@@ -160,6 +160,105 @@ def assert_not_spinning(pid, what="the server", quiet=0.1, window=1.0, windows=1
                          % (what, window, ", ".join("%.2f s" % u for u in used)))
 
 
+#---- raw HTTP/1.1 on one connection ------------------------------------------
+
+_HTTP_RESPONSE = re.compile(rb"HTTP/1\.[01] (\d{3})[^\r\n]*\r\n(.*?)\r\n\r\n", re.S)
+
+
+def http_exchange(port, data, n, timeout=20.0):
+    """Sends `data` in one write on a new loopback connection and reads HTTP
+    responses until `n` have arrived or the server closed (read_responses).
+    Returns (statuses, bodies, closed, sock); sock is still open when not
+    closed (the caller closes it)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(data)
+    statuses, bodies, closed, rest = read_responses(s, n, timeout)
+    if rest and not closed:
+        s.close()
+        raise AssertionError("bytes after the last whole response: %r" % rest[:200])
+    return statuses, bodies, closed, s
+
+
+def read_responses(s, n, timeout=20.0):
+    """Reads HTTP responses (framed by Content-Length) from socket s until
+    `n` have arrived or the peer closed. A slow server is waited for, up to
+    `timeout` s: no fixed reading time that a loaded machine could miss.
+    Returns (statuses, bodies, closed, bytes left over)."""
+    buf, statuses, bodies, closed = b"", [], [], False
+    deadline = time.monotonic() + timeout
+    while len(statuses) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        s.settimeout(left)
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            break
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            closed = True
+            break
+        buf += chunk
+        while True:
+            m = _HTTP_RESPONSE.match(buf)
+            if not m:
+                break
+            cl = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", m.group(2))
+            end = m.end() + (int(cl.group(1)) if cl else 0)
+            if len(buf) < end:
+                break
+            statuses.append(int(m.group(1)))
+            bodies.append(buf[m.end():end])
+            buf = buf[end:]
+    return statuses, bodies, closed, buf
+
+
+def wait_eof(sock, timeout=20.0):
+    """Reads until the peer closes; returns what arrived meanwhile (b"" when
+    nothing did). Raises when the connection is still open after timeout."""
+    sock.settimeout(timeout)
+    extra = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            raise AssertionError("connection still open %.0f s after the last answer (got %r)"
+                                 % (timeout, extra[:200]))
+        except ConnectionResetError:
+            return extra
+        if not chunk:
+            return extra
+        extra += chunk
+
+
+def assert_pipeline(port, data, want, closed, timeout=20.0):
+    """The answers to `data` (sent in one write) are exactly the statuses
+    `want`, in order. closed=True: the server then closes the connection,
+    sending nothing more. closed=False: the connection stays usable, which a
+    further GET /healthz on it, answered 200, shows (a fixed wait cannot).
+    Returns the bodies."""
+    statuses, bodies, was_closed, s = http_exchange(port, data, len(want), timeout)
+    try:
+        assert statuses == want, "answers %r (then %s), want %r" \
+            % (statuses, "closed" if was_closed else "nothing", want)
+        if closed:
+            if not was_closed:
+                extra = wait_eof(s, timeout)
+                assert not extra, "bytes after the answers: %r" % extra[:200]
+        else:
+            assert not was_closed, "closed after %r, want the connection kept open" % statuses
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            more, _, _, _ = read_responses(s, 1, timeout)
+            assert more == [200], "the kept-alive connection answered %r to GET /healthz" % more
+    finally:
+        s.close()
+    return bodies
+
+
 #---- JWT ---------------------------------------------------------------------
 
 def b64url(raw):
