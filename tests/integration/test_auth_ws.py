@@ -279,8 +279,12 @@ def test_personal_channel_reaches_every_connection_of_its_user_only():
             assert ws.recv_push() == {"push": "message", "channel": "user:alice", "data": {"n": 1}}
         assert alice2.recv_push()["data"] == {"n": 2}
         assert mail.recv_push()["data"] == {"n": 3}
-        for ws in mine + [alice2, mail]:
-            ws.assert_quiet(0.2)
+        # and nothing else: markers on each socket's own channel come next
+        marker = mine[0].assert_quiet_until_marker(h.publish, "user:alice")
+        for ws in mine[1:]:
+            assert ws.recv_json() == {"push": "message", "channel": "user:alice", "data": marker}
+        alice2.assert_quiet_until_marker(h.publish, "user:alice2")
+        mail.assert_quiet_until_marker(h.publish, "user:bob@example.com")
 
 
 #---- origins -----------------------------------------------------------------

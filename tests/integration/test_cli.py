@@ -16,7 +16,7 @@ def test_publish_reaches_subscribers():
         # bad JSON: refused before anything is sent
         p = h.run(["publish", "news", "{nope"])
         assert p.returncode == 2 and b"not JSON" in p.stderr
-        ws.assert_quiet()
+        ws.assert_quiet_until_marker(h.publish, "news")
         # the server's refusal is shown (problem+json) with a non-zero status
         p = h.run(["publish", "bad name", "1"])
         assert p.returncode == 1 and b"invalid channel" in p.stderr
