@@ -2,9 +2,7 @@
  * failure. Registered in CTest with WILL_FAIL (selftest/empty_case_c). */
 #include "testing.h"
 
-static void checks_nothing(void)
-{
-}
+static void checks_nothing(void) {}
 
 int main(void)
 {
