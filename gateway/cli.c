@@ -24,6 +24,13 @@ int hr_cli_target_parse(const hr_config *cfg, const char *url, hr_cli_target *t)
             h = "127.0.0.1";
         else if (!strcmp(h, "::"))
             h = "::1";
+        if (cfg->listen_port == 0) {
+            /* the server's port is chosen when it starts: only it knows */
+            fprintf(stderr, "herald: the listen port is 0 (chosen by the system at start-up); "
+                            "pass --url http://HOST:PORT with the port from its \"listening\" "
+                            "log line\n");
+            return -1;
+        }
         snprintf(t->host, sizeof(t->host), "%s", h);
         snprintf(t->port, sizeof(t->port), "%d", cfg->listen_port);
         return 0;

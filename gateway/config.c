@@ -109,7 +109,8 @@ static const opt_def opt_table[] = {
      "none", "JSON config file (the only place for namespaces)"},
     {"listen", "HERALD_LISTEN", "listen", "HOST:PORT", OPT_LISTEN, F(listen_host), F(listen_port),
      0, 0, NULL, NULL, "127.0.0.1:8080",
-     "HTTP and WebSocket address; [IPV6]:PORT; :PORT = all interfaces"},
+     "HTTP and WebSocket address; [IPV6]:PORT; :PORT = all interfaces; port 0 = a free port "
+     "chosen at start-up (named in the \"listening\" log line)"},
     {"redis_url", "HERALD_REDIS_URL", "redis-url", "URL", OPT_NSTR, F(redis_url), 0, 0, 0, NULL,
      check_redis_url, "unset (embedded mode)",
      "redis://[[user]:password@]host:port[/db], comma-separated for shards; enables cluster mode"},
@@ -194,9 +195,11 @@ static const opt_def opt_table[] = {
      TEN_YEARS, NULL, NULL, "2592000", "lifetime of refresh tokens (single use, rotated)"},
     {"login_max_failures", "HERALD_LOGIN_MAX_FAILURES", "login-max-failures", "N", OPT_INT,
      F(login_max_failures), 0, 1, INT_MAX, NULL, NULL, "5",
-     "failed logins per username in a window before 429 (per address: 4x this)"},
+     "failed logins per username before 429 (per address: 4x this); a token bucket: N at once, "
+     "then N per login window"},
     {"login_window", "HERALD_LOGIN_WINDOW", "login-window", "SECONDS", OPT_INT, F(login_window), 0,
-     1, 86400, NULL, NULL, "300", "the failed-login window"},
+     1, 86400, NULL, NULL, "300",
+     "the time in which login-max-failures attempts come back (one every window/N)"},
     {"auth_workers", "HERALD_AUTH_WORKERS", "auth-workers", "N", OPT_INT, F(auth_workers), 0, 1, 64,
      NULL, NULL, "2", "threads for password hashing and user-store calls"},
     {"max_conns_per_address", "HERALD_MAX_CONNS_PER_ADDRESS", "max-conns-per-address", "N", OPT_INT,
@@ -207,7 +210,8 @@ static const opt_def opt_table[] = {
      "WebSocket connections per user (token sub) on this node; 0 = no limit"},
     {"handshake_rate", "HERALD_HANDSHAKE_RATE", "handshake-rate", "N", OPT_INT, F(handshake_rate),
      0, 0, INT_MAX, NULL, NULL, "50",
-     "WebSocket handshakes per client address per second; 0 = no limit"},
+     "WebSocket handshakes per client address per second (a token bucket: N at once, then one "
+     "every 1/N s); 0 = no limit"},
     {"trusted_proxies", "HERALD_TRUSTED_PROXIES", "trusted-proxies", "ADDR[/BITS][,...]", OPT_LIST,
      F(trusted_proxies), F(ntrusted_proxies), 0, 0, NULL, NULL, "none",
      "proxies whose X-Forwarded-For names the client address (limits, login throttle)"},
@@ -382,8 +386,8 @@ static int parse_listen(const char *s, char **host, int *port, char *why, size_t
         ps = he + 1;
     }
     unsigned long long p = 0;
-    if (parse_uint(ps, 1, 65535, &p, NULL, 0) < 0)
-        return say(why, whylen, "invalid port in \"%s\" (expected 1..65535)", s);
+    if (parse_uint(ps, 0, 65535, &p, NULL, 0) < 0)
+        return say(why, whylen, "invalid port in \"%s\" (expected 0..65535)", s);
     *host = he > hs ? strndup(hs, (size_t)(he - hs)) : strdup("0.0.0.0");
     if (!*host)
         return say(why, whylen, "out of memory");

@@ -1714,7 +1714,7 @@ static void login_done(void *ud, auth_status st, const auth_user *user, const ch
                        const char *message)
 {
     hr_http_req *req = ud;
-    int64_t now = time(NULL);
+    int64_t now = (int64_t)hr_now_ms();
     if (st == AUTH_OK) {
         auth_throttle_reset(req->node->logins, req->login_key);
         auth_throttle_release(req->node->login_addrs, req->peer, now);
@@ -1753,7 +1753,7 @@ static void refresh_done(void *ud, auth_status st, const auth_user *user, const 
  * budget as they share one account; the throttles are shared by every loop. */
 static int login_allowed(hr_http_req *req, const char *username)
 {
-    int64_t now = time(NULL);
+    int64_t now = (int64_t)hr_now_ms();
     char *key = auth_username_key(username);
     snprintf(req->login_key, sizeof(req->login_key), "%.64s", key ? key : username);
     free(key);

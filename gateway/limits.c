@@ -3,8 +3,9 @@
  * client address and per user (counted tables shared by every loop), and
  * the client address itself, read through trusted proxies only.
  *
- * The handshake rate per address uses auth's throttle (a fixed window of
- * one second); see hr_ws_confirm_upgrade.
+ * The handshake rate per address uses auth's throttle (a token bucket of
+ * handshake_rate, refilled at handshake_rate a second); see admit_address
+ * in ws.c.
  */
 #include "node.h"
 

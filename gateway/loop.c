@@ -183,17 +183,18 @@ static void inbox_free(hr_inbox *in)
 
 /*---- Listening -------------------------------------------------------------*/
 
-/* Binds a non-blocking listening socket with SO_REUSEPORT. Loop 0 first
- * checks that nobody else holds the port: SO_REUSEPORT would otherwise let
- * a second server (same user) share it silently. Returns the fd or -1. */
-static int listen_socket(const hr_config *cfg, int probe)
+/* Binds a non-blocking listening socket with SO_REUSEPORT on listen_host
+ * and port_num. Loop 0 first checks that nobody else holds the port:
+ * SO_REUSEPORT would otherwise let a second server (same user) share it
+ * silently. Returns the fd or -1. */
+static int listen_socket(const hr_config *cfg, int port_num, int probe)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
                     *ai = NULL;
     char port[16];
-    snprintf(port, sizeof(port), "%d", cfg->listen_port);
+    snprintf(port, sizeof(port), "%d", port_num);
     const char *host = strcmp(cfg->listen_host, "0.0.0.0") ? cfg->listen_host : NULL;
     if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai)
         return -1;
@@ -212,6 +213,20 @@ static int listen_socket(const hr_config *cfg, int probe)
         return 0;
     }
     return fd;
+}
+
+/* The local port of a bound socket, or -1. */
+static int bound_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return -1;
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return -1;
 }
 
 static void on_accept(uv_poll_t *h, int status, int events)
@@ -482,7 +497,11 @@ hr_loop *hr_loop_new(hr_node *node, unsigned index)
     if (cfg->ws_compression)
         loop->pmd = hr_pmd_loop_new();
     loop->auth_to = (auth_reply_to){post_auth_done, loop};
-    if (index == 0 && listen_socket(cfg, 1) < 0) {
+    /* Port 0: loop 0 binds whatever port the system picks (nothing to
+     * probe), the other loops then share that one. */
+    if (index == 0)
+        node->port = cfg->listen_port;
+    if (index == 0 && node->port != 0 && listen_socket(cfg, node->port, 1) < 0) {
         hr_error("listen", "cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port,
                  strerror(errno));
         return loop_fail(loop);
@@ -495,8 +514,13 @@ hr_loop *hr_loop_new(hr_node *node, unsigned index)
     if (hr_proxy_configured(cfg) &&
         !(loop->proxy = hr_proxy_client_new(&loop->uv, cfg, node->nloops, &loop->stats)))
         return loop_fail(loop);
-    if ((loop->listen_fd = listen_socket(cfg, 0)) < 0) {
-        hr_error("listen", "cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port,
+    if ((loop->listen_fd = listen_socket(cfg, node->port, 0)) < 0) {
+        hr_error("listen", "cannot listen on %s:%d: %s", cfg->listen_host, node->port,
+                 strerror(errno));
+        return loop_fail(loop);
+    }
+    if (node->port == 0 && (node->port = bound_port(loop->listen_fd)) <= 0) {
+        hr_error("listen", "cannot read the port chosen for %s:0: %s", cfg->listen_host,
                  strerror(errno));
         return loop_fail(loop);
     }

@@ -311,8 +311,9 @@ static int start_users(hr_node *node, char *err, size_t errlen)
     node->revoked = hr_map_new(NULL);
     /* an address may fail 4x as often as one username (NAT, shared hosts) */
     int addr_max = cfg->login_max_failures > INT_MAX / 4 ? INT_MAX : cfg->login_max_failures * 4;
-    node->logins = auth_throttle_new(cfg->login_max_failures, cfg->login_window, 100000);
-    node->login_addrs = auth_throttle_new(addr_max, cfg->login_window, 100000);
+    int64_t window_ms = (int64_t)cfg->login_window * 1000;
+    node->logins = auth_throttle_new(cfg->login_max_failures, window_ms, 100000);
+    node->login_addrs = auth_throttle_new(addr_max, window_ms, 100000);
     if (!node->revoked || !node->logins || !node->login_addrs) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -453,7 +454,7 @@ int hr_node_init(hr_node *node, const hr_config *cfg)
     node->conns_per_addr = hr_limit_new();
     node->conns_per_user = hr_limit_new();
     node->handshakes =
-        auth_throttle_new(cfg->handshake_rate > 0 ? cfg->handshake_rate : 1, 1, 100000);
+        auth_throttle_new(cfg->handshake_rate > 0 ? cfg->handshake_rate : 1, 1000, 100000);
     if (start_users(node, err, sizeof(err)) < 0) {
         hr_error("store", "%s", err);
         return -1;
@@ -468,7 +469,7 @@ int hr_node_init(hr_node *node, const hr_config *cfg)
         return -1;
     hr_info("listening",
             "herald %s listening on %s:%d with %u loop thread(s) (channel layer %s, users in %s)",
-            HERALD_VERSION, cfg->listen_host, cfg->listen_port, node->nloops,
+            HERALD_VERSION, cfg->listen_host, node->port, node->nloops,
             chan_layer_name(node->layer), cfg->redis_url ? "redis" : "sqlite");
     return 0;
 }

@@ -45,6 +45,8 @@ typedef struct hr_node {
     chan_layer *layer;
     hr_loop **loops;
     unsigned nloops;
+    int port; /* the port listened on: cfg->listen_port, or for 0 the one the
+               * system chose when loop 0 bound it (set before other loops) */
 
     auth_throttle *logins;      /* failed logins per username (locked inside) */
     auth_throttle *login_addrs; /* failed logins per client address (locked inside) */
@@ -53,7 +55,7 @@ typedef struct hr_node {
 
     hr_limit *conns_per_addr;  /* connections per client address (locked inside) */
     hr_limit *conns_per_user;  /* connections per user id (locked inside) */
-    auth_throttle *handshakes; /* WebSocket handshakes per address per second */
+    auth_throttle *handshakes; /* WebSocket handshakes per address (token bucket) */
     hr_netmask *proxies;       /* trusted_proxies, parsed */
     size_t nproxies;
 

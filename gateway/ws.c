@@ -826,7 +826,8 @@ static int origin_allowed(const hr_config *cfg, struct lws *wsi)
     return 0;
 }
 
-/* Handshakes per address per second, then connections per address, for
+/* Handshakes per address (a token bucket: handshake_rate at once, then
+ * handshake_rate a second), then connections per address, for
  * requests whose client address is known (see hr_client_address). The
  * place taken rides on the wsi until ESTABLISHED (freed with the wsi if
  * the upgrade never completes). Returns -1 to refuse. */
@@ -839,7 +840,7 @@ static int admit_address(hr_node *node, struct lws *wsi)
         return 0;
     if (!hr_client_address(node, wsi, addr, sizeof(addr)))
         return 0; /* a trusted proxy's own request: no client to count */
-    if (cfg->handshake_rate > 0 && auth_throttle_admit(node->handshakes, addr, (int64_t)time(NULL)))
+    if (cfg->handshake_rate > 0 && auth_throttle_admit(node->handshakes, addr, (int64_t)hr_now_ms()))
         return -1;
     hr_slot *s = hr_limit_take(node->conns_per_addr, addr, cfg->max_conns_per_address, &refused);
     if (refused)

@@ -4,9 +4,8 @@ against a real running node."""
 import os
 import re
 import subprocess
-import time
 
-from harness import REPO, Herald, herald_bin, run_tests
+from harness import REPO, Herald, herald_bin, run_tests, wait_until
 
 
 def test_publish_reaches_subscribers():
@@ -18,7 +17,7 @@ def test_publish_reaches_subscribers():
         # bad JSON: refused before anything is sent
         p = h.run(["publish", "news", "{nope"])
         assert p.returncode == 2 and b"not JSON" in p.stderr
-        ws.assert_quiet()
+        ws.assert_quiet_until_marker(h.publish, "news")
         # the server's refusal is shown (problem+json) with a non-zero status
         p = h.run(["publish", "bad name", "1"])
         assert p.returncode == 1 and b"invalid channel" in p.stderr
@@ -32,10 +31,8 @@ def test_tail_prints_each_message():
         tail = subprocess.Popen([h.bin, "tail", "news"], env=h.env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         try:
-            deadline = time.monotonic() + 10
-            while h.metrics().get("herald_subscriptions", 0) < 1:
-                assert time.monotonic() < deadline, "tail never subscribed"
-                time.sleep(0.05)
+            wait_until(lambda: h.metrics().get("herald_subscriptions", 0) >= 1,
+                       what="tail to subscribe")
             for i in range(3):
                 h.publish("news", {"i": i})
             lines = [tail.stdout.readline().decode() for _ in range(3)]
@@ -45,9 +42,13 @@ def test_tail_prints_each_message():
             tail.terminate()
             tail.wait(5)
         # a node going away ends tail with 1001: exit status 0
+        wait_until(lambda: h.metrics().get("herald_subscriptions", 0) == 0,
+                   what="the first tail's subscription to go")
         tail = subprocess.Popen([h.bin, "tail", "news"], env=h.env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
-        time.sleep(0.5)
+        wait_until(lambda: h.metrics().get("herald_subscriptions", 0) >= 1 or tail.poll() is not None,
+                   what="the second tail to subscribe")
+        assert tail.poll() is None, "tail exited early: %r" % tail.stderr.read()
         h.stop()
         assert tail.wait(10) == 0 and b"1001" in tail.stderr.read()
 

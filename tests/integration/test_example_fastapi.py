@@ -126,7 +126,18 @@ def test_login_token_and_order_events():
         assert r.status_code == 201 and r.json()["notified"] is True, r.text
         assert next_message(wa)["data"] == {"type": "order.created", "item": "kettle",
                                             "quantity": 1}
-        wa.assert_quiet(0.3)
+        # ... and nothing of bob's reaches alice: a marker published on
+        # "orders" after the app's publications comes next
+        def publish(channel, data):
+            r = requests.post(ex.url("HERALD_PORT", "/api/v1/publish"), timeout=10,
+                              headers={"X-API-Key": "example-key"},
+                              json={"channel": channel, "data": data})
+            assert r.status_code == 200, (r.status_code, r.text)
+
+        marker = wa.assert_quiet_until_marker(publish, "orders")
+        assert next_message(wb)["data"] == {"type": "order.created", "item": "kettle",
+                                            "quantity": 1}
+        assert next_message(wb)["data"] == marker
         assert app.post("/orders", bob, {"item": "x", "quantity": 0}).status_code == 422
 
         # the page a person would open loads herald.js from Herald

@@ -227,6 +227,8 @@ def test_members_add_remove():
     with Herald(config=CONFIG) as h:
         ws = [client(h, "carol") for _ in range(3)]
         other = client(h, "dave")
+        for w in ws + [other]:  # for the markers below
+            sub(w, "marker")
         r = h.http("POST", "/api/v1/channels/news/members", json={"user": "carol"},
                    headers=h.api_headers())
         assert r.status_code == 204, r.text
@@ -235,13 +237,19 @@ def test_members_add_remove():
         h.publish("news", "hi")
         for w in ws:
             assert msgs(w, 1)[0]["data"] == "hi"
-        other.assert_quiet()
+        # dave was not made a member: nothing reaches him before a marker
+        marker = other.assert_quiet_until_marker(h.publish, "marker")
+        for w in ws:
+            assert msgs(w, 1)[0]["data"] == marker
         r = h.http("DELETE", "/api/v1/channels/news/members/carol", headers=h.api_headers())
         assert r.status_code == 204
         for w in ws:
             assert w.recv_push("unsubscribed")["channel"] == "news"
         h.publish("news", "bye")
-        ws[0].assert_quiet()
+        # none of carol's three sockets gets it
+        marker = ws[0].assert_quiet_until_marker(h.publish, "marker")
+        for w in ws[1:] + [other]:
+            assert w.recv_json() == {"push": "message", "channel": "marker", "data": marker}
         # bad input
         r = h.http("POST", "/api/v1/channels/bad%20name/members", json={"user": "carol"},
                    headers=h.api_headers())

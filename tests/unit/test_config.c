@@ -336,7 +336,7 @@ static void test_listen(void)
     } good[] = {
         {"[::1]:9000", "::1", 9000},         {"[fe80::1%eth0]:80", "fe80::1%eth0", 80},
         {":7000", "0.0.0.0", 7000},          {"localhost:1", "localhost", 1},
-        {"0.0.0.0:65535", "0.0.0.0", 65535},
+        {"0.0.0.0:65535", "0.0.0.0", 65535}, {"127.0.0.1:0", "127.0.0.1", 0}, /* 0: any free port */
     };
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         hr_config cfg;
@@ -350,8 +350,8 @@ static void test_listen(void)
     }
 
     static const char *const bad[] = {
-        "",      "8080", "host:",  "host:0", "host:65536", "::1:80",  "[::1]80",
-        "[]:80", "h:8x", "a b:80", "h:+80",  "h:-1",       "[::1:80", "h:99999999999999999999",
+        "",      "8080", "host:",  "host:-0", "host:65536", "::1:80",  "[::1]80",
+        "[]:80", "h:8x", "a b:80", "h:+80",   "h:-1",       "[::1:80", "h:99999999999999999999",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char var[64], flag[64];
