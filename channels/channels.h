@@ -230,6 +230,9 @@ typedef struct chan_sub_ops {
     void (*subscribed)(void *owner, void *req, const char *channel, const chan_sub_result *r);
 } chan_sub_ops;
 
+/* Log levels of chan_host.log (the values of gateway/log.h's HR_LOG_*). */
+enum { CHAN_LOG_DEBUG = 0, CHAN_LOG_INFO, CHAN_LOG_WARN, CHAN_LOG_ERROR };
+
 /* What the layer needs from the gateway. */
 typedef struct chan_host {
     unsigned nthreads; /* loop threads, 1..CHAN_MAX_THREADS */
@@ -241,6 +244,10 @@ typedef struct chan_host {
     void (*call)(void *ud, unsigned thread, chan_task *t);
     /* A control message for this node (any thread; must only queue). */
     void (*control)(void *ud, const chan_control *c);
+    /* One log line (any thread): level CHAN_LOG_*, event a short stable
+     * name ("redis_shard_down"), msg a sentence; both borrowed for the
+     * call. NULL: "herald: <msg>" on stderr. */
+    void (*log)(void *ud, int level, const char *event, const char *msg);
     chan_sub_ops sub;
     void *ud;
 } chan_host;

@@ -8,6 +8,8 @@
 #include "layer_internal.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -345,6 +347,19 @@ int chan_recovered(const chan_pos *since, const chan_pos *top, const chan_pub *p
 }
 
 /*---- The layer -------------------------------------------------------------*/
+
+void chan_log(chan_layer *l, int level, const char *event, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (l->host.log)
+        l->host.log(l->host.ud, level, event, msg);
+    else
+        fprintf(stderr, "herald: %s\n", msg);
+}
 
 void chan_layer_init(chan_layer *l, const chan_layer_ops *ops, const chan_host *host)
 {

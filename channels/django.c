@@ -118,10 +118,10 @@ __attribute__((format(printf, 2, 3))) static void dj_log(dj_bridge *b, const cha
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     if (b->log_suppressed)
-        fprintf(stderr, "herald: django: %s (and %u more such lines in the last second)\n", msg,
-                b->log_suppressed);
+        chan_log(b->layer, CHAN_LOG_WARN, "django",
+                 "django: %s (and %u more such lines in the last second)", msg, b->log_suppressed);
     else
-        fprintf(stderr, "herald: django: %s\n", msg);
+        chan_log(b->layer, CHAN_LOG_WARN, "django", "django: %s", msg);
     b->log_at = now;
     b->log_suppressed = 0;
 }
@@ -559,10 +559,10 @@ void dj_bridge_start(dj_bridge *b, void *uv_loop)
     b->tick.data = b;
     uv_timer_start(&b->tick, on_tick, TICK_MS, TICK_MS);
     b->started = 1;
-    fprintf(stderr, "herald: django: bridging %s layer (prefix \"%s\")%s%s\n",
-            b->mode == DJ_PUBSUB ? "RedisPubSubChannelLayer" : "RedisChannelLayer", b->prefix,
-            b->mode == DJ_REDIS ? ", this node's channel " : "",
-            b->mode == DJ_REDIS ? b->member_prefix : "");
+    chan_log(b->layer, CHAN_LOG_INFO, "django", "django: bridging %s layer (prefix \"%s\")%s%s",
+             b->mode == DJ_PUBSUB ? "RedisPubSubChannelLayer" : "RedisChannelLayer", b->prefix,
+             b->mode == DJ_REDIS ? ", this node's channel " : "",
+             b->mode == DJ_REDIS ? b->member_prefix : "");
 }
 
 void dj_bridge_up(dj_bridge *b, void *cmd, void *sub, const hr_redis_addr *addr, const char *ip)

@@ -89,6 +89,9 @@ static inline void chan_inflight(chan_layer *l, unsigned thread, int delta)
 {
     atomic_fetch_add_explicit(&l->shards[thread].inflight, (unsigned)delta, memory_order_relaxed);
 }
+/* Logs a line through the host (chan_host.log). Any thread. */
+void chan_log(chan_layer *l, int level, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 /* A bitmask of the threads with subscribers of channel. */
 uint64_t chan_channel_mask(chan_layer *l, const char *channel);
 /* The held-back bytes a pending subscription may accumulate; over it the

@@ -25,7 +25,7 @@ void rd_log_reply_error(redis_layer *L, const char *what, const redisReply *r)
     if (!r || r->type != REDIS_REPLY_ERROR || (L->err_logged_ms && now - L->err_logged_ms < 1000))
         return;
     L->err_logged_ms = now;
-    fprintf(stderr, "herald: redis %s failed: %s\n", what, r->str);
+    chan_log(&L->base, CHAN_LOG_WARN, "redis_error", "redis %s failed: %s", what, r->str);
 }
 
 /*---- Shards ------------------------------------------------------------------*/

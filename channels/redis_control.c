@@ -53,8 +53,8 @@ static void control_refused(redis_layer *L, const char *why)
     if (now - L->ctl_logged_ms < 1000 && L->ctl_logged_ms)
         return;
     L->ctl_logged_ms = now;
-    fprintf(stderr, "herald: dropped a control message: %s (herald_redis_control_rejected_total)\n",
-            why);
+    chan_log(&L->base, CHAN_LOG_WARN, "control_rejected",
+             "dropped a control message: %s (herald_redis_control_rejected_total)", why);
 }
 
 /* Forgets nonces whose window has passed. */
@@ -145,7 +145,8 @@ void rd_control_receive(redis_layer *L, const char *payload, size_t len)
         ((c.op == CHAN_CTL_MEMBER_ADD || c.op == CHAN_CTL_MEMBER_REMOVE) &&
          (!c.channel || !chan_name_valid(c.channel, strlen(c.channel), 255)))) {
         atomic_fetch_add(&L->bad_messages, 1);
-        fprintf(stderr, "herald: dropped a malformed control message\n");
+        chan_log(&L->base, CHAN_LOG_WARN, "control_malformed",
+                 "dropped a malformed control message");
     } else {
         L->base.host.control(L->base.host.ud, &c);
     }

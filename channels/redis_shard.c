@@ -47,8 +47,8 @@ void rd_shard_update_up(shard *sh)
     }
     sh->was_up = 1;
     sh->attempt = 0;
-    fprintf(stderr, "herald: redis shard %d (%s:%d) is up\n", sh->index, sh->addr.host,
-            sh->addr.port);
+    chan_log(&L->base, CHAN_LOG_INFO, "redis_shard_up", "redis shard %d (%s:%d) is up", sh->index,
+             sh->addr.host, sh->addr.port);
     /* the Django bridge's subscriptions go out before Herald's on the same
      * connection, so a channel's confirmation implies its group's */
     if (sh->index == 0)
@@ -84,9 +84,9 @@ static void on_setup_reply(redisAsyncContext *ac, void *reply, void *priv)
     if (!r || r->type != REDIS_REPLY_ERROR || (ac != sh->cmd && ac != sh->sub))
         return;
     if (!sh->setup_failed)
-        fprintf(stderr, "herald: redis shard %d (%s:%d): %s: %s (retrying)\n", sh->index,
-                sh->addr.host, sh->addr.port,
-                !strcmp(what, "AUTH") ? "authentication failed" : what, r->str);
+        chan_log(&sh->L->base, CHAN_LOG_ERROR, "redis_setup_refused",
+                 "redis shard %d (%s:%d): %s: %s (retrying)", sh->index, sh->addr.host,
+                 sh->addr.port, !strcmp(what, "AUTH") ? "authentication failed" : what, r->str);
     sh->setup_failed = 1;
     shard_down(sh, r->str);
 }
@@ -100,8 +100,8 @@ static void on_function_loaded(redisAsyncContext *ac, void *reply, void *priv)
         return;
     if (r->type == REDIS_REPLY_ERROR) {
         if (!sh->setup_failed)
-            fprintf(stderr, "herald: redis shard %d: FUNCTION LOAD failed: %s (retrying)\n",
-                    sh->index, r->str);
+            chan_log(&sh->L->base, CHAN_LOG_ERROR, "redis_setup_refused",
+                     "redis shard %d: FUNCTION LOAD failed: %s (retrying)", sh->index, r->str);
         sh->setup_failed = 1;
         shard_down(sh, r->str);
         return;
@@ -215,8 +215,8 @@ static void shard_down(shard *sh, const char *why)
     if (sub)
         redisAsyncDisconnect(sub);
     if (was_up)
-        fprintf(stderr, "herald: redis shard %d (%s:%d) is down: %s\n", sh->index, sh->addr.host,
-                sh->addr.port, why);
+        chan_log(&L->base, CHAN_LOG_WARN, "redis_shard_down", "redis shard %d (%s:%d) is down: %s",
+                 sh->index, sh->addr.host, sh->addr.port, why);
     const char *key;
     void *val;
     for (size_t it = 0; hr_map_next(sh->channels, &it, &key, NULL, &val);) {

@@ -448,7 +448,8 @@ static void on_message(redis_layer *L, shard *sh, const char *topic, const char 
     chan_msg *m = chan_msg_parse_push(payload, len, channel, err, sizeof(err));
     if (!m) {
         atomic_fetch_add(&L->bad_messages, 1);
-        fprintf(stderr, "herald: dropped a malformed push on %s: %s\n", topic, err);
+        chan_log(&L->base, CHAN_LOG_WARN, "redis_bad_push", "dropped a malformed push on %s: %s",
+                 topic, err);
         return;
     }
     if (c->recovering) {

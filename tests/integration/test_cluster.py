@@ -869,6 +869,29 @@ def test_refused_credentials_said_once_and_the_shard_stays_down():
         assert " is up" in a.log()[a.log().index("authentication failed"):]
 
 
+def test_layer_log_lines_follow_the_log_format():
+    """The channel layer logs through the gateway's logger: with JSON logs
+    (the harness' default) its lines - a shard down and up again, a
+    malformed push, a forged control message - are JSON objects with an
+    event like every other line (they were bare "herald: ..." text)."""
+    with Redis() as r, ExitStack() as st:
+        (a,) = nodes(st, r, n=1)
+        w = client(a, "alice")
+        sub(w, "news")
+        r.cmd("PUBLISH", "herald:ch:news", "not json")
+        r.cmd("PUBLISH", "herald:control", "0" * 64 + ' {"op":"revoke","user":"x"}')
+        r.halt()
+        wait_until(lambda: not a.ready(), what="readyz 503")
+        r.start()
+        a.wait_ready(15)
+        events = []
+        for line in a.log().splitlines():
+            assert line.startswith("{"), line
+            events.append(json.loads(line)["event"])
+        for e in ("redis_shard_up", "redis_shard_down", "redis_bad_push", "control_rejected"):
+            assert e in events, (e, events)
+
+
 def test_redis_error_text_in_the_log():
     """A command Redis refuses is reported in Redis' words (here NOPERM for
     INFO at start-up: the log said "redis: INFO failed")."""
