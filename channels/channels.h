@@ -313,6 +313,11 @@ typedef struct chan_layer_ops {
     /* Sends c to every node (this one included). */
     void (*control)(chan_layer *l, unsigned thread, const chan_control *c, chan_status_cb cb,
                     void *ud);
+    /* Hands a client publication to a Django Channels channel (see
+     * chan_django_forward). NULL: the layer has no Django bridge. */
+    void (*django_forward)(chan_layer *l, unsigned thread, const char *target,
+                           const char *channel, const char *user, const char *client,
+                           const char *data_json, size_t data_len);
     /* 1 while the layer can serve the whole cluster (readyz). Any thread. */
     int (*ready)(chan_layer *l);
     void (*stats)(chan_layer *l, chan_stats *out);

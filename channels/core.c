@@ -407,6 +407,14 @@ void chan_presence_read(chan_layer *l, unsigned thread, const char *channel, con
     l->ops->presence(l, thread, channel, o, cb, ud);
 }
 
+void chan_django_forward(chan_layer *l, unsigned thread, const char *target, const char *channel,
+                         const char *user, const char *client, const char *data_json,
+                         size_t data_len)
+{
+    if (l->ops->django_forward)
+        l->ops->django_forward(l, thread, target, channel, user, client, data_json, data_len);
+}
+
 void chan_control_send(chan_layer *l, unsigned thread, const chan_control *c, chan_status_cb cb,
                        void *ud)
 {

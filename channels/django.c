@@ -532,7 +532,6 @@ dj_bridge *dj_bridge_new(chan_layer *l, const chan_django_config *cfg, const cha
     atomic_init(&b->bad, 0);
     atomic_init(&b->forwarded, 0);
     atomic_init(&b->forward_failed, 0);
-    l->django = b;
     return b;
 }
 
@@ -756,16 +755,15 @@ static void fwd_discard(chan_task *ct)
     fwd_free((fwd_task *)ct);
 }
 
-void chan_django_forward(chan_layer *l, unsigned thread, const char *target, const char *channel,
-                         const char *user, const char *client, const char *data_json,
-                         size_t data_len)
+void dj_forward(dj_bridge *b, const char *target, const char *channel, const char *user,
+                const char *client, const char *data_json, size_t data_len)
 {
-    (void)thread;
-    if (!l->django)
+    if (!b)
         return;
+    chan_layer *l = b->layer;
     fwd_task *t = hr_calloc(1, sizeof(*t));
     t->task = (chan_task){fwd_run, fwd_discard};
-    t->b = l->django;
+    t->b = b;
     t->target = hr_strdup(target);
     t->channel = hr_strdup(channel);
     t->user = hr_strdup(user ? user : "");

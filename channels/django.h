@@ -128,6 +128,11 @@ void dj_bridge_down(dj_bridge *b);
  * channel (redis.c's home_open / home_close). */
 void dj_channel_open(dj_bridge *b, const char *channel);
 void dj_channel_close(dj_bridge *b, const char *channel);
+/* Any loop thread (chan_django_forward through the Redis layer's ops): hands
+ * a client publication to Channels channel `target` on the home thread.
+ * Fire and forget; strings copied. A no-op for b NULL. */
+void dj_forward(dj_bridge *b, const char *target, const char *channel, const char *user,
+                const char *client, const char *data_json, size_t data_len);
 /* Any thread: adds the bridge's counters to out. */
 void dj_bridge_stats(dj_bridge *b, chan_stats *out);
 

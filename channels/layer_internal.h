@@ -40,9 +40,6 @@ struct chan_layer {
     atomic_ullong nchannels; /* channels with subscribers on this node */
     /* one per loop thread */
     chan_shard *shards;
-    /* the Django Channels bridge (django.h), set by the Redis layer; NULL
-     * without one */
-    struct dj_bridge *django;
 };
 
 typedef struct shard_channel shard_channel;

@@ -169,7 +169,7 @@ static int redis_start(chan_layer *l, void *uv_loop)
 {
     redis_layer *L = rd_layer(l);
     L->uv = uv_loop;
-    dj_bridge_start(L->base.django, uv_loop);
+    dj_bridge_start(L->django, uv_loop);
     uv_timer_init(L->uv, &L->tick);
     L->tick.data = L;
     uv_timer_start(&L->tick, on_tick, TICK_MS, TICK_MS);
@@ -189,7 +189,7 @@ static void redis_stop(chan_layer *l)
     if (!L->uv || L->stopping)
         return;
     L->stopping = 1;
-    dj_bridge_stop(L->base.django); /* while the first shard can still take its cleanup */
+    dj_bridge_stop(L->django); /* while the first shard can still take its cleanup */
     uv_close((uv_handle_t *)&L->tick, NULL);
     for (int i = 0; i < L->nshards; i++) {
         shard *sh = &L->shards[i];
@@ -221,13 +221,13 @@ static void redis_stats(chan_layer *l, chan_stats *out)
     out->redis_pending_bytes = atomic_load(&L->pending_bytes);
     out->bad_messages = atomic_load(&L->bad_messages);
     out->control_rejected = atomic_load(&L->control_rejected);
-    dj_bridge_stats(L->base.django, out);
+    dj_bridge_stats(L->django, out);
 }
 
 static void redis_destroy(chan_layer *l)
 {
     redis_layer *L = rd_layer(l);
-    dj_bridge_free(L->base.django);
+    dj_bridge_free(L->django);
     for (int i = 0; i < L->nshards; i++) {
         hr_map_free(L->shards[i].channels);
         hr_redis_addr_clear(&L->shards[i].addr);
@@ -243,6 +243,14 @@ static void redis_destroy(chan_layer *l)
     free(L);
 }
 
+static void redis_django_forward(chan_layer *l, unsigned thread, const char *target,
+                                 const char *channel, const char *user, const char *client,
+                                 const char *data_json, size_t data_len)
+{
+    (void)thread;
+    dj_forward(rd_layer(l)->django, target, channel, user, client, data_json, data_len);
+}
+
 static const chan_layer_ops redis_ops = {
     .name = "redis",
     .start = redis_start,
@@ -255,6 +263,7 @@ static const chan_layer_ops redis_ops = {
     .history = rd_history,
     .presence = rd_presence,
     .control = rd_control,
+    .django_forward = redis_django_forward,
     .ready = redis_ready,
     .stats = redis_stats,
     .destroy = redis_destroy,
@@ -358,7 +367,7 @@ chan_layer *chan_redis_new(const chan_host *host, const chan_redis_config *cfg, 
     free(addrs);
     atomic_init(&L->shards_up, 0);
     if (cfg->django && cfg->django->mode &&
-        !dj_bridge_new(&L->base, cfg->django, L->prefix, L->node_id, err, errlen)) {
+        !(L->django = dj_bridge_new(&L->base, cfg->django, L->prefix, L->node_id, err, errlen))) {
         chan_layer_destroy(&L->base);
         return NULL;
     }

@@ -152,6 +152,8 @@ struct redis_layer {
     atomic_ullong reconnects;
     atomic_ullong pending_bytes;
     atomic_ullong bad_messages;
+    /* the Django Channels bridge (django.h), NULL without one */
+    dj_bridge *django;
 };
 
 /*---- Tasks between threads ---------------------------------------------------*/

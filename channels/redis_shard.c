@@ -38,7 +38,7 @@ void rd_shard_update_up(shard *sh)
     atomic_fetch_add(&L->shards_up, up ? 1 : -1);
     if (!up) {
         if (sh->index == 0)
-            dj_bridge_down(L->base.django);
+            dj_bridge_down(L->django);
         return;
     }
     if (sh->index == 0 && sh->was_up) {
@@ -52,7 +52,7 @@ void rd_shard_update_up(shard *sh)
     /* the Django bridge's subscriptions go out before Herald's on the same
      * connection, so a channel's confirmation implies its group's */
     if (sh->index == 0)
-        dj_bridge_up(L->base.django, sh->cmd, sh->sub, &sh->addr, sh->ip);
+        dj_bridge_up(L->django, sh->cmd, sh->sub, &sh->addr, sh->ip);
     /* subscribe again to everything the node wants; announce its
      * presence entries at once (a Redis that restarted empty showed nobody
      * until the next refresh, presence_ttl/3 later) */

@@ -389,7 +389,7 @@ static void home_open(redis_layer *L, home_task *t)
 {
     rchan *c = rchan_get(L, t->channel, 1);
     c->wanted = 1;
-    dj_channel_open(L->base.django, t->channel); /* first: see dj_bridge_up */
+    dj_channel_open(L->django, t->channel); /* first: see dj_bridge_up */
     rd_rchan_sync(c);
     rd_task_free(t);
 }
@@ -399,7 +399,7 @@ static void home_close(redis_layer *L, home_task *t)
     rchan *c = rchan_get(L, t->channel, 0);
     if (c) {
         c->wanted = 0;
-        dj_channel_close(L->base.django, t->channel);
+        dj_channel_close(L->django, t->channel);
         c->have_last = 0;
         rd_rchan_sync(c);
         rchan_maybe_drop(c);
