@@ -70,6 +70,7 @@ typedef struct chan_msg {
     size_t hdr;          /* frame header bytes stored just before the payload */
     const char *channel; /* pushes of a channel: the channel (inside _b), else NULL */
     uint64_t offset;     /* position in the channel's history, 0 = none */
+    uint64_t hash;       /* the layer's hash of channel (computed once, used by every table) */
     uint64_t born_us;    /* hr_now_us() when this node created it (latency metrics) */
     atomic_int tag;      /* the host's cache (the namespace index), -1 until set */
     /* the host's compressed frame: NULL until made; set once (compare and
@@ -295,11 +296,12 @@ typedef struct chan_layer_ops {
     void (*publish)(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,
                     const char *data_json, size_t data_len, const char *from, chan_publish_cb cb,
                     void *ud);
-    /* The node gained its first / lost its last subscriber of channel.
-     * Called with that channel's registry lock held, in the order the
-     * transitions happened: must only queue work. */
-    void (*channel_open)(chan_layer *l, const char *channel);
-    void (*channel_close)(chan_layer *l, const char *channel);
+    /* The node gained its first / lost its last subscriber of channel
+     * (hash: the layer's hash of its name, to pass along). Called with
+     * that channel's registry lock held, in the order the transitions
+     * happened: must only queue work. */
+    void (*channel_open)(chan_layer *l, const char *channel, uint64_t hash);
+    void (*channel_close)(chan_layer *l, const char *channel, uint64_t hash);
     /* Completes subscription s (core.c's chan_sub_complete), on its
      * thread; presence and join are the implementation's business. */
     void (*subscribe)(chan_layer *l, unsigned thread, chan_sub *s);

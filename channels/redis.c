@@ -45,6 +45,8 @@ static uint64_t fnv1a64(const char *s)
 
 shard *rd_shard_of(redis_layer *L, const char *channel)
 {
+    if (L->nshards == 1)
+        return &L->shards[0];
     return &L->shards[fnv1a64(channel) % (uint64_t)L->nshards];
 }
 
@@ -229,7 +231,7 @@ static void redis_destroy(chan_layer *l)
     redis_layer *L = rd_layer(l);
     dj_bridge_free(L->django);
     for (int i = 0; i < L->nshards; i++) {
-        hr_map_free(L->shards[i].channels);
+        chan_tab_clear(&L->shards[i].channels, rd_rchan_free);
         hr_redis_addr_clear(&L->shards[i].addr);
     }
     free(L->shards);
@@ -362,7 +364,7 @@ chan_layer *chan_redis_new(const chan_host *host, const chan_redis_config *cfg, 
         sh->L = L;
         sh->index = i;
         sh->addr = addrs[i];
-        sh->channels = hr_map_new(rd_rchan_free);
+        chan_tab_init(&sh->channels);
     }
     free(addrs);
     atomic_init(&L->shards_up, 0);

@@ -89,6 +89,7 @@ typedef struct sub_job sub_job;
 /* One channel's state on the home thread. */
 typedef struct rchan {
     char *name;
+    uint64_t hash; /* chan_hash(name) */
     shard *sh;
     int wanted;    /* the node has subscribers */
     int on_redis;  /* the last (UN)SUBSCRIBE sent was SUBSCRIBE */
@@ -119,7 +120,7 @@ struct shard {
     uv_timer_t connect_timer;
     uv_getaddrinfo_t gai;
     int resolving;
-    hr_map *channels; /* channel -> rchan */
+    chan_tab channels; /* channel -> rchan */
 };
 
 struct redis_layer {
@@ -164,6 +165,7 @@ typedef struct home_task {
     redis_layer *L;
     void (*fn)(redis_layer *L, struct home_task *t);
     char *channel;
+    uint64_t hash; /* chan_hash(channel), where known */
     /* unsubscribe */
     char *client;
     chan_opts opts;
@@ -200,7 +202,9 @@ static inline redis_layer *rd_layer(chan_layer *l)
 /* Logs an error reply in Redis' own words, at most once a second. Home
  * thread. */
 void rd_log_reply_error(redis_layer *L, const char *what, const redisReply *r);
-/* The shard of channel (FNV-1a 64 of the name mod the shard count). */
+/* The shard of channel (FNV-1a 64 of the name mod the shard count: stable
+ * across nodes and backends, so not the tables' keyed hash; not computed
+ * with one shard). */
 shard *rd_shard_of(redis_layer *L, const char *channel);
 /* "<p>:ch:<channel>" (malloc'ed, caller frees). */
 char *rd_topic(redis_layer *L, const char *channel);
@@ -259,8 +263,8 @@ void rd_refresh_presence(redis_layer *L);
 /* ops */
 void rd_subscribe(chan_layer *l, unsigned thread, chan_sub *s);
 void rd_unsubscribe(chan_layer *l, unsigned thread, chan_sub *s);
-void rd_channel_open(chan_layer *l, const char *channel);
-void rd_channel_close(chan_layer *l, const char *channel);
+void rd_channel_open(chan_layer *l, const char *channel, uint64_t h);
+void rd_channel_close(chan_layer *l, const char *channel, uint64_t h);
 
 /*---- redis_ops.c ----------------------------------------------------------------*/
 

@@ -58,7 +58,7 @@ void rd_shard_update_up(shard *sh)
      * until the next refresh, presence_ttl/3 later) */
     const char *key, *ck;
     void *val, *entry;
-    for (size_t it = 0; hr_map_next(sh->channels, &it, &key, NULL, &val);) {
+    for (size_t it = 0; chan_tab_next(&sh->channels, &it, &key, NULL, &val);) {
         rchan *c = val;
         if (c->wanted) {
             c->renew = c->renew || c->have_last || c->opts.history_size == 0;
@@ -219,7 +219,7 @@ static void shard_down(shard *sh, const char *why)
                  sh->index, sh->addr.host, sh->addr.port, why);
     const char *key;
     void *val;
-    for (size_t it = 0; hr_map_next(sh->channels, &it, &key, NULL, &val);) {
+    for (size_t it = 0; chan_tab_next(&sh->channels, &it, &key, NULL, &val);) {
         rchan *c = val;
         c->on_redis = c->confirmed = 0;
         c->inflight = 0;

@@ -33,17 +33,18 @@ void rd_rchan_free(void *p)
     free(c);
 }
 
-static rchan *rchan_get(redis_layer *L, const char *channel, int create)
+static rchan *rchan_get(redis_layer *L, const char *channel, uint64_t h, int create)
 {
     shard *sh = rd_shard_of(L, channel);
     size_t len = strlen(channel);
-    rchan *c = hr_map_get(sh->channels, channel, len);
+    rchan *c = chan_tab_get(&sh->channels, channel, len, h);
     if (!c && create) {
         c = hr_calloc(1, sizeof(*c));
         c->name = hr_strdup(channel);
+        c->hash = h;
         c->sh = sh;
         c->members = hr_map_new(free);
-        hr_map_put(sh->channels, channel, len, c);
+        chan_tab_put(&sh->channels, channel, len, h, c);
     }
     return c;
 }
@@ -53,7 +54,7 @@ static void rchan_maybe_drop(rchan *c)
 {
     if (c->wanted || c->inflight || c->waiters || hr_map_count(c->members) || c->recovering)
         return;
-    rd_rchan_free(hr_map_del(c->sh->channels, c->name, strlen(c->name)));
+    rd_rchan_free(chan_tab_del(&c->sh->channels, c->name, strlen(c->name), c->hash));
 }
 
 static void send_subscribe(rchan *c, int subscribe)
@@ -235,7 +236,7 @@ static void sub_history_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
     sub_job *j = priv;
     redis_layer *L = j->t.L;
-    rchan *c = rchan_get(L, j->t.channel, 0);
+    rchan *c = rchan_get(L, j->t.channel, j->t.hash, 0);
     (void)ac;
     rd_log_reply_error(L, "history read", reply);
     j->r.history = 1;
@@ -281,7 +282,7 @@ static void sub_job_down(redis_layer *L, rchan *c, sub_job *j)
 static void home_subscribe(redis_layer *L, home_task *t)
 {
     sub_job *j = (sub_job *)t;
-    rchan *c = rchan_get(L, t->channel, 1);
+    rchan *c = rchan_get(L, t->channel, t->hash, 1);
     if (!c->wanted) { /* cannot happen: the open was queued first */
         j->r.status = -EAGAIN;
         sub_job_finish(L, c, j);
@@ -329,6 +330,7 @@ void rd_subscribe(chan_layer *l, unsigned thread, chan_sub *s)
     t->thread = thread;
     t->answer = sub_job_answer;
     t->channel = hr_strdup(s->channel);
+    t->hash = s->hash;
     t->opts = s->opts;
     t->has_since = s->has_since;
     t->since = s->since;
@@ -348,7 +350,7 @@ void rd_subscribe(chan_layer *l, unsigned thread, chan_sub *s)
 /* On the subscriber's thread. Presence and leave are the home thread's. */
 static void home_unsubscribe(redis_layer *L, home_task *t)
 {
-    rchan *c = rchan_get(L, t->channel, 0);
+    rchan *c = rchan_get(L, t->channel, t->hash, 0);
     char *entry = c && t->client ? hr_map_del(c->members, t->client, strlen(t->client)) : NULL;
     if (entry) {
         if (t->opts.presence && c->sh->up)
@@ -380,6 +382,7 @@ void rd_unsubscribe(chan_layer *l, unsigned thread, chan_sub *s)
         return;
     home_task *t = rd_home_task_new(L, home_unsubscribe);
     t->channel = hr_strdup(s->channel);
+    t->hash = s->hash;
     t->client = hr_strdup(s->client);
     t->opts = s->opts;
     rd_to_home(L, t);
@@ -387,7 +390,7 @@ void rd_unsubscribe(chan_layer *l, unsigned thread, chan_sub *s)
 
 static void home_open(redis_layer *L, home_task *t)
 {
-    rchan *c = rchan_get(L, t->channel, 1);
+    rchan *c = rchan_get(L, t->channel, t->hash, 1);
     c->wanted = 1;
     dj_channel_open(L->django, t->channel); /* first: see dj_bridge_up */
     rd_rchan_sync(c);
@@ -396,7 +399,7 @@ static void home_open(redis_layer *L, home_task *t)
 
 static void home_close(redis_layer *L, home_task *t)
 {
-    rchan *c = rchan_get(L, t->channel, 0);
+    rchan *c = rchan_get(L, t->channel, t->hash, 0);
     if (c) {
         c->wanted = 0;
         dj_channel_close(L->django, t->channel);
@@ -408,17 +411,19 @@ static void home_close(redis_layer *L, home_task *t)
 }
 
 /* Under a registry stripe lock: only queue. */
-void rd_channel_open(chan_layer *l, const char *channel)
+void rd_channel_open(chan_layer *l, const char *channel, uint64_t h)
 {
     home_task *t = rd_home_task_new(rd_layer(l), home_open);
     t->channel = hr_strdup(channel);
+    t->hash = h;
     rd_to_home(rd_layer(l), t);
 }
 
-void rd_channel_close(chan_layer *l, const char *channel)
+void rd_channel_close(chan_layer *l, const char *channel, uint64_t h)
 {
     home_task *t = rd_home_task_new(rd_layer(l), home_close);
     t->channel = hr_strdup(channel);
+    t->hash = h;
     rd_to_home(rd_layer(l), t);
 }
 
@@ -442,10 +447,12 @@ static void on_message(redis_layer *L, shard *sh, const char *topic, const char 
     if (strncmp(topic, L->prefix, plen) || strncmp(topic + plen, ":ch:", 4))
         return;
     const char *channel = topic + plen + 4;
-    rchan *c = hr_map_get(sh->channels, channel, strlen(channel));
+    size_t clen = strlen(channel);
+    uint64_t h = chan_hash(channel, clen); /* once for the whole way */
+    rchan *c = chan_tab_get(&sh->channels, channel, clen, h);
     if (!c || !c->wanted)
         return; /* a late message after UNSUBSCRIBE */
-    chan_msg *m = chan_msg_parse_push(payload, len, channel, err, sizeof(err));
+    chan_msg *m = chan_msg_parse_push_h(payload, len, channel, h, err, sizeof(err));
     if (!m) {
         atomic_fetch_add(&L->bad_messages, 1);
         chan_log(&L->base, CHAN_LOG_WARN, "redis_bad_push", "dropped a malformed push on %s: %s",
@@ -471,13 +478,14 @@ typedef struct renew_task {
     redis_layer *L;
     unsigned thread;
     char *channel;
+    uint64_t hash;
     chan_sub_result r;
 } renew_task;
 
 static void renew_run(chan_task *ct)
 {
     renew_task *t = (renew_task *)ct;
-    chan_notify_resubscribed(&t->L->base, t->thread, t->channel, &t->r);
+    chan_notify_resubscribed(&t->L->base, t->thread, t->channel, t->hash, &t->r);
     free(t->channel);
     free(t);
 }
@@ -494,7 +502,7 @@ static void renew_discard(chan_task *ct)
  * it arrives after it). */
 static void notify_renewed(redis_layer *L, rchan *c, int recovered)
 {
-    uint64_t mask = chan_channel_mask(&L->base, c->name);
+    uint64_t mask = chan_channel_mask(&L->base, c->name, c->hash);
     for (unsigned th = 0; mask; th++, mask >>= 1) {
         if (!(mask & 1))
             continue;
@@ -503,6 +511,7 @@ static void notify_renewed(redis_layer *L, rchan *c, int recovered)
         t->L = L;
         t->thread = th;
         t->channel = hr_strdup(c->name);
+        t->hash = c->hash;
         t->r.resubscribed = 1;
         t->r.history = c->opts.history_size > 0;
         t->r.pos = c->last;
@@ -523,7 +532,8 @@ static void recovery_reply(redisAsyncContext *ac, void *reply, void *priv)
     shard *sh = ac->data;
     redis_layer *L = sh->L;
     char *channel = priv;
-    rchan *c = hr_map_get(sh->channels, channel, strlen(channel));
+    rchan *c = chan_tab_get(&sh->channels, channel, strlen(channel),
+                            chan_hash(channel, strlen(channel)));
     chan_pos top;
     chan_pub *pubs;
     size_t n;
@@ -534,8 +544,8 @@ static void recovery_reply(redisAsyncContext *ac, void *reply, void *priv)
     int ok = rd_parse_history(reply, &top, &pubs, &n) == 0;
     int recovered = ok && chan_recovered(&c->last, &top, pubs, n);
     for (size_t i = 0; ok && recovered && i < n; i++) {
-        chan_msg *m = chan_msg_publication(c->name, pubs[i].data, strlen(pubs[i].data),
-                                           pubs[i].offset, pubs[i].from);
+        chan_msg *m = chan_msg_publication_h(c->name, c->hash, pubs[i].data,
+                                             strlen(pubs[i].data), pubs[i].offset, pubs[i].from);
         deliver_push(L, c, m);
         chan_msg_unref(m);
     }
@@ -599,7 +609,9 @@ void rd_on_sub_reply(redisAsyncContext *ac, void *reply, void *priv)
     size_t plen = strlen(L->prefix);
     if (strncmp(topic, L->prefix, plen) || strncmp(topic + plen, ":ch:", 4))
         return;
-    rchan *c = hr_map_get(sh->channels, topic + plen + 4, strlen(topic + plen + 4));
+    const char *channel = topic + plen + 4;
+    size_t clen = strlen(channel);
+    rchan *c = chan_tab_get(&sh->channels, channel, clen, chan_hash(channel, clen));
     if (!c)
         return;
     if (c->inflight > 0)
@@ -631,7 +643,7 @@ void rd_touch_history(redis_layer *L)
             continue;
         if (asprintf(&fn, "%s_touch", L->fn) < 0)
             abort();
-        for (size_t it = 0; hr_map_next(sh->channels, &it, &key, NULL, &val);) {
+        for (size_t it = 0; chan_tab_next(&sh->channels, &it, &key, NULL, &val);) {
             rchan *c = val;
             if (!c->wanted || c->opts.history_size <= 0 || c->opts.history_ttl <= 0)
                 continue;
@@ -661,7 +673,7 @@ void rd_refresh_presence(redis_layer *L)
         void *val, *entry;
         if (!sh->up)
             continue;
-        for (size_t it = 0; hr_map_next(sh->channels, &it, &key, NULL, &val);) {
+        for (size_t it = 0; chan_tab_next(&sh->channels, &it, &key, NULL, &val);) {
             rchan *c = val;
             if (!c->opts.presence)
                 continue;
