@@ -103,6 +103,7 @@ int dj_encode_publication(hr_buf *out, const char *channel, const char *user, co
 typedef enum dj_mode { DJ_OFF = 0, DJ_PUBSUB, DJ_REDIS } dj_mode;
 
 typedef struct dj_bridge dj_bridge;
+struct chan_rconn; /* redis_topo.h */
 
 /* Creates the bridge of layer l (its home thread drives it). cfg is the
  * chan_redis_config's; herald_prefix and node_id name the connection.
@@ -118,9 +119,15 @@ void dj_bridge_start(dj_bridge *b, void *uv_loop);
  * own connection and timers. */
 void dj_bridge_stop(dj_bridge *b);
 /* Home thread: the first shard is up (cmd and sub connected, borrowed
- * until dj_bridge_down); addr and ip say where to open the bridge's own
- * connection. Subscribes or joins again every group the node wants. */
-void dj_bridge_up(dj_bridge *b, void *cmd, void *sub, const hr_redis_addr *addr, const char *ip);
+ * until dj_bridge_down); addr (borrowed as long) says where to open the
+ * bridge's own connection. Subscribes or joins again every group the node
+ * wants. */
+void dj_bridge_up(dj_bridge *b, struct chan_rconn *cmd, struct chan_rconn *sub,
+                  const hr_redis_addr *addr);
+/* Home thread: a message on the first shard's subscriber connection whose
+ * topic (tlen bytes) is not Herald's: the pubsub layer's group topics are
+ * delivered, anything else ignored. NULL b ok. */
+void dj_bridge_message(dj_bridge *b, const char *topic, size_t tlen, const char *data, size_t len);
 /* Home thread: the first shard is down; its connections are not to be
  * touched any more. */
 void dj_bridge_down(dj_bridge *b);

@@ -193,19 +193,8 @@ static void redis_stop(chan_layer *l)
     L->stopping = 1;
     dj_bridge_stop(L->django); /* while the first shard can still take its cleanup */
     uv_close((uv_handle_t *)&L->tick, NULL);
-    for (int i = 0; i < L->nshards; i++) {
-        shard *sh = &L->shards[i];
-        uv_close((uv_handle_t *)&sh->retry, NULL);
-        uv_close((uv_handle_t *)&sh->connect_timer, NULL);
-        if (sh->resolving)
-            uv_cancel((uv_req_t *)&sh->gai);
-        redisAsyncContext *cmd = sh->cmd, *sub = sh->sub;
-        sh->cmd = sh->sub = NULL;
-        if (cmd)
-            redisAsyncDisconnect(cmd);
-        if (sub)
-            redisAsyncDisconnect(sub);
-    }
+    for (int i = 0; i < L->nshards; i++)
+        rd_shard_stop(&L->shards[i]);
 }
 
 static int redis_ready(chan_layer *l)

@@ -70,6 +70,8 @@ struct chan_rconn {
     int pending_setup; /* setup replies still to come */
     int resolving;     /* the getaddrinfo request is in flight */
     char early[400];   /* a failure found in chan_rconn_open, reported from the loop */
+    const char *refused_what; /* the setup command Redis refused, or NULL */
+    char refused_text[300];   /* ... and Redis' words */
     uv_tcp_t tcp;
     uv_timer_t timer; /* the connect deadline, then the reply deadline */
     uv_prepare_t flush;
@@ -521,6 +523,8 @@ static void on_setup_reply(chan_rconn *c, void *priv, const redisReply *r, const
     if (!r)
         return; /* the connection ended: end() reports why */
     if (r->type == REDIS_REPLY_ERROR) {
+        c->refused_what = what;
+        snprintf(c->refused_text, sizeof(c->refused_text), "%.*s", (int)r->len, r->str);
         fail(c, "%s: %s refused: %.*s", c->peer, what, (int)r->len, r->str);
         return;
     }
@@ -682,6 +686,13 @@ int chan_rconn_ready(const chan_rconn *c)
 const char *chan_rconn_peer(const chan_rconn *c)
 {
     return c->peer;
+}
+
+const char *chan_rconn_refused(const chan_rconn *c, const char **text)
+{
+    if (text)
+        *text = c->refused_what ? c->refused_text : NULL;
+    return c->refused_what;
 }
 
 size_t chan_rconn_waiting(const chan_rconn *c)

@@ -160,11 +160,10 @@ static void status_answer(home_task *t)
         cb(t->ud, t->status);
 }
 
-static void status_reply(redisAsyncContext *ac, void *reply, void *priv)
+static void status_reply(chan_rconn *conn, void *priv, const redisReply *r, const char *err)
 {
     home_task *t = priv;
-    redisReply *r = reply;
-    (void)ac;
+    (void)conn, (void)err;
     rd_log_reply_error(t->L, "control message", r);
     if (!r || r->type == REDIS_REPLY_ERROR)
         t->status = -EAGAIN;
@@ -213,7 +212,7 @@ static void home_control(redis_layer *L, home_task *t)
     memcpy(text + 65, body, blen + 1);
     free(body);
     const char *argv[3] = {"PUBLISH", L->control_topic, text};
-    if (!sh->up || rd_send_argv(sh->cmd, status_reply, t, 3, argv, NULL) < 0) {
+    if (!sh->up || rd_cmd(sh, status_reply, t, 3, argv, NULL) < 0) {
         t->status = -EAGAIN;
         rd_to_caller(L, t);
     }

@@ -13,8 +13,8 @@
  *   redis_control.c  control messages: signed, checked, sent
  *
  * Where it runs. Everything here that touches Redis runs on loop 0 (the
- * layer's home): hiredis' async API on loop 0's libuv loop (its libuv
- * adapter). Other loop threads reach it through host->call, and answers go
+ * layer's home), on chan_rconn connections (redis_topo.h) of loop 0's
+ * libuv loop. Other loop threads reach it through host->call, and answers go
  * back the same way to the thread that asked, so no Redis state is shared
  * between threads and nothing blocks a loop (host names are resolved on
  * libuv's thread pool).
@@ -62,9 +62,8 @@
 
 #include "django.h"
 #include "layer_internal.h"
+#include "redis_topo.h"
 
-#include <hiredis/adapters/libuv.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stdint.h>
 #include <uv.h>
@@ -85,6 +84,7 @@
 typedef struct redis_layer redis_layer;
 typedef struct shard shard;
 typedef struct sub_job sub_job;
+typedef struct rd_retired rd_retired;
 
 /* One channel's state on the home thread. */
 typedef struct rchan {
@@ -110,16 +110,13 @@ struct shard {
     redis_layer *L;
     int index;
     hr_redis_addr addr;
-    char ip[64];
-    redisAsyncContext *cmd, *sub;
+    chan_rconn *cmd, *sub;
     int cmd_ready, sub_ready, up;
     int was_up;       /* has been up before: a reconnect, not the first connect */
     int setup_failed; /* AUTH & co. refused since the shard was last up (said once) */
     unsigned attempt;
     uv_timer_t retry;
     uv_timer_t connect_timer;
-    uv_getaddrinfo_t gai;
-    int resolving;
     chan_tab channels; /* channel -> rchan */
 };
 
@@ -139,6 +136,7 @@ struct redis_layer {
     uv_timer_t tick;
     unsigned ticks, touch_ticks;
     int stopping;
+    rd_retired *retired; /* command connections let go of, answering what they were sent */
     /* control messages: HMAC-SHA256 keys (the first signs), and the nonces
      * seen within the window (home thread) */
     unsigned char (*ctl_keys)[32];
@@ -229,11 +227,21 @@ home_task *rd_channel_request(redis_layer *L, unsigned thread,
 
 /*---- redis_shard.c (home thread) ----------------------------------------------*/
 
-/* Sends a command (argv copied). Returns 0, or -1 when the shard is down. */
-int rd_send_argv(redisAsyncContext *ac, redisCallbackFn *fn, void *priv, int argc,
-                 const char **argv, const size_t *lens);
-/* Starts connecting the shard (name resolution first). */
+/* Sends a command on the shard's cmd connection (argv copied; cb may be
+ * NULL). Returns 0 (cb runs exactly once), or -1 when there is no
+ * connection (cb never runs). */
+int rd_cmd(shard *sh, chan_rconn_reply_fn cb, void *priv, int argc, const char **argv,
+           const size_t *lens);
+/* Sends a (UN)SUBSCRIBE on the shard's sub connection; its error replies
+ * are logged (rd_sub_cmd_reply), confirmations come to rd_sub_push.
+ * Returns 0, or -1 when there is no connection. */
+int rd_sub_cmd(shard *sh, int argc, const char **argv);
+/* Starts connecting the shard. */
 void rd_shard_connect(shard *sh);
+/* At the layer's stop: closes the shard's timers and connections (the cmd
+ * connection after answering what it was sent, within 2 s). */
+void rd_shard_stop(shard *sh);
+
 /* Recomputes `up` after a connection changed state. */
 void rd_shard_update_up(shard *sh);
 /* Samples the bytes the subscriber connections have not read yet. */
@@ -249,13 +257,15 @@ void rd_presence_send(redis_layer *L, rchan *c, const char *client, const char *
 void rd_run_waiters(redis_layer *L, rchan *c, int up);
 /* Delivers what was held back while c was recovering. */
 void rd_dispatch_held(redis_layer *L, rchan *c);
-/* The subscriber connection's replies and pushes. */
-void rd_on_sub_reply(redisAsyncContext *ac, void *reply, void *priv);
+/* The subscriber connection's pushes (messages, confirmations), and the
+ * answers to its commands. */
+void rd_sub_push(chan_rconn *c, void *ud, const chan_rpush *p);
+void rd_sub_cmd_reply(chan_rconn *c, void *priv, const redisReply *r, const char *err);
 /* Parses an FCALL <fn>_history reply. Returns 0, or -1 (nothing to free). */
 int rd_parse_history(const redisReply *r, chan_pos *top, chan_pub **pubs, size_t *n);
 /* Sends FCALL <fn>_history. Returns 0, or -1 when the shard is down. */
 int rd_send_history(redis_layer *L, shard *sh, const char *channel, int64_t since, int64_t limit,
-                    redisCallbackFn *cb, void *priv);
+                    chan_rconn_reply_fn cb, void *priv);
 /* Periodic: keeps the history metas of subscribed channels alive, and
  * refreshes this node's presence entries. */
 void rd_touch_history(redis_layer *L);

@@ -19,11 +19,10 @@ static void publish_answer(home_task *t)
         cb(t->ud, t->status, t->offset, t->local_only);
 }
 
-static void publish_reply(redisAsyncContext *ac, void *reply, void *priv)
+static void publish_reply(chan_rconn *conn, void *priv, const redisReply *r, const char *err)
 {
     home_task *t = priv;
-    redisReply *r = reply;
-    (void)ac;
+    (void)conn, (void)err;
     if (!r || r->type == REDIS_REPLY_ERROR) {
         t->status = -EAGAIN;
         rd_log_reply_error(t->L, "publish", r);
@@ -58,7 +57,7 @@ static void home_publish(redis_layer *L, home_task *t)
         const char *argv[6] = {"FCALL", fn, "0", t->channel, t->data, t->from};
         size_t lens[6] = {
             5, strlen(fn), 1, strlen(t->channel), t->len, t->from ? strlen(t->from) : 0};
-        rc = rd_send_argv(sh->cmd, publish_reply, t, t->from ? 6 : 5, argv, lens);
+        rc = rd_cmd(sh, publish_reply, t, t->from ? 6 : 5, argv, lens);
         free(fn);
     } else {
         size_t len;
@@ -66,7 +65,7 @@ static void home_publish(redis_layer *L, home_task *t)
         char *topic = rd_topic(L, t->channel);
         const char *argv[3] = {"PUBLISH", topic, text};
         size_t lens[3] = {7, strlen(topic), len};
-        rc = rd_send_argv(sh->cmd, publish_reply, t, 3, argv, lens);
+        rc = rd_cmd(sh, publish_reply, t, 3, argv, lens);
         free(topic);
         free(text);
     }
@@ -95,12 +94,12 @@ static void history_answer(home_task *t)
     ((chan_history_cb)(void (*)(void))t->cb)(t->ud, &t->hist);
 }
 
-static void history_reply(redisAsyncContext *ac, void *reply, void *priv)
+static void history_reply(chan_rconn *conn, void *priv, const redisReply *r, const char *err)
 {
     home_task *t = priv;
-    (void)ac;
-    rd_log_reply_error(t->L, "history read", reply);
-    if (rd_parse_history(reply, &t->hist.top, &t->pubs, &t->hist.npubs) < 0)
+    (void)conn, (void)err;
+    rd_log_reply_error(t->L, "history read", r);
+    if (rd_parse_history(r, &t->hist.top, &t->pubs, &t->hist.npubs) < 0)
         t->hist.status = -EAGAIN;
     rd_to_caller(t->L, t);
 }
@@ -138,12 +137,11 @@ static void presence_answer(home_task *t)
     ((chan_presence_cb)(void (*)(void))t->cb)(t->ud, &p);
 }
 
-static void presence_reply(redisAsyncContext *ac, void *reply, void *priv)
+static void presence_reply(chan_rconn *conn, void *priv, const redisReply *r, const char *err)
 {
     home_task *t = priv;
-    redisReply *r = reply;
     hr_buf b = {0};
-    (void)ac;
+    (void)conn, (void)err;
     rd_log_reply_error(t->L, "presence read", r);
     if (!r || r->type != REDIS_REPLY_ARRAY) {
         t->status = -EAGAIN;
@@ -171,7 +169,7 @@ static void home_presence(redis_layer *L, home_task *t)
     if (asprintf(&fn, "%s_presence", L->fn) < 0)
         abort();
     const char *argv[4] = {"FCALL", fn, "0", t->channel};
-    if (!sh->up || rd_send_argv(sh->cmd, presence_reply, t, 4, argv, NULL) < 0) {
+    if (!sh->up || rd_cmd(sh, presence_reply, t, 4, argv, NULL) < 0) {
         t->status = -EAGAIN;
         rd_to_caller(L, t);
     }

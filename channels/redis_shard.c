@@ -1,32 +1,115 @@
 /*
- * redis_shard.c - a shard's connections (home thread): name resolution on
- * libuv's thread pool, the two hiredis connections (cmd, sub), their setup
- * (AUTH, SELECT, CLIENT SETNAME, FUNCTION LOAD), readiness, and reconnection
- * with exponential backoff and full jitter. See redis_internal.h.
+ * redis_shard.c - a shard's home connections (home thread): `cmd` (setup,
+ * subscriptions' reads, presence, control) and `sub` (SUBSCRIBE), both
+ * chan_rconn (redis_topo.h), their setup (AUTH, SELECT, CLIENT SETNAME by
+ * chan_rconn; FUNCTION LOAD and <fn>_init here), readiness, and
+ * reconnection with exponential backoff and full jitter. See
+ * redis_internal.h.
+ *
+ * Why chan_rconn and not hiredis' async API with its libuv adapter: the
+ * adapter drops poll errors (a refused connect was never reported: a
+ * deadline had to catch it), redisAsyncConnect resolves host names with a
+ * blocking getaddrinfo (this file resolved them itself first), and the
+ * async API aborts the process on sharded pub/sub, which the Redis Cluster
+ * mode to come needs (docs/internals/redis-ha.md). chan_rconn keeps
+ * hiredis' parser and formatter, reports every failure with Redis' own
+ * words, resolves on libuv's thread pool, and writes everything queued in
+ * one loop iteration with one write.
  */
 #include "redis_internal.h"
 
-#include <linux/sockios.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-
-/*---- Sending ---------------------------------------------------------------*/
-
-/* hiredis copies argv into its output buffer: the strings may be freed
- * once this returns. Returns 0, or -1 when the shard is down. */
-int rd_send_argv(redisAsyncContext *ac, redisCallbackFn *fn, void *priv, int argc,
-                 const char **argv, const size_t *lens)
-{
-    if (!ac || redisAsyncCommandArgv(ac, fn, priv, argc, argv, lens) != REDIS_OK)
-        return -1;
-    return 0;
-}
-
-/*---- Connections (home thread) ---------------------------------------------*/
 
 static void shard_down(shard *sh, const char *why);
+
+/*---- Commands -------------------------------------------------------------------*/
+
+int rd_cmd(shard *sh, chan_rconn_reply_fn cb, void *priv, int argc, const char **argv,
+           const size_t *lens)
+{
+    return sh->cmd ? chan_rconn_command(sh->cmd, cb, priv, argc, argv, lens) : -1;
+}
+
+int rd_sub_cmd(shard *sh, int argc, const char **argv)
+{
+    return sh->sub ? chan_rconn_command(sh->sub, rd_sub_cmd_reply, sh, argc, argv, NULL) : -1;
+}
+
+/*---- Letting a command connection go ---------------------------------------------*/
+
+/* A command connection the shard let go of (down, or stopping) still
+ * answers what was sent on it, as hiredis' redisAsyncDisconnect did: a
+ * PING goes last and its answer closes it; RETIRE_MS bounds the wait for
+ * a server that stopped answering. */
+#define RETIRE_MS 2000
+
+struct rd_retired {
+    chan_rconn *c;
+    uv_timer_t timer;
+    redis_layer *L;
+    int closing;
+    rd_retired *prev, *next;
+};
+
+static void retired_freed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void retired_close(rd_retired *r)
+{
+    if (r->closing)
+        return;
+    r->closing = 1;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        r->L->retired = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    chan_rconn_close(r->c); /* the PING's answer (r NULL) sees `closing` */
+    uv_close((uv_handle_t *)&r->timer, retired_freed);
+}
+
+static void retired_pinged(chan_rconn *c, void *priv, const redisReply *reply, const char *err)
+{
+    (void)c, (void)reply, (void)err;
+    retired_close(priv);
+}
+
+static void retired_timeout(uv_timer_t *t)
+{
+    retired_close(t->data);
+}
+
+static void retire(redis_layer *L, chan_rconn *c)
+{
+    if (!c)
+        return;
+    if (!chan_rconn_ready(c) || !chan_rconn_waiting(c)) {
+        chan_rconn_close(c);
+        return;
+    }
+    rd_retired *r = hr_calloc(1, sizeof(*r));
+    r->c = c;
+    r->L = L;
+    if (chan_rconn_command(c, retired_pinged, r, 1, (const char *[]){"PING"}, NULL) < 0) {
+        chan_rconn_close(c);
+        free(r);
+        return;
+    }
+    uv_timer_init(L->uv, &r->timer);
+    r->timer.data = r;
+    uv_timer_start(&r->timer, retired_timeout, RETIRE_MS, 0);
+    r->next = L->retired;
+    if (r->next)
+        r->next->prev = r;
+    L->retired = r;
+}
+
+/*---- Readiness ------------------------------------------------------------------*/
 
 void rd_shard_update_up(shard *sh)
 {
@@ -47,12 +130,13 @@ void rd_shard_update_up(shard *sh)
     }
     sh->was_up = 1;
     sh->attempt = 0;
+    uv_timer_stop(&sh->connect_timer);
     chan_log(&L->base, CHAN_LOG_INFO, "redis_shard_up", "redis shard %d (%s:%d) is up", sh->index,
              sh->addr.host, sh->addr.port);
     /* the Django bridge's subscriptions go out before Herald's on the same
      * connection, so a channel's confirmation implies its group's */
     if (sh->index == 0)
-        dj_bridge_up(L->django, sh->cmd, sh->sub, &sh->addr, sh->ip);
+        dj_bridge_up(L->django, sh->cmd, sh->sub, &sh->addr);
     /* subscribe again to everything the node wants; announce its
      * presence entries at once (a Redis that restarted empty showed nobody
      * until the next refresh, presence_ttl/3 later) */
@@ -71,127 +155,111 @@ void rd_shard_update_up(shard *sh)
     sh->setup_failed = 0;
 }
 
-/* A setup command (AUTH, SELECT, CLIENT SETNAME, <fn>_init) failed: the
- * shard is not usable on these connections, so both go at once and the
- * shard stays down (it was never up: no "up"/"down" flapping while Redis
- * refuses the credentials), retried with backoff; said once per streak,
- * in Redis' own words. */
-static void on_setup_reply(redisAsyncContext *ac, void *reply, void *priv)
+/* A setup step failed (AUTH, SELECT, CLIENT SETNAME refused: chan_rconn
+ * closed the connection; FUNCTION LOAD, <fn>_init refused): the shard is
+ * not usable on these connections, so both go at once and the shard stays
+ * down (it was never up: no "up"/"down" flapping while Redis refuses the
+ * credentials), retried with backoff; said once per streak, in Redis' own
+ * words. */
+static void setup_refused(shard *sh, const char *what, const char *text)
 {
-    shard *sh = ac->data;
-    redisReply *r = reply;
-    const char *what = priv;
-    if (!r || r->type != REDIS_REPLY_ERROR || (ac != sh->cmd && ac != sh->sub))
-        return;
     if (!sh->setup_failed)
         chan_log(&sh->L->base, CHAN_LOG_ERROR, "redis_setup_refused",
                  "redis shard %d (%s:%d): %s: %s (retrying)", sh->index, sh->addr.host,
-                 sh->addr.port, !strcmp(what, "AUTH") ? "authentication failed" : what, r->str);
+                 sh->addr.port, !strcmp(what, "AUTH") ? "authentication failed" : what, text);
     sh->setup_failed = 1;
-    shard_down(sh, r->str);
+    shard_down(sh, text);
 }
 
-static void on_function_loaded(redisAsyncContext *ac, void *reply, void *priv)
+static void on_init_reply(chan_rconn *c, void *priv, const redisReply *r, const char *err)
 {
-    shard *sh = ac->data;
-    redisReply *r = reply;
-    (void)priv;
-    if (!r || ac != sh->cmd) /* a connection shard_down let go of */
+    shard *sh = priv;
+    (void)err;
+    if (r && c == sh->cmd && r->type == REDIS_REPLY_ERROR)
+        setup_refused(sh, "FCALL init", r->str);
+}
+
+static void on_function_loaded(chan_rconn *c, void *priv, const redisReply *r, const char *err)
+{
+    shard *sh = priv;
+    (void)err;
+    if (!r || c != sh->cmd) /* a connection shard_down let go of */
         return;
     if (r->type == REDIS_REPLY_ERROR) {
-        if (!sh->setup_failed)
-            chan_log(&sh->L->base, CHAN_LOG_ERROR, "redis_setup_refused",
-                     "redis shard %d: FUNCTION LOAD failed: %s (retrying)", sh->index, r->str);
-        sh->setup_failed = 1;
-        shard_down(sh, r->str);
+        setup_refused(sh, "FUNCTION LOAD", r->str);
         return;
     }
     sh->cmd_ready = 1;
     rd_shard_update_up(sh);
 }
 
-static void send_setup(shard *sh, redisAsyncContext *ac)
-{
-    hr_redis_setup setup[2];
-    char dbbuf[16];
-    int n = hr_redis_setup_commands(&sh->addr, setup, dbbuf);
-    for (int i = 0; i < n; i++)
-        rd_send_argv(ac, on_setup_reply, (void *)setup[i].argv[0], setup[i].argc, setup[i].argv,
-                     NULL);
-}
+/*---- Connections ------------------------------------------------------------------*/
 
-static void on_connect(const redisAsyncContext *cac, int status)
+static void conn_ready(chan_rconn *c, void *ud)
 {
-    redisAsyncContext *ac = (redisAsyncContext *)cac;
-    shard *sh = ac->data;
+    shard *sh = ud;
     redis_layer *L = sh->L;
-    if (status != REDIS_OK) {
-        /* hiredis frees ac after this; forget it (a context shard_down
-         * already let go of is not ours any more) */
-        int ours = ac == sh->cmd || ac == sh->sub;
-        if (ac == sh->cmd)
-            sh->cmd = NULL;
-        else if (ac == sh->sub)
-            sh->sub = NULL;
-        if (ours)
-            shard_down(sh, ac->errstr);
-        return;
-    }
-    send_setup(sh, ac);
-    /* CLIENT LIST then tells which node and which role each connection has */
-    char *name = hr_redis_key(L->prefix, L->node_id, ac == sh->cmd ? "cmd" : "sub");
-    for (char *p = name; *p; p++)
-        if (*p == ' ' || *p == '\n')
-            *p = '_';
-    const char *setname[3] = {"CLIENT", "SETNAME", name};
-    rd_send_argv(ac, on_setup_reply, "CLIENT SETNAME", 3, setname, NULL);
-    free(name);
-    if (ac == sh->cmd) {
+    if (c == sh->cmd) {
         const char *argv[4] = {"FUNCTION", "LOAD", "REPLACE", L->library};
-        rd_send_argv(ac, on_function_loaded, NULL, 4, argv, NULL);
+        chan_rconn_command(c, on_function_loaded, sh, 4, argv, NULL);
         /* the history epochs' base exists before anyone reads (functions.lua) */
         char *init;
         if (asprintf(&init, "%s_init", L->fn) < 0)
             abort();
         const char *iargv[3] = {"FCALL", init, "0"};
-        rd_send_argv(ac, on_setup_reply, "FCALL init", 3, iargv, NULL);
+        chan_rconn_command(c, on_init_reply, sh, 3, iargv, NULL);
         free(init);
-    } else if (sh->index == 0) {
+    } else if (c == sh->sub && sh->index == 0) {
         const char *argv[2] = {"SUBSCRIBE", L->control_topic};
-        rd_send_argv(ac, rd_on_sub_reply, sh, 2, argv, NULL);
-    } else {
+        rd_sub_cmd(sh, 2, argv); /* sub_ready once confirmed (rd_sub_push) */
+    } else if (c == sh->sub) {
         sh->sub_ready = 1;
         rd_shard_update_up(sh);
     }
 }
 
-static void on_disconnect(const redisAsyncContext *cac, int status)
+static void conn_closed(chan_rconn *c, void *ud, const char *why)
 {
-    redisAsyncContext *ac = (redisAsyncContext *)cac;
-    shard *sh = ac->data;
-    (void)status;
-    if (ac != sh->cmd && ac != sh->sub)
-        return; /* one shard_down already let go of */
-    if (ac == sh->cmd)
+    shard *sh = ud;
+    const char *text = NULL, *what = chan_rconn_refused(c, &text);
+    char reason[300];
+    snprintf(reason, sizeof(reason), "%s", what ? text : why);
+    if (c == sh->cmd)
         sh->cmd = NULL;
-    else
+    else if (c == sh->sub)
         sh->sub = NULL;
-    shard_down(sh, ac->errstr[0] ? ac->errstr : "connection closed");
+    chan_rconn_close(c);
+    if (what)
+        setup_refused(sh, what, reason);
+    else
+        shard_down(sh, reason);
 }
 
-/* Full jitter (AWS' "exponential backoff and jitter"): a random delay up
- * to the exponential bound, so nodes that lost Redis together do not come
- * back together. */
-static uint64_t backoff_ms(shard *sh)
+static chan_rconn *open_conn(shard *sh, int pubsub)
 {
-    unsigned shift = sh->attempt < 6 ? sh->attempt : 6;
-    uint64_t cap = (uint64_t)BACKOFF_MIN_MS << shift;
-    uint32_t r;
-    if (cap > BACKOFF_MAX_MS)
-        cap = BACKOFF_MAX_MS;
-    hr_random_bytes(&r, sizeof(r));
-    sh->attempt++;
-    return BACKOFF_MIN_MS / 2 + r % cap;
+    static const chan_rconn_ops cmd_ops = {conn_ready, conn_closed, NULL};
+    static const chan_rconn_ops sub_ops = {conn_ready, conn_closed, rd_sub_push};
+    redis_layer *L = sh->L;
+    /* CLIENT LIST then tells which node and which role each connection has */
+    char *name = hr_redis_key(L->prefix, L->node_id, pubsub ? "sub" : "cmd");
+    for (char *p = name; *p; p++)
+        if (*p == ' ' || *p == '\n')
+            *p = '_';
+    chan_rconn_config cfg = {
+        .host = sh->addr.host,
+        .port = sh->addr.port,
+        .user = sh->addr.user,
+        .password = sh->addr.password,
+        .db = sh->addr.db,
+        .client_name = name,
+        .pubsub = pubsub,
+        .connect_timeout_ms = CONNECT_TIMEOUT_MS,
+        .ops = pubsub ? &sub_ops : &cmd_ops,
+        .ud = sh,
+    };
+    chan_rconn *c = chan_rconn_open(L->uv, &cfg);
+    free(name);
+    return c;
 }
 
 static void on_retry(uv_timer_t *t)
@@ -206,14 +274,13 @@ static void shard_down(shard *sh, const char *why)
 {
     redis_layer *L = sh->L;
     int was_up = sh->up;
-    redisAsyncContext *cmd = sh->cmd, *sub = sh->sub;
+    chan_rconn *cmd = sh->cmd, *sub = sh->sub;
     sh->cmd_ready = sh->sub_ready = 0;
-    sh->cmd = sh->sub = NULL; /* before hiredis may free them below */
+    sh->cmd = sh->sub = NULL; /* before their callbacks may run below */
+    uv_timer_stop(&sh->connect_timer);
     rd_shard_update_up(sh);
-    if (cmd)
-        redisAsyncDisconnect(cmd);
-    if (sub)
-        redisAsyncDisconnect(sub);
+    retire(L, cmd);
+    chan_rconn_close(sub);
     if (was_up)
         chan_log(&L->base, CHAN_LOG_WARN, "redis_shard_down", "redis shard %d (%s:%d) is down: %s",
                  sh->index, sh->addr.host, sh->addr.port, why);
@@ -229,73 +296,39 @@ static void shard_down(shard *sh, const char *why)
         }
         rd_run_waiters(L, c, 0);
     }
-    if (!L->stopping && !sh->cmd && !sh->sub && !sh->resolving &&
-        !uv_is_active((uv_handle_t *)&sh->retry))
-        uv_timer_start(&sh->retry, on_retry, backoff_ms(sh), 0);
+    if (!L->stopping && !sh->cmd && !sh->sub && !uv_is_active((uv_handle_t *)&sh->retry))
+        uv_timer_start(&sh->retry, on_retry, chan_backoff_ms(sh->attempt++), 0);
 }
 
-static redisAsyncContext *open_conn(shard *sh)
-{
-    redisAsyncContext *ac = redisAsyncConnect(sh->ip, sh->addr.port);
-    if (!ac)
-        return NULL;
-    if (ac->err) {
-        redisAsyncFree(ac);
-        return NULL;
-    }
-    ac->data = sh;
-    redisLibuvAttach(ac, sh->L->uv);
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    return ac;
-}
-
-/* hiredis 0.14's libuv adapter drops poll errors (libuv reports a refused
- * connect as UV_EBADF, which the adapter ignores), so a failed connect is
- * never reported to on_connect: a deadline catches it, and a server that
- * accepts but never answers, too. */
+/* A shard not up within the deadline (a server that accepts but never
+ * answers FUNCTION LOAD, say) is torn down and tried again. */
 static void on_connect_timeout(uv_timer_t *t)
 {
     shard *sh = t->data;
     if (!sh->up && !sh->L->stopping)
-        shard_down(sh, "no connection within the deadline");
+        shard_down(sh, "not up within the deadline");
 }
 
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
-{
-    shard *sh = req->data;
-    sh->resolving = 0;
-    if (status == 0 && res)
-        uv_ip_name(res->ai_addr, sh->ip, sizeof(sh->ip));
-    uv_freeaddrinfo(res);
-    if (sh->L->stopping)
-        return;
-    if (status != 0 || !res) {
-        shard_down(sh, "cannot resolve the host name");
-        return;
-    }
-    sh->cmd = open_conn(sh);
-    sh->sub = open_conn(sh);
-    if (!sh->cmd || !sh->sub)
-        shard_down(sh, "cannot connect");
-    else
-        uv_timer_start(&sh->connect_timer, on_connect_timeout, CONNECT_TIMEOUT_MS, 0);
-}
-
-/* Name resolution runs on libuv's thread pool: getaddrinfo may block. */
 void rd_shard_connect(shard *sh)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    if (sh->L->stopping || sh->resolving || sh->cmd || sh->sub)
+    if (sh->L->stopping || sh->cmd || sh->sub)
         return;
     if (sh->attempt)
         atomic_fetch_add(&sh->L->reconnects, 1);
-    sh->gai.data = sh;
-    sh->resolving = 1;
-    if (uv_getaddrinfo(sh->L->uv, &sh->gai, on_resolved, sh->addr.host, NULL, &hints) != 0) {
-        sh->resolving = 0;
-        shard_down(sh, "cannot resolve the host name");
-    }
+    sh->cmd = open_conn(sh, 0);
+    sh->sub = open_conn(sh, 1);
+    uv_timer_start(&sh->connect_timer, on_connect_timeout, CONNECT_TIMEOUT_MS, 0);
+}
+
+void rd_shard_stop(shard *sh)
+{
+    redis_layer *L = sh->L;
+    chan_rconn *cmd = sh->cmd, *sub = sh->sub;
+    sh->cmd = sh->sub = NULL;
+    uv_close((uv_handle_t *)&sh->retry, NULL);
+    uv_close((uv_handle_t *)&sh->connect_timer, NULL);
+    retire(L, cmd); /* what the Django bridge's stop queued still goes out */
+    chan_rconn_close(sub);
 }
 
 /* Bytes Redis has sent the subscriber connections that this node has not
@@ -304,13 +337,8 @@ void rd_shard_connect(shard *sh)
 void rd_sample_pending(redis_layer *L)
 {
     uint64_t total = 0;
-    for (int i = 0; i < L->nshards; i++) {
-        int n = 0;
-        redisAsyncContext *ac = L->shards[i].sub;
-        if (ac && ioctl(ac->c.fd, SIOCINQ, &n) == 0 && n > 0)
-            total += (uint64_t)n;
-        if (ac && ac->c.reader)
-            total += ac->c.reader->len - ac->c.reader->pos;
-    }
+    for (int i = 0; i < L->nshards; i++)
+        if (L->shards[i].sub)
+            total += chan_rconn_unread(L->shards[i].sub);
     atomic_store(&L->pending_bytes, total);
 }

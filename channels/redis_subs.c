@@ -62,7 +62,7 @@ static void send_subscribe(rchan *c, int subscribe)
     shard *sh = c->sh;
     char *topic = rd_topic(sh->L, c->name);
     const char *argv[2] = {subscribe ? "SUBSCRIBE" : "UNSUBSCRIBE", topic};
-    if (rd_send_argv(sh->sub, rd_on_sub_reply, sh, 2, argv, NULL) == 0) {
+    if (rd_sub_cmd(sh, 2, argv) == 0) {
         c->on_redis = subscribe;
         c->inflight++;
         c->confirmed = 0;
@@ -134,7 +134,7 @@ static void publish_topic(redis_layer *L, shard *sh, const char *channel, const 
     char *topic = rd_topic(L, channel);
     const char *argv[3] = {"PUBLISH", topic, text};
     size_t lens[3] = {7, strlen(topic), len};
-    rd_send_argv(sh->cmd, NULL, NULL, 3, argv, lens);
+    rd_cmd(sh, NULL, NULL, 3, argv, lens);
     free(topic);
 }
 
@@ -146,7 +146,7 @@ void rd_presence_send(redis_layer *L, rchan *c, const char *client, const char *
     if (asprintf(&fn, "%s_presence_set", L->fn) < 0)
         abort();
     const char *argv[7] = {"FCALL", fn, "0", c->name, ttl, client, entry};
-    rd_send_argv(c->sh->cmd, NULL, NULL, 7, argv, NULL);
+    rd_cmd(c->sh, NULL, NULL, 7, argv, NULL);
     free(fn);
 }
 
@@ -156,8 +156,8 @@ static void presence_del(redis_layer *L, rchan *c, const char *client)
     hk = hr_redis_key(L->prefix, "presence", c->name);
     zk = hr_redis_key(L->prefix, "presence-exp", c->name);
     const char *a1[3] = {"HDEL", hk, client}, *a2[3] = {"ZREM", zk, client};
-    rd_send_argv(c->sh->cmd, NULL, NULL, 3, a1, NULL);
-    rd_send_argv(c->sh->cmd, NULL, NULL, 3, a2, NULL);
+    rd_cmd(c->sh, NULL, NULL, 3, a1, NULL);
+    rd_cmd(c->sh, NULL, NULL, 3, a2, NULL);
     free(hk);
     free(zk);
 }
@@ -219,7 +219,7 @@ int rd_parse_history(const redisReply *r, chan_pos *top, chan_pub **pubs, size_t
 }
 
 int rd_send_history(redis_layer *L, shard *sh, const char *channel, int64_t since, int64_t limit,
-                    redisCallbackFn *cb, void *priv)
+                    chan_rconn_reply_fn cb, void *priv)
 {
     char *fn, s[24], lim[24];
     if (asprintf(&fn, "%s_history", L->fn) < 0)
@@ -227,17 +227,18 @@ int rd_send_history(redis_layer *L, shard *sh, const char *channel, int64_t sinc
     snprintf(s, sizeof(s), "%lld", (long long)since);
     snprintf(lim, sizeof(lim), "%lld", (long long)limit);
     const char *argv[6] = {"FCALL", fn, "0", channel, s, lim};
-    int rc = rd_send_argv(sh->cmd, cb, priv, 6, argv, NULL);
+    int rc = rd_cmd(sh, cb, priv, 6, argv, NULL);
     free(fn);
     return rc;
 }
 
-static void sub_history_reply(redisAsyncContext *ac, void *reply, void *priv)
+static void sub_history_reply(chan_rconn *conn, void *priv, const redisReply *reply,
+                              const char *err)
 {
     sub_job *j = priv;
     redis_layer *L = j->t.L;
     rchan *c = rchan_get(L, j->t.channel, j->t.hash, 0);
-    (void)ac;
+    (void)conn, (void)err;
     rd_log_reply_error(L, "history read", reply);
     j->r.history = 1;
     if (rd_parse_history(reply, &j->r.pos, &j->t.pubs, &j->t.hist.npubs) < 0) {
@@ -439,24 +440,20 @@ static void deliver_push(redis_layer *L, rchan *c, chan_msg *m)
     chan_dispatch(&L->base, m);
 }
 
-static void on_message(redis_layer *L, shard *sh, const char *topic, const char *payload,
-                       size_t len)
+/* A message on channel's topic (channel: clen bytes, not NUL-terminated). */
+static void on_message(redis_layer *L, shard *sh, const char *channel, size_t clen,
+                       const char *payload, size_t len)
 {
     char err[160];
-    size_t plen = strlen(L->prefix);
-    if (strncmp(topic, L->prefix, plen) || strncmp(topic + plen, ":ch:", 4))
-        return;
-    const char *channel = topic + plen + 4;
-    size_t clen = strlen(channel);
     uint64_t h = chan_hash(channel, clen); /* once for the whole way */
     rchan *c = chan_tab_get(&sh->channels, channel, clen, h);
     if (!c || !c->wanted)
         return; /* a late message after UNSUBSCRIBE */
-    chan_msg *m = chan_msg_parse_push_h(payload, len, channel, h, err, sizeof(err));
+    chan_msg *m = chan_msg_parse_push_h(payload, len, c->name, h, err, sizeof(err));
     if (!m) {
         atomic_fetch_add(&L->bad_messages, 1);
-        chan_log(&L->base, CHAN_LOG_WARN, "redis_bad_push", "dropped a malformed push on %s: %s",
-                 topic, err);
+        chan_log(&L->base, CHAN_LOG_WARN, "redis_bad_push",
+                 "dropped a malformed push on %s:ch:%s: %s", L->prefix, c->name, err);
         return;
     }
     if (c->recovering) {
@@ -527,17 +524,26 @@ void rd_dispatch_held(redis_layer *L, rchan *c)
     held_drop(c);
 }
 
-static void recovery_reply(redisAsyncContext *ac, void *reply, void *priv)
+/* A recovery read in flight: its channel, by name (the channel may be
+ * gone when the answer comes). */
+typedef struct recovery_req {
+    shard *sh;
+    uint64_t hash;
+    char name[];
+} recovery_req;
+
+static void recovery_reply(chan_rconn *conn, void *priv, const redisReply *reply,
+                           const char *err)
 {
-    shard *sh = ac->data;
+    recovery_req *q = priv;
+    shard *sh = q->sh;
     redis_layer *L = sh->L;
-    char *channel = priv;
-    rchan *c = chan_tab_get(&sh->channels, channel, strlen(channel),
-                            chan_hash(channel, strlen(channel)));
+    rchan *c = chan_tab_get(&sh->channels, q->name, strlen(q->name), q->hash);
     chan_pos top;
     chan_pub *pubs;
     size_t n;
-    free(channel);
+    (void)conn, (void)err;
+    free(q);
     if (!c)
         return;
     c->recovering = 0;
@@ -565,10 +571,14 @@ static void renew_channel(redis_layer *L, rchan *c)
         notify_renewed(L, c, 0);
         return;
     }
-    char *channel = hr_strdup(c->name);
+    size_t len = strlen(c->name);
+    recovery_req *q = hr_malloc(sizeof(*q) + len + 1);
+    q->sh = c->sh;
+    q->hash = c->hash;
+    memcpy(q->name, c->name, len + 1);
     if (rd_send_history(L, c->sh, c->name, (int64_t)c->last.offset, c->opts.history_size,
-                        recovery_reply, channel) < 0) {
-        free(channel);
+                        recovery_reply, q) < 0) {
+        free(q);
         notify_renewed(L, c, 0);
         return;
     }
@@ -577,40 +587,56 @@ static void renew_channel(redis_layer *L, rchan *c)
 
 /*---- The subscriber connection's replies ---------------------------------------*/
 
-void rd_on_sub_reply(redisAsyncContext *ac, void *reply, void *priv)
+void rd_sub_cmd_reply(chan_rconn *c, void *priv, const redisReply *r, const char *err)
 {
     shard *sh = priv;
+    (void)err;
+    if (c == sh->sub && r && r->type == REDIS_REPLY_ERROR)
+        rd_log_reply_error(sh->L, "SUBSCRIBE", r);
+}
+
+/* 1 if topic (tlen bytes) is "<p>:ch:<channel>"; *channel points into it. */
+static int channel_topic(redis_layer *L, const char *topic, size_t tlen, const char **channel,
+                         size_t *clen)
+{
+    size_t plen = strlen(L->prefix);
+    if (tlen <= plen + 4 || memcmp(topic, L->prefix, plen) || memcmp(topic + plen, ":ch:", 4))
+        return 0;
+    *channel = topic + plen + 4;
+    *clen = tlen - plen - 4;
+    return 1;
+}
+
+void rd_sub_push(chan_rconn *conn, void *ud, const chan_rpush *p)
+{
+    shard *sh = ud;
     redis_layer *L = sh->L;
-    redisReply *r = reply;
-    if (ac != sh->sub) /* a connection shard_down let go of */
+    const char *topic = p->channel, *channel;
+    size_t tlen = p->channel_len, clen;
+    if (conn != sh->sub || !topic) /* a connection shard_down let go of */
         return;
-    if (r && r->type == REDIS_REPLY_ERROR) {
-        rd_log_reply_error(L, "SUBSCRIBE", r);
+    int control = tlen == strlen(L->control_topic) && !memcmp(topic, L->control_topic, tlen);
+    int ours = !control && channel_topic(L, topic, tlen, &channel, &clen);
+    if (p->message) {
+        if (strcmp(p->kind, "message"))
+            return;
+        if (control)
+            rd_control_receive(L, p->payload, p->len);
+        else if (ours)
+            on_message(L, sh, channel, clen, p->payload, p->len);
+        else if (sh->index == 0)
+            dj_bridge_message(L->django, topic, tlen, p->payload, p->len);
         return;
     }
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
-        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
-        return;
-    const char *kind = r->element[0]->str, *topic = r->element[1]->str;
-    if (!strcmp(kind, "message")) {
-        if (!strcmp(topic, L->control_topic))
-            rd_control_receive(L, r->element[2]->str, r->element[2]->len);
-        else
-            on_message(L, sh, topic, r->element[2]->str, r->element[2]->len);
-        return;
-    }
-    if (!strcmp(topic, L->control_topic)) {
-        if (!strcmp(kind, "subscribe") && !sh->sub_ready) {
+    if (control) {
+        if (!strcmp(p->kind, "subscribe") && !sh->sub_ready) {
             sh->sub_ready = 1;
             rd_shard_update_up(sh);
         }
         return;
     }
-    size_t plen = strlen(L->prefix);
-    if (strncmp(topic, L->prefix, plen) || strncmp(topic + plen, ":ch:", 4))
-        return;
-    const char *channel = topic + plen + 4;
-    size_t clen = strlen(channel);
+    if (!ours)
+        return; /* the Django bridge's group topics */
     rchan *c = chan_tab_get(&sh->channels, channel, clen, chan_hash(channel, clen));
     if (!c)
         return;
@@ -652,13 +678,13 @@ void rd_touch_history(redis_layer *L)
             argv[3 + argc++] = c->name;
             if (argc == 200) { /* a few hundred names per call */
                 argv[0] = "FCALL", argv[1] = fn, argv[2] = "0";
-                rd_send_argv(sh->cmd, NULL, NULL, (int)argc + 3, argv, NULL);
+                rd_cmd(sh, NULL, NULL, (int)argc + 3, argv, NULL);
                 argc = 0;
             }
         }
         if (argc) {
             argv[0] = "FCALL", argv[1] = fn, argv[2] = "0";
-            rd_send_argv(sh->cmd, NULL, NULL, (int)argc + 3, argv, NULL);
+            rd_cmd(sh, NULL, NULL, (int)argc + 3, argv, NULL);
         }
         free(argv);
         free(fn);

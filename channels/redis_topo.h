@@ -242,6 +242,11 @@ void chan_rconn_close(chan_rconn *c);
 int chan_rconn_ready(const chan_rconn *c);
 /* "host:port" as configured (borrowed, lives as long as c). */
 const char *chan_rconn_peer(const chan_rconn *c);
+/* The setup command ("AUTH", "SELECT", "CLIENT SETNAME") Redis refused,
+ * which ended the connection, with Redis' own text in *text (text may be
+ * NULL); NULL when none was refused. For ops->closed, where it tells a
+ * refusal (credentials, database) from a lost connection. */
+const char *chan_rconn_refused(const chan_rconn *c, const char **text);
 /* Commands sent or queued and not answered yet. */
 size_t chan_rconn_waiting(const chan_rconn *c);
 /* Bytes the server has sent that are not processed yet (kernel socket
