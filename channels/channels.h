@@ -288,8 +288,14 @@ typedef struct chan_layer_ops {
     const char *name;
     /* Starts background work on loop 0 (uv_loop_t *). NULL = nothing. */
     int (*start)(chan_layer *l, void *uv_loop);
-    /* Loop 0, at shutdown: closes connections and handles. */
+    /* Loop 0, at shutdown, after every loop's thread_stop: closes
+     * connections and handles. */
     void (*stop)(chan_layer *l);
+    /* On loop thread `thread` (every loop, loop 0 included), before it
+     * serves anything / when it stops: that loop's own part of the layer
+     * (uv_loop_t *). NULL = nothing. */
+    int (*thread_start)(chan_layer *l, unsigned thread, void *uv_loop);
+    void (*thread_stop)(chan_layer *l, unsigned thread);
     /* Publishes data_json (valid JSON text, not retained) to channel; from:
      * the publishing client's {"user","client","info"} object text (copied),
      * NULL for a backend's publication. */
@@ -372,6 +378,15 @@ const char *chan_layer_name(const chan_layer *l);
 void chan_layer_destroy(chan_layer *l);
 int chan_layer_start(chan_layer *l, void *uv_loop);
 void chan_layer_stop(chan_layer *l);
+/* On loop thread `thread`, every loop (loop 0 after chan_layer_start):
+ * starts that loop's own part of the layer on its uv_loop (the Redis
+ * layer: its command connections, so a loop's publications and reads go
+ * to Redis without a hop through loop 0). Returns 0 or a negative errno. */
+int chan_layer_thread_start(chan_layer *l, unsigned thread, void *uv_loop);
+/* On loop thread `thread` when it stops (after its connections closed):
+ * what it sent still reaches Redis, answers to requests still out are
+ * dropped without their callbacks. A no-op for a loop never started. */
+void chan_layer_thread_stop(chan_layer *l, unsigned thread);
 int chan_layer_ready(chan_layer *l);
 /* 1 when every operation completes before it returns (in-process). */
 int chan_layer_synchronous(const chan_layer *l);

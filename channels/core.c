@@ -447,6 +447,17 @@ void chan_layer_stop(chan_layer *l)
         l->ops->stop(l);
 }
 
+int chan_layer_thread_start(chan_layer *l, unsigned thread, void *uv_loop)
+{
+    return l->ops->thread_start ? l->ops->thread_start(l, thread, uv_loop) : 0;
+}
+
+void chan_layer_thread_stop(chan_layer *l, unsigned thread)
+{
+    if (l->ops->thread_stop)
+        l->ops->thread_stop(l, thread);
+}
+
 int chan_layer_ready(chan_layer *l)
 {
     return l->ops->ready ? l->ops->ready(l) : 1;

@@ -1,10 +1,10 @@
 /*
  * redis.c - the channel layer of cluster mode (redis_internal.h says how its
- * files divide the work): Redis pub/sub carries every publication to every
- * node with subscribers; Redis keeps history, presence and the control
- * channel. This file: the layer's creation, its ops table, start and stop,
- * the periodic tick, the function library, and the tasks that carry work
- * between loop threads.
+ * files divide the work and which thread runs what): Redis pub/sub carries
+ * every publication to every node with subscribers; Redis keeps history,
+ * presence and the control channel. This file: the layer's creation, its
+ * ops table, start and stop (the home's and each loop's), the periodic
+ * tick, and the function library.
  */
 #include "functions_lua.h" /* channels/functions.lua, embedded at build time */
 #include "redis_internal.h"
@@ -18,13 +18,13 @@
 
 /* Logs an error reply in Redis' own words (NOPERM, OOM, ...), at most once
  * a second: a command that fails for every request must not flood the
- * log. Home thread. */
+ * log. Any thread: the loop that wins the second logs. */
 void rd_log_reply_error(redis_layer *L, const char *what, const redisReply *r)
 {
-    uint64_t now = hr_now_ms();
-    if (!r || r->type != REDIS_REPLY_ERROR || (L->err_logged_ms && now - L->err_logged_ms < 1000))
+    uint64_t now = hr_now_ms(), last = atomic_load(&L->err_logged_ms);
+    if (!r || r->type != REDIS_REPLY_ERROR || (last && now - last < 1000) ||
+        !atomic_compare_exchange_strong(&L->err_logged_ms, &last, now))
         return;
-    L->err_logged_ms = now;
     chan_log(&L->base, CHAN_LOG_WARN, "redis_error", "redis %s failed: %s", what, r->str);
 }
 
@@ -64,101 +64,37 @@ void rd_pubs_free(chan_pub *p, size_t n)
     free(p);
 }
 
-void rd_task_free(home_task *t)
+void rd_to_home(redis_layer *L, chan_task *t)
 {
-    free(t->channel);
-    free(t->client);
-    free(t->data);
-    free(t->from);
-    free(t->ctl_user);
-    free(t->ctl_channel);
-    rd_pubs_free(t->pubs, t->hist.npubs);
-    free(t->text);
-    free(t);
+    L->base.host.call(L->base.host.ud, 0, t);
 }
 
-void rd_home_run(chan_task *ct)
+void rd_to_loop(redis_layer *L, unsigned thread, chan_task *t)
 {
-    home_task *t = (home_task *)ct;
-    t->fn(t->L, t);
+    L->base.host.call(L->base.host.ud, thread, t);
 }
 
-void rd_home_discard(chan_task *ct)
+/* "<fn>_<name>" (malloc'ed). */
+static char *fn_name(const char *fn, const char *name)
 {
-    home_task *t = (home_task *)ct;
-    if (t->answer)
-        chan_inflight(&t->L->base, t->thread, -1);
-    rd_task_free(t);
+    size_t a = strlen(fn), b = strlen(name);
+    char *s = hr_malloc(a + b + 2);
+    memcpy(s, fn, a);
+    s[a] = '_';
+    memcpy(s + a + 1, name, b + 1);
+    return s;
 }
 
-home_task *rd_home_task_new(redis_layer *L, void (*fn)(redis_layer *, home_task *))
-{
-    home_task *t = hr_calloc(1, sizeof(*t));
-    t->task = (chan_task){rd_home_run, rd_home_discard};
-    t->L = L;
-    t->fn = fn;
-    return t;
-}
-
-void rd_to_home(redis_layer *L, home_task *t)
-{
-    L->base.host.call(L->base.host.ud, 0, &t->task);
-}
-
-/* Sends t back to the thread that asked, where t->answer runs. */
-void rd_answer_run(chan_task *ct)
-{
-    home_task *t = (home_task *)ct;
-    t->answer(t);
-    chan_inflight(&t->L->base, t->thread, -1);
-    rd_task_free(t);
-}
-
-void rd_to_caller(redis_layer *L, home_task *t)
-{
-    if (t->task.discard == rd_home_discard || t->task.run == rd_home_run)
-        t->task = (chan_task){rd_answer_run, rd_home_discard};
-    else
-        t->task.run = rd_answer_run; /* keeps its own discard */
-    L->base.host.call(L->base.host.ud, t->thread, &t->task);
-}
-
-/* A request from loop thread `thread` that will be answered there. */
-home_task *rd_request_new(redis_layer *L, unsigned thread, void (*fn)(redis_layer *, home_task *),
-                          void (*answer)(home_task *), void *cb, void *ud)
-{
-    home_task *t = rd_home_task_new(L, fn);
-    t->thread = thread;
-    t->answer = answer;
-    t->cb = cb;
-    t->ud = ud;
-    chan_inflight(&L->base, thread, 1);
-    return t;
-}
-
-/* A request about one channel (publish, reads). */
-home_task *rd_channel_request(redis_layer *L, unsigned thread,
-                              void (*fn)(redis_layer *, home_task *), void (*answer)(home_task *),
-                              void *cb, void *ud, const char *channel, const chan_opts *o)
-{
-    home_task *t = rd_request_new(L, thread, fn, answer, cb, ud);
-    t->channel = hr_strdup(channel);
-    t->opts = *o;
-    return t;
-}
-
+/* The home's periodic work (presence is refreshed by each loop for its
+ * own subscribers, redis_loop.c). */
 static void on_tick(uv_timer_t *t)
 {
     redis_layer *L = t->data;
     unsigned every = (unsigned)(L->presence_ttl * 1000 / 3 / TICK_MS);
     /* history metas live at least 60 s: renewed at least every 20 s,
-     * whatever presence_ttl says */
+     * whatever presence_ttl says (and as often as presence entries) */
     unsigned touch_every = every && every < TOUCH_TICKS ? every : TOUCH_TICKS;
     rd_sample_pending(L);
-    if (++L->ticks >= (every ? every : 1)) {
-        L->ticks = 0;
-        rd_refresh_presence(L);
-    }
     if (++L->touch_ticks >= touch_every) {
         L->touch_ticks = 0;
         rd_touch_history(L);
@@ -197,6 +133,16 @@ static void redis_stop(chan_layer *l)
         rd_shard_stop(&L->shards[i]);
 }
 
+static int redis_thread_start(chan_layer *l, unsigned thread, void *uv_loop)
+{
+    return rd_loop_start(&rd_layer(l)->loops[thread], uv_loop);
+}
+
+static void redis_thread_stop(chan_layer *l, unsigned thread)
+{
+    rd_loop_stop(&rd_layer(l)->loops[thread]);
+}
+
 static int redis_ready(chan_layer *l)
 {
     redis_layer *L = rd_layer(l);
@@ -223,9 +169,18 @@ static void redis_destroy(chan_layer *l)
         chan_tab_clear(&L->shards[i].channels, rd_rchan_free);
         hr_redis_addr_clear(&L->shards[i].addr);
     }
+    for (unsigned t = 0; t < L->base.host.nthreads; t++)
+        rd_loop_free(&L->loops[t]);
+    free(L->loops);
     free(L->shards);
     free(L->prefix);
     free(L->fn);
+    free(L->f_publish);
+    free(L->f_history);
+    free(L->f_touch);
+    free(L->f_init);
+    free(L->f_presence);
+    free(L->f_presence_set);
     free(L->library);
     free(L->control_topic);
     free(L->node_id);
@@ -246,6 +201,8 @@ static const chan_layer_ops redis_ops = {
     .name = "redis",
     .start = redis_start,
     .stop = redis_stop,
+    .thread_start = redis_thread_start,
+    .thread_stop = redis_thread_stop,
     .publish = rd_publish,
     .channel_open = rd_channel_open,
     .channel_close = rd_channel_close,
@@ -330,6 +287,12 @@ chan_layer *chan_redis_new(const chan_host *host, const chan_redis_config *cfg, 
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')))
             *p = '_';
     L->library = build_library(L->fn, L->prefix, cfg);
+    L->f_publish = fn_name(L->fn, "publish");
+    L->f_history = fn_name(L->fn, "history");
+    L->f_touch = fn_name(L->fn, "touch");
+    L->f_init = fn_name(L->fn, "init");
+    L->f_presence = fn_name(L->fn, "presence");
+    L->f_presence_set = fn_name(L->fn, "presence_set");
     L->control_topic = hr_redis_key(L->prefix, "control", NULL);
     L->node_id = hr_strdup(cfg->node_id && *cfg->node_id ? cfg->node_id : "node");
     L->presence_ttl = cfg->presence_ttl > 0 ? cfg->presence_ttl : 25;
@@ -354,8 +317,12 @@ chan_layer *chan_redis_new(const chan_host *host, const chan_redis_config *cfg, 
         sh->index = i;
         sh->addr = addrs[i];
         chan_tab_init(&sh->channels);
+        atomic_init(&sh->up_seen, 0);
     }
     free(addrs);
+    L->loops = hr_calloc(host->nthreads, sizeof(*L->loops));
+    for (unsigned t = 0; t < host->nthreads; t++)
+        rd_loop_init(&L->loops[t], L, t);
     atomic_init(&L->shards_up, 0);
     if (cfg->django && cfg->django->mode &&
         !(L->django = dj_bridge_new(&L->base, cfg->django, L->prefix, L->node_id, err, errlen))) {

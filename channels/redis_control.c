@@ -153,21 +153,15 @@ void rd_control_receive(redis_layer *L, const char *payload, size_t len)
     json_decref(o);
 }
 
-static void status_answer(home_task *t)
-{
-    chan_status_cb cb = (chan_status_cb)(void (*)(void))t->cb;
-    if (cb)
-        cb(t->ud, t->status);
-}
-
 static void status_reply(chan_rconn *conn, void *priv, const redisReply *r, const char *err)
 {
-    home_task *t = priv;
+    rd_req *q = priv;
+    chan_status_cb cb = (chan_status_cb)(void (*)(void))q->cb;
     (void)conn, (void)err;
-    rd_log_reply_error(t->L, "control message", r);
-    if (!r || r->type == REDIS_REPLY_ERROR)
-        t->status = -EAGAIN;
-    rd_to_caller(t->L, t);
+    rd_log_reply_error(q->lp->L, "control message", r);
+    if (rd_req_done(q) && cb)
+        cb(q->ud, !r || r->type == REDIS_REPLY_ERROR ? -EAGAIN : 0);
+    free(q);
 }
 
 static const char *control_op_name(chan_control_op op)
@@ -187,16 +181,26 @@ static const char *control_op_name(chan_control_op op)
     return "unknown";
 }
 
-static void home_control(redis_layer *L, home_task *t)
+/* Signs and publishes c on the first shard's control topic, from the
+ * caller's loop. */
+void rd_control(chan_layer *l, unsigned thread, const chan_control *c, chan_status_cb cb, void *ud)
 {
+    redis_layer *L = rd_layer(l);
+    rd_loop *lp = &L->loops[thread];
     shard *sh = &L->shards[0];
-    json_t *o = json_pack("{s:s, s:s}", "op", control_op_name(t->ctl.op), "user", t->ctl_user);
-    if (t->ctl_channel)
-        json_object_set_new(o, "channel", json_string(t->ctl_channel));
-    if (t->ctl.code)
-        json_object_set_new(o, "code", json_integer(t->ctl.code));
-    if (t->ctl.at)
-        json_object_set_new(o, "at", json_integer(t->ctl.at));
+    if (!rd_shard_up(sh)) {
+        if (cb)
+            cb(ud, -EAGAIN);
+        return;
+    }
+    json_t *o =
+        json_pack("{s:s, s:s}", "op", control_op_name(c->op), "user", c->user ? c->user : "");
+    if (c->channel)
+        json_object_set_new(o, "channel", json_string(c->channel));
+    if (c->code)
+        json_object_set_new(o, "code", json_integer(c->code));
+    if (c->at)
+        json_object_set_new(o, "at", json_integer(c->at));
     char nonce[33];
     hr_random_hex(nonce, 16);
     json_object_set_new(o, "ts", json_integer(wall_ms()));
@@ -212,19 +216,13 @@ static void home_control(redis_layer *L, home_task *t)
     memcpy(text + 65, body, blen + 1);
     free(body);
     const char *argv[3] = {"PUBLISH", L->control_topic, text};
-    if (!sh->up || rd_cmd(sh, status_reply, t, 3, argv, NULL) < 0) {
-        t->status = -EAGAIN;
-        rd_to_caller(L, t);
-    }
+    rd_req *q = rd_req_new(lp, (void *)cb, ud, sizeof(*q));
+    int rc = rd_lconn_cmd(lp, sh, NULL, status_reply, q, 3, argv, NULL);
     free(text);
-}
-
-void rd_control(chan_layer *l, unsigned thread, const chan_control *c, chan_status_cb cb, void *ud)
-{
-    redis_layer *L = rd_layer(l);
-    home_task *t = rd_request_new(L, thread, home_control, status_answer, (void *)cb, ud);
-    t->ctl = *c;
-    t->ctl_user = hr_strdup(c->user ? c->user : "");
-    t->ctl_channel = c->channel ? hr_strdup(c->channel) : NULL;
-    rd_to_home(L, t);
+    if (rc < 0) {
+        rd_req_done(q);
+        free(q);
+        if (cb)
+            cb(ud, rc);
+    }
 }

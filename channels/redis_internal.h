@@ -2,28 +2,49 @@
  * redis_internal.h - what the files of the Redis channel layer (cluster
  * mode) share. Not for use outside channels/redis*.c.
  *
- *   redis.c          the layer: creation, the ops table, start/stop, the
- *                    periodic tick, the function library, tasks between
- *                    threads
- *   redis_shard.c    a shard's connections: connect, setup, readiness,
- *                    reconnect with backoff
- *   redis_subs.c     channels on Redis: SUBSCRIBE/UNSUBSCRIBE, subscriptions,
- *                    incoming pushes, recovery after an outage
- *   redis_ops.c      publish, history and presence reads
- *   redis_control.c  control messages: signed, checked, sent
+ *   redis.c          the layer: creation, the ops table, start and stop,
+ *                    the periodic tick, the function library
+ *   redis_shard.c    a shard's home connections (cmd, sub): connect, setup,
+ *                    readiness, reconnect with backoff
+ *   redis_loop.c     each loop thread's own command connection per shard,
+ *                    and the presence entries of that loop's subscribers
+ *   redis_subs.c     channels on Redis (home): SUBSCRIBE/UNSUBSCRIBE,
+ *                    subscriptions, incoming pushes, recovery after an
+ *                    outage
+ *   redis_ops.c      publish, history and presence reads (any loop)
+ *   redis_control.c  control messages: signed, sent, checked, obeyed
  *
- * Where it runs. Everything here that touches Redis runs on loop 0 (the
- * layer's home), on chan_rconn connections (redis_topo.h) of loop 0's
- * libuv loop. Other loop threads reach it through host->call, and answers go
- * back the same way to the thread that asked, so no Redis state is shared
- * between threads and nothing blocks a loop (host names are resolved on
- * libuv's thread pool).
+ * Threads. Loop 0 is the layer's home: the shards' connections `cmd`
+ * (setup, subscriptions' stream reads, recovery, history upkeep, the
+ * Django bridge) and `sub` (one SUBSCRIBE per channel per node, SPEC
+ * section 5), every channel's subscription state (rchan) and the control
+ * topic live there. Every loop thread also has a command connection of
+ * its own to each shard (rd_lconn; loop 0 uses the shard's `cmd`): a
+ * publication, a history or presence read, a control message and a
+ * subscriber's presence entry and join/leave go out on the caller's loop
+ * and are answered there, without a hop through loop 0. Only what a
+ * shard's subscriptions need crosses threads, as chan_tasks (one struct
+ * per kind): a subscription goes to the home and its answer comes back,
+ * a channel's first/last subscriber and the renewals after an outage, and
+ * "shard up" to every loop. A shard's state is the home's; other loops
+ * read `up` (an atomic) and otherwise keep their own.
  *
  * Shards. HERALD_REDIS_URL may list several servers. A channel lives on one
  * of them, chosen by a stable hash of its name (FNV-1a 64 mod the number of
- * shards: every node and every backend computes the same). Each shard has
- * two connections: `cmd` (PUBLISH, FCALL, presence) and `sub` (SUBSCRIBE).
- * The control channel lives on the first shard.
+ * shards: every node and every backend computes the same). The control
+ * channel lives on the first shard.
+ *
+ * How a shard will find its server in high-availability modes (issue 18,
+ * docs/internals/redis-ha.md): today `addr` is fixed and every connection
+ * opens there (rd_shard_target). A Sentinel-followed shard changes it on
+ * the home thread when its chan_sentinel reports a master: the home takes
+ * the shard down and connects again (as after an outage), and the loops'
+ * connections, opened from rd_shard_target, follow at their next open (a
+ * target generation tells them to drop a connection to the old master).
+ * In Redis Cluster mode the commands of rd_lconn_cmd go to a per-loop
+ * chan_rcluster instead, routed by the key it is given, and the home's
+ * subscriptions become chan_rcluster_ssubscribe with `subscribed`
+ * replacing the SUBSCRIBE confirmations (rd_rchan_confirmed).
  *
  * Keys and topics, under the prefix <p> (docs/cluster.md):
  *   <p>:ch:<channel>              pub/sub topic: complete push JSON texts
@@ -45,7 +66,7 @@
  * back from the channel's topic like everyone else's, so every subscriber
  * on every node sees the order Redis gave them.
  *
- * Outages. When a shard's connection drops, the shard is down: /readyz
+ * Outages. When a shard's home connection drops, the shard is down: /readyz
  * says 503, publications to channels without history are delivered to this
  * node's subscribers only (answered with local_only), publications to
  * history channels fail with -EAGAIN (no offset can be assigned), and no
@@ -53,7 +74,11 @@
  * backoff with full jitter; then every channel is subscribed again and, for
  * history channels, the node reads what it missed from the stream, delivers
  * it in order, and tells each subscriber whether the stream was recovered.
+ * A loop's own connection that drops while the shard is up costs only the
+ * commands it carried (answered -EAGAIN); it is opened again with backoff.
  *
+ * Errors: internal functions return 0 or a negative errno (-EAGAIN: Redis
+ * cannot be reached now) and log the details where they happen.
  * Names: rd_ for functions shared between these files (dj_ is the Django
  * bridge's, django.h).
  */
@@ -68,14 +93,12 @@
 #include <stdint.h>
 #include <uv.h>
 
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 5000
 #define TICK_MS 1000
 /* Ticks between renewals of the history metas of subscribed channels
  * (functions.lua gives them at least 60 s). */
 #define TOUCH_TICKS 20
 /* A shard not up this long after its connections were opened is torn
- * down and tried again (see on_connect_timeout). */
+ * down and tried again; each connection's own deadline is the same. */
 #define CONNECT_TIMEOUT_MS 1500
 /* A control message is obeyed within this many ms of its timestamp (nodes'
  * clocks must agree that well); its nonce is remembered as long. */
@@ -83,7 +106,8 @@
 
 typedef struct redis_layer redis_layer;
 typedef struct shard shard;
-typedef struct sub_job sub_job;
+typedef struct sub_task sub_task;
+typedef struct rd_loop rd_loop;
 typedef struct rd_retired rd_retired;
 
 /* One channel's state on the home thread. */
@@ -95,7 +119,7 @@ typedef struct rchan {
     int on_redis;  /* the last (UN)SUBSCRIBE sent was SUBSCRIBE */
     int inflight;  /* (UN)SUBSCRIBE replies still to come */
     int confirmed; /* subscribed on Redis, replies all in */
-    sub_job *waiters;
+    sub_task *waiters;
     chan_opts opts; /* of the first subscriber (the namespace's) */
     chan_pos last;  /* the stream position the node has delivered */
     int have_last;
@@ -103,13 +127,13 @@ typedef struct rchan {
     int renew;      /* after a reconnect: tell subscribers once confirmed */
     chan_msg **held;
     size_t nheld, capheld;
-    hr_map *members; /* client -> presence entry JSON (presence, join/leave) */
 } rchan;
 
 struct shard {
     redis_layer *L;
     int index;
-    hr_redis_addr addr;
+    hr_redis_addr addr; /* where (rd_shard_target); fixed in redis:// mode */
+    /* home thread */
     chan_rconn *cmd, *sub;
     int cmd_ready, sub_ready, up;
     int was_up;       /* has been up before: a reconnect, not the first connect */
@@ -118,6 +142,39 @@ struct shard {
     uv_timer_t retry;
     uv_timer_t connect_timer;
     chan_tab channels; /* channel -> rchan */
+    /* any thread: `up` as the loops see it (release/acquire) */
+    atomic_int up_seen;
+};
+
+/* A loop thread's command connection to one shard. */
+typedef struct rd_lconn {
+    rd_loop *lp;
+    shard *sh;
+    chan_rconn *c; /* NULL: none now (loop 0 uses the shard's cmd) */
+    unsigned attempt;
+    uv_timer_t retry; /* a new connection after a lost one, with backoff */
+} rd_lconn;
+
+/* A channel with subscribers on one loop that keep presence or join/leave:
+ * their entries, refreshed and announced by that loop. */
+typedef struct rd_pchan {
+    shard *sh;
+    uint64_t hash;
+    int presence;    /* the namespace keeps presence (else join/leave only) */
+    hr_map *members; /* client -> presence entry JSON */
+    char name[];
+} rd_pchan;
+
+/* One loop thread's part of the layer: touched on that thread only. */
+struct rd_loop {
+    redis_layer *L;
+    unsigned index;
+    uv_loop_t *uv; /* set by thread_start */
+    int started, stopped;
+    rd_lconn *conns;   /* one per shard */
+    chan_tab presence; /* channel -> rd_pchan */
+    uv_timer_t tick;   /* presence refresh */
+    rd_retired *retired;
 };
 
 struct redis_layer {
@@ -126,26 +183,29 @@ struct redis_layer {
     char *prefix;
     char *fn; /* function library name */
     char *library;
+    /* its functions' names, "<fn>_publish" and so on */
+    char *f_publish, *f_history, *f_touch, *f_init, *f_presence, *f_presence_set;
     char *control_topic;
     char *node_id;
     int presence_ttl;
     int nshards;
     shard *shards;
+    rd_loop *loops; /* one per loop thread */
     /* home thread only */
     uv_loop_t *uv;
     uv_timer_t tick;
-    unsigned ticks, touch_ticks;
+    unsigned touch_ticks;
     int stopping;
     rd_retired *retired; /* command connections let go of, answering what they were sent */
     /* control messages: HMAC-SHA256 keys (the first signs), and the nonces
      * seen within the window (home thread) */
     unsigned char (*ctl_keys)[32];
     size_t nctl_keys;
-    hr_map *ctl_seen;       /* nonce -> expiry (wall ms), home thread */
-    uint64_t err_logged_ms; /* rd_log_reply_error's limit, home thread */
+    hr_map *ctl_seen; /* nonce -> expiry (wall ms), home thread */
     size_t ctl_sweep_at;
     uint64_t ctl_logged_ms;
-    /* any thread (metrics, readyz) */
+    /* any thread (metrics, readyz, log limits) */
+    atomic_ullong err_logged_ms; /* rd_log_reply_error's limit */
     atomic_ullong control_rejected;
     atomic_int shards_up;
     atomic_ullong reconnects;
@@ -155,49 +215,20 @@ struct redis_layer {
     dj_bridge *django;
 };
 
-/*---- Tasks between threads ---------------------------------------------------*/
-
-/* Runs fn on the home thread (loop 0). */
-typedef struct home_task {
-    chan_task task;
-    redis_layer *L;
-    void (*fn)(redis_layer *L, struct home_task *t);
-    char *channel;
-    uint64_t hash; /* chan_hash(channel), where known */
-    /* unsubscribe */
-    char *client;
-    chan_opts opts;
-    /* publish, reads, control */
-    unsigned thread;
-    char *data;
-    size_t len;
-    char *from; /* publish: the client's {"user","client","info"}, or NULL */
-    int has_since;
-    chan_pos since;
-    int64_t limit;
-    chan_control ctl;
-    char *ctl_user, *ctl_channel;
-    void *cb;
-    void *ud;
-    /* answers */
-    int status;
-    uint64_t offset;
-    int local_only;
-    chan_history hist;
-    chan_pub *pubs;
-    char *text;
-    size_t text_len;
-    void (*answer)(struct home_task *t); /* on `thread` */
-} home_task;
-
 static inline redis_layer *rd_layer(chan_layer *l)
 {
     return (redis_layer *)l;
 }
 
+/* The shard as the loops see it: up, or down (an outage). Any thread. */
+static inline int rd_shard_up(shard *sh)
+{
+    return atomic_load_explicit(&sh->up_seen, memory_order_acquire);
+}
+
 /*---- redis.c ----------------------------------------------------------------*/
 
-/* Logs an error reply in Redis' own words, at most once a second. Home
+/* Logs an error reply in Redis' own words, at most once a second. Any
  * thread. */
 void rd_log_reply_error(redis_layer *L, const char *what, const redisReply *r);
 /* The shard of channel (FNV-1a 64 of the name mod the shard count: stable
@@ -208,51 +239,82 @@ shard *rd_shard_of(redis_layer *L, const char *channel);
 char *rd_topic(redis_layer *L, const char *channel);
 /* Frees n publications read from history and the array. NULL ok. */
 void rd_pubs_free(chan_pub *p, size_t n);
-/* Tasks: rd_home_task_new makes one that runs fn on the home thread
- * (rd_to_home); a request (rd_request_new, rd_channel_request) is counted
- * in its thread's inflight and goes back there with rd_to_caller, where
- * its answer runs. */
-void rd_task_free(home_task *t);
-void rd_home_run(chan_task *ct);
-void rd_home_discard(chan_task *ct);
-void rd_answer_run(chan_task *ct);
-home_task *rd_home_task_new(redis_layer *L, void (*fn)(redis_layer *, home_task *));
-void rd_to_home(redis_layer *L, home_task *t);
-void rd_to_caller(redis_layer *L, home_task *t);
-home_task *rd_request_new(redis_layer *L, unsigned thread, void (*fn)(redis_layer *, home_task *),
-                          void (*answer)(home_task *), void *cb, void *ud);
-home_task *rd_channel_request(redis_layer *L, unsigned thread,
-                              void (*fn)(redis_layer *, home_task *), void (*answer)(home_task *),
-                              void *cb, void *ud, const char *channel, const chan_opts *o);
+/* Runs t on the home thread (loop 0) / on loop thread `thread`. */
+void rd_to_home(redis_layer *L, chan_task *t);
+void rd_to_loop(redis_layer *L, unsigned thread, chan_task *t);
 
 /*---- redis_shard.c (home thread) ----------------------------------------------*/
 
 /* Sends a command on the shard's cmd connection (argv copied; cb may be
- * NULL). Returns 0 (cb runs exactly once), or -1 when there is no
+ * NULL). Returns 0 (cb runs exactly once), or -EAGAIN when there is no
  * connection (cb never runs). */
 int rd_cmd(shard *sh, chan_rconn_reply_fn cb, void *priv, int argc, const char **argv,
            const size_t *lens);
 /* Sends a (UN)SUBSCRIBE on the shard's sub connection; its error replies
  * are logged (rd_sub_cmd_reply), confirmations come to rd_sub_push.
- * Returns 0, or -1 when there is no connection. */
+ * Returns 0, or -EAGAIN when there is no connection. */
 int rd_sub_cmd(shard *sh, int argc, const char **argv);
+/* Where the shard's connections go (see the top of this file). Borrowed:
+ * fixed for the layer's life in redis:// mode. Any thread. */
+const hr_redis_addr *rd_shard_target(shard *sh);
+/* The CLIENT SETNAME of a connection: "<p>:<node>:<role>" (malloc'ed). */
+char *rd_conn_name(redis_layer *L, const char *role);
 /* Starts connecting the shard. */
 void rd_shard_connect(shard *sh);
+/* Recomputes `up` after a connection changed state. */
+void rd_shard_update_up(shard *sh);
 /* At the layer's stop: closes the shard's timers and connections (the cmd
  * connection after answering what it was sent, within 2 s). */
 void rd_shard_stop(shard *sh);
-
-/* Recomputes `up` after a connection changed state. */
-void rd_shard_update_up(shard *sh);
+/* Lets a command connection go once it answered what it was sent (a PING
+ * last, at most 2 s; at once when nothing is waiting). On the loop of uv;
+ * list is that loop's (closed at its end). */
+void rd_retire(uv_loop_t *uv, rd_retired **list, chan_rconn *c);
 /* Samples the bytes the subscriber connections have not read yet. */
 void rd_sample_pending(redis_layer *L);
+
+/*---- redis_loop.c (each on its loop thread) -------------------------------------*/
+
+void rd_loop_init(rd_loop *lp, redis_layer *L, unsigned index);
+int rd_loop_start(rd_loop *lp, uv_loop_t *uv);
+/* The loop stops: its connections go once they answered what they were
+ * sent; answers to requests still out are dropped unrun (their callers
+ * are gone, as with tasks posted to a stopped loop). */
+void rd_loop_stop(rd_loop *lp);
+void rd_loop_free(rd_loop *lp);
+/* Sends a command on lp's connection to sh (opened on first use; key:
+ * the channel's key, what Redis Cluster would route by; unused with one
+ * server). Returns 0 (cb runs exactly once, on lp's thread), or -EAGAIN
+ * (no connection now: lost and not yet opened again; cb never runs). */
+int rd_lconn_cmd(rd_loop *lp, shard *sh, const char *key, chan_rconn_reply_fn cb, void *priv,
+                 int argc, const char **argv, const size_t *lens);
+/* A request of loop `lp` waiting for Redis' answer: counted in the loop's
+ * inflight (a stopping loop waits for it). A loop that stopped meanwhile
+ * has freed whoever asked (as tasks posted to a stopped loop are discarded
+ * unrun), so the answer is dropped. rd_req_new allocates `size` bytes (a
+ * struct that begins with an rd_req); rd_req_done counts the answer and
+ * returns 1 if the caller is still there. */
+typedef struct rd_req {
+    rd_loop *lp;
+    void *cb;
+    void *ud;
+} rd_req;
+rd_req *rd_req_new(rd_loop *lp, void *cb, void *ud, size_t size);
+int rd_req_done(rd_req *q);
+/* Home: the shard came up; every loop announces its presence entries
+ * there. */
+void rd_loops_shard_up(redis_layer *L, shard *sh);
+/* On s's loop, once its subscription is complete on Redis' side: its
+ * presence entry and join go out before the subscriber hears the answer.
+ * ... and when s leaves (its entry and leave). */
+void rd_loop_member_add(rd_loop *lp, chan_sub *s);
+void rd_loop_member_remove(rd_loop *lp, chan_sub *s);
 
 /*---- redis_subs.c (home thread) -----------------------------------------------*/
 
 void rd_rchan_free(void *p);
 /* Brings Redis in line with what the node wants of c. */
 void rd_rchan_sync(rchan *c);
-void rd_presence_send(redis_layer *L, rchan *c, const char *client, const char *entry);
 /* Answers c's waiting subscriptions (up: proceed; else as in an outage). */
 void rd_run_waiters(redis_layer *L, rchan *c, int up);
 /* Delivers what was held back while c was recovering. */
@@ -261,22 +323,26 @@ void rd_dispatch_held(redis_layer *L, rchan *c);
  * answers to its commands. */
 void rd_sub_push(chan_rconn *c, void *ud, const chan_rpush *p);
 void rd_sub_cmd_reply(chan_rconn *c, void *priv, const redisReply *r, const char *err);
-/* Parses an FCALL <fn>_history reply. Returns 0, or -1 (nothing to free). */
+/* Parses an FCALL <fn>_history reply. Returns 0, or -EPROTO (nothing to
+ * free). */
 int rd_parse_history(const redisReply *r, chan_pos *top, chan_pub **pubs, size_t *n);
-/* Sends FCALL <fn>_history. Returns 0, or -1 when the shard is down. */
-int rd_send_history(redis_layer *L, shard *sh, const char *channel, int64_t since, int64_t limit,
-                    chan_rconn_reply_fn cb, void *priv);
-/* Periodic: keeps the history metas of subscribed channels alive, and
- * refreshes this node's presence entries. */
+/* The argv of FCALL <fn>_history 0 CHANNEL SINCE LIMIT; the buffers hold
+ * the numbers. */
+typedef struct rd_history_args {
+    char since[24], limit[24];
+    const char *argv[6];
+} rd_history_args;
+void rd_history_argv(redis_layer *L, rd_history_args *a, const char *channel, int64_t since,
+                     int64_t limit);
+/* Periodic: keeps the history metas of subscribed channels alive. */
 void rd_touch_history(redis_layer *L);
-void rd_refresh_presence(redis_layer *L);
 /* ops */
 void rd_subscribe(chan_layer *l, unsigned thread, chan_sub *s);
 void rd_unsubscribe(chan_layer *l, unsigned thread, chan_sub *s);
 void rd_channel_open(chan_layer *l, const char *channel, uint64_t h);
 void rd_channel_close(chan_layer *l, const char *channel, uint64_t h);
 
-/*---- redis_ops.c ----------------------------------------------------------------*/
+/*---- redis_ops.c (any loop) -------------------------------------------------------*/
 
 void rd_publish(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,
                 const char *data_json, size_t data_len, const char *from, chan_publish_cb cb,
@@ -291,6 +357,7 @@ void rd_presence(chan_layer *l, unsigned thread, const char *channel, const chan
 /* A message on the control topic (home thread): obeyed if signed, fresh
  * and new. */
 void rd_control_receive(redis_layer *L, const char *payload, size_t len);
+/* Any loop: signs c and publishes it on the first shard's control topic. */
 void rd_control(chan_layer *l, unsigned thread, const chan_control *c, chan_status_cb cb, void *ud);
 
 #endif

@@ -18,6 +18,7 @@
  */
 #include "redis_internal.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,12 +30,31 @@ static void shard_down(shard *sh, const char *why);
 int rd_cmd(shard *sh, chan_rconn_reply_fn cb, void *priv, int argc, const char **argv,
            const size_t *lens)
 {
-    return sh->cmd ? chan_rconn_command(sh->cmd, cb, priv, argc, argv, lens) : -1;
+    if (!sh->cmd || chan_rconn_command(sh->cmd, cb, priv, argc, argv, lens) < 0)
+        return -EAGAIN;
+    return 0;
 }
 
 int rd_sub_cmd(shard *sh, int argc, const char **argv)
 {
-    return sh->sub ? chan_rconn_command(sh->sub, rd_sub_cmd_reply, sh, argc, argv, NULL) : -1;
+    if (!sh->sub || chan_rconn_command(sh->sub, rd_sub_cmd_reply, sh, argc, argv, NULL) < 0)
+        return -EAGAIN;
+    return 0;
+}
+
+const hr_redis_addr *rd_shard_target(shard *sh)
+{
+    return &sh->addr;
+}
+
+char *rd_conn_name(redis_layer *L, const char *role)
+{
+    /* CLIENT LIST then tells which node and which role each connection has */
+    char *name = hr_redis_key(L->prefix, L->node_id, role);
+    for (char *p = name; *p; p++)
+        if (*p == ' ' || *p == '\n')
+            *p = '_';
+    return name;
 }
 
 /*---- Letting a command connection go ---------------------------------------------*/
@@ -48,7 +68,7 @@ int rd_sub_cmd(shard *sh, int argc, const char **argv)
 struct rd_retired {
     chan_rconn *c;
     uv_timer_t timer;
-    redis_layer *L;
+    rd_retired **list;
     int closing;
     rd_retired *prev, *next;
 };
@@ -66,7 +86,7 @@ static void retired_close(rd_retired *r)
     if (r->prev)
         r->prev->next = r->next;
     else
-        r->L->retired = r->next;
+        *r->list = r->next;
     if (r->next)
         r->next->prev = r->prev;
     chan_rconn_close(r->c); /* the PING's answer (r NULL) sees `closing` */
@@ -84,7 +104,7 @@ static void retired_timeout(uv_timer_t *t)
     retired_close(t->data);
 }
 
-static void retire(redis_layer *L, chan_rconn *c)
+void rd_retire(uv_loop_t *uv, rd_retired **list, chan_rconn *c)
 {
     if (!c)
         return;
@@ -94,19 +114,19 @@ static void retire(redis_layer *L, chan_rconn *c)
     }
     rd_retired *r = hr_calloc(1, sizeof(*r));
     r->c = c;
-    r->L = L;
+    r->list = list;
     if (chan_rconn_command(c, retired_pinged, r, 1, (const char *[]){"PING"}, NULL) < 0) {
         chan_rconn_close(c);
         free(r);
         return;
     }
-    uv_timer_init(L->uv, &r->timer);
+    uv_timer_init(uv, &r->timer);
     r->timer.data = r;
     uv_timer_start(&r->timer, retired_timeout, RETIRE_MS, 0);
-    r->next = L->retired;
+    r->next = *list;
     if (r->next)
         r->next->prev = r;
-    L->retired = r;
+    *list = r;
 }
 
 /*---- Readiness ------------------------------------------------------------------*/
@@ -118,6 +138,7 @@ void rd_shard_update_up(shard *sh)
     if (up == sh->up)
         return;
     sh->up = up;
+    atomic_store_explicit(&sh->up_seen, up, memory_order_release);
     atomic_fetch_add(&L->shards_up, up ? 1 : -1);
     if (!up) {
         if (sh->index == 0)
@@ -137,21 +158,20 @@ void rd_shard_update_up(shard *sh)
      * connection, so a channel's confirmation implies its group's */
     if (sh->index == 0)
         dj_bridge_up(L->django, sh->cmd, sh->sub, &sh->addr);
-    /* subscribe again to everything the node wants; announce its
-     * presence entries at once (a Redis that restarted empty showed nobody
-     * until the next refresh, presence_ttl/3 later) */
-    const char *key, *ck;
-    void *val, *entry;
+    /* subscribe again to everything the node wants */
+    const char *key;
+    void *val;
     for (size_t it = 0; chan_tab_next(&sh->channels, &it, &key, NULL, &val);) {
         rchan *c = val;
         if (c->wanted) {
             c->renew = c->renew || c->have_last || c->opts.history_size == 0;
             rd_rchan_sync(c);
         }
-        if (c->opts.presence)
-            for (size_t jt = 0; hr_map_next(c->members, &jt, &ck, NULL, &entry);)
-                rd_presence_send(L, c, ck, entry);
     }
+    /* every loop announces its subscribers' presence entries at once (a
+     * Redis that restarted empty showed nobody until the next refresh,
+     * presence_ttl/3 later) */
+    rd_loops_shard_up(L, sh);
     sh->setup_failed = 0;
 }
 
@@ -203,12 +223,8 @@ static void conn_ready(chan_rconn *c, void *ud)
         const char *argv[4] = {"FUNCTION", "LOAD", "REPLACE", L->library};
         chan_rconn_command(c, on_function_loaded, sh, 4, argv, NULL);
         /* the history epochs' base exists before anyone reads (functions.lua) */
-        char *init;
-        if (asprintf(&init, "%s_init", L->fn) < 0)
-            abort();
-        const char *iargv[3] = {"FCALL", init, "0"};
+        const char *iargv[3] = {"FCALL", L->f_init, "0"};
         chan_rconn_command(c, on_init_reply, sh, 3, iargv, NULL);
-        free(init);
     } else if (c == sh->sub && sh->index == 0) {
         const char *argv[2] = {"SUBSCRIBE", L->control_topic};
         rd_sub_cmd(sh, 2, argv); /* sub_ready once confirmed (rd_sub_push) */
@@ -240,17 +256,14 @@ static chan_rconn *open_conn(shard *sh, int pubsub)
     static const chan_rconn_ops cmd_ops = {conn_ready, conn_closed, NULL};
     static const chan_rconn_ops sub_ops = {conn_ready, conn_closed, rd_sub_push};
     redis_layer *L = sh->L;
-    /* CLIENT LIST then tells which node and which role each connection has */
-    char *name = hr_redis_key(L->prefix, L->node_id, pubsub ? "sub" : "cmd");
-    for (char *p = name; *p; p++)
-        if (*p == ' ' || *p == '\n')
-            *p = '_';
+    const hr_redis_addr *a = rd_shard_target(sh);
+    char *name = rd_conn_name(L, pubsub ? "sub" : "cmd");
     chan_rconn_config cfg = {
-        .host = sh->addr.host,
-        .port = sh->addr.port,
-        .user = sh->addr.user,
-        .password = sh->addr.password,
-        .db = sh->addr.db,
+        .host = a->host,
+        .port = a->port,
+        .user = a->user,
+        .password = a->password,
+        .db = a->db,
         .client_name = name,
         .pubsub = pubsub,
         .connect_timeout_ms = CONNECT_TIMEOUT_MS,
@@ -279,7 +292,7 @@ static void shard_down(shard *sh, const char *why)
     sh->cmd = sh->sub = NULL; /* before their callbacks may run below */
     uv_timer_stop(&sh->connect_timer);
     rd_shard_update_up(sh);
-    retire(L, cmd);
+    rd_retire(L->uv, &L->retired, cmd);
     chan_rconn_close(sub);
     if (was_up)
         chan_log(&L->base, CHAN_LOG_WARN, "redis_shard_down", "redis shard %d (%s:%d) is down: %s",
@@ -327,7 +340,7 @@ void rd_shard_stop(shard *sh)
     sh->cmd = sh->sub = NULL;
     uv_close((uv_handle_t *)&sh->retry, NULL);
     uv_close((uv_handle_t *)&sh->connect_timer, NULL);
-    retire(L, cmd); /* what the Django bridge's stop queued still goes out */
+    rd_retire(L->uv, &L->retired, cmd); /* what the Django bridge's stop queued still goes out */
     chan_rconn_close(sub);
 }
 

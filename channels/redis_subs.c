@@ -1,19 +1,20 @@
 /*
- * redis_subs.c - channels on Redis (home thread): one SUBSCRIBE per channel
- * per node, subscriptions completed once the channel is active (with the
- * stream position and, on request, what was missed), presence and
- * join/leave, incoming pushes, and recovery after an outage. See
- * redis_internal.h.
+ * redis_subs.c - channels on Redis (home thread, loop 0): one SUBSCRIBE per
+ * channel per node on the shard's `sub` connection, subscriptions
+ * completed once the channel is active (with the stream position and, on
+ * request, what was missed), incoming pushes, and recovery after an
+ * outage. A subscription is asked for on its loop (rd_subscribe), served
+ * here, and answered on its loop, where its presence entry and join go out
+ * (redis_loop.c). See redis_internal.h.
  */
 #include "redis_internal.h"
 
 #include <errno.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/*---- Channel state (home thread) --------------------------------------------*/
+/*---- Channel state -------------------------------------------------------------*/
 
 static void held_drop(rchan *c)
 {
@@ -28,7 +29,6 @@ void rd_rchan_free(void *p)
 {
     rchan *c = p;
     held_drop(c);
-    hr_map_free(c->members);
     free(c->name);
     free(c);
 }
@@ -40,10 +40,9 @@ static rchan *rchan_get(redis_layer *L, const char *channel, uint64_t h, int cre
     rchan *c = chan_tab_get(&sh->channels, channel, len, h);
     if (!c && create) {
         c = hr_calloc(1, sizeof(*c));
-        c->name = hr_strdup(channel);
+        c->name = hr_strndup(channel, len);
         c->hash = h;
         c->sh = sh;
-        c->members = hr_map_new(free);
         chan_tab_put(&sh->channels, channel, len, h, c);
     }
     return c;
@@ -52,7 +51,7 @@ static rchan *rchan_get(redis_layer *L, const char *channel, uint64_t h, int cre
 /* Forgets a channel nobody wants once Redis has answered everything. */
 static void rchan_maybe_drop(rchan *c)
 {
-    if (c->wanted || c->inflight || c->waiters || hr_map_count(c->members) || c->recovering)
+    if (c->wanted || c->inflight || c->waiters || c->recovering)
         return;
     rd_rchan_free(chan_tab_del(&c->sh->channels, c->name, strlen(c->name), c->hash));
 }
@@ -81,110 +80,121 @@ void rd_rchan_sync(rchan *c)
         send_subscribe(c, 0);
 }
 
-/*---- Subscriptions -----------------------------------------------------------*/
+/*---- A channel's first and last subscriber on this node -----------------------------*/
 
-struct sub_job {
-    home_task t; /* t.channel, t.thread; answered on t.thread */
-    chan_sub *s;
-    atomic_int cancelled;
-    char *user, *info;
-    chan_sub_result r;
-    sub_job *next;
+/* Loop -> home, queued under the registry stripe's lock (so in the order
+ * the transitions happened). */
+typedef struct open_task {
+    chan_task task;
+    redis_layer *L;
+    int open;
+    uint64_t hash;
+    char channel[];
+} open_task;
+
+static void open_run(chan_task *ct)
+{
+    open_task *t = (open_task *)ct;
+    redis_layer *L = t->L;
+    rchan *c = rchan_get(L, t->channel, t->hash, t->open);
+    if (t->open) {
+        c->wanted = 1;
+        dj_channel_open(L->django, t->channel); /* first: see dj_bridge_up */
+        rd_rchan_sync(c);
+    } else if (c) {
+        c->wanted = 0;
+        dj_channel_close(L->django, t->channel);
+        c->have_last = 0;
+        rd_rchan_sync(c);
+        rchan_maybe_drop(c);
+    }
+    free(t);
+}
+
+static void open_discard(chan_task *ct)
+{
+    free(ct);
+}
+
+static void channel_task(chan_layer *l, const char *channel, uint64_t h, int open)
+{
+    size_t len = strlen(channel);
+    open_task *t = hr_malloc(sizeof(*t) + len + 1);
+    t->task = (chan_task){open_run, open_discard};
+    t->L = rd_layer(l);
+    t->open = open;
+    t->hash = h;
+    memcpy(t->channel, channel, len + 1);
+    rd_to_home(t->L, &t->task);
+}
+
+void rd_channel_open(chan_layer *l, const char *channel, uint64_t h)
+{
+    channel_task(l, channel, h, 1);
+}
+
+void rd_channel_close(chan_layer *l, const char *channel, uint64_t h)
+{
+    channel_task(l, channel, h, 0);
+}
+
+/*---- Subscriptions ---------------------------------------------------------------*/
+
+/* Loop -> home -> loop: one subscription to complete. */
+struct sub_task {
+    chan_task task;
+    redis_layer *L;
+    unsigned thread;
+    chan_sub *s; /* held (chan_sub_hold) until the answer ran on `thread` */
+    char *channel;
+    uint64_t hash;
+    chan_opts opts;
+    int has_since;
+    chan_pos since;
+    chan_sub_result r; /* the answer */
+    chan_pub *pubs;
+    sub_task *next; /* a channel's waiters */
 };
 
-static void sub_job_answer(home_task *t)
+static void sub_task_free(sub_task *t)
 {
-    sub_job *j = (sub_job *)t;
-    chan_layer *l = &t->L->base;
-    if (j->s->impl == j)
-        j->s->impl = NULL;
-    j->r.pubs = t->pubs;
-    j->r.npubs = t->hist.npubs;
-    chan_sub_complete(l, j->s, &j->r);
-    chan_sub_release(j->s);
-    free(j->user);
-    free(j->info);
+    rd_pubs_free(t->pubs, t->r.npubs);
+    free(t->channel);
+    free(t);
 }
 
-static void sub_job_discard(chan_task *ct)
+/* On the subscriber's loop: presence and join go out (on the loop's own
+ * connection) before the subscriber hears the answer, so its own `join`
+ * arrives after its subscribe reply and its next command sees its entry. */
+static void sub_answer_run(chan_task *ct)
 {
-    sub_job *j = (sub_job *)ct;
-    /* the loop stopped: it freed its subscriptions' owners, not the
-     * layer's records, which chan_layer_destroy frees */
-    free(j->user);
-    free(j->info);
-    rd_home_discard(ct);
+    sub_task *t = (sub_task *)ct;
+    redis_layer *L = t->L;
+    chan_sub *s = t->s;
+    if (s->impl == t)
+        s->impl = NULL;
+    if (t->r.status == 0 && !s->removed)
+        rd_loop_member_add(&L->loops[t->thread], s);
+    t->r.pubs = t->pubs;
+    chan_sub_complete(&L->base, s, &t->r);
+    chan_sub_release(s);
+    chan_inflight(&L->base, t->thread, -1);
+    sub_task_free(t);
 }
 
-static char *presence_entry(const char *client, const char *user, const char *info)
+/* The loop stopped: it freed its subscriptions' owners, not the layer's
+ * records, which chan_layer_destroy frees. */
+static void sub_task_discard(chan_task *ct)
 {
-    json_t *i = info ? json_loads(info, 0, NULL) : NULL;
-    json_t *o = json_pack("{s:s, s:s, s:o}", "client", client, "user", user ? user : "", "info",
-                          i ? i : json_object());
-    char *s = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    if (!s)
-        abort();
-    return s;
+    sub_task *t = (sub_task *)ct;
+    chan_inflight(&t->L->base, t->thread, -1);
+    sub_task_free(t);
 }
 
-static void publish_topic(redis_layer *L, shard *sh, const char *channel, const char *text,
-                          size_t len)
+static void sub_answer(redis_layer *L, sub_task *t)
 {
-    char *topic = rd_topic(L, channel);
-    const char *argv[3] = {"PUBLISH", topic, text};
-    size_t lens[3] = {7, strlen(topic), len};
-    rd_cmd(sh, NULL, NULL, 3, argv, lens);
-    free(topic);
-}
-
-void rd_presence_send(redis_layer *L, rchan *c, const char *client, const char *entry)
-{
-    char ttl[16];
-    char *fn;
-    snprintf(ttl, sizeof(ttl), "%d", L->presence_ttl);
-    if (asprintf(&fn, "%s_presence_set", L->fn) < 0)
-        abort();
-    const char *argv[7] = {"FCALL", fn, "0", c->name, ttl, client, entry};
-    rd_cmd(c->sh, NULL, NULL, 7, argv, NULL);
-    free(fn);
-}
-
-static void presence_del(redis_layer *L, rchan *c, const char *client)
-{
-    char *hk, *zk;
-    hk = hr_redis_key(L->prefix, "presence", c->name);
-    zk = hr_redis_key(L->prefix, "presence-exp", c->name);
-    const char *a1[3] = {"HDEL", hk, client}, *a2[3] = {"ZREM", zk, client};
-    rd_cmd(c->sh, NULL, NULL, 3, a1, NULL);
-    rd_cmd(c->sh, NULL, NULL, 3, a2, NULL);
-    free(hk);
-    free(zk);
-}
-
-/* The subscription is complete on Redis' side: presence and join go out
- * before the answer travels, so the joiner's own `join` arrives after its
- * subscribe reply. */
-static void sub_job_finish(redis_layer *L, rchan *c, sub_job *j)
-{
-    home_task *t = &j->t;
-    if (j->r.status == 0 && !atomic_load(&j->cancelled) && t->client &&
-        (t->opts.presence || t->opts.join_leave)) {
-        size_t klen = strlen(t->client);
-        char *entry = presence_entry(t->client, j->user, j->info);
-        free(hr_map_del(c->members, t->client, klen));
-        hr_map_put(c->members, t->client, klen, entry);
-        if (t->opts.presence && c->sh->up)
-            rd_presence_send(L, c, t->client, entry);
-        if (t->opts.join_leave && c->sh->up) {
-            size_t len;
-            char *txt = chan_join_leave_text(1, c->name, t->client, j->user, &len);
-            publish_topic(L, c->sh, c->name, txt, len);
-            free(txt);
-        }
-    }
-    t->task = (chan_task){rd_answer_run, sub_job_discard};
-    rd_to_caller(L, t);
+    t->task = (chan_task){sub_answer_run, sub_task_discard};
+    rd_to_loop(L, t->thread, &t->task);
 }
 
 /* Parses an FCALL history reply: [epoch, top, offset, data, from, ...]
@@ -195,7 +205,7 @@ int rd_parse_history(const redisReply *r, chan_pos *top, chan_pub **pubs, size_t
     *n = 0;
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 || (r->elements - 2) % 3 ||
         r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
-        return -1;
+        return -EPROTO;
     snprintf(top->epoch, sizeof(top->epoch), "%s", r->element[0]->str);
     top->offset = strtoull(r->element[1]->str, NULL, 10);
     size_t k = (r->elements - 2) / 3;
@@ -208,7 +218,7 @@ int rd_parse_history(const redisReply *r, chan_pos *top, chan_pub **pubs, size_t
             rd_pubs_free(*pubs, *n);
             *pubs = NULL;
             *n = 0;
-            return -1;
+            return -EPROTO;
         }
         (*pubs)[i].offset = strtoull(o->str, NULL, 10);
         (*pubs)[i].data = hr_strndup(d->str, d->len);
@@ -218,217 +228,135 @@ int rd_parse_history(const redisReply *r, chan_pos *top, chan_pub **pubs, size_t
     return 0;
 }
 
-int rd_send_history(redis_layer *L, shard *sh, const char *channel, int64_t since, int64_t limit,
-                    chan_rconn_reply_fn cb, void *priv)
+void rd_history_argv(redis_layer *L, rd_history_args *a, const char *channel, int64_t since,
+                     int64_t limit)
 {
-    char *fn, s[24], lim[24];
-    if (asprintf(&fn, "%s_history", L->fn) < 0)
-        abort();
-    snprintf(s, sizeof(s), "%lld", (long long)since);
-    snprintf(lim, sizeof(lim), "%lld", (long long)limit);
-    const char *argv[6] = {"FCALL", fn, "0", channel, s, lim};
-    int rc = rd_cmd(sh, cb, priv, 6, argv, NULL);
-    free(fn);
-    return rc;
+    snprintf(a->since, sizeof(a->since), "%lld", (long long)since);
+    snprintf(a->limit, sizeof(a->limit), "%lld", (long long)limit);
+    a->argv[0] = "FCALL";
+    a->argv[1] = L->f_history;
+    a->argv[2] = "0";
+    a->argv[3] = channel;
+    a->argv[4] = a->since;
+    a->argv[5] = a->limit;
 }
 
 static void sub_history_reply(chan_rconn *conn, void *priv, const redisReply *reply,
                               const char *err)
 {
-    sub_job *j = priv;
-    redis_layer *L = j->t.L;
-    rchan *c = rchan_get(L, j->t.channel, j->t.hash, 0);
+    sub_task *t = priv;
+    redis_layer *L = t->L;
+    rchan *c = rchan_get(L, t->channel, t->hash, 0);
     (void)conn, (void)err;
     rd_log_reply_error(L, "history read", reply);
-    j->r.history = 1;
-    if (rd_parse_history(reply, &j->r.pos, &j->t.pubs, &j->t.hist.npubs) < 0) {
-        j->r.status = -EAGAIN;
+    t->r.history = 1;
+    if (rd_parse_history(reply, &t->r.pos, &t->pubs, &t->r.npubs) < 0) {
+        t->r.status = -EAGAIN;
     } else {
-        j->r.recovered =
-            j->t.has_since && chan_recovered(&j->t.since, &j->r.pos, j->t.pubs, j->t.hist.npubs);
+        t->r.recovered = t->has_since && chan_recovered(&t->since, &t->r.pos, t->pubs, t->r.npubs);
         if (c && !c->have_last) {
-            c->last = j->r.pos; /* the node's baseline for recovery after an outage */
+            c->last = t->r.pos; /* the node's baseline for recovery after an outage */
             c->have_last = 1;
         }
     }
-    if (c)
-        sub_job_finish(L, c, j);
-    else
-        rd_to_caller(L, &j->t); /* cannot happen: a waiting job keeps its channel */
+    sub_answer(L, t);
 }
 
-/* The channel is active on Redis: answer at once, or read the stream. */
-static void sub_job_proceed(redis_layer *L, rchan *c, sub_job *j)
+/* The channel is active on Redis: answer at once, or read the stream
+ * (after the SUBSCRIBE was confirmed, so nothing published meanwhile is
+ * missed: it is held back on the subscriber until the answer). */
+static void sub_proceed(redis_layer *L, rchan *c, sub_task *t)
 {
-    if (!j->t.opts.history_size) {
-        sub_job_finish(L, c, j);
+    if (!t->opts.history_size) {
+        sub_answer(L, t);
         return;
     }
-    if (rd_send_history(L, c->sh, c->name, j->t.has_since ? (int64_t)j->t.since.offset : -1,
-                        j->t.has_since ? (int64_t)c->opts.history_size : 0, sub_history_reply,
-                        j) < 0) {
-        j->r.status = -EAGAIN;
-        sub_job_finish(L, c, j);
+    rd_history_args a;
+    rd_history_argv(L, &a, c->name, t->has_since ? (int64_t)t->since.offset : -1,
+                    t->has_since ? (int64_t)c->opts.history_size : 0);
+    if (rd_cmd(c->sh, sub_history_reply, t, 6, a.argv, NULL) < 0) {
+        t->r.status = -EAGAIN;
+        sub_answer(L, t);
     }
 }
 
 /* While Redis is away a plain channel is served locally (and subscribed
  * again on reconnect); a history channel cannot give a position. */
-static void sub_job_down(redis_layer *L, rchan *c, sub_job *j)
+static void sub_down(redis_layer *L, sub_task *t)
 {
-    j->r.status = j->t.opts.history_size ? -EAGAIN : 0;
-    sub_job_finish(L, c, j);
+    t->r.status = t->opts.history_size ? -EAGAIN : 0;
+    sub_answer(L, t);
 }
 
-static void home_subscribe(redis_layer *L, home_task *t)
+static void sub_run(chan_task *ct)
 {
-    sub_job *j = (sub_job *)t;
+    sub_task *t = (sub_task *)ct;
+    redis_layer *L = t->L;
     rchan *c = rchan_get(L, t->channel, t->hash, 1);
     if (!c->wanted) { /* cannot happen: the open was queued first */
-        j->r.status = -EAGAIN;
-        sub_job_finish(L, c, j);
+        t->r.status = -EAGAIN;
+        sub_answer(L, t);
         return;
     }
     c->opts = t->opts; /* every subscriber of a channel has its namespace's */
     if (!c->sh->up) {
-        sub_job_down(L, c, j);
+        sub_down(L, t);
     } else if (c->confirmed) {
-        sub_job_proceed(L, c, j);
+        sub_proceed(L, c, t);
     } else {
-        j->next = c->waiters;
-        c->waiters = j;
+        t->next = c->waiters;
+        c->waiters = t;
     }
 }
 
 void rd_run_waiters(redis_layer *L, rchan *c, int up)
 {
-    sub_job *j = c->waiters, *rev = NULL;
+    sub_task *t = c->waiters, *rev = NULL;
     c->waiters = NULL;
-    while (j) { /* oldest first */
-        sub_job *n = j->next;
-        j->next = rev;
-        rev = j;
-        j = n;
+    while (t) { /* oldest first */
+        sub_task *n = t->next;
+        t->next = rev;
+        rev = t;
+        t = n;
     }
-    for (j = rev; j;) {
-        sub_job *n = j->next;
+    for (t = rev; t;) {
+        sub_task *n = t->next;
         if (up)
-            sub_job_proceed(L, c, j);
+            sub_proceed(L, c, t);
         else
-            sub_job_down(L, c, j);
-        j = n;
+            sub_down(L, t);
+        t = n;
     }
 }
 
 void rd_subscribe(chan_layer *l, unsigned thread, chan_sub *s)
 {
     redis_layer *L = rd_layer(l);
-    sub_job *j = hr_calloc(1, sizeof(*j));
-    home_task *t = &j->t;
-    t->task = (chan_task){rd_home_run, rd_home_discard};
+    sub_task *t = hr_calloc(1, sizeof(*t));
+    t->task = (chan_task){sub_run, sub_task_discard};
     t->L = L;
-    t->fn = home_subscribe;
     t->thread = thread;
-    t->answer = sub_job_answer;
+    t->s = s;
     t->channel = hr_strdup(s->channel);
     t->hash = s->hash;
     t->opts = s->opts;
     t->has_since = s->has_since;
     t->since = s->since;
-    if (s->client) {
-        t->client = hr_strdup(s->client);
-        j->user = hr_strdup(s->user);
-        j->info = s->info ? hr_strdup(s->info) : NULL;
-    }
-    atomic_init(&j->cancelled, 0);
-    j->s = s;
-    s->impl = j;
+    s->impl = t;
     chan_sub_hold(s);
     chan_inflight(l, thread, 1);
-    rd_to_home(L, t);
+    rd_to_home(L, &t->task);
 }
 
-/* On the subscriber's thread. Presence and leave are the home thread's. */
-static void home_unsubscribe(redis_layer *L, home_task *t)
-{
-    rchan *c = rchan_get(L, t->channel, t->hash, 0);
-    char *entry = c && t->client ? hr_map_del(c->members, t->client, strlen(t->client)) : NULL;
-    if (entry) {
-        if (t->opts.presence && c->sh->up)
-            presence_del(L, c, t->client);
-        if (t->opts.join_leave && c->sh->up) {
-            json_t *o = json_loads(entry, 0, NULL);
-            size_t len;
-            char *txt = chan_join_leave_text(0, c->name, t->client,
-                                             json_string_value(json_object_get(o, "user")), &len);
-            publish_topic(L, c->sh, c->name, txt, len);
-            free(txt);
-            json_decref(o);
-        }
-        free(entry);
-    }
-    if (c)
-        rchan_maybe_drop(c);
-    rd_task_free(t);
-}
-
+/* On the subscriber's loop: its presence entry and leave, if it was
+ * announced (a pending subscription never was: its answer will find it
+ * removed). */
 void rd_unsubscribe(chan_layer *l, unsigned thread, chan_sub *s)
 {
-    redis_layer *L = rd_layer(l);
-    (void)thread;
-    sub_job *pending = s->impl;
-    if (pending)
-        atomic_store(&pending->cancelled, 1);
-    if (!s->client)
-        return;
-    home_task *t = rd_home_task_new(L, home_unsubscribe);
-    t->channel = hr_strdup(s->channel);
-    t->hash = s->hash;
-    t->client = hr_strdup(s->client);
-    t->opts = s->opts;
-    rd_to_home(L, t);
+    rd_loop_member_remove(&rd_layer(l)->loops[thread], s);
 }
 
-static void home_open(redis_layer *L, home_task *t)
-{
-    rchan *c = rchan_get(L, t->channel, t->hash, 1);
-    c->wanted = 1;
-    dj_channel_open(L->django, t->channel); /* first: see dj_bridge_up */
-    rd_rchan_sync(c);
-    rd_task_free(t);
-}
-
-static void home_close(redis_layer *L, home_task *t)
-{
-    rchan *c = rchan_get(L, t->channel, t->hash, 0);
-    if (c) {
-        c->wanted = 0;
-        dj_channel_close(L->django, t->channel);
-        c->have_last = 0;
-        rd_rchan_sync(c);
-        rchan_maybe_drop(c);
-    }
-    rd_task_free(t);
-}
-
-/* Under a registry stripe lock: only queue. */
-void rd_channel_open(chan_layer *l, const char *channel, uint64_t h)
-{
-    home_task *t = rd_home_task_new(rd_layer(l), home_open);
-    t->channel = hr_strdup(channel);
-    t->hash = h;
-    rd_to_home(rd_layer(l), t);
-}
-
-void rd_channel_close(chan_layer *l, const char *channel, uint64_t h)
-{
-    home_task *t = rd_home_task_new(rd_layer(l), home_close);
-    t->channel = hr_strdup(channel);
-    t->hash = h;
-    rd_to_home(rd_layer(l), t);
-}
-
-/*---- Incoming pushes (home thread) ---------------------------------------------*/
+/*---- Incoming pushes -----------------------------------------------------------*/
 
 static void deliver_push(redis_layer *L, rchan *c, chan_msg *m)
 {
@@ -468,30 +396,28 @@ static void on_message(redis_layer *L, shard *sh, const char *channel, size_t cl
     chan_msg_unref(m);
 }
 
-/*---- Recovery after an outage (home thread) ----------------------------------*/
+/*---- Recovery after an outage --------------------------------------------------*/
 
+/* Home -> a loop with subscribers of the channel: it was renewed. */
 typedef struct renew_task {
     chan_task task;
     redis_layer *L;
     unsigned thread;
-    char *channel;
     uint64_t hash;
     chan_sub_result r;
+    char channel[];
 } renew_task;
 
 static void renew_run(chan_task *ct)
 {
     renew_task *t = (renew_task *)ct;
     chan_notify_resubscribed(&t->L->base, t->thread, t->channel, t->hash, &t->r);
-    free(t->channel);
     free(t);
 }
 
 static void renew_discard(chan_task *ct)
 {
-    renew_task *t = (renew_task *)ct;
-    free(t->channel);
-    free(t);
+    free(ct);
 }
 
 /* Tells every thread with subscribers of c that their subscription was
@@ -500,20 +426,21 @@ static void renew_discard(chan_task *ct)
 static void notify_renewed(redis_layer *L, rchan *c, int recovered)
 {
     uint64_t mask = chan_channel_mask(&L->base, c->name, c->hash);
+    size_t len = strlen(c->name);
     for (unsigned th = 0; mask; th++, mask >>= 1) {
         if (!(mask & 1))
             continue;
-        renew_task *t = hr_calloc(1, sizeof(*t));
+        renew_task *t = hr_calloc(1, sizeof(*t) + len + 1);
         t->task = (chan_task){renew_run, renew_discard};
         t->L = L;
         t->thread = th;
-        t->channel = hr_strdup(c->name);
         t->hash = c->hash;
+        memcpy(t->channel, c->name, len + 1);
         t->r.resubscribed = 1;
         t->r.history = c->opts.history_size > 0;
         t->r.pos = c->last;
         t->r.recovered = recovered;
-        L->base.host.call(L->base.host.ud, th, &t->task);
+        rd_to_loop(L, th, &t->task);
     }
 }
 
@@ -532,8 +459,7 @@ typedef struct recovery_req {
     char name[];
 } recovery_req;
 
-static void recovery_reply(chan_rconn *conn, void *priv, const redisReply *reply,
-                           const char *err)
+static void recovery_reply(chan_rconn *conn, void *priv, const redisReply *reply, const char *err)
 {
     recovery_req *q = priv;
     shard *sh = q->sh;
@@ -550,8 +476,8 @@ static void recovery_reply(chan_rconn *conn, void *priv, const redisReply *reply
     int ok = rd_parse_history(reply, &top, &pubs, &n) == 0;
     int recovered = ok && chan_recovered(&c->last, &top, pubs, n);
     for (size_t i = 0; ok && recovered && i < n; i++) {
-        chan_msg *m = chan_msg_publication_h(c->name, c->hash, pubs[i].data,
-                                             strlen(pubs[i].data), pubs[i].offset, pubs[i].from);
+        chan_msg *m = chan_msg_publication_h(c->name, c->hash, pubs[i].data, strlen(pubs[i].data),
+                                             pubs[i].offset, pubs[i].from);
         deliver_push(L, c, m);
         chan_msg_unref(m);
     }
@@ -576,8 +502,9 @@ static void renew_channel(redis_layer *L, rchan *c)
     q->sh = c->sh;
     q->hash = c->hash;
     memcpy(q->name, c->name, len + 1);
-    if (rd_send_history(L, c->sh, c->name, (int64_t)c->last.offset, c->opts.history_size,
-                        recovery_reply, q) < 0) {
+    rd_history_args a;
+    rd_history_argv(L, &a, c->name, (int64_t)c->last.offset, c->opts.history_size);
+    if (rd_cmd(c->sh, recovery_reply, q, 6, a.argv, NULL) < 0) {
         free(q);
         notify_renewed(L, c, 0);
         return;
@@ -585,7 +512,7 @@ static void renew_channel(redis_layer *L, rchan *c)
     c->recovering = 1;
 }
 
-/*---- The subscriber connection's replies ---------------------------------------*/
+/*---- The subscriber connection ---------------------------------------------------*/
 
 void rd_sub_cmd_reply(chan_rconn *c, void *priv, const redisReply *r, const char *err)
 {
@@ -607,12 +534,26 @@ static int channel_topic(redis_layer *L, const char *topic, size_t tlen, const c
     return 1;
 }
 
+/* A (UN)SUBSCRIBE of c's topic was confirmed. */
+static void rchan_confirmed(redis_layer *L, rchan *c)
+{
+    if (c->inflight > 0)
+        c->inflight--;
+    if (c->inflight == 0 && c->wanted && c->on_redis) {
+        c->confirmed = 1;
+        if (c->renew)
+            renew_channel(L, c);
+        rd_run_waiters(L, c, 1);
+    }
+    rchan_maybe_drop(c);
+}
+
 void rd_sub_push(chan_rconn *conn, void *ud, const chan_rpush *p)
 {
     shard *sh = ud;
     redis_layer *L = sh->L;
-    const char *topic = p->channel, *channel;
-    size_t tlen = p->channel_len, clen;
+    const char *topic = p->channel, *channel = NULL;
+    size_t tlen = p->channel_len, clen = 0;
     if (conn != sh->sub || !topic) /* a connection shard_down let go of */
         return;
     int control = tlen == strlen(L->control_topic) && !memcmp(topic, L->control_topic, tlen);
@@ -638,37 +579,26 @@ void rd_sub_push(chan_rconn *conn, void *ud, const chan_rpush *p)
     if (!ours)
         return; /* the Django bridge's group topics */
     rchan *c = chan_tab_get(&sh->channels, channel, clen, chan_hash(channel, clen));
-    if (!c)
-        return;
-    if (c->inflight > 0)
-        c->inflight--;
-    if (c->inflight == 0 && c->wanted && c->on_redis) {
-        c->confirmed = 1;
-        if (c->renew)
-            renew_channel(L, c);
-        rd_run_waiters(L, c, 1);
-    }
-    rchan_maybe_drop(c);
+    if (c)
+        rchan_confirmed(L, c);
 }
 
-/*---- Periodic work (home thread) -------------------------------------------*/
+/*---- Periodic work ---------------------------------------------------------------*/
 
 /* Keeps the history meta of every channel this node has subscribers of
  * alive (<fn>_touch: EXPIRE ... GT, which creates nothing): a stream must
  * not be born again, its offsets starting over, under a live subscriber. */
 void rd_touch_history(redis_layer *L)
 {
+    const char *fn = L->f_touch;
     for (int i = 0; i < L->nshards; i++) {
         shard *sh = &L->shards[i];
         const char *key;
         void *val;
         const char **argv = NULL;
         size_t argc = 0;
-        char *fn;
         if (!sh->up)
             continue;
-        if (asprintf(&fn, "%s_touch", L->fn) < 0)
-            abort();
         for (size_t it = 0; chan_tab_next(&sh->channels, &it, &key, NULL, &val);) {
             rchan *c = val;
             if (!c->wanted || c->opts.history_size <= 0 || c->opts.history_ttl <= 0)
@@ -687,24 +617,5 @@ void rd_touch_history(redis_layer *L)
             rd_cmd(sh, NULL, NULL, (int)argc + 3, argv, NULL);
         }
         free(argv);
-        free(fn);
-    }
-}
-
-void rd_refresh_presence(redis_layer *L)
-{
-    for (int i = 0; i < L->nshards; i++) {
-        shard *sh = &L->shards[i];
-        const char *key, *ck;
-        void *val, *entry;
-        if (!sh->up)
-            continue;
-        for (size_t it = 0; chan_tab_next(&sh->channels, &it, &key, NULL, &val);) {
-            rchan *c = val;
-            if (!c->opts.presence)
-                continue;
-            for (size_t jt = 0; hr_map_next(c->members, &jt, &ck, NULL, &entry);)
-                rd_presence_send(L, c, ck, entry);
-        }
     }
 }

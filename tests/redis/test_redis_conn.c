@@ -447,6 +447,9 @@ static void test_sharded_pubsub(void)
     CHECK(chan_rconn_command(pub, on_answer, &r1, 3, sp, sl) == 0);
     cmd(pub, &r2, "PUBLISH", "c", "plain", NULL);
     cmd(pub, &r3, "PUBLISH", "p1", "pattern", NULL);
+    /* the three ran (their messages are queued for `sub` before anything
+     * sent on it next is answered): two connections, no order otherwise */
+    CHECK(run_until(&loop, &r3.done, 10000));
     CHECK(cmd(sub, &un, "SUNSUBSCRIBE", "b", NULL) == 0);
     CHECK(run_until(&loop, &un.done, 10000));
     int m = find_push(&se, "smessage", "a", 0);
