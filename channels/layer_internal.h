@@ -64,6 +64,10 @@ chan_msg *chan_msg_for_channel_h(const char *json, size_t len, const char *chann
                                  uint64_t offset);
 chan_msg *chan_msg_parse_push_h(const char *json, size_t len, const char *channel, uint64_t h,
                                 char *err, size_t errlen);
+/* Where ",\"offset\":O" goes in a publication's text without one (the
+ * publication of a channel named in clen bytes, data_len bytes of data):
+ * the byte after the data. */
+size_t chan_publication_offset_at(size_t clen, size_t data_len);
 
 /*---- The registry and the per-thread shards (core.c) --------------------------*/
 

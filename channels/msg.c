@@ -124,6 +124,12 @@ static size_t publication_write(char *w, const char *channel, size_t clen, const
     return len;
 }
 
+size_t chan_publication_offset_at(size_t clen, size_t data_len)
+{
+    return sizeof("{\"push\":\"message\",\"channel\":\"") - 1 + clen +
+           sizeof("\",\"data\":") - 1 + data_len;
+}
+
 chan_msg *chan_msg_publication(const char *channel, const char *data_json, size_t data_len,
                                uint64_t offset, const char *from)
 {

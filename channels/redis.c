@@ -95,6 +95,9 @@ static void on_tick(uv_timer_t *t)
      * whatever presence_ttl says (and as often as presence entries) */
     unsigned touch_every = every && every < TOUCH_TICKS ? every : TOUCH_TICKS;
     rd_sample_pending(L);
+    uint64_t now = hr_now_us();
+    for (size_t i = 0; i < (size_t)L->base.host.nthreads * (size_t)L->nshards; i++)
+        rd_own_expire(&L->own[i], now);
     if (++L->touch_ticks >= touch_every) {
         L->touch_ticks = 0;
         rd_touch_history(L);
@@ -171,6 +174,9 @@ static void redis_destroy(chan_layer *l)
     }
     for (unsigned t = 0; t < L->base.host.nthreads; t++)
         rd_loop_free(&L->loops[t]);
+    for (size_t i = 0; L->own && i < (size_t)L->base.host.nthreads * (size_t)L->nshards; i++)
+        rd_own_clear(&L->own[i]);
+    free(L->own);
     free(L->loops);
     free(L->shards);
     free(L->prefix);
@@ -320,6 +326,11 @@ chan_layer *chan_redis_new(const chan_host *host, const chan_redis_config *cfg, 
         atomic_init(&sh->up_seen, 0);
     }
     free(addrs);
+    L->own = hr_calloc((size_t)host->nthreads * (size_t)n, sizeof(*L->own));
+    for (size_t i = 0; i < (size_t)host->nthreads * (size_t)n; i++) {
+        atomic_init(&L->own[i].head, 0);
+        atomic_init(&L->own[i].tail, 0);
+    }
     L->loops = hr_calloc(host->nthreads, sizeof(*L->loops));
     for (unsigned t = 0; t < host->nthreads; t++)
         rd_loop_init(&L->loops[t], L, t);

@@ -12,6 +12,8 @@
  *                    subscriptions, incoming pushes, recovery after an
  *                    outage
  *   redis_ops.c      publish, history and presence reads (any loop)
+ *   redis_own.c      a node's own publications, taken back without a
+ *                    parse when they return from Redis (pure)
  *   redis_control.c  control messages: signed, sent, checked, obeyed
  *
  * Threads. Loop 0 is the layer's home: the shards' connections `cmd`
@@ -109,6 +111,7 @@ typedef struct shard shard;
 typedef struct sub_task sub_task;
 typedef struct rd_loop rd_loop;
 typedef struct rd_retired rd_retired;
+typedef struct rd_own_ring rd_own_ring;
 
 /* One channel's state on the home thread. */
 typedef struct rchan {
@@ -191,6 +194,8 @@ struct redis_layer {
     int nshards;
     shard *shards;
     rd_loop *loops; /* one per loop thread */
+    /* own publications: ring [thread * nshards + shard] (redis_own.c) */
+    rd_own_ring *own;
     /* home thread only */
     uv_loop_t *uv;
     uv_timer_t tick;
@@ -351,6 +356,48 @@ void rd_history(chan_layer *l, unsigned thread, const char *channel, const chan_
                 const chan_pos *since, int64_t limit, chan_history_cb cb, void *ud);
 void rd_presence(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,
                  chan_presence_cb cb, void *ud);
+
+/*---- redis_own.c: a node's own publications (pure) -------------------------------*/
+
+/* Entries of a ring, and how long one waits to be taken back. */
+#define RD_OWN_RING 256
+#define RD_OWN_STALE_US 5000000
+
+/* A publication this node built and sent: m as built (offset 0); split:
+ * 0 for a plain channel (the text is m's payload), else where Redis'
+ * function inserts ,"offset":O (chan_publication_offset_at). */
+typedef struct rd_own {
+    chan_msg *m; /* one reference, the ring's */
+    uint32_t split;
+} rd_own;
+
+/* One loop's publications to one shard, in the order it sent them: that
+ * loop pushes, the home takes. head and tail on cache lines of their own. */
+struct rd_own_ring {
+    atomic_size_t head; /* the home's */
+    char _pad1[64 - sizeof(atomic_size_t)];
+    atomic_size_t tail; /* the publishing loop's */
+    char _pad2[64 - sizeof(atomic_size_t)];
+    rd_own e[RD_OWN_RING];
+};
+
+/* 1 if text (len bytes) is what Redis publishes for the publication built
+ * as m: m's payload itself (split 0), or m's payload with ,"offset":O
+ * inserted at split, O a positive decimal without a leading zero below
+ * 2^63 (into *offset). Pure. */
+int rd_own_match(const chan_msg *m, uint32_t split, const char *text, size_t len, uint64_t *offset);
+/* The publishing loop, before it sends: keeps a reference to m. Returns 0,
+ * or -ENOSPC when the ring is full (nothing kept). */
+int rd_own_push(rd_own_ring *r, chan_msg *m, uint32_t split);
+/* The home, for a text on channel's topic (channel: clen bytes): the
+ * message if it is one of the ring's (a new reference, channel hash set,
+ * born now; the entries before it are dropped), else NULL. */
+chan_msg *rd_own_take(rd_own_ring *r, const char *channel, size_t clen, const char *text,
+                      size_t len);
+/* The home: drops the entries older than RD_OWN_STALE_US. */
+void rd_own_expire(rd_own_ring *r, uint64_t now_us);
+/* Drops every entry (no thread uses r any more). */
+void rd_own_clear(rd_own_ring *r);
 
 /*---- redis_control.c --------------------------------------------------------------*/
 

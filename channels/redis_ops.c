@@ -47,12 +47,14 @@ void rd_publish(chan_layer *l, unsigned thread, const char *channel, const chan_
     redis_layer *L = rd_layer(l);
     rd_loop *lp = &L->loops[thread];
     shard *sh = rd_shard_of(L, channel);
+    size_t clen = strlen(channel);
+    uint64_t h = chan_hash(channel, clen); /* once for the whole way */
     if (!rd_shard_up(sh)) {
         if (o->history_size) {
             if (cb)
                 cb(ud, -EAGAIN, 0, 0);
         } else { /* this node's subscribers only */
-            chan_msg *m = chan_msg_publication(channel, data_json, data_len, 0, from);
+            chan_msg *m = chan_msg_publication_h(channel, h, data_json, data_len, 0, from);
             chan_dispatch(l, m);
             chan_msg_unref(m);
             if (cb)
@@ -61,23 +63,29 @@ void rd_publish(chan_layer *l, unsigned thread, const char *channel, const chan_
         return;
     }
     pub_req *p = (pub_req *)req_new(lp, (void *)cb, ud, sizeof(*p));
+    /* the text Redis will publish (for history channels: without the
+     * offset it will insert), built once: kept for its way back when this
+     * node has subscribers (redis_own.c), before it is sent */
+    int history = o->history_size > 0, local = chan_channel_mask(l, channel, h) != 0;
+    chan_msg *m =
+        !history || local ? chan_msg_publication_h(channel, h, data_json, data_len, 0, from) : NULL;
     int rc;
-    p->history = o->history_size > 0;
+    p->history = history;
+    if (local)
+        rd_own_push(&L->own[lp->index * (unsigned)L->nshards + (unsigned)sh->index], m,
+                    history ? (uint32_t)chan_publication_offset_at(clen, data_len) : 0);
     if (p->history) {
         const char *argv[6] = {"FCALL", L->f_publish, "0", channel, data_json, from};
-        size_t lens[6] = {5,        strlen(L->f_publish),   1, strlen(channel),
-                          data_len, from ? strlen(from) : 0};
+        size_t lens[6] = {5, strlen(L->f_publish), 1, clen, data_len, from ? strlen(from) : 0};
         rc = rd_lconn_cmd(lp, sh, channel, publish_reply, p, from ? 6 : 5, argv, lens);
     } else {
-        size_t len;
-        char *text = chan_publication_text(channel, data_json, data_len, 0, from, &len);
         char *topic = rd_topic(L, channel);
-        const char *argv[3] = {"PUBLISH", topic, text};
-        size_t lens[3] = {7, strlen(topic), len};
+        const char *argv[3] = {"PUBLISH", topic, chan_msg_payload(m)};
+        size_t lens[3] = {7, strlen(topic), m->len};
         rc = rd_lconn_cmd(lp, sh, channel, publish_reply, p, 3, argv, lens);
         free(topic);
-        free(text);
     }
+    chan_msg_unref(m);
     if (rc < 0) {
         req_done(&p->q);
         free(p);

@@ -368,16 +368,35 @@ static void deliver_push(redis_layer *L, rchan *c, chan_msg *m)
     chan_dispatch(&L->base, m);
 }
 
-/* A message on channel's topic (channel: clen bytes, not NUL-terminated). */
+/* One of this node's own publications, taken back (redis_own.c), or NULL. */
+static chan_msg *own_take(redis_layer *L, shard *sh, const char *channel, size_t clen,
+                          const char *payload, size_t len)
+{
+    for (unsigned t = 0; t < L->base.host.nthreads; t++) {
+        chan_msg *m = rd_own_take(&L->own[t * (unsigned)L->nshards + (unsigned)sh->index], channel,
+                                  clen, payload, len);
+        if (m)
+            return m;
+    }
+    return NULL;
+}
+
+/* A message on channel's topic (channel: clen bytes, not NUL-terminated).
+ * The node's own publications come with their message and the channel's
+ * hash; anyone else's text is hashed once and checked. */
 static void on_message(redis_layer *L, shard *sh, const char *channel, size_t clen,
                        const char *payload, size_t len)
 {
     char err[160];
-    uint64_t h = chan_hash(channel, clen); /* once for the whole way */
+    chan_msg *m = own_take(L, sh, channel, clen, payload, len);
+    uint64_t h = m ? m->hash : chan_hash(channel, clen); /* once for the whole way */
     rchan *c = chan_tab_get(&sh->channels, channel, clen, h);
-    if (!c || !c->wanted)
+    if (!c || !c->wanted) {
+        chan_msg_unref(m);
         return; /* a late message after UNSUBSCRIBE */
-    chan_msg *m = chan_msg_parse_push_h(payload, len, c->name, h, err, sizeof(err));
+    }
+    if (!m)
+        m = chan_msg_parse_push_h(payload, len, c->name, h, err, sizeof(err));
     if (!m) {
         atomic_fetch_add(&L->bad_messages, 1);
         chan_log(&L->base, CHAN_LOG_WARN, "redis_bad_push",
