@@ -228,6 +228,10 @@ void rd_loop_member_add(rd_loop *lp, chan_sub *s)
         publish_text(lp, pc, txt, tlen);
         free(txt);
     }
+    /* on its way to Redis before the subscriber hears the answer (written
+     * later in this loop iteration), so whoever reads presence after that
+     * finds the entry */
+    chan_rconn_flush(lconn_get(lp, pc->sh));
 }
 
 void rd_loop_member_remove(rd_loop *lp, chan_sub *s)

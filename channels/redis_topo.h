@@ -233,6 +233,13 @@ chan_rconn *chan_rconn_open(uv_loop_t *loop, const chan_rconn_config *cfg);
  * is not called after -1. */
 int chan_rconn_command(chan_rconn *c, chan_rconn_reply_fn cb, void *priv, int argc,
                        const char **argv, const size_t *lens);
+/* Starts writing what was queued now, instead of just before the loop
+ * next waits (where everything queued in one iteration leaves in one
+ * write): for a command that must reach the server before something else
+ * this loop is about to send elsewhere. Does nothing before the connection
+ * is ready or while a write is in flight (the queue then leaves when it
+ * ends). Errors are reported later, through ops->closed, as always. */
+void chan_rconn_flush(chan_rconn *c);
 /* Ends the connection and frees it (at once, or once libuv has let go of
  * its handles). Commands still waiting are answered with r NULL before it
  * returns; ops->closed is not called. Safe from inside any of c's

@@ -941,6 +941,23 @@ def test_each_loop_publishes_on_its_own_connection():
         assert redis_last_cmd(r, "n0")["cmd1"] == "publish"
 
 
+def test_presence_entry_in_redis_once_subscribed():
+    """A subscriber's presence entry is in Redis by the time it has its
+    subscribe reply, whichever loop it is on: another node's presence read
+    right after finds it (the entry goes out on the subscriber's loop, and
+    was queued behind the reply, not before it)."""
+    with Redis() as r, ExitStack() as st:
+        a, b = nodes(st, r)
+        missing = []
+        for i in range(8):
+            w = client_on_loop(a, "u%d" % i, i % 2)
+            sub(w, "chat:room")
+            rest = b.http("GET", "/api/v1/channels/chat:room/presence", headers=b.api_headers())
+            if w.hello["client"] not in [c["client"] for c in rest.json()["clients"]]:
+                missing.append((i % 2, w.hello["client"]))
+        assert not missing, missing
+
+
 def test_layer_log_lines_follow_the_log_format():
     """The channel layer logs through the gateway's logger: with JSON logs
     (the harness' default) its lines - a shard down and up again, a

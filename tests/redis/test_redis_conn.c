@@ -220,6 +220,23 @@ static void test_pipelined_commands(void)
     CHECK(chan_rconn_waiting(c) == 0);
     CHECK(!strncmp(chan_rconn_peer(c), "127.0.0.1:", 10) &&
           atoi(chan_rconn_peer(c) + 10) == rp->port);
+    /* chan_rconn_flush: what was queued leaves now, before the loop runs
+     * again (another client sees it meanwhile) */
+    answer fl;
+    cmd(c, &fl, "SET", "flushed", "1", NULL);
+    chan_rconn_flush(c);
+    redisContext *s = redis_sync(rp);
+    int seen = 0;
+    for (int i = 0; i < 500 && !seen; i++) {
+        redisReply *r = redisCommand(s, "GET flushed");
+        seen = r && r->type == REDIS_REPLY_STRING;
+        freeReplyObject(r);
+        if (!seen)
+            usleep(10000);
+    }
+    CHECK(seen);
+    redisFree(s);
+    CHECK(run_until(&loop, &fl.done, 10000) && fl.type == REDIS_REPLY_STATUS);
     chan_rconn_close(c);
     CHECK(e.closed == 0); /* the owner's close is not reported back */
     finish_loop();
