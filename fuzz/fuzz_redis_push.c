@@ -34,11 +34,11 @@ static void init_own(void)
     static const char data[] = "{\"a\":1}", from[] = "{\"user\":\"u\",\"client\":\"n.1\"}";
     for (int c = 0; c < NCH; c++)
         for (int k = 0; k < NOWN; k++) {
-            own[c][k] = chan_msg_publication(channels[c], data, sizeof(data) - 1, 0,
-                                             k & 1 ? from : NULL);
-            split[c][k] = k & 2 ? (uint32_t)chan_publication_offset_at(strlen(channels[c]),
-                                                                        sizeof(data) - 1)
-                                : 0;
+            own[c][k] =
+                chan_msg_publication(channels[c], data, sizeof(data) - 1, 0, k & 1 ? from : NULL);
+            split[c][k] =
+                k & 2 ? (uint32_t)chan_publication_offset_at(strlen(channels[c]), sizeof(data) - 1)
+                      : 0;
         }
 }
 
