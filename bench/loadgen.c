@@ -1599,7 +1599,9 @@ static void usage(FILE *f)
           "measure:  --server-pid PID[,PID..] (CPU and RSS, summed: nodes + Redis)\n"
           "          --ready-file PATH\n"
           "tests:    --test-drop N / --test-dup N / --test-reorder N (every Nth delivery)\n"
-          "          -v (progress on stderr)\n",
+          "          -v (progress on stderr)\n"
+          "scenario: --scenario FILE: a JSON scenario over several processes\n"
+          "          (herald-loadgen --scenario x --help lists its keys)\n",
           f);
 }
 
@@ -1922,8 +1924,13 @@ static void run(void)
         finish_measure(now_ns());
 }
 
+int scenario_main(int argc, char **argv); /* scenario.c: --scenario FILE */
+
 int main(int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--scenario"))
+            return scenario_main(argc, argv);
     if (parse_args(argc, argv) < 0)
         return 2;
     G.total = O.subs + O.ws_pubs + O.rest_pubs + O.idle;
