@@ -321,10 +321,11 @@ enum phase { P_CONNECT, P_WAIT_GO, P_PUBLISH, P_ACKS, P_WAIT_COUNTS, P_DRAIN, P_
 
 /* One subscription's receive state. */
 typedef struct sstream {
-    uint32_t next;   /* next sequence number expected */
-    uint32_t unique; /* distinct publications received */
-    uint64_t seen;   /* bit i: next - 1 - i arrived (anti-replay window) */
-    int64_t offset;  /* history: the last offset received (-1: none yet) */
+    uint32_t next;     /* next sequence number expected */
+    uint32_t unique;   /* distinct publications received */
+    uint64_t seen;     /* bit i: next - 1 - i arrived (anti-replay window) */
+    int64_t offset;    /* history: the last offset received (-1: none yet) */
+    const char *epoch; /* history: the epoch this subscriber was told (interned) */
     uint8_t recovered_false;
 } sstream;
 
@@ -716,11 +717,11 @@ static void send_subscribe(sconn *c, int slot)
     ch_name(ch, name, sizeof name);
     sstream *st = &c->st[slot];
     int n;
-    if (ch_history(ch) && c->ever_ready && st->offset >= 0 && W.epoch[ch])
+    if (ch_history(ch) && c->ever_ready && st->offset >= 0 && st->epoch)
         n = snprintf(cmd, sizeof cmd,
                      "{\"id\":%d,\"op\":\"subscribe\",\"channel\":\"%s\",\"since\":"
                      "{\"offset\":%lld,\"epoch\":\"%s\"}}",
-                     slot + 1, name, (long long)st->offset, W.epoch[ch]);
+                     slot + 1, name, (long long)st->offset, st->epoch);
     else
         n = snprintf(cmd, sizeof cmd, "{\"id\":%d,\"op\":\"subscribe\",\"channel\":\"%s\"}",
                      slot + 1, name);
@@ -894,18 +895,21 @@ static void on_nchan_frame(sconn *c, const char *p, size_t n, uint64_t now)
     deliver(c, 0, seq, ts, -1, 1, now);
 }
 
-static void set_epoch(uint32_t ch, const char *e)
+/* The channel's epoch as last told to any subscriber here, interned: each
+ * subscription keeps the one it was told (a client's own memory), and old
+ * strings are never freed, as subscriptions may still point at them. */
+static const char *set_epoch(uint32_t ch, const char *e)
 {
     if (W.epoch[ch] && !strcmp(W.epoch[ch], e))
-        return;
+        return W.epoch[ch];
     if (W.epoch[ch]) {
         W.epoch_changes++;
         if (S.verbose && W.epoch_changes <= 10)
             fprintf(stderr, "loadgen[%d]: channel %u: epoch %s -> %s\n", W.proc, ch, W.epoch[ch],
                     e);
     }
-    free(W.epoch[ch]);
     W.epoch[ch] = strdup(e);
+    return W.epoch[ch];
 }
 
 /* A subscribe reply: {"id":1|2,"result":{"channel","offset"?,"epoch"?,
@@ -925,6 +929,9 @@ static void on_reply(sconn *c, const char *p, size_t n, uint64_t now)
     uint32_t ch = c->ch[slot];
     if (!json_is_object(res)) {
         err_add(E_SUBSCRIBE);
+        if (S.verbose && W.errors[E_SUBSCRIBE] <= 3)
+            fprintf(stderr, "loadgen[%d]: subscribe refused: %.*s\n", W.proc,
+                    (int)(n > 300 ? 300 : n), p);
         json_decref(j);
         if (c->ever_ready) { /* e.g. unavailable: herald.js would try again later */
             W.resub_errors++;
@@ -934,7 +941,7 @@ static void on_reply(sconn *c, const char *p, size_t n, uint64_t now)
     }
     const char *epoch = json_string_value(json_object_get(res, "epoch"));
     if (epoch)
-        set_epoch(ch, epoch);
+        st->epoch = set_epoch(ch, epoch);
     json_t *rec = json_object_get(res, "recovered");
     if (json_is_false(rec) && c->ever_ready)
         st->recovered_false = 1, W.not_recovered++;
