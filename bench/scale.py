@@ -994,6 +994,10 @@ PROFILE_GROUPS = [
     ("allocation (malloc, free, calloc, realloc)", r"^(malloc|free|calloc|realloc|_int_malloc|_int_free|__libc_(malloc|free|calloc|realloc)|malloc_consolidate|cfree|hr_xmalloc|hr_xcalloc|hr_xrealloc|tcache)"),
     ("memset / memcpy", r"^(__memset|__memcpy|__memmove|memset|memcpy)"),
     ("limits tables (hr_limit_*, hr_slot_*, hr_client_*)", r"^(hr_limit_|hr_slot_|hr_client_key|hr_client_address|ipaddr_|hr_netmask)"),
+    # 0x25570-0x25587 in Debian's libwebsockets.so.17 (4.1.6) is its static
+    # sul_compare, the comparator of that insert (objdump -d; no symbol)
+    ("lws: timer list insert (lws_dll2_add_sorted + sul_compare, from lws_set_timer_usecs)",
+     r"^(lws_dll2_add_sorted|0x00000000000255[78][0-9a-f])$"),
     ("kernel: accept", r"^(__x64_sys_accept4|__sys_accept4|do_accept|inet_accept|inet_csk_accept)"),
     ("kernel: epoll", r"^(__x64_sys_epoll|do_epoll|ep_poll|ep_insert|ep_remove|ep_modify)"),
     ("kernel: send/recv", r"^(__x64_sys_sendto|__x64_sys_recvfrom|__x64_sys_write|__x64_sys_read|tcp_sendmsg|tcp_recvmsg|__sys_sendto|__sys_recvfrom)"),
@@ -1055,52 +1059,148 @@ def perf_dso_lines(data):
     return rows
 
 
-def heaptrack_summary(path):
-    """The heaptrack_print lines about peak memory consumers."""
+def heaptrack_sites(path, n):
+    """The largest allocation sites at the heap's peak (heaptrack_print
+    --print-peaks, backtraces not merged): (bytes per connection, allocations
+    per connection, call chain) for n connections."""
     out = subprocess.run(["heaptrack_print", "-f", path, "--print-peaks", "1",
                           "--print-allocators", "0", "--print-temporary", "0",
-                          "--print-leaks", "0", "-n", "25", "-s", "1"],
+                          "--print-leaks", "0", "-m", "0", "-n", "40"],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=600)
-    return out.stdout.decode(errors="replace")
+    text = out.stdout.decode(errors="replace")
+    units = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}
+    rows = []
+    for e in re.split(r"\n(?=\S+ peak memory consumed over)", text)[1:]:
+        m = re.match(r"([\d.]+)([KMG]?)B? peak memory consumed over (\d+) calls from\n", e)
+        if not m:
+            continue
+        frames = [f for f in re.findall(r"^(?:  )?(\S+)$", e[m.end():], re.M)
+                  if not f.startswith("0x")]
+        rows.append((float(m.group(1)) * units[m.group(2)] / n, int(m.group(3)) / n,
+                     " <- ".join(frames[:5])))
+    m = re.search(r"peak heap memory consumption: (\S+)", text)
+    return rows, (m.group(1) if m else None)
+
+
+class PerfControl:
+    """perf record attached to a pid, started disabled and switched on and
+    off through its control FIFO (perf >= 5.10), so only chosen intervals
+    are sampled."""
+
+    def __init__(self, pid, out, freq=4000):
+        d = tempfile.mkdtemp(prefix="perfctl-")
+        self.ctl, self.ack = os.path.join(d, "ctl"), os.path.join(d, "ack")
+        os.mkfifo(self.ctl)
+        os.mkfifo(self.ack)
+        self.proc = subprocess.Popen(
+            ["perf", "record", "-q", "-F", str(freq), "-g", "-D", "-1", "-p", str(pid), "-o", out,
+             "--control=fifo:%s,%s" % (self.ctl, self.ack)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.wctl = open(self.ctl, "w")
+        self.rack = open(self.ack, "r")
+
+    def _cmd(self, what):
+        self.wctl.write(what + "\n")
+        self.wctl.flush()
+        self.rack.readline()
+
+    def enable(self):
+        self._cmd("enable")
+
+    def disable(self):
+        self._cmd("disable")
+
+    def stop(self):
+        self.wctl.close()
+        self.rack.close()
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(120)
+
+
+def profile_connects(b, conns, rounds, tag):
+    """Herald (HERALD_THREADS=1, embedded) under perf while `rounds` times
+    `conns` connections are opened (sampling on) and then closed (off)."""
+    a = b.a
+    srv = R.Server("herald", a.herald, b.secret, b.api_key, threads=1, log_level=a.log_level)
+    srv.start()
+    data = os.path.join(b.tmp, "perf.connect-%s.data" % tag)
+    rates = []
+    try:
+        perf = PerfControl(srv.pid, data)
+        time.sleep(1.0)
+        for i in range(rounds):
+            lg = R.Loadgen(b.loadgen_old, srv)
+            perf.enable()
+            procs = [lg.start_background(["--idle", conns, "--concurrency", a.concurrency,
+                                          "--connect-timeout", 120, "--hold", 60, "--src", 16,
+                                          "--timeout", 200], "p%s%d" % (tag, i))]
+            ok = R.wait_ready(procs, 200)
+            perf.disable()
+            rep = R.finish_background(procs)[0]
+            if not ok or not rep:
+                raise RuntimeError("profile: connections not ready")
+            rates.append(rep["connect"]["rate"])
+            time.sleep(1.0)  # the server closes them, unsampled
+        perf.stop()
+    finally:
+        srv.stop(grace=30.0)
+    dso = perf_dso_lines(data)
+    groups = perf_groups(data, PROFILE_GROUPS)
+    # libwebsockets' static functions (header parser, handshake) have no
+    # symbols in Debian's build: what is left of its share besides the timer
+    lws = sum(p for p, d in dso if d.startswith("libwebsockets"))
+    timer = sum(s for name, _, s in groups if "timer list" in name)
+    groups.append(("lws: everything else (header parsing, handshake, its state machine; "
+                   "static functions without symbols)", 0.0, max(0.0, lws - timer)))
+    groups.append(("kernel: all of it (TCP, epoll, scheduler)", 0.0,
+                   sum(p for p, d in dso if d.startswith("[kernel"))))
+    return {"conns": conns, "rounds": rounds, "connect_per_s": statistics.median(rates),
+            "perf_data": data, "dso": dso[:12],
+            "top_self": [(p, s) for p, _, _, s in perf_report_lines(data, False)[:30]],
+            "groups": groups}
 
 
 def sc_profile(b):
     a = b.a
-    res = {"loadavg0": R.loadavg()}
+    res = {"loadavg0": R.loadavg(), "connect": []}
     if shutil.which("perf"):
-        srv = R.Server("herald", a.herald, b.secret, b.api_key, threads=1, log_level=a.log_level)
-        srv.start()
-        data = os.path.join(b.tmp, "perf.connect.data")
-        try:
-            time.sleep(0.3)
-            perf = subprocess.Popen(["perf", "record", "-q", "-F", "2000", "-g", "-p",
-                                     str(srv.pid), "-o", data],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(1.0)
-            lg = R.Loadgen(b.loadgen_old, srv)
-            r = lg.run(["--idle", a.profile_conns, "--concurrency", a.concurrency,
-                        "--connect-timeout", 60, "--src", 16, "--timeout", 200], timeout=240)
-            perf.send_signal(signal.SIGINT)
-            perf.wait(60)
-            res["connect_per_s"] = r["connect"]["rate"]
-            res["conns"] = r["conns"]["ready"]
-        finally:
-            srv.stop(grace=30.0)
-        res["dso"] = perf_dso_lines(data)[:12]
-        res["top_self"] = [(p, s) for p, _, _, s in perf_report_lines(data, False)[:30]]
-        res["groups"] = perf_groups(data, PROFILE_GROUPS)
-        res["perf_data"] = data
-        log("profile: %d connections at %.0f/s profiled into %s" %
-            (res.get("conns", 0), res.get("connect_per_s", 0), data))
+        for n, rounds in ((2000, 8), (a.profile_conns, 1)):
+            log("profile: %d x %d connections under perf" % (rounds, n))
+            try:
+                res["connect"].append(profile_connects(b, n, rounds, str(n)))
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                res["connect"].append({"conns": n, "error": str(e)[:300]})
     if shutil.which("heaptrack"):
-        res["heaptrack"] = heaptrack_run(b, a.heap_conns)
+        log("profile: heaptrack of %d subscribed connections" % a.heap_conns)
+        try:
+            res["heaptrack"] = heaptrack_run(b, a.heap_conns)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+            res["heaptrack"] = {"error": str(e)[:300]}
     res["loadavg1"] = R.loadavg()
     b.results["profile"] = res
 
 
+def descendant_with_exe(pid, exe):
+    """A descendant of pid running the binary exe (through wrapper scripts)."""
+    want = os.path.realpath(exe)
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            if os.path.realpath("/proc/%d/exe" % p) == want:
+                return p
+        except OSError:
+            pass
+        todo += R.child_pids(p)
+    return None
+
+
 def heaptrack_run(b, n):
     """Herald under heaptrack holding n connections with one subscription
-    each (own channel): the peak consumers are the per-connection ones."""
+    each (own channel): the peak consumers are the per-connection ones.
+    heaptrack runs Herald as its child, so SIGTERM goes to Herald itself
+    (heaptrack's script would not pass it on); heaptrack then writes its
+    file and exits."""
     a = b.a
     wrap = os.path.join(b.tmp, "heaptrack-herald.sh")
     out = os.path.join(b.tmp, "heaptrack.herald")
@@ -1109,8 +1209,11 @@ def heaptrack_run(b, n):
     os.chmod(wrap, 0o755)
     srv = R.Server("herald", wrap, b.secret, b.api_key, threads=1, log_level=a.log_level)
     srv.start(timeout=60)
-    procs = []
+    procs, hpid = [], None
     try:
+        hpid = descendant_with_exe(srv.pid, a.herald)
+        if not hpid:
+            raise RuntimeError("heaptrack: Herald's process not found")
         lg = R.Loadgen(b.loadgen_old, srv)
         procs = [lg.start_background(["--subs", n, "--channels", n, "--hold", 300,
                                       "--concurrency", 200, "--connect-timeout", 200,
@@ -1118,49 +1221,70 @@ def heaptrack_run(b, n):
         if not R.wait_ready(procs, 300):
             raise RuntimeError("heaptrack: connections not ready")
         time.sleep(1.0)
+        rss = R.proc_status_kb(hpid, "VmRSS")
     finally:
+        if hpid:  # peak = now: stop Herald before the connections go
+            os.kill(hpid, signal.SIGTERM)
         if procs:
             R.finish_background(procs, 30)
-        srv.stop(grace=60.0)
+        try:
+            srv.proc.wait(120)
+        except subprocess.TimeoutExpired:
+            pass
+        srv.stop(grace=30.0)
     files = [os.path.join(b.tmp, f) for f in os.listdir(b.tmp) if f.startswith("heaptrack.herald")]
     if not files:
         return {"error": "heaptrack wrote no file"}
-    text = heaptrack_summary(sorted(files)[-1])
-    return {"conns": n, "file": sorted(files)[-1], "peaks": text[:12000]}
+    rows, peak = heaptrack_sites(sorted(files)[-1], n)
+    return {"conns": n, "file": sorted(files)[-1], "rss_kb": rss, "sites": rows, "peak": peak}
 
 
 def md_profile(res):
     out = []
-    if "groups" in res:
-        out += ["`perf record -F 2000 -g -p <herald>` (HERALD_THREADS=1, embedded) while %d "
-                "connections were opened at %.0f/s (each: TCP connect, upgrade with a fresh HS256 "
-                "JWT, `{\"push\":\"connected\"}`); `perf report --children / --no-children --sort "
-                "sym -g none`. Share of all samples of the Herald process:" %
-                (res.get("conns", 0), res.get("connect_per_s", 0)), "",
-                "| where | inclusive % (callees included) | self % |", "|---|---:|---:|"]
-        for name, incl, selfp in res["groups"]:
-            out.append("| %s | %.1f | %.1f |" % (name, incl, selfp))
-        out += ["", "By library (self): " + ", ".join("%s %.1f %%" % (d, p)
-                                                        for p, d in res["dso"]) + ".", "",
-                "Top symbols (self %): " + ", ".join("%s %.1f" % (s, p)
-                                                      for p, s in res["top_self"][:20]) + "."]
+    for p in res.get("connect", []):
+        if "error" in p:
+            out += ["perf, %d connections: error: %s" % (p["conns"], p["error"]), ""]
+            continue
+        out += ["**Connect path, %d connections held at most** (%d round%s, median %.0f "
+                "connections/s): `perf record -F 4000 -g -p <herald>` (HERALD_THREADS=1, "
+                "embedded), sampling only while the connections open (TCP connect, upgrade "
+                "with a fresh HS256 JWT, `{\"push\":\"connected\"}`), not while they close; "
+                "share of the samples by kind of work (self time of the matching symbols; "
+                "inclusive only where the call chains are whole, i.e. in the kernel):" %
+                (p["conns"], p["rounds"], "s" if p["rounds"] > 1 else "", p["connect_per_s"]),
+                "", "| where | self % | inclusive % |", "|---|---:|---:|"]
+        for name, incl, selfp in p["groups"]:
+            out.append("| %s | %.1f | %s |" % (name, selfp, "%.1f" % incl if incl else "-"))
+        out += ["", "By library (self): " + ", ".join("%s %.1f %%" % (d, x)
+                                                        for x, d in p["dso"][:8]) + ".", "",
+                "Top symbols (self %): " + ", ".join("`%s` %.1f" % (s, x)
+                                                      for x, s in p["top_self"][:16]) + ".", ""]
     if "heaptrack" in res:
         h = res["heaptrack"]
         if "error" in h:
-            out += ["", "heaptrack: " + h["error"]]
+            out += ["heaptrack: " + h["error"]]
         else:
-            out += ["", "heaptrack of Herald holding %d connections, one subscription each "
-                    "(own channel); `heaptrack_print --print-peaks` (the largest peak "
-                    "contributors, by allocation site):" % h["conns"], "", "```",
-                    h["peaks"].strip()[:6000], "```"]
+            sites = [s for s in h["sites"] if s[0] >= 4]
+            out += ["**Memory of %d connections with one subscription each** (own channel; "
+                    "HERALD_THREADS=1, embedded): Herald under `heaptrack`, SIGTERM while they "
+                    "are held, `heaptrack_print --print-peaks -m 0 -n 40` (allocation sites at "
+                    "the heap's peak, %s, backtraces not merged; requested bytes, without "
+                    "malloc's own 8-16 bytes per chunk):" % (h["conns"], h["peak"]), "",
+                    "| bytes/connection | allocations/connection | allocated by (innermost first) |",
+                    "|---:|---:|---|"]
+            out += ["| %.0f | %.2f | `%s` |" % s for s in sites]
+            out += ["| **%.0f** | | total of the rows above (RSS with heaptrack: %.0f "
+                    "bytes/connection, including the process's start) |" %
+                    (sum(s[0] for s in sites), h["rss_kb"] * 1024.0 / h["conns"])]
     out.append("\n- load average %s -> %s" % (res["loadavg0"], res["loadavg1"]))
     return "\n".join(out)
 
 
 #---- scenario: structure sizes ---------------------------------------------------------------
 
-STRUCTS = ["struct hr_conn", "hr_wsi_state", "hr_pss", "struct hr_http_req", "struct chan_sub",
-           "auth_identity", "struct hr_slot", "hr_user_conns", "chan_msg", "hr_buf"]
+STRUCTS = ["struct hr_conn", "auth_identity", "struct chan_sub", "struct shard_channel",
+           "struct hr_map", "hr_user_conns", "struct hr_slot", "hr_wsi_state", "hr_pss",
+           "struct hr_http_req", "chan_msg", "hr_buf"]
 
 
 def sc_structs(b):
@@ -1258,9 +1382,9 @@ def parse_args(argv):
                     "(default build/bench)")
     ap.add_argument("--redis-server", default=R.DEFAULT_REDIS)
     ap.add_argument("--nginx", default=R.DEFAULT_NGINX)
-    ap.add_argument("--servers", default="herald,herald-rest,nchan",
-                    help="cluster: herald (REST + FCALL), herald-rest (REST only), nchan "
-                    "(REST only); default all three")
+    ap.add_argument("--servers", default="herald,nchan",
+                    help="cluster: herald (REST + FCALL), herald-rest (Herald, REST only), "
+                    "nchan (REST only); default herald,nchan")
     ap.add_argument("--log-level", default="warn")
     ap.add_argument("--no-netns", action="store_true",
                     help="run in the host's network namespace")
@@ -1299,7 +1423,9 @@ def parse_args(argv):
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--memory-counts", type=int_list, default=[10000, 19000])
     ap.add_argument("--profile-conns", type=int, default=15000)
-    ap.add_argument("--heap-conns", type=int, default=10000)
+    ap.add_argument("--heap-conns", type=int, default=15000,
+                    help="profile: connections under heaptrack (their heap must pass the "
+                    "~20 MB Argon2 buffer of the start-up, or that is the peak)")
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--write", metavar="FILE", help="update FILE's bench/scale.py section")
     ap.add_argument("-v", "--verbose", action="store_true")
