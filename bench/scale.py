@@ -714,7 +714,7 @@ def sc_storm(b):
             "reordered": r["delivery"]["reordered"], "extra": r["delivery"]["extra"],
             "p50_ms": r["delivery"]["p50_ms"], "p99_ms": r["delivery"]["p99_ms"],
             "closes": r["closes"], "errors": r["errors"], "http_statuses": r["http_statuses"],
-            "redis_commands": storm_cmds, "redis_excess_per_reconnect": total_excess / reconnects,
+            "socket_errors": r.get("socket_errors", {}), "redis_commands": storm_cmds, "redis_excess_per_reconnect": total_excess / reconnects,
             "raw": r,
         })
         # peak CPU of the new process (node only) and of Redis, after the restart
@@ -793,12 +793,12 @@ def md_storm(res):
                       for k, v in cmds[:12]) + ".",
             "- %d publications acknowledged, %d refused; %d deliveries came in subscribe replies "
             "(recovery), live latency p50/p99 %.1f/%.1f ms; epoch changes seen %d; "
-            "resubscribe errors %d; clients still down at the end %d; closes %s; errors %s. "
-            "Load average %s -> %s." %
+            "resubscribe errors %d; clients still down at the end %d; closes %s; errors %s "
+            "(socket errors by errno: %s). Load average %s -> %s." %
             (res["published"], res["pub_refused"], res["recovered_deliveries"], res["p50_ms"],
              res["p99_ms"], res["epoch_changes"], res["resub_errors"], res["down_at_end"],
-             json.dumps(res["closes"]), json.dumps(res["errors"]), res["loadavg"][0],
-             res["loadavg"][1])]
+             json.dumps(res["closes"]), json.dumps(res["errors"]),
+             json.dumps(res.get("socket_errors", {})), res["loadavg"][0], res["loadavg"][1])]
     return "\n".join(rows)
 
 
@@ -1254,7 +1254,8 @@ def md_profile(res):
                 (p["conns"], p["rounds"], "s" if p["rounds"] > 1 else "", p["connect_per_s"]),
                 "", "| where | self % | inclusive % |", "|---|---:|---:|"]
         for name, incl, selfp in p["groups"]:
-            out.append("| %s | %.1f | %s |" % (name, selfp, "%.1f" % incl if incl else "-"))
+            kernel = name.startswith("kernel") and incl  # user-space chains are broken
+            out.append("| %s | %.1f | %s |" % (name, selfp, "%.1f" % incl if kernel else "-"))
         out += ["", "By library (self): " + ", ".join("%s %.1f %%" % (d, x)
                                                         for x, d in p["dso"][:8]) + ".", "",
                 "Top symbols (self %): " + ", ".join("`%s` %.1f" % (s, x)
@@ -1272,7 +1273,7 @@ def md_profile(res):
                     "malloc's own 8-16 bytes per chunk):" % (h["conns"], h["peak"]), "",
                     "| bytes/connection | allocations/connection | allocated by (innermost first) |",
                     "|---:|---:|---|"]
-            out += ["| %.0f | %.2f | `%s` |" % s for s in sites]
+            out += ["| %.0f | %.2f | `%s` |" % tuple(s) for s in sites]
             out += ["| **%.0f** | | total of the rows above (RSS with heaptrack: %.0f "
                     "bytes/connection, including the process's start) |" %
                     (sum(s[0] for s in sites), h["rss_kb"] * 1024.0 / h["conns"])]
@@ -1323,15 +1324,32 @@ MD = {"cluster": md_cluster, "storm": md_storm, "connect-rate": md_connect_rate,
 ORDER = ["cluster", "storm", "connect-rate", "memory", "profile", "structs"]
 
 
-def block(name, res, argv, herald):
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def block(name, res, argv, herald, when=None, rendered=None):
+    when = when or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join(["<!-- scale:%s -->" % name, "#### %s" % name, "",
                       "- command: `python3 bench/scale.py %s`" % " ".join(argv),
-                      "- herald: `%s`; machine: %s; %s" % (herald, R.machine(), when), "",
+                      "- herald: `%s`; machine: %s; %s" % (herald, R.machine(), when)] +
+                     (["- tables rendered from that run's JSON: `python3 bench/scale.py %s`" %
+                       rendered] if rendered else []) + ["",
                       MD[name](res), "<!-- /scale:%s -->" % name])
 
 
-def write_section(path, names, results, argv, herald):
+def render(a, argv):
+    """The blocks of a --json file again (after a change of their layout),
+    printed and, with --write, written; nothing is run."""
+    with open(a.render) as f:
+        doc = json.load(f)
+    names = [n for n in ORDER if n in doc["results"]]
+    for n in names:
+        print(block(n, doc["results"][n], doc["argv"], doc["herald"], doc.get("when"),
+                    " ".join(argv)) + "\n")
+    if a.write:
+        write_section(a.write, names, doc["results"], doc["argv"], doc["herald"],
+                      doc.get("when"), " ".join(argv))
+        log("updated %s" % a.write)
+
+
+def write_section(path, names, results, argv, herald, when=None, rendered=None):
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
     if SECTION_BEGIN not in text:
         text = text.rstrip() + "\n\n" + SECTION_BEGIN + "\n" + SECTION_END + "\n"
@@ -1341,7 +1359,7 @@ def write_section(path, names, results, argv, herald):
               re.finditer(r"<!-- scale:([\w-]+) -->\n.*?<!-- /scale:\1 -->", body, re.S)}
     for n in names:
         if n in results:
-            blocks[n] = block(n, results[n], argv, herald)
+            blocks[n] = block(n, results[n], argv, herald, when, rendered)
     ordered = [blocks[n] for n in ORDER if n in blocks]
     with open(path, "w") as f:
         f.write(head + SECTION_BEGIN + "\n" + "\n\n".join(ordered) + "\n" + SECTION_END + tail)
@@ -1375,7 +1393,9 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
-    ap.add_argument("scenario", choices=ORDER + ["all"])
+    ap.add_argument("scenario", nargs="?", choices=ORDER + ["all"])
+    ap.add_argument("--render", metavar="JSON",
+                    help="run nothing: print (and --write) the blocks of a --json file again")
     ap.add_argument("--herald", default=os.path.join(REPO, "build", "herald"),
                     help="Herald binary (%(default)s)")
     ap.add_argument("--bin-dir", help="directory of herald-loadgen and herald-refserver "
@@ -1437,6 +1457,10 @@ def main(argv):
     a = parse_args(argv)
     VERBOSE = a.verbose
     R.VERBOSE = a.verbose
+    if a.render:
+        return render(a, argv)
+    if not a.scenario:
+        sys.exit("scale.py: name a scenario (or --render JSON)")
     if not os.access(a.herald, os.X_OK):
         sys.exit("scale.py: Herald binary %s not found (--herald PATH)" % a.herald)
     names = ORDER if a.scenario == "all" else [a.scenario]

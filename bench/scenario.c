@@ -434,6 +434,7 @@ static struct worker {
     uint64_t errors[E_N];
     int codes[MAX_CODES], code_n[MAX_CODES], ncodes;
     int statuses[8], status_n[8], nstatus;
+    int errnos[8], errno_n[8], nerrno;
     uint64_t closed_eof, closed_reset;
 } W;
 
@@ -530,7 +531,7 @@ static void ws_send(sconn *c, int opcode, const void *p, size_t n)
 
 static void count_errno(int e)
 {
-    (void)e;
+    tally(W.errnos, W.errno_n, &W.nerrno, 8, e);
     err_add(E_SOCKET);
 }
 
@@ -1827,6 +1828,11 @@ static void send_report(void)
             (unsigned long long)W.closed_eof, (unsigned long long)W.closed_reset);
     for (int i = 0; i < W.nstatus; i++)
         bprintf(&b, "%s\"%d\":%d", i ? "," : "", W.statuses[i], W.status_n[i]);
+    bbuf_append(&b, "},\"socket_errors\":{", 19);
+    for (int i = 0; i < W.nerrno; i++) {
+        const char *en = strerrorname_np(W.errnos[i]);
+        bprintf(&b, "%s\"%s\":%d", i ? "," : "", en ? en : "?", W.errno_n[i]);
+    }
     bbuf_append(&b, "},\"errors\":{", 12);
     int first = 1;
     for (int e = 0; e < E_N; e++)
@@ -2364,6 +2370,8 @@ static void report(const sample *s0, const sample *sc, const sample *sa, const s
     print_merged_table(f, "http_statuses");
     fputc(',', f);
     print_merged_table(f, "errors");
+    fputc(',', f);
+    print_merged_table(f, "socket_errors");
     fprintf(f, ",\"timed_out\":%s,\"interrupted\":%s,\"elapsed_s\":%.3f}\n",
             timed_out ? "true" : "false", P_stop ? "true" : "false", secs(t_begin, now_ns()));
     fflush(f);
