@@ -1554,6 +1554,12 @@ static void connect_phase(uint64_t now)
             W.failed++;
         }
     }
+    /* The publishers' connections open now, not at the start: a server
+     * closes idle keep-alive connections, and the connect phase is long. */
+    for (int i = 0; i < W.nrest; i++)
+        conn_open(&W.rest[i], (uint32_t)(W.proc * 1000 + i), now);
+    for (int i = 0; i < W.nredis_conns; i++)
+        conn_open(&W.redis[i], (uint32_t)i, now);
     char line[64];
     int n = snprintf(line, sizeof line, "R %d %d\n", W.ready, W.failed);
     ctl_send(line, (size_t)n);
@@ -1892,7 +1898,6 @@ static int worker_init(int proc, int ctl)
         if (!W.idle_rest[n])
             return -1;
     }
-    uint64_t now = now_ns();
     W.ep = epoll_create1(EPOLL_CLOEXEC);
     for (int i = 0; i < W.nrest; i++) {
         sconn *r = &W.rest[i];
@@ -1901,7 +1906,6 @@ static int worker_init(int proc, int ctl)
         r->node = (uint8_t)(i % S.nnodes);
         r->g = (uint32_t)i;
         r->cur = UINT32_MAX;
-        conn_open(r, (uint32_t)(proc * 1000 + i), now);
     }
     for (int i = 0; i < W.nredis_conns; i++) {
         sconn *r = &W.redis[i];
@@ -1909,7 +1913,6 @@ static int worker_init(int proc, int ctl)
         r->kind = K_REDIS;
         r->g = (uint32_t)i;
         r->cur = UINT32_MAX;
-        conn_open(r, (uint32_t)(proc * 1000 + i), now);
     }
     set_nonblock(ctl);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
