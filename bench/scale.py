@@ -1283,9 +1283,21 @@ def md_profile(res):
 
 #---- scenario: structure sizes ---------------------------------------------------------------
 
-STRUCTS = ["struct hr_conn", "auth_identity", "struct chan_sub", "struct shard_channel",
-           "struct hr_map", "hr_user_conns", "struct hr_slot", "hr_wsi_state", "hr_pss",
-           "struct hr_http_req", "chan_msg", "hr_buf"]
+# (type, how many exist): what gdb's `ptype /o` is asked about
+STRUCTS = [("struct hr_conn", "one per WebSocket connection (gateway/ws.c)"),
+           ("auth_identity", "inside hr_conn (its verified token)"),
+           ("struct chan_sub", "one per subscription (channels/layer_internal.h)"),
+           ("struct hr_map", "a map's header; a connection's `subs` map adds a 16-slot table "
+            "of 32-byte slots (common/common.c)"),
+           ("struct shard_channel", "one per channel per loop (channels/core.c)"),
+           ("hr_user_conns", "one per user per loop (the user index)"),
+           ("struct hr_slot", "one per client address and per user in the limits tables "
+            "(gateway/limits.c; not the map slot of the same name)"),
+           ("hr_pss", "lws' per-session data, one per connection"),
+           ("hr_wsi_state", "during an upgrade or a keep-alive HTTP connection only"),
+           ("struct hr_http_req", "during a REST request only"),
+           ("chan_msg", "one per publication, shared by every subscriber's queue"),
+           ("hr_buf", "while a fragmented message is reassembled")]
 
 
 def sc_structs(b):
@@ -1295,25 +1307,26 @@ def sc_structs(b):
         res["error"] = "gdb not found"
         b.results["structs"] = res
         return
-    for s in STRUCTS:
+    for s, what in STRUCTS:
         out = subprocess.run(["gdb", "-batch", "-nx", "-ex", "ptype /o " + s, a.herald],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
         text = out.stdout.decode(errors="replace")
         m = re.search(r"total size \(bytes\):\s*(\d+)", text)
-        res["structs"].append({"name": s, "size": int(m.group(1)) if m else None,
-                               "layout": text.strip()})
+        res["structs"].append({"name": s, "what": what,
+                               "size": int(m.group(1)) if m else None, "layout": text.strip()})
     b.results["structs"] = res
 
 
 def md_structs(res):
     if "error" in res:
         return "error: " + res["error"]
-    out = ["`gdb -batch -ex 'ptype /o STRUCT' %s` (sizes from the binary's debug info; "
-           "libwebsockets' own `struct lws` and its ws state are not in Debian's library "
-           "debug-free build: see the heaptrack figures above)." % res["binary"], "",
-           "| structure | bytes |", "|---|---:|"]
+    out = ["`gdb -batch -ex 'ptype /o STRUCT' %s` (sizes from the binary's debug information; "
+           "libwebsockets' own structures, `struct lws` and its WebSocket state, have none in "
+           "Debian's package: their allocations are in the heaptrack table of the profile "
+           "block). The JSON (`--json`) keeps each layout with its holes." % res["binary"], "",
+           "| structure | bytes | how many |", "|---|---:|---|"]
     for s in res["structs"]:
-        out.append("| `%s` | %s |" % (s["name"], fmt(s["size"])))
+        out.append("| `%s` | %s | %s |" % (s["name"], fmt(s["size"]), s.get("what", "")))
     return "\n".join(out)
 
 
