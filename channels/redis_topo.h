@@ -18,8 +18,8 @@
  * runs there. Nothing blocks: names are resolved on libuv's thread pool,
  * connects and replies have deadlines.
  *
- * How the Redis layer is meant to use them (the integration step; the
- * layer's files are being restructured, see docs/internals/redis-ha.md):
+ * How the Redis layer is meant to use them (the integration step, see
+ * docs/internals/redis-ha.md and channels/redis_internal.h):
  *
  *   - Configuration: hr_redis_targets_parse (common.h) instead of
  *     hr_redis_urls_parse. A HR_REDIS_DIRECT target is today's shard.
@@ -42,9 +42,10 @@
  *     "down" for that channel only. The function library goes in the
  *     config's `init` commands, so every master gets it on connect
  *     (after a failover and on new nodes too).
- *   - Everything runs on loop 0 today; after the restructure each loop
- *     thread can own its own chan_rconn command connections per shard
- *     (the objects are per loop, not shared).
+ *   - The layer's connections are chan_rconn already: the home's (loop 0)
+ *     per shard, and each loop thread's own command connection per shard
+ *     (the objects are per loop, not shared); in Cluster mode each loop
+ *     would own a chan_rcluster for its commands.
  */
 #ifndef HR_CHANNELS_REDIS_TOPO_H
 #define HR_CHANNELS_REDIS_TOPO_H
