@@ -4,8 +4,8 @@
  *
  * One interface, two implementations behind an ops table (as nchan's
  * stores are): the in-process layer (embedded mode, local.c) and the Redis
- * layer (cluster mode, redis.c). The WebSocket and REST code see only this
- * header; neither touches hiredis.
+ * layer (cluster mode, redis*.c: see redis_internal.h). The WebSocket and
+ * REST code see only this header; neither touches hiredis.
  *
  * Threads. The gateway runs one event loop per thread. Each loop thread owns
  * a shard of the layer: the memberships of its own connections, touched
@@ -323,9 +323,9 @@ typedef struct chan_layer_ops {
                     void *ud);
     /* Hands a client publication to a Django Channels channel (see
      * chan_django_forward). NULL: the layer has no Django bridge. */
-    void (*django_forward)(chan_layer *l, unsigned thread, const char *target,
-                           const char *channel, const char *user, const char *client,
-                           const char *data_json, size_t data_len);
+    void (*django_forward)(chan_layer *l, unsigned thread, const char *target, const char *channel,
+                           const char *user, const char *client, const char *data_json,
+                           size_t data_len);
     /* 1 while the layer can serve the whole cluster (readyz). Any thread. */
     int (*ready)(chan_layer *l);
     void (*stats)(chan_layer *l, chan_stats *out);

@@ -4,7 +4,8 @@
  * Groups. A Herald channel C with subscribers on this node is Django group
  * dj_group_of_channel(C) ("chat:lobby" is "chat..lobby"); a channel without
  * a group name is simply not bridged. The bridge hears the node's "first /
- * last local subscriber" transitions from redis.c (dj_channel_open/close),
+ * last local subscriber" transitions from redis_subs.c
+ * (dj_channel_open/close),
  * so a group nobody on this node subscribes to costs nothing:
  *   pubsub  one SUBSCRIBE <p>__group__<G> per group per node, on the first
  *           shard's subscriber connection (next to Herald's own topics),
@@ -32,7 +33,8 @@
  * in one script (drop expired entries, refuse at capacity, ZADD, EXPIRE).
  *
  * Connections. The bridge borrows the first shard's `cmd` and `sub`
- * connections while the shard is up (redis.c tells it: dj_bridge_up/down),
+ * connections while the shard is up (redis_shard.c tells it:
+ * dj_bridge_up/down),
  * so it reconnects when Herald does and never on its own, except for its
  * inbox reader, which it reopens a second after losing it.
  *
@@ -147,8 +149,8 @@ static char *concat(const char *a, const char *b)
     return s;
 }
 
-static void send_cmd(chan_rconn *c, chan_rconn_reply_fn fn, void *priv, int argc,
-                     const char **argv, const size_t *lens)
+static void send_cmd(chan_rconn *c, chan_rconn_reply_fn fn, void *priv, int argc, const char **argv,
+                     const size_t *lens)
 {
     if (c)
         chan_rconn_command(c, fn, priv, argc, argv, lens);

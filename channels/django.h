@@ -9,8 +9,8 @@
  * Two parts:
  *  - pure functions (django_codec.c, no I/O, unit tested and fuzzable):
  *    msgpack <-> JSON, channel <-> group names;
- *  - the bridge (django.c): the Redis I/O, driven from redis.c through the
- *    few dj_bridge_* calls below, all on the layer's home thread (loop 0)
+ *  - the bridge (django.c): the Redis I/O, driven by the Redis layer
+ *    through the few dj_bridge_* calls below, all on the layer's home thread (loop 0)
  *    except where said otherwise.
  *
  * What channels_redis 4.0 puts in Redis (read from its source), prefix <p>
@@ -132,7 +132,7 @@ void dj_bridge_message(dj_bridge *b, const char *topic, size_t tlen, const char 
  * touched any more. */
 void dj_bridge_down(dj_bridge *b);
 /* Home thread: the node gained its first / lost its last subscriber of
- * channel (redis.c's home_open / home_close). */
+ * channel (redis_subs.c, on the home thread). */
 void dj_channel_open(dj_bridge *b, const char *channel);
 void dj_channel_close(dj_bridge *b, const char *channel);
 /* Any loop thread (chan_django_forward through the Redis layer's ops): hands

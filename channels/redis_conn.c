@@ -3,10 +3,11 @@
  * redis_topo.h): hiredis' redisReader parses, redisFormatCommandArgv
  * formats, and the I/O is a uv_tcp_t of our own.
  *
- * Why not hiredis' async API (redisAsyncContext + adapters/libuv.h, what
- * redis.c uses today): in 0.14.1 its reply matching knows SUBSCRIBE and
- * PSUBSCRIBE only, so an SSUBSCRIBE confirmation or an `smessage` trips an
- * assertion and aborts the process; the libuv adapter drops poll errors,
+ * Why not hiredis' async API (redisAsyncContext + adapters/libuv.h, which
+ * the Redis layer used before it moved to this): in 0.14.1 its reply
+ * matching knows SUBSCRIBE and PSUBSCRIBE only, so an SSUBSCRIBE
+ * confirmation or an `smessage` trips an assertion and aborts the process;
+ * the libuv adapter drops poll errors,
  * so a refused connect is never reported; and redisAsyncConnect resolves
  * names with a blocking getaddrinfo. Working around all three inside
  * hiredis' context (custom read path, reply matching of our own) would

@@ -87,11 +87,12 @@ uint16_t chan_crc16(const void *p, size_t n);
 int chan_key_slot(const char *key, size_t len);
 
 /* Hash-tag naming. In cluster mode every key and topic of channel C
- * carries the tag {C}: "<prefix>:<kind>:{C}" (kinds as in redis.c: ch,
- * history, history-meta, presence, presence-exp), so they all hash to
- * chan_channel_slot(C) and one Function call can touch them all. Channel
- * names cannot contain braces (chan_name_valid); the prefix must not
- * either (chan_tag_prefix_valid), or its brace would become the tag.
+ * carries the tag {C}: "<prefix>:<kind>:{C}" (kinds as in
+ * redis_internal.h: ch, history, history-meta, presence, presence-exp), so
+ * they all hash to chan_channel_slot(C) and one Function call can touch
+ * them all. Channel names cannot contain braces (chan_name_valid); the
+ * prefix must not either (chan_tag_prefix_valid), or its brace would
+ * become the tag.
  * Returns a malloc'ed string (caller frees); aborts on OOM. */
 char *chan_tagged_key(const char *prefix, const char *kind, const char *channel);
 /* 1 if prefix can precede a hash tag (no '{' or '}'). */
