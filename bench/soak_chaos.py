@@ -755,6 +755,7 @@ class Chaos:
     def __init__(self, args):
         self.args = args
         self.rnd = random.Random(args.seed)
+        self.frnd = random.Random(args.seed)  # the faults alone: the same schedule for a seed
         self.secret = secrets.token_hex(24)
         self.api_key = secrets.token_hex(16)
         self.t0 = time.monotonic()
@@ -899,14 +900,14 @@ class Chaos:
         nxt = time.monotonic()
         while True:
             # from one fault's start to the next (a fault under way is finished first)
-            nxt += self.rnd.uniform(lo, hi)
+            nxt += self.frnd.uniform(lo, hi)
             if await self.sleep(max(0.0, nxt - time.monotonic())):
                 return
             if time.monotonic() > self.deadline - 5:
                 return
             if not cycle:
                 cycle = list(FAULTS)
-                self.rnd.shuffle(cycle)
+                self.frnd.shuffle(cycle)
             kind = cycle.pop(0)
             n += 1
             try:
@@ -930,17 +931,17 @@ class Chaos:
 
     async def _fault(self, kind, n, ev):
         if kind == "node-kill":
-            node = self.rnd.choice(self.nodes)
+            node = self.frnd.choice(self.nodes)
             ev["target"] = node.name
             node.signal(signal.SIGKILL)
             await asyncio.get_running_loop().run_in_executor(None, node.proc.wait)
             node.reap()
-            await asyncio.sleep(self.rnd.uniform(1, 3))
+            await asyncio.sleep(self.frnd.uniform(1, 3))
             node.spawn()
             await node.wait_ready(60)
             await node.warm_up(self.api())
         elif kind == "redis-kill":
-            i = self.rnd.randrange(len(self.shards))
+            i = self.frnd.randrange(len(self.shards))
             s = self.shards[i]
             empty = self.counts["redis_kills"] % 2 == 1
             self.counts["redis_kills"] += 1
@@ -949,7 +950,7 @@ class Chaos:
             s.proc.kill()
             await asyncio.get_running_loop().run_in_executor(None, s.proc.wait)
             s._log.close()
-            await asyncio.sleep(self.rnd.uniform(1, 3))
+            await asyncio.sleep(self.frnd.uniform(1, 3))
             if empty:
                 s.wipe()
             s.start()
@@ -965,18 +966,19 @@ class Chaos:
                 await asyncio.sleep(0.1)
             await asyncio.gather(*(node.wait_ready(60) for node in self.nodes))
         elif kind == "node-stop":
-            node = self.rnd.choice(self.nodes)
+            node = self.frnd.choice(self.nodes)
             ev["target"] = node.name
             node.signal(signal.SIGSTOP)
             await asyncio.sleep(5)
             node.signal(signal.SIGCONT)
         else:
             agents = [a for a in self.agents if a.conn is not None and not a.conn.closed.is_set()]
-            victims = self.rnd.sample(agents, max(1, len(agents) // 3)) if agents else []
+            vr = random.Random(self.args.seed * 7919 + n)  # who is connected varies: keep frnd's sequence
+            victims = vr.sample(agents, max(1, len(agents) // 3)) if agents else []
             ev["target"] = "%d clients" % len(victims)
             # in the background: the next fault may come while they notice
             for a in victims:
-                task = asyncio.ensure_future(a.net_drop(self.rnd.uniform(0, 10)))
+                task = asyncio.ensure_future(a.net_drop(vr.uniform(0, 10)))
                 self.background.add(task)
                 task.add_done_callback(self.background.discard)
 
