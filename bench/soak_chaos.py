@@ -87,7 +87,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 
 from harness import Redis, free_port, make_jwt, parse_metrics  # noqa: E402
-from soak import HTTP, TCP_STATES, Closed, ProtocolError, RawWS, Refused, fmt, hexaddr, slope  # noqa: E402
+from soak import (HTTP, TCP_STATES, Closed, ProtocolError, RawWS, Refused, fmt, hexaddr,  # noqa: E402
+                  maps_have_asan, slope)
 
 REQUEST_TIMEOUT = 10.0       # herald.js requestTimeout
 PING_INTERVAL = 25.0         # herald.js pingInterval
@@ -358,6 +359,7 @@ class Conn:
         self.chaos, self.node, self.role = chaos, node, role
         self.ws = RawWS(node.port)
         self.pending = {}
+        self.abandoned = set()   # ids of commands that timed out or were cancelled
         self.next_id = 1
         self.on_push = None
         self.closed = asyncio.Event()
@@ -392,7 +394,10 @@ class Conn:
                 obj = json.loads(await self.ws.recv())
                 if "push" not in obj and "id" in obj:
                     fut = self.pending.pop(obj["id"], None)
-                    if fut is None:
+                    if fut is None and obj["id"] in self.abandoned:
+                        self.abandoned.discard(obj["id"])
+                        self.chaos.counts["late_replies"] += 1  # its timeout was counted
+                    elif fut is None:
                         self.chaos.fail("reply_without_command", "%s: %r" % (self.role, obj))
                     elif not fut.done():
                         fut.set_result(obj)
@@ -431,7 +436,8 @@ class Conn:
         try:
             return await asyncio.wait_for(fut, timeout)
         finally:
-            self.pending.pop(cid, None)
+            if self.pending.pop(cid, None) is not None:
+                self.abandoned.add(cid)
 
     async def result(self, op, **args):
         """The result, or None after counting what went wrong."""
@@ -1072,7 +1078,7 @@ class Chaos:
         """(status, body); counts failures as error kinds by route. A
         keep-alive connection idle for 3 s is not reused: Herald closes idle
         ones after 5 s, and a POST on one it just closed cannot be resent."""
-        route = re.sub(r"/(channels|users)/[^/]+", r"/\1/X", path.split("?")[0])
+        route = re.sub(r"/(channels|users|members)/[^/]+", r"/\1/X", path.split("?")[0])
         if time.monotonic() - getattr(http, "used", 0) > 3:
             http.close()
         http.used = time.monotonic()
@@ -1234,6 +1240,8 @@ class Chaos:
         self.followers_stop = asyncio.Event()  # the followers, after they caught up
         args = self.args
         await asyncio.gather(*(n.wait_ready(30) for n in self.nodes))
+        # ASan's quarantine keeps freed memory: RSS is not judged under it
+        self.asan = any(maps_have_asan(n.proc.pid) for n in self.nodes)
         await asyncio.gather(*(n.warm_up(self.api()) for n in self.nodes))
         await asyncio.sleep(0.5)
         # before the first client (the monitoring connection open, as at the end)
@@ -1382,8 +1390,9 @@ class Chaos:
                     tot[k] += rows[-1][2 + i]
         self.stream_rows, self.stream_totals = rows, tot
         check("acknowledged publications delivered", tot["lost"] == 0 and not lost,
-              "%d owed to followers, %d delivered, %d lost; %d more not owed because a recovered:false "
-              "(then a reload) covered them" % (tot["owed"], tot["delivered"], tot["lost"], tot["excused"]))
+              "%d owed to followers, %d delivered, %d lost; %d more acknowledged while a follower was "
+              "subscribed but not owed to it (before its subscribe position, or covered by a "
+              "recovered:false and the reload)" % (tot["owed"], tot["delivered"], tot["lost"], tot["excused"]))
         check("no duplicates, no reordering", tot["dups"] == 0 and tot["reordered"] == 0,
               "%d duplicated, %d reordered" % (tot["dups"], tot["reordered"]))
         check("faults", len(self.events) > 0, "%d: %s" % (len(self.events), dict(collections.Counter(
@@ -1405,7 +1414,7 @@ class Chaos:
                     row.update(rss1=m1, rss3=m3, fds1=f1, fds3=f3,
                                rss_trend=slope([(s[0], s[1]) for s in smp]) * 60.0)
                     if span >= 120:
-                        ok = m3 <= m1 + 8 * 1024 + 0.05 * m1
+                        ok = m3 <= m1 + 8 * 1024 + 0.05 * m1 or getattr(self, "asan", False)
                         okf = f3 <= f1 + 16 + 0.10 * f1
                         row["checked"] = True
                         check("RSS and descriptors flat (%s)" % row["node"], ok and okf,
@@ -1460,11 +1469,11 @@ class Chaos:
         for ch in self.checks:
             L.append("  [%s] %s: %s" % ("ok" if ch["ok"] else "FAIL", ch["check"], ch["detail"]))
         L.append("")
-        L.append("history streams, per follower and channel (acknowledged publications owed / delivered / lost; "
-                 "duplicates, reordered; recoveries; recovered:false then reload; acked but covered by a reload; "
-                 "reconnects):")
+        L.append("history streams, per follower and channel: acknowledged publications owed / delivered / lost; "
+                 "duplicates, reordered; resubscriptions or Redis resyncs with recovered:true; recovered:false "
+                 "(then a reload); acknowledged but not owed; reconnects:")
         hdr = ("follower", "channel", "owed", "delivered", "lost", "dup", "reord", "recovered", "reloads",
-               "excused", "reconnects")
+               "not owed", "reconnects")
         rows = [[str(x) for x in r] for r in self.stream_rows]
         widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(hdr)]
         L.append("  " + "  ".join(h.rjust(w) for h, w in zip(hdr, widths)))
