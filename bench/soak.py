@@ -2149,6 +2149,10 @@ def main():
                         "--chaos-interval seconds; its own traffic and report")
     p.add_argument("--chaos-interval", default="20:40", metavar="MIN:MAX",
                    help="seconds between two faults in chaos mode, drawn uniformly (default 20:40)")
+    p.add_argument("--chaos-faults", default="node-kill,redis-kill,node-stop,net-drop",
+                   help="the fault kinds of chaos mode, comma-separated (default: all four)")
+    p.add_argument("--chaos-redis-empty", choices=("alternate", "always", "never"), default="alternate",
+                   help="whether a killed shard restarts empty (default: every other time)")
     p.add_argument("--herald", default=default_herald(), help="the binary (default: $HERALD_BIN, build/herald)")
     p.add_argument("--asan", choices=("auto", "yes", "no"), default="auto",
                    help="ASan build: lower rates, no RSS check (auto: libasan mapped in the server)")
@@ -2189,6 +2193,9 @@ def main():
         except (ValueError, AssertionError):
             p.error("--chaos-interval wants MIN:MAX seconds, e.g. 20:40")
         args.chaos_interval = (lo, hi)
+        args.chaos_faults = [f for f in args.chaos_faults.split(",") if f]
+        if not args.chaos_faults or set(args.chaos_faults) - {"node-kill", "redis-kill", "node-stop", "net-drop"}:
+            p.error("--chaos-faults: node-kill, redis-kill, node-stop, net-drop")
         import soak_chaos  # noqa: E402 - only chaos mode needs it
         return soak_chaos.main(args, cmd)
     t = time.monotonic()

@@ -777,6 +777,7 @@ class Chaos:
         self.ident_pos = {}      # (ch, ident) -> (epoch, offset)
         self.followers = []
         self.background = set()
+        self.ack_node = {}
         self.windows = []        # {"kind","start","end"}: when each fault was under way
         self.stopping = None
 
@@ -912,7 +913,7 @@ class Chaos:
             if time.monotonic() > self.deadline - 5:
                 return
             if not cycle:
-                cycle = list(FAULTS)
+                cycle = list(self.args.chaos_faults)
                 self.frnd.shuffle(cycle)
             kind = cycle.pop(0)
             n += 1
@@ -949,7 +950,8 @@ class Chaos:
         elif kind == "redis-kill":
             i = self.frnd.randrange(len(self.shards))
             s = self.shards[i]
-            empty = self.counts["redis_kills"] % 2 == 1
+            empty = {"alternate": self.counts["redis_kills"] % 2 == 1, "always": True,
+                     "never": False}[self.args.chaos_redis_empty]
             self.counts["redis_kills"] += 1
             ev["target"] = "redis%d (%s)" % (i, "restarted empty" if empty else "restarted from its AOF")
             s._drop()
@@ -1015,13 +1017,14 @@ class Chaos:
                         self.fail("history_result", "%s: offsets %r, top %r" % (ch, offs, res.get("offset")))
             self.counts["queries"] += 1
 
-    def ack(self, ch, ident, result, t_send):
+    def ack(self, ch, ident, result, t_send, node=None):
         off = result.get("offset") if isinstance(result, dict) else None
         if ch.startswith("hist:"):
             if not isinstance(off, int):
                 self.fail("publish_without_offset", "%s: %r" % (ch, result))
                 return
             self.acked.append((ch, ident, off, t_send, self.now()))
+            self.ack_node[(ch, ident)] = node
         self.counts["publications_acked"] += 1
 
     async def ws_publisher(self, agent, conn):
@@ -1041,7 +1044,7 @@ class Chaos:
                 self.seen("timeout:publish")
                 continue
             if "result" in reply:
-                self.ack(ch, (agent.name, seq), reply["result"], t)
+                self.ack(ch, (agent.name, seq), reply["result"], t, conn.node.name)
             else:
                 self.seen("ws:publish:%s" % (reply.get("error") or {}).get("code"), "%s: %r" % (ch, reply))
             await asyncio.sleep(period)
@@ -1069,7 +1072,7 @@ class Chaos:
                 status, body = await self.rest(http, "POST", "/api/v1/publish",
                                                {"channel": ch, "data": {"p": pid, "s": seq}})
                 if status == 200:
-                    self.ack(ch, (pid, seq), body, t)
+                    self.ack(ch, (pid, seq), body, t, node.name)
         finally:
             for h in https.values():
                 h.close()
@@ -1307,14 +1310,24 @@ class Chaos:
         self.drain_s = round(time.monotonic() - t, 1)
 
     def owed(self, st, ch, ident, off, t_send, t_ack):
-        """Is acked publication (ch, ident) owed to stream st?"""
+        """Is acked publication (ch, ident) owed to stream st?
+
+        Where some follower saw it, its (epoch, offset) is known: owed to a
+        segment of that epoch that began before it and did not end (with a
+        recovered:false) before reaching it. Where nobody saw it, its epoch
+        is unknown (acknowledgements carry only the offset): owed to the
+        follower's last segment if it was sent after that segment began and
+        the follower never reached its offset there. (A segment that reached
+        the offset saw another publication at it, so this one belongs to
+        another epoch; one that ended before reaching it ended with a
+        recovered:false, which covers it.)"""
         pos = self.ident_pos.get((ch, ident))
         for seg in st.segments:
             epoch, start, last, t0, t1 = seg
             if pos is not None:
                 if pos[0] == epoch and pos[1] > start and (t1 is None or pos[1] <= last):
                     return True
-            elif t_send >= t0 and (t1 is None or t_ack <= t1) and off > start:
+            elif t1 is None and t_send >= t0 and off > last:
                 return True
         return False
 
@@ -1481,6 +1494,18 @@ class Chaos:
             L.append("  " + "  ".join(x.rjust(w) for x, w in zip(r, widths)))
         if self.lost:
             L.append("  lost (first 10): %r" % self.lost[:10])
+            byname = {a.name: a for a in self.followers}
+            shown = set()
+            for name, ch, ident, off in self.lost:
+                if (ch, ident) in shown or len(shown) >= 3:
+                    continue
+                shown.add((ch, ident))
+                ack = [x for x in self.acked if x[0] == ch and x[1] == ident][0]
+                L.append("  %s %r: offset %d, sent t=%.3f through %s, acknowledged t=%.3f; %s's segments on %s "
+                         "[epoch, from offset, last, t start, t end]: %r" % (
+                             ch, ident, off, ack[3], self.ack_node.get((ch, ident)), ack[4], name, ch,
+                             [sg for sg in byname[name].streams[ch].segments
+                              if sg[3] <= ack[4] + 10 and (sg[4] is None or sg[4] >= ack[3] - 10)]))
         L.append("")
         L.append("RSS and descriptors per node process (after a 30 s warm-up: highest of the first third -> "
                  "highest of the last third; trend):")
