@@ -45,9 +45,9 @@ import asyncio
 import fcntl
 import json
 import os
+import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -523,7 +523,6 @@ class Follower:
         self.task = asyncio.ensure_future(self.run())
 
     async def run(self):
-        import random
         rnd = random.Random(7)
         while not self.done.is_set():
             m = await self.conn.pushes.get()

@@ -17,7 +17,6 @@ node must be ready again and publish afterwards.
 """
 
 import threading
-import time
 
 import requests
 
