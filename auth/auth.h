@@ -140,9 +140,11 @@ typedef struct auth_namespace {
     auth_rule publish;
     int presence;
     int join_leave;
-    int history_size; /* 0 = no history */
-    int history_ttl;  /* seconds */
+    int history_size;     /* 0 = no history */
+    int history_ttl;      /* seconds */
     char *django_channel; /* Django Channels channel given every client publication, or NULL */
+    int subscribe_proxy;  /* the subscribe proxy decides after the rules (SPEC §8) */
+    int publish_proxy;    /* the publish proxy decides (and may replace data) after the rules */
 } auth_namespace;
 
 /* Parses "anonymous" | "authenticated" | "subscribers" | "role:<r>" | "none".
@@ -169,39 +171,44 @@ int auth_can_subscribe(const auth_namespace *ns, const auth_identity *id, const 
 int auth_can_publish(const auth_namespace *ns, const auth_identity *id, const char *channel,
                      int subscribed);
 
-/*---- Login throttling ------------------------------------------------------*/
+/*---- Rate limits per key (logins, handshakes) --------------------------------*/
 
-/* Limits login attempts per key (a username key, a client address) in a
- * fixed window that the key's first attempt opens; a key that used its
- * max_attempts is refused until its window ends.
+/* Limits attempts per key (a username, a client address) with a token
+ * bucket: a key starts with `burst` attempts, and one comes back every
+ * period_ms / burst milliseconds, up to `burst` again. In any interval of
+ * length d a key gets at most burst + d * burst / period_ms attempts, so a
+ * burst of attempts is never rewarded by where it falls on the clock (fixed
+ * windows gave twice the rate across a boundary). Time is a monotonic clock
+ * in milliseconds passed by the caller (hr_now_ms), so tests drive it.
  *
- * An attempt is counted when it is admitted, before its password is checked:
- * a failure is known only after Argon2id, and counting then let a burst of
- * concurrent guesses all pass. So a login admits its attempt on every
- * throttle that applies (address first, so a locked address does not also
- * spend the username's budget); afterwards, a success resets the username
- * key and releases the address key's attempt, so both keep counting only
- * failures; an attempt that checked no password (store unavailable) is
- * released on both.
+ * Logins: an attempt is counted when it is admitted, before its password is
+ * checked: a failure is known only after Argon2id, and counting then let a
+ * burst of concurrent guesses all pass. So a login admits its attempt on
+ * every throttle that applies (address first, so a locked address does not
+ * also spend the username's budget); afterwards, a success resets the
+ * username key and releases the address key's attempt, so both keep
+ * counting only failures; an attempt that checked no password (store
+ * unavailable) is released on both.
  *
  * Thread-safe (an internal mutex): one throttle must be shared by every
  * loop thread, since one per thread would allow one budget per thread.
- * Memory is bounded by max_keys: expired entries are pruned as new keys
- * arrive, and while max_keys live keys exist, new keys are admitted
- * uncounted (fail open: filling the table must not lock everyone out). */
+ * Memory is bounded by max_keys: entries whose bucket is full again are
+ * pruned as new keys arrive, and while max_keys live keys exist, new keys
+ * are admitted uncounted (fail open: filling the table must not lock
+ * everyone out). */
 typedef struct auth_throttle auth_throttle;
 
-/* Returns NULL on allocation failure. */
-auth_throttle *auth_throttle_new(int max_attempts, int window_s, size_t max_keys);
+/* burst attempts at once, refilled at burst per period_ms (values below 1
+ * count as 1). Returns NULL on allocation failure. */
+auth_throttle *auth_throttle_new(int burst, int64_t period_ms, size_t max_keys);
 void auth_throttle_free(auth_throttle *t);
-/* Admits one attempt for key at unix time now: returns 0 and counts it while
- * the key is under its limit, else the seconds until it may try again
- * (Retry-After, at least 1) and counts nothing. */
-int auth_throttle_admit(auth_throttle *t, const char *key, int64_t now);
-/* Gives back one attempt admitted earlier in key's current window (nothing
- * once that window has closed). */
-void auth_throttle_release(auth_throttle *t, const char *key, int64_t now);
-/* Forgets key and its count. */
+/* Admits one attempt for key at monotonic time now_ms: returns 0 and counts
+ * it while the key has an attempt left, else the whole seconds until one
+ * comes back (Retry-After, rounded up, at least 1) and counts nothing. */
+int auth_throttle_admit(auth_throttle *t, const char *key, int64_t now_ms);
+/* Gives back one attempt admitted earlier (nothing beyond a full bucket). */
+void auth_throttle_release(auth_throttle *t, const char *key, int64_t now_ms);
+/* Forgets key: its bucket is full again. */
 void auth_throttle_reset(auth_throttle *t, const char *key);
 
 /*---- Warnings --------------------------------------------------------------*/

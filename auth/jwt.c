@@ -532,6 +532,8 @@ static json_t *ajwt_issue_claims(const auth_jwt_config *cfg, const auth_identity
     }
     if (!bad && id->name)
         bad |= json_object_set_new(c, "name", json_string(id->name));
+    if (!bad && id->info)
+        bad |= json_object_set(c, "info", id->info);
     if (!bad && id->nchannels) {
         json_t *chans = json_array();
         for (size_t i = 0; chans && i < id->nchannels; i++)

@@ -24,12 +24,16 @@
 #include "auth/auth.h"
 #include "common/common.h"
 
+#include <errno.h>
 #include <hiredis/hiredis.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 
 #define REDIS_TIMEOUT_S 2
 #define REDIS_MIN_MAJOR 7
@@ -108,13 +112,43 @@ static int connect_store(redis_store *s)
     return 0;
 }
 
+/* A connection Redis closed while it sat idle (a restart, CLIENT KILL,
+ * its timeout) reads as EOF; bytes nobody asked for mean it is out of step.
+ * Either way it is replaced before a command is sent on it: otherwise the
+ * first command after an outage failed for nothing - and that command was
+ * the reload of the revocations missed during the outage. */
+static int conn_stale(redisContext *c)
+{
+    char b;
+    ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/* Logs why the store could not do its work - Redis' own words (WRONGPASS,
+ * NOPERM, DENIED ... protected mode) - at most once a second for the
+ * process: a Redis that refuses everything must not flood the log. */
+static void store_warn(const char *why)
+{
+    static _Atomic long long last;
+    long long now = (long long)time(NULL);
+    long long prev = atomic_load(&last);
+    if (now != prev && atomic_compare_exchange_strong(&last, &prev, now))
+        auth_warn("store", "user store: %s", why);
+}
+
 /* Sends one command (hiredis format: each %s is one argument, spaces and
  * quotes included). Returns the reply (caller frees), or NULL when Redis is
- * unreachable: the connection is dropped and the next call reconnects. */
+ * unreachable: the connection is dropped and the next call reconnects. An
+ * error reply's text is kept in errstr (and logged) for whoever reports the
+ * failure. */
 static redisReply *cmd(redis_store *s, const char *fmt, ...)
 {
-    if (!s->c && connect_store(s) < 0)
+    if (s->c && conn_stale(s->c))
+        disconnect(s);
+    if (!s->c && connect_store(s) < 0) {
+        store_warn(s->errstr);
         return NULL;
+    }
     va_list ap;
     va_start(ap, fmt);
     redisReply *r = redisvCommand(s->c, fmt, ap);
@@ -122,6 +156,10 @@ static redisReply *cmd(redis_store *s, const char *fmt, ...)
     if (!r) {
         snprintf(s->errstr, sizeof(s->errstr), "redis: %.120s", s->c->errstr);
         disconnect(s);
+        store_warn(s->errstr);
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(s->errstr, sizeof(s->errstr), "redis: %.200s", r->str);
+        store_warn(s->errstr);
     }
     return r;
 }
@@ -386,7 +424,7 @@ static auth_status redis_init(auth_store *st, char *err, size_t errlen)
     redis_store *s = rs(st);
     int major = server_major(s);
     if (major < 0) {
-        snprintf(err, errlen, "%s", s->errstr[0] ? s->errstr : "redis: INFO failed");
+        snprintf(err, errlen, "%s", s->errstr[0] ? s->errstr : "redis: INFO answered no version");
         return AUTH_UNAVAILABLE;
     }
     if (major < REDIS_MIN_MAJOR) {

@@ -152,10 +152,16 @@ size_t ws_frame_header(uint8_t *hdr, int opcode, uint64_t len, const uint8_t *ma
 
 int ws_parse_header(const uint8_t *p, size_t n, ws_frame *f)
 {
+    return ws_parse_header_ext(p, n, f, 0);
+}
+
+int ws_parse_header_ext(const uint8_t *p, size_t n, ws_frame *f, int rsv1_ok)
+{
     if (n < 2)
         return 0;
-    if (p[0] & 0x70)
-        return -1; /* RSV bits: no extension was negotiated */
+    if (p[0] & (rsv1_ok ? 0x30 : 0x70))
+        return -1; /* RSV bits: no extension was negotiated (that uses them) */
+    f->rsv1 = (p[0] & 0x40) != 0;
     f->fin = (p[0] & 0x80) != 0;
     f->opcode = p[0] & 0x0f;
     f->masked = (p[1] & 0x80) != 0;

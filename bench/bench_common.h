@@ -64,6 +64,7 @@ size_t ws_frame_header(uint8_t *hdr, int opcode, uint64_t len, const uint8_t *ma
 
 typedef struct ws_frame {
     int fin, opcode, masked;
+    int rsv1; /* compressed (permessage-deflate), when allowed */
     uint8_t mask[4];
     uint64_t len;  /* payload length */
     size_t hdrlen; /* bytes before the payload */
@@ -73,6 +74,9 @@ typedef struct ws_frame {
  * bytes are needed, -1 when malformed (reserved bits, 64-bit length with the
  * top bit set). The payload may still be incomplete: check hdrlen + len. */
 int ws_parse_header(const uint8_t *p, size_t n, ws_frame *f);
+/* The same, accepting RSV1 (f->rsv1) when permessage-deflate was
+ * negotiated (rsv1_ok); RSV2 and RSV3 are still malformed. */
+int ws_parse_header_ext(const uint8_t *p, size_t n, ws_frame *f, int rsv1_ok);
 
 /* XORs p[0..n) with the mask, starting at mask byte `phase` (in place). */
 void ws_mask(uint8_t *p, size_t n, const uint8_t mask[4], size_t phase);

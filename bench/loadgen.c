@@ -10,7 +10,10 @@
  * (paced or flat out) -> DRAIN (wait for the last deliveries) -> HOLD -> END.
  * Prints exactly one JSON line on stdout; diagnostics go to stderr.
  *
- * Payload `data` = {"p":publisher,"s":seq,"t":send ns (CLOCK_MONOTONIC),"x":pad}.
+ * Payload `data` = {"p":publisher,"s":seq,"t":send ns (CLOCK_MONOTONIC),"x":pad}, or with
+ * --payload chat a ~1 KB chat event {"p","s","t","type","id","room","author",...}.
+ * --deflate 1: every WebSocket connection offers permessage-deflate and
+ * inflates compressed frames; the wire bytes of each delivery are counted.
  * Publication s of publisher p goes to channel (p + s) % channels, so every
  * receiver knows which sequence numbers it must see on each channel: the
  * stream (subscriber, channel, publisher) must carry s0, s0+M, s0+2M, ...
@@ -39,6 +42,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <zlib.h>
 
 #define RBUF_SIZE (256 * 1024)
 #define MAX_MESSAGE (1 << 20) /* largest server message we accept */
@@ -59,8 +63,10 @@ enum proto { PROTO_HERALD, PROTO_NCHAN };
 typedef struct opts {
     const char *host, *secret, *api_key, *prefix, *ready_file, *tag;
     const char *ports_s, *pub_ports_s, *server_pids_s, *proto_s, *sub_path, *pub_path;
+    const char *payload_s;
+    int deflate, chat; /* offer permessage-deflate; --payload chat */
     int port, src_count, src_first;
-    int proto;                           /* enum proto */
+    int proto;                            /* enum proto */
     int nports, npub_ports, nserver_pids; /* parsed from the lists above */
     int ports[MAX_PORTS], pub_ports[MAX_PORTS], server_pids[MAX_PIDS];
     int subs, ws_pubs, rest_pubs, idle;
@@ -172,6 +178,8 @@ enum err {
     E_BAD_HTTP,
     E_UNKNOWN_REPLY,
     E_OOM,
+    E_INFLATE,
+    E_NO_DEFLATE,
     E_N
 };
 static const char *const err_names[E_N] = {
@@ -193,6 +201,8 @@ static const char *const err_names[E_N] = {
     [E_BAD_HTTP] = "bad_http",
     [E_UNKNOWN_REPLY] = "unknown_reply",
     [E_OOM] = "oom",
+    [E_INFLATE] = "inflate",
+    [E_NO_DEFLATE] = "deflate_not_negotiated",
 };
 
 /*---- state -----------------------------------------------------------------*/
@@ -213,6 +223,7 @@ typedef struct conn {
     int fd;
     uint8_t role, state, dirty, more, buried, in_handshake;
     uint8_t redialing; /* REST: reopened after the server closed it */
+    uint8_t pmd;       /* permessage-deflate negotiated */
     uint32_t ridx;     /* index within its role */
     uint32_t pending;  /* subscribe replies still awaited */
     int port;          /* the server port this connection goes to */
@@ -273,6 +284,13 @@ static struct lg {
     /* deliveries */
     uint64_t received, dups, stale, reordered, gaps, test_count;
     uint64_t received_by_port[MAX_PORTS]; /* deliveries per --ports entry */
+    /* bytes on the wire: the frame(s) of the message being dispatched, and
+     * the sum over deliveries; compressed deliveries; pmd connections */
+    uint64_t cur_wire, wire_bytes, deflated;
+    int cur_deflated, pmd_conns;
+    z_stream inf;
+    int inf_ready;
+    uint8_t *inf_buf;
     hist lat, ack, hs;
     uint64_t errors[E_N];
     int close_codes[MAX_CLOSE_CODES], close_counts[MAX_CLOSE_CODES], nclose;
@@ -558,8 +576,11 @@ static void send_upgrade(conn *c)
     int n = snprintf(req, sizeof req,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n",
-                     target, O.host, c->port, key);
+                     "Sec-WebSocket-Version: 13\r\n%s\r\n",
+                     target, O.host, c->port, key,
+                     O.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                                 "client_max_window_bits\r\n"
+                               : "");
     c->state = S_UPGRADING;
     queue_bytes(c, req, (size_t)n);
 }
@@ -767,8 +788,38 @@ static void on_credit(uint64_t gid, uint64_t seq)
         pub_settle(p);
 }
 
+/* A chat event of about 1 KB (the push around it adds ~50 bytes): what a
+ * real application sends, unlike the padding, which compresses to nothing.
+ * Each message differs (sequence, time) so no two compress alike. */
+static size_t build_chat(char *buf, size_t cap, uint32_t gid, uint32_t seq, uint64_t t)
+{
+    int n = snprintf(
+        buf, cap,
+        "{\"p\":%u,\"s\":%u,\"t\":%llu,\"type\":\"chat.message\","
+        "\"id\":\"01HV6Z5W3K9Q2M7YB8T%07u\",\"room\":\"room-42\","
+        "\"author\":{\"id\":\"u_%u\",\"name\":\"Alice Martin\","
+        "\"avatar\":\"https://cdn.example.com/avatars/u_%u/64.png\"},"
+        "\"text\":\"Hey everyone, the release notes for 2.4 are up. Please take a look at the "
+        "migration section before Thursday's deploy, especially if you maintain one of the "
+        "plugins that use the old settings API: the compatibility shim goes away in 2.5, and "
+        "the new API needs a config change on your side. Ping me if anything is unclear. "
+        "(#%u)\",\"client_msg_id\":\"c7f1e2a4-9b3d-4e8f-a6c5-%012u\","
+        "\"mentions\":[{\"id\":\"u_1002\",\"name\":\"Bob\"},{\"id\":\"u_1003\",\"name\":"
+        "\"Carol\"}],\"attachments\":[{\"kind\":\"link\",\"url\":"
+        "\"https://docs.example.com/releases/2.4#migration\",\"title\":\"Release 2.4: "
+        "migration guide\"}],\"reactions\":{\"thumbs_up\":3,\"eyes\":1},\"thread\":"
+        "{\"id\":\"t_5521\",\"replies\":12,\"last_reply_at\":\"2026-11-22T10:41:07Z\"},"
+        "\"sent_at\":\"2026-11-22T10:42:13.%03uZ\",\"edited\":false,\"pinned\":false,"
+        "\"lang\":\"en\"}",
+        gid, seq, (unsigned long long)t, seq, 80000 + gid, 80000 + gid, seq, seq,
+        (unsigned)(t / 1000000 % 1000));
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
 static size_t build_data(char *buf, size_t cap, uint32_t gid, uint32_t seq, uint64_t t)
 {
+    if (O.chat)
+        return build_chat(buf, cap, gid, seq, t);
     int n = snprintf(buf, cap, "{\"p\":%u,\"s\":%u,\"t\":%llu,\"x\":\"", gid, seq,
                      (unsigned long long)t);
     size_t pad = (size_t)O.size > (size_t)n + 2 ? (size_t)O.size - (size_t)n - 2 : 0;
@@ -1013,6 +1064,8 @@ static void delivered(conn *c, uint64_t ch, uint64_t gid, uint64_t seq, uint64_t
         return; /* pretend it never arrived */
     G.received++;
     G.received_by_port[c->ridx % (uint32_t)O.nports]++;
+    G.wire_bytes += G.cur_wire;
+    G.deflated += (uint64_t)G.cur_deflated;
     hist_add(&G.lat, now > ts ? now - ts : 0);
     uint64_t k = (uint64_t)O.sub_channels, m = (uint64_t)O.channels;
     uint64_t slot = (ch % m + m - ((uint64_t)c->ridx * k) % m) % m;
@@ -1100,6 +1153,35 @@ static void on_close_frame(conn *c, const uint8_t *p, size_t n)
     conn_lost(c, "close", code);
 }
 
+/* A compressed message (RFC 7692): raw deflate without its 00 00 ff ff,
+ * each message on its own (Herald answers server_no_context_takeover).
+ * Returns the text (valid until the next call) or NULL. */
+static const char *inflate_msg(const uint8_t *p, size_t n, size_t *out)
+{
+    static const uint8_t tail[4] = {0, 0, 0xff, 0xff};
+    if (!G.inf_ready) {
+        if (inflateInit2(&G.inf, -15) != Z_OK || !(G.inf_buf = malloc(MAX_MESSAGE)))
+            return NULL;
+        G.inf_ready = 1;
+    } else {
+        inflateReset(&G.inf);
+    }
+    G.inf.next_out = G.inf_buf;
+    G.inf.avail_out = MAX_MESSAGE;
+    G.inf.next_in = (uint8_t *)p;
+    G.inf.avail_in = (uInt)n;
+    int rc = inflate(&G.inf, Z_SYNC_FLUSH);
+    if (rc == Z_OK || rc == Z_BUF_ERROR) {
+        G.inf.next_in = (uint8_t *)tail;
+        G.inf.avail_in = sizeof tail;
+        rc = inflate(&G.inf, Z_SYNC_FLUSH);
+    }
+    if ((rc != Z_OK && rc != Z_BUF_ERROR && rc != Z_STREAM_END) || G.inf.avail_in)
+        return NULL;
+    *out = MAX_MESSAGE - G.inf.avail_out;
+    return (const char *)G.inf_buf;
+}
+
 static void on_frame(conn *c, const ws_frame *f, uint8_t *p, uint64_t now)
 {
     size_t n = (size_t)f->len;
@@ -1107,7 +1189,25 @@ static void on_frame(conn *c, const ws_frame *f, uint8_t *p, uint64_t now)
     case WS_OP_TEXT:
     case WS_OP_CONT:
         if (f->fin && bbuf_pending(&c->msg) == 0) {
+            G.cur_wire = f->hdrlen + n;
+            G.cur_deflated = f->rsv1;
+            if (f->rsv1) {
+                size_t tn;
+                const char *t = inflate_msg(p, n, &tn);
+                if (!t) {
+                    err_add(E_INFLATE);
+                    conn_lost(c, "fail", 0);
+                    return;
+                }
+                dispatch(c, t, tn, now);
+                return;
+            }
             dispatch(c, (const char *)p, n, now);
+            return;
+        }
+        if (f->rsv1) { /* Herald never fragments what it compresses */
+            err_add(E_INFLATE);
+            conn_lost(c, "fail", 0);
             return;
         }
         if (bbuf_pending(&c->msg) + n > MAX_MESSAGE || bbuf_append(&c->msg, p, n) < 0) {
@@ -1116,6 +1216,8 @@ static void on_frame(conn *c, const ws_frame *f, uint8_t *p, uint64_t now)
             return;
         }
         if (f->fin) {
+            G.cur_wire = bbuf_pending(&c->msg); /* payload only: headers not kept */
+            G.cur_deflated = 0;
             dispatch(c, bbuf_head(&c->msg), bbuf_pending(&c->msg), now);
             if (c->state != S_CLOSED)
                 bbuf_consume(&c->msg, bbuf_pending(&c->msg));
@@ -1141,7 +1243,7 @@ static size_t ws_input(conn *c, uint8_t *p, size_t n, uint64_t now)
     size_t off = 0;
     while (off < n && c->state != S_CLOSED) {
         ws_frame f;
-        int r = ws_parse_header(p + off, n - off, &f);
+        int r = ws_parse_header_ext(p + off, n - off, &f, c->pmd);
         if (r < 0 || f.len > MAX_MESSAGE) {
             err_add(r < 0 ? E_BAD_FRAME : E_TOO_BIG);
             conn_lost(c, "fail", 0);
@@ -1185,6 +1287,14 @@ static size_t upgrade_input(conn *c, const char *p, size_t n, uint64_t now)
         err_add(E_BAD_ACCEPT);
         conn_lost(c, "fail", 0);
         return 0;
+    }
+    if (O.deflate) {
+        v = http_header(p, eoh + 2, "Sec-WebSocket-Extensions", &vlen);
+        c->pmd = v && vlen >= 18 && !memcmp(v, "permessage-deflate", 18);
+        if (c->pmd)
+            G.pmd_conns++;
+        else
+            err_add(E_NO_DEFLATE);
     }
     c->state = S_AWAIT_CONNECTED;
     if (O.proto == PROTO_NCHAN) /* no {"push":"connected"}: ready at the 101 */
@@ -1711,6 +1821,12 @@ static void report(uint64_t now)
         fprintf(f, "%s\"%d\":%.3f", i ? "," : "", O.server_pids[i],
                 G.pid_cpu1[i] - G.pid_cpu0[i]);
     fprintf(f, "},\"server_rss_kb\":%ld,", G.rss_kb);
+    fprintf(f,
+            "\"wire\":{\"deflate_offered\":%s,\"deflate_conns\":%d,\"bytes\":%llu,"
+            "\"per_delivery\":%.1f,\"deflated\":%llu},",
+            O.deflate ? "true" : "false", G.pmd_conns, (unsigned long long)G.wire_bytes,
+            G.received ? (double)G.wire_bytes / (double)G.received : 0,
+            (unsigned long long)G.deflated);
     json_closes(f);
     json_errors(f);
     fprintf(f, ",\"stalled\":%s,\"timed_out\":%s,\"interrupted\":%s,\"elapsed_s\":%.3f}",
@@ -1740,6 +1856,9 @@ static void usage(FILE *f)
           "publish:  --count N (total) --duration S --rate R (per s, 0 = flat out)\n"
           "          --window W (16 in flight per publisher) --size B (100, data bytes)\n"
           "          --pub-id-base N --pub-total N (publishers to track, default local)\n"
+          "          --payload pad|chat (pad: {p,s,t,x} padded to --size; chat: a ~1 KB\n"
+          "          chat event, --size ignored)\n"
+          "          --deflate 1 (WebSocket connections offer permessage-deflate)\n"
           "timing:   --concurrency C (256 handshakes in flight) --connect-timeout S (60)\n"
           "          --hold S (after publishing; SIGUSR1 ends it) --timeout S (300 overall)\n"
           "          --stall-ms (5000: no answer while publications are in flight)\n"
@@ -1799,6 +1918,8 @@ static const optdef optdefs[] = {
     {"test-drop", 'i', &O.test_drop},
     {"test-dup", 'i', &O.test_dup},
     {"test-reorder", 'i', &O.test_reorder},
+    {"payload", 's', &O.payload_s},
+    {"deflate", 'i', &O.deflate},
 };
 #define NOPTS (sizeof optdefs / sizeof *optdefs)
 #define OPT_BASE 256
@@ -1881,6 +2002,10 @@ static int check_opts(void)
         why = "--window must be 1..65536";
     else if (O.size < 0 || O.size > 60000)
         why = "--size must be 0..60000";
+    else if (O.payload_s && strcmp(O.payload_s, "pad") && strcmp(O.payload_s, "chat"))
+        why = "--payload is pad or chat";
+    else if (O.deflate && O.proto != PROTO_HERALD)
+        why = "--deflate: Herald only";
     else if (O.proto == PROTO_NCHAN && (O.ws_pubs > 0 || O.idle > 0 || O.sub_channels != 1))
         why = "--proto nchan: subscribers on one channel each and REST publishers only";
     else if (O.proto == PROTO_HERALD && O.subs + O.ws_pubs + O.idle > 0 && !O.secret)
@@ -1891,6 +2016,7 @@ static int check_opts(void)
         why = "publishers need --count or --duration";
     if (why)
         fprintf(stderr, "herald-loadgen: %s\n", why);
+    O.chat = O.payload_s && !strcmp(O.payload_s, "chat");
     return why ? -1 : 0;
 }
 

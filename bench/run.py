@@ -12,6 +12,10 @@ Scenarios (defaults in brackets; see bench/README.md for what each number means)
   connect-storm  handshakes/s (HS256 JWT in ?token=) [5000, 100 in flight]
   rest           REST publishes/s on 1 and 4 keep-alive connections, window 1 and 16
   threads        fanout 1000 x 1000 with HERALD_THREADS=1 and 2
+  compression    a ~1 KB chat event to 1000 subscribers and to 1, Herald with and without
+                 permessage-deflate (HERALD_WS_COMPRESSION, clients offering it):
+                 bytes on the wire and CPU per delivery
+  compression-memory  server RSS per idle connection with permessage-deflate negotiated [19000]
   all            every scenario above, with its defaults
 Cluster mode (issue 7), with a fresh redis-server per run (see bench/README.md):
   cluster-fanout   2 nodes, subscribers split evenly, REST publishers via node 1 / both,
@@ -26,6 +30,16 @@ prints one table per scenario, then one JSON line with every number.
 --repeat N runs each row N times and reports medians. --write FILE replaces
 the scenario's block inside the marked section of FILE (docs/benchmarks.md),
 keeping everything else in the file.
+
+Paths (--herald, --bin-dir, --json, --write, ...) are relative to the directory
+run.py is started from; the binaries default to this checkout's build/ (run
+`cmake -S . -B build && cmake --build build` first). A row that fails (a server
+that does not start or dies, a loadgen error) is reported as such and makes
+run.py exit 1 after the tables.
+
+--herald-prefix "perf record -q -g -o fan.data --" starts every Herald under
+that command (a profiler, say); the CPU, RSS and pid columns still measure the
+Herald process itself, not the wrapper.
 
 Server CPU per delivery: the loadgen is given the server's pid and reads
 utime+stime from /proc/PID/stat at the start and the end of the measured
@@ -42,6 +56,7 @@ import os
 import platform
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -54,7 +69,7 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.normpath(os.path.join(HERE, ".."))
-DEFAULT_HERALD = "/work/main/build/herald"
+DEFAULT_HERALD = os.path.join(REPO, "build", "herald")
 STANDALONE_BUILD = "/tmp/herald-bench-build"
 IDLE_PER_PROCESS = 9500  # each loadgen stays well under the 20,000-descriptor limit
 SECTION_BEGIN = "<!-- BEGIN bench/run.py -->"
@@ -128,13 +143,16 @@ class Server:
     kind: "herald" or "refserver". stop() sends SIGTERM, then SIGKILL after a
     grace period: a server stuck in a busy loop ignores SIGTERM."""
 
-    def __init__(self, kind, binary, secret, api_key, threads=1, log_level="warn", extra_env=None):
+    def __init__(self, kind, binary, secret, api_key, threads=1, log_level="warn", extra_env=None,
+                 prefix=None):
         self.kind, self.binary, self.secret, self.api_key = kind, binary, secret, api_key
         self.threads, self.log_level = threads, log_level
         self.extra_env = dict(extra_env or {})  # e.g. HERALD_REDIS_URL for cluster nodes
+        self.prefix = list(prefix or [])  # a wrapper command (--herald-prefix)
         self.dir = tempfile.mkdtemp(prefix="herald-bench-")
         self.port = None
         self.proc = None
+        self.server_pid = None  # the server's own pid (below the wrapper, if any)
         self.killed = False
 
     def label(self):
@@ -168,12 +186,13 @@ class Server:
 
     def start(self, timeout=15.0):
         self.port = free_port()
-        argv = [self.binary]
+        argv = self.prefix + [self.binary]
         if self.kind == "refserver":
             argv += ["--listen", "127.0.0.1:%d" % self.port, "--api-key", self.api_key]
         self.err = open(os.path.join(self.dir, "server.log"), "wb")
+        # a wrapper's own relative paths (perf -o FILE) mean the caller's directory
         self.proc = spawn(argv, env=self._env(), stdout=self.err, stderr=subprocess.STDOUT,
-                          cwd=self.dir)
+                          cwd=os.getcwd() if self.prefix else self.dir)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -183,18 +202,37 @@ class Server:
                 with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % self.port,
                                             timeout=1) as r:
                     if r.status == 200:
-                        vlog("%s pid %d on port %d" % (self.kind, self.proc.pid, self.port))
+                        self.server_pid = self._find_server_pid()
+                        vlog("%s pid %d on port %d" % (self.kind, self.server_pid, self.port))
                         return self
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("%s did not answer /healthz within %.0fs" % (self.kind, timeout))
 
+    def _find_server_pid(self):
+        """The process running self.binary: the one started, or (under a
+        --herald-prefix wrapper) its descendant, so that CPU and RSS are the
+        server's and not the wrapper's."""
+        if not self.prefix:
+            return self.proc.pid
+        want = os.path.realpath(self.binary)
+        todo = [self.proc.pid]
+        while todo:
+            pid = todo.pop(0)
+            try:
+                if os.path.realpath("/proc/%d/exe" % pid) == want:
+                    return pid
+            except OSError:
+                pass
+            todo += child_pids(pid)
+        raise RuntimeError("no %s process below the --herald-prefix command" % self.binary)
+
     @property
     def pid(self):
-        return self.proc.pid
+        return self.server_pid or self.proc.pid
 
     def pids(self):
-        return [self.proc.pid]
+        return [self.pid]
 
     def loadgen_target(self):
         """Where the loadgen connects and whose CPU it samples."""
@@ -451,7 +489,7 @@ class Cluster:
         for i in range(self.nnodes):
             if self.kind == "herald":
                 n = Server("herald", a.herald, self.secret, self.api_key, threads=self.threads,
-                           log_level=a.log_level,
+                           log_level=a.log_level, prefix=a.herald_prefix,
                            extra_env={"HERALD_REDIS_URL": self.redis.url,
                                       "HERALD_NODE_ID": "bench%d" % (i + 1)})
                 self.nodes.append(n)
@@ -658,7 +696,8 @@ class Bench:
         if kind == "refserver":
             return Server("refserver", self.refserver_bin, self.secret, self.api_key)
         return Server("herald", self.a.herald, self.secret, self.api_key,
-                      threads=threads or self.a.herald_threads, log_level=self.a.log_level)
+                      threads=threads or self.a.herald_threads, log_level=self.a.log_level,
+                      prefix=self.a.herald_prefix)
 
     def run_rows(self, scenario, variant, params, fn, configs=None, factory=None):
         """Runs fn(server, params) -> metrics on a fresh server for each
@@ -677,6 +716,9 @@ class Bench:
                 notes[label] += [note] if note else []
         for _, label, _ in configs:
             row = median_row(runs[label])
+            failed = [m["failed"] for m in runs[label] if m.get("failed")]
+            if failed:
+                row["failed"] = failed[0]
             row.update({"scenario": scenario, "variant": variant, "server": label,
                         "repeat": self.a.repeat, "notes": sorted(set(notes[label])),
                         "params": params, "runs": runs[label]})
@@ -684,22 +726,27 @@ class Bench:
             print_progress(row)
 
     def one_run(self, kind, params, fn, threads, factory=None):
+        """One row's run; m["failed"] says why when the run does not count
+        (run.py then exits 1)."""
         srv = factory(kind, threads) if factory else self.new_server(kind, threads)
-        note = None
+        note, started = None, False
         try:
             srv.start()
+            started = True
             m = fn(srv, params)
             note = m.pop("note", None)
         except (RuntimeError, OSError, KeyError, ValueError) as e:
-            m, note = {"error": str(e)[:300]}, "error: " + str(e)[:200]
+            what = "error" if started else "server did not start"
+            m, note = {"error": str(e)[:300]}, "%s: %s" % (what, str(e)[:400])
+            m["failed"] = note
         alive = srv.alive()
         tail = "" if alive else srv.log_tail(300)  # stop() removes the log
         # A stalled server may be spinning and deaf to SIGTERM: do not wait long.
         status = srv.stop(grace=5.0 if m.get("stalled") else 30.0)
-        if not alive:
-            note = "server exited during the run (%s): %s" % (status, tail)
+        if started and not alive:
+            note = m["failed"] = "server exited during the run (%s): %s" % (status, tail)
         elif status == "killed":
-            note = "server ignored SIGTERM for %.0fs (killed)" % srv.stop_s
+            note = m["failed"] = "server ignored SIGTERM for %.0fs (killed)" % srv.stop_s
         elif srv.stop_s > 5:
             note = "server took %.1fs to exit after SIGTERM" % srv.stop_s
         m["server_stop"], m["server_stop_s"] = status, round(srv.stop_s, 2)
@@ -775,15 +822,16 @@ def sc_latency(b):
     b.run_rows("latency", "%g/s to %d subs, %gs" % (p["rate"], p["subs"], p["duration"]), p, run)
 
 
-def hold_idle(b, srv, n, tag, timeout=300):
+def hold_idle(b, srv, n, tag, timeout=300, extra=()):
     """Opens n idle connections in background loadgens; returns their handles
-    once every one is ready (or raises)."""
+    once every one is ready (or raises). extra: more loadgen arguments."""
     procs = []
     for i in range((n + IDLE_PER_PROCESS - 1) // IDLE_PER_PROCESS):
         k = min(IDLE_PER_PROCESS, n - i * IDLE_PER_PROCESS)
         procs.append(b.loadgen(srv).start_background(
             ["--idle", k, "--hold", 900, "--concurrency", 500, "--connect-timeout", 120,
-             "--src-first", 2 + 8 * (i + 1), "--timeout", 1200], "%s%d" % (tag, i)))
+             "--src-first", 2 + 8 * (i + 1), "--timeout", 1200] + list(extra),
+            "%s%d" % (tag, i)))
     if not wait_ready(procs, timeout):
         finish_background(procs, timeout=10)
         raise RuntimeError("idle connections were not ready within %ds" % timeout)
@@ -795,7 +843,8 @@ def idle_totals(reports):
     return {"idle_ready": sum(r["conns"]["ready"] for r in ok),
             "idle_failed": sum(r["conns"]["failed"] for r in ok),
             "idle_closed": sum(sum(r["closed_by_role"].values()) for r in ok),
-            "idle_connect_per_s": sum(r["connect"]["rate"] for r in ok)}
+            "idle_connect_per_s": sum(r["connect"]["rate"] for r in ok),
+            "idle_deflate_conns": sum(r.get("wire", {}).get("deflate_conns", 0) for r in ok)}
 
 
 def sc_idle_crowd(b):
@@ -826,24 +875,132 @@ def sc_idle_crowd(b):
     add_ratios(b.results, "idle-crowd")
 
 
+def idle_memory_run(b, srv, p, extra=()):
+    time.sleep(0.5)
+    rss0 = srv.rss_kb()
+    procs = hold_idle(b, srv, p["idle"], "mem", extra=extra)
+    time.sleep(1.0)  # let the server settle after the last handshake
+    rss1, hwm = srv.rss_kb(), srv.hwm_kb()
+    m = idle_totals(finish_background(procs))
+    n = max(m["idle_ready"], 1)
+    m.update({"rss_before_kb": rss0, "rss_after_kb": rss1, "hwm_kb": hwm,
+              "rss_per_conn_bytes": (rss1 - rss0) * 1024.0 / n,
+              "connect_per_s": m["idle_connect_per_s"]})
+    return m
+
+
 def sc_idle_memory(b):
     a = b.a
     n = int(a.idle or 19000)
     p = {"idle": n}
 
+    b.run_rows("idle-memory", "%d idle" % n, p, lambda srv, p: idle_memory_run(b, srv, p))
+
+
+#---- permessage-deflate (issue 19) -----------------------------------------------------
+
+DEFLATE_ENV = {"HERALD_WS_COMPRESSION": "true"}
+
+
+def deflate_configs(b, plain_clients=True):
+    """Herald without compression; with HERALD_WS_COMPRESSION on but clients
+    that do not offer it (what turning it on costs them); with it on and
+    every client offering permessage-deflate; and the refserver (no
+    compression), in one run."""
+    configs = []
+    if "herald" in b.servers():
+        configs.append(("herald", "herald", None))
+        if plain_clients:
+            configs.append(("herald-on", "herald on, plain clients", None))
+        configs.append(("herald-deflate", "herald deflate", None))
+    if "refserver" in b.servers():
+        configs.append(("refserver", "refserver", None))
+    return configs
+
+
+def deflate_factory(b):
+    def make(kind, threads):
+        if kind not in ("herald-deflate", "herald-on"):
+            return b.new_server(kind, threads)
+        srv = Server("herald", b.a.herald, b.secret, b.api_key,
+                     threads=threads or b.a.herald_threads, log_level=b.a.log_level,
+                     extra_env=DEFLATE_ENV)
+        srv.clients_offer = kind == "herald-deflate"
+        return srv
+    return make
+
+
+def compresses(srv):
+    """Whether the loadgen's clients offer permessage-deflate to srv."""
+    return getattr(srv, "clients_offer", False)
+
+
+def herald_counter(srv, name):
+    """A counter from Herald's /metrics (None for the refserver)."""
+    if srv.kind != "herald":
+        return None
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % srv.port, timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    m = re.search(r"^%s(?:\{[^}]*\})? (\S+)$" % re.escape(name), text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def compression_run(b, srv, p):
+    extra = ["--deflate", 1] if compresses(srv) else []
+    r = b.loadgen(srv).run(["--subs", p["subs"], "--ws-pubs", p["publishers"], "--count", p["pubs"],
+                            "--window", p["window"], "--payload", "chat", "--concurrency", 500,
+                            "--timeout", p["timeout"]] + extra, timeout=p["timeout"] + 30)
+    m = summarize(r)
+    w = r["wire"]
+    m["wire_per_delivery"] = w["per_delivery"]
+    m["deflated_pct"] = 100.0 * w["deflated"] / r["delivery"]["received"] \
+        if r["delivery"]["received"] else None
+    deflates = herald_counter(srv, "herald_ws_deflates_total")
+    m["deflates_per_publication"] = deflates / m["acked"] if deflates is not None and m["acked"] \
+        else None
+    m["rss_after_kb"] = r["server_rss_kb"]
+    return m
+
+
+def add_cpu_ratios(results, scenario):
+    """cpu_vs_plain: a Herald row's CPU per delivery over that of Herald with
+    compression off in the same variant."""
+    rows = [r for r in results if r["scenario"] == scenario]
+    base = {r["variant"]: r.get("cpu_us_per_delivery") for r in rows if r["server"] == "herald"}
+    for r in rows:
+        ref, c = base.get(r["variant"]), r.get("cpu_us_per_delivery")
+        r["cpu_vs_plain"] = c / ref if ref and c is not None and r["server"] != "refserver" \
+            else None
+
+
+def sc_compression(b):
+    """The same ~1 KB chat events to 1000 subscribers of one channel (one
+    compression serves them all), and to a single subscriber (each message
+    is compressed for one delivery: the worst case)."""
+    a = b.a
+    for subs, pubs in [(a.subs, a.pubs)] if (a.subs or a.pubs) else [(1000, 1000), (1, 20000)]:
+        subs, pubs = subs or 1000, pubs or 1000
+        p = {"subs": subs, "pubs": pubs, "publishers": a.publishers or 1,
+             "window": auto_window(a, subs), "timeout": a.timeout}
+        b.run_rows("compression", "%d pubs x %d subs, chat ~1 KB" % (pubs, subs), p,
+                   lambda s, p: compression_run(b, s, p), deflate_configs(b), deflate_factory(b))
+    add_cpu_ratios(b.results, "compression")
+
+
+def sc_compression_memory(b):
+    n = int(b.a.idle or 19000)
+    configs = [c for c in deflate_configs(b, plain_clients=False) if c[0] != "refserver"]
+
     def run(srv, p):
-        time.sleep(0.5)
-        rss0 = srv.rss_kb()
-        procs = hold_idle(b, srv, p["idle"], "mem")
-        time.sleep(1.0)  # let the server settle after the last handshake
-        rss1, hwm = srv.rss_kb(), srv.hwm_kb()
-        m = idle_totals(finish_background(procs))
-        n = max(m["idle_ready"], 1)
-        m.update({"rss_before_kb": rss0, "rss_after_kb": rss1, "hwm_kb": hwm,
-                  "rss_per_conn_bytes": (rss1 - rss0) * 1024.0 / n,
-                  "connect_per_s": m["idle_connect_per_s"]})
+        m = idle_memory_run(b, srv, p, ["--deflate", 1] if compresses(srv) else [])
+        if compresses(srv) and m["idle_deflate_conns"] != m["idle_ready"]:
+            m["note"] = "%d of %d connections negotiated permessage-deflate" % (
+                m["idle_deflate_conns"], m["idle_ready"])
         return m
-    b.run_rows("idle-memory", "%d idle" % n, p, run)
+    b.run_rows("compression-memory", "%d idle" % n, {"idle": n}, run, configs, deflate_factory(b))
 
 
 def sc_connect_storm(b):
@@ -1007,6 +1164,7 @@ SCENARIOS = {
     "fanout": sc_fanout, "channels": sc_channels, "latency": sc_latency,
     "idle-crowd": sc_idle_crowd, "idle-memory": sc_idle_memory,
     "connect-storm": sc_connect_storm, "rest": sc_rest, "threads": sc_threads,
+    "compression": sc_compression, "compression-memory": sc_compression_memory,
 }
 # Not part of "all" (which stays the single-node suite): "cluster" runs these.
 CLUSTER_SCENARIOS = {
@@ -1072,6 +1230,19 @@ COLUMNS = {
                       ("of which Redis", "redis_cpu_us_per_delivery", "%.2f"),
                       ("p50 ms", "p50_ms", "%.1f"), ("p99 ms", "p99_ms", "%.1f"),
                       ("lost", "lost", "%d"), ("RSS MiB", "rss_after_kb", "mib")],
+    "compression": [("deliveries/s", "deliveries_per_s", "%.0f"),
+                    ("CPU µs/delivery", "cpu_us_per_delivery", "%.2f"),
+                    ("CPU vs plain", "cpu_vs_plain", "%.2f"),
+                    ("wire B/delivery", "wire_per_delivery", "%.0f"),
+                    ("compressed %", "deflated_pct", "%.0f"),
+                    ("deflates/publication", "deflates_per_publication", "%.2f"),
+                    ("p99 ms", "p99_ms", "%.1f"), ("lost", "lost", "%d"),
+                    ("RSS MiB", "rss_after_kb", "mib")],
+    "compression-memory": [("ready", "idle_ready", "%d"),
+                           ("negotiated", "idle_deflate_conns", "%d"),
+                           ("RSS before MiB", "rss_before_kb", "mib"),
+                           ("RSS after MiB", "rss_after_kb", "mib"),
+                           ("bytes/conn", "rss_per_conn_bytes", "%.0f")],
     "threads": [("deliveries/s", "deliveries_per_s", "%.0f"),
                 ("CPU µs/delivery", "cpu_us_per_delivery", "%.2f"),
                 ("server CPU s", "server_cpu_s", "%.2f"),
@@ -1216,7 +1387,10 @@ def parse_args(argv):
     ap.add_argument("--render", metavar="JSON",
                     help="run nothing: print (and --write) the tables of a --json file again, "
                     "medians recomputed from its runs")
-    ap.add_argument("--herald", default=DEFAULT_HERALD, help="Herald binary (%(default)s)")
+    ap.add_argument("--herald", default=DEFAULT_HERALD,
+                    help="Herald binary (this checkout's build/herald)")
+    ap.add_argument("--herald-prefix", metavar="CMD", type=shlex.split,
+                    help='start Herald under CMD, e.g. "perf record -q -g -o fan.data --"')
     ap.add_argument("--bin-dir", help="directory of herald-loadgen and herald-refserver")
     ap.add_argument("--servers", default="herald,refserver", help="which servers (%(default)s)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per row; medians are reported")
@@ -1251,7 +1425,16 @@ def parse_args(argv):
     ap.add_argument("--json", metavar="FILE", help="also write every result to FILE")
     ap.add_argument("--write", metavar="FILE", help="update FILE's bench/run.py section")
     ap.add_argument("-v", "--verbose", action="store_true")
-    return ap.parse_args(argv)
+    a = ap.parse_args(argv)
+    # every path means what it means where run.py was started (servers run
+    # in their own temporary directories)
+    for k in ("herald", "bin_dir", "redis_server", "nginx", "json", "write", "render"):
+        v = getattr(a, k)
+        if v and (k in ("json", "write", "render") or os.sep in v or os.path.exists(v)):
+            setattr(a, k, os.path.abspath(v))
+        elif v:
+            setattr(a, k, shutil.which(v) or os.path.abspath(v))
+    return a
 
 
 def render(a, argv):
@@ -1268,6 +1451,7 @@ def render(a, argv):
             names.append(row["scenario"])
     for s in RATIO_SCENARIOS:
         add_ratios(doc["results"], s)
+    add_cpu_ratios(doc["results"], "compression")
     RESULTS[:] = doc["results"]
     LOADAVG.update(doc.get("loadavg", {}))
     for name in names:
@@ -1293,7 +1477,8 @@ def main(argv):
     cluster = any(n in CLUSTER_SCENARIOS for n in names)
     kinds = (a.cluster_servers or "herald,nchan,nchan-nostore").split(",") if cluster else []
     if ("herald" in a.servers or "herald" in kinds) and not os.access(a.herald, os.X_OK):
-        sys.exit("run.py: Herald binary %s not found (use --herald PATH)" % a.herald)
+        sys.exit("run.py: Herald binary %s not found: build it (cmake -S . -B build && "
+                 "cmake --build build) or give --herald PATH" % a.herald)
     if cluster and not os.access(a.redis_server, os.X_OK):
         sys.exit("run.py: %s not found: apt-get install redis-server" % a.redis_server)
     if any(k.startswith("nchan") for k in kinds) and a.scenario != "cluster-nodes" and \
@@ -1317,6 +1502,12 @@ def main(argv):
     if a.json:
         with open(a.json, "w") as f:
             json.dump(doc, f, indent=1)
+    failed = [r for r in RESULTS if r.get("failed")]
+    if failed:
+        for r in failed:
+            log("FAILED %s %s (%s): %s" % (r["scenario"], r["variant"], r["server"], r["failed"]))
+        sys.exit("run.py: %d row(s) failed%s" % (len(failed), ": %s not updated" % a.write
+                                                    if a.write else ""))
     if a.write:
         write_section(a.write, names, argv, a.herald)
         log("updated %s" % a.write)

@@ -55,6 +55,15 @@
 /* Longest epoch string (history streams), NUL included. */
 #define CHAN_EPOCH_MAX 40
 
+/* The same payload as a compressed frame (RFC 7692 permessage-deflate: RSV1
+ * set, raw deflate without the trailing 00 00 ff ff), made by the gateway the
+ * first time a connection that negotiated compression is sent the message
+ * (gateway/ws_deflate.c). len 0: compression did not make the frame smaller. */
+typedef struct chan_zframe {
+    size_t len;
+    unsigned char b[];
+} chan_zframe;
+
 typedef struct chan_msg {
     atomic_int refs;
     size_t len;          /* payload bytes (the JSON text) */
@@ -63,7 +72,10 @@ typedef struct chan_msg {
     uint64_t offset;     /* position in the channel's history, 0 = none */
     uint64_t born_us;    /* hr_now_us() when this node created it (latency metrics) */
     atomic_int tag;      /* the host's cache (the namespace index), -1 until set */
-    unsigned char _b[];  /* [pad][header][payload][channel NUL] */
+    /* the host's compressed frame: NULL until made; set once (compare and
+     * swap, any thread), freed with the message */
+    _Atomic(chan_zframe *) zframe;
+    unsigned char _b[]; /* [pad][header][payload][channel NUL] */
 } chan_msg;
 
 /* Builds a message from JSON text: copies it and precomputes the WebSocket
@@ -92,14 +104,16 @@ static inline const char *chan_msg_payload(const chan_msg *m)
 
 /* Serialises the `message` push {"push":"message","channel":C,"data":D} with
  * data_json inserted verbatim (it must already be valid JSON), plus
- * "offset":O when offset > 0. Returns a new message (one reference, the
- * caller's) with channel and offset recorded. */
+ * "offset":O when offset > 0 and "from":F when from (the JSON object text
+ * of the publishing client, {"user","client","info"}) is not NULL. Returns
+ * a new message (one reference, the caller's) with channel and offset
+ * recorded. */
 chan_msg *chan_msg_publication(const char *channel, const char *data_json, size_t data_len,
-                               uint64_t offset);
+                               uint64_t offset, const char *from);
 /* The same text into a malloc'ed string (caller frees): what the Redis
  * layer publishes. *len receives its length. */
 char *chan_publication_text(const char *channel, const char *data_json, size_t data_len,
-                            uint64_t offset, size_t *len);
+                            uint64_t offset, const char *from, size_t *len);
 /* {"push":"join"|"leave","channel":C,"client":..,"user":..}; join = 1 for
  * join. Returns malloc'ed text (caller frees), *len its length. */
 char *chan_join_leave_text(int join, const char *channel, const char *client, const char *user,
@@ -140,6 +154,7 @@ typedef struct chan_pos {
 typedef struct chan_pub {
     uint64_t offset;
     char *data; /* JSON text, NUL-terminated */
+    char *from; /* the publishing client's {"user","client","info"} text, or NULL */
 } chan_pub;
 
 /* The outcome of a subscribe (or of a resubscription after an outage). */
@@ -251,6 +266,7 @@ typedef struct chan_stats {
     uint64_t redis_reconnects;
     uint64_t redis_pending_bytes; /* received from Redis, not yet processed */
     uint64_t bad_messages;        /* malformed pushes dropped */
+    uint64_t control_rejected;    /* control messages not signed by a node, stale or replayed */
     /* Django Channels bridge (0 without it) */
     uint64_t django_received;       /* group messages handed to local subscribers */
     uint64_t django_bad;            /* messages from Django dropped (malformed, encrypted...) */
@@ -266,9 +282,12 @@ typedef struct chan_layer_ops {
     int (*start)(chan_layer *l, void *uv_loop);
     /* Loop 0, at shutdown: closes connections and handles. */
     void (*stop)(chan_layer *l);
-    /* Publishes data_json (valid JSON text, not retained) to channel. */
+    /* Publishes data_json (valid JSON text, not retained) to channel; from:
+     * the publishing client's {"user","client","info"} object text (copied),
+     * NULL for a backend's publication. */
     void (*publish)(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,
-                    const char *data_json, size_t data_len, chan_publish_cb cb, void *ud);
+                    const char *data_json, size_t data_len, const char *from, chan_publish_cb cb,
+                    void *ud);
     /* The node gained its first / lost its last subscriber of channel.
      * Called with that channel's registry lock held, in the order the
      * transitions happened: must only queue work. */
@@ -297,8 +316,9 @@ typedef struct chan_layer_ops {
 /* Creates the in-process layer. The host struct is copied. */
 chan_layer *chan_local_new(const chan_host *host);
 
-/* The Django Channels bridge's settings (cluster mode, README "Using Herald
- * from Django"); they mirror channels_redis' CHANNEL_LAYERS CONFIG. */
+/* The Django Channels bridge's settings (cluster mode,
+ * docs/integrations/django.md); they mirror channels_redis' CHANNEL_LAYERS
+ * CONFIG. */
 typedef struct chan_django_config {
     int mode;           /* 1 = RedisPubSubChannelLayer, 2 = RedisChannelLayer */
     const char *prefix; /* its "prefix" ("asgi") */
@@ -318,6 +338,11 @@ typedef struct chan_redis_config {
     const char *const *ns_names;
     const chan_opts *ns_opts;
     int presence_ttl; /* seconds an entry of a dead node survives */
+    /* Secrets every node shares (at least one): control messages carry an
+     * HMAC-SHA256 under a key derived from the first; any of them verifies
+     * (rotation). */
+    const char *const *control_secrets;
+    size_t ncontrol_secrets;
     const chan_django_config *django; /* NULL or mode 0: no Django bridge */
 } chan_redis_config;
 
@@ -349,7 +374,8 @@ chan_sub *chan_subscribe(chan_layer *l, unsigned thread, const char *channel, co
 void chan_unsubscribe(chan_layer *l, unsigned thread, chan_sub *s);
 /* Publishes from loop thread `thread` (see ops->publish). */
 void chan_publish(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,
-                  const char *data_json, size_t data_len, chan_publish_cb cb, void *ud);
+                  const char *data_json, size_t data_len, const char *from, chan_publish_cb cb,
+                  void *ud);
 void chan_history_read(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,
                        const chan_pos *since, int64_t limit, chan_history_cb cb, void *ud);
 void chan_presence_read(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,

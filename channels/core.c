@@ -363,10 +363,11 @@ void chan_layer_init(chan_layer *l, const chan_layer_ops *ops, const chan_host *
 }
 
 void chan_publish(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,
-                  const char *data_json, size_t data_len, chan_publish_cb cb, void *ud)
+                  const char *data_json, size_t data_len, const char *from, chan_publish_cb cb,
+                  void *ud)
 {
     atomic_fetch_add_explicit(&l->shards[thread].publications, 1, memory_order_relaxed);
-    l->ops->publish(l, thread, channel, o, data_json, data_len, cb, ud);
+    l->ops->publish(l, thread, channel, o, data_json, data_len, from, cb, ud);
 }
 
 void chan_history_read(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,

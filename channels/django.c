@@ -164,7 +164,7 @@ static void deliver(dj_bridge *b, const char *channel, const dj_message *m)
     dj_group *g = hr_map_get(b->groups, channel, strlen(channel));
     if (!g || !g->wanted)
         return; /* late: the last subscriber has left */
-    chan_msg *msg = chan_msg_publication(channel, m->json, m->len, 0);
+    chan_msg *msg = chan_msg_publication(channel, m->json, m->len, 0, NULL);
     chan_dispatch(b->layer, msg);
     chan_msg_unref(msg);
     atomic_fetch_add(&b->received, 1);
@@ -487,8 +487,9 @@ static void on_tick(uv_timer_t *t)
         b->renew_at = now + renew_period_ms(b);
     }
     /* hiredis 0.14's libuv adapter may never report a failed connect
-     * (README, pitfalls): a deadline catches it; and a blocking pop that
-     * has not answered long after its timeout means a dead peer */
+     * (docs/internals/library-pitfalls.md): a deadline catches it; and a
+     * blocking pop that has not answered long after its timeout means a dead
+     * peer */
     if (b->reader && !b->reader_connected && now - b->reader_since > READER_CONNECT_MS)
         reader_drop(b, 0);
     else if (b->reader && b->reader_connected &&

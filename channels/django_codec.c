@@ -340,6 +340,29 @@ static void float_text(double v, int single, char *buf, size_t len)
 }
 
 static int emit_value(emitter *e, const msgpack_object *o);
+static int emit_key(emitter *e, const msgpack_object *k);
+
+/* Emits a map key and refuses one already seen in this map (seen: the
+ * keys' JSON texts, NULL for a map of one entry). Two msgpack keys can
+ * become one JSON key ("1" and 1, "null" and nil), or a map can simply
+ * repeat one: Herald refuses JSON with duplicate keys everywhere (REST,
+ * WebSocket, Redis' publish function), so such a message is dropped and
+ * counted like any other it cannot convert, not passed on. */
+static int emit_key_once(emitter *e, const msgpack_object *k, hr_map *seen)
+{
+    size_t at = e->b->len;
+    if (emit_key(e, k) < 0)
+        return -1;
+    if (!seen)
+        return 0;
+    const char *text = e->b->data + at;
+    size_t len = e->b->len - at;
+    if (hr_map_get(seen, text, len))
+        return fail(e->err, e->errlen, "a map with the key %.*s twice", (int)(len > 64 ? 64 : len),
+                    text);
+    hr_map_put(seen, text, len, (void *)1);
+    return 0;
+}
 
 /* Map keys: JSON has only string keys. Scalars take their JSON text, as
  * json.dumps does with Python dict keys; containers, bin and ext refuse. */
@@ -413,16 +436,18 @@ static int emit_value(emitter *e, const msgpack_object *o)
             if ((i && put(e, ",", 1) < 0) || emit_value(e, &o->via.array.ptr[i]) < 0)
                 return -1;
         return put(e, "]", 1);
-    case MSGPACK_OBJECT_MAP:
-        if (put(e, "{", 1) < 0)
-            return -1;
-        for (uint32_t i = 0; i < o->via.map.size; i++) {
+    case MSGPACK_OBJECT_MAP: {
+        hr_map *seen = o->via.map.size > 1 ? hr_map_new(NULL) : NULL;
+        int r = put(e, "{", 1);
+        for (uint32_t i = 0; r == 0 && i < o->via.map.size; i++) {
             const msgpack_object_kv *kv = &o->via.map.ptr[i];
-            if ((i && put(e, ",", 1) < 0) || emit_key(e, &kv->key) < 0 || put(e, ":", 1) < 0 ||
-                emit_value(e, &kv->val) < 0)
-                return -1;
+            if ((i && put(e, ",", 1) < 0) || emit_key_once(e, &kv->key, seen) < 0 ||
+                put(e, ":", 1) < 0 || emit_value(e, &kv->val) < 0)
+                r = -1;
         }
-        return put(e, "}", 1);
+        hr_map_free(seen);
+        return r < 0 ? -1 : put(e, "}", 1);
+    }
     }
     return fail(e->err, e->errlen, "unknown msgpack type %d", (int)o->type);
 }
@@ -481,6 +506,7 @@ int dj_decode(const void *buf, size_t len, size_t max_json, dj_message *out, cha
     }
     hr_buf b = {0};
     emitter e = {&b, max_json, err, errlen};
+    hr_map *seen = o->via.map.size > 1 ? hr_map_new(NULL) : NULL;
     int first = 1, r = put(&e, "{", 1);
     for (uint32_t i = 0; r == 0 && i < o->via.map.size; i++) {
         const msgpack_object_kv *kv = &o->via.map.ptr[i];
@@ -488,11 +514,12 @@ int dj_decode(const void *buf, size_t len, size_t max_json, dj_message *out, cha
             r = routes_of(out, &kv->val, err, errlen);
             continue;
         }
-        if ((!first && put(&e, ",", 1) < 0) || emit_key(&e, &kv->key) < 0 || put(&e, ":", 1) < 0 ||
-            emit_value(&e, &kv->val) < 0)
+        if ((!first && put(&e, ",", 1) < 0) || emit_key_once(&e, &kv->key, seen) < 0 ||
+            put(&e, ":", 1) < 0 || emit_value(&e, &kv->val) < 0)
             r = -1;
         first = 0;
     }
+    hr_map_free(seen);
     if (r == 0)
         r = put(&e, "}", 1);
     msgpack_unpacked_destroy(&u);

@@ -20,19 +20,27 @@
 #include <string.h>
 #include <time.h>
 
-/* Publications between two sweeps of expired histories. */
+/* Operations between two sweeps of expired histories. */
 #define SWEEP_EVERY 1024
+/* Epoch generations: one counter per slot of channel names (see
+ * unborn_pos). */
+#define GEN_SLOTS 4096
+/* A ring's first allocation; it doubles up to history_size. */
+#define RING_MIN 4
 
 typedef struct hist_entry {
     uint64_t offset;
     int64_t at; /* unix seconds */
     char *data;
+    char *from; /* NULL: a backend's publication */
 } hist_entry;
 
+/* A channel's stream, created by its first publication only: reading a
+ * channel nobody published to creates nothing. */
 typedef struct local_hist {
     chan_pos top;
-    hist_entry *ring; /* cap = history_size */
-    size_t head, n, cap;
+    hist_entry *ring; /* `alloc` slots, grown up to cap; NULL while empty */
+    size_t head, n, alloc, cap;
     int ttl;
     int64_t last_pub;
 } local_hist;
@@ -43,6 +51,8 @@ typedef struct local_layer {
     hr_map *hist;     /* channel -> local_hist */
     hr_map *presence; /* channel -> hr_map(client -> entry JSON text) */
     unsigned since_sweep;
+    char universe[17];       /* random per process: epochs never survive a restart */
+    uint32_t gen[GEN_SLOTS]; /* streams born per slot */
 } local_layer;
 
 static local_layer *ll(chan_layer *l)
@@ -52,57 +62,112 @@ static local_layer *ll(chan_layer *l)
 
 /*---- History ---------------------------------------------------------------*/
 
+static void entry_free(hist_entry *e)
+{
+    free(e->data);
+    free(e->from);
+}
+
 static void hist_free(void *p)
 {
     local_hist *h = p;
     for (size_t i = 0; i < h->n; i++)
-        free(h->ring[(h->head + i) % h->cap].data);
+        entry_free(&h->ring[(h->head + i) % h->alloc]);
     free(h->ring);
     free(h);
 }
 
-/* A channel's ring, created with a fresh epoch on first use. Under mu. */
+static uint32_t *gen_of(local_layer *L, const char *channel)
+{
+    return &L->gen[hr_hash(channel, strlen(channel)) % GEN_SLOTS];
+}
+
+/* The position of a channel without a stream: offset 0 and the epoch its
+ * next birth will take - "<universe>-<generation of its slot>". A birth
+ * moves its slot's generation on, so a stream born again after it was
+ * freed never reuses an epoch (a client's old position cannot match it),
+ * while a subscriber told this epoch before the first publication keeps
+ * it. Under mu. */
+static void unborn_pos(local_layer *L, const char *channel, chan_pos *pos)
+{
+    pos->offset = 0;
+    snprintf(pos->epoch, sizeof(pos->epoch), "%s-%u", L->universe, *gen_of(L, channel));
+}
+
 static void hist_sweep(local_layer *L, int64_t now);
 
-/* Every SWEEP_EVERY uses, expired rings are freed: memory stays bounded by
- * the channels used within a TTL, whatever reads and writes them. */
-static local_hist *hist_get(local_layer *L, const char *channel, const chan_opts *o)
+/* Every SWEEP_EVERY operations, expired entries are dropped and streams
+ * left empty, idle and without subscribers are freed. Under mu. */
+static void maybe_sweep(local_layer *L)
 {
-    size_t len = strlen(channel);
     if (++L->since_sweep >= SWEEP_EVERY) {
         L->since_sweep = 0;
         hist_sweep(L, (int64_t)time(NULL));
     }
-    local_hist *h = hr_map_get(L->hist, channel, len);
+}
+
+/* A channel's stream, or NULL (nothing published). Under mu. */
+static local_hist *hist_find(local_layer *L, const char *channel)
+{
+    maybe_sweep(L);
+    return hr_map_get(L->hist, channel, strlen(channel));
+}
+
+/* A channel's stream, born on its first publication. Under mu. */
+static local_hist *hist_get(local_layer *L, const char *channel, const chan_opts *o)
+{
+    local_hist *h = hist_find(L, channel);
     if (!h) {
         h = hr_calloc(1, sizeof(*h));
-        hr_random_hex(h->top.epoch, 8);
+        unborn_pos(L, channel, &h->top);
+        (*gen_of(L, channel))++;
         h->cap = (size_t)o->history_size;
-        h->ring = hr_calloc(h->cap, sizeof(*h->ring));
-        h->last_pub = (int64_t)time(NULL);
-        hr_map_put(L->hist, channel, len, h);
+        hr_map_put(L->hist, channel, strlen(channel), h);
     }
     h->ttl = o->history_ttl;
     return h;
 }
 
-static void hist_append(local_hist *h, const char *data, size_t len, int64_t now)
+/* Makes room for one more entry: the ring grows (doubling, up to cap),
+ * then the oldest entry goes. */
+static void hist_room(local_hist *h)
 {
-    if (h->n == h->cap) {
-        free(h->ring[h->head].data);
-        h->head = (h->head + 1) % h->cap;
-        h->n--;
+    if (h->n < h->alloc)
+        return;
+    if (h->alloc < h->cap) {
+        size_t na = h->alloc ? h->alloc * 2 : RING_MIN;
+        if (na > h->cap)
+            na = h->cap;
+        hist_entry *r = hr_calloc(na, sizeof(*r));
+        for (size_t i = 0; i < h->n; i++)
+            r[i] = h->ring[(h->head + i) % h->alloc];
+        free(h->ring);
+        h->ring = r;
+        h->alloc = na;
+        h->head = 0;
+        return;
     }
-    hist_entry *e = &h->ring[(h->head + h->n) % h->cap];
+    entry_free(&h->ring[h->head]);
+    h->head = (h->head + 1) % h->alloc;
+    h->n--;
+}
+
+static void hist_append(local_hist *h, const char *data, size_t len, const char *from, int64_t now)
+{
+    hist_room(h);
+    hist_entry *e = &h->ring[(h->head + h->n) % h->alloc];
     e->offset = ++h->top.offset;
     e->at = now;
     e->data = hr_strndup(data, len);
+    e->from = from ? hr_strdup(from) : NULL;
     h->n++;
     h->last_pub = now;
 }
 
-/* Frees the rings nobody published to for longer than their TTL (their
- * epoch goes with them: a later subscriber is told "not recovered"). */
+/* Drops expired entries; frees the streams nobody published to for longer
+ * than their TTL and nobody on this node is subscribed to (their epoch
+ * goes with them: a later subscriber is told "not recovered"). A stream
+ * with subscribers stays, so they never see its offsets start again. */
 static void hist_sweep(local_layer *L, int64_t now)
 {
     const char *key;
@@ -112,9 +177,26 @@ static void hist_sweep(local_layer *L, int64_t now)
     size_t ndead = 0;
     for (size_t it = 0; hr_map_next(L->hist, &it, &key, &klen, &val);) {
         local_hist *h = val;
-        if (h->ttl > 0 && now - h->last_pub > h->ttl) {
-            dead = hr_realloc(dead, (ndead + 1) * sizeof(*dead));
-            dead[ndead++] = hr_strndup(key, klen);
+        if (h->ttl <= 0)
+            continue;
+        while (h->n && now - h->ring[h->head].at > h->ttl) {
+            entry_free(&h->ring[h->head]);
+            h->head = (h->head + 1) % h->alloc;
+            h->n--;
+        }
+        if (h->n == 0 && h->ring) {
+            free(h->ring);
+            h->ring = NULL;
+            h->alloc = h->head = 0;
+        }
+        if (h->n == 0 && now - h->last_pub > h->ttl) {
+            char *name = hr_strndup(key, klen);
+            if (chan_channel_threads(&L->base, name) == 0) {
+                dead = hr_realloc(dead, (ndead + 1) * sizeof(*dead));
+                dead[ndead++] = name;
+            } else {
+                free(name);
+            }
         }
     }
     for (size_t i = 0; i < ndead; i++) {
@@ -132,11 +214,12 @@ static chan_pub *hist_copy(const local_hist *h, uint64_t after, int64_t limit, i
     chan_pub *out = hr_calloc(h->n ? h->n : 1, sizeof(*out));
     size_t k = 0;
     for (size_t i = 0; i < h->n; i++) {
-        const hist_entry *e = &h->ring[(h->head + i) % h->cap];
+        const hist_entry *e = &h->ring[(h->head + i) % h->alloc];
         if (e->offset <= after || (h->ttl > 0 && now - e->at > h->ttl))
             continue;
         out[k].offset = e->offset;
         out[k].data = e->data; /* borrowed until duplicated below */
+        out[k].from = e->from;
         k++;
     }
     size_t first = 0;
@@ -145,23 +228,28 @@ static chan_pub *hist_copy(const local_hist *h, uint64_t after, int64_t limit, i
         k = (size_t)limit;
     }
     memmove(out, out + first, k * sizeof(*out));
-    for (size_t i = 0; i < k; i++)
+    for (size_t i = 0; i < k; i++) {
         out[i].data = hr_strdup(out[i].data);
+        out[i].from = out[i].from ? hr_strdup(out[i].from) : NULL;
+    }
     *n = k;
     return out;
 }
 
 static void pubs_free(chan_pub *p, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; p && i < n; i++) {
         free(p[i].data);
+        free(p[i].from);
+    }
     free(p);
 }
 
 /*---- Publish ---------------------------------------------------------------*/
 
 static void local_publish(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,
-                          const char *data_json, size_t data_len, chan_publish_cb cb, void *ud)
+                          const char *data_json, size_t data_len, const char *from,
+                          chan_publish_cb cb, void *ud)
 {
     local_layer *L = ll(l);
     uint64_t offset = 0;
@@ -170,14 +258,14 @@ static void local_publish(chan_layer *l, unsigned thread, const char *channel, c
         int64_t now = (int64_t)time(NULL);
         pthread_mutex_lock(&L->mu);
         local_hist *h = hist_get(L, channel, o);
-        hist_append(h, data_json, data_len, now);
+        hist_append(h, data_json, data_len, from, now);
         offset = h->top.offset;
-        chan_msg *m = chan_msg_publication(channel, data_json, data_len, offset);
+        chan_msg *m = chan_msg_publication(channel, data_json, data_len, offset, from);
         chan_dispatch(l, m); /* under mu: offsets and delivery agree */
         pthread_mutex_unlock(&L->mu);
         chan_msg_unref(m);
     } else {
-        chan_msg *m = chan_msg_publication(channel, data_json, data_len, 0);
+        chan_msg *m = chan_msg_publication(channel, data_json, data_len, 0, from);
         chan_dispatch(l, m);
         chan_msg_unref(m);
     }
@@ -243,11 +331,14 @@ static void local_subscribe(chan_layer *l, unsigned thread, chan_sub *s)
     if (s->opts.history_size > 0) {
         int64_t now = (int64_t)time(NULL);
         pthread_mutex_lock(&L->mu);
-        local_hist *h = hist_get(L, s->channel, &s->opts);
+        local_hist *h = hist_find(L, s->channel);
         r.history = 1;
-        r.pos = h->top;
+        if (h)
+            r.pos = h->top;
+        else
+            unborn_pos(L, s->channel, &r.pos);
         if (s->has_since)
-            pubs = hist_copy(h, s->since.offset, -1, 0, now, &r.npubs);
+            pubs = h ? hist_copy(h, s->since.offset, -1, 0, now, &r.npubs) : NULL;
         pthread_mutex_unlock(&L->mu);
         r.pubs = pubs;
         r.recovered = s->has_since && chan_recovered(&s->since, &r.pos, pubs, r.npubs);
@@ -280,12 +371,18 @@ static void local_history(chan_layer *l, unsigned thread, const char *channel, c
     chan_history h = {0};
     chan_pub *pubs;
     (void)thread;
+    (void)o;
     pthread_mutex_lock(&L->mu);
-    local_hist *lh = hist_get(L, channel, o);
-    h.top = lh->top;
+    local_hist *lh = hist_find(L, channel);
     /* with since: the oldest after it; without: the newest `limit` */
-    pubs = hist_copy(lh, since ? since->offset : 0, limit, since == NULL, (int64_t)time(NULL),
-                     &h.npubs);
+    if (lh) {
+        h.top = lh->top;
+        pubs = hist_copy(lh, since ? since->offset : 0, limit, since == NULL, (int64_t)time(NULL),
+                         &h.npubs);
+    } else {
+        unborn_pos(L, channel, &h.top);
+        pubs = NULL;
+    }
     pthread_mutex_unlock(&L->mu);
     h.pubs = pubs;
     cb(ud, &h);
@@ -351,6 +448,7 @@ chan_layer *chan_local_new(const chan_host *host)
     chan_layer_init(&L->base, &local_ops, host);
     pthread_mutex_init(&L->mu, NULL);
     L->hist = hr_map_new(hist_free);
+    hr_random_hex(L->universe, 8);
     L->presence = hr_map_new(presence_free);
     return &L->base;
 }

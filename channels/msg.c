@@ -46,6 +46,7 @@ static chan_msg *msg_alloc(size_t len, size_t extra)
     m->offset = 0;
     m->born_us = hr_now_us();
     atomic_init(&m->tag, -1);
+    atomic_init(&m->zframe, NULL);
     return m;
 }
 
@@ -78,62 +79,65 @@ chan_msg *chan_msg_ref(chan_msg *m)
 
 void chan_msg_unref(chan_msg *m)
 {
-    if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1)
+    if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) {
+        free(atomic_load_explicit(&m->zframe, memory_order_relaxed));
         free(m);
+    }
 }
 
 /* Channel names are restricted to characters that never need JSON escaping,
- * which lets the publication envelope be assembled with plain copies. */
+ * which lets the publication envelope be assembled with plain copies:
+ * {"push":"message","channel":C,"data":D[,"offset":O][,"from":F]}. With w
+ * NULL only measures. */
 static size_t publication_write(char *w, const char *channel, size_t clen, const char *data_json,
-                                size_t data_len, const char *tail, size_t tl)
+                                size_t data_len, uint64_t offset, const char *from)
 {
     static const char p1[] = "{\"push\":\"message\",\"channel\":\"";
     static const char p2[] = "\",\"data\":";
-    size_t len = sizeof(p1) - 1 + clen + sizeof(p2) - 1 + data_len + tl;
+    static const char p3[] = ",\"from\":";
+    char off[40] = "";
+    size_t ol = offset ? (size_t)snprintf(off, sizeof(off), ",\"offset\":%" PRIu64, offset) : 0;
+    size_t fl = from ? strlen(from) : 0;
+    size_t len = sizeof(p1) - 1 + clen + sizeof(p2) - 1 + data_len + ol +
+                 (from ? sizeof(p3) - 1 + fl : 0) + 1;
     if (!w)
         return len;
     memcpy(w, p1, sizeof(p1) - 1), w += sizeof(p1) - 1;
     memcpy(w, channel, clen), w += clen;
     memcpy(w, p2, sizeof(p2) - 1), w += sizeof(p2) - 1;
     memcpy(w, data_json, data_len), w += data_len;
-    memcpy(w, tail, tl);
+    memcpy(w, off, ol), w += ol;
+    if (from) {
+        memcpy(w, p3, sizeof(p3) - 1), w += sizeof(p3) - 1;
+        memcpy(w, from, fl), w += fl;
+    }
+    *w = '}';
     return len;
 }
 
-static size_t publication_tail(char tail[40], uint64_t offset)
-{
-    int tl =
-        offset ? snprintf(tail, 40, ",\"offset\":%" PRIu64 "}", offset) : snprintf(tail, 40, "}");
-    return (size_t)tl;
-}
-
 chan_msg *chan_msg_publication(const char *channel, const char *data_json, size_t data_len,
-                               uint64_t offset)
+                               uint64_t offset, const char *from)
 {
-    char tail[40];
-    size_t tl = publication_tail(tail, offset);
     size_t clen = strlen(channel);
-    size_t len = publication_write(NULL, channel, clen, data_json, data_len, tail, tl);
+    size_t len = publication_write(NULL, channel, clen, data_json, data_len, offset, from);
     chan_msg *m = msg_alloc(len, clen + 1);
     char *name = (char *)m->_b + CHAN_FRAME_HDR_MAX + len;
     memcpy(name, channel, clen + 1);
     m->channel = name;
     m->offset = offset;
-    publication_write((char *)m->_b + CHAN_FRAME_HDR_MAX, channel, clen, data_json, data_len, tail,
-                      tl);
+    publication_write((char *)m->_b + CHAN_FRAME_HDR_MAX, channel, clen, data_json, data_len,
+                      offset, from);
     frame_header(m);
     return m;
 }
 
 char *chan_publication_text(const char *channel, const char *data_json, size_t data_len,
-                            uint64_t offset, size_t *len)
+                            uint64_t offset, const char *from, size_t *len)
 {
-    char tail[40];
-    size_t tl = publication_tail(tail, offset);
     size_t clen = strlen(channel);
-    size_t n = publication_write(NULL, channel, clen, data_json, data_len, tail, tl);
+    size_t n = publication_write(NULL, channel, clen, data_json, data_len, offset, from);
     char *s = hr_malloc(n + 1);
-    publication_write(s, channel, clen, data_json, data_len, tail, tl);
+    publication_write(s, channel, clen, data_json, data_len, offset, from);
     s[n] = '\0';
     *len = n;
     return s;
@@ -158,11 +162,13 @@ chan_msg *chan_msg_parse_push(const char *json, size_t len, const char *channel,
                               size_t errlen)
 {
     json_error_t jerr;
-    json_t *o = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+    /* \u0000 in data is delivered (Herald accepts it everywhere) */
+    json_t *o = json_loadb(json, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     chan_msg *m = NULL;
     const char *push = json_string_value(json_object_get(o, "push"));
     const char *ch = json_string_value(json_object_get(o, "channel"));
     json_t *off = json_object_get(o, "offset");
+    json_t *from = json_object_get(o, "from");
     if (!o) {
         snprintf(err, errlen, "invalid JSON: %s", jerr.text);
     } else if (!push ||
@@ -174,6 +180,8 @@ chan_msg *chan_msg_parse_push(const char *json, size_t len, const char *channel,
         snprintf(err, errlen, "a message without \"data\"");
     } else if (off && (!json_is_integer(off) || json_integer_value(off) <= 0)) {
         snprintf(err, errlen, "\"offset\" must be a positive integer");
+    } else if (from && !json_is_object(from)) {
+        snprintf(err, errlen, "\"from\" must be an object");
     } else {
         m = chan_msg_for_channel(json, len, channel, off ? (uint64_t)json_integer_value(off) : 0);
     }

@@ -16,9 +16,9 @@
  * two connections: `cmd` (PUBLISH, FCALL, presence) and `sub` (SUBSCRIBE).
  * The control channel lives on the first shard.
  *
- * Keys and topics, under the prefix <p> (README "Cluster mode"):
+ * Keys and topics, under the prefix <p> (docs/cluster.md):
  *   <p>:ch:<channel>              pub/sub topic: complete push JSON texts
- *   <p>:control                   pub/sub topic: control messages (JSON)
+ *   <p>:control                   pub/sub topic: control messages, "<mac> <JSON>"
  *   <p>:history:<channel>         stream: id "<offset>-1", field d = data
  *   <p>:history-meta:<channel>    hash: e = epoch, s = last offset
  *   <p>:presence:<channel>        hash: client id -> {"client","user","info"}
@@ -46,6 +46,7 @@
  * it in order, and tells each subscriber whether the stream was recovered.
  */
 #include "django.h"
+#include "functions_lua.h" /* channels/functions.lua, embedded at build time */
 #include "layer_internal.h"
 #include "redis_uv.h"
 
@@ -54,6 +55,8 @@
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 #include <linux/sockios.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,13 +67,15 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define TICK_MS 1000
+/* Ticks between renewals of the history metas of subscribed channels
+ * (functions.lua gives them at least 60 s). */
+#define TOUCH_TICKS 20
 /* A shard not up this long after its connections were opened is torn
  * down and tried again (see on_connect_timeout). */
 #define CONNECT_TIMEOUT_MS 1500
-/* Seconds the epoch of a history stream outlives its last publication. */
-#define META_TTL_S 604800
-#define STR_(x) #x
-#define STR(x) STR_(x)
+/* A control message is obeyed within this many ms of its timestamp (nodes'
+ * clocks must agree that well); its nonce is remembered as long. */
+#define CONTROL_WINDOW_MS 60000
 
 typedef struct redis_layer redis_layer;
 typedef struct shard shard;
@@ -102,7 +107,8 @@ struct shard {
     char ip[64];
     redisAsyncContext *cmd, *sub;
     int cmd_ready, sub_ready, up;
-    int was_up; /* has been up before: a reconnect, not the first connect */
+    int was_up;       /* has been up before: a reconnect, not the first connect */
+    int setup_failed; /* AUTH & co. refused since the shard was last up (said once) */
     unsigned attempt;
     uv_timer_t retry;
     uv_timer_t connect_timer;
@@ -125,9 +131,18 @@ struct redis_layer {
     /* home thread only */
     uv_loop_t *uv;
     uv_timer_t tick;
-    unsigned ticks;
+    unsigned ticks, touch_ticks;
     int stopping;
+    /* control messages: HMAC-SHA256 keys (the first signs), and the nonces
+     * seen within the window (home thread) */
+    unsigned char (*ctl_keys)[32];
+    size_t nctl_keys;
+    hr_map *ctl_seen;       /* nonce -> expiry (wall ms), home thread */
+    uint64_t err_logged_ms; /* log_reply_error's limit, home thread */
+    size_t ctl_sweep_at;
+    uint64_t ctl_logged_ms;
     /* any thread (metrics, readyz) */
+    atomic_ullong control_rejected;
     atomic_int shards_up;
     atomic_ullong reconnects;
     atomic_ullong pending_bytes;
@@ -137,6 +152,18 @@ struct redis_layer {
 static redis_layer *rl(chan_layer *l)
 {
     return (redis_layer *)l;
+}
+
+/* Logs an error reply in Redis' own words (NOPERM, OOM, ...), at most once
+ * a second: a command that fails for every request must not flood the
+ * log. Home thread. */
+static void log_reply_error(redis_layer *L, const char *what, const redisReply *r)
+{
+    uint64_t now = hr_now_ms();
+    if (!r || r->type != REDIS_REPLY_ERROR || (L->err_logged_ms && now - L->err_logged_ms < 1000))
+        return;
+    L->err_logged_ms = now;
+    fprintf(stderr, "herald: redis %s failed: %s\n", what, r->str);
 }
 
 /*---- Shards ------------------------------------------------------------------*/
@@ -179,6 +206,7 @@ typedef struct home_task {
     unsigned thread;
     char *data;
     size_t len;
+    char *from; /* publish: the client's {"user","client","info"}, or NULL */
     int has_since;
     chan_pos since;
     int64_t limit;
@@ -199,8 +227,10 @@ typedef struct home_task {
 
 static void pubs_free(chan_pub *p, size_t n)
 {
-    for (size_t i = 0; p && i < n; i++)
+    for (size_t i = 0; p && i < n; i++) {
         free(p[i].data);
+        free(p[i].from);
+    }
     free(p);
 }
 
@@ -209,6 +239,7 @@ static void home_task_free(home_task *t)
     free(t->channel);
     free(t->client);
     free(t->data);
+    free(t->from);
     free(t->ctl_user);
     free(t->ctl_channel);
     pubs_free(t->pubs, t->hist.npubs);
@@ -476,21 +507,24 @@ static void sub_job_finish(redis_layer *L, rchan *c, sub_job *j)
     to_caller(L, t);
 }
 
-/* Parses an FCALL history reply: [epoch, top, offset, data, ...]. */
+/* Parses an FCALL history reply: [epoch, top, offset, data, from, ...]
+ * (from "" for a backend's publication). */
 static int parse_history(const redisReply *r, chan_pos *top, chan_pub **pubs, size_t *n)
 {
     *pubs = NULL;
     *n = 0;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 || r->elements % 2 ||
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 || (r->elements - 2) % 3 ||
         r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
         return -1;
     snprintf(top->epoch, sizeof(top->epoch), "%s", r->element[0]->str);
     top->offset = strtoull(r->element[1]->str, NULL, 10);
-    size_t k = (r->elements - 2) / 2;
+    size_t k = (r->elements - 2) / 3;
     *pubs = hr_calloc(k ? k : 1, sizeof(**pubs));
     for (size_t i = 0; i < k; i++) {
-        const redisReply *o = r->element[2 + 2 * i], *d = r->element[3 + 2 * i];
-        if (o->type != REDIS_REPLY_STRING || d->type != REDIS_REPLY_STRING) {
+        const redisReply *o = r->element[2 + 3 * i], *d = r->element[3 + 3 * i],
+                         *f = r->element[4 + 3 * i];
+        if (o->type != REDIS_REPLY_STRING || d->type != REDIS_REPLY_STRING ||
+            f->type != REDIS_REPLY_STRING) {
             pubs_free(*pubs, *n);
             *pubs = NULL;
             *n = 0;
@@ -498,6 +532,7 @@ static int parse_history(const redisReply *r, chan_pos *top, chan_pub **pubs, si
         }
         (*pubs)[i].offset = strtoull(o->str, NULL, 10);
         (*pubs)[i].data = hr_strndup(d->str, d->len);
+        (*pubs)[i].from = f->len ? hr_strndup(f->str, f->len) : NULL;
         (*n)++;
     }
     return 0;
@@ -523,6 +558,7 @@ static void sub_history_reply(redisAsyncContext *ac, void *reply, void *priv)
     redis_layer *L = j->t.L;
     rchan *c = rchan_get(L, j->t.channel, 0);
     (void)ac;
+    log_reply_error(L, "history read", reply);
     j->r.history = 1;
     if (parse_history(reply, &j->r.pos, &j->t.pubs, &j->t.hist.npubs) < 0) {
         j->r.status = -EAGAIN;
@@ -750,9 +786,118 @@ static void on_message(redis_layer *L, shard *sh, const char *topic, const char 
     chan_msg_unref(m);
 }
 
+/*---- Control messages (home thread) -----------------------------------------*/
+
+/* Wall-clock milliseconds: control messages are stamped by one node and
+ * checked by another. */
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* HMAC-SHA256(key, topic "\n" body) as 64 hex digits into hex[65]: the
+ * topic binds a message to its deployment (prefix). */
+static void control_mac(const redis_layer *L, const unsigned char key[32], const char *body,
+                        size_t len, char hex[65])
+{
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int mlen = 0;
+    size_t tlen = strlen(L->control_topic);
+    unsigned char *msg = hr_malloc(tlen + 1 + len);
+    memcpy(msg, L->control_topic, tlen);
+    msg[tlen] = '\n';
+    memcpy(msg + tlen + 1, body, len);
+    HMAC(EVP_sha256(), key, 32, msg, tlen + 1 + len, mac, &mlen);
+    free(msg);
+    for (unsigned i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+}
+
+/* Logs a refused control message, at most once a second (anyone allowed to
+ * publish on the topic could flood the log otherwise). */
+static void control_refused(redis_layer *L, const char *why)
+{
+    uint64_t now = hr_now_ms();
+    atomic_fetch_add(&L->control_rejected, 1);
+    if (now - L->ctl_logged_ms < 1000 && L->ctl_logged_ms)
+        return;
+    L->ctl_logged_ms = now;
+    fprintf(stderr, "herald: dropped a control message: %s (herald_redis_control_rejected_total)\n",
+            why);
+}
+
+/* Forgets nonces whose window has passed. */
+static void control_sweep(redis_layer *L, int64_t now)
+{
+    const char *key;
+    size_t klen;
+    void *val;
+    char **dead = NULL;
+    size_t ndead = 0;
+    for (size_t it = 0; hr_map_next(L->ctl_seen, &it, &key, &klen, &val);) {
+        if ((int64_t)(intptr_t)val < now) {
+            dead = hr_realloc(dead, (ndead + 1) * sizeof(*dead));
+            dead[ndead++] = hr_strndup(key, klen);
+        }
+    }
+    for (size_t i = 0; i < ndead; i++) {
+        hr_map_del(L->ctl_seen, dead[i], strlen(dead[i]));
+        free(dead[i]);
+    }
+    free(dead);
+}
+
+/* Control messages make nodes add users to channels, disconnect and
+ * revoke them: a node obeys only what another node signed with the
+ * cluster's secret ("<mac> <JSON>"), stamped within CONTROL_WINDOW_MS of
+ * now, and never the same nonce twice. Publishing on the topic is not
+ * enough: backends that publish through Redis may. */
 static void on_control_message(redis_layer *L, const char *payload, size_t len)
 {
-    json_t *o = json_loadb(payload, len, 0, NULL);
+    char want[65];
+    const char *body = payload + 65;
+    size_t blen = len > 65 ? len - 65 : 0;
+    int signed_ok = 0;
+    if (len <= 65 || payload[64] != ' ') {
+        control_refused(L, "not signed");
+        return;
+    }
+    for (size_t i = 0; i < L->nctl_keys; i++) {
+        control_mac(L, L->ctl_keys[i], body, blen, want);
+        signed_ok |= hr_secure_eq(want, 64, payload, 64);
+    }
+    if (!signed_ok) {
+        control_refused(L, "bad signature (not from a node with this cluster's secret)");
+        return;
+    }
+    json_t *o = json_loadb(body, blen, 0, NULL);
+    json_t *ts = json_object_get(o, "ts");
+    const char *nonce = json_string_value(json_object_get(o, "nonce"));
+    int64_t now = wall_ms();
+    if (!json_is_integer(ts) || !nonce || !*nonce || strlen(nonce) > 64) {
+        control_refused(L, "no timestamp or nonce");
+        json_decref(o);
+        return;
+    }
+    int64_t t = json_integer_value(ts);
+    if (t < now - CONTROL_WINDOW_MS || t > now + CONTROL_WINDOW_MS) {
+        control_refused(L, "outside the time window (replayed, or the nodes' clocks disagree)");
+        json_decref(o);
+        return;
+    }
+    if (hr_map_get(L->ctl_seen, nonce, strlen(nonce))) {
+        control_refused(L, "replayed");
+        json_decref(o);
+        return;
+    }
+    if (hr_map_count(L->ctl_seen) >= L->ctl_sweep_at) {
+        control_sweep(L, now);
+        L->ctl_sweep_at = 2 * hr_map_count(L->ctl_seen) + 1024;
+    }
+    hr_map_put(L->ctl_seen, nonce, strlen(nonce), (void *)(intptr_t)(t + CONTROL_WINDOW_MS + 1));
+
     const char *op = json_string_value(json_object_get(o, "op"));
     chan_control c = {0};
     c.user = json_string_value(json_object_get(o, "user"));
@@ -848,8 +993,8 @@ static void recovery_reply(redisAsyncContext *ac, void *reply, void *priv)
     int ok = parse_history(reply, &top, &pubs, &n) == 0;
     int recovered = ok && chan_recovered(&c->last, &top, pubs, n);
     for (size_t i = 0; ok && recovered && i < n; i++) {
-        chan_msg *m =
-            chan_msg_publication(c->name, pubs[i].data, strlen(pubs[i].data), pubs[i].offset);
+        chan_msg *m = chan_msg_publication(c->name, pubs[i].data, strlen(pubs[i].data),
+                                           pubs[i].offset, pubs[i].from);
         deliver_push(L, c, m);
         chan_msg_unref(m);
     }
@@ -886,7 +1031,12 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv)
     shard *sh = priv;
     redis_layer *L = sh->L;
     redisReply *r = reply;
-    (void)ac;
+    if (ac != sh->sub) /* a connection shard_down let go of */
+        return;
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        log_reply_error(L, "SUBSCRIBE", r);
+        return;
+    }
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
         r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
         return;
@@ -953,29 +1103,42 @@ static void update_up(shard *sh)
      * connection, so a channel's confirmation implies its group's */
     if (sh->index == 0)
         dj_bridge_up(L->base.django, sh->cmd, sh->sub, &sh->addr, sh->ip);
-    /* subscribe again to everything the node wants */
-    const char *key;
-    void *val;
+    /* subscribe again to everything the node wants; announce its
+     * presence entries at once (a Redis that restarted empty showed nobody
+     * until the next refresh, presence_ttl/3 later) */
+    const char *key, *ck;
+    void *val, *entry;
     for (size_t it = 0; hr_map_next(sh->channels, &it, &key, NULL, &val);) {
         rchan *c = val;
         if (c->wanted) {
             c->renew = c->renew || c->have_last || c->opts.history_size == 0;
             rchan_sync(c);
         }
+        if (c->opts.presence)
+            for (size_t jt = 0; hr_map_next(c->members, &jt, &ck, NULL, &entry);)
+                presence_send(L, c, ck, entry);
     }
+    sh->setup_failed = 0;
 }
 
+/* A setup command (AUTH, SELECT, CLIENT SETNAME, <fn>_init) failed: the
+ * shard is not usable on these connections, so both go at once and the
+ * shard stays down (it was never up: no "up"/"down" flapping while Redis
+ * refuses the credentials), retried with backoff; said once per streak,
+ * in Redis' own words. */
 static void on_setup_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
     shard *sh = ac->data;
     redisReply *r = reply;
-    (void)priv;
-    if (!r || r->type == REDIS_REPLY_ERROR) {
-        fprintf(stderr, "herald: redis shard %d setup failed: %s\n", sh->index,
-                r ? r->str : "no reply");
-        if (r)
-            redisAsyncDisconnect(ac);
-    }
+    const char *what = priv;
+    if (!r || r->type != REDIS_REPLY_ERROR || (ac != sh->cmd && ac != sh->sub))
+        return;
+    if (!sh->setup_failed)
+        fprintf(stderr, "herald: redis shard %d (%s:%d): %s: %s (retrying)\n", sh->index,
+                sh->addr.host, sh->addr.port,
+                !strcmp(what, "AUTH") ? "authentication failed" : what, r->str);
+    sh->setup_failed = 1;
+    shard_down(sh, r->str);
 }
 
 static void on_function_loaded(redisAsyncContext *ac, void *reply, void *priv)
@@ -983,11 +1146,14 @@ static void on_function_loaded(redisAsyncContext *ac, void *reply, void *priv)
     shard *sh = ac->data;
     redisReply *r = reply;
     (void)priv;
-    if (!r)
+    if (!r || ac != sh->cmd) /* a connection shard_down let go of */
         return;
     if (r->type == REDIS_REPLY_ERROR) {
-        fprintf(stderr, "herald: redis shard %d: FUNCTION LOAD failed: %s\n", sh->index, r->str);
-        redisAsyncDisconnect(ac);
+        if (!sh->setup_failed)
+            fprintf(stderr, "herald: redis shard %d: FUNCTION LOAD failed: %s (retrying)\n",
+                    sh->index, r->str);
+        sh->setup_failed = 1;
+        shard_down(sh, r->str);
         return;
     }
     sh->cmd_ready = 1;
@@ -1000,7 +1166,7 @@ static void send_setup(shard *sh, redisAsyncContext *ac)
     char dbbuf[16];
     int n = hr_redis_setup_commands(&sh->addr, setup, dbbuf);
     for (int i = 0; i < n; i++)
-        send_argv(ac, on_setup_reply, NULL, setup[i].argc, setup[i].argv, NULL);
+        send_argv(ac, on_setup_reply, (void *)setup[i].argv[0], setup[i].argc, setup[i].argv, NULL);
 }
 
 static void on_connect(const redisAsyncContext *cac, int status)
@@ -1027,11 +1193,18 @@ static void on_connect(const redisAsyncContext *cac, int status)
         if (*p == ' ' || *p == '\n')
             *p = '_';
     const char *setname[3] = {"CLIENT", "SETNAME", name};
-    send_argv(ac, on_setup_reply, NULL, 3, setname, NULL);
+    send_argv(ac, on_setup_reply, "CLIENT SETNAME", 3, setname, NULL);
     free(name);
     if (ac == sh->cmd) {
         const char *argv[4] = {"FUNCTION", "LOAD", "REPLACE", L->library};
         send_argv(ac, on_function_loaded, NULL, 4, argv, NULL);
+        /* the history epochs' base exists before anyone reads (functions.lua) */
+        char *init;
+        if (asprintf(&init, "%s_init", L->fn) < 0)
+            abort();
+        const char *iargv[3] = {"FCALL", init, "0"};
+        send_argv(ac, on_setup_reply, "FCALL init", 3, iargv, NULL);
+        free(init);
     } else if (sh->index == 0) {
         const char *argv[2] = {"SUBSCRIBE", L->control_topic};
         send_argv(ac, on_sub_reply, sh, 2, argv, NULL);
@@ -1175,6 +1348,44 @@ static void shard_connect(shard *sh)
 
 /*---- Periodic work (home thread) -------------------------------------------*/
 
+/* Keeps the history meta of every channel this node has subscribers of
+ * alive (<fn>_touch: EXPIRE ... GT, which creates nothing): a stream must
+ * not be born again, its offsets starting over, under a live subscriber. */
+static void touch_history(redis_layer *L)
+{
+    for (int i = 0; i < L->nshards; i++) {
+        shard *sh = &L->shards[i];
+        const char *key;
+        void *val;
+        const char **argv = NULL;
+        size_t argc = 0;
+        char *fn;
+        if (!sh->up)
+            continue;
+        if (asprintf(&fn, "%s_touch", L->fn) < 0)
+            abort();
+        for (size_t it = 0; hr_map_next(sh->channels, &it, &key, NULL, &val);) {
+            rchan *c = val;
+            if (!c->wanted || c->opts.history_size <= 0 || c->opts.history_ttl <= 0)
+                continue;
+            if (argc % 256 == 0)
+                argv = hr_realloc(argv, (argc + 3 + 256) * sizeof(*argv));
+            argv[3 + argc++] = c->name;
+            if (argc == 200) { /* a few hundred names per call */
+                argv[0] = "FCALL", argv[1] = fn, argv[2] = "0";
+                send_argv(sh->cmd, NULL, NULL, (int)argc + 3, argv, NULL);
+                argc = 0;
+            }
+        }
+        if (argc) {
+            argv[0] = "FCALL", argv[1] = fn, argv[2] = "0";
+            send_argv(sh->cmd, NULL, NULL, (int)argc + 3, argv, NULL);
+        }
+        free(argv);
+        free(fn);
+    }
+}
+
 static void refresh_presence(redis_layer *L)
 {
     for (int i = 0; i < L->nshards; i++) {
@@ -1214,10 +1425,17 @@ static void on_tick(uv_timer_t *t)
 {
     redis_layer *L = t->data;
     unsigned every = (unsigned)(L->presence_ttl * 1000 / 3 / TICK_MS);
+    /* history metas live at least 60 s: renewed at least every 20 s,
+     * whatever presence_ttl says */
+    unsigned touch_every = every && every < TOUCH_TICKS ? every : TOUCH_TICKS;
     sample_pending(L);
     if (++L->ticks >= (every ? every : 1)) {
         L->ticks = 0;
         refresh_presence(L);
+    }
+    if (++L->touch_ticks >= touch_every) {
+        L->touch_ticks = 0;
+        touch_history(L);
     }
 }
 
@@ -1237,8 +1455,7 @@ static void publish_reply(redisAsyncContext *ac, void *reply, void *priv)
     (void)ac;
     if (!r || r->type == REDIS_REPLY_ERROR) {
         t->status = -EAGAIN;
-        if (r)
-            fprintf(stderr, "herald: publish to %s failed: %s\n", t->channel, r->str);
+        log_reply_error(t->L, "publish", r);
     } else if (r->type == REDIS_REPLY_INTEGER) {
         t->offset = r->integer > 0 ? (uint64_t)r->integer : 0;
     }
@@ -1254,7 +1471,7 @@ static void home_publish(redis_layer *L, home_task *t)
         if (t->opts.history_size) {
             t->status = -EAGAIN;
         } else { /* this node's subscribers only */
-            chan_msg *m = chan_msg_publication(t->channel, t->data, t->len, 0);
+            chan_msg *m = chan_msg_publication(t->channel, t->data, t->len, 0, t->from);
             chan_dispatch(&L->base, m);
             chan_msg_unref(m);
             t->local_only = 1;
@@ -1267,13 +1484,14 @@ static void home_publish(redis_layer *L, home_task *t)
         char *fn;
         if (asprintf(&fn, "%s_publish", L->fn) < 0)
             abort();
-        const char *argv[5] = {"FCALL", fn, "0", t->channel, t->data};
-        size_t lens[5] = {5, strlen(fn), 1, strlen(t->channel), t->len};
-        rc = send_argv(sh->cmd, publish_reply, t, 5, argv, lens);
+        const char *argv[6] = {"FCALL", fn, "0", t->channel, t->data, t->from};
+        size_t lens[6] = {
+            5, strlen(fn), 1, strlen(t->channel), t->len, t->from ? strlen(t->from) : 0};
+        rc = send_argv(sh->cmd, publish_reply, t, t->from ? 6 : 5, argv, lens);
         free(fn);
     } else {
         size_t len;
-        char *text = chan_publication_text(t->channel, t->data, t->len, 0, &len);
+        char *text = chan_publication_text(t->channel, t->data, t->len, 0, t->from, &len);
         char *topic = topic_of(L, t->channel);
         const char *argv[3] = {"PUBLISH", topic, text};
         size_t lens[3] = {7, strlen(topic), len};
@@ -1288,13 +1506,15 @@ static void home_publish(redis_layer *L, home_task *t)
 }
 
 static void redis_publish(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,
-                          const char *data_json, size_t data_len, chan_publish_cb cb, void *ud)
+                          const char *data_json, size_t data_len, const char *from,
+                          chan_publish_cb cb, void *ud)
 {
     redis_layer *L = rl(l);
     home_task *t =
         channel_request(L, thread, home_publish, publish_answer, (void *)cb, ud, channel, o);
     t->data = hr_strndup(data_json, data_len);
     t->len = data_len;
+    t->from = from ? hr_strdup(from) : NULL;
     to_home(L, t);
 }
 
@@ -1308,6 +1528,7 @@ static void history_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
     home_task *t = priv;
     (void)ac;
+    log_reply_error(t->L, "history read", reply);
     if (parse_history(reply, &t->hist.top, &t->pubs, &t->hist.npubs) < 0)
         t->hist.status = -EAGAIN;
     to_caller(t->L, t);
@@ -1352,6 +1573,7 @@ static void presence_reply(redisAsyncContext *ac, void *reply, void *priv)
     redisReply *r = reply;
     hr_buf b = {0};
     (void)ac;
+    log_reply_error(t->L, "presence read", r);
     if (!r || r->type != REDIS_REPLY_ARRAY) {
         t->status = -EAGAIN;
     } else {
@@ -1405,6 +1627,7 @@ static void status_reply(redisAsyncContext *ac, void *reply, void *priv)
     home_task *t = priv;
     redisReply *r = reply;
     (void)ac;
+    log_reply_error(t->L, "control message", r);
     if (!r || r->type == REDIS_REPLY_ERROR)
         t->status = -EAGAIN;
     to_caller(t->L, t);
@@ -1437,10 +1660,22 @@ static void home_control(redis_layer *L, home_task *t)
         json_object_set_new(o, "code", json_integer(t->ctl.code));
     if (t->ctl.at)
         json_object_set_new(o, "at", json_integer(t->ctl.at));
-    char *text = json_dumps(o, JSON_COMPACT);
+    char nonce[33];
+    hr_random_hex(nonce, 16);
+    json_object_set_new(o, "ts", json_integer(wall_ms()));
+    json_object_set_new(o, "nonce", json_string(nonce));
+    char *body = json_dumps(o, JSON_COMPACT);
     json_decref(o);
+    if (!body)
+        abort();
+    size_t blen = strlen(body);
+    char *text = hr_malloc(65 + blen + 1);
+    control_mac(L, L->ctl_keys[0], body, blen, text);
+    text[64] = ' ';
+    memcpy(text + 65, body, blen + 1);
+    free(body);
     const char *argv[3] = {"PUBLISH", L->control_topic, text};
-    if (!text || !sh->up || send_argv(sh->cmd, status_reply, t, 3, argv, NULL) < 0) {
+    if (!sh->up || send_argv(sh->cmd, status_reply, t, 3, argv, NULL) < 0) {
         t->status = -EAGAIN;
         to_caller(L, t);
     }
@@ -1515,6 +1750,7 @@ static void redis_stats(chan_layer *l, chan_stats *out)
     out->redis_reconnects = atomic_load(&L->reconnects);
     out->redis_pending_bytes = atomic_load(&L->pending_bytes);
     out->bad_messages = atomic_load(&L->bad_messages);
+    out->control_rejected = atomic_load(&L->control_rejected);
     dj_bridge_stats(L->base.django, out);
 }
 
@@ -1532,6 +1768,8 @@ static void redis_destroy(chan_layer *l)
     free(L->library);
     free(L->control_topic);
     free(L->node_id);
+    free(L->ctl_keys);
+    hr_map_free(L->ctl_seen);
     free(L);
 }
 
@@ -1566,106 +1804,6 @@ static void lua_quote(hr_buf *b, const char *s)
     hr_buf_append(b, "'", 1);
 }
 
-static const char library_body[] = "local META_TTL = " STR(
-    META_TTL_S) "\n"
-                "local function valid(ch)\n"
-                "  return type(ch) == 'string' and #ch >= 1 and #ch <= 255 and\n"
-                "         string.find(ch, '^[%w_%.:@=,%-]+$') ~= nil\n"
-                "end\n"
-                "local function ns_of(ch)\n"
-                "  local i = string.find(ch, ':', 1, true)\n"
-                "  if i then local n = NS[string.sub(ch, 1, i - 1)]; if n then return n end end\n"
-                "  return NS['']\n"
-                "end\n"
-                "local function epoch_of(mk, sk)\n"
-                "  local e = redis.call('HGET', mk, 'e')\n"
-                "  if not e then\n"
-                "    local t = redis.call('TIME')\n"
-                "    e = t[1] .. string.format('%06d', tonumber(t[2]))\n"
-                "    redis.call('HSET', mk, 'e', e, 's', 0)\n"
-                "    redis.call('DEL', sk)\n"
-                "  end\n"
-                "  return e\n"
-                "end\n"
-                "local function hkeys(ch) return P .. ':history-meta:' .. ch, P .. ':history:' .. "
-                "ch end\n"
-                "local function publish(keys, args)\n"
-                "  local ch, data = args[1], args[2]\n"
-                "  if not valid(ch) then return redis.error_reply('ERR invalid channel name') end\n"
-                "  if type(data) ~= 'string' or not pcall(cjson.decode, data) then\n"
-                "    return redis.error_reply('ERR data must be JSON text')\n"
-                "  end\n"
-                "  local ns = ns_of(ch)\n"
-                "  local off = 0\n"
-                "  local msg = '{\"push\":\"message\",\"channel\":\"' .. ch .. '\",\"data\":' .. "
-                "data\n"
-                "  if ns[1] > 0 then\n"
-                "    local mk, sk = hkeys(ch)\n"
-                "    epoch_of(mk, sk)\n"
-                "    off = redis.call('HINCRBY', mk, 's', 1)\n"
-                "    redis.call('XADD', sk, 'MAXLEN', ns[1], off .. '-1', 'd', data)\n"
-                "    if ns[2] > 0 then redis.call('EXPIRE', sk, ns[2]) end\n"
-                "    redis.call('EXPIRE', mk, math.max(ns[2], META_TTL))\n"
-                "    msg = msg .. ',\"offset\":' .. off\n"
-                "  end\n"
-                "  redis.call('PUBLISH', P .. ':ch:' .. ch, msg .. '}')\n"
-                "  return off\n"
-                "end\n"
-                "local function history(keys, args)\n"
-                "  local ch, since, limit = args[1], tonumber(args[2]), tonumber(args[3])\n"
-                "  if not valid(ch) or not since or not limit then\n"
-                "    return redis.error_reply('ERR usage: CHANNEL SINCE LIMIT')\n"
-                "  end\n"
-                "  local mk, sk = hkeys(ch)\n"
-                "  local e = epoch_of(mk, sk)\n"
-                "  redis.call('EXPIRE', mk, math.max(ns_of(ch)[2], META_TTL))\n"
-                "  local out = {e, redis.call('HGET', mk, 's')}\n"
-                "  local entries = {}\n"
-                "  if limit ~= 0 then\n"
-                "    if since >= 0 then\n"
-                "      if limit > 0 then\n"
-                "        entries = redis.call('XRANGE', sk, (since + 1) .. '-0', '+', 'COUNT', "
-                "limit)\n"
-                "      else entries = redis.call('XRANGE', sk, (since + 1) .. '-0', '+') end\n"
-                "    elseif limit > 0 then\n"
-                "      local rev = redis.call('XREVRANGE', sk, '+', '-', 'COUNT', limit)\n"
-                "      for i = #rev, 1, -1 do entries[#entries + 1] = rev[i] end\n"
-                "    else entries = redis.call('XRANGE', sk, '-', '+') end\n"
-                "  end\n"
-                "  for _, en in ipairs(entries) do\n"
-                "    out[#out + 1] = string.match(en[1], '^(%d+)-')\n"
-                "    out[#out + 1] = en[2][2]\n"
-                "  end\n"
-                "  return out\n"
-                "end\n"
-                "local function pkeys(ch) return P .. ':presence:' .. ch, P .. ':presence-exp:' .. "
-                "ch end\n"
-                "local function presence(keys, args)\n"
-                "  local ch = args[1]\n"
-                "  if not valid(ch) then return redis.error_reply('ERR invalid channel name') end\n"
-                "  local hk, zk = pkeys(ch)\n"
-                "  local now = tonumber(redis.call('TIME')[1])\n"
-                "  local dead = redis.call('ZRANGEBYSCORE', zk, '-inf', now)\n"
-                "  for i = 1, #dead, 500 do\n"
-                "    redis.call('HDEL', hk, unpack(dead, i, math.min(i + 499, #dead)))\n"
-                "  end\n"
-                "  if #dead > 0 then redis.call('ZREMRANGEBYSCORE', zk, '-inf', now) end\n"
-                "  return redis.call('HVALS', hk)\n"
-                "end\n"
-                "local function presence_set(keys, args)\n"
-                "  local ch, ttl = args[1], tonumber(args[2])\n"
-                "  if not valid(ch) or not ttl then return redis.error_reply('ERR usage') end\n"
-                "  local hk, zk = pkeys(ch)\n"
-                "  local until_ = tonumber(redis.call('TIME')[1]) + ttl\n"
-                "  for i = 3, #args - 1, 2 do\n"
-                "    redis.call('HSET', hk, args[i], args[i + 1])\n"
-                "    redis.call('ZADD', zk, until_, args[i])\n"
-                "  end\n"
-                "  redis.call('EXPIRE', hk, ttl * 2)\n"
-                "  redis.call('EXPIRE', zk, ttl * 2)\n"
-                "  return 1\n"
-                "end\n";
-
 /* The library is generated from the configuration: the prefix and every
  * namespace's history settings (so the publish function a backend calls
  * keeps history exactly as the nodes do). Every node loads it with
@@ -1687,13 +1825,15 @@ static char *build_library(const char *fn, const char *prefix, const chan_redis_
     }
     if (!have_default)
         hr_buf_printf(&b, "NS[''] = {0, 0}\n");
-    hr_buf_append(&b, library_body, sizeof(library_body) - 1);
+    hr_buf_append(&b, (const char *)hr_functions_lua, hr_functions_lua_len);
     hr_buf_printf(&b,
                   "redis.register_function('%s_publish', publish)\n"
                   "redis.register_function('%s_history', history)\n"
+                  "redis.register_function('%s_touch', touch)\n"
+                  "redis.register_function('%s_init', init)\n"
                   "redis.register_function('%s_presence', presence)\n"
                   "redis.register_function('%s_presence_set', presence_set)\n",
-                  fn, fn, fn, fn);
+                  fn, fn, fn, fn, fn, fn);
     char *s = hr_strndup(b.data, b.len);
     hr_buf_reset(&b);
     return s;
@@ -1703,6 +1843,10 @@ chan_layer *chan_redis_new(const chan_host *host, const chan_redis_config *cfg, 
                            size_t errlen)
 {
     hr_redis_addr *addrs;
+    if (!cfg->ncontrol_secrets) {
+        snprintf(err, errlen, "cluster mode needs a secret shared by the nodes (control messages)");
+        return NULL;
+    }
     int n = hr_redis_urls_parse(cfg->urls, &addrs);
     if (n < 0) {
         snprintf(err, errlen, "bad Redis URL: expected redis://[:password@]host:port[/db]");
@@ -1719,6 +1863,19 @@ chan_layer *chan_redis_new(const chan_host *host, const chan_redis_config *cfg, 
     L->control_topic = hr_redis_key(L->prefix, "control", NULL);
     L->node_id = hr_strdup(cfg->node_id && *cfg->node_id ? cfg->node_id : "node");
     L->presence_ttl = cfg->presence_ttl > 0 ? cfg->presence_ttl : 25;
+    /* a key of its own per secret: the JWT secret is not used as-is for a
+     * second purpose */
+    L->nctl_keys = cfg->ncontrol_secrets;
+    L->ctl_keys = hr_calloc(L->nctl_keys, sizeof(*L->ctl_keys));
+    for (size_t i = 0; i < L->nctl_keys; i++) {
+        static const char label[] = "herald control v1";
+        unsigned int mlen = 0;
+        const char *sec = cfg->control_secrets[i];
+        HMAC(EVP_sha256(), sec, (int)strlen(sec), (const unsigned char *)label, sizeof(label) - 1,
+             L->ctl_keys[i], &mlen);
+    }
+    L->ctl_seen = hr_map_new(NULL);
+    L->ctl_sweep_at = 1024;
     L->nshards = n;
     L->shards = hr_calloc((size_t)n, sizeof(*L->shards));
     for (int i = 0; i < n; i++) {

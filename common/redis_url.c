@@ -1,7 +1,9 @@
 /*
- * redis_url.c - HERALD_REDIS_URL: one or several redis:// URLs (the shards).
- * Pure parsing, shared by the user store (auth/store_redis.c, first shard)
- * and the Redis channel layer (channels/redis.c, every shard).
+ * redis_url.c - HERALD_REDIS_URL: one or several redis:// URLs (the shards),
+ * redis+sentinel:// URLs (shards whose master sentinels name) or one
+ * redis+cluster:// URL (seed nodes). Pure parsing, shared by the user store
+ * (auth/store_redis.c, first shard) and the Redis channel layer
+ * (channels/redis.c, every shard).
  */
 #include "common.h"
 
@@ -49,8 +51,9 @@ static int parse_port(const char *p, const char *end, int *port)
     return 0;
 }
 
-/* Parses "host[:port]" or "[v6addr][:port]". */
-static int parse_hostport(hr_redis_addr *a, const char *p, size_t n)
+/* Parses "host[:port]" or "[v6addr][:port]"; a missing port is
+ * default_port (6379 for servers, 26379 for sentinels). */
+static int parse_hostport(hr_redis_addr *a, const char *p, size_t n, int default_port)
 {
     const char *port = NULL, *end = p + n;
     if (n && p[0] == '[') {
@@ -66,7 +69,7 @@ static int parse_hostport(hr_redis_addr *a, const char *p, size_t n)
     }
     if (!a->host[0])
         return -1;
-    a->port = 6379;
+    a->port = default_port;
     return port ? parse_port(port, end, &a->port) : 0;
 }
 
@@ -84,53 +87,235 @@ static int parse_db(hr_redis_addr *a, const char *p, const char *end)
     return 0;
 }
 
-int hr_redis_url_parse(const char *url, size_t len, hr_redis_addr *out)
+/*---- URLs of every scheme ----------------------------------------------------*/
+
+static const struct {
+    const char *scheme;
+    hr_redis_mode mode;
+    int default_port;
+} schemes[] = {
+    {"redis://", HR_REDIS_DIRECT, 6379},
+    {"redis+sentinel://", HR_REDIS_SENTINEL, 26379},
+    {"redis+cluster://", HR_REDIS_CLUSTER, 6379},
+};
+
+/* Length of a "scheme://" prefix of p[0..n) (RFC 3986 scheme syntax), or
+ * 0: how a list tells "next URL" from "next host" at a comma. */
+static size_t scheme_prefix(const char *p, size_t n)
 {
-    static const char scheme[] = "redis://";
+    size_t i = 0;
+    if (!n || !((p[0] >= 'a' && p[0] <= 'z') || (p[0] >= 'A' && p[0] <= 'Z')))
+        return 0;
+    while (i < n && ((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z') ||
+                     (p[i] >= '0' && p[i] <= '9') || p[i] == '+' || p[i] == '-' || p[i] == '.'))
+        i++;
+    return n - i >= 3 && !memcmp(p + i, "://", 3) ? i + 3 : 0;
+}
+
+static void trim(const char **p, size_t *n)
+{
+    while (*n && **p == ' ')
+        (*p)++, (*n)--;
+    while (*n && (*p)[*n - 1] == ' ')
+        (*n)--;
+}
+
+/* A sentinel's master name: %XX-decoded, printable, no spaces (sentinel
+ * commands and its config file take it as one word). */
+static char *parse_master(const char *p, size_t n)
+{
+    char *m = n ? url_decode(p, n) : NULL;
+    for (const char *c = m; c && *c; c++) {
+        if ((unsigned char)*c <= ' ' || *c == 0x7f) {
+            free(m);
+            return NULL;
+        }
+    }
+    return m;
+}
+
+static void target_clear(hr_redis_target *t)
+{
+    hr_redis_addr_clear(&t->node);
+    hr_redis_addrs_free(t->hosts, t->nhosts);
+    free(t->master);
+    memset(t, 0, sizeof(*t));
+}
+
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        snprintf(err, errlen, __VA_ARGS__);                                                        \
+        target_clear(t);                                                                           \
+        return -1;                                                                                 \
+    } while (0)
+
+/* Parses one URL of any scheme into *t. `which` names it in errors ("URL 2
+ * of HERALD_REDIS_URL"), which never quote it. */
+static int parse_target(const char *url, size_t len, hr_redis_target *t, const char *which,
+                        char *err, size_t errlen)
+{
     const char *end = url + len;
-    memset(out, 0, sizeof(*out));
-    if (len < sizeof(scheme) || strncmp(url, scheme, sizeof(scheme) - 1))
-        return -1;
-    const char *auth = url + sizeof(scheme) - 1;
+    size_t sl = scheme_prefix(url, len);
+    int k = -1;
+    memset(t, 0, sizeof(*t));
+    for (size_t i = 0; sl && i < sizeof(schemes) / sizeof(schemes[0]); i++)
+        if (strlen(schemes[i].scheme) == sl && !strncasecmp(url, schemes[i].scheme, sl))
+            k = (int)i;
+    if (k < 0)
+        FAIL("%s: expected redis://, redis+sentinel:// or redis+cluster://", which);
+    t->mode = schemes[k].mode;
+    const char *auth = url + sl;
     const char *path = memchr(auth, '/', (size_t)(end - auth));
     if (!path)
         path = end;
     const char *at = memchr(auth, '@', (size_t)(path - auth));
     const char *hp = at ? at + 1 : auth;
-    if ((at && parse_userinfo(out, auth, (size_t)(at - auth)) < 0) ||
-        parse_hostport(out, hp, (size_t)(path - hp)) < 0 ||
-        (path < end && parse_db(out, path + 1, end) < 0)) {
-        hr_redis_addr_clear(out);
+    if (at && parse_userinfo(&t->node, auth, (size_t)(at - auth)) < 0)
+        FAIL("%s: bad credentials: expected [user]:password@ (%%XX-escape reserved characters)",
+             which);
+    if (t->mode == HR_REDIS_DIRECT) {
+        if (memchr(hp, ',', (size_t)(path - hp)))
+            FAIL("%s: a redis:// URL names one server (several servers: several URLs, or "
+                 "redis+sentinel:// / redis+cluster://)",
+                 which);
+        if (parse_hostport(&t->node, hp, (size_t)(path - hp), 6379) < 0)
+            FAIL("%s: bad host or port", which);
+        if (path < end && parse_db(&t->node, path + 1, end) < 0)
+            FAIL("%s: bad database number", which);
+        return 0;
+    }
+    /* a list of hosts */
+    for (const char *h = hp;;) {
+        const char *comma = memchr(h, ',', (size_t)(path - h));
+        const char *he = comma ? comma : path;
+        size_t hn = (size_t)(he - h);
+        trim(&h, &hn);
+        t->hosts = hr_realloc(t->hosts, (size_t)(t->nhosts + 1) * sizeof(*t->hosts));
+        memset(&t->hosts[t->nhosts], 0, sizeof(*t->hosts));
+        t->nhosts++;
+        if (parse_hostport(&t->hosts[t->nhosts - 1], h, hn, schemes[k].default_port) < 0)
+            FAIL("%s: bad host or port in the list of %s", which,
+                 t->mode == HR_REDIS_SENTINEL ? "sentinels" : "seed nodes");
+        if (!comma)
+            break;
+        h = comma + 1;
+    }
+    if (t->mode == HR_REDIS_SENTINEL) {
+        const char *name = path < end ? path + 1 : end;
+        const char *slash = memchr(name, '/', (size_t)(end - name));
+        const char *ne = slash ? slash : end;
+        if (!(t->master = parse_master(name, (size_t)(ne - name))))
+            FAIL("%s: redis+sentinel:// needs the master's name: "
+                 "redis+sentinel://host:26379[,host:port...]/MASTER_NAME[/db]",
+                 which);
+        if (slash && parse_db(&t->node, slash + 1, end) < 0)
+            FAIL("%s: bad database number", which);
+    } else if (path < end && !(end - path == 1 || (end - path == 2 && path[1] == '0'))) {
+        FAIL("%s: Redis Cluster has only database 0", which);
+    }
+    return 0;
+}
+
+#undef FAIL
+
+int hr_redis_targets_parse(const char *list, hr_redis_target **out, char *err, size_t errlen)
+{
+    int n = 0;
+    hr_redis_target *t = NULL;
+    char which[48];
+    *out = NULL;
+    if (!list || !*list) {
+        snprintf(err, errlen, "HERALD_REDIS_URL is empty");
         return -1;
     }
+    for (const char *p = list;;) {
+        /* this URL ends at the first comma that the next URL's scheme
+         * follows (spaces allowed around commas) */
+        const char *s0 = p + strspn(p, " ");
+        const char *e = s0 + scheme_prefix(s0, strlen(s0));
+        const char *next = NULL;
+        for (;; e++) {
+            e = strchr(e, ',');
+            if (!e)
+                break;
+            const char *q = e + 1 + strspn(e + 1, " ");
+            if (scheme_prefix(q, strlen(q))) {
+                next = q;
+                break;
+            }
+        }
+        const char *u = p;
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        trim(&u, &len);
+        t = hr_realloc(t, (size_t)(n + 1) * sizeof(*t));
+        snprintf(which, sizeof(which), "HERALD_REDIS_URL (URL %d)", n + 1);
+        if (parse_target(u, len, &t[n], which, err, errlen) < 0) {
+            hr_redis_targets_free(t, n);
+            return -1;
+        }
+        n++;
+        if (t[n - 1].mode != t[0].mode) {
+            snprintf(err, errlen,
+                     "HERALD_REDIS_URL mixes schemes: every shard must be redis:// or every "
+                     "shard redis+sentinel://");
+            hr_redis_targets_free(t, n);
+            return -1;
+        }
+        if (t[0].mode == HR_REDIS_CLUSTER && n > 1) {
+            snprintf(err, errlen,
+                     "HERALD_REDIS_URL: a redis+cluster:// URL stands alone (list every seed "
+                     "node in it: redis+cluster://host:port,host:port)");
+            hr_redis_targets_free(t, n);
+            return -1;
+        }
+        if (!next)
+            break;
+        p = next;
+    }
+    *out = t;
+    return n;
+}
+
+void hr_redis_targets_free(hr_redis_target *t, int n)
+{
+    for (int i = 0; t && i < n; i++)
+        target_clear(&t[i]);
+    free(t);
+}
+
+int hr_redis_url_parse(const char *url, size_t len, hr_redis_addr *out)
+{
+    hr_redis_target t;
+    char err[8];
+    memset(out, 0, sizeof(*out));
+    if (parse_target(url, len, &t, "", err, sizeof(err)) < 0)
+        return -1;
+    if (t.mode != HR_REDIS_DIRECT) {
+        target_clear(&t);
+        return -1;
+    }
+    *out = t.node;
     return 0;
 }
 
 int hr_redis_urls_parse(const char *list, hr_redis_addr **out)
 {
-    int n = 0;
-    hr_redis_addr *a = NULL;
-    const char *p = list;
+    hr_redis_target *t;
+    char err[8];
+    int n = hr_redis_targets_parse(list, &t, err, sizeof(err));
     *out = NULL;
-    if (!list || !*list)
+    if (n < 0)
         return -1;
-    for (;;) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        while (len && (*p == ' '))
-            p++, len--;
-        while (len && p[len - 1] == ' ')
-            len--;
-        a = hr_realloc(a, (size_t)(n + 1) * sizeof(*a));
-        if (hr_redis_url_parse(p, len, &a[n]) < 0) {
-            hr_redis_addrs_free(a, n);
-            return -1;
-        }
-        n++;
-        if (!comma)
-            break;
-        p = comma + 1;
+    if (t[0].mode != HR_REDIS_DIRECT) {
+        hr_redis_targets_free(t, n);
+        return -1;
     }
+    hr_redis_addr *a = hr_calloc((size_t)n, sizeof(*a));
+    for (int i = 0; i < n; i++) {
+        a[i] = t[i].node;
+        memset(&t[i].node, 0, sizeof(t[i].node));
+    }
+    hr_redis_targets_free(t, n);
     *out = a;
     return n;
 }

@@ -7,6 +7,7 @@
 # end; KEEP_EXAMPLE_DIR=1 keeps it.
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PYTHON_GIVEN=${PYTHON:-}
 PYTHON=${PYTHON:-python3}
 # herald_client straight from the clone: no `pip install` needed to try an example
 export PYTHONPATH="$REPO/clients/python${PYTHONPATH:+:$PYTHONPATH}"
@@ -33,6 +34,23 @@ trap 'exit 143' TERM
 
 say() { echo "example: $*" >&2; }
 die() { say "$*"; exit 1; }
+
+# Sets PYTHON to an interpreter that imports every module named: $PYTHON when
+# the caller set it, else python3 on PATH or, failing that, Debian's
+# /usr/bin/python3 - where apt-get installs python3-fastapi and the like, which
+# a python3 of pyenv or a virtualenv first on PATH does not see. Returns 1
+# when none does.
+find_python() {
+    local p imports
+    imports="import $(IFS=,; echo "$*")"
+    for p in ${PYTHON_GIVEN:-python3 /usr/bin/python3}; do
+        if "$p" -c "$imports" 2>/dev/null; then
+            PYTHON=$p
+            return 0
+        fi
+    done
+    return 1
+}
 
 # A random secret (hex), without openssl.
 random_hex() { "$PYTHON" -c 'import secrets, sys; print(secrets.token_hex(int(sys.argv[1])))' "$1"; }

@@ -33,7 +33,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 for t in "${targets[@]}"; do
     mkdir -p "$build/corpus/$t" "$build/artifacts/$t"
     dict=()
-    case $t in proto | config | jwt) dict=(-dict=fuzz/json.dict) ;; esac
+    case $t in proto | config | jwt | proxy) dict=(-dict=fuzz/json.dict) ;; esac
     echo "== fuzz_$t for ${secs}s"
     "$build/fuzz/fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
         -max_len=4096 -print_final_stats=1 "${dict[@]}" \

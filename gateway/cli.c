@@ -24,6 +24,13 @@ int hr_cli_target_parse(const hr_config *cfg, const char *url, hr_cli_target *t)
             h = "127.0.0.1";
         else if (!strcmp(h, "::"))
             h = "::1";
+        if (cfg->listen_port == 0) {
+            /* the server's port is chosen when it starts: only it knows */
+            fprintf(stderr, "herald: the listen port is 0 (chosen by the system at start-up); "
+                            "pass --url http://HOST:PORT with the port from its \"listening\" "
+                            "log line\n");
+            return -1;
+        }
         snprintf(t->host, sizeof(t->host), "%s", h);
         snprintf(t->port, sizeof(t->port), "%d", cfg->listen_port);
         return 0;
@@ -324,6 +331,10 @@ int hr_cli_tail(const hr_cli_target *t, const char *token, const char *channel)
         } else if (push && strcmp(push, "connected")) {
             printf("%s\n", p); /* message, join, leave, subscribed ... */
             fflush(stdout);
+        } else if (json_object_get(m, "result")) {
+            /* on stderr, so stdout stays one push per line: a script (or
+             * the docs) can wait for this before it publishes */
+            fprintf(stderr, "herald tail: subscribed to %s\n", channel);
         }
         json_decref(m);
         free(p);

@@ -11,6 +11,7 @@
  */
 #include "config.h"
 #include "common/common.h"
+#include "proxy.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -84,6 +85,18 @@ static int check_jwt_alg(const char *val, char *why, size_t whylen);
 static int check_node_id(const char *val, char *why, size_t whylen);
 static int check_dir(const char *val, char *why, size_t whylen);
 static int check_swagger_ui(const char *val, char *why, size_t whylen);
+static int check_url(const char *val, char *why, size_t whylen);
+static int check_rpc_method(const char *val, char *why, size_t whylen);
+static int check_proxy_header(const char *val, char *why, size_t whylen);
+static int check_header_value(const char *val, char *why, size_t whylen);
+static int check_file(const char *val, char *why, size_t whylen);
+static int check_django_channel(const char *val, char *why, size_t whylen);
+
+/* = hr_config.proxy_connect_first */
+static const char *const proxy_precedences[] = {"jwt", "proxy", NULL};
+/* SPEC §8's default HERALD_PROXY_HEADERS */
+#define PROXY_HEADERS_DEFAULT                                                                      \
+    "Cookie,Authorization,User-Agent,X-Forwarded-For,Origin,Accept-Language"
 
 #define F(field) offsetof(hr_config, field)
 #define TEN_YEARS 315360000ULL
@@ -96,10 +109,11 @@ static const opt_def opt_table[] = {
      "none", "JSON config file (the only place for namespaces)"},
     {"listen", "HERALD_LISTEN", "listen", "HOST:PORT", OPT_LISTEN, F(listen_host), F(listen_port),
      0, 0, NULL, NULL, "127.0.0.1:8080",
-     "HTTP and WebSocket address; [IPV6]:PORT; :PORT = all interfaces"},
+     "HTTP and WebSocket address; [IPV6]:PORT; :PORT = all interfaces; port 0 = a free port "
+     "chosen at start-up (named in the \"listening\" log line)"},
     {"redis_url", "HERALD_REDIS_URL", "redis-url", "URL", OPT_NSTR, F(redis_url), 0, 0, 0, NULL,
      check_redis_url, "unset (embedded mode)",
-     "redis://[:password@]host:port[/db], comma-separated for shards; enables cluster mode"},
+     "redis://[[user]:password@]host:port[/db], comma-separated for shards; enables cluster mode"},
     {"redis_prefix", "HERALD_REDIS_PREFIX", "redis-prefix", "STR", OPT_STR, F(redis_prefix), 0, 0,
      0, NULL, NULL, "herald", "prefix of every Redis key and pub/sub channel"},
     {"db", "HERALD_DB", "db", "FILE", OPT_STR, F(db_path), 0, 0, 0, NULL, NULL, "./herald.db",
@@ -154,6 +168,12 @@ static const opt_def opt_table[] = {
      F(max_subscriptions), 0, 1, INT_MAX, NULL, NULL, "512", "subscriptions per connection"},
     {"out_queue", "HERALD_OUT_QUEUE", "out-queue", "BYTES", OPT_SIZE, F(out_queue_bytes), 0, 1,
      ONE_GIB, NULL, NULL, "1048576", "outbound queue per connection (over it closes with 4008)"},
+    {"ws_compression", "HERALD_WS_COMPRESSION", "ws-compression", NULL, OPT_BOOL, F(ws_compression),
+     0, 0, 0, NULL, NULL, "false",
+     "permessage-deflate for WebSocket clients that offer it, compressed once per message"},
+    {"ws_compression_min", "HERALD_WS_COMPRESSION_MIN", "ws-compression-min", "BYTES", OPT_SIZE,
+     F(ws_compression_min), 0, 0, ONE_GIB, NULL, NULL, "256",
+     "messages shorter than this go uncompressed"},
     {"rate", "HERALD_RATE", "rate", "N", OPT_INT, F(rate_per_sec), 0, 1, INT_MAX, NULL, NULL, "200",
      "inbound commands per second per connection"},
     {"rate_burst", "HERALD_RATE_BURST", "rate-burst", "N", OPT_INT, F(rate_burst), 0, 1, INT_MAX,
@@ -175,9 +195,11 @@ static const opt_def opt_table[] = {
      TEN_YEARS, NULL, NULL, "2592000", "lifetime of refresh tokens (single use, rotated)"},
     {"login_max_failures", "HERALD_LOGIN_MAX_FAILURES", "login-max-failures", "N", OPT_INT,
      F(login_max_failures), 0, 1, INT_MAX, NULL, NULL, "5",
-     "failed logins per username in a window before 429 (per address: 4x this)"},
+     "failed logins per username before 429 (per address: 4x this); a token bucket: N at once, "
+     "then N per login window"},
     {"login_window", "HERALD_LOGIN_WINDOW", "login-window", "SECONDS", OPT_INT, F(login_window), 0,
-     1, 86400, NULL, NULL, "300", "the failed-login window"},
+     1, 86400, NULL, NULL, "300",
+     "the time in which login-max-failures attempts come back (one every window/N)"},
     {"auth_workers", "HERALD_AUTH_WORKERS", "auth-workers", "N", OPT_INT, F(auth_workers), 0, 1, 64,
      NULL, NULL, "2", "threads for password hashing and user-store calls"},
     {"max_conns_per_address", "HERALD_MAX_CONNS_PER_ADDRESS", "max-conns-per-address", "N", OPT_INT,
@@ -188,10 +210,19 @@ static const opt_def opt_table[] = {
      "WebSocket connections per user (token sub) on this node; 0 = no limit"},
     {"handshake_rate", "HERALD_HANDSHAKE_RATE", "handshake-rate", "N", OPT_INT, F(handshake_rate),
      0, 0, INT_MAX, NULL, NULL, "50",
-     "WebSocket handshakes per client address per second; 0 = no limit"},
+     "WebSocket handshakes per client address per second (a token bucket: N at once, then one "
+     "every 1/N s); 0 = no limit"},
     {"trusted_proxies", "HERALD_TRUSTED_PROXIES", "trusted-proxies", "ADDR[/BITS][,...]", OPT_LIST,
      F(trusted_proxies), F(ntrusted_proxies), 0, 0, NULL, NULL, "none",
      "proxies whose X-Forwarded-For names the client address (limits, login throttle)"},
+    {"cluster_secret", "HERALD_CLUSTER_SECRET", "cluster-secret", "SECRET[,SECRET]", OPT_LIST,
+     F(cluster_secrets), F(ncluster_secrets), 0, 0, NULL, NULL, "derived from jwt_secret",
+     "cluster mode: secret of the nodes that signs control messages (the first signs, all "
+     "verify); needed with a public key"},
+    {"ipv4_prefix", "HERALD_IPV4_PREFIX", "ipv4-prefix", "BITS", OPT_INT, F(ipv4_prefix), 0, 8, 32,
+     NULL, NULL, "32", "per-address limits count IPv4 clients (and IPv4-mapped IPv6) per /BITS"},
+    {"ipv6_prefix", "HERALD_IPV6_PREFIX", "ipv6-prefix", "BITS", OPT_INT, F(ipv6_prefix), 0, 16,
+     128, NULL, NULL, "64", "per-address limits count IPv6 clients per /BITS"},
     {"presence_ttl", "HERALD_PRESENCE_TTL", "presence-ttl", "SECONDS", OPT_INT, F(presence_ttl), 0,
      3, 3600, NULL, NULL, "25",
      "cluster mode: presence entries of a node that died disappear after this"},
@@ -214,6 +245,55 @@ static const opt_def opt_table[] = {
     {"django_channels_encrypted", "HERALD_DJANGO_CHANNELS_ENCRYPTED", "django-channels-encrypted",
      NULL, OPT_BOOL, F(django_encrypted), 0, 0, 0, NULL, NULL, "false",
      "the layer has symmetric_encryption_keys: refused (not supported)"},
+    {"proxy_connect_url", "HERALD_PROXY_CONNECT_URL", "proxy-connect-url", "URL", OPT_NSTR,
+     F(proxy_connect_url), 0, 0, 0, NULL, check_url, "unset",
+     "connect proxy: the backend authenticates connections (cookies)"},
+    {"proxy_connect_precedence", "HERALD_PROXY_CONNECT_PRECEDENCE", "proxy-connect-precedence",
+     "WHO", OPT_CHOICE, F(proxy_connect_first), 0, 0, 0, proxy_precedences, NULL, "jwt",
+     "jwt: a JWT, when present, is checked, not the proxy; proxy: the proxy decides all"},
+    {"proxy_refresh_url", "HERALD_PROXY_REFRESH_URL", "proxy-refresh-url", "URL", OPT_NSTR,
+     F(proxy_refresh_url), 0, 0, 0, NULL, check_url, "unset",
+     "refresh proxy: extends proxy-authenticated connections"},
+    {"proxy_subscribe_url", "HERALD_PROXY_SUBSCRIBE_URL", "proxy-subscribe-url", "URL", OPT_NSTR,
+     F(proxy_subscribe_url), 0, 0, 0, NULL, check_url, "unset",
+     "subscribe proxy, for namespaces with \"subscribe_proxy\": true"},
+    {"proxy_publish_url", "HERALD_PROXY_PUBLISH_URL", "proxy-publish-url", "URL", OPT_NSTR,
+     F(proxy_publish_url), 0, 0, 0, NULL, check_url, "unset",
+     "publish proxy, for namespaces with \"publish_proxy\": true"},
+    {"proxy_rpc_url", "HERALD_PROXY_RPC_URL", "proxy-rpc-url", "URL", OPT_NSTR, F(proxy_rpc_url), 0,
+     0, 0, NULL, check_url, "unset", "RPC proxy: the backend answers the rpc op"},
+    {"proxy_rpc_methods", "HERALD_PROXY_RPC_METHODS", "proxy-rpc-methods", "PREFIX=URL[,...]",
+     OPT_LIST, F(proxy_rpc_methods), F(nproxy_rpc_methods), 0, 0, NULL, check_rpc_method, "none",
+     "RPC methods starting with PREFIX go to URL (file: an object)"},
+    {"proxy_headers", "HERALD_PROXY_HEADERS", "proxy-headers", "NAME[,...]", OPT_LIST,
+     F(proxy_headers), F(nproxy_headers), 0, 0, NULL, check_proxy_header, PROXY_HEADERS_DEFAULT,
+     "client request headers forwarded to the proxies (\"\" = none)"},
+    {"proxy_key", "HERALD_PROXY_KEY", "proxy-key", "KEY", OPT_NSTR, F(proxy_key), 0, 0, 0, NULL,
+     check_header_value, "unset", "sent to the backend as X-Herald-Proxy-Key"},
+    {"proxy_timeout", "HERALD_PROXY_TIMEOUT", "proxy-timeout", "SECONDS", OPT_INT, F(proxy_timeout),
+     0, 1, 600, NULL, NULL, "5", "a proxy call not answered in time is unavailable for the client"},
+    {"proxy_max_inflight", "HERALD_PROXY_MAX_INFLIGHT", "proxy-max-inflight", "N", OPT_INT,
+     F(proxy_max_inflight), 0, 1, 65536, NULL, NULL, "256",
+     "proxy calls in flight (and backend connections) per node"},
+    {"proxy_max_queue", "HERALD_PROXY_MAX_QUEUE", "proxy-max-queue", "N", OPT_INT,
+     F(proxy_max_queue), 0, 0, 1048576, NULL, NULL, "4096",
+     "proxy calls waiting per loop thread; over it: unavailable"},
+    {"proxy_max_response", "HERALD_PROXY_MAX_RESPONSE", "proxy-max-response", "BYTES", OPT_SIZE,
+     F(proxy_max_response), 0, 64, ONE_GIB, NULL, NULL, "262144",
+     "largest backend answer (bigger: unavailable)"},
+    {"proxy_ca_file", "HERALD_PROXY_CA_FILE", "proxy-ca-file", "FILE", OPT_NSTR, F(proxy_ca_file),
+     0, 0, 0, NULL, check_file, "the system's CA store",
+     "PEM CA certificates to verify https:// backends with"},
+    {"events_django_channel", "HERALD_EVENTS_DJANGO_CHANNEL", "events-django-channel", "NAME",
+     OPT_NSTR, F(events_django_channel), 0, 0, 0, NULL, check_django_channel, "unset",
+     "send lifecycle events (herald.connect, ...) to this Channels channel"},
+    {"events_webhook_url", "HERALD_EVENTS_WEBHOOK_URL", "events-webhook-url", "URL", OPT_NSTR,
+     F(events_webhook_url), 0, 0, 0, NULL, check_url, "unset",
+     "POST lifecycle events in batches ({\"events\":[...]}) to this URL"},
+    {"events_batch", "HERALD_EVENTS_BATCH", "events-batch", "N", OPT_INT, F(events_batch), 0, 1,
+     10000, NULL, NULL, "100", "most events per webhook request (sent at least every second)"},
+    {"events_queue", "HERALD_EVENTS_QUEUE", "events-queue", "N", OPT_INT, F(events_queue), 0, 1,
+     10000000, NULL, NULL, "10000", "events waiting per destination; more are dropped and counted"},
 };
 
 #define NOPTS (sizeof(opt_table) / sizeof(opt_table[0]))
@@ -306,8 +386,8 @@ static int parse_listen(const char *s, char **host, int *port, char *why, size_t
         ps = he + 1;
     }
     unsigned long long p = 0;
-    if (parse_uint(ps, 1, 65535, &p, NULL, 0) < 0)
-        return say(why, whylen, "invalid port in \"%s\" (expected 1..65535)", s);
+    if (parse_uint(ps, 0, 65535, &p, NULL, 0) < 0)
+        return say(why, whylen, "invalid port in \"%s\" (expected 0..65535)", s);
     *host = he > hs ? strndup(hs, (size_t)(he - hs)) : strdup("0.0.0.0");
     if (!*host)
         return say(why, whylen, "out of memory");
@@ -327,7 +407,7 @@ static int check_redis_url(const char *val, char *why, size_t whylen)
         hr_redis_addrs_free(n ? a : NULL, n);
         return 0;
     }
-    return say(why, whylen, "expected redis://[:password@]host:port[/db][,redis://...]");
+    return say(why, whylen, "expected redis://[[user]:password@]host:port[/db][,redis://...]");
 }
 
 /* The JWT module supports exactly these algorithms; refuse others at start
@@ -369,6 +449,83 @@ static int check_swagger_ui(const char *val, char *why, size_t whylen)
     snprintf(path, sizeof(path), "%s/swagger-ui-bundle.js", val);
     if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
         return say(why, whylen, "\"%s\" has no swagger-ui-bundle.js (npm's swagger-ui-dist)", val);
+    return 0;
+}
+
+/* Backend URLs: http:// or https://, a host, nothing curl would have to
+ * guess about (spaces, control characters). Echoing is fine: unlike Redis
+ * URLs these carry no password by design (use HERALD_PROXY_KEY). */
+static int check_url(const char *val, char *why, size_t whylen)
+{
+    size_t n = !strncasecmp(val, "http://", 7) ? 7 : !strncasecmp(val, "https://", 8) ? 8 : 0;
+    int ok = n && val[n] && val[n] != '/' && val[n] != ':' && strlen(val) <= 2048;
+    for (const unsigned char *p = (const unsigned char *)val; ok && *p; p++)
+        ok = *p > 0x20 && *p != 0x7f;
+    if (!ok)
+        return say(why, whylen, "expected an http:// or https:// URL with a host, got \"%s\"", val);
+    return 0;
+}
+
+/* RPC method names (and prefixes): what a client may send as "method". */
+static int method_ok(const char *s, size_t len)
+{
+    if (!len || len > 255)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || strchr("_.:/-", s[i])))
+            return 0;
+    return 1;
+}
+
+/* One proxy_rpc_methods entry: PREFIX=URL. */
+static int check_rpc_method(const char *val, char *why, size_t whylen)
+{
+    const char *eq = strchr(val, '=');
+    if (!eq || !method_ok(val, (size_t)(eq - val)))
+        return say(why, whylen,
+                   "expected PREFIX=URL with a method prefix of 1 to 255 of [A-Za-z0-9_.:/-], "
+                   "got \"%s\"",
+                   val);
+    return check_url(eq + 1, why, whylen);
+}
+
+/* One HERALD_PROXY_HEADERS name. */
+static int check_proxy_header(const char *val, char *why, size_t whylen)
+{
+    if (!hr_proxy_header_allowed(val))
+        return say(why, whylen,
+                   "\"%s\" cannot be forwarded (not a header name, or one the HTTP client "
+                   "sets itself)",
+                   val);
+    return 0;
+}
+
+/* Something sent as a header value: no control characters. Not echoed. */
+static int check_header_value(const char *val, char *why, size_t whylen)
+{
+    for (const unsigned char *p = (const unsigned char *)val; *p; p++)
+        if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+            return say(why, whylen, "must not contain control characters");
+    return 0;
+}
+
+/* A readable regular file, so a typo fails at start, not on the first call. */
+static int check_file(const char *val, char *why, size_t whylen)
+{
+    struct stat st;
+    if (stat(val, &st) < 0 || !S_ISREG(st.st_mode) || access(val, R_OK) < 0)
+        return say(why, whylen, "\"%s\" is not a readable file", val);
+    return 0;
+}
+
+static int django_channel_ok(const char *s);
+
+static int check_django_channel(const char *val, char *why, size_t whylen)
+{
+    if (!django_channel_ok(val))
+        return say(why, whylen,
+                   "expected a Django Channels channel name (1 to 99 of A-Z a-z 0-9 _ . -)");
     return 0;
 }
 
@@ -449,6 +606,18 @@ static int set_str(char **slot, const char *val, char *why, size_t whylen)
     return 0;
 }
 
+/* Runs the option's check on every item of l; frees l on a refusal. */
+static int list_check(const opt_def *o, str_list *l, char *why, size_t whylen)
+{
+    for (size_t i = 0; o->check && i < l->n; i++)
+        if (o->check(l->v[i], why, whylen) < 0) {
+            list_free(l->v, l->n);
+            *l = (str_list){0};
+            return -1;
+        }
+    return 0;
+}
+
 /* Comma-separated text replaces the whole list (no merging across sources). */
 static int apply_list(hr_config *cfg, const opt_def *o, const char *val, char *why, size_t whylen)
 {
@@ -457,6 +626,8 @@ static int apply_list(hr_config *cfg, const opt_def *o, const char *val, char *w
         list_free(l.v, l.n);
         return say(why, whylen, "out of memory");
     }
+    if (list_check(o, &l, why, whylen) < 0)
+        return -1;
     list_install(cfg, o, &l);
     return 0;
 }
@@ -513,7 +684,10 @@ static int apply_number(hr_config *cfg, const opt_def *o, const char *val, char 
  * (the caller adds where it came from). */
 static int opt_apply(hr_config *cfg, const opt_def *o, const char *val, char *why, size_t whylen)
 {
-    if (o->check && o->check(val, why, whylen) < 0)
+    /* a list's check applies to each item (list_check); "" unsets a
+     * nullable string whatever its check would say */
+    if (o->check && o->type != OPT_LIST && !(o->type == OPT_NSTR && !*val) &&
+        o->check(val, why, whylen) < 0)
         return -1;
     switch (o->type) {
     case OPT_STR:
@@ -578,8 +752,9 @@ static int load_env(hr_config *cfg, char **env, char *err, size_t errlen)
 /*---- Flags -----------------------------------------------------------------*/
 
 /* Reads the flag at argv[*i] as --name, --name=value or --name value
- * (consuming argv[*i + 1]); a boolean without "=" means "true". Sets *o and
- * *val (pointing into argv or a literal). */
+ * (consuming argv[*i + 1]). A boolean takes the next argument only when it
+ * is a boolean's spelling ("--anonymous yes"); alone it means "true". Sets
+ * *o and *val (pointing into argv or a literal). */
 static int flag_next(int argc, char **argv, int *i, const opt_def **o, const char **val, char *err,
                      size_t errlen)
 {
@@ -590,10 +765,11 @@ static int flag_next(int argc, char **argv, int *i, const opt_def **o, const cha
     size_t len = eq ? (size_t)(eq - name) : strlen(name);
     if (!(*o = opt_by_flag(name, len)))
         return say(err, errlen, "unknown option --%.*s (see --help)", (int)len, name);
+    int b;
     if (eq)
         *val = eq + 1;
     else if ((*o)->type == OPT_BOOL)
-        *val = "true";
+        *val = *i + 1 < argc && parse_bool(argv[*i + 1], &b, NULL, 0) == 0 ? argv[++*i] : "true";
     else if (*i + 1 < argc && strncmp(argv[*i + 1], "--", 2))
         *val = argv[++*i];
     else
@@ -651,6 +827,8 @@ static const ns_def ns_table[] = {
     {"history_size", NS_COUNT, offsetof(auth_namespace, history_size)},
     {"history_ttl", NS_COUNT, offsetof(auth_namespace, history_ttl)},
     {"django_channel", NS_DJANGO, offsetof(auth_namespace, django_channel)},
+    {"subscribe_proxy", NS_BOOL, offsetof(auth_namespace, subscribe_proxy)},
+    {"publish_proxy", NS_BOOL, offsetof(auth_namespace, publish_proxy)},
 };
 
 #define NNS_KEYS (sizeof(ns_table) / sizeof(ns_table[0]))
@@ -873,6 +1051,36 @@ static int json_list(hr_config *cfg, const opt_def *o, json_t *arr, char *why, s
             return say(why, whylen, "out of memory");
         }
     }
+    if (list_check(o, &l, why, whylen) < 0)
+        return -1;
+    list_install(cfg, o, &l);
+    return 0;
+}
+
+/* proxy_rpc_methods as the file's object {"PREFIX": "URL", ...}: the same
+ * "PREFIX=URL" items as the environment's text. */
+static int json_map(hr_config *cfg, const opt_def *o, json_t *obj, char *why, size_t whylen)
+{
+    str_list l = {0};
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v)
+    {
+        if (!json_is_string(v)) {
+            list_free(l.v, l.n);
+            return say(why, whylen, "\"%s\" is not a URL string", k);
+        }
+        char *item = NULL;
+        if (asprintf(&item, "%s=%s", k, json_string_value(v)) < 0 ||
+            list_push(&l, item, strlen(item)) < 0) {
+            free(item);
+            list_free(l.v, l.n);
+            return say(why, whylen, "out of memory");
+        }
+        free(item);
+    }
+    if (list_check(o, &l, why, whylen) < 0)
+        return -1;
     list_install(cfg, o, &l);
     return 0;
 }
@@ -891,6 +1099,8 @@ static int file_apply(hr_config *cfg, const char *path, const char *key, json_t 
     int rc;
     if (o->type == OPT_LIST && json_is_array(v))
         rc = json_list(cfg, o, v, why, sizeof(why));
+    else if (o->type == OPT_LIST && json_is_object(v) && o->check == check_rpc_method)
+        rc = json_map(cfg, o, v, why, sizeof(why));
     else
         rc = json_text(o, v, num, sizeof(num), &text, why, sizeof(why)) < 0
                  ? -1
@@ -959,6 +1169,11 @@ int hr_config_defaults(hr_config *cfg)
             abort();
         }
     }
+    /* the one list with a default (SPEC §8); "" from a source empties it */
+    for (size_t i = 0; i < NOPTS; i++)
+        if (opt_table[i].off == F(proxy_headers) &&
+            opt_apply(cfg, &opt_table[i], opt_table[i].def, why, sizeof(why)) < 0)
+            abort();
     cfg->log_format = isatty(STDERR_FILENO) ? HR_LOG_TEXT : HR_LOG_JSON;
     cfg->node_id = default_node_id();
     cfg->namespaces = hr_calloc(1, sizeof(*cfg->namespaces));
@@ -993,6 +1208,36 @@ static int check_django(const hr_config *cfg, char *err, size_t errlen)
     return 0;
 }
 
+/* What the proxies and events need besides their own values: a URL for
+ * every proxy a namespace or option turns on, and the Django bridge for
+ * events sent to a Channels channel. */
+static int check_proxy(const hr_config *cfg, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < cfg->nnamespaces; i++) {
+        const auth_namespace *ns = &cfg->namespaces[i];
+        const char *label = ns->name && *ns->name ? ns->name : "(default)";
+        if (ns->subscribe_proxy && !cfg->proxy_subscribe_url)
+            return say(err, errlen,
+                       "namespace \"%s\" has subscribe_proxy: set HERALD_PROXY_SUBSCRIBE_URL",
+                       label);
+        if (ns->publish_proxy && !cfg->proxy_publish_url)
+            return say(err, errlen,
+                       "namespace \"%s\" has publish_proxy: set HERALD_PROXY_PUBLISH_URL", label);
+    }
+    if (cfg->proxy_connect_first && !cfg->proxy_connect_url)
+        return say(err, errlen,
+                   "HERALD_PROXY_CONNECT_PRECEDENCE=proxy needs HERALD_PROXY_CONNECT_URL");
+    if (cfg->proxy_refresh_url && !cfg->proxy_connect_url)
+        return say(err, errlen,
+                   "HERALD_PROXY_REFRESH_URL refreshes connections the connect proxy "
+                   "authenticated: set HERALD_PROXY_CONNECT_URL too");
+    if (cfg->events_django_channel && !cfg->django_channels)
+        return say(err, errlen,
+                   "HERALD_EVENTS_DJANGO_CHANNEL needs the Django Channels bridge: set "
+                   "HERALD_DJANGO_CHANNELS (and HERALD_REDIS_URL)");
+    return 0;
+}
+
 /* The file must be read first but may be named by a flag, so argv is scanned
  * twice: once for --config (also catching unknown flags early), once to apply
  * the flags over the environment. "--config=" disables HERALD_CONFIG. */
@@ -1014,7 +1259,9 @@ int hr_config_load(hr_config *cfg, int argc, char **argv, char **env, char *err,
         return -1;
     if (!cfg->tls_cert != !cfg->tls_key)
         return say(err, errlen, "tls_cert and tls_key: set both (TLS) or neither (plain HTTP)");
-    return check_django(cfg, err, errlen);
+    if (check_django(cfg, err, errlen) < 0)
+        return -1;
+    return check_proxy(cfg, err, errlen);
 }
 
 /* Linear scan: a handful of namespaces, looked up once per subscribe or
@@ -1035,6 +1282,22 @@ const auth_namespace *hr_config_namespace(const hr_config *cfg, const char *chan
     return def;
 }
 
+/* A handful of entries, looked up once per rpc command. */
+const char *hr_config_rpc_url(const hr_config *cfg, const char *method)
+{
+    const char *best = NULL;
+    size_t best_len = 0;
+    for (size_t i = 0; method && i < cfg->nproxy_rpc_methods; i++) {
+        const char *item = cfg->proxy_rpc_methods[i], *eq = strchr(item, '=');
+        size_t len = eq ? (size_t)(eq - item) : 0;
+        if (eq && len > best_len && !strncmp(method, item, len)) {
+            best = eq + 1;
+            best_len = len;
+        }
+    }
+    return best ? best : cfg->proxy_rpc_url;
+}
+
 /* Safe on a zeroed or already cleared cfg. */
 void hr_config_jwt_settings(const hr_config *cfg, auth_jwt_settings *out)
 {
@@ -1053,18 +1316,42 @@ void hr_config_jwt_settings(const hr_config *cfg, auth_jwt_settings *out)
 
 void hr_config_clear(hr_config *cfg)
 {
-    char **strs[] = {&cfg->listen_host,    &cfg->redis_url,       &cfg->redis_prefix,
-                     &cfg->db_path,        &cfg->node_id,         &cfg->jwt_secret,
-                     &cfg->jwt_public_key, &cfg->jwt_private_key, &cfg->jwt_alg,
-                     &cfg->jwt_iss,        &cfg->jwt_aud,         &cfg->config_path,
-                     &cfg->jwt_kid,        &cfg->tls_cert,        &cfg->tls_key,
-                     &cfg->web_root,       &cfg->django_prefix,   &cfg->swagger_ui};
+    char **strs[] = {&cfg->listen_host,
+                     &cfg->redis_url,
+                     &cfg->redis_prefix,
+                     &cfg->db_path,
+                     &cfg->node_id,
+                     &cfg->jwt_secret,
+                     &cfg->jwt_public_key,
+                     &cfg->jwt_private_key,
+                     &cfg->jwt_alg,
+                     &cfg->jwt_iss,
+                     &cfg->jwt_aud,
+                     &cfg->config_path,
+                     &cfg->jwt_kid,
+                     &cfg->tls_cert,
+                     &cfg->tls_key,
+                     &cfg->web_root,
+                     &cfg->django_prefix,
+                     &cfg->swagger_ui,
+                     &cfg->proxy_connect_url,
+                     &cfg->proxy_refresh_url,
+                     &cfg->proxy_subscribe_url,
+                     &cfg->proxy_publish_url,
+                     &cfg->proxy_rpc_url,
+                     &cfg->proxy_key,
+                     &cfg->proxy_ca_file,
+                     &cfg->events_django_channel,
+                     &cfg->events_webhook_url};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     list_free(cfg->api_keys, cfg->napi_keys);
     list_free(cfg->allowed_origins, cfg->nallowed_origins);
     list_free(cfg->jwt_keys, cfg->njwt_keys);
     list_free(cfg->trusted_proxies, cfg->ntrusted_proxies);
+    list_free(cfg->proxy_rpc_methods, cfg->nproxy_rpc_methods);
+    list_free(cfg->proxy_headers, cfg->nproxy_headers);
+    list_free(cfg->cluster_secrets, cfg->ncluster_secrets);
     ns_free_all(cfg->namespaces, cfg->nnamespaces);
     memset(cfg, 0, sizeof(*cfg));
 }
@@ -1090,13 +1377,14 @@ static const char usage_head[] =
     "\n"
     "Every option is a flag, an environment variable and a key of the JSON config\n"
     "file (the flag name with '_' for '-', except api_keys). Flags override the\n"
-    "environment, which overrides the file. Flags take --name VALUE or --name=VALUE.\n"
+    "environment, which overrides the file. Flags take --name VALUE or --name=VALUE;\n"
+    "a boolean flag alone means true (--anonymous, --anonymous no, --anonymous=off).\n"
     "Namespaces (who may subscribe and publish, presence, history) are set only in\n"
     "the config file.\n"
     "\n"
     "Options:\n";
 
-#define USAGE_CAP 12288
+#define USAGE_CAP 20480
 
 /* Appends to the usage buffer, silently truncating (the text is bounded). */
 __attribute__((format(printf, 3, 4))) static void append(char *buf, size_t *len, const char *fmt,
@@ -1125,8 +1413,8 @@ const char *hr_config_usage(void)
     for (size_t i = 0; i < NOPTS; i++) {
         const opt_def *o = &opt_table[i];
         char left[64];
-        snprintf(left, sizeof(left), "--%s%s%s", o->flag, o->metavar ? " " : "",
-                 o->metavar ? o->metavar : "");
+        const char *meta = o->metavar ? o->metavar : o->type == OPT_BOOL ? "[BOOL]" : NULL;
+        snprintf(left, sizeof(left), "--%s%s%s", o->flag, meta ? " " : "", meta ? meta : "");
         append(buf, &len, "  %-30s %s\n  %-30s %s, default: %s\n", left, o->help, "", o->env,
                o->def);
     }

@@ -56,6 +56,10 @@ typedef struct hr_config {
     size_t max_body;        /* HERALD_MAX_BODY: REST request bodies, 1048576 */
     int shutdown_grace_ms;  /* HERALD_SHUTDOWN_GRACE_MS, 2000 */
 
+    /* permessage-deflate (SPEC §9) */
+    int ws_compression;        /* HERALD_WS_COMPRESSION, 0 */
+    size_t ws_compression_min; /* HERALD_WS_COMPRESSION_MIN: shorter messages go plain, 256 */
+
     /* users (issue: auth) */
     int open_registration;  /* HERALD_OPEN_REGISTRATION, 1 */
     long refresh_ttl;       /* HERALD_REFRESH_TTL seconds, 2592000 (30 days) */
@@ -73,14 +77,42 @@ typedef struct hr_config {
     int handshake_rate;        /* HERALD_HANDSHAKE_RATE per address per second, 50 */
     char **trusted_proxies;    /* HERALD_TRUSTED_PROXIES: ADDR or ADDR/BITS */
     size_t ntrusted_proxies;
+    char **cluster_secrets; /* HERALD_CLUSTER_SECRET: signs control messages */
+    size_t ncluster_secrets;
+    int ipv4_prefix; /* HERALD_IPV4_PREFIX: clients counted per /N, 32 */
+    int ipv6_prefix; /* HERALD_IPV6_PREFIX: clients counted per /N, 64 */
 
-    /* Django Channels bridge (cluster mode; README "Using Herald from Django") */
+    /* Django Channels bridge (cluster mode; docs/integrations/django.md) */
     int django_channels;     /* HERALD_DJANGO_CHANNELS: 0 off, 1 pubsub, 2 redis */
     char *django_prefix;     /* HERALD_DJANGO_CHANNELS_PREFIX, "asgi" */
     int django_group_expiry; /* HERALD_DJANGO_CHANNELS_GROUP_EXPIRY seconds, 86400 */
     int django_expiry;       /* HERALD_DJANGO_CHANNELS_EXPIRY seconds, 60 */
     int django_capacity;     /* HERALD_DJANGO_CHANNELS_CAPACITY, 100 */
     int django_encrypted;    /* HERALD_DJANGO_CHANNELS_ENCRYPTED: true refuses to start */
+
+    /* backend proxy (SPEC §8; gateway/proxy.h) */
+    char *proxy_connect_url;   /* HERALD_PROXY_CONNECT_URL; NULL = no connect proxy */
+    char *proxy_refresh_url;   /* HERALD_PROXY_REFRESH_URL */
+    char *proxy_subscribe_url; /* HERALD_PROXY_SUBSCRIBE_URL (namespaces' subscribe_proxy) */
+    char *proxy_publish_url;   /* HERALD_PROXY_PUBLISH_URL (namespaces' publish_proxy) */
+    char *proxy_rpc_url;       /* HERALD_PROXY_RPC_URL: methods no prefix below claims */
+    char **proxy_rpc_methods;  /* HERALD_PROXY_RPC_METHODS: "PREFIX=URL" entries */
+    size_t nproxy_rpc_methods;
+    char **proxy_headers; /* HERALD_PROXY_HEADERS: request headers forwarded */
+    size_t nproxy_headers;
+    char *proxy_key;           /* HERALD_PROXY_KEY: sent as X-Herald-Proxy-Key */
+    int proxy_timeout;         /* HERALD_PROXY_TIMEOUT seconds, 5 */
+    int proxy_max_inflight;    /* HERALD_PROXY_MAX_INFLIGHT per node, 256 */
+    int proxy_max_queue;       /* HERALD_PROXY_MAX_QUEUE per loop thread, 4096 */
+    size_t proxy_max_response; /* HERALD_PROXY_MAX_RESPONSE bytes, 262144 */
+    char *proxy_ca_file;       /* HERALD_PROXY_CA_FILE; NULL = the system's CA store */
+    int proxy_connect_first;   /* HERALD_PROXY_CONNECT_PRECEDENCE: 0 jwt (SPEC), 1 proxy */
+
+    /* lifecycle events (SPEC §8) */
+    char *events_django_channel; /* HERALD_EVENTS_DJANGO_CHANNEL; needs the Django bridge */
+    char *events_webhook_url;    /* HERALD_EVENTS_WEBHOOK_URL */
+    int events_batch;            /* HERALD_EVENTS_BATCH: events per webhook POST, 100 */
+    int events_queue;            /* HERALD_EVENTS_QUEUE: events waiting per destination, 10000 */
 
     /* namespaces from the config file; always contains "" (the default) */
     auth_namespace *namespaces;
@@ -107,6 +139,11 @@ const auth_namespace *hr_config_namespace(const hr_config *cfg, const char *chan
  * open it with (the URL or the path). */
 const auth_store_ops *hr_config_store(const hr_config *cfg);
 const char *hr_config_store_target(const hr_config *cfg);
+
+/* The URL of the RPC proxy for method: the longest "PREFIX=URL" entry of
+ * proxy_rpc_methods whose prefix starts method, else proxy_rpc_url; NULL
+ * when none (the rpc op then answers not_found). Borrowed from cfg. */
+const char *hr_config_rpc_url(const hr_config *cfg, const char *method);
 
 /* Points out at cfg's JWT settings (borrowed: valid while cfg is). */
 void hr_config_jwt_settings(const hr_config *cfg, auth_jwt_settings *out);

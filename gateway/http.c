@@ -53,6 +53,7 @@ struct hr_http_req {
     int completions; /* BODY_COMPLETION callbacks seen */
     int close_after; /* framing refused: close once the answer is written */
     int from_buffer; /* parsed from bytes lws had buffered (pipelined) */
+    int kill;        /* answered outside lws' callbacks: close at the next writeable */
 
     lws_dll2_t in_loop; /* loop->reqs */
     char peer[64];      /* client address, for login throttling */
@@ -134,6 +135,7 @@ static const route routes[] = {
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 _Static_assert(NROUTES <= HR_MAX_ROUTES, "metrics.h: raise HR_MAX_ROUTES");
+_Static_assert(HR_MAX_DATA_DEPTH == 64, "the problem details below say 64");
 
 /*---- Router (pure) ---------------------------------------------------------*/
 
@@ -318,8 +320,15 @@ static void send_response(hr_http_req *req)
         req->rx_off = 0;
         lws_rx_flow_control(wsi, 1);
     }
-    if (write_response(req) < 0 || complete_transaction(wsi))
-        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    /* Connection: close (or a failed write). A timeout set from here (even
+     * LWS_TO_KILL_ASYNC) only runs at lws' next timer, up to the keep-alive
+     * timeout later, since no lws callback is running to service it: the
+     * client waited ~30 s for the close. A writeable callback comes at once,
+     * and returning -1 there closes. */
+    if (write_response(req) < 0 || complete_transaction(wsi)) {
+        req->kill = 1;
+        lws_callback_on_writable(wsi);
+    }
 }
 
 /* Stores the response (copying body) and sends it once the request has
@@ -445,6 +454,8 @@ int hr_http_writeable(hr_loop *loop, struct lws *wsi, hr_pss *pss)
 {
     hr_http_req *req = pss->req;
     (void)loop;
+    if (req && req->kill)
+        return -1;
     if (!req || !req->responded || !req->resp || !req->read_done)
         return 0;
     if (write_response(req) < 0 || req->close_after)
@@ -761,7 +772,7 @@ typedef struct framing {
     int has_cl;      /* Content-Length present */
     char cl[32];     /* its text */
     int cl_len;      /* its length (-1: did not fit) */
-    int body_method; /* POST, PUT, PATCH: a body unless Content-Length says none */
+    int body_method; /* POST, PUT, PATCH: lws reads a body unless Content-Length says none */
 } framing;
 
 static void read_framing(struct lws *wsi, const char *method, framing *f)
@@ -774,7 +785,8 @@ static void read_framing(struct lws *wsi, const char *method, framing *f)
     f->body_method = !strcmp(method, "POST") || !strcmp(method, "PUT") || !strcmp(method, "PATCH");
 }
 
-/* Does the request carry a body, by its framing headers? */
+/* Does lws treat the request as carrying a body, by its framing headers?
+ * (A POST without Content-Length has none for Herald, but lws reads on.) */
 static int framing_has_body(const framing *f)
 {
     if (f->te)
@@ -795,7 +807,10 @@ static int framing_expects_body(const framing *f, const char *method)
  * and whatever sits in front of it disagree about where a request ends. So
  * ambiguous framing gets 400, what Herald does not support gets 411 (send
  * Content-Length), and either way the connection closes after the answer.
- * Returns 1 when the request was refused. */
+ * A POST without Content-Length or Transfer-Encoding has no body (§6.3:
+ * what `curl -X POST` sends): it is served with an empty body, but lws
+ * still waits for up to 100 MB of "body" after it, so that connection too
+ * closes after the answer. Returns 1 when the request was refused. */
 static int framing_refused(hr_http_req *req, const framing *f)
 {
     const char *why = NULL;
@@ -807,10 +822,14 @@ static int framing_refused(hr_http_req *req, const framing *f)
     else if (f->has_cl &&
              (f->cl_len <= 0 || strspn(f->cl, "0123456789") != (size_t)f->cl_len || f->cl_len > 18))
         why = "Content-Length must be one decimal number";
-    else if (!f->has_cl && f->body_method)
-        status = 411, why = "Content-Length is required";
-    if (!why)
+    if (!why) {
+        if (!f->has_cl && f->body_method) {
+            req->close_after = 1; /* an empty body; lws would read on (above) */
+            req->read_done = 1;
+            req->expect_body = 0;
+        }
         return 0;
+    }
     req->close_after = 1;
     req->read_done = 1; /* nothing more is read from this connection */
     req->expect_body = 0;
@@ -954,11 +973,14 @@ static void h_healthz(hr_http_req *req)
  * down): a load balancer then sends new clients elsewhere. */
 static void h_readyz(hr_http_req *req)
 {
-    if (chan_layer_ready(req->node->layer)) {
-        respond(req, 200, "application/json", "{\"status\":\"ready\"}", 18);
-    } else {
+    if (!chan_layer_ready(req->node->layer)) {
         req->retry_after = 1;
         problem(req, 503, "the channel layer cannot reach Redis");
+    } else if (atomic_load(&req->node->revocations_stale)) {
+        req->retry_after = 1;
+        problem(req, 503, "revocations missed during a Redis outage are not reloaded yet");
+    } else {
+        respond(req, 200, "application/json", "{\"status\":\"ready\"}", 18);
     }
 }
 
@@ -1223,10 +1245,12 @@ static void h_publish(hr_http_req *req)
     char *text = channel && data ? json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     if (!channel || !data) {
         problem(req, 422, !channel ? err : "missing \"data\"");
+    } else if (hr_json_too_deep(data, HR_MAX_DATA_DEPTH)) {
+        problem(req, 400, "\"data\" nests deeper than 64 levels");
     } else {
         chan_opts co = publish_opts(req, channel);
         req->refs++;
-        chan_publish(req->node->layer, req->loop->index, channel, &co, text, strlen(text),
+        chan_publish(req->node->layer, req->loop->index, channel, &co, text, strlen(text), NULL,
                      publish_done, req);
     }
     free(text);
@@ -1285,7 +1309,7 @@ static void broadcast_one(broadcast *b, size_t i, json_t *ch, const char *text)
     *it = (broadcast_item){b, i};
     b->pending++;
     chan_opts co = publish_opts(b->req, channel);
-    chan_publish(b->req->node->layer, b->req->loop->index, channel, &co, text, strlen(text),
+    chan_publish(b->req->node->layer, b->req->loop->index, channel, &co, text, strlen(text), NULL,
                  broadcast_done, it);
 }
 
@@ -1301,6 +1325,8 @@ static void h_broadcast(hr_http_req *req)
         problem(req, 422, "\"channels\" must be an array of 1 to 1000 channel names");
     } else if (!data) {
         problem(req, 422, "missing \"data\"");
+    } else if (hr_json_too_deep(data, HR_MAX_DATA_DEPTH)) {
+        problem(req, 400, "\"data\" nests deeper than 64 levels");
     } else {
         b = hr_calloc(1, sizeof(*b));
         b->responses = json_array();
@@ -1661,8 +1687,12 @@ static void token_response(hr_http_req *req, const auth_user *user, const char *
     id.name = user->username;
     id.roles = user->roles;
     id.nroles = user->nroles;
+    /* info is what presence and a publication's "from" show of a client:
+     * the username, so a chat can name who wrote what on the server's word */
+    id.info = json_pack("{s:s}", "name", user->username);
     long ttl = req->node->cfg->token_ttl;
     char *access = auth_jwt_issue(&req->node->jwt, &id, time(NULL), ttl);
+    json_decref(id.info);
     if (!access) {
         oauth_error(req, 500, "server_error",
                     "cannot sign tokens (RS256/ES256 need HERALD_JWT_PRIVATE_KEY)");
@@ -1684,7 +1714,7 @@ static void login_done(void *ud, auth_status st, const auth_user *user, const ch
                        const char *message)
 {
     hr_http_req *req = ud;
-    int64_t now = time(NULL);
+    int64_t now = (int64_t)hr_now_ms();
     if (st == AUTH_OK) {
         auth_throttle_reset(req->node->logins, req->login_key);
         auth_throttle_release(req->node->login_addrs, req->peer, now);
@@ -1723,7 +1753,7 @@ static void refresh_done(void *ud, auth_status st, const auth_user *user, const 
  * budget as they share one account; the throttles are shared by every loop. */
 static int login_allowed(hr_http_req *req, const char *username)
 {
-    int64_t now = time(NULL);
+    int64_t now = (int64_t)hr_now_ms();
     char *key = auth_username_key(username);
     snprintf(req->login_key, sizeof(req->login_key), "%.64s", key ? key : username);
     free(key);

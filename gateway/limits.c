@@ -3,8 +3,9 @@
  * client address and per user (counted tables shared by every loop), and
  * the client address itself, read through trusted proxies only.
  *
- * The handshake rate per address uses auth's throttle (a fixed window of
- * one second); see hr_ws_confirm_upgrade.
+ * The handshake rate per address uses auth's throttle (a token bucket of
+ * handshake_rate, refilled at handshake_rate a second); see admit_address
+ * in ws.c.
  */
 #include "node.h"
 
@@ -82,28 +83,86 @@ void hr_slot_release(hr_slot *s)
     pthread_mutex_unlock(&l->mu);
 }
 
-/*---- Trusted proxies ---------------------------------------------------------*/
+/*---- Client addresses ------------------------------------------------------*/
+
+/* An address as bytes: IPv4 in the first 4 bytes (IPv4-mapped IPv6
+ * addresses are stored as IPv4, so a dual-stack socket's "::ffff:a.b.c.d"
+ * and a proxy's "a.b.c.d" count as one client). */
+typedef struct ipaddr {
+    int family; /* AF_INET or AF_INET6 */
+    unsigned char a[16];
+} ipaddr;
+
+static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+static void unmap_v4(ipaddr *ip)
+{
+    if (ip->family == AF_INET6 && !memcmp(ip->a, v4mapped, 12)) {
+        memmove(ip->a, ip->a + 12, 4);
+        memset(ip->a + 4, 0, 12);
+        ip->family = AF_INET;
+    }
+}
+
+/* Parses p[0..n) after trimming optional whitespace (SP, HTAB): IPv4,
+ * IPv6, "IPv4:PORT", "[IPv6]" or "[IPv6]:PORT" (proxies that add the
+ * client's port). Anything else - zone ids, host names, "unknown", an
+ * empty entry - is -1. */
+static int ipaddr_parse(const char *p, size_t n, ipaddr *ip)
+{
+    char buf[64];
+    while (n && (*p == ' ' || *p == '\t'))
+        p++, n--;
+    while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+        n--;
+    if (n == 0 || n >= sizeof(buf))
+        return -1;
+    memcpy(buf, p, n);
+    buf[n] = '\0';
+    char *addr = buf, *port = NULL;
+    if (buf[0] == '[') {
+        char *close = strchr(buf, ']');
+        if (!close || (close[1] && close[1] != ':'))
+            return -1;
+        *close = '\0';
+        addr = buf + 1;
+        port = close[1] ? close + 2 : NULL;
+        ip->family = AF_INET6;
+    } else {
+        char *colon = strchr(buf, ':');
+        if (colon && !strchr(colon + 1, ':') && memchr(buf, '.', (size_t)(colon - buf))) {
+            *colon = '\0'; /* IPv4:PORT */
+            port = colon + 1;
+        }
+        ip->family = strchr(addr, ':') ? AF_INET6 : AF_INET;
+    }
+    if (port) {
+        size_t pl = strlen(port);
+        if (pl == 0 || pl > 5 || strspn(port, "0123456789") != pl || atoi(port) > 65535)
+            return -1;
+    }
+    memset(ip->a, 0, sizeof(ip->a));
+    if (inet_pton(ip->family, addr, ip->a) != 1)
+        return -1;
+    unmap_v4(ip);
+    return 0;
+}
 
 struct hr_netmask {
-    int family;
-    unsigned char addr[16];
+    ipaddr ip;
     int bits;
 };
 
-/* "ADDR" or "ADDR/BITS", IPv4 or IPv6. */
+/* "ADDR" or "ADDR/BITS", IPv4 or IPv6 (an IPv4-mapped network is IPv4). */
 static int netmask_parse(const char *s, hr_netmask *m)
 {
-    char buf[64];
     const char *slash = strchr(s, '/');
     size_t n = slash ? (size_t)(slash - s) : strlen(s);
-    if (n == 0 || n >= sizeof(buf))
+    if (n == 0 || strchr(s, '[') || ipaddr_parse(s, n, &m->ip) < 0 || memchr(s, ' ', n) ||
+        memchr(s, '\t', n))
         return -1;
-    memcpy(buf, s, n);
-    buf[n] = '\0';
-    m->family = strchr(buf, ':') ? AF_INET6 : AF_INET;
-    if (inet_pton(m->family, buf, m->addr) != 1)
-        return -1;
-    int max = m->family == AF_INET ? 32 : 128;
+    int was_v6 = memchr(s, ':', n) != NULL;
+    int max = was_v6 ? 128 : 32;
     m->bits = max;
     if (slash) {
         char *end;
@@ -111,6 +170,11 @@ static int netmask_parse(const char *s, hr_netmask *m)
         if (*end || end == slash + 1 || b < 0 || b > max)
             return -1;
         m->bits = (int)b;
+    }
+    if (was_v6 && m->ip.family == AF_INET) { /* ::ffff:a.b.c.d/BITS */
+        if (m->bits < 96)
+            return -1;
+        m->bits -= 96;
     }
     return 0;
 }
@@ -130,68 +194,100 @@ int hr_netmasks_parse(char *const *list, size_t n, hr_netmask **out, char *err, 
     return 0;
 }
 
-static int netmask_contains(const hr_netmask *m, const char *text)
+/* Does ip fall within the first `bits` bits of net? */
+static int prefix_eq(const unsigned char *ip, const unsigned char *net, int bits)
 {
-    unsigned char a[16];
-    int family = strchr(text, ':') ? AF_INET6 : AF_INET;
-    if (family != m->family || inet_pton(family, text, a) != 1)
+    int full = bits / 8, rest = bits % 8;
+    if (memcmp(ip, net, (size_t)full))
         return 0;
-    int full = m->bits / 8, rest = m->bits % 8;
-    if (memcmp(a, m->addr, (size_t)full))
-        return 0;
-    return rest == 0 || ((a[full] ^ m->addr[full]) & (0xff << (8 - rest))) == 0;
+    return rest == 0 || ((ip[full] ^ net[full]) & (0xff << (8 - rest))) == 0;
 }
 
-int hr_netmasks_contain(const hr_netmask *m, size_t n, const char *addr)
+static int trusted(const hr_netmask *m, size_t n, const ipaddr *ip)
 {
-    /* an IPv4 peer on a dual-stack socket reads "::ffff:a.b.c.d" */
-    if (!strncmp(addr, "::ffff:", 7) && strchr(addr + 7, '.'))
-        addr += 7;
     for (size_t i = 0; i < n; i++)
-        if (netmask_contains(&m[i], addr))
+        if (m[i].ip.family == ip->family && prefix_eq(ip->a, m[i].ip.a, m[i].bits))
             return 1;
     return 0;
 }
 
-/* Trims spaces around one X-Forwarded-For element into out. */
-static void xff_item(const char *p, size_t n, char *out, size_t len)
+/* The key the per-address limits count: the address, or with a prefix
+ * shorter than the family's length its network, "NET/BITS" (one IPv6
+ * client holds a /64, so counting single addresses would count nothing). */
+static void ipaddr_key(const ipaddr *ip, int v4bits, int v6bits, char *out, size_t len)
 {
-    while (n && *p == ' ')
-        p++, n--;
-    while (n && p[n - 1] == ' ')
-        n--;
-    if (n >= len)
-        n = len - 1;
-    memcpy(out, p, n);
-    out[n] = '\0';
+    int max = ip->family == AF_INET ? 32 : 128;
+    int bits = ip->family == AF_INET ? v4bits : v6bits;
+    unsigned char a[16] = {0};
+    char text[INET6_ADDRSTRLEN];
+    if (bits <= 0 || bits > max)
+        bits = max;
+    memcpy(a, ip->a, (size_t)(bits / 8));
+    if (bits % 8)
+        a[bits / 8] = ip->a[bits / 8] & (unsigned char)(0xff << (8 - bits % 8));
+    inet_ntop(ip->family, a, text, sizeof(text));
+    if (bits == max)
+        snprintf(out, len, "%s", text);
+    else
+        snprintf(out, len, "%s/%d", text, bits);
 }
 
-/* The peer, unless it is a trusted proxy: then the rightmost
- * X-Forwarded-For entry that is not one (entries further left were written
- * by whoever the client is, and prove nothing). */
+int hr_client_key(const hr_netmask *proxies, size_t nproxies, const char *peer, const char *xff,
+                  int v4bits, int v6bits, char *out, size_t len)
+{
+    ipaddr ip;
+    if (ipaddr_parse(peer, strlen(peer), &ip) < 0) {
+        snprintf(out, len, "%s", peer); /* not an IP socket: counted as it is */
+        return 1;
+    }
+    ipaddr_key(&ip, v4bits, v6bits, out, len);
+    if (!nproxies || !trusted(proxies, nproxies, &ip))
+        return 1;
+    if (!xff || !xff[strspn(xff, " \t")])
+        return 0; /* the proxy's own request: no client to count */
+    /* right to left: the entries a trusted proxy appended are its peers';
+     * the first untrusted one is the client, what lies left of it was
+     * written by the client and proves nothing */
+    const char *end = xff + strlen(xff);
+    for (;;) {
+        const char *start = end;
+        while (start > xff && start[-1] != ',')
+            start--;
+        ipaddr item;
+        if (ipaddr_parse(start, (size_t)(end - start), &item) < 0) {
+            /* garbage (a port form we do not know, a name, an empty entry):
+             * nobody to attribute it to but the proxy, whose address is
+             * counted - never "no limit" */
+            ipaddr_key(&ip, v4bits, v6bits, out, len);
+            return 1;
+        }
+        ipaddr_key(&item, v4bits, v6bits, out, len);
+        if (!trusted(proxies, nproxies, &item))
+            return 1;
+        if (start == xff)
+            return 0; /* only trusted proxies: out holds the farthest */
+        end = start - 1;
+    }
+}
+
+/* The header is read whole (lws bounds every header block, 16 KiB): a
+ * copy into a fixed buffer failed on long chains, and the request then
+ * counted as the proxy's own. */
 int hr_client_address(const hr_node *node, struct lws *wsi, char *out, size_t len)
 {
-    char xff[1024];
-    lws_get_peer_simple(wsi, out, len);
-    if (!node->nproxies || !hr_netmasks_contain(node->proxies, node->nproxies, out))
-        return 1;
-    int n = lws_hdr_copy(wsi, xff, sizeof(xff), WSI_TOKEN_X_FORWARDED_FOR);
-    if (n <= 0)
-        return 0;
-    const char *end = xff + n;
-    while (end > xff) {
-        const char *comma = end;
-        while (comma > xff && comma[-1] != ',')
-            comma--;
-        char item[64];
-        unsigned char probe[16];
-        xff_item(comma, (size_t)(end - comma), item, sizeof(item));
-        if (inet_pton(strchr(item, ':') ? AF_INET6 : AF_INET, item, probe) != 1)
-            return 0; /* garbage: nobody to attribute the request to */
-        snprintf(out, len, "%s", item);
-        if (!hr_netmasks_contain(node->proxies, node->nproxies, item))
-            return 1;
-        end = comma > xff ? comma - 1 : xff;
+    char peer[64];
+    char *xff = NULL;
+    lws_get_peer_simple(wsi, peer, sizeof(peer));
+    if (node->nproxies) {
+        int total = lws_hdr_total_length(wsi, WSI_TOKEN_X_FORWARDED_FOR);
+        if (total > 0) {
+            xff = hr_malloc((size_t)total + 1);
+            if (lws_hdr_copy(wsi, xff, total + 1, WSI_TOKEN_X_FORWARDED_FOR) < 0)
+                snprintf(xff, (size_t)total + 1, ","); /* cannot happen: counted as garbage */
+        }
     }
-    return 0;
+    int rc = hr_client_key(node->proxies, node->nproxies, peer, xff, node->cfg->ipv4_prefix,
+                           node->cfg->ipv6_prefix, out, len);
+    free(xff);
+    return rc;
 }

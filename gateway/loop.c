@@ -14,6 +14,7 @@
 #include "http.h"
 #include "log.h"
 #include "node.h"
+#include "proxy_call.h"
 #include "ws.h"
 
 #include <openssl/ssl.h>
@@ -58,6 +59,10 @@ static int callback_herald(struct lws *wsi, enum lws_callback_reasons reason, vo
         return 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         return hr_ws_confirm_upgrade(loop, wsi, in);
+    case LWS_CALLBACK_ADD_HEADERS:
+        return hr_pmd_add_headers(wsi, in);
+    case LWS_CALLBACK_CONFIRM_EXTENSION_OKAY:
+        return 0; /* lws_callback_http_dummy refuses every extension */
     case LWS_CALLBACK_ESTABLISHED:
         return hr_ws_established(loop, wsi, pss);
     case LWS_CALLBACK_RECEIVE:
@@ -178,17 +183,18 @@ static void inbox_free(hr_inbox *in)
 
 /*---- Listening -------------------------------------------------------------*/
 
-/* Binds a non-blocking listening socket with SO_REUSEPORT. Loop 0 first
- * checks that nobody else holds the port: SO_REUSEPORT would otherwise let
- * a second server (same user) share it silently. Returns the fd or -1. */
-static int listen_socket(const hr_config *cfg, int probe)
+/* Binds a non-blocking listening socket with SO_REUSEPORT on listen_host
+ * and port_num. Loop 0 first checks that nobody else holds the port:
+ * SO_REUSEPORT would otherwise let a second server (same user) share it
+ * silently. Returns the fd or -1. */
+static int listen_socket(const hr_config *cfg, int port_num, int probe)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
                     *ai = NULL;
     char port[16];
-    snprintf(port, sizeof(port), "%d", cfg->listen_port);
+    snprintf(port, sizeof(port), "%d", port_num);
     const char *host = strcmp(cfg->listen_host, "0.0.0.0") ? cfg->listen_host : NULL;
     if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai)
         return -1;
@@ -207,6 +213,20 @@ static int listen_socket(const hr_config *cfg, int probe)
         return 0;
     }
     return fd;
+}
+
+/* The local port of a bound socket, or -1. */
+static int bound_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return -1;
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return -1;
 }
 
 static void on_accept(uv_poll_t *h, int status, int events)
@@ -264,11 +284,14 @@ static void loop_stop(hr_loop *loop)
      * callbacks; hr_loop_run completes it once uv_run has returned. */
     if (loop->ctx)
         lws_context_destroy(loop->ctx);
+    hr_proxy_client_close(loop->proxy); /* answers calls still out: unavailable */
+    loop->proxy = NULL;
     close_handle((uv_handle_t *)&loop->grace);
     close_handle((uv_handle_t *)&loop->lag);
     close_handle((uv_handle_t *)&loop->flush);
     close_handle((uv_handle_t *)&loop->sigterm);
     close_handle((uv_handle_t *)&loop->sigint);
+    close_handle((uv_handle_t *)&loop->reload);
     atomic_fetch_sub(&loop->node->loops_live, 1);
     if (loop->index == 0) {
         loop_home_maybe_finish(loop);
@@ -379,6 +402,9 @@ static struct lws_context *create_context(hr_loop *loop)
     info.listen_accept_protocol = "herald";
     info.vhost_name = "herald";
     info.timeout_secs = 10;
+    /* permessage-deflate: Herald's own extension (ws_deflate.c) */
+    if (loop->node->cfg->ws_compression)
+        info.extensions = hr_pmd_extensions();
     if (loop->node->cfg->tls_cert) {
         /* the vhost gets an SSL_CTX; adopted sockets then start with the
          * TLS handshake (lws_adopt_socket_vhost allows TLS) */
@@ -389,7 +415,7 @@ static struct lws_context *create_context(hr_loop *loop)
         info.options |= LWS_SERVER_OPTION_ADOPT_APPLY_LISTEN_ACCEPT_CONFIG;
         /* ... but with a listen_accept_role it would also bind every adopted
          * socket to that role (raw): under TLS, unparseable requests get
-         * lws' own answer instead of ours (README, Known limitations) */
+         * lws' own answer instead of ours (docs/limitations.md) */
         info.listen_accept_role = NULL;
         info.listen_accept_protocol = NULL;
         /* TLS 1.2 or newer; for 1.2, forward-secret AEAD suites only
@@ -437,6 +463,9 @@ static int init_handles(hr_loop *loop)
     uv_check_start(&loop->flush, on_check);
     uv_unref((uv_handle_t *)&loop->flush); /* it must not keep a stopped loop alive */
     if (loop->index == 0) {
+        uv_timer_init(&loop->uv, &loop->reload);
+        loop->reload.data = loop->node;
+        uv_unref((uv_handle_t *)&loop->reload); /* it must not keep a stopped loop alive */
         uv_signal_init(&loop->uv, &loop->sigterm);
         uv_signal_init(&loop->uv, &loop->sigint);
         loop->sigterm.data = loop->sigint.data = loop;
@@ -465,8 +494,14 @@ hr_loop *hr_loop_new(hr_node *node, unsigned index)
     pthread_mutex_init(&loop->inbox.mu, NULL);
     loop->by_user = hr_map_new(NULL);
     loop->scratch = hr_malloc(LWS_PRE + HR_SCRATCH);
+    if (cfg->ws_compression)
+        loop->pmd = hr_pmd_loop_new();
     loop->auth_to = (auth_reply_to){post_auth_done, loop};
-    if (index == 0 && listen_socket(cfg, 1) < 0) {
+    /* Port 0: loop 0 binds whatever port the system picks (nothing to
+     * probe), the other loops then share that one. */
+    if (index == 0)
+        node->port = cfg->listen_port;
+    if (index == 0 && node->port != 0 && listen_socket(cfg, node->port, 1) < 0) {
         hr_error("listen", "cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port,
                  strerror(errno));
         return loop_fail(loop);
@@ -476,8 +511,16 @@ hr_loop *hr_loop_new(hr_node *node, unsigned index)
         hr_error("listen", "cannot start event loop %u", index);
         return loop_fail(loop);
     }
-    if ((loop->listen_fd = listen_socket(cfg, 0)) < 0) {
-        hr_error("listen", "cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port,
+    if (hr_proxy_configured(cfg) &&
+        !(loop->proxy = hr_proxy_client_new(&loop->uv, cfg, node->nloops, &loop->stats)))
+        return loop_fail(loop);
+    if ((loop->listen_fd = listen_socket(cfg, node->port, 0)) < 0) {
+        hr_error("listen", "cannot listen on %s:%d: %s", cfg->listen_host, node->port,
+                 strerror(errno));
+        return loop_fail(loop);
+    }
+    if (node->port == 0 && (node->port = bound_port(loop->listen_fd)) <= 0) {
+        hr_error("listen", "cannot read the port chosen for %s:0: %s", cfg->listen_host,
                  strerror(errno));
         return loop_fail(loop);
     }
@@ -545,5 +588,6 @@ void hr_loop_free(hr_loop *loop)
     hr_map_free(loop->by_user);
     free(loop->pending);
     free(loop->scratch);
+    hr_pmd_loop_free(loop->pmd);
     free(loop);
 }

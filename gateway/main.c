@@ -89,6 +89,12 @@ static int ensure_jwt_secret(hr_config *cfg)
 {
     char err[256];
     int created = 0;
+    if (cfg->redis_url && !cfg->jwt_secret && cfg->jwt_public_key && !cfg->ncluster_secrets) {
+        hr_error("config", "cluster mode with a public key needs HERALD_CLUSTER_SECRET: the "
+                           "secret the nodes sign their control messages with (membership, "
+                           "disconnects, revocations)");
+        return -1;
+    }
     if (cfg->jwt_secret || cfg->jwt_public_key)
         return 0;
     if (cfg->redis_url) {
@@ -289,6 +295,11 @@ static int cmd_check_config(hr_config *cfg)
     if (cfg->redis_url && !cfg->jwt_secret && !cfg->jwt_public_key) {
         fprintf(stderr, "herald check-config: cluster mode needs HERALD_JWT_SECRET or "
                         "HERALD_JWT_PUBLIC_KEY\n");
+        return 2;
+    }
+    if (cfg->redis_url && !cfg->jwt_secret && !cfg->ncluster_secrets) {
+        fprintf(stderr, "herald check-config: cluster mode with a public key needs "
+                        "HERALD_CLUSTER_SECRET\n");
         return 2;
     }
     printf("ok: %zu namespace(s), %s mode\n", cfg->nnamespaces,

@@ -123,6 +123,71 @@ static void render_namespaces(hr_buf *b, hr_counters *const *c, size_t n, const 
     }
 }
 
+/* SPEC §8: per proxy kind (label kind) the calls and how they ended, the
+ * latency histogram, and the lifecycle events. Families are rendered even
+ * when nothing is configured (all zero), so dashboards need no special case. */
+static void render_proxy(hr_buf *b, hr_counters *const *c, size_t n, const char *node)
+{
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } fams[] = {
+        {"herald_proxy_requests_total", "Backend proxy calls made, by kind.",
+         offsetof(hr_proxy_stats, requests)},
+        {"herald_proxy_results_total", "Backend proxy calls answered with a result.",
+         offsetof(hr_proxy_stats, results)},
+        {"herald_proxy_refusals_total",
+         "Backend proxy calls answered with an error or a disconnect.",
+         offsetof(hr_proxy_stats, refusals)},
+        {"herald_proxy_errors_total",
+         "Backend proxy calls without a usable answer (connection failed, status not 200, "
+         "invalid or oversized body): unavailable for the client.",
+         offsetof(hr_proxy_stats, errors)},
+        {"herald_proxy_timeouts_total",
+         "Backend proxy calls not answered within HERALD_PROXY_TIMEOUT: unavailable.",
+         offsetof(hr_proxy_stats, timeouts)},
+        {"herald_proxy_rejected_total",
+         "Backend proxy calls refused at once: in-flight and queue bounds reached.",
+         offsetof(hr_proxy_stats, rejected)},
+    };
+    char label[64];
+    for (size_t f = 0; f < sizeof(fams) / sizeof(fams[0]); f++) {
+        hr_buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", fams[f].name, fams[f].help,
+                      fams[f].name);
+        for (size_t k = 0; k < HR_PROXY_NKINDS; k++)
+            hr_buf_printf(
+                b, "%s{node=\"%s\",kind=\"%s\"} %llu\n", fams[f].name, node,
+                hr_proxy_kind_name((hr_proxy_kind)k),
+                sum(c, n, offsetof(hr_counters, proxy) + k * sizeof(hr_proxy_stats) + fams[f].off));
+    }
+    hist_head(b, "herald_proxy_duration_seconds",
+              "From a backend proxy call to its answer (waiting for a slot included), by kind.");
+    for (size_t k = 0; k < HR_PROXY_NKINDS; k++) {
+        snprintf(label, sizeof(label), ",kind=\"%s\"", hr_proxy_kind_name((hr_proxy_kind)k));
+        hist_series(b, "herald_proxy_duration_seconds", node, label, c, n,
+                    offsetof(hr_counters, proxy) + k * sizeof(hr_proxy_stats) +
+                        offsetof(hr_proxy_stats, latency));
+    }
+    long long inflight = 0, queued = 0;
+    for (size_t i = 0; i < n; i++) {
+        inflight += atomic_load_explicit(&c[i]->proxy_inflight, memory_order_relaxed);
+        queued += atomic_load_explicit(&c[i]->proxy_queued, memory_order_relaxed);
+    }
+    metric(b, "herald_proxy_inflight", "gauge", "Backend proxy calls running.", node,
+           (unsigned long long)(inflight < 0 ? 0 : inflight));
+    metric(b, "herald_proxy_queued", "gauge", "Backend proxy calls waiting for a free slot.", node,
+           (unsigned long long)(queued < 0 ? 0 : queued));
+    metric(b, "herald_events_sent_total", "counter",
+           "Lifecycle events delivered (counted once per destination).", node, SUM(events_sent));
+    metric(b, "herald_events_dropped_total", "counter",
+           "Lifecycle events dropped: destination queue full, refused by the webhook, or left "
+           "at shutdown.",
+           node, SUM(events_dropped));
+    metric(b, "herald_events_retries_total", "counter",
+           "Failed deliveries of a batch of lifecycle events (each is retried with backoff).", node,
+           SUM(events_retries));
+}
+
 void hr_metrics_render(hr_buf *b, hr_counters *const *c, size_t n, const chan_stats *cs,
                        const char *node, const hr_metric_labels *labels)
 {
@@ -161,6 +226,12 @@ void hr_metrics_render(hr_buf *b, hr_counters *const *c, size_t n, const chan_st
         {"herald_auth_failures_total", "counter", "Refused tokens and API keys.",
          SUM(auth_failures)},
         {"herald_http_requests_total", "counter", "HTTP requests served.", SUM(http_requests)},
+        {"herald_ws_deflates_total", "counter",
+         "Messages compressed for permessage-deflate: once per message, whatever its number of "
+         "compressing subscribers (at most once per loop thread).",
+         SUM(ws_deflates)},
+        {"herald_ws_compressed_frames_sent_total", "counter",
+         "WebSocket frames sent compressed (permessage-deflate).", SUM(ws_frames_deflated)},
         {"herald_inbox_wakeups_total", "counter",
          "Times a loop thread woke up to drain its inbox (cross-thread work).", SUM(inbox_wakeups)},
         {"herald_loop_threads", "gauge", "Event-loop threads in this process.", n},
@@ -176,6 +247,10 @@ void hr_metrics_render(hr_buf *b, hr_counters *const *c, size_t n, const chan_st
          cs->redis_pending_bytes},
         {"herald_redis_bad_messages_total", "counter",
          "Malformed pushes or control messages received from Redis and dropped.", cs->bad_messages},
+        {"herald_redis_control_rejected_total", "counter",
+         "Control messages dropped: not signed with the cluster secret, outside the time window, "
+         "or replayed.",
+         cs->control_rejected},
         {"herald_django_messages_total", "counter",
          "Django Channels group messages handed to local subscribers.", cs->django_received},
         {"herald_django_bad_messages_total", "counter",
@@ -208,4 +283,5 @@ void hr_metrics_render(hr_buf *b, hr_counters *const *c, size_t n, const chan_st
     }
     render_histograms(b, c, n, node, labels);
     render_namespaces(b, c, n, node, labels);
+    render_proxy(b, c, n, node);
 }

@@ -13,6 +13,7 @@
 
 #include "../channels/channels.h"
 #include "../common/common.h"
+#include "proxy.h"
 
 #include <stdatomic.h>
 #include <stdint.h>
@@ -39,6 +40,19 @@ typedef struct hr_hist {
 /* Records one observation of us microseconds (by the owning thread). */
 void hr_hist_observe(hr_hist *h, uint64_t us);
 
+/* One proxy kind's calls (SPEC §8), counted by the loop that made them
+ * (gateway/proxy_call.c). Every call ends in exactly one of the outcome
+ * counters; latency is observed for every call that was sent. */
+typedef struct hr_proxy_stats {
+    atomic_ullong requests; /* calls made, rejected ones included */
+    atomic_ullong results;  /* answered {"result": ...} */
+    atomic_ullong refusals; /* answered {"error": ...} or {"disconnect": ...} */
+    atomic_ullong errors;   /* unavailable: failed, bad status, not a valid answer, too large */
+    atomic_ullong timeouts; /* unavailable: no answer within HERALD_PROXY_TIMEOUT */
+    atomic_ullong rejected; /* unavailable: in-flight and queue bounds reached, never sent */
+    hr_hist latency;        /* call made -> answer (queueing included) */
+} hr_proxy_stats;
+
 typedef struct hr_counters {
     atomic_llong connections;        /* gauge: open WebSocket connections */
     atomic_ullong connections_total; /* accepted WebSocket connections */
@@ -58,6 +72,17 @@ typedef struct hr_counters {
     hr_hist http[HR_MAX_ROUTES + 1]; /* per route; the last: no route matched */
     atomic_ullong ns_publications[HR_MAX_NS + 1]; /* per namespace; the last: other */
     atomic_ullong ns_deliveries[HR_MAX_NS + 1];
+    hr_proxy_stats proxy[HR_PROXY_NKINDS]; /* by hr_proxy_kind */
+    atomic_llong proxy_inflight;           /* gauge: this loop's calls running */
+    atomic_llong proxy_queued;             /* gauge: this loop's calls waiting for a slot */
+    atomic_ullong events_sent;             /* lifecycle events delivered (per destination) */
+    atomic_ullong events_dropped;          /* ... dropped: queue full, refused, shutdown */
+    atomic_ullong events_retries;          /* failed deliveries of a batch, retried */
+
+    /* permessage-deflate (ws_deflate.c) */
+    atomic_ullong ws_deflates;        /* messages compressed */
+    atomic_ullong ws_frames_deflated; /* compressed frames sent */
+
     char _pad[64]; /* keeps two loops' counters off one cache line */
 } hr_counters;
 

@@ -96,23 +96,68 @@ static void post_call(void *ud, unsigned thread, chan_task *t)
 
 /* chan_host.control: a control message for this node, from any node.
  * Revocations are recorded once per node; the rest is each loop's. */
+static void revocations_loaded(void *ud, auth_status st, const auth_revocation *list, size_t n);
+
+/* Reads every revocation from the store after the control topic was away
+ * (what it carried meanwhile is lost). On loop 0. */
+static void reload_revocations(hr_node *node)
+{
+    node->reload_running = 1;
+    node->reload_again = 0;
+    auth_list_revocations(node->users, &node->loops[0]->auth_to, revocations_loaded, node);
+}
+
+void hr_node_reload_revocations(uv_timer_t *t)
+{
+    hr_node *node = t->data;
+    if (!node->reload_running)
+        reload_revocations(node);
+}
+
+/* A reload that failed (the store's connection was the dead one, Redis is
+ * still starting...) is tried again with backoff, 250 ms doubling to 5 s,
+ * until it succeeds: a user deleted on another node during the outage
+ * must not keep their sockets here. */
 static void revocations_loaded(void *ud, auth_status st, const auth_revocation *list, size_t n)
 {
     hr_node *node = ud;
+    hr_loop *home = node->loops[0];
+    node->reload_running = 0;
+    if (home->stopped)
+        return;
     if (st != AUTH_OK) {
-        hr_warn("revoke", "could not reload revocations after the Redis outage");
+        unsigned shift = node->reload_attempt < 5 ? node->reload_attempt : 5;
+        if (node->reload_attempt++ == 0)
+            hr_warn("revoke",
+                    "could not reload revocations after the Redis outage (%s); "
+                    "retrying, /readyz says 503 until then",
+                    st == AUTH_UNAVAILABLE ? "store unreachable" : "store error");
+        uint64_t ms = 250u << shift;
+        uv_timer_start(&home->reload, hr_node_reload_revocations, ms > 5000 ? 5000 : ms, 0);
         return;
     }
     for (size_t i = 0; i < n; i++)
         if (hr_node_revoke(node, list[i].user_id, list[i].at))
             hr_node_disconnect_user(node, list[i].user_id, 4003);
+    if (node->reload_again) { /* the topic went away again meanwhile */
+        reload_revocations(node);
+        return;
+    }
+    if (node->reload_attempt)
+        hr_info("revoke", "revocations reloaded after %u failed attempt(s)", node->reload_attempt);
+    node->reload_attempt = 0;
+    atomic_store(&node->revocations_stale, 0);
 }
 
 static void on_control(void *ud, const chan_control *c)
 {
     hr_node *node = ud;
     if (c->op == CHAN_CTL_RESYNC) { /* on loop 0, the layer's home */
-        auth_list_revocations(node->users, &node->loops[0]->auth_to, revocations_loaded, node);
+        atomic_store(&node->revocations_stale, 1);
+        if (node->reload_running)
+            node->reload_again = 1;
+        else if (!uv_is_active((uv_handle_t *)&node->loops[0]->reload))
+            reload_revocations(node);
         return;
     }
     if (!c->user)
@@ -266,8 +311,9 @@ static int start_users(hr_node *node, char *err, size_t errlen)
     node->revoked = hr_map_new(NULL);
     /* an address may fail 4x as often as one username (NAT, shared hosts) */
     int addr_max = cfg->login_max_failures > INT_MAX / 4 ? INT_MAX : cfg->login_max_failures * 4;
-    node->logins = auth_throttle_new(cfg->login_max_failures, cfg->login_window, 100000);
-    node->login_addrs = auth_throttle_new(addr_max, cfg->login_window, 100000);
+    int64_t window_ms = (int64_t)cfg->login_window * 1000;
+    node->logins = auth_throttle_new(cfg->login_max_failures, window_ms, 100000);
+    node->login_addrs = auth_throttle_new(addr_max, window_ms, 100000);
     if (!node->revoked || !node->logins || !node->login_addrs) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -307,7 +353,25 @@ static chan_layer *redis_layer(hr_node *node, const chan_host *host, char *err, 
         .capacity = cfg->django_capacity,
         .max_message = cfg->max_body, /* what a REST publish may carry */
     };
+    /* The control messages' secrets: HERALD_CLUSTER_SECRET, else the HS
+     * secrets every node already shares (the primary signs; the rotation
+     * keys of HERALD_JWT_KEYS verify, so nodes mid-rotation understand each
+     * other). main.c refuses cluster mode with neither. */
+    const char **secrets = hr_calloc(cfg->ncluster_secrets + cfg->njwt_keys + 1, sizeof(*secrets));
+    size_t nsecrets = 0;
+    for (size_t i = 0; i < cfg->ncluster_secrets; i++)
+        secrets[nsecrets++] = cfg->cluster_secrets[i];
+    if (!nsecrets && cfg->jwt_secret) {
+        secrets[nsecrets++] = cfg->jwt_secret;
+        for (size_t i = 0; !cfg->jwt_public_key && i < cfg->njwt_keys; i++) {
+            const char *colon = strchr(cfg->jwt_keys[i], ':');
+            if (colon && colon[1])
+                secrets[nsecrets++] = colon + 1;
+        }
+    }
     chan_redis_config rc = {
+        .control_secrets = secrets,
+        .ncontrol_secrets = nsecrets,
         .urls = cfg->redis_url,
         .prefix = cfg->redis_prefix,
         .node_id = cfg->node_id,
@@ -318,6 +382,7 @@ static chan_layer *redis_layer(hr_node *node, const chan_host *host, char *err, 
         .django = cfg->django_channels ? &dj : NULL,
     };
     chan_layer *l = chan_redis_new(host, &rc, err, errlen);
+    free(secrets);
     free(names);
     free(opts);
     return l;
@@ -389,7 +454,7 @@ int hr_node_init(hr_node *node, const hr_config *cfg)
     node->conns_per_addr = hr_limit_new();
     node->conns_per_user = hr_limit_new();
     node->handshakes =
-        auth_throttle_new(cfg->handshake_rate > 0 ? cfg->handshake_rate : 1, 1, 100000);
+        auth_throttle_new(cfg->handshake_rate > 0 ? cfg->handshake_rate : 1, 1000, 100000);
     if (start_users(node, err, sizeof(err)) < 0) {
         hr_error("store", "%s", err);
         return -1;
@@ -404,7 +469,7 @@ int hr_node_init(hr_node *node, const hr_config *cfg)
         return -1;
     hr_info("listening",
             "herald %s listening on %s:%d with %u loop thread(s) (channel layer %s, users in %s)",
-            HERALD_VERSION, cfg->listen_host, cfg->listen_port, node->nloops,
+            HERALD_VERSION, cfg->listen_host, node->port, node->nloops,
             chan_layer_name(node->layer), cfg->redis_url ? "redis" : "sqlite");
     return 0;
 }

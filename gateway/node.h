@@ -45,6 +45,8 @@ typedef struct hr_node {
     chan_layer *layer;
     hr_loop **loops;
     unsigned nloops;
+    int port; /* the port listened on: cfg->listen_port, or for 0 the one the
+               * system chose when loop 0 bound it (set before other loops) */
 
     auth_throttle *logins;      /* failed logins per username (locked inside) */
     auth_throttle *login_addrs; /* failed logins per client address (locked inside) */
@@ -53,7 +55,7 @@ typedef struct hr_node {
 
     hr_limit *conns_per_addr;  /* connections per client address (locked inside) */
     hr_limit *conns_per_user;  /* connections per user id (locked inside) */
-    auth_throttle *handshakes; /* WebSocket handshakes per address per second */
+    auth_throttle *handshakes; /* WebSocket handshakes per address (token bucket) */
     hr_netmask *proxies;       /* trusted_proxies, parsed */
     size_t nproxies;
 
@@ -61,6 +63,13 @@ typedef struct hr_node {
     atomic_uint loops_live;    /* loops not yet stopped: loop 0 (home of the
                                 * channel layer) stops the layer after the last */
     atomic_int shutting_down;
+
+    /* Revocations missed while the control topic was away are reloaded from
+     * the store (loop 0), retried until that succeeds; /readyz says 503
+     * meanwhile (any thread reads the flag). */
+    atomic_int revocations_stale;
+    int reload_running, reload_again; /* loop 0 */
+    unsigned reload_attempt;          /* loop 0 */
 } hr_node;
 
 /*---- Inbox -----------------------------------------------------------------*/
@@ -120,6 +129,8 @@ typedef struct hr_wsi_state {
     hr_slot *addr_slot;        /* the upgrade's place in conns_per_addr */
     hr_slot *user_slot;        /* ... and in conns_per_user */
     int raw_answered;          /* a request lws could not parse was answered */
+    uint8_t pmd_calls;         /* permessage-deflate offers lws asked about (ws_deflate.c) */
+    uint8_t pmd_bits;          /* != 0: permessage-deflate accepted, with this window */
 } hr_wsi_state;
 
 /* The wsi's state, allocated on first use (never NULL). */
@@ -145,6 +156,7 @@ struct hr_loop {
     uv_timer_t lag;              /* measures how late it fires: the loop's lag */
     uint64_t lag_due;            /* hr_now_us() when it should fire next */
     uv_signal_t sigterm, sigint; /* loop 0 only */
+    uv_timer_t reload;           /* loop 0 only: retries a failed revocation reload */
     pthread_t thread;
     int started;                      /* a thread runs this loop (joined at exit) */
     int uv_ready;                     /* uv loop initialised */
@@ -162,6 +174,10 @@ struct hr_loop {
     size_t npending, cappending;
     uv_check_t flush;      /* writes them after the iteration's callbacks */
     auth_reply_to auth_to; /* user-store completions come back to this loop */
+
+    /* backend proxy calls (proxy_call.h); NULL when no proxy is configured */
+    struct hr_proxy_client *proxy;
+    struct hr_pmd_loop *pmd; /* permessage-deflate (ws_deflate.c), NULL when off */
 };
 
 /* Bytes of frames coalesced into one write. */
@@ -222,6 +238,8 @@ hr_cred_status hr_node_verify_jwt(hr_loop *loop, const char *token, auth_identit
 /* Checks an API key (constant time). Sets id->backend on success. */
 hr_cred_status hr_node_check_api_key(hr_loop *loop, const char *key, auth_identity *id, char *err,
                                      size_t errlen);
+/* Loop 0's reload timer fired: reads the revocations again. */
+void hr_node_reload_revocations(uv_timer_t *t);
 /* Records that tokens of user_id issued up to `at` are no longer valid.
  * Returns 1 if this is newer than what the node knew, else 0. */
 int hr_node_revoke(hr_node *node, const char *user_id, int64_t at);
@@ -242,10 +260,16 @@ void hr_slot_release(hr_slot *s);
 /* Parses trusted_proxies ("ADDR" or "ADDR/BITS"); *out is malloc'ed.
  * Returns 0, or -1 with a message naming the bad entry. */
 int hr_netmasks_parse(char *const *list, size_t n, hr_netmask **out, char *err, size_t errlen);
-int hr_netmasks_contain(const hr_netmask *m, size_t n, const char *addr);
-/* The client's address: the peer, or behind a trusted proxy the rightmost
- * X-Forwarded-For entry that is not a trusted proxy. Returns 1, or 0 when
- * only trusted proxies are known (out then holds the nearest of them). */
+/* The key the per-address limits count a request under (pure): the peer
+ * (text from lws_get_peer_simple), or when the peer is a trusted proxy the
+ * rightmost entry of xff (the X-Forwarded-For value, NULL = absent) that is
+ * not a trusted proxy; an entry that does not parse counts as the peer.
+ * IPv4-mapped IPv6 counts as IPv4; IPv4 per /v4bits, IPv6 per /v6bits
+ * ("NET/BITS" below the full length). Returns 1, or 0 when only trusted
+ * proxies are known (no client: not limited). */
+int hr_client_key(const hr_netmask *proxies, size_t nproxies, const char *peer, const char *xff,
+                  int v4bits, int v6bits, char *out, size_t len);
+/* hr_client_key for a request (the X-Forwarded-For header read whole). */
 int hr_client_address(const hr_node *node, struct lws *wsi, char *out, size_t len);
 
 /*---- Loop (loop.c) ---------------------------------------------------------*/

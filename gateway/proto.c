@@ -3,6 +3,9 @@
 #include "channels/channels.h"
 
 #include <inttypes.h>
+
+#define HR_STR_(x) #x
+#define HR_STR(x) HR_STR_(x)
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,9 +79,39 @@ static int read_id(json_t *root, hr_cmd *cmd, hr_proto_error *err)
     return 0;
 }
 
+/* A string member that becomes a C string: one holding \u0000 (accepted
+ * in data, see hr_proto_parse) would be cut short, so it is no string. */
+static const char *cstr(json_t *v)
+{
+    const char *s = json_string_value(v);
+    return s && strlen(s) == json_string_length(v) ? s : NULL;
+}
+
+int hr_json_too_deep(const json_t *v, int max)
+{
+    if (!json_is_object(v) && !json_is_array(v))
+        return 0;
+    if (max <= 0)
+        return 1;
+    if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++)
+            if (hr_json_too_deep(json_array_get(v, i), max - 1))
+                return 1;
+        return 0;
+    }
+    const char *k;
+    json_t *m;
+    json_object_foreach((json_t *)v, k, m)
+    {
+        if (hr_json_too_deep(m, max - 1))
+            return 1;
+    }
+    return 0;
+}
+
 static int read_op(json_t *root, hr_cmd *cmd, hr_proto_error *err)
 {
-    const char *op = json_string_value(json_object_get(root, "op"));
+    const char *op = cstr(json_object_get(root, "op"));
     if (!op)
         return fail(err, HR_ERR_BAD_REQUEST, "%s", "missing or non-string \"op\"");
     for (size_t i = 0; i < sizeof(op_table) / sizeof(op_table[0]); i++) {
@@ -108,7 +141,7 @@ static int read_token(json_t *root, int required, hr_cmd *cmd, hr_proto_error *e
     json_t *t = json_object_get(root, "token");
     if (!t && !required)
         return 0;
-    if (!json_is_string(t))
+    if (!cstr(t))
         return fail(err, HR_ERR_BAD_REQUEST, "%s", "missing or non-string \"token\"");
     cmd->token = json_string_value(t);
     return 0;
@@ -122,7 +155,7 @@ static int read_since(json_t *root, hr_cmd *cmd, hr_proto_error *err)
         return 0;
     json_t *off = json_object_get(s, "offset"), *ep = json_object_get(s, "epoch");
     if (!json_is_object(s) || !json_is_integer(off) || json_integer_value(off) < 0 ||
-        (ep && !json_is_string(ep)))
+        (ep && !cstr(ep)))
         return fail(err, HR_ERR_BAD_REQUEST, "%s",
                     "\"since\" must be {\"offset\": int >= 0, \"epoch\": string}");
     cmd->has_since = 1;
@@ -156,6 +189,9 @@ static int read_args(json_t *root, size_t max_channel_len, hr_cmd *cmd, hr_proto
         cmd->data = json_object_get(root, "data");
         if (!cmd->data)
             return fail(err, HR_ERR_BAD_REQUEST, "%s", "missing \"data\"");
+        if (hr_json_too_deep(cmd->data, HR_MAX_DATA_DEPTH))
+            return fail(err, HR_ERR_BAD_REQUEST, "%s",
+                        "\"data\" nests deeper than " HR_STR(HR_MAX_DATA_DEPTH) " levels");
         return read_channel(root, max_channel_len, cmd, err);
     case HR_OP_SUBSCRIBE:
         if (read_channel(root, max_channel_len, cmd, err) < 0)
@@ -180,8 +216,11 @@ int hr_proto_parse(const char *buf, size_t len, size_t max_channel_len, hr_cmd *
     json_error_t jerr;
     memset(cmd, 0, sizeof(*cmd));
     cmd->limit = -1;
-    /* JSON_REJECT_DUPLICATES: an ambiguous command is refused, not guessed. */
-    cmd->root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    /* JSON_REJECT_DUPLICATES: an ambiguous command is refused, not guessed.
+     * JSON_ALLOW_NUL: "\u0000" is valid JSON, and data holding it is
+     * published and delivered like any other (REST, Redis and Django take
+     * it too); members that become C strings refuse it (cstr). */
+    cmd->root = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!cmd->root)
         return fail(err, HR_ERR_BAD_REQUEST, "invalid JSON: %.120s", jerr.text);
     if (!json_is_object(cmd->root))

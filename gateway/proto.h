@@ -53,6 +53,14 @@ typedef struct hr_proto_error {
     char message[160];
 } hr_proto_error;
 
+/* How deep published data may nest (arrays and objects), in every mode
+ * and on every path (WebSocket, REST, Redis' publish function): pushes
+ * carry it one level deeper, and every client's parser must take it. */
+#define HR_MAX_DATA_DEPTH 64
+
+/* 1 when v nests deeper than max levels (a scalar is 0, [] is 1). */
+int hr_json_too_deep(const json_t *v, int max);
+
 /* Parses one client message. Returns 0 and fills cmd, or -1 and fills err;
  * in both cases cmd->id holds the id if one could be read (so the error
  * reply can carry it) and the caller must call hr_cmd_clear(cmd). Channel

@@ -12,6 +12,11 @@
  * at once (memory stays bounded however slow the peer) and the connection
  * closes 4008.
  *
+ * A connection that negotiated permessage-deflate is sent the message's
+ * compressed frame instead, made once per message for every such connection
+ * (ws_deflate.c); its compressed client messages reach hr_ws_receive
+ * already inflated.
+ *
  * Closing is always deferred: code that decides a connection must close
  * records the code and asks for a writeable callback, which sends the close
  * frame. Nothing frees a connection in the middle of fan-out.
@@ -24,6 +29,7 @@
 #include "http.h"
 #include "log.h"
 #include "proto.h"
+#include "ws_deflate.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -46,6 +52,7 @@ struct hr_conn {
     unsigned choked : 1;      /* lws holds a partial write: wait for writeable */
     unsigned close_sent : 1;  /* our close frame is on the wire */
     unsigned peer_closed : 1; /* the peer sent a valid close frame (lws echoes it) */
+    hr_pmd_conn pmd;          /* permessage-deflate (ws_deflate.c): 3 bytes */
     int close_code;           /* != 0: closing with this code */
     const char *close_reason; /* static storage */
     uint64_t client_n;        /* client id "<node>.<client_n>" */
@@ -94,11 +101,24 @@ static const hr_config *conn_cfg(const hr_conn *c)
 
 /*---- Outbound queue --------------------------------------------------------*/
 
+/* The frame of m this connection is sent: the message's compressed frame
+ * when the connection negotiated permessage-deflate and there is one (made
+ * at enqueue time, so the choice is the same when the frame leaves). */
+static const unsigned char *conn_frame(const hr_conn *c, const chan_msg *m, size_t *flen)
+{
+    const chan_zframe *z = c->pmd.bits ? hr_pmd_frame(m, c->pmd.bits) : NULL;
+    if (z) {
+        *flen = z->len;
+        return z->b;
+    }
+    return chan_msg_frame(m, flen);
+}
+
 static chan_msg *queue_pop(hr_conn *c)
 {
     chan_msg *m = c->q[c->qhead];
     size_t flen;
-    chan_msg_frame(m, &flen);
+    conn_frame(c, m, &flen);
     c->qhead = (c->qhead + 1) % c->qcap;
     c->qlen--;
     c->qbytes -= flen;
@@ -177,7 +197,9 @@ static void conn_enqueue(hr_conn *c, chan_msg *m)
     size_t flen;
     if (!c->wsi || c->close_code)
         return;
-    chan_msg_frame(m, &flen);
+    if (c->pmd.bits && hr_pmd_prepare(c->loop->pmd, m, conn_cfg(c)->ws_compression_min))
+        HR_INC(&c->loop->stats, ws_deflates, 1);
+    conn_frame(c, m, &flen);
     if (c->qbytes + flen > conn_cfg(c)->out_queue_bytes) {
         slow_consumer(c);
         return;
@@ -375,13 +397,19 @@ static void conn_subscribe(hr_conn *c, const char *channel, const chan_pos *sinc
         hr_map_put(c->subs, channel, strlen(channel), s);
 }
 
+/* [{"offset","data","from"?}]: what a history read returns. Stored data
+ * may hold \u0000 (accepted everywhere, so delivered everywhere). */
 static json_t *pubs_json(const chan_pub *pubs, size_t n)
 {
     json_t *a = json_array();
     for (size_t i = 0; i < n; i++) {
-        json_t *d = json_loads(pubs[i].data, JSON_DECODE_ANY, NULL);
-        json_array_append_new(a, json_pack("{s:I, s:o}", "offset", (json_int_t)pubs[i].offset,
-                                           "data", d ? d : json_null()));
+        json_t *d = json_loads(pubs[i].data, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+        json_t *e = json_pack("{s:I, s:o}", "offset", (json_int_t)pubs[i].offset, "data",
+                              d ? d : json_null());
+        json_t *f = pubs[i].from ? json_loads(pubs[i].from, 0, NULL) : NULL;
+        if (f)
+            json_object_set_new(e, "from", f);
+        json_array_append_new(a, e);
     }
     return a;
 }
@@ -564,6 +592,14 @@ static void op_publish(hr_conn *c, const hr_cmd *cmd)
     }
     char *data = json_dumps(cmd->data, JSON_COMPACT | JSON_ENCODE_ANY);
     size_t len = strlen(data);
+    /* the server's word on who published, never the data's (SPEC §2) */
+    char client[160], *info;
+    conn_client(c, client, sizeof(client), &info);
+    json_t *fo = json_pack("{s:s, s:s, s:o}", "user", c->id.sub ? c->id.sub : "", "client", client,
+                           "info", c->id.info ? json_incref(c->id.info) : json_object());
+    char *from = json_dumps(fo, JSON_COMPACT);
+    json_decref(fo);
+    free(info);
     chan_opts o = hr_chan_opts(ns);
     HR_ADD1(&c->loop->stats.ns_publications[hr_ns_index(conn_cfg(c), ns)], 1);
     chan_layer *layer = c->loop->node->layer;
@@ -580,12 +616,15 @@ static void op_publish(hr_conn *c, const hr_cmd *cmd)
                           hr_strdup(client),
                           data,
                           len};
-        chan_publish(layer, c->loop->index, cmd->channel, &o, data, len, publish_done_django, p);
+        chan_publish(layer, c->loop->index, cmd->channel, &o, data, len, from, publish_done_django,
+                     p);
+        free(from);
         return; /* p owns data */
     }
-    chan_publish(layer, c->loop->index, cmd->channel, &o, data, len, publish_done,
+    chan_publish(layer, c->loop->index, cmd->channel, &o, data, len, from, publish_done,
                  cmd_ctx_new(c, cmd->id));
     free(data);
+    free(from);
 }
 
 /* Presence and history need the right to subscribe to the channel. */
@@ -787,7 +826,8 @@ static int origin_allowed(const hr_config *cfg, struct lws *wsi)
     return 0;
 }
 
-/* Handshakes per address per second, then connections per address, for
+/* Handshakes per address (a token bucket: handshake_rate at once, then
+ * handshake_rate a second), then connections per address, for
  * requests whose client address is known (see hr_client_address). The
  * place taken rides on the wsi until ESTABLISHED (freed with the wsi if
  * the upgrade never completes). Returns -1 to refuse. */
@@ -800,7 +840,7 @@ static int admit_address(hr_node *node, struct lws *wsi)
         return 0;
     if (!hr_client_address(node, wsi, addr, sizeof(addr)))
         return 0; /* a trusted proxy's own request: no client to count */
-    if (cfg->handshake_rate > 0 && auth_throttle_admit(node->handshakes, addr, (int64_t)time(NULL)))
+    if (cfg->handshake_rate > 0 && auth_throttle_admit(node->handshakes, addr, (int64_t)hr_now_ms()))
         return -1;
     hr_slot *s = hr_limit_take(node->conns_per_addr, addr, cfg->max_conns_per_address, &refused);
     if (refused)
@@ -886,6 +926,9 @@ static int handshake_refused(struct lws *wsi)
     if (lws_hdr_copy(wsi, buf, sizeof(buf) - 1, WSI_TOKEN_CONNECTION) <= 0 ||
         !list_has_token(buf, "upgrade"))
         return hr_http_refuse(wsi, 400, "a WebSocket upgrade needs Connection: Upgrade");
+    /* lws reads the offers into 255 bytes; longer, and it hangs up */
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_EXTENSIONS) >= 255)
+        return hr_http_refuse(wsi, 400, "Sec-WebSocket-Extensions is too long (at most 254 bytes)");
     if (!subprotocol_ok(wsi))
         return hr_http_refuse(wsi, 400,
                               "unsupported Sec-WebSocket-Protocol: Herald speaks only \"herald\" "
@@ -959,6 +1002,7 @@ int hr_ws_established(hr_loop *loop, struct lws *wsi, hr_pss *pss)
     if (st && st->upgrade_us)
         hr_hist_observe(&loop->stats.handshake, hr_now_us() - st->upgrade_us);
     if (st) { /* the connection holds the upgrade's places from now on */
+        c->pmd.bits = st->pmd_bits;
         c->addr_slot = st->addr_slot;
         c->user_slot = st->user_slot;
         st->addr_slot = st->user_slot = NULL;
@@ -1025,6 +1069,22 @@ static void complete_message(hr_conn *c, const char *buf, size_t len)
     handle_message(c, buf, len);
 }
 
+/* For the permessage-deflate extension (ws_deflate.c), which inflates
+ * compressed messages before lws hands them to hr_ws_receive. */
+hr_pmd_conn *hr_ws_pmd(struct lws *wsi)
+{
+    hr_pss *pss = lws_wsi_user(wsi);
+    hr_conn *c = pss ? pss->conn : NULL;
+    return c && c->wsi && !c->close_code ? &c->pmd : NULL;
+}
+
+void hr_ws_pmd_fail(struct lws *wsi, int code, const char *reason)
+{
+    hr_pss *pss = lws_wsi_user(wsi);
+    if (pss && pss->conn && !pss->conn->close_code)
+        violation(pss->conn, code, reason);
+}
+
 int hr_ws_receive(hr_loop *loop, struct lws *wsi, hr_pss *pss, const void *in, size_t len)
 {
     hr_conn *c = pss->conn;
@@ -1040,6 +1100,8 @@ int hr_ws_receive(hr_loop *loop, struct lws *wsi, hr_pss *pss, const void *in, s
     if (have + len + lws_remaining_packet_payload(wsi) > max)
         return violation(c, 1009, "message too big");
     int last = lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi);
+    if (len == 0 && !last)
+        return 0;            /* an empty piece (with compression, lws delivers those) */
     if (last && have == 0) { /* the common case: whole, no copy */
         complete_message(c, in, len);
         return 0;
@@ -1072,9 +1134,13 @@ static int msg_namespace(const hr_config *cfg, chan_msg *m)
     return ns;
 }
 
-/* Metrics of one frame leaving: publications only (not replies). */
-static void frame_sent(hr_loop *loop, chan_msg *m, uint64_t now_us)
+/* Metrics of one frame leaving: publications only (not replies), and
+ * compressed frames. */
+static void frame_sent(hr_conn *c, chan_msg *m, uint64_t now_us)
 {
+    hr_loop *loop = c->loop;
+    if (c->pmd.bits && hr_pmd_frame(m, c->pmd.bits))
+        HR_INC(&loop->stats, ws_frames_deflated, 1);
     if (!m->channel)
         return;
     hr_hist_observe(&loop->stats.delivery, now_us > m->born_us ? now_us - m->born_us : 0);
@@ -1085,10 +1151,10 @@ static size_t gather(hr_conn *c, unsigned char *scratch, const unsigned char **o
                      chan_msg **single, uint32_t *nframes, uint64_t now_us)
 {
     size_t flen, used = 0;
-    const unsigned char *f = chan_msg_frame(c->q[c->qhead], &flen);
+    const unsigned char *f = conn_frame(c, c->q[c->qhead], &flen);
     *single = NULL;
     if (c->qlen == 1 || flen > HR_SCRATCH) {
-        frame_sent(c->loop, c->q[c->qhead], now_us);
+        frame_sent(c, c->q[c->qhead], now_us);
         *single = queue_pop(c);
         *out = f;
         *nframes = 1;
@@ -1096,12 +1162,12 @@ static size_t gather(hr_conn *c, unsigned char *scratch, const unsigned char **o
     }
     *nframes = 0;
     while (c->qlen) {
-        f = chan_msg_frame(c->q[c->qhead], &flen);
+        f = conn_frame(c, c->q[c->qhead], &flen);
         if (used + flen > HR_SCRATCH)
             break;
         memcpy(scratch + used, f, flen);
         used += flen;
-        frame_sent(c->loop, c->q[c->qhead], now_us);
+        frame_sent(c, c->q[c->qhead], now_us);
         chan_msg_unref(queue_pop(c));
         (*nframes)++;
     }
@@ -1369,6 +1435,7 @@ void hr_ws_closed(hr_loop *loop, struct lws *wsi, hr_pss *pss)
     queue_drop(c);
     free(c->q);
     rx_free(c);
+    hr_pmd_conn_clear(loop->pmd, &c->pmd, wsi);
     user_index_remove(c);
     hr_slot_release(c->addr_slot);
     hr_slot_release(c->user_slot);

@@ -7,6 +7,7 @@
 #define HR_WS_H
 
 #include "node.h"
+#include "ws_deflate.h"
 
 /* lws hands a message to RECEIVE in pieces of at most this many bytes
  * (ws.c reassembles); it is also what lws allocates per connection for
@@ -40,6 +41,12 @@ int hr_ws_peer_close(struct lws *wsi, hr_pss *pss, const unsigned char *in, size
 /* WS_SERVER_DROP_PROTOCOL: lws is closing the connection; sends the close
  * frame lws would leave out (see ws.c). */
 void hr_ws_dropped(hr_loop *loop, struct lws *wsi, hr_pss *pss);
+/* For the permessage-deflate extension's callbacks (ws_deflate.c): the
+ * state of wsi's connection (NULL when it has none or is closing), and
+ * closing it with code after a bad compressed message (reason: static
+ * storage). */
+hr_pmd_conn *hr_ws_pmd(struct lws *wsi);
+void hr_ws_pmd_fail(struct lws *wsi, int code, const char *reason);
 /* WSI_DESTROY: frees an identity kept for an upgrade that never finished. */
 void hr_ws_wsi_destroyed(struct lws *wsi);
 

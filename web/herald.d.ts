@@ -85,10 +85,21 @@ export interface ConnectingEvent {
   delay: number;
 }
 
+/** Who published: set by the server for a client connection's publication,
+ * never taken from the data; absent for backend publications. */
+export interface Publisher {
+  user: string;
+  client: string;
+  /** the publisher's token `info` claim ({} without one) */
+  info: Json;
+}
+
 export interface MessageContext {
   channel: string;
   /** position in a history channel's stream */
   offset?: number;
+  /** the publishing client, as the server knows it (absent: a backend) */
+  from?: Publisher;
   /** set on publications replayed by a resubscribe: whether the gap was closed */
   recovered?: boolean;
   /** true for publications replayed after a reconnect (missed while away) */
@@ -147,6 +158,7 @@ export interface ClientInfo {
 export interface Publication {
   offset: number;
   data: Json;
+  from?: Publisher;
 }
 
 export interface HistoryResult {

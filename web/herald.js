@@ -9,7 +9,7 @@
  *   h.connect();
  *   await h.publish("chat:lobby", { text: "hi" });
  *
- * The protocol is Herald's (README "WebSocket protocol"): the token goes in
+ * The protocol is Herald's (docs/protocol.md): the token goes in
  * a `connect` command (never in the URL, so it stays out of access logs),
  * every command gets one reply with its id, pushes carry no id.
  *
@@ -344,7 +344,9 @@ export class Herald {
 
   /**
    * Subscribes to `channel`. handlers: onMessage(data, ctx) with ctx
-   * {channel, offset?, recovered?, replayed?}, onJoin / onLeave ({channel,
+   * {channel, offset?, from?, recovered?, replayed?} (from: the publishing
+   * client {user, client, info} as the server says, absent for a backend),
+   * onJoin / onLeave ({channel,
    * client, user}), onSubscribed ({channel, resubscribed, recovered,
    * offset?, epoch?}), onUnsubscribed ({channel, reason}), onError
    * (HeraldError). Several subscriptions to one channel share one server
@@ -781,7 +783,9 @@ export class Herald {
       safely(s.handlers.onSubscribed, ctx);
     }
     for (const p of publications) {
-      this._deliver(entry, p.data, { channel: entry.channel, offset: p.offset, recovered, replayed: true });
+      const ctx = { channel: entry.channel, offset: p.offset, recovered, replayed: true };
+      if (p.from) ctx.from = p.from;
+      this._deliver(entry, p.data, ctx);
     }
     const buffered = entry.buffer;
     entry.buffer = [];
@@ -817,6 +821,8 @@ export class Herald {
       if (!entry.pos.accept(msg.offset)) return; /* already delivered */
       const ctx = { channel: msg.channel };
       if (msg.offset !== undefined) ctx.offset = msg.offset;
+      /* the server's word on who published (absent: a backend) */
+      if (msg.from) ctx.from = msg.from;
       this._deliver(entry, msg.data, ctx);
       return;
     }

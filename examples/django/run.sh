@@ -9,7 +9,8 @@
 #   REDIS_URL              use this Redis instead of starting one (a Redis 7)
 #   REDIS_PORT, HERALD_PORT, DJANGO_PORT   the ports (6390, 8080, 8000)
 #   HERALD_BIN             the herald binary (default: build/herald, built if missing)
-#   PYTHON                 the interpreter with Django and Channels (python3)
+#   PYTHON                 the interpreter with Django and Channels (default: python3, or
+#                          Debian's /usr/bin/python3 when that one lacks them)
 set -euo pipefail
 cd "$(dirname "$0")"
 # shellcheck source=../lib.sh
@@ -23,8 +24,8 @@ DJANGO_PORT=${DJANGO_PORT:-8000}
 export HERALD_JWT_SECRET=${HERALD_JWT_SECRET:-$(random_hex 32)}
 export HERALD_API_KEY=${HERALD_API_KEY:-$(random_hex 16)}
 
-"$PYTHON" -c 'import django, channels, channels_redis' 2>/dev/null ||
-    die "$PYTHON lacks Django Channels: apt-get install python3-django python3-django-channels python3-channels-redis"
+find_python django channels channels_redis ||
+    die "${PYTHON_GIVEN:-python3} lacks Django Channels: apt-get install python3-django python3-django-channels python3-channels-redis"
 
 if [[ -z ${REDIS_URL:-} ]]; then
     start_redis "${REDIS_PORT:-6390}"

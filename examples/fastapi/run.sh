@@ -7,7 +7,8 @@
 #   HERALD_URL                 use a Herald that is already running instead
 #                              (then HERALD_API_KEY and HERALD_JWT_SECRET must be its own)
 #   HERALD_BIN                 the herald binary (default: build/herald, built if missing)
-#   PYTHON                     the interpreter with fastapi and uvicorn (python3)
+#   PYTHON                     the interpreter with fastapi and uvicorn (default:
+#                              python3, or Debian's /usr/bin/python3 when that one lacks them)
 set -euo pipefail
 cd "$(dirname "$0")"
 # shellcheck source=../lib.sh
@@ -19,8 +20,8 @@ export HERALD_JWT_SECRET=${HERALD_JWT_SECRET:-$(random_hex 32)}
 export HERALD_API_KEY=${HERALD_API_KEY:-$(random_hex 16)}
 export SHOP_DB=${SHOP_DB:-$EXAMPLE_DIR/shop.db}
 
-"$PYTHON" -c 'import fastapi, uvicorn, multipart' 2>/dev/null ||
-    die "$PYTHON lacks FastAPI: apt-get install python3-fastapi python3-uvicorn python3-multipart"
+find_python fastapi uvicorn multipart ||
+    die "${PYTHON_GIVEN:-python3} lacks FastAPI: apt-get install python3-fastapi python3-uvicorn python3-multipart"
 
 if [[ -z ${HERALD_URL:-} ]]; then
     start_herald

@@ -11,7 +11,7 @@
 #                               recoverable)
 #
 #   REDIS_URL            Herald's Redis (redis://127.0.0.1:6379/0); with several
-#                        shards, the channel's shard (README, "Cluster mode")
+#                        shards, the channel's shard (docs/cluster.md)
 #   HERALD_REDIS_PREFIX  Herald's prefix (herald): the function is <prefix>_publish
 #   INTERVAL, COUNT      the demo's pace (2 s) and number of rounds (0: forever)
 set -euo pipefail

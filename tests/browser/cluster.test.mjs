@@ -7,7 +7,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
-import { Herald, Proxy, Redis, launchBrowser, browserTest, sleep } from "./lib.mjs";
+import { Herald, Proxy, Redis, launchBrowser, browserTest, until } from "./lib.mjs";
 
 let browser;
 let redis;
@@ -81,7 +81,9 @@ test("two browsers on two nodes: messages, join and presence cross nodes", bt(as
   const r = await alice.evaluate(() => window.h.publish("chat:x", { from: "alice" }));
   assert.equal(typeof r.offset, "number");
   await waitRec(bob, () => window.rec.messages["chat:x"]?.length === 1);
-  assert.deepEqual((await rec(bob)).messages["chat:x"][0], [{ from: "alice" }, { channel: "chat:x", offset: r.offset }]);
+  // ctx.from: the server's word on who published ({from: "alice"} in the data is just data)
+  const ctxFrom = { user: "alice", client: (await alice.evaluate(() => window.h.client)), info: {} };
+  assert.deepEqual((await rec(bob)).messages["chat:x"][0], [{ from: "alice" }, { channel: "chat:x", offset: r.offset, from: ctxFrom }]);
 }));
 
 test("the client's node restarts: the gap is closed from Redis (recovered true)", bt(async (t, { open }) => {
@@ -114,7 +116,8 @@ test("a Redis outage: the node's `subscribed` push reaches onSubscribed, live tr
   await b.publish("chat:z", "before");
   await waitRec(page, () => window.rec.messages["chat:z"]?.length === 1);
   await redis.halt();
-  await sleep(500);
+  // the node has noticed the outage (not a fixed 500 ms)
+  await until(async () => (await fetch(b.base + "/readyz")).status === 503, "node b /readyz 503", 30000);
   await redis.start(); // same port, empty: the streams and their epochs are gone
   await b.waitReady();
   await waitRec(page, () => window.rec.subscribed["chat:z"]?.length === 2 && window.rec.subscribed.news?.length === 2);

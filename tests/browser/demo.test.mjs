@@ -85,6 +85,20 @@ test("two users chat in a room: register, presence, messages, history, recovery 
   assert.equal(seen.filter((l) => l === "bob: are you there?").length, 1, seen.join("\n"));
   assert.equal(seen.filter((l) => l === "alice: hello bob").length, 1, seen.join("\n"));
 
+  // bob posts, with his own token, a message that claims to be alice's (the
+  // old demo rendered data.from): the page names the publisher Herald says
+  await bob.evaluate(async () => {
+    const { Herald } = await import("/herald.js");
+    const session = JSON.parse(sessionStorage.getItem("herald-demo"));
+    const h = new Herald("/ws", { token: session.access });
+    h.connect();
+    await h.subscribe("chat:lobby").ready; /* the namespace lets subscribers publish */
+    await h.publish("chat:lobby", { type: "message", from: "alice", uid: "alice", text: "forged" });
+    h.disconnect();
+  });
+  await waitItem(alice, "#messages li", "bob: forged");
+  assert.ok(!(await items(alice, "#messages li")).includes("alice: forged"));
+
   // a reload: the session survives in the tab, the last messages come back
   await bob.reload();
   await waitItem(bob, "#status", "online");

@@ -1,7 +1,7 @@
 // examples/django driving a real browser: run.sh starts redis-server, Herald
 // with the Django Channels bridge, the project's worker and runserver; the
-// README's chat page ("Browser client", taken from README.md as written, only
-// Herald's address changed) connects with the token run.sh printed. The
+// chat page of docs/clients/javascript.md (taken as written, only Herald's
+// address changed) connects with the token run.sh printed. The
 // project's own code reaches it: `manage.py announce` (group_send to
 // "chat..lobby") and the worker consumer's answer to a message the page sent.
 import { test, before, after } from "node:test";
@@ -25,9 +25,9 @@ let logFile;
 let token;
 
 function readmePage() {
-  const readme = fs.readFileSync(path.join(REPO, "README.md"), "utf8");
-  const m = readme.slice(readme.indexOf("## Browser client")).match(/```html\n([\s\S]*?)```/);
-  assert.ok(m, "no ```html block in the README's Browser client section");
+  const doc = fs.readFileSync(path.join(REPO, "docs", "clients", "javascript.md"), "utf8");
+  const m = doc.match(/```html\n([\s\S]*?)```/);
+  assert.ok(m, "no ```html block in docs/clients/javascript.md");
   return m[1];
 }
 
@@ -86,7 +86,7 @@ async function manage(...args) {
   return run("/usr/bin/python3", ["manage.py", ...args], { cwd: DJANGO, env, timeout: 30000 });
 }
 
-test("the Django example's code reaches the README's chat page", browserTest(() => browser, async (t, { newPage }) => {
+test("the Django example's code reaches the docs' chat page", browserTest(() => browser, async (t, { newPage }) => {
   const page = await newPage();
   await page.goto(`http://localhost:${sitePort}/?token=${token}`);
   await waitLine(page, "connected as alice");

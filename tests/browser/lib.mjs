@@ -33,16 +33,58 @@ export async function until(pred, what = "condition", timeout = 10000, interval 
   throw new Error(`timed out after ${timeout} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
 }
 
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.unref();
-    s.on("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
+/* Ports for the servers a test starts (redis-server, nginx, an example's
+ * app), reserved for the rest of this process by tests/integration/ports.py
+ * (see there): a bound, never listening socket with SO_REUSEADDR keeps
+ * every other process from being handed the port, while the server can
+ * still bind it. node's net module cannot hold such a socket, so one
+ * python3 helper per process holds them and exits when we do (its stdin
+ * closes). Finding a port by listening on 0 and closing again left a
+ * window in which another test could take it. Herald itself is started on
+ * port 0 and its port read from its log; the Proxy listens on 0. */
+let holder;
+function portHolder() {
+  if (!holder) {
+    const proc = spawn("/usr/bin/python3", [path.join(REPO, "tests", "integration", "ports.py")], {
+      stdio: ["pipe", "pipe", "inherit"],
     });
-  });
+    const waiters = [];
+    let buf = "";
+    proc.stdout.setEncoding("utf8");
+    proc.stdout.on("data", (d) => {
+      buf += d;
+      for (let i; (i = buf.indexOf("\n")) >= 0; ) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        waiters.shift()?.resolve(line);
+      }
+      if (!waiters.length) proc.stdout.unref(); // idle: do not keep node alive
+    });
+    proc.on("exit", (code) => {
+      for (const w of waiters.splice(0)) w.reject(new Error(`ports.py exited with ${code}`));
+      holder = undefined;
+    });
+    proc.unref();
+    proc.stdin.unref();
+    proc.stdout.unref();
+    holder = {
+      ask(cmd) {
+        return new Promise((resolve, reject) => {
+          waiters.push({ resolve, reject });
+          proc.stdout.ref(); // an answer is due: keep node alive for it
+          proc.stdin.write(cmd + "\n");
+        });
+      },
+    };
+  }
+  return holder;
+}
+
+export async function freePort() {
+  const line = await portHolder().ask("reserve");
+  const port = Number(line);
+  if (!Number.isInteger(port) || port <= 0) throw new Error(`ports.py answered ${JSON.stringify(line)}`);
+  return port;
 }
 
 /*---- tokens ----*/
@@ -78,7 +120,9 @@ export const NAMESPACES = {
   "": { subscribe: "authenticated", publish: "none" },
 };
 
-/** One herald process on a free loopback port; restart() keeps port and store. */
+/** One herald process; restart() keeps port and store. Without `port` it
+ * listens on port 0 (a port the system chooses, no race with other tests)
+ * and start() reads the port from its "listening" log line. */
 export class Herald {
   constructor({ secret, apiKey, redis, nodeId = "t", env = {}, config = { namespaces: NAMESPACES }, port } = {}) {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), "herald-browser-"));
@@ -117,15 +161,21 @@ export class Herald {
     return jwt(this.secret, { sub, exp: Math.floor(Date.now() / 1000) + ttl, ...extra });
   }
 
-  async start(timeout = 10000) {
-    if (!this.port) this.port = await freePort();
-    this.env.HERALD_LISTEN = `127.0.0.1:${this.port}`;
+  async start(timeout = 30000) {
+    this.env.HERALD_LISTEN = `127.0.0.1:${this.port || 0}`;
     this.proc = spawn(HERALD_BIN, [], { env: this.env, stdio: ["ignore", "ignore", "pipe"] });
     this.proc.stderr.on("data", (d) => {
       this.log += d.toString();
       if (this.log.length > 200000) this.log = this.log.slice(-100000);
     });
     const end = Date.now() + timeout;
+    while (!this.port) {
+      const m = /listening on \S+:(\d+) with/.exec(this.log);
+      if (m) this.port = Number(m[1]);
+      else if (this.proc.exitCode !== null) throw new Error(`herald exited with ${this.proc.exitCode}:\n${this.log.slice(-3000)}`);
+      else if (Date.now() > end) throw new Error("herald logged no listening line:\n" + this.log.slice(-3000));
+      else await sleep(20);
+    }
     for (;;) {
       if (this.proc.exitCode !== null) throw new Error(`herald exited with ${this.proc.exitCode}:\n${this.log.slice(-3000)}`);
       try {
@@ -266,8 +316,8 @@ export class Proxy {
       c.on("error", end);
       up.on("error", end);
     });
-    this.port = await freePort();
-    await new Promise((r) => this.server.listen(this.port, "127.0.0.1", r));
+    await new Promise((r) => this.server.listen(0, "127.0.0.1", r));
+    this.port = this.server.address().port;
     return this;
   }
 

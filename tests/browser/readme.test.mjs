@@ -1,6 +1,6 @@
-// The README's chat page ("Browser client"), taken from README.md as
+// The chat page of docs/clients/javascript.md, taken from the file as
 // written (only Herald's address changed), served from another local origin
-// the way the README says, in two Chromium pages chatting through Herald.
+// the way the page says, in two Chromium pages chatting through Herald.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
@@ -14,10 +14,9 @@ let site;
 let sitePort;
 
 function readmePage() {
-  const readme = fs.readFileSync(path.join(REPO, "README.md"), "utf8");
-  const section = readme.slice(readme.indexOf("## Browser client"));
-  const m = section.match(/```html\n([\s\S]*?)```/);
-  assert.ok(m, "no ```html block in the README's Browser client section");
+  const doc = fs.readFileSync(path.join(REPO, "docs", "clients", "javascript.md"), "utf8");
+  const m = doc.match(/```html\n([\s\S]*?)```/);
+  assert.ok(m, "no ```html block in docs/clients/javascript.md");
   return m[1];
 }
 
@@ -54,7 +53,7 @@ async function openChat(newPage, user) {
   return page;
 }
 
-test("the README's chat page: connect, presence, join, send, receive, history after a reload", browserTest(() => browser, async (t, { newPage }) => {
+test("the docs' chat page: connect, presence, join, send, receive, history after a reload", browserTest(() => browser, async (t, { newPage }) => {
   const alice = await openChat(newPage, "alice");
   await waitLine(alice, "online: alice");
   const bob = await openChat(newPage, "bob");
@@ -64,6 +63,7 @@ test("the README's chat page: connect, presence, join, send, receive, history af
   await waitLine(alice, "bob: hello alice");
   await waitLine(bob, "bob: hello alice");
   assert.equal(await bob.inputValue("#text"), "");
+  // a backend's publication: no ctx.from, the page names it from its data
   assert.equal((await hd.publish("chat:lobby", { from: "bot", text: "hi" })).status, 200);
   await waitLine(alice, "bot: hi");
   await bob.reload();

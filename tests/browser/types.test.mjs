@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 
-test("herald.d.ts type-checks the README's usage and rejects misuse (tsc --strict)", () => {
+test("herald.d.ts type-checks the documented usage and rejects misuse (tsc --strict)", () => {
   const tsc = path.join(HERE, "node_modules", "typescript", "bin", "tsc");
   const r = spawnSync(process.execPath, [
     tsc, "--noEmit", "--strict", "--target", "es2022", "--module", "es2022", "--moduleResolution", "bundler",

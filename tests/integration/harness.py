@@ -17,11 +17,13 @@ Pieces:
   openapi_check  every answer to Herald.http is checked against
               docs/openapi.json (status, Content-Type, body schema, headers)
   run_tests   a tiny runner: `ok NAME` / `FAIL NAME` + traceback, then one
-              line `N passed, M failed`; exit status 1 if anything failed.
+              line `N passed, M failed`; exit status 1 if anything failed
+              or nothing ran.
 """
 
 import base64
 import collections
+import contextlib
 import hashlib
 import hmac
 import json
@@ -41,6 +43,7 @@ import traceback
 import requests
 
 import openapi_check
+import ports
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -59,14 +62,16 @@ def project_version():
 
 
 def free_port():
-    """A loopback port nobody listens on right now (bind port 0, read it back)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port for a server this test starts, reserved for the rest
+    of this process (see ports.py): no other process can be handed it, the
+    server can still bind it. Herald itself is started on port 0 instead."""
+    return ports.reserve_port()
 
 
-def wait_until(pred, timeout=5.0, interval=0.05, what="condition"):
-    """Polls pred() until it returns a truthy value; returns it or raises."""
+def wait_until(pred, timeout=20.0, interval=0.05, what="condition"):
+    """Polls pred() until it returns a truthy value; returns it or raises.
+    The default bound is generous on purpose: it only delays a failure, and
+    a loaded machine (ctest -j2 beside busy loops, ASan) must not cause one."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -75,6 +80,183 @@ def wait_until(pred, timeout=5.0, interval=0.05, what="condition"):
             return last
         time.sleep(interval)
     raise AssertionError("timed out after %.1fs waiting for %s (last value %r)" % (timeout, what, last))
+
+
+#---- time: deadlines a test does not control ----------------------------------
+
+class TooSlow(Exception):
+    """A test's setup ended too close to a deadline it had to meet (a token's
+    expiry, say): the machine was slower than the test assumed. Not a
+    failure of Herald; with_lifetimes runs the scenario again with more time."""
+
+
+@contextlib.contextmanager
+def before(deadline, what="the setup", margin=1.0):
+    """Runs a setup that must be done `margin` s before `deadline` (unix
+    time), e.g. connecting and subscribing before a token expires. Ending
+    later, or failing once that point has passed (a token that expired
+    during the setup is refused), raises TooSlow instead of failing."""
+    try:
+        yield
+    except TooSlow:
+        raise
+    except Exception as e:
+        if time.time() > deadline - margin:
+            raise TooSlow("%s failed %.2f s before the deadline: %r"
+                          % (what, deadline - time.time(), e)) from e
+        raise
+    if time.time() > deadline - margin:
+        raise TooSlow("%s ended %.2f s before the deadline (wanted %.1f s)"
+                      % (what, deadline - time.time(), margin))
+
+
+def with_lifetimes(scenario, lifetimes=(3, 6, 12, 30)):
+    """Runs scenario(lifetime) with token lifetimes (seconds) from short to
+    long until one run does not raise TooSlow, and returns its result.
+
+    Tests of expiry need short-lived tokens, and how long their setup takes
+    depends on the machine's load. Instead of guessing a lifetime that is
+    long enough everywhere (slow) or short (flaky), the scenario marks its
+    setup with `before(exp)`; a setup that could not finish in time is
+    retried with a longer lifetime. A loaded machine makes the test slower,
+    never red; a real failure still fails at once."""
+    last = None
+    for lifetime in lifetimes:
+        try:
+            return scenario(lifetime)
+        except TooSlow as e:
+            last = e
+            print("  (too slow for %d s tokens: %s; again with longer ones)" % (lifetime, e),
+                  flush=True)
+    raise AssertionError("setup too slow even for %d s tokens: %s" % (lifetimes[-1], last))
+
+
+#---- CPU use -----------------------------------------------------------------
+
+def cpu_seconds(pid):
+    """User + system CPU time a process has used, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
+
+
+def assert_not_spinning(pid, what="the server", quiet=0.1, window=1.0, windows=10):
+    """A process that spins never rests: passes at the first `window` of
+    wall time in which pid used less than `quiet` s of CPU, fails when none
+    of `windows` such windows was quiet.
+
+    One fixed window is not enough: leftover work (connections closing,
+    a sanitizer's bookkeeping) can fall into it on a loaded machine. A spin
+    still fails: even with many busy processes on two cores, a thread that
+    never blocks gets more than 0.1 s of CPU per second."""
+    used = []
+    for _ in range(windows):
+        c0 = cpu_seconds(pid)
+        time.sleep(window)
+        used.append(cpu_seconds(pid) - c0)
+        if used[-1] < quiet:
+            return
+    raise AssertionError("%s used CPU in every %.1f s window while idle (spinning?): %s"
+                         % (what, window, ", ".join("%.2f s" % u for u in used)))
+
+
+#---- raw HTTP/1.1 on one connection ------------------------------------------
+
+_HTTP_RESPONSE = re.compile(rb"HTTP/1\.[01] (\d{3})[^\r\n]*\r\n(.*?)\r\n\r\n", re.S)
+
+
+def http_exchange(port, data, n, timeout=20.0):
+    """Sends `data` in one write on a new loopback connection and reads HTTP
+    responses until `n` have arrived or the server closed (read_responses).
+    Returns (statuses, bodies, closed, sock); sock is still open when not
+    closed (the caller closes it)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(data)
+    statuses, bodies, closed, rest = read_responses(s, n, timeout)
+    if rest and not closed:
+        s.close()
+        raise AssertionError("bytes after the last whole response: %r" % rest[:200])
+    return statuses, bodies, closed, s
+
+
+def read_responses(s, n, timeout=20.0):
+    """Reads HTTP responses (framed by Content-Length) from socket s until
+    `n` have arrived or the peer closed. A slow server is waited for, up to
+    `timeout` s: no fixed reading time that a loaded machine could miss.
+    Returns (statuses, bodies, closed, bytes left over)."""
+    buf, statuses, bodies, closed = b"", [], [], False
+    deadline = time.monotonic() + timeout
+    while len(statuses) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        s.settimeout(left)
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            break
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            closed = True
+            break
+        buf += chunk
+        while True:
+            m = _HTTP_RESPONSE.match(buf)
+            if not m:
+                break
+            cl = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", m.group(2))
+            end = m.end() + (int(cl.group(1)) if cl else 0)
+            if len(buf) < end:
+                break
+            statuses.append(int(m.group(1)))
+            bodies.append(buf[m.end():end])
+            buf = buf[end:]
+    return statuses, bodies, closed, buf
+
+
+def wait_eof(sock, timeout=20.0):
+    """Reads until the peer closes; returns what arrived meanwhile (b"" when
+    nothing did). Raises when the connection is still open after timeout."""
+    sock.settimeout(timeout)
+    extra = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            raise AssertionError("connection still open %.0f s after the last answer (got %r)"
+                                 % (timeout, extra[:200]))
+        except ConnectionResetError:
+            return extra
+        if not chunk:
+            return extra
+        extra += chunk
+
+
+def assert_pipeline(port, data, want, closed, timeout=20.0):
+    """The answers to `data` (sent in one write) are exactly the statuses
+    `want`, in order. closed=True: the server then closes the connection,
+    sending nothing more. closed=False: the connection stays usable, which a
+    further GET /healthz on it, answered 200, shows (a fixed wait cannot).
+    Returns the bodies."""
+    statuses, bodies, was_closed, s = http_exchange(port, data, len(want), timeout)
+    try:
+        assert statuses == want, "answers %r (then %s), want %r" \
+            % (statuses, "closed" if was_closed else "nothing", want)
+        if closed:
+            if not was_closed:
+                extra = wait_eof(s, timeout)
+                assert not extra, "bytes after the answers: %r" % extra[:200]
+        else:
+            assert not was_closed, "closed after %r, want the connection kept open" % statuses
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            more, _, _, _ = read_responses(s, 1, timeout)
+            assert more == [200], "the kept-alive connection answered %r to GET /healthz" % more
+    finally:
+        s.close()
+    return bodies
 
 
 #---- JWT ---------------------------------------------------------------------
@@ -152,19 +334,26 @@ class Herald:
             users (and, once built, channels) live in Redis
     secret, api_key  HERALD_JWT_SECRET / HERALD_API_KEY (random by default);
             nodes of one cluster share them
+    port    the port to listen on; by default 0: Herald binds a port the
+            system chooses and start() reads it from the "listening" log
+            line (no port is found by bind-and-release, so no other process
+            can take it in between). self.port is None until then; after
+            start() HERALD_LISTEN (or --listen) names the real port, so CLI
+            runs reach this server and a restart keeps the port.
     """
 
     def __init__(self, env=None, args=None, config=None, config_via="env", listen_via="env",
-                 redis=None, secret=None, api_key=None, https=False):
+                 redis=None, secret=None, api_key=None, https=False, port=0):
         self.bin = herald_bin()
         self.dir = tempfile.mkdtemp(prefix="herald-it-")
-        self.port = free_port()
+        self.port = port or None
+        self.scheme = "https" if https else "http"
         self.secret = secret or secrets.token_hex(24)
         self.api_key = api_key or secrets.token_hex(16)
         self.args = list(args or [])
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
         self.env.update({
-            "HERALD_LISTEN": "127.0.0.1:%d" % self.port,
+            "HERALD_LISTEN": "127.0.0.1:%d" % (port or 0),
             "HERALD_DB": os.path.join(self.dir, "herald.db"),
             "HERALD_JWT_SECRET": self.secret,
             "HERALD_API_KEY": self.api_key,
@@ -180,8 +369,11 @@ class Herald:
         if redis is not None:
             self.env["HERALD_REDIS_URL"] = redis if isinstance(redis, str) else redis.url
         if listen_via == "flag":
+            # a reserved port nobody listens on: if Herald used it, the
+            # flag did not win (test_lifecycle checks)
             self.env["HERALD_LISTEN"] = "127.0.0.1:%d" % free_port()
-            self.args += ["--listen", "127.0.0.1:%d" % self.port]
+            self.args += ["--listen", "127.0.0.1:%d" % (port or 0)]
+        self.listen_via = listen_via
         if config is not None:
             self.config_path = os.path.join(self.dir, "config.json")
             with open(self.config_path, "w") as f:
@@ -195,6 +387,10 @@ class Herald:
                 self.env.pop(k, None)
             else:
                 self.env[k] = str(v)
+        if self.port is None and not self._logs_listening():
+            # no "listening" line to read the port from: reserve one
+            self.port = free_port()
+            self._pin_port()
         self.stderr_path = os.path.join(self.dir, "stderr.log")
         self.stdout_path = os.path.join(self.dir, "stdout.log")
         self.proc = None
@@ -202,18 +398,56 @@ class Herald:
         self.session = requests.Session()
         # every answer is held against docs/openapi.json (openapi_check.py)
         self.session.hooks["response"].append(openapi_check.check_response)
-        self.base = "%s://127.0.0.1:%d" % ("https" if https else "http", self.port)
         self.session.verify = not https  # a throwaway certificate (test_tls.py checks it)
+
+    @property
+    def base(self):
+        """http(s)://127.0.0.1:PORT (known once started)."""
+        return "%s://127.0.0.1:%d" % (self.scheme, self.port)
+
+    def _logs_listening(self):
+        """Does Herald log its info-level "listening" line in this setup?"""
+        return self.env.get("HERALD_LOG_LEVEL", "info") in ("debug", "info")
+
+    _LISTENING = re.compile(r"listening on (\S+):(\d+) with")
+
+    def _wait_port(self, deadline):
+        """The port from the "listening" line in the log, once there."""
+        while True:
+            m = self._LISTENING.search(self.log())
+            if m:
+                return int(m.group(2))
+            if self.proc.poll() is not None:
+                raise AssertionError("herald exited early with status %s; stderr:\n%s"
+                                     % (self.proc.returncode, self.log_tail()))
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("herald logged no \"listening\" line within its start "
+                                     "timeout; stderr:\n%s" % self.log_tail())
+            time.sleep(0.02)
+
+    def _pin_port(self):
+        """Names the chosen port wherever 0 stood, so CLI runs reach this
+        server and start() after stop() listens on the same port again."""
+        if self.listen_via == "flag":
+            i = len(self.args) - 1 - self.args[::-1].index("--listen")
+            self.args[i + 1] = "127.0.0.1:%d" % self.port
+        elif self.env.get("HERALD_LISTEN") == "127.0.0.1:0":
+            self.env["HERALD_LISTEN"] = "127.0.0.1:%d" % self.port
 
     # -- process control --
 
-    def start(self, timeout=10.0):
+    def start(self, timeout=30.0):
         """Starts the server and waits for GET /healthz to answer 200."""
         self._err = open(self.stderr_path, "wb")
         self._out = open(self.stdout_path, "wb")
         self.proc = subprocess.Popen([self.bin] + self.args, env=self.env, stdin=subprocess.DEVNULL,
                                      stdout=self._out, stderr=self._err)
         deadline = time.monotonic() + timeout
+        if self.port is None:
+            self.port = self._wait_port(deadline)
+            self._pin_port()
         while True:
             if self.proc.poll() is not None:
                 raise AssertionError("herald exited early with status %s; stderr:\n%s"
@@ -1109,8 +1343,29 @@ class WS:
                 self.pending.append(json.loads(msg[1]) if msg[0] == "text" else msg)
         return True
 
+    def assert_quiet_until_marker(self, send, channel, timeout=20.0):
+        """Nothing arrives on this socket before a marker sent afterwards:
+        the positive form of assert_quiet, which cannot tell "not delivered"
+        from "delivered late".
+
+        send(channel, data) must publish `data` on `channel` through the
+        same path as what must not arrive (REST publish, a Django
+        group_send...), after it; this socket must be subscribed to
+        `channel`. Deliveries to one socket keep their order, so a wrong
+        delivery, being older, would come before the marker. Messages
+        already buffered count as arrived. Returns the marker's data (other
+        subscribers of `channel` get it too)."""
+        marker = {"type": "test.marker", "marker": secrets.token_hex(8)}
+        send(channel, marker)
+        m = self.recv_json(timeout)
+        assert m.get("push") == "message" and m.get("channel") == channel \
+            and m.get("data") == marker, \
+            "expected nothing before the marker on %r, got %r" % (channel, m)
+        return marker
+
     def assert_quiet(self, timeout=0.3):
-        """Nothing arrives within `timeout` seconds."""
+        """Nothing arrives within `timeout` seconds. Weak on a loaded machine
+        (a late wrong delivery passes): prefer assert_quiet_until_marker."""
         assert not self.pending, "unexpected buffered messages: %r" % list(self.pending)
         try:
             msg = self.recv(timeout)
@@ -1201,17 +1456,30 @@ def _on_alarm(signum, frame):
     raise TestTimeout("test exceeded its time limit")
 
 
-def run_tests(namespace, per_test_timeout=45):
+def run_tests(namespace, per_test_timeout=120):
     """Runs every test_* function of the module in definition order (or
-    only those named on the command line), then prints `N passed, M failed`."""
+    only those named on the command line), then prints `N passed, M failed`.
+    A run that ran no test fails (a file whose tests were renamed away, or a
+    name on the command line that matches nothing, must not pass)."""
     tests = [(n, f) for n, f in namespace.items() if n.startswith("test_") and callable(f)]
     wanted = sys.argv[1:]
     if wanted:
+        unknown = [n for n in wanted if n not in dict(tests)]
+        if unknown:
+            print("FAIL no such test: %s" % ", ".join(unknown), flush=True)
+            sys.exit(1)
         tests = [(n, f) for n, f in tests if n in wanted]
+    if not tests:
+        print("0 passed, 0 failed: no test ran (no test_* function)", flush=True)
+        sys.exit(1)
     passed = failed = 0
+    # a hung test fails alone, with its traceback, instead of using up the
+    # whole file's CTest timeout; sanitizer builds run slower and scale it
+    # (HERALD_TEST_TIMEOUT_SCALE, set by tests/CMakeLists.txt)
+    limit = max(1, int(per_test_timeout * float(os.environ.get("HERALD_TEST_TIMEOUT_SCALE") or 1)))
     signal.signal(signal.SIGALRM, _on_alarm)
     for name, fn in tests:
-        signal.alarm(per_test_timeout)
+        signal.alarm(limit)
         try:
             fn()
         except Exception:

@@ -12,7 +12,8 @@ anonymous rules, and allowed origins getting 101 (test_lifecycle)."""
 import os
 import time
 
-from harness import Herald, assert_error, assert_result, jwt_parts, make_jwt, run_tests
+from harness import (Herald, assert_error, assert_not_spinning, assert_result, before, jwt_parts,
+                     make_jwt, run_tests, with_lifetimes)
 
 
 def exp_of(tok):
@@ -48,73 +49,104 @@ def wait_close(ws, deadline_s):
 
 
 def assert_expiry_close(ws, exp, what):
-    code, reason, at = wait_close(ws, exp + 3)
+    """The socket closes 4001 "token expired" at exp: never before it (the
+    token is valid until then), and within a generous bound after it (a
+    loaded machine runs the timer late; a missing close still fails)."""
+    code, reason, at = wait_close(ws, exp + 15)
     assert code == 4001, "%s: close %r %r, want 4001 at exp" % (what, code, reason)
     assert reason == "token expired", "%s: close reason %r, want 'token expired'" % (what, reason)
     assert at >= exp - 0.25, "%s: closed %.2fs before exp" % (what, exp - at)
-    assert at <= exp + 1.5, "%s: closed %.2fs after exp" % (what, at - exp)
+    assert at <= exp + 10, "%s: closed %.2fs after exp" % (what, at - exp)
+
+
+def token_for(h, sub, lifetime):
+    """A token (minted here, no CLI run) valid for at least `lifetime` s."""
+    return h.jwt(sub=sub, exp=int(time.time()) + lifetime + 1)
 
 
 #---- expiry ------------------------------------------------------------------
+# Each scenario runs with_lifetimes: its setup has to finish before the
+# token's exp, and a loaded machine gets longer-lived tokens (see harness).
 
 def test_expiry_applies_to_every_way_of_authenticating():
     with Herald() as h:
-        tok = h.token("u", ttl=2)
-        exp = exp_of(tok)
-        t0 = time.time()
-        header = h.client(token=tok)
-        query = h.client(token=tok, via="query")
-        op = connect_op_client(h, tok)
-        for ws in (header, query, op):
-            assert ws.hello.get("expires_at") == exp, ws.hello
-            assert_result(ws.cmd("subscribe", channel="news"))
-        h.publish("news", "before exp")  # a live, subscribed socket is closed all the same
-        for ws, what in ((header, "Authorization header"), (query, "?token="), (op, "connect op")):
-            assert ws.recv_push()["data"] == "before exp"
-            assert_expiry_close(ws, exp, what)
-        assert time.time() - t0 < 3.6, "expiry of a 2 s token took %.1fs" % (time.time() - t0)
+        def scenario(lifetime):
+            tok = token_for(h, "u", lifetime)
+            exp = exp_of(tok)
+            channel = "news%d" % lifetime
+            with before(exp, "three clients, subscriptions and a publication"):
+                header = h.client(token=tok)
+                query = h.client(token=tok, via="query")
+                op = connect_op_client(h, tok)
+                for ws in (header, query, op):
+                    assert ws.hello.get("expires_at") == exp, ws.hello
+                    assert_result(ws.cmd("subscribe", channel=channel))
+                h.publish(channel, "before exp")  # a live, subscribed socket is closed all the same
+                for ws in (header, query, op):
+                    assert ws.recv_push()["data"] == "before exp"
+            for ws, what in ((header, "Authorization header"), (query, "?token="), (op, "connect op")):
+                assert_expiry_close(ws, exp, what)
+
+        with_lifetimes(scenario)
         assert h.healthy()
 
 
 def test_refresh_rearms_expiry_to_the_new_token():
     """A refresh must move the deadline, not just cancel it: a socket
-    refreshed with a 4 s token outlives the 2 s one and closes at 4 s."""
+    refreshed with a token of twice the lifetime outlives the first one and
+    closes at the second's exp."""
     with Herald() as h:
-        first = h.token("u", ttl=2)
-        ws = h.client(token=first)
-        second = h.token("u", ttl=4)
-        res = assert_result(ws.cmd("refresh", token=second))
-        assert res.get("expires_at") == exp_of(second), "refresh result %r, want expires_at %d" % (res, exp_of(second))
-        time.sleep(max(0, exp_of(first) + 0.7 - time.time()))
-        assert_result(ws.cmd("ping"))  # past the first token's exp, still open
-        assert_expiry_close(ws, exp_of(second), "refreshed socket")
+        def scenario(lifetime):
+            first = token_for(h, "u", lifetime)
+            second = token_for(h, "u", 2 * lifetime)
+            with before(exp_of(first), "connecting and refreshing"):
+                ws = h.client(token=first)
+                res = assert_result(ws.cmd("refresh", token=second))
+            assert res.get("expires_at") == exp_of(second), \
+                "refresh result %r, want expires_at %d" % (res, exp_of(second))
+            time.sleep(max(0, exp_of(first) + 0.7 - time.time()))  # until past the first exp
+            with before(exp_of(second), "a ping past the first token's exp"):
+                assert_result(ws.cmd("ping"))  # still open
+            assert_expiry_close(ws, exp_of(second), "refreshed socket")
+
+        with_lifetimes(scenario)
 
 
 def test_refresh_with_long_token_keeps_socket_past_original_exp():
     with Herald() as h:
-        first = h.token("u", ttl=2)
-        ws = connect_op_client(h, first)  # refresh works for connect-op sessions too
-        assert_result(ws.cmd("subscribe", channel="news"))
-        longer = h.token("u", ttl=60)
-        res = assert_result(ws.cmd("refresh", token=longer))
-        assert res.get("expires_at") == exp_of(longer), res
-        time.sleep(max(0, exp_of(first) + 1.2 - time.time()))
-        h.publish("news", "still here")
-        assert ws.recv_push()["data"] == "still here"
-        assert_result(ws.cmd("ping"))
+        def scenario(lifetime):
+            first = token_for(h, "u", lifetime)
+            channel = "news%d" % lifetime
+            with before(exp_of(first), "connecting, subscribing and refreshing"):
+                ws = connect_op_client(h, first)  # refresh works for connect-op sessions too
+                assert_result(ws.cmd("subscribe", channel=channel))
+                longer = token_for(h, "u", 600)
+                res = assert_result(ws.cmd("refresh", token=longer))
+            assert res.get("expires_at") == exp_of(longer), res
+            time.sleep(max(0, exp_of(first) + 1.2 - time.time()))  # until past the first exp
+            h.publish(channel, "still here")
+            assert ws.recv_push()["data"] == "still here"
+            assert_result(ws.cmd("ping"))
+
+        with_lifetimes(scenario)
 
 
 def test_refused_refresh_leaves_original_expiry():
     with Herald() as h:
-        tok = h.token("u", ttl=2)
-        ws = h.client(token=tok)
-        assert_error(ws.cmd("refresh", token=h.token("v", ttl=60)), "forbidden")
-        assert_error(ws.cmd("refresh", token=h.jwt(sub="u", exp=int(time.time()) - 10)), "unauthorized")
-        assert_error(ws.cmd("refresh", token="garbage"), "unauthorized")
-        assert_error(ws.cmd("refresh"), "bad_request")
-        assert_result(ws.cmd("ping"))  # refused refreshes do not close the socket
-        assert ws.hello["user"] == "u"
-        assert_expiry_close(ws, exp_of(tok), "socket after refused refreshes")
+        def scenario(lifetime):
+            tok = token_for(h, "u", lifetime)
+            with before(exp_of(tok), "connecting and four refused refreshes"):
+                ws = h.client(token=tok)
+                assert_error(ws.cmd("refresh", token=token_for(h, "v", 600)), "forbidden")
+                assert_error(ws.cmd("refresh", token=h.jwt(sub="u", exp=int(time.time()) - 10)),
+                             "unauthorized")
+                assert_error(ws.cmd("refresh", token="garbage"), "unauthorized")
+                assert_error(ws.cmd("refresh"), "bad_request")
+                assert_result(ws.cmd("ping"))  # refused refreshes do not close the socket
+            assert ws.hello["user"] == "u"
+            assert_expiry_close(ws, exp_of(tok), "socket after refused refreshes")
+
+        with_lifetimes(scenario)
 
 
 #---- namespace rules ---------------------------------------------------------
@@ -190,14 +222,7 @@ def test_namespace_rule_matrix():
             m = watcher.recv_push()
             got.append((m["channel"], m["data"]))
         assert sorted(got) == sorted(expected), "watcher got %r, want %r" % (got, expected)
-        watcher.assert_quiet()
-
-
-def cpu_seconds(pid):
-    """User + system CPU time of a process and its threads, from /proc."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        watcher.assert_quiet_until_marker(h.publish, "news")
 
 
 def test_connect_deadline_after_anonymous_connect_does_not_spin():
@@ -209,14 +234,12 @@ def test_connect_deadline_after_anonymous_connect_does_not_spin():
                                    "HERALD_THREADS": "1"}) as h:
         anon = anonymous_client(h)
         authed = h.client("ulla")
-        time.sleep(2.5)  # both deadlines have passed
-        before = cpu_seconds(h.proc.pid)
-        time.sleep(1.0)
-        used = cpu_seconds(h.proc.pid) - before
-        assert used < 0.5, "herald used %.2f s of CPU in 1 s while idle: a timer spins" % used
-        assert_result(anon.cmd("ping", timeout=2))
-        assert_result(authed.cmd("ping", timeout=2))
-        assert_result(anon.cmd("subscribe", channel="lobby:x", timeout=2))
+        time.sleep(2.5)  # both 1 s deadlines have passed (their timers may run late: the
+        # spin check below watches for up to 10 s)
+        assert_not_spinning(h.proc.pid, "herald with two connections past their connect deadline")
+        assert_result(anon.cmd("ping", timeout=10))
+        assert_result(authed.cmd("ping", timeout=10))
+        assert_result(anon.cmd("subscribe", channel="lobby:x", timeout=10))
 
 
 def test_anonymous_connection_stays_anonymous():
@@ -256,8 +279,12 @@ def test_personal_channel_reaches_every_connection_of_its_user_only():
             assert ws.recv_push() == {"push": "message", "channel": "user:alice", "data": {"n": 1}}
         assert alice2.recv_push()["data"] == {"n": 2}
         assert mail.recv_push()["data"] == {"n": 3}
-        for ws in mine + [alice2, mail]:
-            ws.assert_quiet(0.2)
+        # and nothing else: markers on each socket's own channel come next
+        marker = mine[0].assert_quiet_until_marker(h.publish, "user:alice")
+        for ws in mine[1:]:
+            assert ws.recv_json() == {"push": "message", "channel": "user:alice", "data": marker}
+        alice2.assert_quiet_until_marker(h.publish, "user:alice2")
+        mail.assert_quiet_until_marker(h.publish, "user:bob@example.com")
 
 
 #---- origins -----------------------------------------------------------------

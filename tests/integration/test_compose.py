@@ -2,7 +2,7 @@
 
 Debian's docker-compose (1.29) parses, interpolates and schema-checks the
 file with `docker-compose config`, which needs no engine. The parsed result
-is then checked for the stack README promises: Redis with an append-only
+is then checked for the stack docs/operations.md promises: Redis with an append-only
 file and a health check, two Herald nodes in cluster mode (shared secret and
 API key from the environment, distinct node ids, started once Redis is
 healthy), nginx publishing the port with deploy/nginx/herald.conf, whose
@@ -72,7 +72,7 @@ def mounts(svc):
 
 def check_stack(cfg, env=ENV, port=8080):
     """Raises AssertionError unless `cfg` (docker-compose config, parsed) is
-    the stack README describes."""
+    the stack docs/operations.md describes."""
     services = cfg.get("services") or {}
     assert set(services) == {"redis", "nginx", "prometheus", "grafana"} | set(NODES), \
         "services: %r" % sorted(services)

@@ -198,7 +198,7 @@ def test_dashboard_structure():
                 "%s: datasource %r, provisioned %r" % (p["title"], t["datasource"], uid)
         assert all(q["expr"].count("(") == q["expr"].count(")") for q in p["targets"]), p["title"]
     used = set(re.findall(r"\bherald_[a-z_]+", json.dumps(dash)))
-    # the families README and the issue name are on the dashboard
+    # the families docs/operations.md and the issue name are on the dashboard
     for family in ("herald_delivery_latency_seconds_bucket", "herald_http_request_duration_seconds_bucket",
                    "herald_handshake_duration_seconds_bucket", "herald_namespace_publications_total",
                    "herald_namespace_deliveries_total", "herald_loop_lag_seconds",

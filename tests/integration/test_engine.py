@@ -153,29 +153,35 @@ def test_sigterm_while_busy_exits_cleanly():
         subs = spread_clients(h, 40, 2, channel="busy")
         stop = threading.Event()
 
+        posted = []
+
         def flood():
             s = requests.Session()
             while not stop.is_set():
                 try:
-                    s.post(h.base + "/api/v1/publish", headers=h.api_headers(), timeout=2,
+                    s.post(h.base + "/api/v1/publish", headers=h.api_headers(), timeout=10,
                            json={"channel": "busy", "data": {"x": "y" * 200}})
+                    posted.append(1)
                 except requests.RequestException:
                     return
 
         floods = [threading.Thread(target=flood) for _ in range(2)]
         for t in floods:
             t.start()
-        time.sleep(0.5)
+        # busy: the flood is under way (a fixed sleep stood for this)
+        wait_until(lambda: len(posted) >= 50, what="50 publications of the flood")
         t0 = time.monotonic()
-        code = h.stop(signal.SIGTERM, timeout=8)
+        code = h.stop(signal.SIGTERM, timeout=30)
         elapsed = time.monotonic() - t0
         stop.set()
         for t in floods:
-            t.join(5)
+            t.join(15)
         assert code == 0, "exit status %r; log:\n%s" % (code, h.log_tail())
-        assert elapsed < 5, "took %.1fs to exit" % elapsed
+        # the 2 s grace bounds the wait; the rest is slack for a loaded
+        # machine (a shutdown that never ends fails in h.stop)
+        assert elapsed < 15, "took %.1fs to exit" % elapsed
         for ws in subs:  # subscribers that did not read get 1001 after their queue
-            assert ws.expect_close(timeout=5) in (1001, 4008), ws.close_info
+            assert ws.expect_close(timeout=20) in (1001, 4008), ws.close_info
 
 
 def test_threads_flag_and_metrics():

@@ -3,8 +3,8 @@ the FastAPI app (uvicorn, Debian's python3-fastapi) on free ports; users
 register and log in through the app's own OAuth2 password login, take a Herald
 token from the app, connect real WebSockets to Herald with it, and see the
 app's domain event (POST /orders) arrive on their personal and the public
-channel, published by the app through clients/python. README's "ten lines"
-run as written there.
+channel, published by the app through clients/python. The "ten lines" of
+docs/integrations/fastapi.md run as written there.
 """
 
 import os
@@ -126,7 +126,18 @@ def test_login_token_and_order_events():
         assert r.status_code == 201 and r.json()["notified"] is True, r.text
         assert next_message(wa)["data"] == {"type": "order.created", "item": "kettle",
                                             "quantity": 1}
-        wa.assert_quiet(0.3)
+        # ... and nothing of bob's reaches alice: a marker published on
+        # "orders" after the app's publications comes next
+        def publish(channel, data):
+            r = requests.post(ex.url("HERALD_PORT", "/api/v1/publish"), timeout=10,
+                              headers={"X-API-Key": "example-key"},
+                              json={"channel": channel, "data": data})
+            assert r.status_code == 200, (r.status_code, r.text)
+
+        marker = wa.assert_quiet_until_marker(publish, "orders")
+        assert next_message(wb)["data"] == {"type": "order.created", "item": "kettle",
+                                            "quantity": 1}
+        assert next_message(wb)["data"] == marker
         assert app.post("/orders", bob, {"item": "x", "quantity": 0}).status_code == 422
 
         # the page a person would open loads herald.js from Herald
@@ -155,16 +166,37 @@ def test_order_kept_when_herald_is_down():
         assert r.json()["order"]["id"] == 1
 
 
+def test_finds_debians_python_when_the_first_python3_lacks_fastapi():
+    """A python3 first on PATH without FastAPI (pyenv's, a virtualenv's: here
+    Debian's without its site-packages) and no PYTHON: run.sh uses Debian's
+    /usr/bin/python3, where apt-get installed FastAPI, instead of dying
+    "python3 lacks FastAPI"."""
+    shim = tempfile.mkdtemp(prefix="herald-python-shim-")
+    with open(os.path.join(shim, "python3"), "w") as f:
+        f.write("#!/bin/sh\nexec /usr/bin/python3 -S \"$@\"\n")
+    os.chmod(os.path.join(shim, "python3"), 0o755)
+    try:
+        env = {"PYTHON": "", "PATH": shim + ":" + os.environ.get("PATH", "/usr/bin:/bin"),
+               "HERALD_URL": "http://127.0.0.1:%d" % free_port(),
+               "HERALD_JWT_SECRET": "s" * 40, "HERALD_API_KEY": "k"}
+        assert subprocess.run([os.path.join(shim, "python3"), "-c", "import fastapi"],
+                              capture_output=True).returncode != 0, "the shim sees FastAPI"
+        with Example("fastapi", ports=("APP_PORT",), env=env) as ex:
+            ex.wait_http(ex.url("APP_PORT", "/healthz"))
+            assert "lacks FastAPI" not in ex.output(), ex.output()
+    finally:
+        shutil.rmtree(shim, ignore_errors=True)
+
+
 def readme_ten_lines():
-    """The first python block of README's "Using Herald from FastAPI"."""
-    with open(os.path.join(REPO, "README.md")) as f:
+    """The first python block of docs/integrations/fastapi.md."""
+    with open(os.path.join(REPO, "docs", "integrations", "fastapi.md")) as f:
         text = f.read()
-    section = text.split("## Using Herald from FastAPI", 1)[1].split("\n## ", 1)[0]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return re.search(r"```python\n(.*?)```", text, re.S).group(1)
 
 
 def test_readme_ten_lines():
-    """README's ten lines, as written there, with a stand-in for the app's
+    """The docs' ten lines, as written there, with a stand-in for the app's
     login dependency (current_user): the token they issue opens a socket,
     the order they publish reaches it."""
     code = readme_ten_lines()

@@ -57,5 +57,26 @@ def test_histograms_and_namespace_counters():
         assert len(lags) == 2 and all(0 <= v < 5 for v in lags), lags
 
 
+def test_proxy_families_without_proxies():
+    """SPEC §8's metrics are exposed (zero) even when no proxy is configured,
+    one series per proxy kind, so dashboards need no special case."""
+    kinds = {"connect", "refresh", "subscribe", "publish", "rpc"}
+    with Herald() as h:
+        ss = samples(h.http("GET", "/metrics").text)
+        for name in ("herald_proxy_requests_total", "herald_proxy_results_total",
+                     "herald_proxy_refusals_total", "herald_proxy_errors_total",
+                     "herald_proxy_timeouts_total", "herald_proxy_rejected_total",
+                     "herald_proxy_duration_seconds_count"):
+            got = {l["kind"]: v for n, l, v in ss if n == name}
+            assert set(got) == kinds and not any(got.values()), (name, got)
+        for kind in kinds:
+            buckets = [l["le"] for n, l, v in ss
+                       if n == "herald_proxy_duration_seconds_bucket" and l["kind"] == kind]
+            assert buckets and buckets[-1] == "+Inf", (kind, buckets)
+        for name in ("herald_proxy_inflight", "herald_proxy_queued", "herald_events_sent_total",
+                     "herald_events_dropped_total", "herald_events_retries_total"):
+            assert [v for n, l, v in ss if n == name] == [0.0], name
+
+
 if __name__ == "__main__":
     run_tests(globals())

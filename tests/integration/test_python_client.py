@@ -2,8 +2,8 @@
 Herald: every call of the sync and the asyncio client, typed errors, tokens
 minted with HS256 (standard library), RS256 and ES256 (PyJWT, and the
 cryptography fallback) accepted by Herald, the retry rules against a
-scripted HTTP server, a real 503 during a Redis outage, and
-`pip install ./clients/python`.
+scripted HTTP server, a real 503 during a Redis outage, and a pip install
+(the documented one, into a virtualenv, runs in md/docs/clients/python.md).
 """
 
 import asyncio
@@ -29,6 +29,7 @@ CONFIG = {"namespaces": {
     "chat": {"subscribe": "authenticated", "publish": "subscribers", "presence": True},
     "feed": {"subscribe": "authenticated", "publish": "none", "history_size": 10,
              "history_ttl": 300},
+    "talk": {"subscribe": "authenticated", "publish": "authenticated", "history_size": 10},
 }}
 
 
@@ -57,6 +58,13 @@ def test_sync_client():
         assert [p["data"] for p in hist["publications"]] == [3] and hist["offset"] == 2, hist
         assert [p["offset"] for p in c.history("feed:x", since=1, epoch=hist["epoch"])
                 ["publications"]] == [2]
+        # who published: "from" for a client's publication, none for a backend's
+        w2 = h.client("carol", token=h.jwt(sub="carol", info={"name": "Carol"}))
+        assert_result(w2.cmd("publish", channel="talk:t", data="by carol"))
+        c.publish("talk:t", "by the backend")
+        pubs = c.history("talk:t")["publications"]
+        assert [p.get("from") for p in pubs] == [
+            {"user": "carol", "client": w2.hello["client"], "info": {"name": "Carol"}}, None], pubs
         # members, presence
         assert c.add_member("chat:lobby", "alice") is None
         assert w.recv_push("subscribed")["channel"] == "chat:lobby"

@@ -2,6 +2,10 @@
 errors, status codes, health endpoints and Prometheus metrics."""
 
 import json
+import re
+import socket
+import subprocess
+import time
 
 from harness import Herald, assert_problem, parse_metrics, run_tests, wait_until
 
@@ -76,7 +80,7 @@ def test_publish_auth_failures():
         assert_problem(post_json(h, PUBLISH, body, {"Authorization": "Basic YTpi"}), 401)
         user = h.token("alice")
         assert_problem(post_json(h, PUBLISH, body, {"Authorization": "Bearer " + user}), 403)
-        ws.assert_quiet()
+        ws.assert_quiet_until_marker(h.publish, "news")  # none of them published
 
 
 def test_publish_body_validation():
@@ -95,7 +99,7 @@ def test_publish_body_validation():
             r = h.http("POST", PUBLISH, data=raw, headers=dict(key, **{"Content-Type": "application/json"}))
             assert r.status_code in (400, 422), "non-object body %r: HTTP %d" % (raw, r.status_code)
             assert_problem(r, r.status_code)
-        ws.assert_quiet()
+        ws.assert_quiet_until_marker(h.publish, "ok")  # none of them published
         assert_ok_empty(post_json(h, PUBLISH, {"channel": "ok", "data": None}, key))
         assert ws.recv_push() == {"push": "message", "channel": "ok", "data": None}
 
@@ -107,7 +111,7 @@ def test_body_over_default_limit_is_413():
         r = h.http("POST", PUBLISH, data=json.dumps({"channel": "big", "data": pad}),
                    headers=dict(h.api_headers(), **{"Content-Type": "application/json"}))
         assert_problem(r, 413)
-        ws.assert_quiet()
+        ws.assert_quiet_until_marker(h.publish, "big")
         assert h.healthy()
 
 
@@ -122,7 +126,7 @@ def test_body_limit_is_configurable_and_exact():
         assert_ok_empty(h.http("POST", PUBLISH, data=body_of(1000), headers=hdrs))
         assert len(ws.recv_push()["data"]) == 1000 - len(json.dumps({"channel": "edge", "data": ""}))
         assert_problem(h.http("POST", PUBLISH, data=body_of(1001), headers=hdrs), 413)
-        ws.assert_quiet()
+        ws.assert_quiet_until_marker(h.publish, "edge")
 
 
 #---- broadcast ---------------------------------------------------------------
@@ -226,6 +230,125 @@ def test_metrics_follow_traffic():
         wait_until(lambda: h.metrics()["herald_connections"] == m0["herald_connections"],
                    what="herald_connections back down")
         assert h.metrics()["herald_subscriptions"] == m0["herald_subscriptions"]
+
+
+#---- Connection: close -------------------------------------------------------
+
+def request_then_eof(port, method, path, body=b"", headers=None, timeout=10.0):
+    """Sends one HTTP/1.1 request with Connection: close on a raw socket and
+    reads until the server closes the connection. Returns the status code;
+    fails when the connection is still open `timeout` seconds later (the
+    answer alone is not enough: the client waits for the close)."""
+    head = ["%s %s HTTP/1.1" % (method, path), "Host: 127.0.0.1:%d" % port,
+            "Connection: close", "Content-Length: %d" % len(body)]
+    head += ["%s: %s" % kv for kv in (headers or {}).items()]
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        buf, deadline = b"", time.monotonic() + timeout
+        while True:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                raise AssertionError("%s %s with Connection: close: answered %r but the "
+                                     "connection is still open after %.0fs"
+                                     % (method, path, buf[:60], timeout))
+            if not chunk:
+                break
+            buf += chunk
+    finally:
+        s.close()
+    status = re.match(rb"HTTP/1\.1 (\d{3})", buf)
+    assert status, "no HTTP answer before the close: %r" % buf[:200]
+    return int(status.group(1))
+
+
+def test_connection_close_honoured_after_a_worker_answers():
+    """Register and login are answered by an auth worker (Argon2id), after
+    the request's callback has returned: Connection: close must still close
+    the connection right after the answer."""
+    with Herald() as h:
+        body = json.dumps({"username": "cc-user", "password": "a long password 1"}).encode()
+        st = request_then_eof(h.port, "POST", "/api/v1/users", body,
+                              {"Content-Type": "application/json", "X-API-Key": h.api_key})
+        assert st == 201, st
+        form = b"grant_type=password&username=cc-user&password=a+long+password+1"
+        st = request_then_eof(h.port, "POST", "/api/v1/auth/token", form,
+                              {"Content-Type": "application/x-www-form-urlencoded"})
+        assert st == 200, st
+        # and an answer given inside the callback, as before
+        assert request_then_eof(h.port, "GET", "/healthz") == 200
+
+
+#---- request framing (RFC 9112 section 6.3) ----------------------------------
+
+def raw_request(h, head):
+    """Sends one request's bytes on a new connection and reads until the
+    server closes it (every case here closes after its answer). Returns
+    (status, headers text, body)."""
+    s = socket.create_connection(("127.0.0.1", h.port), timeout=10)
+    try:
+        s.sendall(head)
+        buf = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    finally:
+        s.close()
+    top, _, body = buf.partition(b"\r\n\r\n")
+    assert top.startswith(b"HTTP/1.1 "), buf[:200]
+    return int(top[9:12]), top.decode("latin-1"), body
+
+
+def test_bodyless_post_without_content_length_is_an_empty_body():
+    """What `curl -X POST` sends: no Content-Length, no Transfer-Encoding,
+    so no body (RFC 9112 section 6.3). Disconnect answers 204 (it was 411);
+    publish reads the empty body as malformed JSON (400, not 411); the
+    connection closes after the answer either way."""
+    with Herald() as h:
+        user = h.create_user("dora", "correct horse battery staple")
+        ws = h.client(sub=user["id"])
+        key = h.api_key.encode()
+        status, head, _ = raw_request(
+            h, b"POST /api/v1/users/%s/disconnect HTTP/1.1\r\nHost: t\r\nX-API-Key: %s\r\n\r\n"
+            % (user["id"].encode(), key))
+        assert status == 204, head
+        assert "connection: close" in head.lower(), head
+        assert ws.expect_close() == 4003
+        status, head, body = raw_request(
+            h, b"POST /api/v1/publish HTTP/1.1\r\nHost: t\r\nX-API-Key: %s\r\n\r\n" % key)
+        assert status == 400, (head, body)
+        # the documented command, as written: curl sends no Content-Length
+        ws = h.client(sub=user["id"])
+        out = subprocess.run(["curl", "-fsS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
+                              h.base + "/api/v1/users/%s/disconnect" % user["id"],
+                              "-H", "X-API-Key: " + h.api_key],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and out.stdout == "204", (out.returncode, out.stdout, out.stderr)
+        assert ws.expect_close() == 4003
+        assert h.healthy()
+
+
+def test_chunked_bodies_and_bad_lengths_are_still_refused():
+    """Chunked bodies get 411, ambiguous or malformed lengths 400; each
+    closes the connection."""
+    with Herald() as h:
+        key = h.api_key.encode()
+        base = b"POST /api/v1/publish HTTP/1.1\r\nHost: t\r\nX-API-Key: %s\r\n" % key
+        body = b'{"channel":"c","data":1}'
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        for extra, want in [(b"Transfer-Encoding: chunked\r\n\r\n" + chunked, 411),
+                            (b"Transfer-Encoding: chunked\r\nContent-Length: %d\r\n\r\n"
+                             % len(body) + body, 400),
+                            (b"Content-Length: 1x\r\n\r\n" + body, 400),
+                            (b"Content-Length: -1\r\n\r\n" + body, 400)]:
+            status, head, _ = raw_request(h, base + extra)
+            assert status == want, (extra, head)
+            assert "connection: close" in head.lower(), head
+        assert h.healthy()
 
 
 if __name__ == "__main__":

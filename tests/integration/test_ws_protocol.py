@@ -9,8 +9,8 @@ import time
 
 import websockets
 
-from harness import (OP_CONT, OP_TEXT, Herald, assert_error, assert_result, jwt_parts, make_jwt,
-                     run_tests)
+from harness import (OP_CONT, OP_TEXT, Herald, assert_error, assert_result, before, jwt_parts, make_jwt,
+                     run_tests, with_lifetimes)
 
 CLIENT_ID = re.compile(r"^test\.\d+$")
 CHAT = {"namespaces": {"chat": {"subscribe": "authenticated", "publish": "subscribers"}}}
@@ -150,9 +150,11 @@ def test_no_connect_within_timeout_closes_4001():
         ws = h.ws()
         t0 = time.monotonic()
         assert ws.connect("/ws") == 101
-        assert ws.expect_close(timeout=5) == 4001
+        assert ws.expect_close(timeout=20) == 4001
         elapsed = time.monotonic() - t0
-        assert 0.5 <= elapsed <= 4, "closed after %.2fs with a 1 s connect timeout" % elapsed
+        # never before the timeout; after it within a bound generous enough
+        # for a loaded machine (no close at all fails above)
+        assert 0.5 <= elapsed <= 15, "closed after %.2fs with a 1 s connect timeout" % elapsed
 
 
 def test_authenticated_client_not_closed_by_connect_timeout():
@@ -336,7 +338,7 @@ def test_subscribers_namespace_lets_only_subscribers_publish():
         assert_error(alice.cmd("publish", channel="other", data="x"), "forbidden")
         assert_result(alice.cmd("unsubscribe", channel="chat:x"))
         assert_error(alice.cmd("publish", channel="chat:x", data="gone"), "forbidden")
-        bob.assert_quiet()
+        bob.assert_quiet_until_marker(h.publish, "chat:x")
 
 
 def test_personal_channel_only_for_its_user():
@@ -349,7 +351,7 @@ def test_personal_channel_only_for_its_user():
         h.publish("user:alice", {"note": "for alice"})
         for ws in (a1, a2):
             assert ws.recv_push() == {"push": "message", "channel": "user:alice", "data": {"note": "for alice"}}
-        bob.assert_quiet()
+        bob.assert_quiet_until_marker(h.publish, "user:bob")
 
 
 NAMESPACES = {"namespaces": {
@@ -399,14 +401,21 @@ def test_anonymous_rules():
 
 def test_refresh_extends_session():
     with Herald() as h:
-        ws = h.client(token=h.token("alice", ttl=2))
-        fresh = h.token("alice", ttl=600)
-        res = assert_result(ws.cmd("refresh", token=fresh))
-        assert res.get("expires_at") == jwt_parts(fresh)[1]["exp"], res
-        reply = ws.cmd("refresh", token=h.token("mallory", ttl=600))
-        assert "error" in reply and reply["error"].get("code") in ("unauthorized", "forbidden", "bad_request"), reply
-        time.sleep(3)
-        assert_result(ws.cmd("ping"))  # the old token's expiry no longer applies
+        def scenario(lifetime):
+            short = h.jwt(sub="alice", exp=int(time.time()) + lifetime + 1)
+            exp = jwt_parts(short)[1]["exp"]
+            fresh = h.jwt(sub="alice", exp=int(time.time()) + 600)
+            with before(exp, "connecting and refreshing"):
+                ws = h.client(token=short)
+                res = assert_result(ws.cmd("refresh", token=fresh))
+                assert res.get("expires_at") == jwt_parts(fresh)[1]["exp"], res
+                reply = ws.cmd("refresh", token=h.jwt(sub="mallory", exp=int(time.time()) + 600))
+                assert "error" in reply and reply["error"].get("code") in (
+                    "unauthorized", "forbidden", "bad_request"), reply
+            time.sleep(max(0, exp + 1 - time.time()))  # until past the old token's exp
+            assert_result(ws.cmd("ping"))  # the old token's expiry no longer applies
+
+        with_lifetimes(scenario)
 
 
 #---- delivery ----------------------------------------------------------------
@@ -507,6 +516,8 @@ async def _interop(h, user_tok, pub_tok):
         reply = json.loads(await asyncio.wait_for(pub.recv(), 5))
         assert reply == {"id": 1, "result": {}}, reply
         msg = json.loads(await asyncio.wait_for(user.recv(), 5))
+        # a client's publication: the server says who sent it
+        assert msg.pop("from", {}).get("user") == "svc", msg
         assert msg == {"push": "message", "channel": "lib", "data": {"via": "websockets"}}, msg
         pong = await user.ping(b"lib-ping")
         await asyncio.wait_for(pong, 5)
@@ -524,20 +535,38 @@ async def _interop_refused(h):
 
 
 async def _keepalive(h, tok):
+    """Idle, the library pings every 0.5 s; the connection stays open until
+    three of its keepalive pings have been answered. The pong timeout is
+    generous (a loaded machine answers late): an unanswered ping still
+    fails the test, by the wait below or by the library closing 1011."""
     uri = "ws://127.0.0.1:%d/ws" % h.port
     async with websockets.connect(uri, extra_headers={"Authorization": "Bearer " + tok},
-                                  ping_interval=0.5, ping_timeout=1) as ws:
-        await asyncio.wait_for(ws.recv(), 5)  # connected
-        await asyncio.sleep(3)                # idle: only the library's keepalive pings flow
+                                  ping_interval=0.5, ping_timeout=20) as ws:
+        await asyncio.wait_for(ws.recv(), 20)  # connected
+        answered = []
+        library_ping = ws.ping
+
+        async def counted_ping(data=None):  # the keepalive task calls self.ping()
+            waiter = await library_ping(data)
+            waiter.add_done_callback(
+                lambda f: answered.append(1) if not f.cancelled() and f.exception() is None else None)
+            return waiter
+
+        ws.ping = counted_ping
+        deadline = time.monotonic() + 40
+        while len(answered) < 3:  # idle: only the library's keepalive pings flow
+            assert not ws.closed, "closed while idle: %r %r" % (ws.close_code, ws.close_reason)
+            assert time.monotonic() < deadline, "%d keepalive pings answered in 40 s" % len(answered)
+            await asyncio.sleep(0.1)
         await ws.send(json.dumps({"id": 1, "op": "ping"}))
-        reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        reply = json.loads(await asyncio.wait_for(ws.recv(), 20))
         assert reply == {"id": 1, "result": {}}, reply
 
 
 def test_websockets_keepalive_keeps_idle_connection_open():
     with Herald() as h:
         try:
-            asyncio.run(asyncio.wait_for(_keepalive(h, h.token("alice")), 15))
+            asyncio.run(asyncio.wait_for(_keepalive(h, h.jwt(sub="alice")), 90))
         except websockets.exceptions.ConnectionClosed as e:
             raise AssertionError("idle connection closed by the client library's keepalive: %s" % e)
 

@@ -25,22 +25,31 @@ static void deliver(void *owner, chan_msg *m)
     s->last = chan_msg_ref(m);
 }
 
-/* A fake host with inboxes that the test drains by hand, as a loop would. */
-#define MAXQ 4096
+/* A fake host with inboxes that the test drains by hand, as a loop would.
+ * Each inbox grows as needed, as the gateway's does: dropping messages
+ * once a bound is reached would turn a publisher running ahead of the
+ * drain into lost deliveries that the test blames on the layer. */
 typedef struct inboxes {
     pthread_mutex_t mu;
-    chan_msg *q[CHAN_MAX_THREADS][MAXQ];
-    size_t n[CHAN_MAX_THREADS];
+    chan_msg **q[CHAN_MAX_THREADS]; /* locked */
+    size_t n[CHAN_MAX_THREADS], cap[CHAN_MAX_THREADS];
 } inboxes;
 
 static void post(void *ud, unsigned thread, chan_msg *m)
 {
     inboxes *in = ud;
     pthread_mutex_lock(&in->mu);
-    if (in->n[thread] < MAXQ)
-        in->q[thread][in->n[thread]++] = m;
-    else
-        chan_msg_unref(m);
+    if (in->n[thread] == in->cap[thread]) {
+        size_t cap = in->cap[thread] ? 2 * in->cap[thread] : 64;
+        chan_msg **grown = realloc(in->q[thread], cap * sizeof(*grown));
+        if (!grown) {
+            fprintf(stderr, "test_channels: out of memory queueing a delivery\n");
+            abort();
+        }
+        in->q[thread] = grown;
+        in->cap[thread] = cap;
+    }
+    in->q[thread][in->n[thread]++] = m;
     pthread_mutex_unlock(&in->mu);
 }
 
@@ -60,6 +69,18 @@ static inboxes *inboxes_new(void)
     inboxes *in = calloc(1, sizeof(*in));
     pthread_mutex_init(&in->mu, NULL);
     return in;
+}
+
+/* Frees the inboxes; messages never drained are released. */
+static void inboxes_free(inboxes *in)
+{
+    for (unsigned t = 0; t < CHAN_MAX_THREADS; t++) {
+        for (size_t i = 0; i < in->n[t]; i++)
+            chan_msg_unref(in->q[t][i]);
+        free(in->q[t]);
+    }
+    pthread_mutex_destroy(&in->mu);
+    free(in);
 }
 
 /* The last subscribe outcome any subscriber heard, and how many. */
@@ -137,7 +158,7 @@ static void on_done(void *ud, int status, uint64_t offset, int local_only)
 static void pub(chan_layer *l, unsigned thread, const char *channel, const char *data,
                 chan_publish_cb cb)
 {
-    chan_publish(l, thread, channel, &plain, data, strlen(data), cb, NULL);
+    chan_publish(l, thread, channel, &plain, data, strlen(data), NULL, cb, NULL);
 }
 
 static void test_fanout_shares_one_buffer(void)
@@ -181,7 +202,7 @@ static void test_fanout_shares_one_buffer(void)
     chan_msg_unref(b.last);
     chan_layer_destroy(l); /* drops sc */
     chan_msg_unref(c.last);
-    free(in);
+    inboxes_free(in);
 }
 
 /* Many subscribers leaving in arbitrary order keeps the index bookkeeping
@@ -208,7 +229,7 @@ static void test_swap_remove(void)
     }
     CHECK(got == N - (N + 2) / 3);
     chan_layer_destroy(l);
-    free(in);
+    inboxes_free(in);
 }
 
 /*---- The registry's node-level transitions ---------------------------------*/
@@ -236,11 +257,11 @@ static void t_close(chan_layer *l, const char *ch)
 }
 
 static void t_publish(chan_layer *l, unsigned thread, const char *ch, const chan_opts *o,
-                      const char *data, size_t len, chan_publish_cb cb, void *ud)
+                      const char *data, size_t len, const char *from, chan_publish_cb cb, void *ud)
 {
     (void)thread;
     (void)o;
-    chan_msg *m = chan_msg_publication(ch, data, len, 0);
+    chan_msg *m = chan_msg_publication(ch, data, len, 0, from);
     chan_dispatch(l, m);
     chan_msg_unref(m);
     if (cb)
@@ -312,7 +333,7 @@ static void test_first_last_subscriber_of_node(void)
     chan_msg_unref(b.last);
     chan_msg_unref(c.last);
     chan_layer_destroy(l);
-    free(in);
+    inboxes_free(in);
 }
 
 /*---- One order per channel across threads ----------------------------------*/
@@ -323,7 +344,7 @@ static void test_first_last_subscriber_of_node(void)
 enum { NTHREADS = 4, PER_PUBLISHER = 500 };
 
 typedef struct order_sink {
-    int n;
+    int n; /* every delivery, also any beyond what seen holds */
     int seen[NTHREADS * PER_PUBLISHER];
 } order_sink;
 
@@ -333,7 +354,8 @@ static void order_deliver(void *owner, chan_msg *m)
     /* payload {"push":"message","channel":"o","data":N} */
     const char *p = strstr(chan_msg_payload(m), "\"data\":");
     if (s->n < NTHREADS * PER_PUBLISHER)
-        s->seen[s->n++] = atoi(p + 7);
+        s->seen[s->n] = atoi(p + 7);
+    s->n++; /* a duplicate past the end still fails the count */
 }
 
 typedef struct pub_arg {
@@ -347,7 +369,7 @@ static void *publisher(void *arg)
     char data[16];
     for (int i = 0; i < PER_PUBLISHER; i++) {
         int n = snprintf(data, sizeof(data), "%d", (int)a->thread * PER_PUBLISHER + i);
-        chan_publish(a->l, a->thread, "o", &plain, data, (size_t)n, NULL, NULL);
+        chan_publish(a->l, a->thread, "o", &plain, data, (size_t)n, NULL, NULL, NULL);
     }
     return NULL;
 }
@@ -389,7 +411,7 @@ static void test_one_order_across_threads(void)
     }
     CHECK(inorder);
     chan_layer_destroy(l);
-    free(in);
+    inboxes_free(in);
 }
 
 static void test_map(void)
@@ -501,7 +523,7 @@ static void test_pending_holds_back_and_dedupes(void)
     chan_unsubscribe(l, 0, s);
     chan_msg_unref(a.last);
     chan_layer_destroy(l);
-    free(in);
+    inboxes_free(in);
 }
 
 /* After an outage whose stream came back with a new epoch (not recovered),
@@ -528,7 +550,7 @@ static void test_renewal_resets_the_baseline(void)
     chan_unsubscribe(l, 0, s);
     chan_msg_unref(a.last);
     chan_layer_destroy(l);
-    free(in);
+    inboxes_free(in);
 }
 
 /*---- The in-process layer's history, presence, join/leave -------------------*/
@@ -543,7 +565,7 @@ static void test_local_history_and_recovery(void)
     for (int i = 1; i <= 5; i++) {
         char d[8];
         snprintf(d, sizeof(d), "%d", i * 10);
-        chan_publish(l, 0, "hist", &o, d, strlen(d), on_done, NULL);
+        chan_publish(l, 0, "hist", &o, d, strlen(d), NULL, on_done, NULL);
         CHECK(done_status == 0 && done_offset == (uint64_t)i);
     }
     /* a subscriber without since learns the top and the epoch */
@@ -571,7 +593,7 @@ static void test_local_history_and_recovery(void)
     chan_unsubscribe(l, 0, s);
     drain(l, in, 0);
     chan_layer_destroy(l);
-    free(in);
+    inboxes_free(in);
 }
 
 static int got_presence;
@@ -615,13 +637,13 @@ static void test_local_presence_join_leave(void)
     chan_msg_unref(a.last);
     chan_msg_unref(b.last);
     chan_layer_destroy(l);
-    free(in);
+    inboxes_free(in);
 }
 
 static void test_recovered_rule(void)
 {
     chan_pos since = {2, "e1"}, top = {4, "e1"};
-    chan_pub full[] = {{3, "a"}, {4, "b"}}, hole[] = {{4, "b"}};
+    chan_pub full[] = {{3, "a", NULL}, {4, "b", NULL}}, hole[] = {{4, "b", NULL}};
     CHECK(chan_recovered(&since, &top, full, 2));
     CHECK(!chan_recovered(&since, &top, hole, 1));
     CHECK(!chan_recovered(&since, &top, NULL, 0));

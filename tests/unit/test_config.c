@@ -118,6 +118,7 @@ static void test_defaults(void)
     CHECK(cfg.max_channel_len == 255);
     CHECK(cfg.max_subscriptions == 512);
     CHECK(cfg.out_queue_bytes == 1048576);
+    CHECK(cfg.ws_compression == 0 && cfg.ws_compression_min == 256);
     CHECK(cfg.rate_per_sec == 200);
     CHECK(cfg.rate_burst == 400);
     CHECK(cfg.connect_timeout == 10);
@@ -142,12 +143,16 @@ static void test_usage(void)
     CHECK(strstr(u, "herald token --sub ID") != NULL);
     CHECK(strstr(u, "herald user add NAME") != NULL);
     CHECK(strstr(u, "herald --version") != NULL);
+    CHECK(strstr(u, "redis://[[user]:password@]host:port[/db]") != NULL);
+    CHECK(strstr(u, "--anonymous [BOOL]") != NULL);
     const char *names[] = {"--listen",          "HERALD_LISTEN",  "--redis-url",
                            "HERALD_REDIS_URL",  "--api-key",      "HERALD_API_KEY",
                            "--jwt-private-key", "HERALD_JWT_AUD", "--shutdown-grace-ms",
                            "--anonymous",       "HERALD_CONFIG",  "127.0.0.1:8080"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         CHECK(strstr(u, names[i]) != NULL);
+    CHECK(strstr(u, "--ws-compression") != NULL);
+    CHECK(strstr(u, "HERALD_WS_COMPRESSION_MIN") != NULL);
     CHECK(hr_config_usage() == u);
 }
 
@@ -283,10 +288,35 @@ static void test_flags(void)
     CHECK(load(&cfg, 1, argv2, env) == 0);
     CHECK(cfg.allow_anonymous == 0);
     hr_config_clear(&cfg);
+    char *envz[] = {"HERALD_WS_COMPRESSION=yes", "HERALD_WS_COMPRESSION_MIN=0", NULL};
+    CHECK(load(&cfg, 0, NULL, envz) == 0);
+    CHECK(cfg.ws_compression == 1 && cfg.ws_compression_min == 0);
+    hr_config_clear(&cfg);
+    char *argvz[] = {"--ws-compression", "--ws-compression-min", "1024"};
+    CHECK(load(&cfg, 3, argvz, NULL) == 0);
+    CHECK(cfg.ws_compression == 1 && cfg.ws_compression_min == 1024);
+    hr_config_clear(&cfg);
     char *env3[] = {"HERALD_ANONYMOUS=1", NULL};
     char *argv3[] = {"--anonymous=0"};
     CHECK(load(&cfg, 1, argv3, env3) == 0);
     CHECK(cfg.allow_anonymous == 0);
+    hr_config_clear(&cfg);
+    /* --name VALUE works for booleans too (as --help says); a boolean flag
+     * followed by another flag means true */
+    char *argv5[] = {"--anonymous", "no", "--open-registration", "off"};
+    CHECK(load(&cfg, ARGC(argv5), argv5, env3) == 0);
+    CHECK(cfg.allow_anonymous == 0);
+    CHECK(cfg.open_registration == 0);
+    hr_config_clear(&cfg);
+    char *argv6[] = {"--anonymous", "yes"};
+    CHECK(load(&cfg, ARGC(argv6), argv6, NULL) == 0);
+    CHECK(cfg.allow_anonymous == 1);
+    hr_config_clear(&cfg);
+    char *argv7[] = {"--open-registration", "--anonymous"};
+    char *env7[] = {"HERALD_OPEN_REGISTRATION=false", NULL};
+    CHECK(load(&cfg, ARGC(argv7), argv7, env7) == 0);
+    CHECK(cfg.open_registration == 1);
+    CHECK(cfg.allow_anonymous == 1);
     hr_config_clear(&cfg);
 
     /* empty values unset nullable strings and lists */
@@ -306,7 +336,7 @@ static void test_listen(void)
     } good[] = {
         {"[::1]:9000", "::1", 9000},         {"[fe80::1%eth0]:80", "fe80::1%eth0", 80},
         {":7000", "0.0.0.0", 7000},          {"localhost:1", "localhost", 1},
-        {"0.0.0.0:65535", "0.0.0.0", 65535},
+        {"0.0.0.0:65535", "0.0.0.0", 65535}, {"127.0.0.1:0", "127.0.0.1", 0}, /* 0: any free port */
     };
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         hr_config cfg;
@@ -320,8 +350,8 @@ static void test_listen(void)
     }
 
     static const char *const bad[] = {
-        "",      "8080", "host:",  "host:0", "host:65536", "::1:80",  "[::1]80",
-        "[]:80", "h:8x", "a b:80", "h:+80",  "h:-1",       "[::1:80", "h:99999999999999999999",
+        "",      "8080", "host:",  "host:-0", "host:65536", "::1:80",  "[::1]80",
+        "[]:80", "h:8x", "a b:80", "h:+80",   "h:-1",       "[::1:80", "h:99999999999999999999",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char var[64], flag[64];
@@ -347,6 +377,8 @@ static void test_bad_values(void)
     env_fails("HERALD_TOKEN_TTL=0", "HERALD_TOKEN_TTL");
     env_fails("HERALD_CONNECT_TIMEOUT=0x10", "HERALD_CONNECT_TIMEOUT");
     env_fails("HERALD_ANONYMOUS=maybe", "HERALD_ANONYMOUS");
+    env_fails("HERALD_WS_COMPRESSION=gzip", "HERALD_WS_COMPRESSION");
+    env_fails("HERALD_WS_COMPRESSION_MIN=-1", "HERALD_WS_COMPRESSION_MIN");
     env_fails("HERALD_LOG_LEVEL=verbose", "HERALD_LOG_LEVEL");
     env_fails("HERALD_LOG_FORMAT=xml", "HERALD_LOG_FORMAT");
     env_fails("HERALD_JWT_ALG=none", "HERALD_JWT_ALG");
@@ -372,8 +404,8 @@ static void test_bad_values(void)
     flags_fail(1, a4, "unexpected argument \"serve\"");
     char *a5[] = {"--listen", "--db", "x"};
     flags_fail(3, a5, "--listen: missing value");
-    char *a6[] = {"--anonymous", "false"};
-    flags_fail(2, a6, "unexpected argument \"false\"");
+    char *a6[] = {"--anonymous", "maybe"}; /* not a boolean: a stray argument */
+    flags_fail(2, a6, "unexpected argument \"maybe\"");
     char *a7[] = {"--config"};
     flags_fail(1, a7, "--config: missing value");
     char *a8[] = {"-l", "x"};
@@ -517,8 +549,7 @@ static void test_django(void)
     hr_config_clear(&cfg);
 
     char *env[] = {"HERALD_REDIS_URL=redis://127.0.0.1:6379", "HERALD_DJANGO_CHANNELS=pubsub",
-                   "HERALD_DJANGO_CHANNELS_PREFIX=proj", "HERALD_DJANGO_CHANNELS_CAPACITY=7",
-                   NULL};
+                   "HERALD_DJANGO_CHANNELS_PREFIX=proj", "HERALD_DJANGO_CHANNELS_CAPACITY=7", NULL};
     CHECK(load(&cfg, 0, NULL, env) == 0);
     CHECK(cfg.django_channels == 1 && !strcmp(cfg.django_prefix, "proj") &&
           cfg.django_capacity == 7);
@@ -539,16 +570,16 @@ static void test_django(void)
     hr_config_clear(&cfg);
 
     /* a namespace's django_channel: a Channels name, and the bridge on */
-    CHECK(load_json(&cfg, "{\"redis_url\":\"redis://h\",\"django_channels\":\"redis\","
-                          "\"namespaces\":{\"chat\":{\"django_channel\":\"herald-events\"}}}",
+    CHECK(load_json(&cfg,
+                    "{\"redis_url\":\"redis://h\",\"django_channels\":\"redis\","
+                    "\"namespaces\":{\"chat\":{\"django_channel\":\"herald-events\"}}}",
                     NULL, 0) == 0);
     const auth_namespace *ns = hr_config_namespace(&cfg, "chat:x");
     CHECK(ns && ns->django_channel && !strcmp(ns->django_channel, "herald-events"));
     ns = hr_config_namespace(&cfg, "news");
     CHECK(ns && !ns->django_channel);
     hr_config_clear(&cfg);
-    CHECK(load_json(&cfg, "{\"namespaces\":{\"chat\":{\"django_channel\":\"e\"}}}", NULL,
-                    0) < 0 &&
+    CHECK(load_json(&cfg, "{\"namespaces\":{\"chat\":{\"django_channel\":\"e\"}}}", NULL, 0) < 0 &&
           strstr(err, "HERALD_DJANGO_CHANNELS"));
     hr_config_clear(&cfg);
     const char *names[] = {"\"specific.x!y\"", "\"a:b\"", "\"\"", "7"};
@@ -563,6 +594,162 @@ static void test_django(void)
     }
 }
 
+/* SPEC §8: the proxies and lifecycle events. */
+static void test_proxy(void)
+{
+    hr_config cfg;
+    CHECK(load(&cfg, 0, NULL, NULL) == 0);
+    CHECK(!cfg.proxy_connect_url && !cfg.proxy_refresh_url && !cfg.proxy_subscribe_url &&
+          !cfg.proxy_publish_url && !cfg.proxy_rpc_url && !cfg.nproxy_rpc_methods);
+    CHECK(cfg.nproxy_headers == 6);
+    if (cfg.nproxy_headers == 6) {
+        CHECK_STR(cfg.proxy_headers[0], "Cookie");
+        CHECK_STR(cfg.proxy_headers[5], "Accept-Language");
+    }
+    CHECK(!cfg.proxy_key && !cfg.proxy_ca_file && cfg.proxy_connect_first == 0);
+    CHECK(cfg.proxy_timeout == 5 && cfg.proxy_max_inflight == 256 && cfg.proxy_max_queue == 4096 &&
+          cfg.proxy_max_response == 262144);
+    CHECK(!cfg.events_django_channel && !cfg.events_webhook_url && cfg.events_batch == 100 &&
+          cfg.events_queue == 10000);
+    CHECK(hr_config_rpc_url(&cfg, "anything") == NULL);
+    hr_config_clear(&cfg);
+
+    char *env[] = {"HERALD_PROXY_CONNECT_URL=http://127.0.0.1:8000/herald/connect",
+                   "HERALD_PROXY_REFRESH_URL=https://app.example/herald/refresh",
+                   "HERALD_PROXY_SUBSCRIBE_URL=http://app/sub",
+                   "HERALD_PROXY_PUBLISH_URL=http://app/pub",
+                   "HERALD_PROXY_RPC_URL=http://app/rpc",
+                   "HERALD_PROXY_RPC_METHODS=billing.=http://billing/rpc, "
+                   "billing.refunds.=http://refunds/rpc",
+                   "HERALD_PROXY_HEADERS=Cookie, X-Request-Id",
+                   "HERALD_PROXY_KEY=s3cret",
+                   "HERALD_PROXY_TIMEOUT=2",
+                   "HERALD_PROXY_MAX_INFLIGHT=16",
+                   "HERALD_PROXY_MAX_QUEUE=0",
+                   "HERALD_PROXY_MAX_RESPONSE=4096",
+                   "HERALD_PROXY_CONNECT_PRECEDENCE=proxy",
+                   "HERALD_EVENTS_WEBHOOK_URL=http://app/events",
+                   "HERALD_EVENTS_BATCH=7",
+                   "HERALD_EVENTS_QUEUE=50",
+                   NULL};
+    CHECK(load(&cfg, 0, NULL, env) == 0);
+    CHECK_STR(cfg.proxy_connect_url, "http://127.0.0.1:8000/herald/connect");
+    CHECK_STR(cfg.proxy_refresh_url, "https://app.example/herald/refresh");
+    CHECK_STR(cfg.proxy_subscribe_url, "http://app/sub");
+    CHECK_STR(cfg.proxy_publish_url, "http://app/pub");
+    CHECK(cfg.nproxy_headers == 2 && !strcmp(cfg.proxy_headers[1], "X-Request-Id"));
+    CHECK_STR(cfg.proxy_key, "s3cret");
+    CHECK(cfg.proxy_timeout == 2 && cfg.proxy_max_inflight == 16 && cfg.proxy_max_queue == 0 &&
+          cfg.proxy_max_response == 4096 && cfg.proxy_connect_first == 1);
+    CHECK_STR(cfg.events_webhook_url, "http://app/events");
+    CHECK(cfg.events_batch == 7 && cfg.events_queue == 50);
+    /* the longest matching prefix wins; the rest go to HERALD_PROXY_RPC_URL */
+    CHECK_STR(hr_config_rpc_url(&cfg, "billing.refunds.create"), "http://refunds/rpc");
+    CHECK_STR(hr_config_rpc_url(&cfg, "billing.invoice"), "http://billing/rpc");
+    CHECK_STR(hr_config_rpc_url(&cfg, "billing"), "http://app/rpc");
+    CHECK_STR(hr_config_rpc_url(&cfg, "orders.list"), "http://app/rpc");
+    hr_config_clear(&cfg);
+
+    /* "" forwards no header at all */
+    char *none[] = {"HERALD_PROXY_HEADERS=", NULL};
+    CHECK(load(&cfg, 0, NULL, none) == 0 && cfg.nproxy_headers == 0);
+    hr_config_clear(&cfg);
+
+    /* the file: methods as an object (or an array of PREFIX=URL), namespaces' switches */
+    CHECK(load_json(&cfg,
+                    "{\"proxy_subscribe_url\":\"http://a/s\",\"proxy_publish_url\":\"http://a/p\","
+                    "\"proxy_rpc_methods\":{\"chat.\":\"http://chat/rpc\"},"
+                    "\"proxy_headers\":[\"Cookie\"],"
+                    "\"namespaces\":{\"chat\":{\"subscribe_proxy\":true,\"publish_proxy\":true},"
+                    "\"news\":{\"subscribe_proxy\":false}}}",
+                    NULL, 0) == 0);
+    CHECK_STR(hr_config_rpc_url(&cfg, "chat.history"), "http://chat/rpc");
+    CHECK(hr_config_rpc_url(&cfg, "other") == NULL);
+    CHECK(cfg.nproxy_headers == 1);
+    const auth_namespace *ns = hr_config_namespace(&cfg, "chat:1");
+    CHECK(ns && ns->subscribe_proxy && ns->publish_proxy);
+    ns = hr_config_namespace(&cfg, "news:1");
+    CHECK(ns && !ns->subscribe_proxy && !ns->publish_proxy);
+    ns = hr_config_namespace(&cfg, "plain");
+    CHECK(ns && !ns->subscribe_proxy && !ns->publish_proxy);
+    hr_config_clear(&cfg);
+    CHECK(load_json(&cfg, "{\"proxy_rpc_methods\":[\"a.=http://a/rpc\"]}", NULL, 0) == 0);
+    CHECK_STR(hr_config_rpc_url(&cfg, "a.b"), "http://a/rpc");
+    hr_config_clear(&cfg);
+    CHECK(load_json(&cfg, "{\"proxy_rpc_methods\":{\"a.\":7}}", NULL, 0) < 0 &&
+          strstr(err, "proxy_rpc_methods"));
+    hr_config_clear(&cfg);
+    CHECK(load_json(&cfg, "{\"proxy_rpc_methods\":{\"a b\":\"http://x\"}}", NULL, 0) < 0 &&
+          strstr(err, "proxy_rpc_methods"));
+    hr_config_clear(&cfg);
+    CHECK(load_json(&cfg, "{\"namespaces\":{\"chat\":{\"publish_proxy\":\"yes\"}}}", NULL, 0) < 0 &&
+          strstr(err, "namespaces.chat.publish_proxy"));
+    hr_config_clear(&cfg);
+
+    /* a switch without its URL, precedence without a connect proxy, ... */
+    CHECK(load_json(&cfg, "{\"namespaces\":{\"chat\":{\"subscribe_proxy\":true}}}", NULL, 0) < 0 &&
+          strstr(err, "HERALD_PROXY_SUBSCRIBE_URL") && strstr(err, "chat"));
+    hr_config_clear(&cfg);
+    CHECK(load_json(&cfg, "{\"namespaces\":{\"\":{\"publish_proxy\":true}}}", NULL, 0) < 0 &&
+          strstr(err, "HERALD_PROXY_PUBLISH_URL") && strstr(err, "(default)"));
+    hr_config_clear(&cfg);
+    env_fails("HERALD_PROXY_CONNECT_PRECEDENCE=proxy", "HERALD_PROXY_CONNECT_URL");
+    env_fails("HERALD_PROXY_CONNECT_PRECEDENCE=cookie", "HERALD_PROXY_CONNECT_PRECEDENCE");
+    env_fails("HERALD_PROXY_REFRESH_URL=http://a/r", "HERALD_PROXY_CONNECT_URL");
+    env_fails("HERALD_EVENTS_DJANGO_CHANNEL=herald-events", "HERALD_DJANGO_CHANNELS");
+    env_fails("HERALD_EVENTS_DJANGO_CHANNEL=bad!name", "HERALD_EVENTS_DJANGO_CHANNEL");
+    char *dj[] = {"HERALD_REDIS_URL=redis://h", "HERALD_DJANGO_CHANNELS=redis",
+                  "HERALD_EVENTS_DJANGO_CHANNEL=herald-events", NULL};
+    CHECK(load(&cfg, 0, NULL, dj) == 0 && !strcmp(cfg.events_django_channel, "herald-events"));
+    hr_config_clear(&cfg);
+
+    /* values */
+    const char *bad_urls[] = {"HERALD_PROXY_CONNECT_URL=ftp://app/connect",
+                              "HERALD_PROXY_CONNECT_URL=http://",
+                              "HERALD_PROXY_CONNECT_URL=http:///path",
+                              "HERALD_PROXY_CONNECT_URL=127.0.0.1:8000/connect",
+                              "HERALD_PROXY_CONNECT_URL=http://app/a path",
+                              "HERALD_EVENTS_WEBHOOK_URL=https://app/\x01"};
+    for (size_t i = 0; i < sizeof(bad_urls) / sizeof(bad_urls[0]); i++) {
+        char var[64];
+        snprintf(var, sizeof(var), "%.*s", (int)(strchr(bad_urls[i], '=') - bad_urls[i]),
+                 bad_urls[i]);
+        env_fails(bad_urls[i], var);
+    }
+    env_fails("HERALD_PROXY_HEADERS=Cookie,Host", "\"Host\" cannot be forwarded");
+    env_fails("HERALD_PROXY_HEADERS=Content-Length", "cannot be forwarded");
+    env_fails("HERALD_PROXY_HEADERS=X-Herald-Proxy-Key", "cannot be forwarded");
+    env_fails("HERALD_PROXY_HEADERS=Bad Name", "cannot be forwarded");
+    env_fails("HERALD_PROXY_RPC_METHODS==http://a/rpc", "PREFIX=URL");
+    env_fails("HERALD_PROXY_RPC_METHODS=billing.", "PREFIX=URL");
+    env_fails("HERALD_PROXY_RPC_METHODS=billing.=ftp://a", "http://");
+    env_fails("HERALD_PROXY_TIMEOUT=0", "HERALD_PROXY_TIMEOUT");
+    env_fails("HERALD_PROXY_TIMEOUT=601", "HERALD_PROXY_TIMEOUT");
+    env_fails("HERALD_PROXY_MAX_INFLIGHT=0", "HERALD_PROXY_MAX_INFLIGHT");
+    env_fails("HERALD_EVENTS_BATCH=0", "HERALD_EVENTS_BATCH");
+    env_fails("HERALD_PROXY_CA_FILE=/nonexistent/ca.pem", "not a readable file");
+    char *key_env[] = {"HERALD_PROXY_KEY=line\nbreak", NULL};
+    CHECK(load(&cfg, 0, NULL, key_env) < 0 && strstr(err, "HERALD_PROXY_KEY") &&
+          !strstr(err, "line")); /* the key is not echoed */
+    hr_config_clear(&cfg);
+    char *ca = temp_file("-----BEGIN CERTIFICATE-----\n");
+    char ca_var[128];
+    snprintf(ca_var, sizeof(ca_var), "HERALD_PROXY_CA_FILE=%s", ca ? ca : "");
+    char *ca_env[] = {ca_var, NULL};
+    CHECK(load(&cfg, 0, NULL, ca_env) == 0 && cfg.proxy_ca_file && !strcmp(cfg.proxy_ca_file, ca));
+    hr_config_clear(&cfg);
+    drop_file(ca);
+    /* flags */
+    char *flags[] = {"--proxy-connect-url", "http://a/c", "--proxy-timeout=9", "--proxy-headers="};
+    CHECK(load(&cfg, ARGC(flags), flags, NULL) == 0 && cfg.proxy_timeout == 9 &&
+          !strcmp(cfg.proxy_connect_url, "http://a/c") && cfg.nproxy_headers == 0);
+    hr_config_clear(&cfg);
+    /* --help names them all, and is not cut short */
+    const char *u = hr_config_usage();
+    CHECK(strstr(u, "--proxy-connect-url URL") && strstr(u, "HERALD_PROXY_HEADERS") &&
+          strstr(u, "HERALD_EVENTS_QUEUE, default: 10000\n"));
+}
+
 int main(void)
 {
     RUN(test_defaults);
@@ -574,5 +761,6 @@ int main(void)
     RUN(test_file);
     RUN(test_namespaces);
     RUN(test_django);
+    RUN(test_proxy);
     return TEST_DONE();
 }

@@ -1,7 +1,7 @@
 /* Unit tests for the pure half of the Django Channels bridge
  * (channels/django_codec.c): channel <-> group names, msgpack -> JSON with
- * every conversion rule README documents (vectors written by
- * msgpack-python 1.0.3, what channels_redis uses), refusals, the allocation
+ * every conversion rule docs/integrations/django.md documents (vectors
+ * written by msgpack-python 1.0.3, what channels_redis uses), refusals, the allocation
  * guard in front of msgpack-c, JSON -> msgpack, and a deterministic
  * mutation run over the decoder (a fuzzer's job in miniature, under ASan
  * in ./setup.sh test). */
@@ -205,6 +205,13 @@ static void test_refusals(void)
     refused("dfffffffff", "more elements");
     refused("81a174dd00ffffff00", "more elements");
     refused("81a174db7fffffff", "truncated");         /* str32 claiming 2 GiB */
+    /* duplicate keys, as given or once converted: refused like Herald
+     * refuses them in JSON everywhere */
+    refused("82a16101a16102", "twice");               /* {"a":1,"a":2} */
+    refused("8201a178a131a179", "twice");             /* {1:"x","1":"y"} */
+    refused("82c0a178a46e756c6ca179", "twice");       /* {nil:"x","null":"y"} */
+    refused("81a16d82a16b01a16b02", "twice");         /* {"m":{"k":1,"k":2}} */
+    CHECK_STR(dec1("82a16101a14102"), "{\"a\":1,\"A\":2}");
     /* deeper than msgpack-c's 32 levels */
     char deep[200] = "81a174";
     for (int i = 0; i < 40; i++)

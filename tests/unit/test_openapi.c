@@ -143,7 +143,7 @@ static int routes_documented(json_t *doc)
             continue;
         }
         bad += access_mismatches(op, what, access);
-        /* shutdown (and, for POST, a missing Content-Length) can meet any route */
+        /* shutdown (and, for POST, a chunked body) can meet any route */
         bad += !has_response(op, "503") && complain("%s: no 503", what);
         if (!strcmp(method, "POST"))
             bad += !has_response(op, "411") && complain("%s: no 411", what);

@@ -186,10 +186,10 @@ static void test_frames(void)
         chan_msg_unref(m);
         free(p);
     }
-    chan_msg *m = chan_msg_publication("news", "{\"a\":1}", 7, 0);
+    chan_msg *m = chan_msg_publication("news", "{\"a\":1}", 7, 0, NULL);
     check_frame(m, "{\"push\":\"message\",\"channel\":\"news\",\"data\":{\"a\":1}}");
     chan_msg_unref(m);
-    m = chan_msg_publication("chat:x", "\"hi\"", 4, 42);
+    m = chan_msg_publication("chat:x", "\"hi\"", 4, 42, NULL);
     check_frame(m, "{\"push\":\"message\",\"channel\":\"chat:x\",\"data\":\"hi\",\"offset\":42}");
     chan_msg_unref(m);
 }

@@ -63,11 +63,131 @@ static void test_keys(void)
     free(k);
 }
 
+static void test_sentinel_urls(void)
+{
+    hr_redis_target *t;
+    char err[256];
+    const char *u = "redis+sentinel://:p%2Cw@s1:26380, s2 ,[::1]:5/mymaster/2,"
+                    " redis+sentinel://bob:pw@s3/other";
+    int n = hr_redis_targets_parse(u, &t, err, sizeof(err));
+    CHECK(n == 2);
+    if (n != 2)
+        return;
+    CHECK(t[0].mode == HR_REDIS_SENTINEL && t[0].nhosts == 3);
+    CHECK_STR(t[0].hosts[0].host, "s1");
+    CHECK(t[0].hosts[0].port == 26380 && t[0].hosts[1].port == 26379 && t[0].hosts[2].port == 5);
+    CHECK_STR(t[0].hosts[1].host, "s2");
+    CHECK_STR(t[0].hosts[2].host, "::1");
+    /* the URL's credentials are the master's, never the sentinels' */
+    CHECK(!t[0].hosts[0].password && !t[0].hosts[0].user);
+    CHECK_STR(t[0].node.password, "p,w");
+    CHECK(!t[0].node.user && !t[0].node.host && t[0].node.db == 2);
+    CHECK_STR(t[0].master, "mymaster");
+    CHECK(t[1].mode == HR_REDIS_SENTINEL && t[1].nhosts == 1 && t[1].hosts[0].port == 26379);
+    CHECK_STR(t[1].node.user, "bob");
+    CHECK_STR(t[1].master, "other");
+    CHECK(t[1].node.db == 0);
+    hr_redis_targets_free(t, n);
+
+    n = hr_redis_targets_parse("redis+sentinel://h/na%2Fme", &t, err, sizeof(err));
+    CHECK(n == 1 && !strcmp(t[0].master, "na/me"));
+    hr_redis_targets_free(t, n);
+}
+
+static void test_cluster_urls(void)
+{
+    hr_redis_target *t;
+    char err[256];
+    int n = hr_redis_targets_parse("redis+cluster://u:p@10.0.0.1:7000,10.0.0.2,[::1]:7002/", &t,
+                                   err, sizeof(err));
+    CHECK(n == 1);
+    if (n != 1)
+        return;
+    CHECK(t[0].mode == HR_REDIS_CLUSTER && t[0].nhosts == 3 && !t[0].master);
+    CHECK(t[0].hosts[0].port == 7000 && t[0].hosts[1].port == 6379 && t[0].hosts[2].port == 7002);
+    CHECK_STR(t[0].hosts[2].host, "::1");
+    CHECK_STR(t[0].node.user, "u");
+    CHECK_STR(t[0].node.password, "p");
+    hr_redis_targets_free(t, n);
+    n = hr_redis_targets_parse("redis+cluster://h/0", &t, err, sizeof(err));
+    CHECK(n == 1 && t[0].node.db == 0);
+    hr_redis_targets_free(t, n);
+}
+
+static void test_direct_targets(void)
+{
+    hr_redis_target *t;
+    char err[256];
+    /* plain lists parse as before, now as targets */
+    int n = hr_redis_targets_parse("redis://a:1, redis://:pw@b:2/1", &t, err, sizeof(err));
+    CHECK(n == 2);
+    if (n != 2)
+        return;
+    CHECK(t[0].mode == HR_REDIS_DIRECT && t[0].nhosts == 0 && t[0].node.port == 1);
+    CHECK_STR(t[0].node.host, "a");
+    CHECK(t[1].node.db == 1 && !strcmp(t[1].node.password, "pw"));
+    hr_redis_targets_free(t, n);
+}
+
+/* Every refusal names the problem and never quotes the URL: passwords
+ * end up in logs otherwise. */
+static void test_target_errors(void)
+{
+    static const struct {
+        const char *url, *why;
+    } bad[] = {
+        {"", "empty"},
+        {"http://x", "expected redis://"},
+        {"redis+sentinel://s1,s2", "master's name"},
+        {"redis+sentinel://s1/", "master's name"},
+        {"redis+sentinel://s1/na me", "master's name"},
+        {"redis+sentinel://s1/m/x", "database"},
+        {"redis+sentinel://s1,,s2/m", "bad host"},
+        {"redis+sentinel://s1:0/m", "bad host"},
+        {"redis+sentinel://secret@s1/m", "credentials"},
+        {"redis+cluster://h/3", "only database 0"},
+        {"redis+cluster://h1,h2:99999", "bad host"},
+        {"redis+cluster://a,redis+cluster://b", "stands alone"},
+        {"redis://a,redis+sentinel://s/m", "mixes schemes"},
+        {"redis+sentinel://s/m,redis://a", "mixes schemes"},
+        {"redis://a,b", "one server"},
+        {"redis://a,", "one server"},
+        {"redis://:secret@h:x", "bad host"},
+        {"redis://h, redis://", "URL 2"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        hr_redis_target *t = (void *)1;
+        char err[256] = "";
+        int n = hr_redis_targets_parse(bad[i].url, &t, err, sizeof(err));
+        CHECK(n < 0 && t == NULL);
+        if (!strstr(err, bad[i].why))
+            fprintf(stderr, "  %s -> \"%s\"\n", bad[i].url, err);
+        CHECK(strstr(err, bad[i].why) != NULL);
+        CHECK(!strstr(err, "secret"));
+    }
+}
+
+/* The old entry points refuse what they cannot represent. */
+static void test_old_api_refuses_ha(void)
+{
+    hr_redis_addr *a;
+    hr_redis_addr one;
+    const char *s = "redis+sentinel://h/m";
+    CHECK(hr_redis_urls_parse(s, &a) < 0 && a == NULL);
+    CHECK(hr_redis_urls_parse("redis+cluster://h", &a) < 0);
+    CHECK(hr_redis_url_parse(s, strlen(s), &one) < 0 && one.host == NULL);
+}
+
 int main(void)
 {
     RUN(test_one_url);
     RUN(test_shard_list);
     RUN(test_setup_commands);
     RUN(test_keys);
+    RUN(test_sentinel_urls);
+    RUN(test_cluster_urls);
+    RUN(test_direct_targets);
+    RUN(test_target_errors);
+    RUN(test_old_api_refuses_ha);
     return TEST_DONE();
 }

@@ -1,5 +1,10 @@
 /* testing.h - a minimal unit-test harness: CHECK() records failures and
- * keeps going, TEST_MAIN prints "N passed, M failed" and sets the exit code. */
+ * keeps going, RUN(fn) runs one case, TEST_DONE() prints "N passed, M
+ * failed" and gives the exit code.
+ *
+ * A test that checks nothing cannot fail, so it fails: a case run by RUN
+ * that made no CHECK counts as a failure, and so does a program that made
+ * no CHECK at all (TEST_DONE exits 1 with "no check ran"). */
 #ifndef HR_TESTING_H
 #define HR_TESTING_H
 
@@ -32,11 +37,26 @@ static int t_pass, t_fail;
 
 #define RUN(fn)                                                                                    \
     do {                                                                                           \
-        int f0_ = t_fail;                                                                          \
+        int f0_ = t_fail, p0_ = t_pass;                                                            \
         fn();                                                                                      \
-        fprintf(stderr, "%s %s\n", t_fail == f0_ ? "ok  " : "FAIL", #fn);                          \
+        if (t_fail == f0_ && t_pass == p0_) {                                                      \
+            t_fail++;                                                                              \
+            fprintf(stderr, "FAIL %s (no check ran)\n", #fn);                                      \
+        } else {                                                                                   \
+            fprintf(stderr, "%s %s\n", t_fail == f0_ ? "ok  " : "FAIL", #fn);                      \
+        }                                                                                          \
     } while (0)
 
-#define TEST_DONE() (printf("%d passed, %d failed\n", t_pass, t_fail), t_fail ? 1 : 0)
+static inline int test_done_(void)
+{
+    if (t_pass + t_fail == 0) {
+        printf("0 passed, 0 failed: no check ran\n");
+        return 1;
+    }
+    printf("%d passed, %d failed\n", t_pass, t_fail);
+    return t_fail ? 1 : 0;
+}
+
+#define TEST_DONE() test_done_()
 
 #endif

@@ -81,7 +81,10 @@ async function getToken() {
 
 let h = null;
 let room = null; /* {name, channel, sub, lastOffset, names} */
-const names = new Map(); /* user id -> username, learnt from messages */
+/* user id -> username, on the server's word: a publication's `from` and
+ * presence carry the publisher's token info, which Herald's login puts the
+ * username in (never what a message's data claims) */
+const names = new Map();
 
 function setStatus(text, cls) {
   $("status").textContent = text;
@@ -119,21 +122,28 @@ function line(cls, ...parts) {
   return li;
 }
 
-function render(data, offset, live) {
+/* Who published, as Herald says (`from`: absent for a backend's post). */
+function nameOf(from) {
+  if (!from) return "server";
+  const name = from.info && typeof from.info.name === "string" ? from.info.name : null;
+  if (name) names.set(from.user, name);
+  return name || names.get(from.user) || `user ${from.user.slice(0, 6)}`;
+}
+
+function render(data, offset, from, live) {
   if (offset !== undefined) {
     if (offset <= room.lastOffset) return; /* already shown (history and live overlap) */
     room.lastOffset = offset;
   }
   if (!data || typeof data !== "object") return;
-  if (data.uid && data.from) names.set(data.uid, data.from);
   if (data.type === "hello") {
-    line("notice", `${data.from} entered the room`);
-    if (live) refreshOnline().catch(() => {}); /* the newcomer's name is known now */
+    line("notice", `${nameOf(from)} entered the room`);
+    if (live) refreshOnline().catch(() => {});
   } else if (data.type === "message") {
-    const from = document.createElement("span");
-    from.className = "from";
-    from.textContent = data.from + ": ";
-    line("message", from, String(data.text));
+    const who = document.createElement("span");
+    who.className = "from";
+    who.textContent = nameOf(from) + ": ";
+    line("message", who, String(data.text));
   }
 }
 
@@ -141,11 +151,12 @@ async function loadHistory() {
   const { publications } = await h.history(room.channel, { limit: HISTORY });
   $("messages").replaceChildren();
   room.lastOffset = -1;
-  for (const p of publications) render(p.data, p.offset, false);
+  for (const p of publications) render(p.data, p.offset, p.from, false);
 }
 
 async function refreshOnline() {
   const { clients } = await h.presence(room.channel);
+  for (const c of clients) nameOf(c);
   const users = [...new Set(clients.map((c) => c.user))];
   $("online").replaceChildren(...users.map((u) => Object.assign(document.createElement("li"), { textContent: names.get(u) || `user ${u.slice(0, 6)}` })));
 }
@@ -158,7 +169,7 @@ function enterRoom(name) {
   $("room-error").textContent = "";
   const current = room;
   room.sub = h.subscribe(channel, {
-    onMessage: (data, ctx) => room === current && render(data, ctx.offset, true),
+    onMessage: (data, ctx) => room === current && render(data, ctx.offset, ctx.from, true),
     onJoin: (ev) => room === current && ev.user !== h.user && refreshOnline().catch(() => {}),
     onLeave: (ev) => {
       if (room !== current) return;
@@ -171,7 +182,7 @@ function enterRoom(name) {
         if (!ctx.resubscribed || !ctx.recovered) await loadHistory(); /* first time, or a gap */
         if (!current.entered) {
           current.entered = true;
-          await h.publish(channel, { type: "hello", from: session.username, uid: h.user });
+          await h.publish(channel, { type: "hello" });
         }
         await refreshOnline();
       } catch (e) {
@@ -245,7 +256,7 @@ $("send-form").addEventListener("submit", async (e) => {
   const text = $("text").value;
   if (!room || !text) return;
   try {
-    await h.publish(room.channel, { type: "message", from: session.username, uid: h.user, text });
+    await h.publish(room.channel, { type: "message", text });
     $("text").value = "";
     $("room-error").textContent = "";
   } catch (err) {

@@ -6,7 +6,8 @@ Sync (standard library only) and asyncio clients for the REST API (publish,
 broadcast, channel members, presence, history, disconnect, delete user),
 typed exceptions for problem+json errors, retries with exponential backoff
 and jitter, and JWT minting (HS* with the standard library; RS256/ES256 with
-PyJWT or cryptography).
+PyJWT or cryptography). herald_client.proxy answers Herald's backend proxy
+calls (connect, refresh, subscribe, publish, rpc) from Django or FastAPI.
 """
 
 from .aio import AsyncHerald

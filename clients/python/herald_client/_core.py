@@ -150,8 +150,10 @@ class Api:
                                   extract=lambda b: b["clients"]))
 
     def history(self, channel_name, limit=None, since=None, epoch=None):
-        """{"publications": [{"offset", "data"}], "offset", "epoch"}: the newest
-        `limit`, or those after offset `since` of stream `epoch`."""
+        """{"publications": [{"offset", "data", "from"?}], "offset", "epoch"}:
+        the newest `limit`, or those after offset `since` of stream `epoch`.
+        "from" ({"user", "client", "info"}) is Herald's word on the client
+        connection that published; backend publications have none."""
         q = {k: v for k, v in (("limit", limit), ("since", since), ("epoch", epoch))
              if v is not None}
         path = "/api/v1/channels/%s/history" % channel(channel_name)

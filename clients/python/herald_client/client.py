@@ -19,7 +19,7 @@ class Herald(_core.Api):
     api_key or token (a JWT with role admin or publisher) authenticates.
     Calls are thread-safe (one kept-alive connection, used by one call at a
     time). Failed calls are retried `retries` times with exponential backoff
-    and jitter when that is safe: see README.
+    and jitter when that is safe: see README.md (this package's).
     """
 
     def __init__(self, url, api_key=None, token=None, timeout=10.0, retries=3, backoff=0.1,

@@ -1,5 +1,5 @@
 // Compiled by types.test.mjs with tsc --strict --noEmit: the declarations
-// in web/herald.d.ts must describe the README's example, and misuse must not
+// in web/herald.d.ts must describe docs/clients/javascript.md's example, and misuse must not
 // compile (each @ts-expect-error fails the build if no error is there).
 import Herald, { Herald as Named, HeraldError, type MessageContext, type SubscribedContext } from "../../../web/herald.js";
 
@@ -24,7 +24,8 @@ h.on("error", (err: HeraldError) => console.log(err.code, err.message));
 const sub = h.subscribe("chat:lobby", {
   onMessage(data, ctx: MessageContext) {
     if (ctx.recovered === false) console.log("gap before", ctx.offset);
-    console.log(data);
+    const by: string = ctx.from ? ctx.from.user : "a backend";
+    console.log(by, ctx.from?.client, ctx.from?.info, data);
   },
   onJoin: (ev) => console.log(ev.user, "joined", ev.channel),
   onLeave: (ev) => console.log(ev.client, "left"),
@@ -42,13 +43,14 @@ async function use() {
   const users: string[] = who.clients.map((c) => c.user);
   const hist = await h.history("chat:lobby", { limit: 10 });
   const first = hist.publications[0]?.data;
+  const author: string | undefined = hist.publications[0]?.from?.user;
   await h.history("chat:lobby", { since: { offset: hist.offset, epoch: hist.epoch } });
   try {
     await h.publish("news", 1);
   } catch (e) {
     if (e instanceof HeraldError && e.code === "forbidden") console.log("not allowed");
   }
-  return [offset, users, first];
+  return [offset, users, first, author];
 }
 void use;
 h.connect();
