@@ -105,12 +105,15 @@ FAULTS = ("node-kill", "redis-kill", "node-stop", "net-drop")
 # Which faults explain an error kind, and for how long after the fault ended
 # (seconds): an error seen outside every such window is unexplained and
 # fails the run. Redis: from the kill until every node is ready again, plus
-# what a reconnect with backoff takes. Nodes: connections refused or cut
+# what a reconnect with backoff takes (and a restarted node, until its Redis
+# connections are up). Nodes: connections refused or cut
 # while one is down; timeouts while one is stopped; a dropped network:
 # the frozen connection's commands time out.
 GRACE = 5.0
 EXPLAINS = [
-    (re.compile(r"^(ws:\w+:unavailable|http:\w+ [^ ]+:503|upgrade:503)$"), {"redis-kill": GRACE}),
+    # a restarted node serves before its Redis connections are up (not ready: 503)
+    (re.compile(r"^(ws:\w+:unavailable|http:\w+ [^ ]+:503|upgrade:503)$"),
+     {"redis-kill": GRACE, "node-kill": GRACE}),
     # node-stop: on SIGCONT, libwebsockets' 5 s idle timer of a keep-alive
     # connection has run out, and it closes the connection before reading a
     # request sent meanwhile
@@ -153,6 +156,22 @@ def hist_channels(per_shard=2):
 HIST = hist_channels()
 PLAIN = ["feed.%d" % i for i in range(4)]
 ROOM = ["room:%d" % i for i in range(4)]
+
+
+async def cancel_all(tasks):
+    """Cancels tasks and waits until they are done. Cancelled again every
+    second: Python 3.11's asyncio.wait_for can swallow a cancellation that
+    arrives as the awaited future completes, and the task then goes on."""
+    pending = {t for t in tasks if not t.done()}
+    for t in pending:
+        t.cancel()
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+        for t in pending:
+            t.cancel()
+    for t in tasks:
+        if not t.cancelled():
+            t.exception()  # retrieved: an activity's own errors were counted where they happened
 
 
 async def sleep_until(event, seconds):
@@ -480,11 +499,7 @@ class Conn:
                 pass
         self.ws.abort(rst=(mode == "rst"))
         if self.task is not None:
-            self.task.cancel()
-            try:
-                await self.task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
+            await cancel_all([self.task])
 
 
 #---- stream accounting ----------------------------------------------------------
@@ -671,13 +686,7 @@ class Agent:
             stopped = asyncio.ensure_future(stop.wait())
             closed = asyncio.ensure_future(conn.closed.wait())
             await asyncio.wait([stopped, closed], return_when=asyncio.FIRST_COMPLETED)
-            for t in tasks + [stopped, closed]:
-                t.cancel()
-            for t in tasks:
-                try:
-                    await t
-                except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                    pass
+            await cancel_all(tasks + [stopped, closed])
             self.ready.clear()
             for st in self.streams.values():
                 st.live = False
