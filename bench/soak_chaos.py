@@ -826,6 +826,9 @@ class Chaos:
             self.ident_pos[(ch, ident)] = (epoch, offset)
         elif prev != ident:
             self.fail("divergent_streams", "%s %s/%d: %r for %s, %r for another" % (ch, epoch, offset, ident, who, prev))
+            # both were published at that position: the followers that saw
+            # only the other one are owed this one too (counted as lost)
+            self.ident_pos.setdefault((ch, ident), (epoch, offset))
 
     def token(self, sub, ttl=3600):
         now = int(time.time())
