@@ -487,8 +487,9 @@ class Cluster:
         a = self.bench.a
         self.redis.start()
         for i in range(self.nnodes):
-            if self.kind == "herald":
-                n = Server("herald", a.herald, self.secret, self.api_key, threads=self.threads,
+            if self.kind in ("herald", "herald-base"):
+                binary = a.herald if self.kind == "herald" else a.herald_base
+                n = Server("herald", binary, self.secret, self.api_key, threads=self.threads,
                            log_level=a.log_level, prefix=a.herald_prefix,
                            extra_env={"HERALD_REDIS_URL": self.redis.url,
                                       "HERALD_NODE_ID": "bench%d" % (i + 1)})
@@ -1389,6 +1390,9 @@ def parse_args(argv):
                     "medians recomputed from its runs")
     ap.add_argument("--herald", default=DEFAULT_HERALD,
                     help="Herald binary (this checkout's build/herald)")
+    ap.add_argument("--herald-base", metavar="PATH",
+                    help="cluster scenarios: another Herald build, compared in the same run "
+                         "as the server herald-base (--cluster-servers herald,herald-base,...)")
     ap.add_argument("--herald-prefix", metavar="CMD", type=shlex.split,
                     help='start Herald under CMD, e.g. "perf record -q -g -o fan.data --"')
     ap.add_argument("--bin-dir", help="directory of herald-loadgen and herald-refserver")
@@ -1428,7 +1432,8 @@ def parse_args(argv):
     a = ap.parse_args(argv)
     # every path means what it means where run.py was started (servers run
     # in their own temporary directories)
-    for k in ("herald", "bin_dir", "redis_server", "nginx", "json", "write", "render"):
+    for k in ("herald", "herald_base", "bin_dir", "redis_server", "nginx", "json", "write",
+              "render"):
         v = getattr(a, k)
         if v and (k in ("json", "write", "render") or os.sep in v or os.path.exists(v)):
             setattr(a, k, os.path.abspath(v))
@@ -1479,6 +1484,8 @@ def main(argv):
     if ("herald" in a.servers or "herald" in kinds) and not os.access(a.herald, os.X_OK):
         sys.exit("run.py: Herald binary %s not found: build it (cmake -S . -B build && "
                  "cmake --build build) or give --herald PATH" % a.herald)
+    if "herald-base" in kinds and not (a.herald_base and os.access(a.herald_base, os.X_OK)):
+        sys.exit("run.py: --cluster-servers herald-base needs --herald-base PATH (a binary)")
     if cluster and not os.access(a.redis_server, os.X_OK):
         sys.exit("run.py: %s not found: apt-get install redis-server" % a.redis_server)
     if any(k.startswith("nchan") for k in kinds) and a.scenario != "cluster-nodes" and \
@@ -1495,7 +1502,8 @@ def main(argv):
     print()
     for name in names:
         print(text_table(name) + "\n")
-    doc = {"herald": a.herald, "machine": machine(), "argv": argv, "results": RESULTS,
+    doc = {"herald": a.herald, "herald_base": a.herald_base, "machine": machine(), "argv": argv,
+           "results": RESULTS,
            "loadavg": LOADAVG,
            "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     print(json.dumps(doc, separators=(",", ":")))

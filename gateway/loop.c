@@ -286,6 +286,7 @@ static void loop_stop(hr_loop *loop)
         lws_context_destroy(loop->ctx);
     hr_proxy_client_close(loop->proxy); /* answers calls still out: unavailable */
     loop->proxy = NULL;
+    chan_layer_thread_stop(loop->node->layer, loop->index);
     close_handle((uv_handle_t *)&loop->grace);
     close_handle((uv_handle_t *)&loop->lag);
     close_handle((uv_handle_t *)&loop->flush);
@@ -549,6 +550,7 @@ void hr_loop_run(hr_loop *loop)
             hr_error("channels", "the %s channel layer did not start",
                      chan_layer_name(loop->node->layer));
     }
+    chan_layer_thread_start(loop->node->layer, loop->index, &loop->uv);
     uv_run(&loop->uv, UV_RUN_DEFAULT);
     finish_context(loop);
 }

@@ -388,6 +388,13 @@ static chan_layer *redis_layer(hr_node *node, const chan_host *host, char *err, 
     return l;
 }
 
+/* chan_host.log: the channel layer's lines, in the configured format. */
+static void layer_log(void *ud, int level, const char *event, const char *msg)
+{
+    (void)ud;
+    hr_log(level, event, "%s", msg);
+}
+
 /* The channel layer: Redis in cluster mode, else in-process. */
 static int start_layer(hr_node *node)
 {
@@ -397,6 +404,7 @@ static int start_layer(hr_node *node)
         .post = post_publication,
         .call = post_call,
         .control = on_control,
+        .log = layer_log,
         .sub = {hr_ws_deliver, hr_ws_subscribed},
         .ud = node,
     };
