@@ -171,7 +171,7 @@ static int exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
     char *msg = NULL;
     if (sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK)
         return 0;
-    snprintf(err, errlen, "sqlite: %s", msg ? msg : sqlite3_errmsg(db));
+    snprintf(err, errlen, "sqlite: %s (%.40s)", msg ? msg : sqlite3_errmsg(db), sql);
     sqlite3_free(msg);
     return -1;
 }
@@ -285,6 +285,23 @@ static int tighten_all(sqlite3 *db, char *err, size_t errlen)
     return 0;
 }
 
+/* Switching a fresh file to WAL needs the exclusive lock after reading the
+ * header under a shared one. When several connections switch at once, SQLite
+ * sees a possible deadlock and answers SQLITE_BUSY at once, without calling
+ * the busy handler, so busy_timeout alone does not help: retry, bounded.
+ * Runs at startup, never on a loop thread. */
+static int enable_wal(sqlite3 *db, char *err, size_t errlen)
+{
+    for (int attempt = 0;; attempt++) {
+        int rc = sqlite3_exec(db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            return 0;
+        if ((rc & 0xff) != SQLITE_BUSY || attempt == 500)
+            return exec(db, "PRAGMA journal_mode = WAL", err, errlen);
+        sqlite3_sleep(10);
+    }
+}
+
 /* The prefix is a Redis notion; SQLite ignores it. */
 static auth_store *sqlite_open(const char *path, const char *prefix, char *err, size_t errlen)
 {
@@ -315,7 +332,7 @@ static auth_store *sqlite_open(const char *path, const char *prefix, char *err, 
     /* busy_timeout first: switching to WAL itself may wait for a lock. */
     sqlite3_busy_timeout(s->db, 5000);
     if (exec(s->db, "PRAGMA foreign_keys = ON", err, errlen) < 0 ||
-        exec(s->db, "PRAGMA journal_mode = WAL", err, errlen) < 0 ||
+        enable_wal(s->db, err, errlen) < 0 ||
         exec(s->db, "PRAGMA synchronous = NORMAL", err, errlen) < 0) {
         sqlite_close((auth_store *)s);
         return NULL;
