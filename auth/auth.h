@@ -199,7 +199,7 @@ int auth_can_publish(const auth_namespace *ns, const auth_identity *id, const ch
 typedef struct auth_throttle auth_throttle;
 
 /* burst attempts at once, refilled at burst per period_ms (values below 1
- * count as 1). Returns NULL on allocation failure. */
+ * count as 1). Never NULL. */
 auth_throttle *auth_throttle_new(int burst, int64_t period_ms, size_t max_keys);
 void auth_throttle_free(auth_throttle *t);
 /* Admits one attempt for key at monotonic time now_ms: returns 0 and counts

@@ -24,15 +24,15 @@ typedef struct hr_map hr_map;
 
 typedef void (*hr_map_free_fn)(void *val);
 
-/* Returns a new empty map, or NULL on allocation failure. */
+/* Returns a new empty map (never NULL: allocation aborts, see "Memory"). */
 hr_map *hr_map_new(hr_map_free_fn val_free);
 /* Frees the map, its key copies and (with a destructor) its values. NULL ok. */
 void hr_map_free(hr_map *m);
 /* Returns the value stored under key, or NULL. */
 void *hr_map_get(const hr_map *m, const char *key, size_t klen);
 /* Stores val under key (copying key). Replaces an existing value without
- * freeing it. Returns 0, or -1 on allocation failure. */
-int hr_map_put(hr_map *m, const char *key, size_t klen, void *val);
+ * freeing it. */
+void hr_map_put(hr_map *m, const char *key, size_t klen, void *val);
 /* Removes key and returns its value (not freed), or NULL if absent. */
 void *hr_map_del(hr_map *m, const char *key, size_t klen);
 size_t hr_map_count(const hr_map *m);
@@ -49,10 +49,10 @@ typedef struct hr_buf {
     size_t cap;
 } hr_buf;
 
-/* Appends n bytes; returns 0 or -1 on allocation failure (buffer unchanged). */
-int hr_buf_append(hr_buf *b, const void *p, size_t n);
-/* Appends printf-formatted text; returns 0 or -1. */
-int hr_buf_printf(hr_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends n bytes (p may be NULL when n is 0). */
+void hr_buf_append(hr_buf *b, const void *p, size_t n);
+/* Appends printf-formatted text. */
+void hr_buf_printf(hr_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Frees the storage and resets the buffer to empty. */
 void hr_buf_reset(hr_buf *b);
 

@@ -314,10 +314,6 @@ static int start_users(hr_node *node, char *err, size_t errlen)
     int64_t window_ms = (int64_t)cfg->login_window * 1000;
     node->logins = auth_throttle_new(cfg->login_max_failures, window_ms, 100000);
     node->login_addrs = auth_throttle_new(addr_max, window_ms, 100000);
-    if (!node->revoked || !node->logins || !node->login_addrs) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
     auth_store *st = sc.store->open(sc.target, sc.prefix, err, errlen);
     if (!st)
         return -1;
