@@ -211,20 +211,6 @@ void auth_throttle_release(auth_throttle *t, const char *key, int64_t now_ms);
 /* Forgets key: its bucket is full again. */
 void auth_throttle_reset(auth_throttle *t, const char *key);
 
-/*---- Warnings --------------------------------------------------------------*/
-
-/* The module has no logger (it does not know the gateway's log format), but
- * some conditions deserve an operator's attention without stopping Herald,
- * e.g. a store file it had to make private. They go to this function, with
- * a short stable event name and a message (both valid during the call only).
- * The gateway sets it once at start-up, before any store opens; NULL (the
- * default) writes "herald: warning: <message>" lines on stderr. It may be
- * called on any thread. */
-typedef void (*auth_warn_fn)(const char *event, const char *message);
-void auth_set_warn(auth_warn_fn fn);
-/* Formats one warning and hands it to that function (used inside auth/). */
-void auth_warn(const char *event, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
 /*---- Users, stores and the worker service ---------------------------------*/
 
 /* Status codes of user operations. */

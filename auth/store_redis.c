@@ -23,6 +23,7 @@
  */
 #include "auth/auth.h"
 #include "common/common.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -133,7 +134,7 @@ static void store_warn(const char *why)
     long long now = (long long)time(NULL);
     long long prev = atomic_load(&last);
     if (now != prev && atomic_compare_exchange_strong(&last, &prev, now))
-        auth_warn("store", "user store: %s", why);
+        hr_warn("store", "user store: %s", why);
 }
 
 /* Sends one command (hiredis format: each %s is one argument, spaces and
@@ -396,11 +397,11 @@ static auth_status rekey_usernames(redis_store *s, char *err, size_t errlen)
     for (size_t i = 0; res == AUTH_OK && i < n; i++) { /* what is left collides */
         char *other = NULL;
         if (names[i] && rekey_one(s, names[i], &other, &res) == 2)
-            auth_warn("username_collision",
-                      "the user under %s and user %s have names that are now the same name "
-                      "(RFC 8265): the first keeps its old key and cannot log in by name while "
-                      "the other exists",
-                      names[i], other ? other : "?");
+            hr_warn("username_collision",
+                    "the user under %s and user %s have names that are now the same name "
+                    "(RFC 8265): the first keeps its old key and cannot log in by name while "
+                    "the other exists",
+                    names[i], other ? other : "?");
         free(other);
     }
     for (size_t i = 0; i < n; i++)

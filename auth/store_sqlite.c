@@ -14,6 +14,8 @@
  * together on a fresh file serialise instead of racing.
  */
 #include "auth/auth.h"
+#include "common/common.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -258,10 +260,10 @@ static int tighten(const char *file, char *err, size_t errlen)
                  mode, strerror(errno));
         return -1;
     }
-    auth_warn("store_permissions",
-              "%s was accessible to other users (mode %04o); changed to 0600: it holds password "
-              "hashes and may hold the JWT secret",
-              file, mode);
+    hr_warn("store_permissions",
+            "%s was accessible to other users (mode %04o); changed to 0600: it holds password "
+            "hashes and may hold the JWT secret",
+            file, mode);
     return 0;
 }
 
@@ -454,10 +456,10 @@ static int rekey_usernames(sqlite_store *s, char *err, size_t errlen)
         bind_text(owner, 1, v[i].key);
         const char *other =
             sqlite3_step(owner) == SQLITE_ROW ? (const char *)sqlite3_column_text(owner, 0) : NULL;
-        auth_warn("username_collision",
-                  "users %s and %s have names that are now the same name (RFC 8265): %s keeps "
-                  "its old key and cannot log in by name while %s exists",
-                  v[i].id, other ? other : "?", v[i].id, other ? other : "the other");
+        hr_warn("username_collision",
+                "users %s and %s have names that are now the same name (RFC 8265): %s keeps "
+                "its old key and cannot log in by name while %s exists",
+                v[i].id, other ? other : "?", v[i].id, other ? other : "the other");
         release(owner);
     }
     rc = 0;

@@ -1164,10 +1164,8 @@ int hr_config_defaults(hr_config *cfg)
         if (o->type == OPT_NSTR || o->type == OPT_LIST || o->type == OPT_CONFIG ||
             computed_default(o))
             continue;
-        if (opt_apply(cfg, o, o->def, why, sizeof(why)) < 0) {
-            fprintf(stderr, "herald: internal error: default of %s: %s\n", o->env, why);
-            abort();
-        }
+        if (opt_apply(cfg, o, o->def, why, sizeof(why)) < 0)
+            hr_fatal("config", "internal error: default of %s: %s", o->env, why);
     }
     /* the one list with a default (SPEC §8); "" from a source empties it */
     for (size_t i = 0; i < NOPTS; i++)

@@ -8,10 +8,9 @@
 #define HR_CONFIG_H
 
 #include "../auth/auth.h"
+#include "common/log.h"
 
 #include <stddef.h>
-
-typedef enum hr_log_format { HR_LOG_TEXT = 0, HR_LOG_JSON } hr_log_format;
 
 typedef struct hr_config {
     /* process */

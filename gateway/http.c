@@ -15,7 +15,7 @@
 #include "openapi_json.h"
 #include "docs_html.h"
 #include "docs_init_js.h"
-#include "log.h"
+#include "common/log.h"
 #include "proto.h"
 #include "static.h"
 #include "ws.h"

@@ -12,7 +12,7 @@
  * accepting: lws_context_deprecate() would, but reads freed memory in 4.1.6.
  */
 #include "http.h"
-#include "log.h"
+#include "common/log.h"
 #include "node.h"
 #include "proxy_call.h"
 #include "ws.h"
@@ -375,6 +375,20 @@ static void on_signal(uv_signal_t *s, int sig)
 
 /*---- Life cycle ------------------------------------------------------------*/
 
+/* libwebsockets logs through this hook; its lines end with '\n'. */
+static void lws_emit(int level, const char *line)
+{
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        n--;
+    hr_log(level == LLL_ERR ? HR_LOG_ERROR : HR_LOG_WARN, "lws", "%.*s", (int)n, line);
+}
+
+static void route_lws_log(void)
+{
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_emit);
+}
+
 #define HR_TLS12_CIPHERS                                                                           \
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                                   \
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                                   \
@@ -486,7 +500,9 @@ static hr_loop *loop_fail(hr_loop *loop)
 
 hr_loop *hr_loop_new(hr_node *node, unsigned index)
 {
+    static pthread_once_t lws_log_once = PTHREAD_ONCE_INIT;
     const hr_config *cfg = node->cfg;
+    pthread_once(&lws_log_once, route_lws_log);
     hr_loop *loop = hr_calloc(1, sizeof(*loop));
     loop->node = node;
     loop->index = index;

@@ -5,7 +5,7 @@
  */
 #include "cli.h"
 #include "config.h"
-#include "log.h"
+#include "common/log.h"
 #include "node.h"
 
 #include <stdio.h>
@@ -223,12 +223,6 @@ static int cmd_user_add(hr_config *cfg, const char *name, const token_args *ta)
     return ua.rc;
 }
 
-/* auth/ has no logger of its own: its warnings join the gateway's log. */
-static void auth_warning(const char *event, const char *message)
-{
-    hr_warn(event, "%s", message);
-}
-
 /*---- herald publish, tail, check-config -------------------------------------*/
 
 static int cmd_publish(hr_config *cfg, const token_args *ta, char **pos)
@@ -399,7 +393,6 @@ int main(int argc, char **argv)
         return 2;
     }
     hr_log_init(cfg.log_format, cfg.log_level, cfg.node_id);
-    auth_set_warn(auth_warning);
     if (user_name)
         rc = cmd_user_add(&cfg, user_name, &ta);
     else if (!strcmp(cmd, "publish"))
@@ -411,7 +404,6 @@ int main(int argc, char **argv)
     else if (ensure_jwt_secret(&cfg) == 0)
         rc = !strcmp(cmd, "token") ? cmd_token(&cfg, &ta) : cmd_serve(&cfg);
     hr_config_clear(&cfg);
-    hr_log_shutdown();
     free(owned_argv);
     return rc;
 }

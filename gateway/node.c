@@ -4,7 +4,7 @@
  * posts that cross threads.
  */
 #include "node.h"
-#include "log.h"
+#include "common/log.h"
 #include "ws.h"
 
 #include <errno.h>

@@ -10,7 +10,7 @@
 #include "proxy_call.h"
 #include "backend.h"
 #include "common/common.h"
-#include "log.h"
+#include "common/log.h"
 
 #include <stdlib.h>
 #include <string.h>

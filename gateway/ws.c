@@ -27,7 +27,7 @@
  */
 #include "ws.h"
 #include "http.h"
-#include "log.h"
+#include "common/log.h"
 #include "proto.h"
 #include "ws_deflate.h"
 

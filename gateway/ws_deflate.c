@@ -32,7 +32,7 @@
  * ships, and the integration tests exercise them.
  */
 #include "ws_deflate.h"
-#include "log.h"
+#include "common/log.h"
 #include "node.h"
 #include "ws.h"
 

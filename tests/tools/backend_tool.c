@@ -37,7 +37,7 @@
 #include "gateway/backend.h"
 #include "gateway/config.h"
 #include "gateway/events.h"
-#include "gateway/log.h"
+#include "common/log.h"
 #include "gateway/proxy_call.h"
 
 #include <jansson.h>
@@ -615,6 +615,5 @@ int main(int argc, char **argv)
         rc = 2;
     }
     hr_config_clear(&cfg);
-    hr_log_shutdown();
     return rc;
 }

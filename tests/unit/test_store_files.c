@@ -2,6 +2,7 @@
  * generated JWT secret and password hashes live there), and existing files
  * that others can read are tightened with a warning. */
 #include "auth/auth.h"
+#include "common/log.h"
 #include "testing.h"
 
 #include <ftw.h>
@@ -30,9 +31,9 @@ static int mode_of(const char *path)
 static int g_warnings;
 static char g_warned[512];
 
-static void on_warn(const char *event, const char *message)
+static void on_warn(int level, const char *event, const char *message)
 {
-    g_warnings++;
+    g_warnings += level == HR_LOG_WARN;
     snprintf(g_warned, sizeof(g_warned), "%s: %s", event, message);
 }
 
@@ -94,7 +95,7 @@ static void existing_files_tightened(void)
     CHECK(mode_of(db) == 0644 && mode_of(wal) == 0644 && mode_of(shm) == 0644);
 
     g_warnings = 0;
-    auth_set_warn(on_warn);
+    hr_log_set_sink(on_warn);
     auth_store *s = auth_store_sqlite_ops.open(db, NULL, err, sizeof(err));
     CHECK(s != NULL);
     CHECK(mode_of(db) == 0600 && mode_of(wal) == 0600 && mode_of(shm) == 0600);
@@ -102,7 +103,7 @@ static void existing_files_tightened(void)
     CHECK(strstr(g_warned, "store_permissions") && strstr(g_warned, "0644"));
     if (s)
         auth_store_sqlite_ops.close(s);
-    auth_set_warn(NULL);
+    hr_log_set_sink(NULL);
     umask(old);
 }
 

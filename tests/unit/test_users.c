@@ -8,6 +8,7 @@
  * skip: the suite's setup installs it, and a skip would hide that.
  */
 #include "auth/auth.h"
+#include "common/log.h"
 #include "testing.h"
 
 #include <arpa/inet.h>
@@ -812,8 +813,9 @@ static void sqlite_existing_meta(void)
 /* Warnings the stores raise, by event name. */
 static int g_collisions;
 
-static void count_warning(const char *event, const char *message)
+static void count_warning(int level, const char *event, const char *message)
 {
+    (void)level;
     if (!strcmp(event, "username_collision"))
         g_collisions++;
     fprintf(stderr, "  (warning %s: %s)\n", event, message);
@@ -894,7 +896,7 @@ static void sqlite_migrates_usernames(void)
     }
     sqlite3_close(db);
     g_collisions = 0;
-    auth_set_warn(count_warning);
+    hr_log_set_sink(count_warning);
     auth_store *s = auth_store_sqlite_ops.open(path, NULL, err, sizeof(err));
     CHECK(s && auth_store_sqlite_ops.init(s, err, sizeof(err)) == AUTH_OK);
     char *version = s ? auth_store_sqlite_ops.meta_get(s, "schema_version") : NULL;
@@ -904,7 +906,7 @@ static void sqlite_migrates_usernames(void)
         check_migrated(&auth_store_sqlite_ops, s, winner);
     CHECK_STR(winner, legacy_rows[0].id); /* the older account keeps the name */
     auth_store_sqlite_ops.close(s);
-    auth_set_warn(NULL);
+    hr_log_set_sink(NULL);
 }
 
 /* The same in Redis: legacy keys written by hand, moved by init once. */
@@ -928,7 +930,7 @@ static void redis_migrates_usernames(void)
                                      legacy_rows[i].id));
     }
     g_collisions = 0;
-    auth_set_warn(count_warning);
+    hr_log_set_sink(count_warning);
     snprintf(url, sizeof(url), "redis://127.0.0.1:%d", g_redis_port);
     auth_store *s = auth_store_redis_ops.open(url, prefix, err, sizeof(err));
     CHECK(s && auth_store_redis_ops.init(s, err, sizeof(err)) == AUTH_OK);
@@ -947,7 +949,7 @@ static void redis_migrates_usernames(void)
     if (s)
         check_migrated(&auth_store_redis_ops, s, winner);
     auth_store_redis_ops.close(s);
-    auth_set_warn(NULL);
+    hr_log_set_sink(NULL);
     redisFree(c);
 }
 
