@@ -4,6 +4,7 @@
  */
 #include "cli.h"
 #include "common/common.h"
+#include "common/ws_frame.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -100,21 +101,6 @@ static int write_all(int fd, const void *buf, size_t len)
     return 0;
 }
 
-static int read_full(int fd, void *buf, size_t len)
-{
-    char *p = buf;
-    while (len) {
-        ssize_t n = recv(fd, p, len, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Reads the response head into b (up to the blank line); returns the
  * status, or -1. What follows the head stays in b after *head_len. */
 static int read_head(int fd, hr_buf *b, size_t *head_len)
@@ -192,78 +178,45 @@ int hr_cli_publish(const hr_config *cfg, const hr_cli_target *t, const char *cha
 /* Sends one masked text frame (clients must mask, RFC 6455 §5.3). */
 static int ws_send_text(int fd, const char *text)
 {
-    size_t len = strlen(text), h = 0;
-    unsigned char hdr[14], key[4];
-    hdr[h++] = 0x81;
-    if (len < 126) {
-        hdr[h++] = (unsigned char)(0x80 | len);
-    } else if (len <= 0xffff) {
-        hdr[h++] = 0x80 | 126;
-        hdr[h++] = (unsigned char)(len >> 8);
-        hdr[h++] = (unsigned char)len;
-    } else {
-        hdr[h++] = 0x80 | 127;
-        for (int s = 56; s >= 0; s -= 8)
-            hdr[h++] = (unsigned char)((uint64_t)len >> s);
-    }
-    hr_random_bytes(key, 4);
-    memcpy(hdr + h, key, 4);
-    h += 4;
-    unsigned char *masked = hr_malloc(len ? len : 1);
-    for (size_t i = 0; i < len; i++)
-        masked[i] = (unsigned char)text[i] ^ key[i % 4];
-    int rc = write_all(fd, hdr, h) == 0 && write_all(fd, masked, len) == 0 ? 0 : -1;
-    free(masked);
+    size_t len = strlen(text);
+    unsigned char key[4], *frame = hr_malloc(HR_WS_HDR_MAX + len);
+    hr_random_bytes(key, sizeof(key));
+    size_t h = hr_ws_frame_header(frame, HR_WS_OP_TEXT, len, key);
+    memcpy(frame + h, text, len);
+    hr_ws_mask(frame + h, len, key, 0);
+    int rc = write_all(fd, frame, h + len);
+    free(frame);
     return rc;
 }
 
-/* Reads one frame; *op receives the opcode. Returns the malloc'ed payload
- * (NUL-terminated) or NULL when the connection ended. */
-static char *ws_read_frame(int fd, hr_buf *pre, int *op, size_t *plen)
+/* Reads one frame, first from the bytes already in `in` (what followed the
+ * handshake, or the previous frame), then from fd; *op receives the opcode.
+ * Returns the malloc'ed payload (NUL-terminated) or NULL when the
+ * connection ended or sent a frame that is malformed or over 64 MiB. */
+static char *ws_read_frame(int fd, hr_buf *in, int *op, size_t *plen)
 {
-    unsigned char h[2];
-    size_t have = pre->len;
-    /* bytes read past the handshake come first */
-    if (have >= 2) {
-        memcpy(h, pre->data, 2);
-    } else if (have == 1) {
-        h[0] = (unsigned char)pre->data[0];
-        if (read_full(fd, h + 1, 1) < 0)
+    for (;;) {
+        hr_ws_frame f;
+        int h = hr_ws_frame_parse((const unsigned char *)in->data, in->len, &f, 0);
+        if (h < 0 || (h > 0 && f.len > (64u << 20)))
             return NULL;
-    } else if (read_full(fd, h, 2) < 0) {
-        return NULL;
-    }
-    size_t used = have < 2 ? have : 2;
-    *op = h[0] & 0x0f;
-    uint64_t len = h[1] & 0x7f;
-    unsigned char ext[8];
-    size_t extn = len == 126 ? 2 : len == 127 ? 8 : 0;
-    for (size_t i = 0; i < extn; i++) {
-        if (used < pre->len)
-            ext[i] = (unsigned char)pre->data[used++];
-        else if (read_full(fd, ext + i, 1) < 0)
+        if (h > 0 && in->len - (size_t)h >= f.len) {
+            char *payload = hr_strndup(in->data + h, (size_t)f.len);
+            size_t used = (size_t)h + (size_t)f.len;
+            memmove(in->data, in->data + used, in->len - used);
+            in->len -= used;
+            *op = f.opcode;
+            *plen = (size_t)f.len;
+            return payload;
+        }
+        char chunk[4096];
+        ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
             return NULL;
+        hr_buf_append(in, chunk, (size_t)n);
     }
-    if (extn) {
-        len = 0;
-        for (size_t i = 0; i < extn; i++)
-            len = len << 8 | ext[i];
-    }
-    if (len > (64u << 20))
-        return NULL;
-    char *payload = hr_malloc((size_t)len + 1);
-    size_t from_pre = pre->len - used < len ? pre->len - used : (size_t)len;
-    memcpy(payload, pre->data + used, from_pre);
-    used += from_pre;
-    memmove(pre->data, pre->data + used, pre->len - used);
-    pre->len -= used;
-    if (read_full(fd, payload + from_pre, (size_t)len - from_pre) < 0) {
-        free(payload);
-        return NULL;
-    }
-    payload[len] = '\0';
-    *plen = (size_t)len;
-    return payload;
 }
 
 int hr_cli_tail(const hr_cli_target *t, const char *token, const char *channel)
@@ -314,14 +267,14 @@ int hr_cli_tail(const hr_cli_target *t, const char *token, const char *channel)
             rc = 1;
             break;
         }
-        if (op == 8) { /* close */
+        if (op == HR_WS_OP_CLOSE) {
             unsigned code = plen >= 2 ? ((unsigned char)p[0] << 8 | (unsigned char)p[1]) : 1005;
             fprintf(stderr, "herald tail: closed by the server (%u)\n", code);
             free(p);
             rc = code == 1000 || code == 1001 ? 0 : 1;
             break;
         }
-        json_t *m = op == 1 ? json_loads(p, 0, NULL) : NULL;
+        json_t *m = op == HR_WS_OP_TEXT ? json_loads(p, 0, NULL) : NULL;
         const char *push = json_string_value(json_object_get(m, "push"));
         json_t *err = json_object_get(m, "error");
         if (err) {

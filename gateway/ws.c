@@ -28,6 +28,7 @@
 #include "ws.h"
 #include "http.h"
 #include "common/log.h"
+#include "common/ws_frame.h"
 #include "proto.h"
 #include "ws_deflate.h"
 
@@ -788,26 +789,11 @@ static void handle_message(hr_conn *c, const char *buf, size_t len)
 
 /*---- The upgrade -----------------------------------------------------------*/
 
-/* Writes a server close frame (FIN, unmasked) with code and reason into p,
- * which has room for 2 + 125 bytes. Returns the frame's length. */
-static size_t close_frame(unsigned char *p, int code, const char *reason)
-{
-    size_t n = strlen(reason);
-    if (n > 123)
-        n = 123; /* control frames carry at most 125 bytes */
-    p[0] = 0x88; /* FIN | close */
-    p[1] = (unsigned char)(n + 2);
-    p[2] = (unsigned char)(code >> 8);
-    p[3] = (unsigned char)code;
-    memcpy(p + 4, reason, n);
-    return n + 4;
-}
-
 int hr_ws_close_now(struct lws *wsi, int code, const char *reason)
 {
-    unsigned char buf[LWS_PRE + 2 + 125], *p = buf + LWS_PRE;
+    unsigned char buf[LWS_PRE + HR_WS_CLOSE_MAX], *p = buf + LWS_PRE;
     hr_pss *pss = lws_wsi_user(wsi);
-    lws_write(wsi, p, close_frame(p, code, reason), LWS_WRITE_RAW);
+    lws_write(wsi, p, hr_ws_close_frame(p, code, reason), LWS_WRITE_RAW);
     if (pss && pss->conn)
         pss->conn->close_sent = 1;
     return -1;
@@ -1397,7 +1383,7 @@ static int flush_direct(hr_loop *loop, hr_conn *c, int fd)
 void hr_ws_dropped(hr_loop *loop, struct lws *wsi, hr_pss *pss)
 {
     hr_conn *c = pss ? pss->conn : NULL;
-    unsigned char frame[2 + 125];
+    unsigned char frame[HR_WS_CLOSE_MAX];
     char peek;
 
     if (!c || !c->wsi || c->close_sent || c->peer_closed || c->choked ||
@@ -1414,7 +1400,7 @@ void hr_ws_dropped(hr_loop *loop, struct lws *wsi, hr_pss *pss)
     int code = c->close_code ? c->close_code : LWS_CLOSE_STATUS_PROTOCOL_ERR;
     const char *reason = c->close_code ? c->close_reason : "protocol error";
     c->close_sent = 1;
-    send(fd, frame, close_frame(frame, code, reason), MSG_NOSIGNAL | MSG_DONTWAIT);
+    send(fd, frame, hr_ws_close_frame(frame, code, reason), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 void hr_ws_closed(hr_loop *loop, struct lws *wsi, hr_pss *pss)
