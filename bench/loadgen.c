@@ -228,7 +228,7 @@ typedef struct conn {
     uint32_t pending;  /* subscribe replies still awaited */
     int port;          /* the server port this connection goes to */
     uint64_t t_open;   /* connect() called */
-    bbuf in, out, msg; /* unparsed input, unsent output, fragmented message */
+    hr_buf in, out, msg; /* unparsed input, unsent output, fragmented message */
     char accept[29];   /* the Sec-WebSocket-Accept we expect */
 } conn;
 
@@ -367,10 +367,10 @@ static void mark_dirty(conn *c)
 
 static void conn_flush(conn *c)
 {
-    while (bbuf_pending(&c->out) > 0) {
-        ssize_t n = send(c->fd, bbuf_head(&c->out), bbuf_pending(&c->out), MSG_NOSIGNAL);
+    while (hr_buf_pending(&c->out) > 0) {
+        ssize_t n = send(c->fd, hr_buf_head(&c->out), hr_buf_pending(&c->out), MSG_NOSIGNAL);
         if (n > 0) {
-            bbuf_consume(&c->out, (size_t)n);
+            hr_buf_consume(&c->out, (size_t)n);
         } else if (n < 0 && errno == EINTR) {
             continue;
         } else {
@@ -394,10 +394,7 @@ static void flush_dirty(void)
 
 static int queue_bytes(conn *c, const void *p, size_t n)
 {
-    if (bbuf_append(&c->out, p, n) < 0) {
-        err_add(E_OOM);
-        return -1;
-    }
+    hr_buf_append(&c->out, p, n);
     mark_dirty(c);
     return 0;
 }
@@ -407,14 +404,11 @@ static void ws_send(conn *c, int opcode, const void *p, size_t n)
 {
     uint64_t r = rng_next(&G.rng);
     uint8_t mask[4] = {(uint8_t)r, (uint8_t)(r >> 8), (uint8_t)(r >> 16), (uint8_t)(r >> 24)};
-    if (bbuf_reserve(&c->out, n + WS_MAX_HEADER) < 0) {
-        err_add(E_OOM);
-        return;
-    }
+    hr_buf_reserve(&c->out, n + HR_WS_HDR_MAX);
     uint8_t *dst = (uint8_t *)c->out.data + c->out.len;
-    size_t h = ws_frame_header(dst, opcode, n, mask);
+    size_t h = hr_ws_frame_header(dst, opcode, n, mask);
     memcpy(dst + h, p, n);
-    ws_mask(dst + h, n, mask, 0);
+    hr_ws_mask(dst + h, n, mask, 0);
     c->out.len += h + n;
     mark_dirty(c);
 }
@@ -493,9 +487,9 @@ static void conn_lost(conn *c, const char *why, int code)
 static void bury(void)
 {
     for (int i = 0; i < G.ngrave; i++) {
-        bbuf_free(&G.grave[i]->in);
-        bbuf_free(&G.grave[i]->out);
-        bbuf_free(&G.grave[i]->msg);
+        hr_buf_reset(&G.grave[i]->in);
+        hr_buf_reset(&G.grave[i]->out);
+        hr_buf_reset(&G.grave[i]->msg);
     }
     G.ngrave = 0;
 }
@@ -624,7 +618,7 @@ static void handshake_done(conn *c, uint64_t now)
         uint64_t ch = sub_channel(c, t);
         int n = snprintf(cmd, sizeof cmd, "{\"id\":%d,\"op\":\"subscribe\",\"channel\":\"%s%llu\"}",
                          t + 1, O.prefix, (unsigned long long)ch);
-        ws_send(c, WS_OP_TEXT, cmd, (size_t)n);
+        ws_send(c, HR_WS_OP_TEXT, cmd, (size_t)n);
     }
 }
 
@@ -836,7 +830,7 @@ static void send_ws_publish(publisher *p, uint32_t seq, uint32_t ch, const char 
     int n = snprintf(msg, sizeof msg,
                      "{\"id\":%u,\"op\":\"publish\",\"channel\":\"%s%u\",\"data\":%.*s}", seq + 1,
                      O.prefix, ch, (int)dn, data);
-    ws_send(p->c, WS_OP_TEXT, msg, (size_t)n);
+    ws_send(p->c, HR_WS_OP_TEXT, msg, (size_t)n);
 }
 
 static void send_rest_publish(publisher *p, uint32_t ch, const char *data, size_t dn)
@@ -1148,7 +1142,7 @@ static void on_close_frame(conn *c, const uint8_t *p, size_t n)
 {
     int code = n >= 2 ? (p[0] << 8 | p[1]) : 1005;
     uint8_t reply[2] = {(uint8_t)(code >> 8), (uint8_t)code};
-    ws_send(c, WS_OP_CLOSE, reply, n >= 2 ? 2 : 0);
+    ws_send(c, HR_WS_OP_CLOSE, reply, n >= 2 ? 2 : 0);
     conn_flush(c);
     conn_lost(c, "close", code);
 }
@@ -1182,13 +1176,13 @@ static const char *inflate_msg(const uint8_t *p, size_t n, size_t *out)
     return (const char *)G.inf_buf;
 }
 
-static void on_frame(conn *c, const ws_frame *f, uint8_t *p, uint64_t now)
+static void on_frame(conn *c, const hr_ws_frame *f, uint8_t *p, uint64_t now)
 {
     size_t n = (size_t)f->len;
     switch (f->opcode) {
-    case WS_OP_TEXT:
-    case WS_OP_CONT:
-        if (f->fin && bbuf_pending(&c->msg) == 0) {
+    case HR_WS_OP_TEXT:
+    case HR_WS_OP_CONT:
+        if (f->fin && hr_buf_pending(&c->msg) == 0) {
             G.cur_wire = f->hdrlen + n;
             G.cur_deflated = f->rsv1;
             if (f->rsv1) {
@@ -1210,26 +1204,27 @@ static void on_frame(conn *c, const ws_frame *f, uint8_t *p, uint64_t now)
             conn_lost(c, "fail", 0);
             return;
         }
-        if (bbuf_pending(&c->msg) + n > MAX_MESSAGE || bbuf_append(&c->msg, p, n) < 0) {
+        if (hr_buf_pending(&c->msg) + n > MAX_MESSAGE) {
             err_add(E_TOO_BIG);
             conn_lost(c, "fail", 0);
             return;
         }
+        hr_buf_append(&c->msg, p, n);
         if (f->fin) {
-            G.cur_wire = bbuf_pending(&c->msg); /* payload only: headers not kept */
+            G.cur_wire = hr_buf_pending(&c->msg); /* payload only: headers not kept */
             G.cur_deflated = 0;
-            dispatch(c, bbuf_head(&c->msg), bbuf_pending(&c->msg), now);
+            dispatch(c, hr_buf_head(&c->msg), hr_buf_pending(&c->msg), now);
             if (c->state != S_CLOSED)
-                bbuf_consume(&c->msg, bbuf_pending(&c->msg));
+                hr_buf_consume(&c->msg, hr_buf_pending(&c->msg));
         }
         return;
-    case WS_OP_CLOSE:
+    case HR_WS_OP_CLOSE:
         on_close_frame(c, p, n);
         return;
-    case WS_OP_PING:
-        ws_send(c, WS_OP_PONG, p, n);
+    case HR_WS_OP_PING:
+        ws_send(c, HR_WS_OP_PONG, p, n);
         return;
-    case WS_OP_BINARY:
+    case HR_WS_OP_BINARY:
         err_add(E_BINARY);
         return;
     default:
@@ -1242,9 +1237,9 @@ static size_t ws_input(conn *c, uint8_t *p, size_t n, uint64_t now)
 {
     size_t off = 0;
     while (off < n && c->state != S_CLOSED) {
-        ws_frame f;
-        int r = ws_parse_header_ext(p + off, n - off, &f, c->pmd);
-        if (r < 0 || f.len > MAX_MESSAGE) {
+        hr_ws_frame f;
+        int r = hr_ws_frame_parse(p + off, n - off, &f, c->pmd);
+        if (r < 0 || (r > 0 && f.len > MAX_MESSAGE)) {
             err_add(r < 0 ? E_BAD_FRAME : E_TOO_BIG);
             conn_lost(c, "fail", 0);
             break;
@@ -1254,7 +1249,7 @@ static size_t ws_input(conn *c, uint8_t *p, size_t n, uint64_t now)
         uint8_t *payload = p + off + f.hdrlen;
         if (f.masked) { /* RFC 6455 5.1: servers must not mask */
             err_add(E_MASKED_FRAME);
-            ws_mask(payload, (size_t)f.len, f.mask, 0);
+            hr_ws_mask(payload, (size_t)f.len, f.mask, 0);
         }
         off += f.hdrlen + (size_t)f.len;
         on_frame(c, &f, payload, now);
@@ -1359,19 +1354,16 @@ static size_t input(conn *c, uint8_t *p, size_t n, uint64_t now)
  * appended to the connection's partial input first. */
 static void feed(conn *c, uint8_t *p, size_t n, uint64_t now)
 {
-    if (bbuf_pending(&c->in) == 0) {
+    if (hr_buf_pending(&c->in) == 0) {
         size_t used = input(c, p, n, now);
-        if (c->state != S_CLOSED && used < n && bbuf_append(&c->in, p + used, n - used) < 0)
-            err_add(E_OOM);
+        if (c->state != S_CLOSED && used < n)
+            hr_buf_append(&c->in, p + used, n - used);
         return;
     }
-    if (bbuf_append(&c->in, p, n) < 0) {
-        err_add(E_OOM);
-        return;
-    }
-    size_t used = input(c, (uint8_t *)bbuf_head(&c->in), bbuf_pending(&c->in), now);
+    hr_buf_append(&c->in, p, n);
+    size_t used = input(c, (uint8_t *)hr_buf_head(&c->in), hr_buf_pending(&c->in), now);
     if (c->state != S_CLOSED)
-        bbuf_consume(&c->in, used);
+        hr_buf_consume(&c->in, used);
 }
 
 /* Reads what c has. ev: the epoll flags that woke it (0: unknown). */

@@ -160,10 +160,17 @@ int hr_map_next(const hr_map *m, size_t *it, const char **key, size_t *klen, voi
 
 /*---- Growable byte buffer --------------------------------------------------*/
 
-static void buf_reserve(hr_buf *b, size_t extra)
+void hr_buf_reserve(hr_buf *b, size_t extra)
 {
     if (b->len + extra + 1 <= b->cap)
         return;
+    if (b->off > 0) { /* a FIFO: reclaim what was consumed before growing */
+        memmove(b->data, b->data + b->off, b->len - b->off);
+        b->len -= b->off;
+        b->off = 0;
+        if (b->len + extra + 1 <= b->cap)
+            return;
+    }
     size_t ncap = b->cap ? b->cap : 64;
     while (ncap < b->len + extra + 1)
         ncap *= 2;
@@ -175,7 +182,7 @@ void hr_buf_append(hr_buf *b, const void *p, size_t n)
 {
     if (n == 0)
         return; /* p may be NULL (lws passes an empty body that way) */
-    buf_reserve(b, n);
+    hr_buf_reserve(b, n);
     memcpy(b->data + b->len, p, n);
     b->len += n;
     b->data[b->len] = '\0';
@@ -189,18 +196,28 @@ void hr_buf_printf(hr_buf *b, const char *fmt, ...)
     va_end(ap);
     if (n <= 0)
         return; /* nothing to add (an encoding error cannot come from Herald's formats) */
-    buf_reserve(b, (size_t)n);
+    hr_buf_reserve(b, (size_t)n);
     va_start(ap, fmt);
     vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
     va_end(ap);
     b->len += (size_t)n;
 }
 
+void hr_buf_consume(hr_buf *b, size_t n)
+{
+    b->off += n;
+    if (b->off >= b->len) {
+        b->off = b->len = 0;
+        if (b->data)
+            b->data[0] = '\0';
+    }
+}
+
 void hr_buf_reset(hr_buf *b)
 {
     free(b->data);
     b->data = NULL;
-    b->len = b->cap = 0;
+    b->len = b->cap = b->off = 0;
 }
 
 /*---- Misc ------------------------------------------------------------------*/

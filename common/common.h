@@ -43,18 +43,39 @@ int hr_map_next(const hr_map *m, size_t *it, const char **key, size_t *klen, voi
 
 /*---- Growable byte buffer --------------------------------------------------*/
 
+/* Bytes [off, len) are the buffer's content; [0, off) were consumed from
+ * the front (hr_buf_consume: a buffer used as a FIFO, such as an outbound
+ * queue) and are reclaimed when an append needs room. A buffer nobody
+ * consumes from keeps off 0, so data is its content. Zero-initialise
+ * (hr_buf b = {0}); memory is allocated on first append. */
 typedef struct hr_buf {
-    char *data; /* NUL-terminated while len < cap */
+    char *data; /* append and printf keep it NUL-terminated */
     size_t len;
     size_t cap;
+    size_t off;
 } hr_buf;
 
 /* Appends n bytes (p may be NULL when n is 0). */
 void hr_buf_append(hr_buf *b, const void *p, size_t n);
 /* Appends printf-formatted text. */
 void hr_buf_printf(hr_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Makes room for extra more bytes at data + len (the caller writes them
+ * and adds to len), reclaiming consumed bytes first. */
+void hr_buf_reserve(hr_buf *b, size_t extra);
+/* Drops n bytes from the front of the content; an emptied buffer starts
+ * over at offset 0 (keeping its memory). */
+void hr_buf_consume(hr_buf *b, size_t n);
 /* Frees the storage and resets the buffer to empty. */
 void hr_buf_reset(hr_buf *b);
+/* The content not yet consumed. */
+static inline char *hr_buf_head(const hr_buf *b)
+{
+    return b->data + b->off;
+}
+static inline size_t hr_buf_pending(const hr_buf *b)
+{
+    return b->len - b->off;
+}
 
 /*---- Memory ----------------------------------------------------------------*/
 
