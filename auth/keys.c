@@ -3,7 +3,7 @@
  * reads PEM files, picks the algorithm from the key type, and keeps the
  * secret for HS*. Runs once at start-up, before the event loop.
  */
-#include "auth.h"
+#include "auth/auth.h"
 
 #include <openssl/bio.h>
 #include <openssl/evp.h>

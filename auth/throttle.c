@@ -24,7 +24,7 @@
  * recorded. Each call holds the throttle's mutex for the whole
  * check-and-count, so threads sharing one throttle cannot race either.
  */
-#include "auth.h"
+#include "auth/auth.h"
 #include "common/common.h"
 
 #include <pthread.h>

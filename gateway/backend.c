@@ -14,7 +14,7 @@
  * or hr_backend_close, all reached from libuv callbacks or the owner's own
  * close, so a caller of hr_backend_post never sees its callback re-entered.
  */
-#include "backend.h"
+#include "gateway/backend.h"
 #include "common/common.h"
 #include "common/log.h"
 

@@ -2,7 +2,7 @@
  * cli.c - `herald publish` and `herald tail` (see cli.h): small blocking
  * HTTP/1.1 and WebSocket clients over plain TCP.
  */
-#include "cli.h"
+#include "gateway/cli.h"
 #include "common/common.h"
 #include "common/ws_frame.h"
 

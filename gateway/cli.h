@@ -9,7 +9,7 @@
 #ifndef HR_CLI_H
 #define HR_CLI_H
 
-#include "config.h"
+#include "gateway/config.h"
 
 /* Node address from --url (http://HOST:PORT or HOST:PORT); NULL = the
  * configured listen address (0.0.0.0 / :: become loopback). */

@@ -9,9 +9,9 @@
  * comes from, and --help is generated from the same table. Namespaces exist
  * only in the file and have a small table of their own (ns_table[]).
  */
-#include "config.h"
+#include "gateway/config.h"
 #include "common/common.h"
-#include "proxy.h"
+#include "gateway/proxy.h"
 
 #include <errno.h>
 #include <jansson.h>

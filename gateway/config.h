@@ -7,7 +7,7 @@
 #ifndef HR_CONFIG_H
 #define HR_CONFIG_H
 
-#include "../auth/auth.h"
+#include "auth/auth.h"
 #include "common/log.h"
 
 #include <stddef.h>

@@ -9,10 +9,10 @@
  * tick, when an emitter fills a batch (it wakes the loop), and right after
  * a confirmed batch while more are queued.
  */
-#include "events.h"
+#include "gateway/events.h"
 #include "common/common.h"
 #include "common/log.h"
-#include "proxy.h"
+#include "gateway/proxy.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

@@ -6,7 +6,7 @@
 #ifndef HR_HTTP_H
 #define HR_HTTP_H
 
-#include "node.h"
+#include "gateway/node.h"
 
 int hr_http_request(hr_loop *loop, struct lws *wsi, hr_pss *pss, const char *uri);
 int hr_http_body(hr_loop *loop, struct lws *wsi, hr_pss *pss, const void *in, size_t len);

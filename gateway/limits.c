@@ -7,7 +7,7 @@
  * handshake_rate, refilled at handshake_rate a second); see admit_address
  * in ws.c.
  */
-#include "node.h"
+#include "gateway/node.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>

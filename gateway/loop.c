@@ -11,11 +11,11 @@
  * to lws (lws_adopt_socket_vhost). This also lets shutdown simply stop
  * accepting: lws_context_deprecate() would, but reads freed memory in 4.1.6.
  */
-#include "http.h"
+#include "gateway/http.h"
 #include "common/log.h"
-#include "node.h"
-#include "proxy_call.h"
-#include "ws.h"
+#include "gateway/node.h"
+#include "gateway/proxy_call.h"
+#include "gateway/ws.h"
 
 #include <openssl/ssl.h>
 

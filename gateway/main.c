@@ -3,10 +3,10 @@
  * `--version`. Parses the subcommand's own flags, hands the rest to the
  * configuration loader, then runs the chosen command.
  */
-#include "cli.h"
-#include "config.h"
+#include "gateway/cli.h"
+#include "gateway/config.h"
 #include "common/log.h"
-#include "node.h"
+#include "gateway/node.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -3,9 +3,9 @@
  * tear-down, the loop threads, request credentials, revocations, and the
  * posts that cross threads.
  */
-#include "node.h"
+#include "gateway/node.h"
 #include "common/log.h"
-#include "ws.h"
+#include "gateway/ws.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -25,8 +25,8 @@
 #include "auth/auth.h"
 #include "channels/channels.h"
 #include "common/common.h"
-#include "config.h"
-#include "metrics.h"
+#include "gateway/config.h"
+#include "gateway/metrics.h"
 
 #include <libwebsockets.h>
 #include <pthread.h>

@@ -23,7 +23,7 @@
 #ifndef HR_PROXY_H
 #define HR_PROXY_H
 
-#include "../auth/auth.h"
+#include "auth/auth.h"
 
 #include <jansson.h>
 #include <stddef.h>

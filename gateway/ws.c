@@ -25,12 +25,12 @@
  * identity; the subscription map and the queue ring are allocated on first
  * use, and the client id is formatted when needed rather than stored.
  */
-#include "ws.h"
-#include "http.h"
+#include "gateway/ws.h"
+#include "gateway/http.h"
 #include "common/log.h"
 #include "common/ws_frame.h"
-#include "proto.h"
-#include "ws_deflate.h"
+#include "gateway/proto.h"
+#include "gateway/ws_deflate.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -826,7 +826,8 @@ static int admit_address(hr_node *node, struct lws *wsi)
         return 0;
     if (!hr_client_address(node, wsi, addr, sizeof(addr)))
         return 0; /* a trusted proxy's own request: no client to count */
-    if (cfg->handshake_rate > 0 && auth_throttle_admit(node->handshakes, addr, (int64_t)hr_now_ms()))
+    if (cfg->handshake_rate > 0 &&
+        auth_throttle_admit(node->handshakes, addr, (int64_t)hr_now_ms()))
         return -1;
     hr_slot *s = hr_limit_take(node->conns_per_addr, addr, cfg->max_conns_per_address, &refused);
     if (refused)

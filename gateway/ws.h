@@ -6,8 +6,8 @@
 #ifndef HR_WS_H
 #define HR_WS_H
 
-#include "node.h"
-#include "ws_deflate.h"
+#include "gateway/node.h"
+#include "gateway/ws_deflate.h"
 
 /* lws hands a message to RECEIVE in pieces of at most this many bytes
  * (ws.c reassembles); it is also what lws allocates per connection for

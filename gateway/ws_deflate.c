@@ -31,10 +31,10 @@
  * public headers): they are mirrored below for 4.1.6, the version Debian 12
  * ships, and the integration tests exercise them.
  */
-#include "ws_deflate.h"
+#include "gateway/ws_deflate.h"
 #include "common/log.h"
-#include "node.h"
-#include "ws.h"
+#include "gateway/node.h"
+#include "gateway/ws.h"
 
 #include <stdio.h>
 #include <stdlib.h>
