@@ -17,6 +17,7 @@
 #include "generated/docs_init_js.h"
 #include "common/log.h"
 #include "gateway/proto.h"
+#include "gateway/sockstat.h"
 #include "gateway/static.h"
 #include "gateway/ws.h"
 
@@ -910,7 +911,7 @@ int hr_http_request(hr_loop *loop, struct lws *wsi, hr_pss *pss, const char *uri
     req->node = loop->node;
     lws_dll2_add_tail(&req->in_loop, &loop->reqs);
     pss->req = req;
-    hr_client_address(loop->node, wsi, req->peer, sizeof(req->peer));
+    hr_client_address(&loop->node->addrs, wsi, req->peer, sizeof(req->peer));
     req->start_us = hr_now_us();
     req->route = -1;
     HR_INC(&loop->stats, http_requests, 1);

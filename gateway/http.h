@@ -38,11 +38,6 @@ int hr_http_refuse_hdr(struct lws *wsi, int status, const char *detail, const ch
 int hr_http_raw(hr_loop *loop, struct lws *wsi, enum lws_callback_reasons reason, const void *in,
                 size_t len);
 
-/* Bytes the application has read from TCP socket fd so far (TCP_INFO's
- * bytes received minus what is still queued), or -1 (sockstat.c). Bytes
- * arriving meanwhile can only make it too high when upper, too low when not. */
-int64_t hr_sock_bytes_consumed(int fd, int upper);
-
 /* An RFC 9457 problem+json body. Caller frees. */
 char *hr_problem_json(int status, const char *detail, size_t *len);
 

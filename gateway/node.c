@@ -195,33 +195,6 @@ void hr_node_shutdown(hr_node *node)
             hr_node_post(node->loops[i], HR_POST_SHUTDOWN, 0, NULL);
 }
 
-/*---- Per-connection state ---------------------------------------------------*/
-
-hr_wsi_state *hr_wsi_state_get(struct lws *wsi)
-{
-    hr_wsi_state *st = lws_get_opaque_user_data(wsi);
-    if (!st) {
-        st = hr_calloc(1, sizeof(*st));
-        lws_set_opaque_user_data(wsi, st);
-    }
-    return st;
-}
-
-void hr_wsi_state_free(struct lws *wsi)
-{
-    hr_wsi_state *st = lws_get_opaque_user_data(wsi);
-    if (!st)
-        return;
-    lws_set_opaque_user_data(wsi, NULL);
-    hr_slot_release(st->addr_slot);
-    hr_slot_release(st->user_slot);
-    if (st->upgrade_id) {
-        auth_identity_clear(st->upgrade_id);
-        free(st->upgrade_id);
-    }
-    free(st);
-}
-
 /*---- Credentials -----------------------------------------------------------*/
 
 hr_cred_status hr_node_check_api_key(hr_loop *loop, const char *key, auth_identity *id, char *err,
@@ -441,12 +414,14 @@ int hr_node_init(hr_node *node, const hr_config *cfg)
     atomic_init(&node->next_client, 0);
     atomic_init(&node->shutting_down, 0);
     signal(SIGPIPE, SIG_IGN);
-    if (hr_netmasks_parse(cfg->trusted_proxies, cfg->ntrusted_proxies, &node->proxies, err,
+    if (hr_netmasks_parse(cfg->trusted_proxies, cfg->ntrusted_proxies, &node->addrs.proxies, err,
                           sizeof(err)) < 0) {
         hr_error("config", "%s", err);
         return -1;
     }
-    node->nproxies = cfg->ntrusted_proxies;
+    node->addrs.nproxies = cfg->ntrusted_proxies;
+    node->addrs.v4bits = cfg->ipv4_prefix;
+    node->addrs.v6bits = cfg->ipv6_prefix;
     node->conns_per_addr = hr_limit_new();
     node->conns_per_user = hr_limit_new();
     node->handshakes =
@@ -508,5 +483,5 @@ void hr_node_destroy(hr_node *node)
     hr_limit_free(node->conns_per_addr);
     hr_limit_free(node->conns_per_user);
     auth_throttle_free(node->handshakes);
-    free(node->proxies);
+    free(node->addrs.proxies);
 }

@@ -26,7 +26,9 @@
 #include "channels/channels.h"
 #include "common/common.h"
 #include "gateway/config.h"
+#include "gateway/limits.h"
 #include "gateway/metrics.h"
+#include "gateway/wsi.h"
 
 #include <libwebsockets.h>
 #include <pthread.h>
@@ -34,9 +36,6 @@
 #include <uv.h>
 
 typedef struct hr_loop hr_loop;
-typedef struct hr_limit hr_limit;     /* key -> count of connections (locked inside) */
-typedef struct hr_slot hr_slot;       /* one key's count, held by its connections */
-typedef struct hr_netmask hr_netmask; /* ADDR/BITS */
 
 typedef struct hr_node {
     const hr_config *cfg;
@@ -56,8 +55,7 @@ typedef struct hr_node {
     hr_limit *conns_per_addr;  /* connections per client address (locked inside) */
     hr_limit *conns_per_user;  /* connections per user id (locked inside) */
     auth_throttle *handshakes; /* WebSocket handshakes per address (token bucket) */
-    hr_netmask *proxies;       /* trusted_proxies, parsed */
-    size_t nproxies;
+    hr_addr_policy addrs;      /* who a request counts as (trusted proxies) */
 
     atomic_ullong next_client; /* client ids "<node>.<n>", unique across loops */
     atomic_uint loops_live;    /* loops not yet stopped: loop 0 (home of the
@@ -106,37 +104,6 @@ typedef struct hr_inbox {
     size_t spare_cap;
     uv_async_t wake;
 } hr_inbox;
-
-/* libwebsockets per-session data: an HTTP request in progress, or a
- * WebSocket connection (after the upgrade), never both. */
-typedef struct hr_conn hr_conn;
-typedef struct hr_http_req hr_http_req;
-typedef struct hr_pss {
-    hr_http_req *req;
-    hr_conn *conn;
-} hr_pss;
-
-/* What Herald keeps per lws connection across keep-alive transactions (lws
- * frees the per-session data between them), on the wsi's opaque pointer:
- * allocated on first use, freed at WSI_DESTROY or once a WebSocket is
- * established. */
-typedef struct hr_wsi_state {
-    int64_t consumed_at_tc;    /* bytes read from the socket when the last
-                                * transaction completed (HTTP keep-alive) */
-    int tc_valid;              /* consumed_at_tc is set */
-    auth_identity *upgrade_id; /* identity verified at the WebSocket upgrade */
-    uint64_t upgrade_us;       /* when the upgrade request arrived (metrics) */
-    hr_slot *addr_slot;        /* the upgrade's place in conns_per_addr */
-    hr_slot *user_slot;        /* ... and in conns_per_user */
-    int raw_answered;          /* a request lws could not parse was answered */
-    uint8_t pmd_calls;         /* permessage-deflate offers lws asked about (ws_deflate.c) */
-    uint8_t pmd_bits;          /* != 0: permessage-deflate accepted, with this window */
-} hr_wsi_state;
-
-/* The wsi's state, allocated on first use (never NULL). */
-hr_wsi_state *hr_wsi_state_get(struct lws *wsi);
-/* Frees it and what it owns; NULL state ok. */
-void hr_wsi_state_free(struct lws *wsi);
 
 /*---- A loop ----------------------------------------------------------------*/
 
@@ -246,31 +213,6 @@ int hr_node_revoke(hr_node *node, const char *user_id, int64_t at);
 
 /* The client id of connection number n: "<node>.<n>" into buf. */
 void hr_node_client_id(const hr_node *node, uint64_t n, char *buf, size_t len);
-
-/*---- Limits (limits.c) -----------------------------------------------------*/
-
-hr_limit *hr_limit_new(void);
-void hr_limit_free(hr_limit *l);
-/* Counts one more connection of key unless max are held (max <= 0: not
- * limited; returns NULL, not refused). Returns the slot to release when
- * the connection ends, or NULL with *refused = 1. Any thread. */
-hr_slot *hr_limit_take(hr_limit *l, const char *key, int max, int *refused);
-/* Gives the slot's count back (NULL ok). Any thread. */
-void hr_slot_release(hr_slot *s);
-/* Parses trusted_proxies ("ADDR" or "ADDR/BITS"); *out is malloc'ed.
- * Returns 0, or -1 with a message naming the bad entry. */
-int hr_netmasks_parse(char *const *list, size_t n, hr_netmask **out, char *err, size_t errlen);
-/* The key the per-address limits count a request under (pure): the peer
- * (text from lws_get_peer_simple), or when the peer is a trusted proxy the
- * rightmost entry of xff (the X-Forwarded-For value, NULL = absent) that is
- * not a trusted proxy; an entry that does not parse counts as the peer.
- * IPv4-mapped IPv6 counts as IPv4; IPv4 per /v4bits, IPv6 per /v6bits
- * ("NET/BITS" below the full length). Returns 1, or 0 when only trusted
- * proxies are known (no client: not limited). */
-int hr_client_key(const hr_netmask *proxies, size_t nproxies, const char *peer, const char *xff,
-                  int v4bits, int v6bits, char *out, size_t len);
-/* hr_client_key for a request (the X-Forwarded-For header read whole). */
-int hr_client_address(const hr_node *node, struct lws *wsi, char *out, size_t len);
 
 /*---- Loop (loop.c) ---------------------------------------------------------*/
 

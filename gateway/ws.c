@@ -315,12 +315,10 @@ static void conn_authenticate(hr_conn *c, auth_identity *id)
     hr_debug("connected", "client %s user %s", client, c->id.sub ? c->id.sub : "");
 }
 
-/* Counts a connection of user sub; -1 when the user holds the maximum. */
+/* Counts a connection of user sub; -EUSERS when the user holds the maximum. */
 static int user_slot_take(hr_node *node, const char *sub, hr_slot **slot)
 {
-    int refused;
-    *slot = hr_limit_take(node->conns_per_user, sub, node->cfg->max_conns_per_user, &refused);
-    return refused ? -1 : 0;
+    return hr_limit_take(node->conns_per_user, sub, node->cfg->max_conns_per_user, slot);
 }
 
 static json_t *connect_result(hr_conn *c)
@@ -821,16 +819,15 @@ static int admit_address(hr_node *node, struct lws *wsi)
 {
     const hr_config *cfg = node->cfg;
     char addr[64];
-    int refused;
     if (cfg->handshake_rate <= 0 && cfg->max_conns_per_address <= 0)
         return 0;
-    if (!hr_client_address(node, wsi, addr, sizeof(addr)))
+    if (!hr_client_address(&node->addrs, wsi, addr, sizeof(addr)))
         return 0; /* a trusted proxy's own request: no client to count */
     if (cfg->handshake_rate > 0 &&
         auth_throttle_admit(node->handshakes, addr, (int64_t)hr_now_ms()))
         return -1;
-    hr_slot *s = hr_limit_take(node->conns_per_addr, addr, cfg->max_conns_per_address, &refused);
-    if (refused)
+    hr_slot *s;
+    if (hr_limit_take(node->conns_per_addr, addr, cfg->max_conns_per_address, &s) < 0)
         return -1;
     if (s)
         hr_wsi_state_get(wsi)->addr_slot = s;
