@@ -36,8 +36,8 @@ typedef struct auth_identity {
 
 /* Releases everything the identity owns and zeroes it. */
 void auth_identity_clear(auth_identity *id);
-/* Deep copy; returns 0 or -1 on allocation failure (dst left cleared). */
-int auth_identity_copy(auth_identity *dst, const auth_identity *src);
+/* Deep copy (dst must not own anything yet). */
+void auth_identity_copy(auth_identity *dst, const auth_identity *src);
 int auth_has_role(const auth_identity *id, const char *role);
 /* Backends may publish anywhere: API key, or role "admin" or "publisher". */
 int auth_is_backend(const auth_identity *id);
@@ -148,12 +148,12 @@ typedef struct auth_namespace {
 } auth_namespace;
 
 /* Parses "anonymous" | "authenticated" | "subscribers" | "role:<r>" | "none".
- * Returns 0, or -1 for an unknown value. */
+ * Returns 0, or -EINVAL for an unknown value. */
 int auth_rule_parse(const char *s, auth_rule *out);
 void auth_namespace_clear(auth_namespace *ns);
 /* The default namespace of SPEC §3: authenticated users subscribe, only
  * backends publish, no presence, no history. Caller clears it. */
-int auth_namespace_default(auth_namespace *ns);
+void auth_namespace_default(auth_namespace *ns);
 
 /* Does pattern match channel? A pattern is an exact name, or a prefix
  * ending in '*' ("chat:*" matches "chat:a" and "chat:"). */

@@ -385,8 +385,8 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "serve") && strcmp(cmd, "check-config") &&
         parse_cmd_args(&argc, argv, &ta, !strcmp(cmd, "token")) < 0)
         return 2;
-    if (hr_config_defaults(&cfg) < 0 ||
-        hr_config_load(&cfg, argc, argv, environ, err, sizeof(err)) < 0) {
+    hr_config_defaults(&cfg);
+    if (hr_config_load(&cfg, argc, argv, environ, err, sizeof(err)) < 0) {
         fprintf(stderr, "herald: %s\n", err);
         hr_config_clear(&cfg);
         free(owned_argv);

@@ -595,7 +595,8 @@ int main(int argc, char **argv)
     hr_config cfg;
     char err[512];
     /* HERALD_* from the environment, as herald reads them */
-    if (hr_config_defaults(&cfg) < 0 || hr_config_load(&cfg, 0, NULL, environ, err, sizeof(err)))
+    hr_config_defaults(&cfg);
+    if (hr_config_load(&cfg, 0, NULL, environ, err, sizeof(err)))
         die("%s", err);
     int rc;
     if (!strcmp(mode, "post")) {

@@ -3,6 +3,7 @@
 #include "gateway/config.h"
 #include "testing.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,8 +41,7 @@ static void drop_file(char *path)
 static int load(hr_config *cfg, int argc, char **argv, char **env)
 {
     err[0] = 0;
-    if (hr_config_defaults(cfg) < 0)
-        return -2;
+    hr_config_defaults(cfg);
     return hr_config_load(cfg, argc, argv, env, err, sizeof(err));
 }
 
@@ -66,8 +66,8 @@ static void env_fails(const char *var, const char *want)
     hr_config cfg;
     char *env[] = {(char *)var, NULL};
     int rc = load(&cfg, 0, NULL, env);
-    CHECK(rc == -1);
-    if (rc != -1 || !strstr(err, want))
+    CHECK(rc == -EINVAL);
+    if (rc != -EINVAL || !strstr(err, want))
         fprintf(stderr, "  %s -> rc %d, err \"%s\" (want \"%s\")\n", var, rc, err, want);
     hr_config_clear(&cfg);
 }
@@ -77,8 +77,8 @@ static void flags_fail(int argc, char **argv, const char *want)
 {
     hr_config cfg;
     int rc = load(&cfg, argc, argv, NULL);
-    CHECK(rc == -1);
-    if (rc != -1 || !strstr(err, want))
+    CHECK(rc == -EINVAL);
+    if (rc != -EINVAL || !strstr(err, want))
         fprintf(stderr, "  %s -> rc %d, err \"%s\" (want \"%s\")\n", argv[0], rc, err, want);
     hr_config_clear(&cfg);
 }
@@ -89,9 +89,9 @@ static void file_fails(const char *json, const char *want)
     hr_config cfg;
     char path[128];
     int rc = load_json(&cfg, json, path, sizeof(path));
-    CHECK(rc == -1);
+    CHECK(rc == -EINVAL);
     CHECK(strstr(err, path) != NULL);
-    if (rc != -1 || !strstr(err, want))
+    if (rc != -EINVAL || !strstr(err, want))
         fprintf(stderr, "  %s -> rc %d, err \"%s\" (want \"%s\")\n", json, rc, err, want);
     hr_config_clear(&cfg);
 }
@@ -390,7 +390,7 @@ static void test_bad_values(void)
     /* the Redis URL may carry a password: never echoed */
     hr_config cfg;
     char *env[] = {"HERALD_REDIS_URL=rediss://:hunter2@h", NULL};
-    CHECK(load(&cfg, 0, NULL, env) == -1);
+    CHECK(load(&cfg, 0, NULL, env) == -EINVAL);
     CHECK(strstr(err, "hunter2") == NULL);
     hr_config_clear(&cfg);
 
@@ -435,7 +435,7 @@ static void test_file(void)
     hr_config_clear(&cfg);
 
     /* unknown key: exact message */
-    CHECK(load_json(&cfg, "{\"lisen\": \"x\"}", path, sizeof(path)) == -1);
+    CHECK(load_json(&cfg, "{\"lisen\": \"x\"}", path, sizeof(path)) == -EINVAL);
     snprintf(want, sizeof(want), "config file %s: unknown key \"lisen\"", path);
     CHECK_STR(err, want);
     hr_config_clear(&cfg);
@@ -513,7 +513,7 @@ static void test_namespaces(void)
     /* invalid rule: exact message prefix from the brief */
     char path[128], want[256];
     CHECK(load_json(&cfg, "{\"namespaces\": {\"chat\": {\"publish\": \"everyone\"}}}", path,
-                    sizeof(path)) == -1);
+                    sizeof(path)) == -EINVAL);
     snprintf(want, sizeof(want),
              "config file %s: \"namespaces.chat.publish\": unknown rule \"everyone\"", path);
     CHECK(!strncmp(err, want, strlen(want)));
