@@ -42,7 +42,7 @@ struct hr_http_req {
     int route;
     uint64_t start_us; /* headers read (metrics) */
     char params[HR_MAX_PARAMS][256];
-    hr_cred_status cred;
+    int cred; /* 0: verified, -ENOENT: none presented, -EPERM: refused (cred_err) */
     auth_identity id;
     char cred_err[160];
     hr_buf body;
@@ -464,92 +464,6 @@ int hr_http_writeable(hr_loop *loop, struct lws *wsi, hr_pss *pss)
     return complete_transaction(wsi) ? -1 : 0;
 }
 
-/*---- Credentials -----------------------------------------------------------*/
-
-/* Copies a header into buf; -1 when absent, -2 when larger than buf. */
-static int copy_header(struct lws *wsi, enum lws_token_indexes tok, char *buf, int len)
-{
-    if (lws_hdr_total_length(wsi, tok) <= 0)
-        return -1;
-    return lws_hdr_copy(wsi, buf, len, tok) < 0 ? -2 : 0;
-}
-
-static hr_cred_status authorization(hr_loop *loop, const char *value, auth_identity *id, char *err,
-                                    size_t errlen)
-{
-    if (!strncasecmp(value, "Bearer ", 7))
-        return hr_node_verify_jwt(loop, value + 7, id, err, errlen);
-    if (!strncasecmp(value, "ApiKey ", 7))
-        return hr_node_check_api_key(loop, value + 7, id, err, errlen);
-    snprintf(err, errlen, "unsupported Authorization scheme (use Bearer or ApiKey)");
-    return HR_CRED_BAD;
-}
-
-/* The ?token= argument, looked up as lws_get_urlarg_by_name does (decoded
- * arguments, name included) but over every argument: lws' lookup stops at
- * the first argument that does not fit the caller's buffer, so a long
- * ?pad= hid the token behind it, and a token longer than the buffer looked
- * like no token at all. Returns the value (in buf) or NULL; *too_large is
- * set when there is a token argument that does not fit buf. */
-static const char *query_token(struct lws *wsi, char *buf, int len, int *too_large)
-{
-    *too_large = 0;
-    for (int i = 0;; i++) {
-        int flen = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
-        if (flen < len) {
-            /* fails only past the last argument (an empty one copies "") */
-            if (lws_hdr_copy_fragment(wsi, buf, len, WSI_TOKEN_HTTP_URI_ARGS, i) < 0)
-                return NULL;
-            if (!strncmp(buf, "token=", 6))
-                return buf + 6;
-            continue;
-        }
-        char *big = hr_malloc((size_t)flen + 1);
-        int is_token = lws_hdr_copy_fragment(wsi, big, flen + 1, WSI_TOKEN_HTTP_URI_ARGS, i) >= 0 &&
-                       !strncmp(big, "token=", 6);
-        free(big);
-        if (is_token) {
-            *too_large = 1;
-            return NULL;
-        }
-    }
-}
-
-hr_cred_status hr_http_credentials(hr_loop *loop, struct lws *wsi, int allow_query,
-                                   auth_identity *id, char *err, size_t errlen)
-{
-    char buf[9000];
-    const char *v;
-    hr_cred_status st = HR_CRED_NONE;
-
-    err[0] = '\0';
-    int n = copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, buf, sizeof(buf));
-    if (n == -2) {
-        snprintf(err, errlen, "Authorization header too large");
-        st = HR_CRED_BAD;
-    } else if (n == 0) {
-        st = authorization(loop, buf, id, err, errlen);
-    } else if (lws_hdr_custom_length(wsi, "x-api-key:", 10) > 0) {
-        if (lws_hdr_custom_copy(wsi, buf, sizeof(buf), "x-api-key:", 10) < 0) {
-            snprintf(err, errlen, "X-API-Key header too large");
-            st = HR_CRED_BAD;
-        } else {
-            st = hr_node_check_api_key(loop, buf, id, err, errlen);
-        }
-    } else if (allow_query) {
-        int too_large;
-        if ((v = query_token(wsi, buf, (int)sizeof(buf), &too_large)) != NULL) {
-            st = hr_node_verify_jwt(loop, v, id, err, errlen);
-        } else if (too_large) {
-            snprintf(err, errlen, "token too large");
-            st = HR_CRED_BAD;
-        }
-    }
-    if (st == HR_CRED_BAD)
-        auth_identity_clear(id);
-    return st;
-}
-
 /*---- Responses outside the request flow ------------------------------------*/
 
 char *hr_problem_json(int status, const char *detail, size_t *len)
@@ -867,8 +781,8 @@ static void request_headers(hr_http_req *req, const char *uri, const framing *f)
         problem(req, 405, detail);
         return;
     }
-    req->cred =
-        hr_http_credentials(req->loop, req->wsi, 0, &req->id, req->cred_err, sizeof(req->cred_err));
+    req->cred = hr_creds_from_request(req->node->creds, req->wsi, 0, &req->id, &req->loop->stats,
+                                      req->cred_err, sizeof(req->cred_err));
     if (!req->expect_body)
         dispatch(req);
 }
@@ -1034,6 +948,15 @@ static void h_metrics(hr_http_req *req)
     hr_buf_reset(&b);
 }
 
+/* Copies a header into buf; -ENOENT when absent, -ENOSPC when larger than
+ * buf. */
+static int copy_header(struct lws *wsi, enum lws_token_indexes tok, char *buf, int len)
+{
+    if (lws_hdr_total_length(wsi, tok) <= 0)
+        return -ENOENT;
+    return lws_hdr_copy(wsi, buf, len, tok) < 0 ? -ENOSPC : 0;
+}
+
 /* A static asset (the client, --web-root files): ETag, Cache-Control:
  * no-cache (browsers revalidate and get 304 while the ETag matches) and
  * Access-Control-Allow-Origin: * (module scripts of other origins are
@@ -1118,7 +1041,7 @@ static int serve_static(hr_http_req *req)
 
 static int is_admin(const hr_http_req *req)
 {
-    return req->cred == HR_CRED_OK && (req->id.backend || auth_has_role(&req->id, "admin"));
+    return req->cred == 0 && (req->id.backend || auth_has_role(&req->id, "admin"));
 }
 
 /* Applies a route's policy to the request's credentials. Responds (401 or
@@ -1127,7 +1050,7 @@ static int is_admin(const hr_http_req *req)
 static int route_allowed(hr_http_req *req, hr_route_access auth)
 {
     const char *bad = req->cred_err[0] ? req->cred_err : "invalid credentials";
-    if (req->cred == HR_CRED_BAD && auth != HR_ROUTE_ANYONE) {
+    if (req->cred == -EPERM && auth != HR_ROUTE_ANYONE) {
         problem(req, 401, bad);
         return 0;
     }
@@ -1136,12 +1059,12 @@ static int route_allowed(hr_http_req *req, hr_route_access auth)
     case HR_ROUTE_OPTIONAL:
         return 1;
     case HR_ROUTE_USER:
-        if (req->cred == HR_CRED_OK && req->id.sub)
+        if (req->cred == 0 && req->id.sub)
             return 1;
         problem(req, 401, "a Bearer token is required");
         return 0;
     case HR_ROUTE_BACKEND:
-        if (req->cred == HR_CRED_NONE) {
+        if (req->cred == -ENOENT) {
             problem(req, 401, "credentials required: X-API-Key, Authorization: ApiKey or Bearer");
             return 0;
         }
@@ -1150,7 +1073,7 @@ static int route_allowed(hr_http_req *req, hr_route_access auth)
         problem(req, 403, "this route is for backends (API key, or role admin or publisher)");
         return 0;
     case HR_ROUTE_ADMIN:
-        if (req->cred == HR_CRED_NONE) {
+        if (req->cred == -ENOENT) {
             problem(req, 401, "credentials required: X-API-Key or an admin's Bearer token");
             return 0;
         }
@@ -1415,7 +1338,7 @@ static void h_user_create(hr_http_req *req)
     char *roles[32];
     size_t nroles;
     if (!req->node->cfg->open_registration && !is_admin(req)) {
-        problem(req, req->cred == HR_CRED_NONE ? 401 : 403,
+        problem(req, req->cred == -ENOENT ? 401 : 403,
                 "registration is closed: an admin or API key must create users");
         return;
     }
@@ -1474,7 +1397,7 @@ static void revoke_sent(void *ud, int status)
 {
     hr_http_req *req = ud;
     if (status < 0) {
-        hr_node_revoke(req->node, req->params[0], (int64_t)time(NULL));
+        hr_creds_revoke(req->node->creds, req->params[0], (int64_t)time(NULL));
         hr_node_disconnect_user(req->node, req->params[0], 4003);
         hr_warn("revoke", "user %s: revoked on this node only (channel layer unavailable)",
                 req->params[0]);

@@ -16,12 +16,6 @@ void hr_http_drop(hr_pss *pss);
 /* Frees requests still waiting for a worker once the loop has stopped. */
 void hr_http_free_all(hr_loop *loop);
 
-/* Credentials of the request on wsi into *id (caller clears it):
- * Authorization (Bearer <jwt> | ApiKey <key>), X-API-Key, or - when
- * allow_query, for WebSocket upgrades - ?token=<jwt>. */
-hr_cred_status hr_http_credentials(hr_loop *loop, struct lws *wsi, int allow_query,
-                                   auth_identity *id, char *err, size_t errlen);
-
 /* Writes a complete HTTP error response at once and returns 1 (-1 if the
  * write failed). Only for refusing an upgrade in HTTP_CONFIRM_UPGRADE, whose
  * contract is "return >0 after writing your own response"; every other

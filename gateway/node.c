@@ -137,7 +137,7 @@ static void revocations_loaded(void *ud, auth_status st, const auth_revocation *
         return;
     }
     for (size_t i = 0; i < n; i++)
-        if (hr_node_revoke(node, list[i].user_id, list[i].at))
+        if (hr_creds_revoke(node->creds, list[i].user_id, list[i].at))
             hr_node_disconnect_user(node, list[i].user_id, 4003);
     if (node->reload_again) { /* the topic went away again meanwhile */
         reload_revocations(node);
@@ -163,7 +163,7 @@ static void on_control(void *ud, const chan_control *c)
     if (!c->user)
         return;
     if (c->op == CHAN_CTL_REVOKE) {
-        hr_node_revoke(node, c->user, c->at);
+        hr_creds_revoke(node->creds, c->user, c->at);
         hr_node_disconnect_user(node, c->user, 4003);
         return;
     }
@@ -195,68 +195,6 @@ void hr_node_shutdown(hr_node *node)
             hr_node_post(node->loops[i], HR_POST_SHUTDOWN, 0, NULL);
 }
 
-/*---- Credentials -----------------------------------------------------------*/
-
-hr_cred_status hr_node_check_api_key(hr_loop *loop, const char *key, auth_identity *id, char *err,
-                                     size_t errlen)
-{
-    const hr_config *cfg = loop->node->cfg;
-    size_t klen = strlen(key);
-    int ok = 0;
-    /* every key is compared, so timing does not tell which one matched */
-    for (size_t i = 0; i < cfg->napi_keys; i++)
-        ok |= hr_secure_eq(cfg->api_keys[i], strlen(cfg->api_keys[i]), key, klen);
-    if (ok) {
-        id->backend = 1;
-        return HR_CRED_OK;
-    }
-    snprintf(err, errlen, "invalid API key");
-    HR_INC(&loop->stats, auth_failures, 1);
-    return HR_CRED_BAD;
-}
-
-int hr_node_revoke(hr_node *node, const char *user_id, int64_t at)
-{
-    size_t len = strlen(user_id);
-    int newer = 0;
-    pthread_mutex_lock(&node->revoked_mu);
-    if (at > (intptr_t)hr_map_get(node->revoked, user_id, len)) {
-        hr_map_put(node->revoked, user_id, len, (void *)(intptr_t)at);
-        newer = 1;
-    }
-    pthread_mutex_unlock(&node->revoked_mu);
-    return newer;
-}
-
-/* Tokens of a deleted user issued up to the deletion are refused; a token
- * without iat cannot prove it is newer, so it is refused too. */
-static int is_revoked(hr_node *node, const auth_identity *id)
-{
-    if (!id->sub)
-        return 0;
-    pthread_mutex_lock(&node->revoked_mu);
-    intptr_t at = (intptr_t)hr_map_get(node->revoked, id->sub, strlen(id->sub));
-    pthread_mutex_unlock(&node->revoked_mu);
-    return at && id->iat <= at;
-}
-
-hr_cred_status hr_node_verify_jwt(hr_loop *loop, const char *token, auth_identity *id, char *err,
-                                  size_t errlen)
-{
-    hr_node *node = loop->node;
-    err[0] = '\0';
-    auth_jwt_status st = auth_jwt_verify(&node->jwt, token, time(NULL), id, err, errlen);
-    if (st == AUTH_JWT_OK && !is_revoked(node, id))
-        return HR_CRED_OK;
-    if (st == AUTH_JWT_OK)
-        snprintf(err, errlen, "the user was deleted");
-    else if (!err[0])
-        snprintf(err, errlen, "%s", auth_jwt_status_str(st));
-    auth_identity_clear(id);
-    HR_INC(&loop->stats, auth_failures, 1);
-    return HR_CRED_BAD;
-}
-
 void hr_node_client_id(const hr_node *node, uint64_t n, char *buf, size_t len)
 {
     snprintf(buf, len, "%s.%llu", node->cfg->node_id, (unsigned long long)n);
@@ -266,12 +204,12 @@ void hr_node_client_id(const hr_node *node, uint64_t n, char *buf, size_t len)
 
 static void load_revocation(void *ud, const char *id, int64_t at)
 {
-    hr_node_revoke(ud, id, at);
+    hr_creds_revoke(ud, id, at);
 }
 
 /* The user store: Redis when HERALD_REDIS_URL is set (every node sees the
  * same users), else the SQLite file. Revocations are loaded once here;
- * later ones arrive through hr_node_revoke. Start-up only: blocking. */
+ * later ones arrive through hr_creds_revoke. Start-up only: blocking. */
 static int start_users(hr_node *node, char *err, size_t errlen)
 {
     const hr_config *cfg = node->cfg;
@@ -281,7 +219,6 @@ static int start_users(hr_node *node, char *err, size_t errlen)
         .prefix = cfg->redis_prefix,
         .workers = cfg->auth_workers,
     };
-    node->revoked = hr_map_new(NULL);
     /* an address may fail 4x as often as one username (NAT, shared hosts) */
     int addr_max = cfg->login_max_failures > INT_MAX / 4 ? INT_MAX : cfg->login_max_failures * 4;
     int64_t window_ms = (int64_t)cfg->login_window * 1000;
@@ -292,7 +229,7 @@ static int start_users(hr_node *node, char *err, size_t errlen)
         return -1;
     auth_status rc = sc.store->init(st, err, errlen);
     if (rc == AUTH_OK)
-        rc = sc.store->list_revoked(st, load_revocation, node);
+        rc = sc.store->list_revoked(st, load_revocation, node->creds);
     sc.store->close(st);
     if (rc != AUTH_OK) {
         if (!err[0])
@@ -410,7 +347,7 @@ int hr_node_init(hr_node *node, const hr_config *cfg)
 
     memset(node, 0, sizeof(*node));
     node->cfg = cfg;
-    pthread_mutex_init(&node->revoked_mu, NULL);
+    node->creds = hr_creds_new(cfg, &node->jwt);
     atomic_init(&node->next_client, 0);
     atomic_init(&node->shutting_down, 0);
     signal(SIGPIPE, SIG_IGN);
@@ -478,8 +415,7 @@ void hr_node_destroy(hr_node *node)
     auth_jwt_config_clear(&node->jwt);
     auth_throttle_free(node->logins);
     auth_throttle_free(node->login_addrs);
-    hr_map_free(node->revoked);
-    pthread_mutex_destroy(&node->revoked_mu);
+    hr_creds_free(node->creds);
     hr_limit_free(node->conns_per_addr);
     hr_limit_free(node->conns_per_user);
     auth_throttle_free(node->handshakes);

@@ -26,6 +26,7 @@
 #include "channels/channels.h"
 #include "common/common.h"
 #include "gateway/config.h"
+#include "gateway/creds.h"
 #include "gateway/limits.h"
 #include "gateway/metrics.h"
 #include "gateway/wsi.h"
@@ -47,10 +48,9 @@ typedef struct hr_node {
     int port; /* the port listened on: cfg->listen_port, or for 0 the one the
                * system chose when loop 0 bound it (set before other loops) */
 
+    hr_creds *creds;            /* verifies credentials; holds the revocations */
     auth_throttle *logins;      /* failed logins per username (locked inside) */
     auth_throttle *login_addrs; /* failed logins per client address (locked inside) */
-    pthread_mutex_t revoked_mu;
-    hr_map *revoked; /* locked: user id -> (intptr_t) revocation time */
 
     hr_limit *conns_per_addr;  /* connections per client address (locked inside) */
     hr_limit *conns_per_user;  /* connections per user id (locked inside) */
@@ -188,28 +188,8 @@ void hr_node_post(hr_loop *loop, hr_post_kind kind, int code, void *p);
 /* Closes every connection of user_id on every loop of this node with code
  * (4003). Any thread. */
 void hr_node_disconnect_user(hr_node *node, const char *user_id, int code);
-
-/* Credentials of a request: from the Authorization header (Bearer <jwt> or
- * ApiKey <key>), X-API-Key, or (WebSocket upgrades) ?token=<jwt>. */
-typedef enum hr_cred_status {
-    HR_CRED_NONE = 0, /* no credentials presented */
-    HR_CRED_OK,
-    HR_CRED_BAD, /* presented and refused; reason in err */
-} hr_cred_status;
-
-/* Verifies a JWT and applies revocations (deleted users). Fills *id (caller
- * clears it); on failure writes a reason to err and counts the failure on
- * loop. Any loop thread. */
-hr_cred_status hr_node_verify_jwt(hr_loop *loop, const char *token, auth_identity *id, char *err,
-                                  size_t errlen);
-/* Checks an API key (constant time). Sets id->backend on success. */
-hr_cred_status hr_node_check_api_key(hr_loop *loop, const char *key, auth_identity *id, char *err,
-                                     size_t errlen);
 /* Loop 0's reload timer fired: reads the revocations again. */
 void hr_node_reload_revocations(uv_timer_t *t);
-/* Records that tokens of user_id issued up to `at` are no longer valid.
- * Returns 1 if this is newer than what the node knew, else 0. */
-int hr_node_revoke(hr_node *node, const char *user_id, int64_t at);
 
 /* The client id of connection number n: "<node>.<n>" into buf. */
 void hr_node_client_id(const hr_node *node, uint64_t n, char *buf, size_t len);

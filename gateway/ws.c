@@ -341,7 +341,8 @@ static void op_connect(hr_conn *c, const hr_cmd *cmd)
         return;
     }
     if (cmd->token) {
-        if (hr_node_verify_jwt(c->loop, cmd->token, &id, err, sizeof(err)) != HR_CRED_OK) {
+        if (hr_creds_verify_jwt(c->loop->node->creds, cmd->token, &id, &c->loop->stats, err,
+                                sizeof(err)) < 0) {
             reply_error(c, cmd->id, HR_ERR_UNAUTHORIZED, err[0] ? err : "invalid token");
             conn_close(c, 4001, "unauthorized", 1);
             return;
@@ -722,7 +723,8 @@ static void op_refresh(hr_conn *c, const hr_cmd *cmd)
         reply_error(c, cmd->id, HR_ERR_BAD_REQUEST, "anonymous connections have no token");
         return;
     }
-    if (hr_node_verify_jwt(c->loop, cmd->token, &id, err, sizeof(err)) != HR_CRED_OK) {
+    if (hr_creds_verify_jwt(c->loop->node->creds, cmd->token, &id, &c->loop->stats, err,
+                            sizeof(err)) < 0) {
         reply_error(c, cmd->id, HR_ERR_UNAUTHORIZED, err[0] ? err : "invalid token");
         return;
     }
@@ -945,14 +947,15 @@ int hr_ws_confirm_upgrade(hr_loop *loop, struct lws *wsi, const char *upgrade)
     if (admit_address(loop->node, wsi) < 0)
         return hr_http_refuse(wsi, 429, "too many connections or handshakes from this address");
 
-    hr_cred_status st = hr_http_credentials(loop, wsi, 1, &id, err, sizeof(err));
-    if (st == HR_CRED_BAD)
+    int st = hr_creds_from_request(loop->node->creds, wsi, HR_CREDS_QUERY, &id, &loop->stats, err,
+                                   sizeof(err));
+    if (st == -EPERM)
         return hr_http_refuse(wsi, 401, err);
-    if (st == HR_CRED_OK && !id.sub) {
+    if (st == 0 && !id.sub) {
         auth_identity_clear(&id);
         return hr_http_refuse(wsi, 401, "WebSocket clients authenticate with a JWT");
     }
-    if (st == HR_CRED_OK) {
+    if (st == 0) {
         if (user_slot_take(loop->node, id.sub, &hr_wsi_state_get(wsi)->user_slot) < 0) {
             auth_identity_clear(&id);
             return hr_http_refuse(wsi, 429, "too many connections for this user");
