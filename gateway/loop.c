@@ -12,6 +12,7 @@
  * accepting: lws_context_deprecate() would, but reads freed memory in 4.1.6.
  */
 #include "gateway/http.h"
+#include "gateway/rest.h"
 #include "common/log.h"
 #include "gateway/node.h"
 #include "gateway/proxy_call.h"
@@ -45,7 +46,7 @@ static int callback_herald(struct lws *wsi, enum lws_callback_reasons reason, vo
 
     switch (reason) {
     case LWS_CALLBACK_HTTP:
-        return hr_http_request(loop, wsi, pss, in);
+        return hr_http_request(loop, wsi, pss, in, &hr_rest_routes);
     case LWS_CALLBACK_HTTP_BODY:
         return hr_http_body(loop, wsi, pss, in, len);
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:

@@ -1,6 +1,5 @@
-/* Unit tests for the permission rules and the HTTP router. */
+/* Unit tests for the permission rules of namespaces (auth/acl.c). */
 #include "auth/auth.h"
-#include "gateway/http.h"
 #include "testing.h"
 
 #include <stdio.h>
@@ -75,58 +74,10 @@ static void test_personal_and_claims(void)
     auth_namespace_clear(&ns);
 }
 
-static void test_router(void)
-{
-    char params[2][256], allow[64];
-    CHECK(hr_http_route("GET", "/healthz", params, 2, allow, sizeof(allow)) >= 0);
-    CHECK(hr_http_route("POST", "/api/v1/publish", params, 2, allow, sizeof(allow)) >= 0);
-    CHECK(hr_http_route("GET", "/api/v1/publish", params, 2, allow, sizeof(allow)) == -405);
-    CHECK_STR(allow, "POST");
-    CHECK(hr_http_route("GET", "/nope", params, 2, allow, sizeof(allow)) == -404);
-    /* a later route with the same path: the match carries no Allow */
-    CHECK(hr_http_route("DELETE", "/api/v1/users/abc", params, 2, allow, sizeof(allow)) >= 0);
-    CHECK_STR(params[0], "abc");
-    CHECK_STR(allow, "");
-    CHECK(hr_http_route("PUT", "/api/v1/users/abc", params, 2, allow, sizeof(allow)) == -405);
-    CHECK_STR(allow, "GET, DELETE");
-    CHECK(hr_http_route("GET", "/api/v1/users/me", params, 2, allow, sizeof(allow)) >= 0);
-    /* "me" is no user id: a literal route's path answers only its own methods */
-    CHECK(hr_http_route("DELETE", "/api/v1/users/me", params, 2, allow, sizeof(allow)) == -405);
-    CHECK_STR(allow, "GET");
-    CHECK(hr_http_route("POST", "/api/v1/users/me/disconnect", params, 2, allow, sizeof(allow)) >=
-          0);
-    CHECK(hr_http_route("GET", "/healthz/", params, 2, allow, sizeof(allow)) == -404);
-    CHECK(hr_http_route("GET", "", params, 2, allow, sizeof(allow)) == -404);
-    CHECK_STR(hr_http_status_title(404), "Not Found");
-}
-
-static void test_form(void)
-{
-    char out[32];
-    const char *b = "grant_type=password&username=b%C3%B6b+x&password=p%26w%3D";
-    size_t n = strlen(b);
-    CHECK(hr_form_value(b, n, "grant_type", out, sizeof(out)) == 8);
-    CHECK_STR(out, "password");
-    CHECK(hr_form_value(b, n, "username", out, sizeof(out)) > 0);
-    CHECK_STR(out, "b\xc3\xb6"
-                   "b x");
-    CHECK(hr_form_value(b, n, "password", out, sizeof(out)) == 4);
-    CHECK_STR(out, "p&w=");
-    CHECK(hr_form_value(b, n, "missing", out, sizeof(out)) == -1);
-    CHECK(hr_form_value(b, n, "user", out, sizeof(out)) == -1);
-    CHECK(hr_form_value("a=%4", 4, "a", out, sizeof(out)) == -2);
-    CHECK(hr_form_value("a=%zz", 5, "a", out, sizeof(out)) == -2);
-    CHECK(hr_form_value("a=%00", 5, "a", out, sizeof(out)) == -2);
-    CHECK(hr_form_value("a=0123456789012345678901234567890123", 36, "a", out, sizeof(out)) == -2);
-    CHECK(hr_form_value("a=", 2, "a", out, sizeof(out)) == 0);
-}
-
 int main(void)
 {
-    RUN(test_form);
     RUN(test_default_namespace);
     RUN(test_rules);
     RUN(test_personal_and_claims);
-    RUN(test_router);
     return TEST_DONE();
 }

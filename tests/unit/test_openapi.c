@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "gateway/http.h"
+#include "gateway/rest.h"
 #include "testing.h"
 
 #ifndef HR_SOURCE_DIR
@@ -130,10 +130,10 @@ static int access_mismatches(json_t *op, const char *what, hr_route_access acces
 static int routes_documented(json_t *doc)
 {
     json_t *paths = json_object_get(doc, "paths");
-    const char *method, *pattern;
-    hr_route_access access;
     int bad = 0;
-    for (size_t i = 0; hr_http_route_info(i, &method, &pattern, &access) == 0; i++) {
+    for (size_t i = 0; i < hr_rest_routes.n; i++) {
+        const char *method = hr_rest_routes.v[i].method, *pattern = hr_rest_routes.v[i].pattern;
+        hr_route_access access = hr_rest_routes.v[i].access;
         char m[16], what[300];
         lower(method, m, sizeof(m));
         snprintf(what, sizeof(what), "%s %s", method, pattern);
@@ -182,10 +182,9 @@ static int operations_routed(json_t *doc)
             char m[16], path[512], params[2][256], allow[64];
             upper(methods[k], m, sizeof(m));
             concrete(pattern, path, sizeof(path));
-            int r = hr_http_route(m, path, params, 2, allow, sizeof(allow));
-            const char *rm = NULL, *rp = NULL;
-            hr_route_access ra;
-            if (r < 0 || hr_http_route_info((size_t)r, &rm, &rp, &ra) < 0 || strcmp(rp, pattern))
+            int r = hr_router_match(&hr_rest_routes, m, path, params, 2, allow, sizeof(allow));
+            const char *rp = r >= 0 ? hr_rest_routes.v[r].pattern : NULL;
+            if (!rp || strcmp(rp, pattern))
                 bad += complain("%s %s is documented but the router answers %s %s with %d (%s)", m,
                                 pattern, m, path, r, rp ? rp : "no route");
         }
@@ -216,8 +215,9 @@ static void test_document_matches_router(void)
     CHECK(mismatches(doc) == 0);
     /* the route table is not empty and /ws' plain GET is a route */
     char params[2][256], allow[64];
-    CHECK(hr_http_route("GET", "/ws", params, 2, allow, sizeof(allow)) >= 0);
-    CHECK(hr_http_route("GET", "/api/v1/openapi.json", params, 2, allow, sizeof(allow)) >= 0);
+    CHECK(hr_router_match(&hr_rest_routes, "GET", "/ws", params, 2, allow, sizeof(allow)) >= 0);
+    CHECK(hr_router_match(&hr_rest_routes, "GET", "/api/v1/openapi.json", params, 2, allow,
+                          sizeof(allow)) >= 0);
     json_decref(doc);
 }
 
