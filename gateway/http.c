@@ -166,7 +166,7 @@ void hr_http_respond(hr_http_req *req, int status, const char *ctype, const char
     req->ctype = ctype;
     req->responded = 1;
     hr_hist_observe(
-        &req->loop->stats
+        &req->w->stats
              .http[req->route >= 0 && req->route < HR_MAX_ROUTES ? req->route : HR_MAX_ROUTES],
         hr_now_us() - req->start_us);
     if (req->read_done)
@@ -272,10 +272,10 @@ static int write_response(hr_http_req *req)
 
 /* Writes a response decided inside lws' callbacks and completes its
  * transaction (see send_response). */
-int hr_http_writeable(hr_loop *loop, struct lws *wsi, hr_pss *pss)
+int hr_http_writeable(hr_worker *w, struct lws *wsi, hr_pss *pss)
 {
     hr_http_req *req = pss->req;
-    (void)loop;
+    (void)w;
     if (req && req->kill)
         return -1;
     if (!req || !req->responded || !req->resp || !req->read_done)
@@ -369,12 +369,12 @@ static int is_tchar(unsigned char ch)
 /* Answers the bytes of a request lws could not parse: 501 when they start
  * with a method (a token and a space), else 400. Returns 0, or -1 when the
  * answer could not be written. */
-static int raw_answer(hr_loop *loop, struct lws *wsi, const unsigned char *in, size_t len)
+static int raw_answer(hr_worker *w, struct lws *wsi, const unsigned char *in, size_t len)
 {
     unsigned char buf[LWS_PRE + 4096], *start = buf + LWS_PRE;
     char detail[96];
     size_t m = 0;
-    HR_INC(&loop->stats, http_requests, 1);
+    HR_INC(&w->stats, http_requests, 1);
     while (m < len && m < 32 && is_tchar(in[m]))
         m++;
     int status = m > 0 && m < len && in[m] == ' ' ? 501 : 400;
@@ -403,7 +403,7 @@ static int raw_answer(hr_loop *loop, struct lws *wsi, const unsigned char *in, s
  * the connection and could destroy the answer before the client read it.
  * The timeout bounds the wait.
  */
-int hr_http_raw(hr_loop *loop, struct lws *wsi, enum lws_callback_reasons reason, const void *in,
+int hr_http_raw(hr_worker *w, struct lws *wsi, enum lws_callback_reasons reason, const void *in,
                 size_t len)
 {
     hr_wsi_state *st;
@@ -413,7 +413,7 @@ int hr_http_raw(hr_loop *loop, struct lws *wsi, enum lws_callback_reasons reason
         if (st->raw_answered)
             return 0; /* whatever else the peer sends is dropped */
         st->raw_answered = 1;
-        return raw_answer(loop, wsi, in, len);
+        return raw_answer(w, wsi, in, len);
     case LWS_CALLBACK_RAW_WRITEABLE:
         st = hr_wsi_state_get(wsi);
         if (st->raw_answered)
@@ -453,10 +453,10 @@ void hr_http_drop(hr_pss *pss)
     }
 }
 
-void hr_http_free_all(hr_loop *loop)
+void hr_http_free_all(hr_worker *w)
 {
-    while (loop->reqs.head) {
-        hr_http_req *req = lws_container_of(loop->reqs.head, hr_http_req, in_loop);
+    while (w->reqs.head) {
+        hr_http_req *req = lws_container_of(w->reqs.head, hr_http_req, in_loop);
         req->refs = 1;
         hr_http_unref(req);
     }
@@ -625,7 +625,7 @@ static void request_headers(hr_http_req *req, const char *uri, const framing *f)
 {
     if (framing_refused(req, f))
         return;
-    if (req->loop->shutting_down) {
+    if (req->w->loop.shutting_down) {
         hr_http_problem(req, 503, "the server is shutting down");
         return;
     }
@@ -650,7 +650,7 @@ static void request_headers(hr_http_req *req, const char *uri, const framing *f)
         hr_http_problem(req, 405, detail);
         return;
     }
-    req->cred = hr_creds_from_request(req->node->creds, req->wsi, 0, &req->id, &req->loop->stats,
+    req->cred = hr_creds_from_request(req->node->creds, req->wsi, 0, &req->id, &req->w->stats,
                                       req->cred_err, sizeof(req->cred_err));
     if (!req->expect_body)
         dispatch(req);
@@ -672,7 +672,7 @@ static int parsed_from_buffer(struct lws *wsi)
     return from;
 }
 
-int hr_http_request(hr_loop *loop, struct lws *wsi, hr_pss *pss, const char *uri,
+int hr_http_request(hr_worker *w, struct lws *wsi, hr_pss *pss, const char *uri,
                     const hr_routes *routes)
 {
     hr_http_drop(pss); /* a keep-alive connection's previous request */
@@ -683,7 +683,7 @@ int hr_http_request(hr_loop *loop, struct lws *wsi, hr_pss *pss, const char *uri
     if (from_buffer && framing_has_body(&f)) {
         /* refused before lws_http_action's loop can run: see "Responses and
          * pipelining"; the answers before it have been sent */
-        HR_INC(&loop->stats, http_requests, 1);
+        HR_INC(&w->stats, http_requests, 1);
         hr_http_refuse(wsi, 503, "pipelined requests with a body are not served: send it again");
         return -1;
     }
@@ -691,15 +691,15 @@ int hr_http_request(hr_loop *loop, struct lws *wsi, hr_pss *pss, const char *uri
     req->from_buffer = from_buffer;
     req->wsi = wsi;
     req->refs = 1;
-    req->loop = loop;
-    req->node = loop->node;
-    lws_dll2_add_tail(&req->in_loop, &loop->reqs);
+    req->w = w;
+    req->node = w->node;
+    lws_dll2_add_tail(&req->in_loop, &w->reqs);
     pss->req = req;
-    hr_client_address(&loop->node->addrs, wsi, req->peer, sizeof(req->peer));
+    hr_client_address(&w->node->addrs, wsi, req->peer, sizeof(req->peer));
     req->start_us = hr_now_us();
     req->route = -1;
     req->routes = routes;
-    HR_INC(&loop->stats, http_requests, 1);
+    HR_INC(&w->stats, http_requests, 1);
     snprintf(req->method, sizeof(req->method), "%s", method);
     /* bodies arrive in HTTP_BODY callbacks; dispatch waits for completion */
     req->expect_body = framing_expects_body(&f, method);
@@ -709,13 +709,13 @@ int hr_http_request(hr_loop *loop, struct lws *wsi, hr_pss *pss, const char *uri
     return finish_callback(req);
 }
 
-int hr_http_body(hr_loop *loop, struct lws *wsi, hr_pss *pss, const void *in, size_t len)
+int hr_http_body(hr_worker *w, struct lws *wsi, hr_pss *pss, const void *in, size_t len)
 {
     hr_http_req *req = pss->req;
     (void)wsi;
     if (!req)
         return -1;
-    if (req->body_too_large || req->body.len + len > loop->node->cfg->max_body) {
+    if (req->body_too_large || req->body.len + len > w->node->cfg->max_body) {
         req->body_too_large = 1; /* keep reading, drop the bytes */
         hr_buf_reset(&req->body);
         return 0;
@@ -724,7 +724,7 @@ int hr_http_body(hr_loop *loop, struct lws *wsi, hr_pss *pss, const void *in, si
     return 0;
 }
 
-int hr_http_body_done(hr_loop *loop, struct lws *wsi, hr_pss *pss)
+int hr_http_body_done(hr_worker *w, struct lws *wsi, hr_pss *pss)
 {
     hr_http_req *req = pss->req;
     (void)wsi;
@@ -740,7 +740,7 @@ int hr_http_body_done(hr_loop *loop, struct lws *wsi, hr_pss *pss)
         send_response(req); /* an early answer (4xx) waited for the body */
     } else if (req->body_too_large) {
         char detail[96];
-        snprintf(detail, sizeof(detail), "request body over %zu bytes", loop->node->cfg->max_body);
+        snprintf(detail, sizeof(detail), "request body over %zu bytes", w->node->cfg->max_body);
         hr_http_problem(req, 413, detail);
     } else {
         dispatch(req);

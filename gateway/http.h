@@ -24,7 +24,7 @@
 struct hr_http_req {
     /* read-only for handlers */
     struct lws *wsi; /* NULL once the client is gone */
-    hr_loop *loop;
+    hr_worker *w;
     hr_node *node;
     char method[8];
     char path[1024]; /* a longest channel name fits with room to spare */
@@ -56,7 +56,7 @@ struct hr_http_req {
     int close_after;    /* framing refused: close once the answer is written */
     int from_buffer;    /* parsed from bytes lws had buffered (pipelined) */
     int kill;           /* answered outside lws' callbacks: close at the next writeable */
-    lws_dll2_t in_loop; /* loop->reqs */
+    lws_dll2_t in_loop; /* w->reqs */
     int status;         /* the response, once decided */
     const char *ctype;
     char *resp; /* LWS_PRE bytes of headroom, then resp_len bytes */
@@ -68,19 +68,19 @@ struct hr_http_req {
 /*---- The lifecycle (server.c) ----------------------------------------------*/
 
 /* LWS_CALLBACK_HTTP: a request's headers, routed through routes. */
-int hr_http_request(hr_loop *loop, struct lws *wsi, hr_pss *pss, const char *uri,
+int hr_http_request(hr_worker *w, struct lws *wsi, hr_pss *pss, const char *uri,
                     const hr_routes *routes);
-int hr_http_body(hr_loop *loop, struct lws *wsi, hr_pss *pss, const void *in, size_t len);
-int hr_http_body_done(hr_loop *loop, struct lws *wsi, hr_pss *pss);
-int hr_http_writeable(hr_loop *loop, struct lws *wsi, hr_pss *pss);
+int hr_http_body(hr_worker *w, struct lws *wsi, hr_pss *pss, const void *in, size_t len);
+int hr_http_body_done(hr_worker *w, struct lws *wsi, hr_pss *pss);
+int hr_http_writeable(hr_worker *w, struct lws *wsi, hr_pss *pss);
 void hr_http_drop(hr_pss *pss);
 /* Frees requests still waiting for a worker once the loop has stopped. */
-void hr_http_free_all(hr_loop *loop);
+void hr_http_free_all(hr_worker *w);
 
 /* RAW_ADOPT, RAW_RX, RAW_WRITEABLE, RAW_CLOSE: a connection lws could not
  * parse as HTTP (unknown method, not HTTP at all) and handed over as a raw
  * socket; it is answered 501 or 400 (problem+json) and closed. */
-int hr_http_raw(hr_loop *loop, struct lws *wsi, enum lws_callback_reasons reason, const void *in,
+int hr_http_raw(hr_worker *w, struct lws *wsi, enum lws_callback_reasons reason, const void *in,
                 size_t len);
 
 /*---- For handlers ----------------------------------------------------------*/

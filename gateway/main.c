@@ -7,6 +7,7 @@
 #include "gateway/config.h"
 #include "common/log.h"
 #include "gateway/node.h"
+#include "gateway/server.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -305,7 +306,7 @@ static int cmd_serve(hr_config *cfg)
 {
     hr_node node;
     int rc = 1;
-    if (hr_node_init(&node, cfg) == 0)
+    if (hr_node_init(&node, cfg, hr_server_hooks_for(cfg)) == 0)
         rc = hr_node_run(&node);
     hr_node_destroy(&node);
     return rc;

@@ -19,7 +19,7 @@
 static chan_opts publish_opts(hr_http_req *req, const char *channel)
 {
     const auth_namespace *ns = hr_config_namespace(req->node->cfg, channel);
-    HR_ADD1(&req->loop->stats.ns_publications[hr_ns_index(req->node->cfg, ns)], 1);
+    HR_ADD1(&req->w->stats.ns_publications[hr_ns_index(req->node->cfg, ns)], 1);
     return hr_chan_opts(ns);
 }
 
@@ -67,7 +67,7 @@ void hr_rest_publish(hr_http_req *req)
     } else {
         chan_opts co = publish_opts(req, channel);
         hr_http_ref(req);
-        chan_publish(req->node->layer, req->loop->index, channel, &co, text, strlen(text), NULL,
+        chan_publish(req->node->layer, req->w->index, channel, &co, text, strlen(text), NULL,
                      publish_done, req);
     }
     free(text);
@@ -126,7 +126,7 @@ static void broadcast_one(broadcast *b, size_t i, json_t *ch, const char *text)
     *it = (broadcast_item){b, i};
     b->pending++;
     chan_opts co = publish_opts(b->req, channel);
-    chan_publish(b->req->node->layer, b->req->loop->index, channel, &co, text, strlen(text), NULL,
+    chan_publish(b->req->node->layer, b->req->w->index, channel, &co, text, strlen(text), NULL,
                  broadcast_done, it);
 }
 
@@ -180,7 +180,7 @@ void hr_rest_user_disconnect(hr_http_req *req)
     chan_control c = {.op = CHAN_CTL_DISCONNECT, .user = req->params[0], .code = 4003};
     hr_info("disconnect", "user %s: disconnecting every connection", req->params[0]);
     hr_http_ref(req);
-    chan_control_send(req->node->layer, req->loop->index, &c, control_done, req);
+    chan_control_send(req->node->layer, req->w->index, &c, control_done, req);
 }
 
 static void member_control(hr_http_req *req, chan_control_op op, const char *channel,
@@ -188,7 +188,7 @@ static void member_control(hr_http_req *req, chan_control_op op, const char *cha
 {
     chan_control c = {.op = op, .user = user, .channel = channel};
     hr_http_ref(req);
-    chan_control_send(req->node->layer, req->loop->index, &c, control_done, req);
+    chan_control_send(req->node->layer, req->w->index, &c, control_done, req);
 }
 
 /* Django Channels' group_add: every connection of the user, on every node,
@@ -250,7 +250,7 @@ void hr_rest_presence(hr_http_req *req)
         return;
     chan_opts co = hr_chan_opts(hr_config_namespace(req->node->cfg, channel));
     hr_http_ref(req);
-    chan_presence_read(req->node->layer, req->loop->index, channel, &co, presence_done, req);
+    chan_presence_read(req->node->layer, req->w->index, channel, &co, presence_done, req);
 }
 
 static void history_done(void *ud, const chan_history *h)
@@ -287,7 +287,6 @@ void hr_rest_history(hr_http_req *req)
         snprintf(since.epoch, sizeof(since.epoch), "%s", epoch);
     chan_opts co = hr_chan_opts(hr_config_namespace(req->node->cfg, channel));
     hr_http_ref(req);
-    chan_history_read(req->node->layer, req->loop->index, channel, &co,
-                      has_since == 0 ? &since : NULL, has_limit == 0 ? (int64_t)limit : -1,
-                      history_done, req);
+    chan_history_read(req->node->layer, req->w->index, channel, &co, has_since == 0 ? &since : NULL,
+                      has_limit == 0 ? (int64_t)limit : -1, history_done, req);
 }

@@ -70,11 +70,11 @@ void hr_rest_metrics(hr_http_req *req)
     hr_counters *counters[CHAN_MAX_THREADS];
     hr_buf b = {0};
     chan_stats cs;
-    for (unsigned i = 0; i < node->nloops; i++)
-        counters[i] = &node->loops[i]->stats;
+    for (unsigned i = 0; i < node->nworkers; i++)
+        counters[i] = &node->workers[i]->stats;
     chan_layer_stats(node->layer, &cs);
     hr_metric_labels labels = metric_labels(node->cfg);
-    hr_metrics_render(&b, counters, node->nloops, &cs, node->cfg->node_id, &labels);
+    hr_metrics_render(&b, counters, node->nworkers, &cs, node->cfg->node_id, &labels);
     free((void *)labels.namespaces);
     hr_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
     hr_buf_reset(&b);

@@ -106,7 +106,7 @@ void hr_rest_user_create(hr_http_req *req)
         hr_http_problem(req, 403, "only admins and API keys may set roles");
     } else {
         hr_http_ref(req);
-        auth_register(req->node->users, &req->loop->auth_to, username, password, roles, nroles,
+        auth_register(req->node->users, &req->w->auth_to, username, password, roles, nroles,
                       user_created, req);
     }
     json_decref(o);
@@ -115,13 +115,13 @@ void hr_rest_user_create(hr_http_req *req)
 void hr_rest_me(hr_http_req *req)
 {
     hr_http_ref(req);
-    auth_get_user(req->node->users, &req->loop->auth_to, req->id.sub, user_found, req);
+    auth_get_user(req->node->users, &req->w->auth_to, req->id.sub, user_found, req);
 }
 
 void hr_rest_user_get(hr_http_req *req)
 {
     hr_http_ref(req);
-    auth_get_user(req->node->users, &req->loop->auth_to, req->params[0], user_found, req);
+    auth_get_user(req->node->users, &req->w->auth_to, req->params[0], user_found, req);
 }
 
 /* A revocation whose control message could not reach the other nodes
@@ -150,7 +150,7 @@ static void user_deleted(void *ud, auth_status st, const auth_user *user, const 
     if (st == AUTH_OK && req->wsi) {
         chan_control c = {.op = CHAN_CTL_REVOKE, .user = req->params[0], .at = (int64_t)time(NULL)};
         hr_http_ref(req);
-        chan_control_send(req->node->layer, req->loop->index, &c, revoke_sent, req);
+        chan_control_send(req->node->layer, req->w->index, &c, revoke_sent, req);
     } else if (st != AUTH_OK) {
         user_problem(req, st, message);
     }
@@ -160,7 +160,7 @@ static void user_deleted(void *ud, auth_status st, const auth_user *user, const 
 void hr_rest_user_delete(hr_http_req *req)
 {
     hr_http_ref(req);
-    auth_delete_user(req->node->users, &req->loop->auth_to, req->params[0], user_deleted, req);
+    auth_delete_user(req->node->users, &req->w->auth_to, req->params[0], user_deleted, req);
 }
 
 /*---- OAuth2 token endpoint (RFC 6749 §4.3, §6) -----------------------------*/
@@ -299,16 +299,16 @@ void hr_rest_token(hr_http_req *req)
             oauth_error(req, 400, "invalid_request", "username and password are required");
         else if (login_allowed(req, user)) {
             hr_http_ref(req);
-            auth_login(req->node->users, &req->loop->auth_to, user, pass,
-                       req->node->cfg->refresh_ttl, login_done, req);
+            auth_login(req->node->users, &req->w->auth_to, user, pass, req->node->cfg->refresh_ttl,
+                       login_done, req);
         }
     } else if (!strcmp(grant, "refresh_token")) {
         if (token_param(req, json, "refresh_token", refresh, sizeof(refresh)) <= 0) {
             oauth_error(req, 400, "invalid_request", "refresh_token is required");
         } else {
             hr_http_ref(req);
-            auth_refresh(req->node->users, &req->loop->auth_to, refresh,
-                         req->node->cfg->refresh_ttl, refresh_done, req);
+            auth_refresh(req->node->users, &req->w->auth_to, refresh, req->node->cfg->refresh_ttl,
+                         refresh_done, req);
         }
     } else {
         oauth_error(req, 400, "unsupported_grant_type", "use password or refresh_token");

@@ -41,9 +41,9 @@
 #include <time.h>
 
 struct hr_conn {
-    hr_loop *loop;
+    hr_worker *w;
     struct lws *wsi;    /* NULL once closed; the struct lives on while refs > 0 */
-    lws_dll2_t in_loop; /* loop->conns */
+    lws_dll2_t in_loop; /* w->conns */
     lws_dll2_t in_user; /* the user's hr_user_conns on this loop */
     int refs;           /* 1 for the socket + 1 per pending asynchronous operation */
 
@@ -97,7 +97,7 @@ static void conn_unref(hr_conn *c)
 
 static const hr_config *conn_cfg(const hr_conn *c)
 {
-    return c->loop->node->cfg;
+    return c->w->node->cfg;
 }
 
 /*---- Outbound queue --------------------------------------------------------*/
@@ -166,8 +166,8 @@ static void conn_close(hr_conn *c, int code, const char *reason, int flush)
 static void slow_consumer(hr_conn *c)
 {
     char client[160];
-    HR_INC(&c->loop->stats, slow_consumer_closes, 1);
-    hr_node_client_id(c->loop->node, c->client_n, client, sizeof(client));
+    HR_INC(&c->w->stats, slow_consumer_closes, 1);
+    hr_node_client_id(c->w->node, c->client_n, client, sizeof(client));
     hr_warn("slow_consumer", "client %s: outbound queue over %zu bytes, closing 4008",
             c->authed ? client : "(unauthenticated)", conn_cfg(c)->out_queue_bytes);
     conn_close(c, 4008, "slow consumer", 0);
@@ -180,16 +180,16 @@ static void slow_consumer(hr_conn *c)
  * frames were queued meanwhile. */
 static void conn_mark_pending(hr_conn *c)
 {
-    hr_loop *loop = c->loop;
+    hr_worker *w = c->w;
     if (c->pending)
         return;
     c->pending = 1;
     c->refs++;
-    if (loop->npending == loop->cappending) {
-        loop->cappending = loop->cappending ? loop->cappending * 2 : 256;
-        loop->pending = hr_realloc(loop->pending, loop->cappending * sizeof(*loop->pending));
+    if (w->npending == w->cappending) {
+        w->cappending = w->cappending ? w->cappending * 2 : 256;
+        w->pending = hr_realloc(w->pending, w->cappending * sizeof(*w->pending));
     }
-    loop->pending[loop->npending++] = c;
+    w->pending[w->npending++] = c;
 }
 
 /* Adds a reference to m to the connection's queue. Never copies the bytes. */
@@ -198,8 +198,8 @@ static void conn_enqueue(hr_conn *c, chan_msg *m)
     size_t flen;
     if (!c->wsi || c->close_code)
         return;
-    if (c->pmd.bits && hr_pmd_prepare(c->loop->pmd, m, conn_cfg(c)->ws_compression_min))
-        HR_INC(&c->loop->stats, ws_deflates, 1);
+    if (c->pmd.bits && hr_pmd_prepare(c->w->pmd, m, conn_cfg(c)->ws_compression_min))
+        HR_INC(&c->w->stats, ws_deflates, 1);
     conn_frame(c, m, &flen);
     if (c->qbytes + flen > conn_cfg(c)->out_queue_bytes) {
         slow_consumer(c);
@@ -272,7 +272,7 @@ static void conn_arm_timer(hr_conn *c)
 
 static void user_index_add(hr_conn *c)
 {
-    hr_map *idx = c->loop->by_user;
+    hr_map *idx = c->w->by_user;
     size_t len = strlen(c->id.sub);
     hr_user_conns *u = hr_map_get(idx, c->id.sub, len);
     if (!u) {
@@ -286,7 +286,7 @@ static void user_index_remove(hr_conn *c)
 {
     if (!c->authed || !c->id.sub)
         return;
-    hr_map *idx = c->loop->by_user;
+    hr_map *idx = c->w->by_user;
     size_t len = strlen(c->id.sub);
     hr_user_conns *u = hr_map_get(idx, c->id.sub, len);
     lws_dll2_remove(&c->in_user);
@@ -305,10 +305,10 @@ static void conn_authenticate(hr_conn *c, auth_identity *id)
     c->id = *id;
     memset(id, 0, sizeof(*id));
     c->authed = 1;
-    c->client_n = atomic_fetch_add(&c->loop->node->next_client, 1) + 1;
+    c->client_n = atomic_fetch_add(&c->w->node->next_client, 1) + 1;
     if (c->id.sub)
         user_index_add(c);
-    hr_node_client_id(c->loop->node, c->client_n, client, sizeof(client));
+    hr_node_client_id(c->w->node, c->client_n, client, sizeof(client));
     char *s = hr_proto_connected(client, c->id.sub, c->id.exp, &len);
     conn_send_text(c, s, len);
     conn_arm_timer(c);
@@ -324,7 +324,7 @@ static int user_slot_take(hr_node *node, const char *sub, hr_slot **slot)
 static json_t *connect_result(hr_conn *c)
 {
     char client[160];
-    hr_node_client_id(c->loop->node, c->client_n, client, sizeof(client));
+    hr_node_client_id(c->w->node, c->client_n, client, sizeof(client));
     return json_pack("{s:s, s:s, s:o}", "client", client, "user", c->id.sub ? c->id.sub : "",
                      "expires_at", c->id.exp > 0 ? json_integer(c->id.exp) : json_null());
 }
@@ -341,7 +341,7 @@ static void op_connect(hr_conn *c, const hr_cmd *cmd)
         return;
     }
     if (cmd->token) {
-        if (hr_creds_verify_jwt(c->loop->node->creds, cmd->token, &id, &c->loop->stats, err,
+        if (hr_creds_verify_jwt(c->w->node->creds, cmd->token, &id, &c->w->stats, err,
                                 sizeof(err)) < 0) {
             reply_error(c, cmd->id, HR_ERR_UNAUTHORIZED, err[0] ? err : "invalid token");
             conn_close(c, 4001, "unauthorized", 1);
@@ -354,7 +354,7 @@ static void op_connect(hr_conn *c, const hr_cmd *cmd)
         conn_close(c, 4001, "unauthorized", 1);
         return;
     }
-    if (id.sub && user_slot_take(c->loop->node, id.sub, &c->user_slot) < 0) {
+    if (id.sub && user_slot_take(c->w->node, id.sub, &c->user_slot) < 0) {
         auth_identity_clear(&id);
         reply_error(c, cmd->id, HR_ERR_RATE_LIMITED, "too many connections for this user");
         conn_close(c, 4029, "too many connections", 1);
@@ -376,7 +376,7 @@ static sub_req server_join;
 
 static chan_client conn_client(hr_conn *c, char *client, size_t len, char **info)
 {
-    hr_node_client_id(c->loop->node, c->client_n, client, len);
+    hr_node_client_id(c->w->node, c->client_n, client, len);
     *info = c->id.info ? json_dumps(c->id.info, JSON_COMPACT) : NULL;
     return (chan_client){client, c->id.sub ? c->id.sub : "", *info};
 }
@@ -390,8 +390,7 @@ static void conn_subscribe(hr_conn *c, const char *channel, const chan_pos *sinc
     chan_opts o = hr_chan_opts(hr_config_namespace(conn_cfg(c), channel));
     if (!c->subs)
         c->subs = hr_map_new(NULL);
-    chan_sub *s =
-        chan_subscribe(c->loop->node->layer, c->loop->index, channel, &o, &who, since, c, req);
+    chan_sub *s = chan_subscribe(c->w->node->layer, c->w->index, channel, &o, &who, since, c, req);
     free(info);
     if (s)
         hr_map_put(c->subs, channel, strlen(channel), s);
@@ -498,7 +497,7 @@ static void conn_unsubscribe(hr_conn *c, const char *channel)
 {
     chan_sub *s = c->subs ? hr_map_del(c->subs, channel, strlen(channel)) : NULL;
     if (s)
-        chan_unsubscribe(c->loop->node->layer, c->loop->index, s);
+        chan_unsubscribe(c->w->node->layer, c->w->index, s);
 }
 
 static void op_unsubscribe(hr_conn *c, const hr_cmd *cmd)
@@ -601,27 +600,26 @@ static void op_publish(hr_conn *c, const hr_cmd *cmd)
     json_decref(fo);
     free(info);
     chan_opts o = hr_chan_opts(ns);
-    HR_ADD1(&c->loop->stats.ns_publications[hr_ns_index(conn_cfg(c), ns)], 1);
-    chan_layer *layer = c->loop->node->layer;
+    HR_ADD1(&c->w->stats.ns_publications[hr_ns_index(conn_cfg(c), ns)], 1);
+    chan_layer *layer = c->w->node->layer;
     if (ns->django_channel) {
         char client[160];
-        hr_node_client_id(c->loop->node, c->client_n, client, sizeof(client));
+        hr_node_client_id(c->w->node, c->client_n, client, sizeof(client));
         django_pub *p = hr_malloc(sizeof(*p));
         *p = (django_pub){cmd_ctx_new(c, cmd->id),
                           layer,
-                          c->loop->index,
+                          c->w->index,
                           ns->django_channel,
                           hr_strdup(cmd->channel),
                           hr_strdup(c->id.sub ? c->id.sub : ""),
                           hr_strdup(client),
                           data,
                           len};
-        chan_publish(layer, c->loop->index, cmd->channel, &o, data, len, from, publish_done_django,
-                     p);
+        chan_publish(layer, c->w->index, cmd->channel, &o, data, len, from, publish_done_django, p);
         free(from);
         return; /* p owns data */
     }
-    chan_publish(layer, c->loop->index, cmd->channel, &o, data, len, from, publish_done,
+    chan_publish(layer, c->w->index, cmd->channel, &o, data, len, from, publish_done,
                  cmd_ctx_new(c, cmd->id));
     free(data);
     free(from);
@@ -671,7 +669,7 @@ static void op_presence(hr_conn *c, const hr_cmd *cmd)
 {
     chan_opts o;
     if (may_read(c, cmd, &o))
-        chan_presence_read(c->loop->node->layer, c->loop->index, cmd->channel, &o, presence_done,
+        chan_presence_read(c->w->node->layer, c->w->index, cmd->channel, &o, presence_done,
                            cmd_ctx_new(c, cmd->id));
 }
 
@@ -709,7 +707,7 @@ static void op_history(hr_conn *c, const hr_cmd *cmd)
         since.offset = cmd->since_offset;
         snprintf(since.epoch, sizeof(since.epoch), "%s", cmd->since_epoch ? cmd->since_epoch : "");
     }
-    chan_history_read(c->loop->node->layer, c->loop->index, cmd->channel, &o,
+    chan_history_read(c->w->node->layer, c->w->index, cmd->channel, &o,
                       cmd->has_since ? &since : NULL, cmd->limit, history_done,
                       cmd_ctx_new(c, cmd->id));
 }
@@ -723,8 +721,8 @@ static void op_refresh(hr_conn *c, const hr_cmd *cmd)
         reply_error(c, cmd->id, HR_ERR_BAD_REQUEST, "anonymous connections have no token");
         return;
     }
-    if (hr_creds_verify_jwt(c->loop->node->creds, cmd->token, &id, &c->loop->stats, err,
-                            sizeof(err)) < 0) {
+    if (hr_creds_verify_jwt(c->w->node->creds, cmd->token, &id, &c->w->stats, err, sizeof(err)) <
+        0) {
         reply_error(c, cmd->id, HR_ERR_UNAUTHORIZED, err[0] ? err : "invalid token");
         return;
     }
@@ -927,7 +925,7 @@ static int handshake_refused(struct lws *wsi)
  * not exist yet, so the verified identity rides on the wsi's opaque pointer
  * until ESTABLISHED (or is freed in WSI_DESTROY). One verification per
  * handshake. */
-int hr_ws_confirm_upgrade(hr_loop *loop, struct lws *wsi, const char *upgrade)
+int hr_ws_confirm_upgrade(hr_worker *w, struct lws *wsi, const char *upgrade)
 {
     char uri[64], err[160];
     auth_identity id = {0};
@@ -936,18 +934,18 @@ int hr_ws_confirm_upgrade(hr_loop *loop, struct lws *wsi, const char *upgrade)
     if (!upgrade || strcasecmp(upgrade, "websocket") != 0)
         return hr_http_refuse(wsi, 400, "only WebSocket upgrades are supported");
     hr_wsi_state_get(wsi)->upgrade_us = hr_now_us();
-    if (loop->shutting_down)
+    if (w->loop.shutting_down)
         return hr_http_refuse(wsi, 503, "the server is shutting down");
     if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 || strcmp(uri, "/ws") != 0)
         return hr_http_refuse(wsi, 404, "WebSocket endpoint is /ws");
     if ((refused = handshake_refused(wsi)) != 0)
         return refused;
-    if (!origin_allowed(loop->node->cfg, wsi))
+    if (!origin_allowed(w->node->cfg, wsi))
         return hr_http_refuse(wsi, 403, "origin not allowed");
-    if (admit_address(loop->node, wsi) < 0)
+    if (admit_address(w->node, wsi) < 0)
         return hr_http_refuse(wsi, 429, "too many connections or handshakes from this address");
 
-    int st = hr_creds_from_request(loop->node->creds, wsi, HR_CREDS_QUERY, &id, &loop->stats, err,
+    int st = hr_creds_from_request(w->node->creds, wsi, HR_CREDS_QUERY, &id, &w->stats, err,
                                    sizeof(err));
     if (st == -EPERM)
         return hr_http_refuse(wsi, 401, err);
@@ -956,7 +954,7 @@ int hr_ws_confirm_upgrade(hr_loop *loop, struct lws *wsi, const char *upgrade)
         return hr_http_refuse(wsi, 401, "WebSocket clients authenticate with a JWT");
     }
     if (st == 0) {
-        if (user_slot_take(loop->node, id.sub, &hr_wsi_state_get(wsi)->user_slot) < 0) {
+        if (user_slot_take(w->node, id.sub, &hr_wsi_state_get(wsi)->user_slot) < 0) {
             auth_identity_clear(&id);
             return hr_http_refuse(wsi, 429, "too many connections for this user");
         }
@@ -967,27 +965,22 @@ int hr_ws_confirm_upgrade(hr_loop *loop, struct lws *wsi, const char *upgrade)
     return 0;
 }
 
-void hr_ws_wsi_destroyed(struct lws *wsi)
-{
-    hr_wsi_state_free(wsi);
-}
-
-int hr_ws_established(hr_loop *loop, struct lws *wsi, hr_pss *pss)
+int hr_ws_established(hr_worker *w, struct lws *wsi, hr_pss *pss)
 {
     hr_conn *c = hr_calloc(1, sizeof(*c));
-    c->loop = loop;
+    c->w = w;
     c->wsi = wsi;
     c->refs = 1;
-    c->tokens = (float)loop->node->cfg->rate_burst;
+    c->tokens = (float)w->node->cfg->rate_burst;
     c->tokens_ms = (uint32_t)hr_now_ms();
-    lws_dll2_add_tail(&c->in_loop, &loop->conns);
+    lws_dll2_add_tail(&c->in_loop, &w->conns);
     pss->conn = c;
-    HR_INC(&loop->stats, connections, 1);
-    HR_INC(&loop->stats, connections_total, 1);
+    HR_INC(&w->stats, connections, 1);
+    HR_INC(&w->stats, connections_total, 1);
 
     hr_wsi_state *st = lws_get_opaque_user_data(wsi);
     if (st && st->upgrade_us)
-        hr_hist_observe(&loop->stats.handshake, hr_now_us() - st->upgrade_us);
+        hr_hist_observe(&w->stats.handshake, hr_now_us() - st->upgrade_us);
     if (st) { /* the connection holds the upgrade's places from now on */
         c->pmd.bits = st->pmd_bits;
         c->addr_slot = st->addr_slot;
@@ -1002,7 +995,7 @@ int hr_ws_established(hr_loop *loop, struct lws *wsi, hr_pss *pss)
         conn_arm_timer(c);
     }
     hr_wsi_state_free(wsi); /* a WebSocket keeps none of it */
-    if (loop->shutting_down)
+    if (w->loop.shutting_down)
         conn_close(c, 1001, "going away", 1);
     return 0;
 }
@@ -1046,10 +1039,10 @@ static int violation(hr_conn *c, int code, const char *reason)
 
 static void complete_message(hr_conn *c, const char *buf, size_t len)
 {
-    HR_INC(&c->loop->stats, messages_in, 1);
-    HR_INC(&c->loop->stats, bytes_in, len);
+    HR_INC(&c->w->stats, messages_in, 1);
+    HR_INC(&c->w->stats, bytes_in, len);
     if (!rate_ok(c)) {
-        HR_INC(&c->loop->stats, rate_limit_closes, 1);
+        HR_INC(&c->w->stats, rate_limit_closes, 1);
         violation(c, 4029, "rate limit exceeded");
         return;
     }
@@ -1058,24 +1051,36 @@ static void complete_message(hr_conn *c, const char *buf, size_t len)
 
 /* For the permessage-deflate extension (ws_deflate.c), which inflates
  * compressed messages before lws hands them to hr_ws_receive. */
-hr_pmd_conn *hr_ws_pmd(struct lws *wsi)
+static hr_pmd_conn *pmd_conn(struct lws *wsi)
 {
     hr_pss *pss = lws_wsi_user(wsi);
     hr_conn *c = pss ? pss->conn : NULL;
     return c && c->wsi && !c->close_code ? &c->pmd : NULL;
 }
 
-void hr_ws_pmd_fail(struct lws *wsi, int code, const char *reason)
+static void pmd_fail(struct lws *wsi, int code, const char *reason)
 {
     hr_pss *pss = lws_wsi_user(wsi);
     if (pss && pss->conn && !pss->conn->close_code)
         violation(pss->conn, code, reason);
 }
 
-int hr_ws_receive(hr_loop *loop, struct lws *wsi, hr_pss *pss, const void *in, size_t len)
+static hr_pmd_loop *pmd_loop(struct lws *wsi)
+{
+    return hr_worker_of(lws_context_user(lws_get_context(wsi)))->pmd;
+}
+
+const hr_pmd_host *hr_ws_pmd_host(const hr_config *cfg)
+{
+    static hr_pmd_host host = {pmd_conn, pmd_loop, pmd_fail, 0};
+    host.max_message = cfg->max_message;
+    return &host;
+}
+
+int hr_ws_receive(hr_worker *w, struct lws *wsi, hr_pss *pss, const void *in, size_t len)
 {
     hr_conn *c = pss->conn;
-    size_t max = loop->node->cfg->max_message;
+    size_t max = w->node->cfg->max_message;
 
     if (!c)
         return -1;
@@ -1125,13 +1130,13 @@ static int msg_namespace(const hr_config *cfg, chan_msg *m)
  * compressed frames. */
 static void frame_sent(hr_conn *c, chan_msg *m, uint64_t now_us)
 {
-    hr_loop *loop = c->loop;
+    hr_worker *w = c->w;
     if (c->pmd.bits && hr_pmd_frame(m, c->pmd.bits))
-        HR_INC(&loop->stats, ws_frames_deflated, 1);
+        HR_INC(&w->stats, ws_frames_deflated, 1);
     if (!m->channel)
         return;
-    hr_hist_observe(&loop->stats.delivery, now_us > m->born_us ? now_us - m->born_us : 0);
-    HR_ADD1(&loop->stats.ns_deliveries[msg_namespace(loop->node->cfg, m)], 1);
+    hr_hist_observe(&w->stats.delivery, now_us > m->born_us ? now_us - m->born_us : 0);
+    HR_ADD1(&w->stats.ns_deliveries[msg_namespace(w->node->cfg, m)], 1);
 }
 
 static size_t gather(hr_conn *c, unsigned char *scratch, const unsigned char **out,
@@ -1202,17 +1207,17 @@ static int send_tls(hr_conn *c, const unsigned char *buf, size_t len)
 
 /* Sends what is queued (up to the scratch size) in one write. Returns 0,
  * or -1 when the socket failed. */
-static int conn_send(hr_loop *loop, hr_conn *c, uint64_t now_us)
+static int conn_send(hr_worker *w, hr_conn *c, uint64_t now_us)
 {
     const unsigned char *buf;
     chan_msg *single;
     uint32_t n;
-    size_t len = gather(c, loop->scratch + LWS_PRE, &buf, &single, &n, now_us);
-    int rc = loop->node->cfg->tls_cert ? send_tls(c, buf, len) : send_plain(c, buf, len);
+    size_t len = gather(c, w->scratch + LWS_PRE, &buf, &single, &n, now_us);
+    int rc = w->node->cfg->tls_cert ? send_tls(c, buf, len) : send_plain(c, buf, len);
     chan_msg_unref(single);
-    HR_INC(&loop->stats, writes, 1);
-    HR_INC(&loop->stats, messages_out, n);
-    HR_INC(&loop->stats, bytes_out, len);
+    HR_INC(&w->stats, writes, 1);
+    HR_INC(&w->stats, messages_out, n);
+    HR_INC(&w->stats, bytes_out, len);
     return rc;
 }
 
@@ -1230,9 +1235,9 @@ static void queue_shrink(hr_conn *c)
  * left (over one scratch's worth) or a close frame waits, unless lws holds
  * a partial write (it calls back by itself). Returns 0, or -1 when the
  * socket failed. */
-static int conn_flush(hr_loop *loop, hr_conn *c, uint64_t now_us)
+static int conn_flush(hr_worker *w, hr_conn *c, uint64_t now_us)
 {
-    if (c->qlen && conn_send(loop, c, now_us) < 0)
+    if (c->qlen && conn_send(w, c, now_us) < 0)
         return -1;
     if ((c->qlen || c->close_code) && !c->choked)
         lws_callback_on_writable(c->wsi);
@@ -1240,25 +1245,25 @@ static int conn_flush(hr_loop *loop, hr_conn *c, uint64_t now_us)
     return 0;
 }
 
-void hr_ws_flush_pending(hr_loop *loop)
+void hr_ws_flush_pending(hr_worker *w)
 {
-    size_t n = loop->npending;
-    hr_conn **list = loop->pending;
+    size_t n = w->npending;
+    hr_conn **list = w->pending;
     uint64_t now_us = n ? hr_now_us() : 0; /* one clock read per pass, not per socket */
     /* sending never marks a connection pending, so the list is stable */
     for (size_t i = 0; i < n; i++) {
         hr_conn *c = list[i];
         c->pending = 0;
-        if (c->wsi && !c->close_code && !c->choked && c->qlen && conn_flush(loop, c, now_us) < 0)
+        if (c->wsi && !c->close_code && !c->choked && c->qlen && conn_flush(w, c, now_us) < 0)
             lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
         conn_unref(c);
     }
-    loop->npending = 0;
+    w->npending = 0;
 }
 
 /* The writeable callback: lws has flushed any partial write it held. Sends
  * what is queued, or the close frame once the queue is empty. */
-int hr_ws_writeable(hr_loop *loop, struct lws *wsi, hr_pss *pss)
+int hr_ws_writeable(hr_worker *w, struct lws *wsi, hr_pss *pss)
 {
     hr_conn *c = pss->conn;
     if (!c)
@@ -1266,13 +1271,13 @@ int hr_ws_writeable(hr_loop *loop, struct lws *wsi, hr_pss *pss)
     c->choked = 0;
     if (c->close_code && (!c->close_flush || c->qlen == 0))
         return hr_ws_close_now(wsi, c->close_code, c->close_reason);
-    return conn_flush(loop, c, hr_now_us());
+    return conn_flush(w, c, hr_now_us());
 }
 
-int hr_ws_timer(hr_loop *loop, struct lws *wsi, hr_pss *pss)
+int hr_ws_timer(hr_worker *w, struct lws *wsi, hr_pss *pss)
 {
     hr_conn *c = pss->conn;
-    (void)loop;
+    (void)w;
     (void)wsi;
     if (!c)
         return 0;
@@ -1350,21 +1355,21 @@ int hr_ws_peer_close(struct lws *wsi, hr_pss *pss, const unsigned char *in, size
 /* Sends what is queued straight to the socket, as far as it goes without
  * blocking. Returns 0 when all of it left, -1 when a frame may have been
  * cut short (nothing can follow it then). */
-static int flush_direct(hr_loop *loop, hr_conn *c, int fd)
+static int flush_direct(hr_worker *w, hr_conn *c, int fd)
 {
     uint64_t now_us = hr_now_us();
     while (c->qlen) {
         const unsigned char *buf;
         chan_msg *single;
         uint32_t n;
-        size_t len = gather(c, loop->scratch + LWS_PRE, &buf, &single, &n, now_us);
+        size_t len = gather(c, w->scratch + LWS_PRE, &buf, &single, &n, now_us);
         ssize_t sent = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
         chan_msg_unref(single);
         if (sent < 0 || (size_t)sent < len)
             return -1;
-        HR_INC(&loop->stats, writes, 1);
-        HR_INC(&loop->stats, messages_out, n);
-        HR_INC(&loop->stats, bytes_out, len);
+        HR_INC(&w->stats, writes, 1);
+        HR_INC(&w->stats, messages_out, n);
+        HR_INC(&w->stats, bytes_out, len);
     }
     return 0;
 }
@@ -1381,7 +1386,7 @@ static int flush_direct(hr_loop *loop, hr_conn *c, int fd)
  * had decided but not yet written (its backstop timer fired). Writes go
  * straight to the socket: lws holds no partial write of ours (!choked) and
  * none of its own here (it flushes before closing). */
-void hr_ws_dropped(hr_loop *loop, struct lws *wsi, hr_pss *pss)
+void hr_ws_dropped(hr_worker *w, struct lws *wsi, hr_pss *pss)
 {
     hr_conn *c = pss ? pss->conn : NULL;
     unsigned char frame[HR_WS_CLOSE_MAX];
@@ -1390,13 +1395,13 @@ void hr_ws_dropped(hr_loop *loop, struct lws *wsi, hr_pss *pss)
     if (!c || !c->wsi || c->close_sent || c->peer_closed || c->choked ||
         lws_get_close_length(wsi) > 0)
         return;
-    if (loop->node->cfg->tls_cert)
+    if (w->node->cfg->tls_cert)
         return; /* plaintext bytes must never reach a TLS socket (no close frame then) */
     int fd = lws_get_socket_fd(wsi);
     ssize_t n = recv(fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
         return; /* the peer has closed or reset: nobody to tell */
-    if (flush_direct(loop, c, fd) < 0)
+    if (flush_direct(w, c, fd) < 0)
         return;
     int code = c->close_code ? c->close_code : LWS_CLOSE_STATUS_PROTOCOL_ERR;
     const char *reason = c->close_code ? c->close_reason : "protocol error";
@@ -1404,7 +1409,7 @@ void hr_ws_dropped(hr_loop *loop, struct lws *wsi, hr_pss *pss)
     send(fd, frame, hr_ws_close_frame(frame, code, reason), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
-void hr_ws_closed(hr_loop *loop, struct lws *wsi, hr_pss *pss)
+void hr_ws_closed(hr_worker *w, struct lws *wsi, hr_pss *pss)
 {
     hr_conn *c = pss->conn;
     const char *key;
@@ -1416,22 +1421,22 @@ void hr_ws_closed(hr_loop *loop, struct lws *wsi, hr_pss *pss)
     pss->conn = NULL;
     if (c->subs) {
         for (size_t it = 0; hr_map_next(c->subs, &it, &key, NULL, &val);)
-            chan_unsubscribe(loop->node->layer, loop->index, val);
+            chan_unsubscribe(w->node->layer, w->index, val);
         hr_map_free(c->subs);
     }
     queue_drop(c);
     free(c->q);
     rx_free(c);
-    hr_pmd_conn_clear(loop->pmd, &c->pmd, wsi);
+    hr_pmd_conn_clear(w->pmd, &c->pmd, wsi);
     user_index_remove(c);
     hr_slot_release(c->addr_slot);
     hr_slot_release(c->user_slot);
     auth_identity_clear(&c->id);
     lws_dll2_remove(&c->in_loop);
-    HR_INC(&loop->stats, connections, -1);
+    HR_INC(&w->stats, connections, -1);
     c->wsi = NULL;
     conn_unref(c);
-    hr_loop_maybe_done(loop);
+    hr_loop_maybe_done(&w->loop);
 }
 
 static int close_for_disconnect(struct lws_dll2 *d, void *user)
@@ -1442,9 +1447,9 @@ static int close_for_disconnect(struct lws_dll2 *d, void *user)
     return 0;
 }
 
-size_t hr_ws_disconnect_user(hr_loop *loop, const char *sub, int code, const char *reason)
+size_t hr_ws_disconnect_user(hr_worker *w, const char *sub, int code, const char *reason)
 {
-    hr_user_conns *u = hr_map_get(loop->by_user, sub, strlen(sub));
+    hr_user_conns *u = hr_map_get(w->by_user, sub, strlen(sub));
     if (!u)
         return 0;
     size_t n = u->conns.count;
@@ -1459,7 +1464,7 @@ size_t hr_ws_disconnect_user(hr_loop *loop, const char *sub, int code, const cha
 static int member_apply(struct lws_dll2 *d, void *user)
 {
     hr_conn *c = lws_container_of(d, hr_conn, in_user);
-    const hr_control *ctl = user;
+    const chan_control *ctl = user;
     int has = c->subs && hr_map_get(c->subs, ctl->channel, strlen(ctl->channel));
     if (!c->wsi || c->close_code)
         return 0;
@@ -1472,9 +1477,9 @@ static int member_apply(struct lws_dll2 *d, void *user)
     return 0;
 }
 
-void hr_ws_member(hr_loop *loop, const hr_control *ctl)
+void hr_ws_member(hr_worker *w, const chan_control *ctl)
 {
-    hr_user_conns *u = hr_map_get(loop->by_user, ctl->user, strlen(ctl->user));
+    hr_user_conns *u = hr_map_get(w->by_user, ctl->user, strlen(ctl->user));
     if (u)
         lws_dll2_foreach_safe(&u->conns, (void *)ctl, member_apply);
 }
@@ -1486,7 +1491,7 @@ static int close_for_shutdown(struct lws_dll2 *d, void *user)
     return 0;
 }
 
-void hr_ws_shutdown_all(hr_loop *loop)
+void hr_ws_shutdown_all(hr_worker *w)
 {
-    lws_dll2_foreach_safe(&loop->conns, NULL, close_for_shutdown);
+    lws_dll2_foreach_safe(&w->conns, NULL, close_for_shutdown);
 }
