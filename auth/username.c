@@ -37,6 +37,7 @@
  * library, instead of tables kept in this repository.
  */
 #include "auth/auth.h"
+#include "common/common.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -62,39 +63,6 @@ typedef struct cps {
 
 /*---- UTF-8 -----------------------------------------------------------------*/
 
-/* Length of the well-formed UTF-8 sequence at p (n bytes left), storing its
- * code point in *cp; 0 for anything malformed: a stray continuation byte, a
- * truncated sequence, an overlong form, a surrogate or a value above
- * U+10FFFF. Rejecting overlongs matters: they would let two byte strings
- * spell the same visible name. */
-static size_t utf8_seq(const unsigned char *p, size_t n, uint32_t *cp)
-{
-    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-    size_t len;
-    uint32_t c = p[0];
-    if (c < 0x80)
-        len = 1;
-    else if ((c & 0xe0) == 0xc0)
-        len = 2, c &= 0x1f;
-    else if ((c & 0xf0) == 0xe0)
-        len = 3, c &= 0x0f;
-    else if ((c & 0xf8) == 0xf0)
-        len = 4, c &= 0x07;
-    else
-        return 0;
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        c = (c << 6) | (p[i] & 0x3f);
-    }
-    if (c < min_cp[len] || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-        return 0;
-    *cp = c;
-    return len;
-}
-
 /* Decodes s into out; -1 if s is not well-formed UTF-8 or too long. */
 static int decode(const char *s, size_t n, cps *out)
 {
@@ -102,7 +70,7 @@ static int decode(const char *s, size_t n, cps *out)
     out->n = 0;
     for (size_t i = 0; i < n;) {
         uint32_t cp;
-        size_t len = utf8_seq(p + i, n - i, &cp);
+        size_t len = hr_utf8_decode(p + i, n - i, &cp);
         if (len == 0 || out->n == CP_CAP)
             return -1;
         out->c[out->n++] = (UChar32)cp;

@@ -120,6 +120,14 @@ void hr_random_hex(char *out, size_t nbytes);
  * does not fit in outcap - 1 bytes. Pure. */
 int hr_percent_decode(const char *src, size_t n, int plus_is_space, char *out, size_t outcap);
 
+/* Length of the well-formed UTF-8 sequence at p (n > 0 bytes left, RFC
+ * 3629), its code point in *cp (NULL: not wanted); 0 for anything
+ * malformed: a stray continuation byte, a truncated sequence, an overlong
+ * form, a surrogate, a value above U+10FFFF. Pure. */
+size_t hr_utf8_decode(const unsigned char *p, size_t n, uint32_t *cp);
+/* Is s[0..n) well-formed UTF-8? Returns 1 if so. */
+int hr_utf8_valid(const void *s, size_t n);
+
 /*---- Redis addresses (shared by the user store and the channel layer) -----*/
 
 /* One Redis server of HERALD_REDIS_URL. */

@@ -1,5 +1,6 @@
 /* log.c - structured log lines on stderr (see log.h). */
 #include "common/log.h"
+#include "common/common.h"
 
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -41,24 +42,6 @@ static void timestamp(char *out, size_t n)
     snprintf(out + k, n - k, ".%03dZ", (int)(tv.tv_usec / 1000));
 }
 
-/* The length of the well-formed UTF-8 sequence at s (2-4), or 0. */
-static size_t utf8_seq(const unsigned char *s)
-{
-    size_t need = s[0] >= 0xc2 && s[0] <= 0xdf   ? 1
-                  : s[0] >= 0xe0 && s[0] <= 0xef ? 2
-                  : s[0] >= 0xf0 && s[0] <= 0xf4 ? 3
-                                                 : 0;
-    if (!need)
-        return 0;
-    for (size_t i = 1; i <= need; i++)
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-    if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] > 0x9f) ||
-        (s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] > 0x8f))
-        return 0; /* overlong, surrogate, past U+10FFFF */
-    return need + 1;
-}
-
 /* Appends s as the body of a JSON string (RFC 8259 escapes) at out[*k],
  * never past cap - 1 bytes; an escape that does not fit is left out whole.
  * A byte that is not part of well-formed UTF-8 becomes U+FFFD, so a line
@@ -71,7 +54,8 @@ static void json_escape(char *out, size_t cap, size_t *k, const char *s)
         char esc[7];
         size_t n = 0;
         if (c >= 0x80) {
-            size_t seq = utf8_seq((const unsigned char *)s);
+            /* 4: a sequence's most; the NUL ends a short one before it is passed */
+            size_t seq = hr_utf8_decode((const unsigned char *)s, 4, NULL);
             if (!seq) {
                 memcpy(esc, "\\ufffd", 6);
                 n = 6;

@@ -4,6 +4,7 @@
  * and what its handlers share.
  */
 #include "gateway/rest.h"
+#include "gateway/api.h"
 #include "gateway/proto.h"
 
 #include <stdio.h>
@@ -87,4 +88,26 @@ const char *hr_rest_path_channel(hr_http_req *req)
         return NULL;
     }
     return ch;
+}
+
+hr_http_req *hr_rest_hold(hr_http_req *req)
+{
+    hr_http_ref(req);
+    return req;
+}
+
+void hr_rest_answer(void *ud, const hr_result *r)
+{
+    hr_http_req *req = ud;
+    if (r->err) {
+        int status = hr_err_http(r->err);
+        if (status == 503)
+            req->retry_after = 1;
+        hr_http_problem(req, status, r->message);
+    } else if (r->value) {
+        hr_http_respond_json(req, 200, r->value);
+    } else {
+        hr_http_respond(req, 204, "application/json", "", 0);
+    }
+    hr_http_unref(req);
 }

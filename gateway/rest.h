@@ -28,6 +28,14 @@ const char *hr_rest_channel_member(hr_http_req *req, json_t *ch, char *err, size
  * returns NULL when it is not one. */
 const char *hr_rest_path_channel(hr_http_req *req);
 
+/* The REST answer to an operation's result (api.h): 200 with its value,
+ * 204 without one, or the error's problem+json (503 with Retry-After: 1).
+ * ud is the request, held by hr_rest_hold until then. */
+struct hr_result;
+void hr_rest_answer(void *ud, const struct hr_result *r);
+/* Takes a reference to req for hr_rest_answer; returns req. */
+hr_http_req *hr_rest_hold(hr_http_req *req);
+
 /*---- Handlers --------------------------------------------------------------*/
 
 /* rest_ops.c */

@@ -5,6 +5,7 @@
  * answers on a worker thread (auth_service), the loop never waits.
  */
 #include "gateway/rest.h"
+#include "gateway/api.h"
 #include "common/log.h"
 
 #include <errno.h>
@@ -124,22 +125,6 @@ void hr_rest_user_get(hr_http_req *req)
     auth_get_user(req->node->users, &req->w->auth_to, req->params[0], user_found, req);
 }
 
-/* A revocation whose control message could not reach the other nodes
- * still holds here; they load revocations from the store when they
- * reconnect. */
-static void revoke_sent(void *ud, int status)
-{
-    hr_http_req *req = ud;
-    if (status < 0) {
-        hr_creds_revoke(req->node->creds, req->params[0], (int64_t)time(NULL));
-        hr_node_disconnect_user(req->node, req->params[0], 4003);
-        hr_warn("revoke", "user %s: revoked on this node only (channel layer unavailable)",
-                req->params[0]);
-    }
-    hr_http_respond(req, 204, "application/json", "", 0);
-    hr_http_unref(req);
-}
-
 /* Deletion revokes the user's tokens and closes the user's sockets with
  * 4003 on every node (the control channel); the store keeps the
  * revocation for restarts and for nodes that were away. */
@@ -148,9 +133,7 @@ static void user_deleted(void *ud, auth_status st, const auth_user *user, const 
     hr_http_req *req = ud;
     (void)user;
     if (st == AUTH_OK && req->wsi) {
-        chan_control c = {.op = CHAN_CTL_REVOKE, .user = req->params[0], .at = (int64_t)time(NULL)};
-        hr_http_ref(req);
-        chan_control_send(req->node->layer, req->w->index, &c, revoke_sent, req);
+        hr_api_revoke(req->w, req->params[0], hr_rest_answer, hr_rest_hold(req));
     } else if (st != AUTH_OK) {
         user_problem(req, st, message);
     }

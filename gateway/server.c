@@ -4,11 +4,14 @@
  * owns it; nothing else here decides anything.
  */
 #include "gateway/server.h"
+#include "gateway/api.h"
 #include "gateway/http.h"
 #include "gateway/proxy_call.h"
 #include "gateway/rest.h"
-#include "gateway/ws.h"
+#include "gateway/ws_cmd.h"
+#include "gateway/ws_conn.h"
 #include "gateway/ws_deflate.h"
+#include "gateway/ws_upgrade.h"
 
 #include <stdlib.h>
 
@@ -41,7 +44,7 @@ static int callback_herald(struct lws *wsi, enum lws_callback_reasons reason, vo
     case LWS_CALLBACK_ESTABLISHED:
         return hr_ws_established(w, wsi, pss);
     case LWS_CALLBACK_RECEIVE:
-        return hr_ws_receive(w, wsi, pss, in, len);
+        return hr_ws_receive(w, wsi, pss, in, len, hr_ws_command);
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return hr_ws_writeable(w, wsi, pss);
     case LWS_CALLBACK_TIMER:
@@ -92,7 +95,7 @@ static void worker_stop(hr_worker *w)
 
 static void worker_free(hr_worker *w)
 {
-    hr_ws_flush_pending(w); /* drops the references of closed connections */
+    hr_conn_flush_pending(w); /* drops the references of closed connections */
     hr_http_free_all(w);
     hr_map_free(w->by_user);
     free(w->pending);
@@ -105,19 +108,14 @@ static unsigned clients(hr_worker *w)
     return (unsigned)w->conns.count;
 }
 
-static void member(hr_worker *w, const chan_control *c)
-{
-    hr_ws_member(w, c);
-}
-
 static void disconnect(hr_worker *w, const char *user, int code)
 {
-    hr_ws_disconnect_user(w, user, code,
-                          code == 4003 ? "disconnected by the server" : "disconnected");
+    hr_conn_disconnect_user(w, user, code,
+                            code == 4003 ? "disconnected by the server" : "disconnected");
 }
 
 static hr_server_hooks hooks = {
-    /* The rx buffer bounds one RECEIVE callback, not a message (ws.c
+    /* The rx buffer bounds one RECEIVE callback, not a message (ws_conn.c
      * reassembles); a coalesced write takes up to HR_SCRATCH bytes. */
     .callback = callback_herald,
     .pss_size = sizeof(hr_pss),
@@ -126,11 +124,11 @@ static hr_server_hooks hooks = {
     .worker_init = worker_init,
     .worker_stop = worker_stop,
     .worker_free = worker_free,
-    .flush = hr_ws_flush_pending,
-    .shutdown = hr_ws_shutdown_all,
+    .flush = hr_conn_flush_pending,
+    .shutdown = hr_conn_shutdown_all,
     .clients = clients,
-    .sub = {hr_ws_deliver, hr_ws_subscribed},
-    .member = member,
+    .sub = {hr_conn_deliver, hr_api_subscribed},
+    .member = hr_api_member,
     .disconnect = disconnect,
 };
 
