@@ -1,8 +1,8 @@
 /*
- * cli.c - `herald publish` and `herald tail` (see cli.h): small blocking
- * HTTP/1.1 and WebSocket clients over plain TCP.
+ * client.c - the network side of `herald publish` and `herald tail` (see
+ * cli.h): small blocking HTTP/1.1 and WebSocket clients over plain TCP.
  */
-#include "gateway/cli.h"
+#include "cli/cli.h"
 #include "common/common.h"
 #include "common/ws_frame.h"
 
@@ -126,8 +126,8 @@ static int read_head(int fd, hr_buf *b, size_t *head_len)
 
 /*---- herald publish --------------------------------------------------------*/
 
-int hr_cli_publish(const hr_config *cfg, const hr_cli_target *t, const char *channel,
-                   const char *json)
+int hr_cli_http_publish(const hr_config *cfg, const hr_cli_target *t, const char *channel,
+                        const char *json)
 {
     json_error_t jerr;
     json_t *data = json_loads(json, JSON_DECODE_ANY, &jerr);
@@ -219,7 +219,7 @@ static char *ws_read_frame(int fd, hr_buf *in, int *op, size_t *plen)
     }
 }
 
-int hr_cli_tail(const hr_cli_target *t, const char *token, const char *channel)
+int hr_cli_ws_tail(const hr_cli_target *t, const char *token, const char *channel)
 {
     unsigned char rnd[16];
     char key[32], sub[512];
