@@ -10,6 +10,7 @@
 #ifndef HR_AUTH_H
 #define HR_AUTH_H
 
+#include <errno.h>
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -44,16 +45,18 @@ int auth_is_backend(const auth_identity *id);
 
 /*---- JWT -------------------------------------------------------------------*/
 
+/* Why a token was refused: 0 or a negative errno value, named (Herald's
+ * error convention, CONTRIBUTING.md "Errors"). */
 typedef enum auth_jwt_status {
     AUTH_JWT_OK = 0,
-    AUTH_JWT_MALFORMED,   /* not a JWT, bad base64/JSON, oversized */
-    AUTH_JWT_BAD_ALG,     /* alg none or not the configured algorithm */
-    AUTH_JWT_BAD_SIG,     /* signature does not verify */
-    AUTH_JWT_UNKNOWN_KID, /* kid names no configured key */
-    AUTH_JWT_EXPIRED,     /* exp <= now (leeway applied) */
-    AUTH_JWT_NOT_YET,     /* nbf > now (leeway applied) */
-    AUTH_JWT_BAD_CLAIMS,  /* missing sub/exp, wrong iss/aud, bad types */
-    AUTH_JWT_INTERNAL,    /* allocation or key failure */
+    AUTH_JWT_MALFORMED = -EBADMSG,       /* not a JWT, bad base64/JSON, oversized */
+    AUTH_JWT_BAD_ALG = -EPROTONOSUPPORT, /* alg none or not the configured algorithm */
+    AUTH_JWT_BAD_SIG = -EKEYREJECTED,    /* signature does not verify */
+    AUTH_JWT_UNKNOWN_KID = -ENOKEY,      /* kid names no configured key */
+    AUTH_JWT_EXPIRED = -EKEYEXPIRED,     /* exp <= now (leeway applied) */
+    AUTH_JWT_NOT_YET = -ETIME,           /* nbf > now (leeway applied) */
+    AUTH_JWT_BAD_CLAIMS = -EINVAL,       /* missing sub/exp, wrong iss/aud, bad types */
+    AUTH_JWT_INTERNAL = -EIO,            /* a key failure */
 } auth_jwt_status;
 
 /* A verification key. For HS* algorithms `key` is the shared secret; for
@@ -214,14 +217,15 @@ void auth_throttle_reset(auth_throttle *t, const char *key);
 /*---- Users, stores and the worker service ---------------------------------*/
 
 /* Status codes of user operations. */
+/* Outcomes of user operations: 0 or a negative errno value, named. */
 typedef enum auth_status {
     AUTH_OK = 0,
-    AUTH_NOT_FOUND,       /* no such user / refresh token */
-    AUTH_TAKEN,           /* username already registered (same key) */
-    AUTH_INVALID,         /* validation failed; message says which field */
-    AUTH_BAD_CREDENTIALS, /* wrong username or password */
-    AUTH_UNAVAILABLE,     /* the store cannot be reached */
-    AUTH_INTERNAL,
+    AUTH_NOT_FOUND = -ENOENT,       /* no such user / refresh token */
+    AUTH_TAKEN = -EEXIST,           /* username already registered (same key) */
+    AUTH_INVALID = -EINVAL,         /* validation failed; message says which field */
+    AUTH_BAD_CREDENTIALS = -EACCES, /* wrong username or password */
+    AUTH_UNAVAILABLE = -EAGAIN,     /* the store cannot be reached */
+    AUTH_INTERNAL = -EIO,           /* the store answered something it should not */
 } auth_status;
 
 /* A user. Every string is owned by the struct; auth_user_clear frees. */

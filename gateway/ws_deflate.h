@@ -27,6 +27,7 @@
 #include "channels/channels.h"
 #include "common/common.h"
 
+#include <errno.h>
 #include <libwebsockets.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -74,10 +75,11 @@ void hr_pmd_codec_free(hr_pmd_codec *z);
 chan_zframe *hr_pmd_deflate(hr_pmd_codec *z, const unsigned char *payload, size_t len,
                             size_t plain_len);
 
+/* 0 or a negative errno value, named. */
 typedef enum hr_pmd_status {
-    HR_PMD_OK,      /* inflated */
-    HR_PMD_TOO_BIG, /* more than max bytes (inflating stopped at max + 1) */
-    HR_PMD_BAD,     /* not a valid deflate stream */
+    HR_PMD_OK = 0,              /* inflated */
+    HR_PMD_TOO_BIG = -EMSGSIZE, /* more than max bytes (inflating stopped at max + 1) */
+    HR_PMD_BAD = -EINVAL,       /* not a valid deflate stream */
 } hr_pmd_status;
 
 /* Inflates one whole compressed message (as sent: without 00 00 ff ff) into

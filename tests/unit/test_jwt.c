@@ -733,9 +733,12 @@ static void test_issue_pem(void)
 
 static void test_status_str(void)
 {
-    for (int st = AUTH_JWT_OK; st <= AUTH_JWT_INTERNAL; st++) {
-        const char *s = auth_jwt_status_str((auth_jwt_status)st);
-        CHECK(s && *s);
+    const auth_jwt_status all[] = {AUTH_JWT_OK,      AUTH_JWT_MALFORMED,   AUTH_JWT_BAD_ALG,
+                                   AUTH_JWT_BAD_SIG, AUTH_JWT_UNKNOWN_KID, AUTH_JWT_EXPIRED,
+                                   AUTH_JWT_NOT_YET, AUTH_JWT_BAD_CLAIMS,  AUTH_JWT_INTERNAL};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+        const char *s = auth_jwt_status_str(all[i]);
+        CHECK(s && *s && strcmp(s, "unknown error"));
     }
     CHECK_STR(auth_jwt_status_str(AUTH_JWT_EXPIRED), "token expired");
     CHECK(strcmp(auth_jwt_status_str(AUTH_JWT_BAD_SIG), auth_jwt_status_str(AUTH_JWT_BAD_ALG)));
