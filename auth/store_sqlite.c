@@ -291,11 +291,7 @@ static int tighten_all(sqlite3 *db, char *err, size_t errlen)
 static auth_store *sqlite_open(const char *path, const char *prefix, char *err, size_t errlen)
 {
     (void)prefix;
-    sqlite_store *s = calloc(1, sizeof(*s));
-    if (!s) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
+    sqlite_store *s = hr_calloc(1, sizeof(*s));
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     if (create_private(path, err, errlen) < 0) {
         free(s);
@@ -415,17 +411,11 @@ static int rekey_usernames(sqlite_store *s, char *err, size_t errlen)
             free(key);
             continue;
         }
-        struct rekey *nv = n == cap ? realloc(v, (cap = cap ? cap * 2 : 16) * sizeof(*v)) : v;
-        if (!nv) {
-            free(display);
-            free(key);
-            goto done;
-        }
-        v = nv;
+        if (n == cap)
+            v = hr_realloc(v, (cap = cap ? cap * 2 : 16) * sizeof(*v));
         v[n].name = display;
         v[n].key = key;
-        if (!(v[n++].id = strdup(id)))
-            goto done;
+        v[n++].id = hr_strdup(id);
     }
     if (step != SQLITE_DONE)
         goto done;
@@ -530,7 +520,7 @@ static auth_status sqlite_create_user(auth_store *st, const auth_user *u)
 static char *column_dup(sqlite3_stmt *q, int col)
 {
     const unsigned char *v = sqlite3_column_text(q, col);
-    return v ? strdup((const char *)v) : NULL;
+    return v ? hr_strdup((const char *)v) : NULL;
 }
 
 /* Fills out from the current row (USER_COLUMNS). */
