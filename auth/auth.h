@@ -1,11 +1,15 @@
 /*
  * auth.h - Herald's authentication and authorisation module: the one header
  * the rest of the code uses for JWT verification and issuing, identities,
- * and permission rules (namespaces).
+ * permission rules (namespaces), usernames, login throttles, and the user
+ * store with its worker service.
  *
- * Nothing here does network I/O or touches the event loop. JWT checks are
- * pure functions of (configuration, token, current time) so they are unit
- * tested and fuzzed directly.
+ * JWT checks, identities, rules and usernames are pure functions (JWT
+ * checks of configuration, token and current time), unit tested and fuzzed
+ * directly. The user stores do blocking I/O - SQLite files, a synchronous
+ * Redis connection - and so run only on the service's worker threads
+ * (auth_service), or at start-up; nothing here touches an event loop:
+ * completions go back through the caller's auth_reply_to.
  */
 #ifndef HR_AUTH_H
 #define HR_AUTH_H
@@ -216,7 +220,6 @@ void auth_throttle_reset(auth_throttle *t, const char *key);
 
 /*---- Users, stores and the worker service ---------------------------------*/
 
-/* Status codes of user operations. */
 /* Outcomes of user operations: 0 or a negative errno value, named. */
 typedef enum auth_status {
     AUTH_OK = 0,
