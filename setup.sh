@@ -3,9 +3,9 @@
 #   ./setup.sh run    install what is missing, build, start Herald (embedded mode;
 #                     Swagger UI at /docs); the build's output goes to
 #                     build/build.log (shown when it fails)
-#   ./setup.sh test   install what is missing (redis-server, nginx, docker-compose
-#                     included), build, run the whole suite, then again under
-#                     ASan + UBSan
+#   ./setup.sh test   install what is missing (redis-server, nginx, docker.io,
+#                     docker-compose included), build, run the whole suite, then
+#                     again under ASan + UBSan
 #   ./setup.sh deps build|test|runtime
 #                     only install one package list (the Dockerfile's stages use
 #                     `build` and `runtime`)
@@ -25,9 +25,13 @@ BUILD_PKGS=(build-essential cmake pkg-config libwebsockets-dev libuv1-dev libjan
 # parsing, for OAuth2 password login): examples/fastapi; python3-jsonschema:
 # every REST answer in the integration tests is checked against
 # docs/openapi.json's schemas; prometheus (and its promtool): the Grafana
-# dashboard's queries are evaluated by a real Prometheus scraping real nodes
+# dashboard's queries are evaluated by a real Prometheus scraping real nodes;
+# docker.io, debootstrap: tests/compose/test_stack.py runs docker-compose.yml
+# for real (its base image made with debootstrap; docker.io is left out on a
+# machine that already has a dockerd, e.g. Docker's own docker-ce packages,
+# which conflict with it)
 TEST_PKGS=(redis-server openssl curl python3 python3-websockets python3-requests python3-redis
-           python3-jsonschema prometheus
+           python3-jsonschema prometheus docker.io debootstrap
            nginx docker-compose python3-yaml chromium python3-channels-redis
            python3-django-channels python3-msgpack python3-jwt python3-cryptography python3-pip
            python3-setuptools python3-wheel python3-venv python3-fastapi python3-uvicorn python3-multipart)
@@ -48,6 +52,9 @@ FUZZ_PKGS=(clang libclang-rt-14-dev)
 install_missing() {
     local missing=() p
     for p in "$@"; do
+        if [[ $p == docker.io ]] && command -v dockerd >/dev/null; then
+            continue  # an engine is installed already (maybe docker-ce, which conflicts)
+        fi
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
             missing+=("$p")
     done

@@ -3,11 +3,15 @@
 
 #include <ctype.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/sha.h>
 
 /*---- time, misc ------------------------------------------------------------*/
@@ -101,4 +105,154 @@ const char *http_header(const char *p, const char *end, const char *name, size_t
         p = eol + 1;
     }
     return NULL;
+}
+
+/*---- latency histogram -------------------------------------------------------*/
+
+static size_t hist_index(uint64_t v)
+{
+    if (v < H_SUB)
+        return (size_t)v;
+    int msb = 63 - __builtin_clzll(v);
+    int shift = msb - 7;
+    return (size_t)(shift + 1) * H_SUB + (size_t)((v >> shift) - H_SUB);
+}
+
+static double hist_value(size_t i) /* the middle of bucket i */
+{
+    if (i < H_SUB)
+        return (double)i;
+    size_t oct = i / H_SUB, off = i % H_SUB;
+    double lo = (double)((H_SUB + off) << (oct - 1));
+    return lo + (double)(1ull << (oct - 1)) / 2.0;
+}
+
+void hist_add(hist *h, uint64_t v)
+{
+    size_t i = hist_index(v);
+    if (i >= H_BUCKETS)
+        i = H_BUCKETS - 1;
+    h->b[i]++;
+    h->n++;
+    h->sum += (double)v;
+    if (v > h->max)
+        h->max = v;
+}
+
+void hist_add_n(hist *h, size_t bucket, uint64_t count)
+{
+    if (bucket < H_BUCKETS)
+        h->b[bucket] += count;
+}
+
+double hist_pct_ms(const hist *h, double p)
+{
+    if (!h->n)
+        return 0;
+    uint64_t rank = (uint64_t)(p / 100.0 * (double)h->n + 0.999999);
+    if (rank < 1)
+        rank = 1;
+    uint64_t seen = 0;
+    for (size_t i = 0; i < H_BUCKETS; i++) {
+        seen += h->b[i];
+        if (seen >= rank) {
+            double v = hist_value(i);
+            return (v > (double)h->max ? (double)h->max : v) / 1e6;
+        }
+    }
+    return (double)h->max / 1e6;
+}
+
+/*---- JWT, JSON scanning --------------------------------------------------------*/
+
+void jwt_hs256(char *out, size_t cap, const char *secret, const char *sub, long ttl)
+{
+    static const char head[] =
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"; /* {"alg":"HS256","typ":"JWT"} */
+    char claims[256], b64[400];
+    long now = (long)time(NULL);
+    int n = snprintf(claims, sizeof claims, "{\"sub\":\"%s\",\"exp\":%ld,\"iat\":%ld}", sub,
+                     now + ttl, now);
+    if (n < 0 || (size_t)n >= sizeof claims)
+        n = (int)sizeof claims - 1;
+    b64_encode((const uint8_t *)claims, (size_t)n, b64, 1);
+    int m = snprintf(out, cap, "%s.%s", head, b64);
+    if (m < 0 || (size_t)m >= cap)
+        return;
+    uint8_t mac[EVP_MAX_MD_SIZE];
+    unsigned maclen = 0;
+    HMAC(EVP_sha256(), secret, (int)strlen(secret), (const uint8_t *)out, (size_t)m, mac, &maclen);
+    char sig[64];
+    b64_encode(mac, maclen, sig, 1);
+    snprintf(out + m, cap - (size_t)m, ".%s", sig);
+}
+
+static const char *skip_blanks(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+        p++;
+    return p;
+}
+
+const char *json_value(const char *p, const char *end, const char *qkey)
+{
+    size_t klen = strlen(qkey);
+    for (const char *k = p; k < end && (k = memmem(k, (size_t)(end - k), qkey, klen)); k += klen) {
+        const char *v = skip_blanks(k + klen, end);
+        if (v < end && *v == ':')
+            return skip_blanks(v + 1, end);
+    }
+    return NULL;
+}
+
+int json_uint(const char *p, const char *end, const char *qkey, uint64_t *out)
+{
+    const char *v = json_value(p, end, qkey);
+    if (!v || v >= end || *v < '0' || *v > '9')
+        return -1;
+    uint64_t n = 0;
+    while (v < end && *v >= '0' && *v <= '9')
+        n = n * 10 + (uint64_t)(*v++ - '0');
+    *out = n;
+    return 0;
+}
+
+int json_str_is(const char *p, const char *end, const char *qkey, const char *want)
+{
+    const char *v = json_value(p, end, qkey);
+    size_t n = strlen(want);
+    return v && (size_t)(end - v) >= n && memcmp(v, want, n) == 0;
+}
+
+/*---- /proc --------------------------------------------------------------------*/
+
+double proc_cpu_s(int pid)
+{
+    char path[64], buf[2048];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* comm may contain spaces */
+    unsigned long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+long proc_rss_kb(int pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6))
+            kb = strtol(line + 6, NULL, 10);
+    if (f)
+        fclose(f);
+    return kb;
 }

@@ -1,7 +1,8 @@
-/* bench_common.h - small pieces shared by herald-loadgen and herald-refserver:
- * monotonic time, base64, the WebSocket accept key, an HTTP header lookup.
- * No I/O except set_nonblock(). The byte buffer (hr_buf) and WebSocket
- * framing (hr_ws_frame_*) are Herald's own, from common/. */
+/* bench_common.h - small pieces shared by herald-loadgen (both modes) and
+ * herald-refserver: monotonic time, base64, the WebSocket accept key, a
+ * latency histogram, HS256 JWTs, a JSON key scanner and /proc readers. No
+ * I/O except set_nonblock() and the /proc readers. The byte buffer (hr_buf)
+ * and WebSocket framing (hr_ws_frame_*) are Herald's own, from common/. */
 #ifndef HERALD_BENCH_COMMON_H
 #define HERALD_BENCH_COMMON_H
 
@@ -37,5 +38,41 @@ void ws_accept_key(const char *key, size_t keylen, char out[29]);
 /* The value of header `name` (case-insensitive) in the header block
  * [p, end), with its length in *vlen; NULL when absent. */
 const char *http_header(const char *p, const char *end, const char *name, size_t *vlen);
+
+/*---- latency histogram -------------------------------------------------------*/
+
+/* Log-linear histogram of nanosecond values: 128 sub-buckets per power of
+ * two, so any percentile is within 0.8% of the true value. */
+#define H_SUB 128
+#define H_BUCKETS (58 * H_SUB)
+typedef struct hist {
+    uint64_t n, max;
+    double sum;
+    uint64_t b[H_BUCKETS];
+} hist;
+
+void hist_add(hist *h, uint64_t v);
+void hist_add_n(hist *h, size_t bucket, uint64_t count); /* merging: raw bucket counts */
+double hist_pct_ms(const hist *h, double p);             /* nearest rank, in ms */
+
+/*---- JWT, JSON scanning --------------------------------------------------------*/
+
+/* Writes an HS256 JWT {"sub","exp","iat"} (exp = now + ttl) signed with
+ * `secret` into out (512 bytes are enough for a sub of up to 100 bytes). */
+void jwt_hs256(char *out, size_t cap, const char *secret, const char *sub, long ttl);
+
+/* The value of key `qkey` (quotes included, e.g. "\"s\"") in [p, end): the
+ * first occurrence followed by a colon, blanks allowed around it. NULL when
+ * absent. A scan, not a parser: for the benchmarks' own payloads. */
+const char *json_value(const char *p, const char *end, const char *qkey);
+/* The unsigned integer value of qkey; -1 when absent or not a number. */
+int json_uint(const char *p, const char *end, const char *qkey, uint64_t *out);
+/* Whether the string value of qkey is `want` (quotes included). */
+int json_str_is(const char *p, const char *end, const char *qkey, const char *want);
+
+/*---- /proc --------------------------------------------------------------------*/
+
+double proc_cpu_s(int pid); /* utime + stime of every thread, in seconds; -1 if unknown */
+long proc_rss_kb(int pid);  /* VmRSS; -1 if unknown */
 
 #endif

@@ -40,8 +40,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <zlib.h>
 
 #define RBUF_SIZE (256 * 1024)
@@ -99,64 +97,6 @@ static opts O = {
 };
 
 /*---- statistics --------------------------------------------------------------*/
-
-/* Log-linear histogram of nanosecond values: 128 sub-buckets per power of
- * two, so any percentile is within 0.8% of the true value. */
-#define H_SUB 128
-#define H_BUCKETS (58 * H_SUB)
-typedef struct hist {
-    uint64_t n, max;
-    double sum;
-    uint64_t b[H_BUCKETS];
-} hist;
-
-static size_t hist_index(uint64_t v)
-{
-    if (v < H_SUB)
-        return (size_t)v;
-    int msb = 63 - __builtin_clzll(v);
-    int shift = msb - 7;
-    return (size_t)(shift + 1) * H_SUB + (size_t)((v >> shift) - H_SUB);
-}
-
-static double hist_value(size_t i) /* the middle of bucket i */
-{
-    if (i < H_SUB)
-        return (double)i;
-    size_t oct = i / H_SUB, off = i % H_SUB;
-    double lo = (double)((H_SUB + off) << (oct - 1));
-    return lo + (double)(1ull << (oct - 1)) / 2.0;
-}
-
-static void hist_add(hist *h, uint64_t v)
-{
-    size_t i = hist_index(v);
-    if (i >= H_BUCKETS)
-        i = H_BUCKETS - 1;
-    h->b[i]++;
-    h->n++;
-    h->sum += (double)v;
-    if (v > h->max)
-        h->max = v;
-}
-
-static double hist_pct_ms(const hist *h, double p) /* nearest rank, in ms */
-{
-    if (!h->n)
-        return 0;
-    uint64_t rank = (uint64_t)(p / 100.0 * (double)h->n + 0.999999);
-    if (rank < 1)
-        rank = 1;
-    uint64_t seen = 0;
-    for (size_t i = 0; i < H_BUCKETS; i++) {
-        seen += h->b[i];
-        if (seen >= rank) {
-            double v = hist_value(i);
-            return (v > (double)h->max ? (double)h->max : v) / 1e6;
-        }
-    }
-    return (double)h->max / 1e6;
-}
 
 /* Error kinds, reported by name in "errors" when non-zero. */
 enum err {
@@ -334,21 +274,7 @@ static void tally(int *keys, int *counts, int *n, int cap, int v)
 /* Writes an HS256 JWT {"sub","exp","iat"} signed with --secret into out. */
 static void mint_jwt(char *out, size_t cap, const char *sub)
 {
-    static const char head[] =
-        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"; /* {"alg":"HS256","typ":"JWT"} */
-    char claims[256], b64[400];
-    long now = (long)time(NULL);
-    int n = snprintf(claims, sizeof claims, "{\"sub\":\"%s\",\"exp\":%ld,\"iat\":%ld}", sub,
-                     now + O.ttl, now);
-    b64_encode((const uint8_t *)claims, (size_t)n, b64, 1);
-    int m = snprintf(out, cap, "%s.%s", head, b64);
-    uint8_t mac[EVP_MAX_MD_SIZE];
-    unsigned maclen = 0;
-    HMAC(EVP_sha256(), O.secret, (int)strlen(O.secret), (const uint8_t *)out, (size_t)m, mac,
-         &maclen);
-    char sig[64];
-    b64_encode(mac, maclen, sig, 1);
-    snprintf(out + m, cap - (size_t)m, ".%s", sig);
+    jwt_hs256(out, cap, O.secret, sub, O.ttl);
 }
 
 /*---- output path -------------------------------------------------------------*/
@@ -642,47 +568,6 @@ static void conn_ready(conn *c)
 }
 
 /*---- payload parsing -----------------------------------------------------------*/
-
-static const char *skip_blanks(const char *p, const char *end)
-{
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
-        p++;
-    return p;
-}
-
-/* The value of key `qkey` (quotes included, e.g. "\"s\"") in [p, end): the
- * first occurrence followed by a colon, blanks allowed around it. NULL when
- * absent. A scan, not a parser: the payloads are our own. */
-static const char *json_value(const char *p, const char *end, const char *qkey)
-{
-    size_t klen = strlen(qkey);
-    for (const char *k = p; k < end && (k = memmem(k, (size_t)(end - k), qkey, klen)); k += klen) {
-        const char *v = skip_blanks(k + klen, end);
-        if (v < end && *v == ':')
-            return skip_blanks(v + 1, end);
-    }
-    return NULL;
-}
-
-static int json_uint(const char *p, const char *end, const char *qkey, uint64_t *out)
-{
-    const char *v = json_value(p, end, qkey);
-    if (!v || v >= end || *v < '0' || *v > '9')
-        return -1;
-    uint64_t n = 0;
-    while (v < end && *v >= '0' && *v <= '9')
-        n = n * 10 + (uint64_t)(*v++ - '0');
-    *out = n;
-    return 0;
-}
-
-/* Whether the string value of qkey is `want` (quotes included). */
-static int json_str_is(const char *p, const char *end, const char *qkey, const char *want)
-{
-    const char *v = json_value(p, end, qkey);
-    size_t n = strlen(want);
-    return v && (size_t)(end - v) >= n && memcmp(v, want, n) == 0;
-}
 
 /* The channel index of a push: "channel":"<prefix><n>". */
 static int push_channel(const char *p, const char *end, uint64_t *ch)
@@ -1434,24 +1319,6 @@ static void continue_reads(uint64_t now)
 
 /*---- server process sampling ----------------------------------------------------*/
 
-/* utime + stime of process pid (every thread), in seconds; -1 if unknown. */
-static double pid_cpu(int pid)
-{
-    char path[64], buf[2048];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')'); /* comm may contain spaces */
-    unsigned long ut = 0, st = 0;
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
-        return -1;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
 /* The sum over every --server-pid (the nodes of a cluster, their Redis);
  * each one's own figure is kept in per[] for the report. -1 if any is
  * unknown. */
@@ -1461,26 +1328,12 @@ static double server_cpu(double *per)
         return -1;
     double sum = 0;
     for (int i = 0; i < O.nserver_pids; i++) {
-        per[i] = pid_cpu(O.server_pids[i]);
+        per[i] = proc_cpu_s(O.server_pids[i]);
         if (per[i] < 0)
             return -1;
         sum += per[i];
     }
     return sum;
-}
-
-static long pid_rss_kb(int pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", pid);
-    FILE *f = fopen(path, "r");
-    long kb = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, "VmRSS:", 6))
-            kb = strtol(line + 6, NULL, 10);
-    if (f)
-        fclose(f);
-    return kb;
 }
 
 static long server_rss_kb(void)
@@ -1489,7 +1342,7 @@ static long server_rss_kb(void)
         return -1;
     long sum = 0;
     for (int i = 0; i < O.nserver_pids; i++) {
-        long kb = pid_rss_kb(O.server_pids[i]);
+        long kb = proc_rss_kb(O.server_pids[i]);
         if (kb < 0)
             return -1;
         sum += kb;
@@ -1810,8 +1663,7 @@ static void report(uint64_t now)
         fputs("null", f);
     fputs(",\"server_cpu_by_pid\":{", f);
     for (int i = 0; i < O.nserver_pids && G.cpu0 >= 0 && G.cpu1 >= 0 && G.t_pub_start; i++)
-        fprintf(f, "%s\"%d\":%.3f", i ? "," : "", O.server_pids[i],
-                G.pid_cpu1[i] - G.pid_cpu0[i]);
+        fprintf(f, "%s\"%d\":%.3f", i ? "," : "", O.server_pids[i], G.pid_cpu1[i] - G.pid_cpu0[i]);
     fprintf(f, "},\"server_rss_kb\":%ld,", G.rss_kb);
     fprintf(f,
             "\"wire\":{\"deflate_offered\":%s,\"deflate_conns\":%d,\"bytes\":%llu,"
@@ -1859,7 +1711,9 @@ static void usage(FILE *f)
           "measure:  --server-pid PID[,PID..] (CPU and RSS, summed: nodes + Redis)\n"
           "          --ready-file PATH\n"
           "tests:    --test-drop N / --test-dup N / --test-reorder N (every Nth delivery)\n"
-          "          -v (progress on stderr)\n",
+          "          -v (progress on stderr)\n"
+          "scenario: --scenario FILE: a JSON scenario over several processes\n"
+          "          (herald-loadgen --scenario x --help lists its keys)\n",
           f);
 }
 
@@ -1965,8 +1819,10 @@ static int parse_lists(void)
     }
     O.nserver_pids = O.server_pids_s ? parse_int_list(O.server_pids_s, O.server_pids, MAX_PIDS) : 0;
     if (O.nports < 1 || O.npub_ports < 1 || O.nserver_pids < 0) {
-        fprintf(stderr, "herald-loadgen: --ports, --pub-ports, --server-pid: up to %d positive "
-                        "numbers, comma-separated\n", MAX_PORTS);
+        fprintf(stderr,
+                "herald-loadgen: --ports, --pub-ports, --server-pid: up to %d positive "
+                "numbers, comma-separated\n",
+                MAX_PORTS);
         return -1;
     }
     O.port = O.ports[0];
@@ -2187,8 +2043,13 @@ static void run(void)
         finish_measure(now_ns());
 }
 
+int scenario_main(int argc, char **argv); /* scenario.c: --scenario FILE */
+
 int main(int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--scenario"))
+            return scenario_main(argc, argv);
     if (parse_args(argc, argv) < 0)
         return 2;
     G.total = O.subs + O.ws_pubs + O.rest_pubs + O.idle;

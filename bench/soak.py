@@ -91,6 +91,14 @@ ASan (--asan yes, or auto: libasan in the server's mappings): rates x0.5,
 
     python3 bench/soak.py --duration 600 [--cluster] [--herald build/herald] \
         [--json soak.json] [--write docs/benchmarks.md] [-v]
+
+Chaos mode (--chaos, bench/soak_chaos.py): three nodes on two Redis shards,
+clients that reconnect as herald.js does, and a node SIGKILLed, a shard
+SIGKILLed, a node SIGSTOPped or a client-side network drop every 20-40 s;
+reports acknowledged vs delivered publications per history subscriber,
+RSS/descriptors per node process and every error code seen:
+
+    python3 bench/soak.py --chaos --duration 600 [--seed N] [--write docs/reliability.md]
 """
 
 import argparse
@@ -2136,13 +2144,23 @@ def main():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=600, help="seconds of traffic (default 600)")
     p.add_argument("--cluster", action="store_true", help="two nodes on a private redis-server")
+    p.add_argument("--chaos", action="store_true",
+                   help="chaos mode (bench/soak_chaos.py): 3 nodes, 2 Redis shards, a fault every "
+                        "--chaos-interval seconds; its own traffic and report")
+    p.add_argument("--chaos-interval", default="20:40", metavar="MIN:MAX",
+                   help="seconds between two faults in chaos mode, drawn uniformly (default 20:40)")
+    p.add_argument("--chaos-faults", default="node-kill,redis-kill,node-stop,net-drop",
+                   help="the fault kinds of chaos mode, comma-separated (default: all four)")
+    p.add_argument("--chaos-redis-empty", choices=("alternate", "always", "never"), default="alternate",
+                   help="whether a killed shard restarts empty (default: every other time)")
     p.add_argument("--herald", default=default_herald(), help="the binary (default: $HERALD_BIN, build/herald)")
     p.add_argument("--asan", choices=("auto", "yes", "no"), default="auto",
                    help="ASan build: lower rates, no RSS check (auto: libasan mapped in the server)")
     p.add_argument("--scale", type=float, default=1.0, help="multiplies every rate")
     p.add_argument("--threads", type=int, default=0, help="HERALD_THREADS (default: $HERALD_TEST_THREADS or 2)")
-    p.add_argument("--subscribers", type=int, default=0, help="long-lived subscribers (default 32, ASan 12)")
-    p.add_argument("--churners", type=int, default=0, help="churning clients (default 8, ASan 4)")
+    p.add_argument("--subscribers", type=int, default=0,
+                   help="long-lived subscribers (default 32, ASan 12; chaos: followers, 12)")
+    p.add_argument("--churners", type=int, default=0, help="churning clients (default 8, ASan 4; chaos 6)")
     p.add_argument("--sample-interval", type=float, default=5.0, help="seconds between samples (default 5)")
     p.add_argument("--rss-tolerance-mib", type=float, default=8.0,
                    help="allowed RSS growth, last third vs first third, on top of 5%% (default 8)")
@@ -2168,6 +2186,18 @@ def main():
         elif not a.startswith(("--write=", "--json=")):
             shown.append(a)
     cmd = "python3 bench/soak.py " + " ".join(shown)
+    if args.chaos:
+        try:
+            lo, hi = (float(x) for x in args.chaos_interval.split(":"))
+            assert 0 < lo <= hi
+        except (ValueError, AssertionError):
+            p.error("--chaos-interval wants MIN:MAX seconds, e.g. 20:40")
+        args.chaos_interval = (lo, hi)
+        args.chaos_faults = [f for f in args.chaos_faults.split(",") if f]
+        if not args.chaos_faults or set(args.chaos_faults) - {"node-kill", "redis-kill", "node-stop", "net-drop"}:
+            p.error("--chaos-faults: node-kill, redis-kill, node-stop, net-drop")
+        import soak_chaos  # noqa: E402 - only chaos mode needs it
+        return soak_chaos.main(args, cmd)
     t = time.monotonic()
     try:
         soak.start_servers()

@@ -41,9 +41,9 @@
  */
 #include "django.h"
 #include "layer_internal.h"
+#include "redis_uv.h"
 
 #include <errno.h>
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stdarg.h>
@@ -466,7 +466,7 @@ static void reader_open(dj_bridge *b)
         return;
     }
     ac->data = b;
-    redisLibuvAttach(ac, b->uv);
+    chan_redis_uv_attach(ac, b->uv);
     redisAsyncSetConnectCallback(ac, reader_on_connect);
     redisAsyncSetDisconnectCallback(ac, reader_on_disconnect);
     b->reader = ac;

@@ -48,9 +48,9 @@
 #include "django.h"
 #include "functions_lua.h" /* channels/functions.lua, embedded at build time */
 #include "layer_internal.h"
+#include "redis_uv.h"
 
 #include <errno.h>
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <jansson.h>
@@ -1293,16 +1293,15 @@ static redisAsyncContext *open_conn(shard *sh)
         return NULL;
     }
     ac->data = sh;
-    redisLibuvAttach(ac, sh->L->uv);
+    chan_redis_uv_attach(ac, sh->L->uv);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     return ac;
 }
 
-/* hiredis 0.14's libuv adapter drops poll errors (libuv reports a refused
- * connect as UV_EBADF, which the adapter ignores), so a failed connect is
- * never reported to on_connect: a deadline catches it, and a server that
- * accepts but never answers, too. */
+/* A server that accepts but never answers is caught by this deadline (a
+ * refused connect reaches on_connect: chan_redis_uv_attach hands poll
+ * errors to hiredis, which hiredis' own libuv adapter drops). */
 static void on_connect_timeout(uv_timer_t *t)
 {
     shard *sh = t->data;
