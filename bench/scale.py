@@ -1284,13 +1284,14 @@ def md_profile(res):
 #---- scenario: structure sizes ---------------------------------------------------------------
 
 # (type, how many exist): what gdb's `ptype /o` is asked about
-STRUCTS = [("struct hr_conn", "one per WebSocket connection (gateway/ws.c)"),
+STRUCTS = [("hr_ws_conn", "one per WebSocket connection: an hr_conn (gateway/conn.h) and the "
+            "WebSocket's own fields (gateway/ws_conn.h)"),
            ("auth_identity", "inside hr_conn (its verified token)"),
            ("struct chan_sub", "one per subscription (channels/layer_internal.h)"),
            ("struct hr_map", "a map's header; a connection's `subs` map adds a 16-slot table "
             "of 32-byte slots (common/common.c)"),
            ("struct shard_channel", "one per channel per loop (channels/core.c)"),
-           ("hr_user_conns", "one per user per loop (the user index)"),
+           ("user_conns", "one per user per loop (the user index, gateway/conn.c)"),
            ("struct hr_slot", "one per client address and per user in the limits tables "
             "(gateway/limits.c; not the map slot of the same name)"),
            ("hr_pss", "lws' per-session data, one per connection"),
