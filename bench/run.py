@@ -690,12 +690,19 @@ class Bench:
 
     def servers(self):
         kinds = [k for k in self.a.servers.split(",") if k]
-        return [k if k == "refserver" else "herald" for k in kinds]
+        kinds = [k if k == "refserver" else "herald" for k in kinds]
+        if self.a.baseline and "herald" in kinds:  # --baseline: the old binary beside it
+            kinds.insert(kinds.index("herald") + 1, "herald-base")
+        return kinds
+
+    def label(self, kind):
+        return self.a.baseline_label if kind == "herald-base" else kind
 
     def new_server(self, kind, threads=None):
         if kind == "refserver":
             return Server("refserver", self.refserver_bin, self.secret, self.api_key)
-        return Server("herald", self.a.herald, self.secret, self.api_key,
+        binary = self.a.baseline if kind == "herald-base" else self.a.herald
+        return Server("herald", binary, self.secret, self.api_key,
                       threads=threads or self.a.herald_threads, log_level=self.a.log_level,
                       prefix=self.a.herald_prefix)
 
@@ -705,7 +712,7 @@ class Bench:
         medians. Repeats are interleaved (A B A B, not A A B B): this machine's
         speed drifts over minutes, and interleaving spreads it over all rows.
         factory(kind, threads) builds the server (default: new_server)."""
-        configs = configs or [(k, k, None) for k in self.servers()]
+        configs = configs or [(k, self.label(k), None) for k in self.servers()]
         runs = {label: [] for _, label, _ in configs}
         notes = {label: [] for _, label, _ in configs}
         for i in range(self.a.repeat):
@@ -1389,6 +1396,12 @@ def parse_args(argv):
                     "medians recomputed from its runs")
     ap.add_argument("--herald", default=DEFAULT_HERALD,
                     help="Herald binary (this checkout's build/herald)")
+    ap.add_argument("--baseline", metavar="PATH",
+                    help="a second Herald binary (an older build) run beside --herald in the "
+                         "same run, its rows interleaved with Herald's (fanout, channels, "
+                         "latency, idle-*, connect-storm, rest)")
+    ap.add_argument("--baseline-label", default="herald (base)",
+                    help="the baseline's name in the tables (%(default)s)")
     ap.add_argument("--herald-prefix", metavar="CMD", type=shlex.split,
                     help='start Herald under CMD, e.g. "perf record -q -g -o fan.data --"')
     ap.add_argument("--bin-dir", help="directory of herald-loadgen and herald-refserver")
@@ -1428,7 +1441,7 @@ def parse_args(argv):
     a = ap.parse_args(argv)
     # every path means what it means where run.py was started (servers run
     # in their own temporary directories)
-    for k in ("herald", "bin_dir", "redis_server", "nginx", "json", "write", "render"):
+    for k in ("herald", "baseline", "bin_dir", "redis_server", "nginx", "json", "write", "render"):
         v = getattr(a, k)
         if v and (k in ("json", "write", "render") or os.sep in v or os.path.exists(v)):
             setattr(a, k, os.path.abspath(v))

@@ -74,6 +74,21 @@ def test_default_binaries_are_this_checkouts_build():
         assert json.load(f)["herald"] == os.path.join(REPO, "build", "herald")
 
 
+def test_baseline_runs_in_the_same_run():
+    """--baseline PATH (relative, like --herald): a second Herald's rows
+    beside the first's, under their own label, in one run."""
+    cwd = workdir()
+    base = os.path.relpath(os.path.abspath(herald_bin()), cwd)
+    rc, out, err = run(TINY + tools(cwd) + ["--baseline", base, "--baseline-label", "old",
+                                            "--json", "out.json"], cwd)
+    assert rc == 0, "rc %d\n%s\n%s" % (rc, out[-2000:], err[-3000:])
+    with open(os.path.join(cwd, "out.json")) as f:
+        rows = {r["server"]: r for r in json.load(f)["results"]}
+    assert sorted(rows) == ["herald", "old"], sorted(rows)
+    for row in rows.values():
+        assert not row.get("failed") and row["received"] == row["expected"] == 200, row
+
+
 def test_a_server_that_does_not_start_fails_the_run():
     """A Herald that exits at start: the row says why and run.py exits 1
     (it used to print a note and exit 0)."""
