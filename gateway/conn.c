@@ -161,21 +161,13 @@ void hr_conn_closed(hr_conn *c)
 
 /*---- Outbound queue --------------------------------------------------------*/
 
-chan_msg *hr_conn_pop(hr_conn *c)
-{
-    chan_msg *m = c->q[c->qhead];
-    size_t flen;
-    c->ops->frame(c, m, &flen);
-    c->qhead = (c->qhead + 1) % c->qcap;
-    c->qlen--;
-    c->qbytes -= flen;
-    return m;
-}
-
 void hr_conn_drop_queue(hr_conn *c)
 {
-    while (c->qlen)
-        chan_msg_unref(hr_conn_pop(c));
+    while (c->qlen) {
+        size_t flen;
+        c->ops->frame(c, hr_conn_head(c), &flen);
+        chan_msg_unref(hr_conn_pop(c, flen));
+    }
 }
 
 /* Rings start with two slots: most sockets never hold more than a reply
@@ -244,12 +236,9 @@ static void mark_pending(hr_conn *c)
 
 void hr_conn_enqueue(hr_conn *c, chan_msg *m)
 {
-    size_t flen;
     if (!c->wsi || c->close_code)
         return;
-    if (c->ops->prepare)
-        c->ops->prepare(c, m);
-    c->ops->frame(c, m, &flen);
+    size_t flen = c->ops->queued(c, m);
     if (c->qbytes + flen > conn_cfg(c)->out_queue_bytes) {
         slow_consumer(c);
         return;

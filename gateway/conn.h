@@ -38,13 +38,13 @@
 /* What a transport does for its connections. */
 typedef struct hr_conn_ops {
     const char *transport; /* "websocket" ("sse", "stream"): lifecycle events, the connect proxy */
-    /* The bytes c is sent for m (the WebSocket frame, compressed or not).
-     * Asked when m is queued (the bytes count against the bound) and when
-     * they leave: the answer must be the same both times. */
+    /* The bytes c is sent for m (the WebSocket frame, compressed or not):
+     * the same answer every time it is asked. */
     const unsigned char *(*frame)(const hr_conn *c, const chan_msg *m, size_t *len);
-    /* m is about to be queued on c: make what frame() will need (a
-     * compressed frame). NULL: nothing to make. */
-    void (*prepare)(hr_conn *c, chan_msg *m);
+    /* m is about to be queued on c: makes what frame() will need (a
+     * compressed frame, once per message) and returns frame()'s length,
+     * which counts against the queue's bound. One call per delivery. */
+    size_t (*queued)(hr_conn *c, chan_msg *m);
     /* Writes what is queued (after the loop iteration, the connection not
      * closing and not choked). Returns 0, or -1 when the socket failed
      * (it is then dropped). */
@@ -57,28 +57,28 @@ typedef struct hr_conn_ops {
     void (*arm)(hr_conn *c, int64_t s);
 } hr_conn_ops;
 
+/* The fields every delivery and write touch come first: one cache line. */
 struct hr_conn {
     const hr_conn_ops *ops;
     hr_worker *w;
-    struct lws *wsi;    /* NULL once closed; the struct lives on while refs > 0 */
-    lws_dll2_t in_loop; /* w->conns */
-    lws_dll2_t in_user; /* the user's connections on this loop (w->by_user) */
-    int refs;           /* 1 for the socket + 1 per pending asynchronous operation */
-
+    struct lws *wsi; /* NULL once closed; the struct lives on while refs > 0 */
+    int refs;        /* 1 for the socket + 1 per pending asynchronous operation */
     unsigned authed : 1;
     unsigned close_flush : 1; /* send what is queued before the close */
     unsigned pending : 1;     /* on the loop's pending-write list */
     unsigned choked : 1;      /* the transport holds a partial write: it calls back */
     int close_code;           /* != 0: closing with this code */
+    /* outbound queue: a ring of message references, allocated on first use */
+    uint32_t qhead, qlen, qcap;
+    chan_msg **q;
+    size_t qbytes;
+
     const char *close_reason; /* static storage */
+    lws_dll2_t in_loop;       /* w->conns */
+    lws_dll2_t in_user;       /* the user's connections on this loop (w->by_user) */
     uint64_t client_n;        /* client id "<node>.<client_n>" */
     auth_identity id;
     hr_map *subs; /* channel name -> chan_sub*; NULL until the first subscribe */
-
-    /* outbound queue: a ring of message references, allocated on first use */
-    chan_msg **q;
-    uint32_t qhead, qlen, qcap;
-    size_t qbytes;
 
     hr_slot *addr_slot; /* this connection's count in the per-address table */
     hr_slot *user_slot; /* ... and in the per-user table */
@@ -137,13 +137,21 @@ void hr_conn_send_json(hr_conn *c, json_t *o);
 void hr_conn_close(hr_conn *c, int code, const char *reason, int flush);
 
 /* For transports writing the queue: the head message (qlen > 0), taking
- * it off the queue (the caller owns the returned reference), dropping all
- * of it, and a delivery's metrics when its bytes leave. */
+ * it off the queue with its frame's length flen (the caller owns the
+ * returned reference), dropping all of it, and a delivery's metrics when
+ * its bytes leave. */
 static inline chan_msg *hr_conn_head(const hr_conn *c)
 {
     return c->q[c->qhead];
 }
-chan_msg *hr_conn_pop(hr_conn *c);
+static inline chan_msg *hr_conn_pop(hr_conn *c, size_t flen)
+{
+    chan_msg *m = c->q[c->qhead];
+    c->qhead = (c->qhead + 1) % c->qcap;
+    c->qlen--;
+    c->qbytes -= flen;
+    return m;
+}
 void hr_conn_drop_queue(hr_conn *c);
 void hr_conn_sent(hr_conn *c, chan_msg *m, uint64_t now_us);
 /* An idle connection keeps no big ring once a burst has drained. */

@@ -57,11 +57,14 @@ static const unsigned char *ws_frame(const hr_conn *conn, const chan_msg *m, siz
     return chan_msg_frame(m, flen);
 }
 
-static void ws_prepare(hr_conn *conn, chan_msg *m)
+static size_t ws_queued(hr_conn *conn, chan_msg *m)
 {
     hr_ws_conn *c = ws_of(conn);
+    size_t flen;
     if (c->pmd.bits && hr_pmd_prepare(conn->w->pmd, m, conn_cfg(c)->ws_compression_min))
         HR_INC(&conn->w->stats, ws_deflates, 1);
+    ws_frame(conn, m, &flen);
+    return flen;
 }
 
 /* Closing is carried out in the writeable callback (the close frame after
@@ -103,7 +106,7 @@ static size_t gather(hr_ws_conn *c, unsigned char *scratch, const unsigned char 
     *single = NULL;
     if (q->qlen == 1 || flen > HR_SCRATCH) {
         frame_sent(c, hr_conn_head(q), now_us);
-        *single = hr_conn_pop(q);
+        *single = hr_conn_pop(q, flen);
         *out = f;
         *nframes = 1;
         return flen;
@@ -116,7 +119,7 @@ static size_t gather(hr_ws_conn *c, unsigned char *scratch, const unsigned char 
         memcpy(scratch + used, f, flen);
         used += flen;
         frame_sent(c, hr_conn_head(q), now_us);
-        chan_msg_unref(hr_conn_pop(q));
+        chan_msg_unref(hr_conn_pop(q, flen));
         (*nframes)++;
     }
     *out = scratch;
@@ -195,7 +198,7 @@ static int ws_write(hr_conn *c, uint64_t now_us)
 static const hr_conn_ops ws_ops = {
     .transport = "websocket",
     .frame = ws_frame,
-    .prepare = ws_prepare,
+    .queued = ws_queued,
     .write = ws_write,
     .closing = ws_closing,
     .arm = ws_arm,
