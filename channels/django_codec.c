@@ -2,7 +2,7 @@
  * django_codec.c - the pure half of the Django Channels bridge (django.h):
  * channels_redis' msgpack messages to and from JSON, and Herald channel
  * names to and from Django group names. No I/O and no global state, so
- * every rule is unit tested (tests/unit/test_django.c) and the decoder is
+ * every rule is unit tested (tests/unit/channels/django_codec.c) and the decoder is
  * fuzzed (tests/fuzz/fuzz_django_decode.c).
  *
  * msgpack-c (Debian's libmsgpack-dev) does the msgpack work: it is the

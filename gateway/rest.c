@@ -1,6 +1,6 @@
 /*
  * rest.c - the REST API's route table (SPEC §4; docs/openapi.json
- * documents every row, tests/unit/test_openapi.c holds the two together)
+ * documents every row, tests/unit/gateway/rest.c holds the two together)
  * and what its handlers share.
  */
 #include "gateway/rest.h"

@@ -2,7 +2,7 @@
  * router.h - the shape of a REST route table and the matching of a request
  * against it, without any I/O: the HTTP transport (http.c) routes with it,
  * the REST API (rest.c) is such a table, the unit tests
- * (tests/unit/test_router.c) and the fuzzer (fuzz/fuzz_route.c) feed it
+ * (tests/unit/gateway/router.c) and the fuzzer (fuzz/fuzz_route.c) feed it
  * paths directly.
  */
 #ifndef HR_ROUTER_H

@@ -1,4 +1,4 @@
-/* test_openapi.c - docs/openapi.json against the router's table: every
+/* tests/unit/gateway/rest.c - docs/openapi.json against the router's table: every
  * route Herald serves is documented, every documented operation is a route
  * (and the router resolves a concrete path of it to that route), and each
  * operation's security matches who the router lets in. The checker is also

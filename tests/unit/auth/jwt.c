@@ -1,5 +1,5 @@
 /*
- * test_jwt.c - unit tests for auth/jwt.c and auth/identity.c.
+ * tests/unit/auth/jwt.c - unit tests for auth/jwt.c and auth/identity.c.
  *
  * Tokens are made three ways: by hand (header and payload JSON written here,
  * HMAC computed with OpenSSL) so the tests can express anything an attacker

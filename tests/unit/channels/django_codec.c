@@ -127,10 +127,11 @@ static void test_decode_types(void)
 {
     CHECK_STR(dec1("82a474797065a96e6577732e6974656da57469746c65a26869"),
               "{\"type\":\"news.item\",\"title\":\"hi\"}");
-    CHECK_STR(dec1("8aa474797065a178a16efba3626967cfffffffffffffffffa36e6567d38000000000000000a166"
-                   "cb3ff8000000000000a167cb4000000000000000a174c3a17ac0a16c9301a16190a16d81a16b80"),
-              "{\"type\":\"x\",\"n\":-5,\"big\":18446744073709551615,\"neg\":-9223372036854775808,"
-              "\"f\":1.5,\"g\":2.0,\"t\":true,\"z\":null,\"l\":[1,\"a\",[]],\"m\":{\"k\":{}}}");
+    CHECK_STR(
+        dec1("8aa474797065a178a16efba3626967cfffffffffffffffffa36e6567d38000000000000000a166"
+             "cb3ff8000000000000a167cb4000000000000000a174c3a17ac0a16c9301a16190a16d81a16b80"),
+        "{\"type\":\"x\",\"n\":-5,\"big\":18446744073709551615,\"neg\":-9223372036854775808,"
+        "\"f\":1.5,\"g\":2.0,\"t\":true,\"z\":null,\"l\":[1,\"a\",[]],\"m\":{\"k\":{}}}");
     /* bin is base64; str escapes; UTF-8 passes through */
     CHECK_STR(dec1("82a162c40300ff10a175b368c3a9e282acf09f988020227122205c200a01"),
               "{\"b\":\"AP8Q\",\"u\":\"h\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80 \\\"q\\\" \\\\ "
@@ -188,29 +189,29 @@ static void refused(const char *hex, const char *why)
 static void test_refusals(void)
 {
     refused("", "truncated");
-    refused("a474797065", "not a map");              /* a str */
-    refused("82a17401", "more elements");             /* two pairs, one given */
+    refused("a474797065", "not a map");   /* a str */
+    refused("82a17401", "more elements"); /* two pairs, one given */
     refused("81a174a3ab", "truncated");
-    refused("81a17401ff", "extra bytes");             /* trailing byte */
-    refused("81a174c1", "0xc1");                      /* never-used byte */
-    refused("81a174a2ff41", "UTF-8");                 /* invalid UTF-8 */
-    refused("81a174a3eda080", "UTF-8");               /* a surrogate */
-    refused("81a174a2c0af", "UTF-8");                 /* overlong */
-    refused("81c40161a0", "binary");                  /* bin key */
-    refused("819101a0", "array");                     /* array key */
-    refused("81a20061a0", "NUL");                     /* NUL in a key */
-    refused("81a174d40100", "extension");             /* fixext */
-    refused("81a174c7020501", "truncated");           /* ext8 missing a byte */
-    refused("ddffffffff", "more elements");           /* 2^32-1 elements, no bytes */
+    refused("81a17401ff", "extra bytes");   /* trailing byte */
+    refused("81a174c1", "0xc1");            /* never-used byte */
+    refused("81a174a2ff41", "UTF-8");       /* invalid UTF-8 */
+    refused("81a174a3eda080", "UTF-8");     /* a surrogate */
+    refused("81a174a2c0af", "UTF-8");       /* overlong */
+    refused("81c40161a0", "binary");        /* bin key */
+    refused("819101a0", "array");           /* array key */
+    refused("81a20061a0", "NUL");           /* NUL in a key */
+    refused("81a174d40100", "extension");   /* fixext */
+    refused("81a174c7020501", "truncated"); /* ext8 missing a byte */
+    refused("ddffffffff", "more elements"); /* 2^32-1 elements, no bytes */
     refused("dfffffffff", "more elements");
     refused("81a174dd00ffffff00", "more elements");
-    refused("81a174db7fffffff", "truncated");         /* str32 claiming 2 GiB */
+    refused("81a174db7fffffff", "truncated"); /* str32 claiming 2 GiB */
     /* duplicate keys, as given or once converted: refused like Herald
      * refuses them in JSON everywhere */
-    refused("82a16101a16102", "twice");               /* {"a":1,"a":2} */
-    refused("8201a178a131a179", "twice");             /* {1:"x","1":"y"} */
-    refused("82c0a178a46e756c6ca179", "twice");       /* {nil:"x","null":"y"} */
-    refused("81a16d82a16b01a16b02", "twice");         /* {"m":{"k":1,"k":2}} */
+    refused("82a16101a16102", "twice");         /* {"a":1,"a":2} */
+    refused("8201a178a131a179", "twice");       /* {1:"x","1":"y"} */
+    refused("82c0a178a46e756c6ca179", "twice"); /* {nil:"x","null":"y"} */
+    refused("81a16d82a16b01a16b02", "twice");   /* {"m":{"k":1,"k":2}} */
     CHECK_STR(dec1("82a16101a14102"), "{\"a\":1,\"A\":2}");
     /* deeper than msgpack-c's 32 levels */
     char deep[200] = "81a174";
@@ -295,8 +296,12 @@ static void test_mutations(void)
             for (int k = 0; k < edits && n > 0; k++) {
                 size_t at = next() % n;
                 switch (next() % 5) {
-                case 0: buf[at] ^= (unsigned char)(1u << (next() % 8)); break;
-                case 1: buf[at] = special[next() % sizeof(special)]; break;
+                case 0:
+                    buf[at] ^= (unsigned char)(1u << (next() % 8));
+                    break;
+                case 1:
+                    buf[at] = special[next() % sizeof(special)];
+                    break;
                 case 2:
                     if (n < sizeof(buf)) {
                         memmove(buf + at + 1, buf + at, n - at);
@@ -308,7 +313,9 @@ static void test_mutations(void)
                     memmove(buf + at, buf + at + 1, n - at - 1);
                     n--;
                     break;
-                case 4: n = at; break;
+                case 4:
+                    n = at;
+                    break;
                 }
             }
             dj_message m;
@@ -317,7 +324,8 @@ static void test_mutations(void)
             total++;
             if (dj_decode(buf, n, 4096, &m, err, sizeof(err)) == 0) {
                 ok++;
-                json_t *j = json_loadb(m.json, m.len, JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &je);
+                json_t *j =
+                    json_loadb(m.json, m.len, JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &je);
                 CHECK(j != NULL && json_is_object(j));
                 if (!j)
                     fprintf(stderr, "  not JSON (%s): %s\n", je.text, m.json);

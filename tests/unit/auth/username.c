@@ -1,5 +1,5 @@
 /*
- * test_username.c - usernames as RFC 8265 UsernameCaseMapped (auth/username.c):
+ * tests/unit/auth/username.c - usernames as RFC 8265 UsernameCaseMapped (auth/username.c):
  * every look-alike class of the "Hardening" issue, the rules around them,
  * and the legacy key of names registered before.
  */

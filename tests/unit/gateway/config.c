@@ -1,4 +1,4 @@
-/* test_config.c - defaults, precedence (file < env < flags), value
+/* tests/unit/gateway/config.c - defaults, precedence (file < env < flags), value
  * validation, the JSON file and namespaces of gateway/config.c. */
 #include "gateway/config.h"
 #include "testing.h"

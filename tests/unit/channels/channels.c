@@ -1,4 +1,5 @@
-/* Unit tests for the in-process channel layer and the hash map. */
+/* Unit tests for the channel layer (channels/channels.h): the registry and
+ * its shards (core.c), the in-process layer (local.c), messages (msg.c). */
 #include "channels/channels.h"
 #include "channels/layer_internal.h"
 #include "common/common.h"
@@ -414,49 +415,6 @@ static void test_one_order_across_threads(void)
     inboxes_free(in);
 }
 
-static void test_map(void)
-{
-    hr_map *m = hr_map_new(free);
-    char key[32];
-    for (int i = 0; i < 5000; i++) {
-        snprintf(key, sizeof(key), "k%d", i);
-        int *v = malloc(sizeof(int));
-        *v = i;
-        hr_map_put(m, key, strlen(key), v);
-    }
-    CHECK(hr_map_count(m) == 5000);
-    for (int i = 0; i < 5000; i += 2) {
-        snprintf(key, sizeof(key), "k%d", i);
-        free(hr_map_del(m, key, strlen(key)));
-    }
-    CHECK(hr_map_count(m) == 2500);
-    int ok = 1;
-    for (int i = 0; i < 5000; i++) {
-        snprintf(key, sizeof(key), "k%d", i);
-        int *v = hr_map_get(m, key, strlen(key));
-        ok &= (i % 2) ? (v && *v == i) : (v == NULL);
-    }
-    CHECK(ok);
-    size_t it = 0, n = 0;
-    while (hr_map_next(m, &it, NULL, NULL, NULL))
-        n++;
-    CHECK(n == 2500);
-    /* keys with embedded NULs are distinct byte strings */
-    hr_map *m2 = hr_map_new(NULL);
-    hr_map_put(m2, "a\0b", 3, (void *)1);
-    hr_map_put(m2, "a\0c", 3, (void *)2);
-    CHECK(hr_map_get(m2, "a\0b", 3) == (void *)1 && hr_map_get(m2, "a", 1) == NULL);
-    hr_map_free(m2);
-    hr_map_free(m);
-}
-
-static void test_secure_eq(void)
-{
-    CHECK(hr_secure_eq("abc", 3, "abc", 3));
-    CHECK(!hr_secure_eq("abc", 3, "abd", 3));
-    CHECK(!hr_secure_eq("abc", 3, "abcd", 4));
-}
-
 /*---- Pending subscriptions -------------------------------------------------*/
 
 static void dispatch_offset(chan_layer *l, const char *ch, uint64_t off)
@@ -684,7 +642,5 @@ int main(void)
     RUN(test_swap_remove);
     RUN(test_first_last_subscriber_of_node);
     RUN(test_one_order_across_threads);
-    RUN(test_map);
-    RUN(test_secure_eq);
     return TEST_DONE();
 }

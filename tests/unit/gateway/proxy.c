@@ -1,4 +1,4 @@
-/* test_proxy.c - the backend proxy protocol of gateway/proxy.c (SPEC §8):
+/* tests/unit/gateway/proxy.c - the backend proxy protocol of gateway/proxy.c (SPEC §8):
  * request bodies, forwarded headers, and every rule an answer is checked
  * against. */
 #include "gateway/proxy.h"

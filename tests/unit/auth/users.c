@@ -1,5 +1,5 @@
 /*
- * test_users.c - users, the SQLite and Redis stores, and the worker service.
+ * tests/unit/auth/users.c - users, the SQLite and Redis stores, and the worker service.
  *
  * The same store cases run against a SQLite file in a fresh temporary
  * directory and against a real redis-server that this test starts on a
@@ -962,7 +962,7 @@ static void redis_urls(void)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         CHECK(auth_store_redis_ops.open(bad[i], "t", err, sizeof(err)) == NULL);
     }
-    /* the parser itself is common/redis_url.c's (test_redis_url.c) */
+    /* the parser itself is common/redis_url.c's (tests/unit/common/redis_url.c) */
 
     /* unreachable: open succeeds (reconnects later), init reports it */
     snprintf(url, sizeof(url), "redis://127.0.0.1:%d", free_port());
@@ -1091,7 +1091,7 @@ static void hash_verify(void)
 static void helpers(void)
 {
     char *k = auth_username_key("AbC-名前-É");
-    CHECK_STR(k, "abc-名前-é"); /* Unicode lowercase (test_username.c has the rest) */
+    CHECK_STR(k, "abc-名前-é"); /* Unicode lowercase (tests/unit/auth/username.c has the rest) */
     free(k);
     char *list[] = {"a", "b\"c"};
     char *text = auth_roles_encode(list, 2);

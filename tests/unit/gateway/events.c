@@ -1,4 +1,4 @@
-/* test_events.c - the lifecycle events of SPEC §8 as gateway/events.c builds
+/* tests/unit/gateway/events.c - the lifecycle events of SPEC §8 as gateway/events.c builds
  * them (the Channels layer's message shape), and the webhook's body. Their
  * delivery is tested through a real webhook (test_events_webhook.py). */
 #include "gateway/events.h"

@@ -1,4 +1,4 @@
-/* test_static.c - --web-root: which URL paths name a file, content types,
+/* tests/unit/gateway/static.c - --web-root: which URL paths name a file, content types,
  * reading a file (static.c). */
 #include "gateway/static.h"
 #include "testing.h"
