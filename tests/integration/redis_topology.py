@@ -209,7 +209,28 @@ class RedisNode:
             return None
 
 
-class SentinelSet:
+class _Topology:
+    """Several redis-server processes started together: start() runs the
+    subclass' _start and stops everything already started when it fails;
+    a context manager."""
+
+    def start(self, timeout=60.0):
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+class SentinelSet(_Topology):
     """`with SentinelSet() as s:` one master, `replicas` replicas and
     `sentinels` sentinels (quorum = majority) monitoring it as `name`.
 
@@ -236,12 +257,7 @@ class SentinelSet:
         self.quorum = sentinels // 2 + 1
 
     def start(self, timeout=30.0):
-        try:
-            self._start(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return super().start(timeout)
 
     def _start(self, timeout):
         master = self.nodes[0]
@@ -278,13 +294,6 @@ class SentinelSet:
             wait_until(lambda: len(s.cmd("SENTINEL", "SENTINELS", self.name)) >=
                        len(self.sentinels) - 1, timeout,
                        what="sentinel %d to know the other sentinels" % s.port)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
 
     def stop(self):
         for n in self.sentinels + self.nodes:
@@ -343,7 +352,7 @@ class SentinelSet:
         return wait_until(agreed, timeout, interval=0.1, what="the sentinels' failover")
 
 
-class RedisCluster:
+class RedisCluster(_Topology):
     """`with RedisCluster() as c:` a cluster of `masters` masters with
     `replicas` replicas each, built by redis-cli --cluster create."""
 
@@ -369,13 +378,6 @@ class RedisCluster:
         self.nmasters = masters
         self.replicas = replicas
 
-    def start(self, timeout=60.0):
-        try:
-            self._start(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def _start(self, timeout):
         for n in self.nodes:
@@ -427,13 +429,6 @@ class RedisCluster:
 
     def _owners(self, node):
         return [(s[0], s[1], s[2][1]) for s in node.cmd("CLUSTER", "SLOTS")]
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
 
     def stop(self):
         for n in self.nodes:

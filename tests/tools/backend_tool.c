@@ -182,6 +182,19 @@ struct post_run {
     int closed;
 };
 
+/* Cancels up to n requests still outstanding (the caller gave up on them). */
+static void cancel_outstanding(post_run *run, long n)
+{
+    for (long i = 0; i < run->o->count && n > 0; i++)
+        if (run->slots[i].req) {
+            hr_backend_cancel(run->slots[i].req);
+            run->slots[i].req = NULL;
+            run->outstanding--;
+            bump(run->status, "cancelled_by_caller", 1);
+            n--;
+        }
+}
+
 static void post_done(void *ud, const hr_backend_result *r)
 {
     post_slot *slot = ud;
@@ -214,25 +227,10 @@ static void post_done(void *ud, const hr_backend_result *r)
         run->closed = 1;
         hr_backend_close(run->b);
     }
-    if (run->o->cancel_after && run->done == run->o->cancel_after) {
-        for (long i = 0; i < run->o->count; i++)
-            if (run->slots[i].req) {
-                hr_backend_cancel(run->slots[i].req);
-                run->slots[i].req = NULL;
-                run->outstanding--;
-                bump(run->status, "cancelled_by_caller", 1);
-            }
-    }
-    if (run->o->cancel_one_after && run->done == run->o->cancel_one_after) {
-        for (long i = 0; i < run->o->count; i++)
-            if (run->slots[i].req) {
-                hr_backend_cancel(run->slots[i].req);
-                run->slots[i].req = NULL;
-                run->outstanding--;
-                bump(run->status, "cancelled_by_caller", 1);
-                break;
-            }
-    }
+    if (run->o->cancel_after && run->done == run->o->cancel_after)
+        cancel_outstanding(run, run->o->count);
+    if (run->o->cancel_one_after && run->done == run->o->cancel_one_after)
+        cancel_outstanding(run, 1);
     if (!run->outstanding && !run->closed) {
         run->closed = 1;
         hr_backend_close(run->b);
