@@ -10,6 +10,12 @@
  * (paced or flat out) -> DRAIN (wait for the last deliveries) -> HOLD -> END.
  * Prints exactly one JSON line on stdout; diagnostics go to stderr.
  *
+ * Why one file of ~2,000 lines: one event loop and its connection state
+ * machine, whose phases share every counter; the pieces other tools share
+ * are bench_common.c and Herald's common/. (scenario.c repeats much of
+ * the client connection code below; a client connection module shared by
+ * both would remove that.)
+ *
  * Payload `data` = {"p":publisher,"s":seq,"t":send ns (CLOCK_MONOTONIC),"x":pad}, or with
  * --payload chat a ~1 KB chat event {"p","s","t","type","id","room","author",...}.
  * --deflate 1: every WebSocket connection offers permessage-deflate and
@@ -162,14 +168,14 @@ enum phase { P_CONNECT, P_SETTLE, P_PUBLISH, P_DRAIN, P_HOLD, P_END };
 typedef struct conn {
     int fd;
     uint8_t role, state, dirty, more, buried, in_handshake;
-    uint8_t redialing; /* REST: reopened after the server closed it */
-    uint8_t pmd;       /* permessage-deflate negotiated */
-    uint32_t ridx;     /* index within its role */
-    uint32_t pending;  /* subscribe replies still awaited */
-    int port;          /* the server port this connection goes to */
-    uint64_t t_open;   /* connect() called */
+    uint8_t redialing;   /* REST: reopened after the server closed it */
+    uint8_t pmd;         /* permessage-deflate negotiated */
+    uint32_t ridx;       /* index within its role */
+    uint32_t pending;    /* subscribe replies still awaited */
+    int port;            /* the server port this connection goes to */
+    uint64_t t_open;     /* connect() called */
     hr_buf in, out, msg; /* unparsed input, unsent output, fragmented message */
-    char accept[29];   /* the Sec-WebSocket-Accept we expect */
+    char accept[29];     /* the Sec-WebSocket-Accept we expect */
 } conn;
 
 /* One in-flight publication: complete once acked and delivered locally. */

@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
 """run.py - Herald benchmark scenarios, each next to herald-refserver.
+(Why one file of ~1,500 lines: every scenario is a short function over the
+same runner, tables and --write; a user runs one command, stdlib only.)
 
     python3 bench/run.py SCENARIO [options]      (stdlib only)
 

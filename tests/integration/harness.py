@@ -19,6 +19,11 @@ Pieces:
   run_tests   a tiny runner: `ok NAME` / `FAIL NAME` + traceback, then one
               line `N passed, M failed`; exit status 1 if anything failed
               or nothing ran.
+
+Why one file of ~1,500 lines: it is the one fixture library of every Python
+test (CONTRIBUTING.md, Tests), and its pieces use each other (Herald runs
+against Redis, checks its answers with openapi_check, hands out WS
+clients); tests import from one place.
 """
 
 import base64

@@ -1,5 +1,9 @@
 """Cluster mode: real redis-server(s), two or three real Herald processes.
 
+(Why one file of ~880 lines: the cluster's behaviours share the nodes'
+fixtures and ACL helpers below; Sentinel and Redis Cluster, which need
+their own topology, have test_redis_sentinel.py and test_redis_cluster.py.)
+
 Cross-node delivery and one order per channel, server-side membership,
 presence and join/leave across nodes, a SIGKILLed node's presence expiring,
 history and recovery across nodes, a backend publishing with redis-cli only,

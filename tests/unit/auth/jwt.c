@@ -5,6 +5,10 @@
  * HMAC computed with OpenSSL) so the tests can express anything an attacker
  * can, by libjwt for RS256/ES256, and by auth_jwt_issue for roundtrips. RSA
  * and EC key pairs are generated at start-up into memory; no key files.
+ *
+ * Why one file of ~870 lines: it is one module's cases (verification, keys,
+ * rotation, identities, rules), each a few lines over the same token
+ * helpers; split, each part would carry the helpers again.
  */
 #include "auth/auth.h"
 #include "testing.h"

@@ -6,6 +6,11 @@
  * free loopback port (and kills at the end; the child also dies with us
  * through PR_SET_PDEATHSIG). A missing redis-server is a failure, not a
  * skip: the suite's setup installs it, and a skip would hide that.
+ *
+ * Why one file of ~1,200 lines: the store cases are written once and run
+ * against both stores and through the service, which needs the one
+ * redis-server this file starts; split, the server and the cases would be
+ * set up again in each part.
  */
 #include "auth/auth.h"
 #include "common/log.h"
