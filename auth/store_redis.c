@@ -23,6 +23,7 @@
  */
 #include "auth/auth.h"
 #include "common/common.h"
+#include "common/redis_url.h"
 #include "common/log.h"
 
 #include <errno.h>

@@ -17,6 +17,7 @@
 #include "gateway/config.h"
 #include "gateway/config_internal.h"
 #include "common/common.h"
+#include "common/redis_url.h"
 #include "gateway/proxy.h"
 
 #include <errno.h>

@@ -2,6 +2,7 @@
  * and key names (common/redis_url.c), shared by the user store and the
  * Redis channel layer. */
 #include "common/common.h"
+#include "common/redis_url.h"
 #include "testing.h"
 
 #include <stdlib.h>
