@@ -692,18 +692,15 @@ class Bench:
 
     def servers(self):
         kinds = [k for k in self.a.servers.split(",") if k]
-        kinds = [k if k == "refserver" else "herald" for k in kinds]
-        if self.a.baseline and "herald" in kinds:  # --baseline: the old binary beside it
-            kinds.insert(kinds.index("herald") + 1, "herald-base")
-        return kinds
+        return [k if k in ("refserver", "herald-base") else "herald" for k in kinds]
 
     def label(self, kind):
-        return self.a.baseline_label if kind == "herald-base" else kind
+        return kind
 
     def new_server(self, kind, threads=None):
         if kind == "refserver":
             return Server("refserver", self.refserver_bin, self.secret, self.api_key)
-        binary = self.a.baseline if kind == "herald-base" else self.a.herald
+        binary = self.a.herald_base if kind == "herald-base" else self.a.herald
         return Server("herald", binary, self.secret, self.api_key,
                       threads=threads or self.a.herald_threads, log_level=self.a.log_level,
                       prefix=self.a.herald_prefix)
@@ -1398,12 +1395,10 @@ def parse_args(argv):
                     "medians recomputed from its runs")
     ap.add_argument("--herald", default=DEFAULT_HERALD,
                     help="Herald binary (this checkout's build/herald)")
-    ap.add_argument("--baseline", metavar="PATH",
-                    help="a second Herald binary (an older build) run beside --herald in the "
-                         "same run, its rows interleaved with Herald's (fanout, channels, "
-                         "latency, idle-*, connect-storm, rest)")
-    ap.add_argument("--baseline-label", default="herald (base)",
-                    help="the baseline's name in the tables (%(default)s)")
+    ap.add_argument("--herald-base", metavar="PATH",
+                    help="another Herald build, compared in the same run as the server "
+                         "herald-base (--servers herald,herald-base,...), its rows interleaved "
+                         "with Herald's")
     ap.add_argument("--herald-prefix", metavar="CMD", type=shlex.split,
                     help='start Herald under CMD, e.g. "perf record -q -g -o fan.data --"')
     ap.add_argument("--bin-dir", help="directory of herald-loadgen and herald-refserver")
@@ -1443,7 +1438,8 @@ def parse_args(argv):
     a = ap.parse_args(argv)
     # every path means what it means where run.py was started (servers run
     # in their own temporary directories)
-    for k in ("herald", "baseline", "bin_dir", "redis_server", "nginx", "json", "write", "render"):
+    for k in ("herald", "herald_base", "bin_dir", "redis_server", "nginx", "json", "write",
+              "render"):
         v = getattr(a, k)
         if v and (k in ("json", "write", "render") or os.sep in v or os.path.exists(v)):
             setattr(a, k, os.path.abspath(v))
@@ -1494,6 +1490,9 @@ def main(argv):
     if ("herald" in a.servers or "herald" in kinds) and not os.access(a.herald, os.X_OK):
         sys.exit("run.py: Herald binary %s not found: build it (cmake -S . -B build && "
                  "cmake --build build) or give --herald PATH" % a.herald)
+    if "herald-base" in a.servers.split(",") and \
+            not (a.herald_base and os.access(a.herald_base, os.X_OK)):
+        sys.exit("run.py: --servers herald-base needs --herald-base PATH (a binary)")
     if cluster and not os.access(a.redis_server, os.X_OK):
         sys.exit("run.py: %s not found: apt-get install redis-server" % a.redis_server)
     if any(k.startswith("nchan") for k in kinds) and a.scenario != "cluster-nodes" and \
@@ -1510,7 +1509,8 @@ def main(argv):
     print()
     for name in names:
         print(text_table(name) + "\n")
-    doc = {"herald": a.herald, "machine": machine(), "argv": argv, "results": RESULTS,
+    doc = {"herald": a.herald, "herald_base": a.herald_base, "machine": machine(), "argv": argv,
+           "results": RESULTS,
            "loadavg": LOADAVG,
            "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     print(json.dumps(doc, separators=(",", ":")))
