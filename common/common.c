@@ -1,5 +1,5 @@
 /* common.c - hash map, byte buffer and small helpers (see common.h). */
-#include "common.h"
+#include "common/common.h"
 
 #include <stdarg.h>
 #include <stdio.h>
