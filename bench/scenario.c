@@ -37,6 +37,7 @@
  * Bounded: every phase has a deadline, the parent kills workers that pass
  * `timeout`, and a worker whose parent goes away exits. */
 #include "bench_common.h"
+#include "client.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -363,18 +364,19 @@ typedef struct cqueue {
 } cqueue;
 
 enum err {
-    E_SOCKET,
-    E_HTTP_STATUS,
-    E_BAD_ACCEPT,
+    /* first, the failures client.c reports (bc_fault) */
+    E_HTTP_STATUS = BC_HTTP_STATUS,
+    E_BAD_ACCEPT = BC_BAD_ACCEPT,
+    E_BAD_HTTP = BC_BAD_HTTP,
+    E_BAD_FRAME = BC_BAD_FRAME,
+    E_TOO_BIG = BC_TOO_BIG,
+    E_SOCKET = BC_NFAULTS,
     E_HANDSHAKE_TIMEOUT,
-    E_BAD_FRAME,
-    E_TOO_BIG,
     E_BAD_PUSH,
     E_UNEXPECTED_CHANNEL,
     E_SUBSCRIBE,
     E_REST_STATUS,
     E_REDIS_ERROR,
-    E_BAD_HTTP,
     E_BAD_REPLY,
     E_OOM,
     E_N
@@ -443,21 +445,6 @@ static void err_add(enum err e)
     W.errors[e]++;
 }
 
-static void tally(int *keys, int *counts, int *n, int cap, int v)
-{
-    for (int i = 0; i < *n; i++)
-        if (keys[i] == v) {
-            counts[i]++;
-            return;
-        }
-    if (*n < cap) {
-        keys[*n] = v;
-        counts[(*n)++] = 1;
-    } else {
-        counts[cap - 1]++;
-    }
-}
-
 static int in_window(uint64_t t)
 {
     return W.t0 && t >= W.t0 && t < W.t_end;
@@ -477,18 +464,8 @@ static void mark_dirty(sconn *c)
 
 static void conn_flush(sconn *c)
 {
-    while (hr_buf_pending(&c->out) > 0) {
-        ssize_t n = send(c->fd, hr_buf_head(&c->out), hr_buf_pending(&c->out), MSG_NOSIGNAL);
-        if (n > 0) {
-            hr_buf_consume(&c->out, (size_t)n);
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else {
-            if (n < 0 && errno != EAGAIN)
-                conn_down(c, "reset", 0, now_ns());
-            return;
-        }
-    }
+    if (bc_send(c->fd, &c->out) < 0)
+        conn_down(c, "reset", 0, now_ns());
 }
 
 static void flush_dirty(void)
@@ -510,38 +487,26 @@ static void queue_bytes(sconn *c, const void *p, size_t n)
 
 static void ws_send(sconn *c, int opcode, const void *p, size_t n)
 {
-    uint64_t r = rng_next(&W.rng);
-    uint8_t mask[4] = {(uint8_t)r, (uint8_t)(r >> 8), (uint8_t)(r >> 16), (uint8_t)(r >> 24)};
-    hr_buf_reserve(&c->out, n + HR_WS_HDR_MAX);
-    uint8_t *dst = (uint8_t *)c->out.data + c->out.len;
-    size_t h = hr_ws_frame_header(dst, opcode, n, mask);
-    memcpy(dst + h, p, n);
-    hr_ws_mask(dst + h, n, mask, 0);
-    c->out.len += h + n;
+    bc_ws_frame(&c->out, &W.rng, opcode, p, n);
     mark_dirty(c);
 }
 
 /*---- connections -----------------------------------------------------------------------*/
 
-static void count_errno(int e)
+/* Closes c after a failure a bc_* function reported (err), counted; status:
+ * the HTTP status of a refused upgrade. */
+static void conn_fail(sconn *c, int err, int status, uint64_t now)
 {
-    tally(W.errnos, W.errno_n, &W.nerrno, 8, e);
-    err_add(E_SOCKET);
+    err_add((enum err)bc_fault(err));
+    if (err == -ECONNREFUSED)
+        bc_tally(W.statuses, W.status_n, &W.nstatus, 8, status);
+    conn_down(c, "fail", 0, now);
 }
 
-/* Binds to 127.0.0.<src_first + i % src_count> before connect: each source
- * address has its own ephemeral ports, and IP_BIND_ADDRESS_NO_PORT leaves
- * the port to connect(), which only needs the 4-tuple to be unique. */
-static int bind_source(int fd, uint32_t i)
+static void count_errno(int e)
 {
-    if (S.src_count <= 0)
-        return 0;
-    int one = 1;
-    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    sa.sin_addr.s_addr =
-        htonl(0x7f000000u | (uint32_t)(S.src_first + (int)(i % (uint32_t)S.src_count)));
-    return bind(fd, (struct sockaddr *)&sa, sizeof sa);
+    bc_tally(W.errnos, W.errno_n, &W.nerrno, 8, e);
+    err_add(E_SOCKET);
 }
 
 static int conn_port(const sconn *c)
@@ -552,7 +517,6 @@ static int conn_port(const sconn *c)
 static void conn_open(sconn *c, uint32_t src, uint64_t now)
 {
     c->t_open = now;
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     c->buried = 0;
     if (c->kind == K_WS) {
         c->in_hs = 1;
@@ -561,22 +525,15 @@ static void conn_open(sconn *c, uint32_t src, uint64_t now)
     }
     if (!W.t_first_open)
         W.t_first_open = now;
-    if (c->fd < 0) {
-        count_errno(errno);
-        conn_down(c, "fail", 0, now);
-        return;
-    }
-    int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)conn_port(c))};
-    inet_pton(AF_INET, S.host, &sa.sin_addr);
     /* Redis connections keep 127.0.0.1: protected mode refuses other sources. */
-    if ((c->kind != K_REDIS && bind_source(c->fd, src) < 0) ||
-        (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS)) {
-        count_errno(errno);
+    int fd =
+        bc_connect(S.host, conn_port(c), S.src_first, c->kind == K_REDIS ? 0 : S.src_count, src);
+    if (fd < 0) {
+        count_errno(-fd);
         conn_down(c, "fail", 0, now);
         return;
     }
+    c->fd = fd;
     c->state = C_CONNECTING;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
     epoll_ctl(W.ep, EPOLL_CTL_ADD, c->fd, &ev);
@@ -625,7 +582,7 @@ static void conn_down(sconn *c, const char *why, int code, uint64_t now)
         close(c->fd);
     c->fd = -1;
     if (!strcmp(why, "close"))
-        tally(W.codes, W.code_n, &W.ncodes, MAX_CODES, code);
+        bc_tally(W.codes, W.code_n, &W.ncodes, MAX_CODES, code);
     else if (!strcmp(why, "eof"))
         W.closed_eof++;
     else if (!strcmp(why, "reset"))
@@ -689,20 +646,10 @@ static void send_upgrade(sconn *c)
         jwt_hs256(token, sizeof token, S.secret, sub, S.ttl);
         snprintf(target, sizeof target, "/ws?token=%s", token);
     }
-    uint8_t raw[16];
-    uint64_t r1 = rng_next(&W.rng), r2 = rng_next(&W.rng);
-    memcpy(raw, &r1, 8);
-    memcpy(raw + 8, &r2, 8);
-    char key[25];
-    b64_encode(raw, sizeof raw, key, 0);
-    ws_accept_key(key, strlen(key), c->accept);
-    int n = snprintf(req, sizeof req,
-                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n",
-                     target, S.host, conn_port(c), key);
+    size_t n =
+        bc_upgrade_request(req, sizeof req, target, S.host, conn_port(c), 0, &W.rng, c->accept);
     c->state = C_UPGRADING;
-    queue_bytes(c, req, (size_t)n);
+    queue_bytes(c, req, n);
 }
 
 static void send_subscribe(sconn *c, int slot)
@@ -983,9 +930,7 @@ static void dispatch(sconn *c, const char *p, size_t n, uint64_t now)
 
 static void on_close_frame(sconn *c, const uint8_t *p, size_t n, uint64_t now)
 {
-    int code = n >= 2 ? (p[0] << 8 | p[1]) : 1005;
-    uint8_t reply[2] = {(uint8_t)(code >> 8), (uint8_t)code};
-    ws_send(c, HR_WS_OP_CLOSE, reply, n >= 2 ? 2 : 0);
+    int code = bc_ws_close_reply(&c->out, &W.rng, p, n);
     conn_flush(c);
     conn_down(c, "close", code, now);
 }
@@ -995,23 +940,21 @@ static void on_frame(sconn *c, const hr_ws_frame *f, uint8_t *p, uint64_t now)
     size_t n = (size_t)f->len;
     switch (f->opcode) {
     case HR_WS_OP_TEXT:
-    case HR_WS_OP_CONT:
-        if (f->fin && hr_buf_pending(&c->msg) == 0) {
-            dispatch(c, (const char *)p, n, now);
+    case HR_WS_OP_CONT: {
+        int whole = f->fin && hr_buf_pending(&c->msg) == 0;
+        const char *m;
+        size_t mn;
+        int r = bc_ws_message(&c->msg, f, p, MAX_MESSAGE, &m, &mn);
+        if (r <= 0) {
+            if (r < 0)
+                conn_fail(c, r, 0, now);
             return;
         }
-        if (hr_buf_pending(&c->msg) + n > MAX_MESSAGE) {
-            err_add(E_TOO_BIG);
-            conn_down(c, "fail", 0, now);
-            return;
-        }
-        hr_buf_append(&c->msg, p, n);
-        if (f->fin) {
-            dispatch(c, hr_buf_head(&c->msg), hr_buf_pending(&c->msg), now);
-            if (c->fd >= 0)
-                hr_buf_consume(&c->msg, hr_buf_pending(&c->msg));
-        }
+        dispatch(c, m, mn, now);
+        if (!whole && c->fd >= 0)
+            hr_buf_consume(&c->msg, hr_buf_pending(&c->msg));
         return;
+    }
     case HR_WS_OP_CLOSE:
         on_close_frame(c, p, n, now);
         return;
@@ -1028,18 +971,15 @@ static size_t ws_input(sconn *c, uint8_t *p, size_t n, uint64_t now)
     size_t off = 0;
     while (off < n && c->fd >= 0) {
         hr_ws_frame f;
-        int r = hr_ws_frame_parse(p + off, n - off, &f, 0);
-        if (r < 0 || (r > 0 && f.len > MAX_MESSAGE)) {
-            err_add(r < 0 ? E_BAD_FRAME : E_TOO_BIG);
-            conn_down(c, "fail", 0, now);
+        int r = bc_ws_next(p + off, n - off, MAX_MESSAGE, 0, &f);
+        if (r < 0) {
+            conn_fail(c, r, 0, now);
             break;
         }
-        if (r == 0 || f.hdrlen + f.len > n - off)
+        if (r == 0)
             break;
         uint8_t *payload = p + off + f.hdrlen;
-        if (f.masked)
-            hr_ws_mask(payload, (size_t)f.len, f.mask, 0);
-        off += f.hdrlen + (size_t)f.len;
+        off += (size_t)r;
         on_frame(c, &f, payload, now);
     }
     return off;
@@ -1047,32 +987,17 @@ static size_t ws_input(sconn *c, uint8_t *p, size_t n, uint64_t now)
 
 static size_t upgrade_input(sconn *c, const char *p, size_t n, uint64_t now)
 {
-    const char *eoh = memmem(p, n, "\r\n\r\n", 4);
-    if (!eoh) {
-        if (n > MAX_HTTP_HEAD) {
-            err_add(E_BAD_HTTP);
-            conn_down(c, "fail", 0, now);
-        }
-        return 0;
-    }
-    int status = n > 12 ? atoi(p + 9) : 0;
-    if (status != 101) {
-        err_add(E_HTTP_STATUS);
-        tally(W.statuses, W.status_n, &W.nstatus, 8, status);
-        conn_down(c, "fail", 0, now);
-        return 0;
-    }
-    size_t vlen = 0;
-    const char *v = http_header(p, eoh + 2, "Sec-WebSocket-Accept", &vlen);
-    if (!v || vlen != 28 || memcmp(v, c->accept, 28) != 0) {
-        err_add(E_BAD_ACCEPT);
-        conn_down(c, "fail", 0, now);
+    int status = 0, pmd = 0;
+    int r = bc_upgrade_response(p, n, MAX_HTTP_HEAD, c->accept, &status, &pmd);
+    if (r <= 0) {
+        if (r < 0)
+            conn_fail(c, r, status, now);
         return 0;
     }
     c->state = C_AWAIT_CONNECTED;
     if (S.proto == PROTO_NCHAN) /* no {"push":"connected"}: ready at the 101 */
         handshake_done(c, now);
-    return (size_t)(eoh + 4 - p);
+    return (size_t)r;
 }
 
 /*---- publishing -------------------------------------------------------------------------------*/
@@ -1081,12 +1006,7 @@ static size_t build_data(char *buf, size_t cap, uint32_t ch, uint32_t seq, uint6
 {
     int n = snprintf(buf, cap, "{\"c\":%u,\"s\":%u,\"t\":%llu,\"x\":\"", ch, seq,
                      (unsigned long long)t);
-    size_t pad = (size_t)S.size > (size_t)n + 2 ? (size_t)S.size - (size_t)n - 2 : 0;
-    if (pad > cap - (size_t)n - 3)
-        pad = cap - (size_t)n - 3;
-    memset(buf + n, 'x', pad);
-    memcpy(buf + (size_t)n + pad, "\"}", 3);
-    return (size_t)n + pad + 2;
+    return bc_pad_payload(buf, cap, n, (size_t)S.size);
 }
 
 static void rest_send(sconn *r, uint32_t ch, uint64_t now)
@@ -1279,29 +1199,17 @@ static size_t rest_input(sconn *r, const char *p, size_t n, uint64_t now)
 {
     size_t off = 0;
     while (off < n && r->fd >= 0) {
-        const char *h = p + off, *eoh = memmem(h, n - off, "\r\n\r\n", 4);
-        if (!eoh) {
-            if (n - off > MAX_HTTP_HEAD) {
-                err_add(E_BAD_HTTP);
-                conn_down(r, "fail", 0, now);
-            }
+        int status = 0, len = bc_http_response(p + off, n - off, MAX_HTTP_HEAD, &status);
+        if (len <= 0) {
+            if (len < 0)
+                conn_fail(r, len, 0, now);
             break;
         }
-        size_t vlen = 0;
-        const char *cl = http_header(h, eoh + 2, "Content-Length", &vlen);
-        if (!cl || n - off < 13) {
-            err_add(E_BAD_HTTP);
-            conn_down(r, "fail", 0, now);
-            break;
-        }
-        size_t total = (size_t)(eoh + 4 - h) + (size_t)strtoul(cl, NULL, 10);
-        if (total > n - off)
-            break;
-        int status = atoi(h + 9);
+        size_t total = (size_t)len;
         int ok = S.proto == PROTO_NCHAN ? status == 201 || status == 202 : status == 200;
         if (!ok) {
             err_add(E_REST_STATUS);
-            tally(W.statuses, W.status_n, &W.nstatus, 8, status);
+            bc_tally(W.statuses, W.status_n, &W.nstatus, 8, status);
         }
         off += total;
         if (r->cur == UINT32_MAX) {
@@ -1361,8 +1269,9 @@ static size_t redis_input(sconn *r, const char *p, size_t n, uint64_t now)
 
 /*---- input -------------------------------------------------------------------------------------*/
 
-static size_t input(sconn *c, uint8_t *p, size_t n, uint64_t now)
+static size_t input(void *conn, uint8_t *p, size_t n, uint64_t now)
 {
+    sconn *c = conn;
     if (c->kind == K_REST)
         return rest_input(c, (const char *)p, n, now);
     if (c->kind == K_REDIS)
@@ -1375,39 +1284,12 @@ static size_t input(sconn *c, uint8_t *p, size_t n, uint64_t now)
     return used + ws_input(c, p + used, n - used, now);
 }
 
-static void feed(sconn *c, uint8_t *p, size_t n, uint64_t now)
-{
-    if (hr_buf_pending(&c->in) == 0) {
-        size_t used = input(c, p, n, now);
-        if (c->fd >= 0 && used < n)
-            hr_buf_append(&c->in, p + used, n - used);
-        return;
-    }
-    hr_buf_append(&c->in, p, n);
-    size_t used = input(c, (uint8_t *)hr_buf_head(&c->in), hr_buf_pending(&c->in), now);
-    if (c->fd >= 0)
-        hr_buf_consume(&c->in, used);
-}
-
 static void on_readable(sconn *c, uint32_t ev, uint64_t now)
 {
-    int short_ok = ev && !(ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR));
-    for (int i = 0; i < READS_PER_EVENT && c->fd >= 0; i++) {
-        ssize_t n = recv(c->fd, W.rbuf, RBUF_SIZE, 0);
-        if (n > 0) {
-            feed(c, W.rbuf, (size_t)n, now);
-            if (short_ok && (size_t)n < RBUF_SIZE)
-                return;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN)
-            return;
-        conn_down(c, n == 0 ? "eof" : "reset", 0, now);
-        return;
-    }
-    if (c->fd >= 0 && !c->more) {
+    int r = bc_read(c, &c->fd, &c->in, ev, W.rbuf, RBUF_SIZE, READS_PER_EVENT, input, now);
+    if (r < 0) {
+        conn_down(c, r == -EPIPE ? "eof" : "reset", 0, now);
+    } else if (r > 0 && !c->more) {
         c->more = 1;
         W.more[W.nmore++] = c;
     }
@@ -1415,9 +1297,7 @@ static void on_readable(sconn *c, uint32_t ev, uint64_t now)
 
 static void on_connected(sconn *c, uint64_t now)
 {
-    int err = 0;
-    socklen_t len = sizeof err;
-    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    int err = bc_connect_error(c->fd);
     if (err) {
         count_errno(err);
         conn_down(c, "fail", 0, now);
@@ -2530,19 +2410,13 @@ static int load_scenario(const char *path)
  * rather than fail half-way with EMFILE. */
 static int check_fds(void)
 {
-    struct rlimit rl;
-    getrlimit(RLIMIT_NOFILE, &rl);
-    rlim_t need =
-        (rlim_t)((ws_total() + S.procs - 1) / S.procs + S.nnodes * S.rest_conns + S.nredis + 64);
-    if (rl.rlim_cur < need && rl.rlim_max >= need) {
-        rl.rlim_cur = need;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-    if (rl.rlim_cur < need) {
+    unsigned long long limit, need = (unsigned long long)((ws_total() + S.procs - 1) / S.procs +
+                                                          S.nnodes * S.rest_conns + S.nredis + 64);
+    if (bc_fd_limit(need, &limit) < 0) {
         fprintf(stderr,
                 "herald-loadgen: %d connections over %d processes need %llu descriptors each, "
                 "the limit is %llu: raise \"procs\"\n",
-                ws_total(), S.procs, (unsigned long long)need, (unsigned long long)rl.rlim_cur);
+                ws_total(), S.procs, need, limit);
         return -1;
     }
     return 0;
