@@ -330,6 +330,13 @@ typedef struct sstream {
     uint8_t recovered_false;
 } sstream;
 
+/* A FIFO of channels: those waiting for an idle REST connection to their
+ * node, and those whose FCALL replies a Redis connection awaits. */
+typedef struct cqueue {
+    uint32_t *a;
+    uint32_t head, len, cap;
+} cqueue;
+
 typedef struct sconn {
     int fd;
     uint8_t kind, state, node, nsubs, pending, dirty, more, buried, in_hs;
@@ -342,10 +349,9 @@ typedef struct sconn {
     uint32_t ch[2];
     sstream st[2];
     /* publishing: REST: the channel in flight (UINT32_MAX: idle);
-     * REDIS: a FIFO of the channels whose FCALL replies are awaited */
+     * REDIS: the channels whose FCALL replies are awaited */
     uint32_t cur;
-    uint32_t *fifo;
-    uint32_t fhead, flen, fcap;
+    cqueue fifo;
 } sconn;
 
 /* A channel this worker publishes. */
@@ -356,12 +362,6 @@ typedef struct pchan {
     uint8_t inflight; /* sent or queued for a REST connection */
     uint64_t t_sent;
 } pchan;
-
-/* A FIFO of channels waiting for an idle REST connection to their node. */
-typedef struct cqueue {
-    uint32_t *a;
-    uint32_t head, len, cap;
-} cqueue;
 
 enum err {
     /* first, the failures client.c reports (bc_fault) */
@@ -443,6 +443,35 @@ static struct worker {
 static void err_add(enum err e)
 {
     W.errors[e]++;
+}
+
+/* Returns 0, or -ENOMEM (counted; v is not queued). */
+static int cq_push(cqueue *q, uint32_t v)
+{
+    if (q->len == q->cap) {
+        uint32_t cap = q->cap ? 2 * q->cap : 256;
+        uint32_t *a = malloc(cap * sizeof *a);
+        if (!a) {
+            err_add(E_OOM);
+            return -ENOMEM;
+        }
+        for (uint32_t i = 0; i < q->len; i++)
+            a[i] = q->a[(q->head + i) % q->cap];
+        free(q->a);
+        q->a = a;
+        q->head = 0;
+        q->cap = cap;
+    }
+    q->a[(q->head + q->len++) % q->cap] = v;
+    return 0;
+}
+
+static uint32_t cq_pop(cqueue *q)
+{
+    uint32_t v = q->a[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->len--;
+    return v;
 }
 
 static int in_window(uint64_t t)
@@ -607,10 +636,8 @@ static void conn_down(sconn *c, const char *why, int code, uint64_t now)
         return;
     }
     if (c->kind == K_REDIS) {
-        while (c->flen > 0) {
-            uint32_t ch = c->fifo[c->fhead];
-            c->fhead = (c->fhead + 1) % c->fcap;
-            c->flen--;
+        while (c->fifo.len > 0) {
+            uint32_t ch = cq_pop(&c->fifo);
             pub_acked(ch, 0, 1, now);
         }
         heap_push(&W.retry, now + 100000000ull, (uint32_t)(c - W.redis) | 0x80000000u);
@@ -1045,21 +1072,8 @@ static void fcall_send(sconn *r, uint32_t ch, uint64_t now)
     int n = snprintf(cmd, sizeof cmd,
                      "*5\r\n$5\r\nFCALL\r\n$%zu\r\n%s\r\n$1\r\n0\r\n$%d\r\n%s\r\n$%zu\r\n%.*s\r\n",
                      strlen(S.fcall), S.fcall, nl, name, dn, (int)dn, data);
-    if (r->flen == r->fcap) {
-        uint32_t cap = r->fcap ? 2 * r->fcap : 256;
-        uint32_t *a = malloc(cap * sizeof *a);
-        if (!a) {
-            err_add(E_OOM);
-            return;
-        }
-        for (uint32_t i = 0; i < r->flen; i++)
-            a[i] = r->fifo[(r->fhead + i) % r->fcap];
-        free(r->fifo);
-        r->fifo = a;
-        r->fhead = 0;
-        r->fcap = cap;
-    }
-    r->fifo[(r->fhead + r->flen++) % r->fcap] = ch;
+    if (cq_push(&r->fifo, ch) < 0)
+        return;
     queue_bytes(r, cmd, (size_t)n);
     W.sent_fcall++;
 }
@@ -1087,33 +1101,6 @@ static void pub_send(uint32_t ch, sconn *rest, uint64_t now)
     }
     p->next++;
     W.sent++;
-}
-
-static void cq_push(cqueue *q, uint32_t v)
-{
-    if (q->len == q->cap) {
-        uint32_t cap = q->cap ? 2 * q->cap : 256;
-        uint32_t *a = malloc(cap * sizeof *a);
-        if (!a) {
-            err_add(E_OOM);
-            return;
-        }
-        for (uint32_t i = 0; i < q->len; i++)
-            a[i] = q->a[(q->head + i) % q->cap];
-        free(q->a);
-        q->a = a;
-        q->head = 0;
-        q->cap = cap;
-    }
-    q->a[(q->head + q->len++) % q->cap] = v;
-}
-
-static uint32_t cq_pop(cqueue *q)
-{
-    uint32_t v = q->a[q->head];
-    q->head = (q->head + 1) % q->cap;
-    q->len--;
-    return v;
 }
 
 /* Channel ch's next publication is due: on an idle REST connection of its
@@ -1255,13 +1242,11 @@ static size_t redis_input(sconn *r, const char *p, size_t n, uint64_t now)
                         (int)(eol - h > 200 ? 200 : eol - h), h);
         }
         off += used;
-        if (r->flen == 0) {
+        if (r->fifo.len == 0) {
             err_add(E_BAD_REPLY);
             continue;
         }
-        uint32_t ch = r->fifo[r->fhead];
-        r->fhead = (r->fhead + 1) % r->fcap;
-        r->flen--;
+        uint32_t ch = cq_pop(&r->fifo);
         pub_acked(ch, ok, 0, now);
     }
     return off;
