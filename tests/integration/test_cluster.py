@@ -193,6 +193,24 @@ def process_redis_client_ids(r, pid):
     return out
 
 
+def cut_off_while_deleting(r, a, b, user, meanwhile=None):
+    """Node b, stopped, loses every Redis connection it has (the channel
+    layer's command and subscriber connections, its user store's) while
+    `user` is deleted through node a; meanwhile() runs before b resumes."""
+    ids = process_redis_client_ids(r, b.proc.pid)
+    assert len(ids) >= 3, ids  # layer cmd + sub, store
+    b.proc.send_signal(signal.SIGSTOP)
+    try:
+        for cid in ids:
+            r.cmd("CLIENT", "KILL", "ID", cid)
+        resp = a.http("DELETE", "/api/v1/users/%s" % user["id"], headers=a.api_headers())
+        assert resp.status_code == 204
+        if meanwhile:
+            meanwhile()
+    finally:
+        b.proc.send_signal(signal.SIGCONT)
+
+
 def test_revocation_missed_during_an_outage_is_caught_up():
     """Node b is cut off from Redis - every connection, its user store's
     included - while a user is deleted through node a: when b reconnects it
@@ -206,16 +224,7 @@ def test_revocation_missed_during_an_outage_is_caught_up():
         assert len(node_client_ids(r, "n1")) == 2
         # the store has a connection too once it served a request
         assert b.http("GET", "/api/v1/users/me", headers={"Authorization": "Bearer " + tok}).status_code == 200
-        ids = process_redis_client_ids(r, b.proc.pid)
-        assert len(ids) >= 3, ids
-        b.proc.send_signal(signal.SIGSTOP)
-        try:
-            for cid in ids:
-                r.cmd("CLIENT", "KILL", "ID", cid)
-            resp = a.http("DELETE", "/api/v1/users/%s" % user["id"], headers=a.api_headers())
-            assert resp.status_code == 204
-        finally:
-            b.proc.send_signal(signal.SIGCONT)
+        cut_off_while_deleting(r, a, b, user)
         assert w.expect_close(10) == 4003
         ws = b.ws()
         assert ws.connect("/ws", {"Authorization": "Bearer " + tok}) == 401
@@ -235,19 +244,12 @@ def test_revocation_reload_retried_until_it_succeeds():
         # b's user store has a connection of its own (it verified nothing
         # yet: make it use one)
         assert b.http("GET", "/api/v1/users/me", headers={"Authorization": "Bearer " + tok}).status_code == 200
-        ids = process_redis_client_ids(r, b.proc.pid)
-        assert len(ids) >= 3, ids  # layer cmd + sub, store
-        b.proc.send_signal(signal.SIGSTOP)
-        try:
-            for cid in ids:
-                r.cmd("CLIENT", "KILL", "ID", cid)
-            resp = a.http("DELETE", "/api/v1/users/%s" % user["id"], headers=a.api_headers())
-            assert resp.status_code == 204
+        def hide_revocations():
             # the revocation is recorded; hide it behind a key of the wrong type
             r.cmd("RENAME", "herald:revoked", "herald:revoked-saved")
             r.cmd("SET", "herald:revoked", "not a hash")
-        finally:
-            b.proc.send_signal(signal.SIGCONT)
+
+        cut_off_while_deleting(r, a, b, user, hide_revocations)
         # the layer is back, the reload keeps failing: not ready, socket open
         wait_until(lambda: b.metrics().get("herald_redis_shards_connected") == 1, timeout=15,
                    what="node b's channel layer reconnected")
