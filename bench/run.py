@@ -489,8 +489,9 @@ class Cluster:
         a = self.bench.a
         self.redis.start()
         for i in range(self.nnodes):
-            if self.kind == "herald":
-                n = Server("herald", a.herald, self.secret, self.api_key, threads=self.threads,
+            if self.kind in ("herald", "herald-base"):
+                binary = a.herald if self.kind == "herald" else a.herald_base
+                n = Server("herald", binary, self.secret, self.api_key, threads=self.threads,
                            log_level=a.log_level, prefix=a.herald_prefix,
                            extra_env={"HERALD_REDIS_URL": self.redis.url,
                                       "HERALD_NODE_ID": "bench%d" % (i + 1)})
@@ -1397,8 +1398,8 @@ def parse_args(argv):
                     help="Herald binary (this checkout's build/herald)")
     ap.add_argument("--herald-base", metavar="PATH",
                     help="another Herald build, compared in the same run as the server "
-                         "herald-base (--servers herald,herald-base,...), its rows interleaved "
-                         "with Herald's")
+                         "herald-base (--servers herald,herald-base,... or --cluster-servers "
+                         "herald,herald-base,...), its rows interleaved with Herald's")
     ap.add_argument("--herald-prefix", metavar="CMD", type=shlex.split,
                     help='start Herald under CMD, e.g. "perf record -q -g -o fan.data --"')
     ap.add_argument("--bin-dir", help="directory of herald-loadgen and herald-refserver")
@@ -1490,9 +1491,9 @@ def main(argv):
     if ("herald" in a.servers or "herald" in kinds) and not os.access(a.herald, os.X_OK):
         sys.exit("run.py: Herald binary %s not found: build it (cmake -S . -B build && "
                  "cmake --build build) or give --herald PATH" % a.herald)
-    if "herald-base" in a.servers.split(",") and \
+    if "herald-base" in a.servers.split(",") + kinds and \
             not (a.herald_base and os.access(a.herald_base, os.X_OK)):
-        sys.exit("run.py: --servers herald-base needs --herald-base PATH (a binary)")
+        sys.exit("run.py: the server herald-base needs --herald-base PATH (a binary)")
     if cluster and not os.access(a.redis_server, os.X_OK):
         sys.exit("run.py: %s not found: apt-get install redis-server" % a.redis_server)
     if any(k.startswith("nchan") for k in kinds) and a.scenario != "cluster-nodes" and \

@@ -4,8 +4,8 @@
  *
  * One interface, two implementations behind an ops table (as nchan's
  * stores are): the in-process layer (embedded mode, local.c) and the Redis
- * layer (cluster mode, redis.c). The WebSocket and REST code see only this
- * header; neither touches hiredis.
+ * layer (cluster mode, redis*.c: see redis_internal.h). The WebSocket and
+ * REST code see only this header; neither touches hiredis.
  *
  * Threads. The gateway runs one event loop per thread. Each loop thread owns
  * a shard of the layer: the memberships of its own connections, touched
@@ -70,6 +70,7 @@ typedef struct chan_msg {
     size_t hdr;          /* frame header bytes stored just before the payload */
     const char *channel; /* pushes of a channel: the channel (inside _b), else NULL */
     uint64_t offset;     /* position in the channel's history, 0 = none */
+    uint64_t hash;       /* the layer's hash of channel (computed once, used by every table) */
     uint64_t born_us;    /* hr_now_us() when this node created it (latency metrics) */
     atomic_int tag;      /* the host's cache (the namespace index), -1 until set */
     /* the host's compressed frame: NULL until made; set once (compare and
@@ -230,6 +231,9 @@ typedef struct chan_sub_ops {
     void (*subscribed)(void *owner, void *req, const char *channel, const chan_sub_result *r);
 } chan_sub_ops;
 
+/* Log levels of chan_host.log (the values of gateway/log.h's HR_LOG_*). */
+enum { CHAN_LOG_DEBUG = 0, CHAN_LOG_INFO, CHAN_LOG_WARN, CHAN_LOG_ERROR };
+
 /* What the layer needs from the gateway. */
 typedef struct chan_host {
     unsigned nthreads; /* loop threads, 1..CHAN_MAX_THREADS */
@@ -241,6 +245,10 @@ typedef struct chan_host {
     void (*call)(void *ud, unsigned thread, chan_task *t);
     /* A control message for this node (any thread; must only queue). */
     void (*control)(void *ud, const chan_control *c);
+    /* One log line (any thread): level CHAN_LOG_*, event a short stable
+     * name ("redis_shard_down"), msg a sentence; both borrowed for the
+     * call. NULL: "herald: <msg>" on stderr. */
+    void (*log)(void *ud, int level, const char *event, const char *msg);
     chan_sub_ops sub;
     void *ud;
 } chan_host;
@@ -280,19 +288,26 @@ typedef struct chan_layer_ops {
     const char *name;
     /* Starts background work on loop 0 (uv_loop_t *). NULL = nothing. */
     int (*start)(chan_layer *l, void *uv_loop);
-    /* Loop 0, at shutdown: closes connections and handles. */
+    /* Loop 0, at shutdown, after every loop's thread_stop: closes
+     * connections and handles. */
     void (*stop)(chan_layer *l);
+    /* On loop thread `thread` (every loop, loop 0 included), before it
+     * serves anything / when it stops: that loop's own part of the layer
+     * (uv_loop_t *). NULL = nothing. */
+    int (*thread_start)(chan_layer *l, unsigned thread, void *uv_loop);
+    void (*thread_stop)(chan_layer *l, unsigned thread);
     /* Publishes data_json (valid JSON text, not retained) to channel; from:
      * the publishing client's {"user","client","info"} object text (copied),
      * NULL for a backend's publication. */
     void (*publish)(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,
                     const char *data_json, size_t data_len, const char *from, chan_publish_cb cb,
                     void *ud);
-    /* The node gained its first / lost its last subscriber of channel.
-     * Called with that channel's registry lock held, in the order the
-     * transitions happened: must only queue work. */
-    void (*channel_open)(chan_layer *l, const char *channel);
-    void (*channel_close)(chan_layer *l, const char *channel);
+    /* The node gained its first / lost its last subscriber of channel
+     * (hash: the layer's hash of its name, to pass along). Called with
+     * that channel's registry lock held, in the order the transitions
+     * happened: must only queue work. */
+    void (*channel_open)(chan_layer *l, const char *channel, uint64_t hash);
+    void (*channel_close)(chan_layer *l, const char *channel, uint64_t hash);
     /* Completes subscription s (core.c's chan_sub_complete), on its
      * thread; presence and join are the implementation's business. */
     void (*subscribe)(chan_layer *l, unsigned thread, chan_sub *s);
@@ -306,6 +321,11 @@ typedef struct chan_layer_ops {
     /* Sends c to every node (this one included). */
     void (*control)(chan_layer *l, unsigned thread, const chan_control *c, chan_status_cb cb,
                     void *ud);
+    /* Hands a client publication to a Django Channels channel (see
+     * chan_django_forward). NULL: the layer has no Django bridge. */
+    void (*django_forward)(chan_layer *l, unsigned thread, const char *target, const char *channel,
+                           const char *user, const char *client, const char *data_json,
+                           size_t data_len);
     /* 1 while the layer can serve the whole cluster (readyz). Any thread. */
     int (*ready)(chan_layer *l);
     void (*stats)(chan_layer *l, chan_stats *out);
@@ -358,6 +378,15 @@ const char *chan_layer_name(const chan_layer *l);
 void chan_layer_destroy(chan_layer *l);
 int chan_layer_start(chan_layer *l, void *uv_loop);
 void chan_layer_stop(chan_layer *l);
+/* On loop thread `thread`, every loop (loop 0 after chan_layer_start):
+ * starts that loop's own part of the layer on its uv_loop (the Redis
+ * layer: its command connections, so a loop's publications and reads go
+ * to Redis without a hop through loop 0). Returns 0 or a negative errno. */
+int chan_layer_thread_start(chan_layer *l, unsigned thread, void *uv_loop);
+/* On loop thread `thread` when it stops (after its connections closed):
+ * what it sent still reaches Redis, answers to requests still out are
+ * dropped without their callbacks. A no-op for a loop never started. */
+void chan_layer_thread_stop(chan_layer *l, unsigned thread);
 int chan_layer_ready(chan_layer *l);
 /* 1 when every operation completes before it returns (in-process). */
 int chan_layer_synchronous(const chan_layer *l);

@@ -8,6 +8,8 @@
 #include "layer_internal.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,55 +18,56 @@
  * unsubscribe is O(1) (swap-remove). */
 struct shard_channel {
     char *name;
+    uint64_t hash; /* chan_hash(name) */
     chan_sub **subs;
     size_t nsubs, cap;
 };
 
 /*---- Registry --------------------------------------------------------------*/
 
-/* The process-keyed hash picks the stripe, so chosen names cannot crowd
- * one lock either. */
-static chan_stripe *stripe_of(chan_layer *l, const char *channel)
+/* The high bits of the name's keyed hash pick the stripe (the tables use
+ * the low ones), so chosen names cannot crowd one lock either. */
+static chan_stripe *stripe_of(chan_layer *l, uint64_t h)
 {
-    return &l->stripes[hr_hash(channel, strlen(channel)) % CHAN_STRIPES];
+    return &l->stripes[h >> (64 - CHAN_STRIPE_BITS)];
 }
 
-static uint64_t mask_get(chan_stripe *st, const char *channel, size_t len)
+static uint64_t mask_get(chan_stripe *st, const char *channel, size_t len, uint64_t h)
 {
-    return (uint64_t)(uintptr_t)hr_map_get(st->threads, channel, len);
+    return (uint64_t)(uintptr_t)chan_tab_get(&st->threads, channel, len, h);
 }
 
 /* Marks `thread` as holding subscribers of channel; on the node's first,
  * tells the implementation (under the stripe lock, so open and close of a
  * channel reach it in the order they happened). */
-static void registry_add(chan_layer *l, unsigned thread, const char *channel)
+static void registry_add(chan_layer *l, unsigned thread, const char *channel, uint64_t h)
 {
-    chan_stripe *st = stripe_of(l, channel);
+    chan_stripe *st = stripe_of(l, h);
     size_t len = strlen(channel);
     pthread_mutex_lock(&st->mu);
-    uint64_t mask = mask_get(st, channel, len);
-    hr_map_put(st->threads, channel, len, (void *)(uintptr_t)(mask | 1ull << thread));
+    uint64_t mask = mask_get(st, channel, len, h);
+    chan_tab_put(&st->threads, channel, len, h, (void *)(uintptr_t)(mask | 1ull << thread));
     if (!mask) {
         atomic_fetch_add_explicit(&l->nchannels, 1, memory_order_relaxed);
         if (l->ops->channel_open)
-            l->ops->channel_open(l, channel);
+            l->ops->channel_open(l, channel, h);
     }
     pthread_mutex_unlock(&st->mu);
 }
 
-static void registry_remove(chan_layer *l, unsigned thread, const char *channel)
+static void registry_remove(chan_layer *l, unsigned thread, const char *channel, uint64_t h)
 {
-    chan_stripe *st = stripe_of(l, channel);
+    chan_stripe *st = stripe_of(l, h);
     size_t len = strlen(channel);
     pthread_mutex_lock(&st->mu);
-    uint64_t mask = mask_get(st, channel, len) & ~(1ull << thread);
+    uint64_t mask = mask_get(st, channel, len, h) & ~(1ull << thread);
     if (mask) {
-        hr_map_put(st->threads, channel, len, (void *)(uintptr_t)mask);
+        chan_tab_put(&st->threads, channel, len, h, (void *)(uintptr_t)mask);
     } else {
-        hr_map_del(st->threads, channel, len);
+        chan_tab_del(&st->threads, channel, len, h);
         atomic_fetch_sub_explicit(&l->nchannels, 1, memory_order_relaxed);
         if (l->ops->channel_close)
-            l->ops->channel_close(l, channel);
+            l->ops->channel_close(l, channel, h);
     }
     pthread_mutex_unlock(&st->mu);
 }
@@ -73,27 +76,28 @@ static void registry_remove(chan_layer *l, unsigned thread, const char *channel)
  * so two publications of one channel enter all inboxes in the same order. */
 void chan_dispatch(chan_layer *l, chan_msg *m)
 {
-    chan_stripe *st = stripe_of(l, m->channel);
+    chan_stripe *st = stripe_of(l, m->hash);
     pthread_mutex_lock(&st->mu);
-    uint64_t mask = mask_get(st, m->channel, strlen(m->channel));
+    uint64_t mask = mask_get(st, m->channel, strlen(m->channel), m->hash);
     for (unsigned t = 0; mask; t++, mask >>= 1)
         if (mask & 1)
             l->host.post(l->host.ud, t, chan_msg_ref(m));
     pthread_mutex_unlock(&st->mu);
 }
 
-uint64_t chan_channel_mask(chan_layer *l, const char *channel)
+uint64_t chan_channel_mask(chan_layer *l, const char *channel, uint64_t h)
 {
-    chan_stripe *st = stripe_of(l, channel);
+    chan_stripe *st = stripe_of(l, h);
     pthread_mutex_lock(&st->mu);
-    uint64_t mask = mask_get(st, channel, strlen(channel));
+    uint64_t mask = mask_get(st, channel, strlen(channel), h);
     pthread_mutex_unlock(&st->mu);
     return mask;
 }
 
 unsigned chan_channel_threads(chan_layer *l, const char *channel)
 {
-    return (unsigned)__builtin_popcountll(chan_channel_mask(l, channel));
+    uint64_t mask = chan_channel_mask(l, channel, chan_hash(channel, strlen(channel)));
+    return (unsigned)__builtin_popcountll(mask);
 }
 
 /*---- Subscriptions (each touched only by its thread) -----------------------*/
@@ -174,8 +178,8 @@ static void sub_detach(chan_layer *l, chan_sub *s)
     held_drop(s);
     atomic_fetch_sub_explicit(&sh->subscriptions, 1, memory_order_relaxed);
     if (ch->nsubs == 0) {
-        registry_remove(l, s->thread, ch->name);
-        hr_map_del(sh->channels, ch->name, strlen(ch->name));
+        registry_remove(l, s->thread, ch->name, ch->hash);
+        chan_tab_del(&sh->channels, ch->name, strlen(ch->name), ch->hash);
         free(ch->subs);
         free(ch->name);
         free(ch);
@@ -183,16 +187,18 @@ static void sub_detach(chan_layer *l, chan_sub *s)
     s->channel = NULL;
 }
 
-static shard_channel *shard_channel_get(chan_layer *l, unsigned thread, const char *channel)
+static shard_channel *shard_channel_get(chan_layer *l, unsigned thread, const char *channel,
+                                        uint64_t h)
 {
     chan_shard *sh = &l->shards[thread];
     size_t len = strlen(channel);
-    shard_channel *ch = hr_map_get(sh->channels, channel, len);
+    shard_channel *ch = chan_tab_get(&sh->channels, channel, len, h);
     if (!ch) {
         ch = hr_calloc(1, sizeof(*ch));
-        ch->name = hr_strdup(channel);
-        hr_map_put(sh->channels, channel, len, ch);
-        registry_add(l, thread, channel);
+        ch->name = hr_strndup(channel, len);
+        ch->hash = h;
+        chan_tab_put(&sh->channels, channel, len, h, ch);
+        registry_add(l, thread, channel, h);
     }
     return ch;
 }
@@ -209,7 +215,7 @@ static void sub_copy_client(chan_sub *s, const chan_client *who)
 chan_sub *chan_subscribe(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,
                          const chan_client *who, const chan_pos *since, void *owner, void *req)
 {
-    shard_channel *ch = shard_channel_get(l, thread, channel);
+    shard_channel *ch = shard_channel_get(l, thread, channel, chan_hash(channel, strlen(channel)));
     if (ch->nsubs == ch->cap) {
         ch->cap = ch->cap ? ch->cap * 2 : 4;
         ch->subs = hr_realloc(ch->subs, ch->cap * sizeof(*ch->subs));
@@ -217,6 +223,7 @@ chan_sub *chan_subscribe(chan_layer *l, unsigned thread, const char *channel, co
     chan_sub *s = hr_calloc(1, sizeof(*s));
     s->ch = ch;
     s->channel = ch->name;
+    s->hash = ch->hash;
     s->owner = owner;
     s->req = req;
     s->idx = ch->nsubs;
@@ -291,7 +298,7 @@ void chan_unsubscribe(chan_layer *l, unsigned thread, chan_sub *s)
 void chan_deliver(chan_layer *l, unsigned thread, chan_msg *m)
 {
     chan_shard *sh = &l->shards[thread];
-    shard_channel *ch = hr_map_get(sh->channels, m->channel, strlen(m->channel));
+    shard_channel *ch = chan_tab_get(&sh->channels, m->channel, strlen(m->channel), m->hash);
     size_t n = 0;
     if (!ch)
         return; /* the last subscriber left after the publication was routed */
@@ -305,10 +312,10 @@ void chan_deliver(chan_layer *l, unsigned thread, chan_msg *m)
     atomic_fetch_add_explicit(&sh->deliveries, n, memory_order_relaxed);
 }
 
-void chan_notify_resubscribed(chan_layer *l, unsigned thread, const char *channel,
+void chan_notify_resubscribed(chan_layer *l, unsigned thread, const char *channel, uint64_t h,
                               const chan_sub_result *r)
 {
-    shard_channel *ch = hr_map_get(l->shards[thread].channels, channel, strlen(channel));
+    shard_channel *ch = chan_tab_get(&l->shards[thread].channels, channel, strlen(channel), h);
     if (!ch)
         return;
     /* the owner may not unsubscribe from inside the callback, so the array
@@ -346,6 +353,19 @@ int chan_recovered(const chan_pos *since, const chan_pos *top, const chan_pub *p
 
 /*---- The layer -------------------------------------------------------------*/
 
+void chan_log(chan_layer *l, int level, const char *event, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (l->host.log)
+        l->host.log(l->host.ud, level, event, msg);
+    else
+        fprintf(stderr, "herald: %s\n", msg);
+}
+
 void chan_layer_init(chan_layer *l, const chan_layer_ops *ops, const chan_host *host)
 {
     l->ops = ops;
@@ -354,12 +374,12 @@ void chan_layer_init(chan_layer *l, const chan_layer_ops *ops, const chan_host *
         abort(); /* a caller bug: the gateway clamps --threads */
     for (size_t i = 0; i < CHAN_STRIPES; i++) {
         pthread_mutex_init(&l->stripes[i].mu, NULL);
-        l->stripes[i].threads = hr_map_new(NULL);
+        chan_tab_init(&l->stripes[i].threads);
     }
     atomic_init(&l->nchannels, 0);
     l->shards = hr_calloc(l->host.nthreads, sizeof(*l->shards));
     for (unsigned t = 0; t < l->host.nthreads; t++)
-        l->shards[t].channels = hr_map_new(NULL);
+        chan_tab_init(&l->shards[t].channels);
 }
 
 void chan_publish(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,
@@ -392,6 +412,14 @@ void chan_presence_read(chan_layer *l, unsigned thread, const char *channel, con
     l->ops->presence(l, thread, channel, o, cb, ud);
 }
 
+void chan_django_forward(chan_layer *l, unsigned thread, const char *target, const char *channel,
+                         const char *user, const char *client, const char *data_json,
+                         size_t data_len)
+{
+    if (l->ops->django_forward)
+        l->ops->django_forward(l, thread, target, channel, user, client, data_json, data_len);
+}
+
 void chan_control_send(chan_layer *l, unsigned thread, const chan_control *c, chan_status_cb cb,
                        void *ud)
 {
@@ -417,6 +445,17 @@ void chan_layer_stop(chan_layer *l)
 {
     if (l->ops->stop)
         l->ops->stop(l);
+}
+
+int chan_layer_thread_start(chan_layer *l, unsigned thread, void *uv_loop)
+{
+    return l->ops->thread_start ? l->ops->thread_start(l, thread, uv_loop) : 0;
+}
+
+void chan_layer_thread_stop(chan_layer *l, unsigned thread)
+{
+    if (l->ops->thread_stop)
+        l->ops->thread_stop(l, thread);
 }
 
 int chan_layer_ready(chan_layer *l)
@@ -446,19 +485,14 @@ void chan_layer_stats(chan_layer *l, chan_stats *out)
 /* Every thread has stopped, so remaining memberships are freed without
  * telling anyone. The implementation's destroy frees the struct that embeds
  * the layer, so it runs after the shared parts are gone. */
-static void free_shard(hr_map *channels)
+static void shard_channel_free(void *p)
 {
-    const char *key;
-    void *val;
-    for (size_t it = 0; hr_map_next(channels, &it, &key, NULL, &val);) {
-        shard_channel *ch = val;
-        for (size_t i = 0; i < ch->nsubs; i++)
-            sub_free(ch->subs[i]);
-        free(ch->subs);
-        free(ch->name);
-        free(ch);
-    }
-    hr_map_free(channels);
+    shard_channel *ch = p;
+    for (size_t i = 0; i < ch->nsubs; i++)
+        sub_free(ch->subs[i]);
+    free(ch->subs);
+    free(ch->name);
+    free(ch);
 }
 
 void chan_layer_destroy(chan_layer *l)
@@ -468,11 +502,11 @@ void chan_layer_destroy(chan_layer *l)
     unsigned n = l->host.nthreads;
     chan_shard *shards = l->shards;
     for (size_t i = 0; i < CHAN_STRIPES; i++) {
-        hr_map_free(l->stripes[i].threads);
+        chan_tab_clear(&l->stripes[i].threads, NULL);
         pthread_mutex_destroy(&l->stripes[i].mu);
     }
     l->ops->destroy(l);
     for (unsigned t = 0; t < n; t++)
-        free_shard(shards[t].channels);
+        chan_tab_clear(&shards[t].channels, shard_channel_free);
     free(shards);
 }

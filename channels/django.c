@@ -4,7 +4,8 @@
  * Groups. A Herald channel C with subscribers on this node is Django group
  * dj_group_of_channel(C) ("chat:lobby" is "chat..lobby"); a channel without
  * a group name is simply not bridged. The bridge hears the node's "first /
- * last local subscriber" transitions from redis.c (dj_channel_open/close),
+ * last local subscriber" transitions from redis_subs.c
+ * (dj_channel_open/close),
  * so a group nobody on this node subscribes to costs nothing:
  *   pubsub  one SUBSCRIBE <p>__group__<G> per group per node, on the first
  *           shard's subscriber connection (next to Herald's own topics),
@@ -17,8 +18,9 @@
  *           when the first subscriber arrives, again every group_expiry/4
  *           (channels_redis drops members older than group_expiry), ZREM
  *           when the last leaves and at shutdown (with the inbox). The inbox
- *           is read on a connection of its own with BZPOPMIN (hiredis
- *           async: the loop never waits), drained with ZPOPMIN in batches.
+ *           is read on a connection of its own with BZPOPMIN (chan_rconn,
+ *           asynchronous: the loop never waits), drained with ZPOPMIN in
+ *           batches.
  *           The random part keeps two processes that share a node id from
  *           stealing each other's messages.
  * Each message becomes {"push":"message","channel":C,"data":<the message
@@ -31,7 +33,8 @@
  * in one script (drop expired entries, refuse at capacity, ZADD, EXPIRE).
  *
  * Connections. The bridge borrows the first shard's `cmd` and `sub`
- * connections while the shard is up (redis.c tells it: dj_bridge_up/down),
+ * connections while the shard is up (redis_shard.c tells it:
+ * dj_bridge_up/down),
  * so it reconnects when Herald does and never on its own, except for its
  * inbox reader, which it reopens a second after losing it.
  *
@@ -41,10 +44,9 @@
  */
 #include "django.h"
 #include "layer_internal.h"
-#include "redis_uv.h"
+#include "redis_topo.h"
 
 #include <errno.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -86,12 +88,10 @@ struct dj_bridge {
     uv_loop_t *uv;
     uv_timer_t tick;
     int started, stopping, up;
-    redisAsyncContext *cmd, *sub; /* the first shard's, while up */
+    chan_rconn *cmd, *sub; /* the first shard's, while up */
     const hr_redis_addr *addr;
-    char ip[64];
-    redisAsyncContext *reader; /* the inbox reader (redis mode) */
+    chan_rconn *reader; /* the inbox reader (redis mode) */
     int reader_connected;
-    uint64_t reader_since; /* uv_now of the open, or of the blocking pop */
     uint64_t reader_retry_at;
     uint64_t renew_at;
     hr_map *groups; /* channel -> dj_group */
@@ -118,10 +118,10 @@ __attribute__((format(printf, 2, 3))) static void dj_log(dj_bridge *b, const cha
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     if (b->log_suppressed)
-        fprintf(stderr, "herald: django: %s (and %u more such lines in the last second)\n", msg,
-                b->log_suppressed);
+        chan_log(b->layer, CHAN_LOG_WARN, "django",
+                 "django: %s (and %u more such lines in the last second)", msg, b->log_suppressed);
     else
-        fprintf(stderr, "herald: django: %s\n", msg);
+        chan_log(b->layer, CHAN_LOG_WARN, "django", "django: %s", msg);
     b->log_at = now;
     b->log_suppressed = 0;
 }
@@ -149,11 +149,11 @@ static char *concat(const char *a, const char *b)
     return s;
 }
 
-static void send_cmd(redisAsyncContext *ac, redisCallbackFn *fn, void *priv, int argc,
-                     const char **argv, const size_t *lens)
+static void send_cmd(chan_rconn *c, chan_rconn_reply_fn fn, void *priv, int argc, const char **argv,
+                     const size_t *lens)
 {
-    if (ac)
-        redisAsyncCommandArgv(ac, fn, priv, argc, argv, lens);
+    if (c)
+        chan_rconn_command(c, fn, priv, argc, argv, lens);
 }
 
 /*---- Delivery ------------------------------------------------------------------*/
@@ -170,17 +170,24 @@ static void deliver(dj_bridge *b, const char *channel, const dj_message *m)
     atomic_fetch_add(&b->received, 1);
 }
 
-/* A message from the pubsub layer's group topic. */
-static void on_group_message(dj_bridge *b, const char *topic, const char *data, size_t len)
+/* A message on the first shard's subscriber connection that is not
+ * Herald's: the pubsub layer's group topics (topic: tlen bytes). */
+void dj_bridge_message(dj_bridge *b, const char *topic, size_t tlen, const char *data, size_t len)
 {
-    char channel[DJ_NAME_MAX * 2], err[160];
-    size_t plen = strlen(b->group_topic);
-    if (strncmp(topic, b->group_topic, plen) ||
-        dj_channel_of_group(topic + plen, channel, sizeof(channel)) < 0)
+    char channel[DJ_NAME_MAX * 2], group[DJ_NAME_MAX + 1], err[160];
+    size_t plen = b ? strlen(b->group_topic) : 0;
+    if (!b || b->mode != DJ_PUBSUB || tlen <= plen || tlen - plen >= sizeof(group) ||
+        memcmp(topic, b->group_topic, plen))
+        return;
+    memcpy(group, topic + plen, tlen - plen);
+    group[tlen - plen] = '\0';
+    if (dj_channel_of_group(group, channel, sizeof(channel)) < 0)
         return;
     dj_message m;
     if (dj_decode(data, len, b->max_message, &m, err, sizeof(err)) < 0) {
-        bad(b, topic, err);
+        char where[sizeof(group) + 64];
+        snprintf(where, sizeof(where), "%s%s", b->group_topic, group);
+        bad(b, where, err);
         return;
     }
     deliver(b, channel, &m);
@@ -225,14 +232,12 @@ static void on_inbox_entry(dj_bridge *b, const char *data, size_t len)
 
 /*---- Groups --------------------------------------------------------------------*/
 
-static void sub_reply(redisAsyncContext *ac, void *reply, void *priv);
-
 static void group_join(dj_bridge *b, dj_group *g)
 {
     if (b->mode == DJ_PUBSUB) {
         char *topic = concat(b->group_topic, g->group);
         const char *argv[2] = {"SUBSCRIBE", topic};
-        send_cmd(b->sub, sub_reply, b, 2, argv, NULL);
+        send_cmd(b->sub, NULL, NULL, 2, argv, NULL); /* messages: dj_bridge_message */
         free(topic);
     } else {
         char *key = concat(b->group_key, g->group), *member = concat(b->member_prefix, g->group);
@@ -257,7 +262,7 @@ static void group_leave(dj_bridge *b, dj_group *g)
     if (b->mode == DJ_PUBSUB) {
         char *topic = concat(b->group_topic, g->group);
         const char *argv[2] = {"UNSUBSCRIBE", topic};
-        send_cmd(b->sub, sub_reply, b, 2, argv, NULL);
+        send_cmd(b->sub, NULL, NULL, 2, argv, NULL);
         free(topic);
     } else {
         char *key = concat(b->group_key, g->group), *member = concat(b->member_prefix, g->group);
@@ -335,41 +340,25 @@ static uint64_t renew_period_ms(const dj_bridge *b)
     return ms < 1000 ? 1000 : ms > 3600000 ? 3600000 : ms;
 }
 
-/* The pubsub layer's group topics: messages, and (un)subscribe replies. */
-static void sub_reply(redisAsyncContext *ac, void *reply, void *priv)
-{
-    dj_bridge *b = priv;
-    redisReply *r = reply;
-    if (!r || ac != b->sub || r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
-        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
-        return;
-    if (!strcmp(r->element[0]->str, "message") && r->element[2]->type == REDIS_REPLY_STRING)
-        on_group_message(b, r->element[1]->str, r->element[2]->str, r->element[2]->len);
-}
-
 /*---- The inbox reader (redis mode) ---------------------------------------------*/
 
 static void reader_next(dj_bridge *b, int block);
 
-/* Lets the reader go (hiredis defers the free when called from one of its
- * callbacks; the callbacks it then runs see a context that is not
- * b->reader and return). */
+/* Lets the reader go; the commands it was waiting for are answered (r
+ * NULL) on a connection that is not b->reader any more, and ignored. */
 static void reader_drop(dj_bridge *b, uint64_t retry_ms)
 {
-    redisAsyncContext *ac = b->reader;
+    chan_rconn *c = b->reader;
     b->reader = NULL;
     b->reader_connected = 0;
     b->reader_retry_at = b->uv ? uv_now(b->uv) + retry_ms : 0;
-    if (ac)
-        redisAsyncFree(ac);
+    chan_rconn_close(c);
 }
 
-static void reader_reply(redisAsyncContext *ac, void *reply, void *priv)
+/* The answer to a pop (block: BZPOPMIN, else ZPOPMIN). */
+static void reader_answer(dj_bridge *b, chan_rconn *c, const redisReply *r, int block)
 {
-    dj_bridge *b = ac->data;
-    redisReply *r = reply;
-    int block = priv != NULL;
-    if (ac != b->reader || !r)
+    if (c != b->reader || !r)
         return;
     if (r->type == REDIS_REPLY_ERROR) {
         dj_log(b, "reading %s failed: %s", b->inbox, r->str);
@@ -380,7 +369,7 @@ static void reader_reply(redisAsyncContext *ac, void *reply, void *priv)
         if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
             r->element[1]->type == REDIS_REPLY_STRING) {
             on_inbox_entry(b, r->element[1]->str, r->element[1]->len);
-            if (ac == b->reader)
+            if (c == b->reader)
                 reader_next(b, 0);
         } else {
             reader_next(b, 1);
@@ -392,86 +381,80 @@ static void reader_reply(redisAsyncContext *ac, void *reply, void *priv)
     for (size_t i = 0; i < n; i++)
         if (r->element[2 * i]->type == REDIS_REPLY_STRING)
             on_inbox_entry(b, r->element[2 * i]->str, r->element[2 * i]->len);
-    if (ac == b->reader)
+    if (c == b->reader)
         reader_next(b, n < (size_t)atoi(BATCH));
 }
 
+static void reader_popped(chan_rconn *c, void *priv, const redisReply *r, const char *err)
+{
+    (void)err;
+    reader_answer(priv, c, r, 0);
+}
+
+static void reader_waited(chan_rconn *c, void *priv, const redisReply *r, const char *err)
+{
+    (void)err;
+    reader_answer(priv, c, r, 1);
+}
+
 /* Drains the inbox in batches; when it is empty, waits on it (BZPOPMIN
- * blocks this connection only: hiredis calls back when it answers). */
+ * blocks this connection only: chan_rconn calls back when it answers). */
 static void reader_next(dj_bridge *b, int block)
 {
     if (block) {
         const char *argv[3] = {"BZPOPMIN", b->inbox, STR(BLOCK_S)};
-        b->reader_since = uv_now(b->uv);
-        send_cmd(b->reader, reader_reply, (void *)1, 3, argv, NULL);
+        send_cmd(b->reader, reader_waited, b, 3, argv, NULL);
     } else {
         const char *argv[3] = {"ZPOPMIN", b->inbox, BATCH};
-        send_cmd(b->reader, reader_reply, NULL, 3, argv, NULL);
+        send_cmd(b->reader, reader_popped, b, 3, argv, NULL);
     }
 }
 
-static void reader_setup_reply(redisAsyncContext *ac, void *reply, void *priv)
+static void reader_ready(chan_rconn *c, void *ud)
 {
-    dj_bridge *b = ac->data;
-    redisReply *r = reply;
-    (void)priv;
-    if (ac == b->reader && r && r->type == REDIS_REPLY_ERROR) {
-        dj_log(b, "setting up the inbox reader failed: %s", r->str);
-        reader_drop(b, READER_RETRY_MS);
-    }
-}
-
-static void reader_on_connect(const redisAsyncContext *cac, int status)
-{
-    redisAsyncContext *ac = (redisAsyncContext *)cac;
-    dj_bridge *b = ac->data;
-    if (ac != b->reader)
+    dj_bridge *b = ud;
+    if (c != b->reader)
         return;
-    if (status != REDIS_OK) {
-        b->reader = NULL; /* hiredis frees it after this */
-        b->reader_retry_at = uv_now(b->uv) + READER_RETRY_MS;
-        return;
-    }
     b->reader_connected = 1;
-    hr_redis_setup setup[2];
-    char dbbuf[16];
-    int n = hr_redis_setup_commands(b->addr, setup, dbbuf);
-    for (int i = 0; i < n; i++)
-        send_cmd(ac, reader_setup_reply, NULL, setup[i].argc, setup[i].argv, NULL);
-    const char *setname[3] = {"CLIENT", "SETNAME", b->conn_name};
-    send_cmd(ac, reader_setup_reply, NULL, 3, setname, NULL);
     reader_next(b, 0);
 }
 
-static void reader_on_disconnect(const redisAsyncContext *cac, int status)
+/* The reader's connection ended: it could not connect (within
+ * READER_CONNECT_MS), its setup was refused, it was lost, or a pop went
+ * unanswered long after its timeout (a peer gone without a FIN). Opened
+ * again READER_RETRY_MS later. */
+static void reader_closed(chan_rconn *c, void *ud, const char *why)
 {
-    redisAsyncContext *ac = (redisAsyncContext *)cac;
-    dj_bridge *b = ac->data;
-    (void)status;
-    if (ac != b->reader)
+    dj_bridge *b = ud;
+    const char *text, *refused = chan_rconn_refused(c, &text);
+    if (c != b->reader) {
+        chan_rconn_close(c);
         return;
-    b->reader = NULL;
-    b->reader_connected = 0;
-    b->reader_retry_at = uv_now(b->uv) + READER_RETRY_MS;
-    dj_log(b, "the inbox reader's connection closed: %s", ac->errstr[0] ? ac->errstr : "closed");
+    }
+    if (refused)
+        dj_log(b, "setting up the inbox reader failed: %s", text);
+    else if (b->reader_connected)
+        dj_log(b, "the inbox reader's connection closed: %s", why);
+    reader_drop(b, READER_RETRY_MS);
 }
 
 static void reader_open(dj_bridge *b)
 {
-    redisAsyncContext *ac = redisAsyncConnect(b->ip, b->addr->port);
-    if (!ac || ac->err) {
-        if (ac)
-            redisAsyncFree(ac);
-        b->reader_retry_at = uv_now(b->uv) + READER_RETRY_MS;
-        return;
-    }
-    ac->data = b;
-    chan_redis_uv_attach(ac, b->uv);
-    redisAsyncSetConnectCallback(ac, reader_on_connect);
-    redisAsyncSetDisconnectCallback(ac, reader_on_disconnect);
-    b->reader = ac;
+    static const chan_rconn_ops ops = {reader_ready, reader_closed, NULL};
+    chan_rconn_config cfg = {
+        .host = b->addr->host,
+        .port = b->addr->port,
+        .user = b->addr->user,
+        .password = b->addr->password,
+        .db = b->addr->db,
+        .client_name = b->conn_name,
+        .connect_timeout_ms = READER_CONNECT_MS,
+        .reply_timeout_ms = (BLOCK_S + READER_SLACK_S) * 1000,
+        .ops = &ops,
+        .ud = b,
+    };
+    b->reader = chan_rconn_open(b->uv, &cfg);
     b->reader_connected = 0;
-    b->reader_since = uv_now(b->uv);
 }
 
 /*---- Periodic work -------------------------------------------------------------*/
@@ -486,15 +469,6 @@ static void on_tick(uv_timer_t *t)
         renew_groups(b);
         b->renew_at = now + renew_period_ms(b);
     }
-    /* hiredis 0.14's libuv adapter may never report a failed connect
-     * (docs/internals/library-pitfalls.md): a deadline catches it; and a
-     * blocking pop that has not answered long after its timeout means a dead
-     * peer */
-    if (b->reader && !b->reader_connected && now - b->reader_since > READER_CONNECT_MS)
-        reader_drop(b, 0);
-    else if (b->reader && b->reader_connected &&
-             now - b->reader_since > (BLOCK_S + READER_SLACK_S) * 1000)
-        reader_drop(b, 0);
     if (!b->reader && now >= b->reader_retry_at)
         reader_open(b);
 }
@@ -532,7 +506,6 @@ dj_bridge *dj_bridge_new(chan_layer *l, const chan_django_config *cfg, const cha
     atomic_init(&b->bad, 0);
     atomic_init(&b->forwarded, 0);
     atomic_init(&b->forward_failed, 0);
-    l->django = b;
     return b;
 }
 
@@ -559,20 +532,20 @@ void dj_bridge_start(dj_bridge *b, void *uv_loop)
     b->tick.data = b;
     uv_timer_start(&b->tick, on_tick, TICK_MS, TICK_MS);
     b->started = 1;
-    fprintf(stderr, "herald: django: bridging %s layer (prefix \"%s\")%s%s\n",
-            b->mode == DJ_PUBSUB ? "RedisPubSubChannelLayer" : "RedisChannelLayer", b->prefix,
-            b->mode == DJ_REDIS ? ", this node's channel " : "",
-            b->mode == DJ_REDIS ? b->member_prefix : "");
+    chan_log(b->layer, CHAN_LOG_INFO, "django", "django: bridging %s layer (prefix \"%s\")%s%s",
+             b->mode == DJ_PUBSUB ? "RedisPubSubChannelLayer" : "RedisChannelLayer", b->prefix,
+             b->mode == DJ_REDIS ? ", this node's channel " : "",
+             b->mode == DJ_REDIS ? b->member_prefix : "");
 }
 
-void dj_bridge_up(dj_bridge *b, void *cmd, void *sub, const hr_redis_addr *addr, const char *ip)
+void dj_bridge_up(dj_bridge *b, struct chan_rconn *cmd, struct chan_rconn *sub,
+                  const hr_redis_addr *addr)
 {
     if (!b || b->stopping)
         return;
     b->cmd = cmd;
     b->sub = sub;
     b->addr = addr;
-    snprintf(b->ip, sizeof(b->ip), "%s", ip);
     b->up = 1;
     /* pubsub: the subscriptions died with the old connection; redis: the
      * memberships may have survived in Redis (a network cut) or not (a
@@ -686,14 +659,13 @@ static const char send_script[] =
     "redis.call('EXPIRE', KEYS[1], expiry)\n"
     "return 1\n";
 
-static void fwd_reply(redisAsyncContext *ac, void *reply, void *priv)
+static void fwd_reply(chan_rconn *c, void *priv, const redisReply *r, const char *err)
 {
     fwd_task *t = priv;
     dj_bridge *b = t->b;
-    redisReply *r = reply;
-    (void)ac;
+    (void)c;
     if (!r)
-        fwd_failed(b, t->target, "the Redis connection closed");
+        fwd_failed(b, t->target, err ? err : "the Redis connection closed");
     else if (r->type == REDIS_REPLY_ERROR)
         fwd_failed(b, t->target, r->str);
     else if (r->type == REDIS_REPLY_INTEGER && r->integer == 0)
@@ -729,7 +701,7 @@ static void fwd_run(chan_task *ct)
     if (b->mode == DJ_PUBSUB) {
         const char *argv[3] = {"PUBLISH", t->target, body.data};
         size_t lens[3] = {7, strlen(t->target), body.len};
-        if (redisAsyncCommandArgv(b->cmd, fwd_reply, t, 3, argv, lens) != REDIS_OK) {
+        if (chan_rconn_command(b->cmd, fwd_reply, t, 3, argv, lens) < 0) {
             fwd_failed(b, t->target, "Redis is unreachable");
             fwd_free(t);
         }
@@ -742,7 +714,7 @@ static void fwd_run(chan_task *ct)
         const char *argv[8] = {"EVAL", send_script, "1", key, body.data, now, expiry, cap};
         size_t lens[8] = {4,         sizeof(send_script) - 1, 1,           strlen(key),
                           body.len,  strlen(now),             strlen(expiry), strlen(cap)};
-        if (redisAsyncCommandArgv(b->cmd, fwd_reply, t, 8, argv, lens) != REDIS_OK) {
+        if (chan_rconn_command(b->cmd, fwd_reply, t, 8, argv, lens) < 0) {
             fwd_failed(b, t->target, "Redis is unreachable");
             fwd_free(t);
         }
@@ -756,16 +728,15 @@ static void fwd_discard(chan_task *ct)
     fwd_free((fwd_task *)ct);
 }
 
-void chan_django_forward(chan_layer *l, unsigned thread, const char *target, const char *channel,
-                         const char *user, const char *client, const char *data_json,
-                         size_t data_len)
+void dj_forward(dj_bridge *b, const char *target, const char *channel, const char *user,
+                const char *client, const char *data_json, size_t data_len)
 {
-    (void)thread;
-    if (!l->django)
+    if (!b)
         return;
+    chan_layer *l = b->layer;
     fwd_task *t = hr_calloc(1, sizeof(*t));
     t->task = (chan_task){fwd_run, fwd_discard};
-    t->b = l->django;
+    t->b = b;
     t->target = hr_strdup(target);
     t->channel = hr_strdup(channel);
     t->user = hr_strdup(user ? user : "");

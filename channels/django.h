@@ -9,8 +9,8 @@
  * Two parts:
  *  - pure functions (django_codec.c, no I/O, unit tested and fuzzable):
  *    msgpack <-> JSON, channel <-> group names;
- *  - the bridge (django.c): the Redis I/O, driven from redis.c through the
- *    few dj_bridge_* calls below, all on the layer's home thread (loop 0)
+ *  - the bridge (django.c): the Redis I/O, driven by the Redis layer
+ *    through the few dj_bridge_* calls below, all on the layer's home thread (loop 0)
  *    except where said otherwise.
  *
  * What channels_redis 4.0 puts in Redis (read from its source), prefix <p>
@@ -104,6 +104,7 @@ int dj_encode_publication(hr_buf *out, const char *channel, const char *user, co
 typedef enum dj_mode { DJ_OFF = 0, DJ_PUBSUB, DJ_REDIS } dj_mode;
 
 typedef struct dj_bridge dj_bridge;
+struct chan_rconn; /* redis_topo.h */
 
 /* Creates the bridge of layer l (its home thread drives it). cfg is the
  * chan_redis_config's; herald_prefix and node_id name the connection.
@@ -119,16 +120,27 @@ void dj_bridge_start(dj_bridge *b, void *uv_loop);
  * own connection and timers. */
 void dj_bridge_stop(dj_bridge *b);
 /* Home thread: the first shard is up (cmd and sub connected, borrowed
- * until dj_bridge_down); addr and ip say where to open the bridge's own
- * connection. Subscribes or joins again every group the node wants. */
-void dj_bridge_up(dj_bridge *b, void *cmd, void *sub, const hr_redis_addr *addr, const char *ip);
+ * until dj_bridge_down); addr (borrowed as long) says where to open the
+ * bridge's own connection. Subscribes or joins again every group the node
+ * wants. */
+void dj_bridge_up(dj_bridge *b, struct chan_rconn *cmd, struct chan_rconn *sub,
+                  const hr_redis_addr *addr);
+/* Home thread: a message on the first shard's subscriber connection whose
+ * topic (tlen bytes) is not Herald's: the pubsub layer's group topics are
+ * delivered, anything else ignored. NULL b ok. */
+void dj_bridge_message(dj_bridge *b, const char *topic, size_t tlen, const char *data, size_t len);
 /* Home thread: the first shard is down; its connections are not to be
  * touched any more. */
 void dj_bridge_down(dj_bridge *b);
 /* Home thread: the node gained its first / lost its last subscriber of
- * channel (redis.c's home_open / home_close). */
+ * channel (redis_subs.c, on the home thread). */
 void dj_channel_open(dj_bridge *b, const char *channel);
 void dj_channel_close(dj_bridge *b, const char *channel);
+/* Any loop thread (chan_django_forward through the Redis layer's ops): hands
+ * a client publication to Channels channel `target` on the home thread.
+ * Fire and forget; strings copied. A no-op for b NULL. */
+void dj_forward(dj_bridge *b, const char *target, const char *channel, const char *user,
+                const char *client, const char *data_json, size_t data_len);
 /* Any thread: adds the bridge's counters to out. */
 void dj_bridge_stats(dj_bridge *b, chan_stats *out);
 

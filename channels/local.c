@@ -48,7 +48,7 @@ typedef struct local_hist {
 typedef struct local_layer {
     chan_layer base;
     pthread_mutex_t mu;
-    hr_map *hist;     /* channel -> local_hist */
+    chan_tab hist;    /* channel -> local_hist */
     hr_map *presence; /* channel -> hr_map(client -> entry JSON text) */
     unsigned since_sweep;
     char universe[17];       /* random per process: epochs never survive a restart */
@@ -77,9 +77,11 @@ static void hist_free(void *p)
     free(h);
 }
 
-static uint32_t *gen_of(local_layer *L, const char *channel)
+/* h: chan_hash of the channel's name (hr_hash, as before it was passed
+ * along). */
+static uint32_t *gen_of(local_layer *L, uint64_t h)
 {
-    return &L->gen[hr_hash(channel, strlen(channel)) % GEN_SLOTS];
+    return &L->gen[h % GEN_SLOTS];
 }
 
 /* The position of a channel without a stream: offset 0 and the epoch its
@@ -88,10 +90,10 @@ static uint32_t *gen_of(local_layer *L, const char *channel)
  * freed never reuses an epoch (a client's old position cannot match it),
  * while a subscriber told this epoch before the first publication keeps
  * it. Under mu. */
-static void unborn_pos(local_layer *L, const char *channel, chan_pos *pos)
+static void unborn_pos(local_layer *L, uint64_t h, chan_pos *pos)
 {
     pos->offset = 0;
-    snprintf(pos->epoch, sizeof(pos->epoch), "%s-%u", L->universe, *gen_of(L, channel));
+    snprintf(pos->epoch, sizeof(pos->epoch), "%s-%u", L->universe, *gen_of(L, h));
 }
 
 static void hist_sweep(local_layer *L, int64_t now);
@@ -107,22 +109,23 @@ static void maybe_sweep(local_layer *L)
 }
 
 /* A channel's stream, or NULL (nothing published). Under mu. */
-static local_hist *hist_find(local_layer *L, const char *channel)
+static local_hist *hist_find(local_layer *L, const char *channel, uint64_t h)
 {
     maybe_sweep(L);
-    return hr_map_get(L->hist, channel, strlen(channel));
+    return chan_tab_get(&L->hist, channel, strlen(channel), h);
 }
 
 /* A channel's stream, born on its first publication. Under mu. */
-static local_hist *hist_get(local_layer *L, const char *channel, const chan_opts *o)
+static local_hist *hist_get(local_layer *L, const char *channel, uint64_t hash,
+                            const chan_opts *o)
 {
-    local_hist *h = hist_find(L, channel);
+    local_hist *h = hist_find(L, channel, hash);
     if (!h) {
         h = hr_calloc(1, sizeof(*h));
-        unborn_pos(L, channel, &h->top);
-        (*gen_of(L, channel))++;
+        unborn_pos(L, hash, &h->top);
+        (*gen_of(L, hash))++;
         h->cap = (size_t)o->history_size;
-        hr_map_put(L->hist, channel, strlen(channel), h);
+        chan_tab_put(&L->hist, channel, strlen(channel), hash, h);
     }
     h->ttl = o->history_ttl;
     return h;
@@ -171,11 +174,14 @@ static void hist_append(local_hist *h, const char *data, size_t len, const char 
 static void hist_sweep(local_layer *L, int64_t now)
 {
     const char *key;
-    size_t klen;
+    uint64_t kh;
     void *val;
-    char **dead = NULL;
+    struct {
+        char *name;
+        uint64_t h;
+    } *dead = NULL;
     size_t ndead = 0;
-    for (size_t it = 0; hr_map_next(L->hist, &it, &key, &klen, &val);) {
+    for (size_t it = 0; chan_tab_next(&L->hist, &it, &key, &kh, &val);) {
         local_hist *h = val;
         if (h->ttl <= 0)
             continue;
@@ -189,19 +195,15 @@ static void hist_sweep(local_layer *L, int64_t now)
             h->ring = NULL;
             h->alloc = h->head = 0;
         }
-        if (h->n == 0 && now - h->last_pub > h->ttl) {
-            char *name = hr_strndup(key, klen);
-            if (chan_channel_threads(&L->base, name) == 0) {
-                dead = hr_realloc(dead, (ndead + 1) * sizeof(*dead));
-                dead[ndead++] = name;
-            } else {
-                free(name);
-            }
+        if (h->n == 0 && now - h->last_pub > h->ttl && !chan_channel_mask(&L->base, key, kh)) {
+            dead = hr_realloc(dead, (ndead + 1) * sizeof(*dead));
+            dead[ndead].name = hr_strdup(key);
+            dead[ndead++].h = kh;
         }
     }
     for (size_t i = 0; i < ndead; i++) {
-        hist_free(hr_map_del(L->hist, dead[i], strlen(dead[i])));
-        free(dead[i]);
+        hist_free(chan_tab_del(&L->hist, dead[i].name, strlen(dead[i].name), dead[i].h));
+        free(dead[i].name);
     }
     free(dead);
 }
@@ -252,20 +254,20 @@ static void local_publish(chan_layer *l, unsigned thread, const char *channel, c
                           chan_publish_cb cb, void *ud)
 {
     local_layer *L = ll(l);
-    uint64_t offset = 0;
+    uint64_t offset = 0, hash = chan_hash(channel, strlen(channel)); /* once for the whole way */
     (void)thread;
     if (o->history_size > 0) {
         int64_t now = (int64_t)time(NULL);
         pthread_mutex_lock(&L->mu);
-        local_hist *h = hist_get(L, channel, o);
+        local_hist *h = hist_get(L, channel, hash, o);
         hist_append(h, data_json, data_len, from, now);
         offset = h->top.offset;
-        chan_msg *m = chan_msg_publication(channel, data_json, data_len, offset, from);
+        chan_msg *m = chan_msg_publication_h(channel, hash, data_json, data_len, offset, from);
         chan_dispatch(l, m); /* under mu: offsets and delivery agree */
         pthread_mutex_unlock(&L->mu);
         chan_msg_unref(m);
     } else {
-        chan_msg *m = chan_msg_publication(channel, data_json, data_len, 0, from);
+        chan_msg *m = chan_msg_publication_h(channel, hash, data_json, data_len, 0, from);
         chan_dispatch(l, m);
         chan_msg_unref(m);
     }
@@ -314,7 +316,7 @@ static void join_leave(chan_layer *l, const chan_sub *s, int join)
 {
     size_t len;
     char *t = chan_join_leave_text(join, s->channel, s->client, s->user, &len);
-    chan_msg *m = chan_msg_for_channel(t, len, s->channel, 0);
+    chan_msg *m = chan_msg_for_channel_h(t, len, s->channel, s->hash, 0);
     free(t);
     chan_dispatch(l, m);
     chan_msg_unref(m);
@@ -331,12 +333,12 @@ static void local_subscribe(chan_layer *l, unsigned thread, chan_sub *s)
     if (s->opts.history_size > 0) {
         int64_t now = (int64_t)time(NULL);
         pthread_mutex_lock(&L->mu);
-        local_hist *h = hist_find(L, s->channel);
+        local_hist *h = hist_find(L, s->channel, s->hash);
         r.history = 1;
         if (h)
             r.pos = h->top;
         else
-            unborn_pos(L, s->channel, &r.pos);
+            unborn_pos(L, s->hash, &r.pos);
         if (s->has_since)
             pubs = h ? hist_copy(h, s->since.offset, -1, 0, now, &r.npubs) : NULL;
         pthread_mutex_unlock(&L->mu);
@@ -372,15 +374,16 @@ static void local_history(chan_layer *l, unsigned thread, const char *channel, c
     chan_pub *pubs;
     (void)thread;
     (void)o;
+    uint64_t hash = chan_hash(channel, strlen(channel));
     pthread_mutex_lock(&L->mu);
-    local_hist *lh = hist_find(L, channel);
+    local_hist *lh = hist_find(L, channel, hash);
     /* with since: the oldest after it; without: the newest `limit` */
     if (lh) {
         h.top = lh->top;
         pubs = hist_copy(lh, since ? since->offset : 0, limit, since == NULL, (int64_t)time(NULL),
                          &h.npubs);
     } else {
-        unborn_pos(L, channel, &h.top);
+        unborn_pos(L, hash, &h.top);
         pubs = NULL;
     }
     pthread_mutex_unlock(&L->mu);
@@ -425,7 +428,7 @@ static void local_control(chan_layer *l, unsigned thread, const chan_control *c,
 static void local_destroy(chan_layer *l)
 {
     local_layer *L = ll(l);
-    hr_map_free(L->hist);
+    chan_tab_clear(&L->hist, hist_free);
     hr_map_free(L->presence);
     pthread_mutex_destroy(&L->mu);
     free(L);
@@ -447,7 +450,7 @@ chan_layer *chan_local_new(const chan_host *host)
     local_layer *L = hr_calloc(1, sizeof(*L));
     chan_layer_init(&L->base, &local_ops, host);
     pthread_mutex_init(&L->mu, NULL);
-    L->hist = hr_map_new(hist_free);
+    chan_tab_init(&L->hist);
     hr_random_hex(L->universe, 8);
     L->presence = hr_map_new(presence_free);
     return &L->base;

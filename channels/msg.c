@@ -2,6 +2,7 @@
 #include "channels.h"
 #include "common/common.h"
 #include "common/ws_frame.h"
+#include "layer_internal.h"
 
 #include <jansson.h>
 
@@ -31,6 +32,7 @@ static chan_msg *msg_alloc(size_t len, size_t extra)
     m->len = len;
     m->channel = NULL;
     m->offset = 0;
+    m->hash = 0;
     m->born_us = hr_now_us();
     atomic_init(&m->tag, -1);
     atomic_init(&m->zframe, NULL);
@@ -45,7 +47,8 @@ chan_msg *chan_msg_new(const char *json, size_t len)
     return m;
 }
 
-chan_msg *chan_msg_for_channel(const char *json, size_t len, const char *channel, uint64_t offset)
+chan_msg *chan_msg_for_channel_h(const char *json, size_t len, const char *channel, uint64_t h,
+                                 uint64_t offset)
 {
     size_t clen = strlen(channel);
     chan_msg *m = msg_alloc(len, clen + 1);
@@ -54,8 +57,14 @@ chan_msg *chan_msg_for_channel(const char *json, size_t len, const char *channel
     memcpy(name, channel, clen + 1);
     m->channel = name;
     m->offset = offset;
+    m->hash = h;
     frame_header(m);
     return m;
+}
+
+chan_msg *chan_msg_for_channel(const char *json, size_t len, const char *channel, uint64_t offset)
+{
+    return chan_msg_for_channel_h(json, len, channel, chan_hash(channel, strlen(channel)), offset);
 }
 
 chan_msg *chan_msg_ref(chan_msg *m)
@@ -102,8 +111,21 @@ static size_t publication_write(char *w, const char *channel, size_t clen, const
     return len;
 }
 
+size_t chan_publication_offset_at(size_t clen, size_t data_len)
+{
+    return sizeof("{\"push\":\"message\",\"channel\":\"") - 1 + clen +
+           sizeof("\",\"data\":") - 1 + data_len;
+}
+
 chan_msg *chan_msg_publication(const char *channel, const char *data_json, size_t data_len,
                                uint64_t offset, const char *from)
+{
+    return chan_msg_publication_h(channel, chan_hash(channel, strlen(channel)), data_json,
+                                  data_len, offset, from);
+}
+
+chan_msg *chan_msg_publication_h(const char *channel, uint64_t h, const char *data_json,
+                                 size_t data_len, uint64_t offset, const char *from)
 {
     size_t clen = strlen(channel);
     size_t len = publication_write(NULL, channel, clen, data_json, data_len, offset, from);
@@ -112,6 +134,7 @@ chan_msg *chan_msg_publication(const char *channel, const char *data_json, size_
     memcpy(name, channel, clen + 1);
     m->channel = name;
     m->offset = offset;
+    m->hash = h;
     publication_write((char *)m->_b + CHAN_FRAME_HDR_MAX, channel, clen, data_json, data_len,
                       offset, from);
     frame_header(m);
@@ -148,6 +171,13 @@ char *chan_join_leave_text(int join, const char *channel, const char *client, co
 chan_msg *chan_msg_parse_push(const char *json, size_t len, const char *channel, char *err,
                               size_t errlen)
 {
+    return chan_msg_parse_push_h(json, len, channel, chan_hash(channel, strlen(channel)), err,
+                                 errlen);
+}
+
+chan_msg *chan_msg_parse_push_h(const char *json, size_t len, const char *channel, uint64_t h,
+                                char *err, size_t errlen)
+{
     json_error_t jerr;
     /* \u0000 in data is delivered (Herald accepts it everywhere) */
     json_t *o = json_loadb(json, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
@@ -170,7 +200,8 @@ chan_msg *chan_msg_parse_push(const char *json, size_t len, const char *channel,
     } else if (from && !json_is_object(from)) {
         snprintf(err, errlen, "\"from\" must be an object");
     } else {
-        m = chan_msg_for_channel(json, len, channel, off ? (uint64_t)json_integer_value(off) : 0);
+        m = chan_msg_for_channel_h(json, len, channel, h,
+                                   off ? (uint64_t)json_integer_value(off) : 0);
     }
     json_decref(o);
     return m;

@@ -3,10 +3,11 @@
  * redis_topo.h): hiredis' redisReader parses, redisFormatCommandArgv
  * formats, and the I/O is a uv_tcp_t of our own.
  *
- * Why not hiredis' async API (redisAsyncContext + adapters/libuv.h, what
- * redis.c uses today): in 0.14.1 its reply matching knows SUBSCRIBE and
- * PSUBSCRIBE only, so an SSUBSCRIBE confirmation or an `smessage` trips an
- * assertion and aborts the process; the libuv adapter drops poll errors,
+ * Why not hiredis' async API (redisAsyncContext + adapters/libuv.h, which
+ * the Redis layer used before it moved to this): in 0.14.1 its reply
+ * matching knows SUBSCRIBE and PSUBSCRIBE only, so an SSUBSCRIBE
+ * confirmation or an `smessage` trips an assertion and aborts the process;
+ * the libuv adapter drops poll errors,
  * so a refused connect is never reported; and redisAsyncConnect resolves
  * names with a blocking getaddrinfo. Working around all three inside
  * hiredis' context (custom read path, reply matching of our own) would
@@ -70,6 +71,10 @@ struct chan_rconn {
     int pending_setup; /* setup replies still to come */
     int resolving;     /* the getaddrinfo request is in flight */
     char early[400];   /* a failure found in chan_rconn_open, reported from the loop */
+
+    const char *refused_what; /* the setup command Redis refused, or NULL */
+    char refused_text[300];   /* ... and Redis' words */
+
     uv_tcp_t tcp;
     uv_timer_t timer; /* the connect deadline, then the reply deadline */
     uv_prepare_t flush;
@@ -260,24 +265,41 @@ static void on_written(uv_write_t *w, int status)
 
 /* Runs once per loop iteration, before the loop waits: everything queued
  * in this iteration leaves in one write. */
-static void on_flush(uv_prepare_t *p)
+/* Starts writing everything queued. Returns 0, or a libuv error with the
+ * bytes still queued. */
+static int write_out(chan_rconn *c)
 {
-    chan_rconn *c = p->data;
-    uv_prepare_stop(p);
-    if (c->state == ST_CLOSED || c->state < ST_SETUP || c->writing || !c->out.len)
-        return;
     c->inwrite = c->out;
     memset(&c->out, 0, sizeof(c->out));
     uv_buf_t b = uv_buf_init(c->inwrite.data, (unsigned)c->inwrite.len);
     c->wreq.data = c;
     int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written);
     if (rc < 0) {
-        hr_buf_reset(&c->inwrite);
-        fail(c, "%s: write failed: %s", c->peer, uv_strerror(rc));
-        return;
+        c->out = c->inwrite;
+        memset(&c->inwrite, 0, sizeof(c->inwrite));
+        return rc;
     }
     c->writing = 1;
     c->reqs++;
+    return 0;
+}
+
+static void on_flush(uv_prepare_t *p)
+{
+    chan_rconn *c = p->data;
+    uv_prepare_stop(p);
+    if (c->state == ST_CLOSED || c->state < ST_SETUP || c->writing || !c->out.len)
+        return;
+    int rc = write_out(c);
+    if (rc < 0)
+        fail(c, "%s: write failed: %s", c->peer, uv_strerror(rc));
+}
+
+void chan_rconn_flush(chan_rconn *c)
+{
+    /* a failure is left to the loop's flush, which reports it as usual */
+    if (c && c->state == ST_READY && !c->writing && c->out.len && write_out(c) == 0)
+        uv_prepare_stop(&c->flush);
 }
 
 static void schedule_flush(chan_rconn *c)
@@ -521,6 +543,8 @@ static void on_setup_reply(chan_rconn *c, void *priv, const redisReply *r, const
     if (!r)
         return; /* the connection ended: end() reports why */
     if (r->type == REDIS_REPLY_ERROR) {
+        c->refused_what = what;
+        snprintf(c->refused_text, sizeof(c->refused_text), "%.*s", (int)r->len, r->str);
         fail(c, "%s: %s refused: %.*s", c->peer, what, (int)r->len, r->str);
         return;
     }
@@ -682,6 +706,13 @@ int chan_rconn_ready(const chan_rconn *c)
 const char *chan_rconn_peer(const chan_rconn *c)
 {
     return c->peer;
+}
+
+const char *chan_rconn_refused(const chan_rconn *c, const char **text)
+{
+    if (text)
+        *text = c->refused_what ? c->refused_text : NULL;
+    return c->refused_what;
 }
 
 size_t chan_rconn_waiting(const chan_rconn *c)

@@ -18,8 +18,8 @@
  * runs there. Nothing blocks: names are resolved on libuv's thread pool,
  * connects and replies have deadlines.
  *
- * How the Redis layer is meant to use them (the integration step; the
- * layer's files are being restructured, see docs/internals/redis-ha.md):
+ * How the Redis layer is meant to use them (the integration step, see
+ * docs/internals/redis-ha.md and channels/redis_internal.h):
  *
  *   - Configuration: hr_redis_targets_parse (common.h) instead of
  *     hr_redis_urls_parse. A HR_REDIS_DIRECT target is today's shard.
@@ -42,9 +42,10 @@
  *     "down" for that channel only. The function library goes in the
  *     config's `init` commands, so every master gets it on connect
  *     (after a failover and on new nodes too).
- *   - Everything runs on loop 0 today; after the restructure each loop
- *     thread can own its own chan_rconn command connections per shard
- *     (the objects are per loop, not shared).
+ *   - The layer's connections are chan_rconn already: the home's (loop 0)
+ *     per shard, and each loop thread's own command connection per shard
+ *     (the objects are per loop, not shared); in Cluster mode each loop
+ *     would own a chan_rcluster for its commands.
  */
 #ifndef HR_CHANNELS_REDIS_TOPO_H
 #define HR_CHANNELS_REDIS_TOPO_H
@@ -87,11 +88,12 @@ uint16_t chan_crc16(const void *p, size_t n);
 int chan_key_slot(const char *key, size_t len);
 
 /* Hash-tag naming. In cluster mode every key and topic of channel C
- * carries the tag {C}: "<prefix>:<kind>:{C}" (kinds as in redis.c: ch,
- * history, history-meta, presence, presence-exp), so they all hash to
- * chan_channel_slot(C) and one Function call can touch them all. Channel
- * names cannot contain braces (chan_name_valid); the prefix must not
- * either (chan_tag_prefix_valid), or its brace would become the tag.
+ * carries the tag {C}: "<prefix>:<kind>:{C}" (kinds as in
+ * redis_internal.h: ch, history, history-meta, presence, presence-exp), so
+ * they all hash to chan_channel_slot(C) and one Function call can touch
+ * them all. Channel names cannot contain braces (chan_name_valid); the
+ * prefix must not either (chan_tag_prefix_valid), or its brace would
+ * become the tag.
  * Returns a malloc'ed string (caller frees); aborts on OOM. */
 char *chan_tagged_key(const char *prefix, const char *kind, const char *channel);
 /* 1 if prefix can precede a hash tag (no '{' or '}'). */
@@ -234,6 +236,13 @@ chan_rconn *chan_rconn_open(uv_loop_t *loop, const chan_rconn_config *cfg);
  * is not called after -1. */
 int chan_rconn_command(chan_rconn *c, chan_rconn_reply_fn cb, void *priv, int argc,
                        const char **argv, const size_t *lens);
+/* Starts writing what was queued now, instead of just before the loop
+ * next waits (where everything queued in one iteration leaves in one
+ * write): for a command that must reach the server before something else
+ * this loop is about to send elsewhere. Does nothing before the connection
+ * is ready or while a write is in flight (the queue then leaves when it
+ * ends). Errors are reported later, through ops->closed, as always. */
+void chan_rconn_flush(chan_rconn *c);
 /* Ends the connection and frees it (at once, or once libuv has let go of
  * its handles). Commands still waiting are answered with r NULL before it
  * returns; ops->closed is not called. Safe from inside any of c's
@@ -243,6 +252,11 @@ void chan_rconn_close(chan_rconn *c);
 int chan_rconn_ready(const chan_rconn *c);
 /* "host:port" as configured (borrowed, lives as long as c). */
 const char *chan_rconn_peer(const chan_rconn *c);
+/* The setup command ("AUTH", "SELECT", "CLIENT SETNAME") Redis refused,
+ * which ended the connection, with Redis' own text in *text (text may be
+ * NULL); NULL when none was refused. For ops->closed, where it tells a
+ * refusal (credentials, database) from a lost connection. */
+const char *chan_rconn_refused(const chan_rconn *c, const char **text);
 /* Commands sent or queued and not answered yet. */
 size_t chan_rconn_waiting(const chan_rconn *c);
 /* Bytes the server has sent that are not processed yet (kernel socket

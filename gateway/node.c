@@ -259,17 +259,21 @@ static void on_signal(uv_signal_t *s, int sig)
 }
 
 /* Loop 0 is the channel layer's home: the layer starts there (before the
- * loop serves), and closes once the last loop has stopped. */
+ * loop serves), and closes once the last loop has stopped. Every loop then
+ * starts its own part of the layer (the Redis layer: its command
+ * connections). */
 static void loop_started(hr_loop *l)
 {
     hr_worker *w = hr_worker_of(l);
     hr_node *node = w->node;
-    if (w->index != 0)
-        return;
-    if (chan_layer_start(node->layer, &l->uv) == 0)
-        node->layer_started = 1;
-    else
-        hr_error("channels", "the %s channel layer did not start", chan_layer_name(node->layer));
+    if (w->index == 0) {
+        if (chan_layer_start(node->layer, &l->uv) == 0)
+            node->layer_started = 1;
+        else
+            hr_error("channels", "the %s channel layer did not start",
+                     chan_layer_name(node->layer));
+    }
+    chan_layer_thread_start(node->layer, w->index, &l->uv);
 }
 
 static void loop_flush(hr_loop *l)
@@ -318,6 +322,7 @@ static void loop_stopped(hr_loop *l)
     hr_worker *w = hr_worker_of(l);
     hr_node *node = w->node;
     node->server->worker_stop(w);
+    chan_layer_thread_stop(node->layer, w->index);
     atomic_fetch_sub(&node->loops_live, 1);
     if (w->index == 0) {
         close_handle((uv_handle_t *)&node->sigterm);
@@ -442,6 +447,13 @@ static chan_layer *redis_layer(hr_node *node, const chan_host *host, char *err, 
     return l;
 }
 
+/* chan_host.log: the channel layer's lines, in the configured format. */
+static void layer_log(void *ud, int level, const char *event, const char *msg)
+{
+    (void)ud;
+    hr_log(level, event, "%s", msg);
+}
+
 /* The channel layer: Redis in cluster mode, else in-process. */
 static int start_layer(hr_node *node)
 {
@@ -451,6 +463,7 @@ static int start_layer(hr_node *node)
         .post = post_publication,
         .call = post_call,
         .control = on_control,
+        .log = layer_log,
         .sub = node->server->sub,
         .ud = node,
     };

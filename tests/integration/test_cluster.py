@@ -156,14 +156,24 @@ def test_disconnect_and_delete_user_on_every_node():
         assert ws.connect("/ws", {"Authorization": "Bearer " + tok}) == 401
 
 
-def node_client_ids(r, node):
-    """Redis client ids of a node's connections (named herald:<node>:cmd|sub)."""
-    out = []
+def node_clients(r, node, field="id"):
+    """A node's connections as {name: Redis client id}: herald:<node>:sub
+    (SUBSCRIBE), herald:<node>:cmd (loop 0's commands) and
+    herald:<node>:cmd<N> (loop N's own); with field="cmd", the last command
+    Redis ran on each (CLIENT LIST's fields)."""
+    out = {}
     for line in r.cmd("CLIENT", "LIST").splitlines():
         f = dict(kv.split("=", 1) for kv in line.split(" ") if "=" in kv)
         if f.get("name", "").startswith("herald:%s:" % node):
-            out.append(f["id"])
+            out[f["name"].split(":")[-1]] = f[field]
     return out
+
+
+def layer_connection_names(h):
+    """What node_clients names for h: one subscriber connection, and one
+    command connection per loop thread."""
+    threads = int(h.env["HERALD_THREADS"])
+    return sorted(["sub", "cmd"] + ["cmd%d" % i for i in range(1, threads)])
 
 
 def process_redis_client_ids(r, pid):
@@ -198,7 +208,7 @@ def cut_off_while_deleting(r, a, b, user, meanwhile=None):
     layer's command and subscriber connections, its user store's) while
     `user` is deleted through node a; meanwhile() runs before b resumes."""
     ids = process_redis_client_ids(r, b.proc.pid)
-    assert len(ids) >= 3, ids  # layer cmd + sub, store
+    assert len(ids) >= 3, ids  # the layer's cmd(s) + sub, store
     b.proc.send_signal(signal.SIGSTOP)
     try:
         for cid in ids:
@@ -221,7 +231,8 @@ def test_revocation_missed_during_an_outage_is_caught_up():
         user = a.create_user("gina", "a long password 1")
         tok = a.login("gina", "a long password 1")["access_token"]
         w = b.client("x", token=tok)
-        assert len(node_client_ids(r, "n1")) == 2
+        wait_until(lambda: sorted(node_clients(r, "n1")) == layer_connection_names(b),
+                   what="node b's connections")
         # the store has a connection too once it served a request
         assert b.http("GET", "/api/v1/users/me", headers={"Authorization": "Bearer " + tok}).status_code == 200
         cut_off_while_deleting(r, a, b, user)
@@ -836,6 +847,102 @@ def test_refused_credentials_said_once_and_the_shard_stays_down():
         r.cmd("ACL", "SETUSER", "hnode", "on", ">node-pw", "~*", "&*", "+@all")
         a.wait_ready(20)
         assert " is up" in a.log()[a.log().index("authentication failed"):]
+
+
+def loop_connections(h, loop):
+    """herald_loop_connections of one loop thread."""
+    text = h.http("GET", "/metrics").text
+    for line in text.splitlines():
+        if line.startswith("herald_loop_connections{") and 'loop="%d"' % loop in line:
+            return int(float(line.split()[-1]))
+    raise AssertionError("no herald_loop_connections for loop %d" % loop)
+
+
+def client_on_loop(h, name, loop, tries=40):
+    """An authenticated WS client that the kernel handed to loop thread
+    `loop` (SO_REUSEPORT spreads connections over the loops): opens clients
+    until one raises that loop's connection count."""
+    for _ in range(tries):
+        before = loop_connections(h, loop)
+        w = h.user(name)
+        if loop_connections(h, loop) == before + 1:
+            return w
+    raise AssertionError("no client landed on loop %d in %d tries" % (loop, tries))
+
+
+def test_each_loop_publishes_on_its_own_connection():
+    """A client on loop 1 publishes on loop 1's own connection to Redis
+    (herald:<node>:cmd1), not through loop 0's (it used to hop to loop 0
+    and back). That connection killed alone costs what it carried and no
+    more: the shard stays up, nobody is told their subscription was renewed,
+    and the next publication goes out on a new connection."""
+    with Redis() as r, ExitStack() as st:
+        (a,) = nodes(st, r, n=1, env={"HERALD_THREADS": "2"})
+        wait_until(lambda: sorted(node_clients(r, "n0")) == ["cmd", "cmd1", "sub"],
+                   what="loop 1's connection")
+        w = client_on_loop(a, "alice", 1)
+        w.subscribe("news")
+        assert_result(w.cmd("publish", channel="news", data=1))
+        assert w.messages(1)[0]["data"] == 1
+        last = node_clients(r, "n0", "cmd")
+        assert last["cmd1"] == "publish" and last["cmd"] != "publish", last
+        # the same from REST is loop-agnostic: it only has to keep working
+        assert a.publish("news", 2).status_code == 200
+        assert w.messages(1)[0]["data"] == 2
+        old = node_clients(r, "n0")["cmd1"]
+        r.cmd("CLIENT", "KILL", "ID", old)
+        wait_until(lambda: "loop 1's connection to redis shard 0 closed" in a.log(),
+                   what="loop 1 to notice")
+        reply = w.cmd("publish", channel="news", data=3)
+        assert_result(reply)
+        assert w.messages(1)[0]["data"] == 3  # nothing else (no renewal push) first
+        assert a.ready()
+        assert node_clients(r, "n0")["cmd1"] != old
+        assert node_clients(r, "n0", "cmd")["cmd1"] == "publish"
+
+
+def test_presence_entry_in_redis_once_subscribed():
+    """A subscriber's presence entry is in Redis by the time it has its
+    subscribe reply, whichever loop it is on: another node's presence read
+    right after finds it (the entry goes out on the subscriber's loop, and
+    was queued behind the reply, not before it)."""
+    with Redis() as r, ExitStack() as st:
+        a, b = nodes(st, r)
+        missing = []
+        for i in range(8):
+            w = client_on_loop(a, "u%d" % i, i % 2)
+            w.subscribe("chat:room")
+            rest = b.http("GET", "/api/v1/channels/chat:room/presence", headers=b.api_headers())
+            if w.hello["client"] not in [c["client"] for c in rest.json()["clients"]]:
+                missing.append((i % 2, w.hello["client"]))
+        assert not missing, missing
+
+
+def test_layer_log_lines_follow_the_log_format():
+    """The channel layer logs through the gateway's logger: with JSON logs
+    (the harness' default) its lines - a shard down and up again, a
+    malformed push, a forged control message - are JSON objects with an
+    event like every other line (they were bare "herald: ..." text)."""
+    with Redis() as r, ExitStack() as st:
+        (a,) = nodes(st, r, n=1)
+        w = a.user("alice")
+        w.subscribe("news")
+        r.cmd("PUBLISH", "herald:ch:news", "not json")
+        r.cmd("PUBLISH", "herald:control", "0" * 64 + ' {"op":"revoke","user":"x"}')
+        # (read before Redis goes: a killed server may reset the connection
+        # with the messages still unread)
+        wait_until(lambda: a.metrics().get("herald_redis_control_rejected_total") == 1,
+                   what="the forged control message refused")
+        r.halt()
+        wait_until(lambda: not a.ready(), what="readyz 503")
+        r.start()
+        a.wait_ready(15)
+        events = []
+        for line in a.log().splitlines():
+            assert line.startswith("{"), line
+            events.append(json.loads(line)["event"])
+        for e in ("redis_shard_up", "redis_shard_down", "redis_bad_push", "control_rejected"):
+            assert e in events, (e, events)
 
 
 def test_redis_error_text_in_the_log():

@@ -17,6 +17,7 @@ two real Herald nodes.
 """
 
 import asyncio
+import json
 import os
 import random
 import threading
@@ -362,6 +363,10 @@ def test_malformed_messages_are_dropped_and_counted():
             async_to_sync(L.group_send)("news", {"type": "ok"})
             assert w.messages(1)[0]["data"] == {"type": "ok"}
             assert "dropped a message" in a.log()
+            # the bridge logs through the gateway's logger (JSON here), as
+            # its "bridging" line at start does
+            events = [json.loads(line)["event"] for line in a.log().splitlines()]
+            assert events.count("django") >= 2, events
             # keys that become one JSON key (1 and "1"): refused like
             # duplicate keys everywhere else in Herald, not passed on as
             # JSON with a key twice

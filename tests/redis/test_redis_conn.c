@@ -27,6 +27,7 @@ typedef struct pushed {
 typedef struct events {
     int ready, closed;
     char why[512];
+    char refused[64], refused_text[300]; /* chan_rconn_refused in ops->closed */
     int npush;
     pushed push[MAX_PUSH];
     int close_on_push; /* close the connection from inside the Nth push */
@@ -42,9 +43,11 @@ static void ev_ready(chan_rconn *c, void *ud)
 static void ev_closed(chan_rconn *c, void *ud, const char *why)
 {
     events *e = ud;
-    (void)c;
+    const char *text = NULL, *what = chan_rconn_refused(c, &text);
     e->closed++;
     snprintf(e->why, sizeof(e->why), "%s", why);
+    snprintf(e->refused, sizeof(e->refused), "%s", what ? what : "");
+    snprintf(e->refused_text, sizeof(e->refused_text), "%s", text ? text : "");
 }
 
 static void copy_str(char *dst, size_t cap, const char *s, size_t n)
@@ -217,6 +220,23 @@ static void test_pipelined_commands(void)
     CHECK(chan_rconn_waiting(c) == 0);
     CHECK(!strncmp(chan_rconn_peer(c), "127.0.0.1:", 10) &&
           atoi(chan_rconn_peer(c) + 10) == rp->port);
+    /* chan_rconn_flush: what was queued leaves now, before the loop runs
+     * again (another client sees it meanwhile) */
+    answer fl;
+    cmd(c, &fl, "SET", "flushed", "1", NULL);
+    chan_rconn_flush(c);
+    redisContext *s = redis_sync(rp);
+    int seen = 0;
+    for (int i = 0; i < 500 && !seen; i++) {
+        redisReply *r = redisCommand(s, "GET flushed");
+        seen = r && r->type == REDIS_REPLY_STRING;
+        freeReplyObject(r);
+        if (!seen)
+            usleep(10000);
+    }
+    CHECK(seen);
+    redisFree(s);
+    CHECK(run_until(&loop, &fl.done, 10000) && fl.type == REDIS_REPLY_STATUS);
     chan_rconn_close(c);
     CHECK(e.closed == 0); /* the owner's close is not reported back */
     finish_loop();
@@ -268,6 +288,7 @@ static void test_auth_select(void)
     cmd(c, &get, "GET", "x", NULL);
     CHECK(run_until(&loop, &e.closed, 10000));
     CHECK(!e.ready && strstr(e.why, "AUTH refused") && strstr(e.why, "WRONGPASS"));
+    CHECK(!strcmp(e.refused, "AUTH") && !strncmp(e.refused_text, "WRONGPASS", 9));
     CHECK(get.done && get.null && !strcmp(get.err, e.why));
     CHECK(chan_rconn_command(c, on_answer, &get, 1, (const char *[]){"PING"}, NULL) < 0);
     chan_rconn_close(c);
@@ -283,6 +304,7 @@ static void test_auth_select(void)
     c = open_conn(&e, rp->port, NULL, "pw", 99999, 0);
     CHECK(run_until(&loop, &e.closed, 10000));
     CHECK(!e.ready && strstr(e.why, "SELECT refused") && strstr(e.why, "out of range"));
+    CHECK(!strcmp(e.refused, "SELECT") && strstr(e.refused_text, "out of range"));
     chan_rconn_close(c);
     finish_loop();
     redis_stop(rp);
@@ -298,6 +320,7 @@ static void test_connect_failures(void)
     cmd(c, &a, "PING", NULL);
     CHECK(run_until(&loop, &e.closed, 10000));
     CHECK(!e.ready && strstr(e.why, "connect failed") && strstr(e.why, "refused"));
+    CHECK(e.refused[0] == '\0'); /* a refused connect is no refused setup */
     CHECK(a.done && a.null);
     chan_rconn_close(c);
 
@@ -441,6 +464,9 @@ static void test_sharded_pubsub(void)
     CHECK(chan_rconn_command(pub, on_answer, &r1, 3, sp, sl) == 0);
     cmd(pub, &r2, "PUBLISH", "c", "plain", NULL);
     cmd(pub, &r3, "PUBLISH", "p1", "pattern", NULL);
+    /* the three ran (their messages are queued for `sub` before anything
+     * sent on it next is answered): two connections, no order otherwise */
+    CHECK(run_until(&loop, &r3.done, 10000));
     CHECK(cmd(sub, &un, "SUNSUBSCRIBE", "b", NULL) == 0);
     CHECK(run_until(&loop, &un.done, 10000));
     int m = find_push(&se, "smessage", "a", 0);

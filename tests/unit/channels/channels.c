@@ -243,16 +243,18 @@ typedef struct test_layer {
     char last[64];
 } test_layer;
 
-static void t_open(chan_layer *l, const char *ch)
+static void t_open(chan_layer *l, const char *ch, uint64_t h)
 {
     test_layer *t = (test_layer *)l;
+    CHECK(h == chan_hash(ch, strlen(ch))); /* the registry passes the name's hash along */
     t->opens++;
     snprintf(t->last, sizeof(t->last), "+%s", ch);
 }
 
-static void t_close(chan_layer *l, const char *ch)
+static void t_close(chan_layer *l, const char *ch, uint64_t h)
 {
     test_layer *t = (test_layer *)l;
+    CHECK(h == chan_hash(ch, strlen(ch)));
     t->closes++;
     snprintf(t->last, sizeof(t->last), "-%s", ch);
 }
@@ -501,7 +503,7 @@ static void test_renewal_resets_the_baseline(void)
     drain(l, in, 0);
     CHECK(a.count == 6);
     chan_sub_result r = {.history = 1, .pos = {2, "new"}, .resubscribed = 1};
-    chan_notify_resubscribed(l, 0, "e", &r);
+    chan_notify_resubscribed(l, 0, "e", chan_hash("e", 1), &r);
     dispatch_offset(l, "e", 3);
     drain(l, in, 0);
     CHECK(a.count == 7 && a.last->offset == 3);

@@ -1,0 +1,640 @@
+/*
+ * redis_subs.c - channels on Redis (home thread, loop 0): one SUBSCRIBE per
+ * channel per node on the shard's `sub` connection, subscriptions
+ * completed once the channel is active (with the stream position and, on
+ * request, what was missed), incoming pushes, and recovery after an
+ * outage. A subscription is asked for on its loop (rd_subscribe), served
+ * here, and answered on its loop, where its presence entry and join go out
+ * (redis_loop.c). See redis_internal.h.
+ */
+#include "redis_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*---- Channel state -------------------------------------------------------------*/
+
+static void held_drop(rchan *c)
+{
+    for (size_t i = 0; i < c->nheld; i++)
+        chan_msg_unref(c->held[i]);
+    free(c->held);
+    c->held = NULL;
+    c->nheld = c->capheld = 0;
+}
+
+void rd_rchan_free(void *p)
+{
+    rchan *c = p;
+    held_drop(c);
+    free(c->name);
+    free(c);
+}
+
+static rchan *rchan_get(redis_layer *L, const char *channel, uint64_t h, int create)
+{
+    shard *sh = rd_shard_of(L, channel);
+    size_t len = strlen(channel);
+    rchan *c = chan_tab_get(&sh->channels, channel, len, h);
+    if (!c && create) {
+        c = hr_calloc(1, sizeof(*c));
+        c->name = hr_strndup(channel, len);
+        c->hash = h;
+        c->sh = sh;
+        chan_tab_put(&sh->channels, channel, len, h, c);
+    }
+    return c;
+}
+
+/* Forgets a channel nobody wants once Redis has answered everything. */
+static void rchan_maybe_drop(rchan *c)
+{
+    if (c->wanted || c->inflight || c->waiters || c->recovering)
+        return;
+    rd_rchan_free(chan_tab_del(&c->sh->channels, c->name, strlen(c->name), c->hash));
+}
+
+static void send_subscribe(rchan *c, int subscribe)
+{
+    shard *sh = c->sh;
+    char *topic = rd_topic(sh->L, c->name);
+    const char *argv[2] = {subscribe ? "SUBSCRIBE" : "UNSUBSCRIBE", topic};
+    if (rd_sub_cmd(sh, 2, argv) == 0) {
+        c->on_redis = subscribe;
+        c->inflight++;
+        c->confirmed = 0;
+    }
+    free(topic);
+}
+
+/* Brings Redis in line with what the node wants. */
+void rd_rchan_sync(rchan *c)
+{
+    if (!c->sh->up)
+        return;
+    if (c->wanted && !c->on_redis)
+        send_subscribe(c, 1);
+    else if (!c->wanted && c->on_redis)
+        send_subscribe(c, 0);
+}
+
+/*---- A channel's first and last subscriber on this node -----------------------------*/
+
+/* Loop -> home, queued under the registry stripe's lock (so in the order
+ * the transitions happened). */
+typedef struct open_task {
+    chan_task task;
+    redis_layer *L;
+    int open;
+    uint64_t hash;
+    char channel[];
+} open_task;
+
+static void open_run(chan_task *ct)
+{
+    open_task *t = (open_task *)ct;
+    redis_layer *L = t->L;
+    rchan *c = rchan_get(L, t->channel, t->hash, t->open);
+    if (t->open) {
+        c->wanted = 1;
+        dj_channel_open(L->django, t->channel); /* first: see dj_bridge_up */
+        rd_rchan_sync(c);
+    } else if (c) {
+        c->wanted = 0;
+        dj_channel_close(L->django, t->channel);
+        c->have_last = 0;
+        rd_rchan_sync(c);
+        rchan_maybe_drop(c);
+    }
+    free(t);
+}
+
+static void open_discard(chan_task *ct)
+{
+    free(ct);
+}
+
+static void channel_task(chan_layer *l, const char *channel, uint64_t h, int open)
+{
+    size_t len = strlen(channel);
+    open_task *t = hr_malloc(sizeof(*t) + len + 1);
+    t->task = (chan_task){open_run, open_discard};
+    t->L = rd_layer(l);
+    t->open = open;
+    t->hash = h;
+    memcpy(t->channel, channel, len + 1);
+    rd_to_home(t->L, &t->task);
+}
+
+void rd_channel_open(chan_layer *l, const char *channel, uint64_t h)
+{
+    channel_task(l, channel, h, 1);
+}
+
+void rd_channel_close(chan_layer *l, const char *channel, uint64_t h)
+{
+    channel_task(l, channel, h, 0);
+}
+
+/*---- Subscriptions ---------------------------------------------------------------*/
+
+/* Loop -> home -> loop: one subscription to complete. */
+struct sub_task {
+    chan_task task;
+    redis_layer *L;
+    unsigned thread;
+    chan_sub *s; /* held (chan_sub_hold) until the answer ran on `thread` */
+    char *channel;
+    uint64_t hash;
+    chan_opts opts;
+    int has_since;
+    chan_pos since;
+    chan_sub_result r; /* the answer */
+    chan_pub *pubs;
+    sub_task *next; /* a channel's waiters */
+};
+
+static void sub_task_free(sub_task *t)
+{
+    rd_pubs_free(t->pubs, t->r.npubs);
+    free(t->channel);
+    free(t);
+}
+
+/* On the subscriber's loop: presence and join go out (on the loop's own
+ * connection) before the subscriber hears the answer, so its own `join`
+ * arrives after its subscribe reply and its next command sees its entry. */
+static void sub_answer_run(chan_task *ct)
+{
+    sub_task *t = (sub_task *)ct;
+    redis_layer *L = t->L;
+    chan_sub *s = t->s;
+    if (s->impl == t)
+        s->impl = NULL;
+    if (t->r.status == 0 && !s->removed)
+        rd_loop_member_add(&L->loops[t->thread], s);
+    t->r.pubs = t->pubs;
+    chan_sub_complete(&L->base, s, &t->r);
+    chan_sub_release(s);
+    chan_inflight(&L->base, t->thread, -1);
+    sub_task_free(t);
+}
+
+/* The loop stopped: it freed its subscriptions' owners, not the layer's
+ * records, which chan_layer_destroy frees. */
+static void sub_task_discard(chan_task *ct)
+{
+    sub_task *t = (sub_task *)ct;
+    chan_inflight(&t->L->base, t->thread, -1);
+    sub_task_free(t);
+}
+
+static void sub_answer(redis_layer *L, sub_task *t)
+{
+    t->task = (chan_task){sub_answer_run, sub_task_discard};
+    rd_to_loop(L, t->thread, &t->task);
+}
+
+/* Parses an FCALL history reply: [epoch, top, offset, data, from, ...]
+ * (from "" for a backend's publication). */
+int rd_parse_history(const redisReply *r, chan_pos *top, chan_pub **pubs, size_t *n)
+{
+    *pubs = NULL;
+    *n = 0;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 || (r->elements - 2) % 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
+        return -EPROTO;
+    snprintf(top->epoch, sizeof(top->epoch), "%s", r->element[0]->str);
+    top->offset = strtoull(r->element[1]->str, NULL, 10);
+    size_t k = (r->elements - 2) / 3;
+    *pubs = hr_calloc(k ? k : 1, sizeof(**pubs));
+    for (size_t i = 0; i < k; i++) {
+        const redisReply *o = r->element[2 + 3 * i], *d = r->element[3 + 3 * i],
+                         *f = r->element[4 + 3 * i];
+        if (o->type != REDIS_REPLY_STRING || d->type != REDIS_REPLY_STRING ||
+            f->type != REDIS_REPLY_STRING) {
+            rd_pubs_free(*pubs, *n);
+            *pubs = NULL;
+            *n = 0;
+            return -EPROTO;
+        }
+        (*pubs)[i].offset = strtoull(o->str, NULL, 10);
+        (*pubs)[i].data = hr_strndup(d->str, d->len);
+        (*pubs)[i].from = f->len ? hr_strndup(f->str, f->len) : NULL;
+        (*n)++;
+    }
+    return 0;
+}
+
+void rd_history_argv(redis_layer *L, rd_history_args *a, const char *channel, int64_t since,
+                     int64_t limit)
+{
+    snprintf(a->since, sizeof(a->since), "%lld", (long long)since);
+    snprintf(a->limit, sizeof(a->limit), "%lld", (long long)limit);
+    a->argv[0] = "FCALL";
+    a->argv[1] = L->f_history;
+    a->argv[2] = "0";
+    a->argv[3] = channel;
+    a->argv[4] = a->since;
+    a->argv[5] = a->limit;
+}
+
+static void sub_history_reply(chan_rconn *conn, void *priv, const redisReply *reply,
+                              const char *err)
+{
+    sub_task *t = priv;
+    redis_layer *L = t->L;
+    rchan *c = rchan_get(L, t->channel, t->hash, 0);
+    (void)conn, (void)err;
+    rd_log_reply_error(L, "history read", reply);
+    t->r.history = 1;
+    if (rd_parse_history(reply, &t->r.pos, &t->pubs, &t->r.npubs) < 0) {
+        t->r.status = -EAGAIN;
+    } else {
+        t->r.recovered = t->has_since && chan_recovered(&t->since, &t->r.pos, t->pubs, t->r.npubs);
+        if (c && !c->have_last) {
+            c->last = t->r.pos; /* the node's baseline for recovery after an outage */
+            c->have_last = 1;
+        }
+    }
+    sub_answer(L, t);
+}
+
+/* The channel is active on Redis: answer at once, or read the stream
+ * (after the SUBSCRIBE was confirmed, so nothing published meanwhile is
+ * missed: it is held back on the subscriber until the answer). */
+static void sub_proceed(redis_layer *L, rchan *c, sub_task *t)
+{
+    if (!t->opts.history_size) {
+        sub_answer(L, t);
+        return;
+    }
+    rd_history_args a;
+    rd_history_argv(L, &a, c->name, t->has_since ? (int64_t)t->since.offset : -1,
+                    t->has_since ? (int64_t)c->opts.history_size : 0);
+    if (rd_cmd(c->sh, sub_history_reply, t, 6, a.argv, NULL) < 0) {
+        t->r.status = -EAGAIN;
+        sub_answer(L, t);
+    }
+}
+
+/* While Redis is away a plain channel is served locally (and subscribed
+ * again on reconnect); a history channel cannot give a position. */
+static void sub_down(redis_layer *L, sub_task *t)
+{
+    t->r.status = t->opts.history_size ? -EAGAIN : 0;
+    sub_answer(L, t);
+}
+
+static void sub_run(chan_task *ct)
+{
+    sub_task *t = (sub_task *)ct;
+    redis_layer *L = t->L;
+    rchan *c = rchan_get(L, t->channel, t->hash, 1);
+    if (!c->wanted) { /* cannot happen: the open was queued first */
+        t->r.status = -EAGAIN;
+        sub_answer(L, t);
+        return;
+    }
+    c->opts = t->opts; /* every subscriber of a channel has its namespace's */
+    if (!c->sh->up) {
+        sub_down(L, t);
+    } else if (c->confirmed) {
+        sub_proceed(L, c, t);
+    } else {
+        t->next = c->waiters;
+        c->waiters = t;
+    }
+}
+
+void rd_run_waiters(redis_layer *L, rchan *c, int up)
+{
+    sub_task *t = c->waiters, *rev = NULL;
+    c->waiters = NULL;
+    while (t) { /* oldest first */
+        sub_task *n = t->next;
+        t->next = rev;
+        rev = t;
+        t = n;
+    }
+    for (t = rev; t;) {
+        sub_task *n = t->next;
+        if (up)
+            sub_proceed(L, c, t);
+        else
+            sub_down(L, t);
+        t = n;
+    }
+}
+
+void rd_subscribe(chan_layer *l, unsigned thread, chan_sub *s)
+{
+    redis_layer *L = rd_layer(l);
+    sub_task *t = hr_calloc(1, sizeof(*t));
+    t->task = (chan_task){sub_run, sub_task_discard};
+    t->L = L;
+    t->thread = thread;
+    t->s = s;
+    t->channel = hr_strdup(s->channel);
+    t->hash = s->hash;
+    t->opts = s->opts;
+    t->has_since = s->has_since;
+    t->since = s->since;
+    s->impl = t;
+    chan_sub_hold(s);
+    chan_inflight(l, thread, 1);
+    rd_to_home(L, &t->task);
+}
+
+/* On the subscriber's loop: its presence entry and leave, if it was
+ * announced (a pending subscription never was: its answer will find it
+ * removed). */
+void rd_unsubscribe(chan_layer *l, unsigned thread, chan_sub *s)
+{
+    rd_loop_member_remove(&rd_layer(l)->loops[thread], s);
+}
+
+/*---- Incoming pushes -----------------------------------------------------------*/
+
+static void deliver_push(redis_layer *L, rchan *c, chan_msg *m)
+{
+    if (m->offset) {
+        if (c->have_last && m->offset <= c->last.offset)
+            return; /* already delivered by a recovery read */
+        c->last.offset = m->offset;
+    }
+    chan_dispatch(&L->base, m);
+}
+
+/* One of this node's own publications, taken back (redis_own.c), or NULL. */
+static chan_msg *own_take(redis_layer *L, shard *sh, const char *channel, size_t clen,
+                          const char *payload, size_t len)
+{
+    for (unsigned t = 0; t < L->base.host.nthreads; t++) {
+        chan_msg *m = rd_own_take(&L->own[t * (unsigned)L->nshards + (unsigned)sh->index], channel,
+                                  clen, payload, len);
+        if (m)
+            return m;
+    }
+    return NULL;
+}
+
+/* A message on channel's topic (channel: clen bytes, not NUL-terminated).
+ * The node's own publications come with their message and the channel's
+ * hash; anyone else's text is hashed once and checked. */
+static void on_message(redis_layer *L, shard *sh, const char *channel, size_t clen,
+                       const char *payload, size_t len)
+{
+    char err[160];
+    chan_msg *m = own_take(L, sh, channel, clen, payload, len);
+    uint64_t h = m ? m->hash : chan_hash(channel, clen); /* once for the whole way */
+    rchan *c = chan_tab_get(&sh->channels, channel, clen, h);
+    if (!c || !c->wanted) {
+        chan_msg_unref(m);
+        return; /* a late message after UNSUBSCRIBE */
+    }
+    if (!m)
+        m = chan_msg_parse_push_h(payload, len, c->name, h, err, sizeof(err));
+    if (!m) {
+        atomic_fetch_add(&L->bad_messages, 1);
+        chan_log(&L->base, CHAN_LOG_WARN, "redis_bad_push",
+                 "dropped a malformed push on %s:ch:%s: %s", L->prefix, c->name, err);
+        return;
+    }
+    if (c->recovering) {
+        if (c->nheld == c->capheld) {
+            c->capheld = c->capheld ? c->capheld * 2 : 16;
+            c->held = hr_realloc(c->held, c->capheld * sizeof(*c->held));
+        }
+        c->held[c->nheld++] = m;
+        return;
+    }
+    deliver_push(L, c, m);
+    chan_msg_unref(m);
+}
+
+/*---- Recovery after an outage --------------------------------------------------*/
+
+/* Home -> a loop with subscribers of the channel: it was renewed. */
+typedef struct renew_task {
+    chan_task task;
+    redis_layer *L;
+    unsigned thread;
+    uint64_t hash;
+    chan_sub_result r;
+    char channel[];
+} renew_task;
+
+static void renew_run(chan_task *ct)
+{
+    renew_task *t = (renew_task *)ct;
+    chan_notify_resubscribed(&t->L->base, t->thread, t->channel, t->hash, &t->r);
+    free(t);
+}
+
+static void renew_discard(chan_task *ct)
+{
+    free(ct);
+}
+
+/* Tells every thread with subscribers of c that their subscription was
+ * renewed, after what was recovered has been dispatched (same inboxes, so
+ * it arrives after it). */
+static void notify_renewed(redis_layer *L, rchan *c, int recovered)
+{
+    uint64_t mask = chan_channel_mask(&L->base, c->name, c->hash);
+    size_t len = strlen(c->name);
+    for (unsigned th = 0; mask; th++, mask >>= 1) {
+        if (!(mask & 1))
+            continue;
+        renew_task *t = hr_calloc(1, sizeof(*t) + len + 1);
+        t->task = (chan_task){renew_run, renew_discard};
+        t->L = L;
+        t->thread = th;
+        t->hash = c->hash;
+        memcpy(t->channel, c->name, len + 1);
+        t->r.resubscribed = 1;
+        t->r.history = c->opts.history_size > 0;
+        t->r.pos = c->last;
+        t->r.recovered = recovered;
+        rd_to_loop(L, th, &t->task);
+    }
+}
+
+void rd_dispatch_held(redis_layer *L, rchan *c)
+{
+    for (size_t i = 0; i < c->nheld; i++)
+        deliver_push(L, c, c->held[i]);
+    held_drop(c);
+}
+
+/* A recovery read in flight: its channel, by name (the channel may be
+ * gone when the answer comes). */
+typedef struct recovery_req {
+    shard *sh;
+    uint64_t hash;
+    char name[];
+} recovery_req;
+
+static void recovery_reply(chan_rconn *conn, void *priv, const redisReply *reply, const char *err)
+{
+    recovery_req *q = priv;
+    shard *sh = q->sh;
+    redis_layer *L = sh->L;
+    rchan *c = chan_tab_get(&sh->channels, q->name, strlen(q->name), q->hash);
+    chan_pos top;
+    chan_pub *pubs;
+    size_t n;
+    (void)conn, (void)err;
+    free(q);
+    if (!c)
+        return;
+    c->recovering = 0;
+    int ok = rd_parse_history(reply, &top, &pubs, &n) == 0;
+    int recovered = ok && chan_recovered(&c->last, &top, pubs, n);
+    for (size_t i = 0; ok && recovered && i < n; i++) {
+        chan_msg *m = chan_msg_publication_h(c->name, c->hash, pubs[i].data, strlen(pubs[i].data),
+                                             pubs[i].offset, pubs[i].from);
+        deliver_push(L, c, m);
+        chan_msg_unref(m);
+    }
+    if (ok && !recovered)
+        c->last = top; /* a new baseline: what is gone is gone */
+    rd_pubs_free(pubs, n);
+    rd_dispatch_held(L, c);
+    notify_renewed(L, c, recovered);
+    rchan_maybe_drop(c);
+}
+
+/* The channel is active on Redis again after an outage. */
+static void renew_channel(redis_layer *L, rchan *c)
+{
+    c->renew = 0;
+    if (c->opts.history_size <= 0 || !c->have_last) {
+        notify_renewed(L, c, 0);
+        return;
+    }
+    size_t len = strlen(c->name);
+    recovery_req *q = hr_malloc(sizeof(*q) + len + 1);
+    q->sh = c->sh;
+    q->hash = c->hash;
+    memcpy(q->name, c->name, len + 1);
+    rd_history_args a;
+    rd_history_argv(L, &a, c->name, (int64_t)c->last.offset, c->opts.history_size);
+    if (rd_cmd(c->sh, recovery_reply, q, 6, a.argv, NULL) < 0) {
+        free(q);
+        notify_renewed(L, c, 0);
+        return;
+    }
+    c->recovering = 1;
+}
+
+/*---- The subscriber connection ---------------------------------------------------*/
+
+void rd_sub_cmd_reply(chan_rconn *c, void *priv, const redisReply *r, const char *err)
+{
+    shard *sh = priv;
+    (void)err;
+    if (c == sh->sub && r && r->type == REDIS_REPLY_ERROR)
+        rd_log_reply_error(sh->L, "SUBSCRIBE", r);
+}
+
+/* 1 if topic (tlen bytes) is "<p>:ch:<channel>"; *channel points into it. */
+static int channel_topic(redis_layer *L, const char *topic, size_t tlen, const char **channel,
+                         size_t *clen)
+{
+    size_t plen = strlen(L->prefix);
+    if (tlen <= plen + 4 || memcmp(topic, L->prefix, plen) || memcmp(topic + plen, ":ch:", 4))
+        return 0;
+    *channel = topic + plen + 4;
+    *clen = tlen - plen - 4;
+    return 1;
+}
+
+/* A (UN)SUBSCRIBE of c's topic was confirmed. */
+static void rchan_confirmed(redis_layer *L, rchan *c)
+{
+    if (c->inflight > 0)
+        c->inflight--;
+    if (c->inflight == 0 && c->wanted && c->on_redis) {
+        c->confirmed = 1;
+        if (c->renew)
+            renew_channel(L, c);
+        rd_run_waiters(L, c, 1);
+    }
+    rchan_maybe_drop(c);
+}
+
+void rd_sub_push(chan_rconn *conn, void *ud, const chan_rpush *p)
+{
+    shard *sh = ud;
+    redis_layer *L = sh->L;
+    const char *topic = p->channel, *channel = NULL;
+    size_t tlen = p->channel_len, clen = 0;
+    if (conn != sh->sub || !topic) /* a connection shard_down let go of */
+        return;
+    int control = tlen == strlen(L->control_topic) && !memcmp(topic, L->control_topic, tlen);
+    int ours = !control && channel_topic(L, topic, tlen, &channel, &clen);
+    if (p->message) {
+        if (strcmp(p->kind, "message"))
+            return;
+        if (control)
+            rd_control_receive(L, p->payload, p->len);
+        else if (ours)
+            on_message(L, sh, channel, clen, p->payload, p->len);
+        else if (sh->index == 0)
+            dj_bridge_message(L->django, topic, tlen, p->payload, p->len);
+        return;
+    }
+    if (control) {
+        if (!strcmp(p->kind, "subscribe") && !sh->sub_ready) {
+            sh->sub_ready = 1;
+            rd_shard_update_up(sh);
+        }
+        return;
+    }
+    if (!ours)
+        return; /* the Django bridge's group topics */
+    rchan *c = chan_tab_get(&sh->channels, channel, clen, chan_hash(channel, clen));
+    if (c)
+        rchan_confirmed(L, c);
+}
+
+/*---- Periodic work ---------------------------------------------------------------*/
+
+/* Keeps the history meta of every channel this node has subscribers of
+ * alive (<fn>_touch: EXPIRE ... GT, which creates nothing): a stream must
+ * not be born again, its offsets starting over, under a live subscriber. */
+void rd_touch_history(redis_layer *L)
+{
+    const char *fn = L->f_touch;
+    for (int i = 0; i < L->nshards; i++) {
+        shard *sh = &L->shards[i];
+        const char *key;
+        void *val;
+        const char **argv = NULL;
+        size_t argc = 0;
+        if (!sh->up)
+            continue;
+        for (size_t it = 0; chan_tab_next(&sh->channels, &it, &key, NULL, &val);) {
+            rchan *c = val;
+            if (!c->wanted || c->opts.history_size <= 0 || c->opts.history_ttl <= 0)
+                continue;
+            if (argc % 256 == 0)
+                argv = hr_realloc(argv, (argc + 3 + 256) * sizeof(*argv));
+            argv[3 + argc++] = c->name;
+            if (argc == 200) { /* a few hundred names per call */
+                argv[0] = "FCALL", argv[1] = fn, argv[2] = "0";
+                rd_cmd(sh, NULL, NULL, (int)argc + 3, argv, NULL);
+                argc = 0;
+            }
+        }
+        if (argc) {
+            argv[0] = "FCALL", argv[1] = fn, argv[2] = "0";
+            rd_cmd(sh, NULL, NULL, (int)argc + 3, argv, NULL);
+        }
+        free(argv);
+    }
+}
