@@ -1505,6 +1505,22 @@ static int drain_complete(void)
     return 1;
 }
 
+/* Reads "<n> {<ch> <count>}..." (the P and A lines) into counts[ch]. */
+static void read_counts(char *p, uint32_t *counts)
+{
+    char *end;
+    long n = strtol(p, &end, 10);
+    p = end;
+    for (long i = 0; i < n; i++) {
+        unsigned long ch = strtoul(p, &end, 10);
+        p = end;
+        unsigned long cnt = strtoul(p, &end, 10);
+        p = end;
+        if (ch < (unsigned long)nchannels())
+            counts[ch] = (uint32_t)cnt;
+    }
+}
+
 /* "G t0 t_end", "A n ch count ...", "S" (stop). */
 static void on_ctl_line(char *line, uint64_t now)
 {
@@ -1513,17 +1529,7 @@ static void on_ctl_line(char *line, uint64_t now)
         if (sscanf(line + 1, "%llu %llu", &t0, &te) == 2)
             start_publishing(t0, te);
     } else if (line[0] == 'A' && W.phase == P_WAIT_COUNTS) {
-        char *p = line + 1, *end;
-        long n = strtol(p, &end, 10);
-        p = end;
-        for (long i = 0; i < n; i++) {
-            unsigned long ch = strtoul(p, &end, 10);
-            p = end;
-            unsigned long cnt = strtoul(p, &end, 10);
-            p = end;
-            if (ch < (unsigned long)nchannels())
-                W.accepted_all[ch] = (uint32_t)cnt;
-        }
+        read_counts(line + 1, W.accepted_all);
         W.phase = P_DRAIN;
         W.t_drain_end = now + (uint64_t)(S.drain_timeout * 1e9);
     } else if (line[0] == 'S') {
@@ -1879,17 +1885,7 @@ static void child_line(child *k, char *line)
         sscanf(line + 1, "%d %d", &k->ready, &k->failed);
         k->got_r = 1;
     } else if (line[0] == 'P') {
-        char *p = line + 1, *end;
-        long n = strtol(p, &end, 10);
-        p = end;
-        for (long i = 0; i < n; i++) {
-            unsigned long ch = strtoul(p, &end, 10);
-            p = end;
-            unsigned long cnt = strtoul(p, &end, 10);
-            p = end;
-            if (ch < (unsigned long)nchannels())
-                P_accepted[ch] = (uint32_t)cnt;
-        }
+        read_counts(line + 1, P_accepted);
         k->got_p = 1;
     } else if (line[0] == 'F') {
         json_error_t e;
