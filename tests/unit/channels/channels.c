@@ -298,12 +298,19 @@ static const chan_layer_ops test_ops = {.name = "test",
                                         .subscribe = t_subscribe,
                                         .destroy = t_destroy};
 
+/* A test layer over nthreads loop threads whose posts go to in. */
+static test_layer *test_layer_new(inboxes *in, unsigned nthreads)
+{
+    chan_host h = host_for(in, nthreads);
+    test_layer *t = calloc(1, sizeof(*t));
+    chan_layer_init(&t->base, &test_ops, &h);
+    return t;
+}
+
 static void test_first_last_subscriber_of_node(void)
 {
     inboxes *in = inboxes_new();
-    chan_host h = host_for(in, 3);
-    test_layer *t = calloc(1, sizeof(*t));
-    chan_layer_init(&t->base, &test_ops, &h);
+    test_layer *t = test_layer_new(in, 3);
     chan_layer *l = &t->base;
     sink a = {0}, b = {0}, c = {0};
 
@@ -436,9 +443,7 @@ static void dispatch_offset(chan_layer *l, const char *ch, uint64_t off)
 static void test_pending_holds_back_and_dedupes(void)
 {
     inboxes *in = inboxes_new();
-    chan_host h = host_for(in, 1);
-    test_layer *t = calloc(1, sizeof(*t));
-    chan_layer_init(&t->base, &test_ops, &h);
+    test_layer *t = test_layer_new(in, 1);
     chan_layer *l = &t->base;
     sink a = {0};
     t_complete_at_once = 0;
@@ -492,9 +497,7 @@ static void test_pending_holds_back_and_dedupes(void)
 static void test_renewal_resets_the_baseline(void)
 {
     inboxes *in = inboxes_new();
-    chan_host h = host_for(in, 1);
-    test_layer *t = calloc(1, sizeof(*t));
-    chan_layer_init(&t->base, &test_ops, &h);
+    test_layer *t = test_layer_new(in, 1);
     chan_layer *l = &t->base;
     sink a = {0};
     chan_sub *s = sub(l, 0, "e", &a);
