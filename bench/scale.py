@@ -31,6 +31,10 @@ skip), so that 200,000 sockets meet neither the host's conntrack table nor anyon
 --json FILE keeps every number; --write docs/benchmarks.md replaces the scenario's block in
 the "Scale (issue 20)" section (between the bench/scale.py markers). Each block records the
 load average before and after: this machine is shared, compare rows within one block only.
+
+(Why one file of ~1,500 lines: each scenario is a function over run.py's
+runner and tables with its own --write block; a user runs one command,
+stdlib only, as with run.py.)
 """
 
 import argparse

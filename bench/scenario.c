@@ -35,7 +35,12 @@
  * subscription that was ready when publishing began.
  *
  * Bounded: every phase has a deadline, the parent kills workers that pass
- * `timeout`, and a worker whose parent goes away exits. */
+ * `timeout`, and a worker whose parent goes away exits.
+ *
+ * (Why one file of ~2,500 lines: the worker - connections, publishing,
+ * checks - and the parent - coordination, merged report - share the
+ * scenario's types and the line protocol above; the sockets' code is
+ * client.c's, shared with loadgen.c.) */
 #include "bench_common.h"
 #include "client.h"
 
