@@ -76,6 +76,10 @@ typedef struct chan_msg {
     /* the host's compressed frame: NULL until made; set once (compare and
      * swap, any thread), freed with the message */
     _Atomic(chan_zframe *) zframe;
+    /* the host's text-stream frame (SSE, HTTP streaming): NULL until made;
+     * set once (compare and swap, any thread), one allocation freed with
+     * the message */
+    _Atomic(void *) tframe;
     unsigned char _b[]; /* [pad][header][payload][channel NUL] */
 } chan_msg;
 

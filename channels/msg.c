@@ -36,6 +36,7 @@ static chan_msg *msg_alloc(size_t len, size_t extra)
     m->born_us = hr_now_us();
     atomic_init(&m->tag, -1);
     atomic_init(&m->zframe, NULL);
+    atomic_init(&m->tframe, NULL);
     return m;
 }
 
@@ -77,6 +78,7 @@ void chan_msg_unref(chan_msg *m)
 {
     if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) {
         free(atomic_load_explicit(&m->zframe, memory_order_relaxed));
+        free(atomic_load_explicit(&m->tframe, memory_order_relaxed));
         free(m);
     }
 }
@@ -113,15 +115,15 @@ static size_t publication_write(char *w, const char *channel, size_t clen, const
 
 size_t chan_publication_offset_at(size_t clen, size_t data_len)
 {
-    return sizeof("{\"push\":\"message\",\"channel\":\"") - 1 + clen +
-           sizeof("\",\"data\":") - 1 + data_len;
+    return sizeof("{\"push\":\"message\",\"channel\":\"") - 1 + clen + sizeof("\",\"data\":") - 1 +
+           data_len;
 }
 
 chan_msg *chan_msg_publication(const char *channel, const char *data_json, size_t data_len,
                                uint64_t offset, const char *from)
 {
-    return chan_msg_publication_h(channel, chan_hash(channel, strlen(channel)), data_json,
-                                  data_len, offset, from);
+    return chan_msg_publication_h(channel, chan_hash(channel, strlen(channel)), data_json, data_len,
+                                  offset, from);
 }
 
 chan_msg *chan_msg_publication_h(const char *channel, uint64_t h, const char *data_json,

@@ -179,6 +179,8 @@ static const opt_def opt_table[] = {
     {"ws_compression_min", "HERALD_WS_COMPRESSION_MIN", "ws-compression-min", "BYTES", OPT_SIZE,
      F(ws_compression_min), 0, 0, ONE_GIB, NULL, NULL, "256",
      "messages shorter than this go uncompressed"},
+    {"sse_ping", "HERALD_SSE_PING", "sse-ping", "SECONDS", OPT_INT, F(sse_ping), 0, 1, 3600, NULL,
+     NULL, "25", "keep-alive on /sse (a comment) and /stream (a ping line) every S seconds"},
     {"rate", "HERALD_RATE", "rate", "N", OPT_INT, F(rate_per_sec), 0, 1, INT_MAX, NULL, NULL, "200",
      "inbound commands per second per connection"},
     {"rate_burst", "HERALD_RATE_BURST", "rate-burst", "N", OPT_INT, F(rate_burst), 0, 1, INT_MAX,

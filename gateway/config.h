@@ -58,6 +58,8 @@ typedef struct hr_config {
     /* permessage-deflate (SPEC §9) */
     int ws_compression;        /* HERALD_WS_COMPRESSION, 0 */
     size_t ws_compression_min; /* HERALD_WS_COMPRESSION_MIN: shorter messages go plain, 256 */
+    /* listen-only transports (SPEC §9) */
+    int sse_ping; /* HERALD_SSE_PING seconds between keep-alives on /sse and /stream, 25 */
 
     /* users (issue: auth) */
     int open_registration;  /* HERALD_OPEN_REGISTRATION, 1 */

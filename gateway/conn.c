@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 /* The connections of one user on one loop: how a disconnect finds them
@@ -362,4 +363,83 @@ static int close_for_shutdown(struct lws_dll2 *d, void *user)
 void hr_conn_shutdown_all(hr_worker *w)
 {
     lws_dll2_foreach_safe(&w->conns, NULL, close_for_shutdown);
+}
+
+/*---- Admission (every transport) -------------------------------------------*/
+
+int hr_conn_origin_allowed(const hr_config *cfg, struct lws *wsi)
+{
+    char origin[512];
+    if (cfg->nallowed_origins == 0)
+        return 1;
+    if (lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) <= 0)
+        return 0;
+    for (size_t i = 0; i < cfg->nallowed_origins; i++)
+        if (!strcmp(cfg->allowed_origins[i], origin))
+            return 1;
+    return 0;
+}
+
+int hr_conn_admit_address(hr_node *node, struct lws *wsi, hr_slot **slot)
+{
+    const hr_config *cfg = node->cfg;
+    char addr[64];
+    if (cfg->handshake_rate <= 0 && cfg->max_conns_per_address <= 0)
+        return 0;
+    if (!hr_client_address(&node->addrs, wsi, addr, sizeof(addr)))
+        return 0; /* a trusted proxy's own request: no client to count */
+    if (cfg->handshake_rate > 0 &&
+        auth_throttle_admit(node->handshakes, addr, (int64_t)hr_now_ms()))
+        return -EUSERS;
+    hr_slot *s;
+    if (hr_limit_take(node->conns_per_addr, addr, cfg->max_conns_per_address, &s) < 0)
+        return -EUSERS;
+    if (s)
+        *slot = s;
+    return 0;
+}
+
+/*---- Writing bytes (every transport) ---------------------------------------*/
+
+/* The socket is choked until lws has flushed what it holds of ours. */
+static void choke(hr_conn *c)
+{
+    c->choked = 1;
+    lws_callback_on_writable(c->wsi);
+}
+
+/* Plain TCP: one send(2); lws_send_pipe_choked would cost a poll(2) per
+ * call and lws_write(LWS_WRITE_RAW) is a send with buffering we only need
+ * on a short write: then the remainder goes to lws_write, which keeps it
+ * and flushes it before anything else it writes (pongs, close), so frames
+ * never interleave, and lws never holds more than one partial write of
+ * ours. */
+static int send_plain(hr_conn *c, const unsigned char *buf, size_t len)
+{
+    ssize_t sent = send(lws_get_socket_fd(c->wsi), buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        sent = 0;
+    if (sent < 0)
+        return -1;
+    if ((size_t)sent == len)
+        return 0;
+    int rc = lws_write(c->wsi, (unsigned char *)buf + sent, len - (size_t)sent, LWS_WRITE_RAW);
+    choke(c);
+    return rc < 0 ? -1 : 0;
+}
+
+/* TLS: lws encrypts (SSL_write); what the socket does not take it keeps,
+ * as above. */
+static int send_tls(hr_conn *c, const unsigned char *buf, size_t len)
+{
+    if (lws_write(c->wsi, (unsigned char *)buf, len, LWS_WRITE_RAW) < 0)
+        return -1;
+    if (lws_partial_buffered(c->wsi))
+        choke(c);
+    return 0;
+}
+
+int hr_conn_write_bytes(hr_conn *c, const unsigned char *buf, size_t len)
+{
+    return conn_cfg(c)->tls_cert ? send_tls(c, buf, len) : send_plain(c, buf, len);
 }

@@ -156,6 +156,25 @@ void hr_conn_drop_queue(hr_conn *c);
 void hr_conn_sent(hr_conn *c, chan_msg *m, uint64_t now_us);
 /* An idle connection keeps no big ring once a burst has drained. */
 void hr_conn_shrink(hr_conn *c);
+/* Writes buf (len bytes, borrowed) to c's socket at once: one send(2) on
+ * plain TCP, SSL_write through lws with TLS. What the socket does not take
+ * lws keeps and flushes first; c is then choked until the transport's
+ * writeable callback. Returns 0, or -1 when the socket failed. Only for a
+ * byte stream lws does not frame itself (WebSocket frames Herald made, an
+ * HTTP/1.1 response body without a length). */
+int hr_conn_write_bytes(hr_conn *c, const unsigned char *buf, size_t len);
+
+/*---- Admission (every transport) -------------------------------------------*/
+
+/* Is the request's Origin in HERALD_ALLOWED_ORIGINS (unset: any)? */
+int hr_conn_origin_allowed(const hr_config *cfg, struct lws *wsi);
+/* Handshakes per address (a token bucket: handshake_rate at once, then
+ * handshake_rate a second), then connections per address, for requests
+ * whose client address is known (see hr_client_address). Returns 0, with
+ * *slot set to the place taken (or left alone when none is counted), or
+ * -EUSERS to refuse. The caller releases *slot (hr_slot_release) or hands
+ * it to the connection (addr_slot). */
+int hr_conn_admit_address(hr_node *node, struct lws *wsi, hr_slot **slot);
 
 /*---- A worker's connections (the server's hooks) ---------------------------*/
 

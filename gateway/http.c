@@ -750,6 +750,37 @@ int hr_http_body_done(hr_worker *w, struct lws *wsi, hr_pss *pss)
 
 /*---- For handlers ----------------------------------------------------------*/
 
+int hr_http_stream_start(hr_http_req *req, const char *ctype, const char *allow_origin)
+{
+    unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr);
+    struct lws *wsi = req->wsi;
+    if (!wsi || req->responded)
+        return -1;
+    /* no length: lws adds "connection: close", the body ends with the
+     * connection; no-cache and X-Accel-Buffering keep proxies (nginx)
+     * from holding events back */
+    if (lws_add_http_common_headers(wsi, 200, ctype, LWS_ILLEGAL_HTTP_CONTENT_LEN, &p, end) ||
+        fix_status_line(start, &p, end, 200, 0) < 0 ||
+        add_header(wsi, "cache-control:", "no-cache, no-store", &p, end) ||
+        add_header(wsi, "x-accel-buffering:", "no", &p, end) ||
+        (allow_origin && (add_header(wsi, "access-control-allow-origin:", allow_origin, &p, end) ||
+                          add_header(wsi, "access-control-allow-credentials:", "true", &p, end) ||
+                          add_header(wsi, "vary:", "Origin", &p, end))) ||
+        lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    req->responded = 1;
+    req->status = 200;
+    hr_hist_observe(
+        &req->w->stats
+             .http[req->route >= 0 && req->route < HR_MAX_ROUTES ? req->route : HR_MAX_ROUTES],
+        hr_now_us() - req->start_us);
+    /* a stream has no keep-alive or content timeout: it lasts until one
+     * side ends it */
+    lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+    hr_http_drop(lws_wsi_user(wsi));
+    return 0;
+}
+
 int hr_http_query_uint(hr_http_req *req, const char *name, uint64_t *out)
 {
     char buf[64];

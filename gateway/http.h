@@ -99,6 +99,15 @@ void hr_http_respond_json(hr_http_req *req, int status, json_t *o);
 /* An RFC 9457 problem+json answer. */
 void hr_http_problem(hr_http_req *req, int status, const char *detail);
 
+/* Answers 200 with a response body that has no length and never ends
+ * (SSE, HTTP streaming: the connection closes when the stream does), ctype
+ * its type, allow_origin (NULL: none) the origin allowed to read it with
+ * credentials (CORS). The headers are written at once; from then on the
+ * request is no longer http.c's: the caller takes the socket over (the
+ * request's per-session data is released, hr_pss.req NULL). Returns 0, or
+ * -1 when the headers could not be written (then nothing was taken). */
+int hr_http_stream_start(hr_http_req *req, const char *ctype, const char *allow_origin);
+
 /* Did the request come with an API key or an admin's token? */
 int hr_http_is_admin(const hr_http_req *req);
 

@@ -191,16 +191,22 @@ static void render_proxy(hr_buf *b, hr_counters *const *c, size_t n, const char 
 void hr_metrics_render(hr_buf *b, hr_counters *const *c, size_t n, const chan_stats *cs,
                        const char *node, const hr_metric_labels *labels)
 {
-    long long conns = 0;
-    for (size_t i = 0; i < n; i++)
+    long long conns = 0, streams = 0;
+    for (size_t i = 0; i < n; i++) {
         conns += atomic_load_explicit(&c[i]->connections, memory_order_relaxed);
+        streams += atomic_load_explicit(&c[i]->stream_connections, memory_order_relaxed);
+    }
     struct {
         const char *name, *type, *help;
         unsigned long long v;
     } rows[] = {
-        {"herald_connections", "gauge", "Open WebSocket connections.",
+        {"herald_connections", "gauge",
+         "Open client connections (WebSocket, SSE and HTTP streaming).",
          (unsigned long long)(conns < 0 ? 0 : conns)},
-        {"herald_connections_total", "counter", "WebSocket connections accepted.",
+        {"herald_stream_connections", "gauge",
+         "Open listen-only connections (SSE and HTTP streaming), counted in herald_connections.",
+         (unsigned long long)(streams < 0 ? 0 : streams)},
+        {"herald_connections_total", "counter", "Client connections accepted.",
          SUM(connections_total)},
         {"herald_subscriptions", "gauge", "Channel subscriptions held by local connections.",
          cs->subscriptions},

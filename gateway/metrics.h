@@ -54,8 +54,9 @@ typedef struct hr_proxy_stats {
 } hr_proxy_stats;
 
 typedef struct hr_counters {
-    atomic_llong connections;        /* gauge: open WebSocket connections */
-    atomic_ullong connections_total; /* accepted WebSocket connections */
+    atomic_llong connections;        /* gauge: open client connections (every transport) */
+    atomic_ullong connections_total; /* accepted client connections */
+    atomic_llong stream_connections; /* gauge: of them, SSE and HTTP streaming (stream.c) */
     atomic_ullong messages_in;       /* client frames received */
     atomic_ullong messages_out;      /* frames written to clients */
     atomic_ullong writes;            /* socket writes (one per burst of frames) */

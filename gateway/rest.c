@@ -6,6 +6,7 @@
 #include "gateway/rest.h"
 #include "gateway/api.h"
 #include "gateway/proto.h"
+#include "gateway/stream.h"
 
 #include <stdio.h>
 
@@ -33,6 +34,9 @@ static const hr_route routes[] = {
     {"GET", "/api/v1/openapi.json", HR_ROUTE_ANYONE, HR_ANSWER_NOW, hr_rest_openapi},
     {"GET", "/docs", HR_ROUTE_ANYONE, HR_ANSWER_NOW, hr_rest_docs},
     {"GET", "/docs/{file}", HR_ROUTE_ANYONE, HR_ANSWER_NOW, hr_rest_docs_file},
+    /* listen-only transports (stream.c): the handler checks the credentials */
+    {"GET", "/sse", HR_ROUTE_ANYONE, HR_ANSWER_NOW, hr_stream_sse},
+    {"GET", "/stream", HR_ROUTE_ANYONE, HR_ANSWER_NOW, hr_stream_ndjson},
     /* upgrades never reach the router (ws_upgrade.c): this answers a plain GET */
     {"GET", "/ws", HR_ROUTE_ANYONE, HR_ANSWER_NOW, hr_rest_ws_plain},
 };

@@ -8,6 +8,7 @@
 #include "gateway/http.h"
 #include "gateway/proxy_call.h"
 #include "gateway/rest.h"
+#include "gateway/stream.h"
 #include "gateway/ws_cmd.h"
 #include "gateway/ws_conn.h"
 #include "gateway/ws_deflate.h"
@@ -29,9 +30,13 @@ static int callback_herald(struct lws *wsi, enum lws_callback_reasons reason, vo
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
         return hr_http_body_done(w, wsi, pss);
     case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (hr_stream_owns(pss))
+            return hr_stream_writeable(w, wsi, pss);
         return hr_http_writeable(w, wsi, pss);
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED_HTTP:
+        if (hr_stream_owns(pss))
+            hr_stream_closed(w, wsi, pss);
         if (pss)
             hr_http_drop(pss);
         return 0;
@@ -48,6 +53,8 @@ static int callback_herald(struct lws *wsi, enum lws_callback_reasons reason, vo
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return hr_ws_writeable(w, wsi, pss);
     case LWS_CALLBACK_TIMER:
+        if (hr_stream_owns(pss))
+            return hr_stream_timer(w, wsi, pss);
         return hr_ws_timer(w, wsi, pss);
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         return hr_ws_peer_close(wsi, pss, in, len);

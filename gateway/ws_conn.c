@@ -126,44 +126,6 @@ static size_t gather(hr_ws_conn *c, unsigned char *scratch, const unsigned char 
     return used;
 }
 
-/* The socket is choked until lws has flushed what it holds of ours. */
-static void choke(hr_conn *c)
-{
-    c->choked = 1;
-    lws_callback_on_writable(c->wsi);
-}
-
-/* Plain TCP: one send(2); lws_send_pipe_choked would cost a poll(2) per
- * call and lws_write(LWS_WRITE_RAW) is a send with buffering we only need
- * on a short write: then the remainder goes to lws_write, which keeps it
- * and flushes it before anything else it writes (pongs, close), so frames
- * never interleave, and lws never holds more than one partial write of
- * ours. Returns 0, or -1 when the socket failed. */
-static int send_plain(hr_conn *c, const unsigned char *buf, size_t len)
-{
-    ssize_t sent = send(lws_get_socket_fd(c->wsi), buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-        sent = 0;
-    if (sent < 0)
-        return -1;
-    if ((size_t)sent == len)
-        return 0;
-    int rc = lws_write(c->wsi, (unsigned char *)buf + sent, len - (size_t)sent, LWS_WRITE_RAW);
-    choke(c);
-    return rc < 0 ? -1 : 0;
-}
-
-/* TLS: lws encrypts (SSL_write); what the socket does not take it keeps,
- * as above. */
-static int send_tls(hr_conn *c, const unsigned char *buf, size_t len)
-{
-    if (lws_write(c->wsi, (unsigned char *)buf, len, LWS_WRITE_RAW) < 0)
-        return -1;
-    if (lws_partial_buffered(c->wsi))
-        choke(c);
-    return 0;
-}
-
 /* Sends what is queued (up to the scratch size) in one write. Returns 0,
  * or -1 when the socket failed. */
 static int send_queued(hr_ws_conn *c, uint64_t now_us)
@@ -173,7 +135,7 @@ static int send_queued(hr_ws_conn *c, uint64_t now_us)
     chan_msg *single;
     uint32_t n;
     size_t len = gather(c, w->scratch + LWS_PRE, &buf, &single, &n, now_us);
-    int rc = w->node->cfg->tls_cert ? send_tls(&c->c, buf, len) : send_plain(&c->c, buf, len);
+    int rc = hr_conn_write_bytes(&c->c, buf, len);
     chan_msg_unref(single);
     HR_INC(&w->stats, writes, 1);
     HR_INC(&w->stats, messages_out, n);

@@ -13,43 +13,6 @@
 #include <string.h>
 #include <strings.h>
 
-static int origin_allowed(const hr_config *cfg, struct lws *wsi)
-{
-    char origin[512];
-    if (cfg->nallowed_origins == 0)
-        return 1;
-    if (lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) <= 0)
-        return 0;
-    for (size_t i = 0; i < cfg->nallowed_origins; i++)
-        if (!strcmp(cfg->allowed_origins[i], origin))
-            return 1;
-    return 0;
-}
-
-/* Handshakes per address (a token bucket: handshake_rate at once, then
- * handshake_rate a second), then connections per address, for
- * requests whose client address is known (see hr_client_address). The
- * place taken rides on the wsi until ESTABLISHED (freed with the wsi if
- * the upgrade never completes). Returns 0, or -EUSERS to refuse. */
-static int admit_address(hr_node *node, struct lws *wsi)
-{
-    const hr_config *cfg = node->cfg;
-    char addr[64];
-    if (cfg->handshake_rate <= 0 && cfg->max_conns_per_address <= 0)
-        return 0;
-    if (!hr_client_address(&node->addrs, wsi, addr, sizeof(addr)))
-        return 0; /* a trusted proxy's own request: no client to count */
-    if (cfg->handshake_rate > 0 &&
-        auth_throttle_admit(node->handshakes, addr, (int64_t)hr_now_ms()))
-        return -EUSERS;
-    hr_slot *s;
-    if (hr_limit_take(node->conns_per_addr, addr, cfg->max_conns_per_address, &s) < 0)
-        return -EUSERS;
-    if (s)
-        hr_wsi_state_get(wsi)->addr_slot = s;
-    return 0;
-}
-
 /* Does the comma/space separated list hold token (case-insensitively)? */
 static int list_has_token(const char *list, const char *token)
 {
@@ -156,9 +119,9 @@ int hr_ws_confirm_upgrade(hr_worker *w, struct lws *wsi, const char *upgrade)
         return hr_http_refuse(wsi, 404, "WebSocket endpoint is /ws");
     if ((refused = handshake_refused(wsi)) != 0)
         return refused;
-    if (!origin_allowed(w->node->cfg, wsi))
+    if (!hr_conn_origin_allowed(w->node->cfg, wsi))
         return hr_http_refuse(wsi, 403, "origin not allowed");
-    if (admit_address(w->node, wsi) < 0)
+    if (hr_conn_admit_address(w->node, wsi, &hr_wsi_state_get(wsi)->addr_slot) < 0)
         return hr_http_refuse(wsi, 429, "too many connections or handshakes from this address");
 
     int st = hr_creds_from_request(w->node->creds, wsi, HR_CREDS_QUERY, &id, &w->stats, err,

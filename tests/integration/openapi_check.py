@@ -112,6 +112,7 @@ class Document:
 
 
 _document = None
+STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
 
 
 def document():
@@ -125,5 +126,8 @@ def check_response(resp, *args, **kwargs):
     """A requests response hook (Session.hooks["response"])."""
     req = resp.request
     path = req.path_url
-    document().check(req.method, path, resp.status_code, resp.headers, resp.content)
+    ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    # a stream (/sse, /stream) never ends: its type is checked, not its body
+    body = b"" if ctype in STREAM_TYPES else resp.content
+    document().check(req.method, path, resp.status_code, resp.headers, body)
     return resp

@@ -157,6 +157,14 @@ def test_tour_of_every_operation():
         call(h, "GET", "/api/v1/users/" + user["id"], 403, headers=bearer)
         call(h, "GET", "/api/v1/users/" + "0" * 32, 404, headers=key)
 
+        for path in ("/sse", "/stream"):  # listen-only streams: headers, then closed
+            r = h.session.get(h.base + path + "?channel=room:a", headers=bearer, stream=True, timeout=10)
+            assert r.status_code == 200, (path, r.status_code)
+            r.close()
+            seen.add(("get", document().operation("GET", path)[0]))
+            call(h, "GET", path + "?channel=bad%20name", 400, headers=bearer)
+            call(h, "GET", path + "?channel=room:a", 401)
+
         ws = h.client(user["id"], token=tokens["access_token"])
         assert "result" in ws.cmd("subscribe", channel="room:a")
         call(h, "POST", "/api/v1/publish", 200, json={"channel": "room:a", "data": {"n": 1}}, headers=key)

@@ -55,6 +55,7 @@ LAYERS = [
     ("gateway/transport", 7, [
         "gateway/http", "gateway/rest", "gateway/rest_users", "gateway/rest_channels",
         "gateway/rest_ops", "gateway/ws_conn", "gateway/ws_cmd", "gateway/ws_upgrade",
+        "gateway/stream",
     ]),
     ("gateway/server", 8, ["gateway/server"]),
     ("cli", 9, ["cli/*"]),
