@@ -213,6 +213,41 @@ export class Herald {
 
 export default Herald;
 
+/** A listen-only client over EventSource (GET /sse, docs/sse.md). */
+export interface HeraldEventsOptions {
+  /** channels to subscribe to (?channel=) */
+  channels?: string[];
+  /** a JWT, sent as ?token= (EventSource sets no headers) */
+  token?: string;
+  /** a fresh JWT for every connection (and after a 4001 close) */
+  getToken?: () => Promise<string>;
+  /** send cookies to another origin (cookie authentication) */
+  withCredentials?: boolean;
+  /** an EventSource implementation (default: the browser's) */
+  EventSource?: unknown;
+}
+
+export interface SsePush {
+  push: string;
+  channel?: string;
+  [key: string]: unknown;
+}
+
+export class HeraldEvents {
+  constructor(url: string, options?: HeraldEventsOptions);
+  readonly url: string;
+  channels: string[];
+  /** the last event id seen: where a reconnect resumes */
+  lastEventId: string;
+  connect(): Promise<void>;
+  close(): void;
+  streamUrl(token?: string, lastEventId?: string): string;
+  on(event: "message", fn: (data: unknown, ctx: { channel: string; offset?: number; from?: ClientInfo }) => void): () => void;
+  on(event: "connected" | "subscribed" | "unsubscribed" | "join" | "leave", fn: (push: SsePush) => void): () => void;
+  on(event: "close", fn: (info: { code: number; reason: string }) => void): () => void;
+  on(event: "error", fn: (info: { readyState: number }) => void): () => void;
+}
+
 // The client's pure logic, exported for tests and for reuse.
 
 export function backoffDelay(attempt: number, options?: BackoffOptions, random?: () => number): number;

@@ -900,4 +900,118 @@ export class Herald {
   }
 }
 
+/*---- Listen-only: Server-Sent Events ----------------------------------------*/
+
+/** The events a /sse stream carries (docs/sse.md). */
+const SSE_EVENTS = ["connected", "subscribed", "unsubscribed", "message", "join", "leave", "close"];
+
+/**
+ * A listen-only client over the browser's EventSource (GET /sse): no
+ * commands, no library state to recover - the browser reconnects by itself
+ * and sends the last event id, and Herald resumes every history channel
+ * after it. For pages that only listen (a dashboard, a counter) or sit
+ * behind proxies that refuse WebSocket.
+ *
+ *   const ev = new HeraldEvents("/sse", { channels: ["news"], token });
+ *   ev.on("message", (data, ctx) => console.log(ctx.channel, data));
+ *   ev.connect();
+ *
+ * Events: "connected", "subscribed", "unsubscribed", "join", "leave" (the
+ * push), "message" (data, {channel, offset, from}), "close" (the server
+ * ended the stream: {code, reason}) and "error" (the connection dropped;
+ * EventSource retries unless the server refused it).
+ *
+ * A token goes in the URL (EventSource sets no headers): with getToken a
+ * fresh one is fetched for every connection, and a stream closed for an
+ * expired token (4001) is reopened with a new one, resuming after the last
+ * event id (?last_event_id=). After 4003 (disconnected by the server) it
+ * stays closed. Without a token, cookies authenticate (withCredentials for
+ * another origin) where the server's connect proxy is set up.
+ */
+export class HeraldEvents {
+  constructor(url, { channels = [], token, getToken, withCredentials = false, EventSource: ES } = {}) {
+    this.url = url;
+    this.channels = [...channels];
+    this.token = token;
+    this.getToken = getToken;
+    this.withCredentials = withCredentials;
+    this.lastEventId = "";
+    this._ES = ES || globalThis.EventSource;
+    this._es = null;
+    this._handlers = new Map();
+    this._closed = true;
+  }
+
+  on(event, fn) {
+    if (!this._handlers.has(event)) this._handlers.set(event, new Set());
+    this._handlers.get(event).add(fn);
+    return () => this._handlers.get(event).delete(fn);
+  }
+
+  _emit(event, ...args) {
+    for (const fn of this._handlers.get(event) || []) {
+      try {
+        fn(...args);
+      } catch (e) {
+        console.error("herald.js: a handler threw", e);
+      }
+    }
+  }
+
+  /** The stream's URL: channels, token, and where to resume. */
+  streamUrl(token, lastEventId) {
+    const u = new URL(this.url, typeof location !== "undefined" ? location.href : undefined);
+    for (const ch of this.channels) u.searchParams.append("channel", ch);
+    if (token) u.searchParams.set("token", token);
+    if (lastEventId) u.searchParams.set("last_event_id", lastEventId);
+    return u.toString();
+  }
+
+  async connect() {
+    this._closed = false;
+    const token = this.getToken ? await this.getToken() : this.token;
+    if (this._closed) return;
+    const es = new this._ES(this.streamUrl(token, this.lastEventId), { withCredentials: this.withCredentials });
+    this._es = es;
+    for (const name of SSE_EVENTS) {
+      es.addEventListener(name, (e) => {
+        if (e.lastEventId) this.lastEventId = e.lastEventId;
+        let push;
+        try {
+          push = JSON.parse(e.data);
+        } catch {
+          return;
+        }
+        if (name === "message") {
+          this._emit("message", push.data, { channel: push.channel, offset: push.offset, from: push.from });
+        } else if (name === "close") {
+          this._ended(es, push);
+        } else {
+          this._emit(name, push);
+        }
+      });
+    }
+    es.onerror = () => this._emit("error", { readyState: es.readyState });
+  }
+
+  /* The server ended the stream: EventSource would reconnect by itself
+   * with the same URL - right after a restart (1001), wrong with an expired
+   * token in it, and not at all after 4003. */
+  _ended(es, push) {
+    this._emit("close", { code: push.code, reason: push.reason });
+    if (push.code === 4003 || (push.code === 4001 && !this.getToken)) {
+      this.close();
+    } else if (push.code === 4001) {
+      es.close();
+      if (!this._closed) this.connect();
+    }
+  }
+
+  close() {
+    this._closed = true;
+    if (this._es) this._es.close();
+    this._es = null;
+  }
+}
+
 export default Herald;

@@ -1,7 +1,7 @@
 // Compiled by types.test.mjs with tsc --strict --noEmit: the declarations
 // in web/herald.d.ts must describe docs/clients/javascript.md's example, and misuse must not
 // compile (each @ts-expect-error fails the build if no error is there).
-import Herald, { Herald as Named, HeraldError, type MessageContext, type SubscribedContext } from "../../../web/herald.js";
+import Herald, { Herald as Named, HeraldError, HeraldEvents, type MessageContext, type SubscribedContext } from "../../../web/herald.js";
 
 const h: Herald = new Named("/ws", { getToken: async () => "jwt", backoff: { base: 250, max: 10000 } });
 const h2 = new Herald("wss://example.test/ws", { token: "jwt", pingInterval: 20000 });
@@ -66,3 +66,21 @@ h.history("c", { limit: "10" });
 h.subscribe(42);
 // @ts-expect-error: token must be a string
 new Herald("/ws", { token: 1 });
+
+// The listen-only client (docs/sse.md)
+const ev = new HeraldEvents("/sse", { channels: ["news", "chat:lobby"], getToken: async () => "jwt" });
+ev.on("message", (data, ctx) => {
+  const ch: string = ctx.channel;
+  void data;
+  void ch;
+});
+ev.on("close", (info) => {
+  const code: number = info.code;
+  void code;
+});
+void ev.connect();
+const resumeFrom: string = ev.lastEventId;
+void resumeFrom;
+ev.close();
+// @ts-expect-error: channels are strings
+new HeraldEvents("/sse", { channels: [1] });
