@@ -20,6 +20,11 @@
  * --payload chat a ~1 KB chat event {"p","s","t","type","id","room","author",...}.
  * --deflate 1: every WebSocket connection offers permessage-deflate and
  * inflates compressed frames; the wire bytes of each delivery are counted.
+ * --sub-transport sse|stream: subscribers are listen-only HTTP streams
+ * instead (GET /sse or /stream, channels and token in the URL, SPEC §9):
+ * ready once `connected` and a `subscribed` per channel arrived; the JSON of
+ * each event's data: line (or each NDJSON line) is handled as a WebSocket
+ * text message would be.
  * Publication s of publisher p goes to channel (p + s) % channels, so every
  * receiver knows which sequence numbers it must see on each channel: the
  * stream (subscriber, channel, publisher) must carry s0, s0+M, s0+2M, ...
@@ -68,8 +73,9 @@ enum proto { PROTO_HERALD, PROTO_NCHAN };
 typedef struct opts {
     const char *host, *secret, *api_key, *prefix, *ready_file, *tag;
     const char *ports_s, *pub_ports_s, *server_pids_s, *proto_s, *sub_path, *pub_path;
-    const char *payload_s;
+    const char *payload_s, *sub_transport_s;
     int deflate, chat; /* offer permessage-deflate; --payload chat */
+    int sub_stream;    /* --sub-transport: 0 ws, 1 sse, 2 stream (NDJSON) */
     int port, src_count, src_first;
     int proto;                            /* enum proto */
     int nports, npub_ports, nserver_pids; /* parsed from the lists above */
@@ -437,9 +443,36 @@ static uint64_t sub_channel(const conn *c, int t)
     return ((uint64_t)c->ridx * O.sub_channels + t) % O.channels;
 }
 
+/* Whether c is a listen-only stream subscriber (--sub-transport sse|stream). */
+static int is_stream(const conn *c)
+{
+    return O.sub_stream && c->role == R_SUB;
+}
+
+/* GET /sse or /stream with the subscriber's channels and token. */
+static void send_stream_request(conn *c)
+{
+    char sub[64], token[512], req[8192];
+    snprintf(sub, sizeof sub, "bench-%s-%ld", O.tag, (long)(c - G.conns));
+    mint_jwt(token, sizeof token, sub);
+    int n = snprintf(req, sizeof req, "GET %s?token=%s", O.sub_stream == 1 ? "/sse" : "/stream",
+                     token);
+    for (int t = 0; t < O.sub_channels && n < (int)sizeof req - 600; t++)
+        n += snprintf(req + n, sizeof req - (size_t)n, "&channel=%s%llu", O.prefix,
+                      (unsigned long long)sub_channel(c, t));
+    n += snprintf(req + n, sizeof req - (size_t)n, " HTTP/1.1\r\nHost: %s:%d\r\n\r\n", O.host,
+                  c->port);
+    c->state = S_UPGRADING;
+    queue_bytes(c, req, (size_t)n);
+}
+
 static void send_upgrade(conn *c)
 {
     char sub[64], token[512], target[768], req[1024];
+    if (is_stream(c)) {
+        send_stream_request(c);
+        return;
+    }
     if (O.proto == PROTO_NCHAN) { /* the channel is in the path; no auth */
         snprintf(target, sizeof target, "%s%s%llu", O.sub_path, O.prefix,
                  (unsigned long long)sub_channel(c, 0));
@@ -486,6 +519,8 @@ static void handshake_done(conn *c, uint64_t now)
     }
     c->state = S_SUBSCRIBING;
     c->pending = (uint32_t)O.sub_channels;
+    if (is_stream(c))
+        return; /* the channels were in the URL: a `subscribed` event each */
     for (int t = 0; t < O.sub_channels; t++) {
         char cmd[512];
         uint64_t ch = sub_channel(c, t);
@@ -533,7 +568,7 @@ static int push_channel(const char *p, const char *end, uint64_t *ch)
     return 0;
 }
 
-enum mkind { M_OTHER, M_MESSAGE, M_CONNECTED, M_REPLY_OK, M_REPLY_ERR };
+enum mkind { M_OTHER, M_MESSAGE, M_CONNECTED, M_REPLY_OK, M_REPLY_ERR, M_SUBSCRIBED };
 
 /* What a server text message is: a fast path for the usual compact form,
  * then a scan that allows any key order and blanks. */
@@ -546,6 +581,8 @@ static enum mkind classify(const char *p, size_t n, uint64_t *id)
     if (json_value(p, end, "\"push\"")) {
         if (json_str_is(p, end, "\"push\"", "\"message\""))
             return M_MESSAGE;
+        if (json_str_is(p, end, "\"push\"", "\"subscribed\""))
+            return M_SUBSCRIBED;
         return json_str_is(p, end, "\"push\"", "\"connected\"") ? M_CONNECTED : M_OTHER;
     }
     if (json_uint(p, end, "\"id\"", id) == 0) {
@@ -958,9 +995,65 @@ static void dispatch(conn *c, const char *p, size_t n, uint64_t now)
     case M_REPLY_ERR:
         on_reply(c, id, kind == M_REPLY_OK, now);
         break;
+    case M_SUBSCRIBED: /* a stream's answer to a channel of its URL */
+        if (is_stream(c) && c->state == S_SUBSCRIBING)
+            on_reply(c, 0, 1, now);
+        break;
     default:
         break;
     }
+}
+
+/*---- Listen-only stream input (--sub-transport) --------------------------------*/
+
+/* The head of a stream's 200 response; its body follows. */
+static size_t stream_head_input(conn *c, const char *p, size_t n, uint64_t now)
+{
+    (void)now;
+    const char *e = NULL;
+    for (size_t i = 3; i < n && i < MAX_HTTP_HEAD; i++)
+        if (!memcmp(p + i - 3, "\r\n\r\n", 4)) {
+            e = p + i + 1;
+            break;
+        }
+    if (!e) {
+        if (n >= MAX_HTTP_HEAD)
+            conn_fail(c, BC_BAD_HTTP, 0);
+        return 0;
+    }
+    int status = n > 12 && !memcmp(p, "HTTP/1.", 7) ? atoi(p + 9) : 0;
+    if (status != 200) {
+        conn_fail(c, BC_HTTP_STATUS, status);
+        return 0;
+    }
+    c->state = S_AWAIT_CONNECTED;
+    return (size_t)(e - p);
+}
+
+/* SSE events (their data: line) or NDJSON lines, each dispatched as a
+ * WebSocket text message; what is not complete yet stays for the next read. */
+static size_t stream_input(conn *c, const char *p, size_t n, uint64_t now)
+{
+    size_t off = 0;
+    while (off < n && c->state != S_CLOSED) {
+        const char *line = p + off, *nl = memchr(line, '\n', n - off);
+        if (!nl)
+            break;
+        size_t len = (size_t)(nl - line);
+        off += len + 1;
+        /* wire bytes of a delivery: the line; for SSE also "event: message\n"
+         * before it and the blank line after (bench channels keep no
+         * history, so no id: line) */
+        if (O.sub_stream == 2) {
+            G.cur_wire = len + 1;
+            if (len)
+                dispatch(c, line, len, now);
+        } else if (len > 6 && !memcmp(line, "data: ", 6)) {
+            G.cur_wire = len + 1 + 16;
+            dispatch(c, line + 6, len - 6, now);
+        }
+    }
+    return off;
 }
 
 /*---- WebSocket input ------------------------------------------------------------*/
@@ -1128,6 +1221,13 @@ static size_t input(void *conn_, uint8_t *p, size_t n, uint64_t now)
     conn *c = conn_;
     G.t_last_rx = now;
     size_t used = 0;
+    if (is_stream(c)) {
+        if (c->state == S_UPGRADING)
+            used = stream_head_input(c, (const char *)p, n, now);
+        if (c->state == S_CLOSED || c->state < S_AWAIT_CONNECTED)
+            return used;
+        return used + stream_input(c, (const char *)p + used, n - used, now);
+    }
     if (c->state == S_UPGRADING)
         used = upgrade_input(c, (const char *)p, n, now);
     if (c->state == S_CLOSED || c->state < S_AWAIT_CONNECTED)
@@ -1571,6 +1671,7 @@ static void usage(FILE *f)
           "          --payload pad|chat (pad: {p,s,t,x} padded to --size; chat: a ~1 KB\n"
           "          chat event, --size ignored)\n"
           "          --deflate 1 (WebSocket connections offer permessage-deflate)\n"
+          "          --sub-transport ws|sse|stream (subscribers: WebSocket, GET /sse, GET /stream)\n"
           "timing:   --concurrency C (256 handshakes in flight) --connect-timeout S (60)\n"
           "          --hold S (after publishing; SIGUSR1 ends it) --timeout S (300 overall)\n"
           "          --stall-ms (5000: no answer while publications are in flight)\n"
@@ -1634,6 +1735,7 @@ static const optdef optdefs[] = {
     {"test-reorder", 'i', &O.test_reorder},
     {"payload", 's', &O.payload_s},
     {"deflate", 'i', &O.deflate},
+    {"sub-transport", 's', &O.sub_transport_s},
 };
 #define NOPTS (sizeof optdefs / sizeof *optdefs)
 #define OPT_BASE 256
@@ -1722,6 +1824,12 @@ static int check_opts(void)
         why = "--payload is pad or chat";
     else if (O.deflate && O.proto != PROTO_HERALD)
         why = "--deflate: Herald only";
+    else if (O.sub_transport_s && strcmp(O.sub_transport_s, "ws") &&
+             strcmp(O.sub_transport_s, "sse") && strcmp(O.sub_transport_s, "stream"))
+        why = "--sub-transport is ws, sse or stream";
+    else if (O.sub_transport_s && strcmp(O.sub_transport_s, "ws") &&
+             (O.proto != PROTO_HERALD || O.deflate))
+        why = "--sub-transport sse|stream: Herald, without --deflate";
     else if (O.proto == PROTO_NCHAN && (O.ws_pubs > 0 || O.idle > 0 || O.sub_channels != 1))
         why = "--proto nchan: subscribers on one channel each and REST publishers only";
     else if (O.proto == PROTO_HERALD && O.subs + O.ws_pubs + O.idle > 0 && !O.secret)
@@ -1733,6 +1841,9 @@ static int check_opts(void)
     if (why)
         fprintf(stderr, "herald-loadgen: %s\n", why);
     O.chat = O.payload_s && !strcmp(O.payload_s, "chat");
+    O.sub_stream = !O.sub_transport_s || !strcmp(O.sub_transport_s, "ws") ? 0
+                   : !strcmp(O.sub_transport_s, "sse")                    ? 1
+                                                                          : 2;
     return why ? -1 : 0;
 }
 

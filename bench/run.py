@@ -18,6 +18,8 @@ Scenarios (defaults in brackets; see bench/README.md for what each number means)
                  permessage-deflate (HERALD_WS_COMPRESSION, clients offering it):
                  bytes on the wire and CPU per delivery
   compression-memory  server RSS per idle connection with permessage-deflate negotiated [19000]
+  streams        a ~1 KB chat event to 1000 subscribers and to 1 over WebSocket, Server-Sent
+                 Events (GET /sse) and HTTP streaming (GET /stream), in one run [1000 x 1000]
   all            every scenario above, with its defaults
 Cluster mode (issue 7), with a fresh redis-server per run (see bench/README.md):
   cluster-fanout   2 nodes, subscribers split evenly, REST publishers via node 1 / both,
@@ -997,6 +999,59 @@ def sc_compression(b):
     add_cpu_ratios(b.results, "compression")
 
 
+#---- listen-only transports (issue 19) -------------------------------------------------
+
+def stream_configs(b):
+    """The same Herald with WebSocket subscribers, SSE subscribers and
+    NDJSON subscribers (publishers are WebSocket in all three), in one run."""
+    if "herald" not in b.servers():
+        return []
+    return [("herald", "herald ws", None), ("herald-sse", "herald sse", None),
+            ("herald-stream", "herald stream", None)]
+
+
+def stream_factory(b):
+    def make(kind, threads):
+        srv = b.new_server("herald", threads)
+        srv.sub_transport = {"herald": "ws", "herald-sse": "sse", "herald-stream": "stream"}[kind]
+        return srv
+    return make
+
+
+def streams_run(b, srv, p):
+    r = b.loadgen(srv).run(["--subs", p["subs"], "--ws-pubs", p["publishers"], "--count", p["pubs"],
+                            "--window", p["window"], "--payload", "chat", "--concurrency", 500,
+                            "--timeout", p["timeout"], "--sub-transport", srv.sub_transport],
+                           timeout=p["timeout"] + 30)
+    m = summarize(r)
+    m["wire_per_delivery"] = r["wire"]["per_delivery"]
+    m["rss_after_kb"] = r["server_rss_kb"]
+    return m
+
+
+def add_cpu_vs_ws(results, scenario):
+    """cpu_vs_ws: CPU per delivery over that of WebSocket subscribers in the
+    same variant."""
+    rows = [r for r in results if r["scenario"] == scenario]
+    base = {r["variant"]: r.get("cpu_us_per_delivery") for r in rows if r["server"] == "herald ws"}
+    for r in rows:
+        ref, c = base.get(r["variant"]), r.get("cpu_us_per_delivery")
+        r["cpu_vs_ws"] = c / ref if ref and c is not None else None
+
+
+def sc_streams(b):
+    """~1 KB chat events to 1000 subscribers of one channel and to a single
+    subscriber, delivered over WebSocket, SSE and NDJSON."""
+    a = b.a
+    for subs, pubs in [(a.subs, a.pubs)] if (a.subs or a.pubs) else [(1000, 1000), (1, 20000)]:
+        subs, pubs = subs or 1000, pubs or 1000
+        p = {"subs": subs, "pubs": pubs, "publishers": a.publishers or 1,
+             "window": auto_window(a, subs), "timeout": a.timeout}
+        b.run_rows("streams", "%d pubs x %d subs, chat ~1 KB" % (pubs, subs), p,
+                   lambda s, p: streams_run(b, s, p), stream_configs(b), stream_factory(b))
+    add_cpu_vs_ws(b.results, "streams")
+
+
 def sc_compression_memory(b):
     n = int(b.a.idle or 19000)
     configs = [c for c in deflate_configs(b, plain_clients=False) if c[0] != "refserver"]
@@ -1172,6 +1227,7 @@ SCENARIOS = {
     "idle-crowd": sc_idle_crowd, "idle-memory": sc_idle_memory,
     "connect-storm": sc_connect_storm, "rest": sc_rest, "threads": sc_threads,
     "compression": sc_compression, "compression-memory": sc_compression_memory,
+    "streams": sc_streams,
 }
 # Not part of "all" (which stays the single-node suite): "cluster" runs these.
 CLUSTER_SCENARIOS = {
@@ -1245,6 +1301,13 @@ COLUMNS = {
                     ("deflates/publication", "deflates_per_publication", "%.2f"),
                     ("p99 ms", "p99_ms", "%.1f"), ("lost", "lost", "%d"),
                     ("RSS MiB", "rss_after_kb", "mib")],
+    "streams": [("deliveries/s", "deliveries_per_s", "%.0f"),
+                ("CPU µs/delivery", "cpu_us_per_delivery", "%.2f"),
+                ("CPU vs ws", "cpu_vs_ws", "%.2f"),
+                ("wire B/delivery", "wire_per_delivery", "%.0f"),
+                ("p50 ms", "p50_ms", "%.1f"), ("p99 ms", "p99_ms", "%.1f"),
+                ("lost", "lost", "%d"), ("dups", "dups", "%d"), ("4008", "closes_4008", "%d"),
+                ("RSS MiB", "rss_after_kb", "mib")],
     "compression-memory": [("ready", "idle_ready", "%d"),
                            ("negotiated", "idle_deflate_conns", "%d"),
                            ("RSS before MiB", "rss_before_kb", "mib"),
@@ -1464,6 +1527,7 @@ def render(a, argv):
     for s in RATIO_SCENARIOS:
         add_ratios(doc["results"], s)
     add_cpu_ratios(doc["results"], "compression")
+    add_cpu_vs_ws(doc["results"], "streams")
     RESULTS[:] = doc["results"]
     LOADAVG.update(doc.get("loadavg", {}))
     for name in names:
