@@ -455,8 +455,8 @@ static void send_stream_request(conn *c)
     char sub[64], token[512], req[8192];
     snprintf(sub, sizeof sub, "bench-%s-%ld", O.tag, (long)(c - G.conns));
     mint_jwt(token, sizeof token, sub);
-    int n = snprintf(req, sizeof req, "GET %s?token=%s", O.sub_stream == 1 ? "/sse" : "/stream",
-                     token);
+    int n =
+        snprintf(req, sizeof req, "GET %s?token=%s", O.sub_stream == 1 ? "/sse" : "/stream", token);
     for (int t = 0; t < O.sub_channels && n < (int)sizeof req - 600; t++)
         n += snprintf(req + n, sizeof req - (size_t)n, "&channel=%s%llu", O.prefix,
                       (unsigned long long)sub_channel(c, t));
@@ -1654,36 +1654,37 @@ static void report(uint64_t now)
 
 static void usage(FILE *f)
 {
-    fputs("usage: herald-loadgen [options]\n"
-          "target:   --host IP (127.0.0.1) --port N (8080) --src N (8 source addresses\n"
-          "          127.0.0.<src-first>.., 0 = none) --src-first N (2)\n"
-          "          --ports P1,P2.. (subscriber/idle i goes to P[i % n]; default --port)\n"
-          "          --pub-ports P1,.. (publisher j goes to P[j % n]; default --ports)\n"
-          "protocol: --proto herald|nchan (herald): nchan = WebSocket subscribers on\n"
-          "          <sub-path><channel> (/sub/), REST publishers POST the bare payload to\n"
-          "          <pub-path><channel> (/pub/), 201/202 = accepted; --sub-channels 1\n"
-          "auth:     --secret S (HS256 JWT secret) --api-key K (REST) --ttl S (3600) --tag S\n"
-          "roles:    --subs N --ws-pubs N --rest-pubs N --idle N\n"
-          "channels: --channels M (1) --sub-channels K (1, per subscriber) --prefix S (bench.)\n"
-          "publish:  --count N (total) --duration S --rate R (per s, 0 = flat out)\n"
-          "          --window W (16 in flight per publisher) --size B (100, data bytes)\n"
-          "          --pub-id-base N --pub-total N (publishers to track, default local)\n"
-          "          --payload pad|chat (pad: {p,s,t,x} padded to --size; chat: a ~1 KB\n"
-          "          chat event, --size ignored)\n"
-          "          --deflate 1 (WebSocket connections offer permessage-deflate)\n"
-          "          --sub-transport ws|sse|stream (subscribers: WebSocket, GET /sse, GET /stream)\n"
-          "timing:   --concurrency C (256 handshakes in flight) --connect-timeout S (60)\n"
-          "          --hold S (after publishing; SIGUSR1 ends it) --timeout S (300 overall)\n"
-          "          --stall-ms (5000: no answer while publications are in flight)\n"
-          "          --window-timeout-ms (5000: give up on one lost reply or delivery)\n"
-          "          --settle-ms (0: pause between the last handshake and publishing)\n"
-          "measure:  --server-pid PID[,PID..] (CPU and RSS, summed: nodes + Redis)\n"
-          "          --ready-file PATH\n"
-          "tests:    --test-drop N / --test-dup N / --test-reorder N (every Nth delivery)\n"
-          "          -v (progress on stderr)\n"
-          "scenario: --scenario FILE: a JSON scenario over several processes\n"
-          "          (herald-loadgen --scenario x --help lists its keys)\n",
-          f);
+    fputs(
+        "usage: herald-loadgen [options]\n"
+        "target:   --host IP (127.0.0.1) --port N (8080) --src N (8 source addresses\n"
+        "          127.0.0.<src-first>.., 0 = none) --src-first N (2)\n"
+        "          --ports P1,P2.. (subscriber/idle i goes to P[i % n]; default --port)\n"
+        "          --pub-ports P1,.. (publisher j goes to P[j % n]; default --ports)\n"
+        "protocol: --proto herald|nchan (herald): nchan = WebSocket subscribers on\n"
+        "          <sub-path><channel> (/sub/), REST publishers POST the bare payload to\n"
+        "          <pub-path><channel> (/pub/), 201/202 = accepted; --sub-channels 1\n"
+        "auth:     --secret S (HS256 JWT secret) --api-key K (REST) --ttl S (3600) --tag S\n"
+        "roles:    --subs N --ws-pubs N --rest-pubs N --idle N\n"
+        "channels: --channels M (1) --sub-channels K (1, per subscriber) --prefix S (bench.)\n"
+        "publish:  --count N (total) --duration S --rate R (per s, 0 = flat out)\n"
+        "          --window W (16 in flight per publisher) --size B (100, data bytes)\n"
+        "          --pub-id-base N --pub-total N (publishers to track, default local)\n"
+        "          --payload pad|chat (pad: {p,s,t,x} padded to --size; chat: a ~1 KB\n"
+        "          chat event, --size ignored)\n"
+        "          --deflate 1 (WebSocket connections offer permessage-deflate)\n"
+        "          --sub-transport ws|sse|stream (subscribers: WebSocket, GET /sse, GET /stream)\n"
+        "timing:   --concurrency C (256 handshakes in flight) --connect-timeout S (60)\n"
+        "          --hold S (after publishing; SIGUSR1 ends it) --timeout S (300 overall)\n"
+        "          --stall-ms (5000: no answer while publications are in flight)\n"
+        "          --window-timeout-ms (5000: give up on one lost reply or delivery)\n"
+        "          --settle-ms (0: pause between the last handshake and publishing)\n"
+        "measure:  --server-pid PID[,PID..] (CPU and RSS, summed: nodes + Redis)\n"
+        "          --ready-file PATH\n"
+        "tests:    --test-drop N / --test-dup N / --test-reorder N (every Nth delivery)\n"
+        "          -v (progress on stderr)\n"
+        "scenario: --scenario FILE: a JSON scenario over several processes\n"
+        "          (herald-loadgen --scenario x --help lists its keys)\n",
+        f);
 }
 
 /* Every option takes a value: 's' string, 'i' int, 'l' long, 'd' double. */

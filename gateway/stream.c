@@ -20,6 +20,10 @@
 #define HR_CLOSE_BACKSTOP_S 20
 /* Seconds between checks that the client is still there (see probe). */
 #define HR_STREAM_PROBE_S 5
+/* ... and while its rx flow is on (a write pending, a close waiting): a
+ * client that sends anything then would make the loop spin (see "Reading
+ * and writing"), so it is looked for often, and dropped. */
+#define HR_STREAM_RX_PROBE_US 100000u
 /* What a reconnecting EventSource waits (SPEC §9: retry: 2000). */
 #define HR_SSE_RETRY "retry: 2000\n\n"
 
@@ -405,6 +409,8 @@ static size_t gather(hr_stream_conn *s, unsigned char *out, size_t cap, unsigned
  * client_gone).
  */
 
+static void program(hr_stream_conn *s);
+
 /* Waits for the writeable callback, which needs rx flow on. */
 static void want_writeable(hr_conn *c)
 {
@@ -431,8 +437,10 @@ static int stream_send(hr_stream_conn *s, uint64_t now_us)
         HR_INC(&w->stats, messages_out, n);
         HR_INC(&w->stats, bytes_out, len);
     }
-    if (c->choked)
+    if (c->choked) {
         lws_rx_flow_control(c->wsi, 1); /* for its writeable callback */
+        program(s);                     /* and the quick probe while it is on */
+    }
     hr_conn_shrink(c);
     return rc;
 }
@@ -447,6 +455,7 @@ static int st_write(hr_conn *c, uint64_t now_us)
 static void st_closing(hr_conn *c)
 {
     want_writeable(c);
+    program(st_of(c));
     lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK,
                     c->close_flush ? HR_CLOSE_BACKSTOP_S * 2 : HR_CLOSE_BACKSTOP_S);
 }
@@ -457,6 +466,8 @@ static void st_closing(hr_conn *c)
 static void program(hr_stream_conn *s)
 {
     uint64_t now = hr_now_us(), next = s->ping_us < s->probe_us ? s->ping_us : s->probe_us;
+    if ((s->c.choked || s->c.close_code) && now + HR_STREAM_RX_PROBE_US < next)
+        next = now + HR_STREAM_RX_PROBE_US;
     if (s->deadline_us && s->deadline_us < next)
         next = s->deadline_us;
     lws_set_timer_usecs(s->c.wsi, next > now ? (lws_usec_t)(next - now) : 1);
@@ -565,7 +576,13 @@ int hr_stream_timer(hr_worker *w, struct lws *wsi, hr_pss *pss)
     hr_stream_conn *s = (hr_stream_conn *)pss->conn;
     uint64_t now = hr_now_us();
     (void)wsi;
-    if (now >= s->probe_us) {
+    if (s->c.choked || s->c.close_code) {
+        /* rx flow is on: anything readable now spins the loop until read */
+        char b;
+        ssize_t n = recv(lws_get_socket_fd(s->c.wsi), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            return -1; /* a listen-only client sent something, or left */
+    } else if (now >= s->probe_us) {
         s->probe_us = now + HR_STREAM_PROBE_S * 1000000u;
         if (client_gone(s))
             return -1; /* lws closes the connection: hr_stream_closed */

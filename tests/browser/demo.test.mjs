@@ -105,3 +105,24 @@ test("the demo's errors: a wrong password and a taken username are shown on the 
   await page.click("#register-btn");
   await waitItem(page, "#login-error", "that username is taken");
 }));
+
+test("the listen-only page counts a room's messages live over SSE (live.html)", browserTest(() => env.browser, async (t, { newPage }) => {
+  const carol = await newPage();
+  const dave = await newPage();
+  await enter(carol, env.hd.base, "frank", "counted");
+  await carol.fill("#text", "one");
+  await carol.press("#text", "Enter");
+  await waitItem(carol, "#messages li", "frank: one");
+  // grace logs in through the chat page, then opens the live page in that tab
+  await enter(dave, env.hd.base, "grace", "lobby");
+  await dave.goto(env.hd.base + "/live.html?room=counted");
+  await waitItem(dave, "#status", "live");
+  // the room's offset so far ("frank entered the room" and "one" are publications too)
+  const n0 = Number(await dave.textContent("#count"));
+  assert.ok(n0 >= 2, `count ${n0}`);
+  await carol.fill("#text", "two");
+  await carol.press("#text", "Enter");
+  await waitItem(dave, "#count", String(n0 + 1));
+  await waitItem(dave, "#last", "frank: two");
+  assert.ok((await env.hd.metric("herald_stream_connections")) >= 1, "the page holds an SSE stream");
+}));

@@ -344,6 +344,15 @@ def test_slow_consumer_closes_and_a_gone_client_is_noticed():
                    what="the closed stream dropped")
 
 
+def test_token_expiry_ends_the_stream_with_4001():
+    with Herald(config=HIST) as h:
+        s = sse(h, ["news"], token=h.jwt(sub="erin", exp=int(time.time()) + 2))
+        s.until("subscribed")
+        rest = s.ended(timeout=20)
+        assert rest[-1][0] == "close" and rest[-1][1] == {"push": "close", "code": 4001,
+                                                          "reason": "token expired"}, rest
+
+
 def test_shutdown_ends_streams_with_1001():
     h = Herald(config=HIST)
     with h:
