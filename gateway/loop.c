@@ -287,6 +287,10 @@ static struct lws_context *create_context(hr_loop *loop)
     info.listen_accept_role = "raw-skt";
     info.listen_accept_protocol = "herald";
     info.vhost_name = "herald";
+    /* HTTP/1.1 only, also over TLS (lws would offer h2 by ALPN): Herald's
+     * HTTP handling, the WebSocket upgrade and the SSE/streaming responses
+     * (written straight to the socket, stream.c) are HTTP/1.1's. */
+    info.alpn = "http/1.1";
     info.timeout_secs = 10;
     info.extensions = loop->h->extensions; /* permessage-deflate (ws_deflate.c) */
     if (loop->cfg->tls_cert) {

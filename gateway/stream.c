@@ -793,6 +793,12 @@ static void stream_start(hr_http_req *req, int sse)
     char origin[512], detail[400];
     int has_origin = lws_hdr_copy(req->wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) > 0;
 
+    if (lws_get_network_wsi(req->wsi) != req->wsi) {
+        /* an HTTP/2 stream (loop.c offers only http/1.1): the stream's bytes
+         * go straight to the socket, which would break h2's framing */
+        hr_http_problem(req, 505, "streams need HTTP/1.1");
+        return;
+    }
     if (!hr_conn_origin_allowed(cfg, req->wsi)) {
         hr_http_problem(req, 403, "origin not allowed");
         return;

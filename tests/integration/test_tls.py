@@ -120,6 +120,38 @@ def handshake(**opts):
     return run
 
 
+def test_sse_over_tls_is_http11_even_when_h2_is_offered():
+    """A browser offers h2 by ALPN: Herald picks http/1.1 (its streams are
+    written straight to the socket); SSE then works over TLS, big events
+    (several TLS records, partial writes) included."""
+    big = "y" * 300000
+    with tls_herald() as h:
+        c = ctx()
+        c.set_alpn_protocols(["h2", "http/1.1"])
+        with socket.create_connection(("127.0.0.1", h.port), timeout=20) as raw, \
+                c.wrap_socket(raw, server_hostname="localhost") as s:
+            assert s.selected_alpn_protocol() == "http/1.1", s.selected_alpn_protocol()
+            s.sendall(("GET /sse?channel=news&token=%s HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                       % h.jwt(sub="alice")).encode())
+            buf = b""
+            while b"event: subscribed" not in buf:
+                chunk = s.recv(65536)
+                assert chunk, buf
+                buf += chunk
+            assert buf.startswith(b"HTTP/1.1 200 OK"), buf[:100]
+            for data in ({"big": big}, {"n": 2}):
+                r = requests.post("https://127.0.0.1:%d/api/v1/publish" % h.port, verify=CERT, timeout=20,
+                                  json={"channel": "news", "data": data}, headers=h.api_headers())
+                assert r.status_code == 200, r.text
+            while b'"n":2' not in buf:
+                chunk = s.recv(65536)
+                assert chunk, buf[-200:]
+                buf += chunk
+            datas = [json.loads(line[6:]) for line in buf.split(b"\n") if line.startswith(b"data: ")]
+            msgs = [d["data"] for d in datas if d.get("push") == "message"]
+            assert msgs == [{"big": big}, {"n": 2}], [str(m)[:50] for m in msgs]
+
+
 def test_only_tls12_and_newer_with_modern_ciphers():
     with tls_herald() as h:
         v = handshake()(h.port)
