@@ -853,6 +853,9 @@ static void stream_start(hr_http_req *req, int sse)
     addr_slot = user_slot = NULL;
     s->ping_us = hr_now_us() + (uint64_t)cfg->sse_ping * 1000000u;
     s->probe_us = hr_now_us() + HR_STREAM_PROBE_S * 1000000u;
+    /* the request's header table (up to HR_MAX_HEADER_DATA bytes) is not
+     * needed any more: an idle stream keeps only its connection */
+    lws_http_headers_detach(wsi);
     if (lws_partial_buffered(wsi)) { /* the headers first */
         s->c.choked = 1;
         want_writeable(&s->c);
