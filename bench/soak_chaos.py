@@ -65,7 +65,7 @@ What the report says, and what fails the run (exit status 1):
 
     python3 bench/soak.py --chaos --duration 600 [--seed N] [--write docs/reliability.md]
 
-(Why one file of ~1,600 lines: the faults, the reconnecting clients and
+(Why one file of ~1,500 lines: the faults, the reconnecting clients and
 their stream checks share one run's state and seed; soaklib.py holds what both
 modes share: the raw WebSocket and HTTP clients, the /proc view of a node.)
 """
