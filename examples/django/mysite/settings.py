@@ -6,9 +6,17 @@ for the session login - sockets authenticated by Django's own session
 cookie, no JWT anywhere - the key Herald sends with its proxy calls.
 """
 import os
+import sys
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# herald_client (clients/python of this clone) when it is not installed: the
+# chat app's proxy views import it, so every manage.py command needs it
+try:
+    import herald_client  # noqa: F401
+except ImportError:
+    sys.path.append(str(BASE_DIR.parent.parent / "clients" / "python"))
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "dev-only-not-a-secret")
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
