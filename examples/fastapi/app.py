@@ -357,10 +357,14 @@ def herald_rpc(call: ProxyRequest = Depends(fastapi_call("rpc", key=HERALD_PROXY
     """h.rpc("orders.list") in the page lands here."""
     user = _proxy_user(call, conn)
     if call.method == "orders.list":
-        rows = conn.execute("SELECT id, item, quantity FROM orders WHERE user_id = ? ORDER BY id",
-                            (user.id,)).fetchall()
-        return rpc_result([dict(r) for r in rows])
+        return rpc_result(list_orders(conn, user.id))
     raise ProxyError("not_found", "no method %s" % call.method)
+
+
+def list_orders(conn, user_id):
+    rows = conn.execute("SELECT id, item, quantity FROM orders WHERE user_id = ? ORDER BY id",
+                        (user_id,)).fetchall()
+    return [dict(r) for r in rows]
 
 
 @app.get("/healthz")
