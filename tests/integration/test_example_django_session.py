@@ -35,7 +35,7 @@ import requests
 from examples_harness import Example, port_open
 from harness import WS, assert_error, assert_result, authenticate, run_tests, wait_until
 from test_backend_client import tool_path
-from test_example_django import herald_in_group, manage, redis_cli
+from test_example_django import herald_in_group, manage
 
 PASSWORD = "correct-horse-42"
 PROXY_KEY = "k" * 32
