@@ -49,6 +49,9 @@
 
 #include <zlib.h>
 
+/* The id of --auth cookie's connect command: no publisher's window reaches it. */
+#define CONNECT_ID 4000000000u
+#define CONNECT_ID_STR "4000000000"
 #define RBUF_SIZE (256 * 1024)
 #define MAX_MESSAGE (1 << 20) /* largest server message we accept */
 #define MAX_HTTP_HEAD 16384   /* largest HTTP response head */
@@ -928,6 +931,11 @@ static void delivered(conn *c, uint64_t ch, uint64_t gid, uint64_t seq, uint64_t
 
 static void on_reply(conn *c, uint64_t id, int ok, uint64_t now)
 {
+    if (id == CONNECT_ID) { /* --auth cookie: the connect's reply follows `connected` */
+        if (!ok)
+            err_add(E_UNKNOWN_REPLY);
+        return;
+    }
     if (c->role == R_SUB && c->state == S_SUBSCRIBING) {
         if (!ok)
             err_add(E_SUBSCRIBE);
@@ -1099,7 +1107,7 @@ static size_t upgrade_input(conn *c, const char *p, size_t n, uint64_t now)
     if (O.proto == PROTO_NCHAN) /* no {"push":"connected"}: ready at the 101 */
         handshake_done(c, now);
     else if (O.cookie_auth) { /* no token: Herald asks its connect proxy */
-        static const char cmd[] = "{\"op\":\"connect\"}";
+        static const char cmd[] = "{\"id\":" CONNECT_ID_STR ",\"op\":\"connect\"}";
         ws_send(c, HR_WS_OP_TEXT, cmd, sizeof cmd - 1);
     }
     return (size_t)r;
