@@ -164,7 +164,7 @@ int hr_ws_confirm_upgrade(hr_worker *w, struct lws *wsi, const char *upgrade)
     /* The headers of the handshake are gone once it is a WebSocket: what the
      * backend proxy's calls forward is kept now (SPEC §8). */
     if (w->proxy) {
-        char addr[64];
+        char addr[64] = "";
         hr_wsi_state *ws = hr_wsi_state_get(wsi);
         ws->fwd = hr_creds_forwarded(w->node->cfg, wsi);
         hr_addr_policy whole = w->node->addrs; /* the address itself, not its network */
