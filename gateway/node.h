@@ -128,6 +128,7 @@ struct hr_worker {
     unsigned char *scratch;        /* LWS_PRE + HR_SCRATCH bytes: one write per burst (ws_conn.c) */
     struct hr_pmd_loop *pmd;       /* permessage-deflate (ws_deflate.c), NULL when off */
     struct hr_proxy_client *proxy; /* backend proxy calls (proxy_call.h), NULL when none */
+    int in_lws;                    /* > 0 inside the lws protocol callback (server.c) */
 };
 
 /* The worker a loop belongs to (every loop of the node is a worker's). */

@@ -81,9 +81,17 @@ static void ws_closing(hr_conn *c)
  * lws_set_timer_usecs: it schedules the timer in the past, and re-armed
  * from the timer's own callback that spun the loop at 100% CPU, deaf to its
  * sockets (hr_conn_rearm always waits a capped time instead). */
+/* lws 4.1.6 only inserts the timer into its sorted list: the loop's own
+ * wake-up is set again after lws services something. Armed from another
+ * callback of the loop (a backend proxy's answer: a refresh), nothing of
+ * lws' runs and the timer waits for whatever lws had scheduled before -
+ * a refresh's next deadline was missed by up to 30 s. Waking lws' service
+ * makes it look at the list again. */
 static void ws_arm(hr_conn *c, int64_t s)
 {
     lws_set_timer_usecs(c->wsi, s > 0 ? (lws_usec_t)s * LWS_US_PER_SEC : 1);
+    if (!c->w->in_lws)
+        lws_cancel_service_pt(c->wsi);
 }
 
 /* Metrics of one frame leaving: compressed frames, and the delivery. */
