@@ -656,7 +656,7 @@ static void fwd_end(fwd_task *t, int status)
 static void fwd_failed(dj_bridge *b, const char *target, const char *why)
 {
     atomic_fetch_add(&b->forward_failed, 1);
-    dj_log(b, "a publication for Channels channel %s was not sent: %s", target, why);
+    dj_log(b, "a message for Channels channel %s was not sent: %s", target, why);
 }
 
 /* channels_redis' send(): expired entries out, ChannelFull at capacity,
