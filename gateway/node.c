@@ -462,8 +462,10 @@ static void layer_log(void *ud, int level, const char *event, const char *msg)
 static void on_occupancy(void *ud, const char *channel, int occupied)
 {
     hr_node *node = ud;
+    /* any thread: the counters are atomics, loop 0's count the drops */
     if (node->events)
-        hr_events_emit(node->events, hr_event_channel(occupied, channel), NULL);
+        hr_events_emit(node->events, hr_event_channel(occupied, channel),
+                       node->workers ? &node->workers[0]->stats : NULL);
 }
 
 /* The channel layer: Redis in cluster mode, else in-process. */
