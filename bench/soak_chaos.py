@@ -122,8 +122,12 @@ EXPLAINS = [
     # node-stop: on SIGCONT, libwebsockets' 5 s idle timer of a keep-alive
     # connection has run out, and it closes the connection before reading a
     # request sent meanwhile
-    (re.compile(r"^(close:1006|connect:.*|closed_during:.*|http:\w+ [^ ]+:connection)$"),
+    (re.compile(r"^(close:1006|connect:.*|http:\w+ [^ ]+:connection)$"),
      {"node-kill": GRACE, "node-stop": 1.0}),
+    # and net-drop: a dropped client gives its frozen socket up at its pong
+    # timeout (net_drop()), failing the command it was waiting for then
+    (re.compile(r"^closed_during:.*$"),
+     {"node-kill": GRACE, "node-stop": 1.0, "net-drop": PONG_TIMEOUT + 1}),
     (re.compile(r"^(timeout:.*|http:\w+ [^ ]+:timeout)$"),
      {"node-stop": REQUEST_TIMEOUT + 1, "node-kill": REQUEST_TIMEOUT + 1,
       "net-drop": PONG_TIMEOUT + REQUEST_TIMEOUT + 1}),
