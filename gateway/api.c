@@ -511,20 +511,28 @@ static int conn_live(const hr_conn *c)
     return c->wsi && !c->close_code;
 }
 
-/* Starts a call of rq for c; fn gets the answer (now, with UNAVAILABLE,
- * when the call could not start). */
+/* Starts a call of rq on w's proxy client with the forwarded headers fwd;
+ * fn gets the answer (now, with UNAVAILABLE, when the call could not
+ * start). */
+static void proxy_call(hr_worker *w, const hr_proxy_request *rq, const hr_proxy_headers *fwd,
+                       hr_proxy_done_cb fn, void *ud)
+{
+    hr_proxy_answer now = {0};
+    if (!w->proxy)
+        hr_proxy_unavailable(&now, "no proxy is configured");
+    else if (hr_proxy_call_start(w->proxy, rq, fwd, fn, ud, &now))
+        return;
+    fn(ud, &now);
+    hr_proxy_answer_clear(&now);
+}
+
+/* Starts a call of rq for c (named by its client id). */
 static void proxy_start(hr_conn *c, hr_proxy_request *rq, hr_proxy_done_cb fn, proxy_op *p)
 {
     char client[160];
-    hr_proxy_answer now = {0};
     hr_conn_client_id(c, client, sizeof(client));
     rq->client = client;
-    if (!c->w->proxy)
-        hr_proxy_unavailable(&now, "no proxy is configured");
-    else if (hr_proxy_call_start(c->w->proxy, rq, c->fwd, fn, p, &now))
-        return;
-    fn(p, &now);
-    hr_proxy_answer_clear(&now);
+    proxy_call(c->w, rq, c->fwd, fn, p);
 }
 
 /* An answer other than a result ends the operation: a backend's error with
@@ -702,6 +710,19 @@ void hr_api_connect(hr_conn *c, const json_t *data, hr_authenticate_fn authentic
                            .remote_addr = c->remote_addr ? c->remote_addr : "",
                            .data = data};
     proxy_start(c, &rq, connect_answered, p);
+}
+
+void hr_api_connect_ask(hr_worker *w, uint64_t client_n, const char *transport,
+                        const char *remote_addr, const hr_proxy_headers *fwd, hr_proxy_done_cb fn,
+                        void *ud)
+{
+    char client[160];
+    hr_node_client_id(w->node, client_n, client, sizeof(client));
+    hr_proxy_request rq = {.kind = HR_PROXY_CONNECT,
+                           .client = client,
+                           .transport = transport,
+                           .remote_addr = remote_addr ? remote_addr : ""};
+    proxy_call(w, &rq, fwd, fn, ud);
 }
 
 /*---- refresh ----*/

@@ -16,6 +16,7 @@
 #define HR_API_H
 
 #include "gateway/conn.h"
+#include "gateway/proxy_call.h"
 
 /* Errors: negative errno values, each with one wire code (SPEC §2) and one
  * HTTP status (SPEC §4):
@@ -91,6 +92,19 @@ typedef void (*hr_authenticate_fn)(hr_conn *c, auth_identity *id);
  * gets -EAGAIN, then c closes 1013. */
 void hr_api_connect(hr_conn *c, const json_t *data, hr_authenticate_fn authenticate,
                     hr_result_cb cb, void *ud);
+/* The connect proxy for a connection that does not exist yet: a
+ * listen-only transport's request (SPEC §9), whose response head waits for
+ * the answer, so that a refusal can still be an HTTP status. client_n is
+ * the number the connection will have (hr_conn_new_number), transport
+ * "sse" or "stream"; the strings and fwd are borrowed for the call. fn
+ * gets the checked answer on this loop thread - later, or before this
+ * returns (UNAVAILABLE) when the call could not start: no proxy, over the
+ * in-flight and queue bounds - and may move fields out of it (a is
+ * cleared when fn returns). The caller acts on the answer: RESULT's
+ * identity (hr_proxy_answer_identity) and channels, ERROR, DISCONNECT. */
+void hr_api_connect_ask(hr_worker *w, uint64_t client_n, const char *transport,
+                        const char *remote_addr, const hr_proxy_headers *fwd, hr_proxy_done_cb fn,
+                        void *ud);
 /* Is the connect proxy what authenticates a `connect` command that carries
  * token (NULL: none) on this node? */
 int hr_api_connect_proxied(hr_worker *w, const char *token);

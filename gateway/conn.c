@@ -171,10 +171,27 @@ void hr_conn_authenticate(hr_conn *c, auth_identity *id)
     lifecycle(c, 1);
 }
 
+uint64_t hr_conn_new_number(hr_node *node)
+{
+    return atomic_fetch_add(&node->next_client, 1) + 1;
+}
+
 void hr_conn_number(hr_conn *c)
 {
     if (!c->client_n)
-        c->client_n = atomic_fetch_add(&c->w->node->next_client, 1) + 1;
+        c->client_n = hr_conn_new_number(c->w->node);
+}
+
+char *hr_conn_peer_address(hr_node *node, struct lws *wsi)
+{
+    char addr[64] = "";
+    hr_addr_policy whole = node->addrs; /* the address itself, not its network */
+    whole.v4bits = 32;
+    whole.v6bits = 128;
+    /* every hop a trusted proxy (the client runs on one): the peer */
+    if (hr_client_address(&whole, wsi, addr, sizeof(addr)) != 1)
+        lws_get_peer_simple(wsi, addr, sizeof(addr));
+    return hr_strdup(addr);
 }
 
 int hr_conn_user_slot(hr_node *node, const char *sub, hr_slot **slot)

@@ -114,6 +114,13 @@ void hr_conn_authenticate(hr_conn *c, auth_identity *id);
 /* Gives c its client number now, if it has none (a connect proxy call
  * names the client before it is authenticated). */
 void hr_conn_number(hr_conn *c);
+/* A new client number on node, for a connection that does not exist yet
+ * (a stream asking the connect proxy: set client_n before authenticating). */
+uint64_t hr_conn_new_number(hr_node *node);
+/* The client's address on wsi as the connect proxy is told it (the
+ * address, not its network; through trusted proxies, the first untrusted
+ * hop). malloc'ed, the caller frees it. */
+char *hr_conn_peer_address(hr_node *node, struct lws *wsi);
 /* Counts one more connection of user sub on the node: 0 with *slot to
  * release (hr_slot_release), or -EUSERS when the user holds the maximum. */
 int hr_conn_user_slot(hr_node *node, const char *sub, hr_slot **slot);

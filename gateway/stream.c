@@ -471,6 +471,8 @@ static void program(hr_stream_conn *s)
     if (s->deadline_us && s->deadline_us < next)
         next = s->deadline_us;
     lws_set_timer_usecs(s->c.wsi, next > now ? (lws_usec_t)(next - now) : 1);
+    if (!s->c.w->in_lws) /* armed from a proxy's answer: lws must look again (ws_conn.c) */
+        lws_cancel_service_pt(s->c.wsi);
 }
 
 static void st_arm(hr_conn *c, int64_t sec)
@@ -597,7 +599,7 @@ int hr_stream_timer(hr_worker *w, struct lws *wsi, hr_pss *pss)
     }
     if (s->deadline_us && now >= s->deadline_us) {
         s->deadline_us = 0;
-        hr_conn_deadline(&s->c); /* may re-arm */
+        hr_api_deadline(&s->c); /* the refresh proxy, or hr_conn_deadline (may re-arm) */
     }
     program(s);
     return 0;
@@ -754,11 +756,44 @@ static int request_positions(hr_http_req *req, int sse, hr_map **pos)
     return rc;
 }
 
+/* How a stream comes to be opened: what the connect proxy (SPEC §8) said
+ * and what was prepared for it. While the proxy is asked, it is the
+ * request's waiting state (req held, its response head not written). */
+typedef struct stream_via {
+    hr_http_req *req; /* while asking: a reference (hr_http_ref) */
+    int sse;
+    uint64_t client_n;     /* the number the proxy was told, 0: a new one */
+    hr_proxy_headers *fwd; /* with a proxy: what its calls forward (taken by the conn) */
+    char *remote_addr;     /* ... and the client's address (taken by the conn) */
+    hr_slot *addr_slot;    /* admitted before asking (taken by the conn) */
+    int admitted;          /* addr_slot was decided */
+    int proxy_authed;      /* the connect proxy's identity: refreshed by it */
+    char *const *channels; /* the connect proxy's channels (borrowed) */
+    size_t nchannels;
+} stream_via;
+
+static void via_clear(stream_via *v)
+{
+    free(v->fwd);
+    free(v->remote_addr);
+    hr_slot_release(v->addr_slot);
+    *v = (stream_via){0};
+}
+
 /* Who the request is: its JWT (header, or ?token=), else anonymous where
- * that is on. Returns 0 with req->id set, or answers 401 and returns -1. */
+ * that is on. Returns 0 with req->id set, 1 when the connect proxy decides
+ * (no JWT, or HERALD_PROXY_CONNECT_PRECEDENCE=proxy), or answers 401 and
+ * returns -1. */
 static int request_identity(hr_http_req *req)
 {
     const hr_config *cfg = req->node->cfg;
+    if (hr_creds_proxy_decides(cfg)) {
+        /* the backend decides every connection (an Authorization header
+         * reaches it as a forwarded header): no JWT is checked */
+        auth_identity_clear(&req->id);
+        req->cred = -ENOENT;
+        return 1;
+    }
     if (req->cred == -ENOENT)
         req->cred = hr_creds_from_request(req->node->creds, req->wsi, HR_CREDS_QUERY, &req->id,
                                           &req->w->stats, req->cred_err, sizeof(req->cred_err));
@@ -772,10 +807,8 @@ static int request_identity(hr_http_req *req)
     }
     if (req->cred == 0)
         return 0;
-    /* Hook: the connect proxy (SPEC §8) authenticating a request without
-     * a JWT from its cookies (hr_creds_forwarded) belongs here, answering
-     * asynchronously (hold the request with hr_http_ref, start the stream
-     * in the proxy's callback with its user, channels and expire_at). */
+    if (cfg->proxy_connect_url)
+        return 1; /* no JWT: the backend authenticates the request's cookies */
     if (cfg->allow_anonymous) {
         req->id.anonymous = 1;
         return 0;
@@ -784,30 +817,24 @@ static int request_identity(hr_http_req *req)
     return -1;
 }
 
-static void stream_start(hr_http_req *req, int sse)
+/* Opens the stream of req as req->id, with v's channels and state (v is
+ * left to the caller to clear; what the connection took is NULL in it). */
+static void stream_open(hr_http_req *req, stream_via *v)
 {
     hr_worker *w = req->w;
     const hr_config *cfg = req->node->cfg;
-    hr_map *chans = NULL, *since = NULL;
-    hr_slot *addr_slot = NULL, *user_slot = NULL;
+    int sse = v->sse;
+    hr_map *chans = hr_map_new(NULL), *since = NULL;
+    hr_slot *user_slot = NULL;
     char origin[512], detail[400];
     int has_origin = lws_hdr_copy(req->wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) > 0;
 
-    if (lws_get_network_wsi(req->wsi) != req->wsi) {
-        /* an HTTP/2 stream (loop.c offers only http/1.1): the stream's bytes
-         * go straight to the socket, which would break h2's framing */
-        hr_http_problem(req, 505, "streams need HTTP/1.1");
-        return;
-    }
-    if (!hr_conn_origin_allowed(cfg, req->wsi)) {
-        hr_http_problem(req, 403, "origin not allowed");
-        return;
-    }
-    if (request_identity(req) < 0)
-        return;
-    chans = hr_map_new(NULL);
     if (request_channels(req, &req->id, chans) < 0 || request_positions(req, sse, &since) < 0)
         goto out;
+    /* the connect proxy's channels: subscriptions like the request's own,
+     * checked the same way */
+    for (size_t i = 0; i < v->nchannels; i++)
+        hr_map_put(chans, v->channels[i], strlen(v->channels[i]), chans);
     if (hr_map_count(chans) > (size_t)cfg->max_subscriptions) {
         snprintf(detail, sizeof(detail), "too many channels: at most %d", cfg->max_subscriptions);
         hr_http_problem(req, 400, detail);
@@ -823,7 +850,7 @@ static void stream_start(hr_http_req *req, int sse)
             goto out;
         }
     }
-    if (hr_conn_admit_address(req->node, req->wsi, &addr_slot) < 0) {
+    if (!v->admitted && hr_conn_admit_address(req->node, req->wsi, &v->addr_slot) < 0) {
         req->retry_after = 1;
         hr_http_problem(req, 429, "too many connections or handshakes from this address");
         goto out;
@@ -840,17 +867,23 @@ static void stream_start(hr_http_req *req, int sse)
         lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
         goto out;
     }
-    /* the request is gone (req freed at the end of the callback): from here
-     * on, the connection */
+    /* the request is done with (freed when its last reference goes): from
+     * here on, the connection */
     hr_stream_conn *s = hr_calloc(1, sizeof(*s));
     hr_conn_init(&s->c, sse ? &sse_ops : &ndjson_ops, w, wsi);
     HR_INC(&w->stats, stream_connections, 1);
     pss->conn = &s->c;
     s->sse = sse;
     s->tls = cfg->tls_cert != NULL;
-    s->c.addr_slot = addr_slot;
+    s->c.addr_slot = v->addr_slot;
     s->c.user_slot = user_slot;
-    addr_slot = user_slot = NULL;
+    s->c.client_n = v->client_n; /* 0: numbered when authenticated */
+    s->c.fwd = v->fwd;
+    s->c.remote_addr = v->remote_addr;
+    s->c.proxy_authed = v->proxy_authed;
+    v->addr_slot = user_slot = NULL;
+    v->fwd = NULL;
+    v->remote_addr = NULL;
     s->ping_us = hr_now_us() + (uint64_t)cfg->sse_ping * 1000000u;
     s->probe_us = hr_now_us() + HR_STREAM_PROBE_S * 1000000u;
     /* the request's header table (up to HR_MAX_HEADER_DATA bytes) is not
@@ -874,7 +907,7 @@ static void stream_start(hr_http_req *req, int sse)
     }
     char client[160];
     size_t len = 0;
-    hr_conn_authenticate(&s->c, &req->id); /* arms the deadline */
+    hr_conn_authenticate(&s->c, &req->id); /* arms the deadline; herald.connect */
     hr_conn_client_id(&s->c, client, sizeof(client));
     char *cj = hr_proto_connected(client, s->c.id.sub ? s->c.id.sub : "", s->c.id.exp, &len);
     hr_conn_send_text(&s->c, cj, len);
@@ -888,10 +921,114 @@ static void stream_start(hr_http_req *req, int sse)
     if (w->loop.shutting_down)
         hr_conn_close(&s->c, 1001, "going away", 1);
 out:
-    hr_slot_release(addr_slot);
     hr_slot_release(user_slot);
     hr_map_free(chans);
     hr_map_free(since);
+}
+
+/* A refusal of the connect proxy, before the stream starts: an RFC 9457
+ * problem with what the client needs to tell the cases apart - the
+ * backend's error code (403), its disconnect's close code and reason
+ * (403: a refusal, not worth retrying), or "unavailable" (503 with
+ * Retry-After: try again later, as close 1013 says to a WebSocket). */
+static void proxy_refused(hr_http_req *req, const hr_proxy_answer *a)
+{
+    int status = a->outcome == HR_PROXY_UNAVAILABLE ? 503 : 403;
+    const char *detail = "the backend is unavailable";
+    if (a->outcome == HR_PROXY_ERROR)
+        detail = a->message && *a->message ? a->message : "refused by the backend";
+    else if (a->outcome == HR_PROXY_DISCONNECT)
+        detail = a->reason && *a->reason ? a->reason : "disconnected by the backend";
+    json_t *o = json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank", "title",
+                          hr_http_status_title(status), "status", status, "detail", detail);
+    if (a->outcome == HR_PROXY_ERROR) {
+        json_object_set_new(o, "code", json_string(a->code));
+    } else if (a->outcome == HR_PROXY_DISCONNECT) {
+        json_object_set_new(o, "code", json_string("disconnected"));
+        json_object_set_new(o, "close_code", json_integer(a->close_code));
+    } else {
+        json_object_set_new(o, "code", json_string(hr_err_code(-EAGAIN)));
+        req->retry_after = 1;
+    }
+    char *j = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (j)
+        hr_http_respond(req, status, "application/problem+json", j, strlen(j));
+    else
+        hr_http_problem(req, status, "refused by the backend"); /* a message not UTF-8 */
+    free(j);
+}
+
+/* The connect proxy's answer: the stream opens as the backend's user
+ * with its channels, or the request is refused. */
+static void proxy_answered(void *ud, hr_proxy_answer *a)
+{
+    stream_via *v = ud;
+    hr_http_req *req = v->req;
+    if (!req->wsi) {
+        ; /* the client left meanwhile */
+    } else if (a->outcome == HR_PROXY_RESULT && hr_proxy_answer_identity(a, &req->id) == 0) {
+        req->cred = 0;
+        v->proxy_authed = 1;
+        v->channels = a->channels;
+        v->nchannels = a->nchannels;
+        stream_open(req, v);
+    } else {
+        proxy_refused(req, a);
+    }
+    via_clear(v);
+    hr_http_unref(req);
+    free(v);
+}
+
+static void stream_start(hr_http_req *req, int sse)
+{
+    hr_worker *w = req->w;
+    const hr_config *cfg = req->node->cfg;
+    stream_via v = {.sse = sse};
+
+    if (lws_get_network_wsi(req->wsi) != req->wsi) {
+        /* an HTTP/2 stream (loop.c offers only http/1.1): the stream's bytes
+         * go straight to the socket, which would break h2's framing */
+        hr_http_problem(req, 505, "streams need HTTP/1.1");
+        return;
+    }
+    if (!hr_conn_origin_allowed(cfg, req->wsi)) {
+        hr_http_problem(req, 403, "origin not allowed");
+        return;
+    }
+    int how = request_identity(req);
+    if (how < 0)
+        return;
+    if (w->proxy) {
+        /* the request's headers go with the header table: what the backend
+         * proxy's calls forward is kept now (SPEC §8) */
+        v.fwd = hr_creds_forwarded(cfg, req->wsi);
+        v.remote_addr = hr_conn_peer_address(req->node, req->wsi);
+    }
+    if (how == 0) {
+        stream_open(req, &v);
+        via_clear(&v);
+        return;
+    }
+    /* The connect proxy: admitted first (the backend is not asked for a
+     * client over the limits), then the response waits for its answer -
+     * the request is held and its rx flow is off meanwhile (http.c, as
+     * for an answer a worker gives), nothing blocks the loop. */
+    if (hr_conn_admit_address(req->node, req->wsi, &v.addr_slot) < 0) {
+        req->retry_after = 1;
+        hr_http_problem(req, 429, "too many connections or handshakes from this address");
+        via_clear(&v);
+        return;
+    }
+    v.admitted = 1;
+    v.req = req;
+    v.client_n = hr_conn_new_number(req->node);
+    hr_http_ref(req);
+    stream_via *p = hr_malloc(sizeof(*p));
+    *p = v;
+    hr_api_connect_ask(w, p->client_n, sse ? sse_ops.transport : ndjson_ops.transport,
+                       p->remote_addr, p->fwd, proxy_answered, p);
 }
 
 void hr_stream_sse(hr_http_req *req)

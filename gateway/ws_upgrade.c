@@ -127,16 +127,9 @@ int hr_ws_confirm_upgrade(hr_worker *w, struct lws *wsi, const char *upgrade)
     /* The headers of the handshake are gone once it is a WebSocket: what the
      * backend proxy's calls forward is kept now (SPEC §8). */
     if (w->proxy) {
-        char addr[64] = "";
         hr_wsi_state *ws = hr_wsi_state_get(wsi);
         ws->fwd = hr_creds_forwarded(w->node->cfg, wsi);
-        hr_addr_policy whole = w->node->addrs; /* the address itself, not its network */
-        whole.v4bits = 32;
-        whole.v6bits = 128;
-        /* every hop a trusted proxy (the client runs on one): the peer */
-        if (hr_client_address(&whole, wsi, addr, sizeof(addr)) != 1)
-            lws_get_peer_simple(wsi, addr, sizeof(addr));
-        ws->remote_addr = hr_strdup(addr);
+        ws->remote_addr = hr_conn_peer_address(w->node, wsi);
     }
     /* HERALD_PROXY_CONNECT_PRECEDENCE=proxy: no JWT is checked, the client's
      * connect command goes to the connect proxy */
