@@ -647,6 +647,14 @@ static void subscribed(void *ud, const hr_result *r)
     hr_stream_conn *s = ud;
     if (r->err == -ECANCELED)
         return; /* the connection is going */
+    if (r->err == -EACCES) {
+        /* the subscribe proxy refused (the namespace rules allowed it
+         * before the stream started): a stream's channels are all or
+         * nothing, as they were then; 1013 would bring the client back
+         * every `retry` to be refused again */
+        hr_conn_close(&s->c, 4003, "not allowed to subscribe", 1);
+        return;
+    }
     if (r->err) {
         /* the layer is unavailable: the client reconnects (retry) and
          * recovers then */
@@ -1011,10 +1019,19 @@ static void stream_start(hr_http_req *req, int sse)
         via_clear(&v);
         return;
     }
-    /* The connect proxy: admitted first (the backend is not asked for a
-     * client over the limits), then the response waits for its answer -
+    /* The connect proxy: the request's own channels and position checked
+     * and the address admitted first (the backend is not asked about a
+     * request that fails anyway), then the response waits for its answer -
      * the request is held and its rx flow is off meanwhile (http.c, as
      * for an answer a worker gives), nothing blocks the loop. */
+    hr_map *chans = hr_map_new(NULL), *since = NULL;
+    int bad = request_channels(req, &req->id, chans) < 0 || request_positions(req, sse, &since) < 0;
+    hr_map_free(chans);
+    hr_map_free(since);
+    if (bad) {
+        via_clear(&v);
+        return;
+    }
     if (hr_conn_admit_address(req->node, req->wsi, &v.addr_slot) < 0) {
         req->retry_after = 1;
         hr_http_problem(req, 429, "too many connections or handshakes from this address");

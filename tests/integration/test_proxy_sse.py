@@ -10,6 +10,7 @@ precedence; the refresh proxy at expire_at; lifecycle events name the
 transport."""
 
 import json
+import signal
 import socket
 import time
 import urllib.parse
@@ -122,6 +123,46 @@ def test_the_response_waits_for_the_backend_without_blocking_the_loop():
             raw.close()
 
 
+def test_a_client_that_leaves_or_a_shutdown_while_the_backend_thinks():
+    """A client gone before the answer: the answer is dropped, nothing is
+    counted or leaked; a request still waiting at shutdown gets a 503 or
+    the close of its connection, and herald exits cleanly."""
+    with bf.Backend() as b:
+        b.route("/c", bf.block(ok_connect("late", channels=["news:a"])))
+        h = herald(b, connect="/c")
+        with h:
+            gone = socket.create_connection(("127.0.0.1", h.port))
+            gone.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\nCookie: s=1\r\n\r\n")
+            b.wait_concurrent(1)
+            gone.close()
+            b.release()
+            wait_until(lambda: b.served == 1, 20, what="the backend answered")
+            wait_until(lambda: h.metrics().get("herald_proxy_results_total") == 1, 20,
+                       what="the answer counted")
+            m = h.metrics()
+            assert m.get("herald_connections", 0) == 0 and m.get("herald_stream_connections", 0) == 0, m
+            s = stream(h, ["news:a"], headers={"Cookie": "s=1"})  # the node still serves
+            assert s.status == 200 and s.until("connected")[-1][1]["user"] == "late"
+            s.close()
+            b.released.clear()
+            waiting = socket.create_connection(("127.0.0.1", h.port))
+            waiting.sendall(b"GET /sse HTTP/1.1\r\nHost: x\r\nCookie: s=1\r\n\r\n")
+            b.wait_concurrent(1)
+            h.proc.send_signal(signal.SIGTERM)
+            waiting.settimeout(20)
+            buf = b""
+            while True:
+                chunk = waiting.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+            # answered 503 when the proxy client stops first, else closed
+            # with the rest of the connections: never a stream, never a hang
+            assert buf == b"" or buf.startswith(b"HTTP/1.1 503"), buf[:300]
+            assert h.proc.wait(timeout=20) == 0
+            b.release()
+
+
 def test_refusals_are_problems_before_the_stream():
     """error: 403 with the backend's code; disconnect: 403 with its close
     code; a proxy channel the namespace refuses: 403 like ?channel=."""
@@ -144,6 +185,38 @@ def test_refusals_are_problems_before_the_stream():
             p = problem(s)
             assert s.status == 403 and "user:7" in p["detail"], (s.status, p)
             assert h.metrics().get("herald_connections", 0) == 0
+
+
+def test_bad_input_is_refused_before_the_backend_is_asked():
+    with bf.Backend() as b:
+        b.route("/c", ok_connect())
+        with herald(b, connect="/c") as h:
+            s = stream(h, ["no spaces"], headers={"Cookie": "s=1"})
+            assert s.status == 400 and "invalid channel name" in problem(s)["detail"]
+            s = stream(h, ["news:a"], sse=False, since="garbage", headers={"Cookie": "s=1"})
+            assert s.status == 400
+            assert b.got("/c") == []
+
+
+def test_subscribe_proxy_gets_the_cookie_and_its_refusal_ends_the_stream_4003():
+    """The stream's channels in a subscribe_proxy namespace are asked about
+    with the request's headers; a refusal ends the stream with 4003 (not
+    1013, which an EventSource would come back into every 2 s)."""
+    cfg = {"namespaces": {"team": {"subscribe": "authenticated", "subscribe_proxy": True}}}
+    with bf.Backend() as b:
+        b.route("/c", ok_connect("42"))
+        b.route("/s", lambda hd, req: bf.answer(200, {"result": {}} if json.loads(req["body"])[
+            "channel"] == "team:42" else {"error": {"code": "forbidden", "message": "no"}})(hd, req))
+        with Herald(env={"HERALD_PROXY_CONNECT_URL": b.url("/c"),
+                         "HERALD_PROXY_SUBSCRIBE_URL": b.url("/s")}, config=cfg) as h:
+            s = stream(h, ["team:42"], headers={"Cookie": "s=1"})
+            assert s.until("subscribed")[-1][1]["channel"] == "team:42"
+            [req] = b.got("/s")
+            assert {k.lower(): v for k, v in req["headers"]}["cookie"] == "s=1", req["headers"]
+            s = stream(h, ["team:7"], sse=False, headers={"Cookie": "s=1"})
+            rest = s.ended()
+            assert rest[-1][0] == "close" and rest[-1][1]["code"] == 4003, rest
+            assert not [e for e in rest if e[0] == "subscribed"], rest
 
 
 def test_backend_down_or_slow_is_503_with_retry_after():
