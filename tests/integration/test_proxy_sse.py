@@ -16,6 +16,8 @@ import time
 import urllib.parse
 
 import backend_fixture as bf
+import openapi_check
+from requests.structures import CaseInsensitiveDict
 from harness import Herald, run_tests, wait_until
 from test_sse import Stream
 
@@ -45,12 +47,18 @@ def ok_connect(user="42", **more):
 def stream(h, channels=(), sse=True, headers=None, **query):
     q = [("channel", c) for c in channels] + list(query.items())
     path = ("/sse" if sse else "/stream") + ("?" + urllib.parse.urlencode(q) if q else "")
-    return Stream(h.port, path, headers=headers, sse=sse)
+    s = Stream(h.port, path, headers=headers, sse=sse)
+    s.path = path
+    return s
 
 
 def problem(s):
+    """The problem+json body of a refused request, held against
+    docs/openapi.json like every REST answer (openapi_check.py)."""
     assert s.headers["content-type"] == "application/problem+json", s.headers
-    return json.loads(s.body())
+    body = s.body()
+    openapi_check.document().check("GET", s.path, s.status, CaseInsensitiveDict(s.headers), body)
+    return json.loads(body)
 
 
 def hook_events(b, path="/events"):
