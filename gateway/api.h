@@ -4,7 +4,7 @@
  * with its `from`, or a backend's), presence, history, server-side
  * membership, disconnecting or revoking a user. The WebSocket commands
  * (ws_cmd.c) and the REST routes (rest_channels.c, rest_users.c) are thin
- * adapters over these, and so are the coming listen-only transports.
+ * adapters over these, and so are the listen-only transports (stream.c).
  *
  * Every operation completes through one callback with one result type: at
  * once, or later on the same loop thread (the channel layer, Redis, and -

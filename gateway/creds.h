@@ -6,9 +6,9 @@
  * Every transport asks here: REST requests (Authorization: Bearer <jwt> or
  * ApiKey <key>, X-API-Key), WebSocket upgrades (the same, or ?token=<jwt>)
  * and the WebSocket `connect` and `refresh` commands (a token in the
- * message); the coming listen-only transports (SSE, HTTP streaming) take
+ * message); the listen-only transports (SSE, HTTP streaming, stream.c) take
  * the upgrade's rules, and the connect proxy (SPEC §8) is handed the
- * request headers it forwards (hr_creds_forwarded).
+ * request headers it forwards (hr_creds_forwarded) by both.
  *
  * Threads: verification runs on any loop thread (the revocations are
  * locked inside); hr_creds_new/free at start and exit.

@@ -22,7 +22,10 @@
  * The request is an ordinary REST route (rest.c) until its checks pass
  * (credentials, channels and their namespace rules, limits: each refused
  * with problem+json); then the response starts (http.c,
- * hr_http_stream_start) and the socket belongs to the connection. The
+ * hr_http_stream_start) and the socket belongs to the connection. A
+ * request without a JWT may first wait for the connect proxy (SPEC §8,
+ * hr_api_connect_ask): held like a request a worker answers, its response
+ * head unwritten, so the backend's refusal is still a 403 or 503. The
  * stream ends with a last `close` event ({"push":"close","code","reason"},
  * the WebSocket close code) and the connection closing.
  *
