@@ -287,7 +287,8 @@ def test_refresh_proxy_at_expire_at():
 def test_lifecycle_events_name_the_stream_transport():
     """The webhook gets herald.connect (transport sse), subscribe,
     occupied, and at the end unsubscribe, vacated and herald.disconnect
-    with the code and duration, for a cookie-authenticated SSE client."""
+    with the code and duration, for a cookie-authenticated SSE client;
+    transport stream and code 1006 for an NDJSON client that just goes."""
     with bf.Backend() as b:
         b.route("/c", ok_connect("42", channels=["news:a"]))
         url = b.route("/events", bf.answer(200, b"{}"))
@@ -317,6 +318,17 @@ def test_lifecycle_events_name_the_stream_transport():
             assert d["code"] == 4003 and d["user"] == "42" and isinstance(d["duration_ms"], int), d
             sub = ev[types.index("herald.subscribe")]
             assert sub["channel"] == "news:a" and sub["user"] == "42", sub
+            # a JWT's NDJSON stream whose client just goes: transport
+            # "stream", and 1006 (no close) once the stream notices
+            n = stream(h, sse=False, token=h.jwt(sub="nina"))
+            nclient = n.until("connected")[-1][1]["client"]
+            n.close()
+            wait_until(lambda: [e for e in hook_events(b) if e["type"] == "herald.disconnect"
+                                and e["client"] == nclient], 30, what="nina's disconnect")
+            mine = [e for e in hook_events(b) if e.get("client") == nclient]
+            assert [e["type"] for e in mine] == ["herald.connect", "herald.disconnect"], mine
+            assert mine[0]["transport"] == "stream" and mine[0]["user"] == "nina", mine
+            assert mine[1]["code"] == 1006, mine
 
 
 if __name__ == "__main__":
