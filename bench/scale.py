@@ -808,11 +808,17 @@ def md_storm(res):
 
 #---- scenario: connect rate ----------------------------------------------------------------
 
+def herald_binary(b, kind):
+    """The binary of kind "herald" or "herald-base" (--herald-base: an older
+    build measured beside the new one in the same run)."""
+    return b.a.herald_base if kind == "herald-base" else b.a.herald
+
+
 def connect_once(b, kind, threads, conns, concurrency):
     if kind == "refserver":
         srv = R.Server("refserver", b.refserver, b.secret, b.api_key)
     else:
-        srv = R.Server("herald", b.a.herald, b.secret, b.api_key, threads=threads,
+        srv = R.Server("herald", herald_binary(b, kind), b.secret, b.api_key, threads=threads,
                        log_level=b.a.log_level)
     srv.start()
     try:
@@ -843,7 +849,8 @@ def sc_connect_rate(b):
     """For each size, interleaved repeats (H1 H2 R H1 H2 R ...) on fresh servers."""
     a = b.a
     configs = [("herald", "herald threads=%d" % t, t) for t in a.thread_counts] + \
-        [("refserver", "refserver", None)]
+        ([("herald-base", "herald-base threads=%d" % t, t) for t in a.thread_counts]
+         if a.herald_base else []) + [("refserver", "refserver", None)]
     la0 = R.loadavg()
     rows = []
     for n in a.connect_conns:
@@ -909,7 +916,7 @@ def memory_once(b, kind, n, subs, room):
     if kind == "refserver":
         srv = R.Server("refserver", b.refserver, b.secret, b.api_key)
     else:
-        srv = R.Server("herald", b.a.herald, b.secret, b.api_key, threads=1,
+        srv = R.Server("herald", herald_binary(b, kind), b.secret, b.api_key, threads=1,
                        log_level=b.a.log_level)
     srv.start()
     procs = []
@@ -951,7 +958,7 @@ def sc_memory(b):
                 ("1 subscription, rooms of 10", 1, 10)]
     for n in a.memory_counts:
         for label, subs, room in variants:
-            for kind in ("herald", "refserver"):
+            for kind in ["herald"] + (["herald-base"] if a.herald_base else []) + ["refserver"]:
                 if kind == "refserver" and room != 1:
                     continue
                 log("memory: %s, %d connections, %s" % (kind, n, label))
@@ -1416,6 +1423,9 @@ def parse_args(argv):
                     help="run nothing: print (and --write) the blocks of a --json file again")
     ap.add_argument("--herald", default=os.path.join(REPO, "build", "herald"),
                     help="Herald binary (%(default)s)")
+    ap.add_argument("--herald-base", metavar="PATH",
+                    help="connect-rate, memory: an older Herald binary measured beside --herald "
+                    "in the same run (rows \"herald-base\")")
     ap.add_argument("--bin-dir", help="directory of herald-loadgen and herald-refserver "
                     "(default build/bench)")
     ap.add_argument("--redis-server", default=R.DEFAULT_REDIS)
@@ -1504,7 +1514,8 @@ def main(argv):
     for n in names:
         if n in b.results:
             print(block(n, b.results[n], argv, a.herald) + "\n")
-    doc = {"herald": a.herald, "machine": R.machine(), "argv": argv, "results": b.results,
+    doc = {"herald": a.herald, "herald_base": a.herald_base, "machine": R.machine(), "argv": argv,
+           "results": b.results,
            "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     if a.json:
         with open(a.json, "w") as f:

@@ -87,12 +87,78 @@ static void user_index_remove(hr_conn *c)
     }
 }
 
+/*---- Deadlines ---------------------------------------------------------------*/
+
+/* Wheel slots: one a second, a turn longer than the longest wait. */
+#define HR_WHEEL_SLOTS 4096
+
+/* The wheel's time: whole seconds of the loop's clock. */
+static uint32_t deadline_now(hr_worker *w)
+{
+    return (uint32_t)(uv_now(&w->loop.uv) / 1000);
+}
+
+static void deadline_fired(hr_wheel_entry *e, void *ud)
+{
+    hr_conn *c = lws_container_of(e, hr_conn, deadline);
+    (void)ud;
+    if (!c->authed)
+        hr_conn_close(c, 4001, "connect timeout", 1);
+    else if (c->id.exp > 0 && (int64_t)time(NULL) >= c->id.exp)
+        hr_conn_close(c, 4001, "token expired", 1);
+    else
+        hr_conn_rearm(c); /* refreshed meanwhile, or a capped wait */
+}
+
+/* Wakes at the next whole second of the loop's clock while any deadline
+ * is armed; an idle loop is not woken. */
+static void deadline_tick(uv_timer_t *t);
+static void deadline_schedule(hr_worker *w)
+{
+    if (w->deadline_closed)
+        return;
+    if (w->deadlines.count == 0)
+        uv_timer_stop(&w->deadline_tick);
+    else if (!uv_is_active((uv_handle_t *)&w->deadline_tick))
+        uv_timer_start(&w->deadline_tick, deadline_tick, 1000 - uv_now(&w->loop.uv) % 1000, 0);
+}
+
+static void deadline_tick(uv_timer_t *t)
+{
+    hr_worker *w = t->data;
+    hr_wheel_advance(&w->deadlines, deadline_now(w), deadline_fired, NULL);
+    deadline_schedule(w);
+}
+
+void hr_conn_worker_init(hr_worker *w)
+{
+    hr_wheel_init(&w->deadlines, HR_WHEEL_SLOTS, deadline_now(w));
+    uv_timer_init(&w->loop.uv, &w->deadline_tick);
+    w->deadline_tick.data = w;
+    uv_unref((uv_handle_t *)&w->deadline_tick); /* never keeps a stopped loop alive */
+}
+
+void hr_conn_worker_stop(hr_worker *w)
+{
+    if (!w->deadline_closed && w->deadline_tick.loop) {
+        w->deadline_closed = 1;
+        uv_close((uv_handle_t *)&w->deadline_tick, NULL);
+    }
+}
+
+void hr_conn_worker_free(hr_worker *w)
+{
+    hr_wheel_fini(&w->deadlines);
+}
+
 /* The connection's one deadline: the connect deadline before
  * authentication, the token's expiry after it. The delay is computed in
  * seconds and capped, so no `exp` a signed token carries can overflow it
- * (an overflow once fired the timer in a tight loop). */
+ * (an overflow once fired the timer in a tight loop). It fires at the
+ * first whole second of the loop's clock after the delay: never early. */
 void hr_conn_rearm(hr_conn *c)
 {
+    hr_worker *w = c->w;
     int64_t s;
     if (!c->authed) {
         s = conn_cfg(c)->connect_timeout;
@@ -104,17 +170,8 @@ void hr_conn_rearm(hr_conn *c)
     }
     if (s > HR_TIMER_MAX_S)
         s = HR_TIMER_MAX_S;
-    c->ops->arm(c, s);
-}
-
-void hr_conn_deadline(hr_conn *c)
-{
-    if (!c->authed)
-        hr_conn_close(c, 4001, "connect timeout", 1);
-    else if (c->id.exp > 0 && (int64_t)time(NULL) >= c->id.exp)
-        hr_conn_close(c, 4001, "token expired", 1);
-    else
-        hr_conn_rearm(c); /* refreshed meanwhile, or a capped wait */
+    hr_wheel_arm(&w->deadlines, &c->deadline, deadline_now(w) + (uint32_t)s + 1);
+    deadline_schedule(w);
 }
 
 void hr_conn_authenticate(hr_conn *c, auth_identity *id)
@@ -149,6 +206,8 @@ void hr_conn_closed(hr_conn *c)
     c->q = NULL;
     c->qcap = 0;
     user_index_remove(c);
+    hr_wheel_disarm(&w->deadlines, &c->deadline);
+    deadline_schedule(w);
     hr_slot_release(c->addr_slot);
     hr_slot_release(c->user_slot);
     auth_identity_clear(&c->id);

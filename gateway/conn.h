@@ -52,9 +52,6 @@ typedef struct hr_conn_ops {
     /* hr_conn_close decided the close (close_code set; with close_flush,
      * what is queued goes first): the transport sends it. */
     void (*closing)(hr_conn *c);
-    /* The connection's one deadline: hr_conn_deadline must run in s
-     * seconds (s > 0), replacing any earlier one. */
-    void (*arm)(hr_conn *c, int64_t s);
 } hr_conn_ops;
 
 /* The fields every delivery and write touch come first: one cache line. */
@@ -79,6 +76,7 @@ struct hr_conn {
     uint64_t client_n;        /* client id "<node>.<client_n>" */
     auth_identity id;
     hr_map *subs; /* channel name -> chan_sub*; NULL until the first subscribe */
+    hr_wheel_entry deadline; /* on w->deadlines: the connect timeout, then the token's expiry */
 
     hr_slot *addr_slot; /* this connection's count in the per-address table */
     hr_slot *user_slot; /* ... and in the per-user table */
@@ -112,11 +110,12 @@ chan_client hr_conn_who(const hr_conn *c, char *buf, size_t len, char **info);
 /* "<node>.<n>" into buf. */
 void hr_conn_client_id(const hr_conn *c, char *buf, size_t len);
 
-/* The transport's timer fired: closes an unauthenticated connection (4001
- * "connect timeout") or an expired one (4001 "token expired"), else arms
- * the next deadline. */
-void hr_conn_deadline(hr_conn *c);
-/* Arms the deadline anew (after a token refresh). */
+/* Arms the connection's one deadline anew (at the start, after a token
+ * refresh): when it passes, an unauthenticated connection closes (4001
+ * "connect timeout"), an expired one too (4001 "token expired"). Deadlines
+ * are kept in whole seconds on the worker's timer wheel (common/wheel.h),
+ * not as lws timers: they fire up to a second late, and arming one costs
+ * the same however many connections the loop holds. */
 void hr_conn_rearm(hr_conn *c);
 
 /*---- Sending ---------------------------------------------------------------*/
@@ -170,5 +169,11 @@ void hr_conn_each_of_user(hr_worker *w, const char *sub, void (*fn)(hr_conn *c, 
                           void *ud);
 /* Starts closing every connection of w with 1001 after flushing. */
 void hr_conn_shutdown_all(hr_worker *w);
+/* The worker's deadline wheel and its one libuv timer: set up before the
+ * loop serves (w->loop.uv initialised), the timer closed when the loop has
+ * stopped, the wheel freed with the worker. */
+void hr_conn_worker_init(hr_worker *w);
+void hr_conn_worker_stop(hr_worker *w);
+void hr_conn_worker_free(hr_worker *w);
 
 #endif

@@ -47,8 +47,6 @@ static int callback_herald(struct lws *wsi, enum lws_callback_reasons reason, vo
         return hr_ws_receive(w, wsi, pss, in, len, hr_ws_command);
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return hr_ws_writeable(w, wsi, pss);
-    case LWS_CALLBACK_TIMER:
-        return hr_ws_timer(w, wsi, pss);
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         return hr_ws_peer_close(wsi, pss, in, len);
     case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
@@ -77,6 +75,7 @@ static int worker_init(hr_worker *w)
 {
     const hr_config *cfg = w->node->cfg;
     w->by_user = hr_map_new(NULL);
+    hr_conn_worker_init(w);
     w->scratch = hr_malloc(LWS_PRE + HR_SCRATCH);
     if (cfg->ws_compression)
         w->pmd = hr_pmd_loop_new();
@@ -91,6 +90,7 @@ static void worker_stop(hr_worker *w)
 {
     hr_proxy_client_close(w->proxy);
     w->proxy = NULL;
+    hr_conn_worker_stop(w);
 }
 
 static void worker_free(hr_worker *w)
@@ -98,6 +98,7 @@ static void worker_free(hr_worker *w)
     hr_conn_flush_pending(w); /* drops the references of closed connections */
     hr_http_free_all(w);
     hr_map_free(w->by_user);
+    hr_conn_worker_free(w);
     free(w->pending);
     free(w->scratch);
     hr_pmd_loop_free(w->pmd);

@@ -76,15 +76,6 @@ static void ws_closing(hr_conn *c)
                     c->close_flush ? HR_CLOSE_BACKSTOP_S * 2 : HR_CLOSE_BACKSTOP_S);
 }
 
-/* Never LWS_SET_TIMER_USEC_CANCEL, which lws 4.1.6 does not handle in
- * lws_set_timer_usecs: it schedules the timer in the past, and re-armed
- * from the timer's own callback that spun the loop at 100% CPU, deaf to its
- * sockets (hr_conn_rearm always waits a capped time instead). */
-static void ws_arm(hr_conn *c, int64_t s)
-{
-    lws_set_timer_usecs(c->wsi, s > 0 ? (lws_usec_t)s * LWS_US_PER_SEC : 1);
-}
-
 /* Metrics of one frame leaving: compressed frames, and the delivery. */
 static void frame_sent(hr_ws_conn *c, chan_msg *m, uint64_t now_us)
 {
@@ -201,7 +192,6 @@ static const hr_conn_ops ws_ops = {
     .queued = ws_queued,
     .write = ws_write,
     .closing = ws_closing,
-    .arm = ws_arm,
 };
 
 /*---- Opening ---------------------------------------------------------------*/
@@ -362,7 +352,7 @@ const hr_pmd_host *hr_ws_pmd_host(const hr_config *cfg)
     return &host;
 }
 
-/*---- Writing and timers ----------------------------------------------------*/
+/*---- Writing ---------------------------------------------------------------*/
 
 /* The writeable callback: lws has flushed any partial write it held. Sends
  * what is queued, or the close frame once the queue is empty. */
@@ -376,16 +366,6 @@ int hr_ws_writeable(hr_worker *w, struct lws *wsi, hr_pss *pss)
     if (c->c.close_code && (!c->c.close_flush || c->c.qlen == 0))
         return hr_ws_close_now(wsi, c->c.close_code, c->c.close_reason);
     return ws_write(&c->c, hr_now_us());
-}
-
-int hr_ws_timer(hr_worker *w, struct lws *wsi, hr_pss *pss)
-{
-    hr_ws_conn *c = pss_conn(pss);
-    (void)w;
-    (void)wsi;
-    if (c)
-        hr_conn_deadline(&c->c);
-    return 0;
 }
 
 /*---- Closing ---------------------------------------------------------------*/
