@@ -139,6 +139,27 @@ static int bound_port(int fd)
     return -1;
 }
 
+/* A peer that vanished without a FIN or RST (power loss, a dropped NAT
+ * mapping) is found by the kernel's TCP keepalive: probes after
+ * HR_KEEPALIVE_IDLE_S of silence, the socket fails after HR_KEEPALIVE_CNT
+ * unanswered ones, and lws closes the connection. This replaces lws'
+ * validity timer (its WebSocket PING after 300 s idle, hang-up at 310 s),
+ * which create_context turns off: lws inserted that timer into its sorted
+ * per-thread list at every handshake, walking every established
+ * connection's entry (docs/benchmarks.md, "Scale"). The kernel's timers
+ * cost nothing per connection in user space. */
+#define HR_KEEPALIVE_IDLE_S 300
+#define HR_KEEPALIVE_INTVL_S 10
+#define HR_KEEPALIVE_CNT 3
+static void keepalive(int fd)
+{
+    int on = 1, idle = HR_KEEPALIVE_IDLE_S, intvl = HR_KEEPALIVE_INTVL_S, cnt = HR_KEEPALIVE_CNT;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+}
+
 static void on_accept(uv_poll_t *h, int status, int events)
 {
     hr_loop *loop = h->data;
@@ -157,6 +178,7 @@ static void on_accept(uv_poll_t *h, int status, int events)
          * peer's delayed ACK (Nagle). */
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        keepalive(fd);
         /* on failure lws has already closed the socket */
         if (!lws_adopt_socket_vhost(loop->vhost, fd))
             hr_warn("accept", "libwebsockets could not adopt a connection");
@@ -256,6 +278,12 @@ static void route_lws_log(void)
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                                   \
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
+/* No validity timer (lws' idle PING): see keepalive(). With
+ * secs_since_valid_hangup 0, lws 4.1 arms none (_lws_validity_confirmed_role);
+ * a vhost given a policy uses it as it is. */
+static const lws_retry_bo_t no_validity_timer = {.secs_since_valid_ping = 0,
+                                                 .secs_since_valid_hangup = 0};
+
 static struct lws_context *create_context(hr_loop *loop)
 {
     struct lws_context_creation_info info;
@@ -288,6 +316,7 @@ static struct lws_context *create_context(hr_loop *loop)
     info.listen_accept_protocol = "herald";
     info.vhost_name = "herald";
     info.timeout_secs = 10;
+    info.retry_and_idle_policy = &no_validity_timer;
     info.extensions = loop->h->extensions; /* permessage-deflate (ws_deflate.c) */
     if (loop->cfg->tls_cert) {
         /* the vhost gets an SSL_CTX; adopted sockets then start with the
