@@ -153,19 +153,17 @@ static void start_subscription(hr_conn *c, const char *channel, const chan_pos *
     char client[160], *info;
     chan_client who = hr_conn_who(c, client, sizeof(client), &info);
     chan_opts o = hr_chan_opts(hr_config_namespace(w->node->cfg, channel));
-    if (!c->subs)
-        c->subs = hr_map_new(NULL);
     chan_sub *s = chan_subscribe(w->node->layer, w->index, channel, &o, &who, since, c, req);
     free(info);
     if (s)
-        hr_map_put(c->subs, channel, strlen(channel), s);
+        hr_conn_sub_put(c, s);
 }
 
 void hr_api_subscribe(hr_conn *c, const char *channel, const chan_pos *since, hr_result_cb cb,
                       void *ud)
 {
     const hr_config *cfg = c->w->node->cfg;
-    if (c->subs && hr_map_get(c->subs, channel, strlen(channel))) {
+    if (hr_conn_sub_get(c, channel)) {
         json_t *r = json_pack("{s:s}", "channel", channel);
         done(cb, ud, 0, NULL, r); /* subscribing twice is not an error */
         json_decref(r);
@@ -175,7 +173,7 @@ void hr_api_subscribe(hr_conn *c, const char *channel, const chan_pos *since, hr
         done(cb, ud, -EACCES, "not allowed to subscribe to this channel", NULL);
         return;
     }
-    if (c->subs && hr_map_count(c->subs) >= (size_t)cfg->max_subscriptions) {
+    if (c->nsubs >= (uint32_t)cfg->max_subscriptions) {
         done(cb, ud, -E2BIG, "too many subscriptions on this connection", NULL);
         return;
     }
@@ -189,8 +187,8 @@ void hr_api_subscribed(void *owner, void *req, const char *channel, const chan_s
 {
     hr_conn *c = owner;
     op *o = req != SERVER_JOIN ? req : NULL;
-    if (r->status < 0 && r->status != -ECANCELED && c->subs)
-        hr_map_del(c->subs, channel, strlen(channel)); /* the layer dropped it */
+    if (r->status < 0 && r->status != -ECANCELED)
+        hr_conn_sub_del(c, channel); /* the layer dropped it */
     if (o) {
         if (r->status == -ECANCELED) {
             done(o->cb, o->ud, -ECANCELED, "unsubscribed", NULL);
@@ -212,7 +210,7 @@ void hr_api_subscribed(void *owner, void *req, const char *channel, const chan_s
 
 void hr_api_unsubscribe(hr_conn *c, const char *channel)
 {
-    chan_sub *s = c->subs ? hr_map_del(c->subs, channel, strlen(channel)) : NULL;
+    chan_sub *s = hr_conn_sub_del(c, channel);
     if (s)
         chan_unsubscribe(c->w->node->layer, c->w->index, s);
 }
@@ -222,7 +220,7 @@ void hr_api_unsubscribe(hr_conn *c, const char *channel)
 static void member_apply(hr_conn *c, void *ud)
 {
     const chan_control *ctl = ud;
-    int has = c->subs && hr_map_get(c->subs, ctl->channel, strlen(ctl->channel));
+    int has = hr_conn_sub_get(c, ctl->channel) != NULL;
     if (!c->wsi || c->close_code)
         return;
     if (ctl->op == CHAN_CTL_MEMBER_ADD && !has) {
@@ -298,7 +296,7 @@ void hr_api_publish(hr_worker *w, hr_conn *c, const char *channel, const char *d
     const auth_namespace *ns = hr_config_namespace(cfg, channel);
     char client[160], *from = NULL;
     if (c) {
-        int subscribed = c->subs && hr_map_get(c->subs, channel, strlen(channel));
+        int subscribed = hr_conn_sub_get(c, channel) != NULL;
         if (!auth_can_publish(ns, &c->id, channel, subscribed)) {
             done(cb, ud, -EACCES, "not allowed to publish to this channel", NULL);
             return;

@@ -25,6 +25,8 @@ static const hr_config *conn_cfg(const hr_conn *c)
     return c->w->node->cfg;
 }
 
+static void subs_end(hr_conn *c);
+
 /*---- Life ------------------------------------------------------------------*/
 
 void hr_conn_init(hr_conn *c, const hr_conn_ops *ops, hr_worker *w, struct lws *wsi)
@@ -61,9 +63,14 @@ chan_client hr_conn_who(const hr_conn *c, char *buf, size_t len, char **info)
     return (chan_client){buf, c->id.sub ? c->id.sub : "", *info};
 }
 
-static void user_index_add(hr_conn *c)
+/* The user index (w->by_user) serves disconnect-by-user and the members
+ * API only, so it is built the first time one of them asks (from the
+ * worker's connections) and kept up from then on: a node that never uses
+ * them saves a map entry and a list head per user (~110 bytes per
+ * connection). */
+static void user_index_add(hr_worker *w, hr_conn *c)
 {
-    hr_map *idx = c->w->by_user;
+    hr_map *idx = w->by_user;
     size_t len = strlen(c->id.sub);
     user_conns *u = hr_map_get(idx, c->id.sub, len);
     if (!u) {
@@ -73,11 +80,28 @@ static void user_index_add(hr_conn *c)
     lws_dll2_add_tail(&c->in_user, &u->conns);
 }
 
+static int index_one(struct lws_dll2 *d, void *user)
+{
+    hr_conn *c = lws_container_of(d, hr_conn, in_loop);
+    if (c->authed && c->id.sub)
+        user_index_add(user, c);
+    return 0;
+}
+
+static hr_map *user_index(hr_worker *w)
+{
+    if (!w->by_user) {
+        w->by_user = hr_map_new(NULL);
+        lws_dll2_foreach_safe(&w->conns, w, index_one);
+    }
+    return w->by_user;
+}
+
 static void user_index_remove(hr_conn *c)
 {
-    if (!c->authed || !c->id.sub)
-        return;
     hr_map *idx = c->w->by_user;
+    if (!idx || !c->in_user.owner)
+        return;
     size_t len = strlen(c->id.sub);
     user_conns *u = hr_map_get(idx, c->id.sub, len);
     lws_dll2_remove(&c->in_user);
@@ -180,8 +204,8 @@ void hr_conn_authenticate(hr_conn *c, auth_identity *id)
     memset(id, 0, sizeof(*id));
     c->authed = 1;
     c->client_n = atomic_fetch_add(&c->w->node->next_client, 1) + 1;
-    if (c->id.sub)
-        user_index_add(c);
+    if (c->id.sub && c->w->by_user)
+        user_index_add(c->w, c);
     hr_conn_rearm(c);
 }
 
@@ -193,14 +217,7 @@ int hr_conn_user_slot(hr_node *node, const char *sub, hr_slot **slot)
 void hr_conn_closed(hr_conn *c)
 {
     hr_worker *w = c->w;
-    const char *key;
-    void *val;
-    if (c->subs) {
-        for (size_t it = 0; hr_map_next(c->subs, &it, &key, NULL, &val);)
-            chan_unsubscribe(w->node->layer, w->index, val);
-        hr_map_free(c->subs);
-        c->subs = NULL;
-    }
+    subs_end(c);
     hr_conn_drop_queue(c);
     free(c->q);
     c->q = NULL;
@@ -216,6 +233,125 @@ void hr_conn_closed(hr_conn *c)
     c->wsi = NULL;
     hr_conn_unref(c);
     hr_loop_maybe_done(&w->loop);
+}
+
+/*---- Subscriptions ---------------------------------------------------------*/
+
+/* Up to this many subscriptions are searched in order (a strcmp each);
+ * beyond, a hash map. */
+#define HR_SUBS_ARRAY 16
+
+static int sub_is(const chan_sub *s, const char *channel)
+{
+    return !strcmp(chan_sub_channel(s), channel);
+}
+
+chan_sub *hr_conn_sub_get(const hr_conn *c, const char *channel)
+{
+    if (c->subcap == HR_SUBS_MAP)
+        return hr_map_get(c->subs.map, channel, strlen(channel));
+    if (c->subcap == 0)
+        return c->nsubs && sub_is(c->subs.one, channel) ? c->subs.one : NULL;
+    for (uint32_t i = 0; i < c->nsubs; i++)
+        if (sub_is(c->subs.arr[i], channel))
+            return c->subs.arr[i];
+    return NULL;
+}
+
+/* The array has grown past HR_SUBS_ARRAY: its entries move to a map. */
+static void subs_to_map(hr_conn *c)
+{
+    hr_map *m = hr_map_new(NULL);
+    for (uint32_t i = 0; i < c->nsubs; i++) {
+        const char *ch = chan_sub_channel(c->subs.arr[i]);
+        hr_map_put(m, ch, strlen(ch), c->subs.arr[i]);
+    }
+    free(c->subs.arr);
+    c->subs.map = m;
+    c->subcap = HR_SUBS_MAP;
+}
+
+void hr_conn_sub_put(hr_conn *c, chan_sub *s)
+{
+    if (c->subcap == 0 && c->nsubs == 0) {
+        c->subs.one = s;
+        c->nsubs = 1;
+        return;
+    }
+    if (c->subcap == 0) {
+        chan_sub **a = hr_malloc(4 * sizeof(*a));
+        a[0] = c->subs.one;
+        c->subs.arr = a;
+        c->subcap = 4;
+    }
+    if (c->subcap != HR_SUBS_MAP && c->nsubs == c->subcap) {
+        if (c->subcap >= HR_SUBS_ARRAY) {
+            subs_to_map(c);
+        } else {
+            c->subcap *= 2;
+            c->subs.arr = hr_realloc(c->subs.arr, c->subcap * sizeof(*c->subs.arr));
+        }
+    }
+    if (c->subcap == HR_SUBS_MAP) {
+        const char *ch = chan_sub_channel(s);
+        hr_map_put(c->subs.map, ch, strlen(ch), s);
+    } else {
+        c->subs.arr[c->nsubs] = s;
+    }
+    c->nsubs++;
+}
+
+chan_sub *hr_conn_sub_del(hr_conn *c, const char *channel)
+{
+    chan_sub *s = NULL;
+    if (c->subcap == HR_SUBS_MAP) {
+        if ((s = hr_map_del(c->subs.map, channel, strlen(channel))))
+            c->nsubs--;
+        return s;
+    }
+    if (c->subcap == 0) {
+        if (!c->nsubs || !sub_is(c->subs.one, channel))
+            return NULL;
+        s = c->subs.one;
+        c->subs.one = NULL;
+        c->nsubs = 0;
+        return s;
+    }
+    for (uint32_t i = 0; i < c->nsubs; i++) {
+        if (sub_is(c->subs.arr[i], channel)) {
+            s = c->subs.arr[i];
+            c->subs.arr[i] = c->subs.arr[--c->nsubs];
+            break;
+        }
+    }
+    if (s && c->nsubs == 0) { /* back to none: no array kept */
+        free(c->subs.arr);
+        c->subs.one = NULL;
+        c->subcap = 0;
+    }
+    return s;
+}
+
+/* Ends every subscription (the connection is gone). */
+static void subs_end(hr_conn *c)
+{
+    hr_worker *w = c->w;
+    if (c->subcap == HR_SUBS_MAP) {
+        const char *key;
+        void *val;
+        for (size_t it = 0; hr_map_next(c->subs.map, &it, &key, NULL, &val);)
+            chan_unsubscribe(w->node->layer, w->index, val);
+        hr_map_free(c->subs.map);
+    } else if (c->subcap == 0) {
+        if (c->nsubs)
+            chan_unsubscribe(w->node->layer, w->index, c->subs.one);
+    } else {
+        for (uint32_t i = 0; i < c->nsubs; i++)
+            chan_unsubscribe(w->node->layer, w->index, c->subs.arr[i]);
+        free(c->subs.arr);
+    }
+    c->subs.one = NULL;
+    c->nsubs = c->subcap = 0;
 }
 
 /*---- Outbound queue --------------------------------------------------------*/
@@ -385,7 +521,7 @@ static int each_one(struct lws_dll2 *d, void *user)
 
 void hr_conn_each_of_user(hr_worker *w, const char *sub, void (*fn)(hr_conn *c, void *ud), void *ud)
 {
-    user_conns *u = hr_map_get(w->by_user, sub, strlen(sub));
+    user_conns *u = hr_map_get(user_index(w), sub, strlen(sub));
     each_args a = {fn, ud};
     if (u)
         lws_dll2_foreach_safe(&u->conns, &a, each_one);

@@ -75,7 +75,15 @@ struct hr_conn {
     lws_dll2_t in_user;       /* the user's connections on this loop (w->by_user) */
     uint64_t client_n;        /* client id "<node>.<client_n>" */
     auth_identity id;
-    hr_map *subs; /* channel name -> chan_sub*; NULL until the first subscribe */
+    /* The subscriptions (hr_conn_sub_*): most connections hold one or a
+     * few, so one is held inline, a few in an array searched in order,
+     * and only many in a hash map (an empty map alone costs 552 bytes). */
+    union {
+        chan_sub *one;  /* subcap 0 */
+        chan_sub **arr; /* subcap > 0: that many slots */
+        hr_map *map;    /* subcap HR_SUBS_MAP: channel name -> chan_sub* */
+    } subs;
+    uint32_t nsubs, subcap;
     hr_wheel_entry deadline; /* on w->deadlines: the connect timeout, then the token's expiry */
 
     hr_slot *addr_slot; /* this connection's count in the per-address table */
@@ -117,6 +125,18 @@ void hr_conn_client_id(const hr_conn *c, char *buf, size_t len);
  * not as lws timers: they fire up to a second late, and arming one costs
  * the same however many connections the loop holds. */
 void hr_conn_rearm(hr_conn *c);
+
+/*---- Subscriptions ---------------------------------------------------------*/
+
+#define HR_SUBS_MAP UINT32_MAX
+
+/* The membership of c in channel, or NULL. */
+chan_sub *hr_conn_sub_get(const hr_conn *c, const char *channel);
+/* Adds s (not yet held by c; the layer owns it) under its channel. */
+void hr_conn_sub_put(hr_conn *c, chan_sub *s);
+/* Removes and returns c's membership in channel (the caller unsubscribes
+ * it or knows the layer dropped it), or NULL. */
+chan_sub *hr_conn_sub_del(hr_conn *c, const char *channel);
 
 /*---- Sending ---------------------------------------------------------------*/
 

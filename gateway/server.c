@@ -74,7 +74,6 @@ static int callback_herald(struct lws *wsi, enum lws_callback_reasons reason, vo
 static int worker_init(hr_worker *w)
 {
     const hr_config *cfg = w->node->cfg;
-    w->by_user = hr_map_new(NULL);
     hr_conn_worker_init(w);
     w->scratch = hr_malloc(LWS_PRE + HR_SCRATCH);
     if (cfg->ws_compression)

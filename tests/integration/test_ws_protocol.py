@@ -459,6 +459,53 @@ def test_unsubscribed_client_stops_receiving():
         assert (msg["channel"], msg["data"]) == ("y", 3), "got %r after unsubscribing from x" % msg
 
 
+def test_many_subscriptions_on_one_connection_grow_and_shrink():
+    """A connection holds its first subscription inline, a few in an array
+    and many in a map (gateway/conn.c): every step of the way it receives
+    exactly the channels it holds, in order, and unsubscribing back to none
+    and subscribing again works."""
+    with Herald() as h:
+        ws = h.client()
+        names = ["many.%d" % i for i in range(40)]
+
+        def check(held):
+            # one publication to each of the 40 channels, then a marker on a
+            # held one: exactly the held ones arrive, in order, then the marker
+            for n in names:
+                h.publish(n, n)
+            marker = min(held)
+            h.publish(marker, "end")
+            got = [ws.recv_push() for _ in range(len(held) + 1)]
+            assert [(m["channel"], m["data"]) for m in got] == \
+                [(n, n) for n in names if n in held] + [(marker, "end")], got
+
+        held = []
+        for n in names:  # 1 inline, then arrays of 4, 8, 16, then the map
+            assert assert_result(ws.cmd("subscribe", channel=n))["channel"] == n
+            held.append(n)
+            if len(held) in (1, 2, 5, 16, 17, 40):
+                check(set(held))
+        assert_result(ws.cmd("subscribe", channel="many.7"))  # held: not a second one
+        for n in names[::2]:
+            assert_result(ws.cmd("unsubscribe", channel=n))
+        check(set(names[1::2]))
+        for n in names[1::2]:
+            assert_result(ws.cmd("unsubscribe", channel=n))
+        assert_result(ws.cmd("subscribe", channel="many.3"))
+        check({"many.3"})
+    with Herald() as h:  # shrinking within the array, down to none and back
+        ws = h.client()
+        for n in ("a", "b", "c"):
+            assert_result(ws.cmd("subscribe", channel=n))
+        for n in ("b", "a", "c"):
+            assert_result(ws.cmd("unsubscribe", channel=n))
+        assert_result(ws.cmd("subscribe", channel="c"))
+        for n in ("a", "b", "c"):
+            h.publish(n, n)
+        m = ws.recv_push()
+        assert (m["channel"], m["data"]) == ("c", "c"), m
+
+
 def test_data_of_any_json_type_round_trips():
     values = [None, True, 0, -1.5, "text", "\u00e9\u4e2d\U0001F600", [1, [2, {"a": None}]],
               {"nested": {"deep": [1, 2, 3]}, "s": "quote\" backslash\\ nl\n"}]

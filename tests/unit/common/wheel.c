@@ -10,7 +10,7 @@
 typedef struct item {
     hr_wheel_entry e; /* first: an entry is its item */
     int fired;
-    uint32_t at; /* the tick it last fired at */
+    uint32_t at;         /* the tick it last fired at */
     struct item *cancel; /* disarmed by this item's firing */
     int rearm;           /* re-armed this many ticks later by its firing */
 } item;
