@@ -152,7 +152,9 @@ void hr_conn_send_json(hr_conn *c, json_t *o);
 
 /* Decides that c closes with code and reason (static storage): with
  * flush, what is queued is sent first, else it is dropped. The first
- * decision wins; the transport carries it out (ops->closing). */
+ * decision wins; the transport carries it out (ops->closing), and the
+ * connection's deadline becomes a backstop (20 s, 40 s with flush) after
+ * which the socket is dropped if the peer never took the close. */
 void hr_conn_close(hr_conn *c, int code, const char *reason, int flush);
 
 /* For transports writing the queue: the head message (qlen > 0), taking

@@ -20,12 +20,6 @@
 #include <string.h>
 #include <sys/socket.h>
 
-/* Seconds a closing connection may wait for its peer to accept the close
- * frame before lws drops the socket. A slow consumer must first read what
- * the kernel already holds for it (its queue is dropped, so waiting costs
- * only those buffers); too short, and it sees 1006 instead of 4008. */
-#define HR_CLOSE_BACKSTOP_S 20
-
 static hr_ws_conn *ws_of(hr_conn *c)
 {
     return (hr_ws_conn *)c;
@@ -68,12 +62,11 @@ static size_t ws_queued(hr_conn *conn, chan_msg *m)
 }
 
 /* Closing is carried out in the writeable callback (the close frame after
- * what is flushed); lws drops the socket if the peer never lets it out. */
+ * what is flushed); the connection's backstop deadline (conn.c) drops the
+ * socket if the peer never lets it out. */
 static void ws_closing(hr_conn *c)
 {
     lws_callback_on_writable(c->wsi);
-    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK,
-                    c->close_flush ? HR_CLOSE_BACKSTOP_S * 2 : HR_CLOSE_BACKSTOP_S);
 }
 
 /* Metrics of one frame leaving: compressed frames, and the delivery. */
