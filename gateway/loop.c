@@ -185,8 +185,52 @@ static void on_accept(uv_poll_t *h, int status, int events)
     }
 }
 
+/* Accepting starts once the node can serve what clients ask first (a
+ * restarted node's clients resubscribe with `since` at once, which needs
+ * Redis): until then connections wait in the kernel's listen backlog,
+ * where a client sees a slow connect rather than a refusal or an
+ * "unavailable" answer, both of which send herald.js into its backoff.
+ * The wait is bounded: a node whose Redis stays down still answers
+ * /healthz, /readyz (503) and WebSocket clients after HR_ACCEPT_HOLD_MS. */
+#define HR_ACCEPT_HOLD_MS 5000
+#define HR_ACCEPT_CHECK_MS 10
+
+static void accept_start(hr_loop *loop)
+{
+    if (loop->listen_fd < 0 || loop->accepting)
+        return;
+    loop->accepting = 1;
+    uv_poll_start(&loop->listen_poll, UV_READABLE, on_accept);
+}
+
+static void hold_check(uv_timer_t *t)
+{
+    hr_loop *loop = t->data;
+    int ready = loop->h->ready(loop);
+    if (!ready && uv_now(&loop->uv) - loop->hold_since < HR_ACCEPT_HOLD_MS)
+        return;
+    if (!ready)
+        hr_warn("listen", "loop %u accepts connections before the channel layer is ready",
+                loop->index);
+    uv_timer_stop(t);
+    accept_start(loop);
+}
+
+static void accept_when_ready(hr_loop *loop)
+{
+    if (!loop->h->ready || loop->h->ready(loop)) {
+        accept_start(loop);
+        return;
+    }
+    uv_update_time(&loop->uv);
+    loop->hold_since = uv_now(&loop->uv);
+    uv_timer_start(&loop->hold, hold_check, HR_ACCEPT_CHECK_MS, HR_ACCEPT_CHECK_MS);
+}
+
 static void stop_listening(hr_loop *loop)
 {
+    if (loop->uv_ready)
+        uv_timer_stop(&loop->hold);
     if (loop->listen_fd < 0)
         return;
     uv_poll_stop(&loop->listen_poll);
@@ -217,6 +261,7 @@ static void loop_stop(hr_loop *l)
     if (l->ctx)
         lws_context_destroy(l->ctx);
     close_handle((uv_handle_t *)&l->grace);
+    close_handle((uv_handle_t *)&l->hold);
     close_handle((uv_handle_t *)&l->lag);
     close_handle((uv_handle_t *)&l->flush);
     l->h->stopped(l);
@@ -366,6 +411,8 @@ static int init_handles(hr_loop *loop)
     loop->inbox.wake.data = loop;
     uv_timer_init(&loop->uv, &loop->grace);
     loop->grace.data = loop;
+    uv_timer_init(&loop->uv, &loop->hold);
+    loop->hold.data = loop;
     uv_timer_init(&loop->uv, &loop->lag);
     loop->lag.data = loop;
     loop->lag_due = hr_now_us() + HR_LAG_PERIOD_MS * 1000;
@@ -411,8 +458,7 @@ int hr_loop_init(hr_loop *loop, unsigned index, const hr_config *cfg, int *port,
     }
     uv_poll_init(&loop->uv, &loop->listen_poll, loop->listen_fd);
     loop->listen_poll.data = loop;
-    uv_poll_start(&loop->listen_poll, UV_READABLE, on_accept);
-    return 0;
+    return 0; /* accepting starts when the loop runs (accept_when_ready) */
 }
 
 /* As lws' foreign-loop example does: the destroy started inside the loop
@@ -429,6 +475,7 @@ void hr_loop_run(hr_loop *loop)
 {
     if (loop->h->started)
         loop->h->started(loop);
+    accept_when_ready(loop);
     uv_run(&loop->uv, UV_RUN_DEFAULT);
     finish_context(loop);
 }
