@@ -4,13 +4,14 @@ replies, permissions, fan-out order, and interoperability with the standard
 
 import asyncio
 import json
+import os
 import re
 import time
 
 import websockets
 
 from harness import (OP_CONT, OP_TEXT, Herald, assert_error, assert_result, before, jwt_parts, make_jwt,
-                     run_tests, with_lifetimes)
+                     run_tests, wait_until, with_lifetimes)
 
 CLIENT_ID = re.compile(r"^test\.\d+$")
 CHAT = {"namespaces": {"chat": {"subscribe": "authenticated", "publish": "subscribers"}}}
@@ -616,6 +617,38 @@ def test_websockets_keepalive_keeps_idle_connection_open():
             asyncio.run(asyncio.wait_for(_keepalive(h, h.jwt(sub="alice")), 90))
         except websockets.exceptions.ConnectionClosed as e:
             raise AssertionError("idle connection closed by the client library's keepalive: %s" % e)
+
+
+def _tcp_timer(local_port, remote_port):
+    """(timer kind, ticks until it fires) of the IPv4 socket local_port ->
+    remote_port, from /proc/net/tcp ("tr": 0 none, 1 retransmit, 2
+    keepalive, ...; "tm->when" in clock ticks)."""
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            cols = line.split()
+            lport = int(cols[1].split(":")[1], 16)
+            rport = int(cols[2].split(":")[1], 16)
+            if (lport, rport) == (local_port, remote_port):
+                tr, when = cols[5].split(":")
+                return int(tr, 16), int(when, 16)
+    return None
+
+
+def test_idle_websocket_socket_has_tcp_keepalive():
+    """lws' validity timer (a PING after 300 s idle) is off, because lws
+    inserted it into a sorted list per connection (docs/benchmarks.md,
+    "Scale"); the kernel's keepalive finds vanished peers instead: every
+    accepted socket carries a keepalive timer ~300 s ahead."""
+    with Herald() as h:
+        ws = h.client()
+        assert_result(ws.cmd("ping"))
+        key = (h.port, ws.sock.getsockname()[1])
+        # while the reply is unacknowledged the retransmit timer shows instead
+        wait_until(lambda: (_tcp_timer(*key) or (None,))[0] == 2, timeout=20,
+                   what="a keepalive timer on the server's socket")
+        kind, when = _tcp_timer(*key)
+        assert when > 250 * os.sysconf("SC_CLK_TCK"), "keepalive fires in %r ticks" % when
 
 
 def test_websockets_library_interoperates():
