@@ -69,6 +69,10 @@ size_t hr_wheel_advance(hr_wheel *w, uint32_t now, void (*fire)(hr_wheel_entry *
     int64_t behind = (int32_t)(now - w->now);
     if (behind <= 0)
         return 0;
+    if (w->count == 0) { /* nothing to fire: only the clock moves */
+        w->now = now;
+        return 0;
+    }
     /* more than a turn late: every slot once, each entry in it is due */
     uint32_t t = behind > (int64_t)w->mask + 1 ? now - w->mask : w->now + 1;
     for (;; t++) {

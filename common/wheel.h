@@ -63,7 +63,11 @@ static inline int hr_wheel_armed(const hr_wheel_entry *e)
 /* Expires every tick from the last one expired up to `now`: each entry
  * due is disarmed, then fire(e, ud) runs, which may arm or disarm any
  * entry (e included). A jump of more than one turn looks at every slot
- * once. Returns the entries fired. */
+ * once; on an empty wheel only the clock moves. Returns the entries fired.
+ * A caller that stops advancing while the wheel is empty must advance it
+ * to the present before arming again: arming is relative to the last tick
+ * expired, and a clock left a turn behind would make a new deadline due
+ * at once. */
 size_t hr_wheel_advance(hr_wheel *w, uint32_t now, void (*fire)(hr_wheel_entry *e, void *ud),
                         void *ud);
 

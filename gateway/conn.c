@@ -159,6 +159,19 @@ static void deadline_schedule(hr_worker *w)
         uv_timer_start(&w->deadline_tick, deadline_tick, 1000 - uv_now(&w->loop.uv) % 1000, 0);
 }
 
+/* Arms c's deadline s seconds from now. The tick timer stops while the
+ * wheel is empty, so the wheel's clock may be far behind: it is brought
+ * to the present first (nothing is armed, nothing fires). */
+static void deadline_arm(hr_conn *c, uint32_t s)
+{
+    hr_worker *w = c->w;
+    uint32_t now = deadline_now(w);
+    if (w->deadlines.count == 0)
+        hr_wheel_advance(&w->deadlines, now, deadline_fired, NULL);
+    hr_wheel_arm(&w->deadlines, &c->deadline, now + s + 1);
+    deadline_schedule(w);
+}
+
 static void deadline_tick(uv_timer_t *t)
 {
     hr_worker *w = t->data;
@@ -194,7 +207,6 @@ void hr_conn_worker_free(hr_worker *w)
  * first whole second of the loop's clock after the delay: never early. */
 void hr_conn_rearm(hr_conn *c)
 {
-    hr_worker *w = c->w;
     int64_t s;
     if (c->close_code) {
         return; /* closing: the backstop stays */
@@ -208,8 +220,7 @@ void hr_conn_rearm(hr_conn *c)
     }
     if (s > HR_TIMER_MAX_S)
         s = HR_TIMER_MAX_S;
-    hr_wheel_arm(&w->deadlines, &c->deadline, deadline_now(w) + (uint32_t)s + 1);
-    deadline_schedule(w);
+    deadline_arm(c, (uint32_t)s);
 }
 
 void hr_conn_authenticate(hr_conn *c, auth_identity *id)
@@ -413,10 +424,7 @@ void hr_conn_close(hr_conn *c, int code, const char *reason, int flush)
         hr_conn_drop_queue(c);
     c->ops->closing(c);
     /* the backstop replaces the connection's deadline */
-    hr_wheel_arm(&c->w->deadlines, &c->deadline,
-                 deadline_now(c->w) +
-                     (uint32_t)(flush ? HR_CLOSE_BACKSTOP_S * 2 : HR_CLOSE_BACKSTOP_S) + 1);
-    deadline_schedule(c->w);
+    deadline_arm(c, flush ? HR_CLOSE_BACKSTOP_S * 2 : HR_CLOSE_BACKSTOP_S);
 }
 
 static void slow_consumer(hr_conn *c)

@@ -147,6 +147,24 @@ static void test_wrapping_ticks(void)
     hr_wheel_fini(&w);
 }
 
+/* A wheel left empty (its owner stops ticking then) only moves its clock
+ * when advanced; arming after that is relative to the present. Arming on
+ * a clock left a turn behind would make the deadline due at once: the
+ * owner advances first (gateway/conn.c, deadline_arm). */
+static void test_idle_wheel_catches_up(void)
+{
+    hr_wheel w;
+    item a = {0};
+    ctx x = {&w, 0};
+    hr_wheel_init(&w, 16, 0);
+    CHECK(hr_wheel_advance(&w, 100000, fire, &x) == 0 && w.now == 100000);
+    hr_wheel_arm(&w, &a.e, 100010);
+    CHECK(a.e.due == 100010);
+    CHECK(run_to(&w, 100000, 100009) == 0 && a.fired == 0);
+    CHECK(run_to(&w, 100009, 100010) == 1 && a.at == 100010);
+    hr_wheel_fini(&w);
+}
+
 int main(void)
 {
     RUN(test_fires_when_due);
@@ -155,5 +173,6 @@ int main(void)
     RUN(test_cancel_while_firing);
     RUN(test_late_advance);
     RUN(test_wrapping_ticks);
+    RUN(test_idle_wheel_catches_up);
     return TEST_DONE();
 }
