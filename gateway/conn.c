@@ -47,8 +47,48 @@ void hr_conn_ref(hr_conn *c)
 
 void hr_conn_unref(hr_conn *c)
 {
-    if (--c->refs == 0)
-        free(c);
+    if (--c->refs)
+        return;
+    free(c->fwd);
+    free(c->remote_addr);
+    free(c->reason_own);
+    free(c);
+}
+
+void hr_conn_event(hr_worker *w, json_t *event)
+{
+    if (event && w->node->events)
+        hr_events_emit(w->node->events, event, &w->stats);
+    else
+        json_decref(event);
+}
+
+void hr_conn_sub_event(hr_conn *c, int subscribed, const char *channel)
+{
+    char client[160];
+    if (!c->w->node->events || !c->authed)
+        return;
+    hr_conn_client_id(c, client, sizeof(client));
+    hr_conn_event(c->w, hr_event_subscription(subscribed, client, c->id.sub, channel));
+}
+
+/* herald.connect / herald.disconnect: the client id is formatted only
+ * when there is a hub to tell. */
+static void lifecycle(hr_conn *c, int connected)
+{
+    char client[160];
+    if (!c->w->node->events)
+        return;
+    hr_conn_client_id(c, client, sizeof(client));
+    const char *node = c->w->node->cfg->node_id;
+    if (connected) {
+        hr_conn_event(c->w, hr_event_connect(client, c->id.sub, c->ops->transport, node));
+    } else {
+        uint64_t now = hr_now_ms();
+        int code = c->close_code ? c->close_code : c->peer_code ? c->peer_code : 1006;
+        hr_conn_event(c->w, hr_event_disconnect(client, c->id.sub, code,
+                                                now > c->authed_ms ? now - c->authed_ms : 0, node));
+    }
 }
 
 void hr_conn_client_id(const hr_conn *c, char *buf, size_t len)
@@ -138,7 +178,15 @@ static void deadline_fired(hr_wheel_entry *e, void *ud)
     (void)ud;
     if (c->close_code) /* the backstop: the peer never took the close */
         lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
-    else if (!c->authed)
+    else if (c->ops->deadline)
+        c->ops->deadline(c);
+    else
+        hr_conn_deadline(c);
+}
+
+void hr_conn_deadline(hr_conn *c)
+{
+    if (!c->authed)
         hr_conn_close(c, 4001, "connect timeout", 1);
     else if (c->id.exp > 0 && (int64_t)time(NULL) >= c->id.exp)
         hr_conn_close(c, 4001, "token expired", 1);
@@ -205,6 +253,12 @@ void hr_conn_worker_free(hr_worker *w)
  * seconds and capped, so no `exp` a signed token carries can overflow it
  * (an overflow once fired the timer in a tight loop). It fires at the
  * first whole second of the loop's clock after the delay: never early. */
+void hr_conn_arm(hr_conn *c, uint32_t s)
+{
+    if (!c->close_code)
+        deadline_arm(c, s);
+}
+
 void hr_conn_rearm(hr_conn *c)
 {
     int64_t s;
@@ -228,10 +282,18 @@ void hr_conn_authenticate(hr_conn *c, auth_identity *id)
     c->id = *id;
     memset(id, 0, sizeof(*id));
     c->authed = 1;
-    c->client_n = atomic_fetch_add(&c->w->node->next_client, 1) + 1;
+    hr_conn_number(c);
     if (c->id.sub && c->w->by_user)
         user_index_add(c->w, c);
+    c->authed_ms = hr_now_ms();
     hr_conn_rearm(c);
+    lifecycle(c, 1);
+}
+
+void hr_conn_number(hr_conn *c)
+{
+    if (!c->client_n)
+        c->client_n = atomic_fetch_add(&c->w->node->next_client, 1) + 1;
 }
 
 int hr_conn_user_slot(hr_node *node, const char *sub, hr_slot **slot)
@@ -247,6 +309,8 @@ void hr_conn_closed(hr_conn *c)
     free(c->q);
     c->q = NULL;
     c->qcap = 0;
+    if (c->authed)
+        lifecycle(c, 0);
     user_index_remove(c);
     hr_wheel_disarm(&w->deadlines, &c->deadline);
     deadline_schedule(w);
@@ -358,21 +422,27 @@ chan_sub *hr_conn_sub_del(hr_conn *c, const char *channel)
 }
 
 /* Ends every subscription (the connection is gone). */
+/* The event first: the channel's name belongs to s. */
+static void sub_end(hr_conn *c, chan_sub *s)
+{
+    hr_conn_sub_event(c, 0, chan_sub_channel(s));
+    chan_unsubscribe(c->w->node->layer, c->w->index, s);
+}
+
 static void subs_end(hr_conn *c)
 {
-    hr_worker *w = c->w;
     if (c->subcap == HR_SUBS_MAP) {
         const char *key;
         void *val;
         for (size_t it = 0; hr_map_next(c->subs.map, &it, &key, NULL, &val);)
-            chan_unsubscribe(w->node->layer, w->index, val);
+            sub_end(c, val);
         hr_map_free(c->subs.map);
     } else if (c->subcap == 0) {
         if (c->nsubs)
-            chan_unsubscribe(w->node->layer, w->index, c->subs.one);
+            sub_end(c, c->subs.one);
     } else {
         for (uint32_t i = 0; i < c->nsubs; i++)
-            chan_unsubscribe(w->node->layer, w->index, c->subs.arr[i]);
+            sub_end(c, c->subs.arr[i]);
         free(c->subs.arr);
     }
     c->subs.one = NULL;
@@ -425,6 +495,22 @@ void hr_conn_close(hr_conn *c, int code, const char *reason, int flush)
     c->ops->closing(c);
     /* the backstop replaces the connection's deadline */
     deadline_arm(c, flush ? HR_CLOSE_BACKSTOP_S * 2 : HR_CLOSE_BACKSTOP_S);
+}
+
+void hr_conn_close_copy(hr_conn *c, int code, const char *reason, int flush)
+{
+    if (!c->wsi || c->close_code)
+        return;
+    free(c->reason_own);
+    /* a close frame holds 123 bytes of reason; cut at a character boundary */
+    size_t n = strlen(reason);
+    if (n > 123) {
+        n = 123;
+        while (n && ((unsigned char)reason[n] & 0xc0) == 0x80)
+            n--;
+    }
+    c->reason_own = hr_strndup(reason, n);
+    hr_conn_close(c, code, c->reason_own, flush);
 }
 
 static void slow_consumer(hr_conn *c)

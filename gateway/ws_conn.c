@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/ws_frame.h"
 #include "gateway/proto.h"
+#include "gateway/api.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -179,12 +180,20 @@ static int ws_write(hr_conn *c, uint64_t now_us)
     return 0;
 }
 
+/* A deadline passed: the refresh proxy may extend a proxy-authenticated
+ * connection's session first. */
+static void ws_deadline(hr_conn *c)
+{
+    hr_api_deadline(c); /* the refresh proxy, or hr_conn_deadline */
+}
+
 static const hr_conn_ops ws_ops = {
     .transport = "websocket",
     .frame = ws_frame,
     .queued = ws_queued,
     .write = ws_write,
     .closing = ws_closing,
+    .deadline = ws_deadline,
 };
 
 /*---- Opening ---------------------------------------------------------------*/
@@ -220,6 +229,10 @@ int hr_ws_established(hr_worker *w, struct lws *wsi, hr_pss *pss)
         c->c.addr_slot = st->addr_slot;
         c->c.user_slot = st->user_slot;
         st->addr_slot = st->user_slot = NULL;
+        c->c.fwd = st->fwd;
+        c->c.remote_addr = st->remote_addr;
+        st->fwd = NULL;
+        st->remote_addr = NULL;
     }
     if (st && st->upgrade_id) {
         hr_ws_authenticate(c, st->upgrade_id);
@@ -395,8 +408,10 @@ int hr_ws_peer_close(struct lws *wsi, hr_pss *pss, const unsigned char *in, size
         return hr_ws_close_now(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, "invalid close code");
     if (len > 2 && !hr_utf8_valid(in + 2, len - 2))
         return hr_ws_close_now(wsi, LWS_CLOSE_STATUS_INVALID_PAYLOAD, "close reason not UTF-8");
-    if (c)
+    if (c) {
         c->peer_closed = 1;
+        c->c.peer_code = len >= 2 ? (int)(((unsigned)in[0] << 8) | in[1]) : 1005;
+    }
     return 0;
 }
 
