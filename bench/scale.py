@@ -24,6 +24,8 @@ Scenarios (defaults in brackets; bench/README.md explains every number):
                 (lws header parsing, JWT, allocation, the limits tables), and heaptrack of
                 10,000 connections with one subscription each: where their memory goes
   structs       the per-connection structures and their sizes (gdb `ptype /o`)
+  shutdown      SIGTERM to a node holding --clients [19,000] idle connections: seconds to
+                exit and its CPU meanwhile, [3] interleaved repeats (--herald-base beside it)
   all           every scenario above
 
 Everything runs in a private network namespace (unshare --net, loopback only; --no-netns to
@@ -808,11 +810,17 @@ def md_storm(res):
 
 #---- scenario: connect rate ----------------------------------------------------------------
 
+def herald_binary(b, kind):
+    """The binary of kind "herald" or "herald-base" (--herald-base: an older
+    build measured beside the new one in the same run)."""
+    return b.a.herald_base if kind == "herald-base" else b.a.herald
+
+
 def connect_once(b, kind, threads, conns, concurrency):
     if kind == "refserver":
         srv = R.Server("refserver", b.refserver, b.secret, b.api_key)
     else:
-        srv = R.Server("herald", b.a.herald, b.secret, b.api_key, threads=threads,
+        srv = R.Server("herald", herald_binary(b, kind), b.secret, b.api_key, threads=threads,
                        log_level=b.a.log_level)
     srv.start()
     try:
@@ -843,7 +851,8 @@ def sc_connect_rate(b):
     """For each size, interleaved repeats (H1 H2 R H1 H2 R ...) on fresh servers."""
     a = b.a
     configs = [("herald", "herald threads=%d" % t, t) for t in a.thread_counts] + \
-        [("refserver", "refserver", None)]
+        ([("herald-base", "herald-base threads=%d" % t, t) for t in a.thread_counts]
+         if a.herald_base else []) + [("refserver", "refserver", None)]
     la0 = R.loadavg()
     rows = []
     for n in a.connect_conns:
@@ -909,7 +918,7 @@ def memory_once(b, kind, n, subs, room):
     if kind == "refserver":
         srv = R.Server("refserver", b.refserver, b.secret, b.api_key)
     else:
-        srv = R.Server("herald", b.a.herald, b.secret, b.api_key, threads=1,
+        srv = R.Server("herald", herald_binary(b, kind), b.secret, b.api_key, threads=1,
                        log_level=b.a.log_level)
     srv.start()
     procs = []
@@ -951,7 +960,7 @@ def sc_memory(b):
                 ("1 subscription, rooms of 10", 1, 10)]
     for n in a.memory_counts:
         for label, subs, room in variants:
-            for kind in ("herald", "refserver"):
+            for kind in ["herald"] + (["herald-base"] if a.herald_base else []) + ["refserver"]:
                 if kind == "refserver" and room != 1:
                     continue
                 log("memory: %s, %d connections, %s" % (kind, n, label))
@@ -980,6 +989,83 @@ def md_memory(res):
         out.append("| %d | %s | %s | %d | %.1f | %.1f | **%.0f** |" %
                    (r["conns"], r["variant"], r["server"], r["ready"], r["rss_before_kb"] / 1024.0,
                     r["rss_after_kb"] / 1024.0, r["bytes_per_conn"]))
+    out.append("\n- load average %s -> %s" % tuple(res["loadavg"]))
+    return "\n".join(out)
+
+
+#---- scenario: shutdown ----------------------------------------------------------------------
+
+def shutdown_once(b, kind, n):
+    """n idle connections on one node (HERALD_THREADS=1, embedded), then
+    SIGTERM: seconds to exit and the node's CPU meanwhile."""
+    srv = R.Server("herald", herald_binary(b, kind), b.secret, b.api_key, threads=1,
+                   log_level=b.a.log_level)
+    srv.start()
+    procs = []
+    try:
+        lg = R.Loadgen(b.loadgen_old, srv)
+        per = R.IDLE_PER_PROCESS
+        for i in range(-(-n // per)):
+            k = min(per, n - i * per)
+            procs.append(lg.start_background(["--idle", k, "--hold", 120, "--concurrency", 300,
+                                              "--connect-timeout", 120,
+                                              "--src-first", 2 + 8 * (i + 1), "--timeout", 300],
+                                             "sd%d" % i))
+        if not R.wait_ready(procs, 240):
+            raise RuntimeError("connections were not ready in time")
+        time.sleep(1.0)
+        pid = srv.proc.pid
+        cpu0 = cpu = R.proc_cpu_s(pid)
+        t0 = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        while srv.proc.poll() is None and time.monotonic() - t0 < 60:
+            try:
+                cpu = R.proc_cpu_s(pid)  # the last reading before it exits
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.01)
+        exit_s = time.monotonic() - t0
+        return {"exit_s": exit_s, "cpu_s": cpu - cpu0, "status": srv.proc.poll()}
+    finally:
+        R.finish_background(procs, 30)
+        srv.stop(grace=30.0)
+
+
+def sc_shutdown(b):
+    a = b.a
+    la0 = R.loadavg()
+    kinds = ["herald"] + (["herald-base"] if a.herald_base else [])
+    runs = {k: [] for k in kinds}
+    for i in range(a.repeat):
+        for kind in kinds:
+            log("shutdown: %s, %d connections, run %d/%d" % (kind, a.clients, i + 1, a.repeat))
+            try:
+                runs[kind].append(shutdown_once(b, kind, a.clients))
+            except (RuntimeError, OSError, KeyError) as e:
+                runs[kind].append({"error": str(e)[:200]})
+    rows = []
+    for kind in kinds:
+        ok = [r for r in runs[kind] if "error" not in r]
+        rows.append({"server": kind, "conns": a.clients, "runs": runs[kind],
+                     "exit_s": statistics.median([r["exit_s"] for r in ok]) if ok else None,
+                     "cpu_s": statistics.median([r["cpu_s"] for r in ok]) if ok else None})
+        log("  -> %s: exit %s s, CPU %s s" % (kind, fmt(rows[-1]["exit_s"], "%.2f"),
+                                             fmt(rows[-1]["cpu_s"], "%.2f")))
+    b.results["shutdown"] = {"rows": rows, "loadavg": (la0, R.loadavg())}
+
+
+def md_shutdown(res):
+    out = ["A node (HERALD_THREADS=1, embedded) holding the connections (idle, each with a "
+           "token) gets SIGTERM: seconds until it exits (shutdown_grace_ms is 2 s: a node whose "
+           "clients are not all gone by then closes the rest) and its CPU meanwhile (the last "
+           "reading before it exits, so a lower bound); medians of interleaved runs.", "",
+           "| connections | server | exit s | CPU s | per run (exit s / CPU s) |",
+           "|---:|---|---:|---:|---|"]
+    for r in res["rows"]:
+        out.append("| %d | %s | %s | %s | %s |" % (
+            r["conns"], r["server"], fmt(r["exit_s"], "%.2f"), fmt(r["cpu_s"], "%.2f"),
+            ", ".join("error" if "error" in x else "%.2f / %.2f" % (x["exit_s"], x["cpu_s"])
+                      for x in r["runs"])))
     out.append("\n- load average %s -> %s" % tuple(res["loadavg"]))
     return "\n".join(out)
 
@@ -1338,8 +1424,8 @@ def md_structs(res):
 #---- results and docs/benchmarks.md ------------------------------------------------------------
 
 MD = {"cluster": md_cluster, "storm": md_storm, "connect-rate": md_connect_rate,
-      "memory": md_memory, "profile": md_profile, "structs": md_structs}
-ORDER = ["cluster", "storm", "connect-rate", "memory", "profile", "structs"]
+      "memory": md_memory, "profile": md_profile, "structs": md_structs, "shutdown": md_shutdown}
+ORDER = ["cluster", "storm", "connect-rate", "memory", "profile", "structs", "shutdown"]
 
 
 def block(name, res, argv, herald, when=None, rendered=None):
@@ -1416,6 +1502,9 @@ def parse_args(argv):
                     help="run nothing: print (and --write) the blocks of a --json file again")
     ap.add_argument("--herald", default=os.path.join(REPO, "build", "herald"),
                     help="Herald binary (%(default)s)")
+    ap.add_argument("--herald-base", metavar="PATH",
+                    help="connect-rate, memory, shutdown: an older Herald binary measured beside --herald "
+                    "in the same run (rows \"herald-base\")")
     ap.add_argument("--bin-dir", help="directory of herald-loadgen and herald-refserver "
                     "(default build/bench)")
     ap.add_argument("--redis-server", default=R.DEFAULT_REDIS)
@@ -1449,7 +1538,7 @@ def parse_args(argv):
                     help="cluster: perf record node 1 over the publishing window into DIR")
     ap.add_argument("--timeout", type=int, default=420, help="per loadgen run, s")
     # storm
-    ap.add_argument("--clients", type=int, default=19000, help="storm: clients on the node")
+    ap.add_argument("--clients", type=int, default=19000, help="storm, shutdown: clients on the node")
     ap.add_argument("--storm-duration", type=float, default=40.0, help="storm: publishing time")
     ap.add_argument("--kill-at", type=float, default=8.0, help="storm: SIGTERM after this many s")
     ap.add_argument("--storm-threads", type=int, default=2, help="storm: HERALD_THREADS")
@@ -1491,7 +1580,8 @@ def main(argv):
     ensure_netns(a)
     b = Bench(a)
     fns = {"cluster": sc_cluster, "storm": sc_storm, "connect-rate": sc_connect_rate,
-           "memory": sc_memory, "profile": sc_profile, "structs": sc_structs}
+           "memory": sc_memory, "profile": sc_profile, "structs": sc_structs,
+           "shutdown": sc_shutdown}
     t0 = time.monotonic()
     try:
         for n in names:
@@ -1504,7 +1594,8 @@ def main(argv):
     for n in names:
         if n in b.results:
             print(block(n, b.results[n], argv, a.herald) + "\n")
-    doc = {"herald": a.herald, "machine": R.machine(), "argv": argv, "results": b.results,
+    doc = {"herald": a.herald, "herald_base": a.herald_base, "machine": R.machine(), "argv": argv,
+           "results": b.results,
            "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     if a.json:
         with open(a.json, "w") as f:

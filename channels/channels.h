@@ -417,6 +417,8 @@ chan_sub *chan_subscribe(chan_layer *l, unsigned thread, const char *channel, co
 /* On the thread that subscribed: removes and frees the membership (a
  * pending completion is reported as -ECANCELED first). */
 void chan_unsubscribe(chan_layer *l, unsigned thread, chan_sub *s);
+/* The channel of membership s (the layer's copy, valid as long as s). */
+const char *chan_sub_channel(const chan_sub *s);
 /* Publishes from loop thread `thread` (see ops->publish). */
 void chan_publish(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,
                   const char *data_json, size_t data_len, const char *from, chan_publish_cb cb,

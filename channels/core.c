@@ -299,6 +299,11 @@ void chan_unsubscribe(chan_layer *l, unsigned thread, chan_sub *s)
     chan_sub_release(s);
 }
 
+const char *chan_sub_channel(const chan_sub *s)
+{
+    return s->channel;
+}
+
 void chan_deliver(chan_layer *l, unsigned thread, chan_msg *m)
 {
     chan_shard *sh = &l->shards[thread];

@@ -154,12 +154,10 @@ static void start_subscription(hr_conn *c, const char *channel, const chan_pos *
     char client[160], *info;
     chan_client who = hr_conn_who(c, client, sizeof(client), &info);
     chan_opts o = hr_chan_opts(hr_config_namespace(w->node->cfg, channel));
-    if (!c->subs)
-        c->subs = hr_map_new(NULL);
     chan_sub *s = chan_subscribe(w->node->layer, w->index, channel, &o, &who, since, c, req);
     free(info);
     if (s)
-        hr_map_put(c->subs, channel, strlen(channel), s);
+        hr_conn_sub_put(c, s);
 }
 
 static void subscribe_proxied(hr_conn *c, const char *channel, const chan_pos *since,
@@ -169,7 +167,7 @@ void hr_api_subscribe(hr_conn *c, const char *channel, const chan_pos *since, hr
                       void *ud)
 {
     const hr_config *cfg = c->w->node->cfg;
-    if (c->subs && hr_map_get(c->subs, channel, strlen(channel))) {
+    if (hr_conn_sub_get(c, channel)) {
         json_t *r = json_pack("{s:s}", "channel", channel);
         done(cb, ud, 0, NULL, r); /* subscribing twice is not an error */
         json_decref(r);
@@ -179,7 +177,7 @@ void hr_api_subscribe(hr_conn *c, const char *channel, const chan_pos *since, hr
         done(cb, ud, -EACCES, "not allowed to subscribe to this channel", NULL);
         return;
     }
-    if (c->subs && hr_map_count(c->subs) >= (size_t)cfg->max_subscriptions) {
+    if (c->nsubs >= (uint32_t)cfg->max_subscriptions) {
         done(cb, ud, -E2BIG, "too many subscriptions on this connection", NULL);
         return;
     }
@@ -197,8 +195,8 @@ void hr_api_subscribed(void *owner, void *req, const char *channel, const chan_s
 {
     hr_conn *c = owner;
     op *o = req != SERVER_JOIN ? req : NULL;
-    if (r->status < 0 && r->status != -ECANCELED && c->subs)
-        hr_map_del(c->subs, channel, strlen(channel)); /* the layer dropped it */
+    if (r->status < 0 && r->status != -ECANCELED)
+        hr_conn_sub_del(c, channel); /* the layer dropped it */
     if (r->status == 0)
         hr_conn_sub_event(c, 1, channel);
     if (o) {
@@ -222,7 +220,7 @@ void hr_api_subscribed(void *owner, void *req, const char *channel, const chan_s
 
 void hr_api_unsubscribe(hr_conn *c, const char *channel)
 {
-    chan_sub *s = c->subs ? hr_map_del(c->subs, channel, strlen(channel)) : NULL;
+    chan_sub *s = hr_conn_sub_del(c, channel);
     if (s) {
         chan_unsubscribe(c->w->node->layer, c->w->index, s);
         hr_conn_sub_event(c, 0, channel);
@@ -234,7 +232,7 @@ void hr_api_unsubscribe(hr_conn *c, const char *channel)
 static void member_apply(hr_conn *c, void *ud)
 {
     const chan_control *ctl = ud;
-    int has = c->subs && hr_map_get(c->subs, ctl->channel, strlen(ctl->channel));
+    int has = hr_conn_sub_get(c, ctl->channel) != NULL;
     if (!c->wsi || c->close_code)
         return;
     if (ctl->op == CHAN_CTL_MEMBER_ADD && !has) {
@@ -341,7 +339,7 @@ void hr_api_publish(hr_worker *w, hr_conn *c, const char *channel, const char *d
 {
     const auth_namespace *ns = hr_config_namespace(w->node->cfg, channel);
     if (c) {
-        int subscribed = c->subs && hr_map_get(c->subs, channel, strlen(channel));
+        int subscribed = hr_conn_sub_get(c, channel) != NULL;
         if (!auth_can_publish(ns, &c->id, channel, subscribed)) {
             done(cb, ud, -EACCES, "not allowed to publish to this channel", NULL);
             return;
@@ -559,11 +557,11 @@ static void subscribe_answered(void *ud, hr_proxy_answer *a)
         done(p->base.cb, p->base.ud, -ECANCELED, "closed", NULL);
     } else if (a->outcome != HR_PROXY_RESULT) {
         proxy_refused(p, a);
-    } else if (c->subs && hr_map_get(c->subs, p->channel, strlen(p->channel))) {
+    } else if (hr_conn_sub_get(c, p->channel)) {
         json_t *r = json_pack("{s:s}", "channel", p->channel); /* subscribed meanwhile */
         done(p->base.cb, p->base.ud, 0, NULL, r);
         json_decref(r);
-    } else if (c->subs && hr_map_count(c->subs) >= (size_t)c->w->node->cfg->max_subscriptions) {
+    } else if (c->nsubs >= (size_t)c->w->node->cfg->max_subscriptions) {
         done(p->base.cb, p->base.ud, -E2BIG, "too many subscriptions on this connection", NULL);
     } else {
         op *o = hr_malloc(sizeof(*o));
@@ -687,7 +685,7 @@ static void connect_answered(void *ud, hr_proxy_answer *a)
         /* server-side subscriptions: `subscribed` pushes when the layer answers */
         for (size_t i = 0; i < a->nchannels && conn_live(c); i++) {
             const char *ch = a->channels[i];
-            if (!c->subs || !hr_map_get(c->subs, ch, strlen(ch)))
+            if (!hr_conn_sub_get(c, ch))
                 start_subscription(c, ch, NULL, SERVER_JOIN);
         }
     }
@@ -747,7 +745,7 @@ static void refresh_answered(void *ud, hr_proxy_answer *a)
     } else if (a->outcome == HR_PROXY_DISCONNECT) {
         hr_conn_close_copy(c, a->close_code, a->reason, 1);
     } else {
-        c->ops->arm(c, HR_REFRESH_RETRY_S);
+        hr_conn_arm(c, HR_REFRESH_RETRY_S);
     }
     proxy_op_free(p);
 }

@@ -26,6 +26,8 @@ static const hr_config *conn_cfg(const hr_conn *c)
     return c->w->node->cfg;
 }
 
+static void subs_end(hr_conn *c);
+
 /*---- Life ------------------------------------------------------------------*/
 
 void hr_conn_init(hr_conn *c, const hr_conn_ops *ops, hr_worker *w, struct lws *wsi)
@@ -102,9 +104,14 @@ chan_client hr_conn_who(const hr_conn *c, char *buf, size_t len, char **info)
     return (chan_client){buf, c->id.sub ? c->id.sub : "", *info};
 }
 
-static void user_index_add(hr_conn *c)
+/* The user index (w->by_user) serves disconnect-by-user and the members
+ * API only, so it is built the first time one of them asks (from the
+ * worker's connections) and kept up from then on: a node that never uses
+ * them saves a map entry and a list head per user (~110 bytes per
+ * connection). */
+static void user_index_add(hr_worker *w, hr_conn *c)
 {
-    hr_map *idx = c->w->by_user;
+    hr_map *idx = w->by_user;
     size_t len = strlen(c->id.sub);
     user_conns *u = hr_map_get(idx, c->id.sub, len);
     if (!u) {
@@ -114,11 +121,28 @@ static void user_index_add(hr_conn *c)
     lws_dll2_add_tail(&c->in_user, &u->conns);
 }
 
+static int index_one(struct lws_dll2 *d, void *user)
+{
+    hr_conn *c = lws_container_of(d, hr_conn, in_loop);
+    if (c->authed && c->id.sub)
+        user_index_add(user, c);
+    return 0;
+}
+
+static hr_map *user_index(hr_worker *w)
+{
+    if (!w->by_user) {
+        w->by_user = hr_map_new(NULL);
+        lws_dll2_foreach_safe(&w->conns, w, index_one);
+    }
+    return w->by_user;
+}
+
 static void user_index_remove(hr_conn *c)
 {
-    if (!c->authed || !c->id.sub)
-        return;
     hr_map *idx = c->w->by_user;
+    if (!idx || !c->in_user.owner)
+        return;
     size_t len = strlen(c->id.sub);
     user_conns *u = hr_map_get(idx, c->id.sub, len);
     lws_dll2_remove(&c->in_user);
@@ -128,24 +152,37 @@ static void user_index_remove(hr_conn *c)
     }
 }
 
-/* The connection's one deadline: the connect deadline before
- * authentication, the token's expiry after it. The delay is computed in
- * seconds and capped, so no `exp` a signed token carries can overflow it
- * (an overflow once fired the timer in a tight loop). */
-void hr_conn_rearm(hr_conn *c)
+/*---- Deadlines ---------------------------------------------------------------*/
+
+/* Wheel slots: one a second, a turn longer than the longest wait. */
+#define HR_WHEEL_SLOTS 4096
+
+/* The wheel's time: whole seconds of the loop's clock. */
+static uint32_t deadline_now(hr_worker *w)
 {
-    int64_t s;
-    if (!c->authed) {
-        s = conn_cfg(c)->connect_timeout;
-    } else if (c->id.exp > 0) {
-        int64_t now = (int64_t)time(NULL);
-        s = c->id.exp > now ? c->id.exp - now : 0;
-    } else {
-        s = HR_TIMER_MAX_S; /* no expiry: a capped wait that re-arms */
-    }
-    if (s > HR_TIMER_MAX_S)
-        s = HR_TIMER_MAX_S;
-    c->ops->arm(c, s);
+    return (uint32_t)(uv_now(&w->loop.uv) / 1000);
+}
+
+/* Seconds a closing connection may wait for its peer to accept the close
+ * frame before its socket is dropped. A slow consumer must first read what
+ * the kernel already holds for it (its queue is dropped, so waiting costs
+ * only those buffers); too short, and it sees 1006 instead of 4008. A
+ * close that flushes the queue first gets twice as long. It is kept on the
+ * wheel, not as an lws timeout: lws_set_timeout inserts into lws' sorted
+ * timer list behind every other closing connection's, so closing 19,000
+ * connections at shutdown was quadratic (seconds of CPU). */
+#define HR_CLOSE_BACKSTOP_S 20
+
+static void deadline_fired(hr_wheel_entry *e, void *ud)
+{
+    hr_conn *c = lws_container_of(e, hr_conn, deadline);
+    (void)ud;
+    if (c->close_code) /* the backstop: the peer never took the close */
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    else if (c->ops->deadline)
+        c->ops->deadline(c);
+    else
+        hr_conn_deadline(c);
 }
 
 void hr_conn_deadline(hr_conn *c)
@@ -158,14 +195,97 @@ void hr_conn_deadline(hr_conn *c)
         hr_conn_rearm(c); /* refreshed meanwhile, or a capped wait */
 }
 
+/* Wakes at the next whole second of the loop's clock while any deadline
+ * is armed; an idle loop is not woken. */
+static void deadline_tick(uv_timer_t *t);
+static void deadline_schedule(hr_worker *w)
+{
+    if (w->deadline_closed)
+        return;
+    if (w->deadlines.count == 0)
+        uv_timer_stop(&w->deadline_tick);
+    else if (!uv_is_active((uv_handle_t *)&w->deadline_tick))
+        uv_timer_start(&w->deadline_tick, deadline_tick, 1000 - uv_now(&w->loop.uv) % 1000, 0);
+}
+
+/* Arms c's deadline s seconds from now. The tick timer stops while the
+ * wheel is empty, so the wheel's clock may be far behind: it is brought
+ * to the present first (nothing is armed, nothing fires). */
+static void deadline_arm(hr_conn *c, uint32_t s)
+{
+    hr_worker *w = c->w;
+    uint32_t now = deadline_now(w);
+    if (w->deadlines.count == 0)
+        hr_wheel_advance(&w->deadlines, now, deadline_fired, NULL);
+    hr_wheel_arm(&w->deadlines, &c->deadline, now + s + 1);
+    deadline_schedule(w);
+}
+
+static void deadline_tick(uv_timer_t *t)
+{
+    hr_worker *w = t->data;
+    hr_wheel_advance(&w->deadlines, deadline_now(w), deadline_fired, NULL);
+    deadline_schedule(w);
+}
+
+void hr_conn_worker_init(hr_worker *w)
+{
+    hr_wheel_init(&w->deadlines, HR_WHEEL_SLOTS, deadline_now(w));
+    uv_timer_init(&w->loop.uv, &w->deadline_tick);
+    w->deadline_tick.data = w;
+    uv_unref((uv_handle_t *)&w->deadline_tick); /* never keeps a stopped loop alive */
+}
+
+void hr_conn_worker_stop(hr_worker *w)
+{
+    if (!w->deadline_closed && w->deadline_tick.loop) {
+        w->deadline_closed = 1;
+        uv_close((uv_handle_t *)&w->deadline_tick, NULL);
+    }
+}
+
+void hr_conn_worker_free(hr_worker *w)
+{
+    hr_wheel_fini(&w->deadlines);
+}
+
+/* The connection's one deadline: the connect deadline before
+ * authentication, the token's expiry after it. The delay is computed in
+ * seconds and capped, so no `exp` a signed token carries can overflow it
+ * (an overflow once fired the timer in a tight loop). It fires at the
+ * first whole second of the loop's clock after the delay: never early. */
+void hr_conn_arm(hr_conn *c, uint32_t s)
+{
+    if (!c->close_code)
+        deadline_arm(c, s);
+}
+
+void hr_conn_rearm(hr_conn *c)
+{
+    int64_t s;
+    if (c->close_code) {
+        return; /* closing: the backstop stays */
+    } else if (!c->authed) {
+        s = conn_cfg(c)->connect_timeout;
+    } else if (c->id.exp > 0) {
+        int64_t now = (int64_t)time(NULL);
+        s = c->id.exp > now ? c->id.exp - now : 0;
+    } else {
+        s = HR_TIMER_MAX_S; /* no expiry: a capped wait that re-arms */
+    }
+    if (s > HR_TIMER_MAX_S)
+        s = HR_TIMER_MAX_S;
+    deadline_arm(c, (uint32_t)s);
+}
+
 void hr_conn_authenticate(hr_conn *c, auth_identity *id)
 {
     c->id = *id;
     memset(id, 0, sizeof(*id));
     c->authed = 1;
     hr_conn_number(c);
-    if (c->id.sub)
-        user_index_add(c);
+    if (c->id.sub && c->w->by_user)
+        user_index_add(c->w, c);
     c->authed_ms = hr_now_ms();
     hr_conn_rearm(c);
     lifecycle(c, 1);
@@ -202,16 +322,7 @@ int hr_conn_user_slot(hr_node *node, const char *sub, hr_slot **slot)
 void hr_conn_closed(hr_conn *c)
 {
     hr_worker *w = c->w;
-    const char *key;
-    void *val;
-    if (c->subs) {
-        for (size_t it = 0; hr_map_next(c->subs, &it, &key, NULL, &val);) {
-            chan_unsubscribe(w->node->layer, w->index, val);
-            hr_conn_sub_event(c, 0, key);
-        }
-        hr_map_free(c->subs);
-        c->subs = NULL;
-    }
+    subs_end(c);
     hr_conn_drop_queue(c);
     free(c->q);
     c->q = NULL;
@@ -219,6 +330,8 @@ void hr_conn_closed(hr_conn *c)
     if (c->authed)
         lifecycle(c, 0);
     user_index_remove(c);
+    hr_wheel_disarm(&w->deadlines, &c->deadline);
+    deadline_schedule(w);
     hr_slot_release(c->addr_slot);
     hr_slot_release(c->user_slot);
     auth_identity_clear(&c->id);
@@ -227,6 +340,131 @@ void hr_conn_closed(hr_conn *c)
     c->wsi = NULL;
     hr_conn_unref(c);
     hr_loop_maybe_done(&w->loop);
+}
+
+/*---- Subscriptions ---------------------------------------------------------*/
+
+/* Up to this many subscriptions are searched in order (a strcmp each);
+ * beyond, a hash map. */
+#define HR_SUBS_ARRAY 16
+
+static int sub_is(const chan_sub *s, const char *channel)
+{
+    return !strcmp(chan_sub_channel(s), channel);
+}
+
+chan_sub *hr_conn_sub_get(const hr_conn *c, const char *channel)
+{
+    if (c->subcap == HR_SUBS_MAP)
+        return hr_map_get(c->subs.map, channel, strlen(channel));
+    if (c->subcap == 0)
+        return c->nsubs && sub_is(c->subs.one, channel) ? c->subs.one : NULL;
+    for (uint32_t i = 0; i < c->nsubs; i++)
+        if (sub_is(c->subs.arr[i], channel))
+            return c->subs.arr[i];
+    return NULL;
+}
+
+/* The array has grown past HR_SUBS_ARRAY: its entries move to a map. */
+static void subs_to_map(hr_conn *c)
+{
+    hr_map *m = hr_map_new(NULL);
+    for (uint32_t i = 0; i < c->nsubs; i++) {
+        const char *ch = chan_sub_channel(c->subs.arr[i]);
+        hr_map_put(m, ch, strlen(ch), c->subs.arr[i]);
+    }
+    free(c->subs.arr);
+    c->subs.map = m;
+    c->subcap = HR_SUBS_MAP;
+}
+
+void hr_conn_sub_put(hr_conn *c, chan_sub *s)
+{
+    if (c->subcap == 0 && c->nsubs == 0) {
+        c->subs.one = s;
+        c->nsubs = 1;
+        return;
+    }
+    if (c->subcap == 0) {
+        chan_sub **a = hr_malloc(4 * sizeof(*a));
+        a[0] = c->subs.one;
+        c->subs.arr = a;
+        c->subcap = 4;
+    }
+    if (c->subcap != HR_SUBS_MAP && c->nsubs == c->subcap) {
+        if (c->subcap >= HR_SUBS_ARRAY) {
+            subs_to_map(c);
+        } else {
+            c->subcap *= 2;
+            c->subs.arr = hr_realloc(c->subs.arr, c->subcap * sizeof(*c->subs.arr));
+        }
+    }
+    if (c->subcap == HR_SUBS_MAP) {
+        const char *ch = chan_sub_channel(s);
+        hr_map_put(c->subs.map, ch, strlen(ch), s);
+    } else {
+        c->subs.arr[c->nsubs] = s;
+    }
+    c->nsubs++;
+}
+
+chan_sub *hr_conn_sub_del(hr_conn *c, const char *channel)
+{
+    chan_sub *s = NULL;
+    if (c->subcap == HR_SUBS_MAP) {
+        if ((s = hr_map_del(c->subs.map, channel, strlen(channel))))
+            c->nsubs--;
+        return s;
+    }
+    if (c->subcap == 0) {
+        if (!c->nsubs || !sub_is(c->subs.one, channel))
+            return NULL;
+        s = c->subs.one;
+        c->subs.one = NULL;
+        c->nsubs = 0;
+        return s;
+    }
+    for (uint32_t i = 0; i < c->nsubs; i++) {
+        if (sub_is(c->subs.arr[i], channel)) {
+            s = c->subs.arr[i];
+            c->subs.arr[i] = c->subs.arr[--c->nsubs];
+            break;
+        }
+    }
+    if (s && c->nsubs == 0) { /* back to none: no array kept */
+        free(c->subs.arr);
+        c->subs.one = NULL;
+        c->subcap = 0;
+    }
+    return s;
+}
+
+/* Ends every subscription (the connection is gone). */
+/* The event first: the channel's name belongs to s. */
+static void sub_end(hr_conn *c, chan_sub *s)
+{
+    hr_conn_sub_event(c, 0, chan_sub_channel(s));
+    chan_unsubscribe(c->w->node->layer, c->w->index, s);
+}
+
+static void subs_end(hr_conn *c)
+{
+    if (c->subcap == HR_SUBS_MAP) {
+        const char *key;
+        void *val;
+        for (size_t it = 0; hr_map_next(c->subs.map, &it, &key, NULL, &val);)
+            sub_end(c, val);
+        hr_map_free(c->subs.map);
+    } else if (c->subcap == 0) {
+        if (c->nsubs)
+            sub_end(c, c->subs.one);
+    } else {
+        for (uint32_t i = 0; i < c->nsubs; i++)
+            sub_end(c, c->subs.arr[i]);
+        free(c->subs.arr);
+    }
+    c->subs.one = NULL;
+    c->nsubs = c->subcap = 0;
 }
 
 /*---- Outbound queue --------------------------------------------------------*/
@@ -273,6 +511,8 @@ void hr_conn_close(hr_conn *c, int code, const char *reason, int flush)
     if (!flush)
         hr_conn_drop_queue(c);
     c->ops->closing(c);
+    /* the backstop replaces the connection's deadline */
+    deadline_arm(c, flush ? HR_CLOSE_BACKSTOP_S * 2 : HR_CLOSE_BACKSTOP_S);
 }
 
 void hr_conn_close_copy(hr_conn *c, int code, const char *reason, int flush)
@@ -412,7 +652,7 @@ static int each_one(struct lws_dll2 *d, void *user)
 
 void hr_conn_each_of_user(hr_worker *w, const char *sub, void (*fn)(hr_conn *c, void *ud), void *ud)
 {
-    user_conns *u = hr_map_get(w->by_user, sub, strlen(sub));
+    user_conns *u = hr_map_get(user_index(w), sub, strlen(sub));
     each_args a = {fn, ud};
     if (u)
         lws_dll2_foreach_safe(&u->conns, &a, each_one);

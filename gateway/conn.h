@@ -52,9 +52,9 @@ typedef struct hr_conn_ops {
     /* hr_conn_close decided the close (close_code set; with close_flush,
      * what is queued goes first): the transport sends it. */
     void (*closing)(hr_conn *c);
-    /* The connection's one deadline: hr_conn_deadline must run in s
-     * seconds (s > 0), replacing any earlier one. */
-    void (*arm)(hr_conn *c, int64_t s);
+    /* c's deadline passed and it is not closing: the transport may ask the
+     * backend first (the refresh proxy); NULL means hr_conn_deadline. */
+    void (*deadline)(hr_conn *c);
 } hr_conn_ops;
 
 /* The fields every delivery and write touch come first: one cache line. */
@@ -81,7 +81,16 @@ struct hr_conn {
     lws_dll2_t in_user;       /* the user's connections on this loop (w->by_user) */
     uint64_t client_n;        /* client id "<node>.<client_n>" */
     auth_identity id;
-    hr_map *subs; /* channel name -> chan_sub*; NULL until the first subscribe */
+    /* The subscriptions (hr_conn_sub_*): most connections hold one or a
+     * few, so one is held inline, a few in an array searched in order,
+     * and only many in a hash map (an empty map alone costs 552 bytes). */
+    union {
+        chan_sub *one;  /* subcap 0 */
+        chan_sub **arr; /* subcap > 0: that many slots */
+        hr_map *map;    /* subcap HR_SUBS_MAP: channel name -> chan_sub* */
+    } subs;
+    uint32_t nsubs, subcap;
+    hr_wheel_entry deadline; /* on w->deadlines: the connect timeout, then the token's expiry */
 
     /* the backend proxy (SPEC §8): NULL when no proxy is configured */
     hr_proxy_headers *fwd; /* the handshake's headers every proxy call forwards */
@@ -131,12 +140,33 @@ chan_client hr_conn_who(const hr_conn *c, char *buf, size_t len, char **info);
 /* "<node>.<n>" into buf. */
 void hr_conn_client_id(const hr_conn *c, char *buf, size_t len);
 
-/* The transport's timer fired: closes an unauthenticated connection (4001
- * "connect timeout") or an expired one (4001 "token expired"), else arms
- * the next deadline. */
-void hr_conn_deadline(hr_conn *c);
-/* Arms the deadline anew (after a token refresh). */
+/* Arms the connection's one deadline anew (at the start, after a token
+ * refresh): when it passes, an unauthenticated connection closes (4001
+ * "connect timeout"), an expired one too (4001 "token expired"). Deadlines
+ * are kept in whole seconds on the worker's timer wheel (common/wheel.h),
+ * not as lws timers: they fire up to a second late, and arming one costs
+ * the same however many connections the loop holds. */
 void hr_conn_rearm(hr_conn *c);
+
+/* c's next deadline in s seconds (up to one late), whatever its token
+ * says; nothing while it is closing. */
+void hr_conn_arm(hr_conn *c, uint32_t s);
+
+/* What a passed deadline means for c: close 4001 (never authenticated, or
+ * its token expired) or arm the next one. */
+void hr_conn_deadline(hr_conn *c);
+
+/*---- Subscriptions ---------------------------------------------------------*/
+
+#define HR_SUBS_MAP UINT32_MAX
+
+/* The membership of c in channel, or NULL. */
+chan_sub *hr_conn_sub_get(const hr_conn *c, const char *channel);
+/* Adds s (not yet held by c; the layer owns it) under its channel. */
+void hr_conn_sub_put(hr_conn *c, chan_sub *s);
+/* Removes and returns c's membership in channel (the caller unsubscribes
+ * it or knows the layer dropped it), or NULL. */
+chan_sub *hr_conn_sub_del(hr_conn *c, const char *channel);
 
 /*---- Sending ---------------------------------------------------------------*/
 
@@ -152,7 +182,9 @@ void hr_conn_send_json(hr_conn *c, json_t *o);
 
 /* Decides that c closes with code and reason (static storage): with
  * flush, what is queued is sent first, else it is dropped. The first
- * decision wins; the transport carries it out (ops->closing). */
+ * decision wins; the transport carries it out (ops->closing), and the
+ * connection's deadline becomes a backstop (20 s, 40 s with flush) after
+ * which the socket is dropped if the peer never took the close. */
 void hr_conn_close(hr_conn *c, int code, const char *reason, int flush);
 
 /* hr_conn_close with a reason c keeps a copy of (a backend's; cut to
@@ -219,5 +251,11 @@ void hr_conn_each_of_user(hr_worker *w, const char *sub, void (*fn)(hr_conn *c, 
                           void *ud);
 /* Starts closing every connection of w with 1001 after flushing. */
 void hr_conn_shutdown_all(hr_worker *w);
+/* The worker's deadline wheel and its one libuv timer: set up before the
+ * loop serves (w->loop.uv initialised), the timer closed when the loop has
+ * stopped, the wheel freed with the worker. */
+void hr_conn_worker_init(hr_worker *w);
+void hr_conn_worker_stop(hr_worker *w);
+void hr_conn_worker_free(hr_worker *w);
 
 #endif

@@ -139,6 +139,27 @@ static int bound_port(int fd)
     return -1;
 }
 
+/* A peer that vanished without a FIN or RST (power loss, a dropped NAT
+ * mapping) is found by the kernel's TCP keepalive: probes after
+ * HR_KEEPALIVE_IDLE_S of silence, the socket fails after HR_KEEPALIVE_CNT
+ * unanswered ones, and lws closes the connection. This replaces lws'
+ * validity timer (its WebSocket PING after 300 s idle, hang-up at 310 s),
+ * which create_context turns off: lws inserted that timer into its sorted
+ * per-thread list at every handshake, walking every established
+ * connection's entry (docs/benchmarks.md, "Scale"). The kernel's timers
+ * cost nothing per connection in user space. */
+#define HR_KEEPALIVE_IDLE_S 300
+#define HR_KEEPALIVE_INTVL_S 10
+#define HR_KEEPALIVE_CNT 3
+static void keepalive(int fd)
+{
+    int on = 1, idle = HR_KEEPALIVE_IDLE_S, intvl = HR_KEEPALIVE_INTVL_S, cnt = HR_KEEPALIVE_CNT;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+}
+
 static void on_accept(uv_poll_t *h, int status, int events)
 {
     hr_loop *loop = h->data;
@@ -157,14 +178,59 @@ static void on_accept(uv_poll_t *h, int status, int events)
          * peer's delayed ACK (Nagle). */
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        keepalive(fd);
         /* on failure lws has already closed the socket */
         if (!lws_adopt_socket_vhost(loop->vhost, fd))
             hr_warn("accept", "libwebsockets could not adopt a connection");
     }
 }
 
+/* Accepting starts once the node can serve what clients ask first (a
+ * restarted node's clients resubscribe with `since` at once, which needs
+ * Redis): until then connections wait in the kernel's listen backlog,
+ * where a client sees a slow connect rather than a refusal or an
+ * "unavailable" answer, both of which send herald.js into its backoff.
+ * The wait is bounded: a node whose Redis stays down still answers
+ * /healthz, /readyz (503) and WebSocket clients after HR_ACCEPT_HOLD_MS. */
+#define HR_ACCEPT_HOLD_MS 5000
+#define HR_ACCEPT_CHECK_MS 10
+
+static void accept_start(hr_loop *loop)
+{
+    if (loop->listen_fd < 0 || loop->accepting)
+        return;
+    loop->accepting = 1;
+    uv_poll_start(&loop->listen_poll, UV_READABLE, on_accept);
+}
+
+static void hold_check(uv_timer_t *t)
+{
+    hr_loop *loop = t->data;
+    int ready = loop->h->ready(loop);
+    if (!ready && uv_now(&loop->uv) - loop->hold_since < HR_ACCEPT_HOLD_MS)
+        return;
+    if (!ready)
+        hr_warn("listen", "loop %u accepts connections before the channel layer is ready",
+                loop->index);
+    uv_timer_stop(t);
+    accept_start(loop);
+}
+
+static void accept_when_ready(hr_loop *loop)
+{
+    if (!loop->h->ready || loop->h->ready(loop)) {
+        accept_start(loop);
+        return;
+    }
+    uv_update_time(&loop->uv);
+    loop->hold_since = uv_now(&loop->uv);
+    uv_timer_start(&loop->hold, hold_check, HR_ACCEPT_CHECK_MS, HR_ACCEPT_CHECK_MS);
+}
+
 static void stop_listening(hr_loop *loop)
 {
+    if (loop->uv_ready)
+        uv_timer_stop(&loop->hold);
     if (loop->listen_fd < 0)
         return;
     uv_poll_stop(&loop->listen_poll);
@@ -195,6 +261,7 @@ static void loop_stop(hr_loop *l)
     if (l->ctx)
         lws_context_destroy(l->ctx);
     close_handle((uv_handle_t *)&l->grace);
+    close_handle((uv_handle_t *)&l->hold);
     close_handle((uv_handle_t *)&l->lag);
     close_handle((uv_handle_t *)&l->flush);
     l->h->stopped(l);
@@ -256,6 +323,12 @@ static void route_lws_log(void)
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                                   \
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
+/* No validity timer (lws' idle PING): see keepalive(). With
+ * secs_since_valid_hangup 0, lws 4.1 arms none (_lws_validity_confirmed_role);
+ * a vhost given a policy uses it as it is. */
+static const lws_retry_bo_t no_validity_timer = {.secs_since_valid_ping = 0,
+                                                 .secs_since_valid_hangup = 0};
+
 static struct lws_context *create_context(hr_loop *loop)
 {
     struct lws_context_creation_info info;
@@ -292,6 +365,7 @@ static struct lws_context *create_context(hr_loop *loop)
      * (written straight to the socket, stream.c) are HTTP/1.1's. */
     info.alpn = "http/1.1";
     info.timeout_secs = 10;
+    info.retry_and_idle_policy = &no_validity_timer;
     info.extensions = loop->h->extensions; /* permessage-deflate (ws_deflate.c) */
     if (loop->cfg->tls_cert) {
         /* the vhost gets an SSL_CTX; adopted sockets then start with the
@@ -341,6 +415,8 @@ static int init_handles(hr_loop *loop)
     loop->inbox.wake.data = loop;
     uv_timer_init(&loop->uv, &loop->grace);
     loop->grace.data = loop;
+    uv_timer_init(&loop->uv, &loop->hold);
+    loop->hold.data = loop;
     uv_timer_init(&loop->uv, &loop->lag);
     loop->lag.data = loop;
     loop->lag_due = hr_now_us() + HR_LAG_PERIOD_MS * 1000;
@@ -386,8 +462,7 @@ int hr_loop_init(hr_loop *loop, unsigned index, const hr_config *cfg, int *port,
     }
     uv_poll_init(&loop->uv, &loop->listen_poll, loop->listen_fd);
     loop->listen_poll.data = loop;
-    uv_poll_start(&loop->listen_poll, UV_READABLE, on_accept);
-    return 0;
+    return 0; /* accepting starts when the loop runs (accept_when_ready) */
 }
 
 /* As lws' foreign-loop example does: the destroy started inside the loop
@@ -404,6 +479,7 @@ void hr_loop_run(hr_loop *loop)
 {
     if (loop->h->started)
         loop->h->started(loop);
+    accept_when_ready(loop);
     uv_run(&loop->uv, UV_RUN_DEFAULT);
     finish_context(loop);
 }

@@ -83,6 +83,11 @@ typedef struct hr_loop_handlers {
     /* Nonzero while a shutting-down loop must keep running (clients still
      * open, answers still expected); the grace timer bounds the wait. */
     int (*busy)(hr_loop *l);
+    /* Nonzero once the loop may take connections (the channel layer can
+     * serve them). Until then, or HR_ACCEPT_HOLD_MS at most, a starting
+     * loop leaves new connections in its listen backlog instead of
+     * answering them "unavailable". May be NULL (always ready). */
+    int (*ready)(hr_loop *l);
     /* The loop has stopped: its lws context is destroyed (every client's
      * close callback has run) and its own handles are closing. What else
      * runs on it closes here; the hook decides when to close the inbox. */
@@ -105,9 +110,12 @@ struct hr_loop {
     int listen_fd;
     uv_poll_t listen_poll;
     uv_timer_t grace;
-    uv_timer_t lag;   /* measures how late it fires: the loop's lag */
-    uint64_t lag_due; /* hr_now_us() when it should fire next */
-    uv_check_t flush; /* runs h->flush after each iteration's callbacks */
+    uv_timer_t hold;     /* a starting loop waits for ready() before accepting */
+    uint64_t hold_since; /* uv_now when that began */
+    int accepting;       /* the listening socket is polled */
+    uv_timer_t lag;      /* measures how late it fires: the loop's lag */
+    uint64_t lag_due;    /* hr_now_us() when it should fire next */
+    uv_check_t flush;    /* runs h->flush after each iteration's callbacks */
     pthread_t thread;
     int started;       /* a thread runs this loop (joined at exit) */
     int uv_ready;      /* uv loop initialised */

@@ -298,6 +298,12 @@ static int loop_busy(hr_loop *l)
     return w->node->server->clients(w) > 0 || chan_layer_inflight(w->node->layer, w->index) > 0;
 }
 
+/* A loop accepts once the channel layer can serve (loop.h: ready). */
+static int loop_ready(hr_loop *l)
+{
+    return chan_layer_ready(hr_worker_of(l)->node->layer);
+}
+
 static void close_handle(uv_handle_t *h)
 {
     if (h->loop && !uv_is_closing(h))
@@ -639,6 +645,7 @@ int hr_node_init(hr_node *node, const hr_config *cfg, const hr_server_hooks *ser
         .flush = loop_flush,
         .shutdown = loop_shutdown,
         .busy = loop_busy,
+        .ready = loop_ready,
         .stopped = loop_stopped,
     };
     node->creds = hr_creds_new(cfg, &node->jwt);

@@ -26,6 +26,7 @@
 #include "auth/auth.h"
 #include "channels/channels.h"
 #include "common/common.h"
+#include "common/wheel.h"
 #include "gateway/config.h"
 #include "gateway/creds.h"
 #include "gateway/events.h"
@@ -121,9 +122,12 @@ struct hr_worker {
 
     /* the server's (server.c and the modules under it) */
     lws_dll2_owner_t conns; /* every client connection (conn.c) */
-    hr_map *by_user;        /* user id -> that user's connections here (conn.c) */
-    lws_dll2_owner_t reqs;  /* every HTTP request in progress (http.c) */
-    hr_conn **pending;      /* connections with bytes to write this iteration (conn.c) */
+    hr_map *by_user;        /* user id -> that user's connections here (conn.c): NULL until asked */
+    hr_wheel deadlines;     /* every connection's deadline, in seconds (conn.c) */
+    uv_timer_t deadline_tick; /* runs while any is armed: once a second */
+    int deadline_closed;      /* the timer is closed: nothing arms it again */
+    lws_dll2_owner_t reqs;    /* every HTTP request in progress (http.c) */
+    hr_conn **pending;        /* connections with bytes to write this iteration (conn.c) */
     size_t npending, cappending;
     unsigned char *scratch;        /* LWS_PRE + HR_SCRATCH bytes: one write per burst (ws_conn.c) */
     struct hr_pmd_loop *pmd;       /* permessage-deflate (ws_deflate.c), NULL when off */

@@ -50,10 +50,8 @@ static int dispatch(hr_worker *w, struct lws *wsi, enum lws_callback_reasons rea
         return hr_ws_receive(w, wsi, pss, in, len, hr_ws_command);
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return hr_ws_writeable(w, wsi, pss);
-    case LWS_CALLBACK_TIMER:
-        if (hr_stream_owns(pss))
-            return hr_stream_timer(w, wsi, pss);
-        return hr_ws_timer(w, wsi, pss);
+    case LWS_CALLBACK_TIMER: /* streams only: WebSocket deadlines are on conn.c's wheel */
+        return hr_stream_owns(pss) ? hr_stream_timer(w, wsi, pss) : 0;
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         return hr_ws_peer_close(wsi, pss, in, len);
     case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
@@ -94,7 +92,7 @@ static int callback_herald(struct lws *wsi, enum lws_callback_reasons reason, vo
 static int worker_init(hr_worker *w)
 {
     const hr_config *cfg = w->node->cfg;
-    w->by_user = hr_map_new(NULL);
+    hr_conn_worker_init(w);
     w->scratch = hr_malloc(LWS_PRE + HR_SCRATCH);
     if (cfg->ws_compression)
         w->pmd = hr_pmd_loop_new();
@@ -109,6 +107,7 @@ static void worker_stop(hr_worker *w)
 {
     hr_proxy_client_close(w->proxy);
     w->proxy = NULL;
+    hr_conn_worker_stop(w);
 }
 
 static void worker_free(hr_worker *w)
@@ -116,6 +115,7 @@ static void worker_free(hr_worker *w)
     hr_conn_flush_pending(w); /* drops the references of closed connections */
     hr_http_free_all(w);
     hr_map_free(w->by_user);
+    hr_conn_worker_free(w);
     free(w->pending);
     free(w->scratch);
     hr_pmd_loop_free(w->pmd);

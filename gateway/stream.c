@@ -15,9 +15,6 @@
 #include <string.h>
 #include <sys/socket.h>
 
-/* Seconds a closing stream may take to let its last bytes out before lws
- * drops the socket (as for WebSocket, ws_conn.c). */
-#define HR_CLOSE_BACKSTOP_S 20
 /* Seconds between checks that the client is still there (see probe). */
 #define HR_STREAM_PROBE_S 5
 /* ... and while its rx flow is on (a write pending, a close waiting): a
@@ -39,7 +36,6 @@ typedef struct hr_stream_conn {
     unsigned ping_due : 1; /* a keep-alive waits to be written */
     unsigned tls : 1;      /* written from the writeable callback only (h2 too) */
     hr_map *pos;           /* history channel -> stream_pos*, NULL until the first */
-    uint64_t deadline_us;  /* hr_conn's deadline, 0 = none */
     uint64_t ping_us;      /* the next keep-alive */
     uint64_t probe_us;     /* the next check that the client is there */
 } hr_stream_conn;
@@ -455,31 +451,27 @@ static int st_write(hr_conn *c, uint64_t now_us)
 static void st_closing(hr_conn *c)
 {
     want_writeable(c);
-    program(st_of(c));
-    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK,
-                    c->close_flush ? HR_CLOSE_BACKSTOP_S * 2 : HR_CLOSE_BACKSTOP_S);
+    program(st_of(c)); /* the backstop is conn.c's, on the wheel */
 }
 
-/* One lws timer per socket serves the deadline and the keep-alive: it is
- * set for whichever comes first. Never LWS_SET_TIMER_USEC_CANCEL (see
- * ws_conn.c). */
+/* One lws timer per socket serves the keep-alive and the probe (the
+ * connection's deadline is on conn.c's wheel): it is set for whichever
+ * comes first. Never LWS_SET_TIMER_USEC_CANCEL (lws 4.1.6 schedules it in
+ * the past). */
 static void program(hr_stream_conn *s)
 {
     uint64_t now = hr_now_us(), next = s->ping_us < s->probe_us ? s->ping_us : s->probe_us;
     if ((s->c.choked || s->c.close_code) && now + HR_STREAM_RX_PROBE_US < next)
         next = now + HR_STREAM_RX_PROBE_US;
-    if (s->deadline_us && s->deadline_us < next)
-        next = s->deadline_us;
     lws_set_timer_usecs(s->c.wsi, next > now ? (lws_usec_t)(next - now) : 1);
     if (!s->c.w->in_lws) /* armed from a proxy's answer: lws must look again (ws_conn.c) */
         lws_cancel_service_pt(s->c.wsi);
 }
 
-static void st_arm(hr_conn *c, int64_t sec)
+/* The deadline passed: the refresh proxy may extend the session. */
+static void st_deadline(hr_conn *c)
 {
-    hr_stream_conn *s = st_of(c);
-    s->deadline_us = hr_now_us() + (uint64_t)(sec > 0 ? sec : 0) * 1000000u;
-    program(s);
+    hr_api_deadline(c); /* the refresh proxy, or hr_conn_deadline */
 }
 
 static const hr_conn_ops sse_ops = {
@@ -488,7 +480,7 @@ static const hr_conn_ops sse_ops = {
     .queued = st_queued,
     .write = st_write,
     .closing = st_closing,
-    .arm = st_arm,
+    .deadline = st_deadline,
 };
 
 static const hr_conn_ops ndjson_ops = {
@@ -497,7 +489,7 @@ static const hr_conn_ops ndjson_ops = {
     .queued = st_queued,
     .write = st_write,
     .closing = st_closing,
-    .arm = st_arm,
+    .deadline = st_deadline,
 };
 
 int hr_stream_owns(const hr_pss *pss)
@@ -596,10 +588,6 @@ int hr_stream_timer(hr_worker *w, struct lws *wsi, hr_pss *pss)
             if (!s->c.choked && stream_send(s, now) < 0)
                 lws_set_timeout(s->c.wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
         }
-    }
-    if (s->deadline_us && now >= s->deadline_us) {
-        s->deadline_us = 0;
-        hr_api_deadline(&s->c); /* the refresh proxy, or hr_conn_deadline (may re-arm) */
     }
     program(s);
     return 0;

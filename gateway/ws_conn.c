@@ -21,12 +21,6 @@
 #include <string.h>
 #include <sys/socket.h>
 
-/* Seconds a closing connection may wait for its peer to accept the close
- * frame before lws drops the socket. A slow consumer must first read what
- * the kernel already holds for it (its queue is dropped, so waiting costs
- * only those buffers); too short, and it sees 1006 instead of 4008. */
-#define HR_CLOSE_BACKSTOP_S 20
-
 static hr_ws_conn *ws_of(hr_conn *c)
 {
     return (hr_ws_conn *)c;
@@ -69,29 +63,11 @@ static size_t ws_queued(hr_conn *conn, chan_msg *m)
 }
 
 /* Closing is carried out in the writeable callback (the close frame after
- * what is flushed); lws drops the socket if the peer never lets it out. */
+ * what is flushed); the connection's backstop deadline (conn.c) drops the
+ * socket if the peer never lets it out. */
 static void ws_closing(hr_conn *c)
 {
     lws_callback_on_writable(c->wsi);
-    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK,
-                    c->close_flush ? HR_CLOSE_BACKSTOP_S * 2 : HR_CLOSE_BACKSTOP_S);
-}
-
-/* Never LWS_SET_TIMER_USEC_CANCEL, which lws 4.1.6 does not handle in
- * lws_set_timer_usecs: it schedules the timer in the past, and re-armed
- * from the timer's own callback that spun the loop at 100% CPU, deaf to its
- * sockets (hr_conn_rearm always waits a capped time instead). */
-/* lws 4.1.6 only inserts the timer into its sorted list: the loop's own
- * wake-up is set again after lws services something. Armed from another
- * callback of the loop (a backend proxy's answer: a refresh), nothing of
- * lws' runs and the timer waits for whatever lws had scheduled before -
- * a refresh's next deadline was missed by up to 30 s. Waking lws' service
- * makes it look at the list again. */
-static void ws_arm(hr_conn *c, int64_t s)
-{
-    lws_set_timer_usecs(c->wsi, s > 0 ? (lws_usec_t)s * LWS_US_PER_SEC : 1);
-    if (!c->w->in_lws)
-        lws_cancel_service_pt(c->wsi);
 }
 
 /* Metrics of one frame leaving: compressed frames, and the delivery. */
@@ -166,13 +142,20 @@ static int ws_write(hr_conn *c, uint64_t now_us)
     return 0;
 }
 
+/* A deadline passed: the refresh proxy may extend a proxy-authenticated
+ * connection's session first. */
+static void ws_deadline(hr_conn *c)
+{
+    hr_api_deadline(c); /* the refresh proxy, or hr_conn_deadline */
+}
+
 static const hr_conn_ops ws_ops = {
     .transport = "websocket",
     .frame = ws_frame,
     .queued = ws_queued,
     .write = ws_write,
     .closing = ws_closing,
-    .arm = ws_arm,
+    .deadline = ws_deadline,
 };
 
 /*---- Opening ---------------------------------------------------------------*/
@@ -337,7 +320,7 @@ const hr_pmd_host *hr_ws_pmd_host(const hr_config *cfg)
     return &host;
 }
 
-/*---- Writing and timers ----------------------------------------------------*/
+/*---- Writing ---------------------------------------------------------------*/
 
 /* The writeable callback: lws has flushed any partial write it held. Sends
  * what is queued, or the close frame once the queue is empty. */
@@ -351,16 +334,6 @@ int hr_ws_writeable(hr_worker *w, struct lws *wsi, hr_pss *pss)
     if (c->c.close_code && (!c->c.close_flush || c->c.qlen == 0))
         return hr_ws_close_now(wsi, c->c.close_code, c->c.close_reason);
     return ws_write(&c->c, hr_now_us());
-}
-
-int hr_ws_timer(hr_worker *w, struct lws *wsi, hr_pss *pss)
-{
-    hr_ws_conn *c = pss_conn(pss);
-    (void)w;
-    (void)wsi;
-    if (c)
-        hr_api_deadline(&c->c); /* the refresh proxy, or hr_conn_deadline */
-    return 0;
 }
 
 /*---- Closing ---------------------------------------------------------------*/

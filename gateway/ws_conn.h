@@ -45,7 +45,6 @@ int hr_ws_established(hr_worker *w, struct lws *wsi, hr_pss *pss);
 int hr_ws_receive(hr_worker *w, struct lws *wsi, hr_pss *pss, const void *in, size_t len,
                   hr_ws_handler handle);
 int hr_ws_writeable(hr_worker *w, struct lws *wsi, hr_pss *pss);
-int hr_ws_timer(hr_worker *w, struct lws *wsi, hr_pss *pss);
 void hr_ws_closed(hr_worker *w, struct lws *wsi, hr_pss *pss);
 /* WS_PEER_INITIATED_CLOSE: answers a close payload RFC 6455 forbids (one
  * byte, an invalid code) with 1002 and returns -1; else 0 (lws echoes it). */

@@ -251,10 +251,18 @@ def test_site_and_views():
         ]
         for e in events:
             send_event(ex, "redis", e)
-        assert next_push(ws, channel="activity")["data"] == {"type": "user.online",
-                                                              "user": "alice"}
-        assert next_push(ws, channel="activity")["data"] == {
-            "type": "user.offline", "user": "alice", "code": 1000, "duration_ms": 1234}
+        # in this order; the sockets this test opened before have real
+        # lifecycle events of their own, which may arrive in between
+        want = [{"type": "user.online", "user": "alice"},
+                {"type": "user.offline", "user": "alice", "code": 1000, "duration_ms": 1234}]
+        others = []
+        while want:
+            data = next_push(ws, channel="activity")["data"]
+            if data == want[0]:
+                want.pop(0)
+            else:
+                others.append(data)
+        assert all(d.get("type") in ("user.online", "user.offline") for d in others), others
         with open(os.path.join(example_dir(ex), "worker.log")) as f:
             log = f.read()
         for line in ("alice subscribed to team:staff", "channel team:staff has subscribers",

@@ -4,13 +4,14 @@ replies, permissions, fan-out order, and interoperability with the standard
 
 import asyncio
 import json
+import os
 import re
 import time
 
 import websockets
 
 from harness import (OP_CONT, OP_TEXT, Herald, assert_error, assert_result, before, jwt_parts, make_jwt,
-                     run_tests, with_lifetimes)
+                     run_tests, wait_until, with_lifetimes)
 
 CLIENT_ID = re.compile(r"^test\.\d+$")
 CHAT = {"namespaces": {"chat": {"subscribe": "authenticated", "publish": "subscribers"}}}
@@ -459,6 +460,53 @@ def test_unsubscribed_client_stops_receiving():
         assert (msg["channel"], msg["data"]) == ("y", 3), "got %r after unsubscribing from x" % msg
 
 
+def test_many_subscriptions_on_one_connection_grow_and_shrink():
+    """A connection holds its first subscription inline, a few in an array
+    and many in a map (gateway/conn.c): every step of the way it receives
+    exactly the channels it holds, in order, and unsubscribing back to none
+    and subscribing again works."""
+    with Herald() as h:
+        ws = h.client()
+        names = ["many.%d" % i for i in range(40)]
+
+        def check(held):
+            # one publication to each of the 40 channels, then a marker on a
+            # held one: exactly the held ones arrive, in order, then the marker
+            for n in names:
+                h.publish(n, n)
+            marker = min(held)
+            h.publish(marker, "end")
+            got = [ws.recv_push() for _ in range(len(held) + 1)]
+            assert [(m["channel"], m["data"]) for m in got] == \
+                [(n, n) for n in names if n in held] + [(marker, "end")], got
+
+        held = []
+        for n in names:  # 1 inline, then arrays of 4, 8, 16, then the map
+            assert assert_result(ws.cmd("subscribe", channel=n))["channel"] == n
+            held.append(n)
+            if len(held) in (1, 2, 5, 16, 17, 40):
+                check(set(held))
+        assert_result(ws.cmd("subscribe", channel="many.7"))  # held: not a second one
+        for n in names[::2]:
+            assert_result(ws.cmd("unsubscribe", channel=n))
+        check(set(names[1::2]))
+        for n in names[1::2]:
+            assert_result(ws.cmd("unsubscribe", channel=n))
+        assert_result(ws.cmd("subscribe", channel="many.3"))
+        check({"many.3"})
+    with Herald() as h:  # shrinking within the array, down to none and back
+        ws = h.client()
+        for n in ("a", "b", "c"):
+            assert_result(ws.cmd("subscribe", channel=n))
+        for n in ("b", "a", "c"):
+            assert_result(ws.cmd("unsubscribe", channel=n))
+        assert_result(ws.cmd("subscribe", channel="c"))
+        for n in ("a", "b", "c"):
+            h.publish(n, n)
+        m = ws.recv_push()
+        assert (m["channel"], m["data"]) == ("c", "c"), m
+
+
 def test_data_of_any_json_type_round_trips():
     values = [None, True, 0, -1.5, "text", "\u00e9\u4e2d\U0001F600", [1, [2, {"a": None}]],
               {"nested": {"deep": [1, 2, 3]}, "s": "quote\" backslash\\ nl\n"}]
@@ -569,6 +617,38 @@ def test_websockets_keepalive_keeps_idle_connection_open():
             asyncio.run(asyncio.wait_for(_keepalive(h, h.jwt(sub="alice")), 90))
         except websockets.exceptions.ConnectionClosed as e:
             raise AssertionError("idle connection closed by the client library's keepalive: %s" % e)
+
+
+def _tcp_timer(local_port, remote_port):
+    """(timer kind, ticks until it fires) of the IPv4 socket local_port ->
+    remote_port, from /proc/net/tcp ("tr": 0 none, 1 retransmit, 2
+    keepalive, ...; "tm->when" in clock ticks)."""
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            cols = line.split()
+            lport = int(cols[1].split(":")[1], 16)
+            rport = int(cols[2].split(":")[1], 16)
+            if (lport, rport) == (local_port, remote_port):
+                tr, when = cols[5].split(":")
+                return int(tr, 16), int(when, 16)
+    return None
+
+
+def test_idle_websocket_socket_has_tcp_keepalive():
+    """lws' validity timer (a PING after 300 s idle) is off, because lws
+    inserted it into a sorted list per connection (docs/benchmarks.md,
+    "Scale"); the kernel's keepalive finds vanished peers instead: every
+    accepted socket carries a keepalive timer ~300 s ahead."""
+    with Herald() as h:
+        ws = h.client()
+        assert_result(ws.cmd("ping"))
+        key = (h.port, ws.sock.getsockname()[1])
+        # while the reply is unacknowledged the retransmit timer shows instead
+        wait_until(lambda: (_tcp_timer(*key) or (None,))[0] == 2, timeout=20,
+                   what="a keepalive timer on the server's socket")
+        kind, when = _tcp_timer(*key)
+        assert when > 250 * os.sysconf("SC_CLK_TCK"), "keepalive fires in %r ticks" % when
 
 
 def test_websockets_library_interoperates():
