@@ -904,6 +904,7 @@ static void stream_open(hr_http_req *req, stream_via *v)
     char client[160];
     size_t len = 0;
     hr_conn_authenticate(&s->c, &req->id); /* arms the deadline; herald.connect */
+    program(s);                            /* the keep-alive and the probe */
     hr_conn_client_id(&s->c, client, sizeof(client));
     char *cj = hr_proto_connected(client, s->c.id.sub ? s->c.id.sub : "", s->c.id.exp, &len);
     hr_conn_send_text(&s->c, cj, len);
