@@ -1,10 +1,12 @@
 /* client.h - the client end of a load generator's socket, written once for
  * herald-loadgen's two modes (loadgen.c, scenario.c): connect with a bound
  * source address, send a buffer, frame a masked WebSocket message, the
- * upgrade request and its response, the next frame from a server, and the
- * read loop. Each function works on a descriptor and buffers the caller
- * owns; what a connection is (its state, roles, counters) stays with the
- * caller. Non-blocking sockets, edge-triggered epoll. */
+ * upgrade request and its response, the next frame from a server, the
+ * read and frame loops, the names of its faults, and the window that sorts
+ * a stream's sequence numbers. Each function works on a descriptor and
+ * buffers the caller owns; what a connection is (its state, roles,
+ * counters) stays with the caller. Non-blocking sockets, edge-triggered
+ * epoll. */
 #ifndef HERALD_BENCH_CLIENT_H
 #define HERALD_BENCH_CLIENT_H
 
