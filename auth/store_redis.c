@@ -180,6 +180,17 @@ static auth_status bad_reply(const redisReply *r)
     return AUTH_INTERNAL;
 }
 
+/* The status of r, the reply to a GET-like command on key k (NULL: the key
+ * could not be built, nothing was sent): AUTH_OK when it is a string. */
+static auth_status string_reply(const char *k, const redisReply *r)
+{
+    if (!k)
+        return AUTH_INTERNAL;
+    if (r && r->type == REDIS_REPLY_NIL)
+        return AUTH_NOT_FOUND;
+    return !r || r->type != REDIS_REPLY_STRING ? bad_reply(r) : AUTH_OK;
+}
+
 /* Status of a command whose reply is only checked for errors. */
 static auth_status cmd_status(redisReply *r)
 {
@@ -543,11 +554,9 @@ static auth_status user_by_key(redis_store *s, const char *name_key, auth_user *
 {
     char *k = key(s, "username", name_key);
     redisReply *r = k ? cmd(s, "GET %s", k) : NULL;
-    auth_status res = !k                                ? AUTH_INTERNAL
-                      : r && r->type == REDIS_REPLY_NIL ? AUTH_NOT_FOUND
-                      : !r || r->type != REDIS_REPLY_STRING
-                          ? bad_reply(r)
-                          : redis_get_user_by_id((auth_store *)s, r->str, out);
+    auth_status res = string_reply(k, r);
+    if (res == AUTH_OK)
+        res = redis_get_user_by_id((auth_store *)s, r->str, out);
     freeReplyObject(r);
     free(k);
     return res;
@@ -585,10 +594,10 @@ static const char delete_script[] =
 static auth_status delete_user_keys(redis_store *s, const char *id, const char *user_key)
 {
     redisReply *r = cmd(s, "HGET %s username", user_key);
-    if (!r || r->type != REDIS_REPLY_STRING) {
-        auth_status st = r && r->type == REDIS_REPLY_NIL ? AUTH_NOT_FOUND : bad_reply(r);
+    auth_status found = string_reply(user_key, r);
+    if (found != AUTH_OK) {
         freeReplyObject(r);
-        return st;
+        return found;
     }
     char *folded = auth_username_key(r->str), *legacy = auth_username_legacy_key(r->str);
     freeReplyObject(r);
@@ -661,11 +670,9 @@ static auth_status redis_take_refresh(auth_store *st, const char *token_hash, in
     *user_id = NULL;
     char *tk = key(s, "refresh", token_hash);
     redisReply *r = tk ? cmd(s, "GETDEL %s", tk) : NULL;
-    auth_status res = !tk                               ? AUTH_INTERNAL
-                      : r && r->type == REDIS_REPLY_NIL ? AUTH_NOT_FOUND
-                      : !r || r->type != REDIS_REPLY_STRING
-                          ? bad_reply(r)
-                          : (*user_id = hr_strdup(r->str), AUTH_OK);
+    auth_status res = string_reply(tk, r);
+    if (res == AUTH_OK)
+        *user_id = hr_strdup(r->str);
     freeReplyObject(r);
     free(tk);
     if (res == AUTH_OK) { /* keep the index small; harmless if it fails */

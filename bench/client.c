@@ -201,6 +201,43 @@ int bc_ws_next(uint8_t *p, size_t n, size_t max, int rsv1_ok, hr_ws_frame *f)
     return (int)(f->hdrlen + f->len);
 }
 
+enum bc_seq bc_seq_check(uint64_t *seen, uint64_t next, uint64_t seq, uint64_t step,
+                         uint64_t *skipped)
+{
+    if (seq >= next) {
+        uint64_t g = (seq - next) / step;
+        *skipped = g;
+        *seen = (g + 1 >= 64 ? 0 : *seen << (g + 1)) | 1;
+        return BC_SEQ_NEXT;
+    }
+    uint64_t d = (next - seq) / step - 1;
+    if (d >= 64)
+        return BC_SEQ_STALE;
+    if (*seen & (1ull << d))
+        return BC_SEQ_DUP;
+    *seen |= 1ull << d;
+    return BC_SEQ_LATE;
+}
+
+size_t bc_ws_frames(void *conn, const int *fd, uint8_t *p, size_t n, size_t max, int rsv1_ok,
+                    bc_frame_fn on_frame, uint64_t now, int *err)
+{
+    size_t off = 0;
+    *err = 0;
+    while (off < n && *fd >= 0) {
+        hr_ws_frame f;
+        int r = bc_ws_next(p + off, n - off, max, rsv1_ok, &f);
+        if (r <= 0) {
+            *err = r;
+            break;
+        }
+        uint8_t *payload = p + off + f.hdrlen;
+        off += (size_t)r;
+        on_frame(conn, &f, payload, now);
+    }
+    return off;
+}
+
 void bc_feed(void *conn, const int *fd, hr_buf *in, uint8_t *p, size_t n, bc_input_fn input,
              uint64_t now)
 {

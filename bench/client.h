@@ -1,10 +1,12 @@
 /* client.h - the client end of a load generator's socket, written once for
  * herald-loadgen's two modes (loadgen.c, scenario.c): connect with a bound
  * source address, send a buffer, frame a masked WebSocket message, the
- * upgrade request and its response, the next frame from a server, and the
- * read loop. Each function works on a descriptor and buffers the caller
- * owns; what a connection is (its state, roles, counters) stays with the
- * caller. Non-blocking sockets, edge-triggered epoll. */
+ * upgrade request and its response, the next frame from a server, the
+ * read and frame loops, the names of its faults, and the window that sorts
+ * a stream's sequence numbers. Each function works on a descriptor and
+ * buffers the caller owns; what a connection is (its state, roles,
+ * counters) stays with the caller. Non-blocking sockets, edge-triggered
+ * epoll. */
 #ifndef HERALD_BENCH_CLIENT_H
 #define HERALD_BENCH_CLIENT_H
 
@@ -25,6 +27,13 @@ enum bc_fault {
     BC_NFAULTS
 };
 int bc_fault(int err);
+
+/* The names reports give the faults above: the first designated
+ * initializers of a caller's error-name table, whose own error kinds
+ * start at BC_NFAULTS. */
+#define BC_FAULT_NAMES                                                                             \
+    [BC_HTTP_STATUS] = "http_status", [BC_BAD_ACCEPT] = "bad_accept", [BC_BAD_HTTP] = "bad_http",  \
+    [BC_BAD_FRAME] = "bad_frame", [BC_TOO_BIG] = "too_big"
 
 /* Counts v in a small (key, count) table of cap slots; the last slot
  * absorbs overflow. */
@@ -82,6 +91,16 @@ int bc_http_response(const char *p, size_t n, size_t max_head, int *status);
  * -E2BIG when its payload is over max. */
 int bc_ws_next(uint8_t *p, size_t n, size_t max, int rsv1_ok, hr_ws_frame *f);
 
+/* Calls on_frame(conn, f, payload, now) for each complete frame at
+ * p[0..n) (bc_ws_next with max and rsv1_ok: payload unmasked in place)
+ * while *fd >= 0 (on_frame sets it to -1 when it closes the connection).
+ * Returns the bytes used (whole frames); *err: 0, or bc_ws_next's -EPROTO
+ * or -E2BIG for the frame after them, which the caller fails the
+ * connection with. */
+typedef void (*bc_frame_fn)(void *conn, const hr_ws_frame *f, uint8_t *payload, uint64_t now);
+size_t bc_ws_frames(void *conn, const int *fd, uint8_t *p, size_t n, size_t max, int rsv1_ok,
+                    bc_frame_fn on_frame, uint64_t now, int *err);
+
 /* A text or continuation frame f with payload p: a whole message, or a
  * part of one that msg collects. Returns 1 when a message is complete, at
  * *m (mn bytes): p itself for an unfragmented one, else msg's content,
@@ -119,6 +138,18 @@ int bc_read(void *conn, const int *fd, hr_buf *in, uint32_t ev, uint8_t *buf, si
  * that the whole is `size` bytes (when it fits in cap) and closes it.
  * Returns the payload's length. */
 size_t bc_pad_payload(char *buf, size_t cap, int n, size_t size);
+
+/* Where sequence number seq stands in a stream whose numbers go up by
+ * step, next the one expected and *seen its 64-deep window (bit i: next -
+ * step * (i + 1) arrived). In order or ahead: BC_SEQ_NEXT, *skipped
+ * numbers skipped (gaps, lost unless they turn up later) and the window
+ * moved: the caller sets next to seq + step. Behind: BC_SEQ_DUP if already
+ * seen in the window, else BC_SEQ_LATE (a reordered arrival that fills a
+ * gap, now marked seen); older than the window: BC_SEQ_STALE (a duplicate
+ * or very late). */
+enum bc_seq { BC_SEQ_NEXT, BC_SEQ_LATE, BC_SEQ_DUP, BC_SEQ_STALE };
+enum bc_seq bc_seq_check(uint64_t *seen, uint64_t next, uint64_t seq, uint64_t step,
+                         uint64_t *skipped);
 
 /* Raises the soft descriptor limit to need when the hard one allows.
  * Returns 0, or -EMFILE when the limit stays below need (*limit: what it

@@ -117,12 +117,7 @@ static opts O = {
 
 /* Error kinds, reported by name in "errors" when non-zero. */
 enum err {
-    /* first, the failures client.c reports (bc_fault) */
-    E_HTTP_STATUS = BC_HTTP_STATUS,
-    E_BAD_ACCEPT = BC_BAD_ACCEPT,
-    E_BAD_HTTP = BC_BAD_HTTP,
-    E_BAD_FRAME = BC_BAD_FRAME,
-    E_TOO_BIG = BC_TOO_BIG,
+    /* after the failures client.c reports (bc_fault, BC_FAULT_NAMES) */
     E_SOCKET = BC_NFAULTS,
     E_HANDSHAKE_TIMEOUT,
     E_EOF_HANDSHAKE,
@@ -141,22 +136,18 @@ enum err {
     E_N
 };
 static const char *const err_names[E_N] = {
+    BC_FAULT_NAMES,
     [E_SOCKET] = "socket",
-    [E_HTTP_STATUS] = "http_status",
-    [E_BAD_ACCEPT] = "bad_accept",
     [E_HANDSHAKE_TIMEOUT] = "handshake_timeout",
     [E_EOF_HANDSHAKE] = "eof_handshake",
-    [E_BAD_FRAME] = "bad_frame",
     [E_MASKED_FRAME] = "masked_frame",
     [E_BINARY] = "binary_frame",
-    [E_TOO_BIG] = "too_big",
     [E_BAD_PUSH] = "bad_push",
     [E_UNEXPECTED_CHANNEL] = "unexpected_channel",
     [E_MISROUTED] = "misrouted",
     [E_SUBSCRIBE] = "subscribe_error",
     [E_PUBLISH] = "publish_error",
     [E_REST_STATUS] = "rest_status",
-    [E_BAD_HTTP] = "bad_http",
     [E_UNKNOWN_REPLY] = "unknown_reply",
     [E_OOM] = "oom",
     [E_INFLATE] = "inflate",
@@ -861,29 +852,28 @@ static void window_timeouts(uint64_t now)
 
 /*---- deliveries: latency, loss, duplicates, reordering ------------------------*/
 
-/* Checks seq against the stream's expectation. In order: advance. Ahead: the
- * skipped ones are gaps (lost unless they turn up later). Behind: a duplicate
- * if already seen in the 64-deep window, else a late (reordered) arrival that
- * fills a gap; older than the window: "stale" (duplicate or very late). */
+/* Checks seq against the stream's expectation (bc_seq_check: a publisher's
+ * numbers on one channel go up by the number of channels) and counts it:
+ * gaps (lost unless they turn up later), a late arrival filling one,
+ * duplicates, "stale" (duplicate or very late). */
 static void stream_check(stream *st, uint64_t seq)
 {
-    uint64_t m = (uint64_t)O.channels, next = st->next;
-    if (seq >= next) {
-        uint64_t g = (seq - next) / m;
-        G.gaps += g;
-        st->seen = (g + 1 >= 64 ? 0 : st->seen << (g + 1)) | 1;
+    uint64_t m = (uint64_t)O.channels, skipped;
+    switch (bc_seq_check(&st->seen, st->next, seq, m, &skipped)) {
+    case BC_SEQ_NEXT:
+        G.gaps += skipped;
         st->next = (uint32_t)(seq + m);
-        return;
-    }
-    uint64_t d = (next - seq) / m - 1;
-    if (d >= 64) {
-        G.stale++;
-    } else if (st->seen & (1ull << d)) {
-        G.dups++;
-    } else {
-        st->seen |= 1ull << d;
+        break;
+    case BC_SEQ_LATE:
         G.reordered++;
         G.gaps--;
+        break;
+    case BC_SEQ_DUP:
+        G.dups++;
+        break;
+    case BC_SEQ_STALE:
+        G.stale++;
+        break;
     }
 }
 
@@ -1109,9 +1099,13 @@ static const char *inflate_msg(const uint8_t *p, size_t n, size_t *out)
     return (const char *)G.inf_buf;
 }
 
-static void on_frame(conn *c, const hr_ws_frame *f, uint8_t *p, uint64_t now)
+/* A frame for c (bc_frame_fn). */
+static void on_frame(void *vc, const hr_ws_frame *f, uint8_t *p, uint64_t now)
 {
+    conn *c = vc;
     size_t n = (size_t)f->len;
+    if (f->masked) /* RFC 6455 5.1: servers must not mask */
+        err_add(E_MASKED_FRAME);
     switch (f->opcode) {
     case HR_WS_OP_TEXT:
     case HR_WS_OP_CONT: {
@@ -1159,23 +1153,11 @@ static void on_frame(conn *c, const hr_ws_frame *f, uint8_t *p, uint64_t now)
 /* Handles every complete frame in p[0..n); returns the bytes consumed. */
 static size_t ws_input(conn *c, uint8_t *p, size_t n, uint64_t now)
 {
-    size_t off = 0;
-    while (off < n && c->state != S_CLOSED) {
-        hr_ws_frame f;
-        int r = bc_ws_next(p + off, n - off, MAX_MESSAGE, c->pmd, &f);
-        if (r < 0) {
-            conn_fail(c, r, 0);
-            break;
-        }
-        if (r == 0)
-            break;
-        if (f.masked) /* RFC 6455 5.1: servers must not mask */
-            err_add(E_MASKED_FRAME);
-        uint8_t *payload = p + off + f.hdrlen;
-        off += (size_t)r;
-        on_frame(c, &f, payload, now);
-    }
-    return off;
+    int err;
+    size_t used = bc_ws_frames(c, &c->fd, p, n, MAX_MESSAGE, c->pmd, on_frame, now, &err);
+    if (err < 0)
+        conn_fail(c, err, 0);
+    return used;
 }
 
 /*---- HTTP input: upgrade response, REST responses ------------------------------*/

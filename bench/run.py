@@ -255,11 +255,7 @@ class Server:
         return proc_status_kb(self.pid, "VmHWM")
 
     def log_tail(self, n=600):
-        try:
-            with open(os.path.join(self.dir, "server.log"), "rb") as f:
-                return f.read()[-n:].decode(errors="replace")
-        except OSError:
-            return ""
+        return file_tail(os.path.join(self.dir, "server.log"), n)
 
     def stop(self, grace=30.0):
         """Returns the exit status, or "killed" when SIGTERM was not enough;
@@ -289,6 +285,26 @@ DEFAULT_REDIS = "/usr/sbin/redis-server" if os.path.exists("/usr/sbin/redis-serv
     "/usr/bin/redis-server"
 DEFAULT_NGINX = "/usr/sbin/nginx"
 NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
+
+
+def file_tail(path, n):
+    """The last n bytes of the file at path as text ("" when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()[-n:].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def communicate(p, timeout, what):
+    """p.communicate() within timeout seconds: (stdout, stderr); past it, p
+    is killed and RuntimeError says that `what` did not finish."""
+    try:
+        return p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise RuntimeError("%s did not finish within %ss" % (what, timeout))
 
 
 def wait_http(url, timeout, proc, what, want=200):
@@ -377,13 +393,13 @@ class RedisServer:
         return r
 
 
-NCHAN_CONF = """load_module %(module)s;
+NGINX_HEAD = """load_module %(module)s;
 %(user)s
 worker_processes 1;
 worker_rlimit_nofile 20000;
 pid %(d)s/nginx.pid;
 error_log %(d)s/error.log warn;
-events { worker_connections 16000; }
+events { worker_connections %(worker_connections)d; }
 http {
     access_log off;
     keepalive_requests 1000000;
@@ -392,7 +408,9 @@ http {
     fastcgi_temp_path %(d)s/fastcgi;
     uwsgi_temp_path %(d)s/uwsgi;
     scgi_temp_path %(d)s/scgi;
-    upstream bench_redis {
+"""
+
+NCHAN_CONF = """    upstream bench_redis {
         nchan_redis_server redis://127.0.0.1:%(redis_port)d;
         nchan_redis_storage_mode %(mode)s;
     }
@@ -410,8 +428,35 @@ http {
         }
         location = /healthz { return 200 "ok\\n"; }
     }
-}
 """
+
+
+def nginx_conf(d, worker_connections, body):
+    """An nginx.conf for one nchan node whose files are in d: NGINX_HEAD (one
+    worker, its temp dirs in d, no access log), then body (the http block's
+    upstreams and server), then the http block's end."""
+    return NGINX_HEAD % {"module": NCHAN_MODULE, "user": nginx_user_directive(), "d": d,
+                         "worker_connections": worker_connections} + body + "}\n"
+
+
+def start_nginx(binary, d, conf, port, timeout):
+    """Starts nginx with conf (files in d) and waits until it answers
+    /healthz on port and its workers exist. Returns (proc, its stdout log
+    file, the worker pids); the caller stops proc (stop_proc) and closes
+    the log."""
+    log = open(os.path.join(d, "stdout.log"), "wb")
+    proc = spawn([binary, "-p", d + "/", "-c", conf, "-e", os.path.join(d, "error.log"),
+                  "-g", "daemon off;"],
+                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    wait_http("http://127.0.0.1:%d/healthz" % port, timeout, proc, "nginx")
+    workers = []
+    deadline = time.monotonic() + timeout
+    while not workers and time.monotonic() < deadline:
+        workers = child_pids(proc.pid)
+        time.sleep(0.02)
+    if not workers:
+        raise RuntimeError("nginx started no worker")
+    return proc, log, workers
 
 
 def nginx_user_directive():
@@ -439,31 +484,18 @@ class NchanNode:
         os.chmod(self.dir, 0o711)  # the workers (nobody) reach their temp dirs
         conf = os.path.join(self.dir, "nginx.conf")
         with open(conf, "w") as f:
-            f.write(NCHAN_CONF % {"module": NCHAN_MODULE, "user": nginx_user_directive(),
-                                  "d": self.dir, "port": self.port, "redis_port": self.redis_port,
-                                  "mode": self.mode})
-        self.log = open(os.path.join(self.dir, "stdout.log"), "wb")
-        self.proc = spawn([self.binary, "-p", self.dir + "/", "-c", conf,
-                           "-e", os.path.join(self.dir, "error.log"), "-g", "daemon off;"],
-                          stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait_http("http://127.0.0.1:%d/healthz" % self.port, timeout, self.proc, "nginx")
-        deadline = time.monotonic() + timeout
-        while not self.workers and time.monotonic() < deadline:
-            self.workers = child_pids(self.proc.pid)
-            time.sleep(0.02)
-        if not self.workers:
-            raise RuntimeError("nginx started no worker")
+            f.write(nginx_conf(self.dir, 16000,
+                               NCHAN_CONF % {"port": self.port, "redis_port": self.redis_port,
+                                             "mode": self.mode}))
+        self.proc, self.log, self.workers = start_nginx(self.binary, self.dir, conf, self.port,
+                                                        timeout)
         return self
 
     def pids(self):
         return [self.proc.pid] + self.workers
 
     def log_tail(self, n=400):
-        try:
-            with open(os.path.join(self.dir, "error.log"), "rb") as f:
-                return f.read()[-n:].decode(errors="replace")
-        except OSError:
-            return ""
+        return file_tail(os.path.join(self.dir, "error.log"), n)
 
     def stop(self, grace=30.0):
         r = stop_proc(self.proc, grace)
@@ -573,12 +605,7 @@ class Loadgen:
     def run(self, args, timeout, tag="lg"):
         argv = self.argv(args, tag)
         p = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, err = p.communicate()
-            raise RuntimeError("herald-loadgen did not finish within %ss" % timeout)
+        out, err = communicate(p, timeout, "herald-loadgen")
         return parse_report(out, err, p.returncode)
 
     def start_background(self, args, tag):
@@ -1567,10 +1594,16 @@ def find_tools(bin_dir):
 RESULTS = []
 
 
+def doc_parser(doc):
+    """An ArgumentParser whose description is doc's first paragraph and
+    whose epilog is the rest, as written (a script's __doc__)."""
+    return argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog=doc.split("\n\n", 1)[1])
+
+
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap = doc_parser(__doc__)
     ap.add_argument("scenario", nargs="?", choices=list(ALL_SCENARIOS) + ["all", "cluster"])
     ap.add_argument("--render", metavar="JSON",
                     help="run nothing: print (and --write) the tables of a --json file again, "

@@ -39,7 +39,6 @@ runner and tables with its own --write block; a user runs one command,
 stdlib only, as with run.py.)
 """
 
-import argparse
 import datetime
 import json
 import os
@@ -161,11 +160,7 @@ class HeraldNode:
         return st
 
     def log_tail(self, n=800):
-        try:
-            with open(os.path.join(self.dir, "herald.log"), "rb") as f:
-                return f.read()[-n:].decode(errors="replace")
-        except OSError:
-            return ""
+        return R.file_tail(os.path.join(self.dir, "herald.log"), n)
 
 
 def nchan_conf(d, port, redis_ports):
@@ -187,30 +182,13 @@ def nchan_conf(d, port, redis_ports):
                             "nchan_redis_pass s%d_%s; }" %
                             (kind, "h:[^/]*" if hist else ".*", digits, directive, s,
                              "store" if hist else "relay"))
-    return """load_module %(module)s;
-%(user)s
-worker_processes 1;
-worker_rlimit_nofile 20000;
-pid %(d)s/nginx.pid;
-error_log %(d)s/error.log warn;
-events { worker_connections 19900; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path %(d)s/client_body;
-    proxy_temp_path %(d)s/proxy;
-    fastcgi_temp_path %(d)s/fastcgi;
-    uwsgi_temp_path %(d)s/uwsgi;
-    scgi_temp_path %(d)s/scgi;
-%(ups)s
+    return R.nginx_conf(d, 19900, """%(ups)s
     server {
         listen 127.0.0.1:%(port)d backlog=4096;
 %(locs)s
         location = /healthz { return 200 "ok\\n"; }
     }
-}
-""" % {"module": R.NCHAN_MODULE, "user": R.nginx_user_directive(), "d": d, "port": port,
-       "ups": "\n".join(ups), "locs": "\n".join(locs)}
+""" % {"port": port, "ups": "\n".join(ups), "locs": "\n".join(locs)})
 
 
 class NchanScaleNode:
@@ -228,17 +206,8 @@ class NchanScaleNode:
         conf = os.path.join(self.dir, "nginx.conf")
         with open(conf, "w") as f:
             f.write(nchan_conf(self.dir, self.port, self.redis_ports))
-        self.log = open(os.path.join(self.dir, "stdout.log"), "wb")
-        self.proc = R.spawn([self.b.a.nginx, "-p", self.dir + "/", "-c", conf, "-e",
-                             os.path.join(self.dir, "error.log"), "-g", "daemon off;"],
-                            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        R.wait_http("http://127.0.0.1:%d/healthz" % self.port, timeout, self.proc, "nginx")
-        deadline = time.monotonic() + timeout
-        while not self.workers and time.monotonic() < deadline:
-            self.workers = R.child_pids(self.proc.pid)
-            time.sleep(0.02)
-        if not self.workers:
-            raise RuntimeError("nginx started no worker")
+        self.proc, self.log, self.workers = R.start_nginx(self.b.a.nginx, self.dir, conf,
+                                                          self.port, timeout)
         return self
 
     @property
@@ -252,11 +221,7 @@ class NchanScaleNode:
         return st
 
     def log_tail(self, n=800):
-        try:
-            with open(os.path.join(self.dir, "error.log"), "rb") as f:
-                return f.read()[-n:].decode(errors="replace")
-        except OSError:
-            return ""
+        return R.file_tail(os.path.join(self.dir, "error.log"), n)
 
 
 def redis_cmd(port, *args, timeout=10.0):
@@ -338,12 +303,7 @@ def run_scenario(b, scen, timeout, tag):
     argv = [b.loadgen, "--scenario", path] + (["-v"] if VERBOSE else [])
     vlog(" ".join(argv))
     p = R.spawn(argv, stdout=subprocess.PIPE, stderr=None if VERBOSE else subprocess.PIPE)
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-        raise RuntimeError("herald-loadgen --scenario did not finish within %ds" % timeout)
+    out, err = R.communicate(p, timeout, "herald-loadgen --scenario")
     lines = [x for x in out.decode(errors="replace").splitlines() if x.startswith("{")]
     if p.returncode != 0 or not lines:
         raise RuntimeError("herald-loadgen failed (rc %s): %s" %
@@ -1494,9 +1454,7 @@ def int_list(s):
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap = R.doc_parser(__doc__)
     ap.add_argument("scenario", nargs="?", choices=ORDER + ["all"])
     ap.add_argument("--render", metavar="JSON",
                     help="run nothing: print (and --write) the blocks of a --json file again")

@@ -369,12 +369,7 @@ typedef struct pchan {
 } pchan;
 
 enum err {
-    /* first, the failures client.c reports (bc_fault) */
-    E_HTTP_STATUS = BC_HTTP_STATUS,
-    E_BAD_ACCEPT = BC_BAD_ACCEPT,
-    E_BAD_HTTP = BC_BAD_HTTP,
-    E_BAD_FRAME = BC_BAD_FRAME,
-    E_TOO_BIG = BC_TOO_BIG,
+    /* after the failures client.c reports (bc_fault, BC_FAULT_NAMES) */
     E_SOCKET = BC_NFAULTS,
     E_HANDSHAKE_TIMEOUT,
     E_BAD_PUSH,
@@ -387,18 +382,14 @@ enum err {
     E_N
 };
 static const char *const err_names[E_N] = {
+    BC_FAULT_NAMES,
     [E_SOCKET] = "socket",
-    [E_HTTP_STATUS] = "http_status",
-    [E_BAD_ACCEPT] = "bad_accept",
     [E_HANDSHAKE_TIMEOUT] = "handshake_timeout",
-    [E_BAD_FRAME] = "bad_frame",
-    [E_TOO_BIG] = "too_big",
     [E_BAD_PUSH] = "bad_push",
     [E_UNEXPECTED_CHANNEL] = "unexpected_channel",
     [E_SUBSCRIBE] = "subscribe_error",
     [E_REST_STATUS] = "rest_status",
     [E_REDIS_ERROR] = "redis_error",
-    [E_BAD_HTTP] = "bad_http",
     [E_BAD_REPLY] = "bad_reply",
     [E_OOM] = "oom",
 };
@@ -678,8 +669,8 @@ static void send_upgrade(sconn *c)
         jwt_hs256(token, sizeof token, S.secret, sub, S.ttl);
         snprintf(target, sizeof target, "/ws?token=%s", token);
     }
-    size_t n =
-        bc_upgrade_request(req, sizeof req, target, S.host, conn_port(c), 0, NULL, &W.rng, c->accept);
+    size_t n = bc_upgrade_request(req, sizeof req, target, S.host, conn_port(c), 0, NULL, &W.rng,
+                                  c->accept);
     c->state = C_UPGRADING;
     queue_bytes(c, req, n);
 }
@@ -751,29 +742,29 @@ static int test_hit(int every)
     return every > 0 && ++W.test_n % (uint64_t)every == 0;
 }
 
-/* In order: advance. Ahead: the skipped ones are gaps (until they turn up).
- * Behind: a duplicate if already seen in the 64-deep window, else a late
- * arrival filling a gap; older than the window: stale. */
+/* Checks seq against the stream's expectation (bc_seq_check, step 1) and
+ * counts it: gaps (until they turn up), a late arrival filling one,
+ * duplicates, stale ones (older than the window). */
 static void stream_check(sstream *st, uint32_t seq)
 {
-    if (seq >= st->next) {
-        uint64_t g = seq - st->next;
-        W.gaps += g;
-        st->seen = (g + 1 >= 64 ? 0 : st->seen << (g + 1)) | 1;
+    uint64_t skipped;
+    switch (bc_seq_check(&st->seen, st->next, seq, 1, &skipped)) {
+    case BC_SEQ_NEXT:
+        W.gaps += skipped;
         st->next = seq + 1;
         st->unique++;
-        return;
-    }
-    uint64_t d = (uint64_t)(st->next - seq - 1);
-    if (d >= 64) {
-        W.stale++;
-    } else if (st->seen & (1ull << d)) {
-        W.dups++;
-    } else {
-        st->seen |= 1ull << d;
+        break;
+    case BC_SEQ_LATE:
         st->unique++;
         W.reordered++;
         W.gaps--;
+        break;
+    case BC_SEQ_DUP:
+        W.dups++;
+        break;
+    case BC_SEQ_STALE:
+        W.stale++;
+        break;
     }
 }
 
@@ -967,8 +958,10 @@ static void on_close_frame(sconn *c, const uint8_t *p, size_t n, uint64_t now)
     conn_down(c, "close", code, now);
 }
 
-static void on_frame(sconn *c, const hr_ws_frame *f, uint8_t *p, uint64_t now)
+/* A frame for c (bc_frame_fn). */
+static void on_frame(void *vc, const hr_ws_frame *f, uint8_t *p, uint64_t now)
 {
+    sconn *c = vc;
     size_t n = (size_t)f->len;
     switch (f->opcode) {
     case HR_WS_OP_TEXT:
@@ -1000,21 +993,11 @@ static void on_frame(sconn *c, const hr_ws_frame *f, uint8_t *p, uint64_t now)
 
 static size_t ws_input(sconn *c, uint8_t *p, size_t n, uint64_t now)
 {
-    size_t off = 0;
-    while (off < n && c->fd >= 0) {
-        hr_ws_frame f;
-        int r = bc_ws_next(p + off, n - off, MAX_MESSAGE, 0, &f);
-        if (r < 0) {
-            conn_fail(c, r, 0, now);
-            break;
-        }
-        if (r == 0)
-            break;
-        uint8_t *payload = p + off + f.hdrlen;
-        off += (size_t)r;
-        on_frame(c, &f, payload, now);
-    }
-    return off;
+    int err;
+    size_t used = bc_ws_frames(c, &c->fd, p, n, MAX_MESSAGE, 0, on_frame, now, &err);
+    if (err < 0)
+        conn_fail(c, err, 0, now);
+    return used;
 }
 
 static size_t upgrade_input(sconn *c, const char *p, size_t n, uint64_t now)
@@ -1205,7 +1188,7 @@ static size_t rest_input(sconn *r, const char *p, size_t n, uint64_t now)
         }
         off += total;
         if (r->cur == UINT32_MAX) {
-            err_add(E_BAD_HTTP); /* a response to nothing */
+            err_add((enum err)BC_BAD_HTTP); /* a response to nothing */
             continue;
         }
         uint32_t ch = r->cur;

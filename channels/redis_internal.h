@@ -264,6 +264,11 @@ int rd_sub_cmd(shard *sh, int argc, const char **argv);
 const hr_redis_addr *rd_shard_target(shard *sh);
 /* The CLIENT SETNAME of a connection: "<p>:<node>:<role>" (malloc'ed). */
 char *rd_conn_name(redis_layer *L, const char *role);
+/* Opens a connection on uv to the shard's target (rd_shard_target), named
+ * for role (rd_conn_name), with ops and ud (chan_rconn_config). Returns it
+ * (the caller owns it: chan_rconn_close). Owner thread of uv. */
+chan_rconn *rd_conn_open(shard *sh, uv_loop_t *uv, const char *role, int pubsub,
+                         const chan_rconn_ops *ops, void *ud);
 /* Starts connecting the shard. */
 void rd_shard_connect(shard *sh);
 /* Recomputes `up` after a connection changed state. */

@@ -80,24 +80,10 @@ static void lconn_open(rd_lconn *lc)
 {
     static const chan_rconn_ops ops = {lconn_ready, lconn_closed, NULL};
     rd_loop *lp = lc->lp;
-    const hr_redis_addr *a = rd_shard_target(lc->sh);
     char role[24];
     snprintf(role, sizeof(role), "cmd%u", lp->index);
-    char *name = rd_conn_name(lp->L, role);
-    chan_rconn_config cfg = {
-        .host = a->host,
-        .port = a->port,
-        .user = a->user,
-        .password = a->password,
-        .db = a->db,
-        .client_name = name,
-        .connect_timeout_ms = CONNECT_TIMEOUT_MS,
-        .ops = &ops,
-        .ud = lc,
-    };
     uv_timer_stop(&lc->retry);
-    lc->c = chan_rconn_open(lp->uv, &cfg);
-    free(name);
+    lc->c = rd_conn_open(lc->sh, lp->uv, role, 0, &ops, lc);
 }
 
 /* The connection to use now, or NULL: loop 0's is the home's. */

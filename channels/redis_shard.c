@@ -251,13 +251,11 @@ static void conn_closed(chan_rconn *c, void *ud, const char *why)
         shard_down(sh, reason);
 }
 
-static chan_rconn *open_conn(shard *sh, int pubsub)
+chan_rconn *rd_conn_open(shard *sh, uv_loop_t *uv, const char *role, int pubsub,
+                         const chan_rconn_ops *ops, void *ud)
 {
-    static const chan_rconn_ops cmd_ops = {conn_ready, conn_closed, NULL};
-    static const chan_rconn_ops sub_ops = {conn_ready, conn_closed, rd_sub_push};
-    redis_layer *L = sh->L;
     const hr_redis_addr *a = rd_shard_target(sh);
-    char *name = rd_conn_name(L, pubsub ? "sub" : "cmd");
+    char *name = rd_conn_name(sh->L, role);
     chan_rconn_config cfg = {
         .host = a->host,
         .port = a->port,
@@ -267,12 +265,20 @@ static chan_rconn *open_conn(shard *sh, int pubsub)
         .client_name = name,
         .pubsub = pubsub,
         .connect_timeout_ms = CONNECT_TIMEOUT_MS,
-        .ops = pubsub ? &sub_ops : &cmd_ops,
-        .ud = sh,
+        .ops = ops,
+        .ud = ud,
     };
-    chan_rconn *c = chan_rconn_open(L->uv, &cfg);
-    free(name);
+    chan_rconn *c = chan_rconn_open(uv, &cfg);
+    free(name); /* chan_rconn_open copied it */
     return c;
+}
+
+static chan_rconn *open_conn(shard *sh, int pubsub)
+{
+    static const chan_rconn_ops cmd_ops = {conn_ready, conn_closed, NULL};
+    static const chan_rconn_ops sub_ops = {conn_ready, conn_closed, rd_sub_push};
+    return rd_conn_open(sh, sh->L->uv, pubsub ? "sub" : "cmd", pubsub, pubsub ? &sub_ops : &cmd_ops,
+                        sh);
 }
 
 static void on_retry(uv_timer_t *t)

@@ -547,16 +547,30 @@ static void proxy_refused(proxy_op *p, const hr_proxy_answer *a)
     p->base.cb(p->base.ud, &r);
 }
 
+/* Whether answer a ended p's operation, answered here: its connection is
+ * gone ("closed"), or a is no result (proxy_refused). Else the caller
+ * carries on with a's result. */
+static int proxy_ended(proxy_op *p, const hr_proxy_answer *a)
+{
+    if (!conn_live(p->base.c)) {
+        done(p->base.cb, p->base.ud, -ECANCELED, "closed", NULL);
+        return 1;
+    }
+    if (a->outcome != HR_PROXY_RESULT) {
+        proxy_refused(p, a);
+        return 1;
+    }
+    return 0;
+}
+
 /*---- subscribe ----*/
 
 static void subscribe_answered(void *ud, hr_proxy_answer *a)
 {
     proxy_op *p = ud;
     hr_conn *c = p->base.c;
-    if (!conn_live(c)) {
-        done(p->base.cb, p->base.ud, -ECANCELED, "closed", NULL);
-    } else if (a->outcome != HR_PROXY_RESULT) {
-        proxy_refused(p, a);
+    if (proxy_ended(p, a)) {
+        /* answered */
     } else if (hr_conn_sub_get(c, p->channel)) {
         json_t *r = json_pack("{s:s}", "channel", p->channel); /* subscribed meanwhile */
         done(p->base.cb, p->base.ud, 0, NULL, r);
@@ -590,10 +604,8 @@ static void publish_answered(void *ud, hr_proxy_answer *a)
 {
     proxy_op *p = ud;
     hr_conn *c = p->base.c;
-    if (!conn_live(c)) {
-        done(p->base.cb, p->base.ud, -ECANCELED, "closed", NULL);
-    } else if (a->outcome != HR_PROXY_RESULT) {
-        proxy_refused(p, a);
+    if (proxy_ended(p, a)) {
+        /* answered */
     } else if (a->data) { /* the backend's replacement */
         char *d = json_dumps(a->data, JSON_COMPACT | JSON_ENCODE_ANY);
         publish_now(c->w, c, p->channel, d, strlen(d), p->base.cb, p->base.ud);
@@ -623,11 +635,7 @@ static void publish_proxied(hr_conn *c, const char *channel, const char *data, s
 static void rpc_answered(void *ud, hr_proxy_answer *a)
 {
     proxy_op *p = ud;
-    if (!conn_live(p->base.c)) {
-        done(p->base.cb, p->base.ud, -ECANCELED, "closed", NULL);
-    } else if (a->outcome != HR_PROXY_RESULT) {
-        proxy_refused(p, a);
-    } else {
+    if (!proxy_ended(p, a)) {
         json_t *r = json_pack("{s:O}", "data", a->data ? a->data : json_null());
         done(p->base.cb, p->base.ud, 0, NULL, r);
         json_decref(r);

@@ -468,19 +468,13 @@ static void program(hr_stream_conn *s)
         lws_cancel_service_pt(s->c.wsi);
 }
 
-/* The deadline passed: the refresh proxy may extend the session. */
-static void st_deadline(hr_conn *c)
-{
-    hr_api_deadline(c); /* the refresh proxy, or hr_conn_deadline */
-}
-
 static const hr_conn_ops sse_ops = {
     .transport = "sse",
     .frame = st_frame,
     .queued = st_queued,
     .write = st_write,
     .closing = st_closing,
-    .deadline = st_deadline,
+    .deadline = hr_api_deadline, /* the refresh proxy may extend the session */
 };
 
 static const hr_conn_ops ndjson_ops = {
@@ -489,7 +483,7 @@ static const hr_conn_ops ndjson_ops = {
     .queued = st_queued,
     .write = st_write,
     .closing = st_closing,
-    .deadline = st_deadline,
+    .deadline = hr_api_deadline, /* the refresh proxy may extend the session */
 };
 
 int hr_stream_owns(const hr_pss *pss)

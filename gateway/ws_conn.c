@@ -142,20 +142,13 @@ static int ws_write(hr_conn *c, uint64_t now_us)
     return 0;
 }
 
-/* A deadline passed: the refresh proxy may extend a proxy-authenticated
- * connection's session first. */
-static void ws_deadline(hr_conn *c)
-{
-    hr_api_deadline(c); /* the refresh proxy, or hr_conn_deadline */
-}
-
 static const hr_conn_ops ws_ops = {
     .transport = "websocket",
     .frame = ws_frame,
     .queued = ws_queued,
     .write = ws_write,
     .closing = ws_closing,
-    .deadline = ws_deadline,
+    .deadline = hr_api_deadline, /* the refresh proxy may extend the session */
 };
 
 /*---- Opening ---------------------------------------------------------------*/

@@ -1,6 +1,7 @@
 /* Unit tests for bench/client.c, the pure parts of the loadgen's sockets:
  * the upgrade request and response, HTTP responses, frames from a server,
- * fragmented messages, close replies, payload padding, the fault table. */
+ * fragmented messages, close replies, payload padding, the fault table,
+ * the frame loop, the sequence window. */
 #include "bench/client.h"
 #include "testing.h"
 
@@ -145,6 +146,104 @@ static void padding_and_tally(void)
     CHECK(bc_fd_limit(16, &limit) == 0 && limit >= 16);
 }
 
+/* bc_ws_frames: the frames it hands on, where it stops. */
+typedef struct frames_seen {
+    int fd, n, close_after;
+    char text[64];
+} frames_seen;
+
+static void seen_frame(void *conn, const hr_ws_frame *f, uint8_t *payload, uint64_t now)
+{
+    frames_seen *s = conn;
+    CHECK(now == 99);
+    size_t len = strlen(s->text);
+    memcpy(s->text + len, payload, (size_t)f->len);
+    s->text[len + f->len] = 0;
+    if (++s->n == s->close_after)
+        s->fd = -1; /* the connection closed: no more frames */
+}
+
+static void frame_loop(void)
+{
+    hr_buf out = {0};
+    uint64_t rng = 3;
+    bc_ws_frame(&out, &rng, HR_WS_OP_TEXT, "ab", 2);
+    bc_ws_frame(&out, &rng, HR_WS_OP_TEXT, "cd", 2);
+    size_t one = 2 + 4 + 2;
+    bc_ws_frame(&out, &rng, HR_WS_OP_TEXT, "ef", 2);
+    uint8_t copy[64];
+    memcpy(copy, out.data, out.len);
+
+    frames_seen s = {.fd = 5};
+    int err = 1;
+    /* two whole frames and part of the third: the part waits */
+    CHECK(bc_ws_frames(&s, &s.fd, (uint8_t *)out.data, out.len - 1, 100, 0, seen_frame, 99, &err) ==
+          2 * one);
+    CHECK(err == 0 && s.n == 2 && !strcmp(s.text, "abcd"));
+
+    /* the frame handler closes the connection after the first frame */
+    memcpy(out.data, copy, out.len);
+    s = (frames_seen){.fd = 5, .close_after = 1};
+    CHECK(bc_ws_frames(&s, &s.fd, (uint8_t *)out.data, out.len, 100, 0, seen_frame, 99, &err) ==
+          one);
+    CHECK(err == 0 && s.n == 1 && !strcmp(s.text, "ab"));
+
+    /* a frame over the maximum stops it with its error, after the ones before */
+    memcpy(out.data, copy, out.len);
+    ((uint8_t *)out.data)[one] |= 0x40; /* the second frame: RSV1 */
+    s = (frames_seen){.fd = 5};
+    CHECK(bc_ws_frames(&s, &s.fd, (uint8_t *)out.data, out.len, 100, 0, seen_frame, 99, &err) ==
+          one);
+    CHECK(err == -EPROTO && s.n == 1);
+    memcpy(out.data, copy, out.len);
+    s = (frames_seen){.fd = 5};
+    CHECK(bc_ws_frames(&s, &s.fd, (uint8_t *)out.data, out.len, 1, 0, seen_frame, 99, &err) == 0);
+    CHECK(err == -E2BIG && s.n == 0);
+    hr_buf_reset(&out);
+}
+
+/* bc_seq_check: the 64-deep window of a stream, step 1 and step 3. */
+static void seq_window(void)
+{
+    uint64_t seen = 0, skipped = 0, next = 0;
+    CHECK(bc_seq_check(&seen, next, 0, 1, &skipped) == BC_SEQ_NEXT && skipped == 0);
+    next = 1;
+    CHECK(bc_seq_check(&seen, next, 3, 1, &skipped) == BC_SEQ_NEXT && skipped == 2); /* 1, 2 */
+    next = 4;
+    CHECK(bc_seq_check(&seen, next, 2, 1, &skipped) == BC_SEQ_LATE);
+    CHECK(bc_seq_check(&seen, next, 2, 1, &skipped) == BC_SEQ_DUP);
+    CHECK(bc_seq_check(&seen, next, 3, 1, &skipped) == BC_SEQ_DUP);
+    CHECK(bc_seq_check(&seen, next, 1, 1, &skipped) == BC_SEQ_LATE);
+    CHECK(bc_seq_check(&seen, next, 100, 1, &skipped) == BC_SEQ_NEXT && skipped == 96);
+    next = 101;
+    CHECK(seen == 1); /* the window moved past everything before */
+    CHECK(bc_seq_check(&seen, next, 37, 1, &skipped) == BC_SEQ_LATE); /* 64th behind: in it */
+    CHECK(bc_seq_check(&seen, next, 36, 1, &skipped) == BC_SEQ_STALE);
+
+    /* step 3: a publisher's numbers on one of 3 channels */
+    seen = 0, next = 1;
+    CHECK(bc_seq_check(&seen, next, 1, 3, &skipped) == BC_SEQ_NEXT && skipped == 0);
+    next = 4;
+    CHECK(bc_seq_check(&seen, next, 10, 3, &skipped) == BC_SEQ_NEXT && skipped == 2); /* 4, 7 */
+    next = 13;
+    CHECK(bc_seq_check(&seen, next, 7, 3, &skipped) == BC_SEQ_LATE);
+    CHECK(bc_seq_check(&seen, next, 7, 3, &skipped) == BC_SEQ_DUP);
+    CHECK(bc_seq_check(&seen, next, 1, 3, &skipped) == BC_SEQ_DUP);
+}
+
+/* The fault names a report table starts with. */
+static void fault_names(void)
+{
+    static const char *const names[BC_NFAULTS + 1] = {BC_FAULT_NAMES, [BC_NFAULTS] = "socket"};
+    for (int i = 0; i <= BC_NFAULTS; i++)
+        CHECK(names[i] != NULL);
+    CHECK_STR(names[bc_fault(-ECONNREFUSED)], "http_status");
+    CHECK_STR(names[bc_fault(-EACCES)], "bad_accept");
+    CHECK_STR(names[bc_fault(-EBADMSG)], "bad_http");
+    CHECK_STR(names[bc_fault(-EPROTO)], "bad_frame");
+    CHECK_STR(names[bc_fault(-E2BIG)], "too_big");
+}
+
 int main(void)
 {
     RUN(upgrade);
@@ -152,5 +251,8 @@ int main(void)
     RUN(frames);
     RUN(messages);
     RUN(padding_and_tally);
+    RUN(frame_loop);
+    RUN(seq_window);
+    RUN(fault_names);
     TEST_DONE();
 }
