@@ -1234,9 +1234,11 @@ def sc_threads(b):
          "window": auto_window(a, a.subs or 1000), "size": a.size, "timeout": a.timeout}
     variant = "%d pubs x %d subs" % (p["pubs"], p["subs"])
     configs = []
-    if "herald" in b.servers():
-        configs += [("herald", "herald threads=%d" % t, t)
-                    for t in [int(x) for x in (a.thread_counts or "1,2").split(",")]]
+    for t in [int(x) for x in (a.thread_counts or "1,2").split(",")]:
+        # herald-base (--herald-base) gets the same thread counts, so an old
+        # build is compared with the new one at each count in the same run
+        configs += [(k, "%s threads=%d" % (k, t), t) for k in ("herald", "herald-base")
+                    if k in b.servers()]
     if "refserver" in b.servers():
         configs.append(("refserver", "refserver", None))
     b.run_rows("threads", variant, p, lambda s, p: fanout_run(b, s, p), configs)

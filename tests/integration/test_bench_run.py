@@ -90,6 +90,24 @@ def test_herald_base_runs_in_the_same_run():
         assert not row.get("failed") and row["received"] == row["expected"] == 200, row
 
 
+def test_herald_base_runs_in_threads():
+    """threads with --servers herald,herald-base: the second Herald at every
+    thread count too (run.py used to leave herald-base out of threads)."""
+    cwd = workdir()
+    base = os.path.relpath(os.path.abspath(herald_bin()), cwd)
+    args = ["threads"] + TINY[1:] + ["--thread-counts", "1,2"]
+    i = args.index("--servers")
+    args[i + 1] = "herald,herald-base"
+    rc, out, err = run(args + tools(cwd) + ["--herald-base", base, "--json", "out.json"], cwd)
+    assert rc == 0, "rc %d\n%s\n%s" % (rc, out[-2000:], err[-3000:])
+    with open(os.path.join(cwd, "out.json")) as f:
+        rows = {r["server"]: r for r in json.load(f)["results"]}
+    assert sorted(rows) == ["herald threads=1", "herald threads=2", "herald-base threads=1",
+                            "herald-base threads=2"], sorted(rows)
+    for row in rows.values():
+        assert not row.get("failed") and row["received"] == row["expected"] == 200, row
+
+
 def test_a_server_that_does_not_start_fails_the_run():
     """A Herald that exits at start: the row says why and run.py exits 1
     (it used to print a note and exit 0)."""
