@@ -139,11 +139,15 @@ typedef struct hr_redis_target {
     hr_redis_addr *hosts;
     int nhosts;
     char *master; /* sentinel: the monitored master's name; else NULL */
+    /* sentinel: the sentinels' own credentials (?sentinel_password=P
+     * &sentinel_user=U), or NULL: sentinels without requirepass */
+    char *sentinel_user, *sentinel_password;
 } hr_redis_target;
 
 /* Parses HERALD_REDIS_URL: one or several comma-separated URLs, each
  *   redis://[[user]:password@]host[:port][/db]
  *   redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/MASTER[/db]
+ *       [?sentinel_password=P[&sentinel_user=U]]
  *   redis+cluster://[[user]:password@]host[:port][,host[:port]...]
  * A comma followed by "<scheme>://" starts the next URL; any other comma
  * separates hosts. Several redis:// or redis+sentinel:// URLs are shards

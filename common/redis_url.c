@@ -134,8 +134,32 @@ static char *parse_master(const char *p, size_t n)
     return m;
 }
 
+/* "sentinel_password=P&sentinel_user=U" (either, once each): the
+ * sentinels' own credentials, where they differ from the master's. */
+static int parse_query(hr_redis_target *t, const char *p, const char *end)
+{
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *pe = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(pe - p));
+        char **dst = NULL;
+        if (!eq)
+            return -1;
+        if ((size_t)(eq - p) == 17 && !memcmp(p, "sentinel_password", 17))
+            dst = &t->sentinel_password;
+        else if ((size_t)(eq - p) == 13 && !memcmp(p, "sentinel_user", 13))
+            dst = &t->sentinel_user;
+        if (!dst || *dst || !(*dst = url_decode(eq + 1, (size_t)(pe - eq - 1))))
+            return -1;
+        p = amp ? amp + 1 : end;
+    }
+    return 0;
+}
+
 static void target_clear(hr_redis_target *t)
 {
+    free(t->sentinel_user);
+    free(t->sentinel_password);
     hr_redis_addr_clear(&t->node);
     hr_redis_addrs_free(t->hosts, t->nhosts);
     free(t->master);
@@ -165,6 +189,16 @@ static int parse_target(const char *url, size_t len, hr_redis_target *t, const c
         FAIL("%s: expected redis://, redis+sentinel:// or redis+cluster://", which);
     t->mode = schemes[k].mode;
     const char *auth = url + sl;
+    const char *query = memchr(auth, '?', (size_t)(end - auth));
+    if (query) {
+        if (t->mode != HR_REDIS_SENTINEL)
+            FAIL("%s: only redis+sentinel:// takes parameters (?sentinel_password=...)", which);
+        if (parse_query(t, query + 1, end) < 0)
+            FAIL("%s: bad parameters: expected ?sentinel_password=P[&sentinel_user=U] "
+                 "(%%XX-escape reserved characters)",
+                 which);
+        end = query;
+    }
     const char *path = memchr(auth, '/', (size_t)(end - auth));
     if (!path)
         path = end;

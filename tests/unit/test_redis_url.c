@@ -91,6 +91,23 @@ static void test_sentinel_urls(void)
 
     n = hr_redis_targets_parse("redis+sentinel://h/na%2Fme", &t, err, sizeof(err));
     CHECK(n == 1 && !strcmp(t[0].master, "na/me"));
+    CHECK(n == 1 && !t[0].sentinel_password && !t[0].sentinel_user);
+    hr_redis_targets_free(t, n);
+
+    /* the sentinels' own credentials, apart from the master's */
+    n = hr_redis_targets_parse(
+        "redis+sentinel://:mpw@h/m/1?sentinel_password=s%26p&sentinel_user=sen,"
+        "redis+sentinel://h2/m2?sentinel_password=x",
+        &t, err, sizeof(err));
+    CHECK(n == 2);
+    if (n == 2) {
+        CHECK_STR(t[0].sentinel_password, "s&p");
+        CHECK_STR(t[0].sentinel_user, "sen");
+        CHECK_STR(t[0].node.password, "mpw");
+        CHECK(t[0].node.db == 1 && !strcmp(t[0].master, "m"));
+        CHECK_STR(t[1].sentinel_password, "x");
+        CHECK(!t[1].sentinel_user && !strcmp(t[1].master, "m2"));
+    }
     hr_redis_targets_free(t, n);
 }
 
@@ -154,6 +171,12 @@ static void test_target_errors(void)
         {"redis://a,", "one server"},
         {"redis://:secret@h:x", "bad host"},
         {"redis://h, redis://", "URL 2"},
+        {"redis://h?sentinel_password=secret", "only redis+sentinel://"},
+        {"redis+cluster://h?x=1", "only redis+sentinel://"},
+        {"redis+sentinel://h/m?sentinel_password", "bad parameters"},
+        {"redis+sentinel://h/m?password=secret", "bad parameters"},
+        {"redis+sentinel://h/m?sentinel_password=a&sentinel_password=secret", "bad parameters"},
+        {"redis+sentinel://h/m?sentinel_password=%zz", "bad parameters"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         hr_redis_target *t = (void *)1;
