@@ -4,7 +4,7 @@
  * Every subscribe/publish decision in Herald goes through these functions,
  * so the rules live in one place and are unit tested without sockets.
  */
-#include "auth.h"
+#include "auth/auth.h"
 
 #include <string.h>
 

@@ -1,15 +1,20 @@
 /*
  * auth.h - Herald's authentication and authorisation module: the one header
  * the rest of the code uses for JWT verification and issuing, identities,
- * and permission rules (namespaces).
+ * permission rules (namespaces), usernames, login throttles, and the user
+ * store with its worker service.
  *
- * Nothing here does network I/O or touches the event loop. JWT checks are
- * pure functions of (configuration, token, current time) so they are unit
- * tested and fuzzed directly.
+ * JWT checks, identities, rules and usernames are pure functions (JWT
+ * checks of configuration, token and current time), unit tested and fuzzed
+ * directly. The user stores do blocking I/O - SQLite files, a synchronous
+ * Redis connection - and so run only on the service's worker threads
+ * (auth_service), or at start-up; nothing here touches an event loop:
+ * completions go back through the caller's auth_reply_to.
  */
 #ifndef HR_AUTH_H
 #define HR_AUTH_H
 
+#include <errno.h>
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -36,24 +41,26 @@ typedef struct auth_identity {
 
 /* Releases everything the identity owns and zeroes it. */
 void auth_identity_clear(auth_identity *id);
-/* Deep copy; returns 0 or -1 on allocation failure (dst left cleared). */
-int auth_identity_copy(auth_identity *dst, const auth_identity *src);
+/* Deep copy (dst must not own anything yet). */
+void auth_identity_copy(auth_identity *dst, const auth_identity *src);
 int auth_has_role(const auth_identity *id, const char *role);
 /* Backends may publish anywhere: API key, or role "admin" or "publisher". */
 int auth_is_backend(const auth_identity *id);
 
 /*---- JWT -------------------------------------------------------------------*/
 
+/* Why a token was refused: 0 or a negative errno value, named (Herald's
+ * error convention, CONTRIBUTING.md "Errors"). */
 typedef enum auth_jwt_status {
     AUTH_JWT_OK = 0,
-    AUTH_JWT_MALFORMED,   /* not a JWT, bad base64/JSON, oversized */
-    AUTH_JWT_BAD_ALG,     /* alg none or not the configured algorithm */
-    AUTH_JWT_BAD_SIG,     /* signature does not verify */
-    AUTH_JWT_UNKNOWN_KID, /* kid names no configured key */
-    AUTH_JWT_EXPIRED,     /* exp <= now (leeway applied) */
-    AUTH_JWT_NOT_YET,     /* nbf > now (leeway applied) */
-    AUTH_JWT_BAD_CLAIMS,  /* missing sub/exp, wrong iss/aud, bad types */
-    AUTH_JWT_INTERNAL,    /* allocation or key failure */
+    AUTH_JWT_MALFORMED = -EBADMSG,       /* not a JWT, bad base64/JSON, oversized */
+    AUTH_JWT_BAD_ALG = -EPROTONOSUPPORT, /* alg none or not the configured algorithm */
+    AUTH_JWT_BAD_SIG = -EKEYREJECTED,    /* signature does not verify */
+    AUTH_JWT_UNKNOWN_KID = -ENOKEY,      /* kid names no configured key */
+    AUTH_JWT_EXPIRED = -EKEYEXPIRED,     /* exp <= now (leeway applied) */
+    AUTH_JWT_NOT_YET = -ETIME,           /* nbf > now (leeway applied) */
+    AUTH_JWT_BAD_CLAIMS = -EINVAL,       /* missing sub/exp, wrong iss/aud, bad types */
+    AUTH_JWT_INTERNAL = -EIO,            /* a key failure */
 } auth_jwt_status;
 
 /* A verification key. For HS* algorithms `key` is the shared secret; for
@@ -148,12 +155,12 @@ typedef struct auth_namespace {
 } auth_namespace;
 
 /* Parses "anonymous" | "authenticated" | "subscribers" | "role:<r>" | "none".
- * Returns 0, or -1 for an unknown value. */
+ * Returns 0, or -EINVAL for an unknown value. */
 int auth_rule_parse(const char *s, auth_rule *out);
 void auth_namespace_clear(auth_namespace *ns);
 /* The default namespace of SPEC §3: authenticated users subscribe, only
  * backends publish, no presence, no history. Caller clears it. */
-int auth_namespace_default(auth_namespace *ns);
+void auth_namespace_default(auth_namespace *ns);
 
 /* Does pattern match channel? A pattern is an exact name, or a prefix
  * ending in '*' ("chat:*" matches "chat:a" and "chat:"). */
@@ -199,7 +206,7 @@ int auth_can_publish(const auth_namespace *ns, const auth_identity *id, const ch
 typedef struct auth_throttle auth_throttle;
 
 /* burst attempts at once, refilled at burst per period_ms (values below 1
- * count as 1). Returns NULL on allocation failure. */
+ * count as 1). Never NULL. */
 auth_throttle *auth_throttle_new(int burst, int64_t period_ms, size_t max_keys);
 void auth_throttle_free(auth_throttle *t);
 /* Admits one attempt for key at monotonic time now_ms: returns 0 and counts
@@ -211,31 +218,17 @@ void auth_throttle_release(auth_throttle *t, const char *key, int64_t now_ms);
 /* Forgets key: its bucket is full again. */
 void auth_throttle_reset(auth_throttle *t, const char *key);
 
-/*---- Warnings --------------------------------------------------------------*/
-
-/* The module has no logger (it does not know the gateway's log format), but
- * some conditions deserve an operator's attention without stopping Herald,
- * e.g. a store file it had to make private. They go to this function, with
- * a short stable event name and a message (both valid during the call only).
- * The gateway sets it once at start-up, before any store opens; NULL (the
- * default) writes "herald: warning: <message>" lines on stderr. It may be
- * called on any thread. */
-typedef void (*auth_warn_fn)(const char *event, const char *message);
-void auth_set_warn(auth_warn_fn fn);
-/* Formats one warning and hands it to that function (used inside auth/). */
-void auth_warn(const char *event, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
 /*---- Users, stores and the worker service ---------------------------------*/
 
-/* Status codes of user operations. */
+/* Outcomes of user operations: 0 or a negative errno value, named. */
 typedef enum auth_status {
     AUTH_OK = 0,
-    AUTH_NOT_FOUND,       /* no such user / refresh token */
-    AUTH_TAKEN,           /* username already registered (same key) */
-    AUTH_INVALID,         /* validation failed; message says which field */
-    AUTH_BAD_CREDENTIALS, /* wrong username or password */
-    AUTH_UNAVAILABLE,     /* the store cannot be reached */
-    AUTH_INTERNAL,
+    AUTH_NOT_FOUND = -ENOENT,       /* no such user / refresh token */
+    AUTH_TAKEN = -EEXIST,           /* username already registered (same key) */
+    AUTH_INVALID = -EINVAL,         /* validation failed; message says which field */
+    AUTH_BAD_CREDENTIALS = -EACCES, /* wrong username or password */
+    AUTH_UNAVAILABLE = -EAGAIN,     /* the store cannot be reached */
+    AUTH_INTERNAL = -EIO,           /* the store answered something it should not */
 } auth_status;
 
 /* A user. Every string is owned by the struct; auth_user_clear frees. */

@@ -3,7 +3,9 @@
  * namespaces (see auth.h). No I/O; everything here is plain data handling.
  */
 #include "auth/auth.h"
+#include "common/common.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,33 +19,21 @@ static void ident_strv_free(char **v, size_t n)
     free(v);
 }
 
-/* Deep-copies n strings into a new malloc'ed vector stored in *dst (NULL when
- * n is 0). Returns 0, or -1 on allocation failure with nothing left
- * allocated. */
-static int ident_strv_copy(char ***dst, char *const *src, size_t n)
+/* Deep-copies n strings into a new malloc'ed vector (NULL when n is 0). */
+static char **ident_strv_copy(char *const *src, size_t n)
 {
-    *dst = NULL;
     if (!n)
-        return 0;
-    char **v = calloc(n, sizeof(char *));
-    if (!v)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        v[i] = strdup(src[i] ? src[i] : "");
-        if (!v[i]) {
-            ident_strv_free(v, i);
-            return -1;
-        }
-    }
-    *dst = v;
-    return 0;
+        return NULL;
+    char **v = hr_calloc(n, sizeof(char *));
+    for (size_t i = 0; i < n; i++)
+        v[i] = hr_strdup(src[i] ? src[i] : "");
+    return v;
 }
 
-/* strdup that passes NULL through. Returns 0, or -1 on allocation failure. */
-static int ident_str_copy(char **dst, const char *src)
+/* hr_strdup that passes NULL through. */
+static char *ident_str_copy(const char *src)
 {
-    *dst = src ? strdup(src) : NULL;
-    return src && !*dst ? -1 : 0;
+    return src ? hr_strdup(src) : NULL;
 }
 
 /* Releases everything the identity owns and zeroes it, so clearing twice or
@@ -63,31 +53,22 @@ void auth_identity_clear(auth_identity *id)
 
 /* Deep copy, including a deep copy of info, so the copy can move to another
  * thread without sharing a jansson object. dst must not own anything yet. */
-int auth_identity_copy(auth_identity *dst, const auth_identity *src)
+void auth_identity_copy(auth_identity *dst, const auth_identity *src)
 {
     memset(dst, 0, sizeof(*dst));
-    int rc = ident_str_copy(&dst->sub, src->sub);
-    rc |= ident_str_copy(&dst->name, src->name);
-    rc |= ident_str_copy(&dst->jti, src->jti);
-    if (!ident_strv_copy(&dst->roles, src->roles, src->nroles))
-        dst->nroles = src->nroles;
-    else
-        rc = -1;
-    if (!ident_strv_copy(&dst->channels, src->channels, src->nchannels))
-        dst->nchannels = src->nchannels;
-    else
-        rc = -1;
-    if (src->info && !(dst->info = json_deep_copy(src->info)))
-        rc = -1;
+    dst->sub = ident_str_copy(src->sub);
+    dst->name = ident_str_copy(src->name);
+    dst->jti = ident_str_copy(src->jti);
+    dst->roles = ident_strv_copy(src->roles, src->nroles);
+    dst->nroles = src->nroles;
+    dst->channels = ident_strv_copy(src->channels, src->nchannels);
+    dst->nchannels = src->nchannels;
+    /* jansson allocates through hr_malloc (hr_alloc_init): it aborts too */
+    dst->info = src->info ? json_deep_copy(src->info) : NULL;
     dst->exp = src->exp;
     dst->iat = src->iat;
     dst->anonymous = src->anonymous;
     dst->backend = src->backend;
-    if (rc) {
-        auth_identity_clear(dst);
-        return -1;
-    }
-    return 0;
 }
 
 /* 1 when the identity holds `role` (exact, case-sensitive match), else 0. */
@@ -114,8 +95,8 @@ int auth_is_backend(const auth_identity *id)
 /*---- Namespaces and permissions -------------------------------------------*/
 
 /* On success out->role (for role:<r>) is malloc'ed and owned by the rule; it
- * is released by auth_namespace_clear() or free(). On -1, out is left as
- * {AUTH_RULE_NONE, NULL}. Matching is exact and case-sensitive. */
+ * is released by auth_namespace_clear() or free(). On -EINVAL, out is left
+ * as {AUTH_RULE_NONE, NULL}. Matching is exact and case-sensitive. */
 int auth_rule_parse(const char *s, auth_rule *out)
 {
     static const struct {
@@ -131,7 +112,7 @@ int auth_rule_parse(const char *s, auth_rule *out)
     out->kind = AUTH_RULE_NONE;
     out->role = NULL;
     if (!s)
-        return -1;
+        return -EINVAL;
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (!strcmp(s, names[i].name)) {
             out->kind = names[i].kind;
@@ -139,10 +120,8 @@ int auth_rule_parse(const char *s, auth_rule *out)
         }
     }
     if (strncmp(s, "role:", 5) || !s[5])
-        return -1;
-    out->role = strdup(s + 5);
-    if (!out->role)
-        return -1;
+        return -EINVAL;
+    out->role = hr_strdup(s + 5);
     out->kind = AUTH_RULE_ROLE;
     return 0;
 }
@@ -159,14 +138,10 @@ void auth_namespace_clear(auth_namespace *ns)
     memset(ns, 0, sizeof(*ns));
 }
 
-/* Returns 0, or -1 on allocation failure (ns left cleared). */
-int auth_namespace_default(auth_namespace *ns)
+void auth_namespace_default(auth_namespace *ns)
 {
     memset(ns, 0, sizeof(*ns));
-    ns->name = strdup("");
-    if (!ns->name)
-        return -1;
+    ns->name = hr_strdup("");
     ns->subscribe.kind = AUTH_RULE_AUTHENTICATED;
     ns->publish.kind = AUTH_RULE_NONE;
-    return 0;
 }

@@ -103,14 +103,12 @@ static int ajwt_b64_value(unsigned char c)
 
 /* Decodes n characters of unpadded base64url. Returns a malloc'ed buffer the
  * caller frees (with *outlen bytes, plus a NUL not counted), or NULL when the
- * input is not base64url or memory runs out. */
+ * input is not base64url. */
 static unsigned char *ajwt_b64url_decode(const char *s, size_t n, size_t *outlen)
 {
     if (n % 4 == 1)
         return NULL;
-    unsigned char *out = malloc(n / 4 * 3 + 3);
-    if (!out)
-        return NULL;
+    unsigned char *out = hr_malloc(n / 4 * 3 + 3);
     size_t o = 0;
     unsigned int acc = 0, bits = 0;
     for (size_t i = 0; i < n; i++) {
@@ -353,65 +351,61 @@ static auth_jwt_status ajwt_check_subject(const auth_jwt_config *cfg, json_t *cl
 }
 
 /* Copies an optional string claim into *out (malloc'ed, owned by the
- * identity). Absent or null leaves *out NULL. Returns 0, -1 if the claim has
- * another type, -2 when out of memory. */
+ * identity). Absent or null leaves *out NULL. Returns 0, or -EINVAL if the
+ * claim has another type. */
 static int ajwt_opt_string(json_t *claims, const char *name, char **out)
 {
     json_t *v = json_object_get(claims, name);
     if (!v || json_is_null(v))
         return 0;
     if (!json_is_string(v))
-        return -1;
-    *out = strdup(json_string_value(v));
-    return *out ? 0 : -2;
+        return -EINVAL;
+    *out = hr_strdup(json_string_value(v));
+    return 0;
 }
 
 /* Copies an optional array-of-strings claim into a malloc'ed vector of
  * malloc'ed strings (owned by the identity; partial results are left for
- * auth_identity_clear). Returns 0, -1 on a wrong type, -2 out of memory. */
+ * auth_identity_clear). Returns 0, or -EINVAL on a wrong type. */
 static int ajwt_opt_strings(json_t *claims, const char *name, char ***out, size_t *n)
 {
     json_t *arr = json_object_get(claims, name);
     if (!arr || json_is_null(arr))
         return 0;
     if (!json_is_array(arr))
-        return -1;
+        return -EINVAL;
     size_t count = json_array_size(arr);
     if (!count)
         return 0;
-    *out = calloc(count, sizeof(char *));
-    if (!*out)
-        return -2;
+    *out = hr_calloc(count, sizeof(char *));
     size_t i;
     json_t *v;
     json_array_foreach(arr, i, v)
     {
         if (!json_is_string(v))
-            return -1;
-        (*out)[i] = strdup(json_string_value(v));
-        if (!(*out)[i])
-            return -2;
+            return -EINVAL;
+        (*out)[i] = hr_strdup(json_string_value(v));
         *n = i + 1;
     }
     return 0;
 }
 
-/* Takes a reference to the optional "info" object. Returns 0 or -1 when it
- * is present but not an object. */
+/* Takes a reference to the optional "info" object. Returns 0 or -EINVAL
+ * when it is present but not an object. */
 static int ajwt_opt_info(json_t *claims, json_t **out)
 {
     json_t *v = json_object_get(claims, "info");
     if (!v || json_is_null(v))
         return 0;
     if (!json_is_object(v))
-        return -1;
+        return -EINVAL;
     *out = json_incref(v);
     return 0;
 }
 
-/* Fills the identity from verified claims. Returns OK, BAD_CLAIMS on a
- * mistyped optional claim, INTERNAL when out of memory; on failure out may be
- * partly filled and the caller clears it. */
+/* Fills the identity from verified claims. Returns OK, or BAD_CLAIMS on a
+ * mistyped optional claim (out may then be partly filled: the caller
+ * clears it). */
 static auth_jwt_status ajwt_fill_identity(json_t *claims, auth_identity *out, const char **why)
 {
     int rc = ajwt_opt_string(claims, "sub", &out->sub);
@@ -425,10 +419,6 @@ static auth_jwt_status ajwt_fill_identity(json_t *claims, auth_identity *out, co
         rc = ajwt_opt_strings(claims, "channels", &out->channels, &out->nchannels);
     if (!rc)
         rc = ajwt_opt_info(claims, &out->info);
-    if (rc == -2) {
-        *why = "out of memory";
-        return AUTH_JWT_INTERNAL;
-    }
     if (rc) {
         *why = "name, jti, roles, channels or info has the wrong type";
         return AUTH_JWT_BAD_CLAIMS;
@@ -572,7 +562,7 @@ static char *ajwt_sign(const auth_jwt_config *cfg, jwt_alg_t alg, json_t *claims
     if (!rc)
         enc = jwt_encode_str(jwt);
     if (enc)
-        tok = strdup(enc);
+        tok = hr_strdup(enc);
     free(enc);
     jwt_free(jwt);
     free(json);

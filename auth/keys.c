@@ -3,7 +3,8 @@
  * reads PEM files, picks the algorithm from the key type, and keeps the
  * secret for HS*. Runs once at start-up, before the event loop.
  */
-#include "auth.h"
+#include "auth/auth.h"
+#include "common/common.h"
 
 #include <openssl/bio.h>
 #include <openssl/evp.h>
@@ -21,10 +22,10 @@ static unsigned char *read_file(const char *path, size_t *len, char *err, size_t
         snprintf(err, errlen, "cannot open key file %s", path);
         return NULL;
     }
-    unsigned char *buf = malloc(65536 + 1);
-    size_t n = buf ? fread(buf, 1, 65536, f) : 0;
+    unsigned char *buf = hr_malloc(65536 + 1);
+    size_t n = fread(buf, 1, 65536, f);
     fclose(f);
-    if (!buf || n == 0 || n == 65536) {
+    if (n == 0 || n == 65536) {
         free(buf);
         snprintf(err, errlen, "key file %s is empty or too large", path);
         return NULL;
@@ -51,9 +52,7 @@ static const char *alg_for_public_pem(const unsigned char *pem, size_t len)
 
 static int set_key(auth_jwt_key *k, const unsigned char *bytes, size_t len)
 {
-    k->key = malloc(len + 1);
-    if (!k->key)
-        return -1;
+    k->key = hr_malloc(len + 1);
     memcpy(k->key, bytes, len);
     k->key[len] = '\0';
     k->keylen = len;
@@ -73,13 +72,10 @@ static int setup_public_key(auth_jwt_config *cfg, const char *alg, const char *p
         free(pem);
         return -1;
     }
-    cfg->alg = strdup(alg ? alg : detected);
-    cfg->keys = calloc(1, sizeof(auth_jwt_key));
-    int rc = (!cfg->alg || !cfg->keys) ? -1 : 0;
-    if (rc == 0) {
-        cfg->nkeys = 1;
-        rc = set_key(&cfg->keys[0], pem, len);
-    }
+    cfg->alg = hr_strdup(alg ? alg : detected);
+    cfg->keys = hr_calloc(1, sizeof(auth_jwt_key));
+    cfg->nkeys = 1;
+    int rc = set_key(&cfg->keys[0], pem, len);
     free(pem);
     if (rc == 0 && priv) {
         unsigned char *ppem = read_file(priv, &len, err, errlen);
@@ -120,10 +116,8 @@ static int setup_secret(auth_jwt_config *cfg, const char *alg, const char *secre
     size_t len = strlen(secret);
     if (check_secret_len(alg ? alg : "HS256", len, "HERALD_JWT_SECRET", err, errlen) < 0)
         return -1;
-    cfg->alg = strdup(alg ? alg : "HS256");
-    cfg->keys = calloc(1, sizeof(auth_jwt_key));
-    if (!cfg->alg || !cfg->keys)
-        return -1;
+    cfg->alg = hr_strdup(alg ? alg : "HS256");
+    cfg->keys = hr_calloc(1, sizeof(auth_jwt_key));
     cfg->nkeys = 1;
     if (set_key(&cfg->keys[0], (const unsigned char *)secret, len) < 0)
         return -1;
@@ -139,15 +133,11 @@ static int add_extra_key(auth_jwt_config *cfg, const char *spec, char *err, size
         snprintf(err, errlen, "HERALD_JWT_KEYS: \"%.40s\" is not KID:KEY", spec);
         return -1;
     }
-    auth_jwt_key *nk = realloc(cfg->keys, (cfg->nkeys + 1) * sizeof(*nk));
-    if (!nk)
-        return -1;
-    cfg->keys = nk;
+    cfg->keys = hr_realloc(cfg->keys, (cfg->nkeys + 1) * sizeof(*cfg->keys));
     auth_jwt_key *k = &cfg->keys[cfg->nkeys];
     memset(k, 0, sizeof(*k));
     cfg->nkeys++;
-    if (!(k->kid = strndup(spec, (size_t)(colon - spec))))
-        return -1;
+    k->kid = hr_strndup(spec, (size_t)(colon - spec));
     if (!strncmp(cfg->alg, "HS", 2)) {
         char what[96];
         size_t len = strlen(colon + 1);
@@ -169,9 +159,9 @@ static int set_kid(auth_jwt_config *cfg, const char *kid)
 {
     if (!kid)
         return 0;
-    cfg->keys[0].kid = strdup(kid);
-    cfg->sign.kid = strdup(kid);
-    return cfg->keys[0].kid && cfg->sign.kid ? 0 : -1;
+    cfg->keys[0].kid = hr_strdup(kid);
+    cfg->sign.kid = hr_strdup(kid);
+    return 0;
 }
 
 int auth_jwt_setup(auth_jwt_config *cfg, const auth_jwt_settings *st, char *err, size_t errlen)
@@ -200,13 +190,11 @@ int auth_jwt_setup(auth_jwt_config *cfg, const auth_jwt_settings *st, char *err,
         rc = set_kid(cfg, st->kid);
     for (size_t i = 0; rc == 0 && i < st->nextra; i++)
         rc = add_extra_key(cfg, st->extra_keys[i], err, errlen);
-    if (rc == 0 &&
-        ((st->iss && !(cfg->iss = strdup(st->iss))) || (st->aud && !(cfg->aud = strdup(st->aud)))))
-        rc = -1;
-    if (rc < 0) {
-        if (!err[0])
-            snprintf(err, errlen, "out of memory setting up JWT keys");
-        auth_jwt_config_clear(cfg);
+    if (rc == 0) {
+        cfg->iss = st->iss ? hr_strdup(st->iss) : NULL;
+        cfg->aud = st->aud ? hr_strdup(st->aud) : NULL;
     }
+    if (rc < 0)
+        auth_jwt_config_clear(cfg);
     return rc;
 }

@@ -6,7 +6,7 @@
  * so tokens survive restarts and every node of a cluster agrees. Runs at
  * start-up, before the event loop exists, so blocking store calls are fine.
  */
-#include "auth.h"
+#include "auth/auth.h"
 #include "common/common.h"
 
 #include <stdio.h>

@@ -163,9 +163,9 @@ static void complete(auth_service *svc, job *j)
     j->to->post(j->to->ud, j);
 }
 
-/* Queues a job for the workers. A job that already failed (copying its
- * arguments ran out of memory) or that would overflow the queue completes
- * at once, through the same path, so callers see one behaviour. */
+/* Queues a job for the workers. A job that would overflow the queue (or
+ * meets a stopping service) completes at once, through the same path, so
+ * callers see one behaviour. */
 static void submit(auth_service *svc, job *j)
 {
     pthread_mutex_lock(&svc->mu);
@@ -353,22 +353,15 @@ static auth_status do_delete(auth_service *svc, auth_store *store, job *j)
     return st;
 }
 
-/* list_revoked callback: appends to the job's array; on OOM the entry is
- * skipped (the next poll will see it). */
+/* list_revoked callback: appends to the job's array. */
 static void collect_revocation(void *ud, const char *id, int64_t at)
 {
     job *j = ud;
     if (j->nrevs == j->caprevs) {
-        size_t ncap = j->caprevs ? j->caprevs * 2 : 16;
-        auth_revocation *nr = realloc(j->revs, ncap * sizeof(*nr));
-        if (!nr)
-            return;
-        j->revs = nr;
-        j->caprevs = ncap;
+        j->caprevs = j->caprevs ? j->caprevs * 2 : 16;
+        j->revs = hr_realloc(j->revs, j->caprevs * sizeof(*j->revs));
     }
-    char *copy = strdup(id);
-    if (copy)
-        j->revs[j->nrevs++] = (auth_revocation){copy, at};
+    j->revs[j->nrevs++] = (auth_revocation){hr_strdup(id), at};
 }
 
 static void run_job(auth_service *svc, auth_store *store, job *j)
@@ -450,11 +443,7 @@ auth_service *auth_service_new(const auth_service_config *cfg, char *err, size_t
 {
     if (errlen)
         err[0] = '\0';
-    auth_service *svc = calloc(1, sizeof(*svc));
-    if (!svc) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
+    auth_service *svc = hr_calloc(1, sizeof(*svc));
     pthread_mutex_init(&svc->mu, NULL);
     pthread_cond_init(&svc->cv, NULL);
     svc->ops = cfg->store;
@@ -464,9 +453,9 @@ auth_service *auth_service_new(const auth_service_config *cfg, char *err, size_t
     /* hashed here, with the current parameters, so the dummy costs the
      * same as a real verification */
     svc->dummy_hash = auth_password_hash("herald: no such user");
-    svc->workers = calloc(svc->nworkers, sizeof(worker));
-    if (!svc->dummy_hash || !svc->workers) {
-        snprintf(err, errlen, "out of memory");
+    svc->workers = hr_calloc(svc->nworkers, sizeof(worker));
+    if (!svc->dummy_hash) {
+        snprintf(err, errlen, "cannot hash a password (Argon2id or the random source failed)");
         auth_service_free(svc);
         return NULL;
     }
@@ -528,41 +517,29 @@ void auth_job_discard(auth_job *j)
 static job *job_new(const auth_reply_to *to, job_kind kind, auth_user_cb ucb, auth_token_cb tcb,
                     void *ud)
 {
-    job *j = calloc(1, sizeof(*j));
-    if (j) {
-        j->to = to;
-        j->kind = kind;
-        j->user_cb = ucb;
-        j->token_cb = tcb;
-        j->ud = ud;
-    }
+    job *j = hr_calloc(1, sizeof(*j));
+    j->to = to;
+    j->kind = kind;
+    j->user_cb = ucb;
+    j->token_cb = tcb;
+    j->ud = ud;
     return j;
 }
 
-/* Copies an argument into the job; a failed copy marks the job failed so
- * submit() completes it at once. */
-static char *job_dup(job *j, const char *s)
+/* Copies an argument into the job ("" for NULL). */
+static char *job_dup(const char *s)
 {
-    char *copy = strdup(s ? s : "");
-    if (!copy) {
-        j->st = AUTH_INTERNAL;
-        j->msg = "out of memory";
-    }
-    return copy;
+    return hr_strdup(s ? s : "");
 }
 
 static void copy_roles(job *j, char *const *roles, size_t nroles)
 {
     if (!nroles)
         return;
-    if (!(j->roles = calloc(nroles, sizeof(char *)))) {
-        j->st = AUTH_INTERNAL;
-        j->msg = "out of memory";
-        return;
-    }
+    j->roles = hr_calloc(nroles, sizeof(char *));
     j->nroles = nroles;
     for (size_t i = 0; i < nroles; i++)
-        j->roles[i] = job_dup(j, roles[i]);
+        j->roles[i] = job_dup(roles[i]);
 }
 
 void auth_register(auth_service *svc, const auth_reply_to *to, const char *username,
@@ -570,12 +547,8 @@ void auth_register(auth_service *svc, const auth_reply_to *to, const char *usern
                    void *ud)
 {
     job *j = job_new(to, JOB_REGISTER, cb, NULL, ud);
-    if (!j) {
-        cb(ud, AUTH_INTERNAL, NULL, "out of memory");
-        return;
-    }
-    j->username = job_dup(j, username);
-    j->password = job_dup(j, password);
+    j->username = job_dup(username);
+    j->password = job_dup(password);
     copy_roles(j, roles, nroles);
     submit(svc, j);
 }
@@ -584,12 +557,8 @@ void auth_login(auth_service *svc, const auth_reply_to *to, const char *username
                 const char *password, long refresh_ttl, auth_token_cb cb, void *ud)
 {
     job *j = job_new(to, JOB_LOGIN, NULL, cb, ud);
-    if (!j) {
-        cb(ud, AUTH_INTERNAL, NULL, NULL, "out of memory");
-        return;
-    }
-    j->username = job_dup(j, username);
-    j->password = job_dup(j, password);
+    j->username = job_dup(username);
+    j->password = job_dup(password);
     j->ttl = refresh_ttl;
     submit(svc, j);
 }
@@ -598,11 +567,7 @@ void auth_refresh(auth_service *svc, const auth_reply_to *to, const char *refres
                   long refresh_ttl, auth_token_cb cb, void *ud)
 {
     job *j = job_new(to, JOB_REFRESH, NULL, cb, ud);
-    if (!j) {
-        cb(ud, AUTH_INTERNAL, NULL, NULL, "out of memory");
-        return;
-    }
-    j->token = job_dup(j, refresh_token);
+    j->token = job_dup(refresh_token);
     j->ttl = refresh_ttl;
     submit(svc, j);
 }
@@ -611,11 +576,7 @@ static void submit_by_id(auth_service *svc, const auth_reply_to *to, job_kind ki
                          auth_user_cb cb, void *ud)
 {
     job *j = job_new(to, kind, cb, NULL, ud);
-    if (!j) {
-        cb(ud, AUTH_INTERNAL, NULL, "out of memory");
-        return;
-    }
-    j->id = job_dup(j, id);
+    j->id = job_dup(id);
     submit(svc, j);
 }
 
@@ -634,10 +595,6 @@ void auth_delete_user(auth_service *svc, const auth_reply_to *to, const char *id
 void auth_list_revocations(auth_service *svc, const auth_reply_to *to, auth_revoked_cb cb, void *ud)
 {
     job *j = job_new(to, JOB_REVOKED, NULL, NULL, ud);
-    if (!j) {
-        cb(ud, AUTH_INTERNAL, NULL, 0);
-        return;
-    }
     j->revoked_cb = cb;
     submit(svc, j);
 }

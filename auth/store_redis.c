@@ -31,6 +31,8 @@
  */
 #include "auth/auth.h"
 #include "common/common.h"
+#include "common/redis_url.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -170,7 +172,7 @@ static redisContext *connect_sentinel_master(redis_store *s)
         freeReplyObject(r);
         if (master) {
             free(s->host);
-            s->host = strdup(host);
+            s->host = hr_strdup(host);
             s->port = port;
             return c;
         }
@@ -248,7 +250,7 @@ static void store_warn(const char *why)
     long long now = (long long)time(NULL);
     long long prev = atomic_load(&last);
     if (now != prev && atomic_compare_exchange_strong(&last, &prev, now))
-        auth_warn("store", "user store: %s", why);
+        hr_warn("store", "user store: %s", why);
 }
 
 /* An answer that says the command ran nowhere and where to send it: a
@@ -283,7 +285,7 @@ static int redirected(redis_store *s, const redisReply *r)
         if (!host[0])
             return 0;
         free(s->host);
-        s->host = strdup(host);
+        s->host = hr_strdup(host);
         s->port = atoi(colon + 1);
         s->asking = ask;
         disconnect(s);
@@ -383,11 +385,7 @@ static void redis_close(auth_store *st)
  * open() error (init reports it, and later calls retry). */
 static auth_store *redis_open(const char *url, const char *prefix, char *err, size_t errlen)
 {
-    redis_store *s = calloc(1, sizeof(*s));
-    if (!s) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
+    redis_store *s = hr_calloc(1, sizeof(*s));
     /* the reason never echoes the URL: it may hold the password */
     if (parse_url(s, url, err, errlen) < 0) {
         redis_close((auth_store *)s);
@@ -403,15 +401,10 @@ static auth_store *redis_open(const char *url, const char *prefix, char *err, si
             redis_close((auth_store *)s);
             return NULL;
         }
-        if ((s->prefix = malloc(strlen(p) + 3)))
-            sprintf(s->prefix, "{%s}", p);
+        s->prefix = hr_malloc(strlen(p) + 3);
+        sprintf(s->prefix, "{%s}", p);
     } else {
-        s->prefix = strdup(p);
-    }
-    if (!s->prefix) {
-        snprintf(err, errlen, "out of memory");
-        redis_close((auth_store *)s);
-        return NULL;
+        s->prefix = hr_strdup(p);
     }
     connect_store(s);
     return (auth_store *)s;
@@ -450,14 +443,13 @@ static const char rekey_script[] = "if redis.call('GET', KEYS[1]) ~= ARGV[1] the
 static char *name_pattern(redis_store *s)
 {
     size_t n = strlen(s->prefix);
-    char *p = malloc(2 * n + sizeof(":username:*")), *o = p;
-    for (size_t i = 0; p && i < n; i++) {
+    char *p = hr_malloc(2 * n + sizeof(":username:*")), *o = p;
+    for (size_t i = 0; i < n; i++) {
         if (strchr("*?[]\\", s->prefix[i]))
             *o++ = '\\';
         *o++ = s->prefix[i];
     }
-    if (p)
-        strcpy(o, ":username:*");
+    strcpy(o, ":username:*");
     return p;
 }
 
@@ -469,7 +461,7 @@ static auth_status list_non_ascii_names(redis_store *s, char ***out, size_t *cou
     char *pattern = name_pattern(s), cursor[32] = "0";
     size_t skip = strlen(s->prefix) + strlen(":username:"), n = 0, cap = 0;
     char **v = NULL;
-    auth_status res = pattern ? AUTH_OK : AUTH_INTERNAL;
+    auth_status res = AUTH_OK;
     while (res == AUTH_OK) {
         redisReply *r = cmd(s, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
         if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
@@ -487,12 +479,9 @@ static auth_status list_non_ascii_names(redis_store *s, char ***out, size_t *cou
                 ascii = (unsigned char)*c < 0x80;
             if (!k || ascii)
                 continue;
-            char **nv = n == cap ? realloc(v, (cap = cap ? cap * 2 : 16) * sizeof(char *)) : v;
-            if (!nv || !(nv[n] = strdup(k)))
-                res = AUTH_INTERNAL;
-            else
-                n++;
-            v = nv ? nv : v;
+            if (n == cap)
+                v = hr_realloc(v, (cap = cap ? cap * 2 : 16) * sizeof(char *));
+            v[n++] = hr_strdup(k);
         }
         freeReplyObject(r);
         if (!strcmp(cursor, "0"))
@@ -536,7 +525,7 @@ static int rekey_one(redis_store *s, const char *name_key, char **taken_by, auth
         out = 2;
         freeReplyObject(h);
         h = cmd(s, "GET %s", new_key);
-        *taken_by = h && h->type == REDIS_REPLY_STRING ? strdup(h->str) : NULL;
+        *taken_by = h && h->type == REDIS_REPLY_STRING ? hr_strdup(h->str) : NULL;
     }
     goto done;
 fail:
@@ -586,11 +575,11 @@ static auth_status rekey_usernames(redis_store *s, char *err, size_t errlen)
     for (size_t i = 0; res == AUTH_OK && i < n; i++) { /* what is left collides */
         char *other = NULL;
         if (names[i] && rekey_one(s, names[i], &other, &res) == 2)
-            auth_warn("username_collision",
-                      "the user under %s and user %s have names that are now the same name "
-                      "(RFC 8265): the first keeps its old key and cannot log in by name while "
-                      "the other exists",
-                      names[i], other ? other : "?");
+            hr_warn("username_collision",
+                    "the user under %s and user %s have names that are now the same name "
+                    "(RFC 8265): the first keeps its old key and cannot log in by name while "
+                    "the other exists",
+                    names[i], other ? other : "?");
         free(other);
     }
     for (size_t i = 0; i < n; i++)
@@ -703,16 +692,16 @@ static auth_status parse_user(const redisReply *r, const char *id, auth_user *ou
         if (!f || !v)
             continue;
         if (!strcmp(f, "username"))
-            out->username = strdup(v);
+            out->username = hr_strdup(v);
         else if (!strcmp(f, "password_hash"))
-            out->password_hash = strdup(v);
+            out->password_hash = hr_strdup(v);
         else if (!strcmp(f, "roles"))
             roles = v;
         else if (!strcmp(f, "created_at"))
             out->created_at = strtoll(v, NULL, 10);
     }
-    out->id = strdup(id);
-    if (!out->id || !out->username || !out->password_hash || auth_roles_decode(roles, out) < 0) {
+    out->id = hr_strdup(id);
+    if (!out->username || !out->password_hash || auth_roles_decode(roles, out) < 0) {
         auth_user_clear(out);
         return AUTH_INTERNAL;
     }
@@ -859,11 +848,11 @@ static auth_status redis_take_refresh(auth_store *st, const char *token_hash, in
     *user_id = NULL;
     char *tk = key(s, "refresh", token_hash);
     redisReply *r = tk ? cmd(s, "GETDEL %s", tk) : NULL;
-    auth_status res = !tk                                   ? AUTH_INTERNAL
-                      : r && r->type == REDIS_REPLY_NIL     ? AUTH_NOT_FOUND
-                      : !r || r->type != REDIS_REPLY_STRING ? bad_reply(r)
-                      : (*user_id = strdup(r->str))         ? AUTH_OK
-                                                            : AUTH_INTERNAL;
+    auth_status res = !tk                               ? AUTH_INTERNAL
+                      : r && r->type == REDIS_REPLY_NIL ? AUTH_NOT_FOUND
+                      : !r || r->type != REDIS_REPLY_STRING
+                          ? bad_reply(r)
+                          : (*user_id = hr_strdup(r->str), AUTH_OK);
     freeReplyObject(r);
     free(tk);
     if (res == AUTH_OK) { /* keep the index small; harmless if it fails */
@@ -921,7 +910,7 @@ static char *redis_meta_get(auth_store *st, const char *name)
     redis_store *s = rs(st);
     char *k = key(s, "meta", NULL);
     redisReply *r = k ? cmd(s, "HGET %s %s", k, name) : NULL;
-    char *val = r && r->type == REDIS_REPLY_STRING ? strdup(r->str) : NULL;
+    char *val = r && r->type == REDIS_REPLY_STRING ? hr_strdup(r->str) : NULL;
     freeReplyObject(r);
     free(k);
     return val;

@@ -14,6 +14,8 @@
  * together on a fresh file serialise instead of racing.
  */
 #include "auth/auth.h"
+#include "common/common.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -171,7 +173,7 @@ static int exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
     char *msg = NULL;
     if (sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK)
         return 0;
-    snprintf(err, errlen, "sqlite: %s", msg ? msg : sqlite3_errmsg(db));
+    snprintf(err, errlen, "sqlite: %s (%.40s)", msg ? msg : sqlite3_errmsg(db), sql);
     sqlite3_free(msg);
     return -1;
 }
@@ -258,10 +260,10 @@ static int tighten(const char *file, char *err, size_t errlen)
                  mode, strerror(errno));
         return -1;
     }
-    auth_warn("store_permissions",
-              "%s was accessible to other users (mode %04o); changed to 0600: it holds password "
-              "hashes and may hold the JWT secret",
-              file, mode);
+    hr_warn("store_permissions",
+            "%s was accessible to other users (mode %04o); changed to 0600: it holds password "
+            "hashes and may hold the JWT secret",
+            file, mode);
     return 0;
 }
 
@@ -285,15 +287,28 @@ static int tighten_all(sqlite3 *db, char *err, size_t errlen)
     return 0;
 }
 
+/* Switching a fresh file to WAL needs the exclusive lock after reading the
+ * header under a shared one. When several connections switch at once, SQLite
+ * sees a possible deadlock and answers SQLITE_BUSY at once, without calling
+ * the busy handler, so busy_timeout alone does not help: retry, bounded.
+ * Runs at startup, never on a loop thread. */
+static int enable_wal(sqlite3 *db, char *err, size_t errlen)
+{
+    for (int attempt = 0;; attempt++) {
+        int rc = sqlite3_exec(db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            return 0;
+        if ((rc & 0xff) != SQLITE_BUSY || attempt == 500)
+            return exec(db, "PRAGMA journal_mode = WAL", err, errlen);
+        sqlite3_sleep(10);
+    }
+}
+
 /* The prefix is a Redis notion; SQLite ignores it. */
 static auth_store *sqlite_open(const char *path, const char *prefix, char *err, size_t errlen)
 {
     (void)prefix;
-    sqlite_store *s = calloc(1, sizeof(*s));
-    if (!s) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
+    sqlite_store *s = hr_calloc(1, sizeof(*s));
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     if (create_private(path, err, errlen) < 0) {
         free(s);
@@ -315,7 +330,7 @@ static auth_store *sqlite_open(const char *path, const char *prefix, char *err, 
     /* busy_timeout first: switching to WAL itself may wait for a lock. */
     sqlite3_busy_timeout(s->db, 5000);
     if (exec(s->db, "PRAGMA foreign_keys = ON", err, errlen) < 0 ||
-        exec(s->db, "PRAGMA journal_mode = WAL", err, errlen) < 0 ||
+        enable_wal(s->db, err, errlen) < 0 ||
         exec(s->db, "PRAGMA synchronous = NORMAL", err, errlen) < 0) {
         sqlite_close((auth_store *)s);
         return NULL;
@@ -413,17 +428,11 @@ static int rekey_usernames(sqlite_store *s, char *err, size_t errlen)
             free(key);
             continue;
         }
-        struct rekey *nv = n == cap ? realloc(v, (cap = cap ? cap * 2 : 16) * sizeof(*v)) : v;
-        if (!nv) {
-            free(display);
-            free(key);
-            goto done;
-        }
-        v = nv;
+        if (n == cap)
+            v = hr_realloc(v, (cap = cap ? cap * 2 : 16) * sizeof(*v));
         v[n].name = display;
         v[n].key = key;
-        if (!(v[n++].id = strdup(id)))
-            goto done;
+        v[n++].id = hr_strdup(id);
     }
     if (step != SQLITE_DONE)
         goto done;
@@ -454,10 +463,10 @@ static int rekey_usernames(sqlite_store *s, char *err, size_t errlen)
         bind_text(owner, 1, v[i].key);
         const char *other =
             sqlite3_step(owner) == SQLITE_ROW ? (const char *)sqlite3_column_text(owner, 0) : NULL;
-        auth_warn("username_collision",
-                  "users %s and %s have names that are now the same name (RFC 8265): %s keeps "
-                  "its old key and cannot log in by name while %s exists",
-                  v[i].id, other ? other : "?", v[i].id, other ? other : "the other");
+        hr_warn("username_collision",
+                "users %s and %s have names that are now the same name (RFC 8265): %s keeps "
+                "its old key and cannot log in by name while %s exists",
+                v[i].id, other ? other : "?", v[i].id, other ? other : "the other");
         release(owner);
     }
     rc = 0;
@@ -528,7 +537,7 @@ static auth_status sqlite_create_user(auth_store *st, const auth_user *u)
 static char *column_dup(sqlite3_stmt *q, int col)
 {
     const unsigned char *v = sqlite3_column_text(q, col);
-    return v ? strdup((const char *)v) : NULL;
+    return v ? hr_strdup((const char *)v) : NULL;
 }
 
 /* Fills out from the current row (USER_COLUMNS). */

@@ -24,7 +24,7 @@
  * recorded. Each call holds the throttle's mutex for the whole
  * check-and-count, so threads sharing one throttle cannot race either.
  */
-#include "auth.h"
+#include "auth/auth.h"
 #include "common/common.h"
 
 #include <pthread.h>
@@ -56,16 +56,9 @@ auth_throttle *auth_throttle_new(int burst, int64_t period_ms, size_t max_keys)
         burst = 1;
     if (period_ms < 1)
         period_ms = 1;
-    auth_throttle *t = calloc(1, sizeof(*t));
-    if (!t || !(t->keys = hr_map_new(free))) {
-        free(t);
-        return NULL;
-    }
-    if (pthread_mutex_init(&t->mu, NULL) != 0) {
-        hr_map_free(t->keys);
-        free(t);
-        return NULL;
-    }
+    auth_throttle *t = hr_calloc(1, sizeof(*t));
+    t->keys = hr_map_new(free);
+    pthread_mutex_init(&t->mu, NULL);
     /* period_ms <= 2^63 / 10^6 ns for any period a config can hold (days) */
     t->cost = period_ms * NS_PER_MS / burst;
     if (t->cost < 1)
@@ -96,10 +89,8 @@ static void prune(auth_throttle *t, int64_t now)
     void *v;
     /* survivors fill by now + span; entries touched later fill after that */
     int64_t next = now + t->span;
-    char **dead = malloc(hr_map_count(t->keys) * sizeof(char *));
-    size_t *lens = malloc(hr_map_count(t->keys) * sizeof(size_t));
-    if (!dead || !lens)
-        goto out;
+    char **dead = hr_calloc(hr_map_count(t->keys), sizeof(char *));
+    size_t *lens = hr_calloc(hr_map_count(t->keys), sizeof(size_t));
     while (hr_map_next(t->keys, &it, &k, &kl, &v)) {
         int64_t full = ((entry *)v)->tat;
         if (full <= now) {
@@ -110,20 +101,17 @@ static void prune(auth_throttle *t, int64_t now)
         }
     }
     for (size_t i = 0; i < n; i++) {
-        char *copy = strndup(dead[i], lens[i]);
-        if (copy) {
-            free(hr_map_del(t->keys, copy, lens[i]));
-            free(copy);
-        }
+        char *copy = hr_strndup(dead[i], lens[i]);
+        free(hr_map_del(t->keys, copy, lens[i]));
+        free(copy);
     }
     t->next_prune = next;
-out:
     free(dead);
     free(lens);
 }
 
 /* The key's entry, created (full) when absent; NULL when the table is full
- * of live entries (or memory ran out). Called with t->mu held. */
+ * of live entries. Called with t->mu held. */
 static entry *entry_for(auth_throttle *t, const char *key, size_t kl, int64_t now)
 {
     entry *e = hr_map_get(t->keys, key, kl);
@@ -131,12 +119,10 @@ static entry *entry_for(auth_throttle *t, const char *key, size_t kl, int64_t no
         return e;
     if (hr_map_count(t->keys) >= t->max_keys && now >= t->next_prune)
         prune(t, now);
-    if (hr_map_count(t->keys) >= t->max_keys || !(e = calloc(1, sizeof(*e))))
+    if (hr_map_count(t->keys) >= t->max_keys)
         return NULL;
-    if (hr_map_put(t->keys, key, kl, e) < 0) {
-        free(e);
-        return NULL;
-    }
+    e = hr_calloc(1, sizeof(*e));
+    hr_map_put(t->keys, key, kl, e);
     e->tat = now;
     return e;
 }

@@ -37,6 +37,7 @@
  * library, instead of tables kept in this repository.
  */
 #include "auth/auth.h"
+#include "common/common.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -62,39 +63,6 @@ typedef struct cps {
 
 /*---- UTF-8 -----------------------------------------------------------------*/
 
-/* Length of the well-formed UTF-8 sequence at p (n bytes left), storing its
- * code point in *cp; 0 for anything malformed: a stray continuation byte, a
- * truncated sequence, an overlong form, a surrogate or a value above
- * U+10FFFF. Rejecting overlongs matters: they would let two byte strings
- * spell the same visible name. */
-static size_t utf8_seq(const unsigned char *p, size_t n, uint32_t *cp)
-{
-    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-    size_t len;
-    uint32_t c = p[0];
-    if (c < 0x80)
-        len = 1;
-    else if ((c & 0xe0) == 0xc0)
-        len = 2, c &= 0x1f;
-    else if ((c & 0xf0) == 0xe0)
-        len = 3, c &= 0x0f;
-    else if ((c & 0xf8) == 0xf0)
-        len = 4, c &= 0x07;
-    else
-        return 0;
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        c = (c << 6) | (p[i] & 0x3f);
-    }
-    if (c < min_cp[len] || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-        return 0;
-    *cp = c;
-    return len;
-}
-
 /* Decodes s into out; -1 if s is not well-formed UTF-8 or too long. */
 static int decode(const char *s, size_t n, cps *out)
 {
@@ -102,7 +70,7 @@ static int decode(const char *s, size_t n, cps *out)
     out->n = 0;
     for (size_t i = 0; i < n;) {
         uint32_t cp;
-        size_t len = utf8_seq(p + i, n - i, &cp);
+        size_t len = hr_utf8_decode(p + i, n - i, &cp);
         if (len == 0 || out->n == CP_CAP)
             return -1;
         out->c[out->n++] = (UChar32)cp;
@@ -111,13 +79,10 @@ static int decode(const char *s, size_t n, cps *out)
     return 0;
 }
 
-/* Encodes in as a malloc'ed NUL-terminated string (*len bytes), or NULL
- * when memory runs out. */
+/* Encodes in as a malloc'ed NUL-terminated string (*len bytes). */
 static char *encode(const cps *in, size_t *len)
 {
-    char *s = malloc(in->n * 4 + 1), *p = s;
-    if (!s)
-        return NULL;
+    char *s = hr_malloc(in->n * 4 + 1), *p = s;
     for (size_t i = 0; i < in->n; i++) {
         uint32_t c = (uint32_t)in->c[i];
         if (c < 0x80) {
@@ -544,10 +509,8 @@ static int cps_eq(const cps *a, const cps *b)
  * input still changing after the first pass and three more is refused). */
 static int enforce_stable(const cps *in, int lower, cps *out, char *err, size_t errlen)
 {
-    cps *prev = malloc(sizeof(cps));
-    int rc = prev ? enforce(in, lower, out, err, errlen) : -1;
-    if (!prev)
-        snprintf(err, errlen, "out of memory");
+    cps *prev = hr_malloc(sizeof(cps));
+    int rc = enforce(in, lower, out, err, errlen);
     for (int round = 1; rc == 0; round++) {
         *prev = *out;
         if (enforce(prev, lower, out, err, errlen) < 0) {
@@ -614,12 +577,8 @@ int auth_username_prepare(const char *username, char **display, char **key, char
     size_t n = username ? strlen(username) : 0;
     char *d = NULL, *k = NULL;
     size_t dlen = 0, klen = 0;
-    cps *in = malloc(sizeof(cps)), *out = malloc(sizeof(cps));
+    cps *in = hr_malloc(sizeof(cps)), *out = hr_malloc(sizeof(cps));
     int rc = -1;
-    if (!in || !out) {
-        snprintf(err, errlen, "out of memory");
-        goto done;
-    }
     if (n == 0 || n > INPUT_MAX) {
         snprintf(err, errlen, "username must be 1-%d bytes", USERNAME_MAX);
         goto done;
@@ -628,10 +587,12 @@ int auth_username_prepare(const char *username, char **display, char **key, char
         snprintf(err, errlen, "username must be valid UTF-8");
         goto done;
     }
-    snprintf(err, errlen, "out of memory"); /* unless a rule says otherwise */
-    if (enforce_stable(in, 0, out, err, errlen) < 0 || !(d = encode(out, &dlen)) ||
-        enforce_stable(in, 1, out, err, errlen) < 0 || !(k = encode(out, &klen)))
+    if (enforce_stable(in, 0, out, err, errlen) < 0)
         goto done;
+    d = encode(out, &dlen);
+    if (enforce_stable(in, 1, out, err, errlen) < 0)
+        goto done;
+    k = encode(out, &klen);
     if (dlen > USERNAME_MAX || klen > USERNAME_MAX) {
         snprintf(err, errlen, "username must be 1-%d bytes", USERNAME_MAX);
         goto done;
@@ -660,8 +621,8 @@ const char *auth_username_invalid(const char *username)
 
 char *auth_username_legacy_key(const char *username)
 {
-    char *key = strdup(username);
-    for (char *p = key; p && *p; p++)
+    char *key = hr_strdup(username);
+    for (char *p = key; *p; p++)
         if (*p >= 'A' && *p <= 'Z')
             *p = (char)(*p + ('a' - 'A'));
     return key;

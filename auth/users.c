@@ -7,6 +7,7 @@
  * service's worker threads, never on the event loop.
  */
 #include "auth/auth.h"
+#include "common/common.h"
 
 #include <argon2.h>
 #include <openssl/rand.h>
@@ -151,13 +152,13 @@ int auth_roles_decode(const char *text, auth_user *u)
     json_t *arr = text ? json_loads(text, 0, NULL) : NULL;
     size_t n = json_is_array(arr) ? json_array_size(arr) : 0;
     int rc = json_is_array(arr) ? 0 : -1;
-    char **v = n ? calloc(n, sizeof(char *)) : NULL;
-    if (n && !v)
-        rc = -1;
+    char **v = n ? hr_calloc(n, sizeof(char *)) : NULL;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         const char *s = json_string_value(json_array_get(arr, i));
-        if (!s || !(v[i] = strdup(s)))
+        if (!s)
             rc = -1;
+        else
+            v[i] = hr_strdup(s);
     }
     json_decref(arr);
     if (rc < 0) {
@@ -184,8 +185,10 @@ char *auth_password_hash(const char *password)
 {
     unsigned char salt[ARGON_SALT];
     size_t len = argon2_encodedlen(ARGON_T, ARGON_M, ARGON_P, ARGON_SALT, ARGON_HASH, Argon2_id);
-    char *enc = password ? malloc(len) : NULL;
-    if (!enc || RAND_bytes(salt, sizeof(salt)) != 1 ||
+    if (!password)
+        return NULL;
+    char *enc = hr_malloc(len);
+    if (RAND_bytes(salt, sizeof(salt)) != 1 ||
         argon2id_hash_encoded(ARGON_T, ARGON_M, ARGON_P, password, strlen(password), salt,
                               sizeof(salt), ARGON_HASH, enc, len) != ARGON2_OK) {
         free(enc);

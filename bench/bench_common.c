@@ -14,53 +14,6 @@
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
 
-/*---- byte buffer -----------------------------------------------------------*/
-
-int bbuf_reserve(bbuf *b, size_t extra)
-{
-    if (b->len + extra <= b->cap)
-        return 0;
-    /* Reclaim consumed bytes before growing: buffers are used as FIFOs. */
-    if (b->off > 0) {
-        memmove(b->data, b->data + b->off, b->len - b->off);
-        b->len -= b->off;
-        b->off = 0;
-        if (b->len + extra <= b->cap)
-            return 0;
-    }
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + extra)
-        cap *= 2;
-    char *p = realloc(b->data, cap);
-    if (!p)
-        return -1;
-    b->data = p;
-    b->cap = cap;
-    return 0;
-}
-
-int bbuf_append(bbuf *b, const void *p, size_t n)
-{
-    if (bbuf_reserve(b, n) < 0)
-        return -1;
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    return 0;
-}
-
-void bbuf_consume(bbuf *b, size_t n)
-{
-    b->off += n;
-    if (b->off >= b->len)
-        b->off = b->len = 0;
-}
-
-void bbuf_free(bbuf *b)
-{
-    free(b->data);
-    memset(b, 0, sizeof *b);
-}
-
 /*---- time, misc ------------------------------------------------------------*/
 
 uint64_t now_ns(void)
@@ -129,78 +82,6 @@ void ws_accept_key(const char *key, size_t keylen, char out[29])
     uint8_t digest[SHA_DIGEST_LENGTH];
     SHA1((const uint8_t *)buf, keylen + sizeof guid - 1, digest);
     b64_encode(digest, sizeof digest, out, 0);
-}
-
-size_t ws_frame_header(uint8_t *hdr, int opcode, uint64_t len, const uint8_t *mask)
-{
-    size_t n = 0;
-    uint8_t mbit = mask ? 0x80 : 0;
-    hdr[n++] = (uint8_t)(0x80 | (opcode & 0x0f));
-    if (len < 126) {
-        hdr[n++] = (uint8_t)(mbit | len);
-    } else if (len <= 0xffff) {
-        hdr[n++] = mbit | 126;
-        hdr[n++] = (uint8_t)(len >> 8);
-        hdr[n++] = (uint8_t)len;
-    } else {
-        hdr[n++] = mbit | 127;
-        for (int i = 7; i >= 0; i--)
-            hdr[n++] = (uint8_t)(len >> (8 * i));
-    }
-    if (mask) {
-        memcpy(hdr + n, mask, 4);
-        n += 4;
-    }
-    return n;
-}
-
-int ws_parse_header(const uint8_t *p, size_t n, ws_frame *f)
-{
-    return ws_parse_header_ext(p, n, f, 0);
-}
-
-int ws_parse_header_ext(const uint8_t *p, size_t n, ws_frame *f, int rsv1_ok)
-{
-    if (n < 2)
-        return 0;
-    if (p[0] & (rsv1_ok ? 0x30 : 0x70))
-        return -1; /* RSV bits: no extension was negotiated (that uses them) */
-    f->rsv1 = (p[0] & 0x40) != 0;
-    f->fin = (p[0] & 0x80) != 0;
-    f->opcode = p[0] & 0x0f;
-    f->masked = (p[1] & 0x80) != 0;
-    uint64_t len = p[1] & 0x7f;
-    size_t h = 2;
-    if (len == 126) {
-        if (n < 4)
-            return 0;
-        len = (uint64_t)p[2] << 8 | p[3];
-        h = 4;
-    } else if (len == 127) {
-        if (n < 10)
-            return 0;
-        len = 0;
-        for (int i = 0; i < 8; i++)
-            len = len << 8 | p[2 + i];
-        if (len >> 63)
-            return -1;
-        h = 10;
-    }
-    if (f->masked) {
-        if (n < h + 4)
-            return 0;
-        memcpy(f->mask, p + h, 4);
-        h += 4;
-    }
-    f->len = len;
-    f->hdrlen = h;
-    return 1;
-}
-
-void ws_mask(uint8_t *p, size_t n, const uint8_t mask[4], size_t phase)
-{
-    for (size_t i = 0; i < n; i++)
-        p[i] ^= mask[(i + phase) & 3];
 }
 
 /*---- HTTP ------------------------------------------------------------------*/

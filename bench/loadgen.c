@@ -10,6 +10,12 @@
  * (paced or flat out) -> DRAIN (wait for the last deliveries) -> HOLD -> END.
  * Prints exactly one JSON line on stdout; diagnostics go to stderr.
  *
+ * Why one file of ~2,000 lines: one event loop and its connection state
+ * machine, whose phases share every counter; the pieces other tools share
+ * are bench_common.c and Herald's common/. (scenario.c repeats much of
+ * the client connection code below; a client connection module shared by
+ * both would remove that.)
+ *
  * Payload `data` = {"p":publisher,"s":seq,"t":send ns (CLOCK_MONOTONIC),"x":pad}, or with
  * --payload chat a ~1 KB chat event {"p","s","t","type","id","room","author",...}.
  * --deflate 1: every WebSocket connection offers permessage-deflate and
@@ -24,6 +30,7 @@
  * rate without piling megabytes into its queues (Herald closes a connection
  * whose outbound queue exceeds 1 MiB with 4008). */
 #include "bench_common.h"
+#include "client.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -100,22 +107,23 @@ static opts O = {
 
 /* Error kinds, reported by name in "errors" when non-zero. */
 enum err {
-    E_SOCKET,
-    E_HTTP_STATUS,
-    E_BAD_ACCEPT,
+    /* first, the failures client.c reports (bc_fault) */
+    E_HTTP_STATUS = BC_HTTP_STATUS,
+    E_BAD_ACCEPT = BC_BAD_ACCEPT,
+    E_BAD_HTTP = BC_BAD_HTTP,
+    E_BAD_FRAME = BC_BAD_FRAME,
+    E_TOO_BIG = BC_TOO_BIG,
+    E_SOCKET = BC_NFAULTS,
     E_HANDSHAKE_TIMEOUT,
     E_EOF_HANDSHAKE,
-    E_BAD_FRAME,
     E_MASKED_FRAME,
     E_BINARY,
-    E_TOO_BIG,
     E_BAD_PUSH,
     E_UNEXPECTED_CHANNEL,
     E_MISROUTED,
     E_SUBSCRIBE,
     E_PUBLISH,
     E_REST_STATUS,
-    E_BAD_HTTP,
     E_UNKNOWN_REPLY,
     E_OOM,
     E_INFLATE,
@@ -162,14 +170,14 @@ enum phase { P_CONNECT, P_SETTLE, P_PUBLISH, P_DRAIN, P_HOLD, P_END };
 typedef struct conn {
     int fd;
     uint8_t role, state, dirty, more, buried, in_handshake;
-    uint8_t redialing; /* REST: reopened after the server closed it */
-    uint8_t pmd;       /* permessage-deflate negotiated */
-    uint32_t ridx;     /* index within its role */
-    uint32_t pending;  /* subscribe replies still awaited */
-    int port;          /* the server port this connection goes to */
-    uint64_t t_open;   /* connect() called */
-    bbuf in, out, msg; /* unparsed input, unsent output, fragmented message */
-    char accept[29];   /* the Sec-WebSocket-Accept we expect */
+    uint8_t redialing;   /* REST: reopened after the server closed it */
+    uint8_t pmd;         /* permessage-deflate negotiated */
+    uint32_t ridx;       /* index within its role */
+    uint32_t pending;    /* subscribe replies still awaited */
+    int port;            /* the server port this connection goes to */
+    uint64_t t_open;     /* connect() called */
+    hr_buf in, out, msg; /* unparsed input, unsent output, fragmented message */
+    char accept[29];     /* the Sec-WebSocket-Accept we expect */
 } conn;
 
 /* One in-flight publication: complete once acked and delivered locally. */
@@ -252,23 +260,6 @@ static void err_add(enum err e)
     G.errors[e]++;
 }
 
-/* Counts v in a small (key, count) table; the last slot absorbs overflow. */
-static void tally(int *keys, int *counts, int *n, int cap, int v)
-{
-    for (int i = 0; i < *n; i++) {
-        if (keys[i] == v) {
-            counts[i]++;
-            return;
-        }
-    }
-    if (*n < cap) {
-        keys[*n] = v;
-        counts[(*n)++] = 1;
-    } else {
-        counts[cap - 1]++;
-    }
-}
-
 /*---- JWT (HS256, minted locally) --------------------------------------------*/
 
 /* Writes an HS256 JWT {"sub","exp","iat"} signed with --secret into out. */
@@ -293,18 +284,8 @@ static void mark_dirty(conn *c)
 
 static void conn_flush(conn *c)
 {
-    while (bbuf_pending(&c->out) > 0) {
-        ssize_t n = send(c->fd, bbuf_head(&c->out), bbuf_pending(&c->out), MSG_NOSIGNAL);
-        if (n > 0) {
-            bbuf_consume(&c->out, (size_t)n);
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else {
-            if (n < 0 && errno != EAGAIN)
-                conn_lost(c, "reset", 0);
-            return; /* EAGAIN: EPOLLOUT (edge-triggered) resumes it */
-        }
-    }
+    if (bc_send(c->fd, &c->out) < 0)
+        conn_lost(c, "reset", 0);
 }
 
 static void flush_dirty(void)
@@ -320,28 +301,15 @@ static void flush_dirty(void)
 
 static int queue_bytes(conn *c, const void *p, size_t n)
 {
-    if (bbuf_append(&c->out, p, n) < 0) {
-        err_add(E_OOM);
-        return -1;
-    }
+    hr_buf_append(&c->out, p, n);
     mark_dirty(c);
     return 0;
 }
 
-/* Queues one masked client frame (RFC 6455 5.3: a fresh mask per frame). */
+/* Queues one masked client frame. */
 static void ws_send(conn *c, int opcode, const void *p, size_t n)
 {
-    uint64_t r = rng_next(&G.rng);
-    uint8_t mask[4] = {(uint8_t)r, (uint8_t)(r >> 8), (uint8_t)(r >> 16), (uint8_t)(r >> 24)};
-    if (bbuf_reserve(&c->out, n + WS_MAX_HEADER) < 0) {
-        err_add(E_OOM);
-        return;
-    }
-    uint8_t *dst = (uint8_t *)c->out.data + c->out.len;
-    size_t h = ws_frame_header(dst, opcode, n, mask);
-    memcpy(dst + h, p, n);
-    ws_mask(dst + h, n, mask, 0);
-    c->out.len += h + n;
+    bc_ws_frame(&c->out, &G.rng, opcode, p, n);
     mark_dirty(c);
 }
 
@@ -351,7 +319,7 @@ static void conn_ready(conn *c);
 
 static void record_close_code(int code)
 {
-    tally(G.close_codes, G.close_counts, &G.nclose, MAX_CLOSE_CODES, code);
+    bc_tally(G.close_codes, G.close_counts, &G.nclose, MAX_CLOSE_CODES, code);
 }
 
 /* Drops a subscriber from the live fan-out, so windows stop waiting for it. */
@@ -419,32 +387,27 @@ static void conn_lost(conn *c, const char *why, int code)
 static void bury(void)
 {
     for (int i = 0; i < G.ngrave; i++) {
-        bbuf_free(&G.grave[i]->in);
-        bbuf_free(&G.grave[i]->out);
-        bbuf_free(&G.grave[i]->msg);
+        hr_buf_reset(&G.grave[i]->in);
+        hr_buf_reset(&G.grave[i]->out);
+        hr_buf_reset(&G.grave[i]->msg);
     }
     G.ngrave = 0;
 }
 
-static void count_errno(int e)
+/* Closes c after a failure a bc_* function reported (err), counted; status:
+ * the HTTP status of a refused upgrade. */
+static void conn_fail(conn *c, int err, int status)
 {
-    tally(G.conn_errno, G.conn_errno_n, &G.nerrno, 8, e);
-    err_add(E_SOCKET);
+    err_add((enum err)bc_fault(err));
+    if (err == -ECONNREFUSED)
+        bc_tally(G.http_status, G.http_status_n, &G.nhttp, 8, status);
+    conn_lost(c, "fail", 0);
 }
 
-/* Binds to 127.0.0.<first + i % count>: each source address has its own
- * ephemeral port range, so 19,000 connections never run out of ports.
- * IP_BIND_ADDRESS_NO_PORT defers the port choice to connect(), where the
- * kernel only needs the 4-tuple to be unique. */
-static int bind_source(int fd, uint32_t i)
+static void count_errno(int e)
 {
-    if (O.src_count <= 0)
-        return 0;
-    int one = 1;
-    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    sa.sin_addr.s_addr = htonl(0x7f000000u | (uint32_t)(O.src_first + (int)(i % O.src_count)));
-    return bind(fd, (struct sockaddr *)&sa, sizeof sa);
+    bc_tally(G.conn_errno, G.conn_errno_n, &G.nerrno, 8, e);
+    err_add(E_SOCKET);
 }
 
 static void conn_open(conn *c, uint32_t i, uint64_t now)
@@ -454,22 +417,15 @@ static void conn_open(conn *c, uint32_t i, uint64_t now)
     G.inflight++;
     if (!G.t_first_open)
         G.t_first_open = now;
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c->fd < 0) {
-        count_errno(errno);
+    /* from 127.0.0.<src_first + i % src_count>: each source address has
+     * its own ephemeral ports, so 19,000 connections never run out */
+    int fd = bc_connect(O.host, c->port, O.src_first, O.src_count, i);
+    if (fd < 0) {
+        count_errno(-fd);
         conn_lost(c, "fail", 0);
         return;
     }
-    int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->port)};
-    inet_pton(AF_INET, O.host, &sa.sin_addr);
-    if (bind_source(c->fd, i) < 0 ||
-        (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS)) {
-        count_errno(errno);
-        conn_lost(c, "fail", 0);
-        return;
-    }
+    c->fd = fd;
     c->state = S_CONNECTING;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
     epoll_ctl(G.ep, EPOLL_CTL_ADD, c->fd, &ev);
@@ -492,32 +448,17 @@ static void send_upgrade(conn *c)
         mint_jwt(token, sizeof token, sub);
         snprintf(target, sizeof target, "/ws?token=%s", token);
     }
-    uint8_t raw[16];
-    uint64_t r1 = rng_next(&G.rng), r2 = rng_next(&G.rng);
-    memcpy(raw, &r1, 8);
-    memcpy(raw + 8, &r2, 8);
-    char key[25];
-    b64_encode(raw, sizeof raw, key, 0);
-    ws_accept_key(key, strlen(key), c->accept);
-    int n = snprintf(req, sizeof req,
-                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                     "Sec-WebSocket-Version: 13\r\n%s\r\n",
-                     target, O.host, c->port, key,
-                     O.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
-                                 "client_max_window_bits\r\n"
-                               : "");
+    size_t n =
+        bc_upgrade_request(req, sizeof req, target, O.host, c->port, O.deflate, &G.rng, c->accept);
     c->state = S_UPGRADING;
-    queue_bytes(c, req, (size_t)n);
+    queue_bytes(c, req, n);
 }
 
 /* The TCP connection completed (or failed): REST connections are ready at
  * once, WebSocket connections start their upgrade. */
 static void on_connected(conn *c)
 {
-    int err = 0;
-    socklen_t len = sizeof err;
-    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    int err = bc_connect_error(c->fd);
     if (err) {
         count_errno(err);
         conn_lost(c, "fail", 0);
@@ -550,7 +491,7 @@ static void handshake_done(conn *c, uint64_t now)
         uint64_t ch = sub_channel(c, t);
         int n = snprintf(cmd, sizeof cmd, "{\"id\":%d,\"op\":\"subscribe\",\"channel\":\"%s%llu\"}",
                          t + 1, O.prefix, (unsigned long long)ch);
-        ws_send(c, WS_OP_TEXT, cmd, (size_t)n);
+        ws_send(c, HR_WS_OP_TEXT, cmd, (size_t)n);
     }
 }
 
@@ -707,12 +648,7 @@ static size_t build_data(char *buf, size_t cap, uint32_t gid, uint32_t seq, uint
         return build_chat(buf, cap, gid, seq, t);
     int n = snprintf(buf, cap, "{\"p\":%u,\"s\":%u,\"t\":%llu,\"x\":\"", gid, seq,
                      (unsigned long long)t);
-    size_t pad = (size_t)O.size > (size_t)n + 2 ? (size_t)O.size - (size_t)n - 2 : 0;
-    if (pad > cap - (size_t)n - 3)
-        pad = cap - (size_t)n - 3;
-    memset(buf + n, 'x', pad);
-    memcpy(buf + (size_t)n + pad, "\"}", 3);
-    return (size_t)n + pad + 2;
+    return bc_pad_payload(buf, cap, n, (size_t)O.size);
 }
 
 static void send_ws_publish(publisher *p, uint32_t seq, uint32_t ch, const char *data, size_t dn)
@@ -721,7 +657,7 @@ static void send_ws_publish(publisher *p, uint32_t seq, uint32_t ch, const char 
     int n = snprintf(msg, sizeof msg,
                      "{\"id\":%u,\"op\":\"publish\",\"channel\":\"%s%u\",\"data\":%.*s}", seq + 1,
                      O.prefix, ch, (int)dn, data);
-    ws_send(p->c, WS_OP_TEXT, msg, (size_t)n);
+    ws_send(p->c, HR_WS_OP_TEXT, msg, (size_t)n);
 }
 
 static void send_rest_publish(publisher *p, uint32_t ch, const char *data, size_t dn)
@@ -1031,9 +967,7 @@ static void dispatch(conn *c, const char *p, size_t n, uint64_t now)
 
 static void on_close_frame(conn *c, const uint8_t *p, size_t n)
 {
-    int code = n >= 2 ? (p[0] << 8 | p[1]) : 1005;
-    uint8_t reply[2] = {(uint8_t)(code >> 8), (uint8_t)code};
-    ws_send(c, WS_OP_CLOSE, reply, n >= 2 ? 2 : 0);
+    int code = bc_ws_close_reply(&c->out, &G.rng, p, n);
     conn_flush(c);
     conn_lost(c, "close", code);
 }
@@ -1067,54 +1001,46 @@ static const char *inflate_msg(const uint8_t *p, size_t n, size_t *out)
     return (const char *)G.inf_buf;
 }
 
-static void on_frame(conn *c, const ws_frame *f, uint8_t *p, uint64_t now)
+static void on_frame(conn *c, const hr_ws_frame *f, uint8_t *p, uint64_t now)
 {
     size_t n = (size_t)f->len;
     switch (f->opcode) {
-    case WS_OP_TEXT:
-    case WS_OP_CONT:
-        if (f->fin && bbuf_pending(&c->msg) == 0) {
-            G.cur_wire = f->hdrlen + n;
-            G.cur_deflated = f->rsv1;
-            if (f->rsv1) {
-                size_t tn;
-                const char *t = inflate_msg(p, n, &tn);
-                if (!t) {
-                    err_add(E_INFLATE);
-                    conn_lost(c, "fail", 0);
-                    return;
-                }
-                dispatch(c, t, tn, now);
-                return;
-            }
-            dispatch(c, (const char *)p, n, now);
-            return;
-        }
-        if (f->rsv1) { /* Herald never fragments what it compresses */
+    case HR_WS_OP_TEXT:
+    case HR_WS_OP_CONT: {
+        /* Herald never fragments what it compresses */
+        int whole = f->fin && hr_buf_pending(&c->msg) == 0;
+        if (f->rsv1 && !whole) {
             err_add(E_INFLATE);
             conn_lost(c, "fail", 0);
             return;
         }
-        if (bbuf_pending(&c->msg) + n > MAX_MESSAGE || bbuf_append(&c->msg, p, n) < 0) {
-            err_add(E_TOO_BIG);
+        const char *m;
+        size_t mn;
+        int r = bc_ws_message(&c->msg, f, p, MAX_MESSAGE, &m, &mn);
+        if (r <= 0) {
+            if (r < 0)
+                conn_fail(c, r, 0);
+            return;
+        }
+        G.cur_wire = whole ? f->hdrlen + n : mn; /* parts: payload only, headers not kept */
+        G.cur_deflated = f->rsv1;
+        if (f->rsv1 && !(m = inflate_msg(p, n, &mn))) {
+            err_add(E_INFLATE);
             conn_lost(c, "fail", 0);
             return;
         }
-        if (f->fin) {
-            G.cur_wire = bbuf_pending(&c->msg); /* payload only: headers not kept */
-            G.cur_deflated = 0;
-            dispatch(c, bbuf_head(&c->msg), bbuf_pending(&c->msg), now);
-            if (c->state != S_CLOSED)
-                bbuf_consume(&c->msg, bbuf_pending(&c->msg));
-        }
+        dispatch(c, m, mn, now);
+        if (!whole && c->state != S_CLOSED)
+            hr_buf_consume(&c->msg, hr_buf_pending(&c->msg));
         return;
-    case WS_OP_CLOSE:
+    }
+    case HR_WS_OP_CLOSE:
         on_close_frame(c, p, n);
         return;
-    case WS_OP_PING:
-        ws_send(c, WS_OP_PONG, p, n);
+    case HR_WS_OP_PING:
+        ws_send(c, HR_WS_OP_PONG, p, n);
         return;
-    case WS_OP_BINARY:
+    case HR_WS_OP_BINARY:
         err_add(E_BINARY);
         return;
     default:
@@ -1127,21 +1053,18 @@ static size_t ws_input(conn *c, uint8_t *p, size_t n, uint64_t now)
 {
     size_t off = 0;
     while (off < n && c->state != S_CLOSED) {
-        ws_frame f;
-        int r = ws_parse_header_ext(p + off, n - off, &f, c->pmd);
-        if (r < 0 || f.len > MAX_MESSAGE) {
-            err_add(r < 0 ? E_BAD_FRAME : E_TOO_BIG);
-            conn_lost(c, "fail", 0);
+        hr_ws_frame f;
+        int r = bc_ws_next(p + off, n - off, MAX_MESSAGE, c->pmd, &f);
+        if (r < 0) {
+            conn_fail(c, r, 0);
             break;
         }
-        if (r == 0 || f.hdrlen + f.len > n - off)
+        if (r == 0)
             break;
-        uint8_t *payload = p + off + f.hdrlen;
-        if (f.masked) { /* RFC 6455 5.1: servers must not mask */
+        if (f.masked) /* RFC 6455 5.1: servers must not mask */
             err_add(E_MASKED_FRAME);
-            ws_mask(payload, (size_t)f.len, f.mask, 0);
-        }
-        off += f.hdrlen + (size_t)f.len;
+        uint8_t *payload = p + off + f.hdrlen;
+        off += (size_t)r;
         on_frame(c, &f, payload, now);
     }
     return off;
@@ -1151,31 +1074,15 @@ static size_t ws_input(conn *c, uint8_t *p, size_t n, uint64_t now)
 
 static size_t upgrade_input(conn *c, const char *p, size_t n, uint64_t now)
 {
-    const char *eoh = memmem(p, n, "\r\n\r\n", 4);
-    if (!eoh) {
-        if (n > MAX_HTTP_HEAD) {
-            err_add(E_BAD_HTTP);
-            conn_lost(c, "fail", 0);
-        }
-        return 0;
-    }
-    int status = n > 12 ? atoi(p + 9) : 0;
-    if (status != 101) {
-        err_add(E_HTTP_STATUS);
-        tally(G.http_status, G.http_status_n, &G.nhttp, 8, status);
-        conn_lost(c, "fail", 0);
-        return 0;
-    }
-    size_t vlen = 0;
-    const char *v = http_header(p, eoh + 2, "Sec-WebSocket-Accept", &vlen);
-    if (!v || vlen != 28 || memcmp(v, c->accept, 28) != 0) {
-        err_add(E_BAD_ACCEPT);
-        conn_lost(c, "fail", 0);
+    int status = 0, pmd = 0;
+    int r = bc_upgrade_response(p, n, MAX_HTTP_HEAD, c->accept, &status, &pmd);
+    if (r <= 0) {
+        if (r < 0)
+            conn_fail(c, r, status);
         return 0;
     }
     if (O.deflate) {
-        v = http_header(p, eoh + 2, "Sec-WebSocket-Extensions", &vlen);
-        c->pmd = v && vlen >= 18 && !memcmp(v, "permessage-deflate", 18);
+        c->pmd = (uint8_t)pmd;
         if (c->pmd)
             G.pmd_conns++;
         else
@@ -1184,7 +1091,7 @@ static size_t upgrade_input(conn *c, const char *p, size_t n, uint64_t now)
     c->state = S_AWAIT_CONNECTED;
     if (O.proto == PROTO_NCHAN) /* no {"push":"connected"}: ready at the 101 */
         handshake_done(c, now);
-    return (size_t)(eoh + 4 - p);
+    return (size_t)r;
 }
 
 static void on_rest_response(conn *c, int status, uint64_t now)
@@ -1194,7 +1101,7 @@ static void on_rest_response(conn *c, int status, uint64_t now)
     int ok = O.proto == PROTO_NCHAN ? status == 201 || status == 202 : status == 200;
     if (!ok) {
         err_add(E_REST_STATUS);
-        tally(G.http_status, G.http_status_n, &G.nhttp, 8, status);
+        bc_tally(G.http_status, G.http_status_n, &G.nhttp, 8, status);
     }
     on_ack(p, p->rest_acked++, ok, now);
 }
@@ -1204,32 +1111,22 @@ static size_t rest_input(conn *c, const char *p, size_t n, uint64_t now)
 {
     size_t off = 0;
     while (off < n && c->state != S_CLOSED) {
-        const char *h = p + off, *eoh = memmem(h, n - off, "\r\n\r\n", 4);
-        if (!eoh) {
-            if (n - off > MAX_HTTP_HEAD) {
-                err_add(E_BAD_HTTP);
-                conn_lost(c, "fail", 0);
-            }
+        int status = 0, r = bc_http_response(p + off, n - off, MAX_HTTP_HEAD, &status);
+        if (r <= 0) {
+            if (r < 0)
+                conn_fail(c, r, 0);
             break;
         }
-        size_t vlen = 0;
-        const char *cl = http_header(h, eoh + 2, "Content-Length", &vlen);
-        if (!cl || n - off < 13) {
-            err_add(E_BAD_HTTP); /* chunked bodies are not expected here */
-            conn_lost(c, "fail", 0);
-            break;
-        }
-        size_t total = (size_t)(eoh + 4 - h) + (size_t)strtoul(cl, NULL, 10);
-        if (total > n - off)
-            break;
-        on_rest_response(c, atoi(h + 9), now);
-        off += total;
+        on_rest_response(c, status, now);
+        off += (size_t)r;
     }
     return off;
 }
 
-static size_t input(conn *c, uint8_t *p, size_t n, uint64_t now)
+static size_t input(void *conn_, uint8_t *p, size_t n, uint64_t now)
 {
+    conn *c = conn_;
+    G.t_last_rx = now;
     size_t used = 0;
     if (c->state == S_UPGRADING)
         used = upgrade_input(c, (const char *)p, n, now);
@@ -1240,53 +1137,16 @@ static size_t input(conn *c, uint8_t *p, size_t n, uint64_t now)
     return used + ws_input(c, p + used, n - used, now);
 }
 
-/* Feeds bytes just read: parsed in place when nothing is pending, else
- * appended to the connection's partial input first. */
-static void feed(conn *c, uint8_t *p, size_t n, uint64_t now)
-{
-    if (bbuf_pending(&c->in) == 0) {
-        size_t used = input(c, p, n, now);
-        if (c->state != S_CLOSED && used < n && bbuf_append(&c->in, p + used, n - used) < 0)
-            err_add(E_OOM);
-        return;
-    }
-    if (bbuf_append(&c->in, p, n) < 0) {
-        err_add(E_OOM);
-        return;
-    }
-    size_t used = input(c, (uint8_t *)bbuf_head(&c->in), bbuf_pending(&c->in), now);
-    if (c->state != S_CLOSED)
-        bbuf_consume(&c->in, used);
-}
-
 /* Reads what c has. ev: the epoll flags that woke it (0: unknown). */
 static void on_readable(conn *c, uint32_t ev, uint64_t now)
 {
-    /* A short read drained the socket; with EPOLLET any later byte raises a
-     * new event, so the recv() that would say EAGAIN can be skipped. Not when
-     * the event also reported a hang-up: that edge has fired already, and
-     * the EOF behind the data would never be read. */
-    int short_ok = ev && !(ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR));
-    for (int i = 0; i < READS_PER_EVENT && c->state != S_CLOSED; i++) {
-        ssize_t n = recv(c->fd, G.rbuf, RBUF_SIZE, 0);
-        if (n > 0) {
-            G.t_last_rx = now;
-            feed(c, G.rbuf, (size_t)n, now);
-            if (short_ok && (size_t)n < RBUF_SIZE)
-                return;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN)
-            return;
+    int r = bc_read(c, &c->fd, &c->in, ev, G.rbuf, RBUF_SIZE, READS_PER_EVENT, input, now);
+    if (r < 0) {
         if (c->in_handshake)
             err_add(E_EOF_HANDSHAKE);
-        conn_lost(c, n == 0 ? "eof" : "reset", 0);
-        return;
-    }
-    /* Still readable: resume next iteration (edge-triggered, no new event). */
-    if (c->state != S_CLOSED && !c->more) {
+        conn_lost(c, r == -EPIPE ? "eof" : "reset", 0);
+    } else if (r > 0 && !c->more) {
+        /* still readable: resume next iteration (edge-triggered, no new event) */
         c->more = 1;
         G.more[G.nmore++] = c;
     }
@@ -1913,18 +1773,12 @@ static int parse_args(int argc, char **argv)
  * than failing half-way through with EMFILE. */
 static int check_fd_limit(void)
 {
-    struct rlimit rl;
-    getrlimit(RLIMIT_NOFILE, &rl);
-    rlim_t need = (rlim_t)G.total + 32;
-    if (rl.rlim_cur < need && rl.rlim_max >= need) {
-        rl.rlim_cur = need;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-    if (rl.rlim_cur < need) {
+    unsigned long long need = (unsigned long long)G.total + 32, limit;
+    if (bc_fd_limit(need, &limit) < 0) {
         fprintf(stderr,
                 "herald-loadgen: %d connections need %llu descriptors, limit is %llu: "
                 "split them over several processes\n",
-                G.total, (unsigned long long)need, (unsigned long long)rl.rlim_cur);
+                G.total, need, limit);
         return -1;
     }
     return 0;

@@ -65,7 +65,7 @@ struct rconn {
     uint64_t deadline; /* draining: close anyway at this time */
     size_t head_rem;   /* bytes at the head of `out` ending a frame partly sent */
     unsigned long id;
-    bbuf in, out, msg; /* unparsed input, unsent output, fragmented message */
+    hr_buf in, out, msg; /* unparsed input, unsent output, fragmented message */
     sub *subs;
     uint32_t nsubs, capsubs;
 };
@@ -113,12 +113,12 @@ static int push_ptr(rconn ***arr, size_t *n, size_t *cap, rconn *c)
  * left: the queue can then be dropped at a frame boundary. */
 static void frames_sent(rconn *c, size_t sent)
 {
-    const uint8_t *p = (const uint8_t *)bbuf_head(&c->out);
-    size_t left = bbuf_pending(&c->out);
+    const uint8_t *p = (const uint8_t *)hr_buf_head(&c->out);
+    size_t left = hr_buf_pending(&c->out);
     while (sent > 0) {
         if (c->head_rem == 0) {
-            ws_frame f;
-            if (ws_parse_header(p, left, &f) != 1)
+            hr_ws_frame f;
+            if (hr_ws_frame_parse(p, left, &f, 0) <= 0)
                 return; /* not a frame (HTTP bytes): nothing to track */
             c->head_rem = f.hdrlen + (size_t)f.len;
         }
@@ -144,7 +144,7 @@ static void drain_and_close(rconn *c)
 
 static void shut_when_flushed(rconn *c)
 {
-    if (c->draining && !c->shut && bbuf_pending(&c->out) == 0) {
+    if (c->draining && !c->shut && hr_buf_pending(&c->out) == 0) {
         shutdown(c->fd, SHUT_WR);
         c->shut = 1;
     }
@@ -154,19 +154,17 @@ static void shut_when_flushed(rconn *c)
  * 4008 close frame behind it, then drain. */
 static void drop_slow_consumer(rconn *c)
 {
-    static const uint8_t close4008[4] = {0x88, 2, 4008 >> 8, 4008 & 0xff};
+    uint8_t close4008[HR_WS_CLOSE_MAX];
     c->out.len = c->out.off + c->head_rem;
-    if (bbuf_append(&c->out, close4008, sizeof close4008) < 0)
-        close_later(c);
-    else
-        drain_and_close(c);
+    hr_buf_append(&c->out, close4008, hr_ws_close_frame(close4008, 4008, ""));
+    drain_and_close(c);
 }
 
 /* Best effort, for a close frame on a connection being dropped at once. */
 static void write_close_frame(rconn *c, int code)
 {
-    uint8_t f[4] = {0x88, 2, (uint8_t)(code >> 8), (uint8_t)code};
-    ssize_t w = write(c->fd, f, sizeof f);
+    uint8_t f[HR_WS_CLOSE_MAX];
+    ssize_t w = write(c->fd, f, hr_ws_close_frame(f, code, ""));
     (void)w;
 }
 
@@ -176,7 +174,7 @@ static void conn_write(rconn *c, const void *p, size_t n)
 {
     if (c->closing || c->draining)
         return;
-    if (bbuf_pending(&c->out) == 0) {
+    if (hr_buf_pending(&c->out) == 0) {
         ssize_t w = write(c->fd, p, n);
         if (w < 0 && errno != EAGAIN && errno != EINTR) {
             close_later(c);
@@ -188,24 +186,24 @@ static void conn_write(rconn *c, const void *p, size_t n)
             p = (const char *)p + w;
             n -= (size_t)w;
         }
-        if (n > 0 && bbuf_append(&c->out, p, n) < 0)
-            close_later(c); /* the rest of a frame on the wire is always kept */
+        if (n > 0)
+            hr_buf_append(&c->out, p, n); /* the rest of a frame on the wire is always kept */
         return;
     }
-    if (bbuf_pending(&c->out) + n > O.out_queue && c->state == C_WS)
+    if (hr_buf_pending(&c->out) + n > O.out_queue && c->state == C_WS)
         drop_slow_consumer(c);
-    else if (bbuf_append(&c->out, p, n) < 0)
-        close_later(c);
+    else
+        hr_buf_append(&c->out, p, n);
 }
 
 static void conn_flush(rconn *c)
 {
-    while (!c->closing && bbuf_pending(&c->out) > 0) {
-        ssize_t w = write(c->fd, bbuf_head(&c->out), bbuf_pending(&c->out));
+    while (!c->closing && hr_buf_pending(&c->out) > 0) {
+        ssize_t w = write(c->fd, hr_buf_head(&c->out), hr_buf_pending(&c->out));
         if (w > 0) {
             if (c->state == C_WS)
                 frames_sent(c, (size_t)w);
-            bbuf_consume(&c->out, (size_t)w);
+            hr_buf_consume(&c->out, (size_t)w);
         } else if (w < 0 && errno == EINTR) {
             continue;
         } else if (w < 0 && errno == EAGAIN) {
@@ -237,8 +235,8 @@ static void sweep_draining(void)
 /* Writes one frame with a single conn_write (partial-frame tracking needs it). */
 static void ws_write(rconn *c, int opcode, const void *p, size_t n)
 {
-    uint8_t hdr[WS_MAX_HEADER];
-    size_t h = ws_frame_header(hdr, opcode, n, NULL);
+    uint8_t hdr[HR_WS_HDR_MAX];
+    size_t h = hr_ws_frame_header(hdr, opcode, n, NULL);
     char *buf = malloc(h + n);
     if (!buf) {
         close_later(c);
@@ -372,9 +370,9 @@ static void fan_out(const char *channel_name, json_t *data)
         return;
     static const char fmt[] = "{\"push\":\"message\",\"channel\":\"%s\",\"data\":%s}";
     size_t n = sizeof fmt - 1 - 4 + strlen(channel_name) + strlen(d); /* minus the two %s */
-    char *frame = malloc(n + WS_MAX_HEADER + 1);
+    char *frame = malloc(n + HR_WS_HDR_MAX + 1);
     if (frame) {
-        size_t h = ws_frame_header((uint8_t *)frame, WS_OP_TEXT, n, NULL);
+        size_t h = hr_ws_frame_header((uint8_t *)frame, HR_WS_OP_TEXT, n, NULL);
         int w = snprintf(frame + h, n + 1, fmt, channel_name, d);
         for (uint32_t i = 0; w == (int)n && i < ch->n; i++)
             conn_write(ch->m[i].c, frame, h + n);
@@ -400,9 +398,9 @@ static void conn_free(rconn *c)
     while (c->nsubs > 0)
         unsubscribe_slot(c, c->nsubs - 1);
     close(c->fd);
-    bbuf_free(&c->in);
-    bbuf_free(&c->out);
-    bbuf_free(&c->msg);
+    hr_buf_reset(&c->in);
+    hr_buf_reset(&c->out);
+    hr_buf_reset(&c->msg);
     free(c->subs);
     free(c);
 }
@@ -428,7 +426,7 @@ static void reply(rconn *c, json_int_t id, const char *result)
 {
     char buf[400];
     int n = snprintf(buf, sizeof buf, "{\"id\":%lld,\"result\":%s}", (long long)id, result);
-    ws_write(c, WS_OP_TEXT, buf, (size_t)n);
+    ws_write(c, HR_WS_OP_TEXT, buf, (size_t)n);
 }
 
 static void reply_error(rconn *c, json_int_t id, const char *code, const char *msg)
@@ -439,7 +437,7 @@ static void reply_error(rconn *c, json_int_t id, const char *code, const char *m
                               (long long)id, code, msg)
                    : snprintf(buf, sizeof buf, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}",
                               code, msg);
-    ws_write(c, WS_OP_TEXT, buf, (size_t)n);
+    ws_write(c, HR_WS_OP_TEXT, buf, (size_t)n);
 }
 
 static void op_subscribe(rconn *c, json_int_t id, const char *name)
@@ -493,25 +491,25 @@ static void on_command(rconn *c, const char *p, size_t n)
     json_decref(root);
 }
 
-static void on_ws_frame(rconn *c, const ws_frame *f, uint8_t *p)
+static void on_ws_frame(rconn *c, const hr_ws_frame *f, uint8_t *p)
 {
     size_t n = (size_t)f->len;
-    if (f->opcode == WS_OP_TEXT || f->opcode == WS_OP_CONT) {
-        if (f->fin && bbuf_pending(&c->msg) == 0) {
+    if (f->opcode == HR_WS_OP_TEXT || f->opcode == HR_WS_OP_CONT) {
+        if (f->fin && hr_buf_pending(&c->msg) == 0) {
             on_command(c, (const char *)p, n);
-        } else if (bbuf_pending(&c->msg) + n > MAX_MESSAGE || bbuf_append(&c->msg, p, n) < 0) {
+        } else if (hr_buf_pending(&c->msg) + n > MAX_MESSAGE) {
             write_close_frame(c, 1009);
             close_later(c);
-        } else if (f->fin) {
-            on_command(c, bbuf_head(&c->msg), bbuf_pending(&c->msg));
-            bbuf_consume(&c->msg, bbuf_pending(&c->msg));
+        } else if (hr_buf_append(&c->msg, p, n), f->fin) {
+            on_command(c, hr_buf_head(&c->msg), hr_buf_pending(&c->msg));
+            hr_buf_consume(&c->msg, hr_buf_pending(&c->msg));
         }
-    } else if (f->opcode == WS_OP_PING) {
-        ws_write(c, WS_OP_PONG, p, n);
-    } else if (f->opcode == WS_OP_CLOSE) {
+    } else if (f->opcode == HR_WS_OP_PING) {
+        ws_write(c, HR_WS_OP_PONG, p, n);
+    } else if (f->opcode == HR_WS_OP_CLOSE) {
         write_close_frame(c, n >= 2 ? (p[0] << 8 | p[1]) : 1000);
         close_later(c);
-    } else if (f->opcode == WS_OP_BINARY) {
+    } else if (f->opcode == HR_WS_OP_BINARY) {
         write_close_frame(c, 1003);
         close_later(c);
     }
@@ -522,8 +520,8 @@ static size_t ws_input(rconn *c, uint8_t *p, size_t n)
 {
     size_t off = 0;
     while (off < n && !c->closing) {
-        ws_frame f;
-        int r = ws_parse_header(p + off, n - off, &f);
+        hr_ws_frame f;
+        int r = hr_ws_frame_parse(p + off, n - off, &f, 0);
         if (r < 0 || (r > 0 && (!f.masked || f.len > MAX_MESSAGE))) {
             write_close_frame(c, r < 0 || !f.masked ? 1002 : 1009);
             close_later(c);
@@ -532,7 +530,7 @@ static size_t ws_input(rconn *c, uint8_t *p, size_t n)
         if (r == 0 || f.hdrlen + f.len > n - off)
             break;
         uint8_t *payload = p + off + f.hdrlen;
-        ws_mask(payload, (size_t)f.len, f.mask, 0);
+        hr_ws_mask(payload, (size_t)f.len, f.mask, 0);
         off += f.hdrlen + (size_t)f.len;
         on_ws_frame(c, &f, payload);
     }
@@ -569,7 +567,7 @@ static void upgrade(rconn *c, const char *key, size_t keylen)
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
                      accept);
-    n += (int)ws_frame_header((uint8_t *)buf + n, WS_OP_TEXT, (uint64_t)pn, NULL);
+    n += (int)hr_ws_frame_header((uint8_t *)buf + n, HR_WS_OP_TEXT, (uint64_t)pn, NULL);
     memcpy(buf + n, push, (size_t)pn);
     conn_write(c, buf, (size_t)n + (size_t)pn);
     c->state = C_WS;
@@ -669,17 +667,15 @@ static void on_readable(rconn *c)
                 return;
             continue;
         }
-        if (bbuf_pending(&c->in) == 0) {
+        if (hr_buf_pending(&c->in) == 0) {
             size_t used = conn_input(c, S.rbuf, (size_t)n);
-            if (!c->closing && used < (size_t)n &&
-                bbuf_append(&c->in, S.rbuf + used, (size_t)n - used) < 0)
-                close_later(c);
-        } else if (bbuf_append(&c->in, S.rbuf, (size_t)n) < 0) {
-            close_later(c);
+            if (!c->closing && used < (size_t)n)
+                hr_buf_append(&c->in, S.rbuf + used, (size_t)n - used);
         } else {
-            size_t used = conn_input(c, (uint8_t *)bbuf_head(&c->in), bbuf_pending(&c->in));
+            hr_buf_append(&c->in, S.rbuf, (size_t)n);
+            size_t used = conn_input(c, (uint8_t *)hr_buf_head(&c->in), hr_buf_pending(&c->in));
             if (!c->closing)
-                bbuf_consume(&c->in, used);
+                hr_buf_consume(&c->in, used);
         }
     }
 }

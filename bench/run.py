@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
 """run.py - Herald benchmark scenarios, each next to herald-refserver.
+(Why one file of ~1,500 lines: every scenario is a short function over the
+same runner, tables and --write; a user runs one command, stdlib only.)
 
     python3 bench/run.py SCENARIO [options]      (stdlib only)
 
@@ -691,12 +693,16 @@ class Bench:
 
     def servers(self):
         kinds = [k for k in self.a.servers.split(",") if k]
-        return [k if k == "refserver" else "herald" for k in kinds]
+        return [k if k in ("refserver", "herald-base") else "herald" for k in kinds]
+
+    def label(self, kind):
+        return kind
 
     def new_server(self, kind, threads=None):
         if kind == "refserver":
             return Server("refserver", self.refserver_bin, self.secret, self.api_key)
-        return Server("herald", self.a.herald, self.secret, self.api_key,
+        binary = self.a.herald_base if kind == "herald-base" else self.a.herald
+        return Server("herald", binary, self.secret, self.api_key,
                       threads=threads or self.a.herald_threads, log_level=self.a.log_level,
                       prefix=self.a.herald_prefix)
 
@@ -706,7 +712,7 @@ class Bench:
         medians. Repeats are interleaved (A B A B, not A A B B): this machine's
         speed drifts over minutes, and interleaving spreads it over all rows.
         factory(kind, threads) builds the server (default: new_server)."""
-        configs = configs or [(k, k, None) for k in self.servers()]
+        configs = configs or [(k, self.label(k), None) for k in self.servers()]
         runs = {label: [] for _, label, _ in configs}
         notes = {label: [] for _, label, _ in configs}
         for i in range(self.a.repeat):
@@ -1391,8 +1397,9 @@ def parse_args(argv):
     ap.add_argument("--herald", default=DEFAULT_HERALD,
                     help="Herald binary (this checkout's build/herald)")
     ap.add_argument("--herald-base", metavar="PATH",
-                    help="cluster scenarios: another Herald build, compared in the same run "
-                         "as the server herald-base (--cluster-servers herald,herald-base,...)")
+                    help="another Herald build, compared in the same run as the server "
+                         "herald-base (--servers herald,herald-base,... or --cluster-servers "
+                         "herald,herald-base,...), its rows interleaved with Herald's")
     ap.add_argument("--herald-prefix", metavar="CMD", type=shlex.split,
                     help='start Herald under CMD, e.g. "perf record -q -g -o fan.data --"')
     ap.add_argument("--bin-dir", help="directory of herald-loadgen and herald-refserver")
@@ -1484,8 +1491,9 @@ def main(argv):
     if ("herald" in a.servers or "herald" in kinds) and not os.access(a.herald, os.X_OK):
         sys.exit("run.py: Herald binary %s not found: build it (cmake -S . -B build && "
                  "cmake --build build) or give --herald PATH" % a.herald)
-    if "herald-base" in kinds and not (a.herald_base and os.access(a.herald_base, os.X_OK)):
-        sys.exit("run.py: --cluster-servers herald-base needs --herald-base PATH (a binary)")
+    if "herald-base" in a.servers.split(",") + kinds and \
+            not (a.herald_base and os.access(a.herald_base, os.X_OK)):
+        sys.exit("run.py: the server herald-base needs --herald-base PATH (a binary)")
     if cluster and not os.access(a.redis_server, os.X_OK):
         sys.exit("run.py: %s not found: apt-get install redis-server" % a.redis_server)
     if any(k.startswith("nchan") for k in kinds) and a.scenario != "cluster-nodes" and \

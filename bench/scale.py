@@ -31,6 +31,10 @@ skip), so that 200,000 sockets meet neither the host's conntrack table nor anyon
 --json FILE keeps every number; --write docs/benchmarks.md replaces the scenario's block in
 the "Scale (issue 20)" section (between the bench/scale.py markers). Each block records the
 load average before and after: this machine is shared, compare rows within one block only.
+
+(Why one file of ~1,500 lines: each scenario is a function over run.py's
+runner and tables with its own --write block; a user runs one command,
+stdlib only, as with run.py.)
 """
 
 import argparse
@@ -1284,13 +1288,14 @@ def md_profile(res):
 #---- scenario: structure sizes ---------------------------------------------------------------
 
 # (type, how many exist): what gdb's `ptype /o` is asked about
-STRUCTS = [("struct hr_conn", "one per WebSocket connection (gateway/ws.c)"),
+STRUCTS = [("hr_ws_conn", "one per WebSocket connection: an hr_conn (gateway/conn.h) and the "
+            "WebSocket's own fields (gateway/ws_conn.h)"),
            ("auth_identity", "inside hr_conn (its verified token)"),
            ("struct chan_sub", "one per subscription (channels/layer_internal.h)"),
            ("struct hr_map", "a map's header; a connection's `subs` map adds a 16-slot table "
             "of 32-byte slots (common/common.c)"),
            ("struct shard_channel", "one per channel per loop (channels/core.c)"),
-           ("hr_user_conns", "one per user per loop (the user index)"),
+           ("user_conns", "one per user per loop (the user index, gateway/conn.c)"),
            ("struct hr_slot", "one per client address and per user in the limits tables "
             "(gateway/limits.c; not the map slot of the same name)"),
            ("hr_pss", "lws' per-session data, one per connection"),

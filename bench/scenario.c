@@ -35,8 +35,14 @@
  * subscription that was ready when publishing began.
  *
  * Bounded: every phase has a deadline, the parent kills workers that pass
- * `timeout`, and a worker whose parent goes away exits. */
+ * `timeout`, and a worker whose parent goes away exits.
+ *
+ * (Why one file of ~2,500 lines: the worker - connections, publishing,
+ * checks - and the parent - coordination, merged report - share the
+ * scenario's types and the line protocol above; the sockets' code is
+ * client.c's, shared with loadgen.c.) */
 #include "bench_common.h"
+#include "client.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -329,6 +335,13 @@ typedef struct sstream {
     uint8_t recovered_false;
 } sstream;
 
+/* A FIFO of channels: those waiting for an idle REST connection to their
+ * node, and those whose FCALL replies a Redis connection awaits. */
+typedef struct cqueue {
+    uint32_t *a;
+    uint32_t head, len, cap;
+} cqueue;
+
 typedef struct sconn {
     int fd;
     uint8_t kind, state, node, nsubs, pending, dirty, more, buried, in_hs;
@@ -336,15 +349,14 @@ typedef struct sconn {
     uint32_t g;                        /* WS: global connection index; REST: node; REDIS: shard */
     uint32_t attempt;
     uint64_t t_open, t_ready, t_down, t_hs;
-    bbuf in, out, msg;
+    hr_buf in, out, msg;
     char accept[29];
     uint32_t ch[2];
     sstream st[2];
     /* publishing: REST: the channel in flight (UINT32_MAX: idle);
-     * REDIS: a FIFO of the channels whose FCALL replies are awaited */
+     * REDIS: the channels whose FCALL replies are awaited */
     uint32_t cur;
-    uint32_t *fifo;
-    uint32_t fhead, flen, fcap;
+    cqueue fifo;
 } sconn;
 
 /* A channel this worker publishes. */
@@ -356,25 +368,20 @@ typedef struct pchan {
     uint64_t t_sent;
 } pchan;
 
-/* A FIFO of channels waiting for an idle REST connection to their node. */
-typedef struct cqueue {
-    uint32_t *a;
-    uint32_t head, len, cap;
-} cqueue;
-
 enum err {
-    E_SOCKET,
-    E_HTTP_STATUS,
-    E_BAD_ACCEPT,
+    /* first, the failures client.c reports (bc_fault) */
+    E_HTTP_STATUS = BC_HTTP_STATUS,
+    E_BAD_ACCEPT = BC_BAD_ACCEPT,
+    E_BAD_HTTP = BC_BAD_HTTP,
+    E_BAD_FRAME = BC_BAD_FRAME,
+    E_TOO_BIG = BC_TOO_BIG,
+    E_SOCKET = BC_NFAULTS,
     E_HANDSHAKE_TIMEOUT,
-    E_BAD_FRAME,
-    E_TOO_BIG,
     E_BAD_PUSH,
     E_UNEXPECTED_CHANNEL,
     E_SUBSCRIBE,
     E_REST_STATUS,
     E_REDIS_ERROR,
-    E_BAD_HTTP,
     E_BAD_REPLY,
     E_OOM,
     E_N
@@ -399,7 +406,7 @@ static const char *const err_names[E_N] = {
 static struct worker {
     int proc, ep, ctl;
     enum phase phase;
-    bbuf ctl_in;
+    hr_buf ctl_in;
     sconn *ws, *rest, *redis;
     int nws, nrest, nredis_conns;
     sconn **dirty, **more, **grave;
@@ -443,19 +450,33 @@ static void err_add(enum err e)
     W.errors[e]++;
 }
 
-static void tally(int *keys, int *counts, int *n, int cap, int v)
+/* Returns 0, or -ENOMEM (counted; v is not queued). */
+static int cq_push(cqueue *q, uint32_t v)
 {
-    for (int i = 0; i < *n; i++)
-        if (keys[i] == v) {
-            counts[i]++;
-            return;
+    if (q->len == q->cap) {
+        uint32_t cap = q->cap ? 2 * q->cap : 256;
+        uint32_t *a = malloc(cap * sizeof *a);
+        if (!a) {
+            err_add(E_OOM);
+            return -ENOMEM;
         }
-    if (*n < cap) {
-        keys[*n] = v;
-        counts[(*n)++] = 1;
-    } else {
-        counts[cap - 1]++;
+        for (uint32_t i = 0; i < q->len; i++)
+            a[i] = q->a[(q->head + i) % q->cap];
+        free(q->a);
+        q->a = a;
+        q->head = 0;
+        q->cap = cap;
     }
+    q->a[(q->head + q->len++) % q->cap] = v;
+    return 0;
+}
+
+static uint32_t cq_pop(cqueue *q)
+{
+    uint32_t v = q->a[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->len--;
+    return v;
 }
 
 static int in_window(uint64_t t)
@@ -477,18 +498,8 @@ static void mark_dirty(sconn *c)
 
 static void conn_flush(sconn *c)
 {
-    while (bbuf_pending(&c->out) > 0) {
-        ssize_t n = send(c->fd, bbuf_head(&c->out), bbuf_pending(&c->out), MSG_NOSIGNAL);
-        if (n > 0) {
-            bbuf_consume(&c->out, (size_t)n);
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else {
-            if (n < 0 && errno != EAGAIN)
-                conn_down(c, "reset", 0, now_ns());
-            return;
-        }
-    }
+    if (bc_send(c->fd, &c->out) < 0)
+        conn_down(c, "reset", 0, now_ns());
 }
 
 static void flush_dirty(void)
@@ -504,50 +515,32 @@ static void flush_dirty(void)
 
 static void queue_bytes(sconn *c, const void *p, size_t n)
 {
-    if (bbuf_append(&c->out, p, n) < 0) {
-        err_add(E_OOM);
-        return;
-    }
+    hr_buf_append(&c->out, p, n);
     mark_dirty(c);
 }
 
 static void ws_send(sconn *c, int opcode, const void *p, size_t n)
 {
-    uint64_t r = rng_next(&W.rng);
-    uint8_t mask[4] = {(uint8_t)r, (uint8_t)(r >> 8), (uint8_t)(r >> 16), (uint8_t)(r >> 24)};
-    if (bbuf_reserve(&c->out, n + WS_MAX_HEADER) < 0) {
-        err_add(E_OOM);
-        return;
-    }
-    uint8_t *dst = (uint8_t *)c->out.data + c->out.len;
-    size_t h = ws_frame_header(dst, opcode, n, mask);
-    memcpy(dst + h, p, n);
-    ws_mask(dst + h, n, mask, 0);
-    c->out.len += h + n;
+    bc_ws_frame(&c->out, &W.rng, opcode, p, n);
     mark_dirty(c);
 }
 
 /*---- connections -----------------------------------------------------------------------*/
 
-static void count_errno(int e)
+/* Closes c after a failure a bc_* function reported (err), counted; status:
+ * the HTTP status of a refused upgrade. */
+static void conn_fail(sconn *c, int err, int status, uint64_t now)
 {
-    tally(W.errnos, W.errno_n, &W.nerrno, 8, e);
-    err_add(E_SOCKET);
+    err_add((enum err)bc_fault(err));
+    if (err == -ECONNREFUSED)
+        bc_tally(W.statuses, W.status_n, &W.nstatus, 8, status);
+    conn_down(c, "fail", 0, now);
 }
 
-/* Binds to 127.0.0.<src_first + i % src_count> before connect: each source
- * address has its own ephemeral ports, and IP_BIND_ADDRESS_NO_PORT leaves
- * the port to connect(), which only needs the 4-tuple to be unique. */
-static int bind_source(int fd, uint32_t i)
+static void count_errno(int e)
 {
-    if (S.src_count <= 0)
-        return 0;
-    int one = 1;
-    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    sa.sin_addr.s_addr =
-        htonl(0x7f000000u | (uint32_t)(S.src_first + (int)(i % (uint32_t)S.src_count)));
-    return bind(fd, (struct sockaddr *)&sa, sizeof sa);
+    bc_tally(W.errnos, W.errno_n, &W.nerrno, 8, e);
+    err_add(E_SOCKET);
 }
 
 static int conn_port(const sconn *c)
@@ -558,7 +551,6 @@ static int conn_port(const sconn *c)
 static void conn_open(sconn *c, uint32_t src, uint64_t now)
 {
     c->t_open = now;
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     c->buried = 0;
     if (c->kind == K_WS) {
         c->in_hs = 1;
@@ -567,22 +559,15 @@ static void conn_open(sconn *c, uint32_t src, uint64_t now)
     }
     if (!W.t_first_open)
         W.t_first_open = now;
-    if (c->fd < 0) {
-        count_errno(errno);
-        conn_down(c, "fail", 0, now);
-        return;
-    }
-    int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)conn_port(c))};
-    inet_pton(AF_INET, S.host, &sa.sin_addr);
     /* Redis connections keep 127.0.0.1: protected mode refuses other sources. */
-    if ((c->kind != K_REDIS && bind_source(c->fd, src) < 0) ||
-        (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS)) {
-        count_errno(errno);
+    int fd =
+        bc_connect(S.host, conn_port(c), S.src_first, c->kind == K_REDIS ? 0 : S.src_count, src);
+    if (fd < 0) {
+        count_errno(-fd);
         conn_down(c, "fail", 0, now);
         return;
     }
+    c->fd = fd;
     c->state = C_CONNECTING;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
     epoll_ctl(W.ep, EPOLL_CTL_ADD, c->fd, &ev);
@@ -592,9 +577,9 @@ static void bury(void)
 {
     for (int i = 0; i < W.ngrave; i++) {
         sconn *c = W.grave[i];
-        bbuf_free(&c->in);
-        bbuf_free(&c->out);
-        bbuf_free(&c->msg);
+        hr_buf_reset(&c->in);
+        hr_buf_reset(&c->out);
+        hr_buf_reset(&c->msg);
     }
     W.ngrave = 0;
 }
@@ -631,7 +616,7 @@ static void conn_down(sconn *c, const char *why, int code, uint64_t now)
         close(c->fd);
     c->fd = -1;
     if (!strcmp(why, "close"))
-        tally(W.codes, W.code_n, &W.ncodes, MAX_CODES, code);
+        bc_tally(W.codes, W.code_n, &W.ncodes, MAX_CODES, code);
     else if (!strcmp(why, "eof"))
         W.closed_eof++;
     else if (!strcmp(why, "reset"))
@@ -656,10 +641,8 @@ static void conn_down(sconn *c, const char *why, int code, uint64_t now)
         return;
     }
     if (c->kind == K_REDIS) {
-        while (c->flen > 0) {
-            uint32_t ch = c->fifo[c->fhead];
-            c->fhead = (c->fhead + 1) % c->fcap;
-            c->flen--;
+        while (c->fifo.len > 0) {
+            uint32_t ch = cq_pop(&c->fifo);
             pub_acked(ch, 0, 1, now);
         }
         heap_push(&W.retry, now + 100000000ull, (uint32_t)(c - W.redis) | 0x80000000u);
@@ -695,20 +678,10 @@ static void send_upgrade(sconn *c)
         jwt_hs256(token, sizeof token, S.secret, sub, S.ttl);
         snprintf(target, sizeof target, "/ws?token=%s", token);
     }
-    uint8_t raw[16];
-    uint64_t r1 = rng_next(&W.rng), r2 = rng_next(&W.rng);
-    memcpy(raw, &r1, 8);
-    memcpy(raw + 8, &r2, 8);
-    char key[25];
-    b64_encode(raw, sizeof raw, key, 0);
-    ws_accept_key(key, strlen(key), c->accept);
-    int n = snprintf(req, sizeof req,
-                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n",
-                     target, S.host, conn_port(c), key);
+    size_t n =
+        bc_upgrade_request(req, sizeof req, target, S.host, conn_port(c), 0, &W.rng, c->accept);
     c->state = C_UPGRADING;
-    queue_bytes(c, req, (size_t)n);
+    queue_bytes(c, req, n);
 }
 
 static void send_subscribe(sconn *c, int slot)
@@ -726,7 +699,7 @@ static void send_subscribe(sconn *c, int slot)
     else
         n = snprintf(cmd, sizeof cmd, "{\"id\":%d,\"op\":\"subscribe\",\"channel\":\"%s\"}",
                      slot + 1, name);
-    ws_send(c, WS_OP_TEXT, cmd, (size_t)n);
+    ws_send(c, HR_WS_OP_TEXT, cmd, (size_t)n);
 }
 
 /* Every subscription of c is confirmed: the first time, c is ready; after
@@ -989,39 +962,36 @@ static void dispatch(sconn *c, const char *p, size_t n, uint64_t now)
 
 static void on_close_frame(sconn *c, const uint8_t *p, size_t n, uint64_t now)
 {
-    int code = n >= 2 ? (p[0] << 8 | p[1]) : 1005;
-    uint8_t reply[2] = {(uint8_t)(code >> 8), (uint8_t)code};
-    ws_send(c, WS_OP_CLOSE, reply, n >= 2 ? 2 : 0);
+    int code = bc_ws_close_reply(&c->out, &W.rng, p, n);
     conn_flush(c);
     conn_down(c, "close", code, now);
 }
 
-static void on_frame(sconn *c, const ws_frame *f, uint8_t *p, uint64_t now)
+static void on_frame(sconn *c, const hr_ws_frame *f, uint8_t *p, uint64_t now)
 {
     size_t n = (size_t)f->len;
     switch (f->opcode) {
-    case WS_OP_TEXT:
-    case WS_OP_CONT:
-        if (f->fin && bbuf_pending(&c->msg) == 0) {
-            dispatch(c, (const char *)p, n, now);
+    case HR_WS_OP_TEXT:
+    case HR_WS_OP_CONT: {
+        int whole = f->fin && hr_buf_pending(&c->msg) == 0;
+        const char *m;
+        size_t mn;
+        int r = bc_ws_message(&c->msg, f, p, MAX_MESSAGE, &m, &mn);
+        if (r <= 0) {
+            if (r < 0)
+                conn_fail(c, r, 0, now);
             return;
         }
-        if (bbuf_pending(&c->msg) + n > MAX_MESSAGE || bbuf_append(&c->msg, p, n) < 0) {
-            err_add(E_TOO_BIG);
-            conn_down(c, "fail", 0, now);
-            return;
-        }
-        if (f->fin) {
-            dispatch(c, bbuf_head(&c->msg), bbuf_pending(&c->msg), now);
-            if (c->fd >= 0)
-                bbuf_consume(&c->msg, bbuf_pending(&c->msg));
-        }
+        dispatch(c, m, mn, now);
+        if (!whole && c->fd >= 0)
+            hr_buf_consume(&c->msg, hr_buf_pending(&c->msg));
         return;
-    case WS_OP_CLOSE:
+    }
+    case HR_WS_OP_CLOSE:
         on_close_frame(c, p, n, now);
         return;
-    case WS_OP_PING:
-        ws_send(c, WS_OP_PONG, p, n);
+    case HR_WS_OP_PING:
+        ws_send(c, HR_WS_OP_PONG, p, n);
         return;
     default:
         return;
@@ -1032,19 +1002,16 @@ static size_t ws_input(sconn *c, uint8_t *p, size_t n, uint64_t now)
 {
     size_t off = 0;
     while (off < n && c->fd >= 0) {
-        ws_frame f;
-        int r = ws_parse_header(p + off, n - off, &f);
-        if (r < 0 || f.len > MAX_MESSAGE) {
-            err_add(r < 0 ? E_BAD_FRAME : E_TOO_BIG);
-            conn_down(c, "fail", 0, now);
+        hr_ws_frame f;
+        int r = bc_ws_next(p + off, n - off, MAX_MESSAGE, 0, &f);
+        if (r < 0) {
+            conn_fail(c, r, 0, now);
             break;
         }
-        if (r == 0 || f.hdrlen + f.len > n - off)
+        if (r == 0)
             break;
         uint8_t *payload = p + off + f.hdrlen;
-        if (f.masked)
-            ws_mask(payload, (size_t)f.len, f.mask, 0);
-        off += f.hdrlen + (size_t)f.len;
+        off += (size_t)r;
         on_frame(c, &f, payload, now);
     }
     return off;
@@ -1052,32 +1019,17 @@ static size_t ws_input(sconn *c, uint8_t *p, size_t n, uint64_t now)
 
 static size_t upgrade_input(sconn *c, const char *p, size_t n, uint64_t now)
 {
-    const char *eoh = memmem(p, n, "\r\n\r\n", 4);
-    if (!eoh) {
-        if (n > MAX_HTTP_HEAD) {
-            err_add(E_BAD_HTTP);
-            conn_down(c, "fail", 0, now);
-        }
-        return 0;
-    }
-    int status = n > 12 ? atoi(p + 9) : 0;
-    if (status != 101) {
-        err_add(E_HTTP_STATUS);
-        tally(W.statuses, W.status_n, &W.nstatus, 8, status);
-        conn_down(c, "fail", 0, now);
-        return 0;
-    }
-    size_t vlen = 0;
-    const char *v = http_header(p, eoh + 2, "Sec-WebSocket-Accept", &vlen);
-    if (!v || vlen != 28 || memcmp(v, c->accept, 28) != 0) {
-        err_add(E_BAD_ACCEPT);
-        conn_down(c, "fail", 0, now);
+    int status = 0, pmd = 0;
+    int r = bc_upgrade_response(p, n, MAX_HTTP_HEAD, c->accept, &status, &pmd);
+    if (r <= 0) {
+        if (r < 0)
+            conn_fail(c, r, status, now);
         return 0;
     }
     c->state = C_AWAIT_CONNECTED;
     if (S.proto == PROTO_NCHAN) /* no {"push":"connected"}: ready at the 101 */
         handshake_done(c, now);
-    return (size_t)(eoh + 4 - p);
+    return (size_t)r;
 }
 
 /*---- publishing -------------------------------------------------------------------------------*/
@@ -1086,12 +1038,7 @@ static size_t build_data(char *buf, size_t cap, uint32_t ch, uint32_t seq, uint6
 {
     int n = snprintf(buf, cap, "{\"c\":%u,\"s\":%u,\"t\":%llu,\"x\":\"", ch, seq,
                      (unsigned long long)t);
-    size_t pad = (size_t)S.size > (size_t)n + 2 ? (size_t)S.size - (size_t)n - 2 : 0;
-    if (pad > cap - (size_t)n - 3)
-        pad = cap - (size_t)n - 3;
-    memset(buf + n, 'x', pad);
-    memcpy(buf + (size_t)n + pad, "\"}", 3);
-    return (size_t)n + pad + 2;
+    return bc_pad_payload(buf, cap, n, (size_t)S.size);
 }
 
 static void rest_send(sconn *r, uint32_t ch, uint64_t now)
@@ -1130,21 +1077,8 @@ static void fcall_send(sconn *r, uint32_t ch, uint64_t now)
     int n = snprintf(cmd, sizeof cmd,
                      "*5\r\n$5\r\nFCALL\r\n$%zu\r\n%s\r\n$1\r\n0\r\n$%d\r\n%s\r\n$%zu\r\n%.*s\r\n",
                      strlen(S.fcall), S.fcall, nl, name, dn, (int)dn, data);
-    if (r->flen == r->fcap) {
-        uint32_t cap = r->fcap ? 2 * r->fcap : 256;
-        uint32_t *a = malloc(cap * sizeof *a);
-        if (!a) {
-            err_add(E_OOM);
-            return;
-        }
-        for (uint32_t i = 0; i < r->flen; i++)
-            a[i] = r->fifo[(r->fhead + i) % r->fcap];
-        free(r->fifo);
-        r->fifo = a;
-        r->fhead = 0;
-        r->fcap = cap;
-    }
-    r->fifo[(r->fhead + r->flen++) % r->fcap] = ch;
+    if (cq_push(&r->fifo, ch) < 0)
+        return;
     queue_bytes(r, cmd, (size_t)n);
     W.sent_fcall++;
 }
@@ -1172,33 +1106,6 @@ static void pub_send(uint32_t ch, sconn *rest, uint64_t now)
     }
     p->next++;
     W.sent++;
-}
-
-static void cq_push(cqueue *q, uint32_t v)
-{
-    if (q->len == q->cap) {
-        uint32_t cap = q->cap ? 2 * q->cap : 256;
-        uint32_t *a = malloc(cap * sizeof *a);
-        if (!a) {
-            err_add(E_OOM);
-            return;
-        }
-        for (uint32_t i = 0; i < q->len; i++)
-            a[i] = q->a[(q->head + i) % q->cap];
-        free(q->a);
-        q->a = a;
-        q->head = 0;
-        q->cap = cap;
-    }
-    q->a[(q->head + q->len++) % q->cap] = v;
-}
-
-static uint32_t cq_pop(cqueue *q)
-{
-    uint32_t v = q->a[q->head];
-    q->head = (q->head + 1) % q->cap;
-    q->len--;
-    return v;
 }
 
 /* Channel ch's next publication is due: on an idle REST connection of its
@@ -1284,29 +1191,17 @@ static size_t rest_input(sconn *r, const char *p, size_t n, uint64_t now)
 {
     size_t off = 0;
     while (off < n && r->fd >= 0) {
-        const char *h = p + off, *eoh = memmem(h, n - off, "\r\n\r\n", 4);
-        if (!eoh) {
-            if (n - off > MAX_HTTP_HEAD) {
-                err_add(E_BAD_HTTP);
-                conn_down(r, "fail", 0, now);
-            }
+        int status = 0, len = bc_http_response(p + off, n - off, MAX_HTTP_HEAD, &status);
+        if (len <= 0) {
+            if (len < 0)
+                conn_fail(r, len, 0, now);
             break;
         }
-        size_t vlen = 0;
-        const char *cl = http_header(h, eoh + 2, "Content-Length", &vlen);
-        if (!cl || n - off < 13) {
-            err_add(E_BAD_HTTP);
-            conn_down(r, "fail", 0, now);
-            break;
-        }
-        size_t total = (size_t)(eoh + 4 - h) + (size_t)strtoul(cl, NULL, 10);
-        if (total > n - off)
-            break;
-        int status = atoi(h + 9);
+        size_t total = (size_t)len;
         int ok = S.proto == PROTO_NCHAN ? status == 201 || status == 202 : status == 200;
         if (!ok) {
             err_add(E_REST_STATUS);
-            tally(W.statuses, W.status_n, &W.nstatus, 8, status);
+            bc_tally(W.statuses, W.status_n, &W.nstatus, 8, status);
         }
         off += total;
         if (r->cur == UINT32_MAX) {
@@ -1352,13 +1247,11 @@ static size_t redis_input(sconn *r, const char *p, size_t n, uint64_t now)
                         (int)(eol - h > 200 ? 200 : eol - h), h);
         }
         off += used;
-        if (r->flen == 0) {
+        if (r->fifo.len == 0) {
             err_add(E_BAD_REPLY);
             continue;
         }
-        uint32_t ch = r->fifo[r->fhead];
-        r->fhead = (r->fhead + 1) % r->fcap;
-        r->flen--;
+        uint32_t ch = cq_pop(&r->fifo);
         pub_acked(ch, ok, 0, now);
     }
     return off;
@@ -1366,8 +1259,9 @@ static size_t redis_input(sconn *r, const char *p, size_t n, uint64_t now)
 
 /*---- input -------------------------------------------------------------------------------------*/
 
-static size_t input(sconn *c, uint8_t *p, size_t n, uint64_t now)
+static size_t input(void *conn, uint8_t *p, size_t n, uint64_t now)
 {
+    sconn *c = conn;
     if (c->kind == K_REST)
         return rest_input(c, (const char *)p, n, now);
     if (c->kind == K_REDIS)
@@ -1380,42 +1274,12 @@ static size_t input(sconn *c, uint8_t *p, size_t n, uint64_t now)
     return used + ws_input(c, p + used, n - used, now);
 }
 
-static void feed(sconn *c, uint8_t *p, size_t n, uint64_t now)
-{
-    if (bbuf_pending(&c->in) == 0) {
-        size_t used = input(c, p, n, now);
-        if (c->fd >= 0 && used < n && bbuf_append(&c->in, p + used, n - used) < 0)
-            err_add(E_OOM);
-        return;
-    }
-    if (bbuf_append(&c->in, p, n) < 0) {
-        err_add(E_OOM);
-        return;
-    }
-    size_t used = input(c, (uint8_t *)bbuf_head(&c->in), bbuf_pending(&c->in), now);
-    if (c->fd >= 0)
-        bbuf_consume(&c->in, used);
-}
-
 static void on_readable(sconn *c, uint32_t ev, uint64_t now)
 {
-    int short_ok = ev && !(ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR));
-    for (int i = 0; i < READS_PER_EVENT && c->fd >= 0; i++) {
-        ssize_t n = recv(c->fd, W.rbuf, RBUF_SIZE, 0);
-        if (n > 0) {
-            feed(c, W.rbuf, (size_t)n, now);
-            if (short_ok && (size_t)n < RBUF_SIZE)
-                return;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN)
-            return;
-        conn_down(c, n == 0 ? "eof" : "reset", 0, now);
-        return;
-    }
-    if (c->fd >= 0 && !c->more) {
+    int r = bc_read(c, &c->fd, &c->in, ev, W.rbuf, RBUF_SIZE, READS_PER_EVENT, input, now);
+    if (r < 0) {
+        conn_down(c, r == -EPIPE ? "eof" : "reset", 0, now);
+    } else if (r > 0 && !c->more) {
         c->more = 1;
         W.more[W.nmore++] = c;
     }
@@ -1423,9 +1287,7 @@ static void on_readable(sconn *c, uint32_t ev, uint64_t now)
 
 static void on_connected(sconn *c, uint64_t now)
 {
-    int err = 0;
-    socklen_t len = sizeof err;
-    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    int err = bc_connect_error(c->fd);
     if (err) {
         count_errno(err);
         conn_down(c, "fail", 0, now);
@@ -1436,7 +1298,7 @@ static void on_connected(sconn *c, uint64_t now)
         return;
     }
     c->state = C_READY; /* REST, Redis: usable at once */
-    if (bbuf_pending(&c->out))
+    if (hr_buf_pending(&c->out))
         mark_dirty(c);
     if (c->kind == K_REST && c->cur == UINT32_MAX && W.t0 && W.phase == P_PUBLISH)
         rest_idle(c, now);
@@ -1605,22 +1467,22 @@ static void publish_phase(uint64_t now)
 
 static void send_counts(void)
 {
-    bbuf b = {0};
+    hr_buf b = {0};
     char tmp[64];
     int n = 0;
     for (uint32_t ch = (uint32_t)W.proc; ch < (uint32_t)nchannels(); ch += (uint32_t)S.procs)
         n += W.pc[ch].accepted > 0;
     int k = snprintf(tmp, sizeof tmp, "P %d", n);
-    bbuf_append(&b, tmp, (size_t)k);
+    hr_buf_append(&b, tmp, (size_t)k);
     for (uint32_t ch = (uint32_t)W.proc; ch < (uint32_t)nchannels(); ch += (uint32_t)S.procs) {
         if (!W.pc[ch].accepted)
             continue;
         k = snprintf(tmp, sizeof tmp, " %u %u", ch, W.pc[ch].accepted);
-        bbuf_append(&b, tmp, (size_t)k);
+        hr_buf_append(&b, tmp, (size_t)k);
     }
-    bbuf_append(&b, "\n", 1);
-    ctl_send(bbuf_head(&b), bbuf_pending(&b));
-    bbuf_free(&b);
+    hr_buf_append(&b, "\n", 1);
+    ctl_send(hr_buf_head(&b), hr_buf_pending(&b));
+    hr_buf_reset(&b);
 }
 
 static void acks_phase(uint64_t now)
@@ -1648,6 +1510,22 @@ static int drain_complete(void)
     return 1;
 }
 
+/* Reads "<n> {<ch> <count>}..." (the P and A lines) into counts[ch]. */
+static void read_counts(char *p, uint32_t *counts)
+{
+    char *end;
+    long n = strtol(p, &end, 10);
+    p = end;
+    for (long i = 0; i < n; i++) {
+        unsigned long ch = strtoul(p, &end, 10);
+        p = end;
+        unsigned long cnt = strtoul(p, &end, 10);
+        p = end;
+        if (ch < (unsigned long)nchannels())
+            counts[ch] = (uint32_t)cnt;
+    }
+}
+
 /* "G t0 t_end", "A n ch count ...", "S" (stop). */
 static void on_ctl_line(char *line, uint64_t now)
 {
@@ -1656,17 +1534,7 @@ static void on_ctl_line(char *line, uint64_t now)
         if (sscanf(line + 1, "%llu %llu", &t0, &te) == 2)
             start_publishing(t0, te);
     } else if (line[0] == 'A' && W.phase == P_WAIT_COUNTS) {
-        char *p = line + 1, *end;
-        long n = strtol(p, &end, 10);
-        p = end;
-        for (long i = 0; i < n; i++) {
-            unsigned long ch = strtoul(p, &end, 10);
-            p = end;
-            unsigned long cnt = strtoul(p, &end, 10);
-            p = end;
-            if (ch < (unsigned long)nchannels())
-                W.accepted_all[ch] = (uint32_t)cnt;
-        }
+        read_counts(line + 1, W.accepted_all);
         W.phase = P_DRAIN;
         W.t_drain_end = now + (uint64_t)(S.drain_timeout * 1e9);
     } else if (line[0] == 'S') {
@@ -1680,7 +1548,7 @@ static void on_ctl(uint64_t now)
     for (;;) {
         ssize_t n = read(W.ctl, buf, sizeof buf);
         if (n > 0) {
-            bbuf_append(&W.ctl_in, buf, (size_t)n);
+            hr_buf_append(&W.ctl_in, buf, (size_t)n);
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -1690,11 +1558,11 @@ static void on_ctl(uint64_t now)
         break;
     }
     char *nl;
-    while ((nl = memchr(bbuf_head(&W.ctl_in), '\n', bbuf_pending(&W.ctl_in)))) {
+    while ((nl = memchr(hr_buf_head(&W.ctl_in), '\n', hr_buf_pending(&W.ctl_in)))) {
         *nl = '\0';
-        size_t len = (size_t)(nl - bbuf_head(&W.ctl_in)) + 1;
-        on_ctl_line(bbuf_head(&W.ctl_in), now);
-        bbuf_consume(&W.ctl_in, len);
+        size_t len = (size_t)(nl - hr_buf_head(&W.ctl_in)) + 1;
+        on_ctl_line(hr_buf_head(&W.ctl_in), now);
+        hr_buf_consume(&W.ctl_in, len);
     }
 }
 
@@ -1708,26 +1576,26 @@ static void tick(uint64_t now)
 
 /*---- the worker's report ------------------------------------------------------------------*/
 
-static void json_hist_raw(bbuf *b, const char *name, const hist *h)
+static void json_hist_raw(hr_buf *b, const char *name, const hist *h)
 {
     char tmp[96];
     int n = snprintf(tmp, sizeof tmp, "\"%s\":{\"n\":%llu,\"max\":%llu,\"sum\":%.0f,\"b\":[", name,
                      (unsigned long long)h->n, (unsigned long long)h->max, h->sum);
-    bbuf_append(b, tmp, (size_t)n);
+    hr_buf_append(b, tmp, (size_t)n);
     int first = 1;
     for (size_t i = 0; i < H_BUCKETS; i++) {
         if (!h->b[i])
             continue;
         n = snprintf(tmp, sizeof tmp, "%s%zu,%llu", first ? "" : ",", i,
                      (unsigned long long)h->b[i]);
-        bbuf_append(b, tmp, (size_t)n);
+        hr_buf_append(b, tmp, (size_t)n);
         first = 0;
     }
-    bbuf_append(b, "]}", 2);
+    hr_buf_append(b, "]}", 2);
 }
 
-static void bprintf(bbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void bprintf(bbuf *b, const char *fmt, ...)
+static void bprintf(hr_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void bprintf(hr_buf *b, const char *fmt, ...)
 {
     char tmp[1024];
     va_list ap;
@@ -1735,15 +1603,15 @@ static void bprintf(bbuf *b, const char *fmt, ...)
     int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
     if (n > 0)
-        bbuf_append(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+        hr_buf_append(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
 
-static void json_u64_array(bbuf *b, const char *name, const uint64_t *v, int n)
+static void json_u64_array(hr_buf *b, const char *name, const uint64_t *v, int n)
 {
     bprintf(b, "\"%s\":[", name);
     for (int i = 0; i < n; i++)
         bprintf(b, "%s%llu", i ? "," : "", (unsigned long long)v[i]);
-    bbuf_append(b, "]", 1);
+    hr_buf_append(b, "]", 1);
 }
 
 static void send_report(void)
@@ -1776,7 +1644,7 @@ static void send_report(void)
             }
         }
     }
-    bbuf b = {0};
+    hr_buf b = {0};
     bprintf(&b, "F {\"proc\":%d,\"conns\":%d,\"ready\":%d,\"failed\":%d,\"subs_counted\":%llu,",
             W.proc, W.nws, W.ready, W.failed, (unsigned long long)subs);
     bprintf(&b, "\"t_first_open\":%llu,\"t_last_hs\":%llu,", (unsigned long long)W.t_first_open,
@@ -1790,7 +1658,7 @@ static void send_report(void)
             (unsigned long long)W.sent_rest, (unsigned long long)W.sent_fcall,
             (unsigned long long)W.rest_reconnects);
     json_u64_array(&b, "sent_by_shard", W.sent_by_shard, S.nredis > 0 ? S.nredis : 1);
-    bbuf_append(&b, ",", 1);
+    hr_buf_append(&b, ",", 1);
     json_u64_array(&b, "sent_by_node", W.sent_by_node, S.nnodes);
     bprintf(&b,
             ",\"expected\":%llu,\"unique\":%llu,\"received\":%llu,\"in_window\":%llu,"
@@ -1815,31 +1683,31 @@ static void send_report(void)
             (unsigned long long)down_at_end, (unsigned long long)W.first_down,
             (unsigned long long)W.last_recovered);
     json_hist_raw(&b, "lat", &W.lat);
-    bbuf_append(&b, ",", 1);
+    hr_buf_append(&b, ",", 1);
     json_hist_raw(&b, "hs", &W.hs);
-    bbuf_append(&b, ",", 1);
+    hr_buf_append(&b, ",", 1);
     json_hist_raw(&b, "sub", &W.sub);
-    bbuf_append(&b, ",", 1);
+    hr_buf_append(&b, ",", 1);
     json_hist_raw(&b, "resync", &W.resync);
-    bbuf_append(&b, ",", 1);
+    hr_buf_append(&b, ",", 1);
     json_hist_raw(&b, "ack", &W.ack);
-    bbuf_append(&b, ",", 1);
+    hr_buf_append(&b, ",", 1);
     json_hist_raw(&b, "lag", &W.lag);
-    bbuf_append(&b, ",", 1);
+    hr_buf_append(&b, ",", 1);
     json_hist_raw(&b, "recovery", &W.recovery);
-    bbuf_append(&b, ",\"closes\":{", 11);
+    hr_buf_append(&b, ",\"closes\":{", 11);
     for (int i = 0; i < W.ncodes; i++)
         bprintf(&b, "%s\"%d\":%d", i ? "," : "", W.codes[i], W.code_n[i]);
     bprintf(&b, "%s\"eof\":%llu,\"reset\":%llu},\"http_statuses\":{", W.ncodes ? "," : "",
             (unsigned long long)W.closed_eof, (unsigned long long)W.closed_reset);
     for (int i = 0; i < W.nstatus; i++)
         bprintf(&b, "%s\"%d\":%d", i ? "," : "", W.statuses[i], W.status_n[i]);
-    bbuf_append(&b, "},\"socket_errors\":{", 19);
+    hr_buf_append(&b, "},\"socket_errors\":{", 19);
     for (int i = 0; i < W.nerrno; i++) {
         const char *en = strerrorname_np(W.errnos[i]);
         bprintf(&b, "%s\"%s\":%d", i ? "," : "", en ? en : "?", W.errno_n[i]);
     }
-    bbuf_append(&b, "},\"errors\":{", 12);
+    hr_buf_append(&b, "},\"errors\":{", 12);
     int first = 1;
     for (int e = 0; e < E_N; e++)
         if (W.errors[e]) {
@@ -1847,9 +1715,9 @@ static void send_report(void)
                     (unsigned long long)W.errors[e]);
             first = 0;
         }
-    bbuf_append(&b, "}}\n", 3);
-    ctl_send(bbuf_head(&b), bbuf_pending(&b));
-    bbuf_free(&b);
+    hr_buf_append(&b, "}}\n", 3);
+    ctl_send(hr_buf_head(&b), hr_buf_pending(&b));
+    hr_buf_reset(&b);
 }
 
 /*---- the worker ---------------------------------------------------------------------------*/
@@ -1983,7 +1851,7 @@ static int worker_main(int proc, int ctl)
 typedef struct child {
     pid_t pid;
     int fd;
-    bbuf in;
+    hr_buf in;
     int got_r, got_p, got_f, dead;
     int ready, failed;
     json_t *report;
@@ -2022,17 +1890,7 @@ static void child_line(child *k, char *line)
         sscanf(line + 1, "%d %d", &k->ready, &k->failed);
         k->got_r = 1;
     } else if (line[0] == 'P') {
-        char *p = line + 1, *end;
-        long n = strtol(p, &end, 10);
-        p = end;
-        for (long i = 0; i < n; i++) {
-            unsigned long ch = strtoul(p, &end, 10);
-            p = end;
-            unsigned long cnt = strtoul(p, &end, 10);
-            p = end;
-            if (ch < (unsigned long)nchannels())
-                P_accepted[ch] = (uint32_t)cnt;
-        }
+        read_counts(line + 1, P_accepted);
         k->got_p = 1;
     } else if (line[0] == 'F') {
         json_error_t e;
@@ -2062,13 +1920,13 @@ static void parent_poll(int ms)
             K[i].dead = 1;
             continue;
         }
-        bbuf_append(&K[i].in, buf, (size_t)n);
+        hr_buf_append(&K[i].in, buf, (size_t)n);
         char *nl;
-        while ((nl = memchr(bbuf_head(&K[i].in), '\n', bbuf_pending(&K[i].in)))) {
+        while ((nl = memchr(hr_buf_head(&K[i].in), '\n', hr_buf_pending(&K[i].in)))) {
             *nl = '\0';
-            size_t len = (size_t)(nl - bbuf_head(&K[i].in)) + 1;
-            child_line(&K[i], bbuf_head(&K[i].in));
-            bbuf_consume(&K[i].in, len);
+            size_t len = (size_t)(nl - hr_buf_head(&K[i].in)) + 1;
+            child_line(&K[i], hr_buf_head(&K[i].in));
+            hr_buf_consume(&K[i].in, len);
         }
     }
 }
@@ -2538,19 +2396,13 @@ static int load_scenario(const char *path)
  * rather than fail half-way with EMFILE. */
 static int check_fds(void)
 {
-    struct rlimit rl;
-    getrlimit(RLIMIT_NOFILE, &rl);
-    rlim_t need =
-        (rlim_t)((ws_total() + S.procs - 1) / S.procs + S.nnodes * S.rest_conns + S.nredis + 64);
-    if (rl.rlim_cur < need && rl.rlim_max >= need) {
-        rl.rlim_cur = need;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-    if (rl.rlim_cur < need) {
+    unsigned long long limit, need = (unsigned long long)((ws_total() + S.procs - 1) / S.procs +
+                                                          S.nnodes * S.rest_conns + S.nredis + 64);
+    if (bc_fd_limit(need, &limit) < 0) {
         fprintf(stderr,
                 "herald-loadgen: %d connections over %d processes need %llu descriptors each, "
                 "the limit is %llu: raise \"procs\"\n",
-                ws_total(), S.procs, (unsigned long long)need, (unsigned long long)rl.rlim_cur);
+                ws_total(), S.procs, need, limit);
         return -1;
     }
     return 0;
@@ -2661,21 +2513,21 @@ int scenario_main(int argc, char **argv)
         ok = parent_wait(offsetof(child, got_p), deadline);
     }
     if (ok) {
-        bbuf b = {0};
+        hr_buf b = {0};
         char tmp[48];
         int n = 0;
         for (int c = 0; c < nchannels(); c++)
             n += P_accepted[c] > 0;
         int k = snprintf(tmp, sizeof tmp, "A %d", n);
-        bbuf_append(&b, tmp, (size_t)k);
+        hr_buf_append(&b, tmp, (size_t)k);
         for (int c = 0; c < nchannels(); c++)
             if (P_accepted[c]) {
                 k = snprintf(tmp, sizeof tmp, " %d %u", c, P_accepted[c]);
-                bbuf_append(&b, tmp, (size_t)k);
+                hr_buf_append(&b, tmp, (size_t)k);
             }
-        bbuf_append(&b, "\n", 1);
-        parent_send_all(bbuf_head(&b), bbuf_pending(&b));
-        bbuf_free(&b);
+        hr_buf_append(&b, "\n", 1);
+        parent_send_all(hr_buf_head(&b), hr_buf_pending(&b));
+        hr_buf_reset(&b);
     } else {
         parent_send_all("S\n", 2); /* a worker died or time ran out: report what there is */
     }

@@ -64,6 +64,10 @@ What the report says, and what fails the run (exit status 1):
   exit          SIGTERM at the end: every node exits 0.
 
     python3 bench/soak.py --chaos --duration 600 [--seed N] [--write docs/reliability.md]
+
+(Why one file of ~1,600 lines: the faults, the reconnecting clients and
+their stream checks share one run's state and seed; soak.py holds what both
+modes share.)
 """
 
 import asyncio

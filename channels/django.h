@@ -34,6 +34,7 @@
 
 #include "channels.h"
 #include "common/common.h"
+#include "common/redis_url.h"
 
 #include <stddef.h>
 

@@ -1,6 +1,7 @@
 /* msg.c - refcounted, pre-framed messages and channel-name rules. */
 #include "channels.h"
 #include "common/common.h"
+#include "common/ws_frame.h"
 #include "layer_internal.h"
 
 #include <jansson.h>
@@ -15,22 +16,8 @@
  * every subscriber: the frame is built once per publication, not per socket. */
 static void frame_header(chan_msg *m)
 {
-    unsigned char h[CHAN_FRAME_HDR_MAX];
-    size_t n = 0;
-    uint64_t len = m->len;
-
-    h[n++] = 0x81; /* FIN | text */
-    if (len < 126) {
-        h[n++] = (unsigned char)len;
-    } else if (len <= 0xffff) {
-        h[n++] = 126;
-        h[n++] = (unsigned char)(len >> 8);
-        h[n++] = (unsigned char)len;
-    } else {
-        h[n++] = 127;
-        for (int shift = 56; shift >= 0; shift -= 8)
-            h[n++] = (unsigned char)(len >> shift);
-    }
+    unsigned char h[HR_WS_HDR_MAX];
+    size_t n = hr_ws_frame_header(h, HR_WS_OP_TEXT, m->len, NULL);
     m->hdr = n;
     memcpy(m->_b + CHAN_FRAME_HDR_MAX - n, h, n);
 }

@@ -1,7 +1,7 @@
 /*
  * redis_own.c - a node's own publications, recognised when they come back
  * from Redis so they are not JSON-parsed again (redis_internal.h). Pure:
- * no I/O; unit tested (tests/unit/test_redis_own.c).
+ * no I/O; unit tested (tests/unit/channels/redis_own.c).
  *
  * Every publication goes through Redis and comes back on the home's
  * subscriber connection (one order for every node). Before this, the home

@@ -51,6 +51,7 @@
 #define HR_CHANNELS_REDIS_TOPO_H
 
 #include "common/common.h"
+#include "common/redis_url.h"
 
 #include <hiredis/hiredis.h>
 #include <stddef.h>

@@ -6,17 +6,16 @@
  * untested "return -1 on OOM" branches are more dangerous than a clean
  * abort with a message. jansson is pointed at the same functions.
  */
-#include "common.h"
+#include "common/common.h"
+#include "common/log.h"
 
 #include <jansson.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static void oom(size_t n)
 {
-    fprintf(stderr, "herald: out of memory allocating %zu bytes\n", n);
-    abort();
+    hr_fatal("out_of_memory", "out of memory allocating %zu bytes", n);
 }
 
 void *hr_malloc(size_t n)

@@ -1,5 +1,5 @@
 /* common.c - hash map, byte buffer and small helpers (see common.h). */
-#include "common.h"
+#include "common/common.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -38,15 +38,9 @@ static uint64_t hash_bytes(const char *p, size_t n)
 
 hr_map *hr_map_new(hr_map_free_fn val_free)
 {
-    hr_map *m = calloc(1, sizeof(*m));
-    if (!m)
-        return NULL;
+    hr_map *m = hr_calloc(1, sizeof(*m));
     m->cap = 16;
-    m->slots = calloc(m->cap, sizeof(hr_slot));
-    if (!m->slots) {
-        free(m);
-        return NULL;
-    }
+    m->slots = hr_calloc(m->cap, sizeof(hr_slot));
     m->val_free = val_free;
     return m;
 }
@@ -94,12 +88,10 @@ static void insert_slot(hr_slot *slots, size_t cap, hr_slot src)
     slots[i] = src;
 }
 
-static int grow(hr_map *m)
+static void grow(hr_map *m)
 {
     size_t ncap = m->count * 2 >= m->cap / 2 ? m->cap * 2 : m->cap;
-    hr_slot *ns = calloc(ncap, sizeof(hr_slot));
-    if (!ns)
-        return -1;
+    hr_slot *ns = hr_calloc(ncap, sizeof(hr_slot));
     for (size_t i = 0; i < m->cap; i++)
         if (m->slots[i].key && m->slots[i].key != TOMB)
             insert_slot(ns, ncap, m->slots[i]);
@@ -107,24 +99,19 @@ static int grow(hr_map *m)
     m->slots = ns;
     m->cap = ncap;
     m->used = m->count;
-    return 0;
 }
 
-int hr_map_put(hr_map *m, const char *key, size_t klen, void *val)
+void hr_map_put(hr_map *m, const char *key, size_t klen, void *val)
 {
     uint64_t h = hash_bytes(key, klen);
     hr_slot *s = find_slot(m, key, klen, h);
     if (s) {
         s->val = val;
-        return 0;
+        return;
     }
-    if ((m->used + 1) * 4 > m->cap * 3 && grow(m) < 0)
-        return -1;
-    char *k = malloc(klen + 1);
-    if (!k)
-        return -1;
-    memcpy(k, key, klen);
-    k[klen] = '\0';
+    if ((m->used + 1) * 4 > m->cap * 3)
+        grow(m);
+    char *k = hr_strndup(key, klen);
     size_t mask = m->cap - 1;
     size_t i = h & mask;
     while (m->slots[i].key && m->slots[i].key != TOMB)
@@ -133,7 +120,6 @@ int hr_map_put(hr_map *m, const char *key, size_t klen, void *val)
         m->used++;
     m->slots[i] = (hr_slot){k, klen, h, val};
     m->count++;
-    return 0;
 }
 
 void *hr_map_del(hr_map *m, const char *key, size_t klen)
@@ -174,53 +160,64 @@ int hr_map_next(const hr_map *m, size_t *it, const char **key, size_t *klen, voi
 
 /*---- Growable byte buffer --------------------------------------------------*/
 
-static int buf_reserve(hr_buf *b, size_t extra)
+void hr_buf_reserve(hr_buf *b, size_t extra)
 {
     if (b->len + extra + 1 <= b->cap)
-        return 0;
+        return;
+    if (b->off > 0) { /* a FIFO: reclaim what was consumed before growing */
+        memmove(b->data, b->data + b->off, b->len - b->off);
+        b->len -= b->off;
+        b->off = 0;
+        if (b->len + extra + 1 <= b->cap)
+            return;
+    }
     size_t ncap = b->cap ? b->cap : 64;
     while (ncap < b->len + extra + 1)
         ncap *= 2;
-    char *nd = realloc(b->data, ncap);
-    if (!nd)
-        return -1;
-    b->data = nd;
+    b->data = hr_realloc(b->data, ncap);
     b->cap = ncap;
-    return 0;
 }
 
-int hr_buf_append(hr_buf *b, const void *p, size_t n)
+void hr_buf_append(hr_buf *b, const void *p, size_t n)
 {
     if (n == 0)
-        return 0; /* p may be NULL (lws passes an empty body that way) */
-    if (buf_reserve(b, n) < 0)
-        return -1;
+        return; /* p may be NULL (lws passes an empty body that way) */
+    hr_buf_reserve(b, n);
     memcpy(b->data + b->len, p, n);
     b->len += n;
     b->data[b->len] = '\0';
-    return 0;
 }
 
-int hr_buf_printf(hr_buf *b, const char *fmt, ...)
+void hr_buf_printf(hr_buf *b, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    if (n < 0 || buf_reserve(b, (size_t)n) < 0)
-        return -1;
+    if (n <= 0)
+        return; /* nothing to add (an encoding error cannot come from Herald's formats) */
+    hr_buf_reserve(b, (size_t)n);
     va_start(ap, fmt);
     vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
     va_end(ap);
     b->len += (size_t)n;
-    return 0;
+}
+
+void hr_buf_consume(hr_buf *b, size_t n)
+{
+    b->off += n;
+    if (b->off >= b->len) {
+        b->off = b->len = 0;
+        if (b->data)
+            b->data[0] = '\0';
+    }
 }
 
 void hr_buf_reset(hr_buf *b)
 {
     free(b->data);
     b->data = NULL;
-    b->len = b->cap = 0;
+    b->len = b->cap = b->off = 0;
 }
 
 /*---- Misc ------------------------------------------------------------------*/
@@ -282,4 +279,47 @@ int hr_percent_decode(const char *src, size_t n, int plus_is_space, char *out, s
         return -1;
     out[o] = '\0';
     return (int)o;
+}
+
+/* Rejecting overlongs matters: they would let two byte strings spell the
+ * same visible name (usernames), or smuggle a NUL past a check. */
+size_t hr_utf8_decode(const unsigned char *p, size_t n, uint32_t *cp)
+{
+    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+    size_t len;
+    uint32_t c = p[0];
+    if (c < 0x80)
+        len = 1;
+    else if ((c & 0xe0) == 0xc0)
+        len = 2, c &= 0x1f;
+    else if ((c & 0xf0) == 0xe0)
+        len = 3, c &= 0x0f;
+    else if ((c & 0xf8) == 0xf0)
+        len = 4, c &= 0x07;
+    else
+        return 0;
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        c = (c << 6) | (p[i] & 0x3f);
+    }
+    if (c < min_cp[len] || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+        return 0;
+    if (cp)
+        *cp = c;
+    return len;
+}
+
+int hr_utf8_valid(const void *s, size_t n)
+{
+    const unsigned char *p = s;
+    for (size_t i = 0; i < n;) {
+        size_t len = hr_utf8_decode(p + i, n - i, NULL);
+        if (!len)
+            return 0;
+        i += len;
+    }
+    return 1;
 }

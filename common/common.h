@@ -24,15 +24,15 @@ typedef struct hr_map hr_map;
 
 typedef void (*hr_map_free_fn)(void *val);
 
-/* Returns a new empty map, or NULL on allocation failure. */
+/* Returns a new empty map (never NULL: allocation aborts, see "Memory"). */
 hr_map *hr_map_new(hr_map_free_fn val_free);
 /* Frees the map, its key copies and (with a destructor) its values. NULL ok. */
 void hr_map_free(hr_map *m);
 /* Returns the value stored under key, or NULL. */
 void *hr_map_get(const hr_map *m, const char *key, size_t klen);
 /* Stores val under key (copying key). Replaces an existing value without
- * freeing it. Returns 0, or -1 on allocation failure. */
-int hr_map_put(hr_map *m, const char *key, size_t klen, void *val);
+ * freeing it. */
+void hr_map_put(hr_map *m, const char *key, size_t klen, void *val);
 /* Removes key and returns its value (not freed), or NULL if absent. */
 void *hr_map_del(hr_map *m, const char *key, size_t klen);
 size_t hr_map_count(const hr_map *m);
@@ -43,18 +43,39 @@ int hr_map_next(const hr_map *m, size_t *it, const char **key, size_t *klen, voi
 
 /*---- Growable byte buffer --------------------------------------------------*/
 
+/* Bytes [off, len) are the buffer's content; [0, off) were consumed from
+ * the front (hr_buf_consume: a buffer used as a FIFO, such as an outbound
+ * queue) and are reclaimed when an append needs room. A buffer nobody
+ * consumes from keeps off 0, so data is its content. Zero-initialise
+ * (hr_buf b = {0}); memory is allocated on first append. */
 typedef struct hr_buf {
-    char *data; /* NUL-terminated while len < cap */
+    char *data; /* append and printf keep it NUL-terminated */
     size_t len;
     size_t cap;
+    size_t off;
 } hr_buf;
 
-/* Appends n bytes; returns 0 or -1 on allocation failure (buffer unchanged). */
-int hr_buf_append(hr_buf *b, const void *p, size_t n);
-/* Appends printf-formatted text; returns 0 or -1. */
-int hr_buf_printf(hr_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends n bytes (p may be NULL when n is 0). */
+void hr_buf_append(hr_buf *b, const void *p, size_t n);
+/* Appends printf-formatted text. */
+void hr_buf_printf(hr_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Makes room for extra more bytes at data + len (the caller writes them
+ * and adds to len), reclaiming consumed bytes first. */
+void hr_buf_reserve(hr_buf *b, size_t extra);
+/* Drops n bytes from the front of the content; an emptied buffer starts
+ * over at offset 0 (keeping its memory). */
+void hr_buf_consume(hr_buf *b, size_t n);
 /* Frees the storage and resets the buffer to empty. */
 void hr_buf_reset(hr_buf *b);
+/* The content not yet consumed. */
+static inline char *hr_buf_head(const hr_buf *b)
+{
+    return b->data + b->off;
+}
+static inline size_t hr_buf_pending(const hr_buf *b)
+{
+    return b->len - b->off;
+}
 
 /*---- Memory ----------------------------------------------------------------*/
 
@@ -99,78 +120,13 @@ void hr_random_hex(char *out, size_t nbytes);
  * does not fit in outcap - 1 bytes. Pure. */
 int hr_percent_decode(const char *src, size_t n, int plus_is_space, char *out, size_t outcap);
 
-/*---- Redis addresses (shared by the user store and the channel layer) -----*/
-
-/* One Redis server of HERALD_REDIS_URL. */
-typedef struct hr_redis_addr {
-    char *host; /* name or address (no brackets) */
-    int port;
-    char *user;     /* ACL user, or NULL */
-    char *password; /* or NULL */
-    int db;
-} hr_redis_addr;
-
-/* Parses redis://[[user]:password@]host[:port][/db] (%XX-escapes in user
- * and password; [v6]:port). Fills *out (free with hr_redis_addr_clear).
- * Returns 0 or -1; never echoes the URL (it may hold a password). */
-int hr_redis_url_parse(const char *url, size_t len, hr_redis_addr *out);
-/* Parses a comma-separated list of such URLs: the shards, in order.
- * Returns the count (>= 1) with *out a malloc'ed array, or -1 (also for
- * a list with redis+sentinel:// or redis+cluster:// URLs: callers that
- * follow failovers use hr_redis_targets_parse). */
-int hr_redis_urls_parse(const char *list, hr_redis_addr **out);
-
-/* How one shard of HERALD_REDIS_URL reaches its Redis (SPEC section 5). */
-typedef enum hr_redis_mode {
-    HR_REDIS_DIRECT = 0, /* redis://: one server */
-    HR_REDIS_SENTINEL,   /* redis+sentinel://: the master that sentinels name */
-    HR_REDIS_CLUSTER,    /* redis+cluster://: a Redis Cluster, from seed nodes */
-} hr_redis_mode;
-
-typedef struct hr_redis_target {
-    hr_redis_mode mode;
-    /* The data nodes' credentials and database (user, password, db); for
-     * HR_REDIS_DIRECT also the server's host and port, so `node` is what
-     * hr_redis_url_parse gives. Otherwise host is NULL and port 0. */
-    hr_redis_addr node;
-    /* Sentinel: the sentinels (default port 26379); cluster: the seed
-     * nodes (6379); direct: none. Host and port only: the URL's
-     * credentials are the data nodes', not the sentinels'. */
-    hr_redis_addr *hosts;
-    int nhosts;
-    char *master; /* sentinel: the monitored master's name; else NULL */
-    /* sentinel: the sentinels' own credentials (?sentinel_password=P
-     * &sentinel_user=U), or NULL: sentinels without requirepass */
-    char *sentinel_user, *sentinel_password;
-} hr_redis_target;
-
-/* Parses HERALD_REDIS_URL: one or several comma-separated URLs, each
- *   redis://[[user]:password@]host[:port][/db]
- *   redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/MASTER[/db]
- *       [?sentinel_password=P[&sentinel_user=U]]
- *   redis+cluster://[[user]:password@]host[:port][,host[:port]...]
- * A comma followed by "<scheme>://" starts the next URL; any other comma
- * separates hosts. Several redis:// or redis+sentinel:// URLs are shards
- * (all of one scheme); redis+cluster:// stands alone (the cluster shards
- * itself) and has database 0 only. Returns the count (>= 1) with *out a
- * malloc'ed array (free with hr_redis_targets_free), or -1 with a reason
- * in err that never quotes the URL (it may hold a password). */
-int hr_redis_targets_parse(const char *list, hr_redis_target **out, char *err, size_t errlen);
-void hr_redis_targets_free(hr_redis_target *t, int n);
-void hr_redis_addr_clear(hr_redis_addr *a);
-void hr_redis_addrs_free(hr_redis_addr *a, int n);
-/* The commands a new connection sends before anything else: AUTH (when a
- * password is set) and SELECT (when db != 0), as argv arrays for hiredis'
- * *CommandArgv. Returns how many (0..2); dbbuf holds SELECT's argument. */
-typedef struct hr_redis_setup {
-    int argc;
-    const char *argv[3];
-} hr_redis_setup;
-int hr_redis_setup_commands(const hr_redis_addr *a, hr_redis_setup out[2], char dbbuf[16]);
-/* Herald's key and topic names: "<prefix>:<kind>:<name>", or
- * "<prefix>:<kind>" when name is NULL. Returns a malloc'ed string (caller
- * frees); aborts on allocation failure. */
-char *hr_redis_key(const char *prefix, const char *kind, const char *name);
+/* Length of the well-formed UTF-8 sequence at p (n > 0 bytes left, RFC
+ * 3629), its code point in *cp (NULL: not wanted); 0 for anything
+ * malformed: a stray continuation byte, a truncated sequence, an overlong
+ * form, a surrogate, a value above U+10FFFF. Pure. */
+size_t hr_utf8_decode(const unsigned char *p, size_t n, uint32_t *cp);
+/* Is s[0..n) well-formed UTF-8? Returns 1 if so. */
+int hr_utf8_valid(const void *s, size_t n);
 
 /*---- Misc ------------------------------------------------------------------*/
 

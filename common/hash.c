@@ -10,7 +10,8 @@
  * analyses and gives vectors for, and keys here are short, so the extra
  * compression round costs little.
  */
-#include "common.h"
+#include "common/common.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -115,9 +116,7 @@ void hr_random_bytes(void *out, size_t n)
         if (r <= 0) {
             /* a fixed fallback would silently bring predictable keys, ids and
              * tokens; there is no caller that could do better */
-            fprintf(stderr, "herald: getrandom failed (%s)\n",
-                    r < 0 ? strerror(errno) : "no bytes");
-            abort();
+            hr_fatal("random", "getrandom failed (%s)", r < 0 ? strerror(errno) : "no bytes");
         }
         got += (size_t)r;
     }

@@ -5,7 +5,8 @@
  * (auth/store_redis.c, first shard) and the Redis channel layer
  * (channels/redis.c, every shard).
  */
-#include "common.h"
+#include "common/common.h"
+#include "common/redis_url.h"
 
 #include <stdio.h>
 #include <stdlib.h>

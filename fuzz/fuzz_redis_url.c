@@ -15,6 +15,7 @@
  */
 #include "fuzz.h"
 #include "common/common.h"
+#include "common/redis_url.h"
 
 #include <stdlib.h>
 #include <string.h>

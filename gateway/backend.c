@@ -14,9 +14,9 @@
  * or hr_backend_close, all reached from libuv callbacks or the owner's own
  * close, so a caller of hr_backend_post never sees its callback re-entered.
  */
-#include "backend.h"
+#include "gateway/backend.h"
 #include "common/common.h"
-#include "log.h"
+#include "common/log.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
@@ -531,10 +531,8 @@ static int headers_ok(const char *const *headers, size_t n)
 static struct curl_slist *slist_add(struct curl_slist *l, const char *s)
 {
     struct curl_slist *n = curl_slist_append(l, s);
-    if (!n) {
-        fprintf(stderr, "herald: out of memory\n");
-        abort();
-    }
+    if (!n)
+        hr_fatal("out_of_memory", "curl_slist_append failed");
     return n;
 }
 

@@ -38,6 +38,7 @@
 #ifndef HR_BACKEND_H
 #define HR_BACKEND_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -53,13 +54,14 @@ typedef struct hr_backend_opts {
     const char *ca_file; /* PEM bundle to verify backends with; NULL = system store */
 } hr_backend_opts;
 
+/* How a request ended: 0 or a negative errno value, named. */
 typedef enum hr_backend_status {
-    HR_BACKEND_OK = 0,     /* an HTTP response arrived (whatever its status code) */
-    HR_BACKEND_TIMEOUT,    /* no complete response within timeout_ms */
-    HR_BACKEND_TOO_LARGE,  /* the response body exceeded max_body */
-    HR_BACKEND_FAILED,     /* no response: refused, reset, DNS, TLS, not HTTP, ... */
-    HR_BACKEND_CANCELLED,  /* the client closed before the request ended */
-    HR_BACKEND_OVERLOADED, /* hr_backend_post: in-flight and queue bounds reached */
+    HR_BACKEND_OK = 0,                 /* an HTTP response arrived (whatever its status code) */
+    HR_BACKEND_TIMEOUT = -ETIMEDOUT,   /* no complete response within timeout_ms */
+    HR_BACKEND_TOO_LARGE = -EMSGSIZE,  /* the response body exceeded max_body */
+    HR_BACKEND_FAILED = -EIO,          /* no response: refused, reset, DNS, TLS, not HTTP, ... */
+    HR_BACKEND_CANCELLED = -ECANCELED, /* the client closed before the request ended */
+    HR_BACKEND_OVERLOADED = -EBUSY,    /* hr_backend_post: in-flight and queue bounds reached */
 } hr_backend_status;
 
 /* What a completion callback is given. Everything is borrowed: valid only

@@ -7,11 +7,18 @@
  * only differ in how they find an option's text; all of them hand it to
  * opt_apply(), so a value is parsed and validated the same way wherever it
  * comes from, and --help is generated from the same table. Namespaces exist
- * only in the file and have a small table of their own (ns_table[]).
+ * only in the file and are parsed by config_ns.c.
+ *
+ * Why one file of ~1,200 lines: about 200 are opt_table[] itself and most
+ * of the rest are its value parsers and checks, which only make sense next
+ * to the table (each row names its check). Splitting them off would put the
+ * reader of a row in two files; what stands apart (namespaces) is apart.
  */
-#include "config.h"
+#include "gateway/config.h"
+#include "gateway/config_internal.h"
 #include "common/common.h"
-#include "proxy.h"
+#include "common/redis_url.h"
+#include "gateway/proxy.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -30,9 +37,7 @@ _Static_assert(sizeof(hr_log_format) == sizeof(int), "hr_log_format must be int-
 
 /*---- Error reporting -------------------------------------------------------*/
 
-/* Formats a message into buf (when there is one) and returns -1, so every
- * error path reads `return say(...)`. */
-__attribute__((format(printf, 3, 4))) static int say(char *buf, size_t len, const char *fmt, ...)
+int hr_config_say(char *buf, size_t len, const char *fmt, ...)
 {
     if (buf && len) {
         va_list ap;
@@ -40,7 +45,7 @@ __attribute__((format(printf, 3, 4))) static int say(char *buf, size_t len, cons
         vsnprintf(buf, len, fmt, ap);
         va_end(ap);
     }
-    return -1;
+    return -EINVAL;
 }
 
 /*---- Option table ----------------------------------------------------------*/
@@ -330,14 +335,14 @@ static int parse_uint(const char *s, unsigned long long min, unsigned long long 
                       unsigned long long *out, char *why, size_t whylen)
 {
     if (*s < '0' || *s > '9')
-        return say(why, whylen, "expected a whole number, got \"%s\"", s);
+        return hr_config_say(why, whylen, "expected a whole number, got \"%s\"", s);
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
     if (*end)
-        return say(why, whylen, "expected a whole number, got \"%s\"", s);
+        return hr_config_say(why, whylen, "expected a whole number, got \"%s\"", s);
     if (errno == ERANGE || v < min || v > max)
-        return say(why, whylen, "%s is out of range (%llu..%llu)", s, min, max);
+        return hr_config_say(why, whylen, "%s is out of range (%llu..%llu)", s, min, max);
     *out = v;
     return 0;
 }
@@ -353,7 +358,7 @@ static int parse_bool(const char *s, int *out, char *why, size_t whylen)
         if (!strcasecmp(s, no[i]))
             return *out = 0, 0;
     }
-    return say(why, whylen, "expected true or false, got \"%s\"", s);
+    return hr_config_say(why, whylen, "expected true or false, got \"%s\"", s);
 }
 
 /* Host characters: a name or IPv4 address, or (bracketed) an IPv6 address
@@ -387,14 +392,13 @@ static int parse_listen(const char *s, char **host, int *port, char *why, size_t
     }
     unsigned long long p = 0;
     if (parse_uint(ps, 0, 65535, &p, NULL, 0) < 0)
-        return say(why, whylen, "invalid port in \"%s\" (expected 0..65535)", s);
-    *host = he > hs ? strndup(hs, (size_t)(he - hs)) : strdup("0.0.0.0");
-    if (!*host)
-        return say(why, whylen, "out of memory");
+        return hr_config_say(why, whylen, "invalid port in \"%s\" (expected 0..65535)", s);
+    *host = he > hs ? hr_strndup(hs, (size_t)(he - hs)) : hr_strdup("0.0.0.0");
     *port = (int)p;
     return 0;
 bad:
-    return say(why, whylen, "invalid address \"%s\" (expected HOST:PORT, [IPV6]:PORT or :PORT)", s);
+    return hr_config_say(why, whylen,
+                         "invalid address \"%s\" (expected HOST:PORT, [IPV6]:PORT or :PORT)", s);
 }
 
 /* Only the scheme is checked here; the Redis module parses the rest. The
@@ -407,7 +411,8 @@ static int check_redis_url(const char *val, char *why, size_t whylen)
         hr_redis_addrs_free(n ? a : NULL, n);
         return 0;
     }
-    return say(why, whylen, "expected redis://[[user]:password@]host:port[/db][,redis://...]");
+    return hr_config_say(why, whylen,
+                         "expected redis://[[user]:password@]host:port[/db][,redis://...]");
 }
 
 /* The JWT module supports exactly these algorithms; refuse others at start
@@ -416,8 +421,8 @@ static int check_jwt_alg(const char *val, char *why, size_t whylen)
 {
     if (!*val || auth_jwt_alg_name(val))
         return 0;
-    return say(why, whylen, "unsupported algorithm \"%s\" (HS256, HS384, HS512, RS256 or ES256)",
-               val);
+    return hr_config_say(why, whylen,
+                         "unsupported algorithm \"%s\" (HS256, HS384, HS512, RS256 or ES256)", val);
 }
 
 /* The node id ends up in client ids ("<node>.<n>"), metric labels and Redis
@@ -425,7 +430,8 @@ static int check_jwt_alg(const char *val, char *why, size_t whylen)
 static int check_node_id(const char *val, char *why, size_t whylen)
 {
     if (strlen(val) > 64 || !host_ok(val, val + strlen(val), 0))
-        return say(why, whylen, "invalid node id \"%s\" (up to 64 of [A-Za-z0-9_.-])", val);
+        return hr_config_say(why, whylen, "invalid node id \"%s\" (up to 64 of [A-Za-z0-9_.-])",
+                             val);
     return 0;
 }
 
@@ -434,7 +440,7 @@ static int check_dir(const char *val, char *why, size_t whylen)
 {
     struct stat st;
     if (stat(val, &st) < 0 || !S_ISDIR(st.st_mode))
-        return say(why, whylen, "\"%s\" is not a directory", val);
+        return hr_config_say(why, whylen, "\"%s\" is not a directory", val);
     return 0;
 }
 
@@ -445,10 +451,11 @@ static int check_swagger_ui(const char *val, char *why, size_t whylen)
     char path[4096];
     struct stat st;
     if (check_dir(val, why, whylen) < 0)
-        return -1;
+        return -EINVAL;
     snprintf(path, sizeof(path), "%s/swagger-ui-bundle.js", val);
     if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
-        return say(why, whylen, "\"%s\" has no swagger-ui-bundle.js (npm's swagger-ui-dist)", val);
+        return hr_config_say(why, whylen,
+                             "\"%s\" has no swagger-ui-bundle.js (npm's swagger-ui-dist)", val);
     return 0;
 }
 
@@ -462,7 +469,8 @@ static int check_url(const char *val, char *why, size_t whylen)
     for (const unsigned char *p = (const unsigned char *)val; ok && *p; p++)
         ok = *p > 0x20 && *p != 0x7f;
     if (!ok)
-        return say(why, whylen, "expected an http:// or https:// URL with a host, got \"%s\"", val);
+        return hr_config_say(why, whylen,
+                             "expected an http:// or https:// URL with a host, got \"%s\"", val);
     return 0;
 }
 
@@ -483,10 +491,11 @@ static int check_rpc_method(const char *val, char *why, size_t whylen)
 {
     const char *eq = strchr(val, '=');
     if (!eq || !method_ok(val, (size_t)(eq - val)))
-        return say(why, whylen,
-                   "expected PREFIX=URL with a method prefix of 1 to 255 of [A-Za-z0-9_.:/-], "
-                   "got \"%s\"",
-                   val);
+        return hr_config_say(
+            why, whylen,
+            "expected PREFIX=URL with a method prefix of 1 to 255 of [A-Za-z0-9_.:/-], "
+            "got \"%s\"",
+            val);
     return check_url(eq + 1, why, whylen);
 }
 
@@ -494,10 +503,11 @@ static int check_rpc_method(const char *val, char *why, size_t whylen)
 static int check_proxy_header(const char *val, char *why, size_t whylen)
 {
     if (!hr_proxy_header_allowed(val))
-        return say(why, whylen,
-                   "\"%s\" cannot be forwarded (not a header name, or one the HTTP client "
-                   "sets itself)",
-                   val);
+        return hr_config_say(
+            why, whylen,
+            "\"%s\" cannot be forwarded (not a header name, or one the HTTP client "
+            "sets itself)",
+            val);
     return 0;
 }
 
@@ -506,7 +516,7 @@ static int check_header_value(const char *val, char *why, size_t whylen)
 {
     for (const unsigned char *p = (const unsigned char *)val; *p; p++)
         if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
-            return say(why, whylen, "must not contain control characters");
+            return hr_config_say(why, whylen, "must not contain control characters");
     return 0;
 }
 
@@ -515,17 +525,15 @@ static int check_file(const char *val, char *why, size_t whylen)
 {
     struct stat st;
     if (stat(val, &st) < 0 || !S_ISREG(st.st_mode) || access(val, R_OK) < 0)
-        return say(why, whylen, "\"%s\" is not a readable file", val);
+        return hr_config_say(why, whylen, "\"%s\" is not a readable file", val);
     return 0;
 }
 
-static int django_channel_ok(const char *s);
-
 static int check_django_channel(const char *val, char *why, size_t whylen)
 {
-    if (!django_channel_ok(val))
-        return say(why, whylen,
-                   "expected a Django Channels channel name (1 to 99 of A-Z a-z 0-9 _ . -)");
+    if (!hr_config_django_channel_ok(val))
+        return hr_config_say(
+            why, whylen, "expected a Django Channels channel name (1 to 99 of A-Z a-z 0-9 _ . -)");
     return 0;
 }
 
@@ -545,39 +553,31 @@ static void list_free(char **v, size_t n)
 }
 
 /* Appends s[0..len) with surrounding blanks trimmed; empty items are dropped
- * so "a,,b" and "a, b" mean what they look like. Returns 0 or -1 (OOM). */
-static int list_push(str_list *l, const char *s, size_t len)
+ * so "a,,b" and "a, b" mean what they look like. */
+static void list_push(str_list *l, const char *s, size_t len)
 {
     while (len && (*s == ' ' || *s == '\t'))
         s++, len--;
     while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
         len--;
     if (!len)
-        return 0;
+        return;
     if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 4;
-        char **v = realloc(l->v, cap * sizeof(*v));
-        if (!v)
-            return -1;
-        l->v = v;
-        l->cap = cap;
+        l->cap = l->cap ? l->cap * 2 : 4;
+        l->v = hr_realloc(l->v, l->cap * sizeof(*l->v));
     }
-    if (!(l->v[l->n] = strndup(s, len)))
-        return -1;
-    l->n++;
-    return 0;
+    l->v[l->n++] = hr_strndup(s, len);
 }
 
-/* Splits a comma-separated value into l. Returns 0 or -1 (OOM). */
-static int list_from_text(str_list *l, const char *s)
+/* Splits a comma-separated value into l. */
+static void list_from_text(str_list *l, const char *s)
 {
     for (;;) {
         const char *comma = strchr(s, ',');
         size_t len = comma ? (size_t)(comma - s) : strlen(s);
-        if (list_push(l, s, len) < 0)
-            return -1;
+        list_push(l, s, len);
         if (!comma)
-            return 0;
+            return;
         s = comma + 1;
     }
 }
@@ -596,14 +596,11 @@ static void list_install(hr_config *cfg, const opt_def *o, str_list *l)
 /*---- Applying one value ----------------------------------------------------*/
 
 /* Replaces a string member with a copy of val (NULL allowed). */
-static int set_str(char **slot, const char *val, char *why, size_t whylen)
+void hr_config_set_str(char **slot, const char *val)
 {
-    char *copy = NULL;
-    if (val && !(copy = strdup(val)))
-        return say(why, whylen, "out of memory");
+    char *copy = val ? hr_strdup(val) : NULL;
     free(*slot);
     *slot = copy;
-    return 0;
 }
 
 /* Runs the option's check on every item of l; frees l on a refusal. */
@@ -613,7 +610,7 @@ static int list_check(const opt_def *o, str_list *l, char *why, size_t whylen)
         if (o->check(l->v[i], why, whylen) < 0) {
             list_free(l->v, l->n);
             *l = (str_list){0};
-            return -1;
+            return -EINVAL;
         }
     return 0;
 }
@@ -622,12 +619,9 @@ static int list_check(const opt_def *o, str_list *l, char *why, size_t whylen)
 static int apply_list(hr_config *cfg, const opt_def *o, const char *val, char *why, size_t whylen)
 {
     str_list l = {0};
-    if (list_from_text(&l, val) < 0) {
-        list_free(l.v, l.n);
-        return say(why, whylen, "out of memory");
-    }
+    list_from_text(&l, val);
     if (list_check(o, &l, why, whylen) < 0)
-        return -1;
+        return -EINVAL;
     list_install(cfg, o, &l);
     return 0;
 }
@@ -638,7 +632,7 @@ static int apply_listen(hr_config *cfg, const opt_def *o, const char *val, char 
     char *host = NULL;
     int port = 0;
     if (parse_listen(val, &host, &port, why, whylen) < 0)
-        return -1;
+        return -EINVAL;
     char **slot = field(cfg, o->off);
     free(*slot);
     *slot = host;
@@ -661,7 +655,7 @@ static int apply_choice(hr_config *cfg, const opt_def *o, const char *val, char 
         if (n > 0 && (size_t)n < sizeof(names) - len)
             len += (size_t)n;
     }
-    return say(why, whylen, "expected one of %s, got \"%s\"", names, val);
+    return hr_config_say(why, whylen, "expected one of %s, got \"%s\"", names, val);
 }
 
 /* Parses into the member's own width; the table's max keeps the cast exact. */
@@ -669,7 +663,7 @@ static int apply_number(hr_config *cfg, const opt_def *o, const char *val, char 
 {
     unsigned long long v = 0;
     if (parse_uint(val, o->min, o->max, &v, why, whylen) < 0)
-        return -1;
+        return -EINVAL;
     if (o->type == OPT_INT)
         *(int *)field(cfg, o->off) = (int)v;
     else if (o->type == OPT_LONG)
@@ -688,15 +682,17 @@ static int opt_apply(hr_config *cfg, const opt_def *o, const char *val, char *wh
      * nullable string whatever its check would say */
     if (o->check && o->type != OPT_LIST && !(o->type == OPT_NSTR && !*val) &&
         o->check(val, why, whylen) < 0)
-        return -1;
+        return -EINVAL;
     switch (o->type) {
     case OPT_STR:
         if (!*val)
-            return say(why, whylen, "must not be empty");
-        return set_str(field(cfg, o->off), val, why, whylen);
+            return hr_config_say(why, whylen, "must not be empty");
+        hr_config_set_str(field(cfg, o->off), val);
+        return 0;
     case OPT_NSTR:
     case OPT_CONFIG:
-        return set_str(field(cfg, o->off), *val ? val : NULL, why, whylen);
+        hr_config_set_str(field(cfg, o->off), *val ? val : NULL);
+        return 0;
     case OPT_LIST:
         return apply_list(cfg, o, val, why, whylen);
     case OPT_LISTEN:
@@ -710,7 +706,7 @@ static int opt_apply(hr_config *cfg, const opt_def *o, const char *val, char *wh
     case OPT_SIZE:
         return apply_number(cfg, o, val, why, whylen);
     }
-    return say(why, whylen, "internal error: unknown option type");
+    return hr_config_say(why, whylen, "internal error: unknown option type");
 }
 
 /* opt_apply with the source's name ("HERALD_X", "--x", "config file F:
@@ -720,7 +716,7 @@ static int apply_from(hr_config *cfg, const opt_def *o, const char *val, const c
 {
     char why[256];
     if (opt_apply(cfg, o, val, why, sizeof(why)) < 0)
-        return say(err, errlen, "%s: %s", src, why);
+        return hr_config_say(err, errlen, "%s: %s", src, why);
     return 0;
 }
 
@@ -744,7 +740,7 @@ static int load_env(hr_config *cfg, char **env, char *err, size_t errlen)
         const opt_def *o = &opt_table[i];
         const char *val = env_get(env, o->env);
         if (o->type != OPT_CONFIG && val && apply_from(cfg, o, val, o->env, err, errlen) < 0)
-            return -1;
+            return -EINVAL;
     }
     return 0;
 }
@@ -760,11 +756,11 @@ static int flag_next(int argc, char **argv, int *i, const opt_def **o, const cha
 {
     const char *arg = argv[*i];
     if (strncmp(arg, "--", 2) || !arg[2])
-        return say(err, errlen, "unexpected argument \"%s\" (see --help)", arg);
+        return hr_config_say(err, errlen, "unexpected argument \"%s\" (see --help)", arg);
     const char *name = arg + 2, *eq = strchr(name, '=');
     size_t len = eq ? (size_t)(eq - name) : strlen(name);
     if (!(*o = opt_by_flag(name, len)))
-        return say(err, errlen, "unknown option --%.*s (see --help)", (int)len, name);
+        return hr_config_say(err, errlen, "unknown option --%.*s (see --help)", (int)len, name);
     int b;
     if (eq)
         *val = eq + 1;
@@ -773,7 +769,7 @@ static int flag_next(int argc, char **argv, int *i, const opt_def **o, const cha
     else if (*i + 1 < argc && strncmp(argv[*i + 1], "--", 2))
         *val = argv[++*i];
     else
-        return say(err, errlen, "--%s: missing value", (*o)->flag);
+        return hr_config_say(err, errlen, "--%s: missing value", (*o)->flag);
     return 0;
 }
 
@@ -786,7 +782,7 @@ static int find_config_flag(int argc, char **argv, const char **path, char *err,
         const opt_def *o = NULL;
         const char *val = NULL;
         if (flag_next(argc, argv, &i, &o, &val, err, errlen) < 0)
-            return -1;
+            return -EINVAL;
         if (o->type == OPT_CONFIG)
             *path = val;
     }
@@ -801,199 +797,11 @@ static int load_flags(hr_config *cfg, int argc, char **argv, char *err, size_t e
         const char *val = NULL;
         char src[64];
         if (flag_next(argc, argv, &i, &o, &val, err, errlen) < 0)
-            return -1;
+            return -EINVAL;
         snprintf(src, sizeof(src), "--%s", o->flag);
         if (o->type != OPT_CONFIG && apply_from(cfg, o, val, src, err, errlen) < 0)
-            return -1;
+            return -EINVAL;
     }
-    return 0;
-}
-
-/*---- Config file: namespaces -----------------------------------------------*/
-
-typedef enum ns_type { NS_RULE, NS_BOOL, NS_COUNT, NS_DJANGO } ns_type;
-
-typedef struct ns_def {
-    const char *key;
-    ns_type type;
-    size_t off; /* into auth_namespace */
-} ns_def;
-
-static const ns_def ns_table[] = {
-    {"subscribe", NS_RULE, offsetof(auth_namespace, subscribe)},
-    {"publish", NS_RULE, offsetof(auth_namespace, publish)},
-    {"presence", NS_BOOL, offsetof(auth_namespace, presence)},
-    {"join_leave", NS_BOOL, offsetof(auth_namespace, join_leave)},
-    {"history_size", NS_COUNT, offsetof(auth_namespace, history_size)},
-    {"history_ttl", NS_COUNT, offsetof(auth_namespace, history_ttl)},
-    {"django_channel", NS_DJANGO, offsetof(auth_namespace, django_channel)},
-    {"subscribe_proxy", NS_BOOL, offsetof(auth_namespace, subscribe_proxy)},
-    {"publish_proxy", NS_BOOL, offsetof(auth_namespace, publish_proxy)},
-};
-
-#define NNS_KEYS (sizeof(ns_table) / sizeof(ns_table[0]))
-
-/* Clears n namespaces and frees the array (NULL allowed). */
-static void ns_free_all(auth_namespace *ns, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        auth_namespace_clear(&ns[i]);
-    free(ns);
-}
-
-/* Namespace names are channel-name characters without ':' (the separator). */
-static int ns_name_ok(const char *name)
-{
-    size_t len = strlen(name);
-    if (len > 255)
-        return 0;
-    for (const char *p = name; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              strchr("_.@=,-", *p)))
-            return 0;
-    return 1;
-}
-
-/* Parses a rule string into the auth_rule at slot, replacing what was there.
- * "subscribers" only makes sense for publishing. */
-static int ns_set_rule(auth_rule *slot, const ns_def *d, json_t *v, char *why, size_t whylen)
-{
-    auth_rule r = {0};
-    if (!json_is_string(v))
-        return say(why, whylen, "expected a rule string");
-    const char *s = json_string_value(v);
-    if (auth_rule_parse(s, &r) < 0)
-        return say(why, whylen,
-                   "unknown rule \"%s\" (anonymous, authenticated, subscribers, role:<name> or "
-                   "none)",
-                   s);
-    if (r.kind == AUTH_RULE_ROLE && (!r.role || !*r.role)) {
-        free(r.role);
-        return say(why, whylen, "rule \"%s\" names no role", s);
-    }
-    if (r.kind == AUTH_RULE_SUBSCRIBERS && strcmp(d->key, "publish")) {
-        free(r.role);
-        return say(why, whylen, "rule \"subscribers\" is only valid for publish");
-    }
-    free(slot->role); /* auth_rule owns its role */
-    *slot = r;
-    return 0;
-}
-
-/* A Channels channel Herald may send to (BaseChannelLayer's rules): 1..99
- * of [A-Za-z0-9_.-]; no '!', a process-local name is nobody's to send to.
- * The same rule as channels/django_codec.c's dj_channel_name_valid. */
-static int django_channel_ok(const char *s)
-{
-    size_t len = strlen(s);
-    if (!len || len > 99)
-        return 0;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-              strchr("_.-", *s)))
-            return 0;
-    return 1;
-}
-
-/* Sets one key of a namespace from its JSON value. */
-static int ns_apply(auth_namespace *ns, const ns_def *d, json_t *v, char *why, size_t whylen)
-{
-    void *slot = (char *)ns + d->off;
-    switch (d->type) {
-    case NS_RULE:
-        return ns_set_rule(slot, d, v, why, whylen);
-    case NS_BOOL:
-        if (!json_is_boolean(v))
-            return say(why, whylen, "expected true or false");
-        *(int *)slot = json_is_true(v);
-        return 0;
-    case NS_COUNT:
-        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT_MAX)
-            return say(why, whylen, "expected a whole number from 0 to %d", INT_MAX);
-        *(int *)slot = (int)json_integer_value(v);
-        return 0;
-    case NS_DJANGO:
-        if (json_is_null(v))
-            return set_str(slot, NULL, why, whylen);
-        if (!json_is_string(v) || !django_channel_ok(json_string_value(v)))
-            return say(why, whylen,
-                       "expected a Django Channels channel name (1 to 99 of A-Z a-z 0-9 _ . -)");
-        return set_str(slot, json_string_value(v), why, whylen);
-    }
-    return say(why, whylen, "internal error: unknown namespace key type");
-}
-
-/* Builds one namespace: SPEC defaults for missing keys, then the file's
- * values. On failure ns is left cleared and err names the offending key. */
-static int ns_parse(const char *path, const char *name, json_t *obj, auth_namespace *ns, char *err,
-                    size_t errlen)
-{
-    const char *label = *name ? name : "(default)";
-    if (!json_is_object(obj))
-        return say(err, errlen, "config file %s: \"namespaces.%s\": expected an object", path,
-                   label);
-    if (auth_namespace_default(ns) < 0 || set_str(&ns->name, name, NULL, 0) < 0) {
-        auth_namespace_clear(ns);
-        return say(err, errlen, "out of memory");
-    }
-    const char *key;
-    json_t *v;
-    json_object_foreach(obj, key, v)
-    {
-        const ns_def *d = NULL;
-        char why[256];
-        for (size_t i = 0; i < NNS_KEYS && !d; i++)
-            if (!strcmp(ns_table[i].key, key))
-                d = &ns_table[i];
-        int rc = d ? ns_apply(ns, d, v, why, sizeof(why)) : -1;
-        if (rc < 0) {
-            auth_namespace_clear(ns);
-            if (!d)
-                return say(err, errlen, "config file %s: unknown key \"namespaces.%s.%s\"", path,
-                           label, key);
-            return say(err, errlen, "config file %s: \"namespaces.%s.%s\": %s", path, label, key,
-                       why);
-        }
-    }
-    return 0;
-}
-
-/* Replaces cfg's namespaces with the file's, adding the default namespace
- * when the file does not define "". cfg is unchanged on failure. */
-static int load_namespaces(hr_config *cfg, const char *path, json_t *obj, char *err, size_t errlen)
-{
-    if (!json_is_object(obj))
-        return say(err, errlen, "config file %s: \"namespaces\": expected an object", path);
-    auth_namespace *arr = calloc(json_object_size(obj) + 1, sizeof(*arr));
-    size_t n = 0;
-    int has_default = 0;
-    if (!arr)
-        return say(err, errlen, "out of memory");
-    const char *name;
-    json_t *v;
-    json_object_foreach(obj, name, v)
-    {
-        if (!ns_name_ok(name)) {
-            ns_free_all(arr, n);
-            return say(err, errlen,
-                       "config file %s: \"namespaces\": invalid namespace name \"%s\" (letters, "
-                       "digits and _.@=,- only)",
-                       path, name);
-        }
-        if (ns_parse(path, name, v, &arr[n], err, errlen) < 0) {
-            ns_free_all(arr, n);
-            return -1;
-        }
-        has_default |= !*name;
-        n++;
-    }
-    if (!has_default && auth_namespace_default(&arr[n++]) < 0) {
-        ns_free_all(arr, n);
-        return say(err, errlen, "out of memory");
-    }
-    ns_free_all(cfg->namespaces, cfg->nnamespaces);
-    cfg->namespaces = arr;
-    cfg->nnamespaces = n;
     return 0;
 }
 
@@ -1009,14 +817,14 @@ static int json_text(const opt_def *o, json_t *v, char *buf, size_t buflen, cons
     switch (o->type) {
     case OPT_BOOL:
         if (!json_is_boolean(v))
-            return say(why, whylen, "expected true or false");
+            return hr_config_say(why, whylen, "expected true or false");
         *out = json_is_true(v) ? "true" : "false";
         return 0;
     case OPT_INT:
     case OPT_LONG:
     case OPT_SIZE:
         if (!json_is_integer(v))
-            return say(why, whylen, "expected a whole number");
+            return hr_config_say(why, whylen, "expected a whole number");
         snprintf(buf, buflen, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
         *out = buf;
         return 0;
@@ -1026,9 +834,9 @@ static int json_text(const opt_def *o, json_t *v, char *buf, size_t buflen, cons
             return 0;
         }
         if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
-            return say(why, whylen,
-                       o->type == OPT_LIST ? "expected an array of strings or a string"
-                                           : "expected a string");
+            return hr_config_say(why, whylen,
+                                 o->type == OPT_LIST ? "expected an array of strings or a string"
+                                                     : "expected a string");
         *out = json_string_value(v);
         return 0;
     }
@@ -1044,15 +852,12 @@ static int json_list(hr_config *cfg, const opt_def *o, json_t *arr, char *why, s
     {
         if (!json_is_string(item)) {
             list_free(l.v, l.n);
-            return say(why, whylen, "element %zu is not a string", i);
+            return hr_config_say(why, whylen, "element %zu is not a string", i);
         }
-        if (list_push(&l, json_string_value(item), strlen(json_string_value(item))) < 0) {
-            list_free(l.v, l.n);
-            return say(why, whylen, "out of memory");
-        }
+        list_push(&l, json_string_value(item), strlen(json_string_value(item)));
     }
     if (list_check(o, &l, why, whylen) < 0)
-        return -1;
+        return -EINVAL;
     list_install(cfg, o, &l);
     return 0;
 }
@@ -1068,19 +873,15 @@ static int json_map(hr_config *cfg, const opt_def *o, json_t *obj, char *why, si
     {
         if (!json_is_string(v)) {
             list_free(l.v, l.n);
-            return say(why, whylen, "\"%s\" is not a URL string", k);
+            return hr_config_say(why, whylen, "\"%s\" is not a URL string", k);
         }
-        char *item = NULL;
-        if (asprintf(&item, "%s=%s", k, json_string_value(v)) < 0 ||
-            list_push(&l, item, strlen(item)) < 0) {
-            free(item);
-            list_free(l.v, l.n);
-            return say(why, whylen, "out of memory");
-        }
-        free(item);
+        hr_buf item = {0};
+        hr_buf_printf(&item, "%s=%s", k, json_string_value(v));
+        list_push(&l, item.data, item.len);
+        hr_buf_reset(&item);
     }
     if (list_check(o, &l, why, whylen) < 0)
-        return -1;
+        return -EINVAL;
     list_install(cfg, o, &l);
     return 0;
 }
@@ -1090,10 +891,10 @@ static int file_apply(hr_config *cfg, const char *path, const char *key, json_t 
                       size_t errlen)
 {
     if (!strcmp(key, "namespaces"))
-        return load_namespaces(cfg, path, v, err, errlen);
+        return hr_config_load_namespaces(cfg, path, v, err, errlen);
     const opt_def *o = opt_by_key(key);
     if (!o)
-        return say(err, errlen, "config file %s: unknown key \"%s\"", path, key);
+        return hr_config_say(err, errlen, "config file %s: unknown key \"%s\"", path, key);
     char why[256], num[32];
     const char *text = NULL;
     int rc;
@@ -1106,7 +907,7 @@ static int file_apply(hr_config *cfg, const char *path, const char *key, json_t 
                  ? -1
                  : opt_apply(cfg, o, text, why, sizeof(why));
     if (rc < 0)
-        return say(err, errlen, "config file %s: \"%s\": %s", path, key, why);
+        return hr_config_say(err, errlen, "config file %s: \"%s\": %s", path, key, why);
     return 0;
 }
 
@@ -1117,13 +918,14 @@ static int load_file(hr_config *cfg, const char *path, char *err, size_t errlen)
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
         if (je.line < 1)
-            return say(err, errlen, "config file %s: %s", path, je.text);
-        return say(err, errlen, "config file %s: line %d column %d: %s", path, je.line, je.column,
-                   je.text);
+            return hr_config_say(err, errlen, "config file %s: %s", path, je.text);
+        return hr_config_say(err, errlen, "config file %s: line %d column %d: %s", path, je.line,
+                             je.column, je.text);
     }
     int rc = 0;
     if (!json_is_object(root))
-        rc = say(err, errlen, "config file %s: expected a JSON object at the top level", path);
+        rc = hr_config_say(err, errlen, "config file %s: expected a JSON object at the top level",
+                           path);
     const char *key;
     json_t *v;
     json_object_foreach(root, key, v)
@@ -1142,8 +944,8 @@ static char *default_node_id(void)
 {
     char host[256] = {0};
     if (gethostname(host, sizeof(host) - 1) < 0 || !host[0])
-        return strdup("herald");
-    return strdup(host);
+        return hr_strdup("herald");
+    return hr_strdup(host);
 }
 
 /* Defaults that are computed at start rather than written in the table. */
@@ -1155,7 +957,7 @@ static int computed_default(const opt_def *o)
 /* SPEC §1/§2 defaults: the option table's default column is the only
  * source, applied like any other value (so --help cannot disagree with the
  * code); options that are unset by default (strings, lists) stay NULL. */
-int hr_config_defaults(hr_config *cfg)
+void hr_config_defaults(hr_config *cfg)
 {
     char why[256];
     memset(cfg, 0, sizeof(*cfg));
@@ -1164,25 +966,19 @@ int hr_config_defaults(hr_config *cfg)
         if (o->type == OPT_NSTR || o->type == OPT_LIST || o->type == OPT_CONFIG ||
             computed_default(o))
             continue;
-        if (opt_apply(cfg, o, o->def, why, sizeof(why)) < 0) {
-            fprintf(stderr, "herald: internal error: default of %s: %s\n", o->env, why);
-            abort();
-        }
+        if (opt_apply(cfg, o, o->def, why, sizeof(why)) < 0)
+            hr_fatal("config", "internal error: default of %s: %s", o->env, why);
     }
     /* the one list with a default (SPEC §8); "" from a source empties it */
     for (size_t i = 0; i < NOPTS; i++)
         if (opt_table[i].off == F(proxy_headers) &&
             opt_apply(cfg, &opt_table[i], opt_table[i].def, why, sizeof(why)) < 0)
-            abort();
+            hr_fatal("config", "internal error: default of proxy_headers: %s", why);
     cfg->log_format = isatty(STDERR_FILENO) ? HR_LOG_TEXT : HR_LOG_JSON;
     cfg->node_id = default_node_id();
     cfg->namespaces = hr_calloc(1, sizeof(*cfg->namespaces));
-    if (auth_namespace_default(&cfg->namespaces[0]) < 0) {
-        hr_config_clear(cfg);
-        return -1;
-    }
+    auth_namespace_default(&cfg->namespaces[0]);
     cfg->nnamespaces = 1;
-    return 0;
 }
 
 /* What only makes sense together: the Django bridge lives on Redis, and a
@@ -1190,21 +986,24 @@ int hr_config_defaults(hr_config *cfg)
 static int check_django(const hr_config *cfg, char *err, size_t errlen)
 {
     if (cfg->django_encrypted)
-        return say(err, errlen,
-                   "HERALD_DJANGO_CHANNELS_ENCRYPTED: Herald cannot read or write encrypted "
-                   "Channels layers (symmetric_encryption_keys). Give Herald a layer without "
-                   "encryption (its own prefix, e.g. a second CHANNEL_LAYERS entry), or leave "
-                   "HERALD_DJANGO_CHANNELS off");
+        return hr_config_say(
+            err, errlen,
+            "HERALD_DJANGO_CHANNELS_ENCRYPTED: Herald cannot read or write encrypted "
+            "Channels layers (symmetric_encryption_keys). Give Herald a layer without "
+            "encryption (its own prefix, e.g. a second CHANNEL_LAYERS entry), or leave "
+            "HERALD_DJANGO_CHANNELS off");
     if (cfg->django_channels && !cfg->redis_url)
-        return say(err, errlen,
-                   "HERALD_DJANGO_CHANNELS needs cluster mode: set HERALD_REDIS_URL to the "
-                   "Redis of the project's CHANNEL_LAYERS");
+        return hr_config_say(
+            err, errlen,
+            "HERALD_DJANGO_CHANNELS needs cluster mode: set HERALD_REDIS_URL to the "
+            "Redis of the project's CHANNEL_LAYERS");
     for (size_t i = 0; i < cfg->nnamespaces; i++)
         if (cfg->namespaces[i].django_channel && !cfg->django_channels)
-            return say(err, errlen,
-                       "namespace \"%s\" has a django_channel: set HERALD_DJANGO_CHANNELS "
-                       "(redis or pubsub, as the project's CHANNEL_LAYERS)",
-                       cfg->namespaces[i].name);
+            return hr_config_say(
+                err, errlen,
+                "namespace \"%s\" has a django_channel: set HERALD_DJANGO_CHANNELS "
+                "(redis or pubsub, as the project's CHANNEL_LAYERS)",
+                cfg->namespaces[i].name);
     return 0;
 }
 
@@ -1217,24 +1016,25 @@ static int check_proxy(const hr_config *cfg, char *err, size_t errlen)
         const auth_namespace *ns = &cfg->namespaces[i];
         const char *label = ns->name && *ns->name ? ns->name : "(default)";
         if (ns->subscribe_proxy && !cfg->proxy_subscribe_url)
-            return say(err, errlen,
-                       "namespace \"%s\" has subscribe_proxy: set HERALD_PROXY_SUBSCRIBE_URL",
-                       label);
+            return hr_config_say(
+                err, errlen, "namespace \"%s\" has subscribe_proxy: set HERALD_PROXY_SUBSCRIBE_URL",
+                label);
         if (ns->publish_proxy && !cfg->proxy_publish_url)
-            return say(err, errlen,
-                       "namespace \"%s\" has publish_proxy: set HERALD_PROXY_PUBLISH_URL", label);
+            return hr_config_say(err, errlen,
+                                 "namespace \"%s\" has publish_proxy: set HERALD_PROXY_PUBLISH_URL",
+                                 label);
     }
     if (cfg->proxy_connect_first && !cfg->proxy_connect_url)
-        return say(err, errlen,
-                   "HERALD_PROXY_CONNECT_PRECEDENCE=proxy needs HERALD_PROXY_CONNECT_URL");
+        return hr_config_say(
+            err, errlen, "HERALD_PROXY_CONNECT_PRECEDENCE=proxy needs HERALD_PROXY_CONNECT_URL");
     if (cfg->proxy_refresh_url && !cfg->proxy_connect_url)
-        return say(err, errlen,
-                   "HERALD_PROXY_REFRESH_URL refreshes connections the connect proxy "
-                   "authenticated: set HERALD_PROXY_CONNECT_URL too");
+        return hr_config_say(err, errlen,
+                             "HERALD_PROXY_REFRESH_URL refreshes connections the connect proxy "
+                             "authenticated: set HERALD_PROXY_CONNECT_URL too");
     if (cfg->events_django_channel && !cfg->django_channels)
-        return say(err, errlen,
-                   "HERALD_EVENTS_DJANGO_CHANNEL needs the Django Channels bridge: set "
-                   "HERALD_DJANGO_CHANNELS (and HERALD_REDIS_URL)");
+        return hr_config_say(err, errlen,
+                             "HERALD_EVENTS_DJANGO_CHANNEL needs the Django Channels bridge: set "
+                             "HERALD_DJANGO_CHANNELS (and HERALD_REDIS_URL)");
     return 0;
 }
 
@@ -1245,41 +1045,22 @@ int hr_config_load(hr_config *cfg, int argc, char **argv, char **env, char *err,
 {
     const char *path;
     if (find_config_flag(argc, argv, &path, err, errlen) < 0)
-        return -1;
+        return -EINVAL;
     if (!path)
         path = env_get(env, "HERALD_CONFIG");
     if (path && *path) {
-        char why[64];
-        if (set_str(&cfg->config_path, path, why, sizeof(why)) < 0)
-            return say(err, errlen, "%s", why);
+        hr_config_set_str(&cfg->config_path, path);
         if (load_file(cfg, path, err, errlen) < 0)
-            return -1;
+            return -EINVAL;
     }
     if (load_env(cfg, env, err, errlen) < 0 || load_flags(cfg, argc, argv, err, errlen) < 0)
-        return -1;
+        return -EINVAL;
     if (!cfg->tls_cert != !cfg->tls_key)
-        return say(err, errlen, "tls_cert and tls_key: set both (TLS) or neither (plain HTTP)");
+        return hr_config_say(err, errlen,
+                             "tls_cert and tls_key: set both (TLS) or neither (plain HTTP)");
     if (check_django(cfg, err, errlen) < 0)
-        return -1;
+        return -EINVAL;
     return check_proxy(cfg, err, errlen);
-}
-
-/* Linear scan: a handful of namespaces, looked up once per subscribe or
- * publish. Returns a pointer into cfg (valid until hr_config_clear), or NULL
- * only for a cfg that never had defaults. */
-const auth_namespace *hr_config_namespace(const hr_config *cfg, const char *channel)
-{
-    const char *colon = channel ? strchr(channel, ':') : NULL;
-    size_t len = colon ? (size_t)(colon - channel) : 0;
-    const auth_namespace *def = NULL;
-    for (size_t i = 0; i < cfg->nnamespaces; i++) {
-        const char *name = cfg->namespaces[i].name;
-        if (!name || !*name)
-            def = &cfg->namespaces[i];
-        else if (colon && strlen(name) == len && !memcmp(name, channel, len))
-            return &cfg->namespaces[i];
-    }
-    return def;
 }
 
 /* A handful of entries, looked up once per rpc command. */
@@ -1352,7 +1133,7 @@ void hr_config_clear(hr_config *cfg)
     list_free(cfg->proxy_rpc_methods, cfg->nproxy_rpc_methods);
     list_free(cfg->proxy_headers, cfg->nproxy_headers);
     list_free(cfg->cluster_secrets, cfg->ncluster_secrets);
-    ns_free_all(cfg->namespaces, cfg->nnamespaces);
+    hr_config_free_namespaces(cfg->namespaces, cfg->nnamespaces);
     memset(cfg, 0, sizeof(*cfg));
 }
 

@@ -7,11 +7,10 @@
 #ifndef HR_CONFIG_H
 #define HR_CONFIG_H
 
-#include "../auth/auth.h"
+#include "auth/auth.h"
+#include "common/log.h"
 
 #include <stddef.h>
-
-typedef enum hr_log_format { HR_LOG_TEXT = 0, HR_LOG_JSON } hr_log_format;
 
 typedef struct hr_config {
     /* process */
@@ -121,14 +120,14 @@ typedef struct hr_config {
     char *config_path; /* --config / HERALD_CONFIG */
 } hr_config;
 
-/* Fills cfg with the SPEC defaults. Returns 0 or -1 on allocation failure. */
-int hr_config_defaults(hr_config *cfg);
+/* Fills cfg with the SPEC defaults. */
+void hr_config_defaults(hr_config *cfg);
 
 /* Applies, in order: the JSON file (path from --config or HERALD_CONFIG in
  * env), environment `env` (NULL-terminated "K=V" array, like environ), and
  * the flags argv[0..argc) (only option flags: the caller strips the
  * subcommand). Unknown flags, unknown file keys and bad values fail with a
- * message naming the key in err. Returns 0 or -1. */
+ * message naming the key in err. Returns 0 or -EINVAL. */
 int hr_config_load(hr_config *cfg, int argc, char **argv, char **env, char *err, size_t errlen);
 
 /* Finds the namespace for a channel name ("ns:rest" -> "ns", else "").

@@ -9,10 +9,10 @@
  * tick, when an emitter fills a batch (it wakes the loop), and right after
  * a confirmed batch while more are queued.
  */
-#include "events.h"
+#include "gateway/events.h"
 #include "common/common.h"
-#include "log.h"
-#include "proxy.h"
+#include "common/log.h"
+#include "gateway/proxy.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -87,10 +87,8 @@ char *hr_events_webhook_body(json_t *const *events, size_t n, size_t *len)
     json_object_set_new(o, "events", arr);
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
-    if (!s) {
-        fprintf(stderr, "herald: out of memory\n");
-        abort();
-    }
+    if (!s)
+        hr_fatal("out_of_memory", "cannot encode a webhook body");
     if (len)
         *len = strlen(s);
     return s;

@@ -22,8 +22,8 @@
 #ifndef HR_EVENTS_H
 #define HR_EVENTS_H
 
-#include "backend.h"
-#include "metrics.h"
+#include "gateway/backend.h"
+#include "gateway/metrics.h"
 
 #include <jansson.h>
 #include <stdint.h>

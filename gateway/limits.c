@@ -1,15 +1,13 @@
-/*
- * limits.c - what one client may hold of a public gateway: connections per
- * client address and per user (counted tables shared by every loop), and
- * the client address itself, read through trusted proxies only.
- *
- * The handshake rate per address uses auth's throttle (a token bucket of
- * handshake_rate, refilled at handshake_rate a second); see admit_address
- * in ws.c.
- */
-#include "node.h"
+/* limits.c - connections per client address and per user, and client
+ * addresses through trusted proxies (see limits.h). */
+#include "gateway/limits.h"
+#include "common/common.h"
+
+#include <libwebsockets.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,18 +45,17 @@ void hr_limit_free(hr_limit *l)
     free(l);
 }
 
-hr_slot *hr_limit_take(hr_limit *l, const char *key, int max, int *refused)
+int hr_limit_take(hr_limit *l, const char *key, int max, hr_slot **slot)
 {
     size_t klen = strlen(key);
-    *refused = 0;
+    *slot = NULL;
     if (max <= 0 || !l)
-        return NULL; /* not limited, not counted */
+        return 0; /* not limited, not counted */
     pthread_mutex_lock(&l->mu);
     hr_slot *s = hr_map_get(l->slots, key, klen);
     if (s && s->count >= max) {
         pthread_mutex_unlock(&l->mu);
-        *refused = 1;
-        return NULL;
+        return -EUSERS;
     }
     if (!s) {
         s = hr_calloc(1, sizeof(*s) + klen + 1);
@@ -69,7 +66,8 @@ hr_slot *hr_limit_take(hr_limit *l, const char *key, int max, int *refused)
     }
     s->count++;
     pthread_mutex_unlock(&l->mu);
-    return s;
+    *slot = s;
+    return 0;
 }
 
 void hr_slot_release(hr_slot *s)
@@ -188,7 +186,7 @@ int hr_netmasks_parse(char *const *list, size_t n, hr_netmask **out, char *err, 
                      list[i]);
             free(*out);
             *out = NULL;
-            return -1;
+            return -EINVAL;
         }
     }
     return 0;
@@ -232,9 +230,11 @@ static void ipaddr_key(const ipaddr *ip, int v4bits, int v6bits, char *out, size
         snprintf(out, len, "%s/%d", text, bits);
 }
 
-int hr_client_key(const hr_netmask *proxies, size_t nproxies, const char *peer, const char *xff,
-                  int v4bits, int v6bits, char *out, size_t len)
+int hr_client_key(const hr_addr_policy *p, const char *peer, const char *xff, char *out, size_t len)
 {
+    const hr_netmask *proxies = p->proxies;
+    size_t nproxies = p->nproxies;
+    int v4bits = p->v4bits, v6bits = p->v6bits;
     ipaddr ip;
     if (ipaddr_parse(peer, strlen(peer), &ip) < 0) {
         snprintf(out, len, "%s", peer); /* not an IP socket: counted as it is */
@@ -273,12 +273,12 @@ int hr_client_key(const hr_netmask *proxies, size_t nproxies, const char *peer, 
 /* The header is read whole (lws bounds every header block, 16 KiB): a
  * copy into a fixed buffer failed on long chains, and the request then
  * counted as the proxy's own. */
-int hr_client_address(const hr_node *node, struct lws *wsi, char *out, size_t len)
+int hr_client_address(const hr_addr_policy *p, struct lws *wsi, char *out, size_t len)
 {
     char peer[64];
     char *xff = NULL;
     lws_get_peer_simple(wsi, peer, sizeof(peer));
-    if (node->nproxies) {
+    if (p->nproxies) {
         int total = lws_hdr_total_length(wsi, WSI_TOKEN_X_FORWARDED_FOR);
         if (total > 0) {
             xff = hr_malloc((size_t)total + 1);
@@ -286,8 +286,7 @@ int hr_client_address(const hr_node *node, struct lws *wsi, char *out, size_t le
                 snprintf(xff, (size_t)total + 1, ","); /* cannot happen: counted as garbage */
         }
     }
-    int rc = hr_client_key(node->proxies, node->nproxies, peer, xff, node->cfg->ipv4_prefix,
-                           node->cfg->ipv6_prefix, out, len);
+    int rc = hr_client_key(p, peer, xff, out, len);
     free(xff);
     return rc;
 }

@@ -1,21 +1,10 @@
 /*
- * loop.c - one event loop thread (see node.h): a libuv loop, a
- * libwebsockets context running on it, the thread's own listening socket,
- * its inbox, and the protocol callback that routes lws events to ws.c and
- * http.c.
- *
- * Why our own listener: lws 4.1 built with LWS_MAX_SMP 1 only sets
- * SO_REUSEPORT when a context has several service threads, which it cannot
- * have, so one context per thread could not share the port. Each loop binds
- * its own SO_REUSEPORT socket instead, accepts on it and hands the sockets
- * to lws (lws_adopt_socket_vhost). This also lets shutdown simply stop
- * accepting: lws_context_deprecate() would, but reads freed memory in 4.1.6.
+ * loop.c - one event-loop thread: libuv, a libwebsockets context on it, the
+ * thread's own listening socket, its inbox and timers (see loop.h).
  */
-#include "http.h"
-#include "log.h"
-#include "node.h"
-#include "proxy_call.h"
-#include "ws.h"
+#include "gateway/loop.h"
+#include "common/common.h"
+#include "common/log.h"
 
 #include <openssl/ssl.h>
 
@@ -30,126 +19,40 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* How often a node sharing a Redis user store looks for users deleted
- * through another node (until the cluster control channel replaces it). */
 /* Connections accepted per readiness callback before other work runs. */
 #define HR_ACCEPT_BATCH 64
 
-/*---- The protocol callback -------------------------------------------------*/
-
-static int callback_herald(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                           size_t len)
-{
-    hr_loop *loop = lws_context_user(lws_get_context(wsi));
-    hr_pss *pss = user;
-
-    switch (reason) {
-    case LWS_CALLBACK_HTTP:
-        return hr_http_request(loop, wsi, pss, in);
-    case LWS_CALLBACK_HTTP_BODY:
-        return hr_http_body(loop, wsi, pss, in, len);
-    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        return hr_http_body_done(loop, wsi, pss);
-    case LWS_CALLBACK_HTTP_WRITEABLE:
-        return hr_http_writeable(loop, wsi, pss);
-    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
-    case LWS_CALLBACK_CLOSED_HTTP:
-        if (pss)
-            hr_http_drop(pss);
-        return 0;
-    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-        return hr_ws_confirm_upgrade(loop, wsi, in);
-    case LWS_CALLBACK_ADD_HEADERS:
-        return hr_pmd_add_headers(wsi, in);
-    case LWS_CALLBACK_CONFIRM_EXTENSION_OKAY:
-        return 0; /* lws_callback_http_dummy refuses every extension */
-    case LWS_CALLBACK_ESTABLISHED:
-        return hr_ws_established(loop, wsi, pss);
-    case LWS_CALLBACK_RECEIVE:
-        return hr_ws_receive(loop, wsi, pss, in, len);
-    case LWS_CALLBACK_SERVER_WRITEABLE:
-        return hr_ws_writeable(loop, wsi, pss);
-    case LWS_CALLBACK_TIMER:
-        return hr_ws_timer(loop, wsi, pss);
-    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-        return hr_ws_peer_close(wsi, pss, in, len);
-    case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
-        hr_ws_dropped(loop, wsi, pss);
-        return 0;
-    case LWS_CALLBACK_RAW_ADOPT:
-    case LWS_CALLBACK_RAW_RX:
-    case LWS_CALLBACK_RAW_WRITEABLE:
-    case LWS_CALLBACK_RAW_CLOSE:
-        return hr_http_raw(loop, wsi, reason, in, len);
-    case LWS_CALLBACK_CLOSED:
-        hr_ws_closed(loop, wsi, pss);
-        return 0;
-    case LWS_CALLBACK_WSI_DESTROY:
-        hr_ws_wsi_destroyed(wsi);
-        return 0;
-    default:
-        break;
-    }
-    return lws_callback_http_dummy(wsi, reason, user, in, len);
-}
-
-/* One protocol serves HTTP and WebSocket, so clients that offer no
- * Sec-WebSocket-Protocol (browsers usually don't) land on it too. The rx
- * buffer bounds one RECEIVE callback, not a message: ws.c reassembles.
- * tx_packet_size must be set: when it is 0, lws 4.1 caps every send at
- * rx_buffer_size + LWS_PRE + 4 bytes and copies the rest into its
- * buffered-out list, which with a small rx buffer turned one coalesced
- * write into hundreds. */
-static const struct lws_protocols protocols[] = {
-    {"herald", callback_herald, sizeof(hr_pss), HR_WS_RX_BUFFER, 0, NULL, HR_SCRATCH + LWS_PRE},
-    {NULL, NULL, 0, 0, 0, NULL, 0},
-};
-
 /*---- Inbox -----------------------------------------------------------------*/
 
-static void loop_home_maybe_finish(hr_loop *loop);
-static void inbox_close(hr_loop *loop);
-
-static void run_post(hr_loop *loop, const hr_post *p)
+/* The wake-up is sent under the inbox lock: the loop closes its async
+ * handle under the same lock, so a post never touches a closed handle. */
+void hr_loop_post(hr_loop *l, const hr_post_type *type, int code, void *p)
 {
-    switch (p->kind) {
-    case HR_POST_DELIVER:
-        chan_deliver(loop->node->layer, loop->index, p->p);
-        chan_msg_unref(p->p);
-        break;
-    case HR_POST_AUTH_DONE:
-        auth_job_finish(p->p);
-        break;
-    case HR_POST_DISCONNECT:
-        hr_ws_disconnect_user(loop, p->p, p->code,
-                              p->code == 4003 ? "disconnected by the server" : "disconnected");
-        free(p->p);
-        break;
-    case HR_POST_SHUTDOWN:
-        hr_loop_begin_shutdown(loop);
-        break;
-    case HR_POST_CALL: {
-        chan_task *t = p->p;
-        t->run(t);
-        hr_loop_maybe_done(loop); /* it may have been the last request in flight */
-        break;
+    hr_inbox *in = &l->inbox;
+    pthread_mutex_lock(&in->mu);
+    if (l->closing) {
+        pthread_mutex_unlock(&in->mu);
+        if (type->discard)
+            type->discard(p);
+        return;
     }
-    case HR_POST_CONTROL:
-        hr_ws_member(loop, p->p);
-        hr_control_free(p->p);
-        break;
-    case HR_POST_LOOP_STOPPED:
-        loop_home_maybe_finish(loop);
-        break;
+    if (in->n == in->cap) {
+        in->cap = in->cap ? in->cap * 2 : 64;
+        in->items = hr_realloc(in->items, in->cap * sizeof(*in->items));
     }
+    in->items[in->n++] = (hr_post){type, code, p};
+    if (in->n == 1)
+        uv_async_send(&in->wake);
+    pthread_mutex_unlock(&in->mu);
 }
 
 /* Takes everything posted so far in one swap, then runs it without the
- * lock, so posting threads never wait for fan-out. */
+ * lock, so posting threads never wait for fan-out. A shutting-down loop
+ * may have run its last awaited answer: it checks whether it is done. */
 static void inbox_drain(uv_async_t *a)
 {
-    hr_loop *loop = a->data;
-    hr_inbox *in = &loop->inbox;
+    hr_loop *l = a->data;
+    hr_inbox *in = &l->inbox;
     pthread_mutex_lock(&in->mu);
     hr_post *items = in->items;
     size_t n = in->n, cap = in->cap;
@@ -158,24 +61,31 @@ static void inbox_drain(uv_async_t *a)
     in->n = 0;
     pthread_mutex_unlock(&in->mu);
 
-    HR_INC(&loop->stats, inbox_wakeups, 1);
+    HR_INC(l->stats, inbox_wakeups, 1);
     for (size_t i = 0; i < n; i++)
-        run_post(loop, &items[i]);
+        items[i].type->run(l, items[i].p, items[i].code);
     in->spare = items; /* only this thread touches the spare */
     in->spare_cap = cap;
+    if (l->shutting_down)
+        hr_loop_maybe_done(l);
 }
 
-/* User-store completions: from a worker thread to the submitting loop. */
-static void post_auth_done(void *ud, auth_job *j)
+void hr_loop_close_inbox(hr_loop *l)
 {
-    hr_node_post(ud, HR_POST_AUTH_DONE, 0, j);
+    pthread_mutex_lock(&l->inbox.mu);
+    if (!l->closing) {
+        l->closing = 1;
+        uv_close((uv_handle_t *)&l->inbox.wake, NULL);
+    }
+    pthread_mutex_unlock(&l->inbox.mu);
 }
 
 /* Frees what is still queued once the loop has stopped for good. */
 static void inbox_free(hr_inbox *in)
 {
     for (size_t i = 0; i < in->n; i++)
-        hr_post_discard(in->items[i].kind, in->items[i].p);
+        if (in->items[i].type->discard)
+            in->items[i].type->discard(in->items[i].p);
     free(in->items);
     free(in->spare);
     pthread_mutex_destroy(&in->mu);
@@ -272,109 +182,74 @@ static void close_handle(uv_handle_t *h)
 }
 
 /* Stops the loop for good: lws closes every socket (their CLOSED callbacks
- * still run here), then our own handles close and uv_run returns once
- * nothing is left. Posts from now on are discarded. */
-static void loop_stop(hr_loop *loop)
+ * still run here), then the stop hook and our own handles close, and
+ * uv_run returns once nothing is left. */
+static void loop_stop(hr_loop *l)
 {
-    if (loop->stopped)
+    if (l->stopped)
         return;
-    loop->stopped = 1;
-    stop_listening(loop);
+    l->stopped = 1;
+    stop_listening(l);
     /* With a foreign loop, destruction finishes in lws' handle-close
      * callbacks; hr_loop_run completes it once uv_run has returned. */
-    if (loop->ctx)
-        lws_context_destroy(loop->ctx);
-    hr_proxy_client_close(loop->proxy); /* answers calls still out: unavailable */
-    loop->proxy = NULL;
-    chan_layer_thread_stop(loop->node->layer, loop->index);
-    close_handle((uv_handle_t *)&loop->grace);
-    close_handle((uv_handle_t *)&loop->lag);
-    close_handle((uv_handle_t *)&loop->flush);
-    close_handle((uv_handle_t *)&loop->sigterm);
-    close_handle((uv_handle_t *)&loop->sigint);
-    close_handle((uv_handle_t *)&loop->reload);
-    atomic_fetch_sub(&loop->node->loops_live, 1);
-    if (loop->index == 0) {
-        loop_home_maybe_finish(loop);
-    } else {
-        inbox_close(loop);
-        if (loop->started) /* loop 0 runs until every started loop has stopped */
-            hr_node_post(loop->node->loops[0], HR_POST_LOOP_STOPPED, 0, NULL);
-    }
-}
-
-/* Loop 0 is the channel layer's home: the other loops' requests are served
- * until the last of them has stopped; then the layer closes its
- * connections and loop 0's inbox closes. */
-static void loop_home_maybe_finish(hr_loop *loop)
-{
-    if (!loop->stopped || loop->home_finished || atomic_load(&loop->node->loops_live) != 0)
-        return;
-    loop->home_finished = 1;
-    if (loop->layer_started)
-        chan_layer_stop(loop->node->layer);
-    inbox_close(loop);
-}
-
-/* Posts from now on are discarded. */
-static void inbox_close(hr_loop *loop)
-{
-    pthread_mutex_lock(&loop->inbox.mu);
-    loop->closing = 1;
-    uv_close((uv_handle_t *)&loop->inbox.wake, NULL);
-    pthread_mutex_unlock(&loop->inbox.mu);
+    if (l->ctx)
+        lws_context_destroy(l->ctx);
+    close_handle((uv_handle_t *)&l->grace);
+    close_handle((uv_handle_t *)&l->lag);
+    close_handle((uv_handle_t *)&l->flush);
+    l->h->stopped(l);
 }
 
 static void grace_expired(uv_timer_t *t)
 {
-    hr_loop *loop = t->data;
-    hr_warn("shutdown", "grace period over with %u connection(s) still open",
-            (unsigned)loop->conns.count);
-    loop_stop(loop);
+    hr_loop *l = t->data;
+    hr_warn("shutdown", "grace period over on loop %u with work still open", l->index);
+    loop_stop(l);
 }
 
-/* A loop also waits for the channel layer's answers to its requests, so
- * none is lost with the loop (the grace timer bounds the wait). */
-void hr_loop_maybe_done(hr_loop *loop)
+void hr_loop_maybe_done(hr_loop *l)
 {
-    if (loop->shutting_down && loop->conns.count == 0 &&
-        chan_layer_inflight(loop->node->layer, loop->index) == 0)
-        loop_stop(loop);
+    if (l->shutting_down && !l->stopped && !l->h->busy(l))
+        loop_stop(l);
 }
 
-/* Stops accepting, answers HTTP requests on open keep-alive connections
- * with 503, closes every WebSocket with 1001 after flushing its queue, and
- * bounds the wait with the grace timer. */
-void hr_loop_begin_shutdown(hr_loop *loop)
+/* Stops accepting, lets the hook close the clients, and bounds the wait
+ * with the grace timer. */
+void hr_loop_shutdown(hr_loop *l)
 {
-    if (loop->shutting_down)
+    if (l->shutting_down)
         return;
-    loop->shutting_down = 1;
-    stop_listening(loop);
-    if (loop->index == 0)
-        hr_info("shutdown", "closing %u connection(s) on loop 0", (unsigned)loop->conns.count);
-    hr_ws_shutdown_all(loop);
-    hr_loop_maybe_done(loop);
-    if (loop->stopped)
+    l->shutting_down = 1;
+    stop_listening(l);
+    l->h->shutdown(l);
+    hr_loop_maybe_done(l);
+    if (l->stopped)
         return;
-    uv_timer_start(&loop->grace, grace_expired, (uint64_t)loop->node->cfg->shutdown_grace_ms, 0);
+    uv_timer_start(&l->grace, grace_expired, (uint64_t)l->cfg->shutdown_grace_ms, 0);
 }
 
-/* Runs after each iteration's I/O callbacks (lws events, the inbox): every
- * socket that got frames during them is written once. */
+/* Runs after each iteration's I/O callbacks (lws events, the inbox). */
 static void on_check(uv_check_t *h)
 {
-    hr_ws_flush_pending(h->data);
-}
-
-static void on_signal(uv_signal_t *s, int sig)
-{
-    hr_loop *loop = s->data;
-    (void)sig;
-    hr_node_shutdown(loop->node);
+    hr_loop *l = h->data;
+    l->h->flush(l);
 }
 
 /*---- Life cycle ------------------------------------------------------------*/
+
+/* libwebsockets logs through this hook; its lines end with '\n'. */
+static void lws_emit(int level, const char *line)
+{
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        n--;
+    hr_log(level == LLL_ERR ? HR_LOG_ERROR : HR_LOG_WARN, "lws", "%.*s", (int)n, line);
+}
+
+static void route_lws_log(void)
+{
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_emit);
+}
 
 #define HR_TLS12_CIPHERS                                                                           \
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                                   \
@@ -385,9 +260,19 @@ static struct lws_context *create_context(hr_loop *loop)
 {
     struct lws_context_creation_info info;
     void *foreign[1] = {&loop->uv};
+    /* One protocol serves HTTP and WebSocket, so clients that offer no
+     * Sec-WebSocket-Protocol (browsers usually don't) land on it too. The
+     * rx buffer bounds one RECEIVE callback, not a message: the WebSocket
+     * code reassembles. tx_packet_size must be set: when it is 0, lws 4.1
+     * caps every send at rx_buffer_size + LWS_PRE + 4 bytes and copies the
+     * rest into its buffered-out list, which with a small rx buffer turned
+     * one coalesced write into hundreds. */
+    loop->protocols[0] = (struct lws_protocols){
+        "herald", loop->h->callback, loop->h->pss_size, loop->h->rx_buffer, 0,
+        NULL,     loop->h->tx_packet};
     memset(&info, 0, sizeof(info));
     info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
-    info.protocols = protocols;
+    info.protocols = loop->protocols; /* lws keeps the pointer: it lives with the loop */
     info.user = loop;
     info.foreign_loops = foreign;
     info.pcontext = &loop->ctx; /* lws NULLs it when destruction is complete */
@@ -403,10 +288,8 @@ static struct lws_context *create_context(hr_loop *loop)
     info.listen_accept_protocol = "herald";
     info.vhost_name = "herald";
     info.timeout_secs = 10;
-    /* permessage-deflate: Herald's own extension (ws_deflate.c) */
-    if (loop->node->cfg->ws_compression)
-        info.extensions = hr_pmd_extensions();
-    if (loop->node->cfg->tls_cert) {
+    info.extensions = loop->h->extensions; /* permessage-deflate (ws_deflate.c) */
+    if (loop->cfg->tls_cert) {
         /* the vhost gets an SSL_CTX; adopted sockets then start with the
          * TLS handshake (lws_adopt_socket_vhost allows TLS) */
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
@@ -424,8 +307,8 @@ static struct lws_context *create_context(hr_loop *loop)
         info.ssl_options_set =
             SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1 | SSL_OP_CIPHER_SERVER_PREFERENCE;
         info.ssl_cipher_list = HR_TLS12_CIPHERS;
-        info.ssl_cert_filepath = loop->node->cfg->tls_cert;
-        info.ssl_private_key_filepath = loop->node->cfg->tls_key;
+        info.ssl_cert_filepath = loop->cfg->tls_cert;
+        info.ssl_private_key_filepath = loop->cfg->tls_key;
     }
     return lws_create_context(&info);
 }
@@ -437,13 +320,13 @@ static void measure_lag(uv_timer_t *t)
 {
     hr_loop *loop = t->data;
     uint64_t now = hr_now_us();
-    atomic_store_explicit(&loop->stats.loop_lag_us,
+    atomic_store_explicit(&loop->stats->loop_lag_us,
                           now > loop->lag_due ? (long long)(now - loop->lag_due) : 0,
                           memory_order_relaxed);
     loop->lag_due = now + HR_LAG_PERIOD_MS * 1000;
 }
 
-/* Handles initialised here are closed by loop_stop (or hr_loop_free for a
+/* Handles initialised here are closed by loop_stop (or hr_loop_fini for a
  * loop that never ran). */
 static int init_handles(hr_loop *loop)
 {
@@ -463,72 +346,44 @@ static int init_handles(hr_loop *loop)
     loop->flush.data = loop;
     uv_check_start(&loop->flush, on_check);
     uv_unref((uv_handle_t *)&loop->flush); /* it must not keep a stopped loop alive */
-    if (loop->index == 0) {
-        uv_timer_init(&loop->uv, &loop->reload);
-        loop->reload.data = loop->node;
-        uv_unref((uv_handle_t *)&loop->reload); /* it must not keep a stopped loop alive */
-        uv_signal_init(&loop->uv, &loop->sigterm);
-        uv_signal_init(&loop->uv, &loop->sigint);
-        loop->sigterm.data = loop->sigint.data = loop;
-        uv_signal_start(&loop->sigterm, on_signal, SIGTERM);
-        uv_signal_start(&loop->sigint, on_signal, SIGINT);
-        /* signal handles must not keep a stopped loop alive */
-        uv_unref((uv_handle_t *)&loop->sigterm);
-        uv_unref((uv_handle_t *)&loop->sigint);
-    }
     return 0;
 }
 
-static hr_loop *loop_fail(hr_loop *loop)
+int hr_loop_init(hr_loop *loop, unsigned index, const hr_config *cfg, int *port,
+                 const hr_loop_handlers *h, hr_counters *stats)
 {
-    hr_loop_free(loop);
-    return NULL;
-}
-
-hr_loop *hr_loop_new(hr_node *node, unsigned index)
-{
-    const hr_config *cfg = node->cfg;
-    hr_loop *loop = hr_calloc(1, sizeof(*loop));
-    loop->node = node;
+    static pthread_once_t lws_log_once = PTHREAD_ONCE_INIT;
+    pthread_once(&lws_log_once, route_lws_log);
     loop->index = index;
+    loop->cfg = cfg;
+    loop->h = h;
+    loop->stats = stats;
     loop->listen_fd = -1;
     pthread_mutex_init(&loop->inbox.mu, NULL);
-    loop->by_user = hr_map_new(NULL);
-    loop->scratch = hr_malloc(LWS_PRE + HR_SCRATCH);
-    if (cfg->ws_compression)
-        loop->pmd = hr_pmd_loop_new();
-    loop->auth_to = (auth_reply_to){post_auth_done, loop};
     /* Port 0: loop 0 binds whatever port the system picks (nothing to
      * probe), the other loops then share that one. */
-    if (index == 0)
-        node->port = cfg->listen_port;
-    if (index == 0 && node->port != 0 && listen_socket(cfg, node->port, 1) < 0) {
-        hr_error("listen", "cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port,
-                 strerror(errno));
-        return loop_fail(loop);
+    if (index == 0 && *port != 0 && listen_socket(cfg, *port, 1) < 0) {
+        hr_error("listen", "cannot listen on %s:%d: %s", cfg->listen_host, *port, strerror(errno));
+        return -1;
     }
     if (init_handles(loop) < 0 || !(loop->ctx = create_context(loop)) ||
         !(loop->vhost = lws_get_vhost_by_name(loop->ctx, "herald"))) {
         hr_error("listen", "cannot start event loop %u", index);
-        return loop_fail(loop);
+        return -1;
     }
-    if (hr_proxy_configured(cfg) &&
-        !(loop->proxy = hr_proxy_client_new(&loop->uv, cfg, node->nloops, &loop->stats)))
-        return loop_fail(loop);
-    if ((loop->listen_fd = listen_socket(cfg, node->port, 0)) < 0) {
-        hr_error("listen", "cannot listen on %s:%d: %s", cfg->listen_host, node->port,
-                 strerror(errno));
-        return loop_fail(loop);
+    if ((loop->listen_fd = listen_socket(cfg, *port, 0)) < 0) {
+        hr_error("listen", "cannot listen on %s:%d: %s", cfg->listen_host, *port, strerror(errno));
+        return -1;
     }
-    if (node->port == 0 && (node->port = bound_port(loop->listen_fd)) <= 0) {
+    if (*port == 0 && (*port = bound_port(loop->listen_fd)) <= 0) {
         hr_error("listen", "cannot read the port chosen for %s:0: %s", cfg->listen_host,
                  strerror(errno));
-        return loop_fail(loop);
+        return -1;
     }
     uv_poll_init(&loop->uv, &loop->listen_poll, loop->listen_fd);
     loop->listen_poll.data = loop;
     uv_poll_start(&loop->listen_poll, UV_READABLE, on_accept);
-    return loop;
+    return 0;
 }
 
 /* As lws' foreign-loop example does: the destroy started inside the loop
@@ -543,14 +398,8 @@ static void finish_context(hr_loop *loop)
 
 void hr_loop_run(hr_loop *loop)
 {
-    if (loop->index == 0) {
-        if (chan_layer_start(loop->node->layer, &loop->uv) == 0)
-            loop->layer_started = 1;
-        else
-            hr_error("channels", "the %s channel layer did not start",
-                     chan_layer_name(loop->node->layer));
-    }
-    chan_layer_thread_start(loop->node->layer, loop->index, &loop->uv);
+    if (loop->h->started)
+        loop->h->started(loop);
     uv_run(&loop->uv, UV_RUN_DEFAULT);
     finish_context(loop);
 }
@@ -573,23 +422,24 @@ int hr_loop_start_thread(hr_loop *loop)
     return 0;
 }
 
-void hr_loop_free(hr_loop *loop)
+void hr_loop_join(hr_loop *loop)
 {
-    if (!loop)
-        return;
+    if (loop->started) {
+        pthread_join(loop->thread, NULL);
+        loop->started = 0;
+    }
+}
+
+void hr_loop_fini(hr_loop *loop)
+{
     if (loop->uv_ready) {
         loop_stop(loop); /* a loop that never ran: close what was opened */
+        hr_loop_close_inbox(loop);
         uv_run(&loop->uv, UV_RUN_DEFAULT);
         finish_context(loop);
         if (uv_loop_close(&loop->uv) != 0)
             hr_warn("shutdown", "loop %u closed with handles still open", loop->index);
+        loop->uv_ready = 0;
     }
-    hr_ws_flush_pending(loop); /* drops the references of closed connections */
-    hr_http_free_all(loop);
     inbox_free(&loop->inbox);
-    hr_map_free(loop->by_user);
-    free(loop->pending);
-    free(loop->scratch);
-    hr_pmd_loop_free(loop->pmd);
-    free(loop);
 }

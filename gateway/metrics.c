@@ -1,5 +1,5 @@
 /* metrics.c - Prometheus text exposition (see metrics.h). */
-#include "metrics.h"
+#include "gateway/metrics.h"
 
 #include <stddef.h>
 #include <stdio.h>

@@ -11,9 +11,9 @@
 #ifndef HR_METRICS_H
 #define HR_METRICS_H
 
-#include "../channels/channels.h"
-#include "../common/common.h"
-#include "proxy.h"
+#include "channels/channels.h"
+#include "common/common.h"
+#include "gateway/proxy.h"
 
 #include <stdatomic.h>
 #include <stdint.h>

@@ -1,11 +1,11 @@
 /*
  * node.c - the process-wide part of the gateway (see node.h): start-up and
- * tear-down, the loop threads, request credentials, revocations, and the
- * posts that cross threads.
+ * tear-down, the workers and what their loops run around the server's
+ * hooks, the channel layer's home, revocations, and the posts that cross
+ * threads.
  */
-#include "node.h"
-#include "log.h"
-#include "ws.h"
+#include "gateway/node.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -16,83 +16,152 @@
 #include <time.h>
 #include <unistd.h>
 
+static void home_maybe_finish(hr_node *node);
+
 /*---- Cross-thread posts ----------------------------------------------------*/
 
-void hr_post_discard(hr_post_kind kind, void *p)
+/* A publication for one loop's subscribers (p: one reference to a
+ * chan_msg, dropped after delivery). */
+static void run_deliver(hr_loop *l, void *p, int code)
 {
-    switch (kind) {
-    case HR_POST_DELIVER:
-        chan_msg_unref(p);
-        break;
-    case HR_POST_AUTH_DONE:
-        auth_job_discard(p);
-        break;
-    case HR_POST_DISCONNECT:
-        free(p);
-        break;
-    case HR_POST_SHUTDOWN:
-    case HR_POST_LOOP_STOPPED:
-        break;
-    case HR_POST_CALL: {
-        chan_task *t = p;
-        t->discard(t);
-        break;
-    }
-    case HR_POST_CONTROL:
-        hr_control_free(p);
-        break;
-    }
+    (void)code;
+    hr_worker *w = hr_worker_of(l);
+    chan_deliver(w->node->layer, w->index, p);
+    chan_msg_unref(p);
 }
 
-void hr_control_free(hr_control *c)
+static void discard_msg(void *p)
 {
-    if (!c)
-        return;
-    free(c->user);
-    free(c->channel);
-    free(c);
+    chan_msg_unref(p);
 }
 
-/* The wake-up is sent under the inbox lock: the loop closes its async
- * handle under the same lock, so a post never touches a closed handle. */
-void hr_node_post(hr_loop *loop, hr_post_kind kind, int code, void *p)
-{
-    hr_inbox *in = &loop->inbox;
-    pthread_mutex_lock(&in->mu);
-    if (loop->closing) {
-        pthread_mutex_unlock(&in->mu);
-        hr_post_discard(kind, p);
-        return;
-    }
-    if (in->n == in->cap) {
-        in->cap = in->cap ? in->cap * 2 : 64;
-        in->items = hr_realloc(in->items, in->cap * sizeof(*in->items));
-    }
-    in->items[in->n++] = (hr_post){kind, code, p};
-    if (in->n == 1)
-        uv_async_send(&in->wake);
-    pthread_mutex_unlock(&in->mu);
-}
+static const hr_post_type post_deliver = {"deliver", run_deliver, discard_msg};
 
 /* chan_host.post: a publication for one loop's subscribers. */
 static void post_publication(void *ud, unsigned thread, chan_msg *m)
 {
     hr_node *node = ud;
-    hr_node_post(node->loops[thread], HR_POST_DELIVER, 0, m);
+    hr_loop_post(&node->workers[thread]->loop, &post_deliver, 0, m);
 }
 
-void hr_node_disconnect_user(hr_node *node, const char *user_id, int code)
+/* The channel layer's work for one loop (p: a chan_task). */
+static void run_call(hr_loop *l, void *p, int code)
 {
-    for (unsigned i = 0; i < node->nloops; i++)
-        hr_node_post(node->loops[i], HR_POST_DISCONNECT, code, hr_strdup(user_id));
+    (void)l, (void)code;
+    chan_task *t = p;
+    t->run(t);
 }
+
+static void discard_call(void *p)
+{
+    chan_task *t = p;
+    t->discard(t);
+}
+
+static const hr_post_type post_call_type = {"call", run_call, discard_call};
 
 /* chan_host.call: the channel layer's work for one loop. */
 static void post_call(void *ud, unsigned thread, chan_task *t)
 {
     hr_node *node = ud;
-    hr_node_post(node->loops[thread], HR_POST_CALL, 0, t);
+    hr_loop_post(&node->workers[thread]->loop, &post_call_type, 0, t);
 }
+
+/* A user-store completion, from a worker thread to the submitting loop. */
+static void run_auth_done(hr_loop *l, void *p, int code)
+{
+    (void)l, (void)code;
+    auth_job_finish(p);
+}
+
+static void discard_auth_done(void *p)
+{
+    auth_job_discard(p);
+}
+
+static const hr_post_type post_auth_type = {"auth_done", run_auth_done, discard_auth_done};
+
+static void post_auth_done(void *ud, auth_job *j)
+{
+    hr_worker *w = ud;
+    hr_loop_post(&w->loop, &post_auth_type, 0, j);
+}
+
+/* Closes a user's connections on one loop (p: the malloc'ed user id). */
+static void run_disconnect(hr_loop *l, void *p, int code)
+{
+    hr_worker *w = hr_worker_of(l);
+    w->node->server->disconnect(w, p, code);
+    free(p);
+}
+
+static const hr_post_type post_disconnect = {"disconnect", run_disconnect, free};
+
+void hr_node_disconnect_user(hr_node *node, const char *user_id, int code)
+{
+    for (unsigned i = 0; i < node->nworkers; i++)
+        hr_loop_post(&node->workers[i]->loop, &post_disconnect, code, hr_strdup(user_id));
+}
+
+/* A membership control, copied for one loop. */
+typedef struct control_copy {
+    chan_control c;
+    char *user, *channel;
+} control_copy;
+
+static void control_copy_free(void *p)
+{
+    control_copy *cc = p;
+    free(cc->user);
+    free(cc->channel);
+    free(cc);
+}
+
+static void run_control(hr_loop *l, void *p, int code)
+{
+    (void)code;
+    hr_worker *w = hr_worker_of(l);
+    control_copy *cc = p;
+    w->node->server->member(w, &cc->c);
+    control_copy_free(cc);
+}
+
+static const hr_post_type post_control = {"control", run_control, control_copy_free};
+
+static void run_shutdown(hr_loop *l, void *p, int code)
+{
+    (void)p, (void)code;
+    hr_loop_shutdown(l);
+}
+
+static const hr_post_type post_shutdown = {"shutdown", run_shutdown, NULL};
+
+/* To loop 0: another loop has stopped. */
+static void run_loop_stopped(hr_loop *l, void *p, int code)
+{
+    (void)p, (void)code;
+    home_maybe_finish(hr_worker_of(l)->node);
+}
+
+static const hr_post_type post_loop_stopped = {"loop_stopped", run_loop_stopped, NULL};
+
+/* Loops that failed to start are NULL (hr_node_destroy after a failed
+ * start shuts down the ones that did). */
+void hr_node_shutdown(hr_node *node)
+{
+    if (atomic_exchange(&node->shutting_down, 1))
+        return;
+    for (unsigned i = 0; i < node->nworkers; i++)
+        if (node->workers[i])
+            hr_loop_post(&node->workers[i]->loop, &post_shutdown, 0, NULL);
+}
+
+void hr_node_client_id(const hr_node *node, uint64_t n, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s.%llu", node->cfg->node_id, (unsigned long long)n);
+}
+
+/*---- Revocations and control messages --------------------------------------*/
 
 /* chan_host.control: a control message for this node, from any node.
  * Revocations are recorded once per node; the rest is each loop's. */
@@ -104,10 +173,10 @@ static void reload_revocations(hr_node *node)
 {
     node->reload_running = 1;
     node->reload_again = 0;
-    auth_list_revocations(node->users, &node->loops[0]->auth_to, revocations_loaded, node);
+    auth_list_revocations(node->users, &node->workers[0]->auth_to, revocations_loaded, node);
 }
 
-void hr_node_reload_revocations(uv_timer_t *t)
+static void reload_timer(uv_timer_t *t)
 {
     hr_node *node = t->data;
     if (!node->reload_running)
@@ -121,9 +190,8 @@ void hr_node_reload_revocations(uv_timer_t *t)
 static void revocations_loaded(void *ud, auth_status st, const auth_revocation *list, size_t n)
 {
     hr_node *node = ud;
-    hr_loop *home = node->loops[0];
     node->reload_running = 0;
-    if (home->stopped)
+    if (node->workers[0]->loop.stopped)
         return;
     if (st != AUTH_OK) {
         unsigned shift = node->reload_attempt < 5 ? node->reload_attempt : 5;
@@ -133,11 +201,11 @@ static void revocations_loaded(void *ud, auth_status st, const auth_revocation *
                     "retrying, /readyz says 503 until then",
                     st == AUTH_UNAVAILABLE ? "store unreachable" : "store error");
         uint64_t ms = 250u << shift;
-        uv_timer_start(&home->reload, hr_node_reload_revocations, ms > 5000 ? 5000 : ms, 0);
+        uv_timer_start(&node->reload, reload_timer, ms > 5000 ? 5000 : ms, 0);
         return;
     }
     for (size_t i = 0; i < n; i++)
-        if (hr_node_revoke(node, list[i].user_id, list[i].at))
+        if (hr_creds_revoke(node->creds, list[i].user_id, list[i].at))
             hr_node_disconnect_user(node, list[i].user_id, 4003);
     if (node->reload_again) { /* the topic went away again meanwhile */
         reload_revocations(node);
@@ -156,14 +224,14 @@ static void on_control(void *ud, const chan_control *c)
         atomic_store(&node->revocations_stale, 1);
         if (node->reload_running)
             node->reload_again = 1;
-        else if (!uv_is_active((uv_handle_t *)&node->loops[0]->reload))
+        else if (!uv_is_active((uv_handle_t *)&node->reload))
             reload_revocations(node);
         return;
     }
     if (!c->user)
         return;
     if (c->op == CHAN_CTL_REVOKE) {
-        hr_node_revoke(node, c->user, c->at);
+        hr_creds_revoke(node->creds, c->user, c->at);
         hr_node_disconnect_user(node, c->user, 4003);
         return;
     }
@@ -171,134 +239,130 @@ static void on_control(void *ud, const chan_control *c)
         hr_node_disconnect_user(node, c->user, c->code ? c->code : 4003);
         return;
     }
-    for (unsigned i = 0; i < node->nloops; i++) {
-        hr_control *copy = hr_calloc(1, sizeof(*copy));
-        copy->op = c->op;
-        copy->user = hr_strdup(c->user);
-        copy->channel = c->channel ? hr_strdup(c->channel) : NULL;
-        if (!copy->channel) {
-            hr_control_free(copy);
-            return;
-        }
-        hr_node_post(node->loops[i], HR_POST_CONTROL, 0, copy);
-    }
-}
-
-/* Loops that failed to start are NULL (hr_node_destroy after a failed
- * start shuts down the ones that did). */
-void hr_node_shutdown(hr_node *node)
-{
-    if (atomic_exchange(&node->shutting_down, 1))
+    if (!c->channel)
         return;
-    for (unsigned i = 0; i < node->nloops; i++)
-        if (node->loops[i])
-            hr_node_post(node->loops[i], HR_POST_SHUTDOWN, 0, NULL);
-}
-
-/*---- Per-connection state ---------------------------------------------------*/
-
-hr_wsi_state *hr_wsi_state_get(struct lws *wsi)
-{
-    hr_wsi_state *st = lws_get_opaque_user_data(wsi);
-    if (!st) {
-        st = hr_calloc(1, sizeof(*st));
-        lws_set_opaque_user_data(wsi, st);
+    for (unsigned i = 0; i < node->nworkers; i++) {
+        control_copy *cc = hr_calloc(1, sizeof(*cc));
+        cc->user = hr_strdup(c->user);
+        cc->channel = hr_strdup(c->channel);
+        cc->c = (chan_control){.op = c->op, .user = cc->user, .channel = cc->channel};
+        hr_loop_post(&node->workers[i]->loop, &post_control, 0, cc);
     }
-    return st;
 }
 
-void hr_wsi_state_free(struct lws *wsi)
+/*---- What the loops run ----------------------------------------------------*/
+
+static void on_signal(uv_signal_t *s, int sig)
 {
-    hr_wsi_state *st = lws_get_opaque_user_data(wsi);
-    if (!st)
+    (void)sig;
+    hr_node_shutdown(s->data);
+}
+
+/* Loop 0 is the channel layer's home: the layer starts there (before the
+ * loop serves), and closes once the last loop has stopped. Every loop then
+ * starts its own part of the layer (the Redis layer: its command
+ * connections). */
+static void loop_started(hr_loop *l)
+{
+    hr_worker *w = hr_worker_of(l);
+    hr_node *node = w->node;
+    if (w->index == 0) {
+        if (chan_layer_start(node->layer, &l->uv) == 0)
+            node->layer_started = 1;
+        else
+            hr_error("channels", "the %s channel layer did not start",
+                     chan_layer_name(node->layer));
+    }
+    chan_layer_thread_start(node->layer, w->index, &l->uv);
+}
+
+static void loop_flush(hr_loop *l)
+{
+    hr_worker *w = hr_worker_of(l);
+    w->node->server->flush(w);
+}
+
+static void loop_shutdown(hr_loop *l)
+{
+    hr_worker *w = hr_worker_of(l);
+    if (w->index == 0)
+        hr_info("shutdown", "closing %u connection(s) on loop 0", w->node->server->clients(w));
+    w->node->server->shutdown(w);
+}
+
+/* A loop also waits for the channel layer's answers to its requests, so
+ * none is lost with the loop (the grace timer bounds the wait). */
+static int loop_busy(hr_loop *l)
+{
+    hr_worker *w = hr_worker_of(l);
+    return w->node->server->clients(w) > 0 || chan_layer_inflight(w->node->layer, w->index) > 0;
+}
+
+static void close_handle(uv_handle_t *h)
+{
+    if (h->loop && !uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* Posts to loop 0 are served until the last other loop has stopped; then
+ * the layer closes its connections and loop 0's inbox closes. */
+static void home_maybe_finish(hr_node *node)
+{
+    hr_worker *home = node->workers[0];
+    if (!home->loop.stopped || node->home_finished || atomic_load(&node->loops_live) != 0)
         return;
-    lws_set_opaque_user_data(wsi, NULL);
-    hr_slot_release(st->addr_slot);
-    hr_slot_release(st->user_slot);
-    if (st->upgrade_id) {
-        auth_identity_clear(st->upgrade_id);
-        free(st->upgrade_id);
+    node->home_finished = 1;
+    if (node->layer_started)
+        chan_layer_stop(node->layer);
+    hr_loop_close_inbox(&home->loop);
+}
+
+static void loop_stopped(hr_loop *l)
+{
+    hr_worker *w = hr_worker_of(l);
+    hr_node *node = w->node;
+    node->server->worker_stop(w);
+    chan_layer_thread_stop(node->layer, w->index);
+    atomic_fetch_sub(&node->loops_live, 1);
+    if (w->index == 0) {
+        close_handle((uv_handle_t *)&node->sigterm);
+        close_handle((uv_handle_t *)&node->sigint);
+        close_handle((uv_handle_t *)&node->reload);
+        home_maybe_finish(node);
+    } else {
+        hr_loop_close_inbox(l);
+        if (l->started) /* loop 0 runs until every started loop has stopped */
+            hr_loop_post(&node->workers[0]->loop, &post_loop_stopped, 0, NULL);
     }
-    free(st);
 }
 
-/*---- Credentials -----------------------------------------------------------*/
-
-hr_cred_status hr_node_check_api_key(hr_loop *loop, const char *key, auth_identity *id, char *err,
-                                     size_t errlen)
+/* Loop 0's own handles: the signals and the revocation reload timer, none
+ * of which may keep a stopped loop alive. */
+static void home_handles(hr_node *node)
 {
-    const hr_config *cfg = loop->node->cfg;
-    size_t klen = strlen(key);
-    int ok = 0;
-    /* every key is compared, so timing does not tell which one matched */
-    for (size_t i = 0; i < cfg->napi_keys; i++)
-        ok |= hr_secure_eq(cfg->api_keys[i], strlen(cfg->api_keys[i]), key, klen);
-    if (ok) {
-        id->backend = 1;
-        return HR_CRED_OK;
-    }
-    snprintf(err, errlen, "invalid API key");
-    HR_INC(&loop->stats, auth_failures, 1);
-    return HR_CRED_BAD;
-}
-
-int hr_node_revoke(hr_node *node, const char *user_id, int64_t at)
-{
-    size_t len = strlen(user_id);
-    int newer = 0;
-    pthread_mutex_lock(&node->revoked_mu);
-    if (at > (intptr_t)hr_map_get(node->revoked, user_id, len)) {
-        hr_map_put(node->revoked, user_id, len, (void *)(intptr_t)at);
-        newer = 1;
-    }
-    pthread_mutex_unlock(&node->revoked_mu);
-    return newer;
-}
-
-/* Tokens of a deleted user issued up to the deletion are refused; a token
- * without iat cannot prove it is newer, so it is refused too. */
-static int is_revoked(hr_node *node, const auth_identity *id)
-{
-    if (!id->sub)
-        return 0;
-    pthread_mutex_lock(&node->revoked_mu);
-    intptr_t at = (intptr_t)hr_map_get(node->revoked, id->sub, strlen(id->sub));
-    pthread_mutex_unlock(&node->revoked_mu);
-    return at && id->iat <= at;
-}
-
-hr_cred_status hr_node_verify_jwt(hr_loop *loop, const char *token, auth_identity *id, char *err,
-                                  size_t errlen)
-{
-    hr_node *node = loop->node;
-    err[0] = '\0';
-    auth_jwt_status st = auth_jwt_verify(&node->jwt, token, time(NULL), id, err, errlen);
-    if (st == AUTH_JWT_OK && !is_revoked(node, id))
-        return HR_CRED_OK;
-    if (st == AUTH_JWT_OK)
-        snprintf(err, errlen, "the user was deleted");
-    else if (!err[0])
-        snprintf(err, errlen, "%s", auth_jwt_status_str(st));
-    auth_identity_clear(id);
-    HR_INC(&loop->stats, auth_failures, 1);
-    return HR_CRED_BAD;
-}
-
-void hr_node_client_id(const hr_node *node, uint64_t n, char *buf, size_t len)
-{
-    snprintf(buf, len, "%s.%llu", node->cfg->node_id, (unsigned long long)n);
+    uv_loop_t *uv = &node->workers[0]->loop.uv;
+    uv_timer_init(uv, &node->reload);
+    node->reload.data = node;
+    uv_unref((uv_handle_t *)&node->reload);
+    uv_signal_init(uv, &node->sigterm);
+    uv_signal_init(uv, &node->sigint);
+    node->sigterm.data = node->sigint.data = node;
+    uv_signal_start(&node->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&node->sigint, on_signal, SIGINT);
+    uv_unref((uv_handle_t *)&node->sigterm);
+    uv_unref((uv_handle_t *)&node->sigint);
 }
 
 /*---- Start-up --------------------------------------------------------------*/
 
 static void load_revocation(void *ud, const char *id, int64_t at)
 {
-    hr_node_revoke(ud, id, at);
+    hr_creds_revoke(ud, id, at);
 }
 
 /* The user store: Redis when HERALD_REDIS_URL is set (every node sees the
  * same users), else the SQLite file. Revocations are loaded once here;
- * later ones arrive through hr_node_revoke. Start-up only: blocking. */
+ * later ones arrive through hr_creds_revoke. Start-up only: blocking. */
 static int start_users(hr_node *node, char *err, size_t errlen)
 {
     const hr_config *cfg = node->cfg;
@@ -308,22 +372,17 @@ static int start_users(hr_node *node, char *err, size_t errlen)
         .prefix = cfg->redis_prefix,
         .workers = cfg->auth_workers,
     };
-    node->revoked = hr_map_new(NULL);
     /* an address may fail 4x as often as one username (NAT, shared hosts) */
     int addr_max = cfg->login_max_failures > INT_MAX / 4 ? INT_MAX : cfg->login_max_failures * 4;
     int64_t window_ms = (int64_t)cfg->login_window * 1000;
     node->logins = auth_throttle_new(cfg->login_max_failures, window_ms, 100000);
     node->login_addrs = auth_throttle_new(addr_max, window_ms, 100000);
-    if (!node->revoked || !node->logins || !node->login_addrs) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
     auth_store *st = sc.store->open(sc.target, sc.prefix, err, errlen);
     if (!st)
         return -1;
     auth_status rc = sc.store->init(st, err, errlen);
     if (rc == AUTH_OK)
-        rc = sc.store->list_revoked(st, load_revocation, node);
+        rc = sc.store->list_revoked(st, load_revocation, node->creds);
     sc.store->close(st);
     if (rc != AUTH_OK) {
         if (!err[0])
@@ -400,12 +459,12 @@ static int start_layer(hr_node *node)
 {
     char err[256] = "";
     chan_host host = {
-        .nthreads = node->nloops,
+        .nthreads = node->nworkers,
         .post = post_publication,
         .call = post_call,
         .control = on_control,
         .log = layer_log,
-        .sub = {hr_ws_deliver, hr_ws_subscribed},
+        .sub = node->server->sub,
         .ud = node,
     };
     node->layer =
@@ -426,39 +485,72 @@ static unsigned loop_count(const hr_config *cfg)
     return n > CHAN_MAX_THREADS ? CHAN_MAX_THREADS : (unsigned)n;
 }
 
-static int start_loops(hr_node *node)
+/* A worker: its loop, then the server's part of it. NULL (logged) on
+ * failure, with what was made left in node->workers for hr_node_destroy. */
+static hr_worker *worker_new(hr_node *node, unsigned index)
 {
-    node->nloops = loop_count(node->cfg);
-    node->loops = hr_calloc(node->nloops, sizeof(*node->loops));
+    hr_worker *w = hr_calloc(1, sizeof(*w));
+    node->workers[index] = w;
+    w->node = node;
+    w->index = index;
+    w->auth_to = (auth_reply_to){post_auth_done, w};
+    if (index == 0)
+        node->port = node->cfg->listen_port;
+    if (hr_loop_init(&w->loop, index, node->cfg, &node->port, &node->handlers, &w->stats) < 0 ||
+        node->server->worker_init(w) < 0)
+        return NULL;
+    return w;
+}
+
+static int start_workers(hr_node *node)
+{
+    node->nworkers = loop_count(node->cfg);
+    node->workers = hr_calloc(node->nworkers, sizeof(*node->workers));
     if (start_layer(node) < 0)
         return -1;
-    for (unsigned i = 0; i < node->nloops; i++)
-        if (!(node->loops[i] = hr_loop_new(node, i)))
+    for (unsigned i = 0; i < node->nworkers; i++)
+        if (!worker_new(node, i))
             return -1;
-    atomic_store(&node->loops_live, node->nloops);
+    home_handles(node);
+    atomic_store(&node->loops_live, node->nworkers);
     /* loop 0 runs on the main thread in hr_node_run */
-    for (unsigned i = 1; i < node->nloops; i++)
-        if (hr_loop_start_thread(node->loops[i]) < 0)
+    for (unsigned i = 1; i < node->nworkers; i++)
+        if (hr_loop_start_thread(&node->workers[i]->loop) < 0)
             return -1;
     return 0;
 }
 
-int hr_node_init(hr_node *node, const hr_config *cfg)
+int hr_node_init(hr_node *node, const hr_config *cfg, const hr_server_hooks *server)
 {
     char err[256] = "";
 
     memset(node, 0, sizeof(*node));
     node->cfg = cfg;
-    pthread_mutex_init(&node->revoked_mu, NULL);
+    node->server = server;
+    node->handlers = (hr_loop_handlers){
+        .callback = server->callback,
+        .pss_size = server->pss_size,
+        .rx_buffer = server->rx_buffer,
+        .tx_packet = server->tx_packet,
+        .extensions = server->extensions,
+        .started = loop_started,
+        .flush = loop_flush,
+        .shutdown = loop_shutdown,
+        .busy = loop_busy,
+        .stopped = loop_stopped,
+    };
+    node->creds = hr_creds_new(cfg, &node->jwt);
     atomic_init(&node->next_client, 0);
     atomic_init(&node->shutting_down, 0);
     signal(SIGPIPE, SIG_IGN);
-    if (hr_netmasks_parse(cfg->trusted_proxies, cfg->ntrusted_proxies, &node->proxies, err,
+    if (hr_netmasks_parse(cfg->trusted_proxies, cfg->ntrusted_proxies, &node->addrs.proxies, err,
                           sizeof(err)) < 0) {
         hr_error("config", "%s", err);
         return -1;
     }
-    node->nproxies = cfg->ntrusted_proxies;
+    node->addrs.nproxies = cfg->ntrusted_proxies;
+    node->addrs.v4bits = cfg->ipv4_prefix;
+    node->addrs.v6bits = cfg->ipv6_prefix;
     node->conns_per_addr = hr_limit_new();
     node->conns_per_user = hr_limit_new();
     node->handshakes =
@@ -473,21 +565,21 @@ int hr_node_init(hr_node *node, const hr_config *cfg)
         hr_error("config", "%s", err);
         return -1;
     }
-    if (start_loops(node) < 0)
+    if (start_workers(node) < 0)
         return -1;
     hr_info("listening",
             "herald %s listening on %s:%d with %u loop thread(s) (channel layer %s, users in %s)",
-            HERALD_VERSION, cfg->listen_host, node->port, node->nloops,
+            HERALD_VERSION, cfg->listen_host, node->port, node->nworkers,
             chan_layer_name(node->layer), cfg->redis_url ? "redis" : "sqlite");
     return 0;
 }
 
 int hr_node_run(hr_node *node)
 {
-    hr_loop_run(node->loops[0]);
-    for (unsigned i = 1; i < node->nloops; i++)
-        if (node->loops[i] && node->loops[i]->started)
-            pthread_join(node->loops[i]->thread, NULL);
+    hr_loop_run(&node->workers[0]->loop);
+    for (unsigned i = 1; i < node->nworkers; i++)
+        if (node->workers[i])
+            hr_loop_join(&node->workers[i]->loop);
     hr_info("stopped", "all connections closed, exiting");
     return 0;
 }
@@ -498,27 +590,32 @@ int hr_node_run(hr_node *node)
  * left in their inboxes; the channel layer goes after every loop. */
 void hr_node_destroy(hr_node *node)
 {
-    if (node->loops && !atomic_load(&node->shutting_down) && node->nloops > 1) {
+    if (node->workers && !atomic_load(&node->shutting_down) && node->nworkers > 1) {
         hr_node_shutdown(node);
-        for (unsigned i = 1; i < node->nloops; i++)
-            if (node->loops[i] && node->loops[i]->started)
-                pthread_join(node->loops[i]->thread, NULL);
+        for (unsigned i = 1; i < node->nworkers; i++)
+            if (node->workers[i])
+                hr_loop_join(&node->workers[i]->loop);
     }
     auth_service_free(node->users);
     node->users = NULL;
-    for (unsigned i = 0; node->loops && i < node->nloops; i++)
-        hr_loop_free(node->loops[i]);
-    free(node->loops);
-    node->loops = NULL;
+    for (unsigned i = 0; node->workers && i < node->nworkers; i++) {
+        hr_worker *w = node->workers[i];
+        if (!w)
+            continue;
+        hr_loop_fini(&w->loop);
+        node->server->worker_free(w);
+        free(w);
+    }
+    free(node->workers);
+    node->workers = NULL;
     chan_layer_destroy(node->layer);
     node->layer = NULL;
     auth_jwt_config_clear(&node->jwt);
     auth_throttle_free(node->logins);
     auth_throttle_free(node->login_addrs);
-    hr_map_free(node->revoked);
-    pthread_mutex_destroy(&node->revoked_mu);
+    hr_creds_free(node->creds);
     hr_limit_free(node->conns_per_addr);
     hr_limit_free(node->conns_per_user);
     auth_throttle_free(node->handshakes);
-    free(node->proxies);
+    free(node->addrs.proxies);
 }

@@ -1,23 +1,24 @@
 /*
- * node.h - the gateway process: one node (process-wide state) and its loops
- * (one event loop per thread).
+ * node.h - the gateway process: one node (process-wide state) and its
+ * workers, one per loop thread.
  *
- * Loops. Each loop thread runs a libuv loop (epoll) with its own
- * libwebsockets context (lws 4.1 serves one thread per context) and its own
- * SO_REUSEPORT listening socket on the shared port: the kernel spreads new
- * connections over the threads, and a connection lives on the thread that
- * accepted it until it closes. Loop 0 runs on the main thread and also owns
- * signals and node-wide timers.
+ * Workers. Each loop thread runs an hr_loop (loop.h: libuv, its own
+ * libwebsockets context and listening socket on the shared port); a worker
+ * is that loop plus what the node and the server keep per thread. Loop 0
+ * runs on the main thread and also owns the signals, the revocation reloads
+ * and the channel layer's home: the layer starts there and stops after the
+ * last loop has stopped.
  *
- * Inboxes. Anything that crosses threads - publications, user-store
- * completions, "disconnect user X", shutdown - is posted to the target
- * loop's inbox (a locked vector and a uv_async_t). The loop drains it in one
- * swap per wake-up, so a burst of posts costs one wake-up.
+ * The node knows no client. The server (server.c) hands it a table of
+ * hooks (hr_server_hooks) - the lws protocol callback, what a subscriber
+ * hears, how a user's connections are disconnected or made to join a
+ * channel, how clients are closed at shutdown - and the node wires them
+ * into its loops and into the channel layer.
  *
  * Who may touch what: hr_node fields are set before the loops start and
- * read-only afterwards, except those marked "locked" or "atomic". hr_loop
- * fields belong to their thread, except the inbox (locked) and the
- * counters (atomics read by /metrics on any thread).
+ * read-only afterwards, except those marked "locked", "atomic" or "loop 0".
+ * A worker's fields belong to its thread, except its counters (atomics
+ * read by /metrics on any thread).
  */
 #ifndef HR_NODE_H
 #define HR_NODE_H
@@ -25,39 +26,69 @@
 #include "auth/auth.h"
 #include "channels/channels.h"
 #include "common/common.h"
-#include "config.h"
-#include "metrics.h"
+#include "gateway/config.h"
+#include "gateway/creds.h"
+#include "gateway/limits.h"
+#include "gateway/loop.h"
+#include "gateway/metrics.h"
+#include "gateway/wsi.h"
 
 #include <libwebsockets.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <uv.h>
 
-typedef struct hr_loop hr_loop;
-typedef struct hr_limit hr_limit;     /* key -> count of connections (locked inside) */
-typedef struct hr_slot hr_slot;       /* one key's count, held by its connections */
-typedef struct hr_netmask hr_netmask; /* ADDR/BITS */
+typedef struct hr_node hr_node;
+typedef struct hr_worker hr_worker;
 
-typedef struct hr_node {
+/* What the server gives the node (server.c: hr_server_hooks_for). Every
+ * hook runs on the worker's own thread. */
+typedef struct hr_server_hooks {
+    /* the lws protocol (see hr_loop_handlers) */
+    lws_callback_function *callback;
+    size_t pss_size, rx_buffer, tx_packet;
+    const struct lws_extension *extensions;
+    /* The server's part of a worker: set up before its loop starts
+     * (0, or -1 logged), stopped when the loop has stopped (its clients are
+     * closed by then), freed once the loop is gone. */
+    int (*worker_init)(hr_worker *w);
+    void (*worker_stop)(hr_worker *w);
+    void (*worker_free)(hr_worker *w);
+    /* After each loop iteration: write what was queued. */
+    void (*flush)(hr_worker *w);
+    /* Shutdown: close every client (1001 "going away" after flushing). */
+    void (*shutdown)(hr_worker *w);
+    /* Clients still open (a stopping loop waits for them). */
+    unsigned (*clients)(hr_worker *w);
+    /* What a subscriber hears from the channel layer (owner: the client). */
+    chan_sub_ops sub;
+    /* Server-side membership: the user's connections here join or leave
+     * c->channel (c->op CHAN_CTL_MEMBER_ADD or _REMOVE). */
+    void (*member)(hr_worker *w, const chan_control *c);
+    /* Closes every connection of user here with code. */
+    void (*disconnect)(hr_worker *w, const char *user, int code);
+} hr_server_hooks;
+
+struct hr_node {
     const hr_config *cfg;
     auth_jwt_config jwt;
     auth_service *users; /* user store + Argon2id on worker threads */
     chan_layer *layer;
-    hr_loop **loops;
-    unsigned nloops;
+    hr_worker **workers;
+    unsigned nworkers;
     int port; /* the port listened on: cfg->listen_port, or for 0 the one the
                * system chose when loop 0 bound it (set before other loops) */
+    const hr_server_hooks *server;
+    hr_loop_handlers handlers; /* what every loop runs: the node's, around the server's */
 
+    hr_creds *creds;            /* verifies credentials; holds the revocations */
     auth_throttle *logins;      /* failed logins per username (locked inside) */
     auth_throttle *login_addrs; /* failed logins per client address (locked inside) */
-    pthread_mutex_t revoked_mu;
-    hr_map *revoked; /* locked: user id -> (intptr_t) revocation time */
 
     hr_limit *conns_per_addr;  /* connections per client address (locked inside) */
     hr_limit *conns_per_user;  /* connections per user id (locked inside) */
     auth_throttle *handshakes; /* WebSocket handshakes per address (token bucket) */
-    hr_netmask *proxies;       /* trusted_proxies, parsed */
-    size_t nproxies;
+    hr_addr_policy addrs;      /* who a request counts as (trusted proxies) */
 
     atomic_ullong next_client; /* client ids "<node>.<n>", unique across loops */
     atomic_uint loops_live;    /* loops not yet stopped: loop 0 (home of the
@@ -70,120 +101,37 @@ typedef struct hr_node {
     atomic_int revocations_stale;
     int reload_running, reload_again; /* loop 0 */
     unsigned reload_attempt;          /* loop 0 */
-} hr_node;
 
-/*---- Inbox -----------------------------------------------------------------*/
-
-typedef enum hr_post_kind {
-    HR_POST_DELIVER,    /* p: chan_msg* (one reference, dropped after delivery) */
-    HR_POST_AUTH_DONE,  /* p: auth_job* */
-    HR_POST_DISCONNECT, /* p: malloc'ed user id; code: close code */
-    HR_POST_SHUTDOWN,
-    HR_POST_CALL,         /* p: chan_task* (the channel layer's work for this loop) */
-    HR_POST_CONTROL,      /* p: hr_control* (server-side membership, disconnects) */
-    HR_POST_LOOP_STOPPED, /* to loop 0: another loop has stopped */
-} hr_post_kind;
-
-/* A control message copied for one loop. */
-typedef struct hr_control {
-    chan_control_op op;
-    int code;
-    char *user;
-    char *channel;
-} hr_control;
-
-typedef struct hr_post {
-    hr_post_kind kind;
-    int code;
-    void *p;
-} hr_post;
-
-typedef struct hr_inbox {
-    pthread_mutex_t mu;
-    hr_post *items; /* locked */
-    size_t n, cap;  /* locked */
-    hr_post *spare; /* the loop's: swapped with items on each drain */
-    size_t spare_cap;
-    uv_async_t wake;
-} hr_inbox;
-
-/* libwebsockets per-session data: an HTTP request in progress, or a
- * WebSocket connection (after the upgrade), never both. */
-typedef struct hr_conn hr_conn;
-typedef struct hr_http_req hr_http_req;
-typedef struct hr_pss {
-    hr_http_req *req;
-    hr_conn *conn;
-} hr_pss;
-
-/* What Herald keeps per lws connection across keep-alive transactions (lws
- * frees the per-session data between them), on the wsi's opaque pointer:
- * allocated on first use, freed at WSI_DESTROY or once a WebSocket is
- * established. */
-typedef struct hr_wsi_state {
-    int64_t consumed_at_tc;    /* bytes read from the socket when the last
-                                * transaction completed (HTTP keep-alive) */
-    int tc_valid;              /* consumed_at_tc is set */
-    auth_identity *upgrade_id; /* identity verified at the WebSocket upgrade */
-    uint64_t upgrade_us;       /* when the upgrade request arrived (metrics) */
-    hr_slot *addr_slot;        /* the upgrade's place in conns_per_addr */
-    hr_slot *user_slot;        /* ... and in conns_per_user */
-    int raw_answered;          /* a request lws could not parse was answered */
-    uint8_t pmd_calls;         /* permessage-deflate offers lws asked about (ws_deflate.c) */
-    uint8_t pmd_bits;          /* != 0: permessage-deflate accepted, with this window */
-} hr_wsi_state;
-
-/* The wsi's state, allocated on first use (never NULL). */
-hr_wsi_state *hr_wsi_state_get(struct lws *wsi);
-/* Frees it and what it owns; NULL state ok. */
-void hr_wsi_state_free(struct lws *wsi);
-
-/*---- A loop ----------------------------------------------------------------*/
-
-struct hr_loop {
-    hr_node *node;
-    unsigned index;
-    hr_counters stats; /* atomics: summed at scrape time */
-    hr_inbox inbox;    /* any thread posts; the loop drains */
-
-    /* the loop thread's own */
-    uv_loop_t uv;
-    struct lws_context *ctx;
-    struct lws_vhost *vhost;
-    int listen_fd;
-    uv_poll_t listen_poll;
-    uv_timer_t grace;
-    uv_timer_t lag;              /* measures how late it fires: the loop's lag */
-    uint64_t lag_due;            /* hr_now_us() when it should fire next */
-    uv_signal_t sigterm, sigint; /* loop 0 only */
-    uv_timer_t reload;           /* loop 0 only: retries a failed revocation reload */
-    pthread_t thread;
-    int started;                      /* a thread runs this loop (joined at exit) */
-    int uv_ready;                     /* uv loop initialised */
-    int stopped;                      /* lws context destroyed, handles closing */
-    int closing;                      /* locked by inbox.mu: posts are discarded */
-    int layer_started, home_finished; /* loop 0: the channel layer's home */
-
-    lws_dll2_owner_t conns; /* every WebSocket connection of this loop */
-    lws_dll2_owner_t reqs;  /* every HTTP request in progress */
-    hr_map *by_user;        /* user id -> hr_user_conns: the user's connections here */
-    int shutting_down;
-
-    unsigned char *scratch; /* LWS_PRE + HR_SCRATCH bytes: one write per socket burst */
-    hr_conn **pending;      /* connections with frames to write this iteration */
-    size_t npending, cappending;
-    uv_check_t flush;      /* writes them after the iteration's callbacks */
-    auth_reply_to auth_to; /* user-store completions come back to this loop */
-
-    /* backend proxy calls (proxy_call.h); NULL when no proxy is configured */
-    struct hr_proxy_client *proxy;
-    struct hr_pmd_loop *pmd; /* permessage-deflate (ws_deflate.c), NULL when off */
+    /* loop 0's own handles and state */
+    uv_signal_t sigterm, sigint;
+    uv_timer_t reload;                /* retries a failed revocation reload */
+    int layer_started, home_finished; /* the channel layer's home */
 };
 
-/* Bytes of frames coalesced into one write. */
-#define HR_SCRATCH 65536
-/* Request header bytes lws keeps while parsing (room for long JWTs). */
-#define HR_MAX_HEADER_DATA 16384
+/* One loop thread's share of the node. */
+struct hr_worker {
+    hr_loop loop; /* first: hr_worker_of() */
+    hr_node *node;
+    unsigned index;        /* loop.index */
+    hr_counters stats;     /* atomics: summed at scrape time */
+    auth_reply_to auth_to; /* user-store completions come back to this thread */
+
+    /* the server's (server.c and the modules under it) */
+    lws_dll2_owner_t conns; /* every client connection (conn.c) */
+    hr_map *by_user;        /* user id -> that user's connections here (conn.c) */
+    lws_dll2_owner_t reqs;  /* every HTTP request in progress (http.c) */
+    hr_conn **pending;      /* connections with bytes to write this iteration (conn.c) */
+    size_t npending, cappending;
+    unsigned char *scratch;        /* LWS_PRE + HR_SCRATCH bytes: one write per burst (ws_conn.c) */
+    struct hr_pmd_loop *pmd;       /* permessage-deflate (ws_deflate.c), NULL when off */
+    struct hr_proxy_client *proxy; /* backend proxy calls (proxy_call.h), NULL when none */
+};
+
+/* The worker a loop belongs to (every loop of the node is a worker's). */
+static inline hr_worker *hr_worker_of(hr_loop *l)
+{
+    return (hr_worker *)l;
+}
 
 /* The channel options of a namespace: what the layer is told, so it never
  * reads the gateway's configuration. */
@@ -199,94 +147,22 @@ static inline int hr_ns_index(const hr_config *cfg, const auth_namespace *ns)
     return i < HR_MAX_NS ? (int)i : HR_MAX_NS;
 }
 
-/*---- Node (node.c) ---------------------------------------------------------*/
-
-/* Starts the node: user store, JWT keys, channel layer, then the loop
- * threads (loop 0 on the calling thread). Returns 0, or -1 (logged) with
- * whatever started torn down by hr_node_destroy. */
-int hr_node_init(hr_node *node, const hr_config *cfg);
+/* Starts the node: user store, JWT keys, channel layer, then the workers
+ * with server's hooks (loop 0 on the calling thread). Returns 0, or -1
+ * (logged) with whatever started left for hr_node_destroy. */
+int hr_node_init(hr_node *node, const hr_config *cfg, const hr_server_hooks *server);
 /* Runs loop 0 until every loop has shut down; joins the others. Returns the
  * process exit code. */
 int hr_node_run(hr_node *node);
 /* Frees everything hr_node_init created. */
 void hr_node_destroy(hr_node *node);
 
-/* Starts the graceful shutdown of every loop (from any thread). */
+/* Starts the graceful shutdown of every loop (any thread). */
 void hr_node_shutdown(hr_node *node);
-void hr_control_free(hr_control *c);
-/* Frees what a post owns when it is not run (its loop stopped). */
-void hr_post_discard(hr_post_kind kind, void *p);
-/* Posts to one loop's inbox (any thread); the loop owns p afterwards. */
-void hr_node_post(hr_loop *loop, hr_post_kind kind, int code, void *p);
 /* Closes every connection of user_id on every loop of this node with code
  * (4003). Any thread. */
 void hr_node_disconnect_user(hr_node *node, const char *user_id, int code);
-
-/* Credentials of a request: from the Authorization header (Bearer <jwt> or
- * ApiKey <key>), X-API-Key, or (WebSocket upgrades) ?token=<jwt>. */
-typedef enum hr_cred_status {
-    HR_CRED_NONE = 0, /* no credentials presented */
-    HR_CRED_OK,
-    HR_CRED_BAD, /* presented and refused; reason in err */
-} hr_cred_status;
-
-/* Verifies a JWT and applies revocations (deleted users). Fills *id (caller
- * clears it); on failure writes a reason to err and counts the failure on
- * loop. Any loop thread. */
-hr_cred_status hr_node_verify_jwt(hr_loop *loop, const char *token, auth_identity *id, char *err,
-                                  size_t errlen);
-/* Checks an API key (constant time). Sets id->backend on success. */
-hr_cred_status hr_node_check_api_key(hr_loop *loop, const char *key, auth_identity *id, char *err,
-                                     size_t errlen);
-/* Loop 0's reload timer fired: reads the revocations again. */
-void hr_node_reload_revocations(uv_timer_t *t);
-/* Records that tokens of user_id issued up to `at` are no longer valid.
- * Returns 1 if this is newer than what the node knew, else 0. */
-int hr_node_revoke(hr_node *node, const char *user_id, int64_t at);
-
 /* The client id of connection number n: "<node>.<n>" into buf. */
 void hr_node_client_id(const hr_node *node, uint64_t n, char *buf, size_t len);
-
-/*---- Limits (limits.c) -----------------------------------------------------*/
-
-hr_limit *hr_limit_new(void);
-void hr_limit_free(hr_limit *l);
-/* Counts one more connection of key unless max are held (max <= 0: not
- * limited; returns NULL, not refused). Returns the slot to release when
- * the connection ends, or NULL with *refused = 1. Any thread. */
-hr_slot *hr_limit_take(hr_limit *l, const char *key, int max, int *refused);
-/* Gives the slot's count back (NULL ok). Any thread. */
-void hr_slot_release(hr_slot *s);
-/* Parses trusted_proxies ("ADDR" or "ADDR/BITS"); *out is malloc'ed.
- * Returns 0, or -1 with a message naming the bad entry. */
-int hr_netmasks_parse(char *const *list, size_t n, hr_netmask **out, char *err, size_t errlen);
-/* The key the per-address limits count a request under (pure): the peer
- * (text from lws_get_peer_simple), or when the peer is a trusted proxy the
- * rightmost entry of xff (the X-Forwarded-For value, NULL = absent) that is
- * not a trusted proxy; an entry that does not parse counts as the peer.
- * IPv4-mapped IPv6 counts as IPv4; IPv4 per /v4bits, IPv6 per /v6bits
- * ("NET/BITS" below the full length). Returns 1, or 0 when only trusted
- * proxies are known (no client: not limited). */
-int hr_client_key(const hr_netmask *proxies, size_t nproxies, const char *peer, const char *xff,
-                  int v4bits, int v6bits, char *out, size_t len);
-/* hr_client_key for a request (the X-Forwarded-For header read whole). */
-int hr_client_address(const hr_node *node, struct lws *wsi, char *out, size_t len);
-
-/*---- Loop (loop.c) ---------------------------------------------------------*/
-
-/* Creates loop `index` (not yet running). Returns NULL (logged) on failure. */
-hr_loop *hr_loop_new(hr_node *node, unsigned index);
-/* Runs the loop on the calling thread until it has shut down. */
-void hr_loop_run(hr_loop *loop);
-/* Starts a thread that runs the loop. Returns 0 or -1. */
-int hr_loop_start_thread(hr_loop *loop);
-/* Frees a loop that has stopped (or never ran). */
-void hr_loop_free(hr_loop *loop);
-/* Loop thread: once shutting down and the last connection closed, stops
- * the loop. */
-void hr_loop_maybe_done(hr_loop *loop);
-/* Loop thread: starts this loop's graceful shutdown (stop accepting, close
- * sockets with 1001, grace timer). */
-void hr_loop_begin_shutdown(hr_loop *loop);
 
 #endif

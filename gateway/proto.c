@@ -1,5 +1,5 @@
 /* proto.c - parse client commands and build replies (see proto.h). */
-#include "proto.h"
+#include "gateway/proto.h"
 #include "channels/channels.h"
 
 #include <inttypes.h>

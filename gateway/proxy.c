@@ -8,7 +8,7 @@
  * not as a half-applied answer); keys Herald does not know are ignored, so
  * backends written for a later version keep working.
  */
-#include "proxy.h"
+#include "gateway/proxy.h"
 #include "channels/channels.h"
 #include "common/common.h"
 

@@ -17,13 +17,13 @@
  * gateway will act on has been validated here (user a non-empty string,
  * expire_at a whole number, channels valid channel names, ...), so callers
  * never look at the backend's JSON themselves. Pure: unit tested
- * (tests/unit/test_proxy.c) and fuzzed (fuzz/fuzz_proxy.c). The HTTP client
+ * (tests/unit/gateway/proxy.c) and fuzzed (fuzz/fuzz_proxy.c). The HTTP client
  * is backend.h; proxy_call.h joins the two.
  */
 #ifndef HR_PROXY_H
 #define HR_PROXY_H
 
-#include "../auth/auth.h"
+#include "auth/auth.h"
 
 #include <jansson.h>
 #include <stddef.h>

@@ -7,10 +7,10 @@
  * and second is logged, with how many were left out, and the counters
  * keep the exact numbers.
  */
-#include "proxy_call.h"
-#include "backend.h"
+#include "gateway/proxy_call.h"
+#include "gateway/backend.h"
 #include "common/common.h"
-#include "log.h"
+#include "common/log.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -14,9 +14,9 @@
 #ifndef HR_PROXY_CALL_H
 #define HR_PROXY_CALL_H
 
-#include "config.h"
-#include "metrics.h"
-#include "proxy.h"
+#include "gateway/config.h"
+#include "gateway/metrics.h"
+#include "gateway/proxy.h"
 
 #include <uv.h>
 

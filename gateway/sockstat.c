@@ -1,9 +1,7 @@
-/*
- * sockstat.c - how many bytes the application has read from a TCP socket.
- *
- * Its own file because <linux/tcp.h> (struct tcp_info with
- * tcpi_bytes_received) clashes with <netinet/tcp.h>.
- */
+/* sockstat.c - how many bytes the application has read from a TCP socket
+ * (see sockstat.h). */
+#include "gateway/sockstat.h"
+
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <linux/tcp.h>
@@ -12,15 +10,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-/* Declared in http.h, which cannot be included here (it pulls in
- * <netinet/tcp.h> through libwebsockets). */
-int64_t hr_sock_bytes_consumed(int fd, int upper);
-
-/* Bytes received by the kernel minus bytes still queued for reading: what
- * lws has read so far. The two numbers come from two system calls and
- * bytes may arrive between them, so the caller picks the bias: upper reads
- * the queue first (the result can only be too high), else the count
- * first (only too low). -1 when the kernel does not tell. */
+/* TCP_INFO's count and SIOCINQ's queue, in the order the bias asks for. */
 int64_t hr_sock_bytes_consumed(int fd, int upper)
 {
     struct tcp_info ti;

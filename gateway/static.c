@@ -3,9 +3,9 @@
  * the loop thread: meant for a handful of small assets (a demo, an app's
  * pages) that sit in the page cache, not for bulk downloads.
  */
-#include "static.h"
+#include "gateway/static.h"
 
-#include "../common/common.h"
+#include "common/common.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -31,14 +31,17 @@
  * public headers): they are mirrored below for 4.1.6, the version Debian 12
  * ships, and the integration tests exercise them.
  */
-#include "ws_deflate.h"
-#include "log.h"
-#include "node.h"
-#include "ws.h"
+#include "gateway/ws_deflate.h"
+#include "common/log.h"
+#include "gateway/wsi.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The WebSocket connections' side (hr_pmd_extensions): set once at start,
+ * before any loop runs; read-only afterwards. */
+static const hr_pmd_host *pmd_host;
 
 /* Herald's deflate: zlib's default level (the cost is paid once per
  * message, not per subscriber), a 32 KB window, the default memory level. */
@@ -469,7 +472,7 @@ static int fail(hr_pmd_loop *p, hr_pmd_conn *pc, struct lws *wsi, int final, int
 {
     hr_pmd_conn_clear(p, pc, wsi);
     pc->state = final ? RX_IDLE : RX_DISCARD;
-    hr_ws_pmd_fail(wsi, code, why);
+    pmd_host->fail(wsi, code, why);
     return swallow(eb);
 }
 
@@ -489,12 +492,11 @@ static int fail(hr_pmd_loop *p, hr_pmd_conn *pc, struct lws *wsi, int final, int
  * one complete message. Messages without RSV1 pass through untouched. */
 static int pmd_payload_rx(struct lws *wsi, lws_ebufs *eb)
 {
-    hr_loop *loop = lws_context_user(lws_get_context(wsi));
-    hr_pmd_conn *pc = hr_ws_pmd(wsi);
-    hr_pmd_loop *p = loop->pmd;
+    hr_pmd_conn *pc = pmd_host->conn(wsi);
+    hr_pmd_loop *p = pmd_host->loop(wsi);
     const unsigned char *in = eb->eb_in.token;
     size_t len = eb->eb_in.len > 0 ? (size_t)eb->eb_in.len : 0;
-    size_t max = loop->node->cfg->max_message;
+    size_t max = pmd_host->max_message;
     int bulk = len > 0; /* else the byte-wise parser's call */
 
     if (!pc)
@@ -581,12 +583,13 @@ static int pmd_callback(struct lws_context *context, const struct lws_extension 
     }
 }
 
-const struct lws_extension *hr_pmd_extensions(void)
+const struct lws_extension *hr_pmd_extensions(const hr_pmd_host *host)
 {
     static const struct lws_extension exts[] = {
         {"permessage-deflate", pmd_callback, NULL},
         {NULL, NULL, NULL},
     };
+    pmd_host = host;
     return exts;
 }
 

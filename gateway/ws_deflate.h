@@ -27,6 +27,7 @@
 #include "channels/channels.h"
 #include "common/common.h"
 
+#include <errno.h>
 #include <libwebsockets.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -74,10 +75,11 @@ void hr_pmd_codec_free(hr_pmd_codec *z);
 chan_zframe *hr_pmd_deflate(hr_pmd_codec *z, const unsigned char *payload, size_t len,
                             size_t plain_len);
 
+/* 0 or a negative errno value, named. */
 typedef enum hr_pmd_status {
-    HR_PMD_OK,      /* inflated */
-    HR_PMD_TOO_BIG, /* more than max bytes (inflating stopped at max + 1) */
-    HR_PMD_BAD,     /* not a valid deflate stream */
+    HR_PMD_OK = 0,              /* inflated */
+    HR_PMD_TOO_BIG = -EMSGSIZE, /* more than max bytes (inflating stopped at max + 1) */
+    HR_PMD_BAD = -EINVAL,       /* not a valid deflate stream */
 } hr_pmd_status;
 
 /* Inflates one whole compressed message (as sent: without 00 00 ff ff) into
@@ -123,8 +125,24 @@ typedef struct hr_pmd_conn {
  * close). */
 void hr_pmd_conn_clear(hr_pmd_loop *p, hr_pmd_conn *pc, struct lws *wsi);
 
-/* The vhost's extension list (lws_context_creation_info.extensions). */
-const struct lws_extension *hr_pmd_extensions(void);
+/* What the extension's callbacks need of the WebSocket connections, which
+ * sit above this module (ws.c gives it; every function is called on the
+ * connection's loop thread). */
+typedef struct hr_pmd_host {
+    /* wsi's connection state, or NULL when it has none or is closing */
+    hr_pmd_conn *(*conn)(struct lws *wsi);
+    /* the compression state of wsi's loop, NULL when compression is off */
+    hr_pmd_loop *(*loop)(struct lws *wsi);
+    /* closes wsi's connection with code after a bad compressed message
+     * (reason: static storage) */
+    void (*fail)(struct lws *wsi, int code, const char *reason);
+    size_t max_message; /* HERALD_MAX_MESSAGE: the most an inflated message may take */
+} hr_pmd_host;
+
+/* The vhost's extension list (lws_context_creation_info.extensions), whose
+ * callbacks reach the connections through host (static storage, borrowed
+ * for the process' life). */
+const struct lws_extension *hr_pmd_extensions(const hr_pmd_host *host);
 
 /* LWS_CALLBACK_ADD_HEADERS of an upgrade: adds Herald's parameters to the
  * Sec-WebSocket-Extensions line lws wrote. Returns 0, or -1 to fail the

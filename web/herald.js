@@ -9,6 +9,9 @@
  *   h.connect();
  *   await h.publish("chat:lobby", { text: "hi" });
  *
+ * One file (~900 lines) on purpose: GET /herald.js serves it as one ES
+ * module, without a bundler or dependencies.
+ *
  * The protocol is Herald's (docs/protocol.md): the token goes in
  * a `connect` command (never in the URL, so it stays out of access logs),
  * every command gets one reply with its id, pushes carry no id.

@@ -5,29 +5,15 @@
 // after a restart, a dead network noticed by the ping, no reconnect after
 // 4003, server-side membership. Run: HERALD_BIN=build/herald node --test
 // tests/browser/client.test.mjs
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { Herald, Proxy, REPO, launchBrowser, browserTest, sleep, until } from "./lib.mjs";
+import { REPO, browserTest, heraldProxyBrowser, sleep, until } from "./lib.mjs";
 
-let browser;
-let hd;
-let proxy;
+const env = heraldProxyBrowser();
 
-before(async () => {
-  hd = await new Herald().start();
-  proxy = await new Proxy(hd.port).start();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  if (browser) await browser.close();
-  if (proxy) await proxy.close();
-  if (hd) await hd.cleanup();
-});
-
-const bt = (fn, contextOptions) => browserTest(() => browser, fn, contextOptions);
+const bt = (fn, contextOptions) => browserTest(() => env.browser, fn, contextOptions);
 
 /* Creates window.h in the page: a Herald client whose events, messages and
  * subscription callbacks are recorded in window.rec (and shown on the page). */
@@ -36,7 +22,7 @@ async function client(page, { url, token, getTokenFor, ttl, options = {}, subs =
     page.tokens = 0;
     await page.exposeFunction("mintToken", (bad) => {
       page.tokens++;
-      return bad ? "not-a-jwt" : hd.token(getTokenFor, ttl);
+      return bad ? "not-a-jwt" : env.hd.token(getTokenFor, ttl);
     });
   }
   await page.evaluate(({ url, token, useGetToken, options, subs }) => {
@@ -98,7 +84,7 @@ const attempt = (page, expr) =>
   }, expr);
 
 test("GET /herald.js serves web/herald.js as JavaScript with an ETag; 304 when it matches", async () => {
-  const r = await fetch(hd.base + "/herald.js");
+  const r = await fetch(env.hd.base + "/herald.js");
   assert.equal(r.status, 200);
   assert.equal(r.headers.get("content-type"), "application/javascript; charset=utf-8");
   assert.equal(r.headers.get("cache-control"), "no-cache");
@@ -106,23 +92,23 @@ test("GET /herald.js serves web/herald.js as JavaScript with an ETag; 304 when i
   const etag = r.headers.get("etag");
   assert.match(etag, /^"[0-9a-f]{32}"$/);
   assert.equal(await r.text(), fs.readFileSync(path.join(REPO, "web", "herald.js"), "utf8"));
-  const again = await fetch(hd.base + "/herald.js", { headers: { "If-None-Match": etag } });
+  const again = await fetch(env.hd.base + "/herald.js", { headers: { "If-None-Match": etag } });
   assert.equal(again.status, 304);
   assert.equal((await again.text()).length, 0);
-  assert.equal((await fetch(hd.base + "/herald.js", { headers: { "If-None-Match": '"other"' } })).status, 200);
-  assert.equal((await fetch(hd.base + "/herald.js", { method: "DELETE" })).status, 405);
+  assert.equal((await fetch(env.hd.base + "/herald.js", { headers: { "If-None-Match": '"other"' } })).status, 200);
+  assert.equal((await fetch(env.hd.base + "/herald.js", { method: "DELETE" })).status, 405);
 });
 
 test("the documented page: import from /herald.js, connect, subscribe, receive a REST publication", bt(async (t, { open }) => {
-  const page = await open(hd.base);
-  await client(page, { url: "/ws", token: hd.token("alice"), subs: ["news"] });
+  const page = await open(env.hd.base);
+  await client(page, { url: "/ws", token: env.hd.token("alice"), subs: ["news"] });
   await waitRec(page, () => window.rec.subscribed.news?.length === 1);
   const connected = await eventsOf(page, "connected");
   assert.equal(connected.length, 1);
   assert.equal(connected[0].user, "alice");
   assert.match(connected[0].client, /^t\.\d+$/);
   assert.equal(await page.evaluate(() => window.h.state), "connected");
-  assert.equal((await hd.publish("news", { text: "hello" })).status, 200);
+  assert.equal((await env.hd.publish("news", { text: "hello" })).status, 200);
   await waitRec(page, () => window.rec.messages.news?.length === 1);
   assert.deepEqual((await rec(page)).messages.news, [[{ text: "hello" }, { channel: "news" }]]);
   await page.evaluate(() => window.h.disconnect());
@@ -134,23 +120,23 @@ test("the documented page: import from /herald.js, connect, subscribe, receive a
 // own CSP on /healthz would forbid the cross-origin import, a developer's
 // page has its own.
 test("a page of another origin imports the client from Herald (CORS) and connects", bt(async (t, { open }) => {
-  const other = `http://127.0.0.1:${proxy.port}`;
-  const page = await open(other, hd.base + "/herald.js");
-  await client(page, { url: hd.ws, token: hd.token("carol"), subs: ["news"] });
+  const other = `http://127.0.0.1:${env.proxy.port}`;
+  const page = await open(other, env.hd.base + "/herald.js");
+  await client(page, { url: env.hd.ws, token: env.hd.token("carol"), subs: ["news"] });
   await waitRec(page, () => window.rec.subscribed.news?.length === 1);
   assert.equal(await page.evaluate(() => location.origin), other);
   assert.equal(await page.evaluate(() => typeof window.herald.Herald), "function");
 }, { bypassCSP: true }));
 
 test("publish, presence, join/leave and history between two browsers; errors carry the server's code", bt(async (t, { open }) => {
-  const alice = await open(hd.base);
-  const bob = await open(hd.base);
-  await client(alice, { url: "/ws", token: hd.token("alice"), subs: ["chat:room"] });
+  const alice = await open(env.hd.base);
+  const bob = await open(env.hd.base);
+  await client(alice, { url: "/ws", token: env.hd.token("alice"), subs: ["chat:room"] });
   await waitRec(alice, () => window.rec.subscribed["chat:room"]?.length === 1);
   const first = (await rec(alice)).subscribed["chat:room"][0];
   assert.equal(first.resubscribed, false);
   assert.equal(typeof first.epoch, "string");
-  await client(bob, { url: "/ws", token: hd.token("bob"), subs: ["chat:room"] });
+  await client(bob, { url: "/ws", token: env.hd.token("bob"), subs: ["chat:room"] });
   await waitRec(bob, () => window.rec.subscribed["chat:room"]?.length === 1);
   await waitRec(alice, () => window.rec.joins.some((j) => j.user === "bob"));
 
@@ -188,7 +174,7 @@ test("publish, presence, join/leave and history between two browsers; errors car
 }));
 
 test("token refresh through getToken before exp keeps the connection", bt(async (t, { open }) => {
-  const page = await open(hd.base);
+  const page = await open(env.hd.base);
   // 8 s tokens: the client refreshes a quarter of the lifetime (2 s) before
   // exp, time enough for getToken and the refresh round trip on a loaded
   // machine (3 s tokens left it 1 s)
@@ -204,16 +190,16 @@ test("token refresh through getToken before exp keeps the connection", bt(async 
   assert.deepEqual(r.events.filter((e) => e[0] === "disconnected"), []);
   assert.equal(await page.evaluate(() => window.h.client), client0, "same connection");
   assert.ok((await page.evaluate(() => window.h.expiresAt)) > exp0);
-  await hd.publish("news", "still here");
+  await env.hd.publish("news", "still here");
   await waitRec(page, () => window.rec.messages.news?.length === 1);
 }));
 
 test("a static token that expires: close 4001 and no reconnect", bt(async (t, { open }) => {
-  const page = await open(hd.base);
+  const page = await open(env.hd.base);
   // a short-lived token; a loaded machine that cannot even connect before
   // it expires (wasConnected: false) gets a longer-lived one
   for (const ttl of [3, 6, 12, 30]) {
-    await client(page, { url: "/ws", token: hd.token("erin", ttl) });
+    await client(page, { url: "/ws", token: env.hd.token("erin", ttl) });
     await waitRec(page, () => window.rec.events.some((e) => e[0] === "disconnected"), null, (ttl + 30) * 1000);
     const ev = (await eventsOf(page, "disconnected"))[0];
     if (!ev.wasConnected && ttl < 30) continue;
@@ -224,7 +210,7 @@ test("a static token that expires: close 4001 and no reconnect", bt(async (t, { 
 }));
 
 test("a refused token: the error reaches the page, getToken gives a new one, then connected", bt(async (t, { open }) => {
-  const page = await open(hd.base);
+  const page = await open(env.hd.base);
   await page.evaluate(() => (window.badTokens = 1));
   await client(page, { url: "/ws", getTokenFor: "fred", options: { backoff: { base: 50, max: 200 } } });
   await waitRec(page, () => window.h.state === "connected");
@@ -234,19 +220,19 @@ test("a refused token: the error reaches the page, getToken gives a new one, the
 }));
 
 test("a dropped socket: reconnect, resubscribe with since, missed publications in order with ctx.recovered", bt(async (t, { open }) => {
-  const page = await open(hd.base);
-  await client(page, { url: proxy.ws, token: hd.token("gina"), subs: ["chat:recov", "news"], options: { backoff: { base: 100, max: 400 } } });
+  const page = await open(env.hd.base);
+  await client(page, { url: env.proxy.ws, token: env.hd.token("gina"), subs: ["chat:recov", "news"], options: { backoff: { base: 100, max: 400 } } });
   await waitRec(page, () => window.rec.subscribed["chat:recov"]?.length === 1 && window.rec.subscribed.news?.length === 1);
-  const o1 = (await hd.publish("chat:recov", { n: 1 })).body.offset;
+  const o1 = (await env.hd.publish("chat:recov", { n: 1 })).body.offset;
   await waitRec(page, () => window.rec.messages["chat:recov"]?.length === 1);
 
-  proxy.refuse = true;
-  const accepted = proxy.accepted;
-  proxy.drop();
+  env.proxy.refuse = true;
+  const accepted = env.proxy.accepted;
+  env.proxy.drop();
   await waitRec(page, () => window.rec.events.some((e) => e[0] === "disconnected"));
-  for (const n of [2, 3, 4]) await hd.publish("chat:recov", { n });
-  await until(() => proxy.accepted >= accepted + 2, "two refused reconnect attempts", 30000);
-  proxy.refuse = false;
+  for (const n of [2, 3, 4]) await env.hd.publish("chat:recov", { n });
+  await until(() => env.proxy.accepted >= accepted + 2, "two refused reconnect attempts", 30000);
+  env.proxy.refuse = false;
   await waitRec(page, () => window.rec.subscribed["chat:recov"]?.length === 2 && window.rec.subscribed.news?.length === 2);
   await waitRec(page, () => window.rec.messages["chat:recov"]?.length === 4);
   const r = await rec(page);
@@ -262,41 +248,41 @@ test("a dropped socket: reconnect, resubscribe with since, missed publications i
   ]);
   // a plain channel comes back too, with no recovery to offer
   assert.deepEqual(r.subscribed.news[1], { channel: "news", resubscribed: true, recovered: false });
-  await hd.publish("chat:recov", { n: 5 });
-  await hd.publish("news", "live");
+  await env.hd.publish("chat:recov", { n: 5 });
+  await env.hd.publish("news", "live");
   await waitRec(page, () => window.rec.messages["chat:recov"].length === 5 && window.rec.messages.news?.length === 1);
   assert.ok((await page.evaluate(() => window.h._timerCount)) <= 3);
 }));
 
 test("a dead network (nothing closes, nothing arrives) is noticed by the ping and replaced", bt(async (t, { open }) => {
-  const page = await open(hd.base);
+  const page = await open(env.hd.base);
   await client(page, {
-    url: proxy.ws,
-    token: hd.token("hana"),
+    url: env.proxy.ws,
+    token: env.hd.token("hana"),
     subs: ["news"],
     options: { pingInterval: 400, pongTimeout: 400, connectTimeout: 1000, backoff: { base: 100, max: 300 } },
   });
   await waitRec(page, () => window.rec.subscribed.news?.length === 1);
-  proxy.blackhole = true;
+  env.proxy.blackhole = true;
   const t0 = Date.now();
   await waitRec(page, () => window.rec.events.some((e) => e[0] === "disconnected"), null, 3000);
   const noticed = Date.now() - t0;
   assert.ok(noticed < 2500, "noticed after " + noticed + " ms (ping every 400 ms, 400 ms for the reply)");
   assert.deepEqual((await eventsOf(page, "disconnected"))[0], { code: 1006, reason: "no reply to ping", reconnect: true, wasConnected: true });
-  proxy.blackhole = false;
-  proxy.drop(); // the stuck sockets
+  env.proxy.blackhole = false;
+  env.proxy.drop(); // the stuck sockets
   await waitRec(page, () => window.rec.subscribed.news?.length === 2);
-  await hd.publish("news", "back");
+  await env.hd.publish("news", "back");
   await waitRec(page, () => window.rec.messages.news?.length === 1);
 }));
 
 test("a restarted Herald (embedded: new epoch): reconnect, resubscribe, recovered false", bt(async (t, { open }) => {
-  const page = await open(hd.base);
-  await client(page, { url: "/ws", token: hd.token("ivan"), subs: ["chat:restart"], options: { backoff: { base: 100, max: 400 } } });
+  const page = await open(env.hd.base);
+  await client(page, { url: "/ws", token: env.hd.token("ivan"), subs: ["chat:restart"], options: { backoff: { base: 100, max: 400 } } });
   await waitRec(page, () => window.rec.subscribed["chat:restart"]?.length === 1);
-  await hd.publish("chat:restart", "before");
+  await env.hd.publish("chat:restart", "before");
   await waitRec(page, () => window.rec.messages["chat:restart"]?.length === 1);
-  await hd.restart();
+  await env.hd.restart();
   await waitRec(page, () => window.rec.subscribed["chat:restart"]?.length === 2, null, 15000);
   const r = await rec(page);
   assert.deepEqual(r.events.find((e) => e[0] === "disconnected")[1], { code: 1001, reason: "going away", reconnect: true, wasConnected: true });
@@ -304,36 +290,36 @@ test("a restarted Herald (embedded: new epoch): reconnect, resubscribe, recovere
   assert.equal(s1.resubscribed, true);
   assert.equal(s1.recovered, false);
   assert.notEqual(s1.epoch, s0.epoch);
-  await hd.publish("chat:restart", "after");
+  await env.hd.publish("chat:restart", "after");
   await waitRec(page, () => window.rec.messages["chat:restart"]?.length === 2);
   assert.deepEqual((await rec(page)).messages["chat:restart"].map((m) => m[0]), ["before", "after"]);
 }));
 
 test("disconnected by the server (4003): no reconnect, requests fail 'disconnected'", bt(async (t, { open }) => {
-  const page = await open(hd.base);
-  await client(page, { url: proxy.ws, token: hd.token("judy"), subs: ["news"], options: { backoff: { base: 50, max: 100 } } });
+  const page = await open(env.hd.base);
+  await client(page, { url: env.proxy.ws, token: env.hd.token("judy"), subs: ["news"], options: { backoff: { base: 50, max: 100 } } });
   await waitRec(page, () => window.rec.subscribed.news?.length === 1);
-  const accepted = proxy.accepted;
-  assert.equal((await hd.api("POST", "/api/v1/users/judy/disconnect")).status, 204);
+  const accepted = env.proxy.accepted;
+  assert.equal((await env.hd.api("POST", "/api/v1/users/judy/disconnect")).status, 204);
   await waitRec(page, () => window.rec.events.some((e) => e[0] === "disconnected"));
   assert.deepEqual((await eventsOf(page, "disconnected"))[0].code, 4003);
   assert.equal((await eventsOf(page, "disconnected"))[0].reconnect, false);
   await sleep(1000);
-  assert.equal(proxy.accepted, accepted, "no new connection");
+  assert.equal(env.proxy.accepted, accepted, "no new connection");
   assert.equal(await page.evaluate(() => window.h.state), "disconnected");
   assert.deepEqual(await attempt(page, "h.publish('news', 1)"), { code: "disconnected", message: "not connected: call connect() first", isHeraldError: true });
   assert.equal(await page.evaluate(() => window.h._timerCount), 0);
 }));
 
 test("server-side membership (members API): subscribed push, messages, unsubscribed push", bt(async (t, { open }) => {
-  const page = await open(hd.base);
-  await client(page, { url: "/ws", token: hd.token("kate") });
+  const page = await open(env.hd.base);
+  await client(page, { url: "/ws", token: env.hd.token("kate") });
   await waitRec(page, () => window.h.state === "connected");
-  assert.equal((await hd.api("POST", "/api/v1/channels/team/members", { user: "kate" })).status, 204);
+  assert.equal((await env.hd.api("POST", "/api/v1/channels/team/members", { user: "kate" })).status, 204);
   await waitRec(page, () => window.rec.events.some((e) => e[0] === "subscribed"));
-  await hd.publish("team", { hi: 1 });
+  await env.hd.publish("team", { hi: 1 });
   await waitRec(page, () => window.rec.messages.team?.length === 1);
-  assert.equal((await hd.api("DELETE", "/api/v1/channels/team/members/kate")).status, 204);
+  assert.equal((await env.hd.api("DELETE", "/api/v1/channels/team/members/kate")).status, 204);
   await waitRec(page, () => window.rec.events.some((e) => e[0] === "unsubscribed"));
   const r = await rec(page);
   assert.deepEqual(r.events.filter((e) => e[0] === "subscribed" || e[0] === "unsubscribed"), [

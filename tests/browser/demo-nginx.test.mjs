@@ -12,7 +12,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { spawn } from "node:child_process";
-import { Herald, Redis, REPO, freePort, launchBrowser, until } from "./lib.mjs";
+import { Herald, Redis, REPO, enterDemoRoom, freePort, launchBrowser, until, waitItem } from "./lib.mjs";
 
 const NGINX = process.env.NGINX || "/usr/sbin/nginx";
 let browser, redis, nodes = [], nginx;
@@ -79,20 +79,7 @@ after(async () => {
   if (redis) await redis.cleanup();
 });
 
-const waitItem = (page, sel, text, timeout = 15000) =>
-  page.waitForFunction(([s, t]) => [...document.querySelectorAll(s)].some((e) => e.textContent === t), [sel, text], { timeout });
-
-async function enter(page, user, room) {
-  await page.goto(nginx.base + "/");
-  await page.fill("#username", user);
-  await page.fill("#password", `${user} has a long passphrase`);
-  await page.click("#register-btn");
-  await page.waitForSelector("#lobby:not([hidden])");
-  await page.fill("#room-name", room);
-  await page.click("#room-form button");
-  await page.waitForSelector("#room:not([hidden])");
-  await waitItem(page, "#status", "online");
-}
+const enter = (page, user, room) => enterDemoRoom(page, nginx.base, user, room);
 
 const connections = async (n) => {
   const text = await (await fetch(n.base + "/metrics")).text();

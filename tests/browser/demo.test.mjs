@@ -3,64 +3,41 @@
 // a room, see each other online, chat, get the last messages after a
 // reload, and one of them gets what was said while its socket was cut
 // (through a TCP proxy) without a reload.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { Herald, Proxy, REPO, launchBrowser, browserTest } from "./lib.mjs";
+import { REPO, browserTest, enterDemoRoom, heraldProxyBrowser, items, waitItem } from "./lib.mjs";
 
-let browser;
-let hd;
-let proxy;
-
-before(async () => {
-  const demo = path.join(REPO, "web", "demo");
-  hd = await new Herald({ env: { HERALD_WEB_ROOT: demo }, config: JSON.parse(fs.readFileSync(path.join(demo, "herald.json"), "utf8")) }).start();
-  proxy = await new Proxy(hd.port).start();
-  browser = await launchBrowser();
+const DEMO = path.join(REPO, "web", "demo");
+const env = heraldProxyBrowser({
+  env: { HERALD_WEB_ROOT: DEMO },
+  config: JSON.parse(fs.readFileSync(path.join(DEMO, "herald.json"), "utf8")),
 });
-
-after(async () => {
-  if (browser) await browser.close();
-  if (proxy) await proxy.close();
-  if (hd) await hd.cleanup();
-});
-
-const items = (page, sel) => page.$$eval(sel, (els) => els.map((e) => e.textContent));
-const waitItem = (page, sel, text, timeout = 10000) =>
-  page.waitForFunction(([s, t]) => [...document.querySelectorAll(s)].some((e) => e.textContent === t), [sel, text], { timeout });
 
 async function enter(page, origin, user, room) {
-  await page.goto(origin + "/");
-  await page.fill("#username", user);
-  await page.fill("#password", `${user} has a long passphrase`);
-  await page.click("#register-btn");
-  await page.waitForSelector("#lobby:not([hidden])");
-  await page.fill("#room-name", room);
-  await page.click("#room-form button");
-  await page.waitForSelector("#room:not([hidden])");
-  await waitItem(page, "#status", "online");
-  await waitItem(page, "#messages li", `${user} entered the room`);
+  await enterDemoRoom(page, origin, user, room);
+  await waitItem(page, "#messages li", `${user} entered the room`, 10000);
 }
 
 test("Herald serves the demo: /, its script and stylesheet, with content types and ETags", async () => {
   for (const [p, type] of [["/", "text/html; charset=utf-8"], ["/chat.js", "application/javascript; charset=utf-8"], ["/chat.css", "text/css; charset=utf-8"]]) {
-    const r = await fetch(hd.base + p);
+    const r = await fetch(env.hd.base + p);
     assert.equal(r.status, 200, p);
     assert.equal(r.headers.get("content-type"), type);
     const etag = r.headers.get("etag");
     assert.ok(etag);
-    assert.equal((await fetch(hd.base + p, { headers: { "If-None-Match": etag } })).status, 304);
+    assert.equal((await fetch(env.hd.base + p, { headers: { "If-None-Match": etag } })).status, 304);
   }
-  for (const p of ["/nope.js", "/../CMakeLists.txt", "/.hidden", "/herald.json/"]) assert.equal((await fetch(hd.base + p)).status, 404, p);
-  assert.equal((await fetch(hd.base + "/healthz")).status, 200, "routes come first");
+  for (const p of ["/nope.js", "/../CMakeLists.txt", "/.hidden", "/herald.json/"]) assert.equal((await fetch(env.hd.base + p)).status, 404, p);
+  assert.equal((await fetch(env.hd.base + "/healthz")).status, 200, "routes come first");
 });
 
-test("two users chat in a room: register, presence, messages, history, recovery after a cut", browserTest(() => browser, async (t, { newPage }) => {
+test("two users chat in a room: register, presence, messages, history, recovery after a cut", browserTest(() => env.browser, async (t, { newPage }) => {
   const alice = await newPage();
   const bob = await newPage();
-  await enter(alice, `http://127.0.0.1:${proxy.port}`, "alice", "lobby");
-  await enter(bob, hd.base, "bob", "lobby");
+  await enter(alice, `http://127.0.0.1:${env.proxy.port}`, "alice", "lobby");
+  await enter(bob, env.hd.base, "bob", "lobby");
   await waitItem(alice, "#messages li", "bob entered the room");
   await waitItem(alice, "#online li", "bob");
   await waitItem(bob, "#online li", "alice");
@@ -72,13 +49,13 @@ test("two users chat in a room: register, presence, messages, history, recovery 
   assert.equal(await alice.inputValue("#text"), "");
 
   // alice's socket is cut; bob talks meanwhile; alice gets it on reconnect
-  proxy.refuse = true;
-  proxy.drop();
+  env.proxy.refuse = true;
+  env.proxy.drop();
   await waitItem(alice, "#status", "reconnecting…");
   await bob.fill("#text", "are you there?");
   await bob.press("#text", "Enter");
   await waitItem(bob, "#messages li", "bob: are you there?");
-  proxy.refuse = false;
+  env.proxy.refuse = false;
   await waitItem(alice, "#status", "online", 15000);
   await waitItem(alice, "#messages li", "bob: are you there?");
   const seen = await items(alice, "#messages li");
@@ -112,9 +89,9 @@ test("two users chat in a room: register, presence, messages, history, recovery 
   await waitItem(alice, "#messages li", "bob left");
 }));
 
-test("the demo's errors: a wrong password and a taken username are shown on the form", browserTest(() => browser, async (t, { newPage }) => {
+test("the demo's errors: a wrong password and a taken username are shown on the form", browserTest(() => env.browser, async (t, { newPage }) => {
   const page = await newPage();
-  await page.goto(hd.base + "/");
+  await page.goto(env.hd.base + "/");
   await page.fill("#username", "carol");
   await page.fill("#password", "carol has a long passphrase");
   await page.click("#register-btn");

@@ -8,11 +8,10 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import fs from "node:fs";
-import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { HERALD_BIN, REPO, launchBrowser, browserTest, freePort, until } from "./lib.mjs";
+import { HERALD_BIN, REPO, launchBrowser, browserTest, freePort, readmePage, servePage, until } from "./lib.mjs";
 
 const run = promisify(execFile);
 const DJANGO = path.join(REPO, "examples", "django");
@@ -23,13 +22,6 @@ let sitePort;
 let redisPort;
 let logFile;
 let token;
-
-function readmePage() {
-  const doc = fs.readFileSync(path.join(REPO, "docs", "clients", "javascript.md"), "utf8");
-  const m = doc.match(/```html\n([\s\S]*?)```/);
-  assert.ok(m, "no ```html block in docs/clients/javascript.md");
-  return m[1];
-}
 
 const output = () => fs.readFileSync(logFile, "utf8");
 
@@ -53,23 +45,14 @@ before(async () => {
     return !!token;
   }, "run.sh to print a token", 90000, 100);
 
-  const page = readmePage().replaceAll("127.0.0.1:8080", `127.0.0.1:${heraldPort}`);
-  sitePort = await freePort();
-  site = http.createServer((req, res) => {
-    if (req.url.split("?")[0] === "/") {
-      res.writeHead(200, { "Content-Type": "text/html; charset=utf-8" });
-      res.end(page);
-    } else {
-      res.writeHead(404).end();
-    }
-  });
-  await new Promise((r) => site.listen(sitePort, "127.0.0.1", r));
+  site = await servePage(readmePage().replaceAll("127.0.0.1:8080", `127.0.0.1:${heraldPort}`));
+  sitePort = site.port;
   browser = await launchBrowser();
 });
 
 after(async () => {
   if (browser) await browser.close();
-  if (site) await new Promise((r) => site.close(r));
+  if (site) await site.close();
   if (project && project.exitCode === null) {
     const exited = new Promise((r) => project.once("exit", r));
     process.kill(-project.pid, "SIGTERM");

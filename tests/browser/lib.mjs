@@ -6,9 +6,11 @@
 import { spawn } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
+import http from "node:http";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { before, after } from "node:test";
 import { fileURLToPath } from "node:url";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -444,4 +446,69 @@ export function browserTest(browserRef, fn, contextOptions = {}) {
       await context.close();
     }
   };
+}
+
+/*---- pages the tests serve and drive ----*/
+
+/* The chat page of docs/clients/javascript.md, as written. */
+export function readmePage() {
+  const doc = fs.readFileSync(path.join(REPO, "docs", "clients", "javascript.md"), "utf8");
+  const m = doc.match(/```html\n([\s\S]*?)```/);
+  if (!m) throw new Error("no ```html block in docs/clients/javascript.md");
+  return m[1];
+}
+
+/* Serves html at / (404 elsewhere) from a free loopback port: another
+ * local origin than Herald's, as the page's readers serve it. Resolves to
+ * { port, close() }. */
+export async function servePage(html) {
+  const port = await freePort();
+  const site = http.createServer((req, res) => {
+    if (req.url.split("?")[0] === "/") {
+      res.writeHead(200, { "Content-Type": "text/html; charset=utf-8" });
+      res.end(html);
+    } else {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise((r) => site.listen(port, "127.0.0.1", r));
+  return { port, close: () => new Promise((r) => site.close(r)) };
+}
+
+/* The texts of the elements matching sel; waiting for one with text. */
+export const items = (page, sel) => page.$$eval(sel, (els) => els.map((e) => e.textContent));
+export const waitItem = (page, sel, text, timeout = 15000) =>
+  page.waitForFunction(([s, t]) => [...document.querySelectorAll(s)].some((e) => e.textContent === t), [sel, text], { timeout });
+
+/* The demo chat (web/demo) at origin: registers user, enters room and waits
+ * until it is online there. */
+export async function enterDemoRoom(page, origin, user, room) {
+  await page.goto(origin + "/");
+  await page.fill("#username", user);
+  await page.fill("#password", `${user} has a long passphrase`);
+  await page.click("#register-btn");
+  await page.waitForSelector("#lobby:not([hidden])");
+  await page.fill("#room-name", room);
+  await page.click("#room-form button");
+  await page.waitForSelector("#room:not([hidden])");
+  await waitItem(page, "#status", "online");
+}
+
+/* The servers of a test file that drives Chromium against one Herald: it
+ * registers the file's before and after hooks (a Herald with options, a
+ * Proxy in front of it, a Chromium) and returns an object whose hd, proxy
+ * and browser are set once `before` has run. */
+export function heraldProxyBrowser(options) {
+  const env = {};
+  before(async () => {
+    env.hd = await new Herald(options).start();
+    env.proxy = await new Proxy(env.hd.port).start();
+    env.browser = await launchBrowser();
+  });
+  after(async () => {
+    if (env.browser) await env.browser.close();
+    if (env.proxy) await env.proxy.close();
+    if (env.hd) await env.hd.cleanup();
+  });
+  return env;
 }

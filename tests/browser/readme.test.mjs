@@ -3,42 +3,23 @@
 // the way the page says, in two Chromium pages chatting through Herald.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import http from "node:http";
-import path from "node:path";
-import { Herald, REPO, launchBrowser, browserTest, freePort } from "./lib.mjs";
+import { Herald, launchBrowser, browserTest, readmePage, servePage } from "./lib.mjs";
 
 let browser;
 let hd;
 let site;
 let sitePort;
 
-function readmePage() {
-  const doc = fs.readFileSync(path.join(REPO, "docs", "clients", "javascript.md"), "utf8");
-  const m = doc.match(/```html\n([\s\S]*?)```/);
-  assert.ok(m, "no ```html block in docs/clients/javascript.md");
-  return m[1];
-}
-
 before(async () => {
   hd = await new Herald().start();
-  const page = readmePage().replaceAll("127.0.0.1:8080", `127.0.0.1:${hd.port}`);
-  sitePort = await freePort();
-  site = http.createServer((req, res) => {
-    if (req.url.split("?")[0] === "/") {
-      res.writeHead(200, { "Content-Type": "text/html; charset=utf-8" });
-      res.end(page);
-    } else {
-      res.writeHead(404).end();
-    }
-  });
-  await new Promise((r) => site.listen(sitePort, "127.0.0.1", r));
+  site = await servePage(readmePage().replaceAll("127.0.0.1:8080", `127.0.0.1:${hd.port}`));
+  sitePort = site.port;
   browser = await launchBrowser();
 });
 
 after(async () => {
   if (browser) await browser.close();
-  if (site) await new Promise((r) => site.close(r));
+  if (site) await site.close();
   if (hd) await hd.cleanup();
 });
 

@@ -19,6 +19,11 @@ Pieces:
   run_tests   a tiny runner: `ok NAME` / `FAIL NAME` + traceback, then one
               line `N passed, M failed`; exit status 1 if anything failed
               or nothing ran.
+
+Why one file of ~1,500 lines: it is the one fixture library of every Python
+test (CONTRIBUTING.md, Tests), and its pieces use each other (Herald runs
+against Redis, checks its answers with openapi_check, hands out WS
+clients); tests import from one place.
 """
 
 import base64
@@ -634,11 +639,33 @@ class Herald:
         tok = token or self.token(sub, roles=roles)
         return authenticate(self.ws(rcvbuf=rcvbuf), tok, via)
 
+    def user(self, name, **claims):
+        """An authenticated WS client for user `name`, with a JWT minted here
+        (pure Python, no `herald token` process) carrying claims."""
+        return self.client(name, token=self.jwt(sub=name, **claims))
+
     def subscriber(self, channel, sub="alice", roles=()):
         ws = self.client(sub, roles)
         reply = ws.cmd("subscribe", channel=channel)
         assert "result" in reply, "subscribe %r failed: %r" % (channel, reply)
         return ws
+
+
+def cluster_nodes(stack, redis, n=2, env=None, config=None):
+    """n Herald nodes (in stack, an ExitStack) sharing one JWT secret, one
+    API key and one Redis (a Redis or a URL), ready; each with its secret
+    and API key set, HERALD_NODE_ID n0, n1..., and env's variables."""
+    secret, key = secrets.token_hex(24), secrets.token_hex(16)
+    out = []
+    for i in range(n):
+        e = {"HERALD_JWT_SECRET": secret, "HERALD_API_KEY": key, "HERALD_NODE_ID": "n%d" % i}
+        e.update(env or {})
+        h = Herald(env=e, redis=redis, config=config)
+        h.secret, h.api_key = secret, key
+        out.append(stack.enter_context(h))
+    for h in out:
+        h.wait_ready()
+    return out
 
 
 #---- Redis --------------------------------------------------------------------
@@ -647,7 +674,70 @@ REDIS_BIN = "/usr/bin/redis-server"
 
 
 class RedisError(Exception):
-    """An error reply (-ERR ...) from Redis."""
+    """An error reply (-ERR ..., -MOVED ...) from Redis; str() is Redis' text."""
+
+
+class RespConn:
+    """A minimal synchronous RESP2 client (one connection): every Redis the
+    tests start is spoken to through it (Redis.cmd, redis_topology.py)."""
+
+    def __init__(self, port, host="127.0.0.1", password=None, user=None, timeout=5.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = b""
+        if password is not None:
+            self.cmd("AUTH", *([user] if user else []), password)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def _fill(self):
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("redis closed the connection")
+        self.buf += data
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, n):
+        while len(self.buf) < n + 2:
+            self._fill()
+        out, self.buf = self.buf[:n], self.buf[n + 2:]
+        return out
+
+    def reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RedisError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            return None if n < 0 else self._exact(n).decode("utf-8", "surrogateescape")
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.reply() for _ in range(n)]
+        raise AssertionError("bad RESP reply %r" % line)
+
+    def send(self, *args):
+        parts = [b"*%d\r\n" % len(args)]
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        self.sock.sendall(b"".join(parts))
+
+    def cmd(self, *args):
+        self.send(*args)
+        return self.reply()
 
 
 class Redis:
@@ -663,8 +753,7 @@ class Redis:
         self.dir = tempfile.mkdtemp(prefix="herald-redis-")
         self.url = "redis://127.0.0.1:%d/0" % self.port
         self.proc = None
-        self._sock = None
-        self._buf = b""
+        self._conn = None
 
     def start(self, timeout=10.0):
         self._log = open(os.path.join(self.dir, "redis.log"), "ab")
@@ -724,61 +813,18 @@ class Redis:
         self.stop()
         return False
 
-    # -- RESP2 client --
+    # -- commands --
 
     def _drop(self):
-        if self._sock is not None:
-            try:
-                self._sock.close()
-            except OSError:
-                pass
-        self._sock, self._buf = None, b""
-
-    def _line(self):
-        while b"\r\n" not in self._buf:
-            data = self._sock.recv(65536)
-            if not data:
-                raise ConnectionError("redis closed the connection")
-            self._buf += data
-        line, self._buf = self._buf.split(b"\r\n", 1)
-        return line
-
-    def _exact(self, n):
-        while len(self._buf) < n + 2:
-            data = self._sock.recv(65536)
-            if not data:
-                raise ConnectionError("redis closed the connection")
-            self._buf += data
-        out, self._buf = self._buf[:n], self._buf[n + 2:]
-        return out
-
-    def _reply(self):
-        line = self._line()
-        kind, rest = line[:1], line[1:]
-        if kind == b"+":
-            return rest.decode()
-        if kind == b"-":
-            raise RedisError(rest.decode())
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            return None if n < 0 else self._exact(n).decode("utf-8", "surrogateescape")
-        if kind == b"*":
-            n = int(rest)
-            return None if n < 0 else [self._reply() for _ in range(n)]
-        raise AssertionError("bad RESP reply %r" % line)
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
 
     def cmd(self, *args):
         """Sends one command, returns the decoded reply (str/int/list/None)."""
-        if self._sock is None:
-            self._sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
-        parts = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        self._sock.sendall(b"".join(parts))
-        return self._reply()
+        if self._conn is None:
+            self._conn = RespConn(self.port)
+        return self._conn.cmd(*args)
 
     def keys(self, pattern="*"):
         """Every key matching pattern (SCAN, so it never blocks the server)."""
@@ -1152,6 +1198,16 @@ class WS:
         self.buf += data
         return True
 
+    def _check_rsv(self, fin, rsv, op):
+        """RSV bits belong to extensions: none was negotiated here (a
+        subclass that negotiates one says which bits may be set)."""
+        if rsv:
+            raise ProtocolError("server frame has RSV bits set: %#x" % (rsv | op))
+
+    def _payload(self, fin, rsv, op, payload, wire):
+        """A frame's payload as the protocol sees it (a subclass inflates)."""
+        return payload
+
     def _parse_frame(self):
         b = self.buf
         if len(b) < 2:
@@ -1168,13 +1224,12 @@ class WS:
             n, pos = struct.unpack(">Q", b[2:10])[0], 10
         if masked:
             raise ProtocolError("server sent a masked frame")
-        if rsv:
-            raise ProtocolError("server frame has RSV bits set: %#x" % b[0])
+        self._check_rsv(fin, rsv, op)
         if len(b) < pos + n:
             return None
         payload = bytes(b[pos:pos + n])
         del b[:pos + n]
-        return bool(fin), op, payload
+        return bool(fin), op, self._payload(fin, rsv, op, payload, pos + n)
 
     def send_raw(self, data, ignore_errors=False):
         try:
@@ -1289,6 +1344,19 @@ class WS:
         msg = self.recv_json(timeout)
         assert msg.get("push") == kind, "expected a %r push, got %r" % (kind, msg)
         return msg
+
+    def subscribe(self, channel, **args):
+        """Subscribes (since=..., etc.) and returns the reply's result."""
+        return assert_result(self.cmd("subscribe", channel=channel, **args))
+
+    def messages(self, n, timeout=5.0):
+        """The next n `message` pushes (other pushes are skipped)."""
+        out = []
+        while len(out) < n:
+            m = self.recv_json(timeout)
+            if m.get("push") == "message":
+                out.append(m)
+        return out
 
     def cmd(self, op, timeout=5.0, **args):
         """Sends {"id":N,"op":op,...args} and returns the reply with id N;

@@ -44,16 +44,12 @@ import tempfile
 import threading
 import time
 
-from harness import free_port, wait_until
+from harness import RedisError as RespError, RespConn as Conn, free_port, wait_until
 
 REDIS_SERVER = os.environ.get("REDIS_SERVER") or "/usr/bin/redis-server"
 REDIS_CLI = os.environ.get("REDIS_CLI") or "/usr/bin/redis-cli"
 # The last port whose cluster bus port (port + 10000) still exists.
 CLUSTER_PORT_MAX = 55535
-
-
-class RespError(Exception):
-    """An error reply (-ERR ..., -MOVED ...) from Redis; str() is Redis' text."""
 
 
 def _port_free(port):
@@ -78,68 +74,6 @@ def free_cluster_port(taken=()):
         if p not in taken and p + 10000 not in taken and _port_free(p) and _port_free(p + 10000):
             return p
     raise AssertionError("no free port pair for a cluster node")
-
-
-class Conn:
-    """A minimal synchronous RESP2 client (one connection)."""
-
-    def __init__(self, port, host="127.0.0.1", password=None, user=None, timeout=5.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.buf = b""
-        if password is not None:
-            self.cmd("AUTH", *([user] if user else []), password)
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def _fill(self):
-        data = self.sock.recv(65536)
-        if not data:
-            raise ConnectionError("redis closed the connection")
-        self.buf += data
-
-    def _line(self):
-        while b"\r\n" not in self.buf:
-            self._fill()
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def _exact(self, n):
-        while len(self.buf) < n + 2:
-            self._fill()
-        out, self.buf = self.buf[:n], self.buf[n + 2:]
-        return out
-
-    def reply(self):
-        line = self._line()
-        kind, rest = line[:1], line[1:]
-        if kind == b"+":
-            return rest.decode()
-        if kind == b"-":
-            raise RespError(rest.decode())
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            return None if n < 0 else self._exact(n).decode("utf-8", "surrogateescape")
-        if kind == b"*":
-            n = int(rest)
-            return None if n < 0 else [self.reply() for _ in range(n)]
-        raise AssertionError("bad RESP reply %r" % line)
-
-    def send(self, *args):
-        parts = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        self.sock.sendall(b"".join(parts))
-
-    def cmd(self, *args):
-        self.send(*args)
-        return self.reply()
 
 
 def info_fields(text):
@@ -275,7 +209,28 @@ class RedisNode:
             return None
 
 
-class SentinelSet:
+class _Topology:
+    """Several redis-server processes started together: start() runs the
+    subclass' _start and stops everything already started when it fails;
+    a context manager."""
+
+    def start(self, timeout=60.0):
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+class SentinelSet(_Topology):
     """`with SentinelSet() as s:` one master, `replicas` replicas and
     `sentinels` sentinels (quorum = majority) monitoring it as `name`.
 
@@ -302,12 +257,7 @@ class SentinelSet:
         self.quorum = sentinels // 2 + 1
 
     def start(self, timeout=30.0):
-        try:
-            self._start(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return super().start(timeout)
 
     def _start(self, timeout):
         master = self.nodes[0]
@@ -344,13 +294,6 @@ class SentinelSet:
             wait_until(lambda: len(s.cmd("SENTINEL", "SENTINELS", self.name)) >=
                        len(self.sentinels) - 1, timeout,
                        what="sentinel %d to know the other sentinels" % s.port)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
 
     def stop(self):
         for n in self.sentinels + self.nodes:
@@ -409,7 +352,7 @@ class SentinelSet:
         return wait_until(agreed, timeout, interval=0.1, what="the sentinels' failover")
 
 
-class RedisCluster:
+class RedisCluster(_Topology):
     """`with RedisCluster() as c:` a cluster of `masters` masters with
     `replicas` replicas each, built by redis-cli --cluster create."""
 
@@ -435,13 +378,6 @@ class RedisCluster:
         self.nmasters = masters
         self.replicas = replicas
 
-    def start(self, timeout=60.0):
-        try:
-            self._start(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def _start(self, timeout):
         for n in self.nodes:
@@ -493,13 +429,6 @@ class RedisCluster:
 
     def _owners(self, node):
         return [(s[0], s[1], s[2][1]) for s in node.cmd("CLUSTER", "SLOTS")]
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
 
     def stop(self):
         for n in self.nodes:

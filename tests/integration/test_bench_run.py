@@ -74,6 +74,22 @@ def test_default_binaries_are_this_checkouts_build():
         assert json.load(f)["herald"] == os.path.join(REPO, "build", "herald")
 
 
+def test_herald_base_runs_in_the_same_run():
+    """--herald-base PATH (relative, like --herald) and --servers
+    herald,herald-base: a second Herald's rows beside the first's, in one
+    run."""
+    cwd = workdir()
+    base = os.path.relpath(os.path.abspath(herald_bin()), cwd)
+    rc, out, err = run(TINY + tools(cwd) + ["--herald-base", base, "--servers", "herald,herald-base",
+                                            "--json", "out.json"], cwd)
+    assert rc == 0, "rc %d\n%s\n%s" % (rc, out[-2000:], err[-3000:])
+    with open(os.path.join(cwd, "out.json")) as f:
+        rows = {r["server"]: r for r in json.load(f)["results"]}
+    assert sorted(rows) == ["herald", "herald-base"], sorted(rows)
+    for row in rows.values():
+        assert not row.get("failed") and row["received"] == row["expected"] == 200, row
+
+
 def test_a_server_that_does_not_start_fails_the_run():
     """A Herald that exits at start: the row says why and run.py exits 1
     (it used to print a note and exit 0)."""

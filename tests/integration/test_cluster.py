@@ -1,5 +1,9 @@
 """Cluster mode: real redis-server(s), two or three real Herald processes.
 
+(Why one file of ~880 lines: the cluster's behaviours share the nodes'
+fixtures and ACL helpers below; Sentinel and Redis Cluster, which need
+their own topology, have test_redis_sentinel.py and test_redis_cluster.py.)
+
 Cross-node delivery and one order per channel, server-side membership,
 presence and join/leave across nodes, a SIGKILLed node's presence expiring,
 history and recovery across nodes, a backend publishing with redis-cli only,
@@ -17,7 +21,7 @@ import threading
 import time
 from contextlib import ExitStack
 
-from harness import Herald, Redis, assert_error, assert_result, run_tests, wait_until
+from harness import Herald, Redis, RespConn, cluster_nodes, assert_error, assert_result, run_tests, wait_until
 
 NAMESPACES = {"namespaces": {
     "chat": {"subscribe": "authenticated", "publish": "subscribers", "presence": True,
@@ -31,46 +35,17 @@ REDIS_CLI = "/usr/bin/redis-cli"
 
 
 def nodes(stack, redis_url, n=2, env=None, config=NAMESPACES):
-    """n Herald nodes sharing one secret, one API key and one Redis."""
-    secret, key = secrets.token_hex(24), secrets.token_hex(16)
-    out = []
-    for i in range(n):
-        e = {"HERALD_JWT_SECRET": secret, "HERALD_API_KEY": key, "HERALD_NODE_ID": "n%d" % i,
-             "HERALD_PRESENCE_TTL": "3"}
-        e.update(env or {})
-        h = Herald(env=e, redis=redis_url, config=config)
-        h.secret, h.api_key = secret, key
-        out.append(stack.enter_context(h))
-    for h in out:
-        h.wait_ready()
-    return out
-
-
-def sub(ws, channel, **kw):
-    r = ws.cmd("subscribe", channel=channel, **kw)
-    assert_result(r)
-    return r["result"]
-
-
-def client(h, name, **kw):
-    return h.client(name, token=h.jwt(sub=name, **kw))
-
-
-def messages(ws, n, timeout=5.0):
-    out = []
-    while len(out) < n:
-        m = ws.recv_json(timeout)
-        if m.get("push") == "message":
-            out.append(m)
-    return out
+    """n nodes on one Redis; presence entries of a dead node expire in 3 s."""
+    return cluster_nodes(stack, redis_url, n, dict({"HERALD_PRESENCE_TTL": "3"}, **(env or {})),
+                         config)
 
 
 def test_cross_node_delivery_and_one_order():
     with Redis() as r, ExitStack() as st:
         a, b = nodes(st, r)
-        wa, wb = client(a, "alice"), client(b, "bob")
-        sub(wa, "news")
-        sub(wb, "news")
+        wa, wb = a.user("alice"), b.user("bob")
+        wa.subscribe("news")
+        wb.subscribe("news")
         # one Redis subscription per channel per node, whatever the threads
         wait_until(lambda: r.cmd("PUBSUB", "NUMSUB", "herald:ch:news")[1] == 2,
                    what="two node subscriptions")
@@ -83,8 +58,8 @@ def test_cross_node_delivery_and_one_order():
             t.start()
         for t in ts:
             t.join()
-        got_a = [(m["data"]["from"], m["data"]["i"]) for m in messages(wa, 200)]
-        got_b = [(m["data"]["from"], m["data"]["i"]) for m in messages(wb, 200)]
+        got_a = [(m["data"]["from"], m["data"]["i"]) for m in wa.messages(200)]
+        got_b = [(m["data"]["from"], m["data"]["i"]) for m in wb.messages(200)]
         assert got_a == got_b, "the two nodes saw different orders"
         for tag in "ab":
             seq = [i for f, i in got_a if f == tag]
@@ -92,26 +67,26 @@ def test_cross_node_delivery_and_one_order():
         # a publish from a WebSocket client on node B reaches node A
         r2 = wb.cmd("publish", channel="news", data={"ws": 1})
         assert_result(r2)
-        assert messages(wa, 1)[0]["data"] == {"ws": 1}
+        assert wa.messages(1)[0]["data"] == {"ws": 1}
 
 
 def test_backend_publishes_with_redis_cli_only():
     with Redis() as r, ExitStack() as st:
         a, b = nodes(st, r)
-        wa, wb = client(a, "alice"), client(b, "bob")
-        sub(wa, "news")
-        top = sub(wb, "feed:x")["offset"]
+        wa, wb = a.user("alice"), b.user("bob")
+        wa.subscribe("news")
+        top = wb.subscribe("feed:x")["offset"]
         wait_until(lambda: r.cmd("PUBSUB", "NUMSUB", "herald:ch:feed:x")[1] == 1, what="subscribed")
         cli = [REDIS_CLI, "-p", str(r.port)]
         p = subprocess.run(cli + ["FCALL", "herald_publish", "0", "news", '{"title":"hi"}'],
                            capture_output=True, text=True, timeout=10)
         assert p.returncode == 0 and p.stdout.strip() == "0", p.stdout + p.stderr
-        assert messages(wa, 1)[0] == {"push": "message", "channel": "news", "data": {"title": "hi"}}
+        assert wa.messages(1)[0] == {"push": "message", "channel": "news", "data": {"title": "hi"}}
         # a history channel: recorded, offset returned, delivered with it
         p = subprocess.run(cli + ["FCALL", "herald_publish", "0", "feed:x", '{"n":1}'],
                            capture_output=True, text=True, timeout=10)
         assert p.stdout.strip() == str(top + 1), p.stdout + p.stderr
-        m = messages(wb, 1)[0]
+        m = wb.messages(1)[0]
         assert m["offset"] == top + 1 and m["data"] == {"n": 1}
         h = a.http("GET", "/api/v1/channels/feed:x/history", headers=a.api_headers()).json()
         assert [p["data"] for p in h["publications"]] == [{"n": 1}], h
@@ -126,17 +101,17 @@ def test_backend_publishes_with_redis_cli_only():
         # subscriber is not disturbed
         r.cmd("PUBLISH", "herald:ch:news", "not json")
         a.publish("news", 2)
-        assert messages(wa, 1)[0]["data"] == 2
+        assert wa.messages(1)[0]["data"] == 2
         assert a.metrics().get("herald_redis_bad_messages_total", 0) >= 1
 
 
 def test_members_add_remove_across_nodes():
     with Redis() as r, ExitStack() as st:
         a, b = nodes(st, r)
-        w1, w2 = client(b, "carol"), client(b, "carol")
-        other = client(a, "dave")
+        w1, w2 = b.user("carol"), b.user("carol")
+        other = a.user("dave")
         for w in (w1, w2, other):  # for the markers below
-            sub(w, "marker")
+            w.subscribe("marker")
         resp = a.http("POST", "/api/v1/channels/news/members", json={"user": "carol"},
                       headers=a.api_headers())
         assert resp.status_code == 204, resp.text
@@ -144,11 +119,11 @@ def test_members_add_remove_across_nodes():
             assert w.recv_push("subscribed")["channel"] == "news"
         a.publish("news", {"n": 1})
         for w in (w1, w2):
-            assert messages(w, 1)[0]["data"] == {"n": 1}
+            assert w.messages(1)[0]["data"] == {"n": 1}
         # dave was not made a member: no push, no publication before a marker
         marker = other.assert_quiet_until_marker(a.publish, "marker")
         for w in (w1, w2):
-            assert messages(w, 1)[0]["data"] == marker
+            assert w.messages(1)[0]["data"] == marker
         resp = a.http("DELETE", "/api/v1/channels/news/members/carol", headers=a.api_headers())
         assert resp.status_code == 204, resp.text
         for w in (w1, w2):
@@ -157,7 +132,7 @@ def test_members_add_remove_across_nodes():
         # neither of carol's sockets gets it
         marker = w1.assert_quiet_until_marker(a.publish, "marker")
         assert w2.recv_json() == {"push": "message", "channel": "marker", "data": marker}
-        assert messages(other, 1)[0]["data"] == marker
+        assert other.messages(1)[0]["data"] == marker
         # needs a backend
         resp = a.http("POST", "/api/v1/channels/news/members", json={"user": "carol"})
         assert resp.status_code == 401
@@ -166,7 +141,7 @@ def test_members_add_remove_across_nodes():
 def test_disconnect_and_delete_user_on_every_node():
     with Redis() as r, ExitStack() as st:
         a, b = nodes(st, r)
-        w = client(b, "erin")
+        w = b.user("erin")
         resp = a.http("POST", "/api/v1/users/erin/disconnect", headers=a.api_headers())
         assert resp.status_code == 204
         assert w.expect_close() == 4003
@@ -181,15 +156,16 @@ def test_disconnect_and_delete_user_on_every_node():
         assert ws.connect("/ws", {"Authorization": "Bearer " + tok}) == 401
 
 
-def node_clients(r, node):
+def node_clients(r, node, field="id"):
     """A node's connections as {name: Redis client id}: herald:<node>:sub
     (SUBSCRIBE), herald:<node>:cmd (loop 0's commands) and
-    herald:<node>:cmd<N> (loop N's own)."""
+    herald:<node>:cmd<N> (loop N's own); with field="cmd", the last command
+    Redis ran on each (CLIENT LIST's fields)."""
     out = {}
     for line in r.cmd("CLIENT", "LIST").splitlines():
         f = dict(kv.split("=", 1) for kv in line.split(" ") if "=" in kv)
         if f.get("name", "").startswith("herald:%s:" % node):
-            out[f["name"].split(":")[-1]] = f["id"]
+            out[f["name"].split(":")[-1]] = f[field]
     return out
 
 
@@ -227,6 +203,24 @@ def process_redis_client_ids(r, pid):
     return out
 
 
+def cut_off_while_deleting(r, a, b, user, meanwhile=None):
+    """Node b, stopped, loses every Redis connection it has (the channel
+    layer's command and subscriber connections, its user store's) while
+    `user` is deleted through node a; meanwhile() runs before b resumes."""
+    ids = process_redis_client_ids(r, b.proc.pid)
+    assert len(ids) >= 3, ids  # the layer's cmd(s) + sub, store
+    b.proc.send_signal(signal.SIGSTOP)
+    try:
+        for cid in ids:
+            r.cmd("CLIENT", "KILL", "ID", cid)
+        resp = a.http("DELETE", "/api/v1/users/%s" % user["id"], headers=a.api_headers())
+        assert resp.status_code == 204
+        if meanwhile:
+            meanwhile()
+    finally:
+        b.proc.send_signal(signal.SIGCONT)
+
+
 def test_revocation_missed_during_an_outage_is_caught_up():
     """Node b is cut off from Redis - every connection, its user store's
     included - while a user is deleted through node a: when b reconnects it
@@ -241,16 +235,7 @@ def test_revocation_missed_during_an_outage_is_caught_up():
                    what="node b's connections")
         # the store has a connection too once it served a request
         assert b.http("GET", "/api/v1/users/me", headers={"Authorization": "Bearer " + tok}).status_code == 200
-        ids = process_redis_client_ids(r, b.proc.pid)
-        assert len(ids) >= 3, ids
-        b.proc.send_signal(signal.SIGSTOP)
-        try:
-            for cid in ids:
-                r.cmd("CLIENT", "KILL", "ID", cid)
-            resp = a.http("DELETE", "/api/v1/users/%s" % user["id"], headers=a.api_headers())
-            assert resp.status_code == 204
-        finally:
-            b.proc.send_signal(signal.SIGCONT)
+        cut_off_while_deleting(r, a, b, user)
         assert w.expect_close(10) == 4003
         ws = b.ws()
         assert ws.connect("/ws", {"Authorization": "Bearer " + tok}) == 401
@@ -270,19 +255,12 @@ def test_revocation_reload_retried_until_it_succeeds():
         # b's user store has a connection of its own (it verified nothing
         # yet: make it use one)
         assert b.http("GET", "/api/v1/users/me", headers={"Authorization": "Bearer " + tok}).status_code == 200
-        ids = process_redis_client_ids(r, b.proc.pid)
-        assert len(ids) >= 3, ids  # the layer's cmd(s) + sub, store
-        b.proc.send_signal(signal.SIGSTOP)
-        try:
-            for cid in ids:
-                r.cmd("CLIENT", "KILL", "ID", cid)
-            resp = a.http("DELETE", "/api/v1/users/%s" % user["id"], headers=a.api_headers())
-            assert resp.status_code == 204
+        def hide_revocations():
             # the revocation is recorded; hide it behind a key of the wrong type
             r.cmd("RENAME", "herald:revoked", "herald:revoked-saved")
             r.cmd("SET", "herald:revoked", "not a hash")
-        finally:
-            b.proc.send_signal(signal.SIGCONT)
+
+        cut_off_while_deleting(r, a, b, user, hide_revocations)
         # the layer is back, the reload keeps failing: not ready, socket open
         wait_until(lambda: b.metrics().get("herald_redis_shards_connected") == 1, timeout=15,
                    what="node b's channel layer reconnected")
@@ -297,17 +275,9 @@ def test_revocation_reload_retried_until_it_succeeds():
         assert ws.connect("/ws", {"Authorization": "Bearer " + tok}) == 401
 
 
-class RedisAs:
+def RedisAs(r, user, password):
     """A RESP connection to r authenticated as an ACL user."""
-
-    def __init__(self, r, user, password):
-        from harness import Redis as _R
-        self.c = _R.__new__(_R)
-        self.c.port, self.c._sock, self.c._buf = r.port, None, b""
-        assert self.c.cmd("AUTH", user, password) == "OK"
-
-    def cmd(self, *args):
-        return self.c.cmd(*args)
+    return RespConn(r.port, user=user, password=password)
 
 
 def signed_control(secret, body, topic="herald:control"):
@@ -330,10 +300,10 @@ def test_forged_control_messages_are_refused():
         r.cmd("ACL", "SETUSER", "backend", "on", ">backend-pw", "resetkeys", "~herald:*",
               "resetchannels", "&herald:*", "-@all", "+fcall", "+publish", "+subscribe")
         be = RedisAs(r, "backend", "backend-pw")
-        alice, mallory = client(a, "alice"), client(b, "mallory")
-        sub(alice, "user:alice")
-        sub(mallory, "sync")
-        admin = client(b, "root", roles=["admin"])
+        alice, mallory = a.user("alice"), b.user("mallory")
+        alice.subscribe("user:alice")
+        mallory.subscribe("sync")
+        admin = b.user("root", roles=["admin"])
 
         def forge(body):
             assert be.cmd("PUBLISH", "herald:control", body) >= 1
@@ -359,7 +329,7 @@ def test_forged_control_messages_are_refused():
         assert_result(mallory.cmd("ping"))
         assert_result(admin.cmd("ping"))
         a.publish("user:alice", {"private": 1})
-        assert messages(alice, 1)[0]["data"] == {"private": 1}
+        assert alice.messages(1)[0]["data"] == {"private": 1}
         mallory.assert_quiet(0.3)
         wait_until(lambda: all(h.metrics().get("herald_redis_control_rejected_total", 0) >= 5
                                for h in (a, b)), what="five refusals on each node")
@@ -371,9 +341,9 @@ def test_forged_control_messages_are_refused():
         resp = a.http("POST", "/api/v1/users/mallory/disconnect", headers=a.api_headers())
         assert resp.status_code == 204
         assert mallory.expect_close() == 4003
-        kind, topic, captured = spy.c._reply()
+        kind, topic, captured = spy.reply()
         assert kind == "message" and topic == "herald:control", (kind, topic)
-        m2 = client(b, "mallory")
+        m2 = b.user("mallory")
         before = b.metrics().get("herald_redis_control_rejected_total", 0)
         forge(captured)
         wait_until(lambda: b.metrics().get("herald_redis_control_rejected_total", 0) > before,
@@ -404,9 +374,9 @@ def test_docs_backend_acl_publishes_and_nothing_more():
     from harness import RedisError
     with Redis() as r, ExitStack() as st:
         a, b = nodes(st, r)
-        w = client(b, "alice")
-        sub(w, "news")
-        sub(w, "feed:acl")
+        w = b.user("alice")
+        w.subscribe("news")
+        w.subscribe("feed:acl")
         argv = shlex.split(docs_acl_line())
         assert argv[:3] == ["redis-cli", "ACL", "SETUSER"], argv
         p = subprocess.run([REDIS_CLI, "-p", str(r.port)] + argv[1:], capture_output=True,
@@ -416,7 +386,7 @@ def test_docs_backend_acl_publishes_and_nothing_more():
         assert be.cmd("FCALL", "herald_publish", "0", "news", '{"n":1}') == 0
         assert be.cmd("FCALL", "herald_publish", "0", "feed:acl", '{"n":2}') == 1
         assert be.cmd("FCALL", "herald_publish", "0", "feed:acl", '{"n":3}') == 2
-        assert [m["data"] for m in messages(w, 3)] == [{"n": 1}, {"n": 2}, {"n": 3}]
+        assert [m["data"] for m in w.messages(3)] == [{"n": 1}, {"n": 2}, {"n": 3}]
         for forbidden in (("PUBLISH", "herald:control", "{}"), ("HGETALL", "herald:revoked"),
                           ("HSET", "herald:user:x", "roles", '["admin"]'), ("KEYS", "*"),
                           ("SUBSCRIBE", "herald:control"), ("FUNCTION", "DELETE", "herald")):
@@ -430,11 +400,11 @@ def test_docs_backend_acl_publishes_and_nothing_more():
 def test_presence_and_join_leave_across_nodes():
     with Redis() as r, ExitStack() as st:
         a, b = nodes(st, r)
-        wa = client(a, "alice", info={"name": "Alice"})
-        sub(wa, "chat:room")
+        wa = a.user("alice", info={"name": "Alice"})
+        wa.subscribe("chat:room")
         assert wa.recv_push("join")["user"] == "alice"
-        wb = client(b, "bob")
-        sub(wb, "chat:room")
+        wb = b.user("bob")
+        wb.subscribe("chat:room")
         j = wa.recv_push("join")
         assert j["user"] == "bob" and j["client"] == wb.hello["client"]
         assert wb.recv_push("join")["user"] == "bob"
@@ -459,10 +429,10 @@ def test_killed_node_leaves_presence_after_ttl():
     # machine before an entry of a live node lapses (3 s left only 2 s)
     with Redis() as r, ExitStack() as st:
         a, b = nodes(st, r, env={"HERALD_PRESENCE_TTL": "6"})
-        wb = client(b, "bob")
-        sub(wb, "chat:room")
-        wa = client(a, "alice")
-        sub(wa, "chat:room")
+        wb = b.user("bob")
+        wb.subscribe("chat:room")
+        wa = a.user("alice")
+        wa.subscribe("chat:room")
         pres = lambda: sorted(c["user"] for c in wa.cmd("presence", channel="chat:room")["result"]["clients"])
         assert pres() == ["alice", "bob"]
         # refreshes keep a live node's entries past the TTL (the time itself
@@ -478,26 +448,26 @@ def test_killed_node_leaves_presence_after_ttl():
 def test_history_and_recovery_across_nodes():
     with Redis() as r, ExitStack() as st:
         a, b = nodes(st, r)
-        w = client(a, "alice")
-        res = sub(w, "feed:f")
+        w = a.user("alice")
+        res = w.subscribe("feed:f")
         epoch, top = res["epoch"], res["offset"]
         assert res["recovered"] is False and res["publications"] == []
         for i in range(3):
             assert a.publish("feed:f", i).json()["offset"] == top + i + 1
-        got = messages(w, 3)
+        got = w.messages(3)
         last = got[-1]["offset"]
         w.close()
         # missed while away
         for i in range(3, 6):
             b.publish("feed:f", i)
-        w2 = client(b, "alice")
-        res = sub(w2, "feed:f", since={"offset": last, "epoch": epoch})
+        w2 = b.user("alice")
+        res = w2.subscribe("feed:f", since={"offset": last, "epoch": epoch})
         assert res["recovered"] is True, res
         assert [p["data"] for p in res["publications"]] == [3, 4, 5]
         assert res["epoch"] == epoch and res["offset"] == last + 3
         # live publications follow without a gap or a duplicate
         a.publish("feed:f", 6)
-        m = messages(w2, 1)[0]
+        m = w2.messages(1)[0]
         assert m["data"] == 6 and m["offset"] == last + 4
         # the history op and REST
         h = w2.cmd("history", channel="feed:f", limit=2)["result"]
@@ -510,35 +480,35 @@ def test_history_and_recovery_across_nodes():
 def test_not_recovered_after_trim_and_epoch_change():
     with Redis() as r, ExitStack() as st:
         (a,) = nodes(st, r, n=1)
-        w = client(a, "alice")
-        res = sub(w, "chat:t")  # history_size 5
+        w = a.user("alice")
+        res = w.subscribe("chat:t")  # history_size 5
         epoch = res["epoch"]
         since = res["offset"]
         w.close()
         for i in range(8):
             a.publish("chat:t", i)
-        w = client(a, "alice")
-        res = sub(w, "chat:t", since={"offset": since, "epoch": epoch})
+        w = a.user("alice")
+        res = w.subscribe("chat:t", since={"offset": since, "epoch": epoch})
         assert res["recovered"] is False  # trimmed: only the last 5 are kept
         assert [p["data"] for p in res["publications"]] == [3, 4, 5, 6, 7]
         top = res["offset"]
         w.close()
         # the stream's epoch changes when its metadata is gone
         r.cmd("DEL", "herald:history-meta:chat:t")
-        w = client(a, "alice")
-        res = sub(w, "chat:t", since={"offset": top, "epoch": epoch})
+        w = a.user("alice")
+        res = w.subscribe("chat:t", since={"offset": top, "epoch": epoch})
         assert res["recovered"] is False and res["epoch"] != epoch
 
 
 def test_redis_outage():
     with Redis() as r, ExitStack() as st:
         a, b = nodes(st, r)
-        wa1, wa2, wb = client(a, "alice"), client(a, "bob"), client(b, "carol")
+        wa1, wa2, wb = a.user("alice"), a.user("bob"), b.user("carol")
         for w in (wa1, wa2, wb):
-            sub(w, "news")
-        res = sub(wa1, "feed:o")
+            w.subscribe("news")
+        res = wa1.subscribe("feed:o")
         a.publish("feed:o", 1)
-        assert messages(wa1, 1)[0]["data"] == 1
+        assert wa1.messages(1)[0]["data"] == 1
         r.halt()
         wait_until(lambda: not a.ready() and not b.ready(), what="readyz 503")
         assert a.http("GET", "/readyz").status_code == 503
@@ -547,7 +517,7 @@ def test_redis_outage():
         resp = a.publish("news", "during")
         assert resp.json().get("local_only") is True
         for w in (wa1, wa2):
-            assert messages(w, 1)[0]["data"] == "during"
+            assert w.messages(1)[0]["data"] == "during"
         # (wb never gets it: checked after the outage, where a publication
         # of node a that it had kept would come first)
         # history channels cannot take an offset: 503
@@ -579,7 +549,7 @@ def test_redis_outage():
         b.publish("news", "after")
         a.publish("news", "after, from a")
         for w in (wa1, wa2, wb):
-            assert [m["data"] for m in messages(w, 2, timeout=10)] == ["after", "after, from a"]
+            assert [m["data"] for m in w.2.messages(timeout=10)] == ["after", "after, from a"]
 
 
 def rss_kb(h):
@@ -596,10 +566,10 @@ def test_history_channel_recovered_after_redis_restart_with_data():
     the node reads what it missed and says recovered: true."""
     with Redis() as r, ExitStack() as st:
         (a,) = nodes(st, r, n=1)
-        w = client(a, "alice")
-        sub(w, "feed:r")
+        w = a.user("alice")
+        w.subscribe("feed:r")
         a.publish("feed:r", 1)
-        assert messages(w, 1)[0]["data"] == 1
+        assert w.messages(1)[0]["data"] == 1
         # drop the node's connections; publish meanwhile from a backend
         r.cmd("CLIENT", "KILL", "TYPE", "pubsub")
         r.cmd("FCALL", "herald_publish", "0", "feed:r", "2")
@@ -618,18 +588,18 @@ def test_two_shards():
     with Redis() as r1, Redis() as r2, ExitStack() as st:
         url = "%s,%s" % (r1.url, r2.url)
         a, b = nodes(st, url)
-        wa, wb = client(a, "alice"), client(b, "bob")
+        wa, wb = a.user("alice"), b.user("bob")
         chans = ["s%d" % i for i in range(12)]
         for c in chans:
-            sub(wa, c)
-            sub(wb, c)
+            wa.subscribe(c)
+            wb.subscribe(c)
         on1 = [c for c in chans if r1.cmd("PUBSUB", "NUMSUB", "herald:ch:" + c)[1] == 2]
         on2 = [c for c in chans if r2.cmd("PUBSUB", "NUMSUB", "herald:ch:" + c)[1] == 2]
         assert on1 and on2 and sorted(on1 + on2) == sorted(chans), (on1, on2)
         for c in chans:
             a.publish(c, c)
         for w in (wa, wb):
-            assert sorted(m["data"] for m in messages(w, 12)) == sorted(chans)
+            assert sorted(m["data"] for m in w.messages(12)) == sorted(chans)
         # history lives on the channel's shard
         (a.publish("feed:z", 1))
         shard = r1 if r1.cmd("EXISTS", "herald:history:feed:z") else r2
@@ -646,15 +616,15 @@ def test_connection_close_after_a_layer_answer():
     from test_rest import request_then_eof
     with Redis() as r, ExitStack() as st:
         (a,) = nodes(st, r, n=1)
-        w = client(a, "alice")
-        sub(w, "news")
+        w = a.user("alice")
+        w.subscribe("news")
         body = json.dumps({"channel": "news", "data": {"n": 1}}).encode()
         assert request_then_eof(a.port, "POST", "/api/v1/publish", body,
                                 {"Content-Type": "application/json", "X-API-Key": a.api_key}) == 200
-        assert messages(w, 1)[0]["data"] == {"n": 1}
+        assert w.messages(1)[0]["data"] == {"n": 1}
         p = a.run(["publish", "news", '{"n":2}', "--url", a.base], timeout=10)
         assert p.returncode == 0, p.stderr
-        assert messages(w, 1)[0]["data"] == {"n": 2}
+        assert w.messages(1)[0]["data"] == {"n": 2}
 
 
 def test_reads_create_no_keys_and_meta_follows_history_ttl():
@@ -666,7 +636,7 @@ def test_reads_create_no_keys_and_meta_follows_history_ttl():
     publication gives it history_ttl (300 s here)."""
     with Redis() as r, ExitStack() as st:
         a, b = nodes(st, r)
-        w = client(a, "alice")
+        w = a.user("alice")
         before = sorted(r.keys("herald:*"))
         for i in range(30):
             res = assert_result(w.cmd("history", channel="feed:h%d" % i))
@@ -675,22 +645,22 @@ def test_reads_create_no_keys_and_meta_follows_history_ttl():
             assert resp.status_code == 200 and resp.json()["offset"] == 0
         assert sorted(r.keys("herald:*")) == before, set(r.keys("herald:*")) - set(before)
         for i in range(30):
-            sub(w, "feed:s%d" % i)
+            w.subscribe("feed:s%d" % i)
             assert_result(w.cmd("unsubscribe", channel="feed:s%d" % i))
         created = set(r.keys("herald:*")) - set(before)
         assert created == {"herald:history-meta:feed:s%d" % i for i in range(30)}, created
         for k in created:
             assert 0 < r.cmd("TTL", k) <= 60, (k, r.cmd("TTL", k))
         # a subscriber from before the first publication recovers into it
-        early = sub(w, "feed:p")
+        early = w.subscribe("feed:p")
         assert early["offset"] == 0
         a.publish("feed:p", 1)
         ttl = r.cmd("TTL", "herald:history-meta:feed:p")
         assert 0 < ttl <= 300, ttl
-        assert messages(w, 1)[0]["offset"] == 1
+        assert w.messages(1)[0]["offset"] == 1
         w.close()
         b.publish("feed:p", 2)
-        res = sub(client(b, "alice"), "feed:p", since={"offset": 1, "epoch": early["epoch"]})
+        res = b.user("alice").subscribe("feed:p", since={"offset": 1, "epoch": early["epoch"]})
         assert res["recovered"] is True and [p["data"] for p in res["publications"]] == [2], res
         # the subscriber's node renews the meta (presence_ttl 3: every second)
         t0, p0 = time.monotonic(), r.cmd("PTTL", "herald:history-meta:feed:p")
@@ -723,17 +693,17 @@ def test_early_subscribers_keep_their_epoch():
     with Redis() as r, ExitStack() as st:
         a, b = nodes(st, r)
         x, y = same_slot_names("feed:slot")
-        wx = client(a, "alice")
-        early = sub(wx, x)
+        wx = a.user("alice")
+        early = wx.subscribe(x)
         assert early["offset"] == 0
         # another channel of the old slot is born first
         b.publish(y, "y")
         a.publish(x, 1)
-        m = messages(wx, 1)[0]
+        m = wx.messages(1)[0]
         assert m["offset"] == 1
         wx.close()
         b.publish(x, 2)
-        res = sub(client(b, "alice"), x, since={"offset": 1, "epoch": early["epoch"]})
+        res = b.user("alice").subscribe(x, since={"offset": 1, "epoch": early["epoch"]})
         assert res["recovered"] is True and res["epoch"] == early["epoch"], res
         assert [p["data"] for p in res["publications"]] == [2], res
 
@@ -749,15 +719,15 @@ def test_restart_from_an_older_snapshot_gives_a_new_epoch():
     afterwards is delivered."""
     with Redis() as r, ExitStack() as st:
         (a,) = nodes(st, r, n=1)
-        w, w2 = client(a, "alice"), client(a, "bob")
-        res = sub(w, "feed:snap")
-        sub(w2, "feed:snap")
+        w, w2 = a.user("alice"), a.user("bob")
+        res = w.subscribe("feed:snap")
+        w2.subscribe("feed:snap")
         for i in (1, 2):
             a.publish("feed:snap", i)
         r.cmd("SAVE")
         a.publish("feed:snap", 3)  # acknowledged, delivered, not in the snapshot
-        assert [m["data"] for m in messages(w, 3)] == [1, 2, 3]
-        assert [(m["data"], m["offset"]) for m in messages(w2, 3)][-1] == (3, 3)
+        assert [m["data"] for m in w.messages(3)] == [1, 2, 3]
+        assert [(m["data"], m["offset"]) for m in w2.messages(3)][-1] == (3, 3)
         w2.close()
         r.halt()
         wait_until(lambda: not a.ready(), what="readyz 503")
@@ -767,11 +737,11 @@ def test_restart_from_an_older_snapshot_gives_a_new_epoch():
         assert p["recovered"] is False and p["epoch"] != res["epoch"], p
         top = p["offset"]
         a.publish("feed:snap", 4)
-        m = messages(w, 1)[0]
+        m = w.messages(1)[0]
         assert m["data"] == 4 and m["offset"] == top + 1, (m, p)
         # a client that saw offset 3 (publication 3) is not told it recovered
         # (its offset 3 is not this epoch's offset 3)
-        res2 = sub(client(a, "bob"), "feed:snap", since={"offset": 3, "epoch": res["epoch"]})
+        res2 = a.user("bob").subscribe("feed:snap", since={"offset": 3, "epoch": res["epoch"]})
         assert res2["recovered"] is False and res2["epoch"] == p["epoch"], res2
 
 
@@ -783,16 +753,16 @@ def test_offsets_beyond_1e14():
         a, b = nodes(st, r)
         big = 10 ** 14
         a.publish("feed:big", 0)
-        epoch = assert_result(client(a, "x").cmd("history", channel="feed:big"))["epoch"]
+        epoch = assert_result(a.user("x").cmd("history", channel="feed:big"))["epoch"]
         r.cmd("HSET", "herald:history-meta:feed:big", "s", big)
-        w = client(b, "alice")
-        res = sub(w, "feed:big", since={"offset": big + 5, "epoch": epoch})
+        w = b.user("alice")
+        res = w.subscribe("feed:big", since={"offset": big + 5, "epoch": epoch})
         assert res["recovered"] is False and res["offset"] == big, res
         assert a.publish("feed:big", 1).json() == {"offset": big + 1}
-        assert messages(w, 1)[0]["offset"] == big + 1
+        assert w.messages(1)[0]["offset"] == big + 1
         h = assert_result(w.cmd("history", channel="feed:big", since={"offset": big, "epoch": epoch}))
         assert [p["offset"] for p in h["publications"]] == [big + 1], h
-        res = sub(client(a, "bob"), "feed:big", since={"offset": big, "epoch": epoch})
+        res = a.user("bob").subscribe("feed:big", since={"offset": big, "epoch": epoch})
         assert res["recovered"] is True and [p["data"] for p in res["publications"]] == [1], res
 
 
@@ -804,10 +774,10 @@ def test_publish_function_refuses_what_nodes_cannot_deliver():
     from harness import RedisError
     with Redis() as r, ExitStack() as st:
         a, b = nodes(st, r)
-        w = client(b, "alice")
-        sub(w, "news")
-        hw = client(a, "bob")
-        sub(hw, "feed:v")
+        w = b.user("alice")
+        w.subscribe("news")
+        hw = a.user("bob")
+        hw.subscribe("feed:v")
         deep = "[" * 64 + "]" * 64
         refused = ["NaN", "-Infinity", "Infinity", "0x10", "01", "+1", "1.", ".5", "1e", "'a'",
                    '"a\tb"', '"\x01"', "1e400", "-1e400",
@@ -830,9 +800,9 @@ def test_publish_function_refuses_what_nodes_cannot_deliver():
         for good in accepted:
             assert r.cmd("FCALL", "herald_publish", "0", "news", good) == 0
             assert r.cmd("FCALL", "herald_publish", "0", "feed:v", good) > 0
-        got = [m["data"] for m in messages(w, len(accepted))]
+        got = [m["data"] for m in w.messages(len(accepted))]
         assert got == [json.loads(g) for g in accepted], got
-        got = [m["data"] for m in messages(hw, len(accepted))]
+        got = [m["data"] for m in hw.messages(len(accepted))]
         assert got == [json.loads(g) for g in accepted], got
         hist = assert_result(hw.cmd("history", channel="feed:v"))["publications"]
         assert [p["data"] for p in hist] == [json.loads(g) for g in accepted], hist
@@ -848,20 +818,20 @@ def test_nul_and_nesting_the_same_on_every_path():
     from harness import RedisError
     with Redis() as r, ExitStack() as st:
         a, b = nodes(st, r)
-        w = client(b, "alice")
-        sub(w, "news")
-        sub(w, "feed:n")
-        pub = client(a, "bob")
-        sub(pub, "news")  # publish: authenticated (default namespace)
+        w = b.user("alice")
+        w.subscribe("news")
+        w.subscribe("feed:n")
+        pub = a.user("bob")
+        pub.subscribe("news")  # publish: authenticated (default namespace)
         for ch in ("news", "feed:n"):
             r1 = a.http("POST", "/api/v1/publish", json={"channel": ch, "data": {"s": "rest\u0000"}},
                         headers=a.api_headers())
             assert r1.status_code == 200, r1.text
-            assert messages(w, 1)[0]["data"] == {"s": "rest\u0000"}
+            assert w.messages(1)[0]["data"] == {"s": "rest\u0000"}
             r.cmd("FCALL", "herald_publish", "0", ch, '"fcall\\u0000"')
-            assert messages(w, 1)[0]["data"] == "fcall\u0000"
+            assert w.messages(1)[0]["data"] == "fcall\u0000"
         assert_result(pub.cmd("publish", channel="news", data="ws\u0000"))
-        assert messages(w, 1)[0]["data"] == "ws\u0000"
+        assert w.messages(1)[0]["data"] == "ws\u0000"
         hist = assert_result(w.cmd("history", channel="feed:n"))["publications"]
         assert [p["data"] for p in hist] == [{"s": "rest\u0000"}, "fcall\u0000"], hist
         deep = 0
@@ -871,7 +841,7 @@ def test_nul_and_nesting_the_same_on_every_path():
                       headers=a.api_headers()).status_code == 200
         assert_result(pub.cmd("publish", channel="news", data=deep))
         r.cmd("FCALL", "herald_publish", "0", "news", json.dumps(deep))
-        assert [m["data"] for m in messages(w, 3)] == [deep] * 3
+        assert [m["data"] for m in w.messages(3)] == [deep] * 3
         too = [deep]
         resp = a.http("POST", "/api/v1/publish", json={"channel": "feed:n", "data": too},
                       headers=a.api_headers())
@@ -891,30 +861,30 @@ def test_publisher_identity_across_nodes():
     (REST, FCALL) carry none."""
     with Redis() as r, ExitStack() as st:
         a, b = nodes(st, r)
-        alice = client(a, "alice", info={"name": "Alice"})
-        bob = client(b, "bob")
+        alice = a.user("alice", info={"name": "Alice"})
+        bob = b.user("bob")
         for w in (alice, bob):
-            sub(w, "chat:id")
-            sub(w, "plain")
+            w.subscribe("chat:id")
+            w.subscribe("plain")
         for w in (alice, bob):
             while w.pending:
                 w.pending.popleft()
         me = {"user": "alice", "client": alice.hello["client"], "info": {"name": "Alice"}}
         assert_result(alice.cmd("publish", channel="chat:id", data={"text": "hi", "from": "mallory"}))
-        m = [x for x in messages(bob, 1)][0]
+        m = [x for x in bob.messages(1)][0]
         assert m["from"] == me and m["data"] == {"text": "hi", "from": "mallory"}, m
         assert_result(alice.cmd("publish", channel="plain", data=1))
-        assert messages(bob, 1)[0]["from"] == me
+        assert bob.messages(1)[0]["from"] == me
         a.publish("chat:id", "backend")
         r.cmd("FCALL", "herald_publish", "0", "chat:id", '"redis"')
-        got = messages(bob, 2)
+        got = bob.messages(2)
         assert [("from" in x) for x in got] == [False, False], got
         hist = b.http("GET", "/api/v1/channels/chat:id/history", headers=b.api_headers()).json()
         assert [p.get("from") for p in hist["publications"]] == [me, None, None], hist
         # a backend cannot pass it through the documented command's
         # arguments as data either: "from" in data stays data
         r.cmd("FCALL", "herald_publish", "0", "plain", '{"from":{"user":"root"}}')
-        m = messages(bob, 1)[0]
+        m = bob.messages(1)[0]
         assert "from" not in m and m["data"] == {"from": {"user": "root"}}, m
 
 
@@ -924,8 +894,8 @@ def test_presence_announced_at_once_after_redis_restarts_empty():
     20 s here)."""
     with Redis() as r, ExitStack() as st:
         a, b = nodes(st, r, env={"HERALD_PRESENCE_TTL": "60"})
-        w = client(a, "alice")
-        sub(w, "chat:room")
+        w = a.user("alice")
+        w.subscribe("chat:room")
         rest = lambda: [c["user"] for c in b.http("GET", "/api/v1/channels/chat:room/presence",
                                                    headers=b.api_headers()).json().get("clients", [])]
         assert rest() == ["alice"]
@@ -976,20 +946,10 @@ def client_on_loop(h, name, loop, tries=40):
     until one raises that loop's connection count."""
     for _ in range(tries):
         before = loop_connections(h, loop)
-        w = client(h, name)
+        w = h.user(name)
         if loop_connections(h, loop) == before + 1:
             return w
     raise AssertionError("no client landed on loop %d in %d tries" % (loop, tries))
-
-
-def redis_last_cmd(r, node):
-    """{connection name: the last command Redis ran on it} (CLIENT LIST)."""
-    out = {}
-    for line in r.cmd("CLIENT", "LIST").splitlines():
-        f = dict(kv.split("=", 1) for kv in line.split(" ") if "=" in kv)
-        if f.get("name", "").startswith("herald:%s:" % node):
-            out[f["name"].split(":")[-1]] = f["cmd"]
-    return out
 
 
 def test_each_loop_publishes_on_its_own_connection():
@@ -1003,24 +963,24 @@ def test_each_loop_publishes_on_its_own_connection():
         wait_until(lambda: sorted(node_clients(r, "n0")) == ["cmd", "cmd1", "sub"],
                    what="loop 1's connection")
         w = client_on_loop(a, "alice", 1)
-        sub(w, "news")
+        w.subscribe("news")
         assert_result(w.cmd("publish", channel="news", data=1))
-        assert messages(w, 1)[0]["data"] == 1
-        last = redis_last_cmd(r, "n0")
+        assert w.messages(1)[0]["data"] == 1
+        last = node_clients(r, "n0", "cmd")
         assert last["cmd1"] == "publish" and last["cmd"] != "publish", last
         # the same from REST is loop-agnostic: it only has to keep working
         assert a.publish("news", 2).status_code == 200
-        assert messages(w, 1)[0]["data"] == 2
+        assert w.messages(1)[0]["data"] == 2
         old = node_clients(r, "n0")["cmd1"]
         r.cmd("CLIENT", "KILL", "ID", old)
         wait_until(lambda: "loop 1's connection to redis shard 0 closed" in a.log(),
                    what="loop 1 to notice")
         reply = w.cmd("publish", channel="news", data=3)
         assert_result(reply)
-        assert messages(w, 1)[0]["data"] == 3  # nothing else (no renewal push) first
+        assert w.messages(1)[0]["data"] == 3  # nothing else (no renewal push) first
         assert a.ready()
         assert node_clients(r, "n0")["cmd1"] != old
-        assert redis_last_cmd(r, "n0")["cmd1"] == "publish"
+        assert node_clients(r, "n0", "cmd")["cmd1"] == "publish"
 
 
 def test_presence_entry_in_redis_once_subscribed():
@@ -1033,7 +993,7 @@ def test_presence_entry_in_redis_once_subscribed():
         missing = []
         for i in range(8):
             w = client_on_loop(a, "u%d" % i, i % 2)
-            sub(w, "chat:room")
+            w.subscribe("chat:room")
             rest = b.http("GET", "/api/v1/channels/chat:room/presence", headers=b.api_headers())
             if w.hello["client"] not in [c["client"] for c in rest.json()["clients"]]:
                 missing.append((i % 2, w.hello["client"]))
@@ -1047,8 +1007,8 @@ def test_layer_log_lines_follow_the_log_format():
     event like every other line (they were bare "herald: ..." text)."""
     with Redis() as r, ExitStack() as st:
         (a,) = nodes(st, r, n=1)
-        w = client(a, "alice")
-        sub(w, "news")
+        w = a.user("alice")
+        w.subscribe("news")
         r.cmd("PUBLISH", "herald:ch:news", "not json")
         r.cmd("PUBLISH", "herald:control", "0" * 64 + ' {"op":"revoke","user":"x"}')
         # (read before Redis goes: a killed server may reset the connection

@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import random
-import secrets
 import threading
 import time
 from contextlib import ExitStack
@@ -30,7 +29,7 @@ from asgiref.sync import async_to_sync
 from channels_redis.core import RedisChannelLayer
 from channels_redis.pubsub import RedisPubSubChannelLayer
 
-from harness import Herald, Redis, assert_result, run_tests, wait_until
+from harness import Herald, Redis, cluster_nodes, assert_result, run_tests, wait_until
 
 CONFIG = {"namespaces": {
     "chat": {"subscribe": "authenticated", "publish": "subscribers",
@@ -42,36 +41,9 @@ CONFIG = {"namespaces": {
 
 
 def nodes(stack, redis, mode, n=2, env=None, config=CONFIG):
-    """n Herald nodes on one Redis with HERALD_DJANGO_CHANNELS=mode."""
-    secret, key = secrets.token_hex(24), secrets.token_hex(16)
-    out = []
-    for i in range(n):
-        e = {"HERALD_JWT_SECRET": secret, "HERALD_API_KEY": key, "HERALD_NODE_ID": "n%d" % i,
-             "HERALD_DJANGO_CHANNELS": mode}
-        e.update(env or {})
-        h = Herald(env=e, redis=redis, config=config)
-        h.secret, h.api_key = secret, key
-        out.append(stack.enter_context(h))
-    for h in out:
-        h.wait_ready()
-    return out
-
-
-def client(h, name):
-    return h.client(name, token=h.jwt(sub=name))
-
-
-def sub(ws, channel):
-    return assert_result(ws.cmd("subscribe", channel=channel))
-
-
-def messages(ws, n, timeout=5.0):
-    out = []
-    while len(out) < n:
-        m = ws.recv_json(timeout)
-        if m.get("push") == "message":
-            out.append(m)
-    return out
+    """n nodes on one Redis with HERALD_DJANGO_CHANNELS=mode."""
+    return cluster_nodes(stack, redis, n, dict({"HERALD_DJANGO_CHANNELS": mode}, **(env or {})),
+                         config)
 
 
 def layer(mode, r, **kw):
@@ -116,16 +88,16 @@ def django_metrics(h):
 def check_group_send_two_nodes(mode):
     with Redis() as r, ExitStack() as st:
         a, b = nodes(st, r, mode)
-        wa, wb = client(a, "alice"), client(b, "bob")
+        wa, wb = a.user("alice"), b.user("bob")
         for w in (wa, wb):
-            sub(w, "news")
-            sub(w, "chat:lobby")
+            w.subscribe("news")
+            w.subscribe("chat:lobby")
         for g in ("news", "chat..lobby"):
             wait_until(lambda: joined(mode, r, g, 2), what="both nodes in group " + g)
         L = layer(mode, r)
         async_to_sync(L.group_send)("news", {"type": "news.item", "title": "hi"})
         for w in (wa, wb):
-            assert messages(w, 1)[0] == {"push": "message", "channel": "news",
+            assert w.messages(1)[0] == {"push": "message", "channel": "news",
                                          "data": {"type": "news.item", "title": "hi"}}
         # a namespaced channel: group "chat..lobby"; every msgpack type
         msg = {"type": "chat.message", "n": -3, "big": 2 ** 64 - 1, "f": 0.1, "g": 2.0,
@@ -136,13 +108,13 @@ def check_group_send_two_nodes(mode):
                 "ok": True, "none": None, "list": [1, "a", {"x": []}], "raw": "AP8=",
                 "text": "h\u00e9 \U0001F600", "7": "seven"}
         for w in (wa, wb):
-            m = messages(w, 1)[0]
+            m = w.messages(1)[0]
             assert m["channel"] == "chat:lobby" and m["data"] == want, m
         # one order per group, as Django sent them
         for i in range(20):
             async_to_sync(L.group_send)("news", {"type": "n", "i": i})
         for w in (wa, wb):
-            assert [m["data"]["i"] for m in messages(w, 20)] == list(range(20))
+            assert [m["data"]["i"] for m in w.messages(20)] == list(range(20))
         # a group with no Herald subscriber reaches nobody and costs nothing
         async_to_sync(L.group_send)("elsewhere", {"type": "x"})
         if mode == "pubsub":
@@ -153,19 +125,19 @@ def check_group_send_two_nodes(mode):
         # (nothing from "elsewhere": a marker sent after it comes first)
         group_send = lambda channel, data: async_to_sync(L.group_send)(channel.replace(":", ".."), data)
         marker = wa.assert_quiet_until_marker(group_send, "news")
-        assert messages(wb, 1)[0]["data"] == marker
+        assert wb.messages(1)[0]["data"] == marker
         # the last subscriber of a node leaves: that node leaves the group
         assert_result(wb.cmd("unsubscribe", channel="news"))
         wait_until(lambda: joined(mode, r, "news", 1), what="node b to leave group news")
         async_to_sync(L.group_send)("news", {"type": "n", "after": 1})
-        assert messages(wa, 1)[0]["data"] == {"type": "n", "after": 1}
+        assert wa.messages(1)[0]["data"] == {"type": "n", "after": 1}
         marker = wb.assert_quiet_until_marker(group_send, "chat:lobby")
-        assert messages(wa, 1)[0]["data"] == marker
+        assert wa.messages(1)[0]["data"] == marker
         # channels without a Django group name are not bridged at all: a
         # channel subscribed after them ("later") is joined, they are not
-        sub(wa, "odd@name")
-        sub(wa, "a..b")
-        sub(wa, "later")
+        wa.subscribe("odd@name")
+        wa.subscribe("a..b")
+        wa.subscribe("later")
         wait_until(lambda: joined(mode, r, "later", 1), what="node a to join group later")
         if mode == "pubsub":
             assert sorted(r.cmd("PUBSUB", "CHANNELS", "asgi__group__*")) == [
@@ -198,14 +170,14 @@ def test_spec_example_through_django_settings():
             settings.CHANNEL_LAYERS["default"] = {"BACKEND": backend,
                                                   "CONFIG": {"hosts": [r.url]}}
             channel_layers.backends.clear()
-            ws = [client(a, "alice"), client(b, "bob")]
+            ws = [a.user("alice"), b.user("bob")]
             for w in ws:
-                sub(w, "news")
+                w.subscribe("news")
             wait_until(lambda: joined(mode, r, "news", 2), what="both nodes in group news")
             channel_layer = get_channel_layer()
             async_to_sync(channel_layer.group_send)("news", {"type": "news.item", "title": "hi"})
             for w in ws:
-                assert messages(w, 1)[0] == {"push": "message", "channel": "news",
+                assert w.messages(1)[0] == {"push": "message", "channel": "news",
                                              "data": {"type": "news.item", "title": "hi"}}
 
 
@@ -220,9 +192,9 @@ def test_redis_layer_members_expiry_and_node_stop():
         django_channel = async_to_sync(L.new_channel)()
         async_to_sync(L.group_add)("news", django_channel)
         r.cmd("EXPIRE", "asgi:group:news", 1000)
-        ws = [client(a, "alice"), client(a, "carol"), client(b, "bob")]
+        ws = [a.user("alice"), a.user("carol"), b.user("bob")]
         for w in ws:
-            sub(w, "news")
+            w.subscribe("news")
         wait_until(lambda: len(members(r, "news")) == 2, what="two node members")
         names = members(r, "news")
         assert all(n.endswith("!news") for n in names), names
@@ -242,7 +214,7 @@ def test_redis_layer_members_expiry_and_node_stop():
                                for n in names), what="fresh renewals of both memberships")
         async_to_sync(L.group_send)("news", {"type": "late"})
         for w in ws:
-            assert messages(w, 1)[0]["data"] == {"type": "late"}
+            assert w.messages(1)[0]["data"] == {"type": "late"}
         # (channels_redis dropped the Django member, older than 4 s: back in)
         async_to_sync(L.group_add)("news", django_channel)
         # the node stops: its membership and inbox go
@@ -260,9 +232,9 @@ def test_redis_layer_members_expiry_and_node_stop():
 #---- Herald -> Django ---------------------------------------------------------
 
 def publish_from_ws(h, channel, data, sub_first=True):
-    w = client(h, "alice")
+    w = h.user("alice")
     if sub_first:
-        sub(w, channel)
+        w.subscribe(channel)
     assert_result(w.cmd("publish", channel=channel, data=data))
     return w
 
@@ -363,8 +335,8 @@ def test_malformed_messages_are_dropped_and_counted():
     for mode in ("pubsub", "redis"):
         with Redis() as r, ExitStack() as st:
             (a,) = nodes(st, r, mode, n=1)
-            w = client(a, "alice")
-            sub(w, "news")
+            w = a.user("alice")
+            w.subscribe("news")
             wait_until(lambda: joined(mode, r, "news", 1), what="node in group news")
             if mode == "pubsub":
                 for payload in bad:
@@ -389,7 +361,7 @@ def test_malformed_messages_are_dropped_and_counted():
             # (it is the next message: a delivered bad one would come first)
             L = layer(mode, r)
             async_to_sync(L.group_send)("news", {"type": "ok"})
-            assert messages(w, 1)[0]["data"] == {"type": "ok"}
+            assert w.messages(1)[0]["data"] == {"type": "ok"}
             assert "dropped a message" in a.log()
             # the bridge logs through the gateway's logger (JSON here), as
             # its "bridging" line at start does
@@ -400,7 +372,7 @@ def test_malformed_messages_are_dropped_and_counted():
             # JSON with a key twice
             async_to_sync(L.group_send)("news", {"type": "dup", 1: "int", "1": "str"})
             async_to_sync(L.group_send)("news", {"type": "ok2", "n": {None: 1, "x": 2}})
-            assert messages(w, 1)[0]["data"] == {"type": "ok2", "n": {"null": 1, "x": 2}}
+            assert w.messages(1)[0]["data"] == {"type": "ok2", "n": {"null": 1, "x": 2}}
             assert django_metrics(a)["herald_django_bad_messages_total"] == expected + 1
 
 
@@ -408,9 +380,9 @@ def test_redis_restart():
     for mode in ("pubsub", "redis"):
         with Redis() as r, ExitStack() as st:
             a, b = nodes(st, r, mode)
-            wa, wb = client(a, "alice"), client(b, "bob")
+            wa, wb = a.user("alice"), b.user("bob")
             for w in (wa, wb):
-                sub(w, "news")
+                w.subscribe("news")
             wait_until(lambda: joined(mode, r, "news", 2), what="both nodes in group news")
             r.halt()
             wait_until(lambda: not a.ready() and not b.ready(), what="readyz 503")
@@ -424,11 +396,11 @@ def test_redis_restart():
             L = layer(mode, r)
             async_to_sync(L.group_send)("news", {"type": "after"})
             for w in (wa, wb):
-                assert messages(w, 1, timeout=10)[0]["data"] == {"type": "after"}
+                assert w.messages(1, timeout=10)[0]["data"] == {"type": "after"}
             # the inbox reader came back too: another message, another node restart-free
             async_to_sync(L.group_send)("news", {"type": "again"})
             for w in (wa, wb):
-                assert messages(w, 1, timeout=10)[0]["data"] == {"type": "again"}
+                assert w.messages(1, timeout=10)[0]["data"] == {"type": "again"}
 
 
 def test_configuration_refusals():

@@ -199,8 +199,9 @@ def test_build_context_has_what_is_copied():
     with open(os.path.join(REPO, "CMakeLists.txt")) as f:
         embedded = re.findall(r"^hr_embed\((\S+)", f.read(), re.M)
     assert "docs/openapi.json" in embedded, "CMakeLists.txt embeds %r" % embedded
-    for need in ["CMakeLists.txt", "setup.sh", "common/common.c", "auth", "channels", "gateway/main.c",
-                 "bench/CMakeLists.txt", "cmake/embed.cmake"] + embedded:
+    for need in ["CMakeLists.txt", "setup.sh", "common/common.c", "auth", "channels",
+                 "gateway/node.c", "cli/main.c", "bench/CMakeLists.txt",
+                 "cmake/embed.cmake"] + embedded:
         assert not ignored(need, patterns), ".dockerignore leaves out %s, which the build needs" % need
     for gone in ("build/herald", "build-asan/x", ".git/HEAD", "tests/integration/harness.py"):
         assert ignored(gone, patterns), ".dockerignore keeps %s in the build context" % gone

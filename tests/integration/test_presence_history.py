@@ -13,32 +13,13 @@ CONFIG = {"namespaces": {
 }}
 
 
-def client(h, name, **claims):
-    return h.client(name, token=h.jwt(sub=name, **claims))
-
-
-def sub(ws, channel, **kw):
-    r = ws.cmd("subscribe", channel=channel, **kw)
-    assert_result(r)
-    return r["result"]
-
-
-def msgs(ws, n):
-    out = []
-    while len(out) < n:
-        m = ws.recv_json()
-        if m.get("push") == "message":
-            out.append(m)
-    return out
-
-
 def test_presence_and_join_leave():
     with Herald(config=CONFIG) as h:
-        a = client(h, "alice", info={"color": "red"})
-        sub(a, "chat:r")
+        a = h.user("alice", info={"color": "red"})
+        a.subscribe("chat:r")
         assert a.recv_push("join")["user"] == "alice"
-        b = client(h, "bob")
-        sub(b, "chat:r")
+        b = h.user("bob")
+        b.subscribe("chat:r")
         assert a.recv_push("join")["client"] == b.hello["client"]
         pres = a.cmd("presence", channel="chat:r")["result"]["clients"]
         assert sorted(c["user"] for c in pres) == ["alice", "bob"]
@@ -59,28 +40,28 @@ def test_presence_and_join_leave():
 
 def test_history_and_recovery():
     with Herald(config=CONFIG) as h:
-        a = client(h, "alice")
-        res = sub(a, "chat:h")
+        a = h.user("alice")
+        res = a.subscribe("chat:h")
         assert res["offset"] == 0 and res["recovered"] is False and res["epoch"]
         epoch = res["epoch"]
         for i in range(2):
             r = a.cmd("publish", channel="chat:h", data=i)
             assert r["result"]["offset"] == i + 1
-        got = msgs(a, 2)
+        got = a.messages(2)
         assert [m["offset"] for m in got] == [1, 2]
         a.close()
         h.publish("chat:h", 2)
-        b = client(h, "alice")
-        res = sub(b, "chat:h", since={"offset": 2, "epoch": epoch})
+        b = h.user("alice")
+        res = b.subscribe("chat:h", since={"offset": 2, "epoch": epoch})
         assert res["recovered"] is True and [p["data"] for p in res["publications"]] == [2]
         # trimmed (size 3): offsets 1..5 with only 3..5 kept
         h.publish("chat:h", 3)
         h.publish("chat:h", 4)
-        msgs(b, 2)
-        c = client(h, "alice")
-        res = sub(c, "chat:h", since={"offset": 0, "epoch": epoch})
+        b.messages(2)
+        c = h.user("alice")
+        res = c.subscribe("chat:h", since={"offset": 0, "epoch": epoch})
         assert res["recovered"] is False and [p["offset"] for p in res["publications"]] == [3, 4, 5]
-        res = sub(client(h, "alice"), "chat:h", since={"offset": 5, "epoch": "bogus"})
+        res = h.user("alice").subscribe("chat:h", since={"offset": 5, "epoch": "bogus"})
         assert res["recovered"] is False
         hist = c.cmd("history", channel="chat:h", limit=2)["result"]
         assert [p["data"] for p in hist["publications"]] == [3, 4] and hist["offset"] == 5
@@ -110,7 +91,7 @@ def test_reading_unpublished_channels_creates_nothing():
     Now nothing is kept until a publication, and the first publication
     continues the stream its early subscribers were told about."""
     with Herald(config=CONFIG) as h:
-        socks = [client(h, "reader%d" % i) for i in range(10)]
+        socks = [h.user("reader%d" % i) for i in range(10)]
         assert_result(socks[0].cmd("history", channel="big:warmup"))
         before = vm_data_kb(h)
         n = 0
@@ -120,7 +101,7 @@ def test_reading_unpublished_channels_creates_nothing():
                 assert assert_result(r)["offset"] == 0 and r["result"]["publications"] == []
                 n += 1
             for j in range(50):
-                sub(w, "big:s%d-%d" % (i, j))
+                w.subscribe("big:s%d-%d" % (i, j))
                 assert_result(w.cmd("unsubscribe", channel="big:s%d-%d" % (i, j)))
                 n += 1
         for j in range(200):
@@ -131,12 +112,12 @@ def test_reading_unpublished_channels_creates_nothing():
         assert grown < 30000, "%d reads of unpublished channels grew the data segment by %d KB" % (n, grown)
         # a subscriber from before the first publication recovers into it
         w = socks[0]
-        res = sub(w, "big:late")
+        res = w.subscribe("big:late")
         h.publish("big:late", 1)
-        assert msgs(w, 1)[0]["offset"] == 1
+        assert w.messages(1)[0]["offset"] == 1
         w.close()
         h.publish("big:late", 2)
-        res2 = sub(client(h, "reader0"), "big:late", since={"offset": 1, "epoch": res["epoch"]})
+        res2 = h.user("reader0").subscribe("big:late", since={"offset": 1, "epoch": res["epoch"]})
         assert res2["recovered"] is True and [p["data"] for p in res2["publications"]] == [2], res2
 
 
@@ -145,36 +126,36 @@ def test_publications_carry_the_publisher():
     it (user, client id, the token's info), never taken from the data; a
     backend's has none; history and recovery keep it."""
     with Herald(config=CONFIG) as h:
-        a = client(h, "alice", info={"name": "Alice"})
-        b = client(h, "bob")
+        a = h.user("alice", info={"name": "Alice"})
+        b = h.user("bob")
         for w in (a, b):
-            sub(w, "chat:f")
+            w.subscribe("chat:f")
         while a.pending:
             a.pending.popleft()
         me = {"user": "alice", "client": a.hello["client"], "info": {"name": "Alice"}}
         r = a.cmd("publish", channel="chat:f", data={"text": "hi", "from": "bob"})
         assert assert_result(r)["offset"] == 1
         for w in (a, b):
-            m = msgs(w, 1)[0]
+            m = w.messages(1)[0]
             assert m == {"push": "message", "channel": "chat:f", "offset": 1,
                          "data": {"text": "hi", "from": "bob"}, "from": me}, m
         h.publish("chat:f", {"text": "from the backend"})
-        m = msgs(b, 1)[0]
+        m = b.messages(1)[0]
         assert "from" not in m and m["offset"] == 2, m
         assert_result(b.cmd("publish", channel="chat:f", data="b1"))
         bob = {"user": "bob", "client": b.hello["client"], "info": {}}
-        assert msgs(b, 1)[0]["from"] == bob
+        assert b.messages(1)[0]["from"] == bob
         hist = b.cmd("history", channel="chat:f")["result"]["publications"]
         assert [p.get("from") for p in hist] == [me, None, bob], hist
         rest = h.http("GET", "/api/v1/channels/chat:f/history", headers=h.api_headers()).json()
         assert [p.get("from") for p in rest["publications"]] == [me, None, bob], rest
-        res = sub(client(h, "carol"), "chat:f", since={"offset": 0, "epoch": hist and
+        res = h.user("carol").subscribe("chat:f", since={"offset": 0, "epoch": hist and
                                                        b.cmd("history", channel="chat:f")["result"]["epoch"]})
         assert [p.get("from") for p in res["publications"]] == [me, None, bob], res
         # plain channels too
-        sub(b, "room")
+        b.subscribe("room")
         assert_result(a.cmd("publish", channel="room", data=2))
-        assert msgs(b, 1)[0] == {"push": "message", "channel": "room", "data": 2, "from": me}
+        assert b.messages(1)[0] == {"push": "message", "channel": "room", "data": 2, "from": me}
 
 
 def test_nul_and_nesting_in_data():
@@ -182,12 +163,12 @@ def test_nul_and_nesting_in_data():
     refused over WebSocket and answered null by history); data may nest 64
     levels, deeper is refused the same way everywhere."""
     with Herald(config=CONFIG) as h:
-        a = client(h, "alice")
-        sub(a, "chat:z")
+        a = h.user("alice")
+        a.subscribe("chat:z")
         assert_result(a.cmd("publish", channel="chat:z", data={"s": "a\u0000b"}))
-        assert msgs(a, 1)[0]["data"] == {"s": "a\u0000b"}
+        assert a.messages(1)[0]["data"] == {"s": "a\u0000b"}
         h.publish("chat:z", "\u0000")
-        assert msgs(a, 1)[0]["data"] == "\u0000"
+        assert a.messages(1)[0]["data"] == "\u0000"
         hist = a.cmd("history", channel="chat:z")["result"]["publications"]
         assert [p["data"] for p in hist] == [{"s": "a\u0000b"}, "\u0000"], hist
         # a NUL in a member Herald reads as a name is not that name
@@ -202,7 +183,7 @@ def test_nul_and_nesting_in_data():
         for _ in range(64):
             deep = [deep]
         assert_result(a.cmd("publish", channel="chat:z", data=deep))
-        assert msgs(a, 1)[0]["data"] == deep
+        assert a.messages(1)[0]["data"] == deep
         assert_error(a.cmd("publish", channel="chat:z", data=[deep]), "bad_request")
         r = h.http("POST", "/api/v1/publish", json={"channel": "chat:z", "data": {"x": deep}},
                    headers=h.api_headers())
@@ -215,20 +196,20 @@ def test_nul_and_nesting_in_data():
 
 def test_history_epoch_changes_with_restart():
     with Herald(config=CONFIG) as h:
-        a = client(h, "alice")
-        epoch = sub(a, "chat:e")["epoch"]
+        a = h.user("alice")
+        epoch = a.subscribe("chat:e")["epoch"]
         h.publish("chat:e", 1)
     with Herald(config=CONFIG) as h2:
-        res = sub(client(h2, "alice"), "chat:e", since={"offset": 1, "epoch": epoch})
+        res = h2.user("alice").subscribe("chat:e", since={"offset": 1, "epoch": epoch})
         assert res["recovered"] is False and res["epoch"] != epoch
 
 
 def test_members_add_remove():
     with Herald(config=CONFIG) as h:
-        ws = [client(h, "carol") for _ in range(3)]
-        other = client(h, "dave")
+        ws = [h.user("carol") for _ in range(3)]
+        other = h.user("dave")
         for w in ws + [other]:  # for the markers below
-            sub(w, "marker")
+            w.subscribe("marker")
         r = h.http("POST", "/api/v1/channels/news/members", json={"user": "carol"},
                    headers=h.api_headers())
         assert r.status_code == 204, r.text
@@ -236,11 +217,11 @@ def test_members_add_remove():
             assert w.recv_push("subscribed") == {"push": "subscribed", "channel": "news"}
         h.publish("news", "hi")
         for w in ws:
-            assert msgs(w, 1)[0]["data"] == "hi"
+            assert w.messages(1)[0]["data"] == "hi"
         # dave was not made a member: nothing reaches him before a marker
         marker = other.assert_quiet_until_marker(h.publish, "marker")
         for w in ws:
-            assert msgs(w, 1)[0]["data"] == marker
+            assert w.messages(1)[0]["data"] == marker
         r = h.http("DELETE", "/api/v1/channels/news/members/carol", headers=h.api_headers())
         assert r.status_code == 204
         for w in ws:

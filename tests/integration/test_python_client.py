@@ -33,25 +33,16 @@ CONFIG = {"namespaces": {
 }}
 
 
-def messages(ws, n, timeout=5.0):
-    out = []
-    while len(out) < n:
-        m = ws.recv_json(timeout)
-        if m.get("push") == "message":
-            out.append(m)
-    return out
-
-
 def test_sync_client():
     with Herald(config=CONFIG) as h:
         c = Client(h.base, api_key=h.api_key)
         w = h.client("alice", token=h.jwt(sub="alice"))
         assert_result(w.cmd("subscribe", channel="news"))
         assert c.publish("news", {"title": "hi"}) == {}
-        assert messages(w, 1)[0]["data"] == {"title": "hi"}
+        assert w.messages(1)[0]["data"] == {"title": "hi"}
         r = c.broadcast(["news", "feed:x"], 2)
         assert [x["channel"] for x in r] == ["news", "feed:x"] and r[1]["result"]["offset"] == 1, r
-        assert messages(w, 1)[0]["data"] == 2
+        assert w.messages(1)[0]["data"] == 2
         # history
         c.publish("feed:x", 3)
         hist = c.history("feed:x", limit=1)
@@ -91,7 +82,7 @@ def test_sync_client():
         # a service token instead of an API key
         svc = Client(h.base, token=mint_token(h.secret, "svc", roles=["publisher"]))
         svc.publish("news", "from a token")
-        assert messages(w, 1)[0]["data"] == "from a token"
+        assert w.messages(1)[0]["data"] == "from a token"
         # disconnect, delete a user
         c.disconnect("alice")
         assert w.expect_close() == 4003
@@ -125,7 +116,7 @@ def test_async_client():
             assert results == [{}] * 5
             await c.add_member("chat:r", "alice")
         run(publishes)
-        got = [m["data"] for m in messages(w, 6)]
+        got = [m["data"] for m in w.messages(6)]
         assert got[0] == {"a": 1} and sorted(got[1:]) == list(range(5))
         # the membership is applied on the socket's loop after the 204
         assert w.recv_push("subscribed")["channel"] == "chat:r"

@@ -88,6 +88,19 @@ class Cluster(TopoProbe):
                 (" answered %s " % kind) in e["msg"]]
 
 
+def subscribe_on_every_master(c, p):
+    """Subscribes p to a channel on every master of c; once every shard
+    subscription is active, returns them as channels_on_every_master
+    does (master port -> [name])."""
+    per_master = channels_on_every_master(c)
+    names = [n for v in per_master.values() for n in v]
+    for n in names:
+        p.send({"ssubscribe": topic(n)})
+    for n in names:
+        p.wait_active(topic(n))
+    return per_master
+
+
 def channels_on_every_master(c, count=1):
     """Channel names whose slots belong to every master (count each)."""
     want = {m.port: [] for m in c.masters()}
@@ -116,12 +129,8 @@ def test_routing_functions_and_sharded_pubsub():
             assert c.owner(c.keyslot("k%d" % i)).cmd("GET", "k%d" % i) == "v%d" % i
         assert not p.redirects("MOVED") and not p.redirects("ASK")
 
-        per_master = channels_on_every_master(c)
+        per_master = subscribe_on_every_master(c, p)
         names = [n for v in per_master.values() for n in v]
-        for n in names:
-            p.send({"ssubscribe": topic(n)})
-        for n in names:
-            p.wait_active(topic(n))
         for n in names:
             # the Redis layer's publish: FCALL with the channel's tagged key
             assert p.call(topic(n), "FCALL", "probe_publish", 1, topic(n), n, "hello-" + n) == 1
@@ -173,12 +182,8 @@ def test_failovers():
     there, and publications reach subscribers again."""
     with RedisCluster() as c, Cluster(c) as p:
         p.wait_ready()
-        per_master = channels_on_every_master(c)
+        per_master = subscribe_on_every_master(c, p)
         names = [n for v in per_master.values() for n in v]
-        for n in names:
-            p.send({"ssubscribe": topic(n)})
-        for n in names:
-            p.wait_active(topic(n))
 
         # a coordinated failover
         old = c.masters()[0]

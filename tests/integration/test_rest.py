@@ -5,9 +5,8 @@ import json
 import re
 import socket
 import subprocess
-import time
 
-from harness import Herald, assert_problem, parse_metrics, run_tests, wait_until
+from harness import Herald, assert_problem, parse_metrics, run_tests, wait_eof, wait_until
 
 PUBLISH = "/api/v1/publish"
 BROADCAST = "/api/v1/broadcast"
@@ -245,18 +244,7 @@ def request_then_eof(port, method, path, body=b"", headers=None, timeout=10.0):
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
         s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
-        buf, deadline = b"", time.monotonic() + timeout
-        while True:
-            s.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                chunk = s.recv(65536)
-            except socket.timeout:
-                raise AssertionError("%s %s with Connection: close: answered %r but the "
-                                     "connection is still open after %.0fs"
-                                     % (method, path, buf[:60], timeout))
-            if not chunk:
-                break
-            buf += chunk
+        buf = wait_eof(s, timeout)
     finally:
         s.close()
     status = re.match(rb"HTTP/1\.1 (\d{3})", buf)

@@ -9,8 +9,6 @@ bytes on the wire."""
 import asyncio
 import json
 import os
-import socket
-import struct
 import time
 import zlib
 
@@ -64,34 +62,17 @@ class PmdWS(WS):
         super().__init__(port, **kw)
         self.frames = []  # (opcode, rsv1, bytes on the wire)
 
-    def _parse_frame(self):
-        b = self.buf
-        if len(b) < 2:
-            return None
-        fin, rsv, op = b[0] & 0x80, b[0] & 0x70, b[0] & 0x0F
-        n, pos = b[1] & 0x7F, 2
-        if b[1] & 0x80:
-            raise ProtocolError("server sent a masked frame")
-        if n == 126:
-            if len(b) < 4:
-                return None
-            n, pos = struct.unpack(">H", b[2:4])[0], 4
-        elif n == 127:
-            if len(b) < 10:
-                return None
-            n, pos = struct.unpack(">Q", b[2:10])[0], 10
-        if len(b) < pos + n:
-            return None
+    def _check_rsv(self, fin, rsv, op):
         if rsv & 0x30 or (rsv and (op != OP_TEXT or not fin)):
             raise ProtocolError("RSV bits %#x on opcode %d (fin %d)" % (rsv, op, bool(fin)))
-        payload = bytes(b[pos:pos + n])
-        del b[:pos + n]
+
+    def _payload(self, fin, rsv, op, payload, wire):
         if op in (OP_TEXT, OP_CONT):
-            self.frames.append((op, bool(rsv), pos + n))
+            self.frames.append((op, bool(rsv), wire))
         if rsv:
             # server_no_context_takeover: each message inflates on its own
             payload = zlib.decompressobj(-15).decompress(payload + TRAILER)
-        return bool(fin), op, payload
+        return payload
 
     def send_deflated(self, text, split=(), ctx=None, pong_between=None):
         """Sends text as one compressed message: RSV1 on its first frame;

@@ -5,7 +5,7 @@
 // express (path parameters declared, operationIds unique; swagger-parser
 // checks those for Swagger 2.0 only) is checked here. Broken copies
 // must be refused, so the test is shown to bite. That the document matches
-// the router is tests/unit/test_openapi.c's job; that answers match its
+// the router is tests/unit/gateway/rest.c's job; that answers match its
 // schemas, the integration tests' (harness.py).
 import { test } from "node:test";
 import assert from "node:assert/strict";

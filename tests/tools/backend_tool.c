@@ -37,7 +37,7 @@
 #include "gateway/backend.h"
 #include "gateway/config.h"
 #include "gateway/events.h"
-#include "gateway/log.h"
+#include "common/log.h"
 #include "gateway/proxy_call.h"
 
 #include <jansson.h>
@@ -182,6 +182,19 @@ struct post_run {
     int closed;
 };
 
+/* Cancels up to n requests still outstanding (the caller gave up on them). */
+static void cancel_outstanding(post_run *run, long n)
+{
+    for (long i = 0; i < run->o->count && n > 0; i++)
+        if (run->slots[i].req) {
+            hr_backend_cancel(run->slots[i].req);
+            run->slots[i].req = NULL;
+            run->outstanding--;
+            bump(run->status, "cancelled_by_caller", 1);
+            n--;
+        }
+}
+
 static void post_done(void *ud, const hr_backend_result *r)
 {
     post_slot *slot = ud;
@@ -214,25 +227,10 @@ static void post_done(void *ud, const hr_backend_result *r)
         run->closed = 1;
         hr_backend_close(run->b);
     }
-    if (run->o->cancel_after && run->done == run->o->cancel_after) {
-        for (long i = 0; i < run->o->count; i++)
-            if (run->slots[i].req) {
-                hr_backend_cancel(run->slots[i].req);
-                run->slots[i].req = NULL;
-                run->outstanding--;
-                bump(run->status, "cancelled_by_caller", 1);
-            }
-    }
-    if (run->o->cancel_one_after && run->done == run->o->cancel_one_after) {
-        for (long i = 0; i < run->o->count; i++)
-            if (run->slots[i].req) {
-                hr_backend_cancel(run->slots[i].req);
-                run->slots[i].req = NULL;
-                run->outstanding--;
-                bump(run->status, "cancelled_by_caller", 1);
-                break;
-            }
-    }
+    if (run->o->cancel_after && run->done == run->o->cancel_after)
+        cancel_outstanding(run, run->o->count);
+    if (run->o->cancel_one_after && run->done == run->o->cancel_one_after)
+        cancel_outstanding(run, 1);
     if (!run->outstanding && !run->closed) {
         run->closed = 1;
         hr_backend_close(run->b);
@@ -595,7 +593,8 @@ int main(int argc, char **argv)
     hr_config cfg;
     char err[512];
     /* HERALD_* from the environment, as herald reads them */
-    if (hr_config_defaults(&cfg) < 0 || hr_config_load(&cfg, 0, NULL, environ, err, sizeof(err)))
+    hr_config_defaults(&cfg);
+    if (hr_config_load(&cfg, 0, NULL, environ, err, sizeof(err)))
         die("%s", err);
     int rc;
     if (!strcmp(mode, "post")) {
@@ -615,6 +614,5 @@ int main(int argc, char **argv)
         rc = 2;
     }
     hr_config_clear(&cfg);
-    hr_log_shutdown();
     return rc;
 }
