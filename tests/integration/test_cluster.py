@@ -549,7 +549,7 @@ def test_redis_outage():
         b.publish("news", "after")
         a.publish("news", "after, from a")
         for w in (wa1, wa2, wb):
-            assert [m["data"] for m in w.2.messages(timeout=10)] == ["after", "after, from a"]
+            assert [m["data"] for m in w.messages(2, timeout=10)] == ["after", "after, from a"]
 
 
 def rss_kb(h):
