@@ -259,20 +259,22 @@ end
 -- not this one).
 local function create(mk, sk)
   local e = new_epoch()
-  redis.call('HSET', mk, 'e', e, 's', 0, 'r', run_id())
+  redis.call('HSET', mk, 'e', e, 's', 0, 'r', run_id(), 'b', 0)
   redis.call('DEL', sk)
   return e
 end
--- The meta's epoch and last offset after the fence (see the top), or nil
--- when there is no meta.
+-- The meta's epoch, last offset and the epoch's base (the last offset
+-- before the epoch began: every entry after it was written in this epoch)
+-- after the fence (see the top), or nil when there is no meta.
 local function meta(mk)
-  local m = redis.call('HMGET', mk, 'e', 's', 'r')
+  local m = redis.call('HMGET', mk, 'e', 's', 'r', 'b')
   if not m[1] then return nil end
   if m[3] ~= run_id() then
     m[1] = new_epoch()
-    redis.call('HSET', mk, 'e', m[1], 'r', run_id())
+    m[4] = m[2]
+    redis.call('HSET', mk, 'e', m[1], 'r', run_id(), 'b', m[2])
   end
-  return m[1], m[2]
+  return m[1], m[2], m[4] or '0'
 end
 local function init()
   run_id()
@@ -313,11 +315,17 @@ local function publish(keys, args)
   return tonumber(off)
 end
 
--- FCALL <fn>_history 0 CHANNEL SINCE LIMIT [CREATE] -> {epoch, top, offset,
--- data, from, ...}: after SINCE (-1: the newest LIMIT), at most LIMIT (-1:
--- all); from is '' for backend publications. CREATE 1 (a node subscribing)
--- creates the meta of a channel without one (see the top). Offsets stay
--- strings: Lua numbers are doubles, and "1e+14" is no stream id.
+-- FCALL <fn>_history 0 CHANNEL SINCE LIMIT [CREATE [EPOCH]] -> {epoch, top,
+-- offset, data, from, ...}: after SINCE (-1: the newest LIMIT), at most
+-- LIMIT (-1: all); from is '' for backend publications. CREATE 1 (a node
+-- subscribing) creates the meta of a channel without one (see the top).
+-- EPOCH (a node renewing its subscription after an outage): the epoch
+-- SINCE belongs to; when the stream is in another epoch now, SINCE means
+-- nothing here, and the entries are instead every entry of the current
+-- epoch (after its base), all of them or none when more than LIMIT: a
+-- subscriber that lost the old epoch's tail still gets everything
+-- published since the switch. Offsets stay strings: Lua numbers are
+-- doubles, and "1e+14" is no stream id.
 local function history(keys, args)
   local ch, since, limit = args[1], args[2], tonumber(args[3])
   if not valid(ch) or type(since) ~= 'string' or not string.find(since, '^%-?%d+$') or
@@ -325,7 +333,7 @@ local function history(keys, args)
     return redis.error_reply('ERR usage: CHANNEL SINCE LIMIT [CREATE]')
   end
   local mk, sk = hkeys(ch)
-  local e, s = meta(mk)
+  local e, s, base = meta(mk)
   if not e then
     if args[4] ~= '1' or ns_of(ch)[1] <= 0 then return {'0', '0'} end
     e, s = create(mk, sk), '0'
@@ -334,6 +342,10 @@ local function history(keys, args)
   end
   local out = {e, s}
   local entries = {}
+  if args[5] and args[5] ~= e and string.sub(since, 1, 1) ~= '-' then
+    since = base
+    if limit >= 0 and tonumber(s) - tonumber(base) > limit then limit = 0 end
+  end
   if limit ~= 0 then
     if string.sub(since, 1, 1) ~= '-' then
       local start = '(' .. since .. '-1'

@@ -76,7 +76,7 @@
  * called with no key, or in Redis Cluster with the channel's topic as the
  * one key (rd_fcall):
  *   FCALL <fn>_publish 0 CHANNEL DATA      -> offset (0 without history)
- *   FCALL <fn>_history 0 CHANNEL SINCE LIMIT [CREATE]
+ *   FCALL <fn>_history 0 CHANNEL SINCE LIMIT [CREATE [EPOCH]]
  *   FCALL <fn>_presence 0 CHANNEL
  *   FCALL <fn>_presence_set 0 CHANNEL TTL CLIENT ENTRY [CLIENT ENTRY ...]
  * The publish function is the command a backend with only a Redis client
@@ -404,18 +404,22 @@ void rd_sub_cmd_reply(chan_rconn *c, void *priv, const redisReply *r, const char
 /* Parses an FCALL <fn>_history reply. Returns 0, or -EPROTO (nothing to
  * free). */
 int rd_parse_history(const redisReply *r, chan_pos *top, chan_pub **pubs, size_t *n);
-/* The argv of FCALL <fn>_history 0 CHANNEL SINCE LIMIT [1] (rd_fcall's
- * form; create: the node subscribes, so a channel without a stream gets
- * its meta and the epoch its first publication will have); the buffers
- * hold the numbers and the key. rd_history_args_free after sending. */
+/* The argv of FCALL <fn>_history 0 CHANNEL SINCE LIMIT [CREATE [EPOCH]]
+ * (rd_fcall's form; create: the node subscribes, so a channel without a
+ * stream gets its meta and the epoch its first publication will have;
+ * epoch: the epoch `since` belongs to, or NULL: a renewal after an
+ * outage, when the stream may have a new epoch and the function then
+ * gives the new epoch's entries, functions.lua); the buffers hold the
+ * numbers and the key; epoch is borrowed until sent.
+ * rd_history_args_free after sending. */
 typedef struct rd_history_args {
     char since[24], limit[24];
     char *key;
-    const char *argv[8];
+    const char *argv[10];
     int argc;
 } rd_history_args;
 void rd_history_argv(redis_layer *L, rd_history_args *a, const char *channel, int64_t since,
-                     int64_t limit, int create);
+                     int64_t limit, int create, const char *epoch);
 void rd_history_args_free(rd_history_args *a);
 /* Periodic: keeps the history metas of subscribed channels alive. */
 void rd_touch_history(redis_layer *L);

@@ -219,7 +219,7 @@ static void publish_text(rd_loop *lp, rd_pchan *pc, const char *text, size_t len
 static void flush_for(rd_loop *lp, rd_pchan *pc)
 {
     if (lp->L->mode != HR_REDIS_CLUSTER)
-        flush_for(lp, pc);
+        chan_rconn_flush(lconn_get(lp, pc->sh));
 }
 
 static void pchan_free(void *p)

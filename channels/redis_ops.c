@@ -153,7 +153,7 @@ void rd_history(chan_layer *l, unsigned thread, const char *channel, const chan_
     req *q = &rq->q;
     rq->sh = sh;
     rd_history_args a;
-    rd_history_argv(L, &a, channel, since ? (int64_t)since->offset : -1, limit, 0);
+    rd_history_argv(L, &a, channel, since ? (int64_t)since->offset : -1, limit, 0, NULL);
     int rc = rd_lconn_cmd(lp, sh, channel, history_reply, q, a.argc, a.argv, NULL);
     rd_history_args_free(&a);
     if (rc < 0) {

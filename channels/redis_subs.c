@@ -233,7 +233,7 @@ int rd_parse_history(const redisReply *r, chan_pos *top, chan_pub **pubs, size_t
 }
 
 void rd_history_argv(redis_layer *L, rd_history_args *a, const char *channel, int64_t since,
-                     int64_t limit, int create)
+                     int64_t limit, int create, const char *epoch)
 {
     snprintf(a->since, sizeof(a->since), "%lld", (long long)since);
     snprintf(a->limit, sizeof(a->limit), "%lld", (long long)limit);
@@ -241,8 +241,10 @@ void rd_history_argv(redis_layer *L, rd_history_args *a, const char *channel, in
     a->argv[a->argc++] = channel;
     a->argv[a->argc++] = a->since;
     a->argv[a->argc++] = a->limit;
-    if (create)
-        a->argv[a->argc++] = "1";
+    if (create || epoch)
+        a->argv[a->argc++] = create ? "1" : "0";
+    if (epoch)
+        a->argv[a->argc++] = epoch;
 }
 
 void rd_history_args_free(rd_history_args *a)
@@ -290,7 +292,7 @@ static void sub_proceed(redis_layer *L, rchan *c, sub_task *t)
     }
     rd_history_args a;
     rd_history_argv(L, &a, c->name, t->has_since ? (int64_t)t->since.offset : -1,
-                    t->has_since ? (int64_t)c->opts.history_size : 0, 1);
+                    t->has_since ? (int64_t)c->opts.history_size : 0, 1, NULL);
     int rc = rd_cmd(c->sh, c->name, sub_history_reply, t, a.argc, a.argv, NULL);
     rd_history_args_free(&a);
     if (rc < 0) {
@@ -494,6 +496,15 @@ void rd_dispatch_held(redis_layer *L, rchan *c)
     held_drop(c);
 }
 
+/* 1 if pubs[0..n) have consecutive offsets. */
+static int contiguous(const chan_pub *pubs, size_t n)
+{
+    for (size_t i = 1; i < n; i++)
+        if (pubs[i].offset != pubs[i - 1].offset + 1)
+            return 0;
+    return 1;
+}
+
 /* A recovery read in flight: its channel, by name (the channel may be
  * gone when the answer comes). */
 typedef struct recovery_req {
@@ -533,7 +544,23 @@ static void recovery_reply(chan_rconn *conn, void *priv, const redisReply *reply
     c->recovering = 0;
     int ok = rd_parse_history(reply, &top, &pubs, &n) == 0;
     int recovered = ok && chan_recovered(&c->last, &top, pubs, n);
-    if (recovered) {
+    if (!recovered && ok && strcmp(c->last.epoch, top.epoch) && n &&
+        pubs[n - 1].offset == top.offset && contiguous(pubs, n)) {
+        /* a new epoch (a failover, a restart: see functions.lua's fence),
+         * and the function gave every entry written since it began:
+         * subscribers lost the old epoch's tail (recovered: false, at the
+         * new epoch's base) but none of what was published after */
+        c->last = top;
+        c->last.offset = pubs[0].offset - 1;
+        notify_renewed(L, c, 0);
+        for (size_t i = 0; i < n; i++) {
+            chan_msg *m = chan_msg_publication_h(
+                c->name, c->hash, pubs[i].data, strlen(pubs[i].data), pubs[i].offset, pubs[i].from);
+            deliver_push(L, c, m);
+            chan_msg_unref(m);
+        }
+        rd_dispatch_held(L, c);
+    } else if (recovered) {
         for (size_t i = 0; i < n; i++) {
             chan_msg *m = chan_msg_publication_h(
                 c->name, c->hash, pubs[i].data, strlen(pubs[i].data), pubs[i].offset, pubs[i].from);
@@ -567,7 +594,8 @@ static void renew_channel(redis_layer *L, rchan *c)
     q->hash = c->hash;
     memcpy(q->name, c->name, len + 1);
     rd_history_args a;
-    rd_history_argv(L, &a, c->name, (int64_t)c->last.offset, c->opts.history_size, 1);
+    rd_history_argv(L, &a, c->name, (int64_t)c->last.offset, c->opts.history_size, 1,
+                    c->last.epoch);
     int rc = rd_cmd(c->sh, c->name, recovery_reply, q, a.argc, a.argv, NULL);
     rd_history_args_free(&a);
     if (rc < 0) {

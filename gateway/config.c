@@ -401,18 +401,26 @@ bad:
                          "invalid address \"%s\" (expected HOST:PORT, [IPV6]:PORT or :PORT)", s);
 }
 
-/* Only the scheme is checked here; the Redis module parses the rest. The
- * value is not echoed: it may hold a password. */
+/* The whole list is parsed here (so a bad URL stops the start with its
+ * reason); the Redis module parses it again. The value is not echoed: it
+ * may hold a password (hr_redis_targets_parse's reasons never quote it). */
 static int check_redis_url(const char *val, char *why, size_t whylen)
 {
-    hr_redis_addr *a = NULL;
-    int n = *val ? hr_redis_urls_parse(val, &a) : 0;
+    if (!*val)
+        return 0;
+    hr_redis_target *t = NULL;
+    char err[200];
+    int n = hr_redis_targets_parse(val, &t, err, sizeof(err));
     if (n >= 0) {
-        hr_redis_addrs_free(n ? a : NULL, n);
+        hr_redis_targets_free(t, n);
         return 0;
     }
     return hr_config_say(why, whylen,
-                         "expected redis://[[user]:password@]host:port[/db][,redis://...]");
+                         "%s (expected redis://[[user]:password@]host:port[/db], "
+                         "redis+sentinel://[[user]:password@]host:port[,host:port...]/MASTER[/db] "
+                         "or redis+cluster://[[user]:password@]host:port[,host:port...], "
+                         "several comma-separated for shards)",
+                         err);
 }
 
 /* The JWT module supports exactly these algorithms; refuse others at start

@@ -537,12 +537,13 @@ def test_redis_outage():
         # channel's stream is gone with the Redis data (no persistence), so
         # it is not recovered and has a new epoch
         for w in (wa2, wb):
-            assert w.recv_push("subscribed", timeout=10) == {"push": "subscribed", "channel": "news"}
+            assert w.recv_push("subscribed", timeout=10) == {"push": "subscribed", "channel": "news",
+                                                          "recovered": False}
         got = {}
         for _ in range(2):
             p = wa1.recv_push("subscribed", timeout=10)
             got[p["channel"]] = p
-        assert got["news"] == {"push": "subscribed", "channel": "news"}
+        assert got["news"] == {"push": "subscribed", "channel": "news", "recovered": False}
         assert got["feed:o"]["recovered"] is False and got["feed:o"]["epoch"] != res["epoch"], got
         # and delivery works across nodes again, in order; "during" was for
         # node a's subscribers only, never sent on later
