@@ -266,15 +266,17 @@ end
 -- The meta's epoch, last offset and the epoch's base (the last offset
 -- before the epoch began: every entry after it was written in this epoch)
 -- after the fence (see the top), or nil when there is no meta.
+-- The previous epoch p is kept too: its entries up to b are this epoch's.
 local function meta(mk)
-  local m = redis.call('HMGET', mk, 'e', 's', 'r', 'b')
+  local m = redis.call('HMGET', mk, 'e', 's', 'r', 'b', 'p')
   if not m[1] then return nil end
   if m[3] ~= run_id() then
+    m[5] = m[1]
     m[1] = new_epoch()
     m[4] = m[2]
-    redis.call('HSET', mk, 'e', m[1], 'r', run_id(), 'b', m[2])
+    redis.call('HSET', mk, 'e', m[1], 'r', run_id(), 'b', m[2], 'p', m[5])
   end
-  return m[1], m[2], m[4] or '0'
+  return m[1], m[2], m[4] or '0', m[5]
 end
 local function init()
   run_id()
@@ -320,12 +322,16 @@ end
 -- LIMIT (-1: all); from is '' for backend publications. CREATE 1 (a node
 -- subscribing) creates the meta of a channel without one (see the top).
 -- EPOCH (a node renewing its subscription after an outage): the epoch
--- SINCE belongs to; when the stream is in another epoch now, SINCE means
--- nothing here, and the entries are instead every entry of the current
--- epoch (after its base), all of them or none when more than LIMIT: a
--- subscriber that lost the old epoch's tail still gets everything
--- published since the switch. Offsets stay strings: Lua numbers are
--- doubles, and "1e+14" is no stream id.
+-- SINCE belongs to; the reply then ends with AFTER, the offset its entries
+-- follow, and KEPT: '1' when AFTER is SINCE and the caller's position is
+-- in this stream (its epoch, or the previous one as below), '0' when not. When the stream is in another epoch now: if EPOCH is the
+-- previous one and SINCE is not beyond the point where it ended (the base
+-- b), the entries up to b are the ones the caller saw, and AFTER = SINCE
+-- (nothing lost); otherwise SINCE means nothing here, and the entries are
+-- every entry of the current epoch (AFTER = b; all of them or none when
+-- more than LIMIT): a subscriber that lost the old epoch's tail still gets
+-- everything published since the switch. Offsets stay strings: Lua
+-- numbers are doubles, and "1e+14" is no stream id.
 local function history(keys, args)
   local ch, since, limit = args[1], args[2], tonumber(args[3])
   if not valid(ch) or type(since) ~= 'string' or not string.find(since, '^%-?%d+$') or
@@ -333,17 +339,20 @@ local function history(keys, args)
     return redis.error_reply('ERR usage: CHANNEL SINCE LIMIT [CREATE]')
   end
   local mk, sk = hkeys(ch)
-  local e, s, base = meta(mk)
+  local e, s, base, prev = meta(mk)
   if not e then
     if args[4] ~= '1' or ns_of(ch)[1] <= 0 then return {'0', '0'} end
     e, s = create(mk, sk), '0'
     redis.call('EXPIRE', mk, UNBORN_TTL)
+    if args[5] then return {e, s, '0', '0'} end
     return {e, s}
   end
   local out = {e, s}
   local entries = {}
-  if args[5] and args[5] ~= e and string.sub(since, 1, 1) ~= '-' then
-    since = base
+  local kept = '1'
+  if args[5] and args[5] ~= e and string.sub(since, 1, 1) ~= '-' and
+     not (args[5] == prev and tonumber(since) <= tonumber(base)) then
+    since, kept = base, '0'
     if limit >= 0 and tonumber(s) - tonumber(base) > limit then limit = 0 end
   end
   if limit ~= 0 then
@@ -362,6 +371,7 @@ local function history(keys, args)
     out[#out + 1] = f[2]
     out[#out + 1] = f[4] or ''
   end
+  if args[5] then out[#out + 1] = since; out[#out + 1] = kept end
   return out
 end
 

@@ -404,6 +404,12 @@ void rd_sub_cmd_reply(chan_rconn *c, void *priv, const redisReply *r, const char
 /* Parses an FCALL <fn>_history reply. Returns 0, or -EPROTO (nothing to
  * free). */
 int rd_parse_history(const redisReply *r, chan_pos *top, chan_pub **pubs, size_t *n);
+/* The same for a call with EPOCH (rd_history_argv), whose reply ends
+ * with the offset the entries follow (*after) and whether the caller's
+ * position was found in the stream (*kept: 1) or the entries are the
+ * current epoch's since it began (0). */
+int rd_parse_history_after(const redisReply *r, chan_pos *top, chan_pub **pubs, size_t *n,
+                           uint64_t *after, int *kept);
 /* The argv of FCALL <fn>_history 0 CHANNEL SINCE LIMIT [CREATE [EPOCH]]
  * (rd_fcall's form; create: the node subscribes, so a channel without a
  * stream gets its meta and the epoch its first publication will have;

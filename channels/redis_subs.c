@@ -205,14 +205,29 @@ static void sub_answer(redis_layer *L, sub_task *t)
  * (from "" for a backend's publication). */
 int rd_parse_history(const redisReply *r, chan_pos *top, chan_pub **pubs, size_t *n)
 {
+    return rd_parse_history_after(r, top, pubs, n, NULL, NULL);
+}
+
+int rd_parse_history_after(const redisReply *r, chan_pos *top, chan_pub **pubs, size_t *n,
+                           uint64_t *after, int *kept)
+{
     *pubs = NULL;
     *n = 0;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 || (r->elements - 2) % 3 ||
-        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
+    size_t trailer = after ? 2 : 0;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 + trailer ||
+        (r->elements - 2 - trailer) % 3 || r->element[0]->type != REDIS_REPLY_STRING ||
+        r->element[1]->type != REDIS_REPLY_STRING)
         return -EPROTO;
+    if (after) {
+        const redisReply *a = r->element[r->elements - 2], *k = r->element[r->elements - 1];
+        if (a->type != REDIS_REPLY_STRING || k->type != REDIS_REPLY_STRING)
+            return -EPROTO;
+        *after = strtoull(a->str, NULL, 10);
+        *kept = !strcmp(k->str, "1");
+    }
     snprintf(top->epoch, sizeof(top->epoch), "%s", r->element[0]->str);
     top->offset = strtoull(r->element[1]->str, NULL, 10);
-    size_t k = (r->elements - 2) / 3;
+    size_t k = (r->elements - 2 - trailer) / 3;
     *pubs = hr_calloc(k ? k : 1, sizeof(**pubs));
     for (size_t i = 0; i < k; i++) {
         const redisReply *o = r->element[2 + 3 * i], *d = r->element[3 + 3 * i],
@@ -265,10 +280,17 @@ static void sub_history_reply(chan_rconn *conn, void *priv, const redisReply *re
     if (!c || !rd_reply_check(c->sh, reply))
         rd_log_reply_error(L, "history read", reply);
     t->r.history = 1;
-    if (rd_parse_history(reply, &t->r.pos, &t->pubs, &t->r.npubs) < 0) {
+    uint64_t after = 0;
+    int kept = 0;
+    if (rd_parse_history_after(reply, &t->r.pos, &t->pubs, &t->r.npubs,
+                               t->has_since ? &after : NULL, &kept) < 0) {
         t->r.status = -EAGAIN;
     } else {
-        t->r.recovered = t->has_since && chan_recovered(&t->since, &t->r.pos, t->pubs, t->r.npubs);
+        /* a client resuming across a failover recovers when the function
+         * found its position in the previous epoch (functions.lua) */
+        t->r.recovered =
+            t->has_since && chan_recovery_across(&t->since, &t->r.pos, t->pubs, t->r.npubs, after,
+                                                 kept) == CHAN_RECOVERY_FULL;
         if (c && !c->have_last) {
             c->last = t->r.pos; /* the node's baseline for recovery after an outage */
             c->have_last = 1;
@@ -292,7 +314,8 @@ static void sub_proceed(redis_layer *L, rchan *c, sub_task *t)
     }
     rd_history_args a;
     rd_history_argv(L, &a, c->name, t->has_since ? (int64_t)t->since.offset : -1,
-                    t->has_since ? (int64_t)c->opts.history_size : 0, 1, NULL);
+                    t->has_since ? (int64_t)c->opts.history_size : 0, 1,
+                    t->has_since ? t->since.epoch : NULL);
     int rc = rd_cmd(c->sh, c->name, sub_history_reply, t, a.argc, a.argv, NULL);
     rd_history_args_free(&a);
     if (rc < 0) {
@@ -496,15 +519,6 @@ void rd_dispatch_held(redis_layer *L, rchan *c)
     held_drop(c);
 }
 
-/* 1 if pubs[0..n) have consecutive offsets. */
-static int contiguous(const chan_pub *pubs, size_t n)
-{
-    for (size_t i = 1; i < n; i++)
-        if (pubs[i].offset != pubs[i - 1].offset + 1)
-            return 0;
-    return 1;
-}
-
 /* A recovery read in flight: its channel, by name (the channel may be
  * gone when the answer comes). */
 typedef struct recovery_req {
@@ -542,16 +556,21 @@ static void recovery_reply(chan_rconn *conn, void *priv, const redisReply *reply
     if (!c)
         return;
     c->recovering = 0;
-    int ok = rd_parse_history(reply, &top, &pubs, &n) == 0;
-    int recovered = ok && chan_recovered(&c->last, &top, pubs, n);
-    if (!recovered && ok && strcmp(c->last.epoch, top.epoch) && n &&
-        pubs[n - 1].offset == top.offset && contiguous(pubs, n)) {
-        /* a new epoch (a failover, a restart: see functions.lua's fence),
-         * and the function gave every entry written since it began:
+    uint64_t after = 0;
+    int kept = 0;
+    int ok = rd_parse_history_after(reply, &top, &pubs, &n, &after, &kept) == 0;
+    /* across a new epoch (a failover, a restart: functions.lua's fence) */
+    chan_recovery how =
+        ok ? chan_recovery_across(&c->last, &top, pubs, n, after, kept) : CHAN_RECOVERY_NONE;
+    int recovered = how == CHAN_RECOVERY_FULL;
+    if (recovered) /* the node's position was in the previous epoch, and kept */
+        memcpy(c->last.epoch, top.epoch, sizeof(c->last.epoch));
+    if (how == CHAN_RECOVERY_EPOCH) {
+        /* the function gave every entry written since the epoch began:
          * subscribers lost the old epoch's tail (recovered: false, at the
          * new epoch's base) but none of what was published after */
         c->last = top;
-        c->last.offset = pubs[0].offset - 1;
+        c->last.offset = after;
         notify_renewed(L, c, 0);
         for (size_t i = 0; i < n; i++) {
             chan_msg *m = chan_msg_publication_h(

@@ -238,11 +238,12 @@ def test_master_killed_under_traffic():
 def test_publications_on_the_new_master_reach_a_node_that_comes_back_later():
     """A backend publishing on the new master (the documented FCALL, after
     asking the sentinels) while a node has not yet followed the failover
-    (stopped here with SIGSTOP, so "later" is certain): when the node comes
-    back, its subscribers are told recovered: false (the old master's tail
-    may be lost) and then get every publication of the new epoch. Before,
-    the node took the stream's top as its new position and those
-    publications never reached them."""
+    (stopped here with SIGSTOP, so "later" is certain). The replica had
+    everything the node had seen (WAIT), so the node's position is found
+    in the new epoch's past: its subscribers get the new publications and
+    are told recovered: true with the new epoch. Before, the node took the
+    stream's top as its new position: the publications never reached them
+    and they were told recovered: false."""
     with SentinelSet(down_after_ms=1000) as s, ExitStack() as st:
         (a,) = cluster_nodes(st, s.url(), 1, {"HERALD_PRESENCE_TTL": str(PRESENCE_TTL)}, CONFIG)
         w = a.user("alice")
@@ -250,6 +251,7 @@ def test_publications_on_the_new_master_reach_a_node_that_comes_back_later():
         for i in (1, 2, 3):
             a.publish("feed:late", i)
         assert [m["data"] for m in w.messages(3)] == [1, 2, 3]
+        assert s.master().cmd("WAIT", "1", "10000") == 1
         os.kill(a.proc.pid, signal.SIGSTOP)
         try:
             old = s.kill_master()
@@ -259,13 +261,19 @@ def test_publications_on_the_new_master_reach_a_node_that_comes_back_later():
         finally:
             os.kill(a.proc.pid, signal.SIGCONT)
         a.wait_ready(60)
+        got = w.messages(3, timeout=30)
+        assert [(m["data"], m["offset"]) for m in got] == [(4, 4), (5, 5), (6, 6)], got
         p = w.recv_push("subscribed", timeout=30)
-        assert p["recovered"] is False and p["epoch"] != first["epoch"], p
-        got = w.messages(3, timeout=10)
-        assert [m["data"] for m in got] == [4, 5, 6], got
-        assert [m["offset"] for m in got] == [p["offset"] + 1, p["offset"] + 2, p["offset"] + 3]
+        assert p["recovered"] is True and p["epoch"] != first["epoch"] and p["offset"] == 6, p
         a.publish("feed:late", 7)
         assert w.messages(1)[0]["data"] == 7
+        # a client resuming from its position of the old epoch recovers too
+        res = a.user("bob").subscribe("feed:late", since={"offset": 2, "epoch": first["epoch"]})
+        assert res["recovered"] is True and res["epoch"] == p["epoch"], res
+        assert [q["data"] for q in res["publications"]] == [3, 4, 5, 6, 7], res
+        # one of an unrelated epoch does not
+        res = a.user("bob").subscribe("feed:late", since={"offset": 2, "epoch": "1-x"})
+        assert res["recovered"] is False, res
 
 
 if __name__ == "__main__":

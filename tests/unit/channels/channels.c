@@ -652,6 +652,24 @@ static void test_recovered_rule(void)
     CHECK(!chan_recovered(&other, &top, full, 2));
     chan_pos ahead = {9, "e1"};
     CHECK(!chan_recovered(&ahead, &top, NULL, 0));
+
+    /* across an epoch change (the stream is in e2 from offset 2 on) */
+    chan_pos top2 = {4, "e2"};
+    chan_pos before = {2, "e1"}; /* saw up to the change */
+    CHECK(chan_recovery_across(&before, &top2, full, 2, 2, 1) == CHAN_RECOVERY_FULL);
+    /* the function did not find the position: every entry of e2 */
+    CHECK(chan_recovery_across(&before, &top2, full, 2, 2, 0) == CHAN_RECOVERY_EPOCH);
+    chan_pos lost = {3, "e1"}; /* saw 3 of e1, which the new master never had */
+    CHECK(chan_recovery_across(&lost, &top2, full, 2, 2, 0) == CHAN_RECOVERY_EPOCH);
+    /* entries that do not reach the top, or a hole: a gap */
+    CHECK(chan_recovery_across(&lost, &top2, full, 1, 2, 0) == CHAN_RECOVERY_NONE);
+    CHECK(chan_recovery_across(&lost, &top2, hole, 1, 2, 0) == CHAN_RECOVERY_NONE);
+    /* nothing written in e2 yet */
+    chan_pos top3 = {2, "e2"};
+    CHECK(chan_recovery_across(&lost, &top3, NULL, 0, 2, 0) == CHAN_RECOVERY_EPOCH);
+    CHECK(chan_recovery_across(&before, &top3, NULL, 0, 2, 1) == CHAN_RECOVERY_FULL);
+    /* same epoch with a hole stays a gap, whatever kept says */
+    CHECK(chan_recovery_across(&since, &top, hole, 1, 3, 1) == CHAN_RECOVERY_NONE);
 }
 
 static void test_parse_push(void)
