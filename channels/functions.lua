@@ -10,8 +10,10 @@
 -- (cmake/embed.cmake).
 --
 -- What a backend calls: FCALL <fn>_publish 0 CHANNEL DATA (Redis Cluster:
--- FCALL <fn>_publish 1 <P>:ch:{CHANNEL} CHANNEL DATA, the declared key
--- routing the call to the channel's slot; the functions never read KEYS).
+-- FCALL <fn>_publish 2 <P>:history-meta:{CHANNEL} <P>:history:{CHANNEL}
+-- CHANNEL DATA: the keys it touches, declared, so the call goes to the
+-- channel's slot and, while the slot migrates, to whichever node holds
+-- them; publish refuses other keys in Redis Cluster).
 -- Nodes call it too, for history channels, with a third argument FROM
 -- (the publishing client, {"user","client","info"}). DATA must be JSON
 -- every node can parse and deliver (check_json below): what it is not is
@@ -290,6 +292,13 @@ local function publish(keys, args)
   if why then return redis.error_reply('ERR data must be JSON text Herald can deliver: ' .. why) end
   if from and (string.sub(from, 1, 1) ~= '{' or check_json(from, MAX_DEPTH + 2)) then
     return redis.error_reply('ERR from must be a JSON object')
+  end
+  if CLUSTER then
+    local mk, sk = hkeys(ch)
+    if #keys ~= 2 or keys[1] ~= mk or keys[2] ~= sk then
+      return redis.error_reply('ERR in Redis Cluster declare the keys: FCALL <fn>_publish 2 ' ..
+                               mk .. ' ' .. sk .. ' CHANNEL DATA')
+    end
   end
   local ns = ns_of(ch)
   local tail = ''

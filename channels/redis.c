@@ -76,11 +76,27 @@ int rd_fcall(redis_layer *L, const char **argv, const char *fn, const char *chan
         argv[2] = "0";
         return 3;
     }
-    /* the functions read no key: it routes the call to the channel's slot */
-    *key = rd_topic(L, channel);
-    argv[2] = "1";
+    /* The keys the function touches, declared: besides routing the call
+     * to the channel's slot, this is what makes a slot migration safe.
+     * While a slot is MIGRATING, its old owner runs the call when all of
+     * them are still there, answers ASK when none is (the new owner runs
+     * it) and TRYAGAIN in between; a key it does not know of would send
+     * every call to the new owner at once, which would start a stream
+     * there and make the migration of the old one fail (BUSYKEY). Both
+     * names in one block (*key), freed by the caller. */
+    int pres = fn == L->f_presence || fn == L->f_presence_set;
+    char *k1 = rd_key(L, pres ? "presence" : "history-meta", channel);
+    char *k2 = rd_key(L, pres ? "presence-exp" : "history", channel);
+    size_t l1 = strlen(k1) + 1, l2 = strlen(k2) + 1;
+    *key = hr_malloc(l1 + l2);
+    memcpy(*key, k1, l1);
+    memcpy(*key + l1, k2, l2);
+    free(k1);
+    free(k2);
+    argv[2] = "2";
     argv[3] = *key;
-    return 4;
+    argv[4] = *key + l1;
+    return 5;
 }
 
 void rd_pubs_free(chan_pub *p, size_t n)

@@ -73,8 +73,9 @@
  *   <p>:presence:<channel>        hash: client id -> {"client","user","info"}
  *   <p>:presence-exp:<channel>    zset: client id -> expiry (unix seconds)
  * and a function library <fn> (the prefix with [^A-Za-z0-9_] as '_'),
- * called with no key, or in Redis Cluster with the channel's topic as the
- * one key (rd_fcall):
+ * called with no key, or in Redis Cluster with the two keys it touches
+ * declared (rd_fcall: <p>:history-meta:{C} <p>:history:{C}, or for the
+ * presence functions <p>:presence:{C} <p>:presence-exp:{C}):
  *   FCALL <fn>_publish 0 CHANNEL DATA      -> offset (0 without history)
  *   FCALL <fn>_history 0 CHANNEL SINCE LIMIT [CREATE [EPOCH]]
  *   FCALL <fn>_presence 0 CHANNEL
@@ -292,9 +293,9 @@ char *rd_key(redis_layer *L, const char *kind, const char *channel);
 /* PUBLISH, or SPUBLISH in Redis Cluster mode. */
 const char *rd_publish_cmd(const redis_layer *L);
 /* Fills argv[0..] with FCALL <fn> <numkeys> [key] for a call about
- * channel: no key, or in Redis Cluster mode the channel's topic (into
- * *key, malloc'ed: the caller frees it after sending; NULL otherwise).
- * Returns how many were filled (3 or 4). */
+ * channel: no key, or in Redis Cluster mode the two keys it touches
+ * (both in *key, one malloc'ed block: the caller frees it after sending;
+ * NULL otherwise). Returns how many were filled (3 or 5). */
 int rd_fcall(redis_layer *L, const char **argv, const char *fn, const char *channel, char **key);
 
 /*---- redis_shard.c (home thread) ----------------------------------------------*/

@@ -176,7 +176,7 @@ static void presence_set(rd_loop *lp, rd_pchan *pc, const char *client, const ch
 {
     redis_layer *L = lp->L;
     char ttl[16], *k;
-    const char *argv[6 + 2 * PRESENCE_BATCH];
+    const char *argv[7 + 2 * PRESENCE_BATCH];
     int head = rd_fcall(L, argv, L->f_presence_set, pc->name, &k);
     argv[head++] = pc->name;
     argv[head++] = ttl;

@@ -78,8 +78,8 @@ void rd_publish(chan_layer *l, unsigned thread, const char *channel, const chan_
         rd_own_push(&L->own[lp->index * (unsigned)L->nshards + (unsigned)sh->index], m,
                     history ? (uint32_t)chan_publication_offset_at(clen, data_len) : 0);
     if (p->history) {
-        const char *argv[7];
-        size_t lens[7];
+        const char *argv[8];
+        size_t lens[8];
         char *key;
         int argc = rd_fcall(L, argv, L->f_publish, channel, &key);
         for (int i = 0; i < argc; i++)
@@ -209,7 +209,7 @@ void rd_presence(chan_layer *l, unsigned thread, const char *channel, const chan
     read_req *rq = (read_req *)req_new(lp, (void *)cb, ud, sizeof(*rq));
     req *q = &rq->q;
     rq->sh = sh;
-    const char *argv[5];
+    const char *argv[6];
     char *key;
     int argc = rd_fcall(L, argv, L->f_presence, channel, &key);
     argv[argc++] = channel;

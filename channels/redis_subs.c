@@ -740,7 +740,7 @@ void rd_touch_history(redis_layer *L)
             if (!c->wanted || c->opts.history_size <= 0)
                 continue;
             if (L->mode == HR_REDIS_CLUSTER) { /* one channel, one slot, per call */
-                const char *a[5];
+                const char *a[6];
                 char *k;
                 int n = rd_fcall(L, a, fn, c->name, &k);
                 a[n++] = c->name;
