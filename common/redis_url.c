@@ -8,6 +8,7 @@
 #include "common/common.h"
 #include "common/redis_url.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -403,4 +404,61 @@ char *hr_redis_key(const char *prefix, const char *kind, const char *name)
         memcpy(k + pl + kl + 2, name, nl + 1);
     }
     return k;
+}
+
+/* 1 if p starts a "<scheme>://" (letters, digits, '+', '-', '.'). */
+static int at_scheme(const char *p)
+{
+    const char *q = p;
+    while (isalnum((unsigned char)*q) || *q == '+' || *q == '-' || *q == '.')
+        q++;
+    return q > p && !strncmp(q, "://", 3);
+}
+
+char *hr_redis_urls_with_sentinel_password(const char *list, const char *password)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = strlen(list), plen = strlen(password);
+    /* each URL gains at most "?sentinel_password=" and 3 bytes per byte */
+    size_t urls = 1;
+    for (const char *c = list; (c = strchr(c, ',')); c++)
+        urls++;
+    char *out = hr_malloc(n + urls * (19 + 3 * plen) + 1), *o = out;
+    const char *p = list;
+    while (*p) {
+        /* this URL ends at a comma that starts the next "<scheme>://" */
+        const char *e = p;
+        for (;;) {
+            const char *c = strchr(e, ',');
+            if (!c) {
+                e = p + strlen(p);
+                break;
+            }
+            if (at_scheme(c + 1)) {
+                e = c;
+                break;
+            }
+            e = c + 1;
+        }
+        memcpy(o, p, (size_t)(e - p));
+        o += e - p;
+        if (!strncmp(p, "redis+sentinel://", 17) && !memchr(p, '?', (size_t)(e - p))) {
+            memcpy(o, "?sentinel_password=", 19);
+            o += 19;
+            for (const unsigned char *c = (const unsigned char *)password; *c; c++) {
+                if (isalnum(*c) || strchr("-._~", *c)) {
+                    *o++ = (char)*c;
+                } else {
+                    *o++ = '%';
+                    *o++ = hex[*c >> 4];
+                    *o++ = hex[*c & 15];
+                }
+            }
+        }
+        p = e;
+        if (*p == ',')
+            *o++ = *p++;
+    }
+    *o = '\0';
+    return out;
 }

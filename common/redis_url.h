@@ -66,6 +66,12 @@ typedef struct hr_redis_target {
  * in err that never quotes the URL (it may hold a password). */
 int hr_redis_targets_parse(const char *list, hr_redis_target **out, char *err, size_t errlen);
 void hr_redis_targets_free(hr_redis_target *t, int n);
+/* HERALD_REDIS_URL with the sentinels' password (HERALD_REDIS_SENTINEL_
+ * PASSWORD) given to every redis+sentinel:// URL of the list that has no
+ * parameters of its own (?sentinel_password=, %XX-escaped). Returns a
+ * malloc'ed list (caller frees); the others are copied as they are. Pure;
+ * aborts on allocation failure. */
+char *hr_redis_urls_with_sentinel_password(const char *list, const char *password);
 void hr_redis_addr_clear(hr_redis_addr *a);
 void hr_redis_addrs_free(hr_redis_addr *a, int n);
 /* The commands a new connection sends before anything else: AUTH (when a

@@ -118,7 +118,12 @@ static const opt_def opt_table[] = {
      "chosen at start-up (named in the \"listening\" log line)"},
     {"redis_url", "HERALD_REDIS_URL", "redis-url", "URL", OPT_NSTR, F(redis_url), 0, 0, 0, NULL,
      check_redis_url, "unset (embedded mode)",
-     "redis://[[user]:password@]host:port[/db], comma-separated for shards; enables cluster mode"},
+     "redis://[[user]:password@]host:port[/db], comma-separated for shards; enables cluster "
+     "mode; also redis+sentinel://[[user]:password@]host:port[,host:port...]/MASTER[/db] and "
+     "redis+cluster://[[user]:password@]host:port[,host:port...]"},
+    {"redis_sentinel_password", "HERALD_REDIS_SENTINEL_PASSWORD", "redis-sentinel-password",
+     "SECRET", OPT_NSTR, F(redis_sentinel_password), 0, 0, 0, NULL, NULL, "unset",
+     "redis+sentinel://: the sentinels' own password (requirepass), when they have one"},
     {"redis_prefix", "HERALD_REDIS_PREFIX", "redis-prefix", "STR", OPT_STR, F(redis_prefix), 0, 0,
      0, NULL, NULL, "herald", "prefix of every Redis key and pub/sub channel"},
     {"db", "HERALD_DB", "db", "FILE", OPT_STR, F(db_path), 0, 0, 0, NULL, NULL, "./herald.db",
@@ -1068,6 +1073,15 @@ int hr_config_load(hr_config *cfg, int argc, char **argv, char **env, char *err,
                              "tls_cert and tls_key: set both (TLS) or neither (plain HTTP)");
     if (check_django(cfg, err, errlen) < 0)
         return -EINVAL;
+    if (cfg->redis_url && cfg->redis_sentinel_password && *cfg->redis_sentinel_password) {
+        /* one place for the sentinels' password: the URLs both the user
+         * store and the channel layer parse (a URL's own ?sentinel_password
+         * wins) */
+        char *u =
+            hr_redis_urls_with_sentinel_password(cfg->redis_url, cfg->redis_sentinel_password);
+        free(cfg->redis_url);
+        cfg->redis_url = u;
+    }
     return check_proxy(cfg, err, errlen);
 }
 
@@ -1108,6 +1122,7 @@ void hr_config_clear(hr_config *cfg)
     char **strs[] = {&cfg->listen_host,
                      &cfg->redis_url,
                      &cfg->redis_prefix,
+                     &cfg->redis_sentinel_password,
                      &cfg->db_path,
                      &cfg->node_id,
                      &cfg->jwt_secret,

@@ -18,6 +18,7 @@ typedef struct hr_config {
     int listen_port;    /* default 8080 */
     char *redis_url;    /* HERALD_REDIS_URL; NULL = embedded mode */
     char *redis_prefix; /* HERALD_REDIS_PREFIX, default "herald" */
+    char *redis_sentinel_password; /* HERALD_REDIS_SENTINEL_PASSWORD, or NULL */
     char *db_path;      /* HERALD_DB, default "./herald.db" */
     char *node_id;      /* HERALD_NODE_ID, default hostname */
     char *tls_cert;     /* HERALD_TLS_CERT: PEM chain; with tls_key, TLS only */

@@ -23,7 +23,7 @@ import time
 from contextlib import ExitStack
 
 from failover_fixture import Publisher, ReadyMonitor, Recorder, check_history_subscriber
-from harness import cluster_nodes, run_tests, wait_until
+from harness import Herald, cluster_nodes, run_tests, wait_until
 from redis_topology import SentinelSet
 
 CONFIG = {"namespaces": {
@@ -147,6 +147,45 @@ def test_publications_on_the_new_master_reach_a_node_that_comes_back_later():
         # one of an unrelated epoch does not
         res = a.user("bob").subscribe("feed:late", since={"offset": 2, "epoch": "1-x"})
         assert res["recovered"] is False, res
+
+
+def test_user_store_follows_the_failover():
+    """The user store (auth/store_redis.c, blocking hiredis on worker
+    threads) finds the master through the sentinels too: a user created
+    before the master dies logs in after the promotion, and a new one can
+    be created (writes go to the new master, not to a demoted one)."""
+    with SentinelSet(down_after_ms=1000) as s, ExitStack() as st:
+        (a,) = cluster_nodes(st, s.url(), 1, {}, CONFIG)
+        a.create_user("carol", "correct horse battery")
+        assert s.master().cmd("WAIT", "1", "10000") == 1
+        old = s.kill_master()
+        s.wait_failover(old, timeout=60)
+        a.wait_ready(60)
+        wait_until(lambda: a.token_request(grant_type="password", username="carol",
+                                           password="correct horse battery").status_code == 200,
+                   30, what="carol logs in after the failover")
+        a.create_user("dave", "battery staple horse")
+        assert a.login("dave", "battery staple horse")["access_token"]
+
+
+def test_sentinels_with_their_own_password():
+    """Sentinels with requirepass: HERALD_REDIS_SENTINEL_PASSWORD gives it to
+    them (the URL's password is the data nodes'); without it the node does
+    not start, and says why (the sentinel's NOAUTH)."""
+    with SentinelSet(password="data-pw", sentinel_password="sentinel-pw") as s, \
+            ExitStack() as st:
+        (a,) = cluster_nodes(st, s.url(), 1, {"HERALD_REDIS_SENTINEL_PASSWORD": "sentinel-pw"},
+                             CONFIG)
+        w = a.user("alice")
+        w.subscribe("feed:pw")
+        a.publish("feed:pw", 1)
+        assert w.messages(1)[0]["data"] == 1
+        h = Herald(env={"HERALD_JWT_SECRET": "x" * 32, "HERALD_API_KEY": "k"}, redis=s.url(),
+                   config=CONFIG)
+        p = h.run(["serve"], timeout=30)
+        h.discard()
+        assert p.returncode != 0 and b"NOAUTH" in p.stderr and b"sentinel" in p.stderr, \
+            (p.returncode, p.stderr[-600:])
 
 
 if __name__ == "__main__":

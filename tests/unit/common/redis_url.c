@@ -202,6 +202,30 @@ static void test_old_api_refuses_ha(void)
     CHECK(hr_redis_url_parse(s, strlen(s), &one) < 0 && one.host == NULL);
 }
 
+static void test_sentinel_password_added(void)
+{
+    char *s = hr_redis_urls_with_sentinel_password(
+        "redis+sentinel://:pw@s1:26379,s2/m1,redis+sentinel://s3/m2?sentinel_password=own",
+        "p@ss w/rd");
+    CHECK(!strcmp(s, "redis+sentinel://:pw@s1:26379,s2/m1?sentinel_password=p%40ss%20w%2Frd,"
+                     "redis+sentinel://s3/m2?sentinel_password=own"));
+    hr_redis_target *t = NULL;
+    char err[200];
+    int n = hr_redis_targets_parse(s, &t, err, sizeof(err));
+    CHECK(n == 2);
+    CHECK(n == 2 && !strcmp(t[0].sentinel_password, "p@ss w/rd") && t[0].nhosts == 2);
+    CHECK(n == 2 && !strcmp(t[1].sentinel_password, "own"));
+    hr_redis_targets_free(t, n);
+    free(s);
+    /* other schemes are left alone */
+    s = hr_redis_urls_with_sentinel_password("redis://a:1,redis://b:2", "x");
+    CHECK(!strcmp(s, "redis://a:1,redis://b:2"));
+    free(s);
+    s = hr_redis_urls_with_sentinel_password("redis+cluster://a:1,b:2", "x");
+    CHECK(!strcmp(s, "redis+cluster://a:1,b:2"));
+    free(s);
+}
+
 int main(void)
 {
     RUN(test_one_url);
@@ -213,5 +237,6 @@ int main(void)
     RUN(test_direct_targets);
     RUN(test_target_errors);
     RUN(test_old_api_refuses_ha);
+    RUN(test_sentinel_password_added);
     return TEST_DONE();
 }
