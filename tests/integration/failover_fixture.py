@@ -136,3 +136,12 @@ def check_history_subscriber(name, rec, pub, ch, t_kill, renewed=True):
     assert not missing_before or told, "%s: lost %r without recovered: false (%r)" % (
         name, missing_before[:20], renewals)
     return len(before), len(after), len(missing_before), told
+
+
+def first_delivery_after(rec, pub, ch, t_kill):
+    """Seconds from t_kill to the first delivery, to this subscriber, of a
+    publication of ch sent after t_kill (what a client waited for, master
+    death to service), or None."""
+    after = {e[0] for e in pub.acked(ch) if e[1] > t_kill}
+    ts = [t for t, m in rec.pushes("message", ch) if m["data"] in after]
+    return round(min(ts) - t_kill, 2) if ts else None

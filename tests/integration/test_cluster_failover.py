@@ -16,7 +16,8 @@ import subprocess
 import time
 from contextlib import ExitStack
 
-from failover_fixture import Publisher, ReadyMonitor, Recorder, check_history_subscriber
+from failover_fixture import (Publisher, ReadyMonitor, Recorder, check_history_subscriber,
+                              first_delivery_after)
 from harness import cluster_nodes, run_tests, wait_until
 from redis_topology import RedisCluster
 
@@ -108,6 +109,9 @@ def test_failover_migration_and_kill_under_traffic():
             for port, ch in sorted(hist.items()):
                 r = check_history_subscriber(name, rec, pub, ch, t_kill, renewed=False)
                 print(name, ch, "before/after/missing-before/told:", r)
+                if port == ports[2]:
+                    print(name, ch, "master killed -> first delivery after: %s s" %
+                          first_delivery_after(rec, pub, ch, t_kill))
                 if port != ports[2]:  # only the killed master may have lost a tail
                     assert r[2] == 0, (name, ch, r)
             for ch in plain.values():

@@ -22,7 +22,8 @@ import signal
 import time
 from contextlib import ExitStack
 
-from failover_fixture import Publisher, ReadyMonitor, Recorder, check_history_subscriber
+from failover_fixture import (Publisher, ReadyMonitor, Recorder, check_history_subscriber,
+                              first_delivery_after)
 from harness import Herald, cluster_nodes, run_tests, wait_until
 from redis_topology import SentinelSet
 
@@ -84,6 +85,8 @@ def test_master_killed_under_traffic():
         for name, (_, _, rec) in subs.items():
             print(name, hist, "before/after/missing-before/told:",
                   check_history_subscriber(name, rec, pub, hist, t_kill))
+            print(name, hist, "master killed -> first delivery after: %s s" %
+                  first_delivery_after(rec, pub, hist, t_kill))
             renewals = [m for _, m in rec.pushes("subscribed", plain)]
             assert all(r["recovered"] is False for r in renewals), renewals
             seqs = [m["data"] for _, m in rec.pushes("message", plain)]
