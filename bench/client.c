@@ -106,7 +106,7 @@ void bc_ws_frame(hr_buf *out, uint64_t *rng, int opcode, const void *p, size_t n
 }
 
 size_t bc_upgrade_request(char *req, size_t cap, const char *target, const char *host, int port,
-                          int deflate, uint64_t *rng, char accept[29])
+                          int deflate, const char *extra, uint64_t *rng, char accept[29])
 {
     uint8_t raw[16];
     uint64_t r1 = rng_next(rng), r2 = rng_next(rng);
@@ -118,8 +118,8 @@ size_t bc_upgrade_request(char *req, size_t cap, const char *target, const char 
     int n = snprintf(req, cap,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                     "Sec-WebSocket-Version: 13\r\n%s\r\n",
-                     target, host, port, key,
+                     "Sec-WebSocket-Version: 13\r\n%s%s\r\n",
+                     target, host, port, key, extra ? extra : "",
                      deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
                                "client_max_window_bits\r\n"
                              : "");

@@ -52,11 +52,12 @@ int bc_send(int fd, hr_buf *out);
 void bc_ws_frame(hr_buf *out, uint64_t *rng, int opcode, const void *p, size_t n);
 
 /* Writes into req (cap bytes) the upgrade request for target on host:port,
- * with a fresh key from rng, offering permessage-deflate when deflate;
+ * with a fresh key from rng, offering permessage-deflate when deflate and
+ * adding extra (NULL, or whole header lines such as "Cookie: a=b\r\n");
  * accept gets the Sec-WebSocket-Accept the server must answer (28
  * characters and a NUL). Returns the request's length. */
 size_t bc_upgrade_request(char *req, size_t cap, const char *target, const char *host, int port,
-                          int deflate, uint64_t *rng, char accept[29]);
+                          int deflate, const char *extra, uint64_t *rng, char accept[29]);
 
 /* The server's answer to the upgrade request, at p[0..n). Returns the
  * length of its head when it is a 101 with Sec-WebSocket-Accept `accept`

@@ -49,6 +49,9 @@
 
 #include <zlib.h>
 
+/* The id of --auth cookie's connect command: no publisher's window reaches it. */
+#define CONNECT_ID 4000000000u
+#define CONNECT_ID_STR "4000000000"
 #define RBUF_SIZE (256 * 1024)
 #define MAX_MESSAGE (1 << 20) /* largest server message we accept */
 #define MAX_HTTP_HEAD 16384   /* largest HTTP response head */
@@ -68,8 +71,9 @@ enum proto { PROTO_HERALD, PROTO_NCHAN };
 typedef struct opts {
     const char *host, *secret, *api_key, *prefix, *ready_file, *tag;
     const char *ports_s, *pub_ports_s, *server_pids_s, *proto_s, *sub_path, *pub_path;
-    const char *payload_s;
+    const char *payload_s, *auth_s;
     int deflate, chat; /* offer permessage-deflate; --payload chat */
+    int cookie_auth;   /* --auth cookie: no JWT, a Cookie header and {"op":"connect"} */
     int port, src_count, src_first;
     int proto;                            /* enum proto */
     int nports, npub_ports, nserver_pids; /* parsed from the lists above */
@@ -443,13 +447,19 @@ static void send_upgrade(conn *c)
     if (O.proto == PROTO_NCHAN) { /* the channel is in the path; no auth */
         snprintf(target, sizeof target, "%s%s%llu", O.sub_path, O.prefix,
                  (unsigned long long)sub_channel(c, 0));
+    } else if (O.cookie_auth) { /* the connect proxy's business: the user is in a cookie */
+        snprintf(target, sizeof target, "/ws");
     } else {
         snprintf(sub, sizeof sub, "bench-%s-%ld", O.tag, (long)(c - G.conns));
         mint_jwt(token, sizeof token, sub);
         snprintf(target, sizeof target, "/ws?token=%s", token);
     }
-    size_t n =
-        bc_upgrade_request(req, sizeof req, target, O.host, c->port, O.deflate, &G.rng, c->accept);
+    char cookie[128] = "";
+    if (O.cookie_auth)
+        snprintf(cookie, sizeof cookie, "Cookie: bench_user=bench-%s-%ld\r\n", O.tag,
+                 (long)(c - G.conns));
+    size_t n = bc_upgrade_request(req, sizeof req, target, O.host, c->port, O.deflate, cookie,
+                                  &G.rng, c->accept);
     c->state = S_UPGRADING;
     queue_bytes(c, req, n);
 }
@@ -921,6 +931,11 @@ static void delivered(conn *c, uint64_t ch, uint64_t gid, uint64_t seq, uint64_t
 
 static void on_reply(conn *c, uint64_t id, int ok, uint64_t now)
 {
+    if (id == CONNECT_ID) { /* --auth cookie: the connect's reply follows `connected` */
+        if (!ok)
+            err_add(E_UNKNOWN_REPLY);
+        return;
+    }
     if (c->role == R_SUB && c->state == S_SUBSCRIBING) {
         if (!ok)
             err_add(E_SUBSCRIBE);
@@ -1091,6 +1106,10 @@ static size_t upgrade_input(conn *c, const char *p, size_t n, uint64_t now)
     c->state = S_AWAIT_CONNECTED;
     if (O.proto == PROTO_NCHAN) /* no {"push":"connected"}: ready at the 101 */
         handshake_done(c, now);
+    else if (O.cookie_auth) { /* no token: Herald asks its connect proxy */
+        static const char cmd[] = "{\"id\":" CONNECT_ID_STR ",\"op\":\"connect\"}";
+        ws_send(c, HR_WS_OP_TEXT, cmd, sizeof cmd - 1);
+    }
     return (size_t)r;
 }
 
@@ -1563,6 +1582,9 @@ static void usage(FILE *f)
           "          <sub-path><channel> (/sub/), REST publishers POST the bare payload to\n"
           "          <pub-path><channel> (/pub/), 201/202 = accepted; --sub-channels 1\n"
           "auth:     --secret S (HS256 JWT secret) --api-key K (REST) --ttl S (3600) --tag S\n"
+          "          --auth jwt|cookie (jwt: a JWT in ?token=; cookie: no JWT, the header\n"
+          "          Cookie: bench_user=bench-<tag>-<n> and {\"op\":\"connect\"}, for a\n"
+          "          Herald whose connect proxy answers them)\n"
           "roles:    --subs N --ws-pubs N --rest-pubs N --idle N\n"
           "channels: --channels M (1) --sub-channels K (1, per subscriber) --prefix S (bench.)\n"
           "publish:  --count N (total) --duration S --rate R (per s, 0 = flat out)\n"
@@ -1634,6 +1656,7 @@ static const optdef optdefs[] = {
     {"test-reorder", 'i', &O.test_reorder},
     {"payload", 's', &O.payload_s},
     {"deflate", 'i', &O.deflate},
+    {"auth", 's', &O.auth_s},
 };
 #define NOPTS (sizeof optdefs / sizeof *optdefs)
 #define OPT_BASE 256
@@ -1724,7 +1747,12 @@ static int check_opts(void)
         why = "--deflate: Herald only";
     else if (O.proto == PROTO_NCHAN && (O.ws_pubs > 0 || O.idle > 0 || O.sub_channels != 1))
         why = "--proto nchan: subscribers on one channel each and REST publishers only";
-    else if (O.proto == PROTO_HERALD && O.subs + O.ws_pubs + O.idle > 0 && !O.secret)
+    else if (O.auth_s && strcmp(O.auth_s, "jwt") && strcmp(O.auth_s, "cookie"))
+        why = "--auth is jwt or cookie";
+    else if (O.auth_s && !strcmp(O.auth_s, "cookie") && O.proto != PROTO_HERALD)
+        why = "--auth cookie: Herald only";
+    else if (O.proto == PROTO_HERALD && O.subs + O.ws_pubs + O.idle > 0 && !O.secret &&
+             !(O.auth_s && !strcmp(O.auth_s, "cookie")))
         why = "--secret is required for WebSocket connections";
     else if (O.concurrency < 1 || O.timeout <= 0 || O.connect_timeout <= 0)
         why = "--concurrency, --timeout and --connect-timeout must be positive";
@@ -1733,6 +1761,7 @@ static int check_opts(void)
     if (why)
         fprintf(stderr, "herald-loadgen: %s\n", why);
     O.chat = O.payload_s && !strcmp(O.payload_s, "chat");
+    O.cookie_auth = O.auth_s && !strcmp(O.auth_s, "cookie");
     return why ? -1 : 0;
 }
 

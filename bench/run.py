@@ -18,6 +18,9 @@ Scenarios (defaults in brackets; see bench/README.md for what each number means)
                  permessage-deflate (HERALD_WS_COMPRESSION, clients offering it):
                  bytes on the wire and CPU per delivery
   compression-memory  server RSS per idle connection with permessage-deflate negotiated [19000]
+  proxy-connect  connects/s and server CPU per connect through the connect proxy (no JWT: a
+                 cookie, answered by bench/herald-proxy-backend) next to the JWT path [5000,
+                 100 in flight]; not part of "all"
   all            every scenario above, with its defaults
 Cluster mode (issue 7), with a fresh redis-server per run (see bench/README.md):
   cluster-fanout   2 nodes, subscribers split evenly, REST publishers via node 1 / both,
@@ -1062,6 +1065,108 @@ def sc_connect_storm(b):
     b.run_rows("connect-storm", "%d conns, %d in flight" % (p["conns"], p["concurrency"]), p, run)
 
 
+#---- the backend proxy (issue 17) ----------------------------------------------------
+
+class ProxiedHerald(Server):
+    """Herald whose connect proxy is a herald-proxy-backend of its own
+    (started before Herald, stopped after it): the loadgen connects with
+    --auth cookie, the backend answers each connect with the cookie's user."""
+
+    def __init__(self, b, threads):
+        self.backend_bin = b.proxy_backend_bin
+        self.backend_port = free_port()
+        self.backend = None
+        key = secrets.token_hex(16)
+        self.backend_key = key
+        url = "http://127.0.0.1:%d/connect" % self.backend_port
+        super().__init__("herald", b.a.herald, b.secret, b.api_key,
+                         threads=threads or b.a.herald_threads, log_level=b.a.log_level,
+                         extra_env={"HERALD_PROXY_CONNECT_URL": url, "HERALD_PROXY_KEY": key},
+                         prefix=b.a.herald_prefix)
+
+    def start(self, timeout=15.0):
+        self.backend_out = open(os.path.join(self.dir, "backend.log"), "wb")
+        self.backend = spawn([self.backend_bin, "--listen", "127.0.0.1:%d" % self.backend_port,
+                              "--key", self.backend_key],
+                             stdout=self.backend_out, stderr=subprocess.STDOUT)
+        wait_http("http://127.0.0.1:%d/healthz" % self.backend_port, timeout, self.backend,
+                  "herald-proxy-backend")
+        return super().start(timeout)
+
+    def backend_stats(self):
+        with urllib.request.urlopen("http://127.0.0.1:%d/stats" % self.backend_port,
+                                    timeout=5) as r:
+            return json.loads(r.read())
+
+    def backend_cpu_s(self):
+        return proc_cpu_s(self.backend.pid) if self.backend else None
+
+    def stop(self, grace=30.0):
+        backend, self.backend = self.backend, None
+        status = super().stop(grace)  # removes self.dir: the backend's log goes too
+        stop_proc(backend, 5.0)
+        self.backend_out.close()
+        return status
+
+
+def proxy_factory(b):
+    def make(kind, threads):
+        return ProxiedHerald(b, threads) if kind == "herald-proxy" else b.new_server(kind, threads)
+    return make
+
+
+def proxy_connect_run(b, srv, p):
+    """p["conns"] connections held open (connect phase only: CPU is read when
+    the last one is ready, before any close)."""
+    proxied = isinstance(srv, ProxiedHerald)
+    cpu0 = proc_cpu_s(srv.pid)
+    bcpu0 = srv.backend_cpu_s() if proxied else None
+    procs = [b.loadgen(srv).start_background(
+        ["--idle", p["conns"], "--concurrency", p["concurrency"], "--connect-timeout", 120,
+         "--hold", 600, "--timeout", 900] + (["--auth", "cookie"] if proxied else []), "pc")]
+    if not wait_ready(procs, 240):
+        finish_background(procs, timeout=10)
+        raise RuntimeError("the connections were not ready within 240 s")
+    cpu1 = proc_cpu_s(srv.pid)
+    bcpu1 = srv.backend_cpu_s() if proxied else None
+    rss = srv.rss_kb()
+    [r] = finish_background(procs)
+    if r is None:
+        raise RuntimeError("herald-loadgen gave no report")
+    m = summarize(r)
+    ready = m["conns_ready"]
+    if not ready:
+        raise RuntimeError("no connection became ready (closes %s, errors %s)"
+                           % (r.get("closes"), r.get("errors")))
+    m["server_cpu_s"] = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+    m["cpu_us_per_connect"] = m["server_cpu_s"] * 1e6 / ready if ready and m["server_cpu_s"] \
+        is not None else None
+    m["rss_after_kb"] = rss
+    if proxied:
+        st = srv.backend_stats()
+        m["backend_requests"], m["backend_connections"] = st["requests"], st["connections"]
+        m["backend_cpu_us_per_connect"] = (bcpu1 - bcpu0) * 1e6 / ready \
+            if ready and bcpu0 is not None and bcpu1 is not None else None
+        if m["backend_requests"] < ready:
+            m["note"] = "%d connections ready, the backend saw %d connect calls" % (
+                ready, m["backend_requests"])
+    return m
+
+
+def sc_proxy_connect(b):
+    a = b.a
+    p = {"conns": a.conns_n or 5000, "concurrency": a.concurrency or 100}
+    configs = [("herald", "herald jwt", None), ("herald-proxy", "herald proxy", None)]
+    b.run_rows("proxy-connect", "%d conns, %d in flight" % (p["conns"], p["concurrency"]), p,
+               lambda s, p: proxy_connect_run(b, s, p), configs, proxy_factory(b))
+    jwt = {r["variant"]: r.get("connect_per_s") for r in b.results
+           if r["scenario"] == "proxy-connect" and r["server"] == "herald jwt"}
+    for r in b.results:
+        if r["scenario"] == "proxy-connect":
+            ref = jwt.get(r["variant"])
+            r["vs_jwt"] = r["connect_per_s"] / ref if ref and r.get("connect_per_s") else None
+
+
 def sc_rest(b):
     a = b.a
     conns = [int(x) for x in (a.rest_conns or "1,4").split(",")]
@@ -1213,12 +1318,15 @@ SCENARIOS = {
     "connect-storm": sc_connect_storm, "rest": sc_rest, "threads": sc_threads,
     "compression": sc_compression, "compression-memory": sc_compression_memory,
 }
+# Not part of "all": the backend proxy needs herald-proxy-backend (and the
+# proxy's wiring in Herald's connection paths).
+OTHER_SCENARIOS = {"proxy-connect": sc_proxy_connect}
 # Not part of "all" (which stays the single-node suite): "cluster" runs these.
 CLUSTER_SCENARIOS = {
     "cluster-fanout": sc_cluster_fanout, "cluster-latency": sc_cluster_latency,
     "cluster-nodes": sc_cluster_nodes,
 }
-ALL_SCENARIOS = dict(SCENARIOS, **CLUSTER_SCENARIOS)
+ALL_SCENARIOS = dict(SCENARIOS, **OTHER_SCENARIOS, **CLUSTER_SCENARIOS)
 
 #---- tables -----------------------------------------------------------------------------
 
@@ -1252,6 +1360,16 @@ COLUMNS = {
                       ("connections/s", "connect_per_s", "%.0f"),
                       ("handshake p50 ms", "handshake_p50_ms", "%.1f"),
                       ("handshake p99 ms", "handshake_p99_ms", "%.1f"),
+                      ("RSS MiB", "rss_after_kb", "mib")],
+    "proxy-connect": [("ready", "conns_ready", "%d"), ("failed", "conns_failed", "%d"),
+                      ("connections/s", "connect_per_s", "%.0f"),
+                      ("vs jwt", "vs_jwt", "%.2f"),
+                      ("handshake p50 ms", "handshake_p50_ms", "%.1f"),
+                      ("handshake p99 ms", "handshake_p99_ms", "%.1f"),
+                      ("CPU µs/connect", "cpu_us_per_connect", "%.1f"),
+                      ("backend CPU µs/connect", "backend_cpu_us_per_connect", "%.1f"),
+                      ("backend calls", "backend_requests", "%d"),
+                      ("backend conns", "backend_connections", "%d"),
                       ("RSS MiB", "rss_after_kb", "mib")],
     "rest": [("publishes/s", "publications_per_s", "%.0f"),
              ("CPU µs/publish", "cpu_us_per_publication", "%.2f"),
@@ -1405,14 +1523,14 @@ def write_section(path, scenarios, argv, herald, when=None, rendered=None):
 #---- binaries --------------------------------------------------------------------------------
 
 def find_tools(bin_dir):
-    """herald-loadgen and herald-refserver: --bin-dir, the top-level build, or
-    a standalone build of bench/ made here on first use."""
-    names = ("herald-loadgen", "herald-refserver")
+    """herald-loadgen, herald-refserver and herald-proxy-backend: --bin-dir,
+    the top-level build, or a standalone build of bench/ made here on first use."""
+    names = ("herald-loadgen", "herald-refserver", "herald-proxy-backend")
     for d in [bin_dir, os.path.join(REPO, "build", "bench"), STANDALONE_BUILD]:
         if d and all(os.access(os.path.join(d, n), os.X_OK) for n in names):
             return [os.path.join(d, n) for n in names]
     if bin_dir:
-        sys.exit("run.py: no herald-loadgen/herald-refserver in %s" % bin_dir)
+        sys.exit("run.py: no herald-loadgen/herald-refserver/herald-proxy-backend in %s" % bin_dir)
     log("building bench tools in %s" % STANDALONE_BUILD)
     subprocess.run(["cmake", "-S", HERE, "-B", STANDALONE_BUILD, "-DCMAKE_BUILD_TYPE=Release"],
                    check=True, stdout=subprocess.DEVNULL)
@@ -1457,8 +1575,10 @@ def parse_args(argv):
     ap.add_argument("--rate", type=float, help="latency: publications/s")
     ap.add_argument("--duration", type=float, help="publishing time (latency), or its cap")
     ap.add_argument("--idle", help="idle-crowd: idle counts, comma-separated; idle-memory: count")
-    ap.add_argument("--conns", dest="conns_n", type=int, help="connect-storm: connections")
-    ap.add_argument("--concurrency", type=int, help="connect-storm: handshakes in flight")
+    ap.add_argument("--conns", dest="conns_n", type=int,
+                    help="connect-storm, proxy-connect: connections")
+    ap.add_argument("--concurrency", type=int,
+                    help="connect-storm, proxy-connect: handshakes in flight")
     ap.add_argument("--rest-conns", help="rest: connection counts (1,4)")
     ap.add_argument("--rest-windows", help="rest: pipelining windows (1,16)")
     ap.add_argument("--thread-counts", help="threads: HERALD_THREADS values (1,2)")
@@ -1541,8 +1661,9 @@ def main(argv):
             not (os.access(a.nginx, os.X_OK) and os.path.exists(NCHAN_MODULE)):
         sys.exit("run.py: nchan needs %s and %s: apt-get install nginx libnginx-mod-nchan "
                  "(or --cluster-servers herald)" % (a.nginx, NCHAN_MODULE))
-    loadgen_bin, refserver_bin = find_tools(a.bin_dir)
+    loadgen_bin, refserver_bin, proxy_backend_bin = find_tools(a.bin_dir)
     bench = Bench(a, loadgen_bin, refserver_bin)
+    bench.proxy_backend_bin = proxy_backend_bin
     bench.results = RESULTS
     for name in names:
         before = loadavg()

@@ -679,7 +679,7 @@ static void send_upgrade(sconn *c)
         snprintf(target, sizeof target, "/ws?token=%s", token);
     }
     size_t n =
-        bc_upgrade_request(req, sizeof req, target, S.host, conn_port(c), 0, &W.rng, c->accept);
+        bc_upgrade_request(req, sizeof req, target, S.host, conn_port(c), 0, NULL, &W.rng, c->accept);
     c->state = C_UPGRADING;
     queue_bytes(c, req, n);
 }

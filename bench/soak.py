@@ -100,20 +100,19 @@ RSS/descriptors per node process and every error code seen:
 
     python3 bench/soak.py --chaos --duration 600 [--seed N] [--write docs/reliability.md]
 
-(Why one file of ~2,200 lines: one asyncio process drives every kind of
+(Why one file of ~1,850 lines: one asyncio process drives every kind of
 traffic above, and the checks and the report read the same per-stream and
 per-server state the traffic writes; the chaos mode, whose clients and
-faults are of another kind, is soak_chaos.py.)
+faults are of another kind, is soak_chaos.py; what both use - the raw
+WebSocket and HTTP clients, the /proc view of a server - is soaklib.py.)
 """
 
 import argparse
 import asyncio
-import base64
 import bisect
 import collections
 import datetime
 import faulthandler
-import hashlib
 import json
 import os
 import platform
@@ -122,19 +121,19 @@ import re
 import resource
 import secrets
 import signal
-import socket
-import struct
 import sys
 import time
 import threading
 import traceback
-import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.normpath(os.path.join(HERE, ".."))
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 
-from harness import Herald, Redis, build_frame, make_jwt, parse_metrics  # noqa: E402
+from harness import Herald, Redis, make_jwt  # noqa: E402
+from soaklib import (CMD_TIMEOUT, HTTP, OP_BINARY, Closed, ProtocolError, RawWS, Refused,  # noqa: E402
+                     Session, describe_fds, fd_targets, fetch_metrics, fmt, maps_have_asan, proc_stats,
+                     route_frame, sleep_until, slope, tally, where, write_section)
 
 FEED = ["feed.%d" % i for i in range(4)]
 HIST = ["hist:%d" % i for i in range(4)]
@@ -152,257 +151,7 @@ CONFIG = {"namespaces": {
 }}
 ASAN_RATE = 0.5              # rates under ASan (its build is several times slower)
 CONNECT_TIMEOUT = 2          # HERALD_CONNECT_TIMEOUT for the run
-CMD_TIMEOUT = 15.0           # a reply or HTTP answer later than this is an error
 EXPECTED_LOG_EVENTS = {"slow_consumer"}  # warn/error events that are part of the test
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
-
-
-#---- raw asyncio WebSocket and HTTP clients ------------------------------------------
-
-class Closed(Exception):
-    """The connection ended: code from the close frame, 1006 without one."""
-
-    def __init__(self, code, reason=""):
-        super().__init__("closed %s %r" % (code, reason))
-        self.code, self.reason = code, reason
-
-
-class Refused(Exception):
-    """The upgrade was answered with another status than 101."""
-
-    def __init__(self, status, body=b""):
-        super().__init__("upgrade refused with HTTP %s: %r" % (status, body[:200]))
-        self.status, self.body = status, body
-
-
-class ProtocolError(Exception):
-    pass
-
-
-class RawWS:
-    """A minimal asyncio WebSocket client (own framing, so it can stop
-    reading, send bad frames, or vanish with a FIN or an RST)."""
-
-    def __init__(self, port, host="127.0.0.1"):
-        self.host, self.port = host, port
-        self.reader = self.writer = None
-        self.close_info = None
-        self.close_sent = False
-        self.closed_wall = None
-
-    async def open(self, path="/ws", headers=None, rcvbuf=None, limit=1 << 20, timeout=CMD_TIMEOUT):
-        """Opening handshake; returns 101 or raises Refused / OSError."""
-        loop = asyncio.get_running_loop()
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setblocking(False)
-        if rcvbuf:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        try:
-            await asyncio.wait_for(loop.sock_connect(s, (self.host, self.port)), timeout)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.reader, self.writer = await asyncio.open_connection(sock=s, limit=limit)
-        except BaseException:
-            s.close()
-            raise
-        key = base64.b64encode(os.urandom(16)).decode()
-        lines = ["GET %s HTTP/1.1" % path, "Host: %s:%d" % (self.host, self.port),
-                 "Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Key: " + key,
-                 "Sec-WebSocket-Version: 13"] + ["%s: %s" % kv for kv in (headers or {}).items()]
-        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-        try:
-            head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
-        except (asyncio.IncompleteReadError, ConnectionError) as e:
-            self.abort()
-            raise ConnectionError("connection closed during the handshake: %r" % e)
-        except BaseException:
-            self.abort()
-            raise
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        hdrs = {}
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            hdrs[k.strip().lower()] = v.strip()
-        if status != 101:
-            body = b""
-            try:
-                n = int(hdrs.get("content-length", "0") or 0)
-                body = await asyncio.wait_for(self.reader.readexactly(n), 5) if n else b""
-            except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError):
-                pass
-            self.abort()
-            raise Refused(status, body)
-        want = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
-        if hdrs.get("sec-websocket-accept") != want:
-            self.abort()
-            raise ProtocolError("bad Sec-WebSocket-Accept")
-        return 101
-
-    def send_frame(self, op, payload=b""):
-        if self.writer is None or self.writer.transport.is_closing():
-            return
-        self.writer.write(build_frame(op, payload))
-
-    def send_text(self, text):
-        self.send_frame(OP_TEXT, text.encode() if isinstance(text, str) else text)
-
-    def send_close(self, code=1000):
-        if not self.close_sent:
-            self.send_frame(OP_CLOSE, struct.pack(">H", code))
-            self.close_sent = True
-
-    async def _frame(self):
-        b = await self.reader.readexactly(2)
-        fin, op, n = b[0] & 0x80, b[0] & 0x0F, b[1] & 0x7F
-        if b[1] & 0x80:
-            raise ProtocolError("masked server frame")
-        if b[0] & 0x70:
-            raise ProtocolError("server frame with RSV bits")
-        if n == 126:
-            n = struct.unpack(">H", await self.reader.readexactly(2))[0]
-        elif n == 127:
-            n = struct.unpack(">Q", await self.reader.readexactly(8))[0]
-        return bool(fin), op, (await self.reader.readexactly(n) if n else b"")
-
-    def _ended(self, code, reason=""):
-        self.close_info = (code, reason)
-        self.closed_wall = time.time()
-        self.abort()
-        return Closed(code, reason)
-
-    async def recv(self):
-        """The next text message (str); raises Closed at the end."""
-        if self.close_info:
-            raise Closed(*self.close_info)
-        frag_op, frag = None, bytearray()
-        while True:
-            try:
-                fin, op, payload = await self._frame()
-            except (asyncio.IncompleteReadError, ConnectionError, OSError):
-                raise self._ended(1006)
-            if op == OP_PING:
-                self.send_frame(OP_PONG, payload)
-            elif op == OP_PONG:
-                pass
-            elif op == OP_CLOSE:
-                code = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else 1005
-                reason = payload[2:].decode("utf-8", "replace")
-                if not self.close_sent:
-                    self.send_frame(OP_CLOSE, payload[:2])
-                    self.close_sent = True
-                raise self._ended(code, reason)
-            elif op in (OP_TEXT, OP_BINARY):
-                if frag_op is not None:
-                    raise ProtocolError("data frame inside a fragmented message")
-                if op == OP_BINARY:
-                    raise ProtocolError("binary message from the server")
-                if fin:
-                    return payload.decode("utf-8")
-                frag_op, frag = op, bytearray(payload)
-            elif op == OP_CONT:
-                if frag_op is None:
-                    raise ProtocolError("continuation without a message")
-                frag += payload
-                if fin:
-                    return bytes(frag).decode("utf-8")
-            else:
-                raise ProtocolError("opcode %d" % op)
-
-    def abort(self, rst=False):
-        if self.writer is None:
-            return
-        if rst:
-            sock = self.writer.get_extra_info("socket")
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except (OSError, AttributeError):
-                pass
-            self.writer.transport.abort()
-        else:
-            self.writer.close()
-
-
-class HTTP:
-    """A keep-alive HTTP/1.1 client on asyncio streams (Content-Length bodies)."""
-
-    def __init__(self, port, host="127.0.0.1"):
-        self.host, self.port = host, port
-        self.r = self.w = None
-
-    def close(self):
-        if self.w is not None:
-            self.w.close()
-        self.r = self.w = None
-
-    def local_port(self):
-        if self.w is None:
-            return None
-        try:
-            return self.w.get_extra_info("sockname")[1]
-        except (TypeError, IndexError):
-            return None
-
-    async def _connect(self):
-        self.r, self.w = await asyncio.open_connection(self.host, self.port, limit=1 << 22)
-        self.w.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    async def request(self, method, path, json_body=None, form=None, headers=None,
-                      timeout=CMD_TIMEOUT, retry=None):
-        """(status, headers, parsed JSON or bytes). A request on a reused
-        connection the server had closed is resent once, unless retry=False
-        (publishes: a resend could duplicate)."""
-        body, hdrs = b"", {"Host": "%s:%d" % (self.host, self.port)}
-        if json_body is not None:
-            body = json.dumps(json_body, separators=(",", ":")).encode()
-            hdrs["Content-Type"] = "application/json"
-        elif form is not None:
-            body = urllib.parse.urlencode(form).encode()
-            hdrs["Content-Type"] = "application/x-www-form-urlencoded"
-        if body or method in ("POST", "PUT", "PATCH"):
-            hdrs["Content-Length"] = str(len(body))
-        hdrs.update(headers or {})
-        req = ("%s %s HTTP/1.1\r\n" % (method, path)
-               + "".join("%s: %s\r\n" % kv for kv in hdrs.items()) + "\r\n").encode() + body
-        if retry is None:
-            retry = method == "GET"
-        try:
-            return await asyncio.wait_for(self._exchange(req, retry), timeout)
-        except BaseException:
-            self.close()
-            raise
-
-    async def _exchange(self, req, retry):
-        fresh = self.w is None
-        if fresh:
-            await self._connect()
-        try:
-            self.w.write(req)
-            head = await self.r.readuntil(b"\r\n\r\n")
-        except (ConnectionError, asyncio.IncompleteReadError):
-            self.close()
-            if fresh or not retry:
-                raise ConnectionError("connection closed before an answer")
-            await self._connect()
-            self.w.write(req)
-            head = await self.r.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        hdrs = {}
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            hdrs[k.strip().lower()] = v.strip()
-        n = int(hdrs.get("content-length", "0") or 0)
-        raw = await self.r.readexactly(n) if n else b""
-        if hdrs.get("connection", "").lower() == "close":
-            self.close()
-        data = raw
-        if raw and "json" in hdrs.get("content-type", ""):
-            try:
-                data = json.loads(raw)
-            except ValueError:
-                pass
-        return status, hdrs, data
 
 
 #---- publication bookkeeping ------------------------------------------------------------
@@ -610,44 +359,21 @@ class Checker:
         return log.missing(ch, start, runs[0][0] - 1) + log.missing(ch, max(start, runs[-1][1] + 1), n)
 
 
-class Client:
+class Client(Session):
     """One WebSocket connection with a reader task: replies resolve cmd()
     futures, pushes go to on_push. A close by the server with a code outside
     `expect` is counted as unexpected."""
 
     def __init__(self, soak, role, node):
+        super().__init__(node.port)
         self.soak, self.role, self.node = soak, role, node
-        self.ws = RawWS(node.port)
-        self.pending = {}
         self.orphans = collections.deque()
-        self.next_id = 1
-        self.on_push = None
-        self.closed = asyncio.Event()
         self.close_code = self.close_reason = None
         self.expect = set()
-        self.by_us = False
-        self.hello = None
-        self.task = None
 
     async def connect(self, token, via="header", timeout=CMD_TIMEOUT):
         self.soak.counts["ws_connections"] += 1
-        if via == "query":
-            await self.ws.open("/ws?token=" + token, timeout=timeout)
-        elif via == "header":
-            await self.ws.open("/ws", {"Authorization": "Bearer " + token}, timeout=timeout)
-        else:
-            await self.ws.open("/ws", timeout=timeout)
-            self.ws.send_text(json.dumps({"id": 0x7fff0000, "op": "connect", "token": token}))
-        hello = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
-        if hello.get("push") != "connected":
-            raise ProtocolError("first frame %r" % hello)
-        self.hello = hello
-        if via == "op":
-            reply = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
-            if reply.get("id") != 0x7fff0000 or "result" not in reply:
-                raise ProtocolError("connect reply %r" % reply)
-        self.task = asyncio.ensure_future(self._reader())
-        return hello
+        return await self.open(token, via, timeout)
 
     async def _reader(self):
         try:
@@ -658,16 +384,10 @@ class Client:
                 except ValueError:
                     self.soak.error("bad_json", "%s: %r" % (self.role, text[:200]))
                     continue
-                if "push" not in obj and "id" in obj:
-                    fut = self.pending.pop(obj["id"], None)
-                    if fut is None:
-                        self.soak.error("reply_without_command", "%s: %r" % (self.role, obj))
-                    elif not fut.done():
-                        fut.set_result(obj)
-                elif "push" in obj:
-                    if self.on_push:
-                        self.on_push(obj)
-                else:
+                what = route_frame(obj, self.pending, self.on_push)
+                if what == "unmatched":
+                    self.soak.error("reply_without_command", "%s: %r" % (self.role, obj))
+                elif what == "neither":
                     self.orphans.append(obj)
         except Closed as e:
             self.close_code, self.close_reason = e.code, e.reason
@@ -702,13 +422,7 @@ class Client:
         """Sends a command, returns its reply; raises Closed / TimeoutError."""
         if self.closed.is_set():
             raise Closed(self.close_code, self.close_reason or "")
-        cid = self.next_id
-        self.next_id += 1
-        fut = asyncio.get_running_loop().create_future()
-        self.pending[cid] = fut
-        msg = {"id": cid, "op": op}
-        msg.update(args)
-        self.ws.send_text(json.dumps(msg, separators=(",", ":")))
+        cid, fut = self.command(op, args)
         try:
             return await asyncio.wait_for(fut, timeout)
         finally:
@@ -731,11 +445,7 @@ class Client:
         return reply["result"]
 
     async def wait_closed(self, timeout):
-        try:
-            await asyncio.wait_for(self.closed.wait(), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
+        return await sleep_until(self.closed, timeout)
 
     async def close(self, mode="clean"):
         """clean: close handshake; fin: drop the TCP connection without a
@@ -767,84 +477,18 @@ class Node:
         return self.herald.proc.pid
 
     def proc_stats(self):
-        out = {"rss_kb": None, "fds": None, "threads": None, "cpu_s": None}
-        try:
-            with open("/proc/%d/stat" % self.pid) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            out["cpu_s"] = round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
-            with open("/proc/%d/status" % self.pid) as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        out["rss_kb"] = int(line.split()[1])
-                    elif line.startswith("Threads:"):
-                        out["threads"] = int(line.split()[1])
-            out["fds"] = len(os.listdir("/proc/%d/fd" % self.pid))
-        except OSError:
-            pass
-        return out
+        return proc_stats(self.pid)
 
     def fd_targets(self):
         """{fd: link target} of the server's open descriptors."""
-        out = {}
-        d = "/proc/%d/fd" % self.pid
-        try:
-            for fd in os.listdir(d):
-                try:
-                    out[int(fd)] = os.readlink(os.path.join(d, fd))
-                except OSError:
-                    pass
-        except OSError:
-            pass
-        return out
+        return fd_targets(self.pid)
 
     def describe_fds(self, fds):
         """'fd N: target (TCP state local -> remote)' for each of fds."""
-        tcp = {}
-        for name in ("/proc/%d/net/tcp" % self.pid, "/proc/%d/net/tcp6" % self.pid):
-            try:
-                with open(name) as f:
-                    next(f)
-                    for line in f:
-                        p = line.split()
-                        tcp[p[9]] = (TCP_STATES.get(p[3], p[3]), hexaddr(p[1]), hexaddr(p[2]))
-            except OSError:
-                pass
-        out = []
-        for fd, target in sorted(fds.items()):
-            m = re.match(r"socket:\[(\d+)\]", target)
-            extra = ""
-            if m and m.group(1) in tcp:
-                st, loc, rem = tcp[m.group(1)]
-                extra = " (TCP %s %s -> %s)" % (st, loc, rem)
-            out.append("fd %d: %s%s" % (fd, target, extra))
-        return out
+        return describe_fds(self.pid, fds)
 
     async def metrics(self):
-        status, _, body = await self.mhttp.request("GET", "/metrics")
-        if status != 200:
-            raise RuntimeError("/metrics answered %s" % status)
-        return parse_metrics(body.decode() if isinstance(body, bytes) else body)
-
-
-TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
-              "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN",
-              "0B": "CLOSING"}
-
-
-def hexaddr(text):
-    """'0100007F:1F90' -> '127.0.0.1:8080' (IPv4 only; others verbatim)."""
-    host, _, port = text.partition(":")
-    if len(host) != 8:
-        return text
-    return "%s:%d" % (socket.inet_ntoa(struct.pack("<I", int(host, 16))), int(port, 16))
-
-
-def maps_have_asan(pid):
-    try:
-        with open("/proc/%d/maps" % pid) as f:
-            return "libasan" in f.read()
-    except OSError:
-        return False
+        return await fetch_metrics(self.mhttp)
 
 
 #---- the soak -----------------------------------------------------------------------------
@@ -884,11 +528,7 @@ class Soak:
         return time.monotonic() - self.t0
 
     def error(self, kind, detail=""):
-        self.errors[kind] += 1
-        if len(self.examples[kind]) < 5:
-            self.examples[kind].append("t=%.1fs %s" % (self.now(), detail))
-        if self.args.verbose:
-            print("error %s: %s" % (kind, detail), file=sys.stderr, flush=True)
+        tally(self.errors, self.examples, kind, detail, self.now(), self.args.verbose, "error")
 
     def publog(self, pid):
         return self.publogs.setdefault(pid, PubLog(pid))
@@ -915,11 +555,7 @@ class Soak:
 
     async def sleep(self, seconds):
         """Sleeps, waking early when the run stops; True if it stopped."""
-        try:
-            await asyncio.wait_for(self.stopping.wait(), seconds)
-            return True
-        except asyncio.TimeoutError:
-            return False
+        return await sleep_until(self.stopping, seconds)
 
     def note_offset(self, ch, result):
         if ch.startswith("hist:"):
@@ -1591,10 +1227,7 @@ class Soak:
                 self.error("delivery_missing", "%s never got %r on %s" % (c.hello.get("client"), data, ch))
                 return False
             chk.message_event.clear()
-            try:
-                await asyncio.wait_for(chk.message_event.wait(), left)
-            except asyncio.TimeoutError:
-                pass
+            await sleep_until(chk.message_event, left)
 
     async def expect_member_event(self, c, chk, kind, ch):
         deadline = time.monotonic() + CMD_TIMEOUT
@@ -1610,10 +1243,7 @@ class Soak:
                 self.error("member_push_missing", "%s %s" % (kind, ch))
                 return False
             chk.member_event.clear()
-            try:
-                await asyncio.wait_for(chk.member_event.wait(), left)
-            except asyncio.TimeoutError:
-                pass
+            await sleep_until(chk.member_event, left)
 
     # -- REST reads --
 
@@ -2050,21 +1680,6 @@ class Soak:
         }
 
 
-def slope(points):
-    """Least-squares slope of [(t, v)] (v per second)."""
-    n = len(points)
-    mt = sum(t for t, _ in points) / n
-    mv = sum(v for _, v in points) / n
-    den = sum((t - mt) ** 2 for t, _ in points)
-    return 0.0 if den == 0 else sum((t - mt) * (v - mv) for t, v in points) / den
-
-
-def fmt(v):
-    if v is None:
-        return "-"
-    return str(int(v)) if float(v).is_integer() else "%g" % v
-
-
 def mib(kb):
     return "-" if kb is None else "%.1f" % (kb / 1024.0)
 
@@ -2088,20 +1703,6 @@ def table(hdr, rows):
     return out
 
 
-def write_section(path, text, cmd):
-    """Puts the report between the soak markers of `path` (appended if absent)."""
-    begin, end = "<!-- BEGIN bench/soak.py -->", "<!-- END bench/soak.py -->"
-    block = "%s\n```sh\n%s\n```\n\n```\n%s\n```\n%s" % (begin, cmd, text, end)
-    with open(path) as f:
-        doc = f.read()
-    if begin in doc and end in doc:
-        doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):]
-    else:
-        doc = doc.rstrip("\n") + "\n\n## Soak\n\n" + block + "\n"
-    with open(path, "w") as f:
-        f.write(doc)
-
-
 WATCHDOG_S = 200  # a run still going this long after --duration is hung: every phase is bounded
 
 
@@ -2111,16 +1712,8 @@ def on_hang(soak):
     print("soak: the run did not finish within --duration + %d s; where it is:" % WATCHDOG_S, flush=True)
     loop = getattr(soak, "loop", None)
     try:  # tasks grouped by where they wait (the chain of awaited coroutines)
-        where = collections.Counter()
-        for task in list(asyncio.all_tasks(loop)) if loop else ():
-            chain, coro = [], task.get_coro()
-            while coro is not None and len(chain) < 12:
-                frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-                if frame is not None:
-                    chain.append("%s:%d" % (frame.f_code.co_name, frame.f_lineno))
-                coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-            where[" > ".join(chain)] += 1
-        for chain, n in where.most_common():
+        places = collections.Counter(where(task) for task in (list(asyncio.all_tasks(loop)) if loop else ()))
+        for chain, n in places.most_common():
             print("%4d task(s) at %s" % (n, chain), flush=True)
     except Exception as e:  # noqa: BLE001 - best effort, the loop runs in another thread
         print("(tasks not listed: %r)" % e)
@@ -2245,7 +1838,7 @@ def main():
         with open(args.json, "w") as f:
             json.dump(soak.as_json(), f, indent=1)
     if args.write:
-        write_section(args.write, text, cmd)
+        write_section(args.write, text, cmd, "bench/soak.py", "Soak")
     soak.cleanup()
     return 0 if soak.checks and all(ch["ok"] for ch in soak.checks) else 1
 

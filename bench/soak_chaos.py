@@ -65,9 +65,9 @@ What the report says, and what fails the run (exit status 1):
 
     python3 bench/soak.py --chaos --duration 600 [--seed N] [--write docs/reliability.md]
 
-(Why one file of ~1,600 lines: the faults, the reconnecting clients and
-their stream checks share one run's state and seed; soak.py holds what both
-modes share.)
+(Why one file of ~1,500 lines: the faults, the reconnecting clients and
+their stream checks share one run's state and seed; soaklib.py holds what both
+modes share: the raw WebSocket and HTTP clients, the /proc view of a node.)
 """
 
 import asyncio
@@ -89,9 +89,10 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 
-from harness import Redis, free_port, make_jwt, parse_metrics  # noqa: E402
-from soak import (HTTP, TCP_STATES, Closed, ProtocolError, RawWS, Refused, fmt, hexaddr,  # noqa: E402
-                  maps_have_asan, slope)
+from harness import Redis, free_port, make_jwt  # noqa: E402
+from soaklib import (HTTP, Closed, ProtocolError, Refused, Session, fd_summary, fd_targets,  # noqa: E402
+                     fetch_metrics, fmt, maps_have_asan, proc_stats, route_frame, sleep_until, slope, tally,
+                     where, write_section)
 
 REQUEST_TIMEOUT = 10.0       # herald.js requestTimeout
 PING_INTERVAL = 25.0         # herald.js pingInterval
@@ -121,8 +122,12 @@ EXPLAINS = [
     # node-stop: on SIGCONT, libwebsockets' 5 s idle timer of a keep-alive
     # connection has run out, and it closes the connection before reading a
     # request sent meanwhile
-    (re.compile(r"^(close:1006|connect:.*|closed_during:.*|http:\w+ [^ ]+:connection)$"),
+    (re.compile(r"^(close:1006|connect:.*|http:\w+ [^ ]+:connection)$"),
      {"node-kill": GRACE, "node-stop": 1.0}),
+    # and net-drop: a dropped client gives its frozen socket up at its pong
+    # timeout (net_drop()), failing the command it was waiting for then
+    (re.compile(r"^closed_during:.*$"),
+     {"node-kill": GRACE, "node-stop": 1.0, "net-drop": PONG_TIMEOUT + 1}),
     (re.compile(r"^(timeout:.*|http:\w+ [^ ]+:timeout)$"),
      {"node-stop": REQUEST_TIMEOUT + 1, "node-kill": REQUEST_TIMEOUT + 1,
       "net-drop": PONG_TIMEOUT + REQUEST_TIMEOUT + 1}),
@@ -176,15 +181,6 @@ async def cancel_all(tasks):
     for t in tasks:
         if not t.cancelled():
             t.exception()  # retrieved: an activity's own errors were counted where they happened
-
-
-async def sleep_until(event, seconds):
-    """Sleeps, waking early when `event` is set; True if it was."""
-    try:
-        await asyncio.wait_for(event.wait(), seconds)
-        return True
-    except asyncio.TimeoutError:
-        return False
 
 
 #---- processes -----------------------------------------------------------------
@@ -290,143 +286,50 @@ class NodeProc:
     def log_tail(self, lines=30):
         return "\n".join(self.log_text(self.incarnations[-1] if self.incarnations else None).splitlines()[-lines:])
 
+    def live_pid(self):
+        return self.proc.pid if self.alive() else None
+
     def proc_stats(self):
-        out = {"rss_kb": None, "fds": None}
-        if not self.alive():
-            return out
-        pid = self.proc.pid
-        try:
-            with open("/proc/%d/status" % pid) as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        out["rss_kb"] = int(line.split()[1])
-            out["fds"] = len(os.listdir("/proc/%d/fd" % pid))
-        except OSError:
-            pass
-        return out
+        return proc_stats(self.live_pid())
 
     def fd_targets(self):
-        out = {}
-        if not self.alive():
-            return out
-        d = "/proc/%d/fd" % self.proc.pid
-        try:
-            for fd in os.listdir(d):
-                try:
-                    out[int(fd)] = os.readlink(os.path.join(d, fd))
-                except OSError:
-                    pass
-        except OSError:
-            pass
-        return out
+        return fd_targets(self.live_pid())
 
     def fd_summary(self, fds, names):
         """{what: count} of descriptors: TCP peers by name (names: port ->
         name), listening sockets, other sockets, files."""
-        out = collections.Counter()
-        tcp = {}
-        for name in ("/proc/%d/net/tcp" % self.proc.pid, "/proc/%d/net/tcp6" % self.proc.pid):
-            try:
-                with open(name) as f:
-                    next(f)
-                    for line in f:
-                        p = line.split()
-                        tcp[p[9]] = (p[3], int(p[2].rsplit(":", 1)[1], 16))
-            except OSError:
-                pass
-        for target in fds.values():
-            m = re.match(r"socket:\[(\d+)\]", target)
-            if not m:
-                out["file/pipe/other"] += 1
-            elif m.group(1) in tcp:
-                state, rport = tcp[m.group(1)]
-                out["listening" if state == "0A" else "TCP to " + names.get(rport, "a client")] += 1
-            else:
-                out["other socket"] += 1
-        return out
-
-    def describe_fds(self, fds):
-        tcp = {}
-        for name in ("/proc/%d/net/tcp" % self.proc.pid, "/proc/%d/net/tcp6" % self.proc.pid):
-            try:
-                with open(name) as f:
-                    next(f)
-                    for line in f:
-                        p = line.split()
-                        tcp[p[9]] = (TCP_STATES.get(p[3], p[3]), hexaddr(p[1]), hexaddr(p[2]))
-            except OSError:
-                pass
-        out = []
-        for fd, target in sorted(fds.items()):
-            m = re.match(r"socket:\[(\d+)\]", target)
-            extra = ""
-            if m and m.group(1) in tcp:
-                extra = " (TCP %s %s -> %s)" % tcp[m.group(1)]
-            out.append("fd %d: %s%s" % (fd, target, extra))
-        return out
+        return fd_summary(self.proc.pid, fds, names)
 
     async def metrics(self):
-        status, _, body = await self.mhttp.request("GET", "/metrics", timeout=3)
-        if status != 200:
-            raise RuntimeError("/metrics answered %s" % status)
-        return parse_metrics(body.decode() if isinstance(body, bytes) else body)
+        return await fetch_metrics(self.mhttp, timeout=3)
 
 
 #---- a connection -------------------------------------------------------------
 
-class Conn:
+class Conn(Session):
     """One WebSocket: replies resolve cmd() futures, pushes go to on_push."""
 
     def __init__(self, chaos, node, role):
+        super().__init__(node.port)
         self.chaos, self.node, self.role = chaos, node, role
-        self.ws = RawWS(node.port)
-        self.pending = {}
         self.abandoned = set()   # ids of commands that timed out or were cancelled
-        self.next_id = 1
-        self.on_push = None
-        self.closed = asyncio.Event()
         self.close_code = None
-        self.by_us = False
         self.frozen = False
-        self.hello = None
-        self.task = None
 
     async def connect(self, token, via):
-        if via == "query":
-            await self.ws.open("/ws?token=" + token, timeout=REQUEST_TIMEOUT)
-        elif via == "header":
-            await self.ws.open("/ws", {"Authorization": "Bearer " + token}, timeout=REQUEST_TIMEOUT)
-        else:
-            await self.ws.open("/ws", timeout=REQUEST_TIMEOUT)
-            self.ws.send_text(json.dumps({"id": 0x7fff0000, "op": "connect", "token": token}))
-        hello = json.loads(await asyncio.wait_for(self.ws.recv(), REQUEST_TIMEOUT))
-        if hello.get("push") != "connected":
-            raise ProtocolError("first frame %r" % hello)
-        if via == "op":
-            reply = json.loads(await asyncio.wait_for(self.ws.recv(), REQUEST_TIMEOUT))
-            if reply.get("id") != 0x7fff0000 or "result" not in reply:
-                raise ProtocolError("connect reply %r" % reply)
-        self.hello = hello
-        self.task = asyncio.ensure_future(self._reader())
-        return hello
+        return await self.open(token, via, REQUEST_TIMEOUT)
 
     async def _reader(self):
         try:
             while True:
                 obj = json.loads(await self.ws.recv())
-                if "push" not in obj and "id" in obj:
-                    fut = self.pending.pop(obj["id"], None)
-                    if fut is None and obj["id"] in self.abandoned:
-                        self.abandoned.discard(obj["id"])
-                        self.chaos.counts["late_replies"] += 1  # its timeout was counted
-                    elif fut is None:
-                        self.chaos.fail("reply_without_command", "%s: %r" % (self.role, obj))
-                    elif not fut.done():
-                        fut.set_result(obj)
-                elif "push" in obj:
-                    if self.on_push:
-                        self.on_push(obj)
-                else:
+                what = route_frame(obj, self.pending, self.on_push)
+                if what == "unmatched" and obj["id"] in self.abandoned:
+                    self.abandoned.discard(obj["id"])
+                    self.chaos.counts["late_replies"] += 1  # its timeout was counted
+                elif what == "unmatched":
+                    self.chaos.fail("reply_without_command", "%s: %r" % (self.role, obj))
+                elif what == "neither":
                     self.chaos.fail("frame_without_push_or_id", "%s: %r" % (self.role, obj))
         except Closed as e:
             self.close_code = e.code
@@ -448,13 +351,7 @@ class Conn:
         """The reply; raises Closed or asyncio.TimeoutError."""
         if self.closed.is_set():
             raise Closed(self.close_code or 1006)
-        cid = self.next_id
-        self.next_id += 1
-        fut = asyncio.get_running_loop().create_future()
-        self.pending[cid] = fut
-        msg = {"id": cid, "op": op}
-        msg.update(args)
-        self.ws.send_text(json.dumps(msg, separators=(",", ":")))
+        cid, fut = self.command(op, args)
         try:
             return await asyncio.wait_for(fut, timeout)
         finally:
@@ -799,11 +696,7 @@ class Chaos:
         return time.monotonic() - self.t0
 
     def fail(self, kind, detail=""):
-        self.failures[kind] += 1
-        if len(self.fail_examples[kind]) < 5:
-            self.fail_examples[kind].append("t=%.1fs %s" % (self.now(), detail))
-        if self.args.verbose:
-            print("FAIL %s: %s" % (kind, detail), file=sys.stderr, flush=True)
+        tally(self.failures, self.fail_examples, kind, detail, self.now(), self.args.verbose, "FAIL")
 
     def seen(self, kind, detail=""):
         """Counts an error kind; one no fault explains (explaining()) is
@@ -1556,39 +1449,12 @@ class Chaos:
         return "\n".join(L)
 
 
-def where(task):
-    """The chain of coroutines a task waits in."""
-    chain, coro = [], task.get_coro()
-    while coro is not None and len(chain) < 12:
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        if frame is not None:
-            chain.append("%s:%d" % (frame.f_code.co_name, frame.f_lineno))
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-    return " > ".join(chain)
-
-
 def how(row):
     if row.get("how") == "killed":
         return ", SIGKILLed"
     if row.get("exit") is not None:
         return ", exit status %s at the end" % row["exit"]
     return ""
-
-
-def write_section(path, text, cmd):
-    begin, end = "<!-- BEGIN bench/soak.py --chaos -->", "<!-- END bench/soak.py --chaos -->"
-    block = "%s\n```sh\n%s\n```\n\n```\n%s\n```\n%s" % (begin, cmd, text, end)
-    try:
-        with open(path) as f:
-            doc = f.read()
-    except FileNotFoundError:
-        doc = "# Reliability\n"
-    if begin in doc and end in doc:
-        doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):]
-    else:
-        doc = doc.rstrip("\n") + "\n\n## Chaos soak\n\n" + block + "\n"
-    with open(path, "w") as f:
-        f.write(doc)
 
 
 def main(args, cmd):
@@ -1640,7 +1506,7 @@ def main(args, cmd):
         chaos.checks = [{"check": "report", "ok": False, "detail": "crashed"}]
     print(text, flush=True)
     if args.write:
-        write_section(args.write, text, cmd)
+        write_section(args.write, text, cmd, "bench/soak.py --chaos", "Chaos soak", new_doc="# Reliability\n")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"checks": chaos.checks, "errors": dict(chaos.errors), "failures": dict(chaos.failures),

@@ -249,6 +249,14 @@ typedef struct chan_host {
      * name ("redis_shard_down"), msg a sentence; both borrowed for the
      * call. NULL: "herald: <msg>" on stderr. */
     void (*log)(void *ud, int level, const char *event, const char *msg);
+    /* A channel got its first subscriber anywhere (occupied 1), or its last
+     * one anywhere left (0). The Redis layer keeps, per channel, the set of
+     * nodes with subscribers in Redis (<p>:occupied:<channel>, changed
+     * atomically at each node's first/last subscriber, so exactly one node
+     * sees each transition); the in-process layer reports its own. Any
+     * thread, maybe under a registry lock: must only queue. NULL: not
+     * wanted (no Redis round trip is made). */
+    void (*occupancy)(void *ud, const char *channel, int occupied);
     chan_sub_ops sub;
     void *ud;
 } chan_host;
@@ -326,6 +334,10 @@ typedef struct chan_layer_ops {
     void (*django_forward)(chan_layer *l, unsigned thread, const char *target, const char *channel,
                            const char *user, const char *client, const char *data_json,
                            size_t data_len);
+    /* Sends a message to a Django Channels channel (chan_django_send).
+     * NULL: the layer has no Django bridge. */
+    void (*django_send)(chan_layer *l, const char *target, const char *json, size_t len,
+                        chan_status_cb cb, void *ud);
     /* 1 while the layer can serve the whole cluster (readyz). Any thread. */
     int (*ready)(chan_layer *l);
     void (*stats)(chan_layer *l, chan_stats *out);
@@ -431,6 +443,13 @@ unsigned chan_layer_inflight(chan_layer *l, unsigned thread);
 void chan_django_forward(chan_layer *l, unsigned thread, const char *target, const char *channel,
                          const char *user, const char *client, const char *data_json,
                          size_t data_len);
+/* Any loop thread: sends json (a JSON object such as a lifecycle event,
+ * copied) to Django Channels channel target, in the layer's format (as
+ * channel_layer.send() would). cb(ud, 0) once Redis took it, cb(ud, < 0)
+ * when it did not (unreachable, the channel full), on loop 0's thread;
+ * -ENOTSUP at once without a Django bridge. cb NULL: fire and forget. */
+void chan_django_send(chan_layer *l, const char *target, const char *json, size_t len,
+                      chan_status_cb cb, void *ud);
 
 /* Number of threads of this node with subscribers of channel (for tests and
  * metrics). Any thread. */

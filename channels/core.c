@@ -51,6 +51,8 @@ static void registry_add(chan_layer *l, unsigned thread, const char *channel, ui
         atomic_fetch_add_explicit(&l->nchannels, 1, memory_order_relaxed);
         if (l->ops->channel_open)
             l->ops->channel_open(l, channel, h);
+        else if (l->host.occupancy) /* one node: its first is the first anywhere */
+            l->host.occupancy(l->host.ud, channel, 1);
     }
     pthread_mutex_unlock(&st->mu);
 }
@@ -68,6 +70,8 @@ static void registry_remove(chan_layer *l, unsigned thread, const char *channel,
         atomic_fetch_sub_explicit(&l->nchannels, 1, memory_order_relaxed);
         if (l->ops->channel_close)
             l->ops->channel_close(l, channel, h);
+        else if (l->host.occupancy)
+            l->host.occupancy(l->host.ud, channel, 0);
     }
     pthread_mutex_unlock(&st->mu);
 }
@@ -433,6 +437,15 @@ void chan_django_forward(chan_layer *l, unsigned thread, const char *target, con
 {
     if (l->ops->django_forward)
         l->ops->django_forward(l, thread, target, channel, user, client, data_json, data_len);
+}
+
+void chan_django_send(chan_layer *l, const char *target, const char *json, size_t len,
+                      chan_status_cb cb, void *ud)
+{
+    if (l->ops->django_send)
+        l->ops->django_send(l, target, json, len, cb, ud);
+    else if (cb)
+        cb(ud, -ENOTSUP);
 }
 
 void chan_control_send(chan_layer *l, unsigned thread, const chan_control *c, chan_status_cb cb,

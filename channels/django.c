@@ -630,6 +630,9 @@ typedef struct fwd_task {
     dj_bridge *b;
     char *target, *channel, *user, *client, *data;
     size_t len;
+    int whole;         /* data is the whole message (dj_send), not a publication's */
+    chan_status_cb cb; /* dj_send's: the outcome, on the home thread */
+    void *ud;
 } fwd_task;
 
 static void fwd_free(fwd_task *t)
@@ -642,10 +645,18 @@ static void fwd_free(fwd_task *t)
     free(t);
 }
 
+/* The task's outcome to dj_send's caller, then the task goes. */
+static void fwd_end(fwd_task *t, int status)
+{
+    if (t->cb)
+        t->cb(t->ud, status);
+    fwd_free(t);
+}
+
 static void fwd_failed(dj_bridge *b, const char *target, const char *why)
 {
     atomic_fetch_add(&b->forward_failed, 1);
-    dj_log(b, "a publication for Channels channel %s was not sent: %s", target, why);
+    dj_log(b, "a message for Channels channel %s was not sent: %s", target, why);
 }
 
 /* channels_redis' send(): expired entries out, ChannelFull at capacity,
@@ -672,9 +683,12 @@ static void fwd_reply(chan_rconn *c, void *priv, const redisReply *r, const char
         fwd_failed(b, t->target,
                    b->mode == DJ_PUBSUB ? "no Django process is receiving on it"
                                         : "the channel is full (capacity)");
-    else
+    else {
         atomic_fetch_add(&b->forwarded, 1);
-    fwd_free(t);
+        fwd_end(t, 0);
+        return;
+    }
+    fwd_end(t, -1);
 }
 
 static void fwd_run(chan_task *ct)
@@ -684,7 +698,7 @@ static void fwd_run(chan_task *ct)
     hr_buf body = {0};
     if (!b->up || !b->cmd) {
         fwd_failed(b, t->target, "Redis is unreachable");
-        fwd_free(t);
+        fwd_end(t, -1);
         return;
     }
     if (b->mode == DJ_REDIS) {
@@ -692,10 +706,12 @@ static void fwd_run(chan_task *ct)
         hr_random_bytes(rnd, sizeof(rnd));
         hr_buf_append(&body, rnd, sizeof(rnd));
     }
-    if (dj_encode_publication(&body, t->channel, t->user, t->client, t->data, t->len) < 0) {
+    if (t->whole
+            ? dj_encode_json(&body, t->data, t->len) < 0
+            : dj_encode_publication(&body, t->channel, t->user, t->client, t->data, t->len) < 0) {
         fwd_failed(b, t->target, "the data is not JSON");
         hr_buf_reset(&body);
-        fwd_free(t);
+        fwd_end(t, -1);
         return;
     }
     if (b->mode == DJ_PUBSUB) {
@@ -703,7 +719,7 @@ static void fwd_run(chan_task *ct)
         size_t lens[3] = {7, strlen(t->target), body.len};
         if (chan_rconn_command(b->cmd, fwd_reply, t, 3, argv, lens) < 0) {
             fwd_failed(b, t->target, "Redis is unreachable");
-            fwd_free(t);
+            fwd_end(t, -1);
         }
     } else {
         char *key = concat(b->prefix, t->target);
@@ -712,11 +728,11 @@ static void fwd_run(chan_task *ct)
         snprintf(expiry, sizeof(expiry), "%d", b->expiry);
         snprintf(cap, sizeof(cap), "%d", b->capacity);
         const char *argv[8] = {"EVAL", send_script, "1", key, body.data, now, expiry, cap};
-        size_t lens[8] = {4,         sizeof(send_script) - 1, 1,           strlen(key),
-                          body.len,  strlen(now),             strlen(expiry), strlen(cap)};
+        size_t lens[8] = {4,           sizeof(send_script) - 1, 1,          strlen(key), body.len,
+                          strlen(now), strlen(expiry),          strlen(cap)};
         if (chan_rconn_command(b->cmd, fwd_reply, t, 8, argv, lens) < 0) {
             fwd_failed(b, t->target, "Redis is unreachable");
-            fwd_free(t);
+            fwd_end(t, -1);
         }
         free(key);
     }
@@ -725,7 +741,7 @@ static void fwd_run(chan_task *ct)
 
 static void fwd_discard(chan_task *ct)
 {
-    fwd_free((fwd_task *)ct);
+    fwd_end((fwd_task *)ct, -1);
 }
 
 void dj_forward(dj_bridge *b, const char *target, const char *channel, const char *user,
@@ -744,4 +760,24 @@ void dj_forward(dj_bridge *b, const char *target, const char *channel, const cha
     t->data = hr_strndup(data_json, data_len);
     t->len = data_len;
     l->host.call(l->host.ud, 0, &t->task);
+}
+
+void dj_send(dj_bridge *b, const char *target, const char *json, size_t len, chan_status_cb cb,
+             void *ud)
+{
+    if (!b) {
+        if (cb)
+            cb(ud, -ENOTSUP);
+        return;
+    }
+    fwd_task *t = hr_calloc(1, sizeof(*t));
+    t->task = (chan_task){fwd_run, fwd_discard};
+    t->b = b;
+    t->target = hr_strdup(target);
+    t->data = hr_strndup(json, len);
+    t->len = len;
+    t->whole = 1;
+    t->cb = cb;
+    t->ud = ud;
+    b->layer->host.call(b->layer->host.ud, 0, &t->task);
 }

@@ -61,9 +61,9 @@ int dj_channel_name_valid(const char *name);
 
 /* A Channels message read from Redis. */
 typedef struct dj_message {
-    char *json;      /* the message map as a JSON object, without __asgi_channel__ */
-    size_t len;      /* strlen(json) */
-    char **routes;   /* the strings of __asgi_channel__ (RedisChannelLayer), if any */
+    char *json;    /* the message map as a JSON object, without __asgi_channel__ */
+    size_t len;    /* strlen(json) */
+    char **routes; /* the strings of __asgi_channel__ (RedisChannelLayer), if any */
     size_t nroutes;
 } dj_message;
 
@@ -98,6 +98,11 @@ int dj_looks_encrypted(const void *buf, size_t len);
  * the msgpack bytes to out. Returns 0, or -1 if data_json is not JSON. */
 int dj_encode_publication(hr_buf *out, const char *channel, const char *user, const char *client,
                           const char *data_json, size_t data_len);
+
+/* Encodes a JSON object (json, len bytes: a message such as
+ * {"type": "herald.disconnect", ...}) as the layer's msgpack map, appended
+ * to out. Returns 0, or -1 if json is not an object. */
+int dj_encode_json(hr_buf *out, const char *json, size_t len);
 
 /*---- The bridge (django.c) -------------------------------------------------*/
 
@@ -141,6 +146,12 @@ void dj_channel_close(dj_bridge *b, const char *channel);
  * Fire and forget; strings copied. A no-op for b NULL. */
 void dj_forward(dj_bridge *b, const char *target, const char *channel, const char *user,
                 const char *client, const char *data_json, size_t data_len);
+/* Any loop thread: sends the message json (a JSON object, copied) to
+ * Channels channel `target` as channel_layer.send() would; cb(ud, 0 or
+ * -1) runs on the home thread once Redis took it or refused it (NULL: fire
+ * and forget). A no-op (cb -ENOTSUP at once) for b NULL. */
+void dj_send(dj_bridge *b, const char *target, const char *json, size_t len, chan_status_cb cb,
+             void *ud);
 /* Any thread: adds the bridge's counters to out. */
 void dj_bridge_stats(dj_bridge *b, chan_stats *out);
 

@@ -623,3 +623,17 @@ int dj_encode_publication(hr_buf *out, const char *channel, const char *user, co
     json_decref(data);
     return 0;
 }
+
+int dj_encode_json(hr_buf *out, const char *json, size_t len)
+{
+    json_t *v = json_loadb(json, len, JSON_ALLOW_NUL, NULL);
+    if (!json_is_object(v)) {
+        json_decref(v);
+        return -1;
+    }
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, pk_write);
+    pack_json(&pk, v);
+    json_decref(v);
+    return 0;
+}

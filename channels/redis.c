@@ -257,6 +257,12 @@ static void redis_django_forward(chan_layer *l, unsigned thread, const char *tar
     dj_forward(rd_layer(l)->django, target, channel, user, client, data_json, data_len);
 }
 
+static void redis_django_send(chan_layer *l, const char *target, const char *json, size_t len,
+                              chan_status_cb cb, void *ud)
+{
+    dj_send(rd_layer(l)->django, target, json, len, cb, ud);
+}
+
 static const chan_layer_ops redis_ops = {
     .name = "redis",
     .start = redis_start,
@@ -272,6 +278,7 @@ static const chan_layer_ops redis_ops = {
     .presence = rd_presence,
     .control = rd_control,
     .django_forward = redis_django_forward,
+    .django_send = redis_django_send,
     .ready = redis_ready,
     .stats = redis_stats,
     .destroy = redis_destroy,

@@ -25,6 +25,7 @@
 #define TRYAGAIN_MS 50
 #define DEFAULT_REFRESH_MS 10000
 #define DEFAULT_REPLY_TIMEOUT_MS 5000
+#define LEFT_REREADS 3 /* map reads that may still name a node that left a channel */
 
 typedef struct cnode {
     chan_rcluster *cl;
@@ -44,6 +45,14 @@ typedef struct schan {
     int slot;
     cnode *at;  /* where it is subscribed, or being subscribed; NULL: nowhere */
     int active; /* confirmed there (and reported) */
+    /* The node that unsubscribed it by itself (its slot moved), and the
+     * first map read that may say where the slot went: until that read is
+     * applied, the channel is not subscribed at that node again. The map
+     * still names it, and a master demoted by a failover is now a replica
+     * that accepts SSUBSCRIBE, so it would go active there and inactive
+     * again when the map is read: two outages for one move. */
+    cnode *left;
+    unsigned left_read, left_tries;
 } schan;
 
 typedef struct creq {
@@ -89,6 +98,7 @@ struct chan_rcluster {
     int q_next;       /* rotation over seeds and known nodes */
     int reading, read_again;
     unsigned read_attempt;
+    unsigned reads_sent, read_applied; /* map reads sent; the last one applied */
 
     creq *retry_head;
     int stopping, timers;
@@ -493,6 +503,9 @@ static void sub_push(chan_rconn *c, void *ud, const chan_rpush *p)
         chan_rlog(cl->log, cl->ud, CHAN_RLOG_INFO, "cluster_slot_lost",
                   "redis cluster: %s unsubscribed %s (its slot moved)", n->key, s->name);
         schan_lost(s, &rp);
+        s->left = n;
+        s->left_read = cl->reads_sent + 1; /* a read under way may predate the move */
+        s->left_tries = 0;
         read_soon(cl, 0);
         sync_soon(cl);
         report_flush(cl, &rp);
@@ -567,7 +580,16 @@ static void sync_subs(chan_rcluster *cl)
             }
             schan_lost(s, &rp);
         }
-        if (s->at || !owner || node_down(owner))
+        if (s->left && cl->read_applied >= s->left_read) {
+            if (owner == s->left && s->left_tries++ < LEFT_REREADS) {
+                /* read from a node that has not heard of the move yet */
+                s->left_read = cl->reads_sent + 1;
+                read_soon(cl, chan_backoff_ms(s->left_tries));
+            } else {
+                s->left = NULL; /* the map after the move (or the slot came back) */
+            }
+        }
+        if (s->at || !owner || node_down(owner) || owner == s->left)
             continue;
         char bkey[320];
         snprintf(bkey, sizeof(bkey), "%s#%d", owner->key, s->slot);
@@ -760,6 +782,7 @@ static void on_slots(chan_rconn *c, void *priv, const redisReply *r, const char 
         return;
     }
     cl->read_attempt = 0;
+    cl->read_applied = cl->reads_sent;
     apply_map(cl, m);
     if (cl->read_again && !cl->stopping) {
         cl->read_again = 0;
@@ -799,6 +822,7 @@ static void read_map(chan_rcluster *cl)
         return;
     }
     cl->reading = 1;
+    cl->reads_sent++;
 }
 
 static void on_soon(uv_timer_t *t)

@@ -96,6 +96,54 @@ typedef struct open_task {
     char channel[];
 } open_task;
 
+/* Cluster-wide occupancy (chan_host.occupancy): the node joins or leaves
+ * the set of nodes with subscribers of the channel, and the one whose
+ * change made it non-empty / empty reports it. A node that dies without
+ * leaving stays in the set until it comes back and its last subscriber of
+ * the channel leaves. */
+static const char occupy_script[] =
+    "if redis.call('SADD', KEYS[1], ARGV[1]) == 1 and redis.call('SCARD', KEYS[1]) == 1 "
+    "then return 1 end return 0";
+static const char vacate_script[] =
+    "if redis.call('SREM', KEYS[1], ARGV[1]) == 1 and redis.call('SCARD', KEYS[1]) == 0 "
+    "then return 1 end return 0";
+
+typedef struct occ_req {
+    rd_req q;
+    int open;
+    char channel[];
+} occ_req;
+
+static void occ_reply(chan_rconn *conn, void *priv, const redisReply *r, const char *err)
+{
+    occ_req *o = priv;
+    redis_layer *L = o->q.lp->L;
+    (void)conn, (void)err;
+    rd_log_reply_error(L, "channel occupancy", r);
+    if (rd_req_done(&o->q) && r && r->type == REDIS_REPLY_INTEGER && r->integer == 1)
+        L->base.host.occupancy(L->base.host.ud, o->channel, o->open);
+    free(o);
+}
+
+static void occupancy(redis_layer *L, const char *channel, int open)
+{
+    if (!L->base.host.occupancy)
+        return;
+    size_t len = strlen(channel);
+    char *key = hr_malloc(strlen(L->prefix) + 11 + len);
+    sprintf(key, "%s:occupied:%s", L->prefix, channel);
+    occ_req *o = (occ_req *)rd_req_new(&L->loops[0], NULL, NULL, sizeof(*o) + len + 1);
+    o->open = open;
+    memcpy(o->channel, channel, len + 1);
+    const char *script = open ? occupy_script : vacate_script;
+    const char *argv[5] = {"EVAL", script, "1", key, L->node_id};
+    if (rd_lconn_cmd(&L->loops[0], rd_shard_of(L, channel), key, occ_reply, o, 5, argv, NULL) < 0) {
+        rd_req_done(&o->q);
+        free(o);
+    }
+    free(key);
+}
+
 static void open_run(chan_task *ct)
 {
     open_task *t = (open_task *)ct;
@@ -105,11 +153,13 @@ static void open_run(chan_task *ct)
         c->wanted = 1;
         dj_channel_open(L->django, t->channel); /* first: see dj_bridge_up */
         rd_rchan_sync(c);
+        occupancy(L, t->channel, 1);
     } else if (c) {
         c->wanted = 0;
         dj_channel_close(L->django, t->channel);
         c->have_last = 0;
         rd_rchan_sync(c);
+        occupancy(L, t->channel, 0);
         rchan_maybe_drop(c);
     }
     free(t);

@@ -338,7 +338,8 @@ void chan_sentinel_stop(chan_sentinel *s);
  *     pipelined; when the owner changes (failover, migration: Redis then
  *     unsubscribes us by itself), the connection is lost, or SSUBSCRIBE
  *     is answered MOVED, the channel is reported inactive and subscribed
- *     again where the new map says.
+ *     again where the new map says (after Redis unsubscribed us: a map
+ *     read sent after that, so one move is one inactive/active pair).
  * Not handled: TLS, replicas for reads, nodes announced by hostname only
  * through CLUSTER SHARDS (CLUSTER SLOTS carries the preferred endpoint). */
 typedef struct chan_rcluster chan_rcluster;

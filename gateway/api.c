@@ -4,6 +4,7 @@
  */
 #include "gateway/api.h"
 #include "common/log.h"
+#include "gateway/proxy_call.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -59,13 +60,13 @@ int hr_err_http(int err)
 
 json_t *hr_result_error_json(const hr_result *r)
 {
-    return json_pack("{s:s, s:s}", "code", hr_err_code(r->err), "message",
+    return json_pack("{s:s, s:s}", "code", r->code ? r->code : hr_err_code(r->err), "message",
                      r->message ? r->message : "");
 }
 
 static void done(hr_result_cb cb, void *ud, int err, const char *message, json_t *value)
 {
-    hr_result r = {err, message, value};
+    hr_result r = {.err = err, .message = message, .value = value};
     cb(ud, &r);
 }
 
@@ -166,6 +167,9 @@ static void start_subscription(hr_conn *c, const char *channel, const chan_pos *
         hr_map_put(c->subs, channel, strlen(channel), s);
 }
 
+static void subscribe_proxied(hr_conn *c, const char *channel, const chan_pos *since,
+                              hr_result_cb cb, void *ud);
+
 void hr_api_subscribe(hr_conn *c, const char *channel, const chan_pos *since, hr_result_cb cb,
                       void *ud)
 {
@@ -184,6 +188,10 @@ void hr_api_subscribe(hr_conn *c, const char *channel, const chan_pos *since, hr
         done(cb, ud, -E2BIG, "too many subscriptions on this connection", NULL);
         return;
     }
+    if (hr_config_namespace(cfg, channel)->subscribe_proxy) {
+        subscribe_proxied(c, channel, since, cb, ud);
+        return;
+    }
     /* no reference to c: its subscriptions end (-ECANCELED) before it goes */
     op *o = hr_malloc(sizeof(*o));
     *o = (op){cb, ud, NULL};
@@ -196,6 +204,8 @@ void hr_api_subscribed(void *owner, void *req, const char *channel, const chan_s
     op *o = req != SERVER_JOIN ? req : NULL;
     if (r->status < 0 && r->status != -ECANCELED && c->subs)
         hr_map_del(c->subs, channel, strlen(channel)); /* the layer dropped it */
+    if (r->status == 0)
+        hr_conn_sub_event(c, 1, channel);
     if (o) {
         if (r->status == -ECANCELED) {
             done(o->cb, o->ud, -ECANCELED, "unsubscribed", NULL);
@@ -218,8 +228,10 @@ void hr_api_subscribed(void *owner, void *req, const char *channel, const chan_s
 void hr_api_unsubscribe(hr_conn *c, const char *channel)
 {
     chan_sub *s = c->subs ? hr_map_del(c->subs, channel, strlen(channel)) : NULL;
-    if (s)
+    if (s) {
         chan_unsubscribe(c->w->node->layer, c->w->index, s);
+        hr_conn_sub_event(c, 0, channel);
+    }
 }
 
 /* Server-side membership (SPEC §4 members): permissions are the backend's
@@ -296,20 +308,18 @@ static char *from_json(hr_conn *c, char *client, size_t len)
     return from;
 }
 
-void hr_api_publish(hr_worker *w, hr_conn *c, const char *channel, const char *data, size_t len,
-                    hr_result_cb cb, void *ud)
+static void publish_proxied(hr_conn *c, const char *channel, const char *data, size_t len,
+                            hr_result_cb cb, void *ud);
+
+/* The publication, its rights checked (and the backend asked). */
+static void publish_now(hr_worker *w, hr_conn *c, const char *channel, const char *data, size_t len,
+                        hr_result_cb cb, void *ud)
 {
     const hr_config *cfg = w->node->cfg;
     const auth_namespace *ns = hr_config_namespace(cfg, channel);
     char client[160], *from = NULL;
-    if (c) {
-        int subscribed = c->subs && hr_map_get(c->subs, channel, strlen(channel));
-        if (!auth_can_publish(ns, &c->id, channel, subscribed)) {
-            done(cb, ud, -EACCES, "not allowed to publish to this channel", NULL);
-            return;
-        }
+    if (c)
         from = from_json(c, client, sizeof(client));
-    }
     chan_opts o = hr_chan_opts(ns);
     HR_ADD1(&w->stats.ns_publications[hr_ns_index(cfg, ns)], 1);
     publish_op *p = hr_calloc(1, sizeof(*p));
@@ -329,6 +339,24 @@ void hr_api_publish(hr_worker *w, hr_conn *c, const char *channel, const char *d
     }
     chan_publish(w->node->layer, w->index, channel, &o, data, len, from, publish_done, p);
     free(from);
+}
+
+void hr_api_publish(hr_worker *w, hr_conn *c, const char *channel, const char *data, size_t len,
+                    hr_result_cb cb, void *ud)
+{
+    const auth_namespace *ns = hr_config_namespace(w->node->cfg, channel);
+    if (c) {
+        int subscribed = c->subs && hr_map_get(c->subs, channel, strlen(channel));
+        if (!auth_can_publish(ns, &c->id, channel, subscribed)) {
+            done(cb, ud, -EACCES, "not allowed to publish to this channel", NULL);
+            return;
+        }
+        if (ns->publish_proxy) { /* a client's publication only (SPEC §8) */
+            publish_proxied(c, channel, data, len, cb, ud);
+            return;
+        }
+    }
+    publish_now(w, c, channel, data, len, cb, ud);
 }
 
 /*---- Reads -----------------------------------------------------------------*/
@@ -447,4 +475,279 @@ void hr_api_revoke(hr_worker *w, const char *user, hr_result_cb cb, void *ud)
     *r = (revoke_op){{cb, ud, NULL}, w->node, hr_strdup(user)};
     chan_control c = {.op = CHAN_CTL_REVOKE, .user = user, .at = (int64_t)time(NULL)};
     chan_control_send(w->node->layer, w->index, &c, revoke_sent, r);
+}
+
+/*---- The backend proxy (SPEC §8) -------------------------------------------*/
+
+static const char backend_unavailable[] = "the backend is unavailable";
+
+/* A proxy call made for client c: the operation's callback, a reference
+ * to c (which may close meanwhile), and what the step after the answer
+ * needs. */
+typedef struct proxy_op {
+    op base;
+    char *channel;                   /* subscribe, publish */
+    chan_pos since;                  /* subscribe */
+    int has_since;                   /* subscribe */
+    char *data;                      /* publish: as sent */
+    size_t len;                      /* publish */
+    hr_authenticate_fn authenticate; /* connect */
+} proxy_op;
+
+static proxy_op *proxy_op_new(hr_conn *c, hr_result_cb cb, void *ud)
+{
+    proxy_op *p = hr_calloc(1, sizeof(*p));
+    p->base = (op){cb, ud, c};
+    hr_conn_ref(c);
+    return p;
+}
+
+static void proxy_op_free(proxy_op *p)
+{
+    hr_conn_unref(p->base.c);
+    free(p->channel);
+    free(p->data);
+    free(p);
+}
+
+/* Is c still there to act for? */
+static int conn_live(const hr_conn *c)
+{
+    return c->wsi && !c->close_code;
+}
+
+/* Starts a call of rq for c; fn gets the answer (now, with UNAVAILABLE,
+ * when the call could not start). */
+static void proxy_start(hr_conn *c, hr_proxy_request *rq, hr_proxy_done_cb fn, proxy_op *p)
+{
+    char client[160];
+    hr_proxy_answer now = {0};
+    hr_conn_client_id(c, client, sizeof(client));
+    rq->client = client;
+    if (!c->w->proxy)
+        hr_proxy_unavailable(&now, "no proxy is configured");
+    else if (hr_proxy_call_start(c->w->proxy, rq, c->fwd, fn, p, &now))
+        return;
+    fn(p, &now);
+    hr_proxy_answer_clear(&now);
+}
+
+/* An answer other than a result ends the operation: a backend's error with
+ * its code, a disconnect closes c (nothing to answer), else unavailable. */
+static void proxy_refused(proxy_op *p, const hr_proxy_answer *a)
+{
+    hr_result r = {.err = -EAGAIN, .message = backend_unavailable};
+    if (a->outcome == HR_PROXY_ERROR) {
+        r = (hr_result){.err = -EACCES, .code = a->code, .message = a->message};
+    } else if (a->outcome == HR_PROXY_DISCONNECT) {
+        r = (hr_result){.err = -ECANCELED, .message = "disconnected"};
+        hr_conn_close_copy(p->base.c, a->close_code, a->reason, 1);
+    }
+    p->base.cb(p->base.ud, &r);
+}
+
+/*---- subscribe ----*/
+
+static void subscribe_answered(void *ud, hr_proxy_answer *a)
+{
+    proxy_op *p = ud;
+    hr_conn *c = p->base.c;
+    if (!conn_live(c)) {
+        done(p->base.cb, p->base.ud, -ECANCELED, "closed", NULL);
+    } else if (a->outcome != HR_PROXY_RESULT) {
+        proxy_refused(p, a);
+    } else if (c->subs && hr_map_get(c->subs, p->channel, strlen(p->channel))) {
+        json_t *r = json_pack("{s:s}", "channel", p->channel); /* subscribed meanwhile */
+        done(p->base.cb, p->base.ud, 0, NULL, r);
+        json_decref(r);
+    } else if (c->subs && hr_map_count(c->subs) >= (size_t)c->w->node->cfg->max_subscriptions) {
+        done(p->base.cb, p->base.ud, -E2BIG, "too many subscriptions on this connection", NULL);
+    } else {
+        op *o = hr_malloc(sizeof(*o));
+        *o = (op){p->base.cb, p->base.ud, NULL};
+        start_subscription(c, p->channel, p->has_since ? &p->since : NULL, o);
+    }
+    proxy_op_free(p);
+}
+
+static void subscribe_proxied(hr_conn *c, const char *channel, const chan_pos *since,
+                              hr_result_cb cb, void *ud)
+{
+    proxy_op *p = proxy_op_new(c, cb, ud);
+    p->channel = hr_strdup(channel);
+    if (since) {
+        p->since = *since;
+        p->has_since = 1;
+    }
+    hr_proxy_request rq = {.kind = HR_PROXY_SUBSCRIBE, .user = c->id.sub, .channel = channel};
+    proxy_start(c, &rq, subscribe_answered, p);
+}
+
+/*---- publish ----*/
+
+static void publish_answered(void *ud, hr_proxy_answer *a)
+{
+    proxy_op *p = ud;
+    hr_conn *c = p->base.c;
+    if (!conn_live(c)) {
+        done(p->base.cb, p->base.ud, -ECANCELED, "closed", NULL);
+    } else if (a->outcome != HR_PROXY_RESULT) {
+        proxy_refused(p, a);
+    } else if (a->data) { /* the backend's replacement */
+        char *d = json_dumps(a->data, JSON_COMPACT | JSON_ENCODE_ANY);
+        publish_now(c->w, c, p->channel, d, strlen(d), p->base.cb, p->base.ud);
+        free(d);
+    } else {
+        publish_now(c->w, c, p->channel, p->data, p->len, p->base.cb, p->base.ud);
+    }
+    proxy_op_free(p);
+}
+
+static void publish_proxied(hr_conn *c, const char *channel, const char *data, size_t len,
+                            hr_result_cb cb, void *ud)
+{
+    proxy_op *p = proxy_op_new(c, cb, ud);
+    p->channel = hr_strdup(channel);
+    p->data = hr_strndup(data, len);
+    p->len = len;
+    json_t *d = json_loadb(data, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+    hr_proxy_request rq = {
+        .kind = HR_PROXY_PUBLISH, .user = c->id.sub, .channel = channel, .data = d};
+    proxy_start(c, &rq, publish_answered, p);
+    json_decref(d);
+}
+
+/*---- rpc ----*/
+
+static void rpc_answered(void *ud, hr_proxy_answer *a)
+{
+    proxy_op *p = ud;
+    if (!conn_live(p->base.c)) {
+        done(p->base.cb, p->base.ud, -ECANCELED, "closed", NULL);
+    } else if (a->outcome != HR_PROXY_RESULT) {
+        proxy_refused(p, a);
+    } else {
+        json_t *r = json_pack("{s:O}", "data", a->data ? a->data : json_null());
+        done(p->base.cb, p->base.ud, 0, NULL, r);
+        json_decref(r);
+    }
+    proxy_op_free(p);
+}
+
+void hr_api_rpc(hr_conn *c, const char *method, const json_t *data, hr_result_cb cb, void *ud)
+{
+    if (!hr_proxy_url(c->w->node->cfg, HR_PROXY_RPC, method)) {
+        done(cb, ud, -ENOENT, "no RPC proxy serves this method", NULL);
+        return;
+    }
+    proxy_op *p = proxy_op_new(c, cb, ud);
+    hr_proxy_request rq = {.kind = HR_PROXY_RPC, .user = c->id.sub, .method = method, .data = data};
+    proxy_start(c, &rq, rpc_answered, p);
+}
+
+/*---- connect ----*/
+
+int hr_api_connect_proxied(hr_worker *w, const char *token)
+{
+    const hr_config *cfg = w->node->cfg;
+    return cfg->proxy_connect_url && (!token || hr_creds_proxy_decides(cfg));
+}
+
+static void connect_answered(void *ud, hr_proxy_answer *a)
+{
+    proxy_op *p = ud;
+    hr_conn *c = p->base.c;
+    auth_identity id = {0};
+    c->proxy_busy = 0;
+    if (!conn_live(c)) {
+        done(p->base.cb, p->base.ud, -ECANCELED, "closed", NULL);
+    } else if (a->outcome == HR_PROXY_ERROR) {
+        proxy_refused(p, a);
+        hr_conn_close(c, 4003, "disconnected by the server", 1);
+    } else if (a->outcome != HR_PROXY_RESULT) {
+        proxy_refused(p, a);
+        hr_conn_close(c, 1013, "try again later", 1); /* no-op after a disconnect */
+    } else if (hr_proxy_answer_identity(a, &id) < 0 ||
+               hr_conn_user_slot(c->w->node, id.sub, &c->user_slot) < 0) {
+        auth_identity_clear(&id);
+        done(p->base.cb, p->base.ud, -EUSERS, "too many connections for this user", NULL);
+        hr_conn_close(c, 4029, "too many connections", 1);
+    } else {
+        char client[160];
+        p->authenticate(c, &id); /* the `connected` push goes first */
+        c->proxy_authed = 1;
+        hr_conn_client_id(c, client, sizeof(client));
+        json_t *r = json_pack("{s:s, s:s, s:o}", "client", client, "user", c->id.sub, "expires_at",
+                              c->id.exp > 0 ? json_integer(c->id.exp) : json_null());
+        done(p->base.cb, p->base.ud, 0, NULL, r);
+        json_decref(r);
+        /* server-side subscriptions: `subscribed` pushes when the layer answers */
+        for (size_t i = 0; i < a->nchannels && conn_live(c); i++) {
+            const char *ch = a->channels[i];
+            if (!c->subs || !hr_map_get(c->subs, ch, strlen(ch)))
+                start_subscription(c, ch, NULL, SERVER_JOIN);
+        }
+    }
+    proxy_op_free(p);
+}
+
+void hr_api_connect(hr_conn *c, const json_t *data, hr_authenticate_fn authenticate,
+                    hr_result_cb cb, void *ud)
+{
+    if (c->proxy_busy) {
+        done(cb, ud, -EINVAL, "a connect is in progress", NULL);
+        return;
+    }
+    proxy_op *p = proxy_op_new(c, cb, ud);
+    p->authenticate = authenticate;
+    c->proxy_busy = 1;
+    hr_conn_number(c); /* the call names the client */
+    hr_proxy_request rq = {.kind = HR_PROXY_CONNECT,
+                           .transport = c->ops->transport,
+                           .remote_addr = c->remote_addr ? c->remote_addr : "",
+                           .data = data};
+    proxy_start(c, &rq, connect_answered, p);
+}
+
+/*---- refresh ----*/
+
+/* Tried again after a refresh the backend could not answer: the
+ * connection stands meanwhile (a backend outage does not log everyone
+ * out). */
+#define HR_REFRESH_RETRY_S 10
+
+static void refresh_answered(void *ud, hr_proxy_answer *a)
+{
+    proxy_op *p = ud;
+    hr_conn *c = p->base.c;
+    c->proxy_busy = 0;
+    if (!conn_live(c)) {
+        ;
+    } else if (a->outcome == HR_PROXY_RESULT && !a->expired) {
+        c->id.exp = a->expire_at; /* 0: for good */
+        hr_conn_rearm(c);
+    } else if (a->outcome == HR_PROXY_RESULT || a->outcome == HR_PROXY_ERROR) {
+        hr_conn_close(c, 4001, "token expired", 1);
+    } else if (a->outcome == HR_PROXY_DISCONNECT) {
+        hr_conn_close_copy(c, a->close_code, a->reason, 1);
+    } else {
+        c->ops->arm(c, HR_REFRESH_RETRY_S);
+    }
+    proxy_op_free(p);
+}
+
+void hr_api_deadline(hr_conn *c)
+{
+    const hr_config *cfg = c->w->node->cfg;
+    if (!c->authed || !c->proxy_authed || !cfg->proxy_refresh_url || c->id.exp <= 0 ||
+        (int64_t)time(NULL) < c->id.exp) {
+        hr_conn_deadline(c);
+        return;
+    }
+    if (c->proxy_busy)
+        return; /* its answer re-arms */
+    c->proxy_busy = 1;
+    proxy_op *p = proxy_op_new(c, NULL, NULL);
+    hr_proxy_request rq = {.kind = HR_PROXY_REFRESH, .user = c->id.sub};
+    proxy_start(c, &rq, refresh_answered, p);
 }

@@ -30,6 +30,7 @@ int hr_err_http(int err);
 /* An operation's outcome. Borrowed for the callback's duration. */
 typedef struct hr_result {
     int err;             /* 0, or a negative errno above */
+    const char *code;    /* err: the wire code when not hr_err_code(err) (a backend's) */
     const char *message; /* err: what the client is told */
     json_t *value;       /* no err: the result object; NULL means {} */
 } hr_result;
@@ -69,6 +70,38 @@ void hr_api_disconnect(hr_worker *w, const char *user, hr_result_cb cb, void *ud
  * (a deleted user), and the user's connections close with 4003. Without
  * the channel layer it holds on this node (logged). Always succeeds. */
 void hr_api_revoke(hr_worker *w, const char *user, hr_result_cb cb, void *ud);
+
+/*---- The backend proxy (SPEC §8) -------------------------------------------
+ * Subscribe and publish consult it from hr_api_subscribe and hr_api_publish
+ * in namespaces with subscribe_proxy / publish_proxy (after the namespace's
+ * rules). A backend's error reaches the client with the backend's code
+ * (hr_result.code); its disconnect closes the connection (the operation
+ * ends -ECANCELED: nothing to answer); no usable answer is -EAGAIN. */
+
+/* The transport's part of authenticating c as *id (taking it): the
+ * connection's `connected` push. */
+typedef void (*hr_authenticate_fn)(hr_conn *c, auth_identity *id);
+
+/* Asks the connect proxy who c is (data: the connect command's, borrowed,
+ * NULL = none). On a result, c is authenticated through authenticate, cb
+ * gets {"client","user","expires_at"}, and then c subscribes to the
+ * answer's channels (server-side: `subscribed` pushes follow). An error
+ * answer: cb gets it, then c closes 4003; a disconnect: cb gets
+ * -ECANCELED and c closes with the backend's code; no usable answer: cb
+ * gets -EAGAIN, then c closes 1013. */
+void hr_api_connect(hr_conn *c, const json_t *data, hr_authenticate_fn authenticate,
+                    hr_result_cb cb, void *ud);
+/* Is the connect proxy what authenticates a `connect` command that carries
+ * token (NULL: none) on this node? */
+int hr_api_connect_proxied(hr_worker *w, const char *token);
+/* The backend's answer to `rpc` method with data (borrowed, NULL = null).
+ * Result: {"data": D}. -ENOENT when no RPC proxy serves the method. */
+void hr_api_rpc(hr_conn *c, const char *method, const json_t *data, hr_result_cb cb, void *ud);
+/* The transport's deadline fired (instead of hr_conn_deadline): a
+ * connection the connect proxy authenticated asks the refresh proxy at its
+ * expire_at, and is extended or closed 4001; anything else is
+ * hr_conn_deadline. */
+void hr_api_deadline(hr_conn *c);
 
 /* The node's membership hook (a members control reached this worker):
  * the user's connections here join or leave, with a `subscribed` or

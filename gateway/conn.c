@@ -45,8 +45,48 @@ void hr_conn_ref(hr_conn *c)
 
 void hr_conn_unref(hr_conn *c)
 {
-    if (--c->refs == 0)
-        free(c);
+    if (--c->refs)
+        return;
+    free(c->fwd);
+    free(c->remote_addr);
+    free(c->reason_own);
+    free(c);
+}
+
+void hr_conn_event(hr_worker *w, json_t *event)
+{
+    if (event && w->node->events)
+        hr_events_emit(w->node->events, event, &w->stats);
+    else
+        json_decref(event);
+}
+
+void hr_conn_sub_event(hr_conn *c, int subscribed, const char *channel)
+{
+    char client[160];
+    if (!c->w->node->events || !c->authed)
+        return;
+    hr_conn_client_id(c, client, sizeof(client));
+    hr_conn_event(c->w, hr_event_subscription(subscribed, client, c->id.sub, channel));
+}
+
+/* herald.connect / herald.disconnect: the client id is formatted only
+ * when there is a hub to tell. */
+static void lifecycle(hr_conn *c, int connected)
+{
+    char client[160];
+    if (!c->w->node->events)
+        return;
+    hr_conn_client_id(c, client, sizeof(client));
+    const char *node = c->w->node->cfg->node_id;
+    if (connected) {
+        hr_conn_event(c->w, hr_event_connect(client, c->id.sub, c->ops->transport, node));
+    } else {
+        uint64_t now = hr_now_ms();
+        int code = c->close_code ? c->close_code : c->peer_code ? c->peer_code : 1006;
+        hr_conn_event(c->w, hr_event_disconnect(client, c->id.sub, code,
+                                                now > c->authed_ms ? now - c->authed_ms : 0, node));
+    }
 }
 
 void hr_conn_client_id(const hr_conn *c, char *buf, size_t len)
@@ -122,10 +162,18 @@ void hr_conn_authenticate(hr_conn *c, auth_identity *id)
     c->id = *id;
     memset(id, 0, sizeof(*id));
     c->authed = 1;
-    c->client_n = atomic_fetch_add(&c->w->node->next_client, 1) + 1;
+    hr_conn_number(c);
     if (c->id.sub)
         user_index_add(c);
+    c->authed_ms = hr_now_ms();
     hr_conn_rearm(c);
+    lifecycle(c, 1);
+}
+
+void hr_conn_number(hr_conn *c)
+{
+    if (!c->client_n)
+        c->client_n = atomic_fetch_add(&c->w->node->next_client, 1) + 1;
 }
 
 int hr_conn_user_slot(hr_node *node, const char *sub, hr_slot **slot)
@@ -139,8 +187,10 @@ void hr_conn_closed(hr_conn *c)
     const char *key;
     void *val;
     if (c->subs) {
-        for (size_t it = 0; hr_map_next(c->subs, &it, &key, NULL, &val);)
+        for (size_t it = 0; hr_map_next(c->subs, &it, &key, NULL, &val);) {
             chan_unsubscribe(w->node->layer, w->index, val);
+            hr_conn_sub_event(c, 0, key);
+        }
         hr_map_free(c->subs);
         c->subs = NULL;
     }
@@ -148,6 +198,8 @@ void hr_conn_closed(hr_conn *c)
     free(c->q);
     c->q = NULL;
     c->qcap = 0;
+    if (c->authed)
+        lifecycle(c, 0);
     user_index_remove(c);
     hr_slot_release(c->addr_slot);
     hr_slot_release(c->user_slot);
@@ -203,6 +255,22 @@ void hr_conn_close(hr_conn *c, int code, const char *reason, int flush)
     if (!flush)
         hr_conn_drop_queue(c);
     c->ops->closing(c);
+}
+
+void hr_conn_close_copy(hr_conn *c, int code, const char *reason, int flush)
+{
+    if (!c->wsi || c->close_code)
+        return;
+    free(c->reason_own);
+    /* a close frame holds 123 bytes of reason; cut at a character boundary */
+    size_t n = strlen(reason);
+    if (n > 123) {
+        n = 123;
+        while (n && ((unsigned char)reason[n] & 0xc0) == 0x80)
+            n--;
+    }
+    c->reason_own = hr_strndup(reason, n);
+    hr_conn_close(c, code, c->reason_own, flush);
 }
 
 static void slow_consumer(hr_conn *c)

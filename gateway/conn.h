@@ -64,10 +64,13 @@ struct hr_conn {
     struct lws *wsi; /* NULL once closed; the struct lives on while refs > 0 */
     int refs;        /* 1 for the socket + 1 per pending asynchronous operation */
     unsigned authed : 1;
-    unsigned close_flush : 1; /* send what is queued before the close */
-    unsigned pending : 1;     /* on the loop's pending-write list */
-    unsigned choked : 1;      /* the transport holds a partial write: it calls back */
-    int close_code;           /* != 0: closing with this code */
+    unsigned close_flush : 1;  /* send what is queued before the close */
+    unsigned pending : 1;      /* on the loop's pending-write list */
+    unsigned choked : 1;       /* the transport holds a partial write: it calls back */
+    unsigned proxy_authed : 1; /* authenticated by the connect proxy: refreshed by it */
+    unsigned proxy_busy : 1;   /* a connect or refresh proxy call is out for it */
+    int close_code;            /* != 0: closing with this code */
+    int peer_code;             /* the code of the peer's close (1005: none given) */
     /* outbound queue: a ring of message references, allocated on first use */
     uint32_t qhead, qlen, qcap;
     chan_msg **q;
@@ -79,6 +82,12 @@ struct hr_conn {
     uint64_t client_n;        /* client id "<node>.<client_n>" */
     auth_identity id;
     hr_map *subs; /* channel name -> chan_sub*; NULL until the first subscribe */
+
+    /* the backend proxy (SPEC §8): NULL when no proxy is configured */
+    hr_proxy_headers *fwd; /* the handshake's headers every proxy call forwards */
+    char *remote_addr;     /* the client's address (the connect proxy's remote_addr) */
+    char *reason_own;      /* a backend's close reason: close_reason points here */
+    uint64_t authed_ms;    /* when it was authenticated: herald.disconnect's duration_ms */
 
     hr_slot *addr_slot; /* this connection's count in the per-address table */
     hr_slot *user_slot; /* ... and in the per-user table */
@@ -100,8 +109,11 @@ void hr_conn_closed(hr_conn *c);
 
 /* Takes ownership of *id's contents (id is left cleared): the connection
  * is authenticated as that identity from now on, gets its client number,
- * and its deadline becomes the token's expiry. */
+ * and its deadline becomes the token's expiry. Emits herald.connect. */
 void hr_conn_authenticate(hr_conn *c, auth_identity *id);
+/* Gives c its client number now, if it has none (a connect proxy call
+ * names the client before it is authenticated). */
+void hr_conn_number(hr_conn *c);
 /* Counts one more connection of user sub on the node: 0 with *slot to
  * release (hr_slot_release), or -EUSERS when the user holds the maximum. */
 int hr_conn_user_slot(hr_node *node, const char *sub, hr_slot **slot);
@@ -135,6 +147,17 @@ void hr_conn_send_json(hr_conn *c, json_t *o);
  * flush, what is queued is sent first, else it is dropped. The first
  * decision wins; the transport carries it out (ops->closing). */
 void hr_conn_close(hr_conn *c, int code, const char *reason, int flush);
+
+/* hr_conn_close with a reason c keeps a copy of (a backend's; cut to
+ * fit a close frame). */
+void hr_conn_close_copy(hr_conn *c, int code, const char *reason, int flush);
+
+/* herald.subscribe or herald.unsubscribe of c for channel. */
+void hr_conn_sub_event(hr_conn *c, int subscribed, const char *channel);
+
+/* Queues a lifecycle event (events.h; the reference is taken) when the
+ * node has an event hub, else drops it. NULL ok (not UTF-8). */
+void hr_conn_event(hr_worker *w, json_t *event);
 
 /* For transports writing the queue: the head message (qlen > 0), taking
  * it off the queue with its frame's length flen (the caller owns the

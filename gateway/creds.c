@@ -239,3 +239,8 @@ hr_proxy_headers *hr_creds_forwarded(const hr_config *cfg, struct lws *wsi)
     free(hdrs);
     return h;
 }
+
+int hr_creds_proxy_decides(const hr_config *cfg)
+{
+    return cfg->proxy_connect_url && cfg->proxy_connect_first;
+}

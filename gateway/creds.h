@@ -67,4 +67,9 @@ int hr_creds_from_request(hr_creds *c, struct lws *wsi, unsigned where, auth_ide
  * connection brings cookies instead of a JWT. One allocation, free() it. */
 hr_proxy_headers *hr_creds_forwarded(const hr_config *cfg, struct lws *wsi);
 
+/* Does the connect proxy decide every connection, no JWT checked
+ * (a connect proxy and HERALD_PROXY_CONNECT_PRECEDENCE=proxy)? Else a JWT,
+ * when one is presented, is checked and the proxy is not called. */
+int hr_creds_proxy_decides(const hr_config *cfg);
+
 #endif

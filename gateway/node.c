@@ -325,6 +325,8 @@ static void loop_stopped(hr_loop *l)
     chan_layer_thread_stop(node->layer, w->index);
     atomic_fetch_sub(&node->loops_live, 1);
     if (w->index == 0) {
+        if (node->events) /* the other loops have stopped: nothing emits any more */
+            hr_events_stop(node->events);
         close_handle((uv_handle_t *)&node->sigterm);
         close_handle((uv_handle_t *)&node->sigint);
         close_handle((uv_handle_t *)&node->reload);
@@ -454,6 +456,18 @@ static void layer_log(void *ud, int level, const char *event, const char *msg)
     hr_log(level, event, "%s", msg);
 }
 
+/* chan_host.occupancy: herald.channel.occupied / vacated. The hub is
+ * made after the layer; until then (and after it is freed) there is
+ * nobody to tell. */
+static void on_occupancy(void *ud, const char *channel, int occupied)
+{
+    hr_node *node = ud;
+    /* any thread: the counters are atomics, loop 0's count the drops */
+    if (node->events)
+        hr_events_emit(node->events, hr_event_channel(occupied, channel),
+                       node->workers ? &node->workers[0]->stats : NULL);
+}
+
 /* The channel layer: Redis in cluster mode, else in-process. */
 static int start_layer(hr_node *node)
 {
@@ -464,6 +478,8 @@ static int start_layer(hr_node *node)
         .call = post_call,
         .control = on_control,
         .log = layer_log,
+        .occupancy =
+            node->cfg->events_webhook_url || node->cfg->events_django_channel ? on_occupancy : NULL,
         .sub = node->server->sub,
         .ud = node,
     };
@@ -474,6 +490,90 @@ static int start_layer(hr_node *node)
         return -1;
     }
     return 0;
+}
+
+/*---- Lifecycle events (SPEC §8) ------------------------------------------------*/
+
+/* The hub's Django Channels destination: each event of a batch is sent to
+ * the channel as channel_layer.send() would; the batch is confirmed when
+ * Redis took all of them, else retried whole (at least once). Replies come
+ * back on loop 0, the hub's delivery loop. */
+typedef struct dj_dest {
+    chan_layer *layer;
+    const char *target; /* cfg->events_django_channel */
+    struct dj_batch *inflight;
+} dj_dest;
+
+typedef struct dj_batch {
+    dj_dest *d; /* NULL once the destination closed: the replies are let go */
+    size_t waiting;
+    int failed;
+    hr_events_done_fn done;
+    void *token;
+} dj_batch;
+
+static void dj_event_sent(void *ud, int status)
+{
+    dj_batch *bt = ud;
+    if (status < 0)
+        bt->failed = 1;
+    if (--bt->waiting)
+        return;
+    if (bt->d) {
+        bt->d->inflight = NULL;
+        bt->done(bt->token, bt->failed ? HR_EVENTS_RETRY : HR_EVENTS_DELIVERED);
+    }
+    free(bt);
+}
+
+static void dj_dest_deliver(void *ud, json_t *const *events, size_t n, hr_events_done_fn done,
+                            void *token)
+{
+    dj_dest *d = ud;
+    dj_batch *bt = hr_calloc(1, sizeof(*bt));
+    *bt = (dj_batch){d, n + 1, 0, done, token};
+    d->inflight = bt;
+    for (size_t i = 0; i < n; i++) {
+        char *js = json_dumps(events[i], JSON_COMPACT);
+        chan_django_send(d->layer, d->target, js, strlen(js), dj_event_sent, bt);
+        free(js);
+    }
+    dj_event_sent(bt, 0); /* the +1: done runs once every send answered */
+}
+
+static void dj_dest_close(void *ud)
+{
+    dj_dest *d = ud;
+    if (d->inflight)
+        d->inflight->d = NULL;
+    free(d);
+}
+
+static const hr_events_dest_ops dj_dest_ops = {
+    .name = "django",
+    .deliver = dj_dest_deliver,
+    .close = dj_dest_close,
+};
+
+/* The hub, with its destinations, when any is configured. */
+static int start_events(hr_node *node)
+{
+    const hr_config *cfg = node->cfg;
+    if (!cfg->events_webhook_url && !cfg->events_django_channel)
+        return 0;
+    hr_events_opts o = {.batch = cfg->events_batch, .queue = cfg->events_queue};
+    node->events = hr_events_new(&o);
+    if (cfg->events_webhook_url &&
+        hr_events_add_webhook(node->events, cfg->events_webhook_url, cfg->proxy_key,
+                              (long)cfg->proxy_timeout * 1000, cfg->proxy_ca_file) < 0)
+        return -1;
+    if (cfg->events_django_channel) {
+        dj_dest *d = hr_calloc(1, sizeof(*d));
+        *d = (dj_dest){node->layer, cfg->events_django_channel, NULL};
+        if (hr_events_add(node->events, &dj_dest_ops, d) < 0)
+            return -1;
+    }
+    return hr_events_start(node->events, &node->workers[0]->loop.uv, &node->workers[0]->stats);
 }
 
 /* --threads 0 (the default) means one loop per online core. */
@@ -512,6 +612,8 @@ static int start_workers(hr_node *node)
         if (!worker_new(node, i))
             return -1;
     home_handles(node);
+    if (start_events(node) < 0)
+        return -1;
     atomic_store(&node->loops_live, node->nworkers);
     /* loop 0 runs on the main thread in hr_node_run */
     for (unsigned i = 1; i < node->nworkers; i++)
@@ -608,7 +710,9 @@ void hr_node_destroy(hr_node *node)
     }
     free(node->workers);
     node->workers = NULL;
-    chan_layer_destroy(node->layer);
+    chan_layer_destroy(node->layer); /* answers (or drops) the event sends still out */
+    hr_events_free(node->events);
+    node->events = NULL;
     node->layer = NULL;
     auth_jwt_config_clear(&node->jwt);
     auth_throttle_free(node->logins);

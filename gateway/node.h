@@ -28,6 +28,7 @@
 #include "common/common.h"
 #include "gateway/config.h"
 #include "gateway/creds.h"
+#include "gateway/events.h"
 #include "gateway/limits.h"
 #include "gateway/loop.h"
 #include "gateway/metrics.h"
@@ -81,8 +82,10 @@ struct hr_node {
     const hr_server_hooks *server;
     hr_loop_handlers handlers; /* what every loop runs: the node's, around the server's */
 
-    hr_creds *creds;            /* verifies credentials; holds the revocations */
-    auth_throttle *logins;      /* failed logins per username (locked inside) */
+    hr_creds *creds;       /* verifies credentials; holds the revocations */
+    hr_events *events;     /* lifecycle events (SPEC §8), NULL when none are configured; delivered
+                            * on loop 0 (server.c) */
+    auth_throttle *logins; /* failed logins per username (locked inside) */
     auth_throttle *login_addrs; /* failed logins per client address (locked inside) */
 
     hr_limit *conns_per_addr;  /* connections per client address (locked inside) */
@@ -125,6 +128,7 @@ struct hr_worker {
     unsigned char *scratch;        /* LWS_PRE + HR_SCRATCH bytes: one write per burst (ws_conn.c) */
     struct hr_pmd_loop *pmd;       /* permessage-deflate (ws_deflate.c), NULL when off */
     struct hr_proxy_client *proxy; /* backend proxy calls (proxy_call.h), NULL when none */
+    int in_lws;                    /* > 0 inside the lws protocol callback (server.c) */
 };
 
 /* The worker a loop belongs to (every loop of the node is a worker's). */

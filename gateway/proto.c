@@ -16,7 +16,7 @@ static const struct {
 } op_table[] = {
     {"connect", HR_OP_CONNECT}, {"subscribe", HR_OP_SUBSCRIBE}, {"unsubscribe", HR_OP_UNSUBSCRIBE},
     {"publish", HR_OP_PUBLISH}, {"presence", HR_OP_PRESENCE},   {"history", HR_OP_HISTORY},
-    {"refresh", HR_OP_REFRESH}, {"ping", HR_OP_PING},
+    {"refresh", HR_OP_REFRESH}, {"ping", HR_OP_PING},           {"rpc", HR_OP_RPC},
 };
 
 /* Length of the well-formed UTF-8 character at p (a NUL-terminated
@@ -182,7 +182,22 @@ static int read_args(json_t *root, size_t max_channel_len, hr_cmd *cmd, hr_proto
 {
     switch (cmd->op) {
     case HR_OP_CONNECT:
+        /* data: for the connect proxy (SPEC §8), bounded like a publication's */
+        if ((cmd->data = json_object_get(root, "data")) &&
+            hr_json_too_deep(cmd->data, HR_MAX_DATA_DEPTH))
+            return fail(err, HR_ERR_BAD_REQUEST, "%s",
+                        "\"data\" nests deeper than " HR_STR(HR_MAX_DATA_DEPTH) " levels");
         return read_token(root, 0, cmd, err);
+    case HR_OP_RPC:
+        if (!(cmd->method = cstr(json_object_get(root, "method"))) || !cmd->method[0] ||
+            strlen(cmd->method) > 255)
+            return fail(err, HR_ERR_BAD_REQUEST, "%s",
+                        "missing \"method\" (a string of 1 to 255 bytes)");
+        cmd->data = json_object_get(root, "data");
+        if (cmd->data && hr_json_too_deep(cmd->data, HR_MAX_DATA_DEPTH))
+            return fail(err, HR_ERR_BAD_REQUEST, "%s",
+                        "\"data\" nests deeper than " HR_STR(HR_MAX_DATA_DEPTH) " levels");
+        return 0;
     case HR_OP_REFRESH:
         return read_token(root, 1, cmd, err);
     case HR_OP_PUBLISH:

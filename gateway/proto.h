@@ -21,6 +21,7 @@ typedef enum hr_op {
     HR_OP_HISTORY,
     HR_OP_REFRESH,
     HR_OP_PING,
+    HR_OP_RPC,
 } hr_op;
 
 /* Error codes of SPEC §2, as they appear on the wire. */
@@ -40,7 +41,8 @@ typedef struct hr_cmd {
     hr_op op;
     const char *channel; /* subscribe, unsubscribe, publish, presence, history */
     const char *token;   /* connect (optional), refresh */
-    json_t *data;        /* publish */
+    json_t *data;        /* publish, rpc (absent: null); connect (optional: the connect proxy's) */
+    const char *method;  /* rpc */
     int64_t limit;       /* history: -1 = not given */
     int has_since;
     uint64_t since_offset;

@@ -96,7 +96,7 @@ static void broadcast_one(broadcast *b, size_t i, json_t *ch, const char *text)
     if (json_is_string(ch))
         json_object_set(entry, "channel", ch);
     if (!channel) {
-        hr_result bad = {-EINVAL, err, NULL};
+        hr_result bad = {.err = -EINVAL, .message = err};
         json_object_set_new(entry, "error", hr_result_error_json(&bad));
         return;
     }

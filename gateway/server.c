@@ -15,11 +15,9 @@
 
 #include <stdlib.h>
 
-static int callback_herald(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                           size_t len)
+static int dispatch(hr_worker *w, struct lws *wsi, enum lws_callback_reasons reason, hr_pss *pss,
+                    void *user, void *in, size_t len)
 {
-    hr_worker *w = hr_worker_of(lws_context_user(lws_get_context(wsi)));
-    hr_pss *pss = user;
 
     switch (reason) {
     case LWS_CALLBACK_HTTP:
@@ -69,6 +67,19 @@ static int callback_herald(struct lws *wsi, enum lws_callback_reasons reason, vo
         break;
     }
     return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+/* in_lws tells code that may run either inside lws' service or in another
+ * callback of the loop (a backend proxy's answer) which one it is in
+ * (ws_conn.c's timers). */
+static int callback_herald(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                           size_t len)
+{
+    hr_worker *w = hr_worker_of(lws_context_user(lws_get_context(wsi)));
+    w->in_lws++;
+    int rc = dispatch(w, wsi, reason, user, user, in, len);
+    w->in_lws--;
+    return rc;
 }
 
 /*---- The node's hooks ------------------------------------------------------*/

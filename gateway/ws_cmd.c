@@ -50,7 +50,7 @@ static void reply(void *ud, const hr_result *r)
     if (r->err == -ECANCELED)
         ; /* unsubscribed before the layer answered: nothing to say */
     else if (r->err)
-        reply_error(to->c, to->id, hr_err_code(r->err), r->message);
+        reply_error(to->c, to->id, r->code ? r->code : hr_err_code(r->err), r->message);
     else
         reply_result(to->c, to->id, r->value);
     free(to);
@@ -63,6 +63,11 @@ static const hr_config *cmd_cfg(const hr_ws_conn *c)
 
 /*---- Commands --------------------------------------------------------------*/
 
+static void ws_authenticate(hr_conn *c, auth_identity *id)
+{
+    hr_ws_authenticate((hr_ws_conn *)c, id);
+}
+
 static void op_connect(hr_ws_conn *c, const hr_cmd *cmd)
 {
     auth_identity id = {0};
@@ -70,6 +75,10 @@ static void op_connect(hr_ws_conn *c, const hr_cmd *cmd)
 
     if (c->c.authed) {
         reply_error(c, cmd->id, HR_ERR_BAD_REQUEST, "already connected");
+        return;
+    }
+    if (hr_api_connect_proxied(c->c.w, cmd->token)) { /* the backend decides (SPEC §8) */
+        hr_api_connect(&c->c, cmd->data, ws_authenticate, reply, reply_to(c, cmd->id));
         return;
     }
     if (cmd->token) {
@@ -170,6 +179,11 @@ static void op_refresh(hr_ws_conn *c, const hr_cmd *cmd)
     json_decref(r);
 }
 
+static void op_rpc(hr_ws_conn *c, const hr_cmd *cmd)
+{
+    hr_api_rpc(&c->c, cmd->method, cmd->data, reply, reply_to(c, cmd->id));
+}
+
 static void op_ping(hr_ws_conn *c, const hr_cmd *cmd)
 {
     reply_result(c, cmd->id, NULL);
@@ -185,10 +199,15 @@ typedef struct command {
 /* Indexed by hr_op, which proto.c parses from the op's name (and checks
  * the arguments of): a new command is a name there and a row here. */
 static const command commands[] = {
-    [HR_OP_CONNECT] = {1, op_connect},         [HR_OP_SUBSCRIBE] = {0, op_subscribe},
-    [HR_OP_UNSUBSCRIBE] = {0, op_unsubscribe}, [HR_OP_PUBLISH] = {0, op_publish},
-    [HR_OP_PRESENCE] = {0, op_presence},       [HR_OP_HISTORY] = {0, op_history},
-    [HR_OP_REFRESH] = {0, op_refresh},         [HR_OP_PING] = {0, op_ping},
+    [HR_OP_CONNECT] = {1, op_connect},
+    [HR_OP_SUBSCRIBE] = {0, op_subscribe},
+    [HR_OP_UNSUBSCRIBE] = {0, op_unsubscribe},
+    [HR_OP_PUBLISH] = {0, op_publish},
+    [HR_OP_PRESENCE] = {0, op_presence},
+    [HR_OP_HISTORY] = {0, op_history},
+    [HR_OP_REFRESH] = {0, op_refresh},
+    [HR_OP_PING] = {0, op_ping},
+    [HR_OP_RPC] = {0, op_rpc},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/ws_frame.h"
 #include "gateway/proto.h"
+#include "gateway/api.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -80,9 +81,17 @@ static void ws_closing(hr_conn *c)
  * lws_set_timer_usecs: it schedules the timer in the past, and re-armed
  * from the timer's own callback that spun the loop at 100% CPU, deaf to its
  * sockets (hr_conn_rearm always waits a capped time instead). */
+/* lws 4.1.6 only inserts the timer into its sorted list: the loop's own
+ * wake-up is set again after lws services something. Armed from another
+ * callback of the loop (a backend proxy's answer: a refresh), nothing of
+ * lws' runs and the timer waits for whatever lws had scheduled before -
+ * a refresh's next deadline was missed by up to 30 s. Waking lws' service
+ * makes it look at the list again. */
 static void ws_arm(hr_conn *c, int64_t s)
 {
     lws_set_timer_usecs(c->wsi, s > 0 ? (lws_usec_t)s * LWS_US_PER_SEC : 1);
+    if (!c->w->in_lws)
+        lws_cancel_service_pt(c->wsi);
 }
 
 /* Metrics of one frame leaving: compressed frames, and the delivery. */
@@ -237,6 +246,10 @@ int hr_ws_established(hr_worker *w, struct lws *wsi, hr_pss *pss)
         c->c.addr_slot = st->addr_slot;
         c->c.user_slot = st->user_slot;
         st->addr_slot = st->user_slot = NULL;
+        c->c.fwd = st->fwd;
+        c->c.remote_addr = st->remote_addr;
+        st->fwd = NULL;
+        st->remote_addr = NULL;
     }
     if (st && st->upgrade_id) {
         hr_ws_authenticate(c, st->upgrade_id);
@@ -384,7 +397,7 @@ int hr_ws_timer(hr_worker *w, struct lws *wsi, hr_pss *pss)
     (void)w;
     (void)wsi;
     if (c)
-        hr_conn_deadline(&c->c);
+        hr_api_deadline(&c->c); /* the refresh proxy, or hr_conn_deadline */
     return 0;
 }
 
@@ -422,8 +435,10 @@ int hr_ws_peer_close(struct lws *wsi, hr_pss *pss, const unsigned char *in, size
         return hr_ws_close_now(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, "invalid close code");
     if (len > 2 && !hr_utf8_valid(in + 2, len - 2))
         return hr_ws_close_now(wsi, LWS_CLOSE_STATUS_INVALID_PAYLOAD, "close reason not UTF-8");
-    if (c)
+    if (c) {
         c->peer_closed = 1;
+        c->c.peer_code = len >= 2 ? (int)(((unsigned)in[0] << 8) | in[1]) : 1005;
+    }
     return 0;
 }
 

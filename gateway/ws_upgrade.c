@@ -161,8 +161,26 @@ int hr_ws_confirm_upgrade(hr_worker *w, struct lws *wsi, const char *upgrade)
     if (admit_address(w->node, wsi) < 0)
         return hr_http_refuse(wsi, 429, "too many connections or handshakes from this address");
 
-    int st = hr_creds_from_request(w->node->creds, wsi, HR_CREDS_QUERY, &id, &w->stats, err,
-                                   sizeof(err));
+    /* The headers of the handshake are gone once it is a WebSocket: what the
+     * backend proxy's calls forward is kept now (SPEC §8). */
+    if (w->proxy) {
+        char addr[64] = "";
+        hr_wsi_state *ws = hr_wsi_state_get(wsi);
+        ws->fwd = hr_creds_forwarded(w->node->cfg, wsi);
+        hr_addr_policy whole = w->node->addrs; /* the address itself, not its network */
+        whole.v4bits = 32;
+        whole.v6bits = 128;
+        /* every hop a trusted proxy (the client runs on one): the peer */
+        if (hr_client_address(&whole, wsi, addr, sizeof(addr)) != 1)
+            lws_get_peer_simple(wsi, addr, sizeof(addr));
+        ws->remote_addr = hr_strdup(addr);
+    }
+    /* HERALD_PROXY_CONNECT_PRECEDENCE=proxy: no JWT is checked, the client's
+     * connect command goes to the connect proxy */
+    int st = hr_creds_proxy_decides(w->node->cfg)
+                 ? -ENOENT
+                 : hr_creds_from_request(w->node->creds, wsi, HR_CREDS_QUERY, &id, &w->stats, err,
+                                         sizeof(err));
     if (st == -EPERM)
         return hr_http_refuse(wsi, 401, err);
     if (st == 0 && !id.sub) {

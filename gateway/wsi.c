@@ -32,5 +32,7 @@ void hr_wsi_state_free(struct lws *wsi)
         auth_identity_clear(st->upgrade_id);
         free(st->upgrade_id);
     }
+    free(st->fwd);
+    free(st->remote_addr);
     free(st);
 }

@@ -31,16 +31,18 @@ typedef struct hr_pss {
 /* Allocated on first use, freed at WSI_DESTROY or once a WebSocket is
  * established. */
 typedef struct hr_wsi_state {
-    int64_t consumed_at_tc;    /* bytes read from the socket when the last
-                                * transaction completed (HTTP keep-alive) */
-    int tc_valid;              /* consumed_at_tc is set */
-    auth_identity *upgrade_id; /* identity verified at the WebSocket upgrade */
-    uint64_t upgrade_us;       /* when the upgrade request arrived (metrics) */
-    hr_slot *addr_slot;        /* the upgrade's place in conns_per_addr */
-    hr_slot *user_slot;        /* ... and in conns_per_user */
-    int raw_answered;          /* a request lws could not parse was answered */
-    uint8_t pmd_calls;         /* permessage-deflate offers lws asked about (ws_deflate.c) */
-    uint8_t pmd_bits;          /* != 0: permessage-deflate accepted, with this window */
+    int64_t consumed_at_tc;       /* bytes read from the socket when the last
+                                   * transaction completed (HTTP keep-alive) */
+    int tc_valid;                 /* consumed_at_tc is set */
+    auth_identity *upgrade_id;    /* identity verified at the WebSocket upgrade */
+    uint64_t upgrade_us;          /* when the upgrade request arrived (metrics) */
+    hr_slot *addr_slot;           /* the upgrade's place in conns_per_addr */
+    hr_slot *user_slot;           /* ... and in conns_per_user */
+    int raw_answered;             /* a request lws could not parse was answered */
+    uint8_t pmd_calls;            /* permessage-deflate offers lws asked about (ws_deflate.c) */
+    uint8_t pmd_bits;             /* != 0: permessage-deflate accepted, with this window */
+    struct hr_proxy_headers *fwd; /* with a backend proxy: the headers its calls forward */
+    char *remote_addr;            /* ... and the client's address (connect proxy) */
 } hr_wsi_state;
 
 /* The wsi's state, allocated on first use (never NULL). */

@@ -4,7 +4,8 @@
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
 /** Server codes: bad_request, unauthorized, forbidden, not_found, too_large,
- * rate_limited, unavailable, internal. Client codes: timeout (no reply in
+ * rate_limited, unavailable, internal (and, through Herald's proxies, the
+ * application backend's own codes: lowercase [a-z0-9_]). Client codes: timeout (no reply in
  * time), disconnected (not connected, or the connection was lost before the
  * reply), transport (the socket could not be created), token (getToken
  * threw). */
@@ -42,6 +43,12 @@ export interface HeraldOptions {
   /** called for the first token, before `exp` (refresh) and after close 4001;
    * resolving to null/"" stops the client */
   getToken?: () => Promise<string | null | undefined> | string | null | undefined;
+  /** the `data` of the connect command, for the server's connect proxy (the
+   * application's backend): a JSON value, or a function (possibly async)
+   * called before each connection. Without token and getToken the client
+   * connects with no token at all: the connect proxy authenticates it (with
+   * the page's cookies), or the server allows anonymous connections. */
+  data?: Json | (() => Json | Promise<Json>);
   backoff?: BackoffOptions;
   /** ms a connection must stay up before the backoff starts over (default 10000) */
   stableAfter?: number;
@@ -74,9 +81,16 @@ export interface DisconnectedEvent {
   /** the close code (1006 with reason "no reply to ping" / "connect timeout" for a dead socket) */
   code: number;
   reason: string;
-  /** whether the client will reconnect by itself */
+  /** whether the client will reconnect by itself: not after 4003, 4001
+   * without getToken, or a backend's disconnect (4500-4999) whose reason
+   * does not start with "reconnect"; 1013 (the backend could not be asked)
+   * is retried with backoff */
   reconnect: boolean;
   wasConnected: boolean;
+  /** the server's error reply to the connect command, when it refused it
+   * (the backend's code, e.g. "unauthorized", before 4003; "unavailable"
+   * before 1013) */
+  error?: HeraldError;
 }
 
 export interface ConnectingEvent {
@@ -209,6 +223,10 @@ export class Herald {
   publish(channel: string, data: Json): Promise<{ offset?: number; local_only?: boolean }>;
   presence(channel: string): Promise<{ clients: ClientInfo[] }>;
   history(channel: string, options?: { limit?: number; since?: StreamPositionValue }): Promise<HistoryResult>;
+  /** calls the backend's `method` through Herald's RPC proxy: resolves with
+   * the result's `data`, rejects with a HeraldError (the backend's code,
+   * not_found without an RPC proxy, unavailable, timeout, disconnected) */
+  rpc<T = Json>(method: string, data?: Json): Promise<T>;
 }
 
 export default Herald;
@@ -246,4 +264,6 @@ export class StreamPosition {
 export function refreshDelay(expiresAt: number, now?: number, floor?: number): number;
 export function tokenExpiry(token: string): number | null;
 export function resolveUrl(url: string, base?: string): string;
-export function shouldReconnect(code: number, hasGetToken: boolean): boolean;
+export function shouldReconnect(code: number, hasGetToken: boolean, reason?: string): boolean;
+/** does a backend's close reason (4500-4999) start with the word "reconnect"? */
+export function reasonAsksReconnect(reason?: string): boolean;

@@ -14,7 +14,10 @@
  *
  * The protocol is Herald's (docs/protocol.md): the token goes in
  * a `connect` command (never in the URL, so it stays out of access logs),
- * every command gets one reply with its id, pushes carry no id.
+ * every command gets one reply with its id, pushes carry no id. Without a
+ * token the `connect` goes alone (with the `data` option, if any): a
+ * server with a connect proxy asks the application's backend, which sees
+ * the page's cookies (docs/proxy.md).
  *
  * The pieces of logic that need no socket (backoff schedule, recovery
  * bookkeeping, refresh timing, token bucket) are exported on their own so
@@ -183,10 +186,25 @@ export function resolveUrl(url, base) {
   return u.href;
 }
 
-/** Close codes after which the client does not reconnect by itself. */
-export function shouldReconnect(code, hasGetToken) {
+/** Does a close reason ask the client to come back? A backend's
+ * disconnect (close codes 4500-4999) ends the connection for good unless
+ * its reason starts with the word "reconnect" ("reconnect", "reconnect:
+ * moved to another node", "Reconnect later"). */
+export function reasonAsksReconnect(reason) {
+  return /^reconnect(?![a-z0-9_])/i.test(String(reason || ""));
+}
+
+/** Close codes after which the client does not reconnect by itself:
+ * 4003 (disconnected by the server; also after the backend refused a
+ * connect), 4001 without getToken (no way to a new token; a session the
+ * refresh proxy ended stays ended), and a backend's disconnect (4500-4999)
+ * whose reason does not start with "reconnect". Everything else - 1006, 1001,
+ * 1013 "try again later" (the connect proxy was unavailable) ... - is
+ * retried with backoff. */
+export function shouldReconnect(code, hasGetToken, reason) {
   if (code === 4003) return false; /* disconnected by the server */
   if (code === 4001) return hasGetToken; /* only with a way to get a new token */
+  if (code >= 4500 && code <= 4999) return reasonAsksReconnect(reason);
   return true;
 }
 
@@ -267,7 +285,11 @@ export class Herald {
   /**
    * @param url  "ws://host:port/ws", "https://host/ws" or relative ("/ws")
    * @param options  {token} or {getToken: async () => jwt}; no token at all
-   *   connects anonymously (where the server allows it). Tuning: backoff
+   *   sends a `connect` without one: the server's connect proxy then asks
+   *   the application's backend (with the page's cookies), or the
+   *   connection is anonymous where the server allows it. data: the
+   *   connect command's `data` for the connect proxy (any JSON, or a
+   *   function, possibly async, called before each connection). Tuning: backoff
    *   {base, max}, stableAfter, pingInterval, pongTimeout, connectTimeout,
    *   requestTimeout, rate, burst (ms, per second); WebSocket (a
    *   constructor, for node or tests), random (for tests).
@@ -277,6 +299,8 @@ export class Herald {
     this.options = { ...DEFAULTS, ...options };
     this._token = options.token || null;
     this._getToken = typeof options.getToken === "function" ? options.getToken : null;
+    this._data = options.data;
+    this._connectError = null; /* the error reply to this attempt's connect */
     this._random = options.random || Math.random;
     this._backoff = new Backoff(this.options.backoff, this._random);
     this._listeners = new Map(EVENTS.map((e) => [e, new Set()]));
@@ -393,6 +417,20 @@ export class Herald {
     return this._request("presence", { channel });
   }
 
+  /** Calls `method` of the application's backend through Herald's RPC
+   * proxy → a promise of the backend's result `data`. Rejects with a
+   * HeraldError: the backend's own error code, `not_found` where no RPC
+   * proxy is configured, `unavailable` when the backend could not answer,
+   * or the client's `timeout` / `disconnected`. */
+  rpc(method, data = null) {
+    if (typeof method !== "string" || method.length === 0) {
+      return Promise.reject(new TypeError("method must be a non-empty string"));
+    }
+    return this._request("rpc", { method, data: data === undefined ? null : data }).then((r) =>
+      r && r.data !== undefined ? r.data : null,
+    );
+  }
+
   /** The channel's history → {publications: [{offset, data}], offset, epoch}.
    * options: limit (the newest N), since {offset, epoch} (those after). */
   history(channel, options = {}) {
@@ -458,6 +496,19 @@ export class Herald {
         this._token = token;
       }
     }
+    let data = this._data;
+    if (typeof data === "function") {
+      try {
+        data = await data();
+      } catch (e) {
+        if (gen !== this._gen) return;
+        this._emit("error", new HeraldError("transport", "the data option failed: " + (e && e.message ? e.message : e)));
+        this._scheduleReconnect();
+        return;
+      }
+      if (gen !== this._gen) return;
+    }
+    this._connectError = null;
     let ws;
     try {
       const WS = this.options.WebSocket || globalThis.WebSocket;
@@ -473,6 +524,7 @@ export class Herald {
       this._connectId = this._nextId();
       const cmd = { id: this._connectId, op: "connect" };
       if (token) cmd.token = token;
+      if (data !== undefined) cmd.data = data;
       this._sendNow(cmd);
     };
     ws.onmessage = (ev) => {
@@ -528,16 +580,22 @@ export class Herald {
     const wasConnected = this._state === "connected";
     this._teardown(code, reason);
     if (code === 4001 && this._getToken) this._token = null; /* ask for a new one */
-    const reconnect = shouldReconnect(code, Boolean(this._getToken));
+    /* the server's reason for refusing the connect, when it said one */
+    const refused = this._connectError;
+    this._connectError = null;
+    const reconnect = shouldReconnect(code, Boolean(this._getToken), reason);
+    const ev = { code, reason, reconnect, wasConnected };
+    if (refused) ev.error = refused;
     if (!reconnect) {
       this._gen++;
-      this._failAll(new HeraldError(code === 4003 ? "disconnected" : "unauthorized", reason || "closed " + code));
+      const err = refused || new HeraldError(code === 4001 ? "unauthorized" : "disconnected", reason || "closed " + code);
+      this._failAll(err);
       this._setState("disconnected");
-      this._emit("disconnected", { code, reason, reconnect: false, wasConnected });
+      this._emit("disconnected", ev);
       return;
     }
     this._setState("connecting");
-    if (wasConnected) this._emit("disconnected", { code, reason, reconnect: true, wasConnected });
+    if (wasConnected) this._emit("disconnected", ev);
     this._scheduleReconnect();
   }
 
@@ -550,6 +608,7 @@ export class Herald {
 
   _onConnected(push) {
     this._clearTimer("connect");
+    this._connectError = null;
     this._setState("connected");
     this._everConnected = true;
     this.client = push.client;
@@ -707,7 +766,11 @@ export class Herald {
     if (typeof msg.id === "number") {
       if (msg.id === this._connectId) {
         this._connectId = 0;
-        if (msg.error) this._emit("error", new HeraldError(msg.error.code, msg.error.message));
+        if (msg.error) {
+          /* the close that follows (4001, 4003, 1013) says what happens next */
+          this._connectError = new HeraldError(msg.error.code, msg.error.message);
+          this._emit("error", this._connectError);
+        }
         return;
       }
       const r = this._requests.get(msg.id);

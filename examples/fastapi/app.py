@@ -9,6 +9,12 @@
 - `POST /orders`: a domain event. The order is stored, then published through
   herald_client to the buyer's personal channel `user:<id>` (only that user can
   subscribe to it) and, without personal details, to the public channel `orders`.
+- A cookie session, and sockets with no token at all: `POST /login` sets the
+  app's session cookie; the page at `/session` opens its Herald socket without
+  a token, and Herald's backend proxy (HERALD_PROXY_CONNECT_URL, ...) asks the
+  app who it is - the `/herald/*` routes below, FastAPI dependencies of
+  herald_client.proxy - with the handshake's Cookie header. The same routes
+  check subscriptions to `order:<id>` (the buyer only) and answer RPCs.
 
 Run it with ./run.sh (starts Herald too) or, with Herald already running:
     HERALD_URL=http://127.0.0.1:8080 HERALD_API_KEY=... HERALD_JWT_SECRET=... \
@@ -24,12 +30,17 @@ import sqlite3
 import threading
 import time
 
-from fastapi import Depends, FastAPI, HTTPException, status
+from typing import Optional
+
+from fastapi import Depends, FastAPI, Form, HTTPException, Request, Response, status
 from fastapi.responses import HTMLResponse
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 
 from herald_client import Herald, HeraldError, mint_token
+from herald_client.proxy import (ProxyError, ProxyRequest, add_fastapi_handlers, connect_result,
+                                 fastapi_call, refresh_expired, refresh_result, rpc_result,
+                                 subscribe_result)
 
 HERALD_URL = os.environ.get("HERALD_URL", "http://127.0.0.1:8080")
 # what browsers connect to (behind a proxy, its public wss:// address)
@@ -39,10 +50,17 @@ HERALD_JWT_SECRET = os.environ["HERALD_JWT_SECRET"]  # Herald's HERALD_JWT_SECRE
 HERALD_TOKEN_TTL = int(os.environ.get("HERALD_TOKEN_TTL", "900"))
 SHOP_DB = os.environ.get("SHOP_DB", "shop.db")
 SESSION_TTL = 3600
+SESSION_COOKIE = "shop_session"
+# Herald's HERALD_PROXY_KEY: its proxy calls carry it in X-Herald-Proxy-Key
+HERALD_PROXY_KEY = os.environ.get("HERALD_PROXY_KEY", "")
+# how long Herald trusts a session socket before asking /herald/refresh again
+HERALD_SESSION_CHECK = int(os.environ.get("HERALD_SESSION_CHECK", "60"))
+# the origins whose pages may open session sockets (empty: no check)
+SITE_ORIGINS = [o for o in os.environ.get("SITE_ORIGINS", "").split(",") if o]
 
 log = logging.getLogger("shop")
 app = FastAPI(title="Shop (a Herald example)")
-oauth2 = OAuth2PasswordBearer(tokenUrl="token")
+oauth2 = OAuth2PasswordBearer(tokenUrl="token", auto_error=False)
 # one client for the whole app: thread-safe, keeps its connection alive,
 # retries what can be retried (the sync endpoints below run on a thread pool)
 herald = Herald(HERALD_URL, api_key=HERALD_API_KEY)
@@ -115,15 +133,31 @@ class User(BaseModel):
     username: str
 
 
-def current_user(token: str = Depends(oauth2), conn: sqlite3.Connection = Depends(db)) -> User:
-    """The logged-in user (Authorization: Bearer <the app's access token>), else 401."""
+def session_user(conn, token):
+    """The user of a live session (an access token or a session cookie), or None."""
+    if not token:
+        return None
     row = conn.execute("SELECT u.id, u.username FROM sessions s JOIN users u ON u.id = s.user_id"
                        " WHERE s.token_hash = ? AND s.expires_at > ?",
                        (token_hash(token), int(time.time()))).fetchone()
-    if row is None:
+    return User(id=row["id"], username=row["username"]) if row else None
+
+
+def cookie_user(request: Request, conn: sqlite3.Connection = Depends(db)) -> Optional[User]:
+    """The user of the session cookie, or None. On Herald's proxy calls the
+    cookie is the browser's: Herald forwards the socket handshake's Cookie."""
+    return session_user(conn, request.cookies.get(SESSION_COOKIE))
+
+
+def current_user(token: Optional[str] = Depends(oauth2), conn: sqlite3.Connection = Depends(db),
+                 by_cookie: Optional[User] = Depends(cookie_user)) -> User:
+    """The logged-in user (Authorization: Bearer <the app's access token>, or
+    the session cookie of POST /login), else 401."""
+    user = session_user(conn, token) if token else by_cookie
+    if user is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or expired token",
                             headers={"WWW-Authenticate": "Bearer"})
-    return User(id=row["id"], username=row["username"])
+    return user
 
 
 #---- users and login -----------------------------------------------------------
@@ -145,13 +179,11 @@ def register(body: NewUser, conn: sqlite3.Connection = Depends(db)):
     return User(id=cur.lastrowid, username=body.username)
 
 
-@app.post("/token")
-def login(form: OAuth2PasswordRequestForm = Depends(), conn: sqlite3.Connection = Depends(db)):
-    """OAuth2 password grant (form fields username, password): the app's own
-    access token, for the Authorization header of the app's other endpoints."""
+def new_session(conn, username, password):
+    """Checks the password and opens a session: its token, or 401."""
     row = conn.execute("SELECT id, password FROM users WHERE username = ?",
-                       (form.username,)).fetchone()
-    ok = check_password(form.password, row["password"] if row else _DUMMY_HASH)
+                       (username,)).fetchone()
+    ok = check_password(password, row["password"] if row else _DUMMY_HASH)
     if row is None or not ok:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong username or password",
                             headers={"WWW-Authenticate": "Bearer"})
@@ -160,7 +192,39 @@ def login(form: OAuth2PasswordRequestForm = Depends(), conn: sqlite3.Connection 
         conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (int(time.time()),))
         conn.execute("INSERT INTO sessions VALUES (?, ?, ?)",
                      (token_hash(token), row["id"], int(time.time()) + SESSION_TTL))
+    return token
+
+
+@app.post("/token")
+def login(form: OAuth2PasswordRequestForm = Depends(), conn: sqlite3.Connection = Depends(db)):
+    """OAuth2 password grant (form fields username, password): the app's own
+    access token, for the Authorization header of the app's other endpoints."""
+    token = new_session(conn, form.username, form.password)
     return {"access_token": token, "token_type": "bearer", "expires_in": SESSION_TTL}
+
+
+@app.post("/login", response_model=User)
+def login_cookie(response: Response, username: str = Form(...), password: str = Form(...),
+                 conn: sqlite3.Connection = Depends(db)):
+    """The same login for pages: the session goes in an HttpOnly cookie
+    (SameSite=Lax: other sites' pages cannot send it along with a POST)."""
+    token = new_session(conn, username, password)
+    response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_TTL, httponly=True,
+                        samesite="lax")
+    return session_user(conn, token)
+
+
+@app.post("/logout", status_code=204)
+def logout(request: Request, conn: sqlite3.Connection = Depends(db)):
+    """Ends the cookie's session: its sockets close (4001) at Herald's next
+    refresh call."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        with _db_lock, conn:
+            conn.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash(token),))
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE)
+    return response
 
 
 @app.get("/me", response_model=User)
@@ -207,6 +271,100 @@ def create_order(body: NewOrder, user: User = Depends(current_user),
         log.warning("order %d: not published to Herald: %s", order["id"], e)
         notified = False
     return {"order": order, "notified": notified}
+
+
+@app.post("/orders/{order_id}/ship")
+def ship_order(order_id: int, user: User = Depends(current_user),
+               conn: sqlite3.Connection = Depends(db)):
+    """(A warehouse's job in a real shop.) Tells whoever watches order:<id>."""
+    order_of(conn, order_id, user.id)
+    try:
+        herald.publish("order:%d" % order_id, {"type": "order.shipped", "id": order_id})
+    except HeraldError as e:
+        log.warning("order %d: shipping not published to Herald: %s", order_id, e)
+        return {"shipped": order_id, "notified": False}
+    return {"shipped": order_id, "notified": True}
+
+
+def order_of(conn, order_id, user_id):
+    """The order if it is user_id's, else 404."""
+    row = conn.execute("SELECT id, item, quantity, created_at FROM orders"
+                       " WHERE id = ? AND user_id = ?", (order_id, user_id)).fetchone()
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such order")
+    return dict(row)
+
+
+#---- Herald's backend proxy: sockets with no token ---------------------------------
+#
+# Herald runs with HERALD_PROXY_CONNECT_URL=http://APP/herald/connect (and
+# refresh, subscribe, rpc) and HERALD_PROXY_KEY. fastapi_call(kind, key) is the
+# dependency that checks the key (403) and parses Herald's request (400);
+# raising ProxyError answers {"error": ...} (add_fastapi_handlers). The
+# browser's cookie comes with the call, so cookie_user works as for a page.
+# `call.user` is who Herald authenticated the socket as (here the user id).
+
+add_fastapi_handlers(app)
+
+
+def _proxy_user(call: ProxyRequest, conn) -> User:
+    row = conn.execute("SELECT id, username FROM users WHERE id = ?",
+                       (int(call.user) if call.user and call.user.isdigit() else -1,)).fetchone()
+    if row is None:
+        raise ProxyError("unauthorized", "log in first")
+    return User(id=row["id"], username=row["username"])
+
+
+@app.post("/herald/connect")
+def herald_connect(request: Request, call: ProxyRequest = Depends(fastapi_call("connect", key=HERALD_PROXY_KEY)),
+                   user: Optional[User] = Depends(cookie_user)):
+    """A socket without a token: the session cookie's user, subscribed at once
+    to its personal channel and the public one."""
+    if SITE_ORIGINS and request.headers.get("Origin") not in SITE_ORIGINS:
+        raise ProxyError("forbidden", "sockets of this site only")
+    if user is None:
+        raise ProxyError("unauthorized", "log in first")
+    return connect_result(str(user.id), expire_at=int(time.time()) + HERALD_SESSION_CHECK,
+                          info={"name": user.username}, channels=["user:%d" % user.id, "orders"])
+
+
+@app.post("/herald/refresh")
+def herald_refresh(call: ProxyRequest = Depends(fastapi_call("refresh", key=HERALD_PROXY_KEY)),
+                   user: Optional[User] = Depends(cookie_user)):
+    """Does the socket's session still stand (not logged out, not expired)?"""
+    if user is None or str(user.id) != call.user:
+        return refresh_expired()
+    return refresh_result(int(time.time()) + HERALD_SESSION_CHECK)
+
+
+@app.post("/herald/subscribe")
+def herald_subscribe(call: ProxyRequest = Depends(fastapi_call("subscribe", key=HERALD_PROXY_KEY)),
+                     conn: sqlite3.Connection = Depends(db)):
+    """Namespace "order" has "subscribe_proxy": true (herald.json): order:<id>
+    is for its buyer only."""
+    user = _proxy_user(call, conn)
+    _, _, order_id = call.channel.partition(":")
+    try:
+        order_of(conn, int(order_id), user.id)
+    except (ValueError, HTTPException):
+        raise ProxyError("forbidden", "not your order") from None
+    return subscribe_result()
+
+
+@app.post("/herald/rpc")
+def herald_rpc(call: ProxyRequest = Depends(fastapi_call("rpc", key=HERALD_PROXY_KEY)),
+               conn: sqlite3.Connection = Depends(db)):
+    """h.rpc("orders.list") in the page lands here."""
+    user = _proxy_user(call, conn)
+    if call.method == "orders.list":
+        return rpc_result(list_orders(conn, user.id))
+    raise ProxyError("not_found", "no method %s" % call.method)
+
+
+def list_orders(conn, user_id):
+    rows = conn.execute("SELECT id, item, quantity FROM orders WHERE user_id = ? ORDER BY id",
+                        (user_id,)).fetchall()
+    return [dict(r) for r in rows]
 
 
 @app.get("/healthz")
@@ -265,3 +423,73 @@ PAGE = """<!doctype html>
 @app.get("/", response_class=HTMLResponse)
 def page():
     return PAGE % {"herald_js": HERALD_URL + "/herald.js"}
+
+
+# The same shop signed in with a cookie: the socket has no token. Open it on
+# the host of Herald's URL (127.0.0.1): cookies go to every port of their host,
+# so the browser sends this app's cookie with the handshake to Herald.
+SESSION_PAGE = """<!doctype html>
+<meta charset="utf-8">
+<title>Shop (session)</title>
+<form id="login">
+  <input id="username" placeholder="username" autocomplete="username">
+  <input id="password" type="password" placeholder="password" autocomplete="current-password">
+  <button>Register + log in</button>
+</form>
+<form id="order" hidden><input id="item" value="teapot"> <button>Order</button></form>
+<form id="watch" hidden><input id="order-id" placeholder="order id"> <button>Watch order</button></form>
+<button id="mine" hidden>My orders</button>
+<ul id="log"></ul>
+<script type="module">
+  import { Herald } from "%(herald_js)s";
+  const show = (t) => document.getElementById("log").append(
+      Object.assign(document.createElement("li"), { textContent: t }));
+  const api = async (method, path, body, form) => {
+    const headers = body && !form ? { "Content-Type": "application/json" } : {};
+    const r = await fetch(path, { method, headers,
+        body: form ? new URLSearchParams(body) : body && JSON.stringify(body) });
+    if (!r.ok) throw new Error(path + ": HTTP " + r.status);
+    return r.json();
+  };
+  // no token: Herald asks the app (POST /herald/connect) with this page's cookie
+  const h = new Herald("%(ws_url)s");
+  h.on("connected", (ev) => show("connected to Herald as user " + ev.user));
+  h.on("error", (err) => show("error " + err.code + ": " + err.message));
+  // user:<id> and orders: subscribed by the app's connect answer (server-side)
+  h.on("message", (data, ctx) => show(ctx.channel + ": " + JSON.stringify(data)));
+  const watch = (id) => {
+    const channel = "order:" + id;
+    h.subscribe(channel, { onMessage: (data) => show(channel + ": " + JSON.stringify(data)) })
+      .ready.then(() => show("watching " + channel), (err) => show(channel + " refused: " + err.code));
+  };
+  document.getElementById("login").onsubmit = async (e) => {
+    e.preventDefault();
+    const username = document.getElementById("username").value;
+    const password = document.getElementById("password").value;
+    await api("POST", "/users", { username, password }).catch(() => {});  // taken: just log in
+    await api("POST", "/login", { username, password }, true);  // sets the session cookie
+    h.connect();
+    document.getElementById("login").hidden = true;
+    for (const id of ["order", "watch", "mine"]) document.getElementById(id).hidden = false;
+  };
+  document.getElementById("order").onsubmit = async (e) => {
+    e.preventDefault();
+    const { order } = await api("POST", "/orders", { item: document.getElementById("item").value, quantity: 1 });
+    watch(order.id);
+  };
+  document.getElementById("watch").onsubmit = (e) => {
+    e.preventDefault();
+    watch(document.getElementById("order-id").value);
+  };
+  // an RPC answered by the app (POST /herald/rpc)
+  document.getElementById("mine").onclick = async () => {
+    const orders = await h.rpc("orders.list");
+    show("my orders: " + orders.map((o) => o.id + " " + o.item).join(", "));
+  };
+</script>
+"""
+
+
+@app.get("/session", response_class=HTMLResponse)
+def session_page():
+    return SESSION_PAGE % {"herald_js": HERALD_URL + "/herald.js", "ws_url": HERALD_WS_URL}

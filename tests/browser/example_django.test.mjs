@@ -29,12 +29,13 @@ before(async () => {
   redisPort = await freePort();
   const heraldPort = await freePort();
   const djangoPort = await freePort();
+  const nginxPort = await freePort();
   logFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "herald-example-")), "run.log");
   const out = fs.openSync(logFile, "w");
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("HERALD_")));
   project = spawn("bash", [path.join(DJANGO, "run.sh")], {
     env: { ...env, HERALD_BIN, PYTHON: "/usr/bin/python3", REDIS_PORT: String(redisPort),
-           HERALD_PORT: String(heraldPort), DJANGO_PORT: String(djangoPort) },
+           HERALD_PORT: String(heraldPort), DJANGO_PORT: String(djangoPort), NGINX_PORT: String(nginxPort) },
     stdio: ["ignore", out, out],
     detached: true, // its own process group: nothing it starts outlives the test
   });

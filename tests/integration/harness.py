@@ -96,6 +96,19 @@ class TooSlow(Exception):
 
 
 @contextlib.contextmanager
+def stop_process(proc, timeout=5.0):
+    """SIGTERM to proc (a subprocess.Popen, or None) if it still runs, then
+    waits up to timeout seconds for it to exit, and SIGKILLs it after that.
+    Returns once it has been reaped (its status is proc.returncode)."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def before(deadline, what="the setup", margin=1.0):
     """Runs a setup that must be done `margin` s before `deadline` (unix
     time), e.g. connecting and subscribing before a token expires. Ending
@@ -795,13 +808,7 @@ class Redis:
 
     def stop(self):
         self._drop()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         if getattr(self, "_log", None):
             self._log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -988,13 +995,7 @@ http {
         for c in self.clients:
             c.abort()
         self.session.close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout)
         if getattr(self, "_out", None):
             self._out.close()
         shutil.rmtree(self.dir, ignore_errors=True)

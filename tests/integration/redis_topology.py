@@ -44,7 +44,7 @@ import tempfile
 import threading
 import time
 
-from harness import RedisError as RespError, RespConn as Conn, free_port, wait_until
+from harness import RedisError as RespError, RespConn as Conn, free_port, stop_process, wait_until
 
 REDIS_SERVER = os.environ.get("REDIS_SERVER") or "/usr/bin/redis-server"
 REDIS_CLI = os.environ.get("REDIS_CLI") or "/usr/bin/redis-cli"
@@ -187,13 +187,7 @@ class RedisNode:
 
     def stop(self):
         self.drop()
-        if self.running():
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         if self._log:
             self._log.close()
             self._log = None

@@ -4,7 +4,9 @@ against real processes.
 A real Prometheus (Debian's) runs deploy/prometheus/prometheus.yml with its
 targets pointed at two real Herald nodes in cluster mode (a real
 redis-server) that carry traffic: WebSocket subscribers, REST publications
-on two namespaces, logins. Then every query of every dashboard panel (and
+on two namespaces, logins, and - the nodes' backend proxy and events webhook
+pointed at a real HTTP backend (backend_fixture.py) - sockets without a token
+and RPC calls for the proxy panels. Then every query of every dashboard panel (and
 the `node` variable's) is evaluated through Prometheus' HTTP API: each must
 parse and return series, and each `{{label}}` of its legend must be a label
 of those series. A misspelt metric or label therefore fails, as the test
@@ -26,7 +28,8 @@ import urllib.parse
 import requests
 import yaml
 
-from harness import REPO, Herald, Redis, free_port, run_tests, wait_until
+import backend_fixture as bf
+from harness import REPO, WS, Herald, Redis, free_port, run_tests, wait_until
 
 PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
@@ -151,9 +154,32 @@ def query_problems(prom, title, expr, legend):
     return problems
 
 
+def proxy_env(backend):
+    """The nodes' backend proxy and events webhook, on backend (backend_fixture)."""
+    backend.route("/connect", bf.answer(200, {"result": {"user": "cookie-user"}}))
+    backend.route("/rpc", bf.answer(200, {"result": {"data": "pong"}}))
+    backend.route("/events", bf.answer(204, b""))
+    return {"HERALD_PROXY_CONNECT_URL": backend.url("/connect"),
+            "HERALD_PROXY_RPC_URL": backend.url("/rpc"),
+            "HERALD_EVENTS_WEBHOOK_URL": backend.url("/events")}
+
+
+def tokenless(h):
+    """A socket with a cookie and no token: the connect proxy's business."""
+    ws = WS(h.port)
+    try:
+        if ws.connect("/ws", {"Cookie": "session=x"}) == 101:
+            ws.send_json({"id": 1, "op": "connect"})
+            ws.recv_json(5)
+    except (OSError, AssertionError):
+        pass
+    ws.abort()
+
+
 def traffic(nodes, stop_at):
     """Subscribers on both nodes, publications on two namespaces through both
-    nodes, logins and failed logins, until stop_at."""
+    nodes, logins and failed logins, sockets without a token and RPC calls
+    (the backend proxy), until stop_at."""
     subs = []
     for i, h in enumerate(nodes):
         for ch in ("chat:room", "news"):
@@ -162,10 +188,12 @@ def traffic(nodes, stop_at):
             subs.append(ws)
     n = 0
     while time.monotonic() < stop_at:
-        for h in nodes:
+        for i, h in enumerate(nodes):
             for ch in ("chat:room", "news"):
                 h.publish(ch, {"n": n})
             h.http("GET", "/api/v1/users/me")  # 401: another route's histogram
+            tokenless(h)
+            subs[2 * i].cmd("rpc", method="ping", data=n)
         n += 1
         time.sleep(0.1)
     for ws in subs:
@@ -202,33 +230,45 @@ def test_dashboard_structure():
     for family in ("herald_delivery_latency_seconds_bucket", "herald_http_request_duration_seconds_bucket",
                    "herald_handshake_duration_seconds_bucket", "herald_namespace_publications_total",
                    "herald_namespace_deliveries_total", "herald_loop_lag_seconds",
-                   "herald_redis_shards_connected", "herald_redis_reconnects_total", "herald_redis_pending_bytes"):
+                   "herald_redis_shards_connected", "herald_redis_reconnects_total", "herald_redis_pending_bytes",
+                   "herald_proxy_requests_total", "herald_proxy_refusals_total", "herald_proxy_errors_total",
+                   "herald_proxy_timeouts_total", "herald_proxy_rejected_total",
+                   "herald_proxy_duration_seconds_bucket", "herald_proxy_inflight", "herald_proxy_queued",
+                   "herald_events_sent_total", "herald_events_dropped_total", "herald_events_retries_total"):
         assert family in used, "the dashboard does not use %s" % family
 
 
 def test_every_query_returns_data_from_real_nodes():
     secret = "dashboard-secret-0123456789abcdef0123"
-    with Redis() as r, \
-            Herald(redis=r, secret=secret, api_key="k1", config=CONFIG, env={"HERALD_NODE_ID": "alpha"}) as a, \
-            Herald(redis=r, secret=secret, api_key="k1", config=CONFIG, env={"HERALD_NODE_ID": "beta"}) as b:
-        a.wait_ready()
-        b.wait_ready()
-        targets = {"herald1:8080": "127.0.0.1:%d" % a.port, "herald2:8080": "127.0.0.1:%d" % b.port}
-        with Prometheus(targets) as prom:
-            wait_until(lambda: prom.targets_up("herald", 2), 30, what="both nodes scraped")
-            # rate() over 20 s needs two samples with traffic between them
-            traffic([a, b], time.monotonic() + 6)
-            problems = []
-            for title, expr, legend in queries(dashboard()):
-                problems += query_problems(prom, title, expr, legend)
-            assert not problems, "dashboard queries:\n  " + "\n  ".join(problems)
-            # nodes are told apart by Herald's own label
-            nodes = {s["metric"]["node"] for s in prom.query("herald_connections")}
-            assert nodes == {"alpha", "beta"}, nodes
-            # the check bites
-            assert query_problems(prom, "t", "sum(rate(herald_publicationz_total[20s]))", "")
-            assert query_problems(prom, "t", "sum by (node) (herald_connections)", "{{namespace}}")
-            assert query_problems(prom, "t", "sum(rate(herald_connections_total[20s]", "")
+    with Redis() as r, bf.Backend() as backend:
+        env = proxy_env(backend)
+        with Herald(redis=r, secret=secret, api_key="k1", config=CONFIG,
+                    env=dict(env, HERALD_NODE_ID="alpha")) as a, \
+                Herald(redis=r, secret=secret, api_key="k1", config=CONFIG,
+                       env=dict(env, HERALD_NODE_ID="beta")) as b:
+            check_dashboard(a, b)
+
+
+def check_dashboard(a, b):
+    """Prometheus scrapes the two nodes carrying traffic; every panel query answers."""
+    a.wait_ready()
+    b.wait_ready()
+    targets = {"herald1:8080": "127.0.0.1:%d" % a.port, "herald2:8080": "127.0.0.1:%d" % b.port}
+    with Prometheus(targets) as prom:
+        wait_until(lambda: prom.targets_up("herald", 2), 30, what="both nodes scraped")
+        # rate() over 20 s needs two samples with traffic between them
+        traffic([a, b], time.monotonic() + 6)
+        problems = []
+        for title, expr, legend in queries(dashboard()):
+            problems += query_problems(prom, title, expr, legend)
+        assert not problems, "dashboard queries:\n  " + "\n  ".join(problems)
+        # nodes are told apart by Herald's own label
+        nodes = {s["metric"]["node"] for s in prom.query("herald_connections")}
+        assert nodes == {"alpha", "beta"}, nodes
+        # the check bites
+        assert query_problems(prom, "t", "sum(rate(herald_publicationz_total[20s]))", "")
+        assert query_problems(prom, "t", "sum by (node) (herald_connections)", "{{namespace}}")
+        assert query_problems(prom, "t", "sum(rate(herald_connections_total[20s]", "")
 
 
 if __name__ == "__main__":

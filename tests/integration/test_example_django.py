@@ -26,7 +26,7 @@ DJANGO_DIR = os.path.join(EXAMPLES, "django")
 
 
 def project(layer):
-    return Example("django", ports=("REDIS_PORT", "HERALD_PORT", "DJANGO_PORT"),
+    return Example("django", ports=("REDIS_PORT", "HERALD_PORT", "DJANGO_PORT", "NGINX_PORT"),
                    env={"DJANGO_CHANNEL_LAYER": layer, "HERALD_JWT_SECRET": SECRET})
 
 

@@ -69,6 +69,9 @@ function fakeNet() {
   net.reply = (ws, m) => {
     switch (m.op) {
       case "connect":
+        net.connects = (net.connects || []).concat([m]);
+        /* a connect proxy: the test decides (true = handled) */
+        if (net.connectProxy && net.connectProxy(ws, m)) return;
         if (net.rejectToken && m.token === net.rejectToken) {
           ws.push({ id: m.id, error: { code: "unauthorized", message: "invalid token" } });
           setTimeout(() => ws.serverClose(4001, "unauthorized"), 1);
@@ -106,6 +109,13 @@ function fakeNet() {
       case "refresh":
         net.refreshed = (net.refreshed || 0) + 1;
         ws.push({ id: m.id, result: { expires_at: Math.floor(Date.now() / 1000) + 600 } });
+        return;
+      case "rpc":
+        /* an RPC proxy whose backend knows "echo" and "whoami" */
+        if (m.method === "echo") ws.push({ id: m.id, result: { data: m.data } });
+        else if (m.method === "whoami") ws.push({ id: m.id, result: { data: { user: net.user } } });
+        else if (m.method === "nulled") ws.push({ id: m.id, result: { data: null } });
+        else ws.push({ id: m.id, error: { code: "unknown_method", message: "no method " + m.method } });
         return;
       case "presence":
       case "history":
@@ -506,4 +516,196 @@ test("pacing: a burst of commands over the bucket goes out at the configured rat
   assert.ok(took >= 40, "10 over the burst at 200/s take >= 50 ms, took " + took);
   assert.deepEqual(net.last().ops("publish").map((m) => m.data), [...Array(15).keys()]);
   h.disconnect();
+});
+
+/*---- connecting without a token (the connect proxy), rpc ----*/
+
+test("no token: a bare connect command, with the data option's value or function result", async () => {
+  const net = fakeNet();
+  const h = client(net, { token: undefined });
+  h.connect();
+  await until(() => h.state === "connected");
+  assert.deepEqual(net.last().sent[0], { id: net.last().sent[0].id, op: "connect" });
+  h.disconnect();
+
+  const net2 = fakeNet();
+  const h2 = client(net2, { token: undefined, data: { room: "lobby" } });
+  h2.connect();
+  await until(() => h2.state === "connected");
+  assert.deepEqual(net2.last().sent[0], { id: net2.last().sent[0].id, op: "connect", data: { room: "lobby" } });
+  h2.disconnect();
+
+  // a function is asked again for every connection (here: after a drop)
+  const net3 = fakeNet();
+  let n = 0;
+  const h3 = client(net3, { token: undefined, data: async () => ({ attempt: ++n }) });
+  h3.connect();
+  await until(() => h3.state === "connected");
+  net3.last().serverClose(1006, "");
+  await until(() => h3.state === "connected" && net3.sockets.length === 2);
+  assert.deepEqual(net3.connects.map((m) => [m.token, m.data]), [[undefined, { attempt: 1 }], [undefined, { attempt: 2 }]]);
+  h3.disconnect();
+
+  // with a token the data goes along (the server decides who reads it)
+  const net4 = fakeNet();
+  const h4 = client(net4, { data: 0 });
+  h4.connect();
+  await until(() => h4.state === "connected");
+  assert.deepEqual(net4.connects.map((m) => [m.token, m.data]), [["tok", 0]]);
+  h4.disconnect();
+  for (const c of [h, h2, h3, h4]) assert.equal(c._timerCount, 0);
+});
+
+test("no token: a data function that throws is an error and a retry, not a crash", async () => {
+  const net = fakeNet();
+  let calls = 0;
+  const h = client(net, {
+    token: undefined,
+    data: () => {
+      if (++calls < 2) throw new Error("no locale yet");
+      return "ok";
+    },
+  });
+  const errs = [];
+  h.on("error", (e) => errs.push([e.code, e.message]));
+  h.connect();
+  await until(() => h.state === "connected");
+  assert.deepEqual(errs, [["transport", "the data option failed: no locale yet"]]);
+  assert.equal(net.sockets.length, 1, "no socket for the failed attempt");
+  assert.equal(net.last().sent[0].data, "ok");
+  h.disconnect();
+});
+
+test("connect proxy unavailable: error reply, close 1013, retried with backoff until the backend answers", async () => {
+  const net = fakeNet();
+  let down = 3;
+  net.connectProxy = (ws, m) => {
+    if (down-- <= 0) return false;
+    ws.push({ id: m.id, error: { code: "unavailable", message: "the backend did not answer" } });
+    setTimeout(() => ws.serverClose(1013, "try again later"), 1);
+    return true;
+  };
+  const h = client(net, { token: undefined });
+  const errs = [];
+  const attempts = [];
+  const ev = [];
+  h.on("error", (e) => errs.push(e.code));
+  h.on("connecting", (e) => attempts.push(e.attempt));
+  h.on("disconnected", (e) => ev.push(e));
+  h.connect();
+  await until(() => h.state === "connected");
+  assert.deepEqual(errs, ["unavailable", "unavailable", "unavailable"]);
+  // never connected in between: the schedule grows, it is not reset
+  assert.deepEqual(attempts, [1, 2, 3]);
+  assert.equal(net.sockets.length, 4);
+  assert.deepEqual(ev, [], "no disconnected event before the first connection");
+  // a request made meanwhile waited for the connection
+  assert.deepEqual(await h.publish("c", 1), {});
+  h.disconnect();
+  assert.equal(h._timerCount, 0);
+});
+
+test("connect proxy refusal: the backend's error code, then 4003 ends it; requests reject with that code", async () => {
+  const net = fakeNet();
+  net.connectProxy = (ws, m) => {
+    ws.push({ id: m.id, error: { code: "login_required", message: "log in first" } });
+    setTimeout(() => ws.serverClose(4003, "login_required"), 1);
+    return true;
+  };
+  const h = client(net, { token: undefined });
+  const errs = [];
+  const ev = [];
+  h.on("error", (e) => errs.push(e.code));
+  h.on("disconnected", (e) => ev.push(e));
+  h.connect();
+  const waiting = assert.rejects(h.publish("c", 1), (e) => e instanceof HeraldError && e.code === "login_required" && e.message === "log in first");
+  await until(() => h.state === "disconnected");
+  await waiting;
+  assert.deepEqual(errs, ["login_required"]);
+  assert.equal(ev.length, 1);
+  assert.equal(ev[0].code, 4003);
+  assert.equal(ev[0].reconnect, false);
+  assert.equal(ev[0].wasConnected, false);
+  assert.equal(ev[0].error.code, "login_required");
+  await sleep(80);
+  assert.equal(net.sockets.length, 1, "no reconnect after 4003");
+  assert.equal(h._timerCount, 0);
+  // connect() again is the application's decision (say, after its login form)
+  net.connectProxy = null;
+  h.connect();
+  await until(() => h.state === "connected");
+  h.disconnect();
+});
+
+test("backend disconnect codes 4500-4999: the end, unless the reason starts with \"reconnect\"", async () => {
+  const net = fakeNet();
+  const h = client(net, { token: undefined });
+  const ev = [];
+  h.on("disconnected", (e) => ev.push([e.code, e.reason, e.reconnect]));
+  h.connect();
+  await until(() => h.state === "connected");
+  net.last().serverClose(4501, "reconnect: moved to another shard");
+  await until(() => h.state === "connected" && net.sockets.length === 2);
+  net.last().serverClose(4502, "banned");
+  assert.equal(h.state, "disconnected");
+  await sleep(80);
+  assert.equal(net.sockets.length, 2);
+  assert.deepEqual(ev, [[4501, "reconnect: moved to another shard", true], [4502, "banned", false]]);
+  await assert.rejects(h.rpc("echo", 1), { code: "disconnected" });
+  assert.equal(h._timerCount, 0);
+});
+
+test("a proxy session ended by the refresh proxy (4001, no getToken) is not retried", async () => {
+  const net = fakeNet();
+  net.expiresAt = Math.floor(Date.now() / 1000) + 60;
+  const h = client(net, { token: undefined });
+  const ev = [];
+  h.on("disconnected", (e) => ev.push([e.code, e.reconnect]));
+  h.connect();
+  await until(() => h.state === "connected");
+  assert.equal(h.expiresAt, net.expiresAt);
+  await sleep(20);
+  assert.equal(net.last().ops("refresh").length, 0, "the server refreshes a proxy session, not the client");
+  net.last().serverClose(4001, "session expired");
+  assert.deepEqual(ev, [[4001, false]]);
+  await sleep(80);
+  assert.equal(net.sockets.length, 1);
+});
+
+test("rpc: the result's data, the backend's error code, the command as sent", async () => {
+  const net = fakeNet();
+  const h = client(net, { token: undefined });
+  await assert.rejects(h.rpc("echo", 1), { code: "disconnected" });
+  h.connect();
+  const early = h.rpc("echo", { a: [1, 2] }); // queued while connecting
+  assert.deepEqual(await early, { a: [1, 2] });
+  assert.deepEqual(await h.rpc("whoami"), { user: "alice" });
+  assert.equal(await h.rpc("nulled", 5), null);
+  await assert.rejects(h.rpc("nope", {}), (e) => e instanceof HeraldError && e.code === "unknown_method" && e.message === "no method nope");
+  await assert.rejects(h.rpc(""), TypeError);
+  await assert.rejects(h.rpc(42), TypeError);
+  const sent = net.last().ops("rpc");
+  assert.deepEqual(sent.map(({ id, ...m }) => (assert.ok(id > 0), m)), [
+    { op: "rpc", method: "echo", data: { a: [1, 2] } },
+    { op: "rpc", method: "whoami", data: null },
+    { op: "rpc", method: "nulled", data: 5 },
+    { op: "rpc", method: "nope", data: {} },
+  ]);
+  h.disconnect();
+  assert.equal(h._timerCount, 0);
+});
+
+test("rpc: no reply in time is a timeout; a lost connection rejects it", async () => {
+  const net = fakeNet();
+  const h = client(net, { requestTimeout: 50 });
+  h.connect();
+  await until(() => h.state === "connected");
+  net.auto = false;
+  await assert.rejects(h.rpc("slow", 1), { code: "timeout" });
+  const p = h.rpc("slow", 2);
+  await sleep(5);
+  net.last().serverClose(1006, "");
+  await assert.rejects(p, { code: "disconnected" });
+  h.disconnect();
+  assert.equal(h._timerCount, 0);
 });

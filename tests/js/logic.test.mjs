@@ -11,6 +11,7 @@ import {
   tokenExpiry,
   resolveUrl,
   shouldReconnect,
+  reasonAsksReconnect,
 } from "../../web/herald.js";
 
 test("backoff: full jitter under a cap that doubles up to max", () => {
@@ -139,4 +140,37 @@ test("reconnect policy: never after 4003; after 4001 only with getToken", () => 
   assert.equal(shouldReconnect(4001, false), false);
   assert.equal(shouldReconnect(4001, true), true);
   for (const c of [1001, 1006, 1011, 4008, 4029]) assert.equal(shouldReconnect(c, false), true);
+});
+
+test("reconnect policy: close codes and a backend's reason", () => {
+  const cases = [
+    // code, hasGetToken, reason, reconnect?
+    [1000, false, "", true],
+    [1001, false, "going away", true],
+    [1006, false, "", true],
+    [1013, false, "try again later", true], // the connect proxy was unavailable
+    [4001, true, "token expired", true],
+    [4001, false, "session expired", false],
+    [4003, true, "disconnected", false],
+    [4008, false, "slow consumer", true],
+    [4029, false, "rate limit", true],
+    [4499, false, "", true],
+    [4500, false, "", false],
+    [4500, true, "banned", false],
+    [4999, false, "no", false],
+    [4501, false, "reconnect", true],
+    [4501, false, "Reconnect: moved", true],
+    [4501, false, "reconnect later", true],
+    [4501, false, "reconnecting", false], // the word itself, not a prefix of another
+    [4501, false, "please reconnect", false],
+    [4501, false, undefined, false],
+    [5000, false, "", true],
+  ];
+  for (const [code, getToken, reason, want] of cases) {
+    assert.equal(shouldReconnect(code, getToken, reason), want, `${code} ${getToken} ${JSON.stringify(reason)}`);
+  }
+  assert.equal(reasonAsksReconnect("reconnect_now"), false);
+  assert.equal(reasonAsksReconnect(" reconnect"), false);
+  assert.equal(reasonAsksReconnect("RECONNECT."), true);
+  assert.equal(reasonAsksReconnect(null), false);
 });

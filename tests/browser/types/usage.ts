@@ -66,3 +66,23 @@ h.history("c", { limit: "10" });
 h.subscribe(42);
 // @ts-expect-error: token must be a string
 new Herald("/ws", { token: 1 });
+
+// connecting without a token (a cookie session through Herald's connect
+// proxy), with data for the backend; the backend's RPC
+const cookie = new Herald("/ws", { data: { room: "lobby" } });
+const lazy = new Herald("/ws", { data: async () => ({ tz: "UTC" }) });
+cookie.on("disconnected", (ev) => {
+  if (ev.error) console.log("refused:", ev.error.code, ev.code);
+});
+async function callBackend() {
+  const me = await cookie.rpc<{ username: string }>("whoami");
+  const name: string = me.username;
+  const any = await cookie.rpc("echo", { n: [1, 2] });
+  return [name, any];
+}
+void callBackend;
+void lazy;
+// @ts-expect-error: the method is a string
+cookie.rpc(7);
+// @ts-expect-error: data must be JSON, not a function returning a function
+new Herald("/ws", { data: () => () => 1 });

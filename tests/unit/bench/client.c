@@ -12,7 +12,7 @@ static void upgrade(void)
 {
     char req[1024], accept[29];
     uint64_t rng = 42;
-    size_t n = bc_upgrade_request(req, sizeof req, "/ws?token=t", "127.0.0.1", 8080, 1, &rng,
+    size_t n = bc_upgrade_request(req, sizeof req, "/ws?token=t", "127.0.0.1", 8080, 1, NULL, &rng,
                                   accept);
     CHECK(n == strlen(req));
     CHECK(!strncmp(req, "GET /ws?token=t HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n", 48));
@@ -24,8 +24,9 @@ static void upgrade(void)
     ws_accept_key(k + 19, 24, want);
     CHECK_STR(accept, want);
     CHECK(strlen(accept) == 28);
-    n = bc_upgrade_request(req, sizeof req, "/ws", "h", 1, 0, &rng, accept);
+    n = bc_upgrade_request(req, sizeof req, "/ws", "h", 1, 0, "Cookie: a=b\r\n", &rng, accept);
     CHECK(strstr(req, "Extensions") == NULL && n == strlen(req));
+    CHECK(strstr(req, "\r\nCookie: a=b\r\n\r\n") != NULL);
 
     char resp[512];
     int len = snprintf(resp, sizeof resp,

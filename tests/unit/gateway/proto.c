@@ -52,6 +52,21 @@ static void test_valid_commands(void)
     CHECK_STR(c.token, "abc");
     hr_cmd_clear(&c);
 
+    /* the connect proxy's data; rpc (SPEC §8) */
+    CHECK(parse("{\"id\":4,\"op\":\"connect\",\"data\":{\"room\":\"l\"}}", &c, &e) == 0);
+    CHECK(c.op == HR_OP_CONNECT && json_is_object(c.data) && c.token == NULL);
+    hr_cmd_clear(&c);
+    CHECK(parse("{\"id\":8,\"op\":\"rpc\",\"method\":\"orders.list\",\"data\":[1]}", &c, &e) == 0);
+    CHECK(c.op == HR_OP_RPC && json_is_array(c.data));
+    CHECK_STR(c.method, "orders.list");
+    hr_cmd_clear(&c);
+    CHECK(parse("{\"id\":9,\"op\":\"rpc\",\"method\":\"m\"}", &c, &e) == 0);
+    CHECK(c.op == HR_OP_RPC && c.data == NULL); /* null for the backend */
+    hr_cmd_clear(&c);
+    CHECK(parse_fails("{\"id\":9,\"op\":\"rpc\"}", HR_ERR_BAD_REQUEST) == 9);
+    CHECK(parse_fails("{\"id\":9,\"op\":\"rpc\",\"method\":\"\"}", HR_ERR_BAD_REQUEST) == 9);
+    CHECK(parse_fails("{\"id\":9,\"op\":\"rpc\",\"method\":7}", HR_ERR_BAD_REQUEST) == 9);
+
     CHECK(parse("{\"id\":5,\"op\":\"history\",\"channel\":\"a\",\"limit\":10,"
                 "\"since\":{\"offset\":3,\"epoch\":\"e1\"}}",
                 &c, &e) == 0);
