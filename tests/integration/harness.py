@@ -95,7 +95,6 @@ class TooSlow(Exception):
     failure of Herald; with_lifetimes runs the scenario again with more time."""
 
 
-@contextlib.contextmanager
 def stop_process(proc, timeout=5.0):
     """SIGTERM to proc (a subprocess.Popen, or None) if it still runs, then
     waits up to timeout seconds for it to exit, and SIGKILLs it after that.
@@ -109,6 +108,7 @@ def stop_process(proc, timeout=5.0):
             proc.wait()
 
 
+@contextlib.contextmanager
 def before(deadline, what="the setup", margin=1.0):
     """Runs a setup that must be done `margin` s before `deadline` (unix
     time), e.g. connecting and subscribing before a token expires. Ending
