@@ -17,8 +17,16 @@
  *   <p>:revoked              hash: user id -> unix seconds of the revocation
  *   <p>:meta                 hash: small settings (generated JWT secret, schema,
  *                            username_rules once the name keys are migrated)
- * The Lua scripts below touch <p>:refresh:* keys they build themselves:
- * fine on a standalone Redis (hiredis 0.14 has no cluster support anyway).
+ * The Lua scripts below touch <p>:refresh:* keys they build themselves,
+ * and several keys at once: in Redis Cluster every key of the store has
+ * the prefix {<p>} (one hash tag: one slot, one master; user traffic is
+ * light), so none of them is CROSSSLOT.
+ *
+ * Where the users are (the first URL of HERALD_REDIS_URL): redis:// its
+ * server; redis+sentinel:// the master its sentinels name, checked with
+ * ROLE, asked again when a command answers READONLY or the connection is
+ * lost (blocking: we are on a worker); redis+cluster:// the master of the
+ * users' slot, found by following MOVED (and ASK) from a seed.
  * Needs Redis 7.0 (GETDEL, SET EXAT, EXPIREAT NX/GT); init() checks.
  */
 #include "auth/auth.h"
@@ -43,9 +51,15 @@
 
 /* The concrete store behind the opaque auth_store pointer. */
 typedef struct redis_store {
-    redisContext *c; /* NULL while disconnected */
-    hr_redis_addr addr;
-    char *prefix;
+    redisContext *c;        /* NULL while disconnected */
+    hr_redis_target target; /* the first of HERALD_REDIS_URL */
+    /* where c goes: target.node for redis://; the master the sentinels
+     * named; in Redis Cluster the node that last served the users' slot
+     * (NULL host: a seed) */
+    char *host;
+    int port;
+    int asking;       /* Redis Cluster: the next command goes after ASKING (an ASK redirection) */
+    char *prefix;     /* the key prefix: <p>, or {<p>} in Redis Cluster */
     char errstr[256]; /* why the last connection attempt failed */
 } redis_store;
 
@@ -56,16 +70,17 @@ static redis_store *rs(auth_store *s)
 
 /*---- URL parsing -----------------------------------------------------------*/
 
-/* Users live on the first server of HERALD_REDIS_URL (the shards' first). */
-static int parse_url(redis_store *s, const char *url)
+/* Users live on the first shard of HERALD_REDIS_URL: its server, the
+ * master its sentinels name, or the cluster. */
+static int parse_url(redis_store *s, const char *url, char *err, size_t errlen)
 {
-    hr_redis_addr *a;
-    int n = hr_redis_urls_parse(url, &a);
+    hr_redis_target *t;
+    int n = hr_redis_targets_parse(url, &t, err, errlen);
     if (n < 0)
         return -1;
-    s->addr = a[0];
-    memset(&a[0], 0, sizeof(a[0]));
-    hr_redis_addrs_free(a, n);
+    s->target = t[0];
+    memset(&t[0], 0, sizeof(t[0]));
+    hr_redis_targets_free(t, n);
     return 0;
 }
 
@@ -88,29 +103,129 @@ static int setup_command(redis_store *s, redisContext *c, const char *what, redi
     return ok ? 0 : -1;
 }
 
-/* Connects, authenticates and selects the database. 0 or -1 (s->errstr). */
-static int connect_store(redis_store *s)
+/* Connects to host:port and sends a's AUTH and SELECT. Returns the
+ * context, or NULL (s->errstr). */
+static redisContext *connect_node(redis_store *s, const char *host, int port,
+                                  const hr_redis_addr *a)
 {
     struct timeval tv = {REDIS_TIMEOUT_S, 0};
-    redisContext *c = redisConnectWithTimeout(s->addr.host, s->addr.port, tv);
+    redisContext *c = redisConnectWithTimeout(host, port, tv);
     if (!c || c->err) {
-        snprintf(s->errstr, sizeof(s->errstr), "cannot connect to redis at %.64s:%d: %.120s",
-                 s->addr.host, s->addr.port, c ? c->errstr : "out of memory");
+        snprintf(s->errstr, sizeof(s->errstr), "cannot connect to redis at %.64s:%d: %.120s", host,
+                 port, c ? c->errstr : "out of memory");
         redisFree(c);
-        return -1;
+        return NULL;
     }
     int rc = redisSetTimeout(c, tv) == REDIS_OK ? 0 : -1;
     hr_redis_setup setup[2];
     char dbbuf[16];
-    int nsetup = hr_redis_setup_commands(&s->addr, setup, dbbuf);
+    int nsetup = hr_redis_setup_commands(a, setup, dbbuf);
     for (int i = 0; rc == 0 && i < nsetup; i++)
         rc = setup_command(s, c, setup[i].argv[0],
                            redisCommandArgv(c, setup[i].argc, setup[i].argv, NULL));
     if (rc < 0) {
         redisFree(c);
-        return -1;
+        return NULL;
     }
+    return c;
+}
+
+/* redis+sentinel://: asks the sentinels in turn for the master and checks
+ * it with ROLE (a stale sentinel may name a replica). Blocking: worker
+ * threads and start-up only. */
+static redisContext *connect_sentinel_master(redis_store *s)
+{
+    const hr_redis_target *t = &s->target;
+    hr_redis_addr sauth = {.user = t->sentinel_user, .password = t->sentinel_password};
+    char why[256] = "no sentinel answered";
+    for (int i = 0; i < t->nhosts; i++) {
+        redisContext *q = connect_node(s, t->hosts[i].host, t->hosts[i].port, &sauth);
+        if (!q) {
+            snprintf(why, sizeof(why), "%s", s->errstr);
+            continue;
+        }
+        redisReply *r = redisCommand(q, "SENTINEL get-master-addr-by-name %s", t->master);
+        redisFree(q);
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING ||
+            r->element[1]->type != REDIS_REPLY_STRING) {
+            snprintf(why, sizeof(why), "sentinel %.64s:%d does not name master %.64s%s%.100s",
+                     t->hosts[i].host, t->hosts[i].port, t->master,
+                     r && r->type == REDIS_REPLY_ERROR ? ": " : "",
+                     r && r->type == REDIS_REPLY_ERROR ? r->str : "");
+            freeReplyObject(r);
+            continue;
+        }
+        char host[256];
+        snprintf(host, sizeof(host), "%s", r->element[0]->str);
+        int port = atoi(r->element[1]->str);
+        freeReplyObject(r);
+        redisContext *c = connect_node(s, host, port, &t->node);
+        if (!c) {
+            snprintf(why, sizeof(why), "%s", s->errstr);
+            continue;
+        }
+        r = redisCommand(c, "ROLE");
+        int master = r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                     r->element[0]->type == REDIS_REPLY_STRING &&
+                     !strcmp(r->element[0]->str, "master");
+        freeReplyObject(r);
+        if (master) {
+            free(s->host);
+            s->host = hr_strdup(host);
+            s->port = port;
+            return c;
+        }
+        redisFree(c);
+        snprintf(why, sizeof(why), "%.64s:%d, named master %.64s by sentinel %.64s:%d, is not one",
+                 host, port, t->master, t->hosts[i].host, t->hosts[i].port);
+    }
+    snprintf(s->errstr, sizeof(s->errstr), "%s", why);
+    return NULL;
+}
+
+/* redis+cluster://: the node that served the users' slot last, else the
+ * seeds in turn (a MOVED then says where to go). */
+static redisContext *connect_cluster_node(redis_store *s)
+{
+    const hr_redis_target *t = &s->target;
+    if (s->host) {
+        redisContext *c = connect_node(s, s->host, s->port, &t->node);
+        if (c)
+            return c;
+        free(s->host);
+        s->host = NULL;
+    }
+    for (int i = 0; i < t->nhosts; i++) {
+        redisContext *c = connect_node(s, t->hosts[i].host, t->hosts[i].port, &t->node);
+        if (c)
+            return c;
+    }
+    return NULL;
+}
+
+/* Connects, authenticates and selects the database. 0 or -1 (s->errstr). */
+static int connect_store(redis_store *s)
+{
+    redisContext *c;
+    switch (s->target.mode) {
+    case HR_REDIS_SENTINEL:
+        c = connect_sentinel_master(s);
+        break;
+    case HR_REDIS_CLUSTER:
+        c = connect_cluster_node(s);
+        break;
+    default:
+        c = connect_node(s, s->target.node.host, s->target.node.port, &s->target.node);
+        break;
+    }
+    if (!c)
+        return -1;
     s->c = c;
+    if (s->asking) {
+        s->asking = 0;
+        freeReplyObject(redisCommand(c, "ASKING"));
+    }
     return 0;
 }
 
@@ -138,25 +253,79 @@ static void store_warn(const char *why)
         hr_warn("store", "user store: %s", why);
 }
 
+/* An answer that says the command ran nowhere and where to send it: a
+ * Redis Cluster redirection (MOVED, ASK: s->host/port and s->asking set;
+ * TRYAGAIN during a migration), or READONLY from a demoted master (the
+ * sentinels are asked again). 1 if so (the connection is dropped). */
+static int redirected(redis_store *s, const redisReply *r)
+{
+    if (!r || r->type != REDIS_REPLY_ERROR)
+        return 0;
+    if (s->target.mode == HR_REDIS_SENTINEL && !strncmp(r->str, "READONLY", 8)) {
+        disconnect(s);
+        return 1;
+    }
+    if (s->target.mode != HR_REDIS_CLUSTER)
+        return 0;
+    int ask = !strncmp(r->str, "ASK ", 4);
+    if (ask || !strncmp(r->str, "MOVED ", 6)) {
+        /* "MOVED <slot> <host>:<port>" (an empty host: the one asked) */
+        const char *addr = strchr(strchr(r->str, ' ') + 1, ' ');
+        const char *colon = addr ? strrchr(addr, ':') : NULL;
+        if (!colon)
+            return 0;
+        char host[256];
+        size_t hl = (size_t)(colon - addr - 1);
+        if (hl >= sizeof(host))
+            return 0;
+        memcpy(host, addr + 1, hl);
+        host[hl] = '\0';
+        if (!hl && s->host)
+            snprintf(host, sizeof(host), "%s", s->host);
+        if (!host[0])
+            return 0;
+        free(s->host);
+        s->host = hr_strdup(host);
+        s->port = atoi(colon + 1);
+        s->asking = ask;
+        disconnect(s);
+        return 1;
+    }
+    if (!strncmp(r->str, "TRYAGAIN", 8)) {
+        struct timespec ts = {0, 50 * 1000000L}; /* a worker thread: waiting is fine */
+        nanosleep(&ts, NULL);
+        return 1;
+    }
+    return 0;
+}
+
 /* Sends one command (hiredis format: each %s is one argument, spaces and
  * quotes included). Returns the reply (caller frees), or NULL when Redis is
  * unreachable: the connection is dropped and the next call reconnects. An
  * error reply's text is kept in errstr (and logged) for whoever reports the
- * failure. */
+ * failure. A command that Redis did not run (a redirection, READONLY) is
+ * sent again where it belongs, a few times at most; one whose connection
+ * was lost is not (it may have run). */
 static redisReply *cmd(redis_store *s, const char *fmt, ...)
 {
-    if (s->c && conn_stale(s->c))
-        disconnect(s);
-    if (!s->c && connect_store(s) < 0) {
-        store_warn(s->errstr);
-        return NULL;
+    redisReply *r = NULL;
+    for (int tries = 0; tries < 6; tries++) {
+        freeReplyObject(r);
+        if (s->c && conn_stale(s->c))
+            disconnect(s);
+        if (!s->c && connect_store(s) < 0) {
+            store_warn(s->errstr);
+            return NULL;
+        }
+        va_list ap;
+        va_start(ap, fmt);
+        r = redisvCommand(s->c, fmt, ap);
+        va_end(ap);
+        if (!redirected(s, r))
+            break;
     }
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(s->c, fmt, ap);
-    va_end(ap);
     if (!r) {
-        snprintf(s->errstr, sizeof(s->errstr), "redis: %.120s", s->c->errstr);
+        snprintf(s->errstr, sizeof(s->errstr), "redis: %.120s", s->c ? s->c->errstr : "lost");
         disconnect(s);
         store_warn(s->errstr);
     } else if (r->type == REDIS_REPLY_ERROR) {
@@ -213,7 +382,12 @@ static void redis_close(auth_store *st)
     if (!s)
         return;
     disconnect(s);
-    hr_redis_addr_clear(&s->addr);
+    free(s->target.master);
+    free(s->target.sentinel_user);
+    free(s->target.sentinel_password);
+    hr_redis_addr_clear(&s->target.node);
+    hr_redis_addrs_free(s->target.hosts, s->target.nhosts);
+    free(s->host);
     free(s->prefix);
     free(s);
 }
@@ -223,12 +397,25 @@ static void redis_close(auth_store *st)
 static auth_store *redis_open(const char *url, const char *prefix, char *err, size_t errlen)
 {
     redis_store *s = hr_calloc(1, sizeof(*s));
-    s->prefix = hr_strdup(prefix && *prefix ? prefix : "herald");
-    if (parse_url(s, url) < 0) {
-        /* never echo the URL: it may hold the password */
-        snprintf(err, errlen, "bad Redis URL: expected redis://[:password@]host:port[/db]");
+    /* the reason never echoes the URL: it may hold the password */
+    if (parse_url(s, url, err, errlen) < 0) {
         redis_close((auth_store *)s);
         return NULL;
+    }
+    const char *p = prefix && *prefix ? prefix : "herald";
+    if (s->target.mode == HR_REDIS_CLUSTER) {
+        /* every key of the store in one slot ({<p>} is the hash tag): its
+         * scripts touch several keys at once */
+        if (strchr(p, '{') || strchr(p, '}')) {
+            snprintf(err, errlen,
+                     "HERALD_REDIS_PREFIX may not contain '{' or '}' with Redis Cluster");
+            redis_close((auth_store *)s);
+            return NULL;
+        }
+        s->prefix = hr_malloc(strlen(p) + 3);
+        sprintf(s->prefix, "{%s}", p);
+    } else {
+        s->prefix = hr_strdup(p);
     }
     connect_store(s);
     return (auth_store *)s;

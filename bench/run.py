@@ -26,7 +26,8 @@ Scenarios (defaults in brackets; see bench/README.md for what each number means)
   all            every scenario above, with its defaults
 Cluster mode (issue 7), with a fresh redis-server per run (see bench/README.md):
   cluster-fanout   2 nodes, subscribers split evenly, REST publishers via node 1 / both,
-                   Herald next to nginx+nchan (Redis store: distributed and nostore)
+                   Herald next to nginx+nchan (Redis store: distributed and nostore);
+                   --cluster-servers herald-rcluster: Herald on a 3-master Redis Cluster
   cluster-latency  5 publications/s to 1000 subscribers on 2 nodes for 10 s
   cluster-nodes    the fan-out with subscribers on 1, 2, 3 Herald nodes (via node 1)
   cluster          the three above
@@ -393,6 +394,39 @@ class RedisServer:
         return r
 
 
+class RedisClusterServer:
+    """A throwaway Redis Cluster of `masters` masters without replicas, built
+    by tests/integration/redis_topology.py's RedisCluster (redis-cli
+    --cluster create on free loopback ports): Herald's redis+cluster://
+    mode. RedisServer's interface; `procs` are every node's processes
+    (their CPU is Redis'), `proc` the first one's."""
+
+    def __init__(self, masters=3):
+        sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+        from redis_topology import RedisCluster
+        self.cl = RedisCluster(masters=masters, replicas=0)
+
+    def start(self):
+        self.cl.start()
+        return self
+
+    @property
+    def url(self):
+        return self.cl.url()
+
+    @property
+    def procs(self):
+        return [n.proc for n in self.cl.nodes]
+
+    @property
+    def proc(self):
+        return self.procs[0]
+
+    def stop(self, grace=10.0):
+        self.cl.stop()
+        return 0
+
+
 NGINX_HEAD = """load_module %(module)s;
 %(user)s
 worker_processes 1;
@@ -505,7 +539,8 @@ class NchanNode:
 
 class Cluster:
     """N gateway nodes sharing one fresh redis-server: Herald in cluster mode
-    (HERALD_REDIS_URL, one secret and API key) or nginx + nchan with
+    (HERALD_REDIS_URL, one secret and API key; kind "herald-rcluster": on a
+    3-master Redis Cluster instead, redis+cluster://) or nginx + nchan with
     `nchan_redis_pass` (kind "nchan": storage mode distributed, nchan's
     default; "nchan-nostore": Redis only relays, like Herald's channels
     without history). Same interface as Server for Bench.one_run."""
@@ -515,7 +550,8 @@ class Cluster:
         self.kind, self.nnodes = kind, nodes
         self.secret, self.api_key = bench.secret, bench.api_key
         self.dir = tempfile.mkdtemp(prefix="herald-bench-cluster-")
-        self.redis = RedisServer(a.redis_server, self.dir)
+        self.redis = RedisClusterServer() if kind == "herald-rcluster" else \
+            RedisServer(a.redis_server, self.dir)
         self.threads, self.bench = threads or a.herald_threads, bench
         self.nodes, self.killed, self.stop_s = [], False, 0.0
 
@@ -526,8 +562,8 @@ class Cluster:
         a = self.bench.a
         self.redis.start()
         for i in range(self.nnodes):
-            if self.kind in ("herald", "herald-base"):
-                binary = a.herald if self.kind == "herald" else a.herald_base
+            if self.kind in ("herald", "herald-base", "herald-rcluster"):
+                binary = a.herald_base if self.kind == "herald-base" else a.herald
                 n = Server("herald", binary, self.secret, self.api_key, threads=self.threads,
                            log_level=a.log_level, prefix=a.herald_prefix,
                            extra_env={"HERALD_REDIS_URL": self.redis.url,
@@ -558,7 +594,10 @@ class Cluster:
         return [p for n in self.nodes for p in n.pids()]
 
     def pids(self):
-        return self.node_pids() + [self.redis.proc.pid]
+        return self.node_pids() + [p.pid for p in self.redis_procs()]
+
+    def redis_procs(self):
+        return getattr(self.redis, "procs", None) or [self.redis.proc]
 
     def loadgen_target(self):
         t = ["--ports", ",".join(map(str, self.ports())),
@@ -567,7 +606,7 @@ class Cluster:
 
     def alive(self):
         return bool(self.nodes) and all(n.proc.poll() is None for n in self.nodes) and \
-            self.redis.proc.poll() is None
+            all(p.poll() is None for p in self.redis_procs())
 
     def rss_kb(self):
         vals = [proc_status_kb(p, "VmRSS") for p in self.pids()]
@@ -1269,7 +1308,8 @@ def cluster_run(b, cl, p):
     m = summarize(r)
     by_pid = r.get("server_cpu_by_pid") or {}
     recv = r["delivery"]["received"]
-    rcpu = by_pid.get(str(cl.redis.proc.pid))
+    rcpus = [by_pid.get(str(p.pid)) for p in cl.redis_procs()]
+    rcpu = None if None in rcpus else sum(rcpus)
     m["redis_cpu_s"] = rcpu
     m["redis_cpu_us_per_delivery"] = rcpu * 1e6 / recv if rcpu is not None and recv else None
     m["rss_after_kb"] = r["server_rss_kb"]
@@ -1642,7 +1682,8 @@ def parse_args(argv):
     ap.add_argument("--thread-counts", help="threads: HERALD_THREADS values (1,2)")
     ap.add_argument("--timeout", type=int, default=240, help="per loadgen run, seconds")
     ap.add_argument("--cluster-servers",
-                    help="cluster scenarios: herald,nchan,nchan-nostore (cluster-nodes: herald)")
+                    help="cluster scenarios: herald,nchan,nchan-nostore (cluster-nodes: herald); "
+                         "also herald-rcluster (Herald on a 3-master Redis Cluster)")
     ap.add_argument("--via", help="cluster-fanout: publish through node 1, both, or node 2 "
                     "(one,both,second; default one,both)")
     ap.add_argument("--node-counts", help="cluster-nodes: node counts (1,2,3)")

@@ -467,6 +467,21 @@ unsigned chan_channel_threads(chan_layer *l, const char *channel);
  * pubs: what was read after since.offset, oldest first. */
 int chan_recovered(const chan_pos *since, const chan_pos *top, const chan_pub *pubs, size_t n);
 
+/* The same across a change of epoch (a Redis failover or restart, SPEC
+ * section 5): pubs were read by a call that also said the offset they
+ * follow (`after`) and whether since's position was found in the stream
+ * (kept: since's epoch is top's, or the one before it and since is not
+ * beyond where it ended). */
+typedef enum chan_recovery {
+    CHAN_RECOVERY_NONE = 0, /* a gap: take the top, recovered: false */
+    CHAN_RECOVERY_FULL,     /* pubs are exactly what since misses: recovered */
+    CHAN_RECOVERY_EPOCH,    /* since's tail is lost, but pubs are every entry of
+                             * top's epoch (after `after`): recovered: false,
+                             * then deliver them */
+} chan_recovery;
+chan_recovery chan_recovery_across(const chan_pos *since, const chan_pos *top, const chan_pub *pubs,
+                                   size_t n, uint64_t after, int kept);
+
 /*---- Channel names ---------------------------------------------------------*/
 
 /* 1..max_len bytes of [A-Za-z0-9_.:@=,-]. Returns 1 if valid. */

@@ -360,6 +360,21 @@ int chan_recovered(const chan_pos *since, const chan_pos *top, const chan_pub *p
     return 1;
 }
 
+chan_recovery chan_recovery_across(const chan_pos *since, const chan_pos *top, const chan_pub *pubs,
+                                   size_t n, uint64_t after, int kept)
+{
+    if (chan_recovered(since, top, pubs, n))
+        return CHAN_RECOVERY_FULL;
+    if (!strcmp(since->epoch, top->epoch) || after > top->offset)
+        return CHAN_RECOVERY_NONE;
+    if (n ? pubs[0].offset != after + 1 || pubs[n - 1].offset != top->offset : after != top->offset)
+        return CHAN_RECOVERY_NONE;
+    for (size_t i = 1; i < n; i++)
+        if (pubs[i].offset != pubs[i - 1].offset + 1)
+            return CHAN_RECOVERY_NONE;
+    return kept && after == since->offset ? CHAN_RECOVERY_FULL : CHAN_RECOVERY_EPOCH;
+}
+
 /*---- The layer -------------------------------------------------------------*/
 
 void chan_log(chan_layer *l, int level, const char *event, const char *fmt, ...)

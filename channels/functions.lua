@@ -1,29 +1,54 @@
 -- functions.lua - Herald's Redis function library (cluster mode), loaded by
--- every node with FUNCTION LOAD REPLACE at each connect. redis.c prepends
+-- every node with FUNCTION LOAD REPLACE at each connect (in Redis Cluster:
+-- on every master). redis.c prepends
 --   #!lua name=<fn>
 --   local P = '<prefix>'        -- key and topic prefix
+--   local CLUSTER = true|false  -- Redis Cluster: tagged names, SPUBLISH
 --   local NS = {}; NS['<namespace>'] = {history_size, history_ttl} ...
 -- and appends the redis.register_function calls (<fn>_publish, _history,
--- _presence, _presence_set). Compiled into the binary (cmake/embed.cmake).
+-- _touch, _init, _presence, _presence_set). Compiled into the binary
+-- (cmake/embed.cmake).
 --
--- What a backend calls: FCALL <fn>_publish 0 CHANNEL DATA. Nodes call it
--- too, for history channels, with a third argument FROM (the publishing
--- client, {"user","client","info"}). DATA must be JSON every node can parse
--- and deliver (check_json below): what it is not is refused with an error
--- reply the caller sees, never published.
+-- What a backend calls: FCALL <fn>_publish 0 CHANNEL DATA (Redis Cluster:
+-- FCALL <fn>_publish 2 <P>:history-meta:{CHANNEL} <P>:history:{CHANNEL}
+-- CHANNEL DATA: the keys it touches, declared, so the call goes to the
+-- channel's slot and, while the slot migrates, to whichever node holds
+-- them; publish refuses other keys in Redis Cluster).
+-- Nodes call it too, for history channels, with a third argument FROM
+-- (the publishing client, {"user","client","info"}). DATA must be JSON
+-- every node can parse and deliver (check_json below): what it is not is
+-- refused with an error reply the caller sees, never published.
+--
+-- Names of channel C: <P>:<kind>:C, or <P>:<kind>:{C} in Redis Cluster
+-- (every key and topic of a channel in one slot).
 --
 -- History of channel C: <P>:history:C, a stream of entries "<offset>-1"
 -- with fields d (data) and f (from, client publications only);
--- <P>:history-meta:C, a hash: e (epoch), s (last offset). Only a
--- publication creates them; they expire history_ttl after the last one
--- (nodes with subscribers keep the meta alive). A channel without them has
--- offset 0 and the epoch it will be born with: <u>-<g>, where
--- <P>:history-gen holds u (when it was created: every node's connect
--- creates it, <fn>_init, so it is there before anyone reads) and, per slot
--- of the channel's name (4096, from its SHA-1), g: the number of streams
--- born in that slot. A birth takes the epoch readers were told and moves g
--- on, so a stream born again after its keys expired never reuses an epoch,
--- and reading never writes.
+-- <P>:history-meta:C, a hash: e (epoch), s (last offset), r (the run id of
+-- the Redis process that last wrote it). The meta is created by the first
+-- publication, or by a node's read when it subscribes (<fn>_history with
+-- CREATE 1), so subscribers from before the first publication are told
+-- the epoch that publication will have; a plain read of a channel without
+-- a meta creates nothing and says epoch "0", offset 0. The meta expires
+-- history_ttl (at least 60 s) after the last publication, and 60 s after
+-- its creation by a read (without history_ttl: kept from the first
+-- publication on); nodes with subscribers keep it alive (<fn>_touch). A
+-- meta created again gets a new epoch: TIME in microseconds and the run
+-- id, never given before.
+--
+-- The epoch fence (SPEC section 5): Redis replication is asynchronous and
+-- persistence lags (appendfsync everysec, RDB snapshots), so a Redis that
+-- restarted, a promoted replica or a node that received a migrated slot
+-- may hold a stream that lost entries its predecessor acknowledged; the
+-- next publication would then reuse their offsets in the same epoch, and a
+-- client holding one of them would be told it recovered what it never
+-- saw. Every call that touches a stream therefore compares the meta's r
+-- with this process' run id first: when another process wrote it last,
+-- the stream gets a new epoch (offsets go on from s), in the same atomic
+-- call, and clients resuming from a position of before see
+-- recovered: false. The cost: one reload per subscriber of a history
+-- channel after a restart, a failover or a slot migration, even a
+-- lossless one (nothing here can prove that none was lost).
 -- JSON that jansson accepts (what every node parses): RFC 8259, UTF-8,
 -- integers within 64 bits, finite reals, no duplicate keys, no NUL in keys,
 -- at most `maxdepth` levels. Returns nil, or why not.
@@ -209,24 +234,56 @@ local function ns_of(ch)
   if i then local n = NS[string.sub(ch, 1, i - 1)]; if n then return n end end
   return NS['']
 end
-local function hkeys(ch) return P .. ':history-meta:' .. ch, P .. ':history:' .. ch end
-local GEN = P .. ':history-gen'
-local function slot(ch) return string.sub(redis.sha1hex(ch), 1, 3) end
--- The epoch of a channel without a stream: the one its next birth takes.
-local function unborn_epoch(ch)
-  local u = redis.call('HGET', GEN, 'u') or '0'
-  return u .. '-' .. (redis.call('HGET', GEN, slot(ch)) or '0')
-end
--- Creates u unless it exists (TIME in microseconds: a Redis that lost its
--- data gets a new one, so no epoch of before is given again).
-local function init()
-  if not redis.call('HGET', GEN, 'u') then
-    local t = redis.call('TIME')
-    redis.call('HSET', GEN, 'u', t[1] .. string.format('%06d', tonumber(t[2])))
+local function tag(ch) if CLUSTER then return '{' .. ch .. '}' end return ch end
+local function hkeys(ch) return P .. ':history-meta:' .. tag(ch), P .. ':history:' .. tag(ch) end
+local function topic(ch) return P .. ':ch:' .. tag(ch) end
+local PUBLISH = CLUSTER and 'SPUBLISH' or 'PUBLISH'
+local function meta_ttl(ttl) if ttl > 0 then return math.max(ttl, 60) end return 0 end
+-- How long a meta created by a read lives without a publication (nodes
+-- with subscribers renew it).
+local UNBORN_TTL = 60
+
+-- This process' run id (INFO server), read once per Lua VM: a restarted
+-- Redis has a new VM and a new run id; a promoted replica was always
+-- another process.
+local RUN_ID
+local function run_id()
+  if not RUN_ID then
+    RUN_ID = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or '?'
   end
+  return RUN_ID
+end
+local function new_epoch()
+  local t = redis.call('TIME')
+  return t[1] .. string.format('%06d', tonumber(t[2])) .. '-' .. string.sub(run_id(), 1, 8)
+end
+-- A new meta: a new epoch at offset 0 (a stream left without its meta is
+-- not this one).
+local function create(mk, sk)
+  local e = new_epoch()
+  redis.call('HSET', mk, 'e', e, 's', 0, 'r', run_id(), 'b', 0)
+  redis.call('DEL', sk)
+  return e
+end
+-- The meta's epoch, last offset and the epoch's base (the last offset
+-- before the epoch began: every entry after it was written in this epoch)
+-- after the fence (see the top), or nil when there is no meta.
+-- The previous epoch p is kept too: its entries up to b are this epoch's.
+local function meta(mk)
+  local m = redis.call('HMGET', mk, 'e', 's', 'r', 'b', 'p')
+  if not m[1] then return nil end
+  if m[3] ~= run_id() then
+    m[5] = m[1]
+    m[1] = new_epoch()
+    m[4] = m[2]
+    redis.call('HSET', mk, 'e', m[1], 'r', run_id(), 'b', m[2], 'p', m[5])
+  end
+  return m[1], m[2], m[4] or '0', m[5]
+end
+local function init()
+  run_id()
   return 1
 end
-local function meta_ttl(ttl) if ttl > 0 then return math.max(ttl, 60) end return 0 end
 
 local function publish(keys, args)
   local ch, data, from = args[1], args[2], args[3]
@@ -236,17 +293,19 @@ local function publish(keys, args)
   if from and (string.sub(from, 1, 1) ~= '{' or check_json(from, MAX_DEPTH + 2)) then
     return redis.error_reply('ERR from must be a JSON object')
   end
+  if CLUSTER then
+    local mk, sk = hkeys(ch)
+    if #keys ~= 2 or keys[1] ~= mk or keys[2] ~= sk then
+      return redis.error_reply('ERR in Redis Cluster declare the keys: FCALL <fn>_publish 2 ' ..
+                               mk .. ' ' .. sk .. ' CHANNEL DATA')
+    end
+  end
   local ns = ns_of(ch)
   local tail = ''
   local off = 0
   if ns[1] > 0 then
     local mk, sk = hkeys(ch)
-    if redis.call('EXISTS', mk) == 0 then -- a birth
-      init()
-      redis.call('HSET', mk, 'e', unborn_epoch(ch), 's', 0)
-      redis.call('HINCRBY', GEN, slot(ch), 1)
-      redis.call('DEL', sk) -- a stream left without its meta is not this one
-    end
+    if not meta(mk) then create(mk, sk) end
     off = string.format('%d', redis.call('HINCRBY', mk, 's', 1))
     if from then
       redis.call('XADD', sk, 'MAXLEN', ns[1], off .. '-1', 'd', data, 'f', from)
@@ -256,30 +315,55 @@ local function publish(keys, args)
     if ns[2] > 0 then
       redis.call('EXPIRE', sk, ns[2])
       redis.call('EXPIRE', mk, meta_ttl(ns[2]))
+    else
+      redis.call('PERSIST', mk) -- created by a read, with UNBORN_TTL
     end
     tail = ',"offset":' .. off
   end
   if from then tail = tail .. ',"from":' .. from end
-  redis.call('PUBLISH', P .. ':ch:' .. ch,
+  redis.call(PUBLISH, topic(ch),
              '{"push":"message","channel":"' .. ch .. '","data":' .. data .. tail .. '}')
   return tonumber(off)
 end
 
--- FCALL <fn>_history 0 CHANNEL SINCE LIMIT -> {epoch, top, offset, data,
--- from, ...}: after SINCE (-1: the newest LIMIT), at most LIMIT (-1: all);
--- from is '' for backend publications. Offsets stay strings: Lua numbers
--- are doubles, and "1e+14" is no stream id.
+-- FCALL <fn>_history 0 CHANNEL SINCE LIMIT [CREATE [EPOCH]] -> {epoch, top,
+-- offset, data, from, ...}: after SINCE (-1: the newest LIMIT), at most
+-- LIMIT (-1: all); from is '' for backend publications. CREATE 1 (a node
+-- subscribing) creates the meta of a channel without one (see the top).
+-- EPOCH (a node renewing its subscription after an outage): the epoch
+-- SINCE belongs to; the reply then ends with AFTER, the offset its entries
+-- follow, and KEPT: '1' when AFTER is SINCE and the caller's position is
+-- in this stream (its epoch, or the previous one as below), '0' when not. When the stream is in another epoch now: if EPOCH is the
+-- previous one and SINCE is not beyond the point where it ended (the base
+-- b), the entries up to b are the ones the caller saw, and AFTER = SINCE
+-- (nothing lost); otherwise SINCE means nothing here, and the entries are
+-- every entry of the current epoch (AFTER = b; all of them or none when
+-- more than LIMIT): a subscriber that lost the old epoch's tail still gets
+-- everything published since the switch. Offsets stay strings: Lua
+-- numbers are doubles, and "1e+14" is no stream id.
 local function history(keys, args)
   local ch, since, limit = args[1], args[2], tonumber(args[3])
   if not valid(ch) or type(since) ~= 'string' or not string.find(since, '^%-?%d+$') or
      not limit then
-    return redis.error_reply('ERR usage: CHANNEL SINCE LIMIT')
+    return redis.error_reply('ERR usage: CHANNEL SINCE LIMIT [CREATE]')
   end
   local mk, sk = hkeys(ch)
-  local meta = redis.call('HMGET', mk, 'e', 's')
-  if not meta[1] then return {unborn_epoch(ch), '0'} end
-  local out = {meta[1], meta[2]}
+  local e, s, base, prev = meta(mk)
+  if not e then
+    if args[4] ~= '1' or ns_of(ch)[1] <= 0 then return {'0', '0'} end
+    e, s = create(mk, sk), '0'
+    redis.call('EXPIRE', mk, UNBORN_TTL)
+    if args[5] then return {e, s, '0', '0'} end
+    return {e, s}
+  end
+  local out = {e, s}
   local entries = {}
+  local kept = '1'
+  if args[5] and args[5] ~= e and string.sub(since, 1, 1) ~= '-' and
+     not (args[5] == prev and tonumber(since) <= tonumber(base)) then
+    since, kept = base, '0'
+    if limit >= 0 and tonumber(s) - tonumber(base) > limit then limit = 0 end
+  end
   if limit ~= 0 then
     if string.sub(since, 1, 1) ~= '-' then
       local start = '(' .. since .. '-1'
@@ -296,24 +380,27 @@ local function history(keys, args)
     out[#out + 1] = f[2]
     out[#out + 1] = f[4] or ''
   end
+  if args[5] then out[#out + 1] = since; out[#out + 1] = kept end
   return out
 end
 
 -- Nodes keep the meta of channels they have subscribers of alive (EXPIRE
--- GT never shortens, and never creates a key): a live subscriber must not
--- see its stream born again under it.
+-- GT never shortens, never gives a kept meta a TTL, and never creates a
+-- key): a live subscriber must not see its stream born again under it.
+-- In Redis Cluster a call names one channel (the declared key's).
 local function touch(keys, args)
   for i = 1, #args do
     local ch = args[i]
     if valid(ch) then
-      local t = meta_ttl(ns_of(ch)[2])
-      if t > 0 then redis.call('EXPIRE', P .. ':history-meta:' .. ch, t, 'GT') end
+      local ttl = ns_of(ch)[2]
+      local t = ttl > 0 and meta_ttl(ttl) or UNBORN_TTL
+      redis.call('EXPIRE', (hkeys(ch)), t, 'GT')
     end
   end
   return 1
 end
 
-local function pkeys(ch) return P .. ':presence:' .. ch, P .. ':presence-exp:' .. ch end
+local function pkeys(ch) return P .. ':presence:' .. tag(ch), P .. ':presence-exp:' .. tag(ch) end
 local function presence(keys, args)
   local ch = args[1]
   if not valid(ch) then return redis.error_reply('ERR invalid channel name') end

@@ -35,8 +35,8 @@ typedef struct hist_entry {
     char *from; /* NULL: a backend's publication */
 } hist_entry;
 
-/* A channel's stream, created by its first publication only: reading a
- * channel nobody published to creates nothing. */
+/* A channel's stream, created by its first publication or subscriber:
+ * reading a channel creates nothing. */
 typedef struct local_hist {
     chan_pos top;
     hist_entry *ring; /* `alloc` slots, grown up to cap; NULL while empty */
@@ -116,8 +116,7 @@ static local_hist *hist_find(local_layer *L, const char *channel, uint64_t h)
 }
 
 /* A channel's stream, born on its first publication. Under mu. */
-static local_hist *hist_get(local_layer *L, const char *channel, uint64_t hash,
-                            const chan_opts *o)
+static local_hist *hist_get(local_layer *L, const char *channel, uint64_t hash, const chan_opts *o)
 {
     local_hist *h = hist_find(L, channel, hash);
     if (!h) {
@@ -183,8 +182,16 @@ static void hist_sweep(local_layer *L, int64_t now)
     size_t ndead = 0;
     for (size_t it = 0; chan_tab_next(&L->hist, &it, &key, &kh, &val);) {
         local_hist *h = val;
-        if (h->ttl <= 0)
+        if (h->ttl <= 0) {
+            /* kept for good once published to; one a subscriber made and
+             * nobody published to goes with its last subscriber */
+            if (h->top.offset == 0 && !chan_channel_mask(&L->base, key, kh)) {
+                dead = hr_realloc(dead, (ndead + 1) * sizeof(*dead));
+                dead[ndead].name = hr_strdup(key);
+                dead[ndead++].h = kh;
+            }
             continue;
+        }
         while (h->n && now - h->ring[h->head].at > h->ttl) {
             entry_free(&h->ring[h->head]);
             h->head = (h->head + 1) % h->alloc;
@@ -333,14 +340,14 @@ static void local_subscribe(chan_layer *l, unsigned thread, chan_sub *s)
     if (s->opts.history_size > 0) {
         int64_t now = (int64_t)time(NULL);
         pthread_mutex_lock(&L->mu);
-        local_hist *h = hist_find(L, s->channel, s->hash);
+        /* a subscriber makes the stream: the epoch it is told is the one
+         * the first publication takes (an unborn channel's epoch would move
+         * on when another channel of its slot is born first) */
+        local_hist *h = hist_get(L, s->channel, s->hash, &s->opts);
         r.history = 1;
-        if (h)
-            r.pos = h->top;
-        else
-            unborn_pos(L, s->hash, &r.pos);
+        r.pos = h->top;
         if (s->has_since)
-            pubs = h ? hist_copy(h, s->since.offset, -1, 0, now, &r.npubs) : NULL;
+            pubs = hist_copy(h, s->since.offset, -1, 0, now, &r.npubs);
         pthread_mutex_unlock(&L->mu);
         r.pubs = pubs;
         r.recovered = s->has_since && chan_recovered(&s->since, &r.pos, pubs, r.npubs);

@@ -52,7 +52,51 @@ shard *rd_shard_of(redis_layer *L, const char *channel)
 
 char *rd_topic(redis_layer *L, const char *channel)
 {
-    return hr_redis_key(L->prefix, "ch", channel);
+    return rd_key(L, "ch", channel);
+}
+
+char *rd_key(redis_layer *L, const char *kind, const char *channel)
+{
+    if (L->mode == HR_REDIS_CLUSTER)
+        return chan_tagged_key(L->prefix, kind, channel);
+    return hr_redis_key(L->prefix, kind, channel);
+}
+
+const char *rd_publish_cmd(const redis_layer *L)
+{
+    return L->mode == HR_REDIS_CLUSTER ? "SPUBLISH" : "PUBLISH";
+}
+
+int rd_fcall(redis_layer *L, const char **argv, const char *fn, const char *channel, char **key)
+{
+    argv[0] = "FCALL";
+    argv[1] = fn;
+    *key = NULL;
+    if (L->mode != HR_REDIS_CLUSTER || !channel) {
+        argv[2] = "0";
+        return 3;
+    }
+    /* The keys the function touches, declared: besides routing the call
+     * to the channel's slot, this is what makes a slot migration safe.
+     * While a slot is MIGRATING, its old owner runs the call when all of
+     * them are still there, answers ASK when none is (the new owner runs
+     * it) and TRYAGAIN in between; a key it does not know of would send
+     * every call to the new owner at once, which would start a stream
+     * there and make the migration of the old one fail (BUSYKEY). Both
+     * names in one block (*key), freed by the caller. */
+    int pres = fn == L->f_presence || fn == L->f_presence_set;
+    char *k1 = rd_key(L, pres ? "presence" : "history-meta", channel);
+    char *k2 = rd_key(L, pres ? "presence-exp" : "history", channel);
+    size_t l1 = strlen(k1) + 1, l2 = strlen(k2) + 1;
+    *key = hr_malloc(l1 + l2);
+    memcpy(*key, k1, l1);
+    memcpy(*key + l1, k2, l2);
+    free(k1);
+    free(k2);
+    argv[2] = "2";
+    argv[3] = *key;
+    argv[4] = *key + l1;
+    return 5;
 }
 
 void rd_pubs_free(chan_pub *p, size_t n)
@@ -119,7 +163,14 @@ static int redis_start(chan_layer *l, void *uv_loop)
         L->shards[i].retry.data = &L->shards[i];
         uv_timer_init(L->uv, &L->shards[i].connect_timer);
         L->shards[i].connect_timer.data = &L->shards[i];
-        rd_shard_connect(&L->shards[i]);
+    }
+    if (L->mode == HR_REDIS_CLUSTER) {
+        rd_cluster_start(L);
+    } else if (L->mode == HR_REDIS_SENTINEL) {
+        rd_sentinels_start(L); /* each shard connects once its master is known */
+    } else {
+        for (int i = 0; i < L->nshards; i++)
+            rd_shard_connect(&L->shards[i]);
     }
     return 0;
 }
@@ -134,6 +185,7 @@ static void redis_stop(chan_layer *l)
     uv_close((uv_handle_t *)&L->tick, NULL);
     for (int i = 0; i < L->nshards; i++)
         rd_shard_stop(&L->shards[i]);
+    rd_cluster_stop(L);
 }
 
 static int redis_thread_start(chan_layer *l, unsigned thread, void *uv_loop)
@@ -171,7 +223,9 @@ static void redis_destroy(chan_layer *l)
     for (int i = 0; i < L->nshards; i++) {
         chan_tab_clear(&L->shards[i].channels, rd_rchan_free);
         hr_redis_addr_clear(&L->shards[i].addr);
+        pthread_mutex_destroy(&L->shards[i].addr_mu);
     }
+    hr_redis_targets_free(L->targets, L->nshards);
     for (unsigned t = 0; t < L->base.host.nthreads; t++)
         rd_loop_free(&L->loops[t]);
     for (size_t i = 0; L->own && i < (size_t)L->base.host.nthreads * (size_t)L->nshards; i++)
@@ -249,13 +303,14 @@ static void lua_quote(hr_buf *b, const char *s)
  * keeps history exactly as the nodes do). Every node loads it with
  * FUNCTION LOAD REPLACE at each (re)connect; nodes of one deployment must
  * share their namespace configuration. */
-static char *build_library(const char *fn, const char *prefix, const chan_redis_config *cfg)
+static char *build_library(const char *fn, const char *prefix, int cluster,
+                           const chan_redis_config *cfg)
 {
     hr_buf b = {0};
     int have_default = 0;
     hr_buf_printf(&b, "#!lua name=%s\nlocal P = ", fn);
     lua_quote(&b, prefix);
-    hr_buf_printf(&b, "\nlocal NS = {}\n");
+    hr_buf_printf(&b, "\nlocal CLUSTER = %s\nlocal NS = {}\n", cluster ? "true" : "false");
     for (size_t i = 0; i < cfg->nnamespaces; i++) {
         hr_buf_printf(&b, "NS[");
         lua_quote(&b, cfg->ns_names[i]);
@@ -282,24 +337,39 @@ static char *build_library(const char *fn, const char *prefix, const chan_redis_
 chan_layer *chan_redis_new(const chan_host *host, const chan_redis_config *cfg, char *err,
                            size_t errlen)
 {
-    hr_redis_addr *addrs;
+    hr_redis_target *targets;
     if (!cfg->ncontrol_secrets) {
         snprintf(err, errlen, "cluster mode needs a secret shared by the nodes (control messages)");
         return NULL;
     }
-    int n = hr_redis_urls_parse(cfg->urls, &addrs);
-    if (n < 0) {
-        snprintf(err, errlen, "bad Redis URL: expected redis://[:password@]host:port[/db]");
+    int n = hr_redis_targets_parse(cfg->urls, &targets, err, errlen);
+    if (n < 0)
+        return NULL;
+    const char *prefix = cfg->prefix && *cfg->prefix ? cfg->prefix : "herald";
+    if (targets[0].mode == HR_REDIS_CLUSTER && !chan_tag_prefix_valid(prefix)) {
+        snprintf(err, errlen,
+                 "HERALD_REDIS_PREFIX may not contain '{' or '}' with Redis Cluster (it would "
+                 "become the keys' hash tag)");
+        hr_redis_targets_free(targets, n);
+        return NULL;
+    }
+    if (targets[0].mode == HR_REDIS_CLUSTER && cfg->django && cfg->django->mode) {
+        snprintf(err, errlen,
+                 "HERALD_DJANGO_CHANNELS cannot be used with Redis Cluster: channels_redis does "
+                 "not support Redis Cluster (use redis:// or redis+sentinel:// for the bridge)");
+        hr_redis_targets_free(targets, n);
         return NULL;
     }
     redis_layer *L = hr_calloc(1, sizeof(*L));
     chan_layer_init(&L->base, &redis_ops, host);
-    L->prefix = hr_strdup(cfg->prefix && *cfg->prefix ? cfg->prefix : "herald");
+    L->mode = targets[0].mode;
+    L->targets = targets;
+    L->prefix = hr_strdup(prefix);
     L->fn = hr_strdup(L->prefix);
     for (char *p = L->fn; *p; p++)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')))
             *p = '_';
-    L->library = build_library(L->fn, L->prefix, cfg);
+    L->library = build_library(L->fn, L->prefix, L->mode == HR_REDIS_CLUSTER, cfg);
     L->f_publish = fn_name(L->fn, "publish");
     L->f_history = fn_name(L->fn, "history");
     L->f_touch = fn_name(L->fn, "touch");
@@ -328,11 +398,22 @@ chan_layer *chan_redis_new(const chan_host *host, const chan_redis_config *cfg, 
         shard *sh = &L->shards[i];
         sh->L = L;
         sh->index = i;
-        sh->addr = addrs[i];
+        sh->target = &targets[i];
+        if (L->mode == HR_REDIS_DIRECT) {
+            sh->addr = targets[i].node;
+            sh->addr.host = hr_strdup(targets[i].node.host);
+        } else { /* credentials and db for the master (sentinel); host set when known */
+            sh->addr.port = 0;
+            sh->addr.db = targets[i].node.db;
+        }
+        sh->addr.user = targets[i].node.user ? hr_strdup(targets[i].node.user) : NULL;
+        sh->addr.password = targets[i].node.password ? hr_strdup(targets[i].node.password) : NULL;
+        pthread_mutex_init(&sh->addr_mu, NULL);
+        atomic_init(&sh->gen, 0);
+        atomic_init(&sh->recheck_asked, 0);
         chan_tab_init(&sh->channels);
         atomic_init(&sh->up_seen, 0);
     }
-    free(addrs);
     L->own = hr_calloc((size_t)host->nthreads * (size_t)n, sizeof(*L->own));
     for (size_t i = 0; i < (size_t)host->nthreads * (size_t)n; i++) {
         atomic_init(&L->own[i].head, 0);

@@ -379,13 +379,20 @@ int chan_rcluster_command(chan_rcluster *cl, const char *key, size_t keylen,
                           chan_rcluster_reply_fn cb, void *priv, int argc, const char **argv,
                           const size_t *lens)
 {
-    if (!cl || cl->stopping || !cl->map || argc < 1)
+    return chan_rcluster_command_slot(cl, key ? chan_key_slot(key, keylen) : 0, cb, priv, argc,
+                                      argv, lens);
+}
+
+int chan_rcluster_command_slot(chan_rcluster *cl, int slot, chan_rcluster_reply_fn cb, void *priv,
+                               int argc, const char **argv, const size_t *lens)
+{
+    if (!cl || cl->stopping || !cl->map || argc < 1 || slot < 0 || slot >= CHAN_SLOTS)
         return -1;
     creq *q = hr_calloc(1, sizeof(*q));
     q->cl = cl;
     q->cb = cb;
     q->priv = priv;
-    q->slot = key ? chan_key_slot(key, keylen) : 0;
+    q->slot = slot;
     q->argc = argc;
     q->argv = hr_calloc((size_t)argc, sizeof(char *));
     q->lens = hr_calloc((size_t)argc, sizeof(size_t));
@@ -899,6 +906,19 @@ chan_rcluster *chan_rcluster_start(uv_loop_t *loop, const chan_rcluster_config *
 int chan_rcluster_ready(const chan_rcluster *cl)
 {
     return cl && cl->ready;
+}
+
+int chan_rcluster_slot_ready(const chan_rcluster *cl, int slot)
+{
+    if (!cl || cl->stopping || !cl->map || slot < 0 || slot >= CHAN_SLOTS)
+        return 0;
+    const chan_slot_node *m = chan_slotmap_master(cl->map, slot);
+    if (!m)
+        return 0;
+    char key[300];
+    snprintf(key, sizeof(key), "%s:%d", m->host, m->port);
+    const cnode *n = hr_map_get(cl->nodes, key, strlen(key));
+    return n && n->cmd_ready;
 }
 
 const chan_slotmap *chan_rcluster_map(const chan_rcluster *cl)

@@ -158,7 +158,8 @@ static void status_reply(chan_rconn *conn, void *priv, const redisReply *r, cons
     rd_req *q = priv;
     chan_status_cb cb = (chan_status_cb)(void (*)(void))q->cb;
     (void)conn, (void)err;
-    rd_log_reply_error(q->lp->L, "control message", r);
+    if (!rd_reply_check(&q->lp->L->shards[0], r))
+        rd_log_reply_error(q->lp->L, "control message", r);
     if (rd_req_done(q) && cb)
         cb(q->ud, !r || r->type == REDIS_REPLY_ERROR ? -EAGAIN : 0);
     free(q);
@@ -188,7 +189,7 @@ void rd_control(chan_layer *l, unsigned thread, const chan_control *c, chan_stat
     redis_layer *L = rd_layer(l);
     rd_loop *lp = &L->loops[thread];
     shard *sh = &L->shards[0];
-    if (!rd_shard_up(sh)) {
+    if (!rd_route_up(lp, sh, NULL)) {
         if (cb)
             cb(ud, -EAGAIN);
         return;
@@ -215,7 +216,7 @@ void rd_control(chan_layer *l, unsigned thread, const chan_control *c, chan_stat
     text[64] = ' ';
     memcpy(text + 65, body, blen + 1);
     free(body);
-    const char *argv[3] = {"PUBLISH", L->control_topic, text};
+    const char *argv[3] = {rd_publish_cmd(L), L->control_topic, text};
     rd_req *q = rd_req_new(lp, (void *)cb, ud, sizeof(*q));
     int rc = rd_lconn_cmd(lp, sh, NULL, status_reply, q, 3, argv, NULL);
     free(text);

@@ -36,28 +36,48 @@
  * shards: every node and every backend computes the same). The control
  * channel lives on the first shard.
  *
- * How a shard will find its server in high-availability modes (issue 18,
- * docs/internals/redis-ha.md): today `addr` is fixed and every connection
- * opens there (rd_shard_target). A Sentinel-followed shard changes it on
- * the home thread when its chan_sentinel reports a master: the home takes
- * the shard down and connects again (as after an outage), and the loops'
- * connections, opened from rd_shard_target, follow at their next open (a
- * target generation tells them to drop a connection to the old master).
- * In Redis Cluster mode the commands of rd_lconn_cmd go to a per-loop
- * chan_rcluster instead, routed by the key it is given, and the home's
- * subscriptions become chan_rcluster_ssubscribe with `subscribed`
- * replacing the SUBSCRIBE confirmations (rd_rchan_confirmed).
+ * How a shard finds its server (HERALD_REDIS_URL's scheme, L->mode;
+ * docs/internals/redis-ha.md):
+ *   - redis://: `addr` is fixed; every connection opens there.
+ *   - redis+sentinel:// (redis_sentinel.c's chan_sentinel per shard, on
+ *     the home thread): `addr` is the master the sentinels name, checked
+ *     with ROLE. When it changes, the home takes the shard down and
+ *     connects again (as after an outage); `gen` moves on, so each loop
+ *     drops its connection to the old master before its next command
+ *     (rd_shard_open opens at the current address under addr_mu). A lost
+ *     home connection, or a READONLY answer on any connection (a demoted
+ *     master still taking connections), asks the sentinels again
+ *     (rd_reply_check, rd_sentinel_recheck) instead of reconnecting to
+ *     the same address blindly.
+ *   - redis+cluster:// (redis_clmode.c): one logical shard; the cluster
+ *     shards by slot. The home (loop 0) owns a chan_rcluster (redis_topo.h)
+ *     for its commands and the channels' sharded subscriptions (SSUBSCRIBE,
+ *     one per channel per node, batched per slot), whose `subscribed`
+ *     callback replaces the SUBSCRIBE confirmations; every other loop owns
+ *     a chan_rcluster for its commands. Commands are routed by the
+ *     channel's slot (every key and topic of channel C carries the hash
+ *     tag {C}); FUNCTION LOAD is each manager's init command, so every
+ *     master has the library (after a failover and on a new node too).
+ *     The shard is up while the home's manager is ready (every slot has a
+ *     reachable master) and the control topic is subscribed; a channel
+ *     whose slot's master is unreachable behaves as in an outage on its
+ *     own (rd_route_up), the others go on.
  *
- * Keys and topics, under the prefix <p> (docs/cluster.md):
+ * Keys and topics, under the prefix <p> (docs/cluster.md); in Redis
+ * Cluster mode <channel> is written {<channel>} (rd_key, rd_topic):
  *   <p>:ch:<channel>              pub/sub topic: complete push JSON texts
+ *                                 (a shard channel in Redis Cluster)
  *   <p>:control                   pub/sub topic: control messages, "<mac> <JSON>"
  *   <p>:history:<channel>         stream: id "<offset>-1", field d = data
- *   <p>:history-meta:<channel>    hash: e = epoch, s = last offset
+ *   <p>:history-meta:<channel>    hash: e = epoch, s = last offset, r = writer
  *   <p>:presence:<channel>        hash: client id -> {"client","user","info"}
  *   <p>:presence-exp:<channel>    zset: client id -> expiry (unix seconds)
- * and a function library <fn> (the prefix with [^A-Za-z0-9_] as '_'):
+ * and a function library <fn> (the prefix with [^A-Za-z0-9_] as '_'),
+ * called with no key, or in Redis Cluster with the two keys it touches
+ * declared (rd_fcall: <p>:history-meta:{C} <p>:history:{C}, or for the
+ * presence functions <p>:presence:{C} <p>:presence-exp:{C}):
  *   FCALL <fn>_publish 0 CHANNEL DATA      -> offset (0 without history)
- *   FCALL <fn>_history 0 CHANNEL SINCE LIMIT
+ *   FCALL <fn>_history 0 CHANNEL SINCE LIMIT [CREATE [EPOCH]]
  *   FCALL <fn>_presence 0 CHANNEL
  *   FCALL <fn>_presence_set 0 CHANNEL TTL CLIENT ENTRY [CLIENT ENTRY ...]
  * The publish function is the command a backend with only a Redis client
@@ -92,6 +112,7 @@
 #include "redis_topo.h"
 
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -128,6 +149,7 @@ typedef struct rchan {
     int have_last;
     int recovering; /* reading what an outage cost: live pushes wait */
     int renew;      /* after a reconnect: tell subscribers once confirmed */
+    int was_active; /* Redis Cluster: subscribed before (active 1 after 0 is a renewal) */
     chan_msg **held;
     size_t nheld, capheld;
 } rchan;
@@ -135,7 +157,17 @@ typedef struct rchan {
 struct shard {
     redis_layer *L;
     int index;
-    hr_redis_addr addr; /* where (rd_shard_target); fixed in redis:// mode */
+    /* where the connections go: fixed in redis:// mode; the checked master
+     * in redis+sentinel:// mode, written by the home under addr_mu (the
+     * home reads it without), `gen` moved on at each change */
+    hr_redis_addr addr;
+    pthread_mutex_t addr_mu;
+    atomic_uint gen;
+    /* redis+sentinel:// (home thread) */
+    const hr_redis_target *target; /* the shard's URL (L->targets) */
+    chan_sentinel *sentinel;
+    int have_master;          /* addr is a master the sentinels named and ROLE confirmed */
+    atomic_int recheck_asked; /* a READONLY's recheck is on its way home */
     /* home thread */
     chan_rconn *cmd, *sub;
     int cmd_ready, sub_ready, up;
@@ -154,6 +186,7 @@ typedef struct rd_lconn {
     rd_loop *lp;
     shard *sh;
     chan_rconn *c; /* NULL: none now (loop 0 uses the shard's cmd) */
+    unsigned gen;  /* the shard's gen when c was opened */
     unsigned attempt;
     uv_timer_t retry; /* a new connection after a lost one, with backoff */
 } rd_lconn;
@@ -175,6 +208,7 @@ struct rd_loop {
     uv_loop_t *uv; /* set by thread_start */
     int started, stopped;
     rd_lconn *conns;   /* one per shard */
+    chan_rcluster *cl; /* Redis Cluster: the loop's commands (loop 0: the home's, L->cl) */
     chan_tab presence; /* channel -> rd_pchan */
     uv_timer_t tick;   /* presence refresh */
     rd_retired *retired;
@@ -183,6 +217,8 @@ struct rd_loop {
 struct redis_layer {
     chan_layer base;
     /* set at creation, read-only afterwards */
+    hr_redis_mode mode;
+    hr_redis_target *targets; /* HERALD_REDIS_URL, one per shard */
     char *prefix;
     char *fn; /* function library name */
     char *library;
@@ -202,6 +238,10 @@ struct redis_layer {
     unsigned touch_ticks;
     int stopping;
     rd_retired *retired; /* command connections let go of, answering what they were sent */
+    /* Redis Cluster (home thread): the manager, and the control topic */
+    chan_rcluster *cl;
+    int cl_ready;
+    int control_active, control_was_active;
     /* control messages: HMAC-SHA256 keys (the first signs), and the nonces
      * seen within the window (home thread) */
     unsigned char (*ctl_keys)[32];
@@ -247,28 +287,49 @@ void rd_pubs_free(chan_pub *p, size_t n);
 /* Runs t on the home thread (loop 0) / on loop thread `thread`. */
 void rd_to_home(redis_layer *L, chan_task *t);
 void rd_to_loop(redis_layer *L, unsigned thread, chan_task *t);
+/* "<p>:<kind>:<channel>", or "<p>:<kind>:{<channel>}" in Redis Cluster
+ * mode (malloc'ed, caller frees). */
+char *rd_key(redis_layer *L, const char *kind, const char *channel);
+/* PUBLISH, or SPUBLISH in Redis Cluster mode. */
+const char *rd_publish_cmd(const redis_layer *L);
+/* Fills argv[0..] with FCALL <fn> <numkeys> [key] for a call about
+ * channel: no key, or in Redis Cluster mode the two keys it touches
+ * (both in *key, one malloc'ed block: the caller frees it after sending;
+ * NULL otherwise). Returns how many were filled (3 or 5). */
+int rd_fcall(redis_layer *L, const char **argv, const char *fn, const char *channel, char **key);
 
 /*---- redis_shard.c (home thread) ----------------------------------------------*/
 
 /* Sends a command on the shard's cmd connection (argv copied; cb may be
- * NULL). Returns 0 (cb runs exactly once), or -EAGAIN when there is no
- * connection (cb never runs). */
-int rd_cmd(shard *sh, chan_rconn_reply_fn cb, void *priv, int argc, const char **argv,
-           const size_t *lens);
+ * NULL), or in Redis Cluster mode through the home's manager to the
+ * master of channel's slot (channel NULL: the control topic's; cb's
+ * connection is then NULL). Returns 0 (cb runs exactly once), or -EAGAIN
+ * when there is no connection (cb never runs). */
+int rd_cmd(shard *sh, const char *channel, chan_rconn_reply_fn cb, void *priv, int argc,
+           const char **argv, const size_t *lens);
 /* Sends a (UN)SUBSCRIBE on the shard's sub connection; its error replies
  * are logged (rd_sub_cmd_reply), confirmations come to rd_sub_push.
  * Returns 0, or -EAGAIN when there is no connection. */
 int rd_sub_cmd(shard *sh, int argc, const char **argv);
-/* Where the shard's connections go (see the top of this file). Borrowed:
- * fixed for the layer's life in redis:// mode. Any thread. */
-const hr_redis_addr *rd_shard_target(shard *sh);
+/* Opens a connection to where the shard's connections go now (cfg's
+ * host, port and credentials are filled in here, under addr_mu; see the
+ * top of this file); *gen gets the address' generation. Any thread (on
+ * its own loop). */
+chan_rconn *rd_shard_open(shard *sh, uv_loop_t *uv, chan_rconn_config *cfg, unsigned *gen);
+/* Any thread, with an answer from the shard's Redis: a READONLY error
+ * (a demoted master) makes a sentinel-followed shard ask the sentinels
+ * again. Returns 1 for READONLY. */
+int rd_reply_check(shard *sh, const redisReply *r);
+/* Home: starts following the sentinels of every redis+sentinel:// shard. */
+void rd_sentinels_start(redis_layer *L);
 /* The CLIENT SETNAME of a connection: "<p>:<node>:<role>" (malloc'ed). */
 char *rd_conn_name(redis_layer *L, const char *role);
-/* Opens a connection on uv to the shard's target (rd_shard_target), named
- * for role (rd_conn_name), with ops and ud (chan_rconn_config). Returns it
- * (the caller owns it: chan_rconn_close). Owner thread of uv. */
+/* Opens a connection on uv to the shard's current address (rd_shard_open),
+ * named for role (rd_conn_name), with ops and ud (chan_rconn_config);
+ * *gen gets the address generation it was opened at. Returns it (the
+ * caller owns it: chan_rconn_close). Owner thread of uv. */
 chan_rconn *rd_conn_open(shard *sh, uv_loop_t *uv, const char *role, int pubsub,
-                         const chan_rconn_ops *ops, void *ud);
+                         const chan_rconn_ops *ops, void *ud, unsigned *gen);
 /* Starts connecting the shard. */
 void rd_shard_connect(shard *sh);
 /* Recomputes `up` after a connection changed state. */
@@ -292,12 +353,20 @@ int rd_loop_start(rd_loop *lp, uv_loop_t *uv);
  * are gone, as with tasks posted to a stopped loop). */
 void rd_loop_stop(rd_loop *lp);
 void rd_loop_free(rd_loop *lp);
-/* Sends a command on lp's connection to sh (opened on first use; key:
- * the channel's key, what Redis Cluster would route by; unused with one
- * server). Returns 0 (cb runs exactly once, on lp's thread), or -EAGAIN
- * (no connection now: lost and not yet opened again; cb never runs). */
-int rd_lconn_cmd(rd_loop *lp, shard *sh, const char *key, chan_rconn_reply_fn cb, void *priv,
+/* Sends a command on lp's connection to sh (opened on first use), or in
+ * Redis Cluster mode through lp's manager to the master of channel's slot
+ * (channel NULL: the control topic's). Returns 0 (cb runs exactly once,
+ * on lp's thread), or -EAGAIN (no connection now: lost and not yet opened
+ * again; cb never runs). */
+int rd_lconn_cmd(rd_loop *lp, shard *sh, const char *channel, chan_rconn_reply_fn cb, void *priv,
                  int argc, const char **argv, const size_t *lens);
+/* 1 if a command about channel (of shard sh) can go out from lp now:
+ * the shard is up, or in Redis Cluster mode the channel's slot has a
+ * reachable master as lp's manager sees it. */
+int rd_route_up(rd_loop *lp, shard *sh, const char *channel);
+/* The loop's presence entries on shard sh go out again (its connection
+ * was renewed). */
+void rd_loop_announce(rd_loop *lp, shard *sh);
 /* A request of loop `lp` waiting for Redis' answer: counted in the loop's
  * inflight (a stopping loop waits for it). A loop that stopped meanwhile
  * has freed whoever asked (as tasks posted to a stopped loop are discarded
@@ -329,6 +398,12 @@ void rd_rchan_sync(rchan *c);
 void rd_run_waiters(redis_layer *L, rchan *c, int up);
 /* Delivers what was held back while c was recovering. */
 void rd_dispatch_held(redis_layer *L, rchan *c);
+/* A message on channel's topic (clen bytes, not NUL-terminated): to the
+ * node's subscribers. */
+void rd_on_message(redis_layer *L, shard *sh, const char *channel, size_t clen, const char *payload,
+                   size_t len);
+/* Redis Cluster: c's shard channel became active (1) or not (0). */
+void rd_rchan_active(redis_layer *L, rchan *c, int active);
 /* The subscriber connection's pushes (messages, confirmations), and the
  * answers to its commands. */
 void rd_sub_push(chan_rconn *c, void *ud, const chan_rpush *p);
@@ -336,14 +411,29 @@ void rd_sub_cmd_reply(chan_rconn *c, void *priv, const redisReply *r, const char
 /* Parses an FCALL <fn>_history reply. Returns 0, or -EPROTO (nothing to
  * free). */
 int rd_parse_history(const redisReply *r, chan_pos *top, chan_pub **pubs, size_t *n);
-/* The argv of FCALL <fn>_history 0 CHANNEL SINCE LIMIT; the buffers hold
- * the numbers. */
+/* The same for a call with EPOCH (rd_history_argv), whose reply ends
+ * with the offset the entries follow (*after) and whether the caller's
+ * position was found in the stream (*kept: 1) or the entries are the
+ * current epoch's since it began (0). */
+int rd_parse_history_after(const redisReply *r, chan_pos *top, chan_pub **pubs, size_t *n,
+                           uint64_t *after, int *kept);
+/* The argv of FCALL <fn>_history 0 CHANNEL SINCE LIMIT [CREATE [EPOCH]]
+ * (rd_fcall's form; create: the node subscribes, so a channel without a
+ * stream gets its meta and the epoch its first publication will have;
+ * epoch: the epoch `since` belongs to, or NULL: a renewal after an
+ * outage, when the stream may have a new epoch and the function then
+ * gives the new epoch's entries, functions.lua); the buffers hold the
+ * numbers and the key; epoch is borrowed until sent.
+ * rd_history_args_free after sending. */
 typedef struct rd_history_args {
     char since[24], limit[24];
-    const char *argv[6];
+    char *key;
+    const char *argv[10];
+    int argc;
 } rd_history_args;
 void rd_history_argv(redis_layer *L, rd_history_args *a, const char *channel, int64_t since,
-                     int64_t limit);
+                     int64_t limit, int create, const char *epoch);
+void rd_history_args_free(rd_history_args *a);
 /* Periodic: keeps the history metas of subscribed channels alive. */
 void rd_touch_history(redis_layer *L);
 /* ops */
@@ -361,6 +451,25 @@ void rd_history(chan_layer *l, unsigned thread, const char *channel, const chan_
                 const chan_pos *since, int64_t limit, chan_history_cb cb, void *ud);
 void rd_presence(chan_layer *l, unsigned thread, const char *channel, const chan_opts *o,
                  chan_presence_cb cb, void *ud);
+
+/*---- redis_clmode.c: Redis Cluster mode ----------------------------------------*/
+
+/* Home: starts the home's manager (L->cl). */
+void rd_cluster_start(redis_layer *L);
+void rd_cluster_stop(redis_layer *L);
+/* A loop's own manager (loops other than 0), and its end. */
+void rd_cluster_loop_start(rd_loop *lp);
+void rd_cluster_loop_stop(rd_loop *lp);
+/* A command through manager cl to the master of channel's slot (NULL: the
+ * control topic's); cb's connection is NULL. 0 or -EAGAIN as rd_cmd. */
+int rd_cluster_cmd(redis_layer *L, chan_rcluster *cl, const char *channel, chan_rconn_reply_fn cb,
+                   void *priv, int argc, const char **argv, const size_t *lens);
+/* The slot of channel's keys (NULL: the control topic's). */
+int rd_cluster_slot(redis_layer *L, const char *channel);
+/* Home: brings the manager in line with what the node wants of c. */
+void rd_cluster_sync(rchan *c);
+/* Home: 1 if a subscription of channel can proceed now. */
+int rd_cluster_chan_up(redis_layer *L, const char *channel);
 
 /*---- redis_own.c: a node's own publications (pure) -------------------------------*/
 

@@ -83,10 +83,12 @@ static void lconn_open(rd_lconn *lc)
     char role[24];
     snprintf(role, sizeof(role), "cmd%u", lp->index);
     uv_timer_stop(&lc->retry);
-    lc->c = rd_conn_open(lc->sh, lp->uv, role, 0, &ops, lc);
+    lc->c = rd_conn_open(lc->sh, lp->uv, role, 0, &ops, lc, &lc->gen);
 }
 
-/* The connection to use now, or NULL: loop 0's is the home's. */
+/* The connection to use now, or NULL: loop 0's is the home's. One to a
+ * master the sentinels have replaced since it was opened goes (after
+ * answering what it carried) and a new one opens at the new address. */
 static chan_rconn *lconn_get(rd_loop *lp, shard *sh)
 {
     if (lp->stopped || !lp->started)
@@ -94,19 +96,38 @@ static chan_rconn *lconn_get(rd_loop *lp, shard *sh)
     if (lp->index == 0)
         return sh->cmd;
     rd_lconn *lc = &lp->conns[sh->index];
+    if (lc->c && lc->gen != atomic_load(&sh->gen)) {
+        chan_rconn *old = lc->c;
+        lc->c = NULL;
+        lc->attempt = 0;
+        rd_retire(lp->uv, &lp->retired, old);
+    }
     if (!lc->c && !uv_is_active((uv_handle_t *)&lc->retry))
         lconn_open(lc);
     return lc->c;
 }
 
-int rd_lconn_cmd(rd_loop *lp, shard *sh, const char *key, chan_rconn_reply_fn cb, void *priv,
+int rd_lconn_cmd(rd_loop *lp, shard *sh, const char *channel, chan_rconn_reply_fn cb, void *priv,
                  int argc, const char **argv, const size_t *lens)
 {
-    (void)key; /* one server per shard: nothing to route by */
+    if (lp->L->mode == HR_REDIS_CLUSTER) {
+        chan_rcluster *cl = lp->index == 0 ? lp->L->cl : lp->cl;
+        if (lp->stopped || !lp->started)
+            return -EAGAIN;
+        return rd_cluster_cmd(lp->L, cl, channel, cb, priv, argc, argv, lens);
+    }
     chan_rconn *c = lconn_get(lp, sh);
     if (!c || chan_rconn_command(c, cb, priv, argc, argv, lens) < 0)
         return -EAGAIN;
     return 0;
+}
+
+int rd_route_up(rd_loop *lp, shard *sh, const char *channel)
+{
+    if (lp->L->mode != HR_REDIS_CLUSTER)
+        return rd_shard_up(sh);
+    chan_rcluster *cl = lp->index == 0 ? lp->L->cl : lp->cl;
+    return chan_rcluster_slot_ready(cl, rd_cluster_slot(lp->L, channel));
 }
 
 rd_req *rd_req_new(rd_loop *lp, void *cb, void *ud, size_t size)
@@ -146,14 +167,18 @@ static char *presence_entry(const char *client, const char *user, const char *in
 static void presence_set(rd_loop *lp, rd_pchan *pc, const char *client, const char *entry)
 {
     redis_layer *L = lp->L;
-    char ttl[16];
-    const char *argv[5 + 2 * PRESENCE_BATCH] = {"FCALL", L->f_presence_set, "0", pc->name, ttl};
-    int argc = 5;
+    char ttl[16], *k;
+    const char *argv[7 + 2 * PRESENCE_BATCH];
+    int head = rd_fcall(L, argv, L->f_presence_set, pc->name, &k);
+    argv[head++] = pc->name;
+    argv[head++] = ttl;
+    int argc = head;
     snprintf(ttl, sizeof(ttl), "%d", L->presence_ttl);
     if (client) {
         argv[argc++] = client;
         argv[argc++] = entry;
         rd_lconn_cmd(lp, pc->sh, pc->name, NULL, NULL, argc, argv, NULL);
+        free(k);
         return;
     }
     const char *key;
@@ -161,22 +186,32 @@ static void presence_set(rd_loop *lp, rd_pchan *pc, const char *client, const ch
     for (size_t it = 0; hr_map_next(pc->members, &it, &key, NULL, &val);) {
         argv[argc++] = key;
         argv[argc++] = val;
-        if (argc == 5 + 2 * PRESENCE_BATCH) {
+        if (argc == head + 2 * PRESENCE_BATCH) {
             rd_lconn_cmd(lp, pc->sh, pc->name, NULL, NULL, argc, argv, NULL);
-            argc = 5;
+            argc = head;
         }
     }
-    if (argc > 5)
+    if (argc > head)
         rd_lconn_cmd(lp, pc->sh, pc->name, NULL, NULL, argc, argv, NULL);
+    free(k);
 }
 
 static void publish_text(rd_loop *lp, rd_pchan *pc, const char *text, size_t len)
 {
     char *topic = rd_topic(lp->L, pc->name);
-    const char *argv[3] = {"PUBLISH", topic, text};
-    size_t lens[3] = {7, strlen(topic), len};
+    const char *cmd = rd_publish_cmd(lp->L);
+    const char *argv[3] = {cmd, topic, text};
+    size_t lens[3] = {strlen(cmd), strlen(topic), len};
     rd_lconn_cmd(lp, pc->sh, pc->name, NULL, NULL, 3, argv, lens);
     free(topic);
+}
+
+/* Writes what was queued for pc's channel now (see rd_loop_member_add);
+ * in Redis Cluster mode the manager writes in the same loop iteration. */
+static void flush_for(rd_loop *lp, rd_pchan *pc)
+{
+    if (lp->L->mode != HR_REDIS_CLUSTER)
+        chan_rconn_flush(lconn_get(lp, pc->sh));
 }
 
 static void pchan_free(void *p)
@@ -204,7 +239,7 @@ void rd_loop_member_add(rd_loop *lp, chan_sub *s)
     char *entry = presence_entry(s->client, s->user, s->info);
     free(hr_map_del(pc->members, s->client, klen));
     hr_map_put(pc->members, s->client, klen, entry);
-    if (!rd_shard_up(pc->sh))
+    if (!rd_route_up(lp, pc->sh, pc->name))
         return; /* announced when the shard is back */
     if (s->opts.presence)
         presence_set(lp, pc, s->client, entry);
@@ -217,7 +252,7 @@ void rd_loop_member_add(rd_loop *lp, chan_sub *s)
     /* on its way to Redis before the subscriber hears the answer (written
      * later in this loop iteration), so whoever reads presence after that
      * finds the entry */
-    chan_rconn_flush(lconn_get(lp, pc->sh));
+    flush_for(lp, pc);
 }
 
 void rd_loop_member_remove(rd_loop *lp, chan_sub *s)
@@ -230,11 +265,11 @@ void rd_loop_member_remove(rd_loop *lp, chan_sub *s)
     if (!entry)
         return; /* still pending: never announced */
     free(entry);
-    if (rd_shard_up(pc->sh)) {
+    if (rd_route_up(lp, pc->sh, pc->name)) {
         redis_layer *L = lp->L;
         if (s->opts.presence) {
-            char *hk = hr_redis_key(L->prefix, "presence", pc->name);
-            char *zk = hr_redis_key(L->prefix, "presence-exp", pc->name);
+            char *hk = rd_key(L, "presence", pc->name);
+            char *zk = rd_key(L, "presence-exp", pc->name);
             const char *a1[3] = {"HDEL", hk, s->client}, *a2[3] = {"ZREM", zk, s->client};
             rd_lconn_cmd(lp, pc->sh, pc->name, NULL, NULL, 3, a1, NULL);
             rd_lconn_cmd(lp, pc->sh, pc->name, NULL, NULL, 3, a2, NULL);
@@ -253,16 +288,23 @@ void rd_loop_member_remove(rd_loop *lp, chan_sub *s)
 }
 
 /* Every presence entry of the loop's subscribers on shard sh (NULL: on
- * every shard that is up). */
+ * every shard that is up; in Redis Cluster mode, of every channel whose
+ * slot's master is reachable). */
 static void announce(rd_loop *lp, shard *sh)
 {
     const char *key;
     void *val;
     for (size_t it = 0; chan_tab_next(&lp->presence, &it, &key, NULL, &val);) {
         rd_pchan *pc = val;
-        if (pc->presence && (sh ? pc->sh == sh : rd_shard_up(pc->sh)))
+        if (pc->presence && (sh ? pc->sh == sh : rd_route_up(lp, pc->sh, pc->name)))
             presence_set(lp, pc, NULL, NULL);
     }
+}
+
+void rd_loop_announce(rd_loop *lp, shard *sh)
+{
+    if (!lp->stopped && lp->started)
+        announce(lp, sh);
 }
 
 /* Entries expire presence_ttl after they were last written: a node that
@@ -288,8 +330,8 @@ static void up_run(chan_task *ct)
     free(t);
     if (lp->stopped || !lp->started)
         return;
-    if (lp->index == 0) {
-        announce(lp, sh); /* the home's cmd: up means ready */
+    if (lp->index == 0 || lp->L->mode == HR_REDIS_CLUSTER) {
+        announce(lp, sh); /* the home's cmd: up means ready; a cluster's managers route */
         return;
     }
     rd_lconn *lc = &lp->conns[sh->index];
@@ -344,6 +386,8 @@ int rd_loop_start(rd_loop *lp, uv_loop_t *uv)
     uint64_t period = (uint64_t)(every ? every : 1) * TICK_MS;
     uv_timer_start(&lp->tick, on_tick, period, period);
     lp->started = 1;
+    if (L->mode == HR_REDIS_CLUSTER && lp->index > 0)
+        rd_cluster_loop_start(lp);
     return 0;
 }
 
@@ -353,6 +397,7 @@ void rd_loop_stop(rd_loop *lp)
         return;
     lp->stopped = 1;
     uv_close((uv_handle_t *)&lp->tick, NULL);
+    rd_cluster_loop_stop(lp);
     for (int i = 0; i < lp->L->nshards; i++) {
         rd_lconn *lc = &lp->conns[i];
         chan_rconn *c = lc->c;

@@ -19,6 +19,7 @@ typedef rd_req req;
 
 typedef struct pub_req {
     req q;
+    shard *sh;
     int history;
 } pub_req;
 
@@ -31,7 +32,8 @@ static void publish_reply(chan_rconn *conn, void *priv, const redisReply *r, con
     (void)conn, (void)err;
     if (!r || r->type == REDIS_REPLY_ERROR) {
         status = -EAGAIN;
-        rd_log_reply_error(p->q.lp->L, "publish", r);
+        if (!rd_reply_check(p->sh, r))
+            rd_log_reply_error(p->q.lp->L, "publish", r);
     } else if (r->type == REDIS_REPLY_INTEGER && p->history) {
         offset = r->integer > 0 ? (uint64_t)r->integer : 0;
     }
@@ -49,7 +51,7 @@ void rd_publish(chan_layer *l, unsigned thread, const char *channel, const chan_
     shard *sh = rd_shard_of(L, channel);
     size_t clen = strlen(channel);
     uint64_t h = chan_hash(channel, clen); /* once for the whole way */
-    if (!rd_shard_up(sh)) {
+    if (!rd_route_up(lp, sh, channel)) {
         if (o->history_size) {
             if (cb)
                 cb(ud, -EAGAIN, 0, 0);
@@ -71,17 +73,32 @@ void rd_publish(chan_layer *l, unsigned thread, const char *channel, const chan_
         !history || local ? chan_msg_publication_h(channel, h, data_json, data_len, 0, from) : NULL;
     int rc;
     p->history = history;
+    p->sh = sh;
     if (local)
         rd_own_push(&L->own[lp->index * (unsigned)L->nshards + (unsigned)sh->index], m,
                     history ? (uint32_t)chan_publication_offset_at(clen, data_len) : 0);
     if (p->history) {
-        const char *argv[6] = {"FCALL", L->f_publish, "0", channel, data_json, from};
-        size_t lens[6] = {5, strlen(L->f_publish), 1, clen, data_len, from ? strlen(from) : 0};
-        rc = rd_lconn_cmd(lp, sh, channel, publish_reply, p, from ? 6 : 5, argv, lens);
+        const char *argv[8];
+        size_t lens[8];
+        char *key;
+        int argc = rd_fcall(L, argv, L->f_publish, channel, &key);
+        for (int i = 0; i < argc; i++)
+            lens[i] = strlen(argv[i]);
+        lens[argc] = clen;
+        argv[argc++] = channel;
+        lens[argc] = data_len;
+        argv[argc++] = data_json;
+        if (from) {
+            lens[argc] = strlen(from);
+            argv[argc++] = from;
+        }
+        rc = rd_lconn_cmd(lp, sh, channel, publish_reply, p, argc, argv, lens);
+        free(key);
     } else {
         char *topic = rd_topic(L, channel);
-        const char *argv[3] = {"PUBLISH", topic, chan_msg_payload(m)};
-        size_t lens[3] = {7, strlen(topic), m->len};
+        const char *cmd = rd_publish_cmd(L);
+        const char *argv[3] = {cmd, topic, chan_msg_payload(m)};
+        size_t lens[3] = {strlen(cmd), strlen(topic), m->len};
         rc = rd_lconn_cmd(lp, sh, channel, publish_reply, p, 3, argv, lens);
         free(topic);
     }
@@ -96,13 +113,20 @@ void rd_publish(chan_layer *l, unsigned thread, const char *channel, const chan_
 
 /*---- History ---------------------------------------------------------------------*/
 
+/* A read: its shard, for READONLY. */
+typedef struct read_req {
+    req q;
+    shard *sh;
+} read_req;
+
 static void history_reply(chan_rconn *conn, void *priv, const redisReply *r, const char *err)
 {
     req *q = priv;
     chan_history h = {0};
     chan_pub *pubs = NULL;
     (void)conn, (void)err;
-    rd_log_reply_error(q->lp->L, "history read", r);
+    if (!rd_reply_check(((read_req *)q)->sh, r))
+        rd_log_reply_error(q->lp->L, "history read", r);
     if (rd_parse_history(r, &h.top, &pubs, &h.npubs) < 0)
         h.status = -EAGAIN;
     h.pubs = pubs;
@@ -121,16 +145,20 @@ void rd_history(chan_layer *l, unsigned thread, const char *channel, const chan_
     chan_history fail = {.status = -EAGAIN};
     if (limit < 0 || limit > o->history_size)
         limit = o->history_size;
-    if (!rd_shard_up(sh)) {
+    if (!rd_route_up(lp, sh, channel)) {
         cb(ud, &fail);
         return;
     }
-    req *q = req_new(lp, (void *)cb, ud, sizeof(*q));
+    read_req *rq = (read_req *)req_new(lp, (void *)cb, ud, sizeof(*rq));
+    req *q = &rq->q;
+    rq->sh = sh;
     rd_history_args a;
-    rd_history_argv(L, &a, channel, since ? (int64_t)since->offset : -1, limit);
-    if (rd_lconn_cmd(lp, sh, channel, history_reply, q, 6, a.argv, NULL) < 0) {
+    rd_history_argv(L, &a, channel, since ? (int64_t)since->offset : -1, limit, 0, NULL);
+    int rc = rd_lconn_cmd(lp, sh, channel, history_reply, q, a.argc, a.argv, NULL);
+    rd_history_args_free(&a);
+    if (rc < 0) {
         req_done(q);
-        free(q);
+        free(rq);
         cb(ud, &fail);
     }
 }
@@ -143,7 +171,8 @@ static void presence_reply(chan_rconn *conn, void *priv, const redisReply *r, co
     chan_presence p = {0};
     hr_buf b = {0};
     (void)conn, (void)err;
-    rd_log_reply_error(q->lp->L, "presence read", r);
+    if (!rd_reply_check(((read_req *)q)->sh, r))
+        rd_log_reply_error(q->lp->L, "presence read", r);
     if (!r || r->type != REDIS_REPLY_ARRAY) {
         p.status = -EAGAIN;
     } else {
@@ -173,15 +202,22 @@ void rd_presence(chan_layer *l, unsigned thread, const char *channel, const chan
     shard *sh = rd_shard_of(L, channel);
     chan_presence fail = {.status = -EAGAIN};
     (void)o;
-    if (!rd_shard_up(sh)) {
+    if (!rd_route_up(lp, sh, channel)) {
         cb(ud, &fail);
         return;
     }
-    req *q = req_new(lp, (void *)cb, ud, sizeof(*q));
-    const char *argv[4] = {"FCALL", L->f_presence, "0", channel};
-    if (rd_lconn_cmd(lp, sh, channel, presence_reply, q, 4, argv, NULL) < 0) {
+    read_req *rq = (read_req *)req_new(lp, (void *)cb, ud, sizeof(*rq));
+    req *q = &rq->q;
+    rq->sh = sh;
+    const char *argv[6];
+    char *key;
+    int argc = rd_fcall(L, argv, L->f_presence, channel, &key);
+    argv[argc++] = channel;
+    int rc = rd_lconn_cmd(lp, sh, channel, presence_reply, q, argc, argv, NULL);
+    free(key);
+    if (rc < 0) {
         req_done(q);
-        free(q);
+        free(rq);
         cb(ud, &fail);
     }
 }

@@ -27,9 +27,11 @@ static void shard_down(shard *sh, const char *why);
 
 /*---- Commands -------------------------------------------------------------------*/
 
-int rd_cmd(shard *sh, chan_rconn_reply_fn cb, void *priv, int argc, const char **argv,
-           const size_t *lens)
+int rd_cmd(shard *sh, const char *channel, chan_rconn_reply_fn cb, void *priv, int argc,
+           const char **argv, const size_t *lens)
 {
+    if (sh->L->mode == HR_REDIS_CLUSTER)
+        return rd_cluster_cmd(sh->L, sh->L->cl, channel, cb, priv, argc, argv, lens);
     if (!sh->cmd || chan_rconn_command(sh->cmd, cb, priv, argc, argv, lens) < 0)
         return -EAGAIN;
     return 0;
@@ -42,9 +44,131 @@ int rd_sub_cmd(shard *sh, int argc, const char **argv)
     return 0;
 }
 
-const hr_redis_addr *rd_shard_target(shard *sh)
+chan_rconn *rd_shard_open(shard *sh, uv_loop_t *uv, chan_rconn_config *cfg, unsigned *gen)
 {
-    return &sh->addr;
+    pthread_mutex_lock(&sh->addr_mu);
+    cfg->host = sh->addr.host ? sh->addr.host : "";
+    cfg->port = sh->addr.port;
+    cfg->user = sh->addr.user;
+    cfg->password = sh->addr.password;
+    cfg->db = sh->addr.db;
+    *gen = atomic_load(&sh->gen);
+    chan_rconn *c = chan_rconn_open(uv, cfg); /* copies the strings */
+    pthread_mutex_unlock(&sh->addr_mu);
+    return c;
+}
+
+/*---- Following the sentinels (redis+sentinel://) -------------------------------------*/
+
+static void shard_connect_later(shard *sh);
+
+/* Home: the shard's master is in doubt (its connection was lost, or it
+ * answered READONLY): the sentinels are asked again. The shard goes down
+ * through the `master(NULL)` callback. */
+static void sentinel_recheck(shard *sh)
+{
+    if (sh->sentinel && !sh->L->stopping)
+        chan_sentinel_recheck(sh->sentinel);
+}
+
+typedef struct recheck_task {
+    chan_task task;
+    shard *sh;
+} recheck_task;
+
+static void recheck_run(chan_task *ct)
+{
+    recheck_task *t = (recheck_task *)ct;
+    shard *sh = t->sh;
+    free(t);
+    atomic_store(&sh->recheck_asked, 0);
+    chan_log(&sh->L->base, CHAN_LOG_WARN, "redis_readonly",
+             "redis shard %d (%s:%d) answered READONLY (no longer the master): asking the "
+             "sentinels again",
+             sh->index, sh->addr.host ? sh->addr.host : "?", sh->addr.port);
+    sentinel_recheck(sh);
+}
+
+static void recheck_discard(chan_task *ct)
+{
+    free(ct);
+}
+
+int rd_reply_check(shard *sh, const redisReply *r)
+{
+    if (!r || r->type != REDIS_REPLY_ERROR || r->len < 8 || memcmp(r->str, "READONLY", 8))
+        return 0;
+    if (sh->L->mode == HR_REDIS_SENTINEL && !atomic_exchange(&sh->recheck_asked, 1)) {
+        recheck_task *t = hr_calloc(1, sizeof(*t));
+        t->task = (chan_task){recheck_run, recheck_discard};
+        t->sh = sh;
+        rd_to_home(sh->L, &t->task);
+    }
+    return 1;
+}
+
+/* The sentinels' answer (home thread): a checked master, or NULL while
+ * it changes. */
+static void on_master(void *ud, const char *host, int port)
+{
+    shard *sh = ud;
+    redis_layer *L = sh->L;
+    sh->have_master = 0; /* shard_down below is no failure of a master */
+    uv_timer_stop(&sh->retry);
+    if (!host) {
+        /* down at once: the old master may be alive and partitioned, and
+         * what is written there now would be lost */
+        if (sh->cmd || sh->sub || sh->up)
+            shard_down(sh, "the master is changing (sentinels)");
+        return;
+    }
+    int same = sh->addr.host && sh->addr.port == port && !strcmp(sh->addr.host, host);
+    if (!same) {
+        if (sh->cmd || sh->sub)
+            shard_down(sh, "another master (sentinels)");
+        pthread_mutex_lock(&sh->addr_mu);
+        free(sh->addr.host);
+        sh->addr.host = hr_strdup(host);
+        sh->addr.port = port;
+        atomic_fetch_add(&sh->gen, 1);
+        pthread_mutex_unlock(&sh->addr_mu);
+        sh->attempt = 0; /* a new master: at once */
+    }
+    sh->have_master = 1;
+    if (L->stopping)
+        return;
+    shard_connect_later(sh);
+}
+
+static void sentinel_log(void *ud, int level, const char *event, const char *msg)
+{
+    shard *sh = ud;
+    chan_log(&sh->L->base, level, event, "redis shard %d: %s", sh->index, msg);
+}
+
+void rd_sentinels_start(redis_layer *L)
+{
+    for (int i = 0; i < L->nshards; i++) {
+        shard *sh = &L->shards[i];
+        const hr_redis_target *t = sh->target;
+        char *name = rd_conn_name(L, "sentinel");
+        chan_sentinel_config cfg = {
+            .sentinels = t->hosts,
+            .nsentinels = t->nhosts,
+            .master_name = t->master,
+            .sentinel_user = t->sentinel_user,
+            .sentinel_password = t->sentinel_password,
+            .user = t->node.user,
+            .password = t->node.password,
+            .client_name = name,
+            .connect_timeout_ms = CONNECT_TIMEOUT_MS,
+            .master = on_master,
+            .log = sentinel_log,
+            .ud = sh,
+        };
+        sh->sentinel = chan_sentinel_start(L->uv, &cfg);
+        free(name);
+    }
 }
 
 char *rd_conn_name(redis_layer *L, const char *role)
@@ -183,6 +307,12 @@ void rd_shard_update_up(shard *sh)
  * words. */
 static void setup_refused(shard *sh, const char *what, const char *text)
 {
+    if (sh->sentinel && !strncmp(text, "READONLY", 8)) {
+        /* FUNCTION LOAD on a replica: the master moved since ROLE said so */
+        shard_down(sh, text);
+        sentinel_recheck(sh);
+        return;
+    }
     if (!sh->setup_failed)
         chan_log(&sh->L->base, CHAN_LOG_ERROR, "redis_setup_refused",
                  "redis shard %d (%s:%d): %s: %s (retrying)", sh->index, sh->addr.host,
@@ -252,23 +382,17 @@ static void conn_closed(chan_rconn *c, void *ud, const char *why)
 }
 
 chan_rconn *rd_conn_open(shard *sh, uv_loop_t *uv, const char *role, int pubsub,
-                         const chan_rconn_ops *ops, void *ud)
+                         const chan_rconn_ops *ops, void *ud, unsigned *gen)
 {
-    const hr_redis_addr *a = rd_shard_target(sh);
     char *name = rd_conn_name(sh->L, role);
     chan_rconn_config cfg = {
-        .host = a->host,
-        .port = a->port,
-        .user = a->user,
-        .password = a->password,
-        .db = a->db,
         .client_name = name,
         .pubsub = pubsub,
         .connect_timeout_ms = CONNECT_TIMEOUT_MS,
         .ops = ops,
         .ud = ud,
     };
-    chan_rconn *c = chan_rconn_open(uv, &cfg);
+    chan_rconn *c = rd_shard_open(sh, uv, &cfg, gen);
     free(name); /* chan_rconn_open copied it */
     return c;
 }
@@ -277,13 +401,27 @@ static chan_rconn *open_conn(shard *sh, int pubsub)
 {
     static const chan_rconn_ops cmd_ops = {conn_ready, conn_closed, NULL};
     static const chan_rconn_ops sub_ops = {conn_ready, conn_closed, rd_sub_push};
+    unsigned gen; /* the shard's own connections follow sh->gen themselves */
     return rd_conn_open(sh, sh->L->uv, pubsub ? "sub" : "cmd", pubsub, pubsub ? &sub_ops : &cmd_ops,
-                        sh);
+                        sh, &gen);
 }
 
 static void on_retry(uv_timer_t *t)
 {
     rd_shard_connect(t->data);
+}
+
+/* Sentinel: connects to the master just named, at once the first time,
+ * after a backoff when connections to it failed since it was last up (a
+ * master that ROLE confirms but refuses us must not be hammered). */
+static void shard_connect_later(shard *sh)
+{
+    if (sh->L->stopping || sh->cmd || sh->sub || uv_is_active((uv_handle_t *)&sh->retry))
+        return;
+    if (!sh->attempt)
+        rd_shard_connect(sh);
+    else
+        uv_timer_start(&sh->retry, on_retry, chan_backoff_ms(sh->attempt - 1), 0);
 }
 
 /* Either connection failing takes the shard down: the other one is
@@ -315,6 +453,17 @@ static void shard_down(shard *sh, const char *why)
         }
         rd_run_waiters(L, c, 0);
     }
+    if (sh->sentinel) {
+        /* a failure with a master: not blindly to the same address again,
+         * the sentinels say where (the same master again after a mere
+         * glitch); a lost connection may mean a dead master. (on_master
+         * clears have_master before it takes the shard down.) */
+        if (sh->have_master && !L->stopping) {
+            sh->attempt++;
+            chan_sentinel_recheck(sh->sentinel); /* on_master(NULL), then the master */
+        }
+        return;
+    }
     if (!L->stopping && !sh->cmd && !sh->sub && !uv_is_active((uv_handle_t *)&sh->retry))
         uv_timer_start(&sh->retry, on_retry, chan_backoff_ms(sh->attempt++), 0);
 }
@@ -330,7 +479,7 @@ static void on_connect_timeout(uv_timer_t *t)
 
 void rd_shard_connect(shard *sh)
 {
-    if (sh->L->stopping || sh->cmd || sh->sub)
+    if (sh->L->stopping || sh->cmd || sh->sub || (sh->sentinel && !sh->have_master))
         return;
     if (sh->attempt)
         atomic_fetch_add(&sh->L->reconnects, 1);
@@ -348,6 +497,8 @@ void rd_shard_stop(shard *sh)
     uv_close((uv_handle_t *)&sh->connect_timer, NULL);
     rd_retire(L->uv, &L->retired, cmd); /* what the Django bridge's stop queued still goes out */
     chan_rconn_close(sub);
+    chan_sentinel_stop(sh->sentinel);
+    sh->sentinel = NULL;
 }
 
 /* Bytes Redis has sent the subscriber connections that this node has not

@@ -72,6 +72,10 @@ static void send_subscribe(rchan *c, int subscribe)
 /* Brings Redis in line with what the node wants. */
 void rd_rchan_sync(rchan *c)
 {
+    if (c->sh->L->mode == HR_REDIS_CLUSTER) {
+        rd_cluster_sync(c);
+        return;
+    }
     if (!c->sh->up)
         return;
     if (c->wanted && !c->on_redis)
@@ -251,14 +255,29 @@ static void sub_answer(redis_layer *L, sub_task *t)
  * (from "" for a backend's publication). */
 int rd_parse_history(const redisReply *r, chan_pos *top, chan_pub **pubs, size_t *n)
 {
+    return rd_parse_history_after(r, top, pubs, n, NULL, NULL);
+}
+
+int rd_parse_history_after(const redisReply *r, chan_pos *top, chan_pub **pubs, size_t *n,
+                           uint64_t *after, int *kept)
+{
     *pubs = NULL;
     *n = 0;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 || (r->elements - 2) % 3 ||
-        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
+    size_t trailer = after ? 2 : 0;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 + trailer ||
+        (r->elements - 2 - trailer) % 3 || r->element[0]->type != REDIS_REPLY_STRING ||
+        r->element[1]->type != REDIS_REPLY_STRING)
         return -EPROTO;
+    if (after) {
+        const redisReply *a = r->element[r->elements - 2], *k = r->element[r->elements - 1];
+        if (a->type != REDIS_REPLY_STRING || k->type != REDIS_REPLY_STRING)
+            return -EPROTO;
+        *after = strtoull(a->str, NULL, 10);
+        *kept = !strcmp(k->str, "1");
+    }
     snprintf(top->epoch, sizeof(top->epoch), "%s", r->element[0]->str);
     top->offset = strtoull(r->element[1]->str, NULL, 10);
-    size_t k = (r->elements - 2) / 3;
+    size_t k = (r->elements - 2 - trailer) / 3;
     *pubs = hr_calloc(k ? k : 1, sizeof(**pubs));
     for (size_t i = 0; i < k; i++) {
         const redisReply *o = r->element[2 + 3 * i], *d = r->element[3 + 3 * i],
@@ -279,17 +298,27 @@ int rd_parse_history(const redisReply *r, chan_pos *top, chan_pub **pubs, size_t
 }
 
 void rd_history_argv(redis_layer *L, rd_history_args *a, const char *channel, int64_t since,
-                     int64_t limit)
+                     int64_t limit, int create, const char *epoch)
 {
     snprintf(a->since, sizeof(a->since), "%lld", (long long)since);
     snprintf(a->limit, sizeof(a->limit), "%lld", (long long)limit);
-    a->argv[0] = "FCALL";
-    a->argv[1] = L->f_history;
-    a->argv[2] = "0";
-    a->argv[3] = channel;
-    a->argv[4] = a->since;
-    a->argv[5] = a->limit;
+    a->argc = rd_fcall(L, a->argv, L->f_history, channel, &a->key);
+    a->argv[a->argc++] = channel;
+    a->argv[a->argc++] = a->since;
+    a->argv[a->argc++] = a->limit;
+    if (create || epoch)
+        a->argv[a->argc++] = create ? "1" : "0";
+    if (epoch)
+        a->argv[a->argc++] = epoch;
 }
+
+void rd_history_args_free(rd_history_args *a)
+{
+    free(a->key);
+    a->key = NULL;
+}
+
+static void rebase(redis_layer *L, rchan *c, const chan_pos *top);
 
 static void sub_history_reply(chan_rconn *conn, void *priv, const redisReply *reply,
                               const char *err)
@@ -298,15 +327,27 @@ static void sub_history_reply(chan_rconn *conn, void *priv, const redisReply *re
     redis_layer *L = t->L;
     rchan *c = rchan_get(L, t->channel, t->hash, 0);
     (void)conn, (void)err;
-    rd_log_reply_error(L, "history read", reply);
+    if (!c || !rd_reply_check(c->sh, reply))
+        rd_log_reply_error(L, "history read", reply);
     t->r.history = 1;
-    if (rd_parse_history(reply, &t->r.pos, &t->pubs, &t->r.npubs) < 0) {
+    uint64_t after = 0;
+    int kept = 0;
+    if (rd_parse_history_after(reply, &t->r.pos, &t->pubs, &t->r.npubs,
+                               t->has_since ? &after : NULL, &kept) < 0) {
         t->r.status = -EAGAIN;
     } else {
-        t->r.recovered = t->has_since && chan_recovered(&t->since, &t->r.pos, t->pubs, t->r.npubs);
+        /* a client resuming across a failover recovers when the function
+         * found its position in the previous epoch (functions.lua) */
+        t->r.recovered =
+            t->has_since && chan_recovery_across(&t->since, &t->r.pos, t->pubs, t->r.npubs, after,
+                                                 kept) == CHAN_RECOVERY_FULL;
         if (c && !c->have_last) {
             c->last = t->r.pos; /* the node's baseline for recovery after an outage */
             c->have_last = 1;
+        } else if (c && !c->recovering && strcmp(c->last.epoch, t->r.pos.epoch)) {
+            /* the stream got a new epoch (functions.lua's fence) that this
+             * node's subscribers have not heard of: they are told now */
+            rebase(L, c, &t->r.pos);
         }
     }
     sub_answer(L, t);
@@ -323,8 +364,11 @@ static void sub_proceed(redis_layer *L, rchan *c, sub_task *t)
     }
     rd_history_args a;
     rd_history_argv(L, &a, c->name, t->has_since ? (int64_t)t->since.offset : -1,
-                    t->has_since ? (int64_t)c->opts.history_size : 0);
-    if (rd_cmd(c->sh, sub_history_reply, t, 6, a.argv, NULL) < 0) {
+                    t->has_since ? (int64_t)c->opts.history_size : 0, 1,
+                    t->has_since ? t->since.epoch : NULL);
+    int rc = rd_cmd(c->sh, c->name, sub_history_reply, t, a.argc, a.argv, NULL);
+    rd_history_args_free(&a);
+    if (rc < 0) {
         t->r.status = -EAGAIN;
         sub_answer(L, t);
     }
@@ -349,7 +393,12 @@ static void sub_run(chan_task *ct)
         return;
     }
     c->opts = t->opts; /* every subscriber of a channel has its namespace's */
-    if (!c->sh->up) {
+    if (L->mode == HR_REDIS_CLUSTER ? !rd_cluster_chan_up(L, c->name) : !c->sh->up) {
+        /* a plain channel is served locally meanwhile: its subscribers
+         * hear when it is on Redis again (a shard coming up does that for
+         * every channel; a cluster does it per channel) */
+        if (L->mode == HR_REDIS_CLUSTER && !c->opts.history_size && !c->confirmed)
+            c->renew = 1;
         sub_down(L, t);
     } else if (c->confirmed) {
         sub_proceed(L, c, t);
@@ -434,8 +483,8 @@ static chan_msg *own_take(redis_layer *L, shard *sh, const char *channel, size_t
 /* A message on channel's topic (channel: clen bytes, not NUL-terminated).
  * The node's own publications come with their message and the channel's
  * hash; anyone else's text is hashed once and checked. */
-static void on_message(redis_layer *L, shard *sh, const char *channel, size_t clen,
-                       const char *payload, size_t len)
+void rd_on_message(redis_layer *L, shard *sh, const char *channel, size_t clen, const char *payload,
+                   size_t len)
 {
     char err[160];
     chan_msg *m = own_take(L, sh, channel, clen, payload, len);
@@ -528,6 +577,20 @@ typedef struct recovery_req {
     char name[];
 } recovery_req;
 
+/* A new baseline for c after a gap (what is gone is gone): the stream's
+ * top, or just before the first publication held back meanwhile (held
+ * ones came after the subscription was renewed, so from there on nothing
+ * is missing). Subscribers are told (recovered: false) before the held
+ * publications reach them: their filters then take the new baseline, and
+ * a new epoch's offsets, which may repeat old ones, are delivered. */
+static void rebase(redis_layer *L, rchan *c, const chan_pos *top)
+{
+    c->last = *top;
+    if (c->nheld && c->held[0]->offset && c->held[0]->offset - 1 < c->last.offset)
+        c->last.offset = c->held[0]->offset - 1;
+    notify_renewed(L, c, 0);
+}
+
 static void recovery_reply(chan_rconn *conn, void *priv, const redisReply *reply, const char *err)
 {
     recovery_req *q = priv;
@@ -539,22 +602,50 @@ static void recovery_reply(chan_rconn *conn, void *priv, const redisReply *reply
     size_t n;
     (void)conn, (void)err;
     free(q);
+    rd_reply_check(sh, reply);
     if (!c)
         return;
     c->recovering = 0;
-    int ok = rd_parse_history(reply, &top, &pubs, &n) == 0;
-    int recovered = ok && chan_recovered(&c->last, &top, pubs, n);
-    for (size_t i = 0; ok && recovered && i < n; i++) {
-        chan_msg *m = chan_msg_publication_h(c->name, c->hash, pubs[i].data, strlen(pubs[i].data),
-                                             pubs[i].offset, pubs[i].from);
-        deliver_push(L, c, m);
-        chan_msg_unref(m);
+    uint64_t after = 0;
+    int kept = 0;
+    int ok = rd_parse_history_after(reply, &top, &pubs, &n, &after, &kept) == 0;
+    /* across a new epoch (a failover, a restart: functions.lua's fence) */
+    chan_recovery how =
+        ok ? chan_recovery_across(&c->last, &top, pubs, n, after, kept) : CHAN_RECOVERY_NONE;
+    int recovered = how == CHAN_RECOVERY_FULL;
+    if (recovered) /* the node's position was in the previous epoch, and kept */
+        memcpy(c->last.epoch, top.epoch, sizeof(c->last.epoch));
+    if (how == CHAN_RECOVERY_EPOCH) {
+        /* the function gave every entry written since the epoch began:
+         * subscribers lost the old epoch's tail (recovered: false, at the
+         * new epoch's base) but none of what was published after */
+        c->last = top;
+        c->last.offset = after;
+        notify_renewed(L, c, 0);
+        for (size_t i = 0; i < n; i++) {
+            chan_msg *m = chan_msg_publication_h(
+                c->name, c->hash, pubs[i].data, strlen(pubs[i].data), pubs[i].offset, pubs[i].from);
+            deliver_push(L, c, m);
+            chan_msg_unref(m);
+        }
+        rd_dispatch_held(L, c);
+    } else if (recovered) {
+        for (size_t i = 0; i < n; i++) {
+            chan_msg *m = chan_msg_publication_h(
+                c->name, c->hash, pubs[i].data, strlen(pubs[i].data), pubs[i].offset, pubs[i].from);
+            deliver_push(L, c, m);
+            chan_msg_unref(m);
+        }
+        rd_dispatch_held(L, c);
+        notify_renewed(L, c, 1);
+    } else if (ok) {
+        rebase(L, c, &top);
+        rd_dispatch_held(L, c);
+    } else { /* unreadable: subscribers reload; the node keeps its position */
+        notify_renewed(L, c, 0);
+        rd_dispatch_held(L, c);
     }
-    if (ok && !recovered)
-        c->last = top; /* a new baseline: what is gone is gone */
     rd_pubs_free(pubs, n);
-    rd_dispatch_held(L, c);
-    notify_renewed(L, c, recovered);
     rchan_maybe_drop(c);
 }
 
@@ -572,8 +663,11 @@ static void renew_channel(redis_layer *L, rchan *c)
     q->hash = c->hash;
     memcpy(q->name, c->name, len + 1);
     rd_history_args a;
-    rd_history_argv(L, &a, c->name, (int64_t)c->last.offset, c->opts.history_size);
-    if (rd_cmd(c->sh, recovery_reply, q, 6, a.argv, NULL) < 0) {
+    rd_history_argv(L, &a, c->name, (int64_t)c->last.offset, c->opts.history_size, 1,
+                    c->last.epoch);
+    int rc = rd_cmd(c->sh, c->name, recovery_reply, q, a.argc, a.argv, NULL);
+    rd_history_args_free(&a);
+    if (rc < 0) {
         free(q);
         notify_renewed(L, c, 0);
         return;
@@ -601,6 +695,29 @@ static int channel_topic(redis_layer *L, const char *topic, size_t tlen, const c
     *channel = topic + plen + 4;
     *clen = tlen - plen - 4;
     return 1;
+}
+
+/* Redis Cluster: c's shard channel is subscribed at its slot's master
+ * (active 1), or no longer (0: lost with its node's connection, or its
+ * slot moved; the manager subscribes it again where the map says). */
+void rd_rchan_active(redis_layer *L, rchan *c, int active)
+{
+    if (!active) {
+        c->confirmed = 0;
+        if (c->was_active && c->wanted)
+            c->renew = c->have_last || c->opts.history_size == 0;
+        if (c->recovering) { /* its read may never come back */
+            c->recovering = 0;
+            rd_dispatch_held(L, c);
+        }
+        return;
+    }
+    c->confirmed = 1;
+    c->was_active = 1;
+    if (c->renew)
+        renew_channel(L, c);
+    rd_run_waiters(L, c, 1);
+    rchan_maybe_drop(c);
 }
 
 /* A (UN)SUBSCRIBE of c's topic was confirmed. */
@@ -633,7 +750,7 @@ void rd_sub_push(chan_rconn *conn, void *ud, const chan_rpush *p)
         if (control)
             rd_control_receive(L, p->payload, p->len);
         else if (ours)
-            on_message(L, sh, channel, clen, p->payload, p->len);
+            rd_on_message(L, sh, channel, clen, p->payload, p->len);
         else if (sh->index == 0)
             dj_bridge_message(L->django, topic, tlen, p->payload, p->len);
         return;
@@ -666,24 +783,34 @@ void rd_touch_history(redis_layer *L)
         void *val;
         const char **argv = NULL;
         size_t argc = 0;
-        if (!sh->up)
+        if (!sh->up && L->mode != HR_REDIS_CLUSTER)
             continue;
         for (size_t it = 0; chan_tab_next(&sh->channels, &it, &key, NULL, &val);) {
             rchan *c = val;
-            if (!c->wanted || c->opts.history_size <= 0 || c->opts.history_ttl <= 0)
+            if (!c->wanted || c->opts.history_size <= 0)
                 continue;
+            if (L->mode == HR_REDIS_CLUSTER) { /* one channel, one slot, per call */
+                const char *a[6];
+                char *k;
+                int n = rd_fcall(L, a, fn, c->name, &k);
+                a[n++] = c->name;
+                if (rd_cluster_chan_up(L, c->name))
+                    rd_cmd(sh, c->name, NULL, NULL, n, a, NULL);
+                free(k);
+                continue;
+            }
             if (argc % 256 == 0)
                 argv = hr_realloc(argv, (argc + 3 + 256) * sizeof(*argv));
             argv[3 + argc++] = c->name;
             if (argc == 200) { /* a few hundred names per call */
                 argv[0] = "FCALL", argv[1] = fn, argv[2] = "0";
-                rd_cmd(sh, NULL, NULL, (int)argc + 3, argv, NULL);
+                rd_cmd(sh, NULL, NULL, NULL, (int)argc + 3, argv, NULL);
                 argc = 0;
             }
         }
         if (argc) {
             argv[0] = "FCALL", argv[1] = fn, argv[2] = "0";
-            rd_cmd(sh, NULL, NULL, (int)argc + 3, argv, NULL);
+            rd_cmd(sh, NULL, NULL, NULL, (int)argc + 3, argv, NULL);
         }
         free(argv);
     }

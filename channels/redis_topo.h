@@ -397,12 +397,18 @@ chan_rcluster *chan_rcluster_start(uv_loop_t *loop, const chan_rcluster_config *
 int chan_rcluster_command(chan_rcluster *cl, const char *key, size_t keylen,
                           chan_rcluster_reply_fn cb, void *priv, int argc, const char **argv,
                           const size_t *lens);
+/* The same, routed to the master of `slot` (0..16383). */
+int chan_rcluster_command_slot(chan_rcluster *cl, int slot, chan_rcluster_reply_fn cb, void *priv,
+                               int argc, const char **argv, const size_t *lens);
 /* Wants / no longer wants the shard channel (copied). `subscribed`
  * reports when it is active; nothing is reported after sunsubscribe. */
 void chan_rcluster_ssubscribe(chan_rcluster *cl, const char *channel);
 void chan_rcluster_sunsubscribe(chan_rcluster *cl, const char *channel);
 /* As the last `ready` call said. */
 int chan_rcluster_ready(const chan_rcluster *cl);
+/* 1 if the master of slot is known and its command connection is up and
+ * initialised now: a command for the slot goes out at once. */
+int chan_rcluster_slot_ready(const chan_rcluster *cl, int slot);
 /* The current map, or NULL before the first read. Borrowed: valid until
  * control returns to the loop. */
 const chan_slotmap *chan_rcluster_map(const chan_rcluster *cl);

@@ -8,6 +8,7 @@
 #include "common/common.h"
 #include "common/redis_url.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,8 +136,32 @@ static char *parse_master(const char *p, size_t n)
     return m;
 }
 
+/* "sentinel_password=P&sentinel_user=U" (either, once each): the
+ * sentinels' own credentials, where they differ from the master's. */
+static int parse_query(hr_redis_target *t, const char *p, const char *end)
+{
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *pe = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(pe - p));
+        char **dst = NULL;
+        if (!eq)
+            return -1;
+        if ((size_t)(eq - p) == 17 && !memcmp(p, "sentinel_password", 17))
+            dst = &t->sentinel_password;
+        else if ((size_t)(eq - p) == 13 && !memcmp(p, "sentinel_user", 13))
+            dst = &t->sentinel_user;
+        if (!dst || *dst || !(*dst = url_decode(eq + 1, (size_t)(pe - eq - 1))))
+            return -1;
+        p = amp ? amp + 1 : end;
+    }
+    return 0;
+}
+
 static void target_clear(hr_redis_target *t)
 {
+    free(t->sentinel_user);
+    free(t->sentinel_password);
     hr_redis_addr_clear(&t->node);
     hr_redis_addrs_free(t->hosts, t->nhosts);
     free(t->master);
@@ -166,6 +191,16 @@ static int parse_target(const char *url, size_t len, hr_redis_target *t, const c
         FAIL("%s: expected redis://, redis+sentinel:// or redis+cluster://", which);
     t->mode = schemes[k].mode;
     const char *auth = url + sl;
+    const char *query = memchr(auth, '?', (size_t)(end - auth));
+    if (query) {
+        if (t->mode != HR_REDIS_SENTINEL)
+            FAIL("%s: only redis+sentinel:// takes parameters (?sentinel_password=...)", which);
+        if (parse_query(t, query + 1, end) < 0)
+            FAIL("%s: bad parameters: expected ?sentinel_password=P[&sentinel_user=U] "
+                 "(%%XX-escape reserved characters)",
+                 which);
+        end = query;
+    }
     const char *path = memchr(auth, '/', (size_t)(end - auth));
     if (!path)
         path = end;
@@ -369,4 +404,61 @@ char *hr_redis_key(const char *prefix, const char *kind, const char *name)
         memcpy(k + pl + kl + 2, name, nl + 1);
     }
     return k;
+}
+
+/* 1 if p starts a "<scheme>://" (letters, digits, '+', '-', '.'). */
+static int at_scheme(const char *p)
+{
+    const char *q = p;
+    while (isalnum((unsigned char)*q) || *q == '+' || *q == '-' || *q == '.')
+        q++;
+    return q > p && !strncmp(q, "://", 3);
+}
+
+char *hr_redis_urls_with_sentinel_password(const char *list, const char *password)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = strlen(list), plen = strlen(password);
+    /* each URL gains at most "?sentinel_password=" and 3 bytes per byte */
+    size_t urls = 1;
+    for (const char *c = list; (c = strchr(c, ',')); c++)
+        urls++;
+    char *out = hr_malloc(n + urls * (19 + 3 * plen) + 1), *o = out;
+    const char *p = list;
+    while (*p) {
+        /* this URL ends at a comma that starts the next "<scheme>://" */
+        const char *e = p;
+        for (;;) {
+            const char *c = strchr(e, ',');
+            if (!c) {
+                e = p + strlen(p);
+                break;
+            }
+            if (at_scheme(c + 1)) {
+                e = c;
+                break;
+            }
+            e = c + 1;
+        }
+        memcpy(o, p, (size_t)(e - p));
+        o += e - p;
+        if (!strncmp(p, "redis+sentinel://", 17) && !memchr(p, '?', (size_t)(e - p))) {
+            memcpy(o, "?sentinel_password=", 19);
+            o += 19;
+            for (const unsigned char *c = (const unsigned char *)password; *c; c++) {
+                if (isalnum(*c) || strchr("-._~", *c)) {
+                    *o++ = (char)*c;
+                } else {
+                    *o++ = '%';
+                    *o++ = hex[*c >> 4];
+                    *o++ = hex[*c & 15];
+                }
+            }
+        }
+        p = e;
+        if (*p == ',')
+            *o++ = *p++;
+    }
+    *o = '\0';
+    return out;
 }

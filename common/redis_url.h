@@ -48,11 +48,15 @@ typedef struct hr_redis_target {
     hr_redis_addr *hosts;
     int nhosts;
     char *master; /* sentinel: the monitored master's name; else NULL */
+    /* sentinel: the sentinels' own credentials (?sentinel_password=P
+     * &sentinel_user=U), or NULL: sentinels without requirepass */
+    char *sentinel_user, *sentinel_password;
 } hr_redis_target;
 
 /* Parses HERALD_REDIS_URL: one or several comma-separated URLs, each
  *   redis://[[user]:password@]host[:port][/db]
  *   redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/MASTER[/db]
+ *       [?sentinel_password=P[&sentinel_user=U]]
  *   redis+cluster://[[user]:password@]host[:port][,host[:port]...]
  * A comma followed by "<scheme>://" starts the next URL; any other comma
  * separates hosts. Several redis:// or redis+sentinel:// URLs are shards
@@ -62,6 +66,12 @@ typedef struct hr_redis_target {
  * in err that never quotes the URL (it may hold a password). */
 int hr_redis_targets_parse(const char *list, hr_redis_target **out, char *err, size_t errlen);
 void hr_redis_targets_free(hr_redis_target *t, int n);
+/* HERALD_REDIS_URL with the sentinels' password (HERALD_REDIS_SENTINEL_
+ * PASSWORD) given to every redis+sentinel:// URL of the list that has no
+ * parameters of its own (?sentinel_password=, %XX-escaped). Returns a
+ * malloc'ed list (caller frees); the others are copied as they are. Pure;
+ * aborts on allocation failure. */
+char *hr_redis_urls_with_sentinel_password(const char *list, const char *password);
 void hr_redis_addr_clear(hr_redis_addr *a);
 void hr_redis_addrs_free(hr_redis_addr *a, int n);
 /* The commands a new connection sends before anything else: AUTH (when a

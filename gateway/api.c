@@ -102,7 +102,8 @@ static json_t *pubs_json(const chan_pub *pubs, size_t n)
 }
 
 /* {"channel", and where history is kept "offset","epoch","recovered"
- * (and, for an answer, "publications")} */
+ * (and, for an answer, "publications"); a renewed plain channel has
+ * "recovered": false} */
 static json_t *subscribed_json(const char *channel, const chan_sub_result *r, int answer)
 {
     json_t *o = json_pack("{s:s}", "channel", channel);
@@ -112,6 +113,10 @@ static json_t *subscribed_json(const char *channel, const chan_sub_result *r, in
         json_object_set_new(o, "recovered", json_boolean(r->recovered));
         if (answer)
             json_object_set_new(o, "publications", pubs_json(r->pubs, r->npubs));
+    } else if (r->resubscribed) {
+        /* a plain channel renewed after a Redis outage or failover: what
+         * was published meanwhile is gone, and the client is told so */
+        json_object_set_new(o, "recovered", json_false());
     }
     return o;
 }

@@ -118,7 +118,12 @@ static const opt_def opt_table[] = {
      "chosen at start-up (named in the \"listening\" log line)"},
     {"redis_url", "HERALD_REDIS_URL", "redis-url", "URL", OPT_NSTR, F(redis_url), 0, 0, 0, NULL,
      check_redis_url, "unset (embedded mode)",
-     "redis://[[user]:password@]host:port[/db], comma-separated for shards; enables cluster mode"},
+     "redis://[[user]:password@]host:port[/db], comma-separated for shards; enables cluster "
+     "mode; also redis+sentinel://[[user]:password@]host:port[,host:port...]/MASTER[/db] and "
+     "redis+cluster://[[user]:password@]host:port[,host:port...]"},
+    {"redis_sentinel_password", "HERALD_REDIS_SENTINEL_PASSWORD", "redis-sentinel-password",
+     "SECRET", OPT_NSTR, F(redis_sentinel_password), 0, 0, 0, NULL, NULL, "unset",
+     "redis+sentinel://: the sentinels' own password (requirepass), when they have one"},
     {"redis_prefix", "HERALD_REDIS_PREFIX", "redis-prefix", "STR", OPT_STR, F(redis_prefix), 0, 0,
      0, NULL, NULL, "herald", "prefix of every Redis key and pub/sub channel"},
     {"db", "HERALD_DB", "db", "FILE", OPT_STR, F(db_path), 0, 0, 0, NULL, NULL, "./herald.db",
@@ -403,18 +408,26 @@ bad:
                          "invalid address \"%s\" (expected HOST:PORT, [IPV6]:PORT or :PORT)", s);
 }
 
-/* Only the scheme is checked here; the Redis module parses the rest. The
- * value is not echoed: it may hold a password. */
+/* The whole list is parsed here (so a bad URL stops the start with its
+ * reason); the Redis module parses it again. The value is not echoed: it
+ * may hold a password (hr_redis_targets_parse's reasons never quote it). */
 static int check_redis_url(const char *val, char *why, size_t whylen)
 {
-    hr_redis_addr *a = NULL;
-    int n = *val ? hr_redis_urls_parse(val, &a) : 0;
+    if (!*val)
+        return 0;
+    hr_redis_target *t = NULL;
+    char err[200];
+    int n = hr_redis_targets_parse(val, &t, err, sizeof(err));
     if (n >= 0) {
-        hr_redis_addrs_free(n ? a : NULL, n);
+        hr_redis_targets_free(t, n);
         return 0;
     }
     return hr_config_say(why, whylen,
-                         "expected redis://[[user]:password@]host:port[/db][,redis://...]");
+                         "%s (expected redis://[[user]:password@]host:port[/db], "
+                         "redis+sentinel://[[user]:password@]host:port[,host:port...]/MASTER[/db] "
+                         "or redis+cluster://[[user]:password@]host:port[,host:port...], "
+                         "several comma-separated for shards)",
+                         err);
 }
 
 /* The JWT module supports exactly these algorithms; refuse others at start
@@ -1062,6 +1075,15 @@ int hr_config_load(hr_config *cfg, int argc, char **argv, char **env, char *err,
                              "tls_cert and tls_key: set both (TLS) or neither (plain HTTP)");
     if (check_django(cfg, err, errlen) < 0)
         return -EINVAL;
+    if (cfg->redis_url && cfg->redis_sentinel_password && *cfg->redis_sentinel_password) {
+        /* one place for the sentinels' password: the URLs both the user
+         * store and the channel layer parse (a URL's own ?sentinel_password
+         * wins) */
+        char *u =
+            hr_redis_urls_with_sentinel_password(cfg->redis_url, cfg->redis_sentinel_password);
+        free(cfg->redis_url);
+        cfg->redis_url = u;
+    }
     return check_proxy(cfg, err, errlen);
 }
 
@@ -1102,6 +1124,7 @@ void hr_config_clear(hr_config *cfg)
     char **strs[] = {&cfg->listen_host,
                      &cfg->redis_url,
                      &cfg->redis_prefix,
+                     &cfg->redis_sentinel_password,
                      &cfg->db_path,
                      &cfg->node_id,
                      &cfg->jwt_secret,

@@ -55,6 +55,8 @@ typedef struct hr_config {
     size_t max_body;        /* HERALD_MAX_BODY: REST request bodies, 1048576 */
     int shutdown_grace_ms;  /* HERALD_SHUTDOWN_GRACE_MS, 2000 */
 
+    /* HERALD_REDIS_SENTINEL_PASSWORD: the sentinels' own password, or NULL */
+    char *redis_sentinel_password;
     /* permessage-deflate (SPEC §9) */
     int ws_compression;        /* HERALD_WS_COMPRESSION, 0 */
     size_t ws_compression_min; /* HERALD_WS_COMPRESSION_MIN: shorter messages go plain, 256 */

@@ -24,6 +24,7 @@ DOCKER_COMPOSE = "/usr/bin/docker-compose"
 COMPOSE_FILE = os.path.join(REPO, "docker-compose.yml")
 ENV = {"HERALD_JWT_SECRET": "compose-test-secret-0123456789abcdef", "HERALD_API_KEY": "compose-test-key"}
 NODES = ("herald1", "herald2")
+SENTINEL_PROFILE = ("redis-replica", "sentinel1", "sentinel2", "sentinel3")
 
 
 def compose(args, env=None, path=COMPOSE_FILE):
@@ -73,7 +74,8 @@ def mounts(svc):
 def check_stack(cfg, env=ENV, port=8080):
     """Raises AssertionError unless `cfg` (docker-compose config, parsed) is
     the stack docs/operations.md describes."""
-    services = cfg.get("services") or {}
+    # the services of an opt-in profile (sentinel) are test_sentinel_profile's
+    services = {n: s for n, s in (cfg.get("services") or {}).items() if not s.get("profiles")}
     assert set(services) == {"redis", "nginx", "prometheus", "grafana"} | set(NODES), \
         "services: %r" % sorted(services)
 
@@ -244,7 +246,34 @@ def test_config_is_valid():
     p = compose(["config", "-q"])
     assert p.returncode == 0, "docker-compose config -q: %d %s" % (p.returncode, p.stderr)
     p = compose(["config", "--services"])
-    assert sorted(p.stdout.split()) == sorted(("redis", "nginx", "prometheus", "grafana") + NODES), p.stdout
+    # docker-compose 1.29 lists the sentinel profile's services too
+    assert sorted(set(p.stdout.split()) - set(SENTINEL_PROFILE)) == \
+        sorted(("redis", "nginx", "prometheus", "grafana") + NODES), p.stdout
+
+
+def test_sentinel_profile():
+    """--profile sentinel adds a replica of redis and three sentinels
+    watching it (quorum 2), and HERALD_REDIS_URL points the nodes at them;
+    without the profile the stack is the one above."""
+    sentinels = ("sentinel1", "sentinel2", "sentinel3")
+    p = compose(["--profile", "sentinel", "config", "--services"])
+    assert p.returncode == 0, p.stderr
+    assert sorted(p.stdout.split()) == sorted(("redis", "nginx", "prometheus", "grafana") + NODES +
+                                              SENTINEL_PROFILE), p.stdout
+    url = "redis+sentinel://sentinel1:26379,sentinel2:26379,sentinel3:26379/herald"
+    env = dict(ENV, HERALD_REDIS_URL=url)
+    c = parsed(env=env)
+    for n in NODES:
+        assert c["services"][n]["environment"]["HERALD_REDIS_URL"] == url
+    assert parsed()["services"][NODES[0]]["environment"]["HERALD_REDIS_URL"] == \
+        "redis://redis:6379/0"
+    svc = c["services"]
+    assert svc["redis-replica"]["command"][1:4] == ["--replicaof", "redis", "6379"]
+    for name in sentinels + ("redis-replica",):
+        assert svc[name]["profiles"] == ["sentinel"], name
+    for name in sentinels:
+        script = svc[name]["command"][-1]
+        assert "sentinel monitor herald redis 6379 2" in script and "--sentinel" in script, script
 
 
 def test_stack_shape():

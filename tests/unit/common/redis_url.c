@@ -92,6 +92,23 @@ static void test_sentinel_urls(void)
 
     n = hr_redis_targets_parse("redis+sentinel://h/na%2Fme", &t, err, sizeof(err));
     CHECK(n == 1 && !strcmp(t[0].master, "na/me"));
+    CHECK(n == 1 && !t[0].sentinel_password && !t[0].sentinel_user);
+    hr_redis_targets_free(t, n);
+
+    /* the sentinels' own credentials, apart from the master's */
+    n = hr_redis_targets_parse(
+        "redis+sentinel://:mpw@h/m/1?sentinel_password=s%26p&sentinel_user=sen,"
+        "redis+sentinel://h2/m2?sentinel_password=x",
+        &t, err, sizeof(err));
+    CHECK(n == 2);
+    if (n == 2) {
+        CHECK_STR(t[0].sentinel_password, "s&p");
+        CHECK_STR(t[0].sentinel_user, "sen");
+        CHECK_STR(t[0].node.password, "mpw");
+        CHECK(t[0].node.db == 1 && !strcmp(t[0].master, "m"));
+        CHECK_STR(t[1].sentinel_password, "x");
+        CHECK(!t[1].sentinel_user && !strcmp(t[1].master, "m2"));
+    }
     hr_redis_targets_free(t, n);
 }
 
@@ -155,6 +172,12 @@ static void test_target_errors(void)
         {"redis://a,", "one server"},
         {"redis://:secret@h:x", "bad host"},
         {"redis://h, redis://", "URL 2"},
+        {"redis://h?sentinel_password=secret", "only redis+sentinel://"},
+        {"redis+cluster://h?x=1", "only redis+sentinel://"},
+        {"redis+sentinel://h/m?sentinel_password", "bad parameters"},
+        {"redis+sentinel://h/m?password=secret", "bad parameters"},
+        {"redis+sentinel://h/m?sentinel_password=a&sentinel_password=secret", "bad parameters"},
+        {"redis+sentinel://h/m?sentinel_password=%zz", "bad parameters"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         hr_redis_target *t = (void *)1;
@@ -179,6 +202,30 @@ static void test_old_api_refuses_ha(void)
     CHECK(hr_redis_url_parse(s, strlen(s), &one) < 0 && one.host == NULL);
 }
 
+static void test_sentinel_password_added(void)
+{
+    char *s = hr_redis_urls_with_sentinel_password(
+        "redis+sentinel://:pw@s1:26379,s2/m1,redis+sentinel://s3/m2?sentinel_password=own",
+        "p@ss w/rd");
+    CHECK(!strcmp(s, "redis+sentinel://:pw@s1:26379,s2/m1?sentinel_password=p%40ss%20w%2Frd,"
+                     "redis+sentinel://s3/m2?sentinel_password=own"));
+    hr_redis_target *t = NULL;
+    char err[200];
+    int n = hr_redis_targets_parse(s, &t, err, sizeof(err));
+    CHECK(n == 2);
+    CHECK(n == 2 && !strcmp(t[0].sentinel_password, "p@ss w/rd") && t[0].nhosts == 2);
+    CHECK(n == 2 && !strcmp(t[1].sentinel_password, "own"));
+    hr_redis_targets_free(t, n);
+    free(s);
+    /* other schemes are left alone */
+    s = hr_redis_urls_with_sentinel_password("redis://a:1,redis://b:2", "x");
+    CHECK(!strcmp(s, "redis://a:1,redis://b:2"));
+    free(s);
+    s = hr_redis_urls_with_sentinel_password("redis+cluster://a:1,b:2", "x");
+    CHECK(!strcmp(s, "redis+cluster://a:1,b:2"));
+    free(s);
+}
+
 int main(void)
 {
     RUN(test_one_url);
@@ -190,5 +237,6 @@ int main(void)
     RUN(test_direct_targets);
     RUN(test_target_errors);
     RUN(test_old_api_refuses_ha);
+    RUN(test_sentinel_password_added);
     return TEST_DONE();
 }
