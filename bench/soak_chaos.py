@@ -469,7 +469,12 @@ class Stream:
         if with_since and result.get("recovered") is True:
             self.recoveries += 1
             if epoch != self.segments[-1][0]:
-                self.chaos.fail("recovery_epoch", "%s %s: %s vs %s" % (self.who, self.ch, epoch, self.segments[-1][0]))
+                # a master that restarted from its AOF (or a promoted
+                # replica) starts a new epoch at the switch point: entries
+                # up to it are the same under the new name (SPEC section 5,
+                # docs/internals/redis-ha.md); the offsets still rise by one
+                self.segments[-1][0] = epoch
+                self.chaos.counts["epoch_switches"] += 1
             for p in result.get("publications") or []:
                 self.accept(p.get("offset"), p.get("data"))
             if self.segments[-1][2] != offset:
@@ -495,9 +500,12 @@ class Stream:
             self.recoveries += 1
             seg = self.segments[-1]
             # what the node recovered came before the push; live ones may have too
-            if push.get("epoch") != seg[0] or not isinstance(push.get("offset"), int) or push["offset"] > seg[2]:
+            if not isinstance(push.get("offset"), int) or push["offset"] > seg[2]:
                 self.chaos.fail("resync_mismatch", "%s %s: push %r, stream at %s/%s"
                                 % (self.who, self.ch, push, seg[0], seg[2]))
+            elif push.get("epoch") != seg[0]:  # an epoch switch that kept the entries
+                seg[0] = push.get("epoch")
+                self.chaos.counts["epoch_switches"] += 1
             return False
         self.segments[-1][4] = self.chaos.now()
         self.reloads += 1
@@ -718,7 +726,9 @@ class Chaos:
         if prev is None:
             self.observed[key] = ident
             pos = self.ident_pos.get((ch, ident))
-            if pos is not None and pos != (epoch, offset):
+            # the same offset under a new epoch is the same entry renamed by
+            # an epoch switch that kept the stream (AOF restart, failover)
+            if pos is not None and pos[1] != offset:
                 self.fail("published_twice", "%s %r at %s and %s" % (ch, ident, pos, (epoch, offset)))
             self.ident_pos[(ch, ident)] = (epoch, offset)
         elif prev != ident:
