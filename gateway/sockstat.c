@@ -10,20 +10,25 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-/* TCP_INFO's count and SIOCINQ's queue, in the order the bias asks for. */
-int64_t hr_sock_bytes_consumed(int fd, int upper)
+/* SIOCINQ, TCP_INFO, SIOCINQ until the two queue lengths agree: arriving
+ * bytes grow the queue (nobody else reads it), so equal lengths bracket a
+ * count with no arrival in between. A few tries; a peer sending that fast
+ * gets -1, which callers treat as "cannot tell". */
+int64_t hr_sock_bytes_consumed(int fd)
 {
-    struct tcp_info ti;
-    socklen_t len = sizeof(ti);
-    int queued = 0;
     if (fd < 0)
         return -1;
-    if (upper && ioctl(fd, SIOCINQ, &queued) < 0)
-        return -1;
-    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
-        len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(ti.tcpi_bytes_received))
-        return -1;
-    if (!upper && ioctl(fd, SIOCINQ, &queued) < 0)
-        return -1;
-    return (int64_t)ti.tcpi_bytes_received - queued;
+    for (int tries = 0; tries < 8; tries++) {
+        struct tcp_info ti;
+        socklen_t len = sizeof(ti);
+        int before = 0, after = 0;
+        if (ioctl(fd, SIOCINQ, &before) < 0 ||
+            getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
+            len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(ti.tcpi_bytes_received) ||
+            ioctl(fd, SIOCINQ, &after) < 0)
+            return -1;
+        if (before == after)
+            return (int64_t)ti.tcpi_bytes_received - after;
+    }
+    return -1;
 }

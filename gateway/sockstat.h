@@ -12,10 +12,12 @@
 #include <stdint.h>
 
 /* Bytes received by the kernel on fd minus bytes still queued for reading:
- * what the reader has taken so far. The two numbers come from two system
- * calls and bytes may arrive between them, so the caller picks the bias:
- * upper reads the queue first (the result can only be too high), else the
- * count first (only too low). -1 when the kernel does not tell. */
-int64_t hr_sock_bytes_consumed(int fd, int upper);
+ * what the reader has taken so far. Exact, or -1 (the kernel does not
+ * tell, or bytes kept arriving while it was asked). Only the calling
+ * thread may read fd: the queue is read before and after the count, and
+ * an unchanged queue means no byte arrived in between. A one-sided bound
+ * is not enough for http.c: one segment landing between the two system
+ * calls made a pipelined request look freshly read (a 100% CPU spin). */
+int64_t hr_sock_bytes_consumed(int fd);
 
 #endif
