@@ -28,6 +28,10 @@
  * lost (blocking: we are on a worker); redis+cluster:// the master of the
  * users' slot, found by following MOVED (and ASK) from a seed.
  * Needs Redis 7.0 (GETDEL, SET EXAT, EXPIREAT NX/GT); init() checks.
+ *
+ * Why one file of ~950 lines: it is one implementation of auth_store_ops
+ * (as store_sqlite.c is), each operation a short function over the same key
+ * layout and reply checks described above.
  */
 #include "auth/auth.h"
 #include "common/common.h"

@@ -14,6 +14,12 @@
  * Everything that may call back into the owner while we walk our own maps
  * (subscription changes found during a resync) is collected first and
  * reported after the walk, so the owner may (un)subscribe from inside.
+ *
+ * Why one file of ~970 lines: the slot map, the per-node connections and
+ * the shard channels' moves change together on every map read (a move is
+ * decided from the map and carried out on the connections), and redis_topo.h
+ * is their one interface; the slot parsing that stands apart is in
+ * redis_slots.c.
  */
 #include "redis_topo.h"
 

@@ -6,6 +6,11 @@
  * outage. A subscription is asked for on its loop (rd_subscribe), served
  * here, and answered on its loop, where its presence entry and join go out
  * (redis_loop.c). See redis_internal.h.
+ *
+ * Why one file of ~820 lines: subscribing, the pushes that arrive while a
+ * subscription completes, and recovery after an outage share one state
+ * per channel (rchan) and its transitions; split, each part would need the
+ * others' invariants.
  */
 #include "redis_internal.h"
 

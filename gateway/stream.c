@@ -1,6 +1,13 @@
 /*
  * stream.c - Server-Sent Events and HTTP streaming connections (see
  * stream.h).
+ *
+ * Why one file of ~1,000 lines: both listen-only transports share every
+ * part - the request's checks and the connect proxy before the response
+ * head, the framing of SSE events and NDJSON lines, the recovery id, the
+ * keep-alive and the probe lws 4.1.6 makes necessary (see client_gone) -
+ * and differ only in a few format strings; split by job, each piece would
+ * be read beside the others anyway.
  */
 #include "gateway/stream.h"
 #include "common/log.h"
