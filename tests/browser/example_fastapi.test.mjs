@@ -4,46 +4,21 @@
 // shows its own order events (user:<id>) and everybody's on "orders".
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
-import { HERALD_BIN, REPO, launchBrowser, browserTest, freePort, until } from "./lib.mjs";
+import { launchBrowser, browserTest, startFastapiExample, until } from "./lib.mjs";
 
 let browser;
 let shop;
 let appPort;
-let logFile;
 
 before(async () => {
-  appPort = await freePort();
-  const heraldPort = await freePort();
-  logFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "herald-example-")), "run.log");
-  const out = fs.openSync(logFile, "w");
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("HERALD_")));
-  shop = spawn("bash", [path.join(REPO, "examples", "fastapi", "run.sh")], {
-    env: { ...env, HERALD_BIN, PYTHON: "/usr/bin/python3", HERALD_PORT: String(heraldPort), APP_PORT: String(appPort) },
-    stdio: ["ignore", out, out],
-    detached: true, // its own process group: nothing it starts outlives the test
-  });
-  await until(async () => {
-    if (shop.exitCode !== null) throw new Error("run.sh exited:\n" + fs.readFileSync(logFile, "utf8"));
-    try {
-      return (await fetch(`http://127.0.0.1:${appPort}/healthz`)).ok;
-    } catch {
-      return false;
-    }
-  }, "the shop to answer", 60000, 100);
+  shop = await startFastapiExample();
+  appPort = shop.appPort;
   browser = await launchBrowser();
 });
 
 after(async () => {
   if (browser) await browser.close();
-  if (shop && shop.exitCode === null) {
-    const exited = new Promise((r) => shop.once("exit", r));
-    process.kill(-shop.pid, "SIGTERM");
-    await exited;
-  }
+  if (shop) await shop.stop();
 });
 
 const lines = (page) => page.$$eval("#log li", (lis) => lis.map((li) => li.textContent));

@@ -512,3 +512,39 @@ export function heraldProxyBrowser(options) {
   });
   return env;
 }
+
+// examples/fastapi/run.sh (Herald and the app) on free ports, in a process
+// group of its own so that nothing it starts outlives the test; resolves
+// once the app answers /healthz. Returns {appPort, logFile, stop()}.
+export async function startFastapiExample() {
+  const appPort = await freePort();
+  const heraldPort = await freePort();
+  const logFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "herald-example-")), "run.log");
+  const out = fs.openSync(logFile, "w");
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("HERALD_")));
+  const shop = spawn("bash", [path.join(REPO, "examples", "fastapi", "run.sh")], {
+    env: { ...env, HERALD_BIN, PYTHON: "/usr/bin/python3", HERALD_PORT: String(heraldPort), APP_PORT: String(appPort) },
+    stdio: ["ignore", out, out],
+    detached: true,
+  });
+  const stop = async () => {
+    if (shop.exitCode !== null) return;
+    const exited = new Promise((r) => shop.once("exit", r));
+    process.kill(-shop.pid, "SIGTERM");
+    await exited;
+  };
+  try {
+    await until(async () => {
+      if (shop.exitCode !== null) throw new Error("run.sh exited:\n" + fs.readFileSync(logFile, "utf8"));
+      try {
+        return (await fetch(`http://127.0.0.1:${appPort}/healthz`)).ok;
+      } catch {
+        return false;
+      }
+    }, "the shop to answer", 60000, 100);
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { appPort, logFile, stop };
+}
