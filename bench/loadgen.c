@@ -283,10 +283,23 @@ static void mark_dirty(conn *c)
     }
 }
 
+static size_t input(void *conn_, uint8_t *p, size_t n, uint64_t now);
+
+/* A failed send means the server closed, but the answers it sent before
+ * closing may still wait in our receive buffer: a server that answers
+ * a pipelined POST 503 and closes (Herald) has usually answered the requests
+ * before it, and our next request's send() fails with EPIPE before we read
+ * them. Reads them first, so a REST publisher does not resend requests that
+ * were answered (each such resend was a duplicate delivery). */
 static void conn_flush(conn *c)
 {
-    if (bc_send(c->fd, &c->out) < 0)
-        conn_lost(c, "reset", 0);
+    if (bc_send(c->fd, &c->out) >= 0)
+        return;
+    uint64_t now = now_ns();
+    int r = 1;
+    while (r > 0 && c->state != S_CLOSED)
+        r = bc_read(c, &c->fd, &c->in, 0, G.rbuf, RBUF_SIZE, READS_PER_EVENT, input, now);
+    conn_lost(c, r == -EPIPE ? "eof" : "reset", 0);
 }
 
 static void flush_dirty(void)
