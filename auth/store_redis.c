@@ -153,7 +153,7 @@ static redisContext *connect_sentinel_master(redis_store *s)
         if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
             r->element[0]->type != REDIS_REPLY_STRING ||
             r->element[1]->type != REDIS_REPLY_STRING) {
-            snprintf(why, sizeof(why), "sentinel %.64s:%d does not name master %.64s%s%.100s",
+            snprintf(why, sizeof(why), "sentinel %.48s:%d does not name master %.48s%s%.80s",
                      t->hosts[i].host, t->hosts[i].port, t->master,
                      r && r->type == REDIS_REPLY_ERROR ? ": " : "",
                      r && r->type == REDIS_REPLY_ERROR ? r->str : "");
@@ -181,7 +181,7 @@ static redisContext *connect_sentinel_master(redis_store *s)
             return c;
         }
         redisFree(c);
-        snprintf(why, sizeof(why), "%.64s:%d, named master %.64s by sentinel %.64s:%d, is not one",
+        snprintf(why, sizeof(why), "%.48s:%d, named master %.48s by sentinel %.48s:%d, is not one",
                  host, port, t->master, t->hosts[i].host, t->hosts[i].port);
     }
     snprintf(s->errstr, sizeof(s->errstr), "%s", why);
