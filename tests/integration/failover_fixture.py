@@ -145,3 +145,18 @@ def first_delivery_after(rec, pub, ch, t_kill):
     after = {e[0] for e in pub.acked(ch) if e[1] > t_kill}
     ts = [t for t, m in rec.pushes("message", ch) if m["data"] in after]
     return round(min(ts) - t_kill, 2) if ts else None
+
+
+def recorders(users, channels):
+    """For each (node, name) of users: that user's socket on the node,
+    subscribed to every channel, its pushes recorded from now on. Returns
+    {name: Recorder}."""
+    subs = {}
+    for h, name in users:
+        w = h.user(name)
+        for ch in channels:
+            w.subscribe(ch)
+        subs[name] = Recorder(w)
+    for rec in subs.values():
+        rec.start()
+    return subs

@@ -16,7 +16,7 @@ import subprocess
 import time
 from contextlib import ExitStack
 
-from failover_fixture import (Publisher, ReadyMonitor, Recorder, check_history_subscriber,
+from failover_fixture import (Publisher, ReadyMonitor, check_history_subscriber, recorders,
                               first_delivery_after)
 from harness import cluster_nodes, run_tests, wait_until
 from redis_topology import RedisCluster
@@ -49,14 +49,7 @@ def test_failover_migration_and_kill_under_traffic():
         hist = one_per_master(c, "feed:h")
         plain = one_per_master(c, "chat:p")
         channels = sorted(hist.values()) + sorted(plain.values())
-        subs = {}
-        for h, name in ((a, "alice"), (b, "bob")):
-            w = h.user(name)
-            for ch in channels:
-                w.subscribe(ch)
-            subs[name] = Recorder(w)
-        for rec in subs.values():
-            rec.start()
+        subs = recorders(((a, "alice"), (b, "bob")), channels)
         mon = ReadyMonitor([a, b])
         mon.start()
         pub = Publisher([a, b], channels, rate=35)  # 6 channels: ~200 publications/s

@@ -9,7 +9,7 @@ its own so that test_cluster_failover.py stays within CTest's 300 s."""
 import time
 from contextlib import ExitStack
 
-from failover_fixture import Publisher, ReadyMonitor, Recorder, check_history_subscriber
+from failover_fixture import Publisher, ReadyMonitor, check_history_subscriber, recorders
 from harness import cluster_nodes, run_tests, wait_until
 from redis_topology import RedisCluster
 from test_cluster_failover import CONFIG, one_per_master
@@ -30,14 +30,7 @@ def test_slot_map_changing_every_second():
         ports = sorted(hist)
         moving = [hist[ports[0]], hist[ports[1]]]
         channels = moving + [hist[ports[2]]]
-        subs = {}
-        for h, name in ((a, "alice"), (b, "bob")):
-            w = h.user(name)
-            for ch in channels:
-                w.subscribe(ch)
-            subs[name] = Recorder(w)
-        for rec in subs.values():
-            rec.start()
+        subs = recorders(((a, "alice"), (b, "bob")), channels)
         mon = ReadyMonitor([a, b])
         mon.start()
         pub = Publisher([a, b], channels, rate=30)
