@@ -2,24 +2,11 @@
 // FastAPI app; two Chromium pages register and log in through the app, take
 // their Herald token from it (herald.js getToken) and place orders; each page
 // shows its own order events (user:<id>) and everybody's on "orders".
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { launchBrowser, browserTest, startFastapiExample, until } from "./lib.mjs";
+import { browserTest, useFastapiExample, until } from "./lib.mjs";
 
-let browser;
-let shop;
-let appPort;
-
-before(async () => {
-  shop = await startFastapiExample();
-  appPort = shop.appPort;
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  if (browser) await browser.close();
-  if (shop) await shop.stop();
-});
+const ex = useFastapiExample();
 
 const lines = (page) => page.$$eval("#log li", (lis) => lis.map((li) => li.textContent));
 const waitLine = (page, re) =>
@@ -27,7 +14,7 @@ const waitLine = (page, re) =>
 
 async function logIn(newPage, username) {
   const page = await newPage();
-  await page.goto(`http://127.0.0.1:${appPort}/`);
+  await page.goto(`http://127.0.0.1:${ex.appPort}/`);
   await page.fill("#username", username);
   await page.fill("#password", "correct horse battery");
   await page.click("#login button");
@@ -36,7 +23,7 @@ async function logIn(newPage, username) {
   return { page, id };
 }
 
-test("the FastAPI example's page: log in, order, see the events", browserTest(() => browser, async (t, { newPage }) => {
+test("the FastAPI example's page: log in, order, see the events", browserTest(() => ex.browser, async (t, { newPage }) => {
   const alice = await logIn(newPage, "alice");
   const bob = await logIn(newPage, "bob");
   assert.notEqual(alice.id, bob.id);

@@ -6,24 +6,11 @@
 // browser context of his own, is refused her order.
 //
 // Waits for the proxy's wiring into the connection paths (gateway/).
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { launchBrowser, browserTest, startFastapiExample } from "./lib.mjs";
+import { browserTest, useFastapiExample } from "./lib.mjs";
 
-let browser;
-let shop;
-let appPort;
-
-before(async () => {
-  shop = await startFastapiExample();
-  appPort = shop.appPort;
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  if (browser) await browser.close();
-  if (shop) await shop.stop();
-});
+const ex = useFastapiExample();
 
 const lines = (page) => page.$$eval("#log li", (lis) => lis.map((li) => li.textContent));
 async function waitLine(page, re) {
@@ -36,7 +23,7 @@ async function waitLine(page, re) {
 }
 
 async function logIn(page, username) {
-  await page.goto(`http://127.0.0.1:${appPort}/session`);
+  await page.goto(`http://127.0.0.1:${ex.appPort}/session`);
   await page.fill("#username", username);
   await page.fill("#password", "correct horse battery");
   await page.click("#login button");
@@ -44,7 +31,7 @@ async function logIn(page, username) {
   return (await lines(page)).find((l) => l.startsWith("connected")).split(" ").pop();
 }
 
-test("the FastAPI example's session page: a socket with no token, the order check, an RPC", browserTest(() => browser, async (t, { newPage }) => {
+test("the FastAPI example's session page: a socket with no token, the order check, an RPC", browserTest(() => ex.browser, async (t, { newPage }) => {
   const alice = await newPage();
   const aliceId = await logIn(alice, "alice");
   await alice.fill("#item", "teapot");
@@ -54,7 +41,7 @@ test("the FastAPI example's session page: a socket with no token, the order chec
   await waitLine(alice, /^orders: \{"type":"order.created","item":"teapot","quantity":1\}$/);
   await alice.click("#mine");
   await waitLine(alice, /^my orders: 1 teapot$/);
-  const bobContext = await browser.newContext(); // a cookie jar of his own
+  const bobContext = await ex.browser.newContext(); // a cookie jar of his own
   try {
     const bob = await bobContext.newPage();
     const bobId = await logIn(bob, "bob");

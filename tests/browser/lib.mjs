@@ -548,3 +548,20 @@ export async function startFastapiExample() {
   }
   return { appPort, logFile, stop };
 }
+
+// The FastAPI example and a browser for one test file: started before its
+// tests, stopped after them. Returns {browser, appPort}, filled in by then.
+export function useFastapiExample() {
+  const ex = {};
+  let shop;
+  before(async () => {
+    shop = await startFastapiExample();
+    ex.appPort = shop.appPort;
+    ex.browser = await launchBrowser();
+  });
+  after(async () => {
+    if (ex.browser) await ex.browser.close();
+    if (shop) await shop.stop();
+  });
+  return ex;
+}
