@@ -111,8 +111,11 @@ test("herald.js over a compressing socket: subscribe, publish, receive", bt(asyn
   await until(() => alice.evaluate(() => window.msgs.length === 1), "alice receives her own message");
   assert.deepEqual(await bob.evaluate(() => window.msgs[0]), chat(1));
   assert.deepEqual(await alice.evaluate(() => window.msgs[0]), chat(1));
-  // one compression, two compressed frames (one per subscriber)
-  assert.equal(await hd.metric("herald_ws_deflates_total") - deflates0, 1);
+  // one compression per loop thread at most: alice and bob may sit on two loops that
+  // both find no compressed frame yet and each make one (docs/protocol.md, "Metrics";
+  // the second is freed). Two compressed frames, one per subscriber, either way.
+  const deflates = await hd.metric("herald_ws_deflates_total") - deflates0;
+  assert.ok(deflates >= 1 && deflates <= Number(hd.env.HERALD_THREADS), `${deflates} compressions`);
   assert.equal(await hd.metric("herald_ws_compressed_frames_sent_total") - frames0, 2);
 }));
 
