@@ -35,6 +35,8 @@ import subprocess
 import threading
 import time
 
+import ports
+
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
@@ -290,7 +292,7 @@ def make_ca(directory):
 
 
 def closed_port():
-    """A loopback port nobody listens on (bound, then closed)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nobody listens on, and nobody will: reserved for this
+    process (ports.py), so connecting to it is refused for as long as the
+    test runs (a port bound and closed again could be taken meanwhile)."""
+    return ports.reserve_port()

@@ -42,6 +42,22 @@ def reserve_port(host="127.0.0.1"):
     return port
 
 
+def reserve_exact(port, host="127.0.0.1"):
+    """Reserves this very port (as reserve_port does) when nobody listens
+    on it and no other process holds it without SO_REUSEADDR; True then,
+    else False. For a port that must sit at a fixed distance from another
+    (a Redis Cluster node's bus port)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((host, port))
+    except OSError:
+        s.close()
+        return False
+    _held[port] = s
+    return True
+
+
 def release_port(port):
     """Gives a reserved port back (nothing if it was not reserved here)."""
     s = _held.pop(port, None)

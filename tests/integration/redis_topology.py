@@ -37,13 +37,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import socketserver
 import subprocess
 import tempfile
 import threading
 import time
 
+import ports
 from harness import RedisError as RespError, RespConn as Conn, free_port, stop_process, wait_until
 
 REDIS_SERVER = os.environ.get("REDIS_SERVER") or "/usr/bin/redis-server"
@@ -52,27 +52,21 @@ REDIS_CLI = os.environ.get("REDIS_CLI") or "/usr/bin/redis-cli"
 CLUSTER_PORT_MAX = 55535
 
 
-def _port_free(port):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_cluster_port(taken=()):
     """A free loopback port <= 55535 whose bus port (+10000) is free too."""
     for _ in range(1000):
         p = free_port()
         if p <= CLUSTER_PORT_MAX and p not in taken and p + 10000 not in taken \
-                and _port_free(p + 10000):
+                and ports.reserve_exact(p + 10000):
             return p
+        ports.release_port(p)
     # the kernel's ephemeral range may lie mostly above 55535: probe below it
     for _ in range(1000):
         p = 20000 + int.from_bytes(os.urandom(2), "big") % (CLUSTER_PORT_MAX - 20000)
-        if p not in taken and p + 10000 not in taken and _port_free(p) and _port_free(p + 10000):
-            return p
+        if p not in taken and p + 10000 not in taken and ports.reserve_exact(p):
+            if ports.reserve_exact(p + 10000):
+                return p
+            ports.release_port(p)
     raise AssertionError("no free port pair for a cluster node")
 
 

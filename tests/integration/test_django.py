@@ -204,7 +204,7 @@ def test_redis_layer_members_expiry_and_node_stop():
         # renewed every group_expiry / 4 (1 s at least, checked every second)
         for n in names:
             wait_until(lambda: float(r.cmd("ZSCORE", "asgi:group:news", n)) > score0[n],
-                       timeout=4, what="membership %s renewed" % n)
+                       what="membership %s renewed" % n)
         # past the Django side's group_expiry (4 s after the nodes joined),
         # the nodes are still members: renewed, and recently (a group_send
         # drops members older than group_expiry; 2 s of the 4 are left for

@@ -33,19 +33,26 @@ typedef struct redis_proc {
     const char *password; /* for the test's own connections */
 } redis_proc;
 
-/* A loopback port nobody listens on right now. */
+/* A loopback port reserved for this process: the socket that holds it stays
+ * bound (SO_REUSEADDR, never listening) until the process exits, so the
+ * kernel hands it to no other test's bind(0) or connect() meanwhile, while a
+ * server told to use it (redis-server sets SO_REUSEADDR) can still bind and
+ * listen, again after a restart. Connecting to it is refused until then.
+ * The same rule as tests/integration/ports.py; binding port 0 and closing
+ * the socket again left a window in which another test could take it. */
 static int test_free_port(void)
 {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof(a);
+    int one = 1;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
         getsockname(fd, (struct sockaddr *)&a, &len) < 0) {
         perror("free port");
         exit(2);
     }
-    close(fd);
-    return ntohs(a.sin_port);
+    return ntohs(a.sin_port); /* fd: held until exit, on purpose */
 }
 
 /* A listening socket that never accepts: connects succeed (the kernel's
