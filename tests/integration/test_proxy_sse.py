@@ -160,7 +160,12 @@ def test_a_client_that_leaves_or_a_shutdown_while_the_backend_thinks():
             waiting.settimeout(20)
             buf = b""
             while True:
-                chunk = waiting.recv(65536)
+                try:
+                    chunk = waiting.recv(65536)
+                except ConnectionResetError:
+                    # seen once under ASan beside two busy loops: the close
+                    # came as a reset. Still a close, not a stream or a hang
+                    break
                 if not chunk:
                     break
                 buf += chunk
