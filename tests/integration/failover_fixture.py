@@ -6,6 +6,8 @@ a REST publisher at a steady rate recording what was acknowledged, a
 import threading
 import time
 
+from harness import wait_until
+
 
 class Recorder(threading.Thread):
     """Reads every push of one WebSocket client (after its subscriptions)
@@ -160,3 +162,21 @@ def recorders(users, channels):
     for rec in subs.values():
         rec.start()
     return subs
+
+
+def drain(pub, recs, mon, channels):
+    """After the publisher stopped: wait until every recorder of recs
+    ({name: Recorder}) got the last acknowledged publication of each of
+    channels (all before it were sent earlier, so none is still on its
+    way), then stop the recorders and the monitor. Raises if a recorder
+    failed."""
+    for ch in channels:
+        last = pub.acked(ch)[-1][0]
+        for name, rec in recs.items():
+            wait_until(lambda: any(m["data"] == last for _, m in rec.pushes("message", ch)), 30,
+                       what="%s to get publication %d of %s" % (name, last, ch))
+    mon.done.set()
+    for rec in recs.values():
+        rec.done.set()
+        rec.join(5)
+        assert rec.error is None, rec.error

@@ -16,7 +16,7 @@ import subprocess
 import time
 from contextlib import ExitStack
 
-from failover_fixture import (Publisher, ReadyMonitor, check_history_subscriber, recorders,
+from failover_fixture import (Publisher, ReadyMonitor, check_history_subscriber, drain, recorders,
                               first_delivery_after)
 from harness import cluster_nodes, run_tests, wait_until
 from redis_topology import RedisCluster
@@ -87,16 +87,7 @@ def test_failover_migration_and_kill_under_traffic():
         finally:
             pub.done.set()
             pub.join(30)
-        for ch in channels:
-            last = pub.acked(ch)[-1][0]
-            for name, rec in subs.items():
-                wait_until(lambda: any(m["data"] == last for _, m in rec.pushes("message", ch)), 30,
-                           what="%s to get publication %d of %s" % (name, last, ch))
-        mon.done.set()
-        for rec in subs.values():
-            rec.done.set()
-            rec.join(5)
-            assert rec.error is None, rec.error
+        drain(pub, subs, mon, channels)
         print("plain channels by master:", plain, "masters", ports)
         for name, rec in subs.items():
             for port, ch in sorted(hist.items()):

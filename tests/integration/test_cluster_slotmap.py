@@ -9,7 +9,7 @@ its own so that test_cluster_failover.py stays within CTest's 300 s."""
 import time
 from contextlib import ExitStack
 
-from failover_fixture import Publisher, ReadyMonitor, check_history_subscriber, recorders
+from failover_fixture import Publisher, ReadyMonitor, check_history_subscriber, drain, recorders
 from harness import cluster_nodes, run_tests, wait_until
 from redis_topology import RedisCluster
 from test_cluster_failover import CONFIG, one_per_master
@@ -69,16 +69,7 @@ def test_slot_map_changing_every_second():
             pub.join(30)
         print("moves (t, channel, from, to):", moves)
         assert len(moves) >= 16, moves
-        for ch in channels:
-            last = pub.acked(ch)[-1][0]
-            for name, rec in subs.items():
-                wait_until(lambda: any(m["data"] == last for _, m in rec.pushes("message", ch)), 30,
-                           what="%s to get publication %d of %s" % (name, last, ch))
-        mon.done.set()
-        for rec in subs.values():
-            rec.done.set()
-            rec.join(5)
-            assert rec.error is None, rec.error
+        drain(pub, subs, mon, channels)
         for name, rec in subs.items():
             for ch in channels:
                 r = check_history_subscriber(name, rec, pub, ch, t_start, renewed=False)

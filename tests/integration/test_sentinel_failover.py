@@ -22,7 +22,7 @@ import signal
 import time
 from contextlib import ExitStack
 
-from failover_fixture import (Publisher, ReadyMonitor, Recorder, check_history_subscriber,
+from failover_fixture import (Publisher, ReadyMonitor, Recorder, check_history_subscriber, drain,
                               first_delivery_after)
 from harness import Herald, cluster_nodes, run_tests, wait_until
 from redis_topology import SentinelSet
@@ -71,16 +71,7 @@ def test_master_killed_under_traffic():
             pub.done.set()
             pub.join(30)
         # the last publication of each channel reaches everyone: all before it did too
-        for ch in (hist, plain):
-            last = pub.acked(ch)[-1][0]
-            for name, (_, _, rec) in subs.items():
-                wait_until(lambda: any(m["data"] == last for _, m in rec.pushes("message", ch)), 30,
-                           what="%s to get publication %d of %s" % (name, last, ch))
-        mon.done.set()
-        for _, _, rec in subs.values():
-            rec.done.set()
-            rec.join(5)
-            assert rec.error is None, rec.error
+        drain(pub, {name: rec for name, (_, _, rec) in subs.items()}, mon, (hist, plain))
 
         for name, (_, _, rec) in subs.items():
             print(name, hist, "before/after/missing-before/told:",
