@@ -9,10 +9,9 @@
  * comes from, and --help is generated from the same table. Namespaces exist
  * only in the file and are parsed by config_ns.c.
  *
- * Why one file of ~1,200 lines: about 200 are opt_table[] itself and most
- * of the rest are its value parsers and checks, which only make sense next
- * to the table (each row names its check). Splitting them off would put the
- * reader of a row in two files; what stands apart (namespaces) is apart.
+ * The value parsers and the checks a row names live in config_check.c,
+ * which config_ns.c shares; this file keeps the table and how the sources
+ * reach it.
  */
 #include "gateway/config.h"
 #include "gateway/config_internal.h"
@@ -34,19 +33,6 @@
 
 /* log_format is written through an int pointer like the other choices. */
 _Static_assert(sizeof(hr_log_format) == sizeof(int), "hr_log_format must be int-sized");
-
-/*---- Error reporting -------------------------------------------------------*/
-
-int hr_config_say(char *buf, size_t len, const char *fmt, ...)
-{
-    if (buf && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(buf, len, fmt, ap);
-        va_end(ap);
-    }
-    return -EINVAL;
-}
 
 /*---- Option table ----------------------------------------------------------*/
 
@@ -85,18 +71,6 @@ static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL}
 /* = chan_django_config.mode */
 static const char *const django_layers[] = {"off", "pubsub", "redis", NULL};
 
-static int check_redis_url(const char *val, char *why, size_t whylen);
-static int check_jwt_alg(const char *val, char *why, size_t whylen);
-static int check_node_id(const char *val, char *why, size_t whylen);
-static int check_dir(const char *val, char *why, size_t whylen);
-static int check_swagger_ui(const char *val, char *why, size_t whylen);
-static int check_url(const char *val, char *why, size_t whylen);
-static int check_rpc_method(const char *val, char *why, size_t whylen);
-static int check_proxy_header(const char *val, char *why, size_t whylen);
-static int check_header_value(const char *val, char *why, size_t whylen);
-static int check_file(const char *val, char *why, size_t whylen);
-static int check_django_channel(const char *val, char *why, size_t whylen);
-
 /* = hr_config.proxy_connect_first */
 static const char *const proxy_precedences[] = {"jwt", "proxy", NULL};
 /* SPEC §8's default HERALD_PROXY_HEADERS */
@@ -117,7 +91,7 @@ static const opt_def opt_table[] = {
      "HTTP and WebSocket address; [IPV6]:PORT; :PORT = all interfaces; port 0 = a free port "
      "chosen at start-up (named in the \"listening\" log line)"},
     {"redis_url", "HERALD_REDIS_URL", "redis-url", "URL", OPT_NSTR, F(redis_url), 0, 0, 0, NULL,
-     check_redis_url, "unset (embedded mode)",
+     hr_config_check_redis_url, "unset (embedded mode)",
      "redis://[[user]:password@]host:port[/db], comma-separated for shards; enables cluster "
      "mode; also redis+sentinel://[[user]:password@]host:port[,host:port...]/MASTER[/db] and "
      "redis+cluster://[[user]:password@]host:port[,host:port...]"},
@@ -129,7 +103,7 @@ static const opt_def opt_table[] = {
     {"db", "HERALD_DB", "db", "FILE", OPT_STR, F(db_path), 0, 0, 0, NULL, NULL, "./herald.db",
      "SQLite user store (embedded mode)"},
     {"node_id", "HERALD_NODE_ID", "node-id", "NAME", OPT_STR, F(node_id), 0, 0, 0, NULL,
-     check_node_id, "the hostname",
+     hr_config_check_node_id, "the hostname",
      "name of this node in logs, metrics and client ids ([A-Za-z0-9_.-])"},
     {"api_keys", "HERALD_API_KEY", "api-key", "KEY[,KEY...]", OPT_LIST, F(api_keys), F(napi_keys),
      0, 0, NULL, NULL, "none", "API keys of backend services"},
@@ -145,9 +119,10 @@ static const opt_def opt_table[] = {
     {"tls_key", "HERALD_TLS_KEY", "tls-key", "FILE", OPT_NSTR, F(tls_key), 0, 0, 0, NULL, NULL,
      "unset", "PEM private key of tls_cert"},
     {"web_root", "HERALD_WEB_ROOT", "web-root", "DIR", OPT_NSTR, F(web_root), 0, 0, 0, NULL,
-     check_dir, "unset", "serve the files of DIR for GET requests no API route claims (web/demo)"},
+     hr_config_check_dir, "unset",
+     "serve the files of DIR for GET requests no API route claims (web/demo)"},
     {"swagger_ui", "HERALD_SWAGGER_UI", "swagger-ui", "DIR", OPT_NSTR, F(swagger_ui), 0, 0, 0, NULL,
-     check_swagger_ui, "unset (no /docs)",
+     hr_config_check_swagger_ui, "unset (no /docs)",
      "npm's swagger-ui-dist directory: /docs then shows this API in Swagger UI"},
     {"jwt_secret", "HERALD_JWT_SECRET", "jwt-secret", "SECRET", OPT_NSTR, F(jwt_secret), 0, 0, 0,
      NULL, NULL, "generated once and kept in the store", "HMAC secret for HS256 tokens"},
@@ -158,7 +133,7 @@ static const opt_def opt_table[] = {
      F(jwt_private_key), 0, 0, 0, NULL, NULL, "unset",
      "PEM private key for issuing RS256/ES256 tokens"},
     {"jwt_alg", "HERALD_JWT_ALG", "jwt-alg", "ALG", OPT_NSTR, F(jwt_alg), 0, 0, 0, NULL,
-     check_jwt_alg, "HS256, or RS256/ES256 by key type", "HS256|HS384|HS512|RS256|ES256"},
+     hr_config_check_jwt_alg, "HS256, or RS256/ES256 by key type", "HS256|HS384|HS512|RS256|ES256"},
     {"jwt_iss", "HERALD_JWT_ISS", "jwt-iss", "ISS", OPT_NSTR, F(jwt_iss), 0, 0, 0, NULL, NULL,
      "unset (not checked)", "required \"iss\" claim; also set in issued tokens"},
     {"jwt_aud", "HERALD_JWT_AUD", "jwt-aud", "AUD", OPT_NSTR, F(jwt_aud), 0, 0, 0, NULL, NULL,
@@ -258,30 +233,30 @@ static const opt_def opt_table[] = {
      NULL, OPT_BOOL, F(django_encrypted), 0, 0, 0, NULL, NULL, "false",
      "the layer has symmetric_encryption_keys: refused (not supported)"},
     {"proxy_connect_url", "HERALD_PROXY_CONNECT_URL", "proxy-connect-url", "URL", OPT_NSTR,
-     F(proxy_connect_url), 0, 0, 0, NULL, check_url, "unset",
+     F(proxy_connect_url), 0, 0, 0, NULL, hr_config_check_url, "unset",
      "connect proxy: the backend authenticates connections (cookies)"},
     {"proxy_connect_precedence", "HERALD_PROXY_CONNECT_PRECEDENCE", "proxy-connect-precedence",
      "WHO", OPT_CHOICE, F(proxy_connect_first), 0, 0, 0, proxy_precedences, NULL, "jwt",
      "jwt: a JWT, when present, is checked, not the proxy; proxy: the proxy decides all"},
     {"proxy_refresh_url", "HERALD_PROXY_REFRESH_URL", "proxy-refresh-url", "URL", OPT_NSTR,
-     F(proxy_refresh_url), 0, 0, 0, NULL, check_url, "unset",
+     F(proxy_refresh_url), 0, 0, 0, NULL, hr_config_check_url, "unset",
      "refresh proxy: extends proxy-authenticated connections"},
     {"proxy_subscribe_url", "HERALD_PROXY_SUBSCRIBE_URL", "proxy-subscribe-url", "URL", OPT_NSTR,
-     F(proxy_subscribe_url), 0, 0, 0, NULL, check_url, "unset",
+     F(proxy_subscribe_url), 0, 0, 0, NULL, hr_config_check_url, "unset",
      "subscribe proxy, for namespaces with \"subscribe_proxy\": true"},
     {"proxy_publish_url", "HERALD_PROXY_PUBLISH_URL", "proxy-publish-url", "URL", OPT_NSTR,
-     F(proxy_publish_url), 0, 0, 0, NULL, check_url, "unset",
+     F(proxy_publish_url), 0, 0, 0, NULL, hr_config_check_url, "unset",
      "publish proxy, for namespaces with \"publish_proxy\": true"},
     {"proxy_rpc_url", "HERALD_PROXY_RPC_URL", "proxy-rpc-url", "URL", OPT_NSTR, F(proxy_rpc_url), 0,
-     0, 0, NULL, check_url, "unset", "RPC proxy: the backend answers the rpc op"},
+     0, 0, NULL, hr_config_check_url, "unset", "RPC proxy: the backend answers the rpc op"},
     {"proxy_rpc_methods", "HERALD_PROXY_RPC_METHODS", "proxy-rpc-methods", "PREFIX=URL[,...]",
-     OPT_LIST, F(proxy_rpc_methods), F(nproxy_rpc_methods), 0, 0, NULL, check_rpc_method, "none",
-     "RPC methods starting with PREFIX go to URL (file: an object)"},
+     OPT_LIST, F(proxy_rpc_methods), F(nproxy_rpc_methods), 0, 0, NULL, hr_config_check_rpc_method,
+     "none", "RPC methods starting with PREFIX go to URL (file: an object)"},
     {"proxy_headers", "HERALD_PROXY_HEADERS", "proxy-headers", "NAME[,...]", OPT_LIST,
-     F(proxy_headers), F(nproxy_headers), 0, 0, NULL, check_proxy_header, PROXY_HEADERS_DEFAULT,
-     "client request headers forwarded to the proxies (\"\" = none)"},
+     F(proxy_headers), F(nproxy_headers), 0, 0, NULL, hr_config_check_proxy_header,
+     PROXY_HEADERS_DEFAULT, "client request headers forwarded to the proxies (\"\" = none)"},
     {"proxy_key", "HERALD_PROXY_KEY", "proxy-key", "KEY", OPT_NSTR, F(proxy_key), 0, 0, 0, NULL,
-     check_header_value, "unset", "sent to the backend as X-Herald-Proxy-Key"},
+     hr_config_check_header_value, "unset", "sent to the backend as X-Herald-Proxy-Key"},
     {"proxy_timeout", "HERALD_PROXY_TIMEOUT", "proxy-timeout", "SECONDS", OPT_INT, F(proxy_timeout),
      0, 1, 600, NULL, NULL, "5", "a proxy call not answered in time is unavailable for the client"},
     {"proxy_max_inflight", "HERALD_PROXY_MAX_INFLIGHT", "proxy-max-inflight", "N", OPT_INT,
@@ -294,13 +269,13 @@ static const opt_def opt_table[] = {
      F(proxy_max_response), 0, 64, ONE_GIB, NULL, NULL, "262144",
      "largest backend answer (bigger: unavailable)"},
     {"proxy_ca_file", "HERALD_PROXY_CA_FILE", "proxy-ca-file", "FILE", OPT_NSTR, F(proxy_ca_file),
-     0, 0, 0, NULL, check_file, "the system's CA store",
+     0, 0, 0, NULL, hr_config_check_file, "the system's CA store",
      "PEM CA certificates to verify https:// backends with"},
     {"events_django_channel", "HERALD_EVENTS_DJANGO_CHANNEL", "events-django-channel", "NAME",
-     OPT_NSTR, F(events_django_channel), 0, 0, 0, NULL, check_django_channel, "unset",
+     OPT_NSTR, F(events_django_channel), 0, 0, 0, NULL, hr_config_check_django_channel, "unset",
      "send lifecycle events (herald.connect, ...) to this Channels channel"},
     {"events_webhook_url", "HERALD_EVENTS_WEBHOOK_URL", "events-webhook-url", "URL", OPT_NSTR,
-     F(events_webhook_url), 0, 0, 0, NULL, check_url, "unset",
+     F(events_webhook_url), 0, 0, 0, NULL, hr_config_check_url, "unset",
      "POST lifecycle events in batches ({\"events\":[...]}) to this URL"},
     {"events_batch", "HERALD_EVENTS_BATCH", "events-batch", "N", OPT_INT, F(events_batch), 0, 1,
      10000, NULL, NULL, "100", "most events per webhook request (sent at least every second)"},
@@ -332,224 +307,6 @@ static const opt_def *opt_by_flag(const char *name, size_t len)
         if (strlen(opt_table[i].flag) == len && !memcmp(opt_table[i].flag, name, len))
             return &opt_table[i];
     return NULL;
-}
-
-/*---- Value parsers ---------------------------------------------------------*/
-
-/* Strict decimal parse: digits only (no sign, no spaces), within [min, max].
- * strtoull alone would accept "-1", " 5" and "5x". */
-static int parse_uint(const char *s, unsigned long long min, unsigned long long max,
-                      unsigned long long *out, char *why, size_t whylen)
-{
-    if (*s < '0' || *s > '9')
-        return hr_config_say(why, whylen, "expected a whole number, got \"%s\"", s);
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end)
-        return hr_config_say(why, whylen, "expected a whole number, got \"%s\"", s);
-    if (errno == ERANGE || v < min || v > max)
-        return hr_config_say(why, whylen, "%s is out of range (%llu..%llu)", s, min, max);
-    *out = v;
-    return 0;
-}
-
-/* Accepts the usual spellings of a boolean in environment variables. */
-static int parse_bool(const char *s, int *out, char *why, size_t whylen)
-{
-    static const char *const yes[] = {"true", "1", "yes", "on"};
-    static const char *const no[] = {"false", "0", "no", "off"};
-    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
-        if (!strcasecmp(s, yes[i]))
-            return *out = 1, 0;
-        if (!strcasecmp(s, no[i]))
-            return *out = 0, 0;
-    }
-    return hr_config_say(why, whylen, "expected true or false, got \"%s\"", s);
-}
-
-/* Host characters: a name or IPv4 address, or (bracketed) an IPv6 address
- * with an optional %zone. Rejecting ':' outside brackets catches "::1:80". */
-static int host_ok(const char *s, const char *end, int bracketed)
-{
-    const char *extra = bracketed ? ":.%" : ".-_";
-    for (; s < end; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-              strchr(extra, *s)))
-            return 0;
-    return 1;
-}
-
-/* Splits "host:port", "[v6]:port" or ":port" (all interfaces). On success
- * *host is a malloc'ed string the caller owns. */
-static int parse_listen(const char *s, char **host, int *port, char *why, size_t whylen)
-{
-    const char *hs = s, *he, *ps;
-    if (*s == '[') {
-        hs = s + 1;
-        he = strchr(hs, ']');
-        if (!he || he == hs || he[1] != ':' || !host_ok(hs, he, 1))
-            goto bad;
-        ps = he + 2;
-    } else {
-        he = strrchr(s, ':');
-        if (!he || !host_ok(hs, he, 0))
-            goto bad;
-        ps = he + 1;
-    }
-    unsigned long long p = 0;
-    if (parse_uint(ps, 0, 65535, &p, NULL, 0) < 0)
-        return hr_config_say(why, whylen, "invalid port in \"%s\" (expected 0..65535)", s);
-    *host = he > hs ? hr_strndup(hs, (size_t)(he - hs)) : hr_strdup("0.0.0.0");
-    *port = (int)p;
-    return 0;
-bad:
-    return hr_config_say(why, whylen,
-                         "invalid address \"%s\" (expected HOST:PORT, [IPV6]:PORT or :PORT)", s);
-}
-
-/* The whole list is parsed here (so a bad URL stops the start with its
- * reason); the Redis module parses it again. The value is not echoed: it
- * may hold a password (hr_redis_targets_parse's reasons never quote it). */
-static int check_redis_url(const char *val, char *why, size_t whylen)
-{
-    if (!*val)
-        return 0;
-    hr_redis_target *t = NULL;
-    char err[200];
-    int n = hr_redis_targets_parse(val, &t, err, sizeof(err));
-    if (n >= 0) {
-        hr_redis_targets_free(t, n);
-        return 0;
-    }
-    return hr_config_say(why, whylen,
-                         "%s (expected redis://[[user]:password@]host:port[/db], "
-                         "redis+sentinel://[[user]:password@]host:port[,host:port...]/MASTER[/db] "
-                         "or redis+cluster://[[user]:password@]host:port[,host:port...], "
-                         "several comma-separated for shards)",
-                         err);
-}
-
-/* The JWT module supports exactly these algorithms; refuse others at start
- * rather than on the first token. */
-static int check_jwt_alg(const char *val, char *why, size_t whylen)
-{
-    if (!*val || auth_jwt_alg_name(val))
-        return 0;
-    return hr_config_say(why, whylen,
-                         "unsupported algorithm \"%s\" (HS256, HS384, HS512, RS256 or ES256)", val);
-}
-
-/* The node id ends up in client ids ("<node>.<n>"), metric labels and Redis
- * keys, so it is kept to characters safe in all of them. */
-static int check_node_id(const char *val, char *why, size_t whylen)
-{
-    if (strlen(val) > 64 || !host_ok(val, val + strlen(val), 0))
-        return hr_config_say(why, whylen, "invalid node id \"%s\" (up to 64 of [A-Za-z0-9_.-])",
-                             val);
-    return 0;
-}
-
-/* web_root: an existing directory, so a typo fails at start, not as 404s */
-static int check_dir(const char *val, char *why, size_t whylen)
-{
-    struct stat st;
-    if (stat(val, &st) < 0 || !S_ISDIR(st.st_mode))
-        return hr_config_say(why, whylen, "\"%s\" is not a directory", val);
-    return 0;
-}
-
-/* swagger_ui: a directory with Swagger UI's bundle in it, so pointing at
- * the package's parent (a common slip) fails at start */
-static int check_swagger_ui(const char *val, char *why, size_t whylen)
-{
-    char path[4096];
-    struct stat st;
-    if (check_dir(val, why, whylen) < 0)
-        return -EINVAL;
-    snprintf(path, sizeof(path), "%s/swagger-ui-bundle.js", val);
-    if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
-        return hr_config_say(why, whylen,
-                             "\"%s\" has no swagger-ui-bundle.js (npm's swagger-ui-dist)", val);
-    return 0;
-}
-
-/* Backend URLs: http:// or https://, a host, nothing curl would have to
- * guess about (spaces, control characters). Echoing is fine: unlike Redis
- * URLs these carry no password by design (use HERALD_PROXY_KEY). */
-static int check_url(const char *val, char *why, size_t whylen)
-{
-    size_t n = !strncasecmp(val, "http://", 7) ? 7 : !strncasecmp(val, "https://", 8) ? 8 : 0;
-    int ok = n && val[n] && val[n] != '/' && val[n] != ':' && strlen(val) <= 2048;
-    for (const unsigned char *p = (const unsigned char *)val; ok && *p; p++)
-        ok = *p > 0x20 && *p != 0x7f;
-    if (!ok)
-        return hr_config_say(why, whylen,
-                             "expected an http:// or https:// URL with a host, got \"%s\"", val);
-    return 0;
-}
-
-/* RPC method names (and prefixes): what a client may send as "method". */
-static int method_ok(const char *s, size_t len)
-{
-    if (!len || len > 255)
-        return 0;
-    for (size_t i = 0; i < len; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
-              (s[i] >= '0' && s[i] <= '9') || strchr("_.:/-", s[i])))
-            return 0;
-    return 1;
-}
-
-/* One proxy_rpc_methods entry: PREFIX=URL. */
-static int check_rpc_method(const char *val, char *why, size_t whylen)
-{
-    const char *eq = strchr(val, '=');
-    if (!eq || !method_ok(val, (size_t)(eq - val)))
-        return hr_config_say(
-            why, whylen,
-            "expected PREFIX=URL with a method prefix of 1 to 255 of [A-Za-z0-9_.:/-], "
-            "got \"%s\"",
-            val);
-    return check_url(eq + 1, why, whylen);
-}
-
-/* One HERALD_PROXY_HEADERS name. */
-static int check_proxy_header(const char *val, char *why, size_t whylen)
-{
-    if (!hr_proxy_header_allowed(val))
-        return hr_config_say(
-            why, whylen,
-            "\"%s\" cannot be forwarded (not a header name, or one the HTTP client "
-            "sets itself)",
-            val);
-    return 0;
-}
-
-/* Something sent as a header value: no control characters. Not echoed. */
-static int check_header_value(const char *val, char *why, size_t whylen)
-{
-    for (const unsigned char *p = (const unsigned char *)val; *p; p++)
-        if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
-            return hr_config_say(why, whylen, "must not contain control characters");
-    return 0;
-}
-
-/* A readable regular file, so a typo fails at start, not on the first call. */
-static int check_file(const char *val, char *why, size_t whylen)
-{
-    struct stat st;
-    if (stat(val, &st) < 0 || !S_ISREG(st.st_mode) || access(val, R_OK) < 0)
-        return hr_config_say(why, whylen, "\"%s\" is not a readable file", val);
-    return 0;
-}
-
-static int check_django_channel(const char *val, char *why, size_t whylen)
-{
-    if (!hr_config_django_channel_ok(val))
-        return hr_config_say(
-            why, whylen, "expected a Django Channels channel name (1 to 99 of A-Z a-z 0-9 _ . -)");
-    return 0;
 }
 
 /*---- String lists ----------------------------------------------------------*/
@@ -610,14 +367,6 @@ static void list_install(hr_config *cfg, const opt_def *o, str_list *l)
 
 /*---- Applying one value ----------------------------------------------------*/
 
-/* Replaces a string member with a copy of val (NULL allowed). */
-void hr_config_set_str(char **slot, const char *val)
-{
-    char *copy = val ? hr_strdup(val) : NULL;
-    free(*slot);
-    *slot = copy;
-}
-
 /* Runs the option's check on every item of l; frees l on a refusal. */
 static int list_check(const opt_def *o, str_list *l, char *why, size_t whylen)
 {
@@ -646,7 +395,7 @@ static int apply_listen(hr_config *cfg, const opt_def *o, const char *val, char 
 {
     char *host = NULL;
     int port = 0;
-    if (parse_listen(val, &host, &port, why, whylen) < 0)
+    if (hr_config_parse_listen(val, &host, &port, why, whylen) < 0)
         return -EINVAL;
     char **slot = field(cfg, o->off);
     free(*slot);
@@ -677,7 +426,7 @@ static int apply_choice(hr_config *cfg, const opt_def *o, const char *val, char 
 static int apply_number(hr_config *cfg, const opt_def *o, const char *val, char *why, size_t whylen)
 {
     unsigned long long v = 0;
-    if (parse_uint(val, o->min, o->max, &v, why, whylen) < 0)
+    if (hr_config_parse_uint(val, o->min, o->max, &v, why, whylen) < 0)
         return -EINVAL;
     if (o->type == OPT_INT)
         *(int *)field(cfg, o->off) = (int)v;
@@ -715,7 +464,7 @@ static int opt_apply(hr_config *cfg, const opt_def *o, const char *val, char *wh
     case OPT_CHOICE:
         return apply_choice(cfg, o, val, why, whylen);
     case OPT_BOOL:
-        return parse_bool(val, field(cfg, o->off), why, whylen);
+        return hr_config_parse_bool(val, field(cfg, o->off), why, whylen);
     case OPT_INT:
     case OPT_LONG:
     case OPT_SIZE:
@@ -780,7 +529,8 @@ static int flag_next(int argc, char **argv, int *i, const opt_def **o, const cha
     if (eq)
         *val = eq + 1;
     else if ((*o)->type == OPT_BOOL)
-        *val = *i + 1 < argc && parse_bool(argv[*i + 1], &b, NULL, 0) == 0 ? argv[++*i] : "true";
+        *val = *i + 1 < argc && hr_config_parse_bool(argv[*i + 1], &b, NULL, 0) == 0 ? argv[++*i]
+                                                                                     : "true";
     else if (*i + 1 < argc && strncmp(argv[*i + 1], "--", 2))
         *val = argv[++*i];
     else
@@ -915,7 +665,7 @@ static int file_apply(hr_config *cfg, const char *path, const char *key, json_t 
     int rc;
     if (o->type == OPT_LIST && json_is_array(v))
         rc = json_list(cfg, o, v, why, sizeof(why));
-    else if (o->type == OPT_LIST && json_is_object(v) && o->check == check_rpc_method)
+    else if (o->type == OPT_LIST && json_is_object(v) && o->check == hr_config_check_rpc_method)
         rc = json_map(cfg, o, v, why, sizeof(why));
     else
         rc = json_text(o, v, num, sizeof(num), &text, why, sizeof(why)) < 0

@@ -85,21 +85,6 @@ static int ns_set_rule(auth_rule *slot, const ns_def *d, json_t *v, char *why, s
     return 0;
 }
 
-/* A Channels channel Herald may send to (BaseChannelLayer's rules): 1..99
- * of [A-Za-z0-9_.-]; no '!', a process-local name is nobody's to send to.
- * The same rule as channels/django_codec.c's dj_channel_name_valid. */
-int hr_config_django_channel_ok(const char *s)
-{
-    size_t len = strlen(s);
-    if (!len || len > 99)
-        return 0;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-              strchr("_.-", *s)))
-            return 0;
-    return 1;
-}
-
 /* Sets one key of a namespace from its JSON value. */
 static int ns_apply(auth_namespace *ns, const ns_def *d, json_t *v, char *why, size_t whylen)
 {
