@@ -43,7 +43,7 @@ LAYERS = [
     ("auth", 1, ["auth/*"]),
     ("channels", 1, ["channels/*"]),
     ("gateway/base", 2, [
-        "gateway/config", "gateway/config_ns", "gateway/proto",
+        "gateway/config", "gateway/config_ns", "gateway/config_check", "gateway/proto",
         "gateway/proxy", "gateway/router", "gateway/metrics", "gateway/static",
         "gateway/sockstat", "gateway/limits", "gateway/wsi", "gateway/creds",
         "gateway/backend", "gateway/proxy_call", "gateway/events", "gateway/ws_deflate",
@@ -55,7 +55,7 @@ LAYERS = [
     ("gateway/transport", 7, [
         "gateway/http", "gateway/rest", "gateway/rest_users", "gateway/rest_channels",
         "gateway/rest_ops", "gateway/ws_conn", "gateway/ws_cmd", "gateway/ws_upgrade",
-        "gateway/stream",
+        "gateway/stream", "gateway/stream_open",
     ]),
     ("gateway/server", 8, ["gateway/server"]),
     ("cli", 9, ["cli/*"]),
