@@ -144,8 +144,10 @@ typedef struct rchan {
     int inflight;  /* (UN)SUBSCRIBE replies still to come */
     int confirmed; /* subscribed on Redis, replies all in */
     sub_task *waiters;
-    chan_opts opts; /* of the first subscriber (the namespace's) */
-    chan_pos last;  /* the stream position the node has delivered */
+    int hreads;       /* history reads in flight for its subscribers */
+    sub_task *hqueue; /* subscribers that wait to share the next read (newest first) */
+    chan_opts opts;   /* of the first subscriber (the namespace's) */
+    chan_pos last;    /* the stream position the node has delivered */
     int have_last;
     int recovering; /* reading what an outage cost: live pushes wait */
     int renew;      /* after a reconnect: tell subscribers once confirmed */

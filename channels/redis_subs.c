@@ -56,7 +56,7 @@ static rchan *rchan_get(redis_layer *L, const char *channel, uint64_t h, int cre
 /* Forgets a channel nobody wants once Redis has answered everything. */
 static void rchan_maybe_drop(rchan *c)
 {
-    if (c->wanted || c->inflight || c->waiters || c->recovering)
+    if (c->wanted || c->inflight || c->waiters || c->recovering || c->hreads || c->hqueue)
         return;
     rd_rchan_free(chan_tab_del(&c->sh->channels, c->name, strlen(c->name), c->hash));
 }
@@ -323,7 +323,52 @@ void rd_history_args_free(rd_history_args *a)
     a->key = NULL;
 }
 
+/*
+ * History reads, batched per channel. Each subscriber of a history
+ * channel needs the stream's position and, resuming with `since`, what it
+ * missed: one FCALL. While a channel's read is in flight, its next
+ * subscribers wait for it to come back and then share one read (hqueue):
+ * after a node restarts, a room's clients come back within the same
+ * seconds, and Redis then answers one read per channel per round trip
+ * rather than one per client. The shared read starts at the lowest
+ * position of the batch; each subscriber gets the entries after its own.
+ * The stream holds at most history_size entries (XADD MAXLEN), so a read
+ * of history_size from the lowest position holds everyone's. Only
+ * positions in the epoch the node last saw are batched: across an epoch
+ * change the function decides per position (functions.lua), so those
+ * subscribers read alone, as does one whose batch finds the epoch changed.
+ */
+
 static void rebase(redis_layer *L, rchan *c, const chan_pos *top);
+static void read_alone(redis_layer *L, rchan *c, sub_task *t);
+
+/* A history read of a batch of subscribers (next-linked, oldest first). */
+typedef struct hread {
+    redis_layer *L;
+    char *channel;
+    uint64_t hash;
+    sub_task *tasks;
+    int trailer;   /* an epoch was sent: the reply ends with AFTER, KEPT */
+    uint64_t from; /* the offset the read starts after (with trailer) */
+    char epoch[CHAN_EPOCH_MAX];
+} hread;
+
+/* The node's view of the stream from a reply's top (a first baseline, or
+ * a new epoch its subscribers are told of). */
+static void note_top(redis_layer *L, rchan *c, const chan_pos *top)
+{
+    if (!c->have_last) {
+        c->last = *top; /* the node's baseline for recovery after an outage */
+        c->have_last = 1;
+    } else if (!c->recovering && strcmp(c->last.epoch, top->epoch)) {
+        /* the stream got a new epoch (functions.lua's fence) that this
+         * node's subscribers have not heard of: they are told now */
+        rebase(L, c, top);
+    }
+}
+
+/* A read of c's came back: the next batch goes out. */
+static void read_done(redis_layer *L, rchan *c);
 
 static void sub_history_reply(chan_rconn *conn, void *priv, const redisReply *reply,
                               const char *err)
@@ -346,37 +391,201 @@ static void sub_history_reply(chan_rconn *conn, void *priv, const redisReply *re
         t->r.recovered =
             t->has_since && chan_recovery_across(&t->since, &t->r.pos, t->pubs, t->r.npubs, after,
                                                  kept) == CHAN_RECOVERY_FULL;
-        if (c && !c->have_last) {
-            c->last = t->r.pos; /* the node's baseline for recovery after an outage */
-            c->have_last = 1;
-        } else if (c && !c->recovering && strcmp(c->last.epoch, t->r.pos.epoch)) {
-            /* the stream got a new epoch (functions.lua's fence) that this
-             * node's subscribers have not heard of: they are told now */
-            rebase(L, c, &t->r.pos);
-        }
+        if (c)
+            note_top(L, c, &t->r.pos);
     }
     sub_answer(L, t);
+    if (c)
+        read_done(L, c);
+}
+
+/* Reads for t alone: its position, and with `since` what it missed. */
+static void read_alone(redis_layer *L, rchan *c, sub_task *t)
+{
+    rd_history_args a;
+    rd_history_argv(L, &a, c->name, t->has_since ? (int64_t)t->since.offset : -1,
+                    t->has_since ? (int64_t)c->opts.history_size : 0, 1,
+                    t->has_since ? t->since.epoch : NULL);
+    c->hreads++; /* first: a reply may come before rd_cmd returns */
+    int rc = rd_cmd(c->sh, c->name, sub_history_reply, t, a.argc, a.argv, NULL);
+    rd_history_args_free(&a);
+    if (rc < 0) {
+        c->hreads--;
+        t->r.status = -EAGAIN;
+        sub_answer(L, t);
+    }
+}
+
+static void hread_free(hread *h)
+{
+    free(h->channel);
+    free(h);
+}
+
+/* Copies the entries of pubs[0..n) after offset `after` for one member of
+ * a batch (its own to free). Returns how many. */
+static size_t pubs_after(const chan_pub *pubs, size_t n, uint64_t after, chan_pub **out)
+{
+    size_t i = 0, k;
+    while (i < n && pubs[i].offset <= after)
+        i++;
+    *out = hr_calloc(n - i ? n - i : 1, sizeof(**out));
+    for (k = 0; i < n; i++, k++) {
+        (*out)[k].offset = pubs[i].offset;
+        (*out)[k].data = hr_strdup(pubs[i].data);
+        (*out)[k].from = pubs[i].from ? hr_strdup(pubs[i].from) : NULL;
+    }
+    return k;
+}
+
+/* One member's answer from a batch's reply. Returns 0, or -1 when the
+ * reply does not speak for its position (the epoch moved: read alone). */
+static int batch_answer(sub_task *t, const hread *h, const chan_pos *top, const chan_pub *pubs,
+                        size_t n, uint64_t after, int kept)
+{
+    t->r.history = 1;
+    t->r.pos = *top;
+    if (!t->has_since)
+        return 0; /* only the position */
+    if (!kept || after != h->from || strcmp(top->epoch, h->epoch))
+        return -1;
+    t->r.npubs = pubs_after(pubs, n, t->since.offset, &t->pubs);
+    t->r.recovered = chan_recovery_across(&t->since, top, t->pubs, t->r.npubs, t->since.offset,
+                                          1) == CHAN_RECOVERY_FULL;
+    return 0;
+}
+
+static void batch_reply(chan_rconn *conn, void *priv, const redisReply *reply, const char *err)
+{
+    hread *h = priv;
+    redis_layer *L = h->L;
+    rchan *c = rchan_get(L, h->channel, h->hash, 0);
+    chan_pos top;
+    chan_pub *pubs;
+    size_t n;
+    uint64_t after = 0;
+    int kept = 0;
+    (void)conn, (void)err;
+    if (!c || !rd_reply_check(c->sh, reply))
+        rd_log_reply_error(L, "history read", reply);
+    int ok = rd_parse_history_after(reply, &top, &pubs, &n, h->trailer ? &after : NULL, &kept) == 0;
+    if (ok && c)
+        note_top(L, c, &top);
+    if (!h->trailer)
+        kept = 1, after = h->from;
+    for (sub_task *t = h->tasks, *next; t; t = next) {
+        next = t->next;
+        t->next = NULL;
+        if (!ok) {
+            t->r.status = -EAGAIN;
+        } else if (batch_answer(t, h, &top, pubs, n, after, kept) < 0) {
+            if (c) {
+                read_alone(L, c, t);
+                continue;
+            }
+            t->r.status = -EAGAIN;
+        }
+        sub_answer(L, t);
+    }
+    if (ok)
+        rd_pubs_free(pubs, n);
+    hread_free(h);
+    if (c)
+        read_done(L, c);
+}
+
+/* Sends one read for the batch `tasks` (next-linked, oldest first, at
+ * least two): from the lowest `since` of the batch in epoch, or only the
+ * position when none has one. */
+static void read_batch(redis_layer *L, rchan *c, sub_task *tasks, const char *epoch)
+{
+    hread *h = hr_calloc(1, sizeof(*h));
+    h->L = L;
+    h->channel = hr_strdup(c->name);
+    h->hash = c->hash;
+    h->tasks = tasks;
+    snprintf(h->epoch, sizeof(h->epoch), "%s", epoch);
+    for (sub_task *t = tasks; t; t = t->next)
+        if (t->has_since && (!h->trailer || t->since.offset < h->from)) {
+            h->trailer = 1;
+            h->from = t->since.offset;
+        }
+    rd_history_args a;
+    rd_history_argv(L, &a, c->name, h->trailer ? (int64_t)h->from : -1,
+                    h->trailer ? (int64_t)c->opts.history_size : 0, 1,
+                    h->trailer ? h->epoch : NULL);
+    c->hreads++; /* first: a reply may come before rd_cmd returns */
+    int rc = rd_cmd(c->sh, c->name, batch_reply, h, a.argc, a.argv, NULL);
+    rd_history_args_free(&a);
+    if (rc == 0)
+        return;
+    c->hreads--;
+    for (sub_task *t = tasks, *next; t; t = next) {
+        next = t->next;
+        t->next = NULL;
+        t->r.status = -EAGAIN;
+        sub_answer(L, t);
+    }
+    hread_free(h);
+}
+
+/* The queued subscribers of c go out: those resuming in the epoch the
+ * node knows (and those without a position) in one read, the others each
+ * alone. */
+static void read_queued(redis_layer *L, rchan *c)
+{
+    sub_task *t = c->hqueue, *rev = NULL, *batch = NULL, **tail = &batch;
+    size_t nbatch = 0;
+    c->hqueue = NULL;
+    while (t) { /* oldest first */
+        sub_task *n = t->next;
+        t->next = rev;
+        rev = t;
+        t = n;
+    }
+    for (t = rev; t;) {
+        sub_task *n = t->next;
+        t->next = NULL;
+        if (!t->has_since || (c->have_last && !strcmp(t->since.epoch, c->last.epoch))) {
+            *tail = t;
+            tail = &t->next;
+            nbatch++;
+        } else {
+            read_alone(L, c, t);
+        }
+        t = n;
+    }
+    if (nbatch == 1)
+        read_alone(L, c, batch);
+    else if (nbatch > 1)
+        read_batch(L, c, batch, c->have_last ? c->last.epoch : "");
+}
+
+static void read_done(redis_layer *L, rchan *c)
+{
+    if (c->hreads > 0)
+        c->hreads--;
+    if (!c->hreads && c->hqueue)
+        read_queued(L, c);
+    rchan_maybe_drop(c);
 }
 
 /* The channel is active on Redis: answer at once, or read the stream
  * (after the SUBSCRIBE was confirmed, so nothing published meanwhile is
- * missed: it is held back on the subscriber until the answer). */
+ * missed: it is held back on the subscriber until the answer); while a
+ * read of the channel is in flight, wait to share the next one. */
 static void sub_proceed(redis_layer *L, rchan *c, sub_task *t)
 {
     if (!t->opts.history_size) {
         sub_answer(L, t);
         return;
     }
-    rd_history_args a;
-    rd_history_argv(L, &a, c->name, t->has_since ? (int64_t)t->since.offset : -1,
-                    t->has_since ? (int64_t)c->opts.history_size : 0, 1,
-                    t->has_since ? t->since.epoch : NULL);
-    int rc = rd_cmd(c->sh, c->name, sub_history_reply, t, a.argc, a.argv, NULL);
-    rd_history_args_free(&a);
-    if (rc < 0) {
-        t->r.status = -EAGAIN;
-        sub_answer(L, t);
+    if (c->hreads > 0) {
+        t->next = c->hqueue;
+        c->hqueue = t;
+        return;
     }
+    read_alone(L, c, t);
 }
 
 /* While Redis is away a plain channel is served locally (and subscribed
