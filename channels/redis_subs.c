@@ -339,6 +339,20 @@ void rd_history_args_free(rd_history_args *a)
  * subscribers read alone, as does one whose batch finds the epoch changed.
  */
 
+/* Empties a list kept newest first (*list) and returns it oldest first. */
+static sub_task *take_oldest_first(sub_task **list)
+{
+    sub_task *t = *list, *rev = NULL;
+    *list = NULL;
+    while (t) {
+        sub_task *n = t->next;
+        t->next = rev;
+        rev = t;
+        t = n;
+    }
+    return rev;
+}
+
 static void rebase(redis_layer *L, rchan *c, const chan_pos *top);
 static void read_alone(redis_layer *L, rchan *c, sub_task *t);
 
@@ -534,16 +548,9 @@ static void read_batch(redis_layer *L, rchan *c, sub_task *tasks, const char *ep
  * alone. */
 static void read_queued(redis_layer *L, rchan *c)
 {
-    sub_task *t = c->hqueue, *rev = NULL, *batch = NULL, **tail = &batch;
+    sub_task *t, *batch = NULL, **tail = &batch;
     size_t nbatch = 0;
-    c->hqueue = NULL;
-    while (t) { /* oldest first */
-        sub_task *n = t->next;
-        t->next = rev;
-        rev = t;
-        t = n;
-    }
-    for (t = rev; t;) {
+    for (t = take_oldest_first(&c->hqueue); t;) {
         sub_task *n = t->next;
         t->next = NULL;
         if (!t->has_since || (c->have_last && !strcmp(t->since.epoch, c->last.epoch))) {
@@ -624,15 +631,7 @@ static void sub_run(chan_task *ct)
 
 void rd_run_waiters(redis_layer *L, rchan *c, int up)
 {
-    sub_task *t = c->waiters, *rev = NULL;
-    c->waiters = NULL;
-    while (t) { /* oldest first */
-        sub_task *n = t->next;
-        t->next = rev;
-        rev = t;
-        t = n;
-    }
-    for (t = rev; t;) {
+    for (sub_task *t = take_oldest_first(&c->waiters); t;) {
         sub_task *n = t->next;
         if (up)
             sub_proceed(L, c, t);
