@@ -354,6 +354,7 @@ static sub_task *take_oldest_first(sub_task **list)
 }
 
 static void rebase(redis_layer *L, rchan *c, const chan_pos *top);
+static void sub_route(redis_layer *L, rchan *c, sub_task *t);
 static void read_alone(redis_layer *L, rchan *c, sub_task *t);
 
 /* A history read of a batch of subscribers (next-linked, oldest first). */
@@ -550,6 +551,23 @@ static void read_queued(redis_layer *L, rchan *c)
 {
     sub_task *t, *batch = NULL, **tail = &batch;
     size_t nbatch = 0;
+    if (!c->wanted || !c->confirmed) {
+        /* the channel went down, moved or was left meanwhile: its queue
+         * goes where a new subscription would (a read before the SUBSCRIBE
+         * is confirmed again could miss what is published in between) */
+        for (t = take_oldest_first(&c->hqueue); t;) {
+            sub_task *n = t->next;
+            t->next = NULL;
+            if (c->wanted) {
+                sub_route(L, c, t);
+            } else {
+                t->r.status = -EAGAIN;
+                sub_answer(L, t);
+            }
+            t = n;
+        }
+        return;
+    }
     for (t = take_oldest_first(&c->hqueue); t;) {
         sub_task *n = t->next;
         t->next = NULL;
@@ -614,6 +632,13 @@ static void sub_run(chan_task *ct)
         return;
     }
     c->opts = t->opts; /* every subscriber of a channel has its namespace's */
+    sub_route(L, c, t);
+}
+
+/* A wanted channel's subscription: unavailable while its shard (slot) is
+ * down, served once its SUBSCRIBE is confirmed, until then waiting. */
+static void sub_route(redis_layer *L, rchan *c, sub_task *t)
+{
     if (L->mode == HR_REDIS_CLUSTER ? !rd_cluster_chan_up(L, c->name) : !c->sh->up) {
         /* a plain channel is served locally meanwhile: its subscribers
          * hear when it is on Redis again (a shard coming up does that for
